@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * internal.h - what the library's files share and the public header hides:
+ * the tracker object, the backend interface, the range builder and logging.
+ */
+#ifndef PT_INTERNAL_H
+#define PT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "pagetrack.h"
+
+#define PT_EXPORT __attribute__((visibility("default")))
+
+#define PT_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Growable list of page ranges, kept ascending and maximal by pt_ranges_add(). */
+struct pt_ranges {
+	struct pt_range *v;
+	size_t nr;
+	size_t cap;
+};
+
+/* Append pages [first, first + count); merges with the last range when adjacent.
+ * Callers add in ascending order.  Returns 0 or -ENOMEM. */
+int pt_ranges_add(struct pt_ranges *r, uint64_t first, uint64_t count);
+void pt_ranges_free(struct pt_ranges *r);
+
+struct pt_tracker;
+
+/*
+ * A backend.  open() gets a tracker whose generic fields are filled in and
+ * sets t->priv; collect() appends to t->out (already emptied) in ascending
+ * order and re-arms what it reports when reset is true; close() must work on
+ * a range that was already unmapped.
+ */
+struct pt_backend_ops {
+	enum pt_backend id;
+	const char *name;
+	int (*probe)(char *why, size_t why_len);
+	int (*open)(struct pt_tracker *t);
+	int (*collect)(struct pt_tracker *t, bool reset);
+	int (*reset)(struct pt_tracker *t);
+	void (*close)(struct pt_tracker *t);
+};
+
+struct pt_tracker {
+	const struct pt_backend_ops *ops;
+	uintptr_t start;	/* page aligned */
+	size_t len;		/* bytes, page multiple */
+	uint64_t npages;
+	size_t page_size;
+	unsigned int page_shift;
+	pid_t owner;		/* the process that opened it: trackers do not follow fork */
+	struct pt_ranges out;	/* what collect returns */
+	void *priv;		/* backend state */
+};
+
+extern const struct pt_backend_ops pt_uffd_ops;
+extern const struct pt_backend_ops pt_softdirty_ops;
+extern const struct pt_backend_ops pt_mprotect_ops;
+
+/* Logging: printf-like, goes to the callback of pt_set_log() or PAGETRACK_LOG. */
+void pt_log(enum pt_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+bool pt_log_enabled(enum pt_log_level level);
+
+/* snprintf into why (which may be NULL) and return err: the probes' idiom. */
+int pt_why(char *why, size_t why_len, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Kernel version as major * 65536 + minor * 256 + patch (0 if unknown). */
+unsigned int pt_kernel_version(void);
+
+#endif /* PT_INTERNAL_H */

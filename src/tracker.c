@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tracker.c - the backend-independent tracker: argument checks, backend
+ * choice (PT_BACKEND_AUTO, PAGETRACK_BACKEND), and dispatch.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* AUTO tries these in order. */
+static const struct pt_backend_ops *const backends[] = {
+	&pt_uffd_ops,
+	&pt_softdirty_ops,
+	&pt_mprotect_ops,
+};
+
+static const struct pt_backend_ops *backend_ops(enum pt_backend b)
+{
+	for (size_t i = 0; i < PT_ARRAY_SIZE(backends); i++)
+		if (backends[i]->id == b)
+			return backends[i];
+	return NULL;
+}
+
+PT_EXPORT const char *pt_backend_name(enum pt_backend b)
+{
+	const struct pt_backend_ops *ops = backend_ops(b);
+
+	if (b == PT_BACKEND_AUTO)
+		return "auto";
+	return ops ? ops->name : NULL;
+}
+
+PT_EXPORT int pt_backend_probe(enum pt_backend b, char *why, size_t why_len)
+{
+	const struct pt_backend_ops *ops = backend_ops(b);
+
+	if (!ops)
+		return pt_why(why, why_len, -EINVAL, "unknown backend %d", (int)b);
+	if (why && why_len)
+		why[0] = '\0';
+	return ops->probe(why, why_len);
+}
+
+/* PAGETRACK_BACKEND, if set, names the backend AUTO must use. */
+static int backend_from_env(enum pt_backend *b)
+{
+	const char *v = getenv("PAGETRACK_BACKEND");
+
+	*b = PT_BACKEND_AUTO;
+	if (!v || !*v || !strcmp(v, "auto"))
+		return 0;
+	for (size_t i = 0; i < PT_ARRAY_SIZE(backends); i++) {
+		if (!strcmp(v, backends[i]->name)) {
+			*b = backends[i]->id;
+			return 0;
+		}
+	}
+	pt_log(PT_LOG_ERROR,
+	       "PAGETRACK_BACKEND=%s: unknown backend (uffd-wp, soft-dirty, mprotect or auto)", v);
+	return -EINVAL;
+}
+
+static int tracker_start(struct pt_tracker *t, const struct pt_backend_ops *ops)
+{
+	t->ops = ops;
+	return ops->open(t);
+}
+
+PT_EXPORT int pt_tracker_open(struct pt_tracker **out, void *addr, size_t len,
+			      const struct pt_tracker_opts *opts)
+{
+	struct pt_tracker_opts o = { .sz = sizeof(o), .backend = PT_BACKEND_AUTO };
+	long page_size = sysconf(_SC_PAGESIZE);
+	uintptr_t start = (uintptr_t)addr;
+	struct pt_tracker *t;
+	char why[256];
+	int ret;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (opts) {
+		/* An older caller's struct is shorter: take what it has. */
+		if (opts->sz < offsetof(struct pt_tracker_opts, flags) + sizeof(opts->flags))
+			return -EINVAL;
+		o.backend = opts->backend;
+		o.flags = opts->flags;
+	}
+	if (o.flags)
+		return -EINVAL;
+	if (page_size <= 0 || !addr || !len || start % (uintptr_t)page_size ||
+	    len % (size_t)page_size || start + len < start)
+		return -EINVAL;
+	if (o.backend == PT_BACKEND_AUTO) {
+		ret = backend_from_env(&o.backend);
+		if (ret)
+			return ret;
+	}
+	if (o.backend != PT_BACKEND_AUTO && !backend_ops(o.backend))
+		return -EINVAL;
+
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->start = start;
+	t->len = len;
+	t->page_size = (size_t)page_size;
+	t->page_shift = (unsigned int)__builtin_ctzl((unsigned long)page_size);
+	t->npages = len >> t->page_shift;
+	t->owner = getpid();
+
+	if (o.backend != PT_BACKEND_AUTO) {
+		const struct pt_backend_ops *ops = backend_ops(o.backend);
+
+		ret = ops->probe(why, sizeof(why));
+		if (ret) {
+			pt_log(PT_LOG_ERROR, "backend %s unavailable: %s", ops->name, why);
+			goto err;
+		}
+		ret = tracker_start(t, ops);
+		if (ret)
+			goto err;
+	} else {
+		ret = -EOPNOTSUPP;
+		for (size_t i = 0; i < PT_ARRAY_SIZE(backends); i++) {
+			if (backends[i]->probe(why, sizeof(why))) {
+				pt_log(PT_LOG_INFO, "backend %s skipped: %s", backends[i]->name, why);
+				continue;
+			}
+			ret = tracker_start(t, backends[i]);
+			if (!ret)
+				break;
+			/* A range the backend cannot take (EEXIST, EINVAL) is the
+			 * caller's problem, not a reason to try the next one. */
+			if (ret != -EOPNOTSUPP)
+				goto err;
+			pt_log(PT_LOG_INFO, "backend %s could not open: %s",
+			       backends[i]->name, strerror(-ret));
+		}
+		if (ret)
+			goto err;
+	}
+	pt_log(PT_LOG_DEBUG, "tracking %zu bytes at %p with %s", len, addr, t->ops->name);
+	*out = t;
+	return 0;
+err:
+	free(t);
+	return ret;
+}
+
+PT_EXPORT int pt_tracker_collect(struct pt_tracker *t, unsigned int flags,
+				 const struct pt_range **ranges, size_t *nr)
+{
+	uint64_t pages = 0;
+	int ret;
+
+	if (!t || !ranges || !nr || (flags & ~PT_COLLECT_RESET))
+		return -EINVAL;
+	*ranges = NULL;
+	*nr = 0;
+	if (getpid() != t->owner)
+		return -ECHILD;
+	t->out.nr = 0;
+	ret = t->ops->collect(t, flags & PT_COLLECT_RESET);
+	if (ret < 0)
+		return ret;
+	for (size_t i = 0; i < t->out.nr; i++)
+		pages += t->out.v[i].count;
+	*ranges = t->out.v;
+	*nr = t->out.nr;
+	return pages > INT32_MAX ? INT32_MAX : (int)pages;
+}
+
+PT_EXPORT int pt_tracker_reset(struct pt_tracker *t)
+{
+	if (!t)
+		return -EINVAL;
+	if (getpid() != t->owner)
+		return -ECHILD;
+	return t->ops->reset(t);
+}
+
+PT_EXPORT void pt_tracker_close(struct pt_tracker *t)
+{
+	if (!t)
+		return;
+	/* In a forked child the backend state belongs to the parent's
+	 * tracking; only free the memory. */
+	if (t->ops && getpid() == t->owner)
+		t->ops->close(t);
+	pt_ranges_free(&t->out);
+	free(t);
+}
+
+PT_EXPORT enum pt_backend pt_tracker_backend(const struct pt_tracker *t)
+{
+	return t && t->ops ? t->ops->id : PT_BACKEND_AUTO;
+}

@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * util.c - small services every layer uses: logging, the range builder,
+ * the kernel version, the library version.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/utsname.h>
+
+#include "internal.h"
+
+static pt_log_fn log_fn;
+static void *log_arg;
+static enum pt_log_level log_max = PT_LOG_ERROR;
+static bool log_set;		/* pt_set_log() was called: ignore the environment */
+static pthread_once_t log_env_once = PTHREAD_ONCE_INIT;
+static enum pt_log_level log_env_max;
+static bool log_env_on;
+
+PT_EXPORT const char *pt_version(void)
+{
+	return PAGETRACK_VERSION;
+}
+
+PT_EXPORT void pt_set_log(pt_log_fn fn, enum pt_log_level max_level, void *arg)
+{
+	log_fn = fn;
+	log_arg = arg;
+	log_max = max_level;
+	log_set = true;
+}
+
+static void log_read_env(void)
+{
+	static const char *const names[] = { "error", "warn", "info", "debug" };
+	const char *v = getenv("PAGETRACK_LOG");
+
+	if (!v || !*v)
+		return;
+	for (size_t i = 0; i < PT_ARRAY_SIZE(names); i++) {
+		if (!strcasecmp(v, names[i])) {
+			log_env_max = (enum pt_log_level)i;
+			log_env_on = true;
+			return;
+		}
+	}
+	/* An unknown value still asks for messages: give the most. */
+	log_env_max = PT_LOG_DEBUG;
+	log_env_on = true;
+}
+
+bool pt_log_enabled(enum pt_log_level level)
+{
+	if (log_set)
+		return log_fn && level <= log_max;
+	pthread_once(&log_env_once, log_read_env);
+	return log_env_on && level <= log_env_max;
+}
+
+void pt_log(enum pt_log_level level, const char *fmt, ...)
+{
+	static const char *const tags[] = { "error", "warning", "info", "debug" };
+	char msg[512];
+	va_list ap;
+	int saved = errno;
+
+	if (!pt_log_enabled(level))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (log_set)
+		log_fn(level, msg, log_arg);
+	else
+		fprintf(stderr, "pagetrack: %s: %s\n", tags[level], msg);
+	errno = saved;
+}
+
+int pt_why(char *why, size_t why_len, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why && why_len) {
+		va_start(ap, fmt);
+		vsnprintf(why, why_len, fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+int pt_ranges_add(struct pt_ranges *r, uint64_t first, uint64_t count)
+{
+	if (!count)
+		return 0;
+	if (r->nr) {
+		struct pt_range *last = &r->v[r->nr - 1];
+
+		if (last->first + last->count == first) {
+			last->count += count;
+			return 0;
+		}
+	}
+	if (r->nr == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 64;
+		struct pt_range *v = realloc(r->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		r->v = v;
+		r->cap = cap;
+	}
+	r->v[r->nr].first = first;
+	r->v[r->nr].count = count;
+	r->nr++;
+	return 0;
+}
+
+void pt_ranges_free(struct pt_ranges *r)
+{
+	free(r->v);
+	r->v = NULL;
+	r->nr = r->cap = 0;
+}
+
+unsigned int pt_kernel_version(void)
+{
+	struct utsname u;
+	unsigned int major = 0, minor = 0, patch = 0;
+
+	if (uname(&u) || sscanf(u.release, "%u.%u.%u", &major, &minor, &patch) < 2)
+		return 0;
+	return major * 65536 + minor * 256 + (patch > 255 ? 255 : patch);
+}

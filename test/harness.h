@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * harness.h - what the test programs share: the exit codes, the table of
+ * backends x memory kinds, and a cell reporter that prints
+ * "done", "skipped [reason]" or "failed [reason]" for each cell.
+ *
+ * Each test is one program: exit 0 pass, 1 fail, 77 skip (reason printed).
+ * A test never passes when the feature it tests is missing.
+ */
+#ifndef PT_TEST_HARNESS_H
+#define PT_TEST_HARNESS_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <linux/loop.h>
+
+#include "pagetrack.h"
+
+#define T_PASS 0
+#define T_FAIL 1
+#define T_SKIP 77
+
+static int t_failures, t_done, t_skipped;
+
+/* Fail the current cell: print where and why, return false from a bool fn. */
+#define CHECK(cond, ...) do {							\
+	if (!(cond)) {								\
+		printf("    %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
+		printf(__VA_ARGS__);						\
+		printf("\n");							\
+		return false;							\
+	}									\
+} while (0)
+
+#define DIE(...) do {								\
+	fprintf(stderr, __VA_ARGS__);						\
+	fprintf(stderr, "\n");							\
+	exit(T_FAIL);								\
+} while (0)
+
+static inline size_t page_size(void)
+{
+	return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* ---- memory kinds -------------------------------------------------- */
+
+enum mem_kind {
+	MEM_ANON,		/* private anonymous */
+	MEM_MEMFD,		/* MAP_SHARED memfd */
+	MEM_SHM,		/* MAP_SHARED file in /dev/shm */
+	MEM_FILE,		/* MAP_SHARED regular file (TMPDIR or /var/tmp) */
+	MEM_LOOP,		/* MAP_SHARED /dev/loopN over a file (root) */
+	MEM_THP,		/* anonymous with MADV_HUGEPAGE */
+	MEM_NKINDS
+};
+
+static const char *const mem_kind_names[MEM_NKINDS] = {
+	"anon", "memfd", "shm", "file", "loop", "thp",
+};
+
+struct mem {
+	enum mem_kind kind;
+	char *addr;		/* what tests use: aligned to 2 MiB for MEM_THP */
+	size_t len;
+	char *map;		/* what munmap needs */
+	size_t map_len;
+	int fd;
+	int backing_fd;		/* MEM_LOOP: the file behind the loop device */
+	char path[256];
+	char loop_path[64];
+};
+
+/*
+ * Map len bytes of the given kind, zero-filled.  Returns 0, or a skip
+ * reason in why and T_SKIP, or T_FAIL with why.
+ */
+static inline int mem_map(struct mem *m, enum mem_kind kind, size_t len, char *why, size_t why_len)
+{
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
+	int flags = MAP_SHARED;
+
+	memset(m, 0, sizeof(*m));
+	m->kind = kind;
+	m->len = len;
+	m->fd = m->backing_fd = -1;
+	switch (kind) {
+	case MEM_ANON:
+	case MEM_THP: {
+		size_t align = kind == MEM_THP ? (2u << 20) : 0;
+
+		m->map_len = len + align;
+		m->map = mmap(NULL, m->map_len, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m->map == MAP_FAILED)
+			goto fail;
+		m->addr = align ? (char *)(((uintptr_t)m->map + align - 1) & ~(uintptr_t)(align - 1)) : m->map;
+		if (kind == MEM_THP) {
+			if (access("/sys/kernel/mm/transparent_hugepage/enabled", R_OK)) {
+				snprintf(why, why_len, "no transparent huge pages in this kernel");
+				munmap(m->map, m->map_len);
+				return T_SKIP;
+			}
+			if (madvise(m->addr, len, MADV_HUGEPAGE))
+				goto fail;
+		}
+		return 0;
+	}
+	case MEM_MEMFD:
+		m->fd = memfd_create("pagetrack-test", MFD_CLOEXEC);
+		break;
+	case MEM_SHM:
+		snprintf(m->path, sizeof(m->path), "/dev/shm/pagetrack-test-%d-%p", getpid(), (void *)m);
+		m->fd = open(m->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		break;
+	case MEM_FILE:
+	case MEM_LOOP:
+		snprintf(m->path, sizeof(m->path), "%s/pagetrack-test-XXXXXX", tmp);
+		m->fd = mkostemp(m->path, O_CLOEXEC);
+		break;
+	default:
+		snprintf(why, why_len, "unknown memory kind");
+		return T_FAIL;
+	}
+	if (m->fd < 0 || ftruncate(m->fd, (off_t)len))
+		goto fail;
+	if (kind == MEM_LOOP) {
+		int ctl, nr;
+
+		if (geteuid() != 0) {
+			snprintf(why, why_len, "a loop device needs root");
+			goto skip;
+		}
+		ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+		nr = ctl < 0 ? -1 : ioctl(ctl, LOOP_CTL_GET_FREE);
+		if (ctl >= 0)
+			close(ctl);
+		if (nr < 0) {
+			snprintf(why, why_len, "no free loop device (/dev/loop-control: %s)", strerror(errno));
+			goto skip;
+		}
+		snprintf(m->loop_path, sizeof(m->loop_path), "/dev/loop%d", nr);
+		m->backing_fd = m->fd;
+		m->fd = open(m->loop_path, O_RDWR | O_CLOEXEC);
+		if (m->fd < 0 || ioctl(m->fd, LOOP_SET_FD, m->backing_fd)) {
+			snprintf(why, why_len, "%s: %s", m->loop_path, strerror(errno));
+			goto skip;
+		}
+	}
+	m->map_len = len;
+	m->map = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, m->fd, 0);
+	if (m->map == MAP_FAILED)
+		goto fail;
+	m->addr = m->map;
+	return 0;
+fail:
+	snprintf(why, why_len, "cannot map %s memory: %s", mem_kind_names[kind], strerror(errno));
+	if (m->fd >= 0)
+		close(m->fd);
+	if (m->path[0])
+		unlink(m->path);
+	return T_FAIL;
+skip:
+	if (m->fd >= 0)
+		close(m->fd);
+	if (m->backing_fd >= 0)
+		close(m->backing_fd);
+	if (m->path[0])
+		unlink(m->path);
+	return T_SKIP;
+}
+
+static inline void mem_unmap(struct mem *m)
+{
+	if (m->map && m->map != MAP_FAILED)
+		munmap(m->map, m->map_len);
+	if (m->kind == MEM_LOOP && m->fd >= 0)
+		ioctl(m->fd, LOOP_CLR_FD, 0);
+	if (m->fd >= 0)
+		close(m->fd);
+	if (m->backing_fd >= 0)
+		close(m->backing_fd);
+	if (m->path[0])
+		unlink(m->path);
+	m->map = NULL;
+	m->fd = m->backing_fd = -1;
+	m->path[0] = '\0';
+}
+
+/* ---- backends ------------------------------------------------------- */
+
+static const enum pt_backend all_backends[] = {
+	PT_BACKEND_UFFD_WP, PT_BACKEND_SOFT_DIRTY, PT_BACKEND_MPROTECT,
+};
+
+/* Backends not available here are skipped with the probe's reason. */
+static inline bool backend_usable(enum pt_backend b, char *why, size_t why_len)
+{
+	return pt_backend_probe(b, why, why_len) == 0;
+}
+
+/* Open a tracker on a forced backend; opts.backend beats PAGETRACK_BACKEND. */
+static inline int tracker_open_on(struct pt_tracker **t, enum pt_backend b, void *addr, size_t len)
+{
+	struct pt_tracker_opts o = { .sz = sizeof(o), .backend = b };
+
+	return pt_tracker_open(t, addr, len, &o);
+}
+
+/* ---- cells and the table --------------------------------------------- */
+
+static inline void cell_report(const char *name, int result, const char *why)
+{
+	switch (result) {
+	case T_PASS:
+		t_done++;
+		printf("  %-40s done\n", name);
+		break;
+	case T_SKIP:
+		t_skipped++;
+		printf("  %-40s skipped [%s]\n", name, why);
+		break;
+	default:
+		t_failures++;
+		printf("  %-40s failed [%s]\n", name, why && *why ? why : "see above");
+		break;
+	}
+	fflush(stdout);
+}
+
+/* The program's exit: fail if any cell failed, skip if none ran. */
+static inline int t_exit(void)
+{
+	printf("%d done, %d failed, %d skipped\n", t_done, t_failures, t_skipped);
+	if (t_failures)
+		return T_FAIL;
+	if (!t_done) {
+		printf("skip: every cell skipped\n");
+		return T_SKIP;
+	}
+	return T_PASS;
+}
+
+/* Collect into a byte map of pages (1 = reported).  Returns pages or -errno;
+ * checks the ranges are ascending, non-overlapping, maximal, inside npages. */
+static inline int collect_map(struct pt_tracker *t, unsigned flags, uint8_t *map, uint64_t npages, char *why, size_t why_len)
+{
+	const struct pt_range *r;
+	size_t nr;
+	int n = pt_tracker_collect(t, flags, &r, &nr);
+	uint64_t total = 0, prev_end = 0;
+
+	if (n < 0) {
+		snprintf(why, why_len, "collect: %s", strerror(-n));
+		return n;
+	}
+	memset(map, 0, npages);
+	for (size_t i = 0; i < nr; i++) {
+		if (!r[i].count || r[i].first + r[i].count > npages ||
+		    (i && r[i].first <= prev_end)) {
+			snprintf(why, why_len, "bad range %zu: first %llu count %llu (prev end %llu, pages %llu)",
+				 i, (unsigned long long)r[i].first, (unsigned long long)r[i].count,
+				 (unsigned long long)prev_end, (unsigned long long)npages);
+			return -EPROTO;
+		}
+		memset(map + r[i].first, 1, r[i].count);
+		prev_end = r[i].first + r[i].count;
+		total += r[i].count;
+	}
+	if (total != (uint64_t)n) {
+		snprintf(why, why_len, "collect returned %d but ranges hold %llu pages", n, (unsigned long long)total);
+		return -EPROTO;
+	}
+	return n;
+}
+
+/* A fast reproducible PRNG (xorshift64*). */
+static inline uint64_t rnd_next(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 2685821657736338717ull;
+}
+
+#endif /* PT_TEST_HARNESS_H */

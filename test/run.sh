@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Run test programs (built in $O/test/) and test scripts (test/*.sh), each
+# under a timeout, and end with "N passed, N failed, N skipped".
+# Exit status of a test: 0 pass, 77 skip (reason on its output), else fail.
+set -u
+O=${O:-build}
+TIMEOUT=${PT_TEST_TIMEOUT:-300}
+pass=0 fail=0 skip=0 failed=()
+logdir=$O/test-logs
+mkdir -p "$logdir"
+for name in "$@"; do
+	case $name in
+	*.sh) cmd=(bash "test/$name"); name=${name%.sh} ;;
+	*) cmd=("$O/test/$name") ;;
+	esac
+	log=$logdir/$name.log
+	start=$(date +%s.%N)
+	O=$O timeout -k 10 "$TIMEOUT" "${cmd[@]}" >"$log" 2>&1
+	rc=$?
+	secs=$(printf '%.1f' "$(echo "$(date +%s.%N) - $start" | bc)")
+	case $rc in
+	0) pass=$((pass + 1)); printf 'PASS  %-32s %6ss\n' "$name" "$secs" ;;
+	77) skip=$((skip + 1)); printf 'SKIP  %-32s %6ss  %s\n' "$name" "$secs" \
+		"$(grep -i 'skip' "$log" | tail -n 1)" ;;
+	124|137) fail=$((fail + 1)); failed+=("$name"); printf 'FAIL  %-32s timed out after %ss\n' "$name" "$TIMEOUT" ;;
+	*) fail=$((fail + 1)); failed+=("$name"); printf 'FAIL  %-32s %6ss  (exit %d)\n' "$name" "$secs" "$rc" ;;
+	esac
+	if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then
+		sed 's/^/      | /' "$log" | tail -n 30
+	fi
+done
+echo
+[ ${#failed[@]} -gt 0 ] && echo "failed: ${failed[*]}"
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]
