@@ -63,6 +63,16 @@ extern const struct pt_backend_ops pt_uffd_ops;
 extern const struct pt_backend_ops pt_softdirty_ops;
 extern const struct pt_backend_ops pt_mprotect_ops;
 
+/*
+ * Write freeze, provided by mprotect.c's SIGSEGV handler for the soft-dirty
+ * backend: pt_write_freeze() makes [start, start + len) read-only and makes
+ * any thread that writes there wait in the fault handler until
+ * pt_write_thaw() restores write access; then the write is retried.  Not
+ * async-signal-safe to call; one freeze at a time per range.
+ */
+int pt_write_freeze(uintptr_t start, size_t len);
+void pt_write_thaw(uintptr_t start, size_t len);
+
 /* Logging: printf-like, goes to the callback of pt_set_log() or PAGETRACK_LOG. */
 void pt_log(enum pt_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
