@@ -6,7 +6,7 @@
 #                          and the sanitizer runtimes)
 set -eu
 pkgs=(make gcc libc6-dev pkg-config bc util-linux libxxhash-dev)
-[ "${1:-}" = --ci ] && pkgs+=(clang libclang-rt-14-dev)
+[ "${1:-}" = --ci ] && pkgs+=(clang libclang-rt-14-dev man-db)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
