@@ -189,8 +189,10 @@ PT_EXPORT void pt_tracker_close(struct pt_tracker *t)
 	if (!t)
 		return;
 	/* In a forked child the backend state belongs to the parent's
-	 * tracking; only free the memory. */
-	if (t->ops && getpid() == t->owner)
+	 * tracking: only free the memory, except for uffd-wp, whose close
+	 * acts on this process alone (its fork handler already closed the
+	 * inherited descriptors) and frees the backend's memory too. */
+	if (t->ops && (getpid() == t->owner || t->ops == &pt_uffd_ops))
 		t->ops->close(t);
 	pt_ranges_free(&t->out);
 	free(t);

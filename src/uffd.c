@@ -15,6 +15,24 @@
  * table lock: a concurrent write either lands before (reported now) or faults
  * after (reported next time).  This is the atomic get-and-clear the 2007 loop
  * patch lacked.
+ *
+ * What the kernel does to the protection outside writes (measured on 6.18):
+ * MADV_DONTNEED, reclaim and truncation leave a written page as an empty PTE,
+ * which PAGEMAP_SCAN reports as written, so an uncollected write survives
+ * them; a protected page keeps its protection as a PTE marker on shared
+ * memory, so content the file system changes under it (hole punch,
+ * MADV_REMOVE, truncate, write(2) to the file) is not reported: only writes
+ * through this process's page tables are.
+ *
+ * Failure: a collect that fails part way may have re-armed pages it cannot
+ * hand back.  Rather than trying to un-arm them (which can fail too), the
+ * tracker remembers it and its next successful collect reports the whole
+ * range: at least once, never lost.
+ *
+ * fork(): the child inherits the userfaultfd descriptor, and while any
+ * process holds it the parent's registration stays, so the parent could
+ * not close and reopen a tracker on its range (EEXIST) for as long as the
+ * child lives.  A fork handler closes the child's copies at once.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,8 +53,46 @@
 struct uffd_state {
 	int uffd;
 	int pagemap;
+	bool resync;		/* a failed collect may have lost pages: report all next */
 	struct page_region *vec;
+	struct uffd_state *next;	/* on open_states, for the fork handler */
 };
+
+/* Every open state, so that a forked child can drop its copies of the
+ * descriptors (see the top of this file). */
+static pthread_mutex_t states_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct uffd_state *open_states;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int atfork_result;
+
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&states_lock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&states_lock);
+}
+
+/* In the child: the descriptors act on the parent's registration and the
+ * parent's /proc/self/pagemap; close them (close(2) is async-signal-safe). */
+static void atfork_child(void)
+{
+	for (struct uffd_state *s = open_states; s; s = s->next) {
+		if (s->uffd >= 0)
+			close(s->uffd);
+		if (s->pagemap >= 0)
+			close(s->pagemap);
+		s->uffd = s->pagemap = -1;
+	}
+	pthread_mutex_unlock(&states_lock);
+}
+
+static void atfork_register(void)
+{
+	atfork_result = -pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
 
 static int open_uffd(uint64_t *features)
 {
@@ -138,12 +194,22 @@ static int write_protect(struct uffd_state *s, uintptr_t start, size_t len)
 	return 0;
 }
 
+/* Unlink and close under states_lock, so a concurrent fork() sees either
+ * the descriptors on the list or closed. */
 static void uffd_free(struct uffd_state *s)
 {
+	pthread_mutex_lock(&states_lock);
+	for (struct uffd_state **p = &open_states; *p; p = &(*p)->next) {
+		if (*p == s) {
+			*p = s->next;
+			break;
+		}
+	}
 	if (s->uffd >= 0)
 		close(s->uffd);
 	if (s->pagemap >= 0)
 		close(s->pagemap);
+	pthread_mutex_unlock(&states_lock);
 	free(s->vec);
 	free(s);
 }
@@ -158,21 +224,29 @@ static int uffd_open(struct pt_tracker *t)
 	uint64_t features;
 	int ret;
 
+	pthread_once(&atfork_once, atfork_register);
+	if (atfork_result)
+		return atfork_result;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->pagemap = -1;
+	s->uffd = s->pagemap = -1;
 	s->vec = calloc(SCAN_VEC_LEN, sizeof(*s->vec));
+	if (!s->vec) {
+		free(s);
+		return -ENOMEM;
+	}
+	/* Descriptors are born on the list (see uffd_free). */
+	pthread_mutex_lock(&states_lock);
 	s->uffd = open_uffd(&features);
-	if (!s->vec || s->uffd < 0) {
-		ret = s->uffd < 0 ? s->uffd : -ENOMEM;
+	if (s->uffd >= 0)
+		s->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	ret = s->uffd < 0 ? s->uffd : s->pagemap < 0 ? -errno : 0;
+	s->next = open_states;
+	open_states = s;
+	pthread_mutex_unlock(&states_lock);
+	if (ret)
 		goto err;
-	}
-	s->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (s->pagemap < 0) {
-		ret = -errno;
-		goto err;
-	}
 	if (ioctl(s->uffd, UFFDIO_REGISTER, &reg)) {
 		ret = -errno;
 		/* EBUSY: another userfaultfd (another tracker) holds part of
@@ -195,46 +269,36 @@ err:
 	return ret;
 }
 
-/* Drop protection: in async mode the pages then read back as written. */
-static void unarm(struct uffd_state *s, uint64_t start, uint64_t len)
-{
-	struct uffdio_writeprotect wp = {
-		.range = { .start = start, .len = len },
-		.mode = 0,
-	};
-
-	while (ioctl(s->uffd, UFFDIO_WRITEPROTECT, &wp)) {
-		if (errno == EINTR || errno == EAGAIN)
-			continue;
-		pt_log(PT_LOG_ERROR, "cannot un-arm pages after a failed collect: %s",
-		       strerror(errno));
-		return;
-	}
-}
-
 /*
- * A collect that fails half way has re-armed pages it cannot hand back.
- * Un-arm them (those in t->out and those still in the scan vector from
- * index `from` on) so the next collect reports them: nothing is lost.
+ * Append the scan's regions to t->out.  A region that starts below what
+ * is already there would break the ascending order collect promises; it
+ * can only come from a resumed walk that went back over reported pages,
+ * and those pages are already in t->out, so clip it.
  */
-static int collect_failed(struct pt_tracker *t, int err, long from, long n)
+static int add_regions(struct pt_tracker *t, const struct page_region *vec, long n,
+		       uint64_t *last_end)
 {
-	struct uffd_state *s = t->priv;
+	for (long i = 0; i < n; i++) {
+		uint64_t start = vec[i].start, end = vec[i].end;
+		int ret;
 
-	for (size_t i = 0; i < t->out.nr; i++)
-		unarm(s, t->start + (t->out.v[i].first << t->page_shift),
-		      t->out.v[i].count << t->page_shift);
-	for (long i = from; i < n; i++)
-		unarm(s, s->vec[i].start, s->vec[i].end - s->vec[i].start);
-	t->out.nr = 0;
-	pt_log(PT_LOG_ERROR, "collect failed: %s", strerror(-err));
-	return err;
+		if (start < *last_end)
+			start = *last_end;
+		if (end <= start)
+			continue;
+		ret = pt_ranges_add(&t->out, (start - t->start) >> t->page_shift,
+				    (end - start) >> t->page_shift);
+		if (ret)
+			return ret;
+		*last_end = end;
+	}
+	return 0;
 }
 
 static int uffd_collect(struct pt_tracker *t, bool reset)
 {
 	struct uffd_state *s = t->priv;
-	uint64_t end = t->start + t->len;
+	uint64_t end = t->start + t->len, last_end = t->start;
 	struct pm_scan_arg arg = {
 		.size = sizeof(arg),
 		.flags = PM_SCAN_CHECK_WPASYNC | (reset ? PM_SCAN_WP_MATCHING : 0),
@@ -245,45 +309,94 @@ static int uffd_collect(struct pt_tracker *t, bool reset)
 		.category_mask = PAGE_IS_WRITTEN,
 		.return_mask = PAGE_IS_WRITTEN,
 	};
+	int ret;
 
 	while (arg.start < end) {
 		long n = ioctl(s->pagemap, PAGEMAP_SCAN, &arg);
-		uint64_t last_end = arg.start;
 
 		if (n < 0) {
-			if (errno == EINTR || errno == EAGAIN)
+			ret = -errno;
+			/* The failed call may have re-armed pages whose regions
+			 * it did not return: from now on, report everything. */
+			if (reset)
+				s->resync = true;
+			/* EINTR comes only with a fatal signal pending; retry
+			 * from where we were, the resync covers the rest. */
+			if (ret == -EINTR || ret == -EAGAIN)
 				continue;
-			return collect_failed(t, -errno, 0, 0);
+			pt_log(PT_LOG_ERROR, "PAGEMAP_SCAN: %s; the next collect reports the whole range",
+			       strerror(-ret));
+			return ret;
 		}
-		for (long i = 0; i < n; i++) {
-			int ret = pt_ranges_add(&t->out,
-						(s->vec[i].start - t->start) >> t->page_shift,
-						(s->vec[i].end - s->vec[i].start) >> t->page_shift);
-			if (ret)
-				return collect_failed(t, ret, i, n);
-			last_end = s->vec[i].end;
+		ret = add_regions(t, s->vec, n, &last_end);
+		if (ret) {
+			if (reset)
+				s->resync = true;
+			pt_log(PT_LOG_ERROR, "collect: %s; the next collect reports the whole range",
+			       strerror(-ret));
+			return ret;
 		}
 		/* Linux 6.18 can hand back a stale walk_end (below the true
 		 * end of the walk) when one call flushed its buffer more than
-		 * once; only a full vector means the walk stopped early. */
+		 * once; only a full vector means the walk stopped early, and
+		 * then it stopped at or after the last region returned. */
 		if ((size_t)n < SCAN_VEC_LEN)
 			break;
 		arg.start = arg.walk_end > last_end ? arg.walk_end : last_end;
 	}
+	if (s->resync) {
+		/* Every written page was just re-armed (with reset) and is in
+		 * the whole range we report instead. */
+		t->out.nr = 0;
+		ret = pt_ranges_add(&t->out, 0, t->npages);
+		if (ret)
+			return ret;
+		if (reset)
+			s->resync = false;
+	}
 	return 0;
 }
 
+/*
+ * Re-arm the whole range.  PAGEMAP_SCAN with PM_SCAN_WP_MATCHING and no
+ * output vector protects only what is not protected (and arms empty page
+ * tables and holes like UFFDIO_WRITEPROTECT does); UFFDIO_WRITEPROTECT
+ * rewrites every PTE: on a populated 1 GiB range, 6.18 here, ~0.3-0.6 ms
+ * against ~18 ms.  The latter stays as the fallback.
+ */
 static int uffd_reset(struct pt_tracker *t)
 {
-	return write_protect(t->priv, t->start, t->len);
+	struct uffd_state *s = t->priv;
+	struct pm_scan_arg arg = {
+		.size = sizeof(arg),
+		.flags = PM_SCAN_CHECK_WPASYNC | PM_SCAN_WP_MATCHING,
+		.start = t->start,
+		.end = t->start + t->len,
+	};
+	long n;
+	int ret;
+
+	do
+		n = ioctl(s->pagemap, PAGEMAP_SCAN, &arg);
+	while (n < 0 && (errno == EINTR || errno == EAGAIN));
+	if (n >= 0) {
+		s->resync = false;
+		return 0;
+	}
+	pt_log(PT_LOG_WARN, "PAGEMAP_SCAN reset: %s; using UFFDIO_WRITEPROTECT", strerror(errno));
+	ret = write_protect(s, t->start, t->len);
+	if (!ret)
+		s->resync = false;
+	return ret;
 }
 
 static void uffd_close(struct pt_tracker *t)
 {
 	/* Closing the userfaultfd unregisters the range and drops the
-	 * protection (in a forked child it only drops our reference).
-	 * Never UFFDIO_UNREGISTER here: in a child it would act on the
-	 * parent's memory, and after munmap there is nothing to act on. */
+	 * protection (in a forked child the fork handler has closed the
+	 * copies already).  Never UFFDIO_UNREGISTER here: in a child it
+	 * would act on the parent's memory, and after munmap there is
+	 * nothing to act on. */
 	uffd_free(t->priv);
 	t->priv = NULL;
 }
