@@ -632,12 +632,19 @@ static inline int bench_finish(void)
 {
 	int unavailable = 0, missed = 0, ret = 0;
 
+	/* The missed targets again, together, so they are not lost in the table. */
 	for (size_t i = 0; i < bench_state.nr; i++) {
 		const struct bench_result *r = &bench_state.v[i];
+		char med[32];
 
 		unavailable += r->status == BENCH_UNAVAILABLE;
-		for (int k = 0; k < r->ntargets; k++)
-			missed += !r->met[k];
+		for (int k = 0; k < r->ntargets; k++) {
+			if (r->met[k])
+				continue;
+			printf("%s %s %s %s %s: %s %s, target %s\n", missed++ ? "       " : "\nmissed:",
+			       r->section, r->memory, r->method, r->variant,
+			       bench_fmt(med, sizeof(med), r->median), r->unit, r->target_text[k]);
+		}
 	}
 	printf("\n%s: %zu rows, %d unavailable, %d failed, %d targets missed, %.1f s\n",
 	       bench_state.name, bench_state.nr, unavailable, bench_state.failures, missed,

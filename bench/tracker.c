@@ -149,6 +149,9 @@ static int region_map(struct region *r, enum mem_kind kind, uint64_t npages, boo
 	if (kind == MEM_FILE) {
 		snprintf(r->label, sizeof(r->label), "%s", file_label(r->m.fd));
 		r->flagged = true;
+		/* Mapped and open: a run that dies leaves no GiB file behind. */
+		if (!unlink(r->m.path))
+			r->m.path[0] = '\0';
 	} else {
 		snprintf(r->label, sizeof(r->label), "%s", mem_kind_names[kind]);
 	}
