@@ -645,19 +645,14 @@ static int collect_failed(struct pt_tracker *t, int err)
 }
 
 /*
- * Re-protect [first, end) whose runs were just reported, then clear their
- * bits.  Lock held.  Returns the pages left writable (still dirty).
+ * Re-protect the runs in [first, end) one by one, after protecting the whole
+ * span failed, and clear the bits of those that worked.  Lock held.
+ * Returns the pages left writable (still dirty, reported again next time).
  */
-static uint64_t reprotect(struct mp_state *s, uint64_t first, uint64_t end)
+static uint64_t reprotect_runs(struct mp_state *s, uint64_t first, uint64_t end)
 {
 	uint64_t left = 0, p = first;
 
-	/* One span: the clean pages inside are read-only already. */
-	if (!protect_pages(s, first, end, PROT_READ)) {
-		clear_bits(s, first, end);
-		return 0;
-	}
-	/* Run by run; a run that stays writable keeps its bits. */
 	while ((p = find_bit(s, p, end, true)) < end) {
 		uint64_t run_end = find_bit(s, p, end, false);
 
@@ -678,8 +673,8 @@ static int mp_collect(struct pt_tracker *t, bool reset)
 	sigset_t saved;
 	int ret = 0;
 
-	log_degrades(s);
 	if (!reset) {
+		log_degrades(s);
 		/* Read only: a bit set meanwhile is reported now or next time. */
 		while ((p = find_bit(s, p, s->npages, true)) < s->npages) {
 			uint64_t end = find_bit(s, p, s->npages, false);
@@ -693,26 +688,45 @@ static int mp_collect(struct pt_tracker *t, bool reset)
 	}
 	block_signals(&saved);
 	while ((p = find_bit(s, p, s->npages, true)) < s->npages) {
-		uint64_t first = p, end = p;
+		uint64_t first = p, end = p, q;
+		bool span_ok;
 
 		state_lock(s, tid);
 		/* Whole runs, so the span never ends inside a writable VMA. */
-		while ((p = find_bit(s, end, s->npages, true)) < s->npages &&
-		       p - first < BATCH_PAGES) {
-			end = find_bit(s, p, s->npages, false);
-			ret = pt_ranges_add(&t->out, p, end - p);
+		while ((q = find_bit(s, end, s->npages, true)) < s->npages &&
+		       q - first < BATCH_PAGES)
+			end = find_bit(s, q, s->npages, false);
+		/*
+		 * One span: its clean pages are read-only already.  Protect
+		 * before reporting: at vm.max_map_count this merges VMAs back
+		 * before pt_ranges_add() may need to map memory.
+		 */
+		span_ok = !protect_pages(s, first, end, PROT_READ);
+		for (q = first; (q = find_bit(s, q, end, true)) < end; ) {
+			uint64_t run_end = find_bit(s, q, end, false);
+
+			ret = pt_ranges_add(&t->out, q, run_end - q);
 			if (ret)
 				break;
-			p = end;
+			q = run_end;
 		}
-		if (!ret && end > first)
-			left += reprotect(s, first, end);
+		/* On error the bits stay: read-only pages with a set bit are
+		 * only reported again. */
+		if (!ret) {
+			if (span_ok)
+				clear_bits(s, first, end);
+			else
+				left += reprotect_runs(s, first, end);
+		}
 		state_unlock(s);
 		if (ret)
 			break;
 		p = end;
 	}
 	restore_signals(&saved);
+	/* Logged now that re-protection merged the VMAs back: a log callback
+	 * at vm.max_map_count could not even allocate. */
+	log_degrades(s);
 	if (ret)
 		return collect_failed(t, ret);
 	if (left)
@@ -732,7 +746,10 @@ static int mp_reset(struct pt_tracker *t)
 	log_degrades(s);
 	block_signals(&saved);
 	state_lock(s, self_tid());
-	left = reprotect(s, 0, s->npages);
+	if (!protect_pages(s, 0, s->npages, PROT_READ))
+		clear_bits(s, 0, s->npages);
+	else
+		left = reprotect_runs(s, 0, s->npages);
 	state_unlock(s);
 	restore_signals(&saved);
 	if (left)
