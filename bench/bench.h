@@ -262,8 +262,8 @@ static inline void bench_print_result(const struct bench_result *r)
 		snprintf(status + sused, sizeof(status) - sused, "%s%s", i ? ", " : "",
 			 r->met[i] ? "met" : "MISSED");
 	}
-	printf(BENCH_ROW_FMT, r->memory, r->method, r->variant, bench_fmt(med, sizeof(med), r->median),
-	       range, target, status);
+	printf(BENCH_ROW_FMT, r->memory, r->method, r->variant,
+	       bench_fmt(med, sizeof(med), r->median), range, target, status);
 	bench_print_note(r->note);
 	fflush(stdout);
 }
@@ -287,10 +287,11 @@ static inline void bench_section(const char *id, const char *title, const char *
 /* Record and print a measured row (the median of its samples, against its targets). */
 static inline void bench_row(const struct bench_row *row)
 {
-	struct bench_result *r = bench_new_result(row->memory, row->method, row->variant, row->unit);
+	struct bench_result *r;
 	double v[BENCH_MAX_REPS];
 	int n;
 
+	r = bench_new_result(row->memory, row->method, row->variant, row->unit);
 	r->status = BENCH_MEASURED;
 	if (row->samples)
 		r->samples = *row->samples;
@@ -641,8 +642,8 @@ static inline int bench_finish(void)
 		for (int k = 0; k < r->ntargets; k++) {
 			if (r->met[k])
 				continue;
-			printf("%s %s %s %s %s: %s %s, target %s\n", missed++ ? "       " : "\nmissed:",
-			       r->section, r->memory, r->method, r->variant,
+			printf("%s %s %s %s %s: %s %s, target %s\n",
+			       missed++ ? "       " : "\nmissed:", r->section, r->memory, r->method, r->variant,
 			       bench_fmt(med, sizeof(med), r->median), r->unit, r->target_text[k]);
 		}
 	}

@@ -318,7 +318,8 @@ static void first_write(enum mem_kind kind, const uint64_t *scattered)
 			continue;
 		ret = open_tracker(&t, b, &r);
 		if (ret) {
-			bench_failed(r.label, name, "-", "open: %s%s", strerror(-ret), log_suffix());
+			bench_failed(r.label, name, "-", "open: %s%s", strerror(-ret),
+				     log_suffix());
 			continue;
 		}
 		for (int o = 0; o < 2; o++) {
