@@ -1,0 +1,841 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine.c - exchange-engine, the transaction process.
+ *
+ * One thread, one epoll loop: read orders from every client, apply each to
+ * the books in the block (book.c), and every N ms or M orders publish an
+ * epoch (store.c: a pagetrack region sync).  An order's ack waits for the
+ * level the engine was started with:
+ *   applied    sent right after the order changed the books;
+ *   published  sent once an epoch holding it is published (replicas see it);
+ *   durable    sent once that epoch is durable (it survives a crash).
+ * Acks leave in the order the commands were applied, so a client's acks
+ * never overtake one another.
+ *
+ * The block is only changed between epoll events, never during a sync, so
+ * every epoch is a consistent state of the books: the property replicas rely on.
+ *
+ * Outside input is checked at three layers: the frame header (net.c), the
+ * exact size of each type and its reserved fields (here, before dispatch),
+ * the range of each field (here and again in book.c).  A malformed frame
+ * closes that client's connection after an error frame; a refused order gets
+ * an ack with the reason; neither touches anyone else.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "book.h"
+#include "net.h"
+#include "store.h"
+#include "util.h"
+
+#define OUT_LIMIT	(4u << 20)	/* a client reading slower than this is dropped */
+#define EPOCH_RING	8192
+#define LISTENER	UINT64_MAX
+
+struct client {
+	struct xconn c;
+	uint32_t gen;		/* bumped at each reuse of the slot: stale acks are dropped */
+	int session;		/* -1 until HELLO */
+	bool used;
+};
+
+struct pending {
+	uint32_t idx, gen;
+	struct xp_ack ack;
+};
+
+struct engine {
+	/* options */
+	int mode, port, ack_level, max_clients, idle_ms, durable_ms;
+	uint64_t sync_ns, sync_orders, size;
+	uint32_t nsymbols;
+	const char *dir, *port_file, *status_file;
+	bool quiet;
+	/* state */
+	struct xs_writer *store;
+	struct xb_book book;
+	int epfd, lfd;
+	struct client *cl;
+	uint32_t nclients;
+	struct pending *pend;
+	size_t pend_head, pend_tail, pend_cap;	/* FIFO, by epoch */
+	uint64_t released;		/* acks of epochs <= this are sent */
+	bool dirty;
+	uint64_t orders_since_sync, last_sync_ns;
+	struct { uint64_t epoch, hash, commands; } ring[EPOCH_RING];
+	struct xe_status *status;
+	/* figures */
+	struct hist stall, pages, durable_lat;
+	uint64_t syncs, pages_total, protocol_errors, sync_errors;
+	bool pages_known;
+	uint64_t sync_done_ns[EPOCH_RING];	/* for sync-to-durable latency */
+};
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fprintf(stderr, "exchange-engine: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n");
+	va_end(ap);
+	exit(1);
+}
+
+/* ---- acks ------------------------------------------------------------------ */
+
+static void client_close(struct engine *e, uint32_t i);
+
+static void pend_push(struct engine *e, uint32_t idx, const struct xp_ack *a)
+{
+	if (e->pend_tail == e->pend_cap) {
+		if (e->pend_head) {
+			memmove(e->pend, e->pend + e->pend_head,
+				(e->pend_tail - e->pend_head) * sizeof(*e->pend));
+			e->pend_tail -= e->pend_head;
+			e->pend_head = 0;
+		} else {
+			size_t cap = e->pend_cap ? e->pend_cap * 2 : 4096;
+			struct pending *p = realloc(e->pend, cap * sizeof(*p));
+
+			if (!p)
+				die("out of memory for pending acks");
+			e->pend = p;
+			e->pend_cap = cap;
+		}
+	}
+	e->pend[e->pend_tail].idx = idx;
+	e->pend[e->pend_tail].gen = e->cl[idx].gen;
+	e->pend[e->pend_tail].ack = *a;
+	e->pend_tail++;
+}
+
+static void send_ack(struct engine *e, uint32_t idx, struct xp_ack *a, int level)
+{
+	struct client *c = &e->cl[idx];
+
+	a->level = (uint8_t)level;
+	if (xn_queue(&c->c, XP_T_ACK, a, sizeof(*a), NULL, 0, OUT_LIMIT)) {
+		xn_queue_error(&c->c, XP_E_BUSY, "reading acks too slowly");
+		client_close(e, idx);
+	}
+}
+
+/* Send the acks of every epoch up to upto, then flush the clients touched. */
+static void release(struct engine *e, uint64_t upto, int level)
+{
+	size_t i;
+
+	for (i = e->pend_head; i < e->pend_tail && e->pend[i].ack.epoch <= upto; i++) {
+		struct pending *p = &e->pend[i];
+
+		if (e->cl[p->idx].used && e->cl[p->idx].gen == p->gen)
+			send_ack(e, p->idx, &p->ack, level);
+	}
+	e->pend_head = i;
+	if (e->pend_head == e->pend_tail)
+		e->pend_head = e->pend_tail = 0;
+	if (upto > e->released)
+		e->released = upto;
+}
+
+/* ---- epochs ------------------------------------------------------------------ */
+
+static int do_sync(struct engine *e)
+{
+	uint64_t t0 = now_ns(), t1, pages;
+	int64_t ep = xs_writer_sync(e->store, &pages);
+
+	t1 = now_ns();
+	if (ep < 0) {
+		/* Nothing is lost: the library keeps the pages for the next sync,
+		 * and the acks wait for it. */
+		if (!e->sync_errors++ || !(e->sync_errors % 1000))
+			fprintf(stderr, "exchange-engine: sync failed: %s (%llu so far)\n",
+				strerror((int)-ep), (unsigned long long)e->sync_errors);
+		return (int)ep;
+	}
+	hist_add(&e->stall, t1 - t0);
+	if (pages != UINT64_MAX) {
+		e->pages_known = true;
+		hist_add(&e->pages, pages);
+		e->pages_total += pages;
+	}
+	e->syncs++;
+	e->dirty = false;
+	e->orders_since_sync = 0;
+	e->last_sync_ns = t1;
+	e->ring[ep % EPOCH_RING].epoch = (uint64_t)ep;
+	e->ring[ep % EPOCH_RING].hash = xb_hash_stored(&e->book);
+	e->ring[ep % EPOCH_RING].commands = e->book.h->commands;
+	e->sync_done_ns[ep % EPOCH_RING] = t1;
+	if (e->status) {
+		e->status->publish_ns[ep % XE_STATUS_RING] = t1;
+		__atomic_store_n(&e->status->epoch, (uint64_t)ep, __ATOMIC_RELEASE);
+	}
+	if (e->ack_level == XP_LEVEL_PUBLISHED)
+		release(e, (uint64_t)ep, XP_LEVEL_PUBLISHED);
+	return 0;
+}
+
+/* Durable acks: look without blocking whether the oldest pending epoch (or
+ * better, the newest published one) is durable yet. */
+static void poll_durable(struct engine *e)
+{
+	uint64_t newest = (uint64_t)xs_writer_epoch(e->store), front, now;
+
+	if (e->pend_head == e->pend_tail)
+		return;
+	front = e->pend[e->pend_head].ack.epoch;
+	if (front > newest)
+		return;		/* not published yet */
+	now = now_ns();
+	if (!xs_writer_wait_durable(e->store, newest, 0)) {
+		for (uint64_t ep = e->released + 1; ep <= newest; ep++)
+			if (e->ring[ep % EPOCH_RING].epoch == ep && e->sync_done_ns[ep % EPOCH_RING])
+				hist_add(&e->durable_lat, now - e->sync_done_ns[ep % EPOCH_RING]);
+		release(e, newest, XP_LEVEL_DURABLE);
+	} else if (!xs_writer_wait_durable(e->store, front, 0)) {
+		release(e, front, XP_LEVEL_DURABLE);
+	}
+}
+
+/* ---- requests ------------------------------------------------------------------ */
+
+static unsigned book_err(int ret)
+{
+	switch (ret) {
+	case 0: return XP_OK;
+	case -ENOENT: return XP_E_NO_ORDER;
+	case -EALREADY: return XP_E_ENDED;
+	case -ENOSPC: return XP_E_FULL;
+	case -EINVAL: return XP_E_QTY;
+	default: return XP_E_INTERNAL;
+	}
+}
+
+static void queue_ack(struct engine *e, uint32_t idx, struct xp_ack *a)
+{
+	a->epoch = (uint64_t)xs_writer_epoch(e->store) + 1;
+	e->dirty = true;
+	e->orders_since_sync++;
+	if (e->ack_level == XP_LEVEL_APPLIED)
+		send_ack(e, idx, a, XP_LEVEL_APPLIED);
+	else
+		pend_push(e, idx, a);
+}
+
+/* Returns 0, or an XP_E_* code that closes the connection. */
+static unsigned handle(struct engine *e, uint32_t idx, const struct xp_hdr *h, const void *body)
+{
+	struct client *c = &e->cl[idx];
+	struct xb_result res;
+	struct xp_ack a;
+	int size = xp_request_size(h->type, 0);
+
+	if (size < 0)
+		return XP_E_TYPE;
+	if (h->len != sizeof(*h) + (size_t)size)
+		return XP_E_LENGTH;
+	memset(&a, 0, sizeof(a));
+	switch (h->type) {
+	case XP_T_HELLO: {
+		const struct xp_hello *m = body;
+		struct xp_hello_ok ok = { 0 };
+
+		if (m->zero)
+			return XP_E_RESERVED;
+		if (c->session >= 0 || m->session >= e->book.h->nsessions)
+			return XP_E_SESSION;
+		for (uint32_t i = 0; i < e->nclients; i++)
+			if (e->cl[i].used && e->cl[i].session == (int)m->session)
+				return XP_E_SESSION;
+		c->session = (int)m->session;
+		ok.last_seq = e->book.ses[m->session].last_seq;
+		ok.epoch = (uint64_t)xs_writer_epoch(e->store);
+		ok.ack_level = (uint32_t)e->ack_level;
+		ok.nsymbols = e->book.h->nsymbols;
+		xn_queue(&c->c, XP_T_HELLO_OK, &ok, sizeof(ok), NULL, 0, OUT_LIMIT);
+		return 0;
+	}
+	case XP_T_NEW: {
+		const struct xp_new *m = body;
+		int ret;
+
+		if (m->zero)
+			return XP_E_RESERVED;
+		if (c->session < 0)
+			return XP_E_SESSION;
+		a.seq = m->seq;
+		if (m->seq <= e->book.ses[c->session].last_seq) {
+			a.result = XP_E_SEQ;
+			queue_ack(e, idx, &a);
+			return 0;
+		}
+		xb_session_note(&e->book, (uint32_t)c->session, m->seq);
+		if (m->sym >= e->book.h->nsymbols)
+			a.result = XP_E_SYMBOL;
+		else if (m->side > XB_SELL || m->kind > XB_MARKET)
+			a.result = XP_E_SIDE;
+		else if (m->qty <= 0 || m->qty > XB_MAX_QTY)
+			a.result = XP_E_QTY;
+		else if (m->kind == XB_LIMIT ? (m->price <= 0 || m->price > XB_MAX_PRICE) : m->price != 0)
+			a.result = XP_E_PRICE;
+		if (a.result) {
+			queue_ack(e, idx, &a);
+			return 0;
+		}
+		ret = xb_submit(&e->book, m->sym, m->side, m->kind, m->price, (uint32_t)m->qty, &res);
+		a.result = (uint16_t)book_err(ret);
+		a.order_id = res.order_id;
+		a.filled = res.filled;
+		a.remaining = res.remaining;
+		a.status = res.status;
+		a.ntrades = res.ntrades;
+		queue_ack(e, idx, &a);
+		return 0;
+	}
+	case XP_T_CANCEL: {
+		const struct xp_cancel *m = body;
+		int ret;
+
+		if (c->session < 0)
+			return XP_E_SESSION;
+		a.seq = m->seq;
+		a.order_id = m->order_id;
+		if (m->seq <= e->book.ses[c->session].last_seq) {
+			a.result = XP_E_SEQ;
+			queue_ack(e, idx, &a);
+			return 0;
+		}
+		xb_session_note(&e->book, (uint32_t)c->session, m->seq);
+		ret = xb_cancel(&e->book, m->order_id, &res);
+		a.result = (uint16_t)book_err(ret);
+		a.remaining = res.remaining;
+		a.status = res.status;
+		queue_ack(e, idx, &a);
+		return 0;
+	}
+	case XP_T_STATS: {
+		struct xp_stats s = { 0 };
+
+		s.epoch = (uint64_t)xs_writer_epoch(e->store);
+		s.syncs = e->syncs;
+		s.commands = e->book.h->commands;
+		s.trades = e->book.h->trade_count;
+		s.live_orders = e->book.h->live_orders;
+		s.stall_p50_ns = hist_pct(&e->stall, 0.50);
+		s.stall_p99_ns = hist_pct(&e->stall, 0.99);
+		s.stall_max_ns = e->stall.max;
+		s.pages_p50 = e->pages_known ? hist_pct(&e->pages, 0.50) : UINT64_MAX;
+		s.pages_p99 = e->pages_known ? hist_pct(&e->pages, 0.99) : UINT64_MAX;
+		s.pages_total = e->pages_known ? e->pages_total : UINT64_MAX;
+		s.durable_p50_ns = hist_pct(&e->durable_lat, 0.50);
+		s.durable_p99_ns = hist_pct(&e->durable_lat, 0.99);
+		s.region_size = xs_writer_size(e->store);
+		for (uint32_t i = 0; i < e->nclients; i++)
+			s.clients += e->cl[i].used;
+		s.protocol_errors = e->protocol_errors;
+		s.mode = (uint32_t)e->mode;
+		s.ack_level = (uint32_t)e->ack_level;
+		xn_queue(&c->c, XP_T_STATS_OK, &s, sizeof(s), NULL, 0, OUT_LIMIT);
+		return 0;
+	}
+	case XP_T_EPOCH_HASH: {
+		const struct xp_epoch_q *m = body;
+		struct xp_epoch_hash ans = { .epoch = m->epoch };
+
+		if (e->ring[m->epoch % EPOCH_RING].epoch == m->epoch && m->epoch) {
+			ans.found = 1;
+			ans.book_hash = e->ring[m->epoch % EPOCH_RING].hash;
+			ans.commands = e->ring[m->epoch % EPOCH_RING].commands;
+		}
+		xn_queue(&c->c, XP_T_EPOCH_HASH_OK, &ans, sizeof(ans), NULL, 0, OUT_LIMIT);
+		return 0;
+	}
+	case XP_T_FLUSH: {
+		struct xp_flush_ok ok;
+		int ret;
+
+		/* Publish whatever is pending, wait until it is durable, and
+		 * hash the whole block: what every copy must converge to. */
+		do {
+			ret = do_sync(e);
+		} while (ret && !stop);
+		ret = xs_writer_wait_durable(e->store, (uint64_t)xs_writer_epoch(e->store), 10000);
+		if (ret)
+			return XP_E_INTERNAL;
+		release(e, (uint64_t)xs_writer_epoch(e->store), e->ack_level);
+		ok.epoch = (uint64_t)xs_writer_epoch(e->store);
+		ok.full_hash = XXH3_64bits(xs_writer_base(e->store), xs_writer_size(e->store));
+		ok.book_hash = xb_hash_stored(&e->book);
+		xn_queue(&c->c, XP_T_FLUSH_OK, &ok, sizeof(ok), NULL, 0, OUT_LIMIT);
+		return 0;
+	}
+	}
+	return XP_E_TYPE;
+}
+
+/* ---- connections ------------------------------------------------------------------ */
+
+static uint64_t tag(struct engine *e, uint32_t i)
+{
+	return (uint64_t)e->cl[i].gen << 32 | i;
+}
+
+static void client_close(struct engine *e, uint32_t i)
+{
+	struct client *c = &e->cl[i];
+
+	if (!c->used)
+		return;
+	xn_flush(&c->c);	/* a last error frame, if the socket takes it */
+	epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->c.fd, NULL);
+	xn_free(&c->c);
+	c->used = false;
+	c->session = -1;
+	c->gen++;
+}
+
+static void protocol_error(struct engine *e, uint32_t i, unsigned code)
+{
+	char msg[96];
+
+	e->protocol_errors++;
+	snprintf(msg, sizeof(msg), "%s: closing", xp_err_name(code));
+	xn_queue_error(&e->cl[i].c, code, msg);
+	client_close(e, i);
+}
+
+static void on_accept(struct engine *e)
+{
+	for (;;) {
+		int fd = accept4(e->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct epoll_event ev = { .events = EPOLLIN };
+		uint32_t i;
+
+		if (fd < 0)
+			return;
+		for (i = 0; i < e->nclients && e->cl[i].used; i++)
+			;
+		if (i == e->nclients) {
+			static const char msg[] = "too many clients";
+			struct {
+				struct xp_hdr h;
+				struct xp_error e;
+				char t[sizeof(msg) - 1];
+			} __attribute__((packed)) f = {
+				{ sizeof(f), XP_VERSION, XP_T_ERROR, 0 },
+				{ XP_E_BUSY, sizeof(msg) - 1, 0 }, "too many clients"
+			};
+
+			if (send(fd, &f, sizeof(f), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+				(void)0;	/* it is being refused anyway */
+			close(fd);
+			continue;
+		}
+		if (xn_init(&e->cl[i].c, fd, 64 * 1024)) {
+			close(fd);
+			continue;
+		}
+		e->cl[i].used = true;
+		e->cl[i].session = -1;
+		{
+			int one = 1;
+
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		}
+		ev.data.u64 = tag(e, i);
+		if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev))
+			client_close(e, i);
+	}
+}
+
+static void on_readable(struct engine *e, uint32_t i)
+{
+	struct client *c = &e->cl[i];
+	int n;
+
+	do {
+		size_t off = 0;
+		const struct xp_hdr *h;
+		int r;
+
+		n = xn_read(&c->c);
+		if (n == -1) {
+			client_close(e, i);
+			return;
+		}
+		while ((r = xn_frame(&c->c, off, sizeof(struct xp_hdr) + XP_MAX_REQUEST, &h)) == 1) {
+			unsigned err = handle(e, i, h, h + 1);
+
+			if (err) {
+				protocol_error(e, i, err);
+				return;
+			}
+			if (!c->used)
+				return;	/* dropped as too slow while answering */
+			off += h->len;
+		}
+		if (r < 0) {
+			protocol_error(e, i, (unsigned)-r);
+			return;
+		}
+		xn_consume(&c->c, off);
+	} while (n > 0);
+	if (xn_flush(&c->c) < 0)
+		client_close(e, i);
+	else
+		xn_arm(e->epfd, &c->c, tag(e, i));
+}
+
+static void flush_all(struct engine *e)
+{
+	for (uint32_t i = 0; i < e->nclients; i++) {
+		struct client *c = &e->cl[i];
+
+		if (!c->used || c->c.out_off == c->c.out_len)
+			continue;
+		if (xn_flush(&c->c) < 0)
+			client_close(e, i);
+		else
+			xn_arm(e->epfd, &c->c, tag(e, i));
+	}
+}
+
+/* A client that sent part of a frame and went quiet is holding its slot. */
+static void reap_idle(struct engine *e, uint64_t now)
+{
+	for (uint32_t i = 0; i < e->nclients; i++) {
+		struct client *c = &e->cl[i];
+
+		if (c->used && c->c.in_len &&
+		    now - c->c.last_rx_ns > (uint64_t)e->idle_ms * 1000000ull)
+			protocol_error(e, i, XP_E_TIMEOUT);
+	}
+}
+
+/* ---- setup ------------------------------------------------------------------ */
+
+static void open_status(struct engine *e)
+{
+	int fd;
+
+	if (!e->status_file)
+		return;
+	fd = open(e->status_file, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || ftruncate(fd, sizeof(struct xe_status)))
+		die("%s: %s", e->status_file, strerror(errno));
+	e->status = mmap(NULL, sizeof(struct xe_status), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (e->status == MAP_FAILED)
+		die("%s: mmap: %s", e->status_file, strerror(errno));
+	e->status->magic = XE_STATUS_MAGIC;
+	e->status->pid = (uint64_t)getpid();
+	e->status->starts++;
+	e->status->publish_ns[xs_writer_epoch(e->store) % XE_STATUS_RING] = now_ns();
+	__atomic_store_n(&e->status->epoch, (uint64_t)xs_writer_epoch(e->store), __ATOMIC_RELEASE);
+}
+
+static void write_port_file(struct engine *e, int port)
+{
+	char tmp[4096];
+	FILE *f;
+
+	if (!e->port_file)
+		return;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", e->port_file);
+	f = fopen(tmp, "w");
+	if (!f || fprintf(f, "%d\n", port) < 0 || fclose(f) || rename(tmp, e->port_file))
+		die("%s: %s", e->port_file, strerror(errno));
+}
+
+static void open_book(struct engine *e)
+{
+	struct xs_writer_opts so = { .mode = e->mode, .dir = e->dir, .size = e->size,
+				     .durable_ms = e->durable_ms };
+	char why[512] = "";
+	bool created;
+	int ret;
+
+	ret = xs_writer_open(&e->store, &so, &created, why, sizeof(why));
+	if (ret)
+		die("%s", why);
+	if (created) {
+		struct xb_config c;
+
+		if (xb_config_for_size(&c, e->nsymbols, xs_writer_size(e->store)) ||
+		    xb_init(&e->book, xs_writer_base(e->store), xs_writer_size(e->store), &c))
+			die("a %zu-byte block cannot hold %u symbols", xs_writer_size(e->store),
+			    e->nsymbols);
+		/* Epoch 1 holds the empty books, so replicas always find a header. */
+		if (do_sync(e) || xs_writer_wait_durable(e->store, 1, 10000))
+			die("first sync failed");
+		if (!e->quiet)
+			printf("exchange-engine: new books: %u symbols, %u order slots, %zu MiB (%s)\n",
+			       c.nsymbols, c.max_orders, xs_writer_size(e->store) >> 20,
+			       xs_mode_name(e->mode));
+		return;
+	}
+	ret = xb_attach(&e->book, xs_writer_base(e->store), xs_writer_size(e->store));
+	if (ret)
+		die("%s holds no exchange books (%s)", e->dir, strerror(-ret));
+	if (xb_validate(&e->book, why, sizeof(why)))
+		die("the books recovered from %s are damaged: %s", e->dir, why);
+	e->ring[xs_writer_epoch(e->store) % EPOCH_RING].epoch = (uint64_t)xs_writer_epoch(e->store);
+	e->ring[xs_writer_epoch(e->store) % EPOCH_RING].hash = xb_hash_stored(&e->book);
+	e->ring[xs_writer_epoch(e->store) % EPOCH_RING].commands = e->book.h->commands;
+	e->released = (uint64_t)xs_writer_epoch(e->store);
+	if (!e->quiet)
+		printf("exchange-engine: recovered %s at epoch %lld: %llu live orders, %llu commands\n",
+		       e->dir, (long long)xs_writer_epoch(e->store),
+		       (unsigned long long)e->book.h->live_orders,
+		       (unsigned long long)e->book.h->commands);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: exchange-engine [options]\n"
+"  -m, --mode MODE         pagetrack (default), fullcopy or none\n"
+"  -d, --dir DIR           data directory (region or snapshot); reopened after a crash\n"
+"  -p, --port N            TCP port on 127.0.0.1 (default 0: any free port)\n"
+"  -P, --port-file FILE    write the port there once listening\n"
+"  -s, --size BYTES        block size for new books (default 64M)\n"
+"  -n, --symbols N         symbols in new books (default 1000)\n"
+"  -t, --sync-us N         publish an epoch every N microseconds (default 5000)\n"
+"  -o, --sync-orders M     ... or every M orders, whichever comes first (default 1000)\n"
+"  -a, --ack LEVEL         applied, published or durable (default): when to ack an order\n"
+"  -D, --durable-ms N      fdatasync the log at most N ms after a publish (default 2)\n"
+"  -S, --status FILE       keep the epoch status page there (for exchange-load)\n"
+"  -c, --max-clients N     (default 256)\n"
+"  -i, --idle-ms N         close a client stalled mid-frame after N ms (default 5000)\n"
+"  -q, --quiet\n");
+}
+
+static void parse(struct engine *e, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "mode", required_argument, NULL, 'm' },
+		{ "dir", required_argument, NULL, 'd' },
+		{ "port", required_argument, NULL, 'p' },
+		{ "port-file", required_argument, NULL, 'P' },
+		{ "size", required_argument, NULL, 's' },
+		{ "symbols", required_argument, NULL, 'n' },
+		{ "sync-us", required_argument, NULL, 't' },
+		{ "sync-orders", required_argument, NULL, 'o' },
+		{ "ack", required_argument, NULL, 'a' },
+		{ "durable-ms", required_argument, NULL, 'D' },
+		{ "status", required_argument, NULL, 'S' },
+		{ "max-clients", required_argument, NULL, 'c' },
+		{ "idle-ms", required_argument, NULL, 'i' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	uint64_t v;
+	int o;
+
+	e->mode = xs_have_pagetrack() ? XS_PAGETRACK : XS_NONE;
+	e->size = 64u << 20;
+	e->nsymbols = 1000;
+	e->sync_ns = 5000000;
+	e->sync_orders = 1000;
+	e->ack_level = XP_LEVEL_DURABLE;
+	e->max_clients = 256;
+	e->idle_ms = 5000;
+	e->durable_ms = 2;
+	while ((o = getopt_long(argc, argv, "m:d:p:P:s:n:t:o:a:D:S:c:i:qh", opts, NULL)) != -1) {
+		switch (o) {
+		case 'm':
+			e->mode = xs_mode_parse(optarg);
+			if (e->mode < 0)
+				die("--mode: pagetrack, fullcopy or none, not '%s'", optarg);
+			break;
+		case 'd': e->dir = optarg; break;
+		case 'P': e->port_file = optarg; break;
+		case 'S': e->status_file = optarg; break;
+		case 'q': e->quiet = true; break;
+		case 'a':
+			if (!strcmp(optarg, "applied"))
+				e->ack_level = XP_LEVEL_APPLIED;
+			else if (!strcmp(optarg, "published"))
+				e->ack_level = XP_LEVEL_PUBLISHED;
+			else if (!strcmp(optarg, "durable"))
+				e->ack_level = XP_LEVEL_DURABLE;
+			else
+				die("--ack: applied, published or durable, not '%s'", optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			if (o == '?') {
+				usage(stderr);
+				exit(2);
+			}
+			/* numeric options */
+			{
+				static const struct { int opt; uint64_t min, max; bool bin; } lim[] = {
+					{ 'p', 0, 65535, false }, { 's', 1 << 20, 1ull << 40, true },
+					{ 'n', 1, XB_MAX_SYMBOLS, false }, { 't', 10, 10000000, false },
+					{ 'o', 1, 1u << 30, false }, { 'D', 1, 60000, false },
+					{ 'c', 1, 65536, false }, { 'i', 1, 3600000, false },
+				};
+				size_t k;
+
+				for (k = 0; k < sizeof(lim) / sizeof(lim[0]) && lim[k].opt != o; k++)
+					;
+				if (k == sizeof(lim) / sizeof(lim[0]) ||
+				    parse_u64(optarg, lim[k].min, lim[k].max, lim[k].bin, &v))
+					die("option -%c: '%s' is not a number in [%llu, %llu]", o, optarg,
+					    (unsigned long long)lim[k].min, (unsigned long long)lim[k].max);
+				switch (o) {
+				case 'p': e->port = (int)v; break;
+				case 's': e->size = v; break;
+				case 'n': e->nsymbols = (uint32_t)v; break;
+				case 't': e->sync_ns = v * 1000; break;
+				case 'o': e->sync_orders = v; break;
+				case 'D': e->durable_ms = (int)v; break;
+				case 'c': e->max_clients = (int)v; break;
+				case 'i': e->idle_ms = (int)v; break;
+				}
+			}
+		}
+	}
+	if (optind != argc)
+		die("unexpected argument '%s' (see --help)", argv[optind]);
+	if (e->mode != XS_NONE && !e->dir)
+		die("--mode %s needs --dir", xs_mode_name(e->mode));
+}
+
+int main(int argc, char **argv)
+{
+	static struct engine eng;
+	struct engine *e = &eng;
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = LISTENER }, evs[64];
+	struct sigaction sa = { .sa_handler = on_signal };
+	uint64_t last_reap = 0;
+	int port;
+
+	parse(e, argc, argv);
+	signal(SIGPIPE, SIG_IGN);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	open_book(e);
+	open_status(e);
+	e->nclients = (uint32_t)e->max_clients;
+	e->cl = calloc(e->nclients, sizeof(*e->cl));
+	if (!e->cl)
+		die("out of memory");
+	for (uint32_t i = 0; i < e->nclients; i++) {
+		e->cl[i].c.fd = -1;
+		e->cl[i].session = -1;
+	}
+	e->lfd = xn_listen(e->port, &port);
+	if (e->lfd < 0)
+		die("listen on 127.0.0.1:%d: %s", e->port, strerror(-e->lfd));
+	e->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (e->epfd < 0 || epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->lfd, &ev))
+		die("epoll: %s", strerror(errno));
+	write_port_file(e, port);
+	if (!e->quiet) {
+		printf("exchange-engine: listening on 127.0.0.1:%d, ack %s, sync every %llu us or %llu orders\n",
+		       port, e->ack_level == XP_LEVEL_DURABLE ? "durable" :
+		       e->ack_level == XP_LEVEL_PUBLISHED ? "published" : "applied",
+		       (unsigned long long)e->sync_ns / 1000, (unsigned long long)e->sync_orders);
+		fflush(stdout);
+	}
+	e->last_sync_ns = now_ns();
+
+	while (!stop) {
+		struct timespec ts = { 0, 0 };
+		uint64_t now = now_ns(), wait_ns = 100000000;
+		int n;
+
+		if (e->dirty)
+			wait_ns = e->last_sync_ns + e->sync_ns > now ? e->last_sync_ns + e->sync_ns - now : 0;
+		if (e->ack_level == XP_LEVEL_DURABLE && e->pend_head != e->pend_tail &&
+		    wait_ns > 200000)
+			wait_ns = 200000;
+		ts.tv_sec = (time_t)(wait_ns / 1000000000);
+		ts.tv_nsec = (long)(wait_ns % 1000000000);
+		n = epoll_pwait2(e->epfd, evs, 64, &ts, NULL);
+		if (n < 0 && errno != EINTR)
+			die("epoll_pwait2: %s", strerror(errno));
+		for (int k = 0; k < n; k++) {
+			uint64_t d = evs[k].data.u64;
+			uint32_t i = (uint32_t)d;
+
+			if (d == LISTENER) {
+				on_accept(e);
+				continue;
+			}
+			if (i >= e->nclients || !e->cl[i].used || e->cl[i].gen != (uint32_t)(d >> 32))
+				continue;
+			if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+				on_readable(e, i);
+			else if (evs[k].events & EPOLLOUT) {
+				if (xn_flush(&e->cl[i].c) < 0)
+					client_close(e, i);
+				else
+					xn_arm(e->epfd, &e->cl[i].c, tag(e, i));
+			}
+		}
+		now = now_ns();
+		if (e->dirty && (e->orders_since_sync >= e->sync_orders ||
+				 now - e->last_sync_ns >= e->sync_ns))
+			do_sync(e);
+		if (e->ack_level == XP_LEVEL_DURABLE)
+			poll_durable(e);
+		flush_all(e);
+		if (now - last_reap > 100000000) {
+			reap_idle(e, now);
+			last_reap = now;
+		}
+	}
+	/* A clean stop: publish the last orders and make them durable. */
+	if (e->dirty)
+		do_sync(e);
+	xs_writer_wait_durable(e->store, (uint64_t)xs_writer_epoch(e->store), 10000);
+	release(e, (uint64_t)xs_writer_epoch(e->store), e->ack_level);
+	flush_all(e);
+	for (uint32_t i = 0; i < e->nclients; i++)
+		client_close(e, i);
+	if (!e->quiet)
+		printf("exchange-engine: stopped at epoch %lld after %llu syncs, %llu commands\n",
+		       (long long)xs_writer_epoch(e->store), (unsigned long long)e->syncs,
+		       (unsigned long long)e->book.h->commands);
+	xs_writer_close(e->store);
+	if (e->status)
+		munmap(e->status, sizeof(*e->status));
+	close(e->lfd);
+	close(e->epfd);
+	free(e->cl);
+	free(e->pend);
+	return 0;
+}

@@ -1,0 +1,540 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * md.c - exchange-md, a query process: serves market data over TCP from
+ * its own copy of the engine's books.
+ *
+ * The seed's model: between two batches of queries the process refreshes
+ * its copy with the pages written since its epoch (store.c, a pagetrack
+ * replica), then answers the batch from that one epoch.  Every answer says
+ * the epoch it comes from, so a client can tell how fresh it is.  The
+ * engine never waits for this process; several run side by side, each at
+ * its own pace.
+ *
+ * The copy is read-only here and treated as untrusted: every reader in
+ * book.c bounds its walks, so even a damaged copy yields an error answer,
+ * not a crash.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "book.h"
+#include "net.h"
+#include "store.h"
+#include "util.h"
+
+#define OUT_LIMIT	(8u << 20)
+#define LISTENER	UINT64_MAX
+
+struct client {
+	struct xconn c;
+	uint32_t gen;
+	bool used;
+};
+
+struct md {
+	int mode, port, max_clients, idle_ms, wait_ms;
+	const char *dir, *port_file;
+	bool quiet;
+	struct xs_reader *rd;
+	struct xb_book book;
+	bool have_book;
+	int epfd, lfd;
+	struct client *cl;
+	uint32_t nclients;
+	uint64_t refreshes, queries, protocol_errors, reopens;
+	struct hist refresh_ns;
+};
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fprintf(stderr, "exchange-md: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n");
+	va_end(ap);
+	exit(1);
+}
+
+/* ---- the copy ---------------------------------------------------------------- */
+
+static void open_copy(struct md *m)
+{
+	uint64_t deadline = now_ns() + (uint64_t)m->wait_ms * 1000000ull;
+	char why[512] = "";
+	int ret;
+
+	for (;;) {
+		ret = xs_reader_open(&m->rd, m->mode, m->dir, why, sizeof(why));
+		if (!ret)
+			return;
+		if ((ret != -ENOENT && ret != -EAGAIN && ret != -ESTALE) || now_ns() > deadline || stop)
+			die("%s", why);
+		usleep(50000);	/* the engine is not up yet */
+	}
+}
+
+static void attach(struct md *m)
+{
+	const void *base = xs_reader_base(m->rd);
+	size_t size = xs_reader_size(m->rd);
+
+	/* The copy is read-only; book.c's readers never write through the view. */
+	m->have_book = base && xs_reader_epoch(m->rd) &&
+		       !xb_attach(&m->book, (void *)(uintptr_t)base, size);
+}
+
+static void refresh(struct md *m, int timeout_ms)
+{
+	uint64_t t0 = now_ns();
+	int64_t e = xs_reader_refresh(m->rd, timeout_ms);
+
+	if (e < 0) {
+		/* The engine's history changed under us (recreated), or the copy
+		 * cannot follow any more: start over from whatever is there now. */
+		fprintf(stderr, "exchange-md: refresh: %s; reopening\n", strerror((int)-e));
+		xs_reader_close(m->rd);
+		m->rd = NULL;
+		m->have_book = false;
+		m->reopens++;
+		open_copy(m);
+	} else {
+		hist_add(&m->refresh_ns, now_ns() - t0);
+	}
+	m->refreshes++;
+	attach(m);
+}
+
+/* ---- queries ---------------------------------------------------------------- */
+
+static uint64_t epoch(struct md *m)
+{
+	return xs_reader_epoch(m->rd);
+}
+
+static int answer_error(struct xconn *c, unsigned code)
+{
+	return xn_queue_error(c, code, xp_err_name(code));
+}
+
+/* Returns 0, or an XP_E_* code that closes the connection. */
+static unsigned handle(struct md *m, struct xconn *c, const struct xp_hdr *h, const void *body)
+{
+	int size = xp_request_size(h->type, 1);
+
+	if (size < 0)
+		return XP_E_TYPE;
+	if (h->len != sizeof(*h) + (size_t)size)
+		return XP_E_LENGTH;
+	m->queries++;
+	if (!m->have_book && h->type != XP_T_CONVERGE)
+		return answer_error(c, XP_E_NO_DATA) ? XP_E_BUSY : 0;
+	switch (h->type) {
+	case XP_T_TOP: {
+		const struct xp_sym_q *q = body;
+		struct xb_level_view lv;
+		struct xp_top t = { .epoch = epoch(m), .sym = q->sym };
+
+		if (q->sym >= m->book.h->nsymbols)
+			return answer_error(c, XP_E_SYMBOL) ? XP_E_BUSY : 0;
+		if (xb_depth(&m->book, q->sym, XB_BUY, &lv, 1) == 1) {
+			t.bid = lv.price;
+			t.bid_qty = lv.qty;
+		}
+		if (xb_depth(&m->book, q->sym, XB_SELL, &lv, 1) == 1) {
+			t.ask = lv.price;
+			t.ask_qty = lv.qty;
+		}
+		t.last = m->book.sym[q->sym].last_price;
+		t.volume = m->book.sym[q->sym].volume;
+		return xn_queue(c, XP_T_TOP_OK, &t, sizeof(t), NULL, 0, OUT_LIMIT) ? XP_E_BUSY : 0;
+	}
+	case XP_T_DEPTH: {
+		const struct xp_sym_q *q = body;
+		static struct xb_level_view lv[2][XP_MAX_DEPTH];
+		static struct xp_depth_level out[2 * XP_MAX_DEPTH];
+		struct xp_depth d = { .epoch = epoch(m), .sym = q->sym };
+		int nb, na;
+
+		if (q->sym >= m->book.h->nsymbols)
+			return answer_error(c, XP_E_SYMBOL) ? XP_E_BUSY : 0;
+		if (!q->n || q->n > XP_MAX_DEPTH)
+			return answer_error(c, XP_E_QTY) ? XP_E_BUSY : 0;
+		nb = xb_depth(&m->book, q->sym, XB_BUY, lv[0], q->n);
+		na = xb_depth(&m->book, q->sym, XB_SELL, lv[1], q->n);
+		if (nb < 0 || na < 0)
+			return answer_error(c, XP_E_INTERNAL) ? XP_E_BUSY : 0;
+		for (int i = 0; i < nb; i++)
+			out[i] = (struct xp_depth_level){ lv[0][i].price, lv[0][i].qty, lv[0][i].norders, 0 };
+		for (int i = 0; i < na; i++)
+			out[nb + i] = (struct xp_depth_level){ lv[1][i].price, lv[1][i].qty,
+							       lv[1][i].norders, 0 };
+		d.nbids = (uint16_t)nb;
+		d.nasks = (uint16_t)na;
+		return xn_queue(c, XP_T_DEPTH_OK, &d, sizeof(d), out,
+				(size_t)(nb + na) * sizeof(out[0]), OUT_LIMIT) ? XP_E_BUSY : 0;
+	}
+	case XP_T_TRADES: {
+		const struct xp_sym_q *q = body;
+		static struct xb_trade tr[XP_MAX_TRADES];
+		static struct xp_trade out[XP_MAX_TRADES];
+		struct xp_trades t = { .epoch = epoch(m), .sym = q->sym };
+		int n;
+
+		if (q->sym != XP_ALL_SYMBOLS && q->sym >= m->book.h->nsymbols)
+			return answer_error(c, XP_E_SYMBOL) ? XP_E_BUSY : 0;
+		if (!q->n || q->n > XP_MAX_TRADES)
+			return answer_error(c, XP_E_QTY) ? XP_E_BUSY : 0;
+		n = xb_trades(&m->book, q->sym == XP_ALL_SYMBOLS ? XB_NIL : q->sym, tr, q->n);
+		if (n < 0)
+			return answer_error(c, XP_E_INTERNAL) ? XP_E_BUSY : 0;
+		for (int i = 0; i < n; i++)
+			out[i] = (struct xp_trade){ tr[i].seq, tr[i].buy_id, tr[i].sell_id, tr[i].price,
+						    tr[i].qty, tr[i].sym };
+		t.n = (uint32_t)n;
+		return xn_queue(c, XP_T_TRADES_OK, &t, sizeof(t), out, (size_t)n * sizeof(out[0]),
+				OUT_LIMIT) ? XP_E_BUSY : 0;
+	}
+	case XP_T_ORDER: {
+		const struct xp_order_q *q = body;
+		struct xp_order_ans a = { .epoch = epoch(m), .order_id = q->order_id };
+		struct xb_order o;
+		int ret = xb_order(&m->book, q->order_id, &o);
+
+		if (!ret) {
+			a.price = o.price;
+			a.qty = o.qty;
+			a.filled = o.filled;
+			a.sym = o.sym;
+			a.side = o.side;
+			a.kind = o.kind;
+			a.status = o.status;
+		}
+		a.result = ret == 0 ? XP_OK : ret == -EALREADY ? XP_E_ENDED : XP_E_NO_ORDER;
+		return xn_queue(c, XP_T_ORDER_OK, &a, sizeof(a), NULL, 0, OUT_LIMIT) ? XP_E_BUSY : 0;
+	}
+	case XP_T_CHECK: {
+		struct xp_check k = { .epoch = epoch(m), .stored_hash = xb_hash_stored(&m->book) };
+		char why[256];
+		int err;
+
+		k.walked_hash = xb_hash_walk(&m->book, &err);
+		k.valid = !err && !xb_validate(&m->book, why, sizeof(why));
+		if (!k.valid)
+			fprintf(stderr, "exchange-md: copy at epoch %llu is damaged: %s\n",
+				(unsigned long long)k.epoch, err ? "walk failed" : why);
+		return xn_queue(c, XP_T_CHECK_OK, &k, sizeof(k), NULL, 0, OUT_LIMIT) ? XP_E_BUSY : 0;
+	}
+	case XP_T_CONVERGE: {
+		const struct xp_converge_q *q = body;
+		uint64_t deadline = now_ns() + (uint64_t)q->timeout_ms * 1000000ull;
+		struct xp_converge v = { 0 };
+
+		if (q->zero)
+			return XP_E_RESERVED;
+		if (q->timeout_ms > 60000)
+			return answer_error(c, XP_E_QTY) ? XP_E_BUSY : 0;
+		while (epoch(m) < q->epoch && now_ns() < deadline && !stop)
+			refresh(m, 10);
+		v.epoch = epoch(m);
+		if (m->have_book) {
+			v.full_hash = XXH3_64bits(xs_reader_base(m->rd), xs_reader_size(m->rd));
+			v.book_hash = xb_hash_stored(&m->book);
+		}
+		return xn_queue(c, XP_T_CONVERGE_OK, &v, sizeof(v), NULL, 0, OUT_LIMIT) ? XP_E_BUSY : 0;
+	}
+	case XP_T_SESSION: {
+		const struct xp_session_q *q = body;
+		struct xp_session_ans s = { .epoch = epoch(m) };
+
+		if (q->zero)
+			return XP_E_RESERVED;
+		if (q->session >= m->book.h->nsessions)
+			return answer_error(c, XP_E_SESSION) ? XP_E_BUSY : 0;
+		s.last_seq = m->book.ses[q->session].last_seq;
+		return xn_queue(c, XP_T_SESSION_OK, &s, sizeof(s), NULL, 0, OUT_LIMIT) ? XP_E_BUSY : 0;
+	}
+	}
+	return XP_E_TYPE;
+}
+
+/* ---- connections ---------------------------------------------------------------- */
+
+static uint64_t tag(struct md *m, uint32_t i)
+{
+	return (uint64_t)m->cl[i].gen << 32 | i;
+}
+
+static void client_close(struct md *m, uint32_t i)
+{
+	struct client *c = &m->cl[i];
+
+	if (!c->used)
+		return;
+	xn_flush(&c->c);
+	epoll_ctl(m->epfd, EPOLL_CTL_DEL, c->c.fd, NULL);
+	xn_free(&c->c);
+	c->used = false;
+	c->gen++;
+}
+
+static void protocol_error(struct md *m, uint32_t i, unsigned code)
+{
+	char msg[96];
+
+	m->protocol_errors++;
+	snprintf(msg, sizeof(msg), "%s: closing", xp_err_name(code));
+	xn_queue_error(&m->cl[i].c, code, msg);
+	client_close(m, i);
+}
+
+static void on_accept(struct md *m)
+{
+	for (;;) {
+		int fd = accept4(m->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct epoll_event ev = { .events = EPOLLIN };
+		uint32_t i;
+
+		if (fd < 0)
+			return;
+		for (i = 0; i < m->nclients && m->cl[i].used; i++)
+			;
+		if (i == m->nclients || xn_init(&m->cl[i].c, fd, 64 * 1024)) {
+			close(fd);	/* full: the client sees the connection close */
+			continue;
+		}
+		m->cl[i].used = true;
+		ev.data.u64 = tag(m, i);
+		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, fd, &ev))
+			client_close(m, i);
+	}
+}
+
+static void on_readable(struct md *m, uint32_t i)
+{
+	struct client *c = &m->cl[i];
+	int n;
+
+	do {
+		size_t off = 0;
+		const struct xp_hdr *h;
+		int r;
+
+		n = xn_read(&c->c);
+		if (n == -1) {
+			client_close(m, i);
+			return;
+		}
+		while ((r = xn_frame(&c->c, off, sizeof(struct xp_hdr) + XP_MAX_REQUEST, &h)) == 1) {
+			unsigned err = handle(m, &c->c, h, h + 1);
+
+			if (err) {
+				protocol_error(m, i, err);
+				return;
+			}
+			off += h->len;
+		}
+		if (r < 0) {
+			protocol_error(m, i, (unsigned)-r);
+			return;
+		}
+		xn_consume(&c->c, off);
+	} while (n > 0);
+	if (xn_flush(&c->c) < 0)
+		client_close(m, i);
+	else
+		xn_arm(m->epfd, &c->c, tag(m, i));
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: exchange-md [options]\n"
+"  -m, --mode MODE         pagetrack (default) or fullcopy: how the copy is kept\n"
+"  -d, --dir DIR           the engine's data directory\n"
+"  -p, --port N            TCP port on 127.0.0.1 (default 0: any free port)\n"
+"  -P, --port-file FILE    write the port there once listening\n"
+"  -w, --wait-ms N         wait up to N ms for the engine's data (default 10000)\n"
+"  -c, --max-clients N     (default 256)\n"
+"  -i, --idle-ms N         close a client stalled mid-frame after N ms (default 5000)\n"
+"  -q, --quiet\n");
+}
+
+static void parse(struct md *m, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "mode", required_argument, NULL, 'm' },
+		{ "dir", required_argument, NULL, 'd' },
+		{ "port", required_argument, NULL, 'p' },
+		{ "port-file", required_argument, NULL, 'P' },
+		{ "wait-ms", required_argument, NULL, 'w' },
+		{ "max-clients", required_argument, NULL, 'c' },
+		{ "idle-ms", required_argument, NULL, 'i' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	uint64_t v;
+	int o;
+
+	m->mode = XS_PAGETRACK;
+	m->max_clients = 256;
+	m->idle_ms = 5000;
+	m->wait_ms = 10000;
+	while ((o = getopt_long(argc, argv, "m:d:p:P:w:c:i:qh", opts, NULL)) != -1) {
+		switch (o) {
+		case 'm':
+			m->mode = xs_mode_parse(optarg);
+			if (m->mode != XS_PAGETRACK && m->mode != XS_FULLCOPY)
+				die("--mode: pagetrack or fullcopy, not '%s'", optarg);
+			break;
+		case 'd': m->dir = optarg; break;
+		case 'P': m->port_file = optarg; break;
+		case 'q': m->quiet = true; break;
+		case 'p':
+			if (parse_u64(optarg, 0, 65535, false, &v))
+				die("--port: '%s' is not a port", optarg);
+			m->port = (int)v;
+			break;
+		case 'w':
+		case 'c':
+		case 'i':
+			if (parse_u64(optarg, 1, 3600000, false, &v))
+				die("-%c: '%s' is not a number in [1, 3600000]", o, optarg);
+			if (o == 'w')
+				m->wait_ms = (int)v;
+			else if (o == 'c')
+				m->max_clients = (int)v;
+			else
+				m->idle_ms = (int)v;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			exit(2);
+		}
+	}
+	if (optind != argc)
+		die("unexpected argument '%s' (see --help)", argv[optind]);
+	if (!m->dir)
+		die("--dir is required");
+}
+
+int main(int argc, char **argv)
+{
+	static struct md md;
+	struct md *m = &md;
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = LISTENER }, evs[64];
+	struct sigaction sa = { .sa_handler = on_signal };
+	uint64_t last_reap = 0;
+	int port;
+
+	parse(m, argc, argv);
+	signal(SIGPIPE, SIG_IGN);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	open_copy(m);
+	refresh(m, 0);
+	m->nclients = (uint32_t)m->max_clients;
+	m->cl = calloc(m->nclients, sizeof(*m->cl));
+	if (!m->cl)
+		die("out of memory");
+	m->lfd = xn_listen(m->port, &port);
+	if (m->lfd < 0)
+		die("listen on 127.0.0.1:%d: %s", m->port, strerror(-m->lfd));
+	m->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (m->epfd < 0 || epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->lfd, &ev))
+		die("epoll: %s", strerror(errno));
+	if (m->port_file) {
+		char tmp[4096];
+		FILE *f;
+
+		snprintf(tmp, sizeof(tmp), "%s.tmp", m->port_file);
+		f = fopen(tmp, "w");
+		if (!f || fprintf(f, "%d\n", port) < 0 || fclose(f) || rename(tmp, m->port_file))
+			die("%s: %s", m->port_file, strerror(errno));
+	}
+	if (!m->quiet) {
+		printf("exchange-md: listening on 127.0.0.1:%d, copy of %s at epoch %llu (%s)\n", port,
+		       m->dir, (unsigned long long)xs_reader_epoch(m->rd), xs_mode_name(m->mode));
+		fflush(stdout);
+	}
+	while (!stop) {
+		/* Idle, refresh every 50 ms anyway: a copy that follows closely
+		 * has less to apply when the next query comes. */
+		int n = epoll_wait(m->epfd, evs, 64, 50);
+		bool refreshed = false;
+
+		if (n < 0 && errno != EINTR)
+			die("epoll_wait: %s", strerror(errno));
+		for (int k = 0; k < n; k++) {
+			uint64_t d = evs[k].data.u64;
+			uint32_t i = (uint32_t)d;
+
+			if (d == LISTENER) {
+				on_accept(m);
+				continue;
+			}
+			if (i >= m->nclients || !m->cl[i].used || m->cl[i].gen != (uint32_t)(d >> 32))
+				continue;
+			if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+				/* One refresh per batch: the queries of one wakeup see one epoch. */
+				if (!refreshed) {
+					refresh(m, 0);
+					refreshed = true;
+				}
+				on_readable(m, i);
+			} else if (evs[k].events & EPOLLOUT) {
+				if (xn_flush(&m->cl[i].c) < 0)
+					client_close(m, i);
+				else
+					xn_arm(m->epfd, &m->cl[i].c, tag(m, i));
+			}
+		}
+		if (!n)
+			refresh(m, 0);
+		if (now_ns() - last_reap > 100000000) {
+			uint64_t now = now_ns();
+
+			for (uint32_t i = 0; i < m->nclients; i++)
+				if (m->cl[i].used && m->cl[i].c.in_len &&
+				    now - m->cl[i].c.last_rx_ns > (uint64_t)m->idle_ms * 1000000ull)
+					protocol_error(m, i, XP_E_TIMEOUT);
+			last_reap = now;
+		}
+	}
+	for (uint32_t i = 0; i < m->nclients; i++)
+		client_close(m, i);
+	if (!m->quiet)
+		printf("exchange-md: stopped at epoch %llu: %llu queries, %llu refreshes "
+		       "(p50 %.1f us, p99 %.1f us), %llu reopens\n",
+		       (unsigned long long)xs_reader_epoch(m->rd), (unsigned long long)m->queries,
+		       (unsigned long long)m->refreshes, hist_pct(&m->refresh_ns, 0.5) / 1e3,
+		       hist_pct(&m->refresh_ns, 0.99) / 1e3, (unsigned long long)m->reopens);
+	xs_reader_close(m->rd);
+	close(m->lfd);
+	close(m->epfd);
+	free(m->cl);
+	return 0;
+}
