@@ -60,11 +60,14 @@
  * and stay writable, so the invariant holds.
  *
  * What this backend cannot see: writes the kernel makes for the program.
- * read(2), recv(2) and the like into a protected page do not raise SIGSEGV;
- * the kernel's copy to user memory fails and the call returns -1 with EFAULT
- * (or a short count if the buffer starts in a writable page), and the data
- * is not written; from a pipe or socket it may be consumed and lost.  Write
- * into a tracked range only from user code, or touch each page first.
+ * read(2), recv(2) and the like into a protected page do not raise SIGSEGV:
+ * the kernel's copy to user memory stops at the protected page and the call
+ * fails with EFAULT (or returns a short count).  Nothing lands in the
+ * protected page, so no write goes unseen, but the program's call failed.
+ * Seen on Linux 6.18: a pipe read whose buffer starts in a writable page
+ * copies that part, then fails with EFAULT and leaves the data in the pipe.
+ * Write into a tracked range only from user code, or touch each page first
+ * (test/mprotect-read.c).
  * Also: the handler stays installed for the life of the process; a program
  * that installs its own SIGSEGV handler after opening a tracker disables
  * tracking; close a tracker before unmapping its range and mapping something
