@@ -28,3 +28,4 @@ bench-exchange: deps all $(XCH_BINS)
 	@O=$(O) $(XCH_DIR)/bench.sh
 
 .PHONY: bench-exchange
+$(O)/test/exchange-badinput: $(XCH_DIR)/book.c $(XCH_DIR)/net.c $(XCH_HDRS) $(XCH_BINS)
