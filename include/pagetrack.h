@@ -147,7 +147,211 @@ const char *pt_backend_name(enum pt_backend b);
  */
 int pt_backend_probe(enum pt_backend b, char *why, size_t why_len);
 
-/* @@REPLICATION@@ (epochs, log, image, replicas: see below) */
+/* ------------------------------------------------------------------ */
+/* Replication: region (the writer), epochs, log, image, replicas      */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A region is memory the library creates on shared memory (a memfd) and
+ * tracks; its data directory holds the log (checksummed deltas, one record
+ * per epoch) and the image (a full copy at the checkpointed epoch with a
+ * generation table).  An epoch is a moment the writer declares consistent
+ * with pt_region_sync(); it passes through three levels, in this order:
+ */
+enum pt_level {
+	PT_LEVEL_PUBLISHED = 1,	/* its record is in the log file: local replicas can apply it */
+	PT_LEVEL_DURABLE,	/* its record is fdatasynced: survives a crash or power loss */
+	PT_LEVEL_CHECKPOINTED,	/* it is in the image: the log before it may be dropped */
+};
+
+/* When pt_region_sync() returns, relative to fdatasync of the log. */
+enum pt_durability {
+	PT_DURABLE_ON_SYNC = 0,	/* default: sync returns once the epoch is durable (a
+				 * database's commit); concurrent waiters share fsyncs */
+	PT_DURABLE_BACKGROUND,	/* sync returns once queued; a log thread fdatasyncs
+				 * at most durable_interval_ms after a publish */
+	PT_DURABLE_NONE,	/* sync returns once queued; fdatasync only when asked
+				 * (pt_region_wait), for checkpoints, when the staging
+				 * memory fills, and at close */
+};
+
+/* pt_region_opts.flags */
+#define PT_REGION_NO_CHECKPOINT_THREAD 1u	/* checkpoint only via pt_region_checkpoint() */
+
+/* Every field's zero value means its default; NULL options mean all defaults. */
+struct pt_region_opts {
+	size_t sz;			/* sizeof(struct pt_region_opts) */
+	enum pt_durability durability;	/* default PT_DURABLE_ON_SYNC */
+	unsigned int durable_interval_ms;	/* PT_DURABLE_BACKGROUND: default 10 */
+	enum pt_backend backend;	/* tracker backend, default PT_BACKEND_AUTO */
+	unsigned int flags;		/* PT_REGION_* */
+	unsigned int checkpoint_interval_ms;	/* background checkpoint period, default 1000 */
+	uint64_t retain_bytes;		/* checkpointed log kept for replicas that lag,
+					 * default 64 MiB */
+	uint64_t segment_bytes;		/* log segment size, default 64 MiB */
+	uint64_t staging_bytes;		/* pre-faulted staging memory for deltas waiting to be
+					 * written and fsynced, default min(64 MiB, size + 1 MiB) */
+	void *address;			/* map the region here (it must be free), NULL: anywhere */
+};
+
+struct pt_region;
+
+/*
+ * Create a region of size bytes (a multiple of the page size) whose data
+ * directory is dir (created, mode 0700, if missing; it must not be writable
+ * by group or others).  The memory starts zero-filled at epoch 0.  The
+ * caller becomes the region's one writer.
+ *
+ * Returns 0 and *out, or:
+ *  -EINVAL   bad size or options;
+ *  -EEXIST   dir already holds a region;
+ *  -EBUSY    another process holds the region's lock;
+ *  -EPERM    dir is writable by others or owned by someone else;
+ *  -EOPNOTSUPP, -ENOMEM, -ENOSPC, or another -errno.
+ */
+int pt_region_create(struct pt_region **out, const char *dir, size_t size,
+		     const struct pt_region_opts *opts);
+
+/*
+ * Reopen the region in dir as its writer, recovering after a crash: the
+ * memory is rebuilt from the image plus every intact log record after it,
+ * in epoch order.  Recovery stops at the first torn or corrupt record (a
+ * pt_log() message says where and why) and never applies a corrupt one; it
+ * loses no epoch that reached PT_LEVEL_DURABLE.  Segments that follow a
+ * corrupt record are renamed orphan-*.seg, not deleted.
+ *
+ * Returns 0 and *out, or:
+ *  -EBUSY        a writer has the region open (one writer per region);
+ *  -EMEDIUMTYPE  dir is not a region (no image);
+ *  -EBADMSG      the image's headers, or a page of it no log record
+ *                rewrites, fail their checksum or magic;
+ *  -EPROTO       a format version this library does not read;
+ *  -EXDEV        written on a system with another page size;
+ *  -ENODATA      the image is truncated;
+ *  -ENOENT, -ENOTDIR, -EPERM, -ENOMEM, or another -errno.
+ */
+int pt_region_open(struct pt_region **out, const char *dir, const struct pt_region_opts *opts);
+
+void *pt_region_base(struct pt_region *r);
+size_t pt_region_size(const struct pt_region *r);
+
+/*
+ * Publish a new epoch: take the pages written since the last sync
+ * (collect with reset), copy them into pre-faulted staging memory and hand
+ * them to the log thread, which checksums and appends them as one record.
+ * Call it at a moment the data is consistent; writes that race with it
+ * belong to this epoch or to the next, never to none.  With no page written
+ * since the last epoch it returns that epoch again (epoch 1 is always made).
+ *
+ * The writer's pause is the collect plus one memcpy per dirty page: no
+ * hashing, compression or fsync on this path.  It then waits as the
+ * durability option says (PT_DURABLE_ON_SYNC by default).
+ *
+ * Returns the epoch (>= 1), or -errno, and then the pages it took go back
+ * into a pending set that the next sync carries: nothing is lost.
+ *  -ENOSPC, -EIO  the log cannot be written or fsynced (the error is kept
+ *                 until a retry in the background succeeds); with
+ *                 PT_DURABLE_ON_SYNC the epoch may have been assigned and may
+ *                 become durable later, but is never reported durable unless
+ *                 an fdatasync covering it succeeded;
+ *  -ECHILD        called in a forked child;
+ *  -ENOMEM, or another -errno from the tracker.
+ */
+int64_t pt_region_sync(struct pt_region *r);
+
+/* The newest published epoch (after open: the recovered one). */
+int64_t pt_region_epoch(const struct pt_region *r);
+
+/*
+ * Block until epoch reaches level, at most timeout_ms (-1: forever).  Asking
+ * for PT_LEVEL_DURABLE makes the log thread fdatasync now (group commit:
+ * publish several epochs, then wait once); PT_LEVEL_CHECKPOINTED runs a
+ * checkpoint.  Returns 0, or -ETIMEDOUT, -EINVAL (no such epoch or level),
+ * or the log's pending error (-ENOSPC, -EIO).
+ */
+int pt_region_wait(struct pt_region *r, uint64_t epoch, enum pt_level level, int timeout_ms);
+
+/*
+ * Apply the durable log to the image now, fsync it, advance its epoch and
+ * drop the segments nothing needs (keeping retain_bytes).  The background
+ * thread does the same every checkpoint_interval_ms.  Returns the image's
+ * epoch or -errno.
+ */
+int64_t pt_region_checkpoint(struct pt_region *r);
+
+/*
+ * Write and fdatasync every published epoch, stop the threads, release the
+ * memory and the lock.  Returns 0, or the error that kept the last epochs
+ * from becoming durable (they are then lost only if the storage lost them).
+ */
+int pt_region_close(struct pt_region *r);
+
+/* pt_replica_opts.mode */
+enum pt_replica_mode {
+	PT_REPLICA_PRIVATE = 0,	/* this process's own copy, updated by refresh */
+	PT_REPLICA_SHARED,	/* one copy in shared memory for several processes */
+};
+
+/* pt_replica_opts.flags */
+#define PT_REPLICA_AT_WRITER_ADDRESS 1u	/* map at the writer's base address */
+
+struct pt_replica_opts {
+	size_t sz;			/* sizeof(struct pt_replica_opts) */
+	enum pt_replica_mode mode;
+	unsigned int flags;		/* PT_REPLICA_* */
+	const char *name;		/* shared: the copy's name in /dev/shm (a file
+					 * "pagetrack-NAME"); NULL: from the history id */
+};
+
+struct pt_replica;
+
+/*
+ * Follow the region in dir, reading its files only (O_RDONLY: no write
+ * permission needed, nothing it does can change them).  The replica starts
+ * at the newest published epoch.
+ *
+ * Private: the copy is this process's memory; it changes only inside
+ * pt_replica_refresh(), so the caller's queries between refreshes see one
+ * whole epoch.
+ *
+ * Shared: two copies of the region live in /dev/shm/pagetrack-NAME; the
+ * process that refreshes first applies the log to the copy no reader uses,
+ * then switches; each process maps the copy it pinned read-only, at the
+ * same address across refreshes, and keeps it until its next refresh.
+ * Readers never block the writer; a reader that never refreshes keeps the
+ * other copy from being updated (the shared copy's freshness waits for it,
+ * the writer does not).  Up to 126 processes at once.
+ *
+ * Returns 0 and *out, or:
+ *  -EMEDIUMTYPE  dir is not a region;   -EBADMSG, -EPROTO, -EXDEV as for
+ *  pt_region_open();  -ESTALE  the shared copy belongs to another history;
+ *  -EEXIST       PT_REPLICA_AT_WRITER_ADDRESS and that address is taken;
+ *  -EUSERS       the shared copy has no free reader slot;
+ *  -ENOMEM, or another -errno.
+ */
+int pt_replica_open(struct pt_replica **out, const char *dir, const struct pt_replica_opts *opts);
+
+/*
+ * Apply every whole epoch up to the newest published one.  With none newer
+ * than the replica's, wait up to timeout_ms for one (0: don't wait, -1:
+ * forever).  A replica that fell behind the retained log copies from the
+ * image only the pages whose generation is above its epoch, then continues
+ * from the log.  Returns the epoch now visible (>= 0), or -errno when it
+ * could not move at all:
+ *  -ESTALE   the region was recreated, or the writer came back from a crash
+ *            without epochs this replica had applied: reopen it;
+ *  -EBADMSG, -ENODATA, -EILSEQ, -EMSGSIZE  a corrupt record (never applied;
+ *            pt_log() says where);
+ *  -ENOMEM, or another -errno.
+ */
+int64_t pt_replica_refresh(struct pt_replica *r, int timeout_ms);
+
+/* The copy (read-only for shared replicas); stays at this address. */
+const void *pt_replica_base(const struct pt_replica *r);
+uint64_t pt_replica_epoch(const struct pt_replica *r);
+/* Pages copied from the image by catch-ups so far (statistics). */
+uint64_t pt_replica_image_pages(const struct pt_replica *r);
+void pt_replica_close(struct pt_replica *r);
 
 #ifdef __cplusplus
 }

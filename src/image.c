@@ -1,0 +1,439 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * image.c - the region's image: a full copy at the checkpointed epoch, a
+ * page table (per page: the epoch it last changed, its XXH3 checksum) and
+ * two header slots; creation, reading, catch-up copies and the checkpoint.
+ *
+ * The checkpoint updates the image in place, with the log as its redo log:
+ * it writes the pages of the durable records after the image's epoch, then
+ * their table entries, fdatasyncs, and only then writes the other header
+ * slot with the new epoch and fdatasyncs again.  Until that last write the
+ * header names the old epoch, and every page the checkpoint may have torn
+ * belongs to a record after it, which recovery and replicas apply anyway.
+ * Segments are dropped only after the new header is durable (region.c).
+ *
+ * A reader copying from the image while a checkpoint runs (a replica
+ * catching up) may see such a half-written page; its checksum will not
+ * match, and it is flagged "suspect" rather than trusted: the records after
+ * the header's epoch rewrite it.  A suspect page no record covers is real
+ * corruption, and the caller says so.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "format.h"
+
+#define TABLE_CHUNK (1u << 20)		/* bytes of page table read at once */
+
+static uint64_t entry_checksum(const struct pt_image_entry *e, uint64_t index)
+{
+	return XXH3_64bits_withSeed(e, offsetof(struct pt_image_entry, checksum), index);
+}
+
+static bool entry_is_zero(const struct pt_image_entry *e)
+{
+	return !e->generation && !e->page_checksum && !e->reserved && !e->checksum;
+}
+
+static bool entry_ok(const struct pt_image_entry *e, uint64_t index)
+{
+	return entry_is_zero(e) || e->checksum == entry_checksum(e, index);
+}
+
+static void entry_set(struct pt_image_entry *e, uint64_t index, uint64_t generation,
+		      const void *page, size_t page_size)
+{
+	e->generation = generation;
+	e->page_checksum = pt_checksum(page, page_size);
+	e->reserved = 0;
+	e->checksum = entry_checksum(e, index);
+}
+
+static uint64_t table_bytes(const struct pt_region_id *id)
+{
+	return pt_round_up(id->npages * sizeof(struct pt_image_entry), id->page_size);
+}
+
+static void header_fill(struct pt_image_header *h, const struct pt_region_id *id, uint64_t epoch,
+			uint64_t chain, uint64_t seq)
+{
+	memset(h, 0, sizeof(*h));
+	memcpy(h->magic, PT_IMAGE_MAGIC, 8);
+	h->version = PT_FORMAT_VERSION;
+	h->header_size = sizeof(*h);
+	h->page_size = id->page_size;
+	h->npages = id->npages;
+	h->history_id = id->history_id;
+	h->epoch = epoch;
+	h->chain = chain;
+	h->seq = seq;
+	h->table_offset = 2ull * id->page_size;
+	h->data_offset = h->table_offset + table_bytes(id);
+	h->created = (uint64_t)time(NULL);
+	h->checksum = pt_header_checksum(h, sizeof(*h), offsetof(struct pt_image_header, checksum));
+}
+
+int pt_image_create(int dirfd, const struct pt_region_id *id)
+{
+	struct pt_image_header h;
+	int fd, ret;
+
+	header_fill(&h, id, 0, pt_chain_seed(id->history_id), 1);
+	/* A leftover from a create that crashed half way. */
+	pt_io->unlinkat(dirfd, PT_IMAGE_TMP_NAME);
+	fd = pt_create_file(dirfd, PT_IMAGE_TMP_NAME, O_RDWR);
+	if (fd < 0)
+		return fd;
+	ret = pt_io->ftruncate(fd, (off_t)(h.data_offset + id->npages * id->page_size));
+	if (!ret)
+		ret = pt_write_full(fd, &h, sizeof(h), 0);
+	if (!ret)
+		ret = pt_io->fsync(fd);
+	pt_io->close(fd);
+	if (!ret)
+		ret = pt_io->renameat(dirfd, PT_IMAGE_TMP_NAME, PT_IMAGE_NAME);
+	if (!ret)
+		ret = pt_io->fsync(dirfd);
+	if (ret)
+		pt_io->unlinkat(dirfd, PT_IMAGE_TMP_NAME);
+	return ret;
+}
+
+static int check_slot(const struct pt_image_header *h, long page_size)
+{
+	if (memcmp(h->magic, PT_IMAGE_MAGIC, 8))
+		return -EBADMSG;
+	if (h->version != PT_FORMAT_VERSION || h->header_size != sizeof(*h))
+		return -EPROTO;
+	if (h->checksum != pt_header_checksum(h, sizeof(*h), offsetof(struct pt_image_header, checksum)))
+		return -EBADMSG;
+	if (h->page_size != (uint64_t)page_size)
+		return -EXDEV;
+	if (!h->npages || h->npages > (1ull << 40) ||
+	    h->table_offset != 2ull * h->page_size ||
+	    h->data_offset != h->table_offset +
+	    pt_round_up(h->npages * sizeof(struct pt_image_entry), h->page_size))
+		return -EMSGSIZE;
+	return 0;
+}
+
+int pt_image_open(struct pt_image *img, int dirfd, bool writable)
+{
+	long page_size = sysconf(_SC_PAGESIZE);
+	struct pt_image_header h[2];
+	int err[2], best = -1, ret;
+	struct stat st;
+	ssize_t n;
+
+	memset(img, 0, sizeof(*img));
+	img->fd = openat(dirfd, PT_IMAGE_NAME, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC);
+	if (img->fd < 0) {
+		ret = errno == ENOENT ? -EMEDIUMTYPE : -errno;
+		img->fd = -1;
+		return ret;
+	}
+	if (fstat(img->fd, &st)) {
+		ret = -errno;
+		goto err;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = -EMEDIUMTYPE;
+		goto err;
+	}
+	for (int s = 0; s < 2; s++) {
+		n = pt_read_full(img->fd, &h[s], sizeof(h[s]), (off_t)s * page_size);
+		if (n < 0) {
+			ret = (int)n;
+			goto err;
+		}
+		err[s] = (size_t)n < sizeof(h[s]) ? -ENODATA : check_slot(&h[s], page_size);
+		if (!err[s] && (best < 0 || h[s].seq > h[best].seq))
+			best = s;
+	}
+	if (best < 0) {
+		/* Slot 0 is written at creation: its error is the telling one. */
+		ret = err[0];
+		goto err;
+	}
+	if (err[!best] && err[!best] != -EBADMSG && err[!best] != -ENODATA && h[!best].magic[0])
+		pt_log(PT_LOG_WARN, "image header slot %d: %s", !best, pt_log_strerror(err[!best]));
+	img->hdr = h[best];
+	img->slot = best;
+	img->id.history_id = h[best].history_id;
+	img->id.npages = h[best].npages;
+	img->id.page_size = h[best].page_size;
+	img->id.page_shift = (unsigned int)__builtin_ctzll(h[best].page_size);
+	if ((uint64_t)st.st_size < h[best].data_offset + h[best].npages * h[best].page_size) {
+		ret = -ENODATA;
+		goto err;
+	}
+	return 0;
+err:
+	close(img->fd);
+	img->fd = -1;
+	return ret;
+}
+
+void pt_image_close(struct pt_image *img)
+{
+	if (img->fd >= 0)
+		close(img->fd);
+	img->fd = -1;
+	free(img->entries);
+	img->entries = NULL;
+}
+
+int pt_image_load_entries(struct pt_image *img)
+{
+	size_t len = img->id.npages * sizeof(struct pt_image_entry);
+	ssize_t n;
+
+	free(img->entries);
+	img->entries = malloc(len);
+	if (!img->entries)
+		return -ENOMEM;
+	n = pt_read_full(img->fd, img->entries, len, (off_t)img->hdr.table_offset);
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n < len)
+		return -ENODATA;
+	return 0;
+}
+
+/* Copy pages [first, first + count) of the image to mem and check each. */
+static int copy_run(struct pt_image *img, const struct pt_image_entry *e, uint64_t first,
+		    uint64_t count, unsigned char *mem, uint64_t *suspect, uint64_t *nsuspect)
+{
+	size_t ps = img->id.page_size;
+	unsigned char *dst = mem + first * ps;
+	ssize_t n;
+
+	n = pt_read_full(img->fd, dst, count * ps, (off_t)(img->hdr.data_offset + first * ps));
+	if (n < 0)
+		return (int)n;
+	if ((uint64_t)n < count * ps)
+		return -ENODATA;
+	for (uint64_t i = 0; i < count; i++) {
+		const struct pt_image_entry *pe = &e[i];
+
+		if (!entry_ok(pe, first + i) || pe->page_checksum != pt_checksum(dst + i * ps, ps)) {
+			if (suspect && !pt_bit_test(suspect, first + i)) {
+				pt_bit_set(suspect, first + i);
+				(*nsuspect)++;
+			}
+		}
+	}
+	return 0;
+}
+
+int pt_image_copy_newer(struct pt_image *img, uint64_t have_epoch, void *mem, uint64_t *suspect,
+			uint64_t *nsuspect, uint64_t *copied)
+{
+	size_t per = TABLE_CHUNK / sizeof(struct pt_image_entry);
+	struct pt_image_entry *tab;
+	uint64_t done = 0;
+	int ret = 0;
+
+	tab = malloc(per * sizeof(*tab));
+	if (!tab)
+		return -ENOMEM;
+	for (uint64_t base = 0; base < img->id.npages; base += per) {
+		uint64_t cnt = img->id.npages - base < per ? img->id.npages - base : per;
+		ssize_t n = pt_read_full(img->fd, tab, cnt * sizeof(*tab),
+					 (off_t)(img->hdr.table_offset + base * sizeof(*tab)));
+		uint64_t i = 0;
+
+		if (n < 0) {
+			ret = (int)n;
+			goto out;
+		}
+		if ((uint64_t)n < cnt * sizeof(*tab)) {
+			ret = -ENODATA;
+			goto out;
+		}
+		while (i < cnt) {
+			uint64_t j = i;
+
+			/* An entry that fails its checksum cannot say how old
+			 * its page is: take the page. */
+			while (j < cnt && j - i < 256 &&
+			       (!entry_ok(&tab[j], base + j) || tab[j].generation > have_epoch))
+				j++;
+			if (j == i) {
+				i++;
+				continue;
+			}
+			ret = copy_run(img, &tab[i], base + i, j - i, mem, suspect, nsuspect);
+			if (ret)
+				goto out;
+			done += j - i;
+			i = j;
+		}
+	}
+out:
+	free(tab);
+	if (copied)
+		*copied = done;
+	return ret;
+}
+
+int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target)
+{
+	size_t ps = img->id.page_size;
+	size_t per_page = ps / sizeof(struct pt_image_entry);
+	uint64_t ntable = (img->id.npages + per_page - 1) / per_page;
+	struct pt_log_reader rd;
+	struct pt_image_header h;
+	struct pt_record rec;
+	uint64_t *dirty = NULL;
+	uint64_t applied = 0;
+	int ret;
+
+	if (!img->entries)
+		return -EINVAL;
+	if (target <= img->hdr.epoch)
+		return (int64_t)img->hdr.epoch;
+	dirty = calloc((ntable + 63) / 64, 8);
+	if (!dirty)
+		return -ENOMEM;
+	pt_log_reader_init(&rd, dirfd, &img->id, img->hdr.epoch + 1, img->hdr.chain);
+	while ((ret = pt_log_next(&rd, target, &rec)) > 0) {
+		const struct pt_record_header *rh = rec.hdr;
+
+		for (uint32_t i = 0; i < rh->page_count;) {
+			uint32_t j = i + 1;
+
+			while (j < rh->page_count && rec.index[j] == rec.index[j - 1] + 1)
+				j++;
+			ret = pt_write_full(img->fd, rec.data + (size_t)i * ps, (size_t)(j - i) * ps,
+					    (off_t)(img->hdr.data_offset + rec.index[i] * ps));
+			if (ret)
+				goto out;
+			for (uint32_t k = i; k < j; k++) {
+				uint64_t p = rec.index[k];
+
+				entry_set(&img->entries[p], p, rh->epoch, rec.data + (size_t)k * ps, ps);
+				pt_bit_set(dirty, p / per_page);
+			}
+			i = j;
+		}
+		applied = rh->epoch;
+	}
+	if (ret < 0) {
+		pt_log(PT_LOG_ERROR, "checkpoint: cannot read the log after epoch %" PRIu64 ": %s",
+		       rd.next_epoch - 1, pt_log_strerror(ret));
+		goto out;
+	}
+	if (!applied) {
+		ret = (int)img->hdr.epoch;
+		goto out;
+	}
+	for (uint64_t t = 0; t < ntable; t++) {
+		uint64_t first = t * per_page, cnt;
+
+		if (!pt_bit_test(dirty, t))
+			continue;
+		cnt = img->id.npages - first < per_page ? img->id.npages - first : per_page;
+		ret = pt_write_full(img->fd, &img->entries[first], cnt * sizeof(struct pt_image_entry),
+				    (off_t)(img->hdr.table_offset + first * sizeof(struct pt_image_entry)));
+		if (ret)
+			goto out;
+	}
+	ret = pt_io->fdatasync(img->fd);
+	if (ret)
+		goto out;
+	header_fill(&h, &img->id, applied, rd.chain, img->hdr.seq + 1);
+	ret = pt_write_full(img->fd, &h, sizeof(h), (off_t)(!img->slot) * (off_t)ps);
+	if (!ret)
+		ret = pt_io->fdatasync(img->fd);
+	if (ret)
+		goto out;
+	img->hdr = h;
+	img->slot = !img->slot;
+	ret = 0;
+out:
+	pt_log_reader_free(&rd);
+	free(dirty);
+	if (ret < 0) {
+		if (ret != -ENOMEM)
+			pt_log(PT_LOG_ERROR, "checkpoint to epoch %" PRIu64 " failed: %s", target,
+			       pt_log_strerror(ret));
+		return ret;
+	}
+	return (int64_t)img->hdr.epoch;
+}
+
+int pt_image_verify(struct pt_image *img, void (*report)(void *arg, const char *msg), void *arg,
+		    uint64_t *bad)
+{
+	size_t ps = img->id.page_size;
+	unsigned char *page;
+	char msg[256];
+	int ret;
+
+	*bad = 0;
+	ret = pt_image_load_entries(img);
+	if (ret)
+		return ret;
+	page = malloc(ps);
+	if (!page)
+		return -ENOMEM;
+	for (uint64_t p = 0; p < img->id.npages; p++) {
+		const struct pt_image_entry *e = &img->entries[p];
+		ssize_t n = pt_read_full(img->fd, page, ps, (off_t)(img->hdr.data_offset + p * ps));
+		uint64_t sum;
+
+		if (n < 0) {
+			ret = (int)n;
+			break;
+		}
+		if ((size_t)n < ps) {
+			snprintf(msg, sizeof(msg), "image page %" PRIu64 ": truncated", p);
+			report(arg, msg);
+			(*bad)++;
+			continue;
+		}
+		if (!entry_ok(e, p)) {
+			snprintf(msg, sizeof(msg), "image table entry of page %" PRIu64
+				 " (offset %" PRIu64 "): bad checksum", p,
+				 img->hdr.table_offset + p * sizeof(*e));
+			report(arg, msg);
+			(*bad)++;
+			continue;
+		}
+		sum = pt_checksum(page, ps);
+		if (entry_is_zero(e)) {
+			static const unsigned char zero[64];
+			bool z = true;
+
+			for (size_t o = 0; o < ps && z; o += sizeof(zero))
+				z = !memcmp(page + o, zero, sizeof(zero));
+			if (!z) {
+				snprintf(msg, sizeof(msg), "image page %" PRIu64
+					 " (offset %" PRIu64 "): never written but not zero", p,
+					 img->hdr.data_offset + p * ps);
+				report(arg, msg);
+				(*bad)++;
+			}
+			continue;
+		}
+		if (sum != e->page_checksum) {
+			snprintf(msg, sizeof(msg), "image page %" PRIu64 " (offset %" PRIu64
+				 ", generation %" PRIu64 "): checksum %016" PRIx64 ", table says %016"
+				 PRIx64, p, img->hdr.data_offset + p * ps, e->generation, sum,
+				 e->page_checksum);
+			report(arg, msg);
+			(*bad)++;
+		}
+	}
+	free(page);
+	return ret;
+}

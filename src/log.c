@@ -1,0 +1,493 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * log.c - segment files of records: naming, creation, sealing a staged
+ * record, and the reader every consumer uses (recovery, checkpoint,
+ * replicas, verify, inspect).
+ *
+ * The reader hands out a record only after checking all of it: magic,
+ * version, header checksum, page size, history, lengths, payload checksum,
+ * page indices, and that it continues the hash chain (its prev is the header
+ * checksum of the epoch before).  It never hands out part of a record.
+ *
+ * Segment order is by sequence number.  A segment may end in a torn or
+ * abandoned record: after a failed write or fsync the writer starts a new
+ * segment at the first epoch it cannot vouch for and writes those records
+ * again (byte for byte the same), and after a crash the writer starts a new
+ * segment at the epoch after the last intact one.  So at the end of the
+ * records of one segment the reader continues in the next segment whose
+ * first epoch is not beyond the epoch it wants, and skips records it
+ * already has.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "format.h"
+
+void pt_segment_name(char *buf, size_t len, uint64_t seq)
+{
+	snprintf(buf, len, "log-%016" PRIx64 ".seg", seq);
+}
+
+const char *pt_log_strerror(int err)
+{
+	switch (err) {
+	case -EBADMSG: return "bad magic or checksum";
+	case -EPROTO: return "unknown format version";
+	case -ESTALE: return "another history, or no longer available";
+	case -ENODATA: return "truncated (torn write)";
+	case -EILSEQ: return "epochs out of order or missing";
+	case -EMSGSIZE: return "impossible length";
+	case -EXDEV: return "written with another page size";
+	case -EMEDIUMTYPE: return "not a region";
+	default: return strerror(-err);
+	}
+}
+
+static int read_segment_header(int fd, const struct pt_region_id *id, struct pt_segment_header *h)
+{
+	ssize_t n = pt_read_full(fd, h, sizeof(*h), 0);
+
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n < sizeof(*h))
+		return -ENODATA;
+	if (memcmp(h->magic, PT_SEGMENT_MAGIC, 8))
+		return -EBADMSG;
+	if (h->version != PT_FORMAT_VERSION || h->header_size != sizeof(*h))
+		return -EPROTO;
+	if (h->checksum != pt_header_checksum(h, sizeof(*h), offsetof(struct pt_segment_header, checksum)))
+		return -EBADMSG;
+	if (h->page_size != id->page_size)
+		return -EXDEV;
+	if (h->history_id != id->history_id || h->npages != id->npages)
+		return -ESTALE;
+	if (!h->first_epoch)
+		return -EMSGSIZE;
+	return 0;
+}
+
+static int seg_cmp(const void *a, const void *b)
+{
+	const struct pt_segment_info *x = a, *y = b;
+
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+int pt_segments_list(int dirfd, const struct pt_region_id *id, struct pt_segment_info **out,
+		     size_t *nr)
+{
+	struct pt_segment_info *v = NULL, *nv;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	DIR *d;
+	int fd, ret = 0;
+
+	*out = NULL;
+	*nr = 0;
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	while ((de = readdir(d))) {
+		struct pt_segment_header h;
+		unsigned long long seq;
+		char tail[8];
+		struct stat;
+		int sfd;
+
+		if (sscanf(de->d_name, "log-%16llx.se%1s", &seq, tail) != 2 || strcmp(tail, "g") ||
+		    strlen(de->d_name) != 24)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			v = nv;
+		}
+		memset(&v[n], 0, sizeof(v[n]));
+		v[n].seq = seq;
+		sfd = openat(dirfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (sfd < 0) {
+			/* Dropped by a checkpoint while we listed. */
+			if (errno == ENOENT)
+				continue;
+			v[n].bad = -errno;
+		} else {
+			off_t end = lseek(sfd, 0, SEEK_END);
+
+			v[n].bad = read_segment_header(sfd, id, &h);
+			if (!v[n].bad && h.seq != seq)
+				v[n].bad = -EBADMSG;
+			v[n].first_epoch = v[n].bad ? 0 : h.first_epoch;
+			v[n].size = end > 0 ? (uint64_t)end : 0;
+			close(sfd);
+		}
+		n++;
+	}
+	qsort(v, n, sizeof(*v), seg_cmp);
+	*out = v;
+	*nr = n;
+	v = NULL;
+out:
+	free(v);
+	closedir(d);
+	return ret;
+}
+
+int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq, uint64_t first_epoch)
+{
+	unsigned char *page;
+	struct pt_segment_header *h;
+	char name[64];
+	int fd, ret;
+
+	page = calloc(1, id->page_size);
+	if (!page)
+		return -ENOMEM;
+	h = (struct pt_segment_header *)page;
+	memcpy(h->magic, PT_SEGMENT_MAGIC, 8);
+	h->version = PT_FORMAT_VERSION;
+	h->header_size = sizeof(*h);
+	h->page_size = id->page_size;
+	h->npages = id->npages;
+	h->history_id = id->history_id;
+	h->seq = seq;
+	h->first_epoch = first_epoch;
+	h->created = (uint64_t)time(NULL);
+	h->checksum = pt_header_checksum(h, sizeof(*h), offsetof(struct pt_segment_header, checksum));
+	pt_segment_name(name, sizeof(name), seq);
+	fd = pt_create_file(dirfd, name, O_RDWR);
+	if (fd < 0) {
+		free(page);
+		return fd;
+	}
+	ret = pt_write_full(fd, page, id->page_size, 0);
+	free(page);
+	if (ret) {
+		pt_io->close(fd);
+		pt_io->unlinkat(dirfd, name);
+		return ret;
+	}
+	return fd;
+}
+
+void pt_record_seal(void *buf, const struct pt_region_id *id, uint64_t epoch,
+		    uint32_t page_count, uint64_t prev)
+{
+	struct pt_record_header *h = buf;
+	uint64_t len = pt_record_length(page_count, id->page_size);
+
+	h->magic = PT_RECORD_MAGIC;
+	h->version = PT_FORMAT_VERSION;
+	h->header_size = sizeof(*h);
+	h->page_size = id->page_size;
+	h->page_count = page_count;
+	h->epoch = epoch;
+	h->history_id = id->history_id;
+	h->length = len;
+	h->prev = prev;
+	h->payload_checksum = pt_checksum((unsigned char *)buf + sizeof(*h), len - sizeof(*h));
+	h->header_checksum = 0;
+	h->header_checksum = pt_checksum(h, sizeof(*h));
+}
+
+static int grow(unsigned char **buf, size_t *cap, size_t need)
+{
+	unsigned char *nb;
+
+	if (*cap >= need)
+		return 0;
+	nb = realloc(*buf, need);
+	if (!nb)
+		return -ENOMEM;
+	*buf = nb;
+	*cap = need;
+	return 0;
+}
+
+static int check_header(const struct pt_record_header *h, const struct pt_region_id *id)
+{
+	if (h->magic != PT_RECORD_MAGIC)
+		return -EBADMSG;
+	if (h->version != PT_FORMAT_VERSION || h->header_size != sizeof(*h))
+		return -EPROTO;
+	if (h->header_checksum != pt_header_checksum(h, sizeof(*h),
+						    offsetof(struct pt_record_header, header_checksum)))
+		return -EBADMSG;
+	if (h->page_size != id->page_size)
+		return -EXDEV;
+	if (h->history_id != id->history_id)
+		return -ESTALE;
+	if (!h->epoch || h->page_count > id->npages ||
+	    h->length != pt_record_length(h->page_count, id->page_size))
+		return -EMSGSIZE;
+	return 0;
+}
+
+/* header_only: check the header alone (for skipping records one has). */
+static int64_t record_read(int fd, uint64_t seq, uint64_t offset, const struct pt_region_id *id,
+			   unsigned char **buf, size_t *cap, struct pt_record *rec, bool header_only)
+{
+	const struct pt_record_header *h;
+	uint64_t head, prev_index = 0;
+	ssize_t n;
+	int ret;
+
+	ret = grow(buf, cap, id->page_size);
+	if (ret)
+		return ret;
+	n = pt_read_full(fd, *buf, header_only ? sizeof(*h) : id->page_size, (off_t)offset);
+	if (n < 0)
+		return n;
+	if (n == 0)
+		return 0;
+	if ((size_t)n < sizeof(*h))
+		return -ENODATA;
+	h = (const struct pt_record_header *)*buf;
+	ret = check_header(h, id);
+	if (ret)
+		return ret;
+	memset(rec, 0, sizeof(*rec));
+	rec->seq = seq;
+	rec->offset = offset;
+	if (header_only) {
+		rec->hdr = h;
+		return (int64_t)h->length;
+	}
+	if (h->length > (uint64_t)n) {
+		uint64_t len = h->length;
+
+		ret = grow(buf, cap, len);
+		if (ret)
+			return ret;
+		h = (const struct pt_record_header *)*buf;
+		n = pt_read_full(fd, *buf + id->page_size, len - id->page_size,
+				 (off_t)(offset + id->page_size));
+		if (n < 0)
+			return n;
+		if ((uint64_t)n < len - id->page_size)
+			return -ENODATA;
+	}
+	if (h->payload_checksum != pt_checksum(*buf + sizeof(*h), h->length - sizeof(*h)))
+		return -EBADMSG;
+	head = pt_record_head_length(h->page_count, id->page_size);
+	rec->hdr = h;
+	rec->index = (const uint64_t *)(*buf + sizeof(*h));
+	rec->data = *buf + head;
+	for (uint32_t i = 0; i < h->page_count; i++) {
+		if (rec->index[i] >= id->npages || (i && rec->index[i] <= prev_index))
+			return -EMSGSIZE;
+		prev_index = rec->index[i];
+	}
+	return (int64_t)h->length;
+}
+
+int64_t pt_record_read(int fd, uint64_t seq, uint64_t offset, const struct pt_region_id *id,
+		       unsigned char **buf, size_t *cap, struct pt_record *rec)
+{
+	return record_read(fd, seq, offset, id, buf, cap, rec, false);
+}
+
+void pt_log_reader_init(struct pt_log_reader *r, int dirfd, const struct pt_region_id *id,
+			uint64_t next_epoch, uint64_t chain)
+{
+	memset(r, 0, sizeof(*r));
+	r->dirfd = dirfd;
+	r->id = *id;
+	r->fd = -1;
+	r->next_epoch = next_epoch;
+	r->chain = chain;
+}
+
+void pt_log_reader_free(struct pt_log_reader *r)
+{
+	if (r->fd >= 0)
+		close(r->fd);
+	r->fd = -1;
+	free(r->buf);
+	r->buf = NULL;
+	r->cap = 0;
+	free(r->segs);
+	r->segs = NULL;
+	r->nsegs = 0;
+}
+
+static int reader_list(struct pt_log_reader *r)
+{
+	free(r->segs);
+	r->segs = NULL;
+	r->nsegs = 0;
+	return pt_segments_list(r->dirfd, &r->id, &r->segs, &r->nsegs);
+}
+
+static int reader_switch(struct pt_log_reader *r, const struct pt_segment_info *s)
+{
+	char name[64];
+	int fd;
+
+	pt_segment_name(name, sizeof(name), s->seq);
+	fd = openat(r->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (r->fd >= 0)
+		close(r->fd);
+	r->fd = fd;
+	r->seq = s->seq;
+	r->offset = r->id.page_size;
+	return 1;
+}
+
+/* Position on the newest segment that can hold next_epoch. */
+static int reader_open_for(struct pt_log_reader *r)
+{
+	const struct pt_segment_info *best = NULL;
+	bool any = false;
+	int ret;
+
+	ret = reader_list(r);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < r->nsegs; i++) {
+		if (r->segs[i].bad)
+			continue;
+		any = true;
+		if (r->segs[i].first_epoch <= r->next_epoch)
+			best = &r->segs[i];
+	}
+	if (!best) {
+		r->dropped = any;
+		return any ? -ESTALE : 0;
+	}
+	ret = reader_switch(r, best);
+	/* Dropped between the listing and the open: look again. */
+	return ret == -ENOENT ? -EAGAIN : ret;
+}
+
+/* After the records of the current segment: the next one that continues. */
+static int reader_continue(struct pt_log_reader *r)
+{
+	int ret = reader_list(r);
+
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < r->nsegs; i++) {
+		if (r->segs[i].seq <= r->seq || r->segs[i].bad)
+			continue;
+		if (r->segs[i].first_epoch <= r->next_epoch)
+			return reader_switch(r, &r->segs[i]);
+	}
+	return 0;
+}
+
+int pt_log_next(struct pt_log_reader *r, uint64_t limit, struct pt_record *rec)
+{
+	int retries = 0;
+	int64_t len;
+	int err, ret;
+
+	r->last_error = 0;
+	r->dropped = false;
+	if (r->next_epoch > limit)
+		return 0;
+	for (;;) {
+		if (r->fd < 0) {
+			ret = reader_open_for(r);
+			if (ret == -EAGAIN && ++retries < 8)
+				continue;
+			if (ret <= 0)
+				return ret;
+		}
+		len = record_read(r->fd, r->seq, r->offset, &r->id, &r->buf, &r->cap, rec, true);
+		if (len > 0) {
+			uint64_t e = rec->hdr->epoch;
+
+			if (e < r->next_epoch) {
+				r->offset += (uint64_t)len;
+				continue;
+			}
+			if (e > r->next_epoch) {
+				err = -EILSEQ;
+				goto stop;
+			}
+			len = record_read(r->fd, r->seq, r->offset, &r->id, &r->buf, &r->cap, rec,
+					  false);
+			if (len <= 0) {
+				err = len ? (int)len : -ENODATA;
+				goto stop;
+			}
+			if (rec->hdr->prev != r->chain && !r->any_chain) {
+				err = -ESTALE;
+				goto stop;
+			}
+			r->offset += (uint64_t)len;
+			r->any_chain = false;
+			r->next_epoch++;
+			r->chain = rec->hdr->header_checksum;
+			return 1;
+		}
+		err = (int)len;
+stop:
+		/* The rest of this segment is unusable: continue where the
+		 * writer went on, if it did. */
+		r->error_seq = r->seq;
+		r->error_offset = r->offset;
+		ret = reader_continue(r);
+		if (ret < 0)
+			return ret;
+		if (ret > 0) {
+			if (err && !r->quiet)
+				pt_log(PT_LOG_INFO,
+				       "log segment %016" PRIx64 " ends at offset %" PRIu64
+				       " with an abandoned record (%s); continuing in segment %016" PRIx64,
+				       r->error_seq, r->error_offset, pt_log_strerror(err), r->seq);
+			continue;
+		}
+		if (!err) {
+			/* A clean end; but a later segment beyond a gap means
+			 * records are missing. */
+			for (size_t i = 0; i < r->nsegs; i++)
+				if (r->segs[i].seq > r->seq && !r->segs[i].bad &&
+				    r->segs[i].first_epoch > r->next_epoch) {
+					err = -EILSEQ;
+					break;
+				}
+			if (!err)
+				return 0;
+		}
+		r->last_error = err;
+		return err;
+	}
+}
+
+int pt_log_record_checksum(int dirfd, const struct pt_region_id *id, uint64_t epoch, uint64_t *sum)
+{
+	struct pt_log_reader rd;
+	struct pt_record rec;
+	int ret;
+
+	pt_log_reader_init(&rd, dirfd, id, epoch, 0);
+	rd.any_chain = true;
+	rd.quiet = true;
+	ret = pt_log_next(&rd, epoch, &rec);
+	if (ret > 0)
+		*sum = rec.hdr->header_checksum;
+	else if (ret == 0 || rd.dropped)
+		ret = -ENOENT;
+	pt_log_reader_free(&rd);
+	return ret > 0 ? 0 : ret;
+}

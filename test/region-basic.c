@@ -1,0 +1,212 @@
+/* region-basic: create, sync, reopen, epochs, levels, one writer, and the errors of create/open. */
+#include <dirent.h>
+#include <sys/file.h>
+#include <xxhash.h>
+
+#include "harness.h"
+
+static char dir[128];
+
+static void rm_dir(const char *d)
+{
+	DIR *dp = opendir(d);
+	struct dirent *de;
+	char p[512];
+
+	if (!dp)
+		return;
+	while ((de = readdir(dp)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
+			unlink(p);
+		}
+	closedir(dp);
+	rmdir(d);
+}
+
+static void fresh_dir(void)
+{
+	if (dir[0])
+		rm_dir(dir);
+	snprintf(dir, sizeof(dir), "/tmp/pt-region-basic-XXXXXX");
+	if (!mkdtemp(dir))
+		DIE("mkdtemp: %s", strerror(errno));
+}
+
+static uint64_t hash(const void *p, size_t len)
+{
+	return XXH3_64bits(p, len);
+}
+
+#define NPAGES 64
+
+static bool create_sync_reopen(char *why, size_t why_len)
+{
+	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
+	size_t ps = page_size(), size = NPAGES * ps;
+	struct pt_region *r, *r2;
+	uint64_t h1, h3;
+	int64_t e;
+	char *m;
+	int ret;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	ret = pt_region_create(&r, dir, size, &o);
+	CHECK(ret == 0, "create: %s", strerror(-ret));
+	CHECK(pt_region_size(r) == size, "size %zu", pt_region_size(r));
+	CHECK(pt_region_epoch(r) == 0, "fresh epoch %lld", (long long)pt_region_epoch(r));
+	m = pt_region_base(r);
+	for (size_t i = 0; i < size; i++)
+		CHECK(m[i] == 0, "fresh memory not zero at %zu", i);
+
+	/* An empty first sync still makes epoch 1; another returns it again. */
+	e = pt_region_sync(r);
+	CHECK(e == 1, "first sync %lld", (long long)e);
+	e = pt_region_sync(r);
+	CHECK(e == 1, "empty sync %lld", (long long)e);
+
+	m[0] = 1;
+	m[5 * ps + 17] = 2;
+	e = pt_region_sync(r);
+	CHECK(e == 2, "sync %lld", (long long)e);
+	h1 = hash(m, size);
+	/* Default policy: durable when sync returns. */
+	CHECK(pt_region_wait(r, 2, PT_LEVEL_DURABLE, 0) == 0, "epoch 2 not durable after sync");
+	for (int p = 0; p < NPAGES; p += 3)
+		m[p * ps + 100] = (char)p;
+	e = pt_region_sync(r);
+	CHECK(e == 3, "sync %lld", (long long)e);
+	h3 = hash(m, size);
+	CHECK(h3 != h1, "hash did not change");
+	CHECK(pt_region_wait(r, 4, PT_LEVEL_PUBLISHED, 0) == -EINVAL, "wait for a future epoch");
+	CHECK(pt_region_wait(r, 3, 7, 0) == -EINVAL, "wait for a bad level");
+	ret = pt_region_wait(r, 2, PT_LEVEL_CHECKPOINTED, 5000);
+	CHECK(ret == 0, "checkpoint wait: %s", strerror(-ret));
+
+	/* One writer per region. */
+	ret = pt_region_open(&r2, dir, NULL);
+	CHECK(ret == -EBUSY, "second writer: %d", ret);
+	ret = pt_region_create(&r2, dir, size, NULL);
+	CHECK(ret == -EBUSY || ret == -EEXIST, "create over an open region: %d", ret);
+
+	ret = pt_region_close(r);
+	CHECK(ret == 0, "close: %s", strerror(-ret));
+	ret = pt_region_create(&r2, dir, size, NULL);
+	CHECK(ret == -EEXIST, "create over a region: %d", ret);
+
+	ret = pt_region_open(&r, dir, &o);
+	CHECK(ret == 0, "reopen: %s", strerror(-ret));
+	CHECK(pt_region_epoch(r) == 3, "reopened at epoch %lld", (long long)pt_region_epoch(r));
+	CHECK(pt_region_size(r) == size, "reopened size %zu", pt_region_size(r));
+	m = pt_region_base(r);
+	CHECK(hash(m, size) == h3, "reopened memory differs");
+	/* Writing on after a reopen continues the history. */
+	m[63 * ps] = 9;
+	e = pt_region_sync(r);
+	CHECK(e == 4, "sync after reopen %lld", (long long)e);
+	h3 = hash(m, size);
+	ret = pt_region_close(r);
+	CHECK(ret == 0, "close: %s", strerror(-ret));
+	ret = pt_region_open(&r, dir, &o);
+	CHECK(ret == 0, "reopen: %s", strerror(-ret));
+	CHECK(pt_region_epoch(r) == 4 && hash(pt_region_base(r), size) == h3, "second reopen");
+	pt_region_close(r);
+	return true;
+}
+
+static bool group_commit(char *why, size_t why_len)
+{
+	struct pt_region_opts o = { .sz = sizeof(o), .durability = PT_DURABLE_NONE };
+	size_t ps = page_size(), size = NPAGES * ps;
+	struct pt_region *r;
+	int64_t e = 0;
+	char *m;
+	int ret;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	ret = pt_region_create(&r, dir, size, &o);
+	CHECK(ret == 0, "create: %s", strerror(-ret));
+	m = pt_region_base(r);
+	for (int i = 0; i < 20; i++) {
+		m[(i % NPAGES) * ps] = (char)(i + 1);
+		e = pt_region_sync(r);
+		CHECK(e == i + 1, "sync %d gave %lld", i, (long long)e);
+	}
+	ret = pt_region_wait(r, (uint64_t)e, PT_LEVEL_PUBLISHED, 5000);
+	CHECK(ret == 0, "wait published: %s", strerror(-ret));
+	ret = pt_region_wait(r, (uint64_t)e, PT_LEVEL_DURABLE, 5000);
+	CHECK(ret == 0, "wait durable: %s", strerror(-ret));
+	e = pt_region_checkpoint(r);
+	CHECK(e == 20, "checkpoint gave %lld", (long long)e);
+	ret = pt_region_wait(r, 20, PT_LEVEL_CHECKPOINTED, 0);
+	CHECK(ret == 0, "checkpointed: %s", strerror(-ret));
+	ret = pt_region_close(r);
+	CHECK(ret == 0, "close: %s", strerror(-ret));
+	ret = pt_region_open(&r, dir, NULL);
+	CHECK(ret == 0 && pt_region_epoch(r) == 20, "reopen: %d epoch %lld", ret,
+	      (long long)(ret ? 0 : pt_region_epoch(r)));
+	m = pt_region_base(r);
+	for (int i = 0; i < 20; i++)
+		CHECK(m[(i % NPAGES) * ps] == (char)(i + 1), "page %d", i);
+	pt_region_close(r);
+	return true;
+}
+
+static bool bad_input(char *why, size_t why_len)
+{
+	struct pt_region_opts bad = { .sz = sizeof(bad), .durability = 99 };
+	struct pt_region *r;
+	char path[256];
+	int ret, fd;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	ret = pt_region_create(&r, dir, page_size() + 1, NULL);
+	CHECK(ret == -EINVAL, "odd size: %d", ret);
+	ret = pt_region_create(&r, dir, 0, NULL);
+	CHECK(ret == -EINVAL, "zero size: %d", ret);
+	ret = pt_region_create(&r, dir, page_size(), &bad);
+	CHECK(ret == -EINVAL, "bad durability: %d", ret);
+	ret = pt_region_open(&r, dir, NULL);
+	CHECK(ret == -EMEDIUMTYPE, "empty directory: %d", ret);
+	snprintf(path, sizeof(path), "%s/missing", dir);
+	ret = pt_region_open(&r, path, NULL);
+	CHECK(ret == -ENOENT, "missing directory: %d", ret);
+	snprintf(path, sizeof(path), "%s/file", dir);
+	fd = open(path, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+	ret = pt_region_open(&r, path, NULL);
+	CHECK(ret == -ENOTDIR, "a file: %d", ret);
+	unlink(path);
+	chmod(dir, 0777);
+	ret = pt_region_create(&r, dir, page_size(), NULL);
+	CHECK(ret == -EPERM, "world-writable directory: %d", ret);
+	chmod(dir, 0700);
+	return true;
+}
+
+int main(void)
+{
+	static const struct {
+		const char *name;
+		bool (*fn)(char *, size_t);
+	} cells[] = {
+		{ "create-sync-reopen", create_sync_reopen },
+		{ "group-commit", group_commit },
+		{ "bad-input", bad_input },
+	};
+	char why[256];
+
+	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
+		why[0] = '\0';
+		cell_report(cells[i].name, cells[i].fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	}
+	if (dir[0])
+		rm_dir(dir);
+	return t_exit();
+}
