@@ -85,7 +85,9 @@
  * The bitmaps and the read buffer are mmap()ed, not malloc()ed: nothing
  * this file writes while ranges are frozen can lie inside a tracked range
  * (which would deadlock on our own freeze), and nothing is logged or
- * allocated by malloc until the thaw.
+ * allocated by malloc until the thaw.  They are shared anonymous mappings
+ * so that they never merge with (and so never mark soft-dirty) a tracked
+ * private mapping next to them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -161,12 +163,22 @@ static inline bool bit_test(const uint64_t *map, uint64_t i)
 	return map[i / 64] >> (i % 64) & 1;
 }
 
-/* Anonymous memory for our own data: never inside a caller's tracked range. */
+/*
+ * Memory for our own data.  mmap()ed, so that it is never inside a caller's
+ * tracked range (see the top of the file), and MAP_SHARED, so that it never
+ * merges with a neighbouring private anonymous mapping: the kernel marks a
+ * VMA that grew by a merge VM_SOFTDIRTY, and a tracked range next to our
+ * bitmaps would then read as entirely written.  MADV_DONTFORK: a child has
+ * no use for it (and must not share it).
+ */
 static void *private_alloc(size_t len)
 {
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 
-	return p == MAP_FAILED ? NULL : p;
+	if (p == MAP_FAILED)
+		return NULL;
+	(void)madvise(p, len, MADV_DONTFORK);
+	return p;
 }
 
 static void sd_free(struct sd_state *s)
@@ -204,6 +216,7 @@ static void atfork_child(void)
 	if (reg.clear_refs >= 0)
 		close(reg.clear_refs);
 	reg.pagemap = reg.clear_refs = -1;
+	reg.buf = NULL;		/* MADV_DONTFORK: not mapped in the child */
 }
 
 static void register_atfork(void)
@@ -541,7 +554,9 @@ static void probe_softdirty(void)
 				      "/proc/self/pagemap: %s", strerror(errno));
 		return;
 	}
-	p = mmap(NULL, (size_t)page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+	/* Shared: a private page could merge with a tracked neighbour and
+	 * mark it VM_SOFTDIRTY (see private_alloc()). */
+	p = mmap(NULL, (size_t)page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
 		 0);
 	if (p == MAP_FAILED) {
 		probe_result = pt_why(probe_why, sizeof(probe_why), -errno, "mmap: %s",
