@@ -32,7 +32,8 @@
  * fork(): the child inherits the userfaultfd descriptor, and while any
  * process holds it the parent's registration stays, so the parent could
  * not close and reopen a tracker on its range (EEXIST) for as long as the
- * child lives.  A fork handler closes the child's copies at once.
+ * child lives.  Close unregisters explicitly, and a fork handler closes
+ * the child's copies at once (they act on the parent's memory).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -392,12 +393,28 @@ static int uffd_reset(struct pt_tracker *t)
 
 static void uffd_close(struct pt_tracker *t)
 {
-	/* Closing the userfaultfd unregisters the range and drops the
-	 * protection (in a forked child the fork handler has closed the
-	 * copies already).  Never UFFDIO_UNREGISTER here: in a child it
-	 * would act on the parent's memory, and after munmap there is
-	 * nothing to act on. */
-	uffd_free(t->priv);
+	struct uffd_state *s = t->priv;
+	struct uffdio_register reg = {
+		.range = { .start = t->start, .len = t->len },
+		.mode = UFFDIO_REGISTER_MODE_WP,
+	};
+
+	/*
+	 * Closing the userfaultfd unregisters the range only when the last
+	 * reference goes, and a forked child may hold one for a while (its
+	 * fork handler may not have run yet): unregister explicitly, so the
+	 * range can be tracked again at once.  UFFDIO_UNREGISTER does not
+	 * necessarily check which userfaultfd a mapping belongs to (6.18
+	 * does, with EINVAL), and after munmap the address may hold another
+	 * tracker's mapping; registering it again first succeeds only if no
+	 * other userfaultfd holds any of it (EBUSY) and it is all mapped
+	 * (EINVAL), so nobody else's range is dropped on any kernel.
+	 * Only in the process that opened it: in a child the descriptor would
+	 * act on the parent's memory.
+	 */
+	if (s->uffd >= 0 && getpid() == t->owner && !ioctl(s->uffd, UFFDIO_REGISTER, &reg))
+		ioctl(s->uffd, UFFDIO_UNREGISTER, &reg.range);
+	uffd_free(s);
 	t->priv = NULL;
 }
 
