@@ -87,6 +87,14 @@ PT_EXPORT int pt_tracker_open(struct pt_tracker **out, void *addr, size_t len,
 		/* An older caller's struct is shorter: take what it has. */
 		if (opts->sz < offsetof(struct pt_tracker_opts, flags) + sizeof(opts->flags))
 			return -EINVAL;
+		/* A newer caller's is longer: what this library does not know
+		 * must be zero, or the caller asks for something it cannot do.
+		 * No option struct will outgrow a page; a larger sz is garbage. */
+		if (opts->sz > 4096)
+			return -EINVAL;
+		for (size_t i = sizeof(*opts); i < opts->sz; i++)
+			if (((const unsigned char *)opts)[i])
+				return -EINVAL;
 		o.backend = opts->backend;
 		o.flags = opts->flags;
 	}
