@@ -655,6 +655,7 @@ static void parse(struct engine *e, int argc, char **argv)
 		{ "idle-ms", required_argument, NULL, 'i' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
 	};
 	uint64_t v;
@@ -692,6 +693,10 @@ static void parse(struct engine *e, int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
+			exit(0);
+		case 'V':
+			printf("exchange-engine, protocol %d, books format %u, replication: %s\n",
+			       XP_VERSION, XB_VERSION, xs_have_pagetrack() ? "pagetrack" : "none");
 			exit(0);
 		default:
 			if (o == '?') {

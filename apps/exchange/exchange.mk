@@ -29,3 +29,6 @@ bench-exchange: deps all $(XCH_BINS)
 
 .PHONY: bench-exchange
 $(O)/test/exchange-badinput: $(XCH_DIR)/book.c $(XCH_DIR)/net.c $(XCH_HDRS) $(XCH_BINS)
+
+# make demo runs the exchange; make demo DEMO_ARGS="--crash" runs the crash drill.
+DEMO_CMD = O=$(O) $(XCH_DIR)/demo.sh $(DEMO_ARGS)
