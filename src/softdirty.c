@@ -55,15 +55,17 @@
  *    merging with it, mremap, brk) is VM_SOFTDIRTY: all its pages read as
  *    soft-dirty until the next clear;
  *  - transparent huge pages are tracked per PMD: one write marks 2 MiB;
- *  - a page that was resident at the last clear and is now neither present
- *    nor swapped is reported (see below), also when it was only evicted.
+ *  - a page that was present at the last clear and is not now is reported
+ *    (see below), also when it was only evicted or swapped out.
  *
  * Writes that bypass the page tables: MADV_DONTNEED, hole punching and
  * truncation replace a page's content by dropping its PTE, which drops the
  * soft-dirty bit with it; reclaim of a written file or shmem page does the
  * same.  The kernel gives no record of that, so each tracker keeps a
- * `resident` bitmap (present or swapped at the last clear) and reports pages
- * that were resident and no longer are.  A page dropped and then faulted
+ * `resident` bitmap (present at the last clear) and reports pages that were
+ * present and no longer are.  A swapped-out page counts as gone: anonymous
+ * swap entries keep the soft-dirty bit, but shared memory swaps through the
+ * page cache and its PTE, bit included, is simply dropped.  A page dropped and then faulted
  * back in by a read between two collects still escapes: pagetrack(7) says
  * so; the uffd-wp backend has no such gap.
  *
@@ -82,16 +84,20 @@
  * return runs instead of entries, but a kernel that has PAGEMAP_SCAN also
  * has uffd-wp, which AUTO prefers; pread works on every soft-dirty kernel.
  *
- * The bitmaps and the read buffer are mmap()ed, not malloc()ed: nothing
- * this file writes while ranges are frozen can lie inside a tracked range
- * (which would deadlock on our own freeze), and nothing is logged or
- * allocated by malloc until the thaw.  They are shared anonymous mappings
- * so that they never merge with (and so never mark soft-dirty) a tracked
- * private mapping next to them.
+ * Deadlock freedom of the freeze: the thread that freezes must not write
+ * into a frozen range itself, or it would wait for its own thaw.  So the
+ * per-tracker state, its bitmaps and the read buffer are mmap()ed, never
+ * malloc()ed (they cannot lie inside a caller's tracked range); nothing is
+ * logged or allocated until the thaw; and asynchronous signals are blocked
+ * from freeze to thaw, so no signal handler of the program runs on this
+ * thread in between.  The mappings are shared anonymous ones so that they
+ * never merge with (and so never mark soft-dirty) a tracked private mapping
+ * next to them.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -101,7 +107,6 @@
 
 /* /proc/PID/pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst). */
 #define PM_SOFT_DIRTY	(1ull << 55)
-#define PM_SWAP		(1ull << 62)
 #define PM_PRESENT	(1ull << 63)
 
 /* pagemap entries per pread(): 64 KiB of entries, 32 MiB of 4 KiB pages. */
@@ -114,8 +119,9 @@ struct sd_state {
 	struct pt_tracker *t;
 	struct sd_state *next;	/* the registry's list */
 	uint64_t *pending;	/* written since the last reset, folded out of pagemap */
-	uint64_t *resident;	/* present or swapped at the last clear */
-	size_t bitmap_bytes;	/* each bitmap's mapping */
+	uint64_t *resident;	/* present at the last clear */
+	size_t bitmap_bytes;	/* each bitmap's size */
+	size_t map_bytes;	/* this object's mapping: the struct and both bitmaps */
 	bool all_dirty;		/* missed a freeze: report every page next time */
 	bool frozen;		/* scratch for clear_all() */
 };
@@ -181,15 +187,27 @@ static void *private_alloc(size_t len)
 	return p;
 }
 
+/* The state and its two bitmaps in one mapping (see private_alloc()). */
+static struct sd_state *sd_alloc(uint64_t npages)
+{
+	size_t head = (sizeof(struct sd_state) + 63) & ~(size_t)63;
+	size_t bitmap_bytes = (size_t)((npages + 63) / 64 * sizeof(uint64_t));
+	size_t map_bytes = head + 2 * bitmap_bytes;
+	struct sd_state *s = private_alloc(map_bytes);
+
+	if (!s)
+		return NULL;
+	s->map_bytes = map_bytes;
+	s->bitmap_bytes = bitmap_bytes;
+	s->pending = (uint64_t *)((char *)s + head);
+	s->resident = (uint64_t *)((char *)s + head + bitmap_bytes);
+	return s;
+}
+
 static void sd_free(struct sd_state *s)
 {
-	if (!s)
-		return;
-	if (s->pending)
-		munmap(s->pending, s->bitmap_bytes);
-	if (s->resident)
-		munmap(s->resident, s->bitmap_bytes);
-	free(s);
+	if (s)
+		munmap(s, s->map_bytes);
 }
 
 /* ------------------------------------------------------------------ */
@@ -317,7 +335,7 @@ static int fold(struct sd_state *s, bool snapshot)
 			return ret;
 		for (uint64_t i = 0; i < n; i++) {
 			uint64_t e = reg.buf[i], page = first + i;
-			bool resident = e & (PM_PRESENT | PM_SWAP);
+			bool resident = e & PM_PRESENT;
 
 			if ((e & PM_SOFT_DIRTY) || (!resident && bit_test(s->resident, page)))
 				bit_set(s->pending, page);
@@ -412,7 +430,17 @@ static int clear_all(struct sd_state *self)
 {
 	struct sd_state *failed = NULL;
 	int ret = 0, failed_err = 0;
+	sigset_t all, saved;
 
+	/* Synchronous faults stay deliverable: a write into a frozen range
+	 * by another thread must reach the freeze's handler there, and a
+	 * blocked SIGSEGV from a real fault would kill the process. */
+	sigfillset(&all);
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGILL);
+	pthread_sigmask(SIG_BLOCK, &all, &saved);
 	for (struct sd_state *s = reg.head; s; s = s->next)
 		s->frozen = false;
 	/* Freeze, a group of overlapping ranges at a time. */
@@ -461,6 +489,7 @@ static int clear_all(struct sd_state *self)
 	ret = write_clear_refs();
 thaw:
 	thaw_all();
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	/* Ranges are writable again: now it is safe to log. */
 	if (failed)
 		pt_log(PT_LOG_WARN,
@@ -610,17 +639,10 @@ static int sd_open(struct pt_tracker *t)
 	int ret;
 
 	pthread_once(&atfork_once, register_atfork);
-	s = calloc(1, sizeof(*s));
+	s = sd_alloc(t->npages);
 	if (!s)
 		return -ENOMEM;
 	s->t = t;
-	s->bitmap_bytes = (size_t)((t->npages + 63) / 64 * sizeof(uint64_t));
-	s->pending = private_alloc(s->bitmap_bytes);
-	s->resident = private_alloc(s->bitmap_bytes);
-	if (!s->pending || !s->resident) {
-		sd_free(s);
-		return -ENOMEM;
-	}
 
 	pthread_mutex_lock(&reg.lock);
 	ret = registry_ready();
