@@ -221,8 +221,11 @@ int pt_state_map_ro(int dirfd, const struct pt_state **st, int *fdp)
 		goto err;
 	}
 	if (memcmp(((const struct pt_state *)p)->magic, PT_STATE_MAGIC, 8)) {
+		static const char zero[8];
+
+		/* All zero: a writer is creating the region right now. */
+		ret = memcmp(((const struct pt_state *)p)->magic, zero, 8) ? -EBADMSG : -ENOENT;
 		munmap(p, sizeof(struct pt_state));
-		ret = -EBADMSG;
 		goto err;
 	}
 	if (((const struct pt_state *)p)->version != PT_FORMAT_VERSION) {

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -104,7 +105,6 @@ int pt_segments_list(int dirfd, const struct pt_region_id *id, struct pt_segment
 		struct pt_segment_header h;
 		unsigned long long seq;
 		char tail[8];
-		struct stat;
 		int sfd;
 
 		if (sscanf(de->d_name, "log-%16llx.se%1s", &seq, tail) != 2 || strcmp(tail, "g") ||
@@ -139,7 +139,8 @@ int pt_segments_list(int dirfd, const struct pt_region_id *id, struct pt_segment
 		}
 		n++;
 	}
-	qsort(v, n, sizeof(*v), seg_cmp);
+	if (n > 1)
+		qsort(v, n, sizeof(*v), seg_cmp);
 	*out = v;
 	*nr = n;
 	v = NULL;
@@ -447,6 +448,8 @@ stop:
 		r->error_seq = r->seq;
 		r->error_offset = r->offset;
 		ret = reader_continue(r);
+		if (ret == -ENOENT && ++retries < 8)
+			continue;	/* dropped between listing and opening */
 		if (ret < 0)
 			return ret;
 		if (ret > 0) {
@@ -456,6 +459,21 @@ stop:
 				       " with an abandoned record (%s); continuing in segment %016" PRIx64,
 				       r->error_seq, r->error_offset, pt_log_strerror(err), r->seq);
 			continue;
+		}
+		{
+			struct stat st;
+
+			/* nlink, not the listing: readdir is no snapshot, it
+			 * can show this segment and miss the next one that a
+			 * checkpoint dropped just after it. */
+			if (!fstat(r->fd, &st) && st.st_nlink == 0) {
+				/* Our segment was dropped by a checkpoint while
+				 * we read it, and the next ones too. */
+				close(r->fd);
+				r->fd = -1;
+				r->dropped = true;
+				return -ESTALE;
+			}
 		}
 		if (!err) {
 			/* A clean end; but a later segment beyond a gap means

@@ -361,7 +361,8 @@ static void *log_main(void *arg)
 			r->seg_off += s->len;
 			r->q_write++;
 			if (s->epoch > r->published) {
-				r->published = s->epoch;
+				/* pt_region_epoch() reads it without the lock. */
+				__atomic_store_n(&r->published, s->epoch, __ATOMIC_RELEASE);
 				if (!r->publish_time_ns)
 					r->publish_time_ns = now_ns();
 				state_store(&r->state->published_chain,

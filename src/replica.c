@@ -146,12 +146,14 @@ static int advance(struct pt_replica *r, unsigned char *mem, struct copy_state *
 	size_t ps = r->id.page_size;
 	struct pt_record rec;
 	int applied = 0, ret = 0;
+	bool copied = false;
 
 	for (int attempt = 0; attempt < 8; attempt++) {
-		if (cs->need_image) {
+		if (cs->need_image && !copied) {
 			ret = image_catch_up(r, mem, cs);
 			if (ret)
 				return ret;
+			copied = true;
 			applied++;
 		}
 		if (r->rd.next_epoch != cs->epoch + 1 || r->rd.chain != cs->chain) {
@@ -175,6 +177,7 @@ static int advance(struct pt_replica *r, unsigned char *mem, struct copy_state *
 		if (ret == -ESTALE && r->rd.dropped) {
 			/* Fell behind the retained log. */
 			cs->need_image = true;
+			copied = false;
 			continue;
 		}
 		if (cs->need_image) {
@@ -187,7 +190,6 @@ static int advance(struct pt_replica *r, unsigned char *mem, struct copy_state *
 
 				if (p > target) {
 					target = p;
-					attempt--;
 					continue;
 				}
 				ret = -EBADMSG;

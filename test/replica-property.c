@@ -1,0 +1,245 @@
+/* replica-property: random writes and syncs; every replica (private, shared, several processes, a thread) equals the writer's hash at the epoch it shows. */
+#include <dirent.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <xxhash.h>
+
+#include "harness.h"
+
+#define NPAGES		256
+#define MAX_EPOCHS	4096
+
+/* Shared with the replica processes; atomics for the thread (TSan). */
+struct shared {
+	uint64_t hash[MAX_EPOCHS];
+	uint32_t set[MAX_EPOCHS];
+	uint32_t done;
+	uint64_t final_epoch;
+	uint64_t checks[16];
+	uint64_t image_pages[16];
+};
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
+
+static struct shared *sh;
+static char dir[128];
+static char shm_name[64];
+
+static void rm_dir(const char *d)
+{
+	DIR *dp = opendir(d);
+	struct dirent *de;
+	char p[512];
+
+	if (!dp)
+		return;
+	while ((de = readdir(dp)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
+			unlink(p);
+		}
+	closedir(dp);
+	rmdir(d);
+}
+
+static void sleep_us(long us)
+{
+	struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Follow the region until the writer is done; 0 if every epoch seen matched. */
+static int follow(int id, enum pt_replica_mode mode, long pause_us)
+{
+	struct pt_replica_opts o = { .sz = sizeof(o), .mode = mode, .name = shm_name };
+	size_t size = NPAGES * page_size();
+	struct pt_replica *rep = NULL;
+	uint64_t last = 0;
+	int ret;
+
+	for (int tries = 0; tries < 2000; tries++) {
+		ret = pt_replica_open(&rep, dir, &o);
+		if (ret == 0)
+			break;
+		if (ret != -ENOENT && ret != -EMEDIUMTYPE && ret != -ENODATA) {
+			printf("    replica %d: open: %s\n", id, strerror(-ret));
+			return 1;
+		}
+		sleep_us(1000);
+	}
+	if (!rep) {
+		printf("    replica %d: region never appeared\n", id);
+		return 1;
+	}
+	for (;;) {
+		int64_t e = pt_replica_refresh(rep, 20);
+		uint64_t h;
+
+		if (e < 0) {
+			printf("    replica %d: refresh: %s\n", id, strerror((int)-e));
+			return 1;
+		}
+		if (e < (int64_t)last) {
+			printf("    replica %d: went back from epoch %llu to %lld\n", id,
+			       (unsigned long long)last, (long long)e);
+			return 1;
+		}
+		last = (uint64_t)e;
+		if (e > 0) {
+			for (int w = 0; !LOAD(sh->set[e]) && w < 5000; w++)
+				sleep_us(200);
+			h = XXH3_64bits(pt_replica_base(rep), size);
+			if (!LOAD(sh->set[e]) || h != LOAD(sh->hash[e])) {
+				printf("    replica %d (%s): epoch %lld: hash %016llx, writer had %016llx\n",
+				       id, mode == PT_REPLICA_SHARED ? "shared" : "private", (long long)e,
+				       (unsigned long long)h, (unsigned long long)LOAD(sh->hash[e]));
+				return 1;
+			}
+			sh->checks[id]++;
+		}
+		if (LOAD(sh->done) && (uint64_t)e >= LOAD(sh->final_epoch))
+			break;
+		if (pause_us)
+			sleep_us(pause_us);
+	}
+	sh->image_pages[id] = pt_replica_image_pages(rep);
+	pt_replica_close(rep);
+	return 0;
+}
+
+static void *thread_follow(void *arg)
+{
+	return (void *)(intptr_t)follow((int)(intptr_t)arg, PT_REPLICA_PRIVATE, 0);
+}
+
+struct child_spec {
+	enum pt_replica_mode mode;
+	long pause_us;
+};
+
+static const struct child_spec children[] = {
+	{ PT_REPLICA_PRIVATE, 0 },
+	{ PT_REPLICA_PRIVATE, 30000 },	/* slow: falls behind retention */
+	{ PT_REPLICA_SHARED, 0 },
+	{ PT_REPLICA_SHARED, 2000 },
+	{ PT_REPLICA_SHARED, 0 },
+};
+#define NCHILD (sizeof(children) / sizeof(children[0]))
+
+static bool run(enum pt_durability dur, char *why, size_t why_len)
+{
+	struct pt_region_opts o = {
+		.sz = sizeof(o), .durability = dur, .checkpoint_interval_ms = 20,
+		.segment_bytes = 128 << 10, .retain_bytes = 1, .durable_interval_ms = 2,
+	};
+	size_t ps = page_size(), size = NPAGES * ps;
+	uint64_t seed = 0x1234567 + (uint64_t)dur, total_checks = 0;
+	pid_t pids[NCHILD];
+	struct pt_region *r;
+	pthread_t th;
+	void *th_ret;
+	bool ok = true;
+	int ret, epochs = 0;
+	char *m;
+
+	memset((void *)sh, 0, sizeof(*sh));
+	snprintf(dir, sizeof(dir), "/tmp/pt-replica-prop-XXXXXX");
+	if (!mkdtemp(dir)) {
+		snprintf(why, why_len, "mkdtemp: %s", strerror(errno));
+		return false;
+	}
+	rmdir(dir);	/* create makes it, replicas wait for it */
+	snprintf(shm_name, sizeof(shm_name), "test-prop-%d-%d", getpid(), (int)dur);
+	for (size_t i = 0; i < NCHILD; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			int rc = follow((int)i, children[i].mode, children[i].pause_us);
+
+			fflush(stdout);
+			_exit(rc);
+		}
+	}
+	ret = pt_region_create(&r, dir, size, &o);
+	CHECK(ret == 0, "create: %s", strerror(-ret));
+	ret = pthread_create(&th, NULL, thread_follow, (void *)(intptr_t)NCHILD);
+	CHECK(ret == 0, "pthread_create");
+	m = pt_region_base(r);
+	for (int i = 0; i < 400; i++) {
+		int nw = 1 + (int)(rnd_next(&seed) % 40);
+		uint64_t h;
+		int64_t e;
+
+		for (int w = 0; w < nw; w++) {
+			uint64_t p = rnd_next(&seed) % NPAGES;
+
+			m[p * ps + rnd_next(&seed) % ps] = (char)rnd_next(&seed);
+		}
+		h = XXH3_64bits(m, size);
+		e = pt_region_sync(r);
+		CHECK(e > 0 && e < MAX_EPOCHS, "sync: %lld", (long long)e);
+		STORE(sh->hash[e], h);
+		STORE(sh->set[e], 1);
+		epochs = (int)e;
+		if (rnd_next(&seed) % 4 == 0)
+			sleep_us((long)(rnd_next(&seed) % 3000));
+	}
+	STORE(sh->final_epoch, (uint64_t)epochs);
+	STORE(sh->done, 1);
+	ret = pt_region_wait(r, (uint64_t)epochs, PT_LEVEL_DURABLE, 10000);
+	CHECK(ret == 0, "wait: %s", strerror(-ret));
+	for (size_t i = 0; i < NCHILD; i++) {
+		int st;
+
+		waitpid(pids[i], &st, 0);
+		if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+			snprintf(why, why_len, "replica process %zu failed (status %#x)", i, st);
+			ok = false;
+		}
+	}
+	pthread_join(th, &th_ret);
+	if (th_ret) {
+		snprintf(why, why_len, "replica thread failed");
+		ok = false;
+	}
+	ret = pt_region_close(r);
+	CHECK(ret == 0, "close: %s", strerror(-ret));
+	for (size_t i = 0; i <= NCHILD; i++)
+		total_checks += sh->checks[i];
+	printf("    %d epochs, %llu replica checks, slow replica copied %llu pages from the image\n",
+	       epochs, (unsigned long long)total_checks, (unsigned long long)sh->image_pages[1]);
+	CHECK(total_checks >= NCHILD + 1, "replicas checked too little");
+	{
+		char p[128];
+
+		snprintf(p, sizeof(p), "/dev/shm/pagetrack-%s", shm_name);
+		unlink(p);
+	}
+	rm_dir(dir);
+	return ok;
+}
+
+int main(void)
+{
+	static const struct {
+		const char *name;
+		enum pt_durability dur;
+	} cells[] = {
+		{ "durable-on-sync", PT_DURABLE_ON_SYNC },
+		{ "background", PT_DURABLE_BACKGROUND },
+		{ "none", PT_DURABLE_NONE },
+	};
+	char why[256];
+
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED)
+		DIE("mmap: %s", strerror(errno));
+	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
+		why[0] = '\0';
+		cell_report(cells[i].name, run(cells[i].dur, why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	}
+	return t_exit();
+}
