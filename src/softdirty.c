@@ -2,8 +2,9 @@
 /*
  * softdirty.c - the soft-dirty backend: /proc/self/clear_refs and bit 55 of
  * /proc/self/pagemap, where the kernel is built with CONFIG_MEM_SOFT_DIRTY
- * (x86, powerpc, s390, riscv, loongarch; not arm64).  The fallback between
- * uffd-wp (Linux >= 6.7) and mprotect, for kernels 6.1 to 6.6.
+ * (x86, powerpc and s390 among others; not arm or arm64).  The fallback
+ * between uffd-wp (Linux >= 6.7) and mprotect, for kernels 6.1 to 6.6 and
+ * for processes that may not use userfaultfd.
  *
  * The kernel interface (Documentation/admin-guide/mm/soft-dirty.rst):
  * writing "4" to /proc/PID/clear_refs clears the soft-dirty bit of every PTE
@@ -35,7 +36,13 @@
  *    pagemap is read, clear_refs written, and the ranges thawed.  The
  *    waiting write is retried after the thaw, hits a PTE that clear_refs
  *    left write-protected and clean, faults in the kernel, and sets the
- *    soft-dirty bit: the next collect reports it.
+ *    soft-dirty bit: the next collect reports it.  And no write that came
+ *    before the freeze is missed by the read: mprotect() returns only after
+ *    the TLB flush, so no CPU can still store into the range through a
+ *    stale writable entry, and a store to a soft-dirty-clean page always
+ *    goes through the kernel's fault path (clean PTEs are write-protected),
+ *    which sets the bit before the store completes.  Writable PTEs are
+ *    soft-dirty already.
  *
  * Why the thaw does not undo the clear: mprotect(PROT_READ | PROT_WRITE)
  * only makes a PTE writable when no write fault is needed for it.  Since
@@ -65,9 +72,9 @@
  * `resident` bitmap (present at the last clear) and reports pages that were
  * present and no longer are.  A swapped-out page counts as gone: anonymous
  * swap entries keep the soft-dirty bit, but shared memory swaps through the
- * page cache and its PTE, bit included, is simply dropped.  A page dropped and then faulted
- * back in by a read between two collects still escapes: pagetrack(7) says
- * so; the uffd-wp backend has no such gap.
+ * page cache and its PTE, bit included, is simply dropped.  A page dropped
+ * and then faulted back in by a read between two collects still escapes:
+ * pagetrack(7) says so.
  *
  * Kernel writes on the process's behalf (read(2) into the range) set the
  * soft-dirty bit like any write fault; during a freeze they fail with EFAULT
@@ -222,8 +229,9 @@ static void sd_free(struct sd_state *s)
  * ours and then, inside the freeze, theirs: a deadlock.  The child needs
  * none of the parent's state anyway.  The child is single-threaded, so
  * re-initializing the lock (maybe held by a parent thread at fork) is safe.
- * The parent's sd_state objects stay allocated in the child; those
- * trackers can only be closed there, and close does not reach us.
+ * The parent's sd_state objects are not mapped in the child
+ * (MADV_DONTFORK); the child's copies of the parent's trackers can only be
+ * closed there, and that close does not reach this file.
  */
 static void atfork_child(void)
 {
@@ -619,7 +627,8 @@ static void probe_softdirty(void)
 	close(cr);
 	if (kv && kv < SOFTDIRTY_MIN_KERNEL) {
 		probe_result = pt_why(probe_why, sizeof(probe_why), -EOPNOTSUPP,
-				      "needs Linux >= 6.1: older mprotect() can make soft-dirty-clean pages writable, and writes would be lost");
+				      "needs Linux >= 6.1: older mprotect() can make soft-dirty-clean "
+				      "pages writable, and writes would be lost");
 		return;
 	}
 	probe_result = 0;
