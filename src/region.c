@@ -445,8 +445,8 @@ static int64_t checkpoint_now(struct pt_region *r)
 	pthread_mutex_lock(&r->lock);
 	/* Only durable records go into the image: make what is published
 	 * durable first, whatever the policy. */
-	if (r->durable < r->published) {
-		uint64_t want = r->published;
+	if (r->durable < r->assigned) {
+		uint64_t want = r->assigned;
 
 		if (r->durable_request < want)
 			r->durable_request = want;

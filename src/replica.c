@@ -248,11 +248,12 @@ static int check_writer(struct pt_replica *r, uint64_t epoch, uint64_t chain)
 	uint64_t inc, sum;
 	int ret;
 
-	if (!fstatat(r->dirfd, PT_STATE_NAME, &st, AT_SYMLINK_NOFOLLOW) && st.st_ino != r->state_ino) {
-		state_detach(r);
-		ret = state_attach(r);
-		if (ret)
-			return ret;
+	/* The region was deleted and created again: our state file is gone
+	 * (its inode number may have been reused, hence st_nlink). */
+	if (!fstat(r->statefd, &st) && st.st_nlink == 0) {
+		pt_log(PT_LOG_ERROR, "%s: the region was deleted or created again; reopen the replica",
+		       r->dir);
+		return -ESTALE;
 	}
 	if (load64(&r->state->history_id) != r->id.history_id)
 		return -ESTALE;

@@ -1,0 +1,299 @@
+/* replica-catchup: a replica behind the retained log copies only the changed pages from the image; history changes give -ESTALE; mapping at the writer's address. */
+#include <dirent.h>
+#include <sys/wait.h>
+#include <xxhash.h>
+
+#include "harness.h"
+
+#define NPAGES 512
+
+static char dir[128];
+
+static void rm_dir(const char *d)
+{
+	DIR *dp = opendir(d);
+	struct dirent *de;
+	char p[512];
+
+	if (!dp)
+		return;
+	while ((de = readdir(dp)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
+			unlink(p);
+		}
+	closedir(dp);
+	rmdir(d);
+}
+
+static void fresh_dir(void)
+{
+	if (dir[0])
+		rm_dir(dir);
+	snprintf(dir, sizeof(dir), "/tmp/pt-replica-catchup-XXXXXX");
+	if (!mkdtemp(dir))
+		DIE("mkdtemp: %s", strerror(errno));
+}
+
+static const struct pt_region_opts small_log = {
+	.sz = sizeof(struct pt_region_opts), .flags = PT_REGION_NO_CHECKPOINT_THREAD,
+	.segment_bytes = 64 << 10, .retain_bytes = 1, .durability = PT_DURABLE_NONE,
+};
+
+/* Count the segment files in dir. */
+static int segments(void)
+{
+	DIR *dp = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	while (dp && (de = readdir(dp)))
+		n += !strncmp(de->d_name, "log-", 4);
+	if (dp)
+		closedir(dp);
+	return n;
+}
+
+static bool catchup_counts(enum pt_replica_mode mode, char *why, size_t why_len)
+{
+	struct pt_replica_opts ro = { .sz = sizeof(ro), .mode = mode, .name = "test-catchup" };
+	size_t ps = page_size(), size = NPAGES * ps;
+	uint8_t changed[NPAGES] = { 0 };
+	uint64_t seed = 42, distinct = 0, e0;
+	struct pt_replica *rep;
+	struct pt_region *r;
+	int64_t e;
+	char *m;
+	int ret;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	unlink("/dev/shm/pagetrack-test-catchup");
+	ret = pt_region_create(&r, dir, size, &small_log);
+	CHECK(ret == 0, "create: %s", strerror(-ret));
+	m = pt_region_base(r);
+	/* Some history before the replica starts. */
+	for (int i = 0; i < NPAGES; i += 2)
+		m[(size_t)i * ps] = 1;
+	e = pt_region_sync(r);
+	CHECK(e == 1, "sync %lld", (long long)e);
+	ret = pt_region_wait(r, 1, PT_LEVEL_PUBLISHED, 5000);
+	CHECK(ret == 0, "publish: %s", strerror(-ret));
+	ret = pt_replica_open(&rep, dir, &ro);
+	CHECK(ret == 0, "replica open: %s", strerror(-ret));
+	CHECK(pt_replica_epoch(rep) == 1, "replica at %llu", (unsigned long long)pt_replica_epoch(rep));
+	/* Epoch 2 changes page 0; the replica follows it through the log.  A
+	 * shared replica then has one copy at epoch 2 and one at epoch 1. */
+	m[0] = 2;
+	e = pt_region_sync(r);
+	CHECK(e == 2 && pt_region_wait(r, 2, PT_LEVEL_PUBLISHED, 5000) == 0, "sync 2");
+	e = pt_replica_refresh(rep, 1000);
+	CHECK(e == 2 && pt_replica_image_pages(rep) == 0, "refresh to 2: %lld", (long long)e);
+	if (mode == PT_REPLICA_SHARED) {
+		changed[0] = 1;
+		distinct = 1;
+	}
+	e0 = mode == PT_REPLICA_SHARED ? 1 : 2;
+	/* 50 epochs that change 10% of the pages, some several times. */
+	for (int i = 1; i < 50; i++) {
+		for (int w = 0; w < 3; w++) {
+			uint64_t p = rnd_next(&seed) % (NPAGES / 10);
+
+			m[p * ps + 8] = (char)(i + w + 2);
+			if (!changed[p]++)
+				distinct++;
+		}
+		e = pt_region_sync(r);
+		CHECK(e == i + 2, "sync %lld", (long long)e);
+	}
+	e = pt_region_checkpoint(r);
+	CHECK(e == 51, "checkpoint at %lld", (long long)e);
+	CHECK(segments() <= 2, "%d segments left after the checkpoint", segments());
+	/* And some log after the image. */
+	m[(NPAGES - 1) * ps] = 7;
+	e = pt_region_sync(r);
+	CHECK(e == 52, "sync %lld", (long long)e);
+	ret = pt_region_wait(r, 52, PT_LEVEL_PUBLISHED, 5000);
+	CHECK(ret == 0, "publish: %s", strerror(-ret));
+
+	e = pt_replica_refresh(rep, 1000);
+	CHECK(e == 52, "refresh gave %lld", (long long)e);
+	CHECK(pt_replica_image_pages(rep) == distinct,
+	      "caught up from epoch %llu copying %llu pages from the image; %llu changed",
+	      (unsigned long long)e0, (unsigned long long)pt_replica_image_pages(rep),
+	      (unsigned long long)distinct);
+	CHECK(!memcmp(pt_replica_base(rep), m, size), "replica differs from the writer");
+	printf("    %s: %llu of %d pages copied from the image\n",
+	       mode == PT_REPLICA_SHARED ? "shared" : "private",
+	       (unsigned long long)distinct, NPAGES);
+	pt_replica_close(rep);
+	pt_region_close(r);
+	unlink("/dev/shm/pagetrack-test-catchup");
+	return true;
+}
+
+static bool private_catchup(char *why, size_t why_len)
+{
+	return catchup_counts(PT_REPLICA_PRIVATE, why, why_len);
+}
+
+static bool shared_catchup(char *why, size_t why_len)
+{
+	return catchup_counts(PT_REPLICA_SHARED, why, why_len);
+}
+
+static bool recreated(char *why, size_t why_len)
+{
+	size_t size = 16 * page_size();
+	struct pt_replica *rep;
+	struct pt_region *r;
+	int64_t e;
+	int ret;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	ret = pt_region_create(&r, dir, size, &small_log);
+	CHECK(ret == 0, "create: %s", strerror(-ret));
+	((char *)pt_region_base(r))[0] = 1;
+	CHECK(pt_region_sync(r) == 1, "sync");
+	ret = pt_region_wait(r, 1, PT_LEVEL_PUBLISHED, 5000);
+	CHECK(ret == 0, "wait");
+	ret = pt_replica_open(&rep, dir, NULL);
+	CHECK(ret == 0, "replica: %s", strerror(-ret));
+	pt_region_close(r);
+	rm_dir(dir);
+	CHECK(mkdir(dir, 0700) == 0, "mkdir");
+	ret = pt_region_create(&r, dir, size, &small_log);
+	CHECK(ret == 0, "create again: %s", strerror(-ret));
+	((char *)pt_region_base(r))[0] = 2;
+	CHECK(pt_region_sync(r) == 1, "sync");
+	pt_region_wait(r, 1, PT_LEVEL_PUBLISHED, 5000);
+	e = pt_replica_refresh(rep, 0);
+	CHECK(e == -ESTALE, "refresh after the region was recreated: %lld", (long long)e);
+	pt_replica_close(rep);
+	pt_region_close(r);
+	return true;
+}
+
+/* The writer loses epochs the replica applied (as a power loss would):
+ * the replica must not follow the new path silently. */
+static bool lost_epochs(char *why, size_t why_len)
+{
+	struct pt_region_opts o = small_log;
+	size_t ps = page_size(), size = 16 * ps;
+	struct pt_replica *rep;
+	struct pt_region *r;
+	char seg[300];
+	struct stat st;
+	int64_t e;
+	int ret;
+
+	(void)why;
+	(void)why_len;
+	o.segment_bytes = 1 << 20;
+	fresh_dir();
+	ret = pt_region_create(&r, dir, size, &o);
+	CHECK(ret == 0, "create: %s", strerror(-ret));
+	for (int i = 0; i < 5; i++) {
+		((char *)pt_region_base(r))[(size_t)i * ps] = (char)(i + 1);
+		e = pt_region_sync(r);
+		CHECK(e == i + 1, "sync");
+	}
+	pt_region_wait(r, 5, PT_LEVEL_DURABLE, 5000);
+	ret = pt_replica_open(&rep, dir, NULL);
+	CHECK(ret == 0 && pt_replica_epoch(rep) == 5, "replica: %d", ret);
+	pt_region_close(r);
+	/* Cut the last record (epoch 5: a header page and one data page). */
+	snprintf(seg, sizeof(seg), "%s/log-0000000000000001.seg", dir);
+	CHECK(stat(seg, &st) == 0, "stat %s", seg);
+	CHECK(truncate(seg, st.st_size - (off_t)(2 * ps)) == 0, "truncate");
+	ret = pt_region_open(&r, dir, &o);
+	CHECK(ret == 0 && pt_region_epoch(r) == 4, "reopen: %d, epoch %lld", ret,
+	      ret ? 0ll : (long long)pt_region_epoch(r));
+	e = pt_replica_refresh(rep, 0);
+	CHECK(e == -ESTALE, "replica ahead of the writer: %lld", (long long)e);
+	/* Even once the writer is past it again on another path. */
+	((char *)pt_region_base(r))[15 * ps] = 9;
+	CHECK(pt_region_sync(r) == 5, "sync");
+	((char *)pt_region_base(r))[14 * ps] = 9;
+	CHECK(pt_region_sync(r) == 6, "sync");
+	CHECK(pt_region_wait(r, 6, PT_LEVEL_PUBLISHED, 5000) == 0, "publish");
+	e = pt_replica_refresh(rep, 0);
+	CHECK(e == -ESTALE, "replica on a lost path: %lld", (long long)e);
+	pt_replica_close(rep);
+	/* A new replica follows the new path. */
+	ret = pt_replica_open(&rep, dir, NULL);
+	CHECK(ret == 0 && pt_replica_epoch(rep) == 6, "new replica: %d", ret);
+	CHECK(!memcmp(pt_replica_base(rep), pt_region_base(r), size), "new replica differs");
+	pt_replica_close(rep);
+	pt_region_close(r);
+	return true;
+}
+
+static bool at_writer_address(char *why, size_t why_len)
+{
+	struct pt_replica_opts ro = { .sz = sizeof(ro), .flags = PT_REPLICA_AT_WRITER_ADDRESS };
+	size_t size = 16 * page_size();
+	struct pt_region *r;
+	void *base;
+	pid_t pid;
+	int st, ret;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	ret = pt_region_create(&r, dir, size, &small_log);
+	CHECK(ret == 0, "create: %s", strerror(-ret));
+	base = pt_region_base(r);
+	*(void **)base = base;	/* a pointer into the region, stored in it */
+	CHECK(pt_region_sync(r) == 1, "sync");
+	pt_region_wait(r, 1, PT_LEVEL_PUBLISHED, 5000);
+	/* In this process the address is taken by the writer itself. */
+	{
+		struct pt_replica *rep;
+
+		ret = pt_replica_open(&rep, dir, &ro);
+		CHECK(ret == -EEXIST, "address in use: %d", ret);
+	}
+	pid = fork();
+	if (pid == 0) {
+		struct pt_replica *rep;
+
+		/* The child has the writer's mapping too: drop it first. */
+		munmap(base, size);
+		ret = pt_replica_open(&rep, dir, &ro);
+		if (ret || pt_replica_base(rep) != base || *(void *const *)pt_replica_base(rep) != base)
+			_exit(1);
+		pt_replica_close(rep);
+		_exit(0);
+	}
+	waitpid(pid, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "replica at the writer's address failed");
+	pt_region_close(r);
+	return true;
+}
+
+int main(void)
+{
+	static const struct {
+		const char *name;
+		bool (*fn)(char *, size_t);
+	} cells[] = {
+		{ "private-catchup-copies-only-changed", private_catchup },
+		{ "shared-catchup-copies-only-changed", shared_catchup },
+		{ "region-recreated-estale", recreated },
+		{ "lost-epochs-estale", lost_epochs },
+		{ "map-at-writer-address", at_writer_address },
+	};
+	char why[256];
+
+	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
+		why[0] = '\0';
+		cell_report(cells[i].name, cells[i].fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	}
+	if (dir[0])
+		rm_dir(dir);
+	return t_exit();
+}
