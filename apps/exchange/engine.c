@@ -167,7 +167,7 @@ static void release(struct engine *e, uint64_t upto, int level)
 
 static int do_sync(struct engine *e)
 {
-	uint64_t t0 = now_ns(), t1, pages;
+	uint64_t written = xs_writer_written_pages(e->store), t0 = now_ns(), t1, pages;
 	int64_t ep = xs_writer_sync(e->store, &pages);
 
 	t1 = now_ns();
@@ -180,6 +180,8 @@ static int do_sync(struct engine *e)
 		return (int)ep;
 	}
 	hist_add(&e->stall, t1 - t0);
+	if (pages == UINT64_MAX)
+		pages = written;
 	if (pages != UINT64_MAX) {
 		e->pages_known = true;
 		hist_add(&e->pages, pages);

@@ -83,7 +83,7 @@ struct load {
 	double seconds, rate, qrate, zipf_s;
 	int session_base;
 	const char *status_file;
-	bool progress, quiet;
+	bool progress, quiet, kv;
 	uint64_t seed;
 	/* state */
 	int epfd;
@@ -804,6 +804,23 @@ static int summary(struct load *l)
 					    l->results[XP_E_INTERNAL]));
 		ok = false;
 	}
+	if (l->kv)
+		printf("kv: orders_per_s=%.0f ack_p50_ns=%llu ack_p99_ns=%llu ack_p999_ns=%llu "
+		       "queries_per_s=%.0f lag_p50_ns=%llu lag_p99_ns=%llu stall_p50_ns=%llu "
+		       "stall_p99_ns=%llu stall_max_ns=%llu syncs=%llu region_mib=%llu pages_p50=%lld "
+		       "pages_p99=%lld ok=%d\n",
+		       (double)l->orders_acked / secs,
+		       (unsigned long long)hist_pct(&l->order_lat, 0.5),
+		       (unsigned long long)hist_pct(&l->order_lat, 0.99),
+		       (unsigned long long)hist_pct(&l->order_lat, 0.999),
+		       (double)l->queries_answered / secs,
+		       (unsigned long long)hist_pct(&l->lag_ns, 0.5),
+		       (unsigned long long)hist_pct(&l->lag_ns, 0.99),
+		       (unsigned long long)l->stats.stall_p50_ns, (unsigned long long)l->stats.stall_p99_ns,
+		       (unsigned long long)l->stats.stall_max_ns, (unsigned long long)l->stats.syncs,
+		       (unsigned long long)l->stats.region_size >> 20,
+		       l->stats.pages_total == UINT64_MAX ? -1ll : (long long)l->stats.pages_p50,
+		       l->stats.pages_total == UINT64_MAX ? -1ll : (long long)l->stats.pages_p99, ok);
 	printf("RESULT: %s\n", ok ? "PASS" : "FAIL");
 	fflush(stdout);
 	return ok ? 0 : 1;
@@ -827,7 +844,8 @@ static void usage(FILE *f)
 "  -c, --check-ms N        consistency check interval (default 200)\n"
 "  -x, --reconnect-ms N    how long to retry a dropped engine (default 20000)\n"
 "  -s, --seed N\n"
-"  -p, --progress          a progress line every second\n");
+"  -p, --progress          a progress line every second\n"
+"      --kv                end with one machine-readable line of key=value figures\n");
 }
 
 static void parse(struct load *l, int argc, char **argv)
@@ -841,7 +859,8 @@ static void parse(struct load *l, int argc, char **argv)
 		{ "session-base", required_argument, NULL, 'b' },
 		{ "check-ms", required_argument, NULL, 'c' },
 		{ "reconnect-ms", required_argument, NULL, 'x' }, { "seed", required_argument, NULL, 's' },
-		{ "progress", no_argument, NULL, 'p' }, { "help", no_argument, NULL, 'h' }, { 0 }
+		{ "progress", no_argument, NULL, 'p' }, { "help", no_argument, NULL, 'h' },
+		{ "kv", no_argument, NULL, 'K' }, { 0 }
 	};
 	uint64_t v;
 	char *end;
@@ -860,6 +879,7 @@ static void parse(struct load *l, int argc, char **argv)
 		switch (o) {
 		case 'S': l->status_file = optarg; continue;
 		case 'p': l->progress = true; continue;
+		case 'K': l->kv = true; continue;
 		case 'h': usage(stdout); exit(0);
 		case '?': usage(stderr); exit(2);
 		case 't': case 'r': case 'R': case 'z': {

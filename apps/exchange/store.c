@@ -17,12 +17,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "book.h"
+#include "compat.h"
 #include "pagetrack.h"
 #include "store.h"
 
@@ -47,6 +49,7 @@ struct xs_writer {
 #ifdef XCH_HAVE_REGION
 	struct pt_region *region;
 #endif
+	int pagemap;		/* for counting written pages, -1: cannot */
 };
 
 struct xs_reader {
@@ -120,6 +123,7 @@ int xs_writer_open(struct xs_writer **out, const struct xs_writer_opts *o, bool 
 		return -ENOMEM;
 	w->mode = o->mode;
 	w->size = page_round(o->size);
+	w->pagemap = -1;
 	*created = true;
 	switch (o->mode) {
 	case XS_NONE:
@@ -183,6 +187,7 @@ int xs_writer_open(struct xs_writer **out, const struct xs_writer_opts *o, bool 
 		w->base = pt_region_base(w->region);
 		w->size = pt_region_size(w->region);
 		w->epoch = pt_region_epoch(w->region);
+		w->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 		break;
 #else
 		ret = -EOPNOTSUPP;
@@ -211,6 +216,45 @@ void *xs_writer_base(struct xs_writer *w)
 size_t xs_writer_size(const struct xs_writer *w)
 {
 	return w->size;
+}
+
+/*
+ * The pages written since the last sync, counted with a read-only
+ * PAGEMAP_SCAN (no PM_SCAN_WP_MATCHING: nothing is re-armed, the region's
+ * own tracker is not disturbed).  PM_SCAN_CHECK_WPASYNC makes the scan fail
+ * unless the range is tracked by uffd-wp in async mode, the only backend
+ * whose "written" bit this reads.  The library does not report the pages a
+ * sync carried, hence this; it costs one idle scan (~0.1 ms per 256 MiB).
+ */
+uint64_t xs_writer_written_pages(struct xs_writer *w)
+{
+	struct page_region vec[512];
+	uint64_t start = (uintptr_t)w->base, end = start + w->size, n = 0;
+
+	if (w->pagemap < 0)
+		return UINT64_MAX;
+	while (start < end) {
+		struct pm_scan_arg arg = {
+			.size = sizeof(arg), .flags = PM_SCAN_CHECK_WPASYNC,
+			.start = start, .end = end, .vec = (uintptr_t)vec, .vec_len = 512,
+			.category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN,
+		};
+		long got = ioctl(w->pagemap, PAGEMAP_SCAN, &arg);
+
+		if (got < 0) {
+			close(w->pagemap);
+			w->pagemap = -1;
+			return UINT64_MAX;
+		}
+		for (long i = 0; i < got; i++)
+			n += (vec[i].end - vec[i].start) / (uint64_t)sysconf(_SC_PAGESIZE);
+		/* Resume only from a full vector: walk_end can be stale otherwise
+		 * (seen on 6.18, see KERNEL-NOTES). */
+		if (got < 512 || arg.walk_end <= start)
+			break;
+		start = arg.walk_end;
+	}
+	return n;
 }
 
 int64_t xs_writer_sync(struct xs_writer *w, uint64_t *pages)
@@ -274,6 +318,8 @@ void xs_writer_close(struct xs_writer *w)
 	case XS_PAGETRACK:
 		if (w->region)
 			pt_region_close(w->region);
+		if (w->pagemap >= 0)
+			close(w->pagemap);
 		break;
 #endif
 	default:

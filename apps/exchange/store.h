@@ -48,6 +48,10 @@ size_t xs_writer_size(const struct xs_writer *w);
  * *pages gets the pages it carried when known, else UINT64_MAX. */
 int64_t xs_writer_sync(struct xs_writer *w, uint64_t *pages);
 int64_t xs_writer_epoch(const struct xs_writer *w);
+/* Pages written since the last sync, when this mode can tell (pagetrack on
+ * uffd-wp), else UINT64_MAX.  Costs an idle scan of the block: call it
+ * outside what you time as the sync's stall. */
+uint64_t xs_writer_written_pages(struct xs_writer *w);
 /* 0 once epoch is durable, -ETIMEDOUT if not within timeout_ms (0: just look). */
 int xs_writer_wait_durable(struct xs_writer *w, uint64_t epoch, int timeout_ms);
 void xs_writer_close(struct xs_writer *w);
