@@ -78,7 +78,8 @@ static bool send_msg(int fd, int type, const void *body, size_t len)
 			    .type = (uint8_t)type };
 
 	memcpy(buf, &h, sizeof(h));
-	memcpy(buf + sizeof(h), body, len);
+	if (len)
+		memcpy(buf + sizeof(h), body, len);
 	return send_raw(fd, buf, sizeof(h) + len);
 }
 

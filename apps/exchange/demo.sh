@@ -69,6 +69,7 @@ wait_port() {
 }
 
 start_engine() {
+	rm -f "$dir/engine.port"	# a restart must not find the old one
 	"$B/exchange-engine" --dir "$dir/data" --port "${1:-0}" --port-file "$dir/engine.port" \
 		--status "$dir/engine.status" >>"$dir/engine.log" 2>&1 &
 	engine=$!

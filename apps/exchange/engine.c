@@ -769,7 +769,6 @@ int main(int argc, char **argv)
 	e->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (e->epfd < 0 || epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->lfd, &ev))
 		die("epoll: %s", strerror(errno));
-	write_port_file(e, port);
 	if (!e->quiet) {
 		printf("exchange-engine: listening on 127.0.0.1:%d, ack %s, sync every %llu us or %llu orders\n",
 		       port, e->ack_level == XP_LEVEL_DURABLE ? "durable" :
@@ -777,6 +776,8 @@ int main(int argc, char **argv)
 		       (unsigned long long)e->sync_ns / 1000, (unsigned long long)e->sync_orders);
 		fflush(stdout);
 	}
+	/* Last: whoever waits for the port file finds the log lines above written. */
+	write_port_file(e, port);
 	e->last_sync_ns = now_ns();
 
 	while (!stop) {

@@ -466,6 +466,11 @@ int main(int argc, char **argv)
 	m->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (m->epfd < 0 || epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->lfd, &ev))
 		die("epoll: %s", strerror(errno));
+	if (!m->quiet) {
+		printf("exchange-md: listening on 127.0.0.1:%d, copy of %s at epoch %llu (%s)\n", port,
+		       m->dir, (unsigned long long)xs_reader_epoch(m->rd), xs_mode_name(m->mode));
+		fflush(stdout);
+	}
 	if (m->port_file) {
 		char tmp[4096];
 		FILE *f;
@@ -474,11 +479,6 @@ int main(int argc, char **argv)
 		f = fopen(tmp, "w");
 		if (!f || fprintf(f, "%d\n", port) < 0 || fclose(f) || rename(tmp, m->port_file))
 			die("%s: %s", m->port_file, strerror(errno));
-	}
-	if (!m->quiet) {
-		printf("exchange-md: listening on 127.0.0.1:%d, copy of %s at epoch %llu (%s)\n", port,
-		       m->dir, (unsigned long long)xs_reader_epoch(m->rd), xs_mode_name(m->mode));
-		fflush(stdout);
 	}
 	while (!stop) {
 		/* Idle, refresh every 50 ms anyway: a copy that follows closely
