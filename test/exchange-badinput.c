@@ -448,7 +448,8 @@ int main(void)
 	};
 
 	snprintf(bindir, sizeof(bindir), "%s/apps/exchange", o);
-	snprintf(dir, sizeof(dir), "%s", "/tmp/exchange-badinput-XXXXXX");
+	snprintf(dir, sizeof(dir), "%s/exchange-badinput-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	if (!mkdtemp(dir))
 		DIE("mkdtemp: %s", strerror(errno));
 	snprintf(eport, sizeof(eport), "%s/eport", dir);
