@@ -276,8 +276,15 @@ static void on_ack(struct load *l, struct conn *c, const struct xp_ack *a, uint6
 	l->trades += a->ntrades;
 	if (a->filled)
 		l->fills++;
-	if (!a->result && a->status == XB_LIVE && a->remaining && c->nlive < MAX_LIVE && a->order_id)
-		c->live[c->nlive++] = a->order_id;
+	/* Remember resting orders to cancel later; when the list is full a new
+	 * order replaces a random one, so cancels lean to recent orders, as
+	 * they do in markets (most cancels follow their order closely). */
+	if (!a->result && a->status == XB_LIVE && a->remaining && a->order_id) {
+		if (c->nlive < MAX_LIVE)
+			c->live[c->nlive++] = a->order_id;
+		else
+			c->live[a->seq % MAX_LIVE] = a->order_id;
+	}
 }
 
 static void on_hello(struct load *l, struct conn *c, const struct xp_hello_ok *h)
