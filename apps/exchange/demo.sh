@@ -8,6 +8,8 @@
 #   --crash      the crash drill: kill -9 the engine halfway, restart it from
 #                its data directory; the md servers carry on, the load
 #                reconnects and checks that no order acked as durable was lost
+#   --shared     the md servers share one copy (pagetrack's shared replica)
+#                instead of keeping one private copy each
 #   --dir DIR    work there (created if missing, left in place) instead of a
 #                temporary directory that is removed at the end
 #
@@ -17,14 +19,15 @@
 set -u
 O=${O:-build}
 B=$O/apps/exchange
-seconds=10 crash=0 dir= keep=0
+seconds=10 crash=0 dir= keep=0 shared=()
 
 while [ $# -gt 0 ]; do
 	case $1 in
 	--seconds) seconds=${2:?--seconds needs a value}; shift ;;
 	--crash) crash=1 ;;
+	--shared) shared=(--shared) ;;	# the name follows the work dir, below
 	--dir) dir=${2:?--dir needs a value}; keep=1; shift ;;
-	-h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -47,11 +50,16 @@ else
 	dir=$(mktemp -d "${TMPDIR:-/tmp}/pagetrack-exchange.XXXXXX") || exit 1
 fi
 
+# A shared copy lives in /dev/shm under a name of this run, removed at the end.
+shm_name=exchange-demo-$$
+[ ${#shared[@]} -gt 0 ] && shared=(--shared --shared-name "$shm_name")
+
 pids=()
 cleanup() {
 	local p
 	for p in "${pids[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
 	for p in "${pids[@]}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
+	[ ${#shared[@]} -gt 0 ] && rm -f "/dev/shm/pagetrack-$shm_name"
 	[ "$keep" = 1 ] || rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -86,7 +94,7 @@ start_engine 0
 eport=$(cat "$dir/engine.port")
 mds=()
 for m in 1 2; do
-	"$B/exchange-md" --dir "$dir/data" --port-file "$dir/md$m.port" >"$dir/md$m.log" 2>&1 &
+	"$B/exchange-md" --dir "$dir/data" "${shared[@]}" --port-file "$dir/md$m.port" >"$dir/md$m.log" 2>&1 &
 	pid=$!
 	pids+=("$pid")
 	wait_port "$dir/md$m.port" "$pid" || { echo "demo.sh: md server $m did not start:"; cat "$dir/md$m.log"; exit 1; }

@@ -42,8 +42,8 @@ struct client {
 
 struct md {
 	int mode, port, max_clients, idle_ms, wait_ms;
-	const char *dir, *port_file;
-	bool quiet;
+	const char *dir, *port_file, *shared_name;
+	bool quiet, shared;
 	struct xs_reader *rd;
 	struct xb_book book;
 	bool have_book;
@@ -84,7 +84,8 @@ static void open_copy(struct md *m)
 	int ret;
 
 	for (;;) {
-		ret = xs_reader_open(&m->rd, m->mode, m->dir, why, sizeof(why));
+		ret = xs_reader_open(&m->rd, m->mode, m->dir, m->shared, m->shared_name, why,
+				     sizeof(why));
 		if (!ret)
 			return;
 		if ((ret != -ENOENT && ret != -EAGAIN && ret != -ESTALE) || now_ns() > deadline || stop)
@@ -373,6 +374,10 @@ static void usage(FILE *f)
 "  -d, --dir DIR           the engine's data directory\n"
 "  -p, --port N            TCP port on 127.0.0.1 (default 0: any free port)\n"
 "  -P, --port-file FILE    write the port there once listening\n"
+"  -s, --shared            share one copy with the other md servers that ask for it\n"
+"                          (pagetrack's shared replica) instead of keeping a private one\n"
+"  -n, --shared-name NAME  the shared copy is /dev/shm/pagetrack-NAME (default: named\n"
+"                          after the region; whoever runs the servers removes it)\n"
 "  -w, --wait-ms N         wait up to N ms for the engine's data (default 10000)\n"
 "  -c, --max-clients N     (default 256)\n"
 "  -i, --idle-ms N         close a client stalled mid-frame after N ms (default 5000)\n"
@@ -387,6 +392,8 @@ static void parse(struct md *m, int argc, char **argv)
 		{ "port", required_argument, NULL, 'p' },
 		{ "port-file", required_argument, NULL, 'P' },
 		{ "wait-ms", required_argument, NULL, 'w' },
+		{ "shared", no_argument, NULL, 's' },
+		{ "shared-name", required_argument, NULL, 'n' },
 		{ "max-clients", required_argument, NULL, 'c' },
 		{ "idle-ms", required_argument, NULL, 'i' },
 		{ "quiet", no_argument, NULL, 'q' },
@@ -400,7 +407,7 @@ static void parse(struct md *m, int argc, char **argv)
 	m->max_clients = 256;
 	m->idle_ms = 5000;
 	m->wait_ms = 10000;
-	while ((o = getopt_long(argc, argv, "m:d:p:P:w:c:i:qh", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "m:d:p:P:w:c:i:sn:qh", opts, NULL)) != -1) {
 		switch (o) {
 		case 'm':
 			m->mode = xs_mode_parse(optarg);
@@ -410,6 +417,12 @@ static void parse(struct md *m, int argc, char **argv)
 		case 'd': m->dir = optarg; break;
 		case 'P': m->port_file = optarg; break;
 		case 'q': m->quiet = true; break;
+		case 's': m->shared = true; break;
+		case 'n':
+			if (!*optarg || strchr(optarg, '/') || strlen(optarg) > 200)
+				die("--shared-name: a file name without '/', not '%s'", optarg);
+			m->shared_name = optarg;
+			break;
 		case 'p':
 			if (parse_u64(optarg, 0, 65535, false, &v))
 				die("--port: '%s' is not a port", optarg);
@@ -467,8 +480,9 @@ int main(int argc, char **argv)
 	if (m->epfd < 0 || epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->lfd, &ev))
 		die("epoll: %s", strerror(errno));
 	if (!m->quiet) {
-		printf("exchange-md: listening on 127.0.0.1:%d, copy of %s at epoch %llu (%s)\n", port,
-		       m->dir, (unsigned long long)xs_reader_epoch(m->rd), xs_mode_name(m->mode));
+		printf("exchange-md: listening on 127.0.0.1:%d, %s copy of %s at epoch %llu (%s)\n",
+		       port, m->shared ? "shared" : "private", m->dir,
+		       (unsigned long long)xs_reader_epoch(m->rd), xs_mode_name(m->mode));
 		fflush(stdout);
 	}
 	if (m->port_file) {

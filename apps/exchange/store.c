@@ -328,7 +328,8 @@ void xs_writer_close(struct xs_writer *w)
 	free(w);
 }
 
-int xs_reader_open(struct xs_reader **out, int mode, const char *dir, char *why, size_t why_len)
+int xs_reader_open(struct xs_reader **out, int mode, const char *dir, bool shared,
+		   const char *shared_name, char *why, size_t why_len)
 {
 	struct xs_reader *r = calloc(1, sizeof(*r));
 	char path[PATH_MAX];
@@ -340,6 +341,11 @@ int xs_reader_open(struct xs_reader **out, int mode, const char *dir, char *why,
 	r->mode = mode;
 	switch (mode) {
 	case XS_FULLCOPY:
+		if (shared) {
+			ret = -EINVAL;
+			snprintf(why, why_len, "a full-copy replica is always private");
+			goto err;
+		}
 		snap_path(path, sizeof(path), dir);
 		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0 || fstat(fd, &st)) {
@@ -378,7 +384,13 @@ int xs_reader_open(struct xs_reader **out, int mode, const char *dir, char *why,
 		break;
 	case XS_PAGETRACK:
 #ifdef XCH_HAVE_REGION
-		ret = pt_replica_open(&r->replica, dir, NULL);
+	{
+		struct pt_replica_opts ro = { .sz = sizeof(ro),
+					      .mode = shared ? PT_REPLICA_SHARED : PT_REPLICA_PRIVATE,
+					      .name = shared ? shared_name : NULL };
+
+		ret = pt_replica_open(&r->replica, dir, &ro);
+	}
 		if (ret) {
 			snprintf(why, why_len, "replica of %s: %s", dir, strerror(-ret));
 			goto err;

@@ -57,8 +57,11 @@ int xs_writer_wait_durable(struct xs_writer *w, uint64_t epoch, int timeout_ms);
 void xs_writer_close(struct xs_writer *w);
 
 /* A query process's copy.  open fails with -ENOENT while there is nothing to
- * read yet (the engine has not started): callers retry. */
-int xs_reader_open(struct xs_reader **out, int mode, const char *dir, char *why, size_t why_len);
+ * read yet (the engine has not started): callers retry.  shared (pagetrack
+ * only): one copy in shared memory for every process that asks for it,
+ * /dev/shm/pagetrack-NAME (NULL: the library names it after the region). */
+int xs_reader_open(struct xs_reader **out, int mode, const char *dir, bool shared,
+		   const char *shared_name, char *why, size_t why_len);
 /* Bring the copy up to the newest epoch (wait up to timeout_ms for a newer
  * one, 0: don't); returns the epoch now visible or -errno. */
 int64_t xs_reader_refresh(struct xs_reader *r, int timeout_ms);
