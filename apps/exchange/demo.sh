@@ -8,6 +8,7 @@
 #   --crash      the crash drill: kill -9 the engine halfway, restart it from
 #                its data directory; the md servers carry on, the load
 #                reconnects and checks that no order acked as durable was lost
+#   --kills N    with --crash: kill it N times, evenly spread (default 1)
 #   --shared     the md servers share one copy (pagetrack's shared replica)
 #                instead of keeping one private copy each
 #   --dir DIR    work there (created if missing, left in place) instead of a
@@ -19,21 +20,23 @@
 set -u
 O=${O:-build}
 B=$O/apps/exchange
-seconds=10 crash=0 dir= keep=0 shared=()
+seconds=10 crash=0 kills=1 dir= keep=0 shared=()
 
 while [ $# -gt 0 ]; do
 	case $1 in
 	--seconds) seconds=${2:?--seconds needs a value}; shift ;;
 	--crash) crash=1 ;;
+	--kills) kills=${2:?--kills needs a value}; shift ;;
 	--shared) shared=(--shared) ;;	# the name follows the work dir, below
 	--dir) dir=${2:?--dir needs a value}; keep=1; shift ;;
-	-h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 	esac
 	shift
 done
 case $seconds in ''|*[!0-9]*) echo "demo.sh: --seconds wants whole seconds" >&2; exit 2 ;; esac
 [ "$seconds" -ge 2 ] || { echo "demo.sh: --seconds must be at least 2" >&2; exit 2; }
+case $kills in ''|*[!0-9]*|0) echo "demo.sh: --kills wants a count >= 1" >&2; exit 2 ;; esac
 
 for b in exchange-engine exchange-md exchange-load; do
 	[ -x "$B/$b" ] || { echo "demo.sh: $B/$b is missing: run make first" >&2; exit 1; }
@@ -108,16 +111,24 @@ echo
 load=$!
 pids+=("$load")
 if [ "$crash" = 1 ]; then
-	sleep $((seconds / 2))
-	echo
-	echo ">>> crash drill: kill -9 of the engine (pid $engine)"
-	kill -9 "$engine"
-	wait "$engine" 2>/dev/null
-	pids=("${pids[@]/#$engine/}")
-	sleep 0.5
-	echo ">>> restarting it from $dir/data"
-	start_engine "$eport"
-	grep recovered "$dir/engine.log" | sed 's/^/>>> /'
+	# Kill i of N comes at i/(N+1) of the run, in tenths of seconds.
+	elapsed=0
+	for i in $(seq "$kills"); do
+		at=$((seconds * 10 * i / (kills + 1)))
+		sleep "$(((at - elapsed) / 10)).$(((at - elapsed) % 10))"
+		echo
+		echo ">>> crash drill: kill -9 of the engine (pid $engine)"
+		kill -9 "$engine"
+		wait "$engine" 2>/dev/null
+		keep_pids=()
+		for p in "${pids[@]}"; do [ "$p" = "$engine" ] || keep_pids+=("$p"); done
+		pids=("${keep_pids[@]}")
+		sleep 0.5
+		echo ">>> restarting it from $dir/data"
+		start_engine "$eport"
+		grep recovered "$dir/engine.log" | tail -n 1 | sed 's/^/>>> /'
+		elapsed=$((at + 5 + 2))	# the pause and the restart, roughly
+	done
 fi
 wait "$load"
 rc=$?

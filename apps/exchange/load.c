@@ -65,6 +65,7 @@ struct conn {
 	bool hello_ok;
 	uint64_t hellos;
 	uint64_t next_seq, inflight, max_acked, max_durable;
+	uint64_t durable_base;	/* max_durable at the last (re)connection */
 	uint64_t send_ns[SEQ_RING];
 	uint64_t live[MAX_LIVE];
 	int nlive;
@@ -102,6 +103,7 @@ struct load {
 	uint64_t trades, fills;
 	uint64_t checks_equal, checks_differ, checks_unknown, checks_invalid;
 	uint64_t reconnects, lost_durable, lost_acked, sessions_checked, unacked_at_crash;
+	uint64_t durable_checked;	/* durable-acked commands a recovered engine had to hold */
 	bool final_done, flush_ok, flush_failed;
 	struct xp_flush_ok flush;
 	int converged, converge_answers;
@@ -294,10 +296,12 @@ static void on_hello(struct load *l, struct conn *c, const struct xp_hello_ok *h
 		/* A fresh session continues after whatever an earlier run left. */
 		l->nsymbols = h->nsymbols;
 		c->next_seq = h->last_seq + 1;
+		c->max_acked = c->max_durable = c->durable_base = h->last_seq;
 		return;
 	}
 	/* A reconnection: does the recovered engine hold every durable ack? */
 	l->sessions_checked++;
+	l->durable_checked += c->max_durable - c->durable_base;
 	if (h->last_seq < c->max_durable) {
 		l->lost_durable += c->max_durable - h->last_seq;
 		fprintf(stderr, "exchange-load: session %d: engine recovered up to command %llu, "
@@ -314,6 +318,7 @@ static void on_hello(struct load *l, struct conn *c, const struct xp_hello_ok *h
 		c->max_acked = h->last_seq;
 	if (c->max_durable > h->last_seq)
 		c->max_durable = h->last_seq;
+	c->durable_base = c->max_durable;
 }
 
 /* ---- queries ---------------------------------------------------------------- */
@@ -785,9 +790,10 @@ static int summary(struct load *l)
 		printf("             end: the engine gave no final epoch\n");
 	if (l->reconnects || l->sessions_checked)
 		printf("crash drill  %llu reconnections (p50 %s after the drop), %llu sessions checked: "
-		       "%llu durable-acked commands lost, %llu acked commands lost, %llu in flight\n",
+		       "%llu durable-acked commands lost of %llu, %llu acked commands lost, %llu in flight\n",
 		       (unsigned long long)l->reconnects, ms(a, hist_pct(&l->reconnect_ns, 0.5)),
 		       (unsigned long long)l->sessions_checked, (unsigned long long)l->lost_durable,
+		       (unsigned long long)l->durable_checked,
 		       (unsigned long long)l->lost_acked, (unsigned long long)l->unacked_at_crash);
 	if (!l->orders_acked || (l->kqueries && !l->queries_answered)) {
 		printf("FAIL: no %s went through\n", !l->orders_acked ? "order" : "query");
