@@ -28,7 +28,8 @@ size_t xb_size(const struct xb_config *c)
 
 	if (!c->nsymbols || c->nsymbols > XB_MAX_SYMBOLS || c->max_orders < 1 ||
 	    c->max_levels < 1 || c->max_orders >= XB_NIL || c->max_levels >= XB_NIL ||
-	    !c->trade_ring || (c->trade_ring & (c->trade_ring - 1)) || c->nsessions > (1u << 20))
+	    !c->trade_ring || (c->trade_ring & (c->trade_ring - 1)) || c->nsessions > (1u << 20) ||
+	    c->level_chunk > 64 || (uint64_t)c->nsymbols * c->level_chunk >= c->max_levels)
 		return 0;
 	off += ALIGN64((uint64_t)c->nsymbols * sizeof(struct xb_symbol));
 	off += ALIGN64((uint64_t)c->max_levels * sizeof(struct xb_level));
@@ -46,19 +47,27 @@ int xb_config_for_size(struct xb_config *c, uint32_t nsymbols, size_t size)
 	c->nsymbols = nsymbols;
 	c->trade_ring = 4096;
 	c->nsessions = 1024;
-	c->max_orders = c->max_levels = 1;
+	c->level_chunk = 32;
+	c->max_orders = 1;
+	c->max_levels = nsymbols * c->level_chunk + 16;
 	fixed = xb_size(c);
 	if (!fixed || size <= fixed)
 		return -EINVAL;
 	/* One level per 4 orders: levels hold 4+ orders on average near the mid. */
 	per_order = sizeof(struct xb_order) + sizeof(struct xb_level) / 4 + 1;
+	fixed += (uint64_t)nsymbols * c->level_chunk * sizeof(struct xb_level);
+	if (size <= fixed + 256)
+		return -EINVAL;
 	n = (size - fixed - 256) / per_order;
 	if (n < 16)
 		return -EINVAL;
 	if (n >= XB_NIL - 1)
 		n = XB_NIL - 2;
 	c->max_orders = (uint32_t)n;
+	/* Chunks, plus shared levels for the symbols that outgrow theirs. */
 	c->max_levels = (uint32_t)(n / 4 > 16 ? n / 4 : 16);
+	if ((uint64_t)c->max_levels < (uint64_t)nsymbols * c->level_chunk + 16)
+		c->max_levels = nsymbols * c->level_chunk + 16;
 	return xb_size(c) <= size ? 0 : -EINVAL;
 }
 
@@ -97,6 +106,7 @@ int xb_init(struct xb_book *b, void *mem, size_t size, const struct xb_config *c
 	h->max_levels = c->max_levels;
 	h->trade_ring = c->trade_ring;
 	h->nsessions = c->nsessions;
+	h->level_chunk = c->level_chunk;
 	off = ALIGN64(sizeof(*h));
 	h->off_symbols = off;
 	off += ALIGN64((uint64_t)c->nsymbols * sizeof(struct xb_symbol));
@@ -108,6 +118,7 @@ int xb_init(struct xb_book *b, void *mem, size_t size, const struct xb_config *c
 	off += ALIGN64((uint64_t)c->trade_ring * sizeof(struct xb_trade));
 	h->off_sessions = off;
 	h->next_serial = 1;
+	h->level_bump = c->nsymbols * c->level_chunk;
 	h->order_free_head = h->order_free_tail = h->level_free_head = XB_NIL;
 	view(b, mem, size);
 	/* Pools stay zero (the caller gave zeroed memory): untouched pages cost
@@ -136,6 +147,7 @@ int xb_attach(struct xb_book *b, void *mem, size_t size)
 	if (h->block_size > size || !h->nsymbols || h->nsymbols > XB_MAX_SYMBOLS ||
 	    !h->max_orders || h->max_orders >= XB_NIL || !h->max_levels ||
 	    h->max_levels >= XB_NIL || !h->trade_ring || (h->trade_ring & (h->trade_ring - 1)) ||
+	    h->level_chunk > 64 || (uint64_t)h->nsymbols * h->level_chunk >= h->max_levels ||
 	    !pool_fits(h->off_symbols, h->nsymbols, sizeof(struct xb_symbol), size) ||
 	    !pool_fits(h->off_levels, h->max_levels, sizeof(struct xb_level), size) ||
 	    !pool_fits(h->off_orders, h->max_orders, sizeof(struct xb_order), size) ||
@@ -210,11 +222,28 @@ static bool order_available(const struct xb_book *b)
 	return b->h->order_bump < b->h->max_orders || b->h->order_free_head != XB_NIL;
 }
 
-static uint32_t level_alloc(struct xb_book *b)
+static uint32_t chunk_start(const struct xb_book *b)
+{
+	return b->h->nsymbols * b->h->level_chunk;
+}
+
+static uint64_t chunk_mask(const struct xb_book *b)
+{
+	return b->h->level_chunk == 64 ? ~0ull : (1ull << b->h->level_chunk) - 1;
+}
+
+/* A level slot for symbol s: its own chunk first, then the shared pool. */
+static uint32_t level_alloc(struct xb_book *b, uint32_t s)
 {
 	struct xb_header *h = b->h;
+	uint64_t free_bits = ~b->sym[s].chunk_used & chunk_mask(b);
 	uint32_t i;
 
+	if (free_bits) {
+		i = (uint32_t)__builtin_ctzll(free_bits);
+		b->sym[s].chunk_used |= 1ull << i;
+		return s * h->level_chunk + i;
+	}
 	if (h->level_bump < h->max_levels)
 		return h->level_bump++;
 	i = h->level_free_head;
@@ -225,18 +254,24 @@ static uint32_t level_alloc(struct xb_book *b)
 	return i;
 }
 
-static void level_free(struct xb_book *b, uint32_t i)
+static void level_free(struct xb_book *b, uint32_t s, uint32_t i)
 {
 	memset(&b->lvl[i], 0, sizeof(b->lvl[i]));
+	if (i < chunk_start(b)) {
+		b->sym[s].chunk_used &= ~(1ull << (i - s * b->h->level_chunk));
+		b->lvl[i].next = b->lvl[i].prev = XB_NIL;
+		return;
+	}
 	b->lvl[i].next = b->h->level_free_head;
 	b->lvl[i].prev = XB_NIL;
 	b->h->level_free_head = i;
 	b->h->level_free_count++;
 }
 
-static bool level_available(const struct xb_book *b)
+static bool level_available(const struct xb_book *b, uint32_t s)
 {
-	return b->h->level_bump < b->h->max_levels || b->h->level_free_head != XB_NIL;
+	return (~b->sym[s].chunk_used & chunk_mask(b)) || b->h->level_bump < b->h->max_levels ||
+	       b->h->level_free_head != XB_NIL;
 }
 
 /* ---- book mutations ------------------------------------------------------- */
@@ -258,7 +293,7 @@ static void level_unlink(struct xb_book *b, uint32_t s, int side, uint32_t li)
 	if (l->next != XB_NIL)
 		b->lvl[l->next].prev = l->prev;
 	b->sym[s].nlevels[side]--;
-	level_free(b, li);
+	level_free(b, s, li);
 }
 
 /* Take order oi out of its level (freeing the level if it empties). */
@@ -296,7 +331,7 @@ static uint32_t level_get(struct xb_book *b, uint32_t s, int side, int64_t p)
 	}
 	if (li != XB_NIL && b->lvl[li].price == p)
 		return li;
-	ni = level_alloc(b);
+	ni = level_alloc(b, s);
 	if (ni == XB_NIL)
 		return XB_NIL;
 	n = &b->lvl[ni];
@@ -357,7 +392,7 @@ int xb_submit(struct xb_book *b, uint32_t s, int side, int kind, int64_t price,
 	if (s >= h->nsymbols)
 		return -ENOENT;
 	/* Check the pools before any change, so a rejected order changes nothing. */
-	if (!order_available(b) || (kind == XB_LIMIT && !level_available(b)))
+	if (!order_available(b) || (kind == XB_LIMIT && !level_available(b, s)))
 		return -ENOSPC;
 
 	oi = order_alloc(b);
@@ -537,7 +572,7 @@ static int walk(const struct xb_book *b, uint64_t *hash, uint64_t *nlive, uint64
 		uint8_t *seen, char *why, size_t why_len)
 {
 	const struct xb_header *h = b->h;
-	uint64_t sum = 0, live = 0, levels = 0;
+	uint64_t sum = 0, live = 0, levels = 0, chunk_levels = 0;
 	int ret = 0;
 
 	for (uint32_t s = 0; s < h->nsymbols; s++) {
@@ -555,6 +590,11 @@ static int walk(const struct xb_book *b, uint64_t *hash, uint64_t *nlive, uint64
 
 				if (li >= h->max_levels || ++count > h->max_levels)
 					FAIL("symbol %u side %d: bad level index %u", s, side, li);
+				if (li < h->nsymbols * h->level_chunk &&
+				    (li / h->level_chunk != s ||
+				     !(y->chunk_used & (1ull << (li % h->level_chunk)))))
+					FAIL("symbol %u: level %u is not in its chunk or not marked used",
+					     s, li);
 				l = &b->lvl[li];
 				if (l->prev != prev)
 					FAIL("symbol %u side %d: level %u back link %u, want %u",
@@ -605,10 +645,27 @@ static int walk(const struct xb_book *b, uint64_t *hash, uint64_t *nlive, uint64
 				     y->nlevels[side]);
 			levels += count;
 		}
+		chunk_levels += (uint64_t)__builtin_popcountll(y->chunk_used);
+		if (y->chunk_used & ~(h->level_chunk == 64 ? ~0ull : (1ull << h->level_chunk) - 1))
+			FAIL("symbol %u: chunk bits past its chunk", s);
 		if (y->best[0] != XB_NIL && y->best[1] != XB_NIL &&
 		    b->lvl[y->best[0]].price >= b->lvl[y->best[1]].price)
 			FAIL("symbol %u: crossed book (bid %lld >= ask %lld)", s,
 			     (long long)b->lvl[y->best[0]].price, (long long)b->lvl[y->best[1]].price);
+	}
+	/* Every chunk slot marked used holds a level of the books. */
+	{
+		uint64_t in_chunks = 0;
+
+		for (uint32_t s = 0; s < h->nsymbols && h->level_chunk; s++)
+			for (int side = 0; side < 2; side++)
+				for (uint32_t li = b->sym[s].best[side], k = 0;
+				     li != XB_NIL && k < h->max_levels; li = b->lvl[li].next, k++)
+					in_chunks += li < h->nsymbols * h->level_chunk;
+		if (in_chunks != chunk_levels)
+			FAIL("%llu chunk slots marked used, %llu levels in chunks",
+			     (unsigned long long)chunk_levels, (unsigned long long)in_chunks);
+		levels -= in_chunks;	/* the caller accounts for the shared pool */
 	}
 out:
 	*hash = sum;
@@ -649,8 +706,9 @@ int xb_validate(const struct xb_book *b, char *why, size_t why_len)
 	if (live != h->live_orders)
 		FAIL("%llu live orders in the books, header says %llu", (unsigned long long)live,
 		     (unsigned long long)h->live_orders);
-	if (h->order_bump > h->max_orders || h->level_bump > h->max_levels)
-		FAIL("bump pointers past the pools");
+	if (h->order_bump > h->max_orders || h->level_bump > h->max_levels ||
+	    h->level_bump < h->nsymbols * h->level_chunk)
+		FAIL("bump pointers outside the pools");
 	/* Order free list: FIFO, every slot in it ended, none of them live. */
 	n = 0;
 	for (i = h->order_free_head; i != XB_NIL; i = b->ord[i].next) {
@@ -672,11 +730,12 @@ int xb_validate(const struct xb_book *b, char *why, size_t why_len)
 		     (unsigned long long)n, h->order_bump);
 	n = 0;
 	for (i = h->level_free_head; i != XB_NIL; i = b->lvl[i].next)
-		if (i >= h->level_bump || ++n > h->level_free_count)
+		if (i >= h->level_bump || i < h->nsymbols * h->level_chunk ||
+		    ++n > h->level_free_count)
 			FAIL("level free list: bad index %u", i);
-	if (n != h->level_free_count || levels + n != h->level_bump)
-		FAIL("levels: %llu in books + %llu free != %u used", (unsigned long long)levels,
-		     (unsigned long long)n, h->level_bump);
+	if (n != h->level_free_count || levels + n != h->level_bump - h->nsymbols * h->level_chunk)
+		FAIL("shared levels: %llu in books + %llu free != %u used", (unsigned long long)levels,
+		     (unsigned long long)n, h->level_bump - h->nsymbols * h->level_chunk);
 	if (h->trade_count && b->trd[(h->trade_count - 1) & (h->trade_ring - 1)].seq !=
 	    h->trade_count)
 		FAIL("trade ring: newest slot does not hold trade %llu",

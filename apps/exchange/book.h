@@ -21,6 +21,12 @@
  * books; the two agree on any consistent copy, and two copies at the same
  * epoch agree with each other: that is the consistency check of the demo.
  *
+ * Price levels: each symbol owns a chunk of level_chunk slots at the start
+ * of the level pool and takes its levels there first, the shared rest of the
+ * pool only when its chunk is full.  A symbol's levels then share a page or
+ * two instead of being scattered over the pool: fewer pages written per
+ * epoch, so less for the region to copy and the replicas to apply.
+ *
  * Order ids: serial * max_orders + slot, serial counting from 1, so an id
  * names its slot without a lookup table and ids grow with arrival time.
  * Slots of finished orders go to the tail of a FIFO free list, so the
@@ -34,7 +40,7 @@
 #include <stdint.h>
 
 #define XB_MAGIC	0x4b4f4f4248435845ull	/* "EXCHBOOK" */
-#define XB_VERSION	1u
+#define XB_VERSION	2u
 #define XB_NIL		0xffffffffu
 
 /* Limits every order must respect (also the wire protocol's). */
@@ -78,6 +84,7 @@ struct xb_symbol {
 	int64_t last_price;
 	uint64_t volume;
 	uint64_t trades;
+	uint64_t chunk_used;	/* bit i: level slot sym * level_chunk + i is in use */
 };
 
 struct xb_trade {
@@ -102,7 +109,8 @@ struct xb_header {
 	uint32_t version;
 	uint32_t header_size;
 	uint64_t block_size;
-	uint32_t nsymbols, max_orders, max_levels, trade_ring, nsessions, pad0;
+	uint32_t nsymbols, max_orders, max_levels, trade_ring, nsessions;
+	uint32_t level_chunk;	/* level slots reserved per symbol (0..64), at the pool's start */
 	uint64_t off_symbols, off_levels, off_orders, off_trades, off_sessions;
 	uint64_t next_serial;	/* serial of the next order, from 1 */
 	uint64_t commands;	/* submits and cancels applied, rejected ones included */
@@ -111,8 +119,8 @@ struct xb_header {
 	uint64_t live_orders;
 	uint32_t order_bump;	/* slots >= this were never used */
 	uint32_t order_free_head, order_free_tail, order_free_count;
-	uint32_t level_bump;
-	uint32_t level_free_head, level_free_count;
+	uint32_t level_bump;	/* shared level slots >= this were never used */
+	uint32_t level_free_head, level_free_count;	/* freed shared level slots */
 	uint32_t pad1;
 };
 
@@ -122,6 +130,7 @@ struct xb_config {
 	uint32_t max_levels;
 	uint32_t trade_ring;	/* power of two */
 	uint32_t nsessions;
+	uint32_t level_chunk;	/* level slots reserved per symbol, 0..64 (see book.c) */
 };
 
 /* A process-local view of a block: pointers computed from its offsets. */
