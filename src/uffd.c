@@ -40,6 +40,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -56,6 +57,8 @@ struct uffd_state {
 	int pagemap;
 	bool resync;		/* a failed collect may have lost pages: report all next */
 	struct page_region *vec;
+	struct pt_ranges empty;	/* empty-PTE scan result, merge scratch */
+	struct pt_ranges merged;
 	struct uffd_state *next;	/* on open_states, for the fork handler */
 };
 
@@ -119,6 +122,64 @@ static int probe_result;
 static char probe_why[200];
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 
+/*
+ * Does PAGEMAP_SCAN report a page emptied by MADV_DONTNEED as written?
+ * Linux 6.18 here does (an empty PTE or page-table hole in a range armed
+ * with WP_UNPOPULATED reads as written); kernels before the 2026 stable
+ * fixes report only present and swapped pages, and then an anonymous page
+ * zeroed by MADV_DONTNEED, or a written shared page whose PTE was zapped
+ * (MADV_DONTNEED, reclaim) before a collect, is never reported.  There the
+ * collect also scans for empty PTEs and holes (see scan_empty()).  Tests set
+ * it (it is not exported) to run that path on a kernel that needs none.
+ */
+bool pt_uffd_scan_empty;
+
+static bool kernel_reports_zapped(void)
+{
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	struct page_region vec[2];
+	uint64_t features;
+	bool yes = false;
+	char *a;
+	int fd, pm = -1;
+
+	a = mmap(NULL, 2 * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a == MAP_FAILED)
+		return false;
+	a[0] = 1;
+	fd = open_uffd(&features);
+	if (fd >= 0) {
+		struct uffdio_register reg = {
+			.range = { .start = (uintptr_t)a, .len = 2 * ps },
+			.mode = UFFDIO_REGISTER_MODE_WP,
+		};
+		struct uffdio_writeprotect wp = {
+			.range = reg.range,
+			.mode = UFFDIO_WRITEPROTECT_MODE_WP,
+		};
+		struct pm_scan_arg arg = {
+			.size = sizeof(arg),
+			.flags = PM_SCAN_CHECK_WPASYNC,
+			.start = (uintptr_t)a,
+			.end = (uintptr_t)a + 2 * ps,
+			.vec = (uintptr_t)vec,
+			.vec_len = 2,
+			.category_mask = PAGE_IS_WRITTEN,
+			.return_mask = PAGE_IS_WRITTEN,
+		};
+
+		pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+		if (pm >= 0 && !ioctl(fd, UFFDIO_REGISTER, &reg) && !ioctl(fd, UFFDIO_WRITEPROTECT, &wp) &&
+		    !madvise(a, ps, MADV_DONTNEED))
+			yes = ioctl(pm, PAGEMAP_SCAN, &arg) == 1 && vec[0].start == (uintptr_t)a;
+		if (pm >= 0)
+			close(pm);
+		close(fd);
+	}
+	munmap(a, 2 * ps);
+	return yes;
+}
+
 static void probe_uffd(void)
 {
 	struct pm_scan_arg arg;
@@ -170,6 +231,11 @@ static void probe_uffd(void)
 		return;
 	}
 	close(pm);
+	if (!kernel_reports_zapped()) {
+		pt_log(PT_LOG_INFO, "PAGEMAP_SCAN does not report pages emptied by MADV_DONTNEED "
+		       "as written on this kernel: collect scans for empty PTEs too");
+		pt_uffd_scan_empty = true;
+	}
 	probe_result = 0;
 }
 
@@ -212,6 +278,8 @@ static void uffd_free(struct uffd_state *s)
 		close(s->pagemap);
 	pthread_mutex_unlock(&states_lock);
 	free(s->vec);
+	pt_ranges_free(&s->empty);
+	pt_ranges_free(&s->merged);
 	free(s);
 }
 
@@ -271,13 +339,13 @@ err:
 }
 
 /*
- * Append the scan's regions to t->out.  A region that starts below what
- * is already there would break the ascending order collect promises; it
- * can only come from a resumed walk that went back over reported pages,
- * and those pages are already in t->out, so clip it.
+ * Append the scan's regions to out.  A region that starts below what is
+ * already there would break the ascending order collect promises; it can
+ * only come from a resumed walk that went back over reported pages, and
+ * those pages are already in out, so clip it.
  */
-static int add_regions(struct pt_tracker *t, const struct page_region *vec, long n,
-		       uint64_t *last_end)
+static int add_regions(struct pt_tracker *t, struct pt_ranges *out, const struct page_region *vec,
+		       long n, uint64_t *last_end)
 {
 	for (long i = 0; i < n; i++) {
 		uint64_t start = vec[i].start, end = vec[i].end;
@@ -287,7 +355,7 @@ static int add_regions(struct pt_tracker *t, const struct page_region *vec, long
 			start = *last_end;
 		if (end <= start)
 			continue;
-		ret = pt_ranges_add(&t->out, (start - t->start) >> t->page_shift,
+		ret = pt_ranges_add(out, (start - t->start) >> t->page_shift,
 				    (end - start) >> t->page_shift);
 		if (ret)
 			return ret;
@@ -296,30 +364,30 @@ static int add_regions(struct pt_tracker *t, const struct page_region *vec, long
 	return 0;
 }
 
-static int uffd_collect(struct pt_tracker *t, bool reset)
+/*
+ * One PAGEMAP_SCAN over the whole range, as many calls as the vector
+ * needs, appending to out.  arg is filled in but for start/end/vec.
+ * On failure with wp set, re-armed pages may be lost: s->resync is set.
+ */
+static int scan(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out, bool wp)
 {
 	struct uffd_state *s = t->priv;
 	uint64_t end = t->start + t->len, last_end = t->start;
-	struct pm_scan_arg arg = {
-		.size = sizeof(arg),
-		.flags = PM_SCAN_CHECK_WPASYNC | (reset ? PM_SCAN_WP_MATCHING : 0),
-		.start = t->start,
-		.end = end,
-		.vec = (uintptr_t)s->vec,
-		.vec_len = SCAN_VEC_LEN,
-		.category_mask = PAGE_IS_WRITTEN,
-		.return_mask = PAGE_IS_WRITTEN,
-	};
 	int ret;
 
-	while (arg.start < end) {
-		long n = ioctl(s->pagemap, PAGEMAP_SCAN, &arg);
+	arg->size = sizeof(*arg);
+	arg->start = t->start;
+	arg->end = end;
+	arg->vec = (uintptr_t)s->vec;
+	arg->vec_len = SCAN_VEC_LEN;
+	while (arg->start < end) {
+		long n = ioctl(s->pagemap, PAGEMAP_SCAN, arg);
 
 		if (n < 0) {
 			ret = -errno;
 			/* The failed call may have re-armed pages whose regions
 			 * it did not return: from now on, report everything. */
-			if (reset)
+			if (wp)
 				s->resync = true;
 			/* EINTR comes only with a fatal signal pending; retry
 			 * from where we were, the resync covers the rest. */
@@ -329,9 +397,9 @@ static int uffd_collect(struct pt_tracker *t, bool reset)
 			       strerror(-ret));
 			return ret;
 		}
-		ret = add_regions(t, s->vec, n, &last_end);
+		ret = add_regions(t, out, s->vec, n, &last_end);
 		if (ret) {
-			if (reset)
+			if (wp)
 				s->resync = true;
 			pt_log(PT_LOG_ERROR, "collect: %s; the next collect reports the whole range",
 			       strerror(-ret));
@@ -343,7 +411,101 @@ static int uffd_collect(struct pt_tracker *t, bool reset)
 		 * then it stopped at or after the last region returned. */
 		if ((size_t)n < SCAN_VEC_LEN)
 			break;
-		arg.start = arg.walk_end > last_end ? arg.walk_end : last_end;
+		arg->start = arg->walk_end > last_end ? arg->walk_end : last_end;
+	}
+	return 0;
+}
+
+/* out = a | b, both ascending; out ascending and maximal. */
+static int ranges_union(const struct pt_ranges *a, const struct pt_ranges *b, struct pt_ranges *out)
+{
+	size_t i = 0, j = 0;
+
+	out->nr = 0;
+	while (i < a->nr || j < b->nr) {
+		const struct pt_range *r = j >= b->nr || (i < a->nr && a->v[i].first <= b->v[j].first) ?
+					   &a->v[i++] : &b->v[j++];
+		struct pt_range *last = out->nr ? &out->v[out->nr - 1] : NULL;
+		int ret;
+
+		if (last && r->first <= last->first + last->count) {
+			if (r->first + r->count > last->first + last->count)
+				last->count = r->first + r->count - last->first;
+			continue;
+		}
+		ret = pt_ranges_add(out, r->first, r->count);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/*
+ * On kernels that report emptied pages as clean (see pt_uffd_scan_empty):
+ * find the pages that are neither present nor swapped (nor PTE markers,
+ * which count as swapped), that is empty PTEs and holes, into s->empty.
+ * After arming, WP_UNPOPULATED leaves none in the range, so each one lost
+ * its page (and its protection) since: report it, and with reset arm it
+ * again (UFFDIO_WRITEPROTECT installs a marker).  A write between the scan
+ * and the re-arm is in the page the caller copies after collect returns.
+ * This runs before the main scan, so that on a kernel that needs none of
+ * it the re-armed pages still come only from here (the tests rely on it).
+ */
+static int scan_empty(struct pt_tracker *t, bool reset)
+{
+	struct uffd_state *s = t->priv;
+	struct pm_scan_arg arg = {
+		.flags = PM_SCAN_CHECK_WPASYNC,
+		.category_inverted = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+		.category_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+		.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+	};
+	int ret;
+
+	s->empty.nr = 0;
+	ret = scan(t, &arg, &s->empty, false);
+	if (ret || !reset)
+		return ret;
+	for (size_t i = 0; i < s->empty.nr; i++) {
+		ret = write_protect(s, t->start + (s->empty.v[i].first << t->page_shift),
+				    s->empty.v[i].count << t->page_shift);
+		if (ret) {
+			/* Reported and left unprotected: found again next
+			 * time, nothing lost. */
+			pt_log(PT_LOG_WARN, "re-arming emptied pages: %s", strerror(-ret));
+			break;
+		}
+	}
+	return 0;
+}
+
+static int uffd_collect(struct pt_tracker *t, bool reset)
+{
+	struct uffd_state *s = t->priv;
+	struct pm_scan_arg arg = {
+		.flags = PM_SCAN_CHECK_WPASYNC | (reset ? PM_SCAN_WP_MATCHING : 0),
+		.category_mask = PAGE_IS_WRITTEN,
+		.return_mask = PAGE_IS_WRITTEN,
+	};
+	struct pt_ranges tmp;
+	int ret;
+
+	s->empty.nr = 0;
+	if (pt_uffd_scan_empty) {
+		ret = scan_empty(t, reset);
+		if (ret)
+			goto fail;
+	}
+	ret = scan(t, &arg, &t->out, reset);
+	if (ret)
+		goto fail;
+	if (s->empty.nr) {
+		ret = ranges_union(&t->out, &s->empty, &s->merged);
+		if (ret)
+			goto fail;
+		tmp = t->out;
+		t->out = s->merged;
+		s->merged = tmp;
 	}
 	if (s->resync) {
 		/* Every written page was just re-armed (with reset) and is in
@@ -351,11 +513,17 @@ static int uffd_collect(struct pt_tracker *t, bool reset)
 		t->out.nr = 0;
 		ret = pt_ranges_add(&t->out, 0, t->npages);
 		if (ret)
-			return ret;
+			goto fail;
 		if (reset)
 			s->resync = false;
 	}
 	return 0;
+fail:
+	/* Pages re-armed on the way are not handed back: report them all
+	 * next time. */
+	if (reset)
+		s->resync = true;
+	return ret;
 }
 
 /*

@@ -231,6 +231,23 @@ static bool cell_dontneed(struct ctx *c)
 	return true;
 }
 
+/*
+ * The same on the path for kernels that report emptied pages as clean:
+ * collect first scans for empty PTEs and holes and re-arms them (here it
+ * finds what the main scan would, and takes it away from it).
+ */
+extern bool pt_uffd_scan_empty;
+
+static bool cell_dontneed_empty_scan(struct ctx *c)
+{
+	bool saved = pt_uffd_scan_empty, ok;
+
+	pt_uffd_scan_empty = true;
+	ok = cell_dontneed(c);
+	pt_uffd_scan_empty = saved;
+	return ok;
+}
+
 /* ---- hole punching -------------------------------------------------------- */
 
 static bool punch(struct ctx *c, uint64_t first, uint64_t count)
@@ -557,10 +574,13 @@ static const struct {
 	const char *name;
 	bool (*fn)(struct ctx *c);
 	unsigned int kinds;
+	enum pt_backend only;		/* AUTO: every backend */
 } cells[] = {
 	{ "read(2) from a pipe", cell_read_pipe, K(MEM_ANON) | K(MEM_MEMFD) | K(MEM_SHM) | K(MEM_FILE) | K(MEM_THP) },
 	{ "read(2) from a file", cell_read_file, K(MEM_ANON) | K(MEM_MEMFD) | K(MEM_FILE) },
 	{ "MADV_DONTNEED", cell_dontneed, K(MEM_ANON) | K(MEM_MEMFD) | K(MEM_SHM) | K(MEM_FILE) | K(MEM_THP) },
+	{ "MADV_DONTNEED, empty-PTE scan", cell_dontneed_empty_scan,
+	  K(MEM_ANON) | K(MEM_MEMFD) | K(MEM_SHM) | K(MEM_FILE) | K(MEM_THP), PT_BACKEND_UFFD_WP },
 	{ "punch a written page", cell_punch_written, K(MEM_MEMFD) | K(MEM_SHM) | K(MEM_FILE) },
 	{ "punch a clean page", cell_punch_clean, K(MEM_MEMFD) | K(MEM_SHM) | K(MEM_FILE) },
 	{ "fork", cell_fork, K(MEM_ANON) | K(MEM_MEMFD) },
@@ -582,7 +602,7 @@ int main(void)
 				bool ok;
 				int r;
 
-				if (!(cells[ci].kinds & K(k)))
+				if (!(cells[ci].kinds & K(k)) || (cells[ci].only && cells[ci].only != b))
 					continue;
 				snprintf(name, sizeof(name), "%s: %s x %s", cells[ci].name,
 					 pt_backend_name(b), mem_kind_names[k]);
