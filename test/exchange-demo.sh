@@ -8,7 +8,6 @@ for mode in "" --shared; do
 	out=$(O=$O apps/exchange/demo.sh --seconds 3 $mode 2>&1)
 	rc=$?
 	echo "$out"
-	[ "$rc" = 77 ] && exit 77
 	[ "$rc" = 0 ] || { echo "demo $mode failed (exit $rc)"; exit 1; }
 	# The summary must show checks that ran, not only the absence of failures.
 	echo "$out" | grep -Eq '^consistency  live: [1-9][0-9]* checks, [1-9][0-9]* equal' ||

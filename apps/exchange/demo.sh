@@ -15,8 +15,7 @@
 #                temporary directory that is removed at the end
 #
 # Everything listens on 127.0.0.1 only, on ports the kernel picks.  Exit
-# status: 0 when every check passed, 1 when one failed, 77 when this build
-# has no replication (the library lacks pt_region_*), 2 on a usage error.
+# status: 0 when every check passed, 1 when one failed, 2 on a usage error.
 set -u
 O=${O:-build}
 B=$O/apps/exchange
@@ -41,10 +40,6 @@ case $kills in ''|*[!0-9]*|0) echo "demo.sh: --kills wants a count >= 1" >&2; ex
 for b in exchange-engine exchange-md exchange-load; do
 	[ -x "$B/$b" ] || { echo "demo.sh: $B/$b is missing: run make first" >&2; exit 1; }
 done
-if ! "$B/exchange-engine" --version | grep -q 'replication: pagetrack'; then
-	echo "skip: this build of libpagetrack has no replication (pt_region_*): nothing to demo"
-	exit 77
-fi
 
 if [ -n "$dir" ]; then
 	mkdir -p "$dir" || exit 1

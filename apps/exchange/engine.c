@@ -38,6 +38,7 @@
 #include <xxhash.h>
 
 #include "book.h"
+#include "pagetrack.h"
 #include "net.h"
 #include "store.h"
 #include "util.h"
@@ -663,7 +664,7 @@ static void parse(struct engine *e, int argc, char **argv)
 	uint64_t v;
 	int o;
 
-	e->mode = xs_have_pagetrack() ? XS_PAGETRACK : XS_NONE;
+	e->mode = XS_PAGETRACK;
 	e->size = 64u << 20;
 	e->nsymbols = 1000;
 	e->sync_ns = 5000000;
@@ -697,8 +698,8 @@ static void parse(struct engine *e, int argc, char **argv)
 			usage(stdout);
 			exit(0);
 		case 'V':
-			printf("exchange-engine, protocol %d, books format %u, replication: %s\n",
-			       XP_VERSION, XB_VERSION, xs_have_pagetrack() ? "pagetrack" : "none");
+			printf("exchange-engine, protocol %d, books format %u, replication: pagetrack %s\n",
+			       XP_VERSION, XB_VERSION, pt_version());
 			exit(0);
 		default:
 			if (o == '?') {

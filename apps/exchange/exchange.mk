@@ -10,9 +10,7 @@ XCH_DIR  := apps/exchange
 XCH_OUT  := $(O)/apps/exchange
 XCH_HDRS := $(wildcard $(XCH_DIR)/*.h) include/pagetrack.h
 XCH_COMMON := $(XCH_DIR)/book.c $(XCH_DIR)/net.c $(XCH_DIR)/store.c
-# Replication (pt_region_*, pt_replica_*) is built in when the library's
-# sources define it (the header may announce it before the code lands).
-XCH_CPPFLAGS := -I$(XCH_DIR) $(if $(and $(shell grep -ls '^PT_EXPORT.*pt_region_create' src/*.c),$(shell grep -ls '^PT_EXPORT.*pt_replica_open' src/*.c)),-DXCH_HAVE_REGION)
+XCH_CPPFLAGS := -I$(XCH_DIR)
 
 XCH_BINS := $(XCH_OUT)/exchange-engine $(XCH_OUT)/exchange-md $(XCH_OUT)/exchange-load
 APP_BINS += $(XCH_BINS)

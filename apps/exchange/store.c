@@ -46,9 +46,7 @@ struct xs_writer {
 	/* fullcopy */
 	struct snap_hdr *snap;
 	size_t snap_len;
-#ifdef XCH_HAVE_REGION
 	struct pt_region *region;
-#endif
 	int pagemap;		/* for counting written pages, -1: cannot */
 };
 
@@ -61,9 +59,7 @@ struct xs_reader {
 	const struct snap_hdr *snap;
 	size_t snap_len;
 	void *copy;
-#ifdef XCH_HAVE_REGION
 	struct pt_replica *replica;
-#endif
 };
 
 int xs_mode_parse(const char *s)
@@ -82,15 +78,6 @@ const char *xs_mode_name(int mode)
 	static const char *const names[] = { "none", "pagetrack", "fullcopy" };
 
 	return mode >= 0 && mode <= XS_FULLCOPY ? names[mode] : "?";
-}
-
-bool xs_have_pagetrack(void)
-{
-#ifdef XCH_HAVE_REGION
-	return true;
-#else
-	return false;
-#endif
 }
 
 static void *anon(size_t size)
@@ -167,7 +154,6 @@ int xs_writer_open(struct xs_writer **out, const struct xs_writer_opts *o, bool 
 		w->snap->magic = SNAP_MAGIC;
 		break;
 	case XS_PAGETRACK:
-#ifdef XCH_HAVE_REGION
 	{
 		/* Durability in the background: the engine's loop never waits for
 		 * an fdatasync; acks that need durability wait in pt_region_wait(). */
@@ -189,11 +175,6 @@ int xs_writer_open(struct xs_writer **out, const struct xs_writer_opts *o, bool 
 		w->epoch = pt_region_epoch(w->region);
 		w->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 		break;
-#else
-		ret = -EOPNOTSUPP;
-		snprintf(why, why_len, "this build of libpagetrack has no replication (pt_region_*)");
-		goto err;
-#endif
 	default:
 		ret = -EINVAL;
 		snprintf(why, why_len, "unknown mode %d", o->mode);
@@ -272,7 +253,6 @@ int64_t xs_writer_sync(struct xs_writer *w, uint64_t *pages)
 		__atomic_store_n(&w->snap->seq, w->snap->seq + 1, __ATOMIC_RELEASE);
 		*pages = w->size / (size_t)sysconf(_SC_PAGESIZE);
 		return w->epoch;
-#ifdef XCH_HAVE_REGION
 	case XS_PAGETRACK: {
 		int64_t e = pt_region_sync(w->region);
 
@@ -280,7 +260,6 @@ int64_t xs_writer_sync(struct xs_writer *w, uint64_t *pages)
 			w->epoch = e;
 		return e;
 	}
-#endif
 	default:
 		return -EINVAL;
 	}
@@ -293,10 +272,8 @@ int64_t xs_writer_epoch(const struct xs_writer *w)
 
 int xs_writer_wait_durable(struct xs_writer *w, uint64_t epoch, int timeout_ms)
 {
-#ifdef XCH_HAVE_REGION
 	if (w->mode == XS_PAGETRACK)
 		return pt_region_wait(w->region, epoch, PT_LEVEL_DURABLE, timeout_ms);
-#endif
 	/* The other modes keep nothing on disk: published is all there is. */
 	(void)timeout_ms;
 	return epoch <= (uint64_t)w->epoch ? 0 : -ETIMEDOUT;
@@ -314,14 +291,12 @@ void xs_writer_close(struct xs_writer *w)
 		if (w->snap)
 			munmap(w->snap, w->snap_len);
 		break;
-#ifdef XCH_HAVE_REGION
 	case XS_PAGETRACK:
 		if (w->region)
 			pt_region_close(w->region);
 		if (w->pagemap >= 0)
 			close(w->pagemap);
 		break;
-#endif
 	default:
 		break;
 	}
@@ -383,7 +358,6 @@ int xs_reader_open(struct xs_reader **out, int mode, const char *dir, bool share
 		fd = -1;
 		break;
 	case XS_PAGETRACK:
-#ifdef XCH_HAVE_REGION
 	{
 		struct pt_replica_opts ro = { .sz = sizeof(ro),
 					      .mode = shared ? PT_REPLICA_SHARED : PT_REPLICA_PRIVATE,
@@ -398,11 +372,6 @@ int xs_reader_open(struct xs_reader **out, int mode, const char *dir, bool share
 		r->base = pt_replica_base(r->replica);
 		r->epoch = pt_replica_epoch(r->replica);
 		break;
-#else
-		ret = -EOPNOTSUPP;
-		snprintf(why, why_len, "this build of libpagetrack has no replication (pt_replica_*)");
-		goto err;
-#endif
 	default:
 		ret = -EINVAL;
 		snprintf(why, why_len, "mode %s has no replicas", xs_mode_name(mode));
@@ -454,7 +423,6 @@ int64_t xs_reader_refresh(struct xs_reader *r, int timeout_ms)
 	switch (r->mode) {
 	case XS_FULLCOPY:
 		return snap_refresh(r, timeout_ms);
-#ifdef XCH_HAVE_REGION
 	case XS_PAGETRACK: {
 		int64_t e = pt_replica_refresh(r->replica, timeout_ms);
 
@@ -464,7 +432,6 @@ int64_t xs_reader_refresh(struct xs_reader *r, int timeout_ms)
 		}
 		return e;
 	}
-#endif
 	default:
 		return -EINVAL;
 	}
@@ -501,9 +468,7 @@ void xs_reader_close(struct xs_reader *r)
 		munmap((void *)r->snap, r->snap_len);
 	if (r->copy)
 		munmap(r->copy, r->size);
-#ifdef XCH_HAVE_REGION
 	if (r->replica)
 		pt_replica_close(r->replica);
-#endif
 	free(r);
 }

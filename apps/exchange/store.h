@@ -25,9 +25,6 @@ struct xs_reader;
 int xs_mode_parse(const char *s);
 const char *xs_mode_name(int mode);
 
-/* Is the pagetrack mode built in (the library has replication)? */
-bool xs_have_pagetrack(void);
-
 struct xs_writer_opts {
 	int mode;
 	const char *dir;	/* pagetrack: the region's data directory; fullcopy: the snapshot's */
