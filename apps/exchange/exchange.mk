@@ -19,14 +19,15 @@ $(XCH_OUT)/exchange-%: $(XCH_DIR)/%.c $(XCH_COMMON) $(XCH_HDRS) $(STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(XCH_CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(XCH_COMMON) $(STATIC) $(LIBS) -lm
 
-# The test programs that compile the engine's sources in.
+# The test programs that compile the exchange's sources in (and start its programs).
 $(O)/test/exchange-book: $(XCH_DIR)/book.c $(XCH_DIR)/book.h
+$(O)/test/exchange-badinput: $(XCH_DIR)/book.c $(XCH_DIR)/net.c $(XCH_HDRS) $(XCH_BINS)
 
 bench-exchange: deps all $(XCH_BINS)
 	@O=$(O) $(XCH_DIR)/bench.sh
 
 .PHONY: bench-exchange
-$(O)/test/exchange-badinput: $(XCH_DIR)/book.c $(XCH_DIR)/net.c $(XCH_HDRS) $(XCH_BINS)
 
-# make demo runs the exchange; make demo DEMO_ARGS="--crash" runs the crash drill.
+# make demo runs the exchange; DEMO_ARGS passes options to demo.sh:
+# "--crash [--kills N]" for the crash drill, "--shared", "--seconds N", "--dir DIR".
 DEMO_CMD = O=$(O) $(XCH_DIR)/demo.sh $(DEMO_ARGS)
