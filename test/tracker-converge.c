@@ -32,8 +32,8 @@ struct cell {
 	struct mem *m;
 	uint64_t npages;
 	int stop;		/* atomic */
-	int pause;		/* atomic: writers wait while set */
-	int paused;		/* atomic: writers waiting */
+	unsigned pause;		/* atomic: nonzero, a checkpoint number: writers wait */
+	unsigned ack[WRITERS];	/* atomic: the checkpoint each writer waits in */
 	uint64_t seed;
 	uint64_t writes[WRITERS];
 };
@@ -61,18 +61,25 @@ static void *writer_main(void *arg)
 	size_t len = c->m->len;
 
 	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED)) {
-		uint64_t r = rnd_next(&rnd);
+		unsigned pause = __atomic_load_n(&c->pause, __ATOMIC_ACQUIRE);
+		uint64_t r, page, v;
+		size_t off;
+		uint8_t *p;
 
-		if (__atomic_load_n(&c->pause, __ATOMIC_ACQUIRE)) {
-			__atomic_add_fetch(&c->paused, 1, __ATOMIC_ACQ_REL);
-			while (__atomic_load_n(&c->pause, __ATOMIC_ACQUIRE))
+		/* The ack names the checkpoint, so an ack left from the last
+		 * one cannot let the collector go on while this thread still
+		 * has a write to make. */
+		if (pause) {
+			__atomic_store_n(&c->ack[w->id], pause, __ATOMIC_RELEASE);
+			while (__atomic_load_n(&c->pause, __ATOMIC_ACQUIRE) == pause)
 				sched_yield();
-			__atomic_sub_fetch(&c->paused, 1, __ATOMIC_ACQ_REL);
+			continue;
 		}
-		uint64_t page = (r & 3) ? (r >> 8) % c->npages : (r >> 8) % HOT_PAGES;
-		size_t off = (size_t)(rnd_next(&rnd) % ps);
-		uint8_t *p = base + page * ps + off;
-		uint64_t v = rnd_next(&rnd);
+		r = rnd_next(&rnd);
+		page = (r & 3) ? (r >> 8) % c->npages : (r >> 8) % HOT_PAGES;
+		off = (size_t)(rnd_next(&rnd) % ps);
+		p = base + page * ps + off;
+		v = rnd_next(&rnd);
 
 		switch (r >> 4 & 3) {
 		case 0:
@@ -201,9 +208,10 @@ static bool converge(enum pt_backend b, struct mem *m, double seconds, uint64_t 
 		 * then collect and copy once more.  A write lost by the racing
 		 * collect cannot hide behind a later write to the same page.
 		 */
-		__atomic_store_n(&c.pause, 1, __ATOMIC_RELEASE);
-		while (__atomic_load_n(&c.paused, __ATOMIC_ACQUIRE) != started)
-			sched_yield();
+		__atomic_store_n(&c.pause, (unsigned)checkpoints + 1, __ATOMIC_RELEASE);
+		for (int i = 0; i < started; i++)
+			while (__atomic_load_n(&c.ack[i], __ATOMIC_ACQUIRE) != (unsigned)checkpoints + 1)
+				sched_yield();
 		n = collect_copy(t, shadow, region, c.npages, why, why_len);
 		if (n < 0 || !same(shadow, region, m->len, "checkpoint", collects, why, why_len)) {
 			__atomic_store_n(&c.pause, 0, __ATOMIC_RELEASE);
