@@ -126,6 +126,7 @@ struct slot {
 	atomic_uintptr_t start, end;
 	_Atomic(struct mp_state *) state;
 	atomic_uint frozen;		/* SLOT_FREEZE: futex word, 1 while frozen */
+	atomic_uint freezer;		/* SLOT_FREEZE: thread id of the freezing thread */
 	atomic_uint users;		/* handlers inside this slot */
 } __attribute__((aligned(64)));
 
@@ -327,7 +328,7 @@ static bool tracker_fault(struct mp_state *s, uintptr_t addr)
 
 enum verdict { FAULT_RETRY, FAULT_CHAIN };
 
-static enum verdict handle_fault(uintptr_t addr)
+static enum verdict handle_fault(uintptr_t addr, const sigset_t *fault_mask)
 {
 	unsigned int gen = atomic_load(&retire_gen);
 	unsigned int high = atomic_load(&slots_high);
@@ -353,7 +354,16 @@ static enum verdict handle_fault(uintptr_t addr)
 			continue;
 		}
 		if (kind == SLOT_FREEZE) {
-			while (atomic_load(&sl->frozen))
+			/* The thread that froze the range would wait for its
+			 * own thaw forever: pass its fault on instead. */
+			if (atomic_load(&sl->freezer) == self_tid())
+				ok = false;
+			/* No lock held: wait with the program's own mask, so a
+			 * signal can still interrupt or kill a waiting thread
+			 * (a nested fault into the range just waits too). */
+			if (ok)
+				pthread_sigmask(SIG_SETMASK, fault_mask, NULL);
+			while (ok && atomic_load(&sl->frozen))
 				futex_op(&sl->frozen, FUTEX_WAIT, 1);
 		} else {
 			ok = tracker_fault(s, addr);
@@ -409,7 +419,7 @@ static void segv_handler(int sig, siginfo_t *si, void *ucontext)
 	/* Only a permission fault on a mapped page can be a tracked write;
 	 * a read never faults on PROT_READ, so SEGV_ACCERR there is a write. */
 	if (si && si->si_code == SEGV_ACCERR &&
-	    handle_fault((uintptr_t)si->si_addr) == FAULT_RETRY) {
+	    handle_fault((uintptr_t)si->si_addr, &((ucontext_t *)ucontext)->uc_sigmask) == FAULT_RETRY) {
 		errno = saved_errno;
 		return;
 	}
@@ -467,6 +477,7 @@ static int slot_publish(enum slot_kind kind, uintptr_t start, uintptr_t end, str
 	atomic_store(&sl->end, end);
 	atomic_store(&sl->state, s);
 	atomic_store(&sl->frozen, kind == SLOT_FREEZE);
+	atomic_store(&sl->freezer, kind == SLOT_FREEZE ? self_tid() : 0);
 	atomic_store(&sl->kind, kind);
 	atomic_fetch_add(&sl->seq, 1);
 	return free_slot;
@@ -827,10 +838,11 @@ int pt_write_freeze(uintptr_t start, size_t len)
 
 void pt_write_thaw(uintptr_t start, size_t len)
 {
-	unsigned int high = atomic_load(&slots_high);
 	struct slot *sl = NULL;
+	unsigned int high;
 
 	pthread_mutex_lock(&slots_mutex);
+	high = atomic_load(&slots_high);
 	for (unsigned int i = 0; i < high; i++) {
 		if (atomic_load(&slots[i].kind) == SLOT_FREEZE &&
 		    atomic_load(&slots[i].start) == start &&

@@ -1,5 +1,7 @@
 /* mprotect-freeze: a write into a frozen range waits in the fault handler until the thaw, then lands. */
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdatomic.h>
 #include <time.h>
 
@@ -177,6 +179,32 @@ static bool freeze_args(struct mem *m, char *why, size_t why_len)
 	return true;
 }
 
+/* The freezing thread writing into its own frozen range would wait for its
+ * own thaw: it must fail (the fault is passed on), never hang. */
+static bool freeze_self_write(struct mem *m, char *why, size_t why_len)
+{
+	int status;
+	pid_t pid = fork();
+
+	CHECK(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		alarm(10);
+		if (pt_write_freeze((uintptr_t)m->addr, m->len))
+			_exit(3);
+		m->addr[0] = 1;
+		_exit(4);
+	}
+	CHECK(waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) {
+		snprintf(why, why_len, "the freezing thread hung on its own write");
+		return false;
+	}
+	CHECK(!WIFEXITED(status) || (WEXITSTATUS(status) != 3 && WEXITSTATUS(status) != 4),
+	      "child exited %d", WEXITSTATUS(status));
+	printf("    child status %#x\n", status);
+	return true;
+}
+
 int main(void)
 {
 	static const struct {
@@ -186,6 +214,7 @@ int main(void)
 		{ "writers wait for the thaw", freeze_blocks_writers },
 		{ "freeze/thaw cycles under writers", freeze_cycles },
 		{ "arguments and overlaps", freeze_args },
+		{ "the freezer's own write fails", freeze_self_write },
 	};
 	static const enum mem_kind kinds[] = { MEM_ANON, MEM_MEMFD };
 
