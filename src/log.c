@@ -353,16 +353,22 @@ static int reader_switch(struct pt_log_reader *r, const struct pt_segment_info *
 	return 1;
 }
 
-/* Position on the newest segment that can hold next_epoch. */
+/*
+ * Position on the newest segment that can hold next_epoch.  The listing
+ * opens every segment: keep it, and list again only when it cannot help
+ * (recovery and checkpoints walk through hundreds of segments).
+ */
 static int reader_open_for(struct pt_log_reader *r)
 {
 	const struct pt_segment_info *best = NULL;
 	bool any = false;
 	int ret;
 
-	ret = reader_list(r);
-	if (ret)
-		return ret;
+	if (!r->segs) {
+		ret = reader_list(r);
+		if (ret)
+			return ret;
+	}
 	for (size_t i = 0; i < r->nsegs; i++) {
 		if (r->segs[i].bad)
 			continue;
@@ -371,26 +377,37 @@ static int reader_open_for(struct pt_log_reader *r)
 			best = &r->segs[i];
 	}
 	if (!best) {
+		free(r->segs);
+		r->segs = NULL;		/* list again next time */
 		r->dropped = any;
 		return any ? -ESTALE : 0;
 	}
 	ret = reader_switch(r, best);
-	/* Dropped between the listing and the open: look again. */
-	return ret == -ENOENT ? -EAGAIN : ret;
+	if (ret == -ENOENT) {
+		/* Dropped since the listing: look again. */
+		free(r->segs);
+		r->segs = NULL;
+		return -EAGAIN;
+	}
+	return ret;
 }
 
 /* After the records of the current segment: the next one that continues. */
 static int reader_continue(struct pt_log_reader *r)
 {
-	int ret = reader_list(r);
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass || !r->segs) {
+			int ret = reader_list(r);
 
-	if (ret)
-		return ret;
-	for (size_t i = 0; i < r->nsegs; i++) {
-		if (r->segs[i].seq <= r->seq || r->segs[i].bad)
-			continue;
-		if (r->segs[i].first_epoch <= r->next_epoch)
-			return reader_switch(r, &r->segs[i]);
+			if (ret)
+				return ret;
+		}
+		for (size_t i = 0; i < r->nsegs; i++) {
+			if (r->segs[i].seq <= r->seq || r->segs[i].bad)
+				continue;
+			if (r->segs[i].first_epoch <= r->next_epoch)
+				return reader_switch(r, &r->segs[i]);
+		}
 	}
 	return 0;
 }

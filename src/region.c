@@ -161,11 +161,7 @@ static int opts_take(struct pt_region_opts *o, const struct pt_region_opts *in, 
 		o->retain_bytes = DEFAULT_RETAIN_BYTES;
 	if (!o->segment_bytes)
 		o->segment_bytes = DEFAULT_SEGMENT_BYTES;
-	if (!o->staging_bytes) {
-		o->staging_bytes = DEFAULT_STAGING_BYTES;
-		if (size && size + (1u << 20) < o->staging_bytes)
-			o->staging_bytes = size + (1u << 20);
-	}
+	(void)size;
 	return 0;
 }
 
@@ -704,6 +700,12 @@ static int sync_segments(struct pt_region *r, uint64_t *max_seq)
 		if (segs[i].seq > *max_seq)
 			*max_seq = segs[i].seq;
 		pt_segment_name(name, sizeof(name), segs[i].seq);
+		if (segs[i].bad && segs[i].size <= r->id.page_size) {
+			/* Created, then a crash before its header was written:
+			 * it never held a record. */
+			pt_io->unlinkat(r->dirfd, name);
+			continue;
+		}
 		fd = pt_io->openat(r->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0);
 		if (fd < 0)
 			continue;
@@ -820,6 +822,11 @@ static int region_start(struct pt_region *r)
 	r->q = calloc(QUEUE_SLOTS, sizeof(*r->q));
 	if (!r->pending || !r->q)
 		return -ENOMEM;
+	if (!r->opts.staging_bytes) {
+		r->opts.staging_bytes = DEFAULT_STAGING_BYTES;
+		if (r->size + (1u << 20) < r->opts.staging_bytes)
+			r->opts.staging_bytes = r->size + (1u << 20);
+	}
 	r->ring_size = (size_t)pt_round_up(r->opts.staging_bytes, r->id.page_size);
 	/* Pre-faulted: the sync path must not take page faults. */
 	r->ring = mmap(NULL, r->ring_size, PROT_READ | PROT_WRITE,

@@ -592,13 +592,45 @@ out:
 
 /* ---- the API ---------------------------------------------------------------- */
 
+static int reserve_writer_address(struct pt_replica *r)
+{
+	struct pt_state st;
+	void *want, *p;
+	ssize_t n;
+	int fd;
+
+	fd = openat(r->dirfd, PT_STATE_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = pt_read_full(fd, &st, sizeof(st), 0);
+	close(fd);
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n < sizeof(st) || memcmp(st.magic, PT_STATE_MAGIC, 8))
+		return -ENOENT;
+	want = (void *)(uintptr_t)st.base_address;
+	r->size = st.npages * st.page_size;
+	if (!want || !r->size)
+		return -EINVAL;
+	p = mmap(want, r->size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+		 MAP_FIXED_NOREPLACE, -1, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	if (p != want) {
+		/* Kernels before 4.17 ignore MAP_FIXED_NOREPLACE. */
+		munmap(p, r->size);
+		return -EEXIST;
+	}
+	r->base = p;
+	return 0;
+}
+
 PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 			      const struct pt_replica_opts *opts)
 {
 	struct pt_replica_opts o = { .sz = sizeof(o) };
 	struct pt_replica *r;
 	struct pt_image img;
-	void *want = NULL;
 	int64_t e;
 	int ret;
 
@@ -624,6 +656,14 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 		ret = -errno;
 		goto err;
 	}
+	if (o.flags & PT_REPLICA_AT_WRITER_ADDRESS) {
+		/* Reserve the address before anything else maps memory: a
+		 * forked child that just unmapped the writer's region would
+		 * otherwise see the next mmap land in the hole. */
+		ret = reserve_writer_address(r);
+		if (ret)
+			goto err;
+	}
 	ret = pt_image_open(&img, r->dirfd, false);
 	if (ret) {
 		pt_log(PT_LOG_ERROR, "%s: %s", dir, ret == -EMEDIUMTYPE ? "not a region (no image)" :
@@ -642,6 +682,10 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 		ret = -ESTALE;
 		goto err;
 	}
+	if (r->base && r->size != r->id.npages * r->id.page_size) {
+		ret = -ESTALE;
+		goto err;
+	}
 	r->size = r->id.npages * r->id.page_size;
 	r->shared = o.mode == PT_REPLICA_SHARED;
 	r->priv.chain = pt_chain_seed(r->id.history_id);
@@ -652,20 +696,17 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 		ret = -ENOMEM;
 		goto err;
 	}
-	if (o.flags & PT_REPLICA_AT_WRITER_ADDRESS)
-		want = (void *)(uintptr_t)r->state->base_address;
-	r->base = mmap(want, r->size, r->shared ? PROT_NONE : PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (want ? MAP_FIXED_NOREPLACE : 0),
-		       -1, 0);
-	if (r->base == MAP_FAILED) {
+	if (!r->base) {
+		/* Shared: an address range the pinned copy is mapped over. */
+		r->base = mmap(NULL, r->size, r->shared ? PROT_NONE : PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (r->base == MAP_FAILED) {
+			ret = -errno;
+			r->base = NULL;
+			goto err;
+		}
+	} else if (!r->shared && mprotect(r->base, r->size, PROT_READ | PROT_WRITE)) {
 		ret = -errno;
-		r->base = NULL;
-		goto err;
-	}
-	if (want && r->base != want) {
-		munmap(r->base, r->size);
-		r->base = NULL;
-		ret = -EEXIST;
 		goto err;
 	}
 	if (r->shared) {

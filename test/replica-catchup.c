@@ -264,8 +264,12 @@ static bool at_writer_address(char *why, size_t why_len)
 		/* The child has the writer's mapping too: drop it first. */
 		munmap(base, size);
 		ret = pt_replica_open(&rep, dir, &ro);
-		if (ret || pt_replica_base(rep) != base || *(void *const *)pt_replica_base(rep) != base)
+		if (ret || pt_replica_base(rep) != base || *(void *const *)pt_replica_base(rep) != base) {
+			printf("    child: open %d, base %p, writer's %p\n", ret,
+			       ret ? NULL : pt_replica_base(rep), base);
+			fflush(stdout);
 			_exit(1);
+		}
 		pt_replica_close(rep);
 		_exit(0);
 	}
