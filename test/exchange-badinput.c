@@ -399,6 +399,91 @@ static bool md_input(char *why, size_t why_len)
 	return true;
 }
 
+/*
+ * Back-pressure: an engine whose epochs come every 3 s holds acks; a client
+ * that sends 66,000 orders without waiting is no longer read past 65,536
+ * held acks, the engine keeps answering others, and once the epoch comes
+ * every ack arrives, in order.
+ */
+static bool flood_while_acks_wait(char *why, size_t why_len)
+{
+	char eng[600], port_file[600], data[600];
+	struct xp_hello hh = { .session = 1 };
+	uint8_t buf[256];
+	int port, fd, status, other;
+	pid_t epid, child;
+	bool ok = false;
+
+	snprintf(eng, sizeof(eng), "%s/exchange-engine", bindir);
+	snprintf(port_file, sizeof(port_file), "%s/eport2", dir);
+	snprintf(data, sizeof(data), "%s/snap2", dir);
+	epid = spawn((char *[]){ eng, "--mode", "fullcopy", "--dir", data, "--size", "32M",
+				 "--port-file", port_file, "--ack", "published", "--sync-us", "3000000",
+				 "--sync-orders", "1000000000", NULL });
+	port = read_port("eport2");
+	if (port < 0) {
+		snprintf(why, why_len, "second engine did not start");
+		goto out;
+	}
+	child = fork();
+	if (child == 0) {
+		struct timeval tv = { 15, 0 };
+		int cfd = dial(port);
+		uint64_t want = 1;
+
+		if (cfd < 0 || !send_msg(cfd, XP_T_HELLO, &hh, sizeof(hh)) ||
+		    recv_msg(cfd, buf, sizeof(buf)) != XP_T_HELLO_OK)
+			_exit(2);
+		setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		for (uint64_t i = 1; i <= 66000; i++) {
+			struct xp_new m = { .seq = i, .sym = (uint32_t)(i % 50), .side = (uint8_t)(i & 1),
+					    .price = 1000 + (int64_t)(i % 7), .qty = 1 };
+
+			if (!send_msg(cfd, XP_T_NEW, &m, sizeof(m)))
+				_exit(3);
+		}
+		for (; want <= 66000; want++) {
+			struct xp_ack a;
+
+			if (recv_msg(cfd, buf, sizeof(buf)) != XP_T_ACK)
+				_exit(4);
+			memcpy(&a, buf, sizeof(a));
+			if (a.seq != want || a.result != XP_OK)
+				_exit(5);
+		}
+		_exit(0);
+	}
+	/* While the flood waits, the engine still answers another client. */
+	usleep(1000000);
+	other = dial(port);
+	CHECK(other >= 0 && send_msg(other, XP_T_STATS, NULL, 0) &&
+	      recv_msg(other, buf, sizeof(buf)) == XP_T_STATS_OK, "engine unresponsive during a flood");
+	close(other);
+	waitpid(child, &status, 0);
+	if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+		snprintf(why, why_len, "flooding client: exit %d (2 hello, 3 send, 4 acks missing, "
+			 "5 out of order or refused)", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+		goto out;
+	}
+	fd = dial(port);
+	CHECK(fd >= 0 && send_msg(fd, XP_T_STATS, NULL, 0) &&
+	      recv_msg(fd, buf, sizeof(buf)) == XP_T_STATS_OK, "stats after the flood");
+	{
+		struct xp_stats st;
+
+		memcpy(&st, buf, sizeof(st));
+		CHECK(st.commands >= 66000, "the engine applied %llu commands, want 66000",
+		      (unsigned long long)st.commands);
+		CHECK(st.pauses >= 1, "the flooding client was never paused");
+	}
+	close(fd);
+	ok = true;
+out:
+	kill(epid, SIGTERM);
+	waitpid(epid, &status, 0);
+	return ok;
+}
+
 /* The books the engine published are valid and hold the good orders. */
 static bool books_valid(char *why, size_t why_len)
 {
@@ -444,6 +529,7 @@ int main(void)
 		{ "garbage streams", garbage },
 		{ "too many clients", too_many_clients },
 		{ "md server input", md_input },
+		{ "flood while acks wait", flood_while_acks_wait },
 		{ "books valid afterwards", books_valid },
 	};
 

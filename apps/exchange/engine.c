@@ -44,6 +44,7 @@
 #include "util.h"
 
 #define OUT_LIMIT	(4u << 20)	/* a client reading slower than this is dropped */
+#define PEND_LIMIT	65536		/* acks held per client before it is no longer read */
 #define EPOCH_RING	8192
 #define LISTENER	UINT64_MAX
 
@@ -52,6 +53,7 @@ struct client {
 	uint32_t gen;		/* bumped at each reuse of the slot: stale acks are dropped */
 	int session;		/* -1 until HELLO */
 	bool used;
+	uint32_t pending;	/* its acks waiting for an epoch to reach the ack level */
 };
 
 struct pending {
@@ -81,7 +83,7 @@ struct engine {
 	struct xe_status *status;
 	/* figures */
 	struct hist stall, pages, durable_lat;
-	uint64_t syncs, pages_total, protocol_errors, sync_errors;
+	uint64_t syncs, pages_total, protocol_errors, sync_errors, pauses;
 	bool pages_known;
 	uint64_t sync_done_ns[EPOCH_RING];	/* for sync-to-durable latency */
 };
@@ -131,6 +133,7 @@ static void pend_push(struct engine *e, uint32_t idx, const struct xp_ack *a)
 	}
 	e->pend[e->pend_tail].idx = idx;
 	e->pend[e->pend_tail].gen = e->cl[idx].gen;
+	e->cl[idx].pending++;
 	e->pend[e->pend_tail].ack = *a;
 	e->pend_tail++;
 }
@@ -154,8 +157,10 @@ static void release(struct engine *e, uint64_t upto, int level)
 	for (i = e->pend_head; i < e->pend_tail && e->pend[i].ack.epoch <= upto; i++) {
 		struct pending *p = &e->pend[i];
 
-		if (e->cl[p->idx].used && e->cl[p->idx].gen == p->gen)
+		if (e->cl[p->idx].used && e->cl[p->idx].gen == p->gen) {
+			e->cl[p->idx].pending--;
 			send_ack(e, p->idx, &p->ack, level);
+		}
 	}
 	e->pend_head = i;
 	if (e->pend_head == e->pend_tail)
@@ -363,6 +368,7 @@ static unsigned handle(struct engine *e, uint32_t idx, const struct xp_hdr *h, c
 		for (uint32_t i = 0; i < e->nclients; i++)
 			s.clients += e->cl[i].used;
 		s.protocol_errors = e->protocol_errors;
+		s.pauses = e->pauses;
 		s.mode = (uint32_t)e->mode;
 		s.ack_level = (uint32_t)e->ack_level;
 		xn_queue(&c->c, XP_T_STATS_OK, &s, sizeof(s), NULL, 0, OUT_LIMIT);
@@ -421,6 +427,7 @@ static void client_close(struct engine *e, uint32_t i)
 	xn_free(&c->c);
 	c->used = false;
 	c->session = -1;
+	c->pending = 0;
 	c->gen++;
 }
 
@@ -478,11 +485,32 @@ static void on_accept(struct engine *e)
 	}
 }
 
+/*
+ * Back-pressure: while a client has PEND_LIMIT acks waiting (its epochs are
+ * not durable yet, say the log cannot be written), the engine stops reading
+ * it rather than hold an unbounded queue; the kernel's socket buffers then
+ * push back on the client.  Reading resumes in resume_paused().
+ */
+static bool pause_if_full(struct engine *e, uint32_t i)
+{
+	struct client *c = &e->cl[i];
+
+	if (c->pending < PEND_LIMIT)
+		return false;
+	if (!c->c.no_input)
+		e->pauses++;
+	c->c.no_input = true;
+	xn_arm(e->epfd, &c->c, tag(e, i));
+	return true;
+}
+
 static void on_readable(struct engine *e, uint32_t i)
 {
 	struct client *c = &e->cl[i];
 	int n;
 
+	if (pause_if_full(e, i))
+		return;
 	do {
 		size_t off = 0;
 		const struct xp_hdr *h;
@@ -503,6 +531,13 @@ static void on_readable(struct engine *e, uint32_t i)
 			if (!c->used)
 				return;	/* dropped as too slow while answering */
 			off += h->len;
+			if (c->pending >= PEND_LIMIT)
+				break;
+		}
+		if (c->pending >= PEND_LIMIT) {
+			xn_consume(&c->c, off);
+			pause_if_full(e, i);
+			break;
 		}
 		if (r < 0) {
 			protocol_error(e, i, (unsigned)-r);
@@ -514,6 +549,19 @@ static void on_readable(struct engine *e, uint32_t i)
 		client_close(e, i);
 	else
 		xn_arm(e->epfd, &c->c, tag(e, i));
+}
+
+static void resume_paused(struct engine *e)
+{
+	for (uint32_t i = 0; i < e->nclients; i++) {
+		struct client *c = &e->cl[i];
+
+		if (!c->used || !c->c.no_input || c->pending >= PEND_LIMIT / 2)
+			continue;
+		c->c.no_input = false;
+		c->c.last_rx_ns = now_ns();	/* it was waiting for us, not idle */
+		on_readable(e, i);	/* frames already buffered, then the socket */
+	}
 }
 
 static void flush_all(struct engine *e)
@@ -536,7 +584,7 @@ static void reap_idle(struct engine *e, uint64_t now)
 	for (uint32_t i = 0; i < e->nclients; i++) {
 		struct client *c = &e->cl[i];
 
-		if (c->used && c->c.in_len &&
+		if (c->used && c->c.in_len && !c->c.no_input &&
 		    now - c->c.last_rx_ns > (uint64_t)e->idle_ms * 1000000ull)
 			protocol_error(e, i, XP_E_TIMEOUT);
 	}
@@ -821,6 +869,7 @@ int main(int argc, char **argv)
 			do_sync(e);
 		if (e->ack_level == XP_LEVEL_DURABLE)
 			poll_durable(e);
+		resume_paused(e);
 		flush_all(e);
 		if (now - last_reap > 100000000) {
 			reap_idle(e, now);

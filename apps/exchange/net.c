@@ -219,11 +219,13 @@ int xn_flush(struct xconn *c)
 int xn_arm(int epfd, struct xconn *c, uint64_t data)
 {
 	bool want = c->out_off < c->out_len;
-	struct epoll_event ev = { .events = EPOLLIN | (want ? EPOLLOUT : 0), .data.u64 = data };
+	struct epoll_event ev = { .events = (c->no_input ? 0 : EPOLLIN) | (want ? EPOLLOUT : 0),
+				  .data.u64 = data };
 
-	if (want == c->out_armed)
+	if (want == c->out_armed && c->no_input == c->in_disarmed)
 		return 0;
 	c->out_armed = want;
+	c->in_disarmed = c->no_input;
 	return epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev) ? -errno : 0;
 }
 

@@ -21,6 +21,8 @@ struct xconn {
 	size_t out_off, out_len, out_cap;
 	uint64_t last_rx_ns;	/* last time bytes arrived */
 	bool out_armed;		/* EPOLLOUT registered */
+	bool no_input;		/* set by the owner: stop reading (back-pressure) */
+	bool in_disarmed;	/* EPOLLIN not registered */
 };
 
 /* Listen on 127.0.0.1:port (0: any free port).  Returns the fd and the
@@ -62,7 +64,8 @@ int xn_queue_error(struct xconn *c, unsigned code, const char *text);
  * -1: the connection failed. */
 int xn_flush(struct xconn *c);
 
-/* Keep EPOLLOUT registered exactly while output is pending. */
+/* Keep EPOLLOUT registered exactly while output is pending, and EPOLLIN
+ * unless the owner set no_input. */
 int xn_arm(int epfd, struct xconn *c, uint64_t data);
 
 #endif /* EXCHANGE_NET_H */

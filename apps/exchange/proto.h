@@ -172,6 +172,7 @@ struct xp_stats {
 	uint64_t durable_p50_ns, durable_p99_ns;	/* sync to durable */
 	uint64_t region_size;
 	uint64_t clients, protocol_errors;
+	uint64_t pauses;	/* times a client was no longer read: too many acks held */
 	uint32_t mode;		/* 0 none, 1 pagetrack, 2 full copy */
 	uint32_t ack_level;
 };
@@ -268,7 +269,7 @@ XP_ASSERT_SIZE(xp_new, 32);
 XP_ASSERT_SIZE(xp_cancel, 16);
 XP_ASSERT_SIZE(xp_ack, 40);
 XP_ASSERT_SIZE(xp_epoch_hash, 32);
-XP_ASSERT_SIZE(xp_stats, 136);
+XP_ASSERT_SIZE(xp_stats, 144);
 XP_ASSERT_SIZE(xp_top, 64);
 XP_ASSERT_SIZE(xp_depth_level, 24);
 XP_ASSERT_SIZE(xp_depth, 16);
