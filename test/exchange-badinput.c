@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -22,6 +23,8 @@ static pid_t spawn(char *const argv[])
 	if (pid == 0) {
 		int null = open("/dev/null", O_WRONLY);
 
+		/* Die with the test, even when a sanitizer aborts it. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(null, 1);
 		execv(argv[0], argv);
 		_exit(127);
