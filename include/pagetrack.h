@@ -129,6 +129,21 @@ int pt_tracker_open(struct pt_tracker **out, void *addr, size_t len,
 int pt_tracker_collect(struct pt_tracker *t, unsigned int flags,
 		       const struct pt_range **ranges, size_t *nr);
 
+/*
+ * Report pages [first, first + count) as written at the next collect, as if
+ * they had been stored to.  For changes no backend can see because they are
+ * not stores through this process's mapping: hole punching
+ * (fallocate(FALLOC_FL_PUNCH_HOLE), MADV_REMOVE), truncation, write(2) or
+ * another process's stores to the backing file, and, under mprotect and
+ * soft-dirty, MADV_DONTNEED of private memory.  See pagetrack(7).
+ * Marks survive a collect without PT_COLLECT_RESET; a collect with reset,
+ * or pt_tracker_reset(), consumes them.  May be called from any thread.
+ *
+ * Returns 0, or -EINVAL (range outside the tracker), -ECHILD (forked
+ * child), -ENOMEM.
+ */
+int pt_tracker_mark(struct pt_tracker *t, uint64_t first, uint64_t count);
+
 /* Re-arm the whole range: writes before this call are forgotten. */
 int pt_tracker_reset(struct pt_tracker *t);
 

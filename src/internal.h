@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <sys/types.h>
 
 #include "pagetrack.h"
@@ -57,6 +58,11 @@ struct pt_tracker {
 	pid_t owner;		/* the process that opened it: trackers do not follow fork */
 	struct pt_ranges out;	/* what collect returns */
 	void *priv;		/* backend state */
+	/* Pages the caller marked with pt_tracker_mark(): a bitmap allocated
+	 * on first use, merged into the next collect's report. */
+	pthread_mutex_t mark_lock;
+	uint64_t *marked;
+	bool any_marked;
 };
 
 extern const struct pt_backend_ops pt_uffd_ops;

@@ -120,6 +120,7 @@ PT_EXPORT int pt_tracker_open(struct pt_tracker **out, void *addr, size_t len,
 	t->page_shift = (unsigned int)__builtin_ctzl((unsigned long)page_size);
 	t->npages = len >> t->page_shift;
 	t->owner = getpid();
+	pthread_mutex_init(&t->mark_lock, NULL);
 
 	if (o.backend != PT_BACKEND_AUTO) {
 		const struct pt_backend_ops *ops = backend_ops(o.backend);
@@ -160,9 +161,76 @@ err:
 	return ret;
 }
 
+PT_EXPORT int pt_tracker_mark(struct pt_tracker *t, uint64_t first, uint64_t count)
+{
+	if (!t || !count || first >= t->npages || count > t->npages - first)
+		return -EINVAL;
+	if (getpid() != t->owner)
+		return -ECHILD;
+	pthread_mutex_lock(&t->mark_lock);
+	if (!t->marked) {
+		t->marked = calloc((t->npages + 63) / 64, sizeof(*t->marked));
+		if (!t->marked) {
+			pthread_mutex_unlock(&t->mark_lock);
+			return -ENOMEM;
+		}
+	}
+	for (uint64_t p = first; p < first + count; p++)
+		t->marked[p / 64] |= 1ull << (p % 64);
+	t->any_marked = true;
+	pthread_mutex_unlock(&t->mark_lock);
+	return 0;
+}
+
+/*
+ * Fold what the backend reported into the marks, then rebuild t->out from
+ * them, so the result stays ascending and maximal.  Working in place needs
+ * no allocation but t->out's growth, and a failure leaves every reported
+ * page marked: the next collect reports it.  With reset the marks are
+ * consumed; without, they stay (those pages are still dirty anyway).
+ */
+static int merge_marks(struct pt_tracker *t, bool reset)
+{
+	size_t words = (t->npages + 63) / 64;
+	uint64_t *bits = t->marked;
+	uint64_t p = 0;
+	int ret = 0;
+
+	for (size_t i = 0; i < t->out.nr; i++)
+		for (uint64_t q = t->out.v[i].first; q < t->out.v[i].first + t->out.v[i].count; q++)
+			bits[q / 64] |= 1ull << (q % 64);
+	t->out.nr = 0;
+	while (p < t->npages && !ret) {
+		uint64_t end;
+
+		if (!(bits[p / 64] >> (p % 64))) {
+			p = (p / 64 + 1) * 64;
+			continue;
+		}
+		if (!(bits[p / 64] & (1ull << (p % 64)))) {
+			p++;
+			continue;
+		}
+		for (end = p + 1; end < t->npages && (bits[end / 64] & (1ull << (end % 64))); end++)
+			;
+		ret = pt_ranges_add(&t->out, p, end - p);
+		p = end;
+	}
+	if (ret) {
+		t->out.nr = 0;
+		return ret;
+	}
+	if (reset) {
+		memset(bits, 0, words * sizeof(*bits));
+		t->any_marked = false;
+	}
+	return 0;
+}
+
 PT_EXPORT int pt_tracker_collect(struct pt_tracker *t, unsigned int flags,
 				 const struct pt_range **ranges, size_t *nr)
 {
+	bool reset = flags & PT_COLLECT_RESET;
 	uint64_t pages = 0;
 	int ret;
 
@@ -173,9 +241,18 @@ PT_EXPORT int pt_tracker_collect(struct pt_tracker *t, unsigned int flags,
 	if (getpid() != t->owner)
 		return -ECHILD;
 	t->out.nr = 0;
-	ret = t->ops->collect(t, flags & PT_COLLECT_RESET);
+	ret = t->ops->collect(t, reset);
 	if (ret < 0)
 		return ret;
+	pthread_mutex_lock(&t->mark_lock);
+	if (t->any_marked)
+		ret = merge_marks(t, reset);
+	pthread_mutex_unlock(&t->mark_lock);
+	if (ret < 0) {
+		/* What the backend re-armed is in the marks now. */
+		pt_log(PT_LOG_ERROR, "collect: cannot merge marked pages: %s", strerror(-ret));
+		return ret;
+	}
 	for (size_t i = 0; i < t->out.nr; i++)
 		pages += t->out.v[i].count;
 	*ranges = t->out.v;
@@ -189,6 +266,12 @@ PT_EXPORT int pt_tracker_reset(struct pt_tracker *t)
 		return -EINVAL;
 	if (getpid() != t->owner)
 		return -ECHILD;
+	pthread_mutex_lock(&t->mark_lock);
+	if (t->any_marked) {
+		memset(t->marked, 0, (t->npages + 63) / 64 * sizeof(*t->marked));
+		t->any_marked = false;
+	}
+	pthread_mutex_unlock(&t->mark_lock);
 	return t->ops->reset(t);
 }
 
@@ -203,6 +286,8 @@ PT_EXPORT void pt_tracker_close(struct pt_tracker *t)
 	if (t->ops && (getpid() == t->owner || t->ops == &pt_uffd_ops))
 		t->ops->close(t);
 	pt_ranges_free(&t->out);
+	pthread_mutex_destroy(&t->mark_lock);
+	free(t->marked);
 	free(t);
 }
 

@@ -1,4 +1,4 @@
-/* tracker-basic: the seed scenario and reset/re-write, for every backend x memory kind. */
+/* tracker-basic: the seed scenario, reset/re-write and marks, for every backend x memory kind. */
 #include "harness.h"
 
 #define NPAGES 10
@@ -51,6 +51,25 @@ static bool seed_scenario(enum pt_backend b, struct mem *m, char *why, size_t wh
 		array[p * elems + 7] = p;
 	n = collect_map(t, PT_COLLECT_RESET, map, NPAGES, why, why_len);
 	CHECK(n == NPAGES, "all pages written, %d reported", n);
+
+	/* Pages marked by the caller are reported with the written ones, kept
+	 * by a collect without reset, consumed by one with reset. */
+	CHECK(pt_tracker_mark(t, 0, 0) == -EINVAL, "zero-length mark accepted");
+	CHECK(pt_tracker_mark(t, NPAGES - 1, 2) == -EINVAL, "mark past the end accepted");
+	CHECK(pt_tracker_mark(t, UINT64_MAX, 2) == -EINVAL, "overflowing mark accepted");
+	CHECK(pt_tracker_mark(t, 5, 2) == 0, "mark failed");
+	array[6 * elems] = 6;
+	array[8 * elems] = 8;
+	n = collect_map(t, 0, map, NPAGES, why, why_len);
+	CHECK(n == 3 && map[5] && map[6] && map[8], "marks + writes: %d pages (%s)", n, why);
+	n = collect_map(t, PT_COLLECT_RESET, map, NPAGES, why, why_len);
+	CHECK(n == 3 && map[5] && map[6] && map[8], "marks kept: %d pages (%s)", n, why);
+	n = collect_map(t, 0, map, NPAGES, why, why_len);
+	CHECK(n == 0, "marks not consumed by the reset: %d pages", n);
+	CHECK(pt_tracker_mark(t, 2, 1) == 0, "mark failed");
+	CHECK(pt_tracker_reset(t) == 0, "reset failed");
+	n = collect_map(t, 0, map, NPAGES, why, why_len);
+	CHECK(n == 0, "pt_tracker_reset kept a mark: %d pages", n);
 	pt_tracker_close(t);
 	return true;
 }
