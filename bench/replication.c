@@ -1,0 +1,1451 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * replication.c - what replication costs the writer and its readers, side
+ * by side in one run, on a region of --region-mib MiB (1 GiB by default;
+ * the targets are for 1 GiB) in a data directory made under $TMPDIR or
+ * /var/tmp and removed at the end (also on SIGINT, SIGTERM, SIGHUP):
+ *
+ *  1. stall: the time inside pt_region_sync() with 0, 100, 1,000 and 10,000
+ *     scattered dirty pages, for each durability policy: none and
+ *     background (the sync returns once the record is queued for the log
+ *     thread: durability not waited for) and on-sync (it returns once the
+ *     record is fdatasynced).  Next to them, in the same runs: memcpy of the
+ *     whole region into another pre-faulted buffer (refreshing a copy by
+ *     copying everything), fork() of this writer holding its region, and
+ *     fork() of a process holding the same size of populated private
+ *     anonymous memory (Redis's way to a consistent copy: the child's
+ *     copy-on-write view).
+ *  2. lag: from the return of a sync of 1,000 scattered dirty pages
+ *     (background policy) to a private replica in another process having
+ *     refreshed to that epoch; p50 and p99 over --lag-syncs syncs a run.
+ *  3. catch-up: a replica at epoch N whose next record the log no longer
+ *     holds (retention of 1 byte, small segments, a checkpoint) refreshes
+ *     from the image after 1%, 10% and 100% of the pages changed; next to
+ *     reading the whole image file.
+ *  4. durable: an on-sync pt_region_sync() of 1,000 dirty pages next to
+ *     pwrite + fdatasync of the same page bytes, appended to a file in the
+ *     region's data directory.
+ *
+ * Usage: replication [--reps N] [--json FILE] [--region-mib N] [--lag-syncs N]
+ * Each figure is the median of --reps runs (default 5, at least 3).  The
+ * targets of the replication issue are printed beside the figures as met
+ * or MISSED; they never change the exit status, which is 1 only when
+ * something that should work did not (an API call failed, a replica
+ * differs from the writer, a catch-up did not go through the image).
+ *
+ * Method notes:
+ *  - Regions are populated (MADV_POPULATE_READ: shmem pages exist, none is
+ *    reported written) before anything is timed.  Dirty pages get a new
+ *    64-bit value each time, so every record really changes them; the
+ *    write faults happen before the timed sync.
+ *  - Between timed syncs the bench waits, untimed, for the epoch to become
+ *    durable, so each sync finds the staging memory free: the figure is the
+ *    pause of a writer whose syncs are further apart than the log needs.
+ *  - Background checkpoints are off (PT_REGION_NO_CHECKPOINT_THREAD): they
+ *    never run on the sync path, and on a 2-core machine they would only
+ *    add noise; the catch-up section checkpoints explicitly.
+ *  - The full-copy buffer is shared anonymous memory: it costs memcpy the
+ *    same, and adds no page tables to the writer's own fork().  A fork()
+ *    of the writer copies no page table of its MAP_SHARED region (and the
+ *    child would see the writer's later writes: no consistent copy), so the
+ *    fork targets are checked against the private-memory fork.
+ *  - Ratio rows divide medians measured in the same runs, interleaved rep
+ *    by rep, so slow phases of a shared machine hit both sides.
+ *  - Correctness is checked outside the timing: every sync returns the
+ *    epoch it should, each region's replica equals its memory at the end
+ *    (byte for byte in this process, by XXH3 across processes), and each
+ *    catch-up copies exactly the changed pages from the image.
+ */
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <xxhash.h>
+
+#include "bench.h"
+#include "harness.h"
+
+#define SEED_DIRTY	0xc2b2ae3d27d4eb4full
+#define SEED_LAG	0x165667b19e3779f9ull
+#define SEED_CATCHUP	0x27d4eb2f165667c5ull
+#define LAG_PAGES	1000
+#define DURABLE_PAGES	1000
+#define CATCHUP_CHUNK	8192		/* pages per epoch while changing a share */
+#define HELPER_TIMEOUT_MS 30000		/* a helper that says nothing for this long failed */
+#define WAIT_MS		60000		/* pt_region_wait() bound */
+
+static long region_mib = 1024;
+static long lag_syncs = 100;
+
+static const struct bench_option options[] = {
+	{ "region-mib", "region size in MiB (targets at 1024; smaller for a quick run)", 64, 8192,
+	  &region_mib },
+	{ "lag-syncs", "syncs per lag run (p50 and p99 over them)", 20, 10000, &lag_syncs },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+static const uint64_t dirty_counts[] = { 0, 100, 1000, 10000 };
+
+static const struct {
+	enum pt_durability durability;
+	const char *method;
+	const char *dir;
+	bool waited;
+} policies[] = {
+	{ PT_DURABLE_NONE, "sync none", "stall-none", false },
+	{ PT_DURABLE_BACKGROUND, "sync background", "stall-background", false },
+	{ PT_DURABLE_ON_SYNC, "sync on-sync", "stall-on-sync", true },
+};
+
+static const struct {
+	uint64_t pages;
+	double ms;
+	const char *text;
+} stall_targets[] = { { 100, 0.5, "<= 0.5 ms" }, { 1000, 1.5, "<= 1.5 ms" },
+		      { 10000, 8, "<= 8 ms" } };
+
+static size_t ps;
+static unsigned int page_shift;
+static uint64_t npages;
+static size_t region_len;
+static bool at_target_size;		/* region is 1 GiB: the size-bound targets apply */
+static uint64_t stamp;			/* the value of the next page write, never repeats */
+static char top_dir[200];
+
+/* ---- the library's last message, to explain a failure ----------------- */
+
+static char last_log[512];
+
+static void keep_log(enum pt_log_level level, const char *msg, void *arg)
+{
+	(void)level;
+	(void)arg;
+	snprintf(last_log, sizeof(last_log), "%s", msg);
+}
+
+static const char *log_suffix(void)
+{
+	static char buf[600];
+
+	snprintf(buf, sizeof(buf), "%s%s", last_log[0] ? "; library: " : "", last_log);
+	last_log[0] = '\0';
+	return buf;
+}
+
+static const char *err_str(int64_t err)
+{
+	return err < 0 ? strerror((int)-err) : "unexpected value";
+}
+
+/* ---- the data directory ------------------------------------------------ */
+
+struct linux_dirent64_ {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+/*
+ * Remove everything in the directory open as dirfd, one level of
+ * subdirectories deep.  Plain system calls only: it also runs from the
+ * signal handler.
+ */
+static void empty_dir(int dirfd, int depth)
+{
+	char buf[4096] __attribute__((aligned(8)));
+	bool removed = true;
+
+	/* Entries removed while reading may shift what getdents returns:
+	 * go round until a pass removes nothing. */
+	while (removed) {
+		long n;
+
+		removed = false;
+		lseek(dirfd, 0, SEEK_SET);
+		while ((n = syscall(SYS_getdents64, dirfd, buf, sizeof(buf))) > 0) {
+			for (long off = 0; off < n;) {
+				struct linux_dirent64_ *d = (struct linux_dirent64_ *)(buf + off);
+
+				off += d->d_reclen;
+				if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, ".."))
+					continue;
+				if (!unlinkat(dirfd, d->d_name, 0)) {
+					removed = true;
+					continue;
+				}
+				if (errno == EISDIR && depth > 0) {
+					int sub = openat(dirfd, d->d_name,
+							 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+					if (sub >= 0) {
+						empty_dir(sub, depth - 1);
+						close(sub);
+					}
+					if (!unlinkat(dirfd, d->d_name, AT_REMOVEDIR))
+						removed = true;
+				}
+			}
+		}
+	}
+}
+
+static void remove_tree(const char *path, int depth)
+{
+	int fd;
+
+	if (!path[0])
+		return;
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	empty_dir(fd, depth);
+	close(fd);
+	rmdir(path);
+}
+
+static void sub_path(char *buf, size_t len, const char *name)
+{
+	snprintf(buf, len, "%s/%s", top_dir, name);
+}
+
+/* ---- helper processes ------------------------------------------------- */
+
+/*
+ * Two helpers, forked at the start while this process is small and has no
+ * threads: a forker (maps and populates private memory, then times fork())
+ * and a reader (follows the lag region with a private replica).  Fixed-size
+ * messages on pipes, both ways; a helper exits when its command pipe closes.
+ */
+enum msg_kind {
+	CMD_MAP = 1,	/* forker: map and populate value bytes */
+	CMD_FORK,	/* forker: time one fork() */
+	CMD_UNMAP,	/* forker: release the memory */
+	CMD_OPEN,	/* reader: open a private replica of the lag region */
+	CMD_RUN,	/* reader: refresh in a loop, report each new epoch */
+	CMD_STOP,	/* reader: stop the loop, report the copy's hash */
+	MSG_REPLY,
+	MSG_EPOCH,	/* reader: refreshed to epoch at t_ns */
+	MSG_DONE,	/* reader: stopped at epoch, copy hash */
+};
+
+struct msg {
+	int32_t kind;
+	int32_t err;		/* 0 or -errno */
+	int64_t epoch;
+	double t_ns;		/* CLOCK_MONOTONIC: the same clock in every process */
+	double value;
+	uint64_t hash;
+};
+
+struct helper {
+	pid_t pid;
+	int cmd;		/* we write */
+	int reply;		/* we read */
+};
+
+static struct helper forker = { -1, -1, -1 }, reader = { -1, -1, -1 };
+
+static bool write_msg(int fd, const struct msg *m)
+{
+	ssize_t n;
+
+	do
+		n = write(fd, m, sizeof(*m));
+	while (n < 0 && errno == EINTR);
+	return n == (ssize_t)sizeof(*m);
+}
+
+/* 1: a message; 0: the other end closed; -1: error or timeout (errno). */
+static int read_msg(int fd, struct msg *m, int timeout_ms)
+{
+	size_t got = 0;
+
+	while (got < sizeof(*m)) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int r = poll(&p, 1, timeout_ms);
+		ssize_t n;
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r == 0)
+			errno = ETIMEDOUT;
+		if (r <= 0)
+			return -1;
+		n = read(fd, (char *)m + got, sizeof(*m) - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			return 0;
+		got += (size_t)n;
+	}
+	return 1;
+}
+
+/* A helper's request: send cmd, wait for its reply.  Returns 0 or -errno. */
+static int helper_call(struct helper *h, struct msg *cmd, struct msg *reply)
+{
+	int r;
+
+	if (h->pid <= 0 || !write_msg(h->cmd, cmd))
+		return -EPIPE;
+	r = read_msg(h->reply, reply, HELPER_TIMEOUT_MS);
+	if (r <= 0)
+		return r ? -errno : -EPIPE;
+	return reply->kind == MSG_REPLY ? reply->err : -EPROTO;
+}
+
+static void forker_main(int cmd_fd, int reply_fd)
+{
+	char *mem = MAP_FAILED;
+	size_t len = 0;
+	struct msg c;
+
+	while (read_msg(cmd_fd, &c, -1) == 1) {
+		struct msg m = { .kind = MSG_REPLY };
+
+		switch (c.kind) {
+		case CMD_MAP:
+			len = (size_t)c.value;
+			mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+				   -1, 0);
+			/* 4 KiB pages, as a database's heap after THP is turned
+			 * off (Redis asks for that): a huge page forks as one
+			 * entry and would flatter fork(). */
+			if (mem == MAP_FAILED || madvise(mem, len, MADV_NOHUGEPAGE)) {
+				m.err = -errno;
+			} else if (madvise(mem, len, MADV_POPULATE_WRITE)) {
+				if (errno != EINVAL)
+					m.err = -errno;
+				else
+					for (size_t o = 0; o < len; o += ps)
+						mem[o] = 1;
+			}
+			break;
+		case CMD_FORK: {
+			double t0 = bench_now_ns();
+			pid_t pid = fork();
+			double t1 = bench_now_ns();
+
+			if (pid == 0)
+				_exit(0);
+			if (pid < 0) {
+				m.err = -errno;
+				break;
+			}
+			m.value = (t1 - t0) / 1e6;
+			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+				;
+			break;
+		}
+		case CMD_UNMAP:
+			if (mem != MAP_FAILED)
+				munmap(mem, len);
+			mem = MAP_FAILED;
+			break;
+		default:
+			m.err = -EINVAL;
+		}
+		if (!write_msg(reply_fd, &m))
+			break;
+	}
+	_exit(0);
+}
+
+/* Refresh until told to stop, reporting every new epoch with its time. */
+static void reader_run(struct pt_replica *rep, int cmd_fd, int reply_fd, size_t len)
+{
+	uint64_t last = pt_replica_epoch(rep);
+
+	for (;;) {
+		int64_t e = pt_replica_refresh(rep, 100);
+		double t = bench_now_ns();
+		struct pollfd p = { .fd = cmd_fd, .events = POLLIN };
+		struct msg c;
+
+		if (e < 0) {
+			write_msg(reply_fd, &(struct msg){ .kind = MSG_DONE, .err = (int32_t)e });
+			return;
+		}
+		if ((uint64_t)e > last) {
+			last = (uint64_t)e;
+			if (!write_msg(reply_fd, &(struct msg){ .kind = MSG_EPOCH, .epoch = e,
+								.t_ns = t }))
+				return;
+		}
+		if (poll(&p, 1, 0) <= 0)
+			continue;
+		if (read_msg(cmd_fd, &c, -1) != 1)
+			return;
+		/* CMD_STOP (or anything else: stop too). */
+		write_msg(reply_fd, &(struct msg){
+			.kind = MSG_DONE, .epoch = (int64_t)pt_replica_epoch(rep),
+			.hash = XXH3_64bits(pt_replica_base(rep), len) });
+		return;
+	}
+}
+
+static void reader_main(int cmd_fd, int reply_fd)
+{
+	struct pt_replica *rep = NULL;
+	char dir[256];
+	struct msg c;
+
+	sub_path(dir, sizeof(dir), "lag");
+	while (read_msg(cmd_fd, &c, -1) == 1) {
+		struct msg m = { .kind = MSG_REPLY };
+		int ret;
+
+		switch (c.kind) {
+		case CMD_OPEN:
+			pt_replica_close(rep);
+			rep = NULL;
+			ret = pt_replica_open(&rep, dir, NULL);
+			m.err = ret;
+			m.epoch = ret ? 0 : (int64_t)pt_replica_epoch(rep);
+			break;
+		case CMD_RUN:
+			if (!rep) {
+				m.err = -EBADF;
+				break;
+			}
+			if (!write_msg(reply_fd, &m))
+				goto out;
+			reader_run(rep, cmd_fd, reply_fd, (size_t)c.value);
+			continue;
+		default:
+			m.err = -EINVAL;
+		}
+		if (!write_msg(reply_fd, &m))
+			break;
+	}
+out:
+	pt_replica_close(rep);
+	_exit(0);
+}
+
+static int helper_start(struct helper *h, void (*fn)(int, int))
+{
+	int to[2], from[2];
+
+	if (pipe2(to, O_CLOEXEC))
+		return -errno;
+	if (pipe2(from, O_CLOEXEC)) {
+		close(to[0]);
+		close(to[1]);
+		return -errno;
+	}
+	fflush(NULL);
+	h->pid = fork();
+	if (h->pid == 0) {
+		/* Die with the bench; only the bench cleans up. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
+		close(to[1]);
+		close(from[0]);
+		if (forker.cmd >= 0)
+			close(forker.cmd);
+		if (forker.reply >= 0)
+			close(forker.reply);
+		fn(to[0], from[1]);
+		_exit(0);
+	}
+	close(to[0]);
+	close(from[1]);
+	if (h->pid < 0) {
+		close(to[1]);
+		close(from[0]);
+		return -errno;
+	}
+	h->cmd = to[1];
+	h->reply = from[0];
+	return 0;
+}
+
+static void helper_stop(struct helper *h)
+{
+	if (h->cmd >= 0)
+		close(h->cmd);	/* the helper sees EOF and exits */
+	if (h->reply >= 0)
+		close(h->reply);
+	if (h->pid > 0)
+		while (waitpid(h->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	h->pid = h->cmd = h->reply = -1;
+}
+
+static void on_signal(int sig)
+{
+	if (forker.pid > 0)
+		kill(forker.pid, SIGKILL);
+	if (reader.pid > 0)
+		kill(reader.pid, SIGKILL);
+	remove_tree(top_dir, 1);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* ---- memory and pages -------------------------------------------------- */
+
+/* Touch one byte a page where MADV_POPULATE_* (Linux 5.14) is missing. */
+static int populate(char *addr, size_t len, bool write)
+{
+	if (!madvise(addr, len, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
+		return 0;
+	if (errno != EINVAL)
+		return -errno;
+	for (size_t o = 0; o < len; o += ps) {
+		if (write)
+			((volatile char *)addr)[o] = 0;
+		else
+			(void)((volatile char *)addr)[o];
+	}
+	return 0;
+}
+
+/* Map len bytes of pre-faulted memory; MAP_FAILED with errno on failure. */
+static char *map_populated(size_t len, int share_flag)
+{
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, share_flag | MAP_ANONYMOUS, -1, 0);
+	int ret;
+
+	if (p == MAP_FAILED)
+		return p;
+	ret = populate(p, len, true);
+	if (ret) {
+		munmap(p, len);
+		errno = -ret;
+		return MAP_FAILED;
+	}
+	return p;
+}
+
+/* A random permutation of [0, n), the same every run (Fisher-Yates). */
+static uint64_t *permutation(uint64_t n, uint64_t seed)
+{
+	uint64_t *v = malloc(n * sizeof(*v));
+
+	if (!v)
+		return NULL;
+	for (uint64_t i = 0; i < n; i++)
+		v[i] = i;
+	for (uint64_t i = n - 1; i > 0; i--) {
+		uint64_t j = rnd_next(&seed) % (i + 1), x = v[i];
+
+		v[i] = v[j];
+		v[j] = x;
+	}
+	return v;
+}
+
+/* Make v[0..k) a fresh random choice of k distinct pages (partial shuffle). */
+static void pick(uint64_t *v, uint64_t n, uint64_t k, uint64_t *seed)
+{
+	for (uint64_t i = 0; i < k && i < n; i++) {
+		uint64_t j = i + rnd_next(seed) % (n - i), x = v[i];
+
+		v[i] = v[j];
+		v[j] = x;
+	}
+}
+
+/* Give each listed page a value it never had. */
+static void write_pages(char *base, const uint64_t *pages, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++)
+		*(volatile uint64_t *)(base + (pages[i] << page_shift)) = ++stamp;
+}
+
+static const char *dirty_label(char *buf, size_t len, uint64_t count)
+{
+	if (count)
+		snprintf(buf, len, "%llu dirty", (unsigned long long)count);
+	else
+		snprintf(buf, len, "idle");
+	return buf;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of n sorted values. */
+static double percentile(const double *sorted, size_t n, double p)
+{
+	size_t rank = (size_t)ceil(p * (double)n);
+
+	if (!n)
+		return NAN;
+	return sorted[rank ? rank - 1 : 0];
+}
+
+/* ---- regions ---------------------------------------------------------- */
+
+struct region_cfg {
+	enum pt_durability durability;
+	uint64_t retain_bytes, segment_bytes;	/* 0: defaults */
+	bool populate;
+};
+
+/*
+ * Create the region top_dir/name, populate it, and make epoch 1 (empty).
+ * Prints a failed row (section, method) and returns NULL on failure.
+ */
+static struct pt_region *region_new(const char *name, const struct region_cfg *cfg,
+				    const char *method, char *dir, size_t dir_len)
+{
+	struct pt_region_opts o = {
+		.sz = sizeof(o), .durability = cfg->durability,
+		.flags = PT_REGION_NO_CHECKPOINT_THREAD, .retain_bytes = cfg->retain_bytes,
+		.segment_bytes = cfg->segment_bytes,
+	};
+	struct pt_region *r;
+	int64_t e;
+	int ret;
+
+	sub_path(dir, dir_len, name);
+	ret = pt_region_create(&r, dir, region_len, &o);
+	if (ret) {
+		bench_failed("memfd", method, "-", "pt_region_create(%s): %s%s", dir, strerror(-ret),
+			     log_suffix());
+		return NULL;
+	}
+	if (cfg->populate) {
+		ret = populate(pt_region_base(r), region_len, false);
+		if (ret) {
+			bench_failed("memfd", method, "-", "populating the region: %s",
+				     strerror(-ret));
+			goto err;
+		}
+	}
+	e = pt_region_sync(r);
+	if (e != 1) {
+		bench_failed("memfd", method, "-", "first sync returned %lld: %s%s", (long long)e,
+			     err_str(e), log_suffix());
+		goto err;
+	}
+	ret = pt_region_wait(r, 1, PT_LEVEL_DURABLE, WAIT_MS);
+	if (ret) {
+		bench_failed("memfd", method, "-", "epoch 1 not durable: %s%s", strerror(-ret),
+			     log_suffix());
+		goto err;
+	}
+	return r;
+err:
+	pt_region_close(r);
+	remove_tree(dir, 0);
+	return NULL;
+}
+
+/* Close and delete; a failed close is a failure (epochs not durable). */
+static bool region_done(struct pt_region *r, const char *dir, const char *method)
+{
+	int ret = pt_region_close(r);
+
+	remove_tree(dir, 0);
+	if (ret) {
+		bench_failed("memfd", method, "close", "pt_region_close: %s%s", strerror(-ret),
+			     log_suffix());
+		return false;
+	}
+	return true;
+}
+
+/* A private replica in this process must equal the writer at its epoch. */
+static bool verify_by_replica(struct pt_region *r, const char *dir, const char *method)
+{
+	int64_t e = pt_region_epoch(r);
+	struct pt_replica *rep;
+	int ret;
+
+	ret = pt_region_wait(r, (uint64_t)e, PT_LEVEL_PUBLISHED, WAIT_MS);
+	if (ret) {
+		bench_failed("memfd", method, "verify", "epoch %lld not published: %s%s",
+			     (long long)e, strerror(-ret), log_suffix());
+		return false;
+	}
+	ret = pt_replica_open(&rep, dir, NULL);
+	if (ret) {
+		bench_failed("memfd", method, "verify", "pt_replica_open: %s%s", strerror(-ret),
+			     log_suffix());
+		return false;
+	}
+	if ((int64_t)pt_replica_epoch(rep) != e ||
+	    memcmp(pt_replica_base(rep), pt_region_base(r), region_len)) {
+		bench_failed("memfd", method, "verify",
+			     "a replica at epoch %llu differs from the writer at epoch %lld",
+			     (unsigned long long)pt_replica_epoch(rep), (long long)e);
+		pt_replica_close(rep);
+		return false;
+	}
+	pt_replica_close(rep);
+	return true;
+}
+
+/* ---- 1. writer stall per sync, and the other ways to a copy -------------- */
+
+/* Time one sync after dirtying count pages; checks the epoch it returns. */
+static bool timed_sync(struct pt_region *r, const char *method, const uint64_t *pages,
+		       uint64_t count, bool waited, double *ms)
+{
+	int64_t before = pt_region_epoch(r), e;
+	char label[32];
+	double t0;
+	int ret;
+
+	write_pages(pt_region_base(r), pages, count);
+	t0 = bench_now_ns();
+	e = pt_region_sync(r);
+	*ms = (bench_now_ns() - t0) / 1e6;
+	dirty_label(label, sizeof(label), count);
+	if (e < 0 || e != before + (count ? 1 : 0)) {
+		bench_failed("memfd", method, label, "sync returned %lld after epoch %lld: %s%s",
+			     (long long)e, (long long)before, err_str(e), log_suffix());
+		return false;
+	}
+	/* Untimed: the next sync must find the staging memory free. */
+	ret = waited ? 0 : pt_region_wait(r, (uint64_t)e, PT_LEVEL_DURABLE, WAIT_MS);
+	if (ret) {
+		bench_failed("memfd", method, label, "epoch %lld not durable: %s%s", (long long)e,
+			     strerror(-ret), log_suffix());
+		return false;
+	}
+	return true;
+}
+
+static void ratio_row(const char *method, const char *variant, double num, double den,
+		      double limit, const char *text, const char *note)
+{
+	struct bench_samples s = { 0 };
+	struct bench_row row = { .memory = "memfd", .method = method, .variant = variant,
+				 .unit = "x", .samples = &s, .note = note };
+
+	if (isnan(num) || isnan(den) || den <= 0) {
+		bench_unavailable("memfd", method, variant, "needs both figures from this run");
+		return;
+	}
+	bench_add_sample(&s, num / den);
+	if (text)
+		row.targets[row.ntargets++] = (struct bench_target){ BENCH_AT_LEAST, limit, text };
+	bench_row(&row);
+}
+
+/*
+ * fork() of this process, the writer, holding its region: the child exits
+ * at once and is reaped outside the timing.  Run after the timed syncs of
+ * that region: the fork leaves the writer's private memory (the staging
+ * ring among it) copy-on-write, and the next syncs would pay a write fault
+ * per staging page.
+ */
+static bool fork_writer(struct bench_samples *s)
+{
+	for (int rep = 0; rep < bench_opts.reps; rep++) {
+		double t0, t1;
+		pid_t pid;
+
+		fflush(NULL);
+		t0 = bench_now_ns();
+		pid = fork();
+		t1 = bench_now_ns();
+		if (pid == 0)
+			_exit(0);
+		if (pid < 0) {
+			bench_failed("memfd", "fork() of this writer", "-", "fork: %s",
+				     strerror(errno));
+			return false;
+		}
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		bench_add_sample(s, (t1 - t0) / 1e6);
+	}
+	return true;
+}
+
+static void stall_rows(size_t pi, struct bench_samples *samples, double *med)
+{
+	char label[32];
+
+	for (size_t di = 0; di < BENCH_ARRAY_SIZE(dirty_counts); di++) {
+		struct bench_row row = { .memory = "memfd", .method = policies[pi].method,
+					 .samples = &samples[di] };
+
+		if (dirty_counts[di] > npages)
+			continue;
+		row.variant = dirty_label(label, sizeof(label), dirty_counts[di]);
+		for (size_t ti = 0; ti < BENCH_ARRAY_SIZE(stall_targets); ti++)
+			if (stall_targets[ti].pages == dirty_counts[di] && !policies[pi].waited &&
+			    at_target_size)
+				row.targets[row.ntargets++] = (struct bench_target){
+					BENCH_AT_MOST, stall_targets[ti].ms, stall_targets[ti].text
+				};
+		if (di == 0)
+			row.note = policies[pi].waited ?
+				"durable before return: collect, copy, then the log thread's "
+				"checksum, pwrite and fdatasync" :
+				"returns once queued to the log thread (checksum, pwrite, "
+				"publish happen after)";
+		bench_row(&row);
+		med[di] = bench_median(&samples[di]);
+	}
+}
+
+static void stall_section(const uint64_t *perm)
+{
+	enum { NPOL = BENCH_ARRAY_SIZE(policies) };
+	struct bench_samples stall[NPOL][BENCH_ARRAY_SIZE(dirty_counts)];
+	struct bench_samples s_copy = { 0 }, s_fork_anon = { 0 }, s_fork_writer = { 0 };
+	double med[NPOL][BENCH_ARRAY_SIZE(dirty_counts)];
+	struct pt_region *regions[NPOL] = { NULL };
+	char title[200], dirs[NPOL][256];
+	bool ok = true, forker_mapped = false;
+	char *copy = MAP_FAILED;
+	struct msg m;
+	int ret;
+
+	memset(stall, 0, sizeof(stall));
+	for (size_t pi = 0; pi < NPOL; pi++)
+		for (size_t di = 0; di < BENCH_ARRAY_SIZE(dirty_counts); di++)
+			med[pi][di] = NAN;
+	snprintf(title, sizeof(title),
+		 "writer stall per sync (time inside pt_region_sync), %ld MiB region, vs a full copy "
+		 "and fork()", region_mib);
+	bench_section("stall", title, "ms");
+
+	/* The baselines' memory, populated once. */
+	copy = map_populated(region_len, MAP_SHARED);
+	if (copy == MAP_FAILED) {
+		bench_failed("memfd", "memcpy whole region", "-", "copy buffer: %s",
+			     strerror(errno));
+		ok = false;
+	}
+	ret = helper_call(&forker, &(struct msg){ .kind = CMD_MAP, .value = (double)region_len },
+			  &m);
+	if (ret)
+		bench_failed("anon", "fork() private memory", "-", "forker: %s", strerror(-ret));
+	else
+		forker_mapped = true;
+	for (size_t pi = 0; pi < NPOL && ok; pi++) {
+		const struct region_cfg cfg = { .durability = policies[pi].durability,
+						.populate = true };
+
+		regions[pi] = region_new(policies[pi].dir, &cfg, policies[pi].method, dirs[pi],
+					 sizeof(dirs[pi]));
+		ok = regions[pi] != NULL;
+	}
+
+	/* Every rep: the baselines, then each policy in turn, starting with a
+	 * different one each time; a drifting machine load hits them all. */
+	for (int rep = 0; rep < bench_opts.reps && ok; rep++) {
+		double t0 = bench_now_ns();
+
+		memcpy(copy, pt_region_base(regions[0]), region_len);
+		bench_add_sample(&s_copy, (bench_now_ns() - t0) / 1e6);
+		if (forker_mapped) {
+			ret = helper_call(&forker, &(struct msg){ .kind = CMD_FORK }, &m);
+			if (ret) {
+				bench_failed("anon", "fork() private memory", "-", "forker: %s",
+					     strerror(-ret));
+				forker_mapped = false;
+			} else {
+				bench_add_sample(&s_fork_anon, m.value);
+			}
+		}
+		for (size_t k = 0; k < NPOL && ok; k++) {
+			size_t pi = ((size_t)rep + k) % NPOL;
+			double ms;
+
+			/* An untimed idle sync first: each policy's figures
+			 * start from the same state. */
+			ok = timed_sync(regions[pi], policies[pi].method, perm, 0, true, &ms);
+			for (size_t di = 0; di < BENCH_ARRAY_SIZE(dirty_counts) && ok; di++) {
+				if (dirty_counts[di] > npages)
+					continue;
+				ok = timed_sync(regions[pi], policies[pi].method, perm,
+						dirty_counts[di], policies[pi].waited, &ms);
+				bench_add_sample(&stall[pi][di], ms);
+			}
+		}
+	}
+	if (copy != MAP_FAILED)
+		munmap(copy, region_len);
+	if (forker_mapped)
+		helper_call(&forker, &(struct msg){ .kind = CMD_UNMAP }, &m);
+	/* Last, fork() of the writer holding its one region: the others are
+	 * closed first, and its syncs are done (see fork_writer()). */
+	for (size_t pi = NPOL; pi-- > 0;) {
+		if (!regions[pi])
+			continue;
+		if (ok && pi == 0)
+			ok = fork_writer(&s_fork_writer);
+		if (ok)
+			ok = verify_by_replica(regions[pi], dirs[pi], policies[pi].method);
+		ok = region_done(regions[pi], dirs[pi], policies[pi].method) && ok;
+	}
+	if (!ok)
+		return;
+	for (size_t pi = 0; pi < NPOL; pi++) {
+		stall_rows(pi, stall[pi], med[pi]);
+		if (pi)
+			continue;
+		bench_row(&(struct bench_row){ .memory = "memfd", .method = "memcpy whole region",
+					       .variant = "-", .samples = &s_copy });
+		bench_row(&(struct bench_row){
+			.memory = "memfd", .method = "fork() of this writer", .variant = "-",
+			.samples = &s_fork_writer,
+			.note = "MAP_SHARED region: fork() copies none of its page tables, and "
+				"the child would see later writes (no consistent copy)" });
+		if (s_fork_anon.n)
+			bench_row(&(struct bench_row){
+				.memory = "anon", .method = "fork() private memory",
+				.variant = "populated", .samples = &s_fork_anon,
+				.note = "a process holding the region's size in private 4 KiB "
+					"pages: Redis's copy-on-write snapshot" });
+	}
+
+	/* At 100 dirty pages: <= 1/20 of fork() and <= 1/50 of the full copy. */
+	bench_section("stall-ratio", "other ways to a consistent copy, over the stall at 100 dirty pages",
+		      "x");
+	for (size_t pi = 0; pi < NPOL; pi++) {
+		char method[48];
+
+		if (policies[pi].waited || npages < 100)
+			continue;
+		snprintf(method, sizeof(method), "fork anon / %s", policies[pi].method);
+		ratio_row(method, "100 dirty", s_fork_anon.n ? bench_median(&s_fork_anon) : NAN,
+			  med[pi][1], 20, at_target_size ? ">= 20x" : NULL, NULL);
+		snprintf(method, sizeof(method), "memcpy / %s", policies[pi].method);
+		ratio_row(method, "100 dirty", bench_median(&s_copy), med[pi][1], 50,
+			  at_target_size ? ">= 50x" : NULL, NULL);
+		snprintf(method, sizeof(method), "fork writer / %s", policies[pi].method);
+		ratio_row(method, "100 dirty", bench_median(&s_fork_writer), med[pi][1], 0, NULL,
+			  pi == 0 ? "no target: that fork() gives no consistent copy of shared memory"
+				  : NULL);
+	}
+}
+
+/* ---- 2. replica lag ---------------------------------------------------- */
+
+/*
+ * Replica lag with the writer on a policy that does not wait for
+ * durability (with on-sync the epoch is published before sync returns).
+ */
+static void lag_run(enum pt_durability durability, const char *policy)
+{
+	const struct region_cfg cfg = { .durability = durability, .populate = true };
+	struct bench_samples s50 = { 0 }, s99 = { 0 };
+	uint64_t *pages = NULL, seed = SEED_LAG, early = 0;
+	double *lag = NULL, worst = 0;
+	char dir[256], note[200], method[48], m50[48], m99[48];
+	struct pt_region *r = NULL;
+	bool ok = false, running = false;
+	struct msg m;
+	int ret;
+
+	snprintf(method, sizeof(method), "lag, %s", policy);
+	snprintf(m50, sizeof(m50), "lag p50, %s", policy);
+	snprintf(m99, sizeof(m99), "lag p99, %s", policy);
+	if (npages < LAG_PAGES) {
+		bench_unavailable("memfd", method, "-", "region smaller than %d pages", LAG_PAGES);
+		return;
+	}
+	pages = permutation(npages, SEED_LAG);
+	lag = malloc((size_t)lag_syncs * sizeof(*lag));
+	if (!pages || !lag) {
+		bench_failed("memfd", method, "-", "out of memory");
+		goto out;
+	}
+	r = region_new("lag", &cfg, method, dir, sizeof(dir));
+	if (!r)
+		goto out;
+	ret = helper_call(&reader, &(struct msg){ .kind = CMD_OPEN }, &m);
+	if (ret || m.epoch != 1) {
+		bench_failed("memfd", method, "-", "replica in the reader process: %s, epoch %lld",
+			     ret ? strerror(-ret) : "opened", (long long)m.epoch);
+		goto out;
+	}
+	ret = helper_call(&reader, &(struct msg){ .kind = CMD_RUN, .value = (double)region_len },
+			  &m);
+	if (ret) {
+		bench_failed("memfd", method, "-", "reader: %s", strerror(-ret));
+		goto out;
+	}
+	running = true;
+	for (int rep = 0; rep < bench_opts.reps; rep++) {
+		for (long i = 0; i < lag_syncs; i++) {
+			int64_t before = pt_region_epoch(r), e;
+			double t_sync;
+
+			pick(pages, npages, LAG_PAGES, &seed);
+			write_pages(pt_region_base(r), pages, LAG_PAGES);
+			e = pt_region_sync(r);
+			t_sync = bench_now_ns();
+			if (e != before + 1) {
+				bench_failed("memfd", method, "-", "sync returned %lld after %lld: %s%s",
+					     (long long)e, (long long)before, err_str(e),
+					     log_suffix());
+				goto out;
+			}
+			/* The reader reports every epoch it reaches; the next
+			 * sync waits for it, so each epoch is timed alone. */
+			do {
+				ret = read_msg(reader.reply, &m, HELPER_TIMEOUT_MS);
+				if (ret <= 0 || m.kind != MSG_EPOCH) {
+					bench_failed("memfd", method, "-",
+						     "no epoch %lld from the replica process: %s",
+						     (long long)e,
+						     ret < 0 ? strerror(errno) :
+						     ret == 0 ? "it exited" : m.kind == MSG_DONE ?
+						     err_str(m.err) : "unexpected message");
+					running = false;
+					goto out;
+				}
+			} while (m.epoch < e);
+			if (m.epoch != e) {
+				bench_failed("memfd", method, "-",
+					     "the replica reports epoch %lld, the writer made %lld",
+					     (long long)m.epoch, (long long)e);
+				goto out;
+			}
+			/* The log thread may publish before sync returns. */
+			lag[i] = (m.t_ns - t_sync) / 1e6;
+			if (lag[i] < 0) {
+				lag[i] = 0;
+				early++;
+			}
+			if (lag[i] > worst)
+				worst = lag[i];
+		}
+		qsort(lag, (size_t)lag_syncs, sizeof(*lag), cmp_double);
+		bench_add_sample(&s50, percentile(lag, (size_t)lag_syncs, 0.50));
+		bench_add_sample(&s99, percentile(lag, (size_t)lag_syncs, 0.99));
+	}
+	/* The copy in the other process must equal the writer's memory. */
+	running = false;
+	if (!write_msg(reader.cmd, &(struct msg){ .kind = CMD_STOP })) {
+		bench_failed("memfd", method, "-", "reader gone");
+		goto out;
+	}
+	do
+		ret = read_msg(reader.reply, &m, HELPER_TIMEOUT_MS);
+	while (ret == 1 && m.kind == MSG_EPOCH);
+	if (ret != 1 || m.kind != MSG_DONE || m.err) {
+		bench_failed("memfd", method, "-", "reader did not stop cleanly: %s",
+			     ret == 1 ? err_str(m.err) : "no answer");
+		goto out;
+	}
+	if (m.epoch != pt_region_epoch(r) ||
+	    m.hash != XXH3_64bits(pt_region_base(r), region_len)) {
+		bench_failed("memfd", method, "-",
+			     "the replica process's copy at epoch %lld differs from the writer at %lld",
+			     (long long)m.epoch, (long long)pt_region_epoch(r));
+		goto out;
+	}
+	ok = true;
+out:
+	if (running) {
+		/* Leave the reader idle for the next use (or its exit). */
+		write_msg(reader.cmd, &(struct msg){ .kind = CMD_STOP });
+		do
+			ret = read_msg(reader.reply, &m, 5000);
+		while (ret == 1 && m.kind == MSG_EPOCH);
+	}
+	if (r && !region_done(r, dir, method))
+		ok = false;
+	if (ok) {
+		snprintf(note, sizeof(note),
+			 "worst %.2f ms; %llu of %ld syncs published before sync returned (lag 0)",
+			 worst, (unsigned long long)early, lag_syncs * bench_opts.reps);
+		bench_row(&(struct bench_row){
+			.memory = "memfd", .method = m50, .variant = "1000 dirty",
+			.samples = &s50, .ntargets = 1,
+			.targets = { { BENCH_AT_MOST, 1, "<= 1 ms" } } });
+		bench_row(&(struct bench_row){ .memory = "memfd", .method = m99,
+					       .variant = "1000 dirty", .samples = &s99,
+					       .note = note });
+	}
+	free(pages);
+	free(lag);
+}
+
+static void lag_section(void)
+{
+	char title[200];
+
+	snprintf(title, sizeof(title),
+		 "replica lag: sync return to a private replica in another process refreshed to "
+		 "that epoch, %d dirty pages, p50 and p99 of %ld syncs a run", LAG_PAGES, lag_syncs);
+	bench_section("lag", title, "ms");
+	lag_run(PT_DURABLE_BACKGROUND, "background");
+	lag_run(PT_DURABLE_NONE, "none");
+}
+
+/* ---- 3. catch-up from the image ---------------------------------------- */
+
+/* Time reading the whole image file into buf (len bytes, pre-faulted). */
+static int read_image(const char *dir, char *buf, size_t len, double *ms)
+{
+	char path[300];
+	size_t done = 0;
+	double t0;
+	int fd, ret = 0;
+
+	snprintf(path, sizeof(path), "%s/image", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	t0 = bench_now_ns();
+	while (done < len) {
+		size_t want = len - done < (64u << 20) ? len - done : (64u << 20);
+		ssize_t n = pread(fd, buf + done, want, (off_t)done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			ret = n < 0 ? -errno : -ENODATA;
+			break;
+		}
+		done += (size_t)n;
+	}
+	*ms = (bench_now_ns() - t0) / 1e6;
+	close(fd);
+	return ret;
+}
+
+static void catchup_section(void)
+{
+	static const struct {
+		unsigned int percent;
+		const char *label;
+	} shares[] = { { 1, "1% changed" }, { 10, "10% changed" }, { 100, "100% changed" } };
+	/* One byte of retention and one record a segment: a checkpoint drops
+	 * every segment but the newest, so the replica must go through the
+	 * image. */
+	const struct region_cfg cfg = { .durability = PT_DURABLE_NONE, .retain_bytes = 1,
+					.segment_bytes = 1 };
+	const char *method = "refresh from image";
+	struct bench_samples s_catch[BENCH_ARRAY_SIZE(shares)], s_image = { 0 };
+	uint64_t *pages = NULL, seed = SEED_CATCHUP;
+	struct pt_replica *rep = NULL;
+	struct pt_region *r = NULL;
+	char title[200], dir[256], path[300], note[160];
+	char *img = MAP_FAILED;
+	size_t img_len = 0;
+	struct stat st;
+	bool ok = false;
+	int ret;
+
+	memset(s_catch, 0, sizeof(s_catch));
+	snprintf(title, sizeof(title),
+		 "catch-up: a private replica refreshes through the image (log retention 1 byte), "
+		 "%ld MiB region, vs reading the whole image", region_mib);
+	bench_section("catch-up", title, "ms");
+	pages = permutation(npages, SEED_CATCHUP);
+	if (!pages) {
+		bench_failed("memfd", method, "-", "out of memory");
+		return;
+	}
+	r = region_new("catch-up", &cfg, method, dir, sizeof(dir));
+	if (!r)
+		goto out;
+	ret = pt_replica_open(&rep, dir, NULL);
+	if (ret) {
+		bench_failed("memfd", method, "-", "pt_replica_open: %s%s", strerror(-ret),
+			     log_suffix());
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/image", dir);
+	if (stat(path, &st)) {
+		bench_failed("memfd", "read whole image", "-", "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	img_len = (size_t)st.st_size;
+	img = map_populated(img_len, MAP_PRIVATE);
+	if (img == MAP_FAILED) {
+		bench_failed("memfd", "read whole image", "-", "buffer: %s", strerror(errno));
+		goto out;
+	}
+
+	for (int rep_i = 0; rep_i < bench_opts.reps; rep_i++) {
+		for (size_t si = 0; si < BENCH_ARRAY_SIZE(shares); si++) {
+			uint64_t k = npages * shares[si].percent / 100, n0 = pt_replica_image_pages(rep);
+			int64_t start = pt_region_epoch(r), e, got;
+			double t0, ms;
+
+			if (!k)
+				continue;
+			/* The replica sits at the writer's epoch N. */
+			if ((int64_t)pt_replica_epoch(rep) != start) {
+				bench_failed("memfd", method, shares[si].label,
+					     "replica at %llu before the changes, writer at %lld",
+					     (unsigned long long)pt_replica_epoch(rep),
+					     (long long)start);
+				goto out;
+			}
+			pick(pages, npages, k, &seed);
+			for (uint64_t done = 0; done < k; done += CATCHUP_CHUNK) {
+				uint64_t n = k - done < CATCHUP_CHUNK ? k - done : CATCHUP_CHUNK;
+
+				write_pages(pt_region_base(r), pages + done, n);
+				e = pt_region_sync(r);
+				if (e < 0) {
+					bench_failed("memfd", method, shares[si].label, "sync: %s%s",
+						     strerror((int)-e), log_suffix());
+					goto out;
+				}
+			}
+			/* One more epoch, on a page already changed, in a segment
+			 * of its own: the one holding epoch N + 1 can go. */
+			write_pages(pt_region_base(r), pages, 1);
+			e = pt_region_sync(r);
+			if (e <= start + 1) {
+				bench_failed("memfd", method, shares[si].label,
+					     "sync returned %lld after %lld: %s%s", (long long)e,
+					     (long long)start, err_str(e), log_suffix());
+				goto out;
+			}
+			got = pt_region_checkpoint(r);
+			if (got != e) {
+				bench_failed("memfd", method, shares[si].label,
+					     "checkpoint reached %lld, not %lld: %s%s", (long long)got,
+					     (long long)e, err_str(got), log_suffix());
+				goto out;
+			}
+
+			t0 = bench_now_ns();
+			got = pt_replica_refresh(rep, 0);
+			ms = (bench_now_ns() - t0) / 1e6;
+			if (got != e) {
+				bench_failed("memfd", method, shares[si].label,
+					     "refresh from %lld returned %lld, writer at %lld: %s%s",
+					     (long long)start, (long long)got, (long long)e,
+					     err_str(got), log_suffix());
+				goto out;
+			}
+			/* Through the image, and only the changed pages. */
+			if (pt_replica_image_pages(rep) - n0 != k) {
+				bench_failed("memfd", method, shares[si].label,
+					     "%llu pages came from the image, %llu changed%s",
+					     (unsigned long long)(pt_replica_image_pages(rep) - n0),
+					     (unsigned long long)k,
+					     pt_replica_image_pages(rep) == n0 ?
+					     " (the log still held the records?)" : "");
+				goto out;
+			}
+			if (memcmp(pt_replica_base(rep), pt_region_base(r), region_len)) {
+				bench_failed("memfd", method, shares[si].label,
+					     "replica differs from the writer at epoch %lld",
+					     (long long)e);
+				goto out;
+			}
+			bench_add_sample(&s_catch[si], ms);
+		}
+		/* The baseline in the same run, from the same (warm) page cache. */
+		ret = read_image(dir, img, img_len, &(double){ 0 });
+		if (!ret) {
+			double ms;
+
+			ret = read_image(dir, img, img_len, &ms);
+			bench_add_sample(&s_image, ms);
+		}
+		if (ret) {
+			bench_failed("memfd", "read whole image", "-", "%s", strerror(-ret));
+			goto out;
+		}
+	}
+	ok = true;
+out:
+	pt_replica_close(rep);
+	if (img != MAP_FAILED)
+		munmap(img, img_len);
+	if (r && !region_done(r, dir, method))
+		ok = false;
+	free(pages);
+	if (!ok)
+		return;
+	for (size_t si = 0; si < BENCH_ARRAY_SIZE(shares); si++) {
+		if (!s_catch[si].n)
+			continue;
+		snprintf(note, sizeof(note), "%llu pages copied from the image, checksummed",
+			 (unsigned long long)(npages * shares[si].percent / 100));
+		bench_row(&(struct bench_row){ .memory = "memfd", .method = method,
+					       .variant = shares[si].label, .samples = &s_catch[si],
+					       .note = note });
+	}
+	snprintf(note, sizeof(note), "%zu bytes with pread, page cache warm (as for the catch-up)",
+		 img_len);
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = "read whole image",
+				       .variant = "-", .samples = &s_image, .note = note });
+	for (size_t si = 0; si < BENCH_ARRAY_SIZE(shares); si++)
+		if (s_catch[si].n)
+			ratio_row("whole image / catch-up", shares[si].label, bench_median(&s_image),
+				  bench_median(&s_catch[si]), 0, NULL, NULL);
+}
+
+/* ---- 4. durable sync against the raw write ------------------------------ */
+
+static void durable_section(const uint64_t *perm)
+{
+	const struct region_cfg cfg = { .durability = PT_DURABLE_ON_SYNC, .populate = true };
+	const char *method = "sync on-sync";
+	struct bench_samples s_sync = { 0 }, s_raw = { 0 };
+	size_t raw_len = (size_t)DURABLE_PAGES << page_shift;
+	char title[200], dir[256], path[300], note[200];
+	struct pt_region *r = NULL;
+	char *raw = NULL;
+	off_t raw_off = 0;
+	bool ok = false;
+	int fd = -1;
+
+	snprintf(title, sizeof(title),
+		 "durable sync of %d pages vs pwrite + fdatasync of the same bytes, %ld MiB region",
+		 DURABLE_PAGES, region_mib);
+	bench_section("durable", title, "ms");
+	if (npages < DURABLE_PAGES) {
+		bench_unavailable("memfd", method, "-", "region smaller than %d pages",
+				  DURABLE_PAGES);
+		return;
+	}
+	raw = malloc(raw_len);
+	if (!raw) {
+		bench_failed("memfd", method, "-", "out of memory");
+		return;
+	}
+	r = region_new("durable", &cfg, method, dir, sizeof(dir));
+	if (!r)
+		goto out;
+	/* Beside the log, so both go to the same filesystem and device. */
+	snprintf(path, sizeof(path), "%s/raw-baseline", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		bench_failed("memfd", "pwrite+fdatasync", "-", "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	for (int rep = 0; rep < bench_opts.reps; rep++) {
+		/* Alternate which goes first: neither always follows the other's I/O. */
+		for (int side = 0; side < 2; side++) {
+			double ms, t0;
+
+			if ((side ^ rep) & 1) {
+				if (!timed_sync(r, method, perm, DURABLE_PAGES, true, &ms))
+					goto out;
+				bench_add_sample(&s_sync, ms);
+				continue;
+			}
+			/* The same bytes: the pages the sync logs, appended as
+			 * the log appends its records. */
+			for (int i = 0; i < DURABLE_PAGES; i++)
+				memcpy(raw + ((size_t)i << page_shift),
+				       (char *)pt_region_base(r) + (perm[i] << page_shift), ps);
+			t0 = bench_now_ns();
+			if (pwrite(fd, raw, raw_len, raw_off) != (ssize_t)raw_len || fdatasync(fd)) {
+				bench_failed("memfd", "pwrite+fdatasync", "-", "%s: %s", path,
+					     strerror(errno ? errno : EIO));
+				goto out;
+			}
+			bench_add_sample(&s_raw, (bench_now_ns() - t0) / 1e6);
+			raw_off += (off_t)raw_len;
+		}
+	}
+	ok = verify_by_replica(r, dir, method);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (r && !region_done(r, dir, method))
+		ok = false;
+	free(raw);
+	if (!ok)
+		return;
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = method, .variant = "1000 dirty",
+				       .samples = &s_sync });
+	snprintf(note, sizeof(note), "%zu bytes appended to a file beside the log, then fdatasync",
+		 raw_len);
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = "pwrite+fdatasync",
+				       .variant = "same bytes", .samples = &s_raw, .note = note });
+	{
+		struct bench_samples s = { 0 };
+		struct bench_row row = { .memory = "memfd", .method = "on-sync / raw",
+					 .variant = "1000 dirty", .unit = "x", .samples = &s };
+
+		bench_add_sample(&s, bench_median(&s_sync) / bench_median(&s_raw));
+		if (at_target_size)
+			row.targets[row.ntargets++] =
+				(struct bench_target){ BENCH_AT_MOST, 1.2, "<= 1.2x" };
+		bench_row(&row);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
+	struct sigaction sa = { .sa_handler = on_signal };
+	uint64_t *perm = NULL;
+	int ret;
+
+	bench_init(argc, argv, "replication",
+		   "writer stall per sync, replica lag, catch-up from the image, durable sync",
+		   options);
+	ps = page_size();
+	page_shift = (unsigned int)__builtin_ctzl(ps);
+	region_len = (size_t)region_mib << 20;
+	npages = region_len >> page_shift;
+	at_target_size = region_mib == 1024;
+	pt_set_log(keep_log, PT_LOG_WARN, NULL);
+	bench_param("page_size", (double)ps);
+	bench_param("region_bytes", (double)region_len);
+	bench_param("lag_syncs", (double)lag_syncs);
+	if (!at_target_size)
+		bench_note("region is %ld MiB, not 1 GiB: only the replica-lag target is evaluated",
+			   region_mib);
+
+	snprintf(top_dir, sizeof(top_dir), "%s/pagetrack-bench-XXXXXX", tmp);
+	if (!mkdtemp(top_dir)) {
+		fprintf(stderr, "replication: mkdtemp %s: %s\n", top_dir, strerror(errno));
+		top_dir[0] = '\0';
+		return 1;
+	}
+	bench_note("data directory %s (removed at the end); background checkpoints off", top_dir);
+
+	/* Helpers first: small, single-threaded, before any region exists. */
+	ret = helper_start(&forker, forker_main);
+	if (!ret)
+		ret = helper_start(&reader, reader_main);
+	if (ret) {
+		fprintf(stderr, "replication: starting a helper process: %s\n", strerror(-ret));
+		goto out;
+	}
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+
+	perm = permutation(npages, SEED_DIRTY);
+	if (!perm) {
+		fprintf(stderr, "replication: out of memory\n");
+		goto out;
+	}
+	stall_section(perm);
+	lag_section();
+	durable_section(perm);
+	catchup_section();
+	ret = bench_finish();
+	free(perm);
+	helper_stop(&forker);
+	helper_stop(&reader);
+	remove_tree(top_dir, 1);
+	return ret;
+out:
+	free(perm);
+	helper_stop(&forker);
+	helper_stop(&reader);
+	remove_tree(top_dir, 1);
+	return 1;
+}
