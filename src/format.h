@@ -333,6 +333,7 @@ struct pt_image {
 	struct pt_region_id id;
 	struct pt_image_header hdr;	/* the slot in use */
 	int slot;
+	bool writable;			/* opened through pt_io, for the checkpoint */
 	struct pt_image_entry *entries;	/* writer/checkpoint only */
 };
 

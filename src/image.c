@@ -134,9 +134,18 @@ int pt_image_open(struct pt_image *img, int dirfd, bool writable)
 	ssize_t n;
 
 	memset(img, 0, sizeof(*img));
-	img->fd = openat(dirfd, PT_IMAGE_NAME, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC);
+	/* Through pt_io when it will be written: the checkpoint's writes are
+	 * part of the trace the crash simulator replays. */
+	img->writable = writable;
+	if (writable) {
+		img->fd = pt_io->openat(dirfd, PT_IMAGE_NAME, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+	} else {
+		img->fd = openat(dirfd, PT_IMAGE_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (img->fd < 0)
+			img->fd = -errno;
+	}
 	if (img->fd < 0) {
-		ret = errno == ENOENT ? -EMEDIUMTYPE : -errno;
+		ret = img->fd == -ENOENT ? -EMEDIUMTYPE : img->fd;
 		img->fd = -1;
 		return ret;
 	}
@@ -177,14 +186,15 @@ int pt_image_open(struct pt_image *img, int dirfd, bool writable)
 	}
 	return 0;
 err:
-	close(img->fd);
-	img->fd = -1;
+	pt_image_close(img);
 	return ret;
 }
 
 void pt_image_close(struct pt_image *img)
 {
-	if (img->fd >= 0)
+	if (img->fd >= 0 && img->writable)
+		pt_io->close(img->fd);
+	else if (img->fd >= 0)
 		close(img->fd);
 	img->fd = -1;
 	free(img->entries);
