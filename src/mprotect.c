@@ -48,9 +48,15 @@
  *
  * ENOMEM: each isolated writable page splits a VMA in three; at about
  * vm.max_map_count / 2 scattered pages (32,765 with the default 65,530)
- * mprotect fails with ENOMEM.  Retrying would fault forever, so the handler
- * degrades: it makes writable the span from the nearest dirty pages on either
- * side (within 2 MiB) to the faulting page, which merges VMAs instead of
+ * mprotect fails with ENOMEM, and so does every mmap of the program (thread
+ * stacks, malloc of large blocks, a sanitizer's allocator).  So the
+ * trackers keep an estimate of the mappings they add (vma_delta(): +1 per
+ * split, -1 per merge, recounted from the bitmap at each collect with
+ * reset) and stop short of the limit, leaving an eighth of it (at least
+ * 1,024) to the program.  Past that share, or when mprotect fails with
+ * ENOMEM anyway, retrying would fault forever, so the handler degrades: it
+ * makes writable the span from the nearest dirty pages on either side
+ * (within 2 MiB) to the faulting page, which merges VMAs instead of
  * splitting them; failing that the enclosing 2 MiB chunk; failing that the
  * whole range.  Every page of the span gets its bit set first (false
  * positives, never negatives).  The handler cannot log; it counts, and the
@@ -79,6 +85,7 @@
  * the child's writes never fault and the child may open trackers of its own.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -118,6 +125,9 @@ struct mp_state {
 	atomic_uint lock;		/* 0, or owner tid | LOCK_WAITERS */
 	/* Counted by the handler, logged and cleared by the next collect. */
 	atomic_uint degraded_near, degraded_chunk, degraded_whole, gave_up;
+	/* Mappings this tracker's writable pages add (an estimate, see
+	 * vma_delta()); changed under the lock. */
+	atomic_long extra_vmas;
 };
 
 struct slot {
@@ -135,6 +145,12 @@ static atomic_uint slots_high;		/* slots[0 .. slots_high) may be in use */
 static atomic_uint retire_gen;		/* bumped each time a slot is unpublished */
 static pthread_mutex_t slots_mutex = PTHREAD_MUTEX_INITIALIZER;
 static bool handler_installed;
+/* Mappings all trackers may add before they degrade on purpose: the rest of
+ * vm.max_map_count stays free for the program (and its sanitizers), which
+ * could not even mmap a thread stack if the trackers took all of it. */
+static atomic_long extra_vmas_total;
+static long vma_budget = 65530 - 8192;
+static long vma_headroom = 8192;
 static struct sigaction old_action;	/* the program's handler, chained to */
 
 /* A miss the handler let retry, to pass it on if it comes straight back.
@@ -259,9 +275,50 @@ static int protect_pages(struct mp_state *s, uint64_t first, uint64_t end, int p
 }
 
 /*
+ * Mappings that making page writable adds: a split on each side whose
+ * neighbour in the range is read-only, a merge on each side whose neighbour
+ * is writable (set bit).  Outside the range a boundary exists already.
+ */
+static long vma_delta(struct mp_state *s, uint64_t page)
+{
+	long delta = 0;
+
+	if (page > 0)
+		delta += find_bit(s, page - 1, page, true) < page ? -1 : 1;
+	if (page + 1 < s->npages)
+		delta += find_bit(s, page + 1, page + 2, true) < page + 2 ? -1 : 1;
+	return delta;
+}
+
+static void count_vmas(struct mp_state *s, long delta)
+{
+	atomic_fetch_add_explicit(&s->extra_vmas, delta, memory_order_relaxed);
+	atomic_fetch_add_explicit(&extra_vmas_total, delta, memory_order_relaxed);
+}
+
+/*
+ * Recount this tracker's mappings from the bitmap (lock held): each run of
+ * set bits is a writable stretch, split from its read-only neighbours.
+ * Done after each collect with reset, so the estimate never drifts far.
+ */
+static void resync_vmas(struct mp_state *s)
+{
+	uint64_t p = 0;
+	long n = 0;
+
+	while ((p = find_bit(s, p, s->npages, true)) < s->npages) {
+		uint64_t end = find_bit(s, p, s->npages, false);
+
+		n += (p > 0) + (end < s->npages);
+		p = end;
+	}
+	count_vmas(s, n - atomic_load_explicit(&s->extra_vmas, memory_order_relaxed));
+}
+
+/*
  * The single page could not be made writable: mprotect failed with ENOMEM
- * (vm.max_map_count).  Make a larger span writable, bits first.  Called
- * with the lock held.
+ * (vm.max_map_count), or the trackers used up their share of it.  Make a
+ * larger span writable, bits first.  Called with the lock held.
  */
 static bool degrade(struct mp_state *s, uint64_t page)
 {
@@ -286,18 +343,26 @@ static bool degrade(struct mp_state *s, uint64_t page)
 			return true;
 		}
 	}
+	/* A chunk in a read-only stretch costs two mappings: not when the
+	 * headroom left to the program is running out. */
+	if (atomic_load_explicit(&extra_vmas_total, memory_order_relaxed) >=
+	    vma_budget + vma_headroom / 2)
+		goto whole;
 	chunk = (s->start + (page << s->page_shift)) & ~(uintptr_t)(CHUNK_BYTES - 1);
 	first = chunk > s->start ? (chunk - s->start) >> s->page_shift : 0;
 	end = chunk + CHUNK_BYTES < s->end ? (chunk + CHUNK_BYTES - s->start) >> s->page_shift
 					   : s->npages;
 	set_bits(s, first, end);
 	if (!protect_pages(s, first, end, rw)) {
+		count_vmas(s, 2);
 		atomic_fetch_add_explicit(&s->degraded_chunk, 1, memory_order_relaxed);
 		return true;
 	}
+whole:
 	/* The whole range as one VMA needs no split inside it. */
 	set_bits(s, 0, s->npages);
 	if (!protect_pages(s, 0, s->npages, rw)) {
+		count_vmas(s, -atomic_load_explicit(&s->extra_vmas, memory_order_relaxed));
 		atomic_fetch_add_explicit(&s->degraded_whole, 1, memory_order_relaxed);
 		return true;
 	}
@@ -308,6 +373,7 @@ static bool degrade(struct mp_state *s, uint64_t page)
 static bool tracker_fault(struct mp_state *s, uintptr_t addr)
 {
 	uint64_t page = (addr - s->start) >> s->page_shift;
+	long delta;
 	bool ok;
 
 	if (!state_lock(s, self_tid())) {
@@ -316,10 +382,18 @@ static bool tracker_fault(struct mp_state *s, uintptr_t addr)
 		atomic_fetch_add_explicit(&s->gave_up, 1, memory_order_relaxed);
 		return false;
 	}
+	delta = vma_delta(s, page);
 	set_bits(s, page, page + 1);
-	ok = !protect_pages(s, page, page + 1, PROT_READ | PROT_WRITE);
-	if (!ok && errno == ENOMEM)
+	if (delta > 0 && atomic_load_explicit(&extra_vmas_total, memory_order_relaxed) + delta >
+			 vma_budget) {
 		ok = degrade(s, page);
+	} else {
+		ok = !protect_pages(s, page, page + 1, PROT_READ | PROT_WRITE);
+		if (ok)
+			count_vmas(s, delta);
+		else if (errno == ENOMEM)
+			ok = degrade(s, page);
+	}
 	if (!ok)
 		atomic_fetch_add_explicit(&s->gave_up, 1, memory_order_relaxed);
 	state_unlock(s);
@@ -513,6 +587,24 @@ static void atfork_child(void)
 	pthread_mutex_unlock(&slots_mutex);
 }
 
+/* Size the trackers' share of vm.max_map_count (Linux; else the default). */
+static void read_map_limit(void)
+{
+	char buf[32] = "";
+	long limit = 0;
+	int fd = open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		if (read(fd, buf, sizeof(buf) - 1) > 0)
+			limit = strtol(buf, NULL, 10);
+		close(fd);
+	}
+	if (limit <= 0)
+		limit = 65530;
+	vma_headroom = limit / 8 > 1024 ? limit / 8 : 1024;
+	vma_budget = limit > vma_headroom ? limit - vma_headroom : 0;
+}
+
 /* Called with slots_mutex held. */
 static int install_handler(void)
 {
@@ -521,6 +613,7 @@ static int install_handler(void)
 
 	if (handler_installed)
 		return 0;
+	read_map_limit();
 	/* Block every signal while the handler runs: an asynchronous handler
 	 * that writes a tracked page must not interrupt ours while it holds a
 	 * tracker lock.  chain() gives the program's handler its own mask. */
@@ -634,11 +727,12 @@ static void log_degrades(struct mp_state *s)
 
 	if (near || chunk || whole)
 		pt_log(PT_LOG_WARN,
-		       "mprotect: %u write faults could not unprotect a single page (ENOMEM: "
-		       "vm.max_map_count reached); unprotected larger spans instead "
-		       "(%u up to the nearest dirty pages, %u 2 MiB chunks, %u whole range) "
-		       "and report all their pages as written",
-		       near + chunk + whole, near, chunk, whole);
+		       "mprotect: %u write faults could not unprotect a single page: the "
+		       "trackers' share of vm.max_map_count (%ld mappings, %ld left to the "
+		       "program) was used up, or mprotect failed with ENOMEM; unprotected larger "
+		       "spans instead (%u up to the nearest dirty pages, %u 2 MiB chunks, "
+		       "%u whole range) and report all their pages as written",
+		       near + chunk + whole, vma_budget, vma_headroom, near, chunk, whole);
 	if (gave_up)
 		pt_log(PT_LOG_ERROR,
 		       "mprotect: %u write faults in the range at %#lx could not be resolved "
@@ -737,6 +831,9 @@ static int mp_collect(struct pt_tracker *t, bool reset)
 			break;
 		p = end;
 	}
+	state_lock(s, tid);
+	resync_vmas(s);
+	state_unlock(s);
 	restore_signals(&saved);
 	/* Logged now that re-protection merged the VMAs back: a log callback
 	 * at vm.max_map_count could not even allocate. */
@@ -764,6 +861,7 @@ static int mp_reset(struct pt_tracker *t)
 		clear_bits(s, 0, s->npages);
 	else
 		left = reprotect_runs(s, 0, s->npages);
+	resync_vmas(s);
 	state_unlock(s);
 	restore_signals(&saved);
 	if (left)
@@ -787,6 +885,7 @@ static void mp_close(struct pt_tracker *t)
 	    errno != ENOMEM)
 		pt_log(PT_LOG_WARN, "mprotect: restoring write access at %#lx: %s",
 		       (unsigned long)s->start, strerror(errno));
+	count_vmas(s, -atomic_load_explicit(&s->extra_vmas, memory_order_relaxed));
 	state_unlock(s);
 	restore_signals(&saved);
 	/* Writable before unpublished: a late fault finds the page writable. */
