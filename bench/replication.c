@@ -15,16 +15,17 @@
  *     fork() of a process holding the same size of populated private
  *     anonymous memory (Redis's way to a consistent copy: the child's
  *     copy-on-write view).
- *  2. lag: from the return of a sync of 1,000 scattered dirty pages
- *     (background policy) to a private replica in another process having
- *     refreshed to that epoch; p50 and p99 over --lag-syncs syncs a run.
- *  3. catch-up: a replica at epoch N whose next record the log no longer
- *     holds (retention of 1 byte, small segments, a checkpoint) refreshes
- *     from the image after 1%, 10% and 100% of the pages changed; next to
- *     reading the whole image file.
- *  4. durable: an on-sync pt_region_sync() of 1,000 dirty pages next to
+ *  2. lag: from the return of a sync of 1,000 scattered dirty pages to a
+ *     private replica in another process having refreshed to that epoch;
+ *     p50 and p99 over --lag-syncs syncs a run, for the background and the
+ *     none policy (with on-sync the epoch is published before sync returns).
+ *  3. durable: an on-sync pt_region_sync() of 1,000 dirty pages next to
  *     pwrite + fdatasync of the same page bytes, appended to a file in the
  *     region's data directory.
+ *  4. catch-up: a replica at epoch N whose next record the log no longer
+ *     holds (retention of 1 byte, one record a segment, a checkpoint)
+ *     refreshes from the image after 1%, 10% and 100% of the pages changed;
+ *     next to reading the whole image file.
  *
  * Usage: replication [--reps N] [--json FILE] [--region-mib N] [--lag-syncs N]
  * Each figure is the median of --reps runs (default 5, at least 3).  The
@@ -48,9 +49,14 @@
  *    same, and adds no page tables to the writer's own fork().  A fork()
  *    of the writer copies no page table of its MAP_SHARED region (and the
  *    child would see the writer's later writes: no consistent copy), so the
- *    fork targets are checked against the private-memory fork.
- *  - Ratio rows divide medians measured in the same runs, interleaved rep
- *    by rep, so slow phases of a shared machine hit both sides.
+ *    fork targets are checked against the private-memory fork.  The
+ *    writer's fork() is timed after its syncs: it leaves the staging ring
+ *    copy-on-write, and the next syncs would fault on every staging page.
+ *  - Ratio rows are the median of per-rep ratios, each of two figures
+ *    measured next to each other in that rep: the disk's fdatasync time and
+ *    the CPU share of a shared machine drift by phases, and a phase then
+ *    hits both sides.  The stall rows interleave the three policies the same
+ *    way, each rep starting with another one.
  *  - Correctness is checked outside the timing: every sync returns the
  *    epoch it should, each region's replica equals its memory at the end
  *    (byte for byte in this process, by XXH3 across processes), and each
@@ -722,20 +728,28 @@ static bool timed_sync(struct pt_region *r, const char *method, const uint64_t *
 	return true;
 }
 
-static void ratio_row(const char *method, const char *variant, double num, double den,
-		      double limit, const char *text, const char *note)
+/*
+ * A ratio row: num / den for each pair of samples taken in the same rep
+ * (adjacent in time, so a slow phase of the machine hits both), median of
+ * the pairs.  text NULL: no target.
+ */
+static void ratio_row(const char *method, const char *variant, const struct bench_samples *num,
+		      const struct bench_samples *den, enum bench_cmp cmp, double limit,
+		      const char *text, const char *note)
 {
 	struct bench_samples s = { 0 };
 	struct bench_row row = { .memory = "memfd", .method = method, .variant = variant,
 				 .unit = "x", .samples = &s, .note = note };
 
-	if (isnan(num) || isnan(den) || den <= 0) {
+	for (int i = 0; i < num->n && i < den->n; i++)
+		if (den->v[i] > 0)
+			bench_add_sample(&s, num->v[i] / den->v[i]);
+	if (!s.n) {
 		bench_unavailable("memfd", method, variant, "needs both figures from this run");
 		return;
 	}
-	bench_add_sample(&s, num / den);
 	if (text)
-		row.targets[row.ntargets++] = (struct bench_target){ BENCH_AT_LEAST, limit, text };
+		row.targets[row.ntargets++] = (struct bench_target){ cmp, limit, text };
 	bench_row(&row);
 }
 
@@ -770,7 +784,7 @@ static bool fork_writer(struct bench_samples *s)
 	return true;
 }
 
-static void stall_rows(size_t pi, struct bench_samples *samples, double *med)
+static void stall_rows(size_t pi, const struct bench_samples *samples)
 {
 	char label[32];
 
@@ -794,7 +808,6 @@ static void stall_rows(size_t pi, struct bench_samples *samples, double *med)
 				"returns once queued to the log thread (checksum, pwrite, "
 				"publish happen after)";
 		bench_row(&row);
-		med[di] = bench_median(&samples[di]);
 	}
 }
 
@@ -803,7 +816,6 @@ static void stall_section(const uint64_t *perm)
 	enum { NPOL = BENCH_ARRAY_SIZE(policies) };
 	struct bench_samples stall[NPOL][BENCH_ARRAY_SIZE(dirty_counts)];
 	struct bench_samples s_copy = { 0 }, s_fork_anon = { 0 }, s_fork_writer = { 0 };
-	double med[NPOL][BENCH_ARRAY_SIZE(dirty_counts)];
 	struct pt_region *regions[NPOL] = { NULL };
 	char title[200], dirs[NPOL][256];
 	bool ok = true, forker_mapped = false;
@@ -812,9 +824,6 @@ static void stall_section(const uint64_t *perm)
 	int ret;
 
 	memset(stall, 0, sizeof(stall));
-	for (size_t pi = 0; pi < NPOL; pi++)
-		for (size_t di = 0; di < BENCH_ARRAY_SIZE(dirty_counts); di++)
-			med[pi][di] = NAN;
 	snprintf(title, sizeof(title),
 		 "writer stall per sync (time inside pt_region_sync), %ld MiB region, vs a full copy "
 		 "and fork()", region_mib);
@@ -893,7 +902,7 @@ static void stall_section(const uint64_t *perm)
 	if (!ok)
 		return;
 	for (size_t pi = 0; pi < NPOL; pi++) {
-		stall_rows(pi, stall[pi], med[pi]);
+		stall_rows(pi, stall[pi]);
 		if (pi)
 			continue;
 		bench_row(&(struct bench_row){ .memory = "memfd", .method = "memcpy whole region",
@@ -920,13 +929,13 @@ static void stall_section(const uint64_t *perm)
 		if (policies[pi].waited || npages < 100)
 			continue;
 		snprintf(method, sizeof(method), "fork anon / %s", policies[pi].method);
-		ratio_row(method, "100 dirty", s_fork_anon.n ? bench_median(&s_fork_anon) : NAN,
-			  med[pi][1], 20, at_target_size ? ">= 20x" : NULL, NULL);
+		ratio_row(method, "100 dirty", &s_fork_anon, &stall[pi][1], BENCH_AT_LEAST, 20,
+			  at_target_size ? ">= 20x" : NULL, NULL);
 		snprintf(method, sizeof(method), "memcpy / %s", policies[pi].method);
-		ratio_row(method, "100 dirty", bench_median(&s_copy), med[pi][1], 50,
+		ratio_row(method, "100 dirty", &s_copy, &stall[pi][1], BENCH_AT_LEAST, 50,
 			  at_target_size ? ">= 50x" : NULL, NULL);
 		snprintf(method, sizeof(method), "fork writer / %s", policies[pi].method);
-		ratio_row(method, "100 dirty", bench_median(&s_fork_writer), med[pi][1], 0, NULL,
+		ratio_row(method, "100 dirty", &s_fork_writer, &stall[pi][1], BENCH_AT_LEAST, 0, NULL,
 			  pi == 0 ? "no target: that fork() gives no consistent copy of shared memory"
 				  : NULL);
 	}
@@ -1286,8 +1295,8 @@ out:
 				       .variant = "-", .samples = &s_image, .note = note });
 	for (size_t si = 0; si < BENCH_ARRAY_SIZE(shares); si++)
 		if (s_catch[si].n)
-			ratio_row("whole image / catch-up", shares[si].label, bench_median(&s_image),
-				  bench_median(&s_catch[si]), 0, NULL, NULL);
+			ratio_row("whole image / catch-up", shares[si].label, &s_image,
+				  &s_catch[si], BENCH_AT_LEAST, 0, NULL, NULL);
 }
 
 /* ---- 4. durable sync against the raw write ------------------------------ */
@@ -1370,17 +1379,8 @@ out:
 		 raw_len);
 	bench_row(&(struct bench_row){ .memory = "memfd", .method = "pwrite+fdatasync",
 				       .variant = "same bytes", .samples = &s_raw, .note = note });
-	{
-		struct bench_samples s = { 0 };
-		struct bench_row row = { .memory = "memfd", .method = "on-sync / raw",
-					 .variant = "1000 dirty", .unit = "x", .samples = &s };
-
-		bench_add_sample(&s, bench_median(&s_sync) / bench_median(&s_raw));
-		if (at_target_size)
-			row.targets[row.ntargets++] =
-				(struct bench_target){ BENCH_AT_MOST, 1.2, "<= 1.2x" };
-		bench_row(&row);
-	}
+	ratio_row("on-sync / raw", "1000 dirty", &s_sync, &s_raw, BENCH_AT_MOST, 1.2,
+		  at_target_size ? "<= 1.2x" : NULL, NULL);
 }
 
 int main(int argc, char **argv)
