@@ -20,6 +20,13 @@
 int cmd_probe(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 
+/* tools/replication.c */
+int cmd_status(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_replica(int argc, char **argv);
+int cmd_checkpoint(int argc, char **argv);
+
 /*
  * Shared by the subcommands (tools/pagetrack.c).
  *

@@ -1,0 +1,184 @@
+/* region-tool: pagetrack status, verify, inspect, replica and checkpoint on good, corrupt and wrong directories, with and without a running writer. */
+#include <dirent.h>
+#include <sys/wait.h>
+
+#include "harness.h"
+
+#define NPAGES 32
+
+static char dir[128], tool[256], out[65536];
+
+static void wipe(const char *d)
+{
+	DIR *dp = opendir(d);
+	struct dirent *de;
+	char p[512];
+
+	while (dp && (de = readdir(dp)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
+			unlink(p);
+		}
+	if (dp)
+		closedir(dp);
+}
+
+/* Run "pagetrack ARGS" (stderr too) into out; returns the exit status. */
+static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run(const char *fmt, ...)
+{
+	char cmd[1400], args[900];
+	va_list ap;
+	size_t n = 0;
+	FILE *p;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof(args), fmt, ap);
+	va_end(ap);
+	snprintf(cmd, sizeof(cmd), "%s %s 2>&1", tool, args);
+	p = popen(cmd, "r");
+	if (!p)
+		DIE("popen");
+	while (n < sizeof(out) - 1 && fgets(out + n, (int)(sizeof(out) - n), p))
+		n += strlen(out + n);
+	out[n] = '\0';
+	st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static bool make_region(struct pt_region **rp, int epochs, bool keep_open)
+{
+	struct pt_region_opts o = { .sz = sizeof(o), .checkpoint_interval_ms = 20 };
+	struct pt_region *r;
+	char *m;
+	int ret;
+
+	wipe(dir);
+	rmdir(dir);
+	ret = pt_region_create(&r, dir, NPAGES * page_size(), &o);
+	CHECK(ret == 0, "create: %s", strerror(-ret));
+	m = pt_region_base(r);
+	for (int e = 1; e <= epochs; e++) {
+		m[(size_t)(e % NPAGES) * page_size()] = (char)e;
+		CHECK(pt_region_sync(r) == e, "sync %d", e);
+	}
+	if (keep_open) {
+		*rp = r;
+		return true;
+	}
+	ret = pt_region_close(r);
+	CHECK(ret == 0, "close: %s", strerror(-ret));
+	return true;
+}
+
+static bool good_region(char *why, size_t why_len)
+{
+	int rc;
+
+	(void)why;
+	(void)why_len;
+	CHECK(make_region(NULL, 12, false), "region");
+	rc = run("status %s", dir);
+	CHECK(rc == 0 && strstr(out, "published 12, durable 12, checkpointed"), "status: %d\n%s", rc, out);
+	rc = run("status --json %s", dir);
+	CHECK(rc == 0 && strstr(out, "\"published\":12") && strstr(out, "\"writer\":false"),
+	      "status --json: %d\n%s", rc, out);
+	rc = run("inspect %s --pages", dir);
+	CHECK(rc == 0 && strstr(out, "epoch 12 ") && strstr(out, "pages 12"), "inspect: %d\n%s", rc, out);
+	rc = run("verify %s", dir);
+	CHECK(rc == 0 && strstr(out, "recovery would reach epoch 12") && strstr(out, "0 problems"),
+	      "verify: %d\n%s", rc, out);
+	rc = run("checkpoint %s", dir);
+	CHECK(rc == 0 && strstr(out, "checkpointed at epoch 12"), "checkpoint: %d\n%s", rc, out);
+	rc = run("status %s", dir);
+	CHECK(rc == 0 && strstr(out, "checkpointed 12"), "status after checkpoint: %d\n%s", rc, out);
+	unlink("/dev/shm/pagetrack-test-tool");
+	rc = run("replica %s --once --name test-tool", dir);
+	CHECK(rc == 0 && strstr(out, "at epoch 12"), "replica: %d\n%s", rc, out);
+	rc = run("status %s", dir);
+	CHECK(rc == 0 && strstr(out, "pagetrack-test-tool: epoch 12, lag 0"), "status lists the "
+	      "shared replica: %d\n%s", rc, out);
+	unlink("/dev/shm/pagetrack-test-tool");
+	return true;
+}
+
+static bool running_writer(char *why, size_t why_len)
+{
+	struct pt_region *r;
+	int rc;
+
+	(void)why;
+	(void)why_len;
+	CHECK(make_region(&r, 5, true), "region");
+	rc = run("status %s", dir);
+	CHECK(rc == 0 && strstr(out, "writer        running"), "status: %d\n%s", rc, out);
+	/* The writer's checkpoint thread does it when asked. */
+	rc = run("checkpoint %s --timeout 10", dir);
+	CHECK(rc == 0 && strstr(out, "checkpointed by the writer at epoch 5"), "checkpoint: %d\n%s",
+	      rc, out);
+	pt_region_close(r);
+	return true;
+}
+
+static bool bad_input(char *why, size_t why_len)
+{
+	char p[512];
+	int rc, fd;
+
+	(void)why;
+	(void)why_len;
+	rc = run("status");
+	CHECK(rc == 64, "no directory: %d", rc);
+	rc = run("verify %s %s", dir, dir);
+	CHECK(rc == 64, "two directories: %d", rc);
+	rc = run("inspect --bogus %s", dir);
+	CHECK(rc == 64, "bad option: %d", rc);
+	rc = run("status /tmp");
+	CHECK(rc == 1 && strstr(out, "not a region"), "not a region: %d\n%s", rc, out);
+	rc = run("verify /nonexistent-pagetrack-dir");
+	CHECK(rc == 1, "missing directory: %d", rc);
+
+	/* A flipped byte in the middle of the log: verify says where. */
+	CHECK(make_region(NULL, 8, false), "region");
+	snprintf(p, sizeof(p), "%s/log-0000000000000001.seg", dir);
+	fd = open(p, O_RDWR);
+	CHECK(fd >= 0 && pwrite(fd, "X", 1, (off_t)(4 * page_size() * 2 + 100)) == 1, "corrupt");
+	close(fd);
+	rc = run("verify %s", dir);
+	CHECK(rc == 1 && strstr(out, "BAD") && strstr(out, "log-0000000000000001.seg at offset") &&
+	      strstr(out, "bad magic or checksum"), "verify a corrupt log: %d\n%s", rc, out);
+	rc = run("inspect %s", dir);
+	CHECK(rc == 0 && strstr(out, "bad magic or checksum"), "inspect a corrupt log: %d\n%s", rc, out);
+	return true;
+}
+
+int main(void)
+{
+	static const struct {
+		const char *name;
+		bool (*fn)(char *, size_t);
+	} cells[] = {
+		{ "good-region", good_region },
+		{ "running-writer", running_writer },
+		{ "bad-input", bad_input },
+	};
+	const char *o = getenv("O") ? getenv("O") : "build";
+	char why[256];
+
+	snprintf(tool, sizeof(tool), "%s/pagetrack", o);
+	if (access(tool, X_OK)) {
+		printf("%s not built: run make first\n", tool);
+		return T_FAIL;
+	}
+	snprintf(dir, sizeof(dir), "/dev/shm/pt-region-tool-XXXXXX");
+	if (!mkdtemp(dir))
+		DIE("mkdtemp: %s", strerror(errno));
+	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
+		why[0] = '\0';
+		cell_report(cells[i].name, cells[i].fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	}
+	wipe(dir);
+	rmdir(dir);
+	return t_exit();
+}

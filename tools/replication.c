@@ -1,0 +1,678 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * replication.c - the pagetrack subcommands that look after a region's data
+ * directory:
+ *
+ *   status DIR [--json]       epochs published / durable / checkpointed, log
+ *                             size, each shared replica's epoch and lag
+ *   verify DIR                every checksum of the image and the log, and
+ *                             exactly what is wrong where
+ *   inspect DIR [--pages]     the log's segments and records
+ *   replica DIR [--name N]    keep a shared replica current until stopped
+ *   checkpoint DIR            apply the durable log to the image now
+ *
+ * They read the directory with the library's own readers (src/format.h):
+ * only checkpoint writes, and only through the writer's code.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pagetrack.h"
+#include "commands.h"
+#include "format.h"
+
+/* Parse "[options] DIR": returns the directory or NULL after a usage error. */
+static const char *one_dir(const char *cmd, int argc, char **argv, int *ret)
+{
+	if (optind >= argc) {
+		*ret = usage_error(cmd, "missing the region's directory");
+		return NULL;
+	}
+	if (optind + 1 < argc) {
+		*ret = usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
+		return NULL;
+	}
+	return argv[optind];
+}
+
+static int open_region_dir(const char *cmd, const char *dir, struct pt_image *img, int *dirfd)
+{
+	int ret;
+
+	*dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (*dirfd < 0)
+		return runtime_error(cmd, -errno, "%s", dir);
+	ret = pt_image_open(img, *dirfd, false);
+	if (ret) {
+		close(*dirfd);
+		if (ret == -EMEDIUMTYPE)
+			return runtime_error(cmd, 0, "%s: not a region (no image file)", dir);
+		return runtime_error(cmd, 0, "%s: image: %s", dir, pt_log_strerror(ret));
+	}
+	return 0;
+}
+
+/* Print s as the body of a JSON string. */
+static void json_str(const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", (unsigned char)*s);
+		else
+			putchar(*s);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* status                                                              */
+/* ------------------------------------------------------------------ */
+
+struct shared_info {
+	char path[300];
+	uint64_t epoch[2];
+	uint32_t current;
+	int readers;
+	int32_t pid[PT_SHARED_READERS];
+	uint64_t reader_epoch[PT_SHARED_READERS];
+};
+
+/* Shared replicas of this history in /dev/shm. */
+static int find_shared(uint64_t history, struct shared_info *out, int max)
+{
+	DIR *d = opendir("/dev/shm");
+	struct dirent *de;
+	int n = 0;
+
+	while (d && (de = readdir(d)) && n < max) {
+		struct pt_shared_ctl ctl;
+		struct shared_info *s = &out[n];
+		int fd;
+
+		if (strncmp(de->d_name, "pagetrack-", 10))
+			continue;
+		snprintf(s->path, sizeof(s->path), "/dev/shm/%s", de->d_name);
+		fd = open(s->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (pread(fd, &ctl, sizeof(ctl), 0) == sizeof(ctl) &&
+		    !memcmp(ctl.magic, PT_SHARED_MAGIC, 8) && ctl.history_id == history) {
+			s->epoch[0] = ctl.copy_epoch[0];
+			s->epoch[1] = ctl.copy_epoch[1];
+			s->current = ctl.current & 1;
+			s->readers = 0;
+			for (int i = 0; i < PT_SHARED_READERS; i++) {
+				if (!ctl.readers[i].pid || (kill(ctl.readers[i].pid, 0) && errno == ESRCH))
+					continue;
+				s->pid[s->readers] = ctl.readers[i].pid;
+				s->reader_epoch[s->readers++] = ctl.readers[i].epoch;
+			}
+			n++;
+		}
+		close(fd);
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static void status_help(void)
+{
+	printf("Usage: pagetrack status DIR [--json]\n"
+	       "\n"
+	       "The region in DIR: its epochs (published, durable, checkpointed), the\n"
+	       "writer, the log's size, and each shared replica's epoch and lag (how many\n"
+	       "epochs it is behind the published one).\n"
+	       "\n"
+	       "  --json   one JSON object on stdout\n"
+	       "  --help   this text\n");
+}
+
+int cmd_status(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	static struct shared_info shared[16];
+	struct pt_segment_info *segs = NULL;
+	const struct pt_state *st = NULL;
+	uint64_t published = 0, durable = 0, checkpointed, log_bytes = 0, err = 0;
+	bool json = false, writer = false;
+	struct pt_image img;
+	const char *dir;
+	int c, ret = 0, dirfd, statefd = -1, nshared;
+	size_t nsegs = 0;
+	long pid = 0;
+
+	getopt_restart();
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			status_help();
+			return 0;
+		default:
+			return option_error("status", argv);
+		}
+	}
+	dir = one_dir("status", argc, argv, &ret);
+	if (!dir)
+		return ret;
+	ret = open_region_dir("status", dir, &img, &dirfd);
+	if (ret)
+		return ret;
+	checkpointed = img.hdr.epoch;
+	ret = pt_segments_list(dirfd, &img.id, &segs, &nsegs);
+	if (ret) {
+		ret = runtime_error("status", ret, "%s: listing the log", dir);
+		goto out;
+	}
+	for (size_t i = 0; i < nsegs; i++)
+		log_bytes += segs[i].size;
+	if (!pt_state_map_ro(dirfd, &st, &statefd) && st->history_id == img.id.history_id) {
+		published = __atomic_load_n(&st->published, __ATOMIC_ACQUIRE);
+		durable = __atomic_load_n(&st->durable, __ATOMIC_ACQUIRE);
+		if (st->checkpointed > checkpointed)
+			checkpointed = st->checkpointed;
+		pid = (long)st->writer_pid;
+		err = st->last_error;
+		/* The lock tells whether a writer runs, whatever the state says. */
+		{
+			int lfd = openat(dirfd, PT_LOCK_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+			if (lfd >= 0) {
+				writer = flock(lfd, LOCK_SH | LOCK_NB) && errno == EWOULDBLOCK;
+				close(lfd);
+			}
+		}
+	}
+	if (published < checkpointed)
+		published = durable = checkpointed;
+	nshared = find_shared(img.id.history_id, shared, 16);
+	if (json) {
+		printf("{\"dir\":\"");
+		json_str(dir);
+		printf("\",\"history_id\":\"%016" PRIx64 "\",\"pages\":%" PRIu64
+		       ",\"page_size\":%u,\"published\":%" PRIu64 ",\"durable\":%" PRIu64
+		       ",\"checkpointed\":%" PRIu64 ",\"writer\":%s,\"writer_pid\":%ld"
+		       ",\"log_error\":%s%s%s,\"log_bytes\":%" PRIu64 ",\"segments\":%zu"
+		       ",\"shared_replicas\":[",
+		       img.id.history_id, img.id.npages, img.id.page_size, published, durable,
+		       checkpointed, writer ? "true" : "false", writer ? pid : 0L,
+		       err ? "\"" : "", err ? strerror((int)err) : "null", err ? "\"" : "",
+		       log_bytes, nsegs);
+		for (int i = 0; i < nshared; i++) {
+			uint64_t e = shared[i].epoch[shared[i].current];
+
+			printf("%s{\"path\":\"%s\",\"epoch\":%" PRIu64 ",\"lag\":%" PRIu64 ",\"readers\":[",
+			       i ? "," : "", shared[i].path, e, published > e ? published - e : 0);
+			for (int k = 0; k < shared[i].readers; k++)
+				printf("%s{\"pid\":%d,\"epoch\":%" PRIu64 ",\"lag\":%" PRIu64 "}", k ? "," : "",
+				       shared[i].pid[k], shared[i].reader_epoch[k],
+				       published > shared[i].reader_epoch[k] ?
+				       published - shared[i].reader_epoch[k] : 0);
+			printf("]}");
+		}
+		printf("]}\n");
+	} else {
+		printf("region        %s\n", dir);
+		printf("history id    %016" PRIx64 "\n", img.id.history_id);
+		printf("size          %" PRIu64 " pages of %u bytes\n", img.id.npages, img.id.page_size);
+		printf("writer        %s", writer ? "running" : "none");
+		if (writer)
+			printf(" (pid %ld)", pid);
+		printf("\nepochs        published %" PRIu64 ", durable %" PRIu64 ", checkpointed %"
+		       PRIu64 "\n", published, durable, checkpointed);
+		if (err)
+			printf("log error     %s (retrying)\n", strerror((int)err));
+		printf("log           %" PRIu64 " bytes in %zu segments\n", log_bytes, nsegs);
+		for (int i = 0; i < nshared; i++) {
+			uint64_t e = shared[i].epoch[shared[i].current];
+
+			printf("shared        %s: epoch %" PRIu64 ", lag %" PRIu64 ", %d readers\n",
+			       shared[i].path, e, published > e ? published - e : 0, shared[i].readers);
+			for (int k = 0; k < shared[i].readers; k++)
+				printf("  reader      pid %d at epoch %" PRIu64 ", lag %" PRIu64 "\n",
+				       shared[i].pid[k], shared[i].reader_epoch[k],
+				       published > shared[i].reader_epoch[k] ?
+				       published - shared[i].reader_epoch[k] : 0);
+		}
+		if (!nshared)
+			printf("shared        no shared replica (private replicas are not listed)\n");
+	}
+	ret = 0;
+out:
+	if (st)
+		munmap((void *)st, sizeof(*st));
+	if (statefd >= 0)
+		close(statefd);
+	free(segs);
+	pt_image_close(&img);
+	close(dirfd);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* verify                                                              */
+/* ------------------------------------------------------------------ */
+
+static void report_line(void *arg, const char *msg)
+{
+	(void)arg;
+	printf("  BAD   %s\n", msg);
+}
+
+static void verify_help(void)
+{
+	printf("Usage: pagetrack verify DIR\n"
+	       "\n"
+	       "Check every checksum of the region in DIR: the image's headers, table and\n"
+	       "pages, every segment header and every log record, and that the records\n"
+	       "after the image's epoch follow each other; say exactly what is wrong where.\n"
+	       "Run it while no checkpoint is running (pages being written read as bad).\n"
+	       "\n"
+	       "Exit status: 0 all good, 1 something is wrong (listed), 64 wrong usage.\n");
+}
+
+int cmd_verify(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct pt_segment_info *segs = NULL;
+	unsigned char *buf = NULL;
+	uint64_t bad = 0, records = 0, bad_pages = 0, last;
+	struct pt_log_reader rd;
+	struct pt_record rec;
+	struct pt_image img;
+	const char *dir;
+	size_t nsegs = 0, cap = 0;
+	int c, ret = 0, dirfd;
+
+	getopt_restart();
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		if (c == 'h') {
+			verify_help();
+			return 0;
+		}
+		return option_error("verify", argv);
+	}
+	dir = one_dir("verify", argc, argv, &ret);
+	if (!dir)
+		return ret;
+	ret = open_region_dir("verify", dir, &img, &dirfd);
+	if (ret)
+		return ret;
+	printf("image: epoch %" PRIu64 ", header slot %d, %" PRIu64 " pages\n", img.hdr.epoch, img.slot,
+	       img.id.npages);
+	ret = pt_image_verify(&img, report_line, NULL, &bad_pages);
+	if (ret) {
+		printf("  BAD   image: %s\n", pt_log_strerror(ret));
+		bad++;
+	}
+	bad += bad_pages;
+	ret = pt_segments_list(dirfd, &img.id, &segs, &nsegs);
+	if (ret) {
+		ret = runtime_error("verify", ret, "%s: listing the log", dir);
+		goto out;
+	}
+	for (size_t i = 0; i < nsegs; i++) {
+		char name[64];
+		uint64_t off, n = 0;
+		int fd;
+
+		pt_segment_name(name, sizeof(name), segs[i].seq);
+		if (segs[i].bad) {
+			printf("  BAD   %s: header: %s\n", name, pt_log_strerror(segs[i].bad));
+			bad++;
+			continue;
+		}
+		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		for (off = img.id.page_size;;) {
+			int64_t len = pt_record_read(fd, segs[i].seq, off, &img.id, &buf, &cap, &rec);
+
+			if (len == 0)
+				break;
+			if (len < 0) {
+				bool tail = i + 1 == nsegs;
+
+				printf("  %s %s at offset %" PRIu64 ": %s%s\n", tail ? "NOTE " : "BAD  ", name,
+				       off, pt_log_strerror((int)len),
+				       tail ? " (the newest segment's end: a record being written, or "
+					      "torn by a crash)" : "; the rest of the segment is not read");
+				bad += !tail && len != -ENODATA;
+				break;
+			}
+			n++;
+			off += (uint64_t)len;
+		}
+		printf("segment %s: epochs from %" PRIu64 ", %" PRIu64 " good records, %" PRIu64
+		       " bytes\n", name, segs[i].first_epoch, n, segs[i].size);
+		records += n;
+		close(fd);
+	}
+	/* The chain a recovery would follow. */
+	pt_log_reader_init(&rd, dirfd, &img.id, img.hdr.epoch + 1, img.hdr.chain);
+	rd.quiet = true;
+	while ((ret = pt_log_next(&rd, UINT64_MAX, &rec)) > 0)
+		;
+	last = rd.next_epoch - 1;
+	if (ret < 0 && !(ret == -ENODATA && rd.error_seq == (nsegs ? segs[nsegs - 1].seq : 0))) {
+		printf("  BAD   the log after the image stops at epoch %" PRIu64 " (segment %016" PRIx64
+		       ", offset %" PRIu64 "): %s\n", last + 1, rd.error_seq, rd.error_offset,
+		       pt_log_strerror(ret));
+		bad++;
+	}
+	pt_log_reader_free(&rd);
+	printf("recovery would reach epoch %" PRIu64 "; %" PRIu64 " records checked, %" PRIu64
+	       " problems\n", last, records, bad);
+	ret = bad ? 1 : 0;
+out:
+	free(buf);
+	free(segs);
+	pt_image_close(&img);
+	close(dirfd);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* inspect                                                             */
+/* ------------------------------------------------------------------ */
+
+static void inspect_help(void)
+{
+	printf("Usage: pagetrack inspect DIR [--pages]\n"
+	       "\n"
+	       "List the log of the region in DIR: each segment, and in it each record\n"
+	       "with its epoch, page count, length and checksums.\n"
+	       "\n"
+	       "  --pages  also list each record's page numbers\n"
+	       "  --help   this text\n");
+}
+
+int cmd_inspect(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "pages", no_argument, NULL, 'p' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct pt_segment_info *segs = NULL;
+	unsigned char *buf = NULL;
+	struct pt_record rec;
+	struct pt_image img;
+	bool pages = false;
+	const char *dir;
+	size_t nsegs = 0, cap = 0;
+	int c, ret = 0, dirfd;
+
+	getopt_restart();
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			pages = true;
+			break;
+		case 'h':
+			inspect_help();
+			return 0;
+		default:
+			return option_error("inspect", argv);
+		}
+	}
+	dir = one_dir("inspect", argc, argv, &ret);
+	if (!dir)
+		return ret;
+	ret = open_region_dir("inspect", dir, &img, &dirfd);
+	if (ret)
+		return ret;
+	printf("image at epoch %" PRIu64 " (history %016" PRIx64 ")\n", img.hdr.epoch,
+	       img.id.history_id);
+	ret = pt_segments_list(dirfd, &img.id, &segs, &nsegs);
+	if (ret) {
+		ret = runtime_error("inspect", ret, "%s: listing the log", dir);
+		goto out;
+	}
+	for (size_t i = 0; i < nsegs; i++) {
+		char name[64];
+		uint64_t off;
+		int fd;
+
+		pt_segment_name(name, sizeof(name), segs[i].seq);
+		if (segs[i].bad) {
+			printf("%s: unreadable header: %s\n", name, pt_log_strerror(segs[i].bad));
+			continue;
+		}
+		printf("%s: first epoch %" PRIu64 ", %" PRIu64 " bytes\n", name, segs[i].first_epoch,
+		       segs[i].size);
+		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		for (off = img.id.page_size;;) {
+			int64_t len = pt_record_read(fd, segs[i].seq, off, &img.id, &buf, &cap, &rec);
+
+			if (len <= 0) {
+				if (len < 0)
+					printf("  offset %-10" PRIu64 " %s\n", off, pt_log_strerror((int)len));
+				break;
+			}
+			printf("  offset %-10" PRIu64 " epoch %-8" PRIu64 " %6u pages %10" PRIu64
+			       " bytes  header %016" PRIx64 " prev %016" PRIx64 "\n", off,
+			       rec.hdr->epoch, rec.hdr->page_count, rec.hdr->length,
+			       rec.hdr->header_checksum, rec.hdr->prev);
+			if (pages) {
+				for (uint32_t k = 0; k < rec.hdr->page_count; k++)
+					printf("%s%" PRIu64, k % 16 ? " " : "    pages ", rec.index[k]);
+				if (rec.hdr->page_count)
+					printf("\n");
+			}
+			off += (uint64_t)len;
+		}
+		close(fd);
+	}
+out:
+	free(buf);
+	free(segs);
+	pt_image_close(&img);
+	close(dirfd);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* replica                                                             */
+/* ------------------------------------------------------------------ */
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static void replica_help(void)
+{
+	printf("Usage: pagetrack replica DIR [--name NAME] [--once] [--verbose]\n"
+	       "\n"
+	       "Keep the shared replica /dev/shm/pagetrack-NAME of the region in DIR\n"
+	       "current until interrupted (SIGINT, SIGTERM), so that query processes that\n"
+	       "open it with pt_replica_open(PT_REPLICA_SHARED) find it fresh.\n"
+	       "\n"
+	       "  --name NAME  the shared copy's name (default: the region's history id)\n"
+	       "  --once       bring it up to date once and exit\n"
+	       "  --verbose    print each epoch reached\n"
+	       "  --help       this text\n");
+}
+
+int cmd_replica(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "name", required_argument, NULL, 'n' },
+		{ "once", no_argument, NULL, 'o' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct pt_replica_opts o = { .sz = sizeof(o), .mode = PT_REPLICA_SHARED };
+	struct sigaction sa = { .sa_handler = on_stop };
+	bool once = false, verbose = false;
+	struct pt_replica *rep;
+	const char *dir;
+	int64_t e, shown = -1;
+	int c, ret = 0;
+
+	getopt_restart();
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			o.name = optarg;
+			break;
+		case 'o':
+			once = true;
+			break;
+		case 'v':
+			verbose = true;
+			break;
+		case 'h':
+			replica_help();
+			return 0;
+		default:
+			return option_error("replica", argv);
+		}
+	}
+	dir = one_dir("replica", argc, argv, &ret);
+	if (!dir)
+		return ret;
+	ret = pt_replica_open(&rep, dir, &o);
+	if (ret)
+		return runtime_error("replica", ret, "%s", dir);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	do {
+		e = pt_replica_refresh(rep, once ? 0 : 200);
+		if (e < 0) {
+			ret = runtime_error("replica", (int)e, "%s", dir);
+			break;
+		}
+		if (verbose && e != shown) {
+			printf("epoch %lld\n", (long long)e);
+			fflush(stdout);
+		}
+		shown = e;
+	} while (!once && !stop_requested);
+	if (!ret && !verbose)
+		printf("shared replica of %s at epoch %lld\n", dir, (long long)shown);
+	pt_replica_close(rep);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* checkpoint                                                          */
+/* ------------------------------------------------------------------ */
+
+static void checkpoint_help(void)
+{
+	printf("Usage: pagetrack checkpoint DIR [--timeout SECONDS]\n"
+	       "\n"
+	       "Apply the durable log of the region in DIR to its image, fsync it and drop\n"
+	       "the segments nothing needs.  With no writer running it opens the region\n"
+	       "(recovering it) and checkpoints; with a writer running it asks the\n"
+	       "writer's checkpoint thread and waits for it (default 30 seconds).\n");
+}
+
+int cmd_checkpoint(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
+	struct pt_region *r;
+	const char *dir;
+	long timeout = 30;
+	char *end;
+	int64_t e;
+	int c, ret = 0;
+
+	getopt_restart();
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			timeout = strtol(optarg, &end, 10);
+			if (*end || timeout < 0 || timeout > 86400)
+				return usage_error("checkpoint", "bad --timeout '%s'", optarg);
+			break;
+		case 'h':
+			checkpoint_help();
+			return 0;
+		default:
+			return option_error("checkpoint", argv);
+		}
+	}
+	dir = one_dir("checkpoint", argc, argv, &ret);
+	if (!dir)
+		return ret;
+	ret = pt_region_open(&r, dir, &o);
+	if (ret == -EBUSY) {
+		/* A writer runs: ask its checkpoint thread through the state block. */
+		struct pt_state *st;
+		uint64_t want;
+		int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int fd = dirfd < 0 ? -1 : openat(dirfd, PT_STATE_NAME, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+
+		if (dirfd >= 0)
+			close(dirfd);
+		if (fd < 0)
+			return runtime_error("checkpoint", -errno, "%s: the writer's state file", dir);
+		st = mmap(NULL, sizeof(*st), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		close(fd);
+		if (st == MAP_FAILED)
+			return runtime_error("checkpoint", -errno, "%s: the writer's state file", dir);
+		want = __atomic_load_n(&st->published, __ATOMIC_ACQUIRE);
+		__atomic_store_n(&st->checkpoint_request, want, __ATOMIC_RELEASE);
+		for (long ms = 0; ms <= timeout * 1000; ms += 10) {
+			if (__atomic_load_n(&st->checkpointed, __ATOMIC_ACQUIRE) >= want)
+				break;
+			usleep(10000);
+		}
+		e = (int64_t)__atomic_load_n(&st->checkpointed, __ATOMIC_ACQUIRE);
+		munmap(st, sizeof(*st));
+		if ((uint64_t)e < want)
+			return runtime_error("checkpoint", -ETIMEDOUT,
+					     "%s: the writer did not checkpoint epoch %" PRIu64
+					     " (is its checkpoint thread off?)", dir, want);
+		printf("%s: checkpointed by the writer at epoch %lld\n", dir, (long long)e);
+		return 0;
+	}
+	if (ret)
+		return runtime_error("checkpoint", ret, "%s", dir);
+	e = pt_region_checkpoint(r);
+	ret = pt_region_close(r);
+	if (e < 0)
+		return runtime_error("checkpoint", (int)e, "%s", dir);
+	if (ret)
+		return runtime_error("checkpoint", ret, "%s: close", dir);
+	printf("%s: checkpointed at epoch %lld\n", dir, (long long)e);
+	return 0;
+}
