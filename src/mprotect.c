@@ -412,7 +412,7 @@ static enum verdict handle_fault(uintptr_t addr, const sigset_t *fault_mask)
 		unsigned int seq = atomic_load(&sl->seq);
 		unsigned int kind;
 		struct mp_state *s;
-		bool ok = true;
+		bool ok;
 
 		if (seq & 1)
 			continue;
@@ -428,20 +428,27 @@ static enum verdict handle_fault(uintptr_t addr, const sigset_t *fault_mask)
 			continue;
 		}
 		if (kind == SLOT_FREEZE) {
+			unsigned int freezer = atomic_load(&sl->freezer);
+
+			/* Slots are never freed: a waiter needs no pin, and
+			 * one that a signal handler longjmps out of the wait
+			 * leaves none behind for the thaw to wait on. */
+			atomic_fetch_sub(&sl->users, 1);
 			/* The thread that froze the range would wait for its
 			 * own thaw forever: pass its fault on instead. */
-			if (atomic_load(&sl->freezer) == self_tid())
-				ok = false;
+			if (freezer == self_tid())
+				return FAULT_CHAIN;
 			/* No lock held: wait with the program's own mask, so a
 			 * signal can still interrupt or kill a waiting thread
-			 * (a nested fault into the range just waits too). */
-			if (ok)
-				pthread_sigmask(SIG_SETMASK, fault_mask, NULL);
-			while (ok && atomic_load(&sl->frozen))
+			 * (a nested fault into the range just waits too).  If
+			 * the slot is reused meanwhile, frozen reads 0, or 1
+			 * for another freeze, which ends soon too. */
+			pthread_sigmask(SIG_SETMASK, fault_mask, NULL);
+			while (atomic_load(&sl->frozen))
 				futex_op(&sl->frozen, FUTEX_WAIT, 1);
-		} else {
-			ok = tracker_fault(s, addr);
+			return FAULT_RETRY;
 		}
+		ok = tracker_fault(s, addr);
 		atomic_fetch_sub(&sl->users, 1);
 		return ok ? FAULT_RETRY : FAULT_CHAIN;
 	}

@@ -179,6 +179,51 @@ static bool freeze_args(struct mem *m, char *why, size_t why_len)
 	return true;
 }
 
+/* A thread waiting for the thaw still takes signals; its write lands after. */
+static atomic_int usr1_seen;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	atomic_store(&usr1_seen, 1);
+}
+
+static bool freeze_signal_waiter(struct mem *m, char *why, size_t why_len)
+{
+	struct sigaction sa = { .sa_handler = on_usr1 }, old;
+	struct writer w;
+	int ret;
+
+	(void)why;
+	(void)why_len;
+	memset(&w, 0, sizeof(w));
+	sigemptyset(&sa.sa_mask);
+	CHECK(sigaction(SIGUSR1, &sa, &old) == 0, "sigaction: %s", strerror(errno));
+	atomic_store(&usr1_seen, 0);
+	ret = pt_write_freeze((uintptr_t)m->addr, m->len);
+	CHECK(ret == 0, "freeze: %s", strerror(-ret));
+	w.page = m->addr + 2 * page_size();
+	w.value = 0xabcdef;
+	if (pthread_create(&w.thread, NULL, writer_main, &w)) {
+		pt_write_thaw((uintptr_t)m->addr, m->len);
+		CHECK(false, "pthread_create");
+	}
+	while (!atomic_load(&w.started))
+		sleep_ms(1);
+	sleep_ms(50);
+	pthread_kill(w.thread, SIGUSR1);
+	for (int i = 0; i < 2000 && !atomic_load(&usr1_seen); i++)
+		sleep_ms(1);
+	ret = atomic_load(&usr1_seen) && !atomic_load(&w.done);
+	pt_write_thaw((uintptr_t)m->addr, m->len);
+	pthread_join(w.thread, NULL);
+	sigaction(SIGUSR1, &old, NULL);
+	CHECK(ret, "the waiting writer did not take SIGUSR1 while frozen (seen %d, done %d)",
+	      atomic_load(&usr1_seen), atomic_load(&w.done));
+	CHECK(load64(w.page + 64) == w.value, "the write did not land after the thaw");
+	return true;
+}
+
 /* The freezing thread writing into its own frozen range would wait for its
  * own thaw: it must fail (the fault is passed on), never hang. */
 static bool freeze_self_write(struct mem *m, char *why, size_t why_len)
@@ -215,6 +260,7 @@ int main(void)
 		{ "freeze/thaw cycles under writers", freeze_cycles },
 		{ "arguments and overlaps", freeze_args },
 		{ "the freezer's own write fails", freeze_self_write },
+		{ "a waiting writer takes signals", freeze_signal_waiter },
 	};
 	static const enum mem_kind kinds[] = { MEM_ANON, MEM_MEMFD };
 
