@@ -473,8 +473,12 @@ static void chain(int sig, siginfo_t *si, void *ucontext)
 	sigset_t mask;
 
 	if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
-		/* Run it with the mask the kernel would have given it. */
-		mask = uc->uc_sigmask;
+		/* Run it with the mask the kernel would have given it (no
+		 * context: another library called us by hand; keep ours). */
+		if (uc)
+			mask = uc->uc_sigmask;
+		else
+			pthread_sigmask(SIG_BLOCK, NULL, &mask);
 		sigorset(&mask, &mask, &old->sa_mask);
 		if (!(old->sa_flags & SA_NODEFER))
 			sigaddset(&mask, sig);
@@ -489,7 +493,7 @@ static void chain(int sig, siginfo_t *si, void *ucontext)
 	 * and let the fault happen again, or re-send a signal that was sent. */
 	sigemptyset(&dfl.sa_mask);
 	sigaction(sig, &dfl, NULL);
-	if (si->si_code <= 0)
+	if (!si || si->si_code <= 0)
 		raise(sig);
 }
 
@@ -499,7 +503,7 @@ static void segv_handler(int sig, siginfo_t *si, void *ucontext)
 
 	/* Only a permission fault on a mapped page can be a tracked write;
 	 * a read never faults on PROT_READ, so SEGV_ACCERR there is a write. */
-	if (si && si->si_code == SEGV_ACCERR &&
+	if (si && ucontext && si->si_code == SEGV_ACCERR &&
 	    handle_fault((uintptr_t)si->si_addr, &((ucontext_t *)ucontext)->uc_sigmask) == FAULT_RETRY) {
 		errno = saved_errno;
 		return;
