@@ -384,10 +384,12 @@ static int reader_open_for(struct pt_log_reader *r)
 	}
 	ret = reader_switch(r, best);
 	if (ret == -ENOENT) {
-		/* Dropped since the listing: look again. */
+		/* Dropped by a checkpoint since the listing (segments go
+		 * no other way): what we want is in the image now. */
 		free(r->segs);
 		r->segs = NULL;
-		return -EAGAIN;
+		r->dropped = true;
+		return -ESTALE;
 	}
 	return ret;
 }
@@ -414,7 +416,6 @@ static int reader_continue(struct pt_log_reader *r)
 
 int pt_log_next(struct pt_log_reader *r, uint64_t limit, struct pt_record *rec)
 {
-	int retries = 0;
 	int64_t len;
 	int err, ret;
 
@@ -425,8 +426,6 @@ int pt_log_next(struct pt_log_reader *r, uint64_t limit, struct pt_record *rec)
 	for (;;) {
 		if (r->fd < 0) {
 			ret = reader_open_for(r);
-			if (ret == -EAGAIN && ++retries < 8)
-				continue;
 			if (ret <= 0)
 				return ret;
 		}
@@ -465,8 +464,12 @@ stop:
 		r->error_seq = r->seq;
 		r->error_offset = r->offset;
 		ret = reader_continue(r);
-		if (ret == -ENOENT && ++retries < 8)
-			continue;	/* dropped between listing and opening */
+		if (ret == -ENOENT) {
+			/* The next segment was dropped between listing and
+			 * opening: so was what we want. */
+			r->dropped = true;
+			return -ESTALE;
+		}
 		if (ret < 0)
 			return ret;
 		if (ret > 0) {

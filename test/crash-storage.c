@@ -10,6 +10,10 @@
  * The region is then opened there and must hold an epoch at least as new
  * as the newest one reported durable before the crash, whose memory hashes
  * as the writer recorded it.
+ *
+ * Threaded: the recorder runs on the writer's log thread and on the caller's
+ * (the library calls pthread_create for its log thread), so this test also
+ * runs under TSan.
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -462,7 +466,9 @@ static bool workload(const char *dir, enum pt_durability dur, uint64_t seed, int
 	ret = pt_region_create(&r, dir, size, &o);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
 	mark(OP_MARK_CREATED, 0);
+	pthread_mutex_lock(&trace_lock);
 	inject = true;
+	pthread_mutex_unlock(&trace_lock);
 	m = pt_region_base(r);
 	for (int i = 0; i < 80; i++) {
 		int nw = 1 + (int)(rnd_next(&seed) % 8);
@@ -495,7 +501,9 @@ static bool workload(const char *dir, enum pt_durability dur, uint64_t seed, int
 			      strerror((int)-c));
 		}
 	}
+	pthread_mutex_lock(&trace_lock);
 	inject = false;
+	pthread_mutex_unlock(&trace_lock);
 	ret = pt_region_wait(r, assigned, PT_LEVEL_DURABLE, 10000);
 	CHECK(ret == 0 || ret == -EIO || ret == -ENOSPC, "wait: %s", strerror(-ret));
 	ret = pt_region_close(r);

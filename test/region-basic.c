@@ -1,4 +1,8 @@
 /* region-basic: create, sync, reopen, epochs, levels, one writer, and the errors of create/open. */
+/*
+ * Threaded: syncs, waits and checkpoints here meet the writer's log and
+ * checkpoint threads (the library's pthread_create), so it runs under TSan.
+ */
 #include <dirent.h>
 #include <sys/file.h>
 #include <xxhash.h>
