@@ -3,7 +3,8 @@
  * replication.c - what replication costs the writer and its readers, side
  * by side in one run, on a region of --region-mib MiB (1 GiB by default;
  * the targets are for 1 GiB) in a data directory made under $TMPDIR or
- * /var/tmp and removed at the end (also on SIGINT, SIGTERM, SIGHUP):
+ * /var/tmp and removed at the end (also on SIGINT, SIGTERM, SIGHUP, or a
+ * crash):
  *
  *  1. stall: the time inside pt_region_sync() with 0, 100, 1,000 and 10,000
  *     scattered dirty pages, for each durability policy: none and
@@ -254,6 +255,12 @@ struct helper {
 
 static struct helper forker = { -1, -1, -1 }, reader = { -1, -1, -1 };
 
+/*
+ * Signals after which the data directory (GiBs of image and log) is
+ * removed before dying: the ones a user or a timeout sends, and a crash.
+ */
+static const int cleanup_signals[] = { SIGINT, SIGTERM, SIGHUP, SIGBUS, SIGSEGV, SIGABRT };
+
 static bool write_msg(int fd, const struct msg *m)
 {
 	ssize_t n;
@@ -450,9 +457,8 @@ static int helper_start(struct helper *h, void (*fn)(int, int))
 	if (h->pid == 0) {
 		/* Die with the bench; only the bench cleans up. */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		signal(SIGINT, SIG_DFL);
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGHUP, SIG_DFL);
+		for (size_t i = 0; i < BENCH_ARRAY_SIZE(cleanup_signals); i++)
+			signal(cleanup_signals[i], SIG_DFL);
 		close(to[1]);
 		close(from[0]);
 		if (forker.cmd >= 0)
@@ -858,6 +864,11 @@ static void stall_section(const uint64_t *perm)
 
 		memcpy(copy, pt_region_base(regions[0]), region_len);
 		bench_add_sample(&s_copy, (bench_now_ns() - t0) / 1e6);
+		if (memcmp(copy, pt_region_base(regions[0]), region_len)) {
+			bench_failed("memfd", "memcpy whole region", "-", "the copy differs");
+			ok = false;
+			break;
+		}
 		if (forker_mapped) {
 			ret = helper_call(&forker, &(struct msg){ .kind = CMD_FORK }, &m);
 			if (ret) {
@@ -944,6 +955,49 @@ static void stall_section(const uint64_t *perm)
 /* ---- 2. replica lag ---------------------------------------------------- */
 
 /*
+ * Wait for the reader to report epoch e (or a later one) in *m.  Returns 0,
+ * or with the reason in why: 1 when the reader may still be running, -1
+ * when it stopped.  While waiting, a log that cannot publish fails at once.
+ */
+static int await_epoch(struct pt_region *r, int64_t e, struct msg *m, char *why, size_t len)
+{
+	double deadline = bench_now_ns() + HELPER_TIMEOUT_MS * 1e6;
+
+	for (;;) {
+		int ret = read_msg(reader.reply, m, 200);
+
+		if (ret == 1 && m->kind == MSG_EPOCH) {
+			if (m->epoch >= e)
+				return 0;
+			continue;
+		}
+		if (ret == 1) {
+			snprintf(why, len, "the replica process stopped: %s",
+				 m->kind == MSG_DONE ? err_str(m->err) : "unexpected message");
+			return -1;
+		}
+		if (ret == 0) {
+			snprintf(why, len, "the replica process exited");
+			return -1;
+		}
+		if (errno != ETIMEDOUT) {
+			snprintf(why, len, "reading from the replica process: %s", strerror(errno));
+			return 1;
+		}
+		ret = pt_region_wait(r, (uint64_t)e, PT_LEVEL_PUBLISHED, 0);
+		if (ret && ret != -ETIMEDOUT) {
+			snprintf(why, len, "never published: %s%s", strerror(-ret), log_suffix());
+			return 1;
+		}
+		if (bench_now_ns() > deadline) {
+			snprintf(why, len, "%s, but the replica process did not reach it in %d s",
+				 ret ? "not published" : "published", HELPER_TIMEOUT_MS / 1000);
+			return 1;
+		}
+	}
+}
+
+/*
  * Replica lag with the writer on a policy that does not wait for
  * durability (with on-sync the epoch is published before sync returns).
  */
@@ -953,7 +1007,7 @@ static void lag_run(enum pt_durability durability, const char *policy)
 	struct bench_samples s50 = { 0 }, s99 = { 0 };
 	uint64_t *pages = NULL, seed = SEED_LAG, early = 0;
 	double *lag = NULL, worst = 0;
-	char dir[256], note[200], method[48], m50[48], m99[48];
+	char dir[256], note[200], method[48], m50[48], m99[48], why[800];
 	struct pt_region *r = NULL;
 	bool ok = false, running = false;
 	struct msg m;
@@ -1005,19 +1059,12 @@ static void lag_run(enum pt_durability durability, const char *policy)
 			}
 			/* The reader reports every epoch it reaches; the next
 			 * sync waits for it, so each epoch is timed alone. */
-			do {
-				ret = read_msg(reader.reply, &m, HELPER_TIMEOUT_MS);
-				if (ret <= 0 || m.kind != MSG_EPOCH) {
-					bench_failed("memfd", method, "-",
-						     "no epoch %lld from the replica process: %s",
-						     (long long)e,
-						     ret < 0 ? strerror(errno) :
-						     ret == 0 ? "it exited" : m.kind == MSG_DONE ?
-						     err_str(m.err) : "unexpected message");
-					running = false;
-					goto out;
-				}
-			} while (m.epoch < e);
+			ret = await_epoch(r, e, &m, why, sizeof(why));
+			if (ret) {
+				bench_failed("memfd", method, "-", "epoch %lld: %s", (long long)e, why);
+				running = ret > 0;
+				goto out;
+			}
 			if (m.epoch != e) {
 				bench_failed("memfd", method, "-",
 					     "the replica reports epoch %lld, the writer made %lld",
@@ -1423,9 +1470,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
+	for (size_t i = 0; i < BENCH_ARRAY_SIZE(cleanup_signals); i++)
+		sigaction(cleanup_signals[i], &sa, NULL);
 
 	perm = permutation(npages, SEED_DIRTY);
 	if (!perm) {
