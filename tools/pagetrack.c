@@ -307,7 +307,8 @@ int cmd_probe(int argc, char **argv)
 			printf("%-12s %s%s\n", "auto:", chosen,
 			       forced ? " (forced by PAGETRACK_BACKEND)" : "");
 	}
-	fflush(stdout);
+	if (fflush(stdout) || ferror(stdout))
+		return runtime_error("probe", -EIO, "writing the output");
 	if (env_bad)
 		return runtime_error("probe", 0,
 				     "PAGETRACK_BACKEND=%s: unknown backend (uffd-wp, soft-dirty, mprotect or auto)",
