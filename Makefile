@@ -45,7 +45,7 @@ TOOL     := $(O)/pagetrack
 
 TEST_SRCS  := $(wildcard test/*.c)
 TEST_BINS  := $(TEST_SRCS:test/%.c=$(O)/test/%)
-TEST_SH    := $(wildcard test/*.sh)
+TEST_SH    := $(filter-out test/run.sh,$(wildcard test/*.sh))
 # Tests that start threads also run under TSan.
 TSAN_TESTS := $(shell grep -l pthread_create $(TEST_SRCS) 2>/dev/null | sed 's|test/\(.*\)\.c|\1|')
 BENCH_SRCS := $(wildcard bench/*.c)
