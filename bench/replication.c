@@ -64,8 +64,10 @@
  *    catch-up copies exactly the changed pages from the image.
  */
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <xxhash.h>
@@ -122,21 +124,27 @@ static char top_dir[200];
 
 /* ---- the library's last message, to explain a failure ----------------- */
 
+/* The library's threads log too: the message is kept under a lock. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char last_log[512];
 
 static void keep_log(enum pt_log_level level, const char *msg, void *arg)
 {
 	(void)level;
 	(void)arg;
+	pthread_mutex_lock(&log_lock);
 	snprintf(last_log, sizeof(last_log), "%s", msg);
+	pthread_mutex_unlock(&log_lock);
 }
 
 static const char *log_suffix(void)
 {
 	static char buf[600];
 
+	pthread_mutex_lock(&log_lock);
 	snprintf(buf, sizeof(buf), "%s%s", last_log[0] ? "; library: " : "", last_log);
 	last_log[0] = '\0';
+	pthread_mutex_unlock(&log_lock);
 	return buf;
 }
 
@@ -705,19 +713,35 @@ static bool verify_by_replica(struct pt_region *r, const char *dir, const char *
 
 /* ---- 1. writer stall per sync, and the other ways to a copy -------------- */
 
-/* Time one sync after dirtying count pages; checks the epoch it returns. */
+/* Involuntary context switches of the calling thread so far. */
+static long preemptions(void)
+{
+	struct rusage u;
+
+	return getrusage(RUSAGE_THREAD, &u) ? 0 : u.ru_nivcsw;
+}
+
+/*
+ * Time one sync after dirtying count pages; checks the epoch it returns.
+ * *preempted (may be NULL) counts the syncs during which this thread lost
+ * its CPU to another: then the figure holds that other's work too.
+ */
 static bool timed_sync(struct pt_region *r, const char *method, const uint64_t *pages,
-		       uint64_t count, bool waited, double *ms)
+		       uint64_t count, bool waited, double *ms, int *preempted)
 {
 	int64_t before = pt_region_epoch(r), e;
 	char label[32];
+	long switches;
 	double t0;
 	int ret;
 
 	write_pages(pt_region_base(r), pages, count);
+	switches = preemptions();
 	t0 = bench_now_ns();
 	e = pt_region_sync(r);
 	*ms = (bench_now_ns() - t0) / 1e6;
+	if (preempted && preemptions() != switches)
+		(*preempted)++;
 	dirty_label(label, sizeof(label), count);
 	if (e < 0 || e != before + (count ? 1 : 0)) {
 		bench_failed("memfd", method, label, "sync returned %lld after epoch %lld: %s%s",
@@ -790,13 +814,13 @@ static bool fork_writer(struct bench_samples *s)
 	return true;
 }
 
-static void stall_rows(size_t pi, const struct bench_samples *samples)
+static void stall_rows(size_t pi, const struct bench_samples *samples, const int *preempted)
 {
-	char label[32];
+	char label[32], note[320];
 
 	for (size_t di = 0; di < BENCH_ARRAY_SIZE(dirty_counts); di++) {
 		struct bench_row row = { .memory = "memfd", .method = policies[pi].method,
-					 .samples = &samples[di] };
+					 .samples = &samples[di], .note = note };
 
 		if (dirty_counts[di] > npages)
 			continue;
@@ -807,12 +831,18 @@ static void stall_rows(size_t pi, const struct bench_samples *samples)
 				row.targets[row.ntargets++] = (struct bench_target){
 					BENCH_AT_MOST, stall_targets[ti].ms, stall_targets[ti].text
 				};
+		note[0] = '\0';
 		if (di == 0)
-			row.note = policies[pi].waited ?
-				"durable before return: collect, copy, then the log thread's "
-				"checksum, pwrite and fdatasync" :
-				"returns once queued to the log thread (checksum, pwrite, "
-				"publish happen after)";
+			snprintf(note, sizeof(note), "%s",
+				 policies[pi].waited ?
+				 "durable before return: collect, copy, then the log thread's "
+				 "checksum, pwrite and fdatasync" :
+				 "returns once queued to the log thread (checksum, pwrite, "
+				 "publish happen after)");
+		if (preempted[di])
+			snprintf(note + strlen(note), sizeof(note) - strlen(note),
+				 "%sthe writer lost its CPU inside %d of these %d syncs",
+				 note[0] ? "; " : "", preempted[di], samples[di].n);
 		bench_row(&row);
 	}
 }
@@ -822,6 +852,7 @@ static void stall_section(const uint64_t *perm)
 	enum { NPOL = BENCH_ARRAY_SIZE(policies) };
 	struct bench_samples stall[NPOL][BENCH_ARRAY_SIZE(dirty_counts)];
 	struct bench_samples s_copy = { 0 }, s_fork_anon = { 0 }, s_fork_writer = { 0 };
+	int preempted[NPOL][BENCH_ARRAY_SIZE(dirty_counts)] = { { 0 } };
 	struct pt_region *regions[NPOL] = { NULL };
 	char title[200], dirs[NPOL][256];
 	bool ok = true, forker_mapped = false;
@@ -885,12 +916,13 @@ static void stall_section(const uint64_t *perm)
 
 			/* An untimed idle sync first: each policy's figures
 			 * start from the same state. */
-			ok = timed_sync(regions[pi], policies[pi].method, perm, 0, true, &ms);
+			ok = timed_sync(regions[pi], policies[pi].method, perm, 0, true, &ms, NULL);
 			for (size_t di = 0; di < BENCH_ARRAY_SIZE(dirty_counts) && ok; di++) {
 				if (dirty_counts[di] > npages)
 					continue;
 				ok = timed_sync(regions[pi], policies[pi].method, perm,
-						dirty_counts[di], policies[pi].waited, &ms);
+						dirty_counts[di], policies[pi].waited, &ms,
+						&preempted[pi][di]);
 				bench_add_sample(&stall[pi][di], ms);
 			}
 		}
@@ -913,7 +945,7 @@ static void stall_section(const uint64_t *perm)
 	if (!ok)
 		return;
 	for (size_t pi = 0; pi < NPOL; pi++) {
-		stall_rows(pi, stall[pi]);
+		stall_rows(pi, stall[pi], preempted[pi]);
 		if (pi)
 			continue;
 		bench_row(&(struct bench_row){ .memory = "memfd", .method = "memcpy whole region",
@@ -1391,7 +1423,7 @@ static void durable_section(const uint64_t *perm)
 			double ms, t0;
 
 			if ((side ^ rep) & 1) {
-				if (!timed_sync(r, method, perm, DURABLE_PAGES, true, &ms))
+				if (!timed_sync(r, method, perm, DURABLE_PAGES, true, &ms, NULL))
 					goto out;
 				bench_add_sample(&s_sync, ms);
 				continue;
@@ -1435,6 +1467,7 @@ int main(int argc, char **argv)
 	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
 	struct sigaction sa = { .sa_handler = on_signal };
 	uint64_t *perm = NULL;
+	double load[3];
 	int ret;
 
 	bench_init(argc, argv, "replication",
@@ -1460,6 +1493,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	bench_note("data directory %s (removed at the end); background checkpoints off", top_dir);
+	if (getloadavg(load, 3) == 3) {
+		/* The figures of a shared machine are read against its load. */
+		bench_note("load average at the start: %.2f %.2f %.2f on %ld CPUs", load[0], load[1],
+			   load[2], sysconf(_SC_NPROCESSORS_ONLN));
+		bench_param("load_1min", load[0]);
+	}
 
 	/* Helpers first: small, single-threaded, before any region exists. */
 	ret = helper_start(&forker, forker_main);
