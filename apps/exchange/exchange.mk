@@ -3,6 +3,7 @@
 #   exchange-engine  the transaction process (matching engine)
 #   exchange-md      a query process serving market data from a replica
 #   exchange-load    the clients: order and query load, latency, checks
+#   exchange-pages   pages of the block an epoch writes, by pool (offline, no network)
 #
 # `make demo` runs apps/exchange/demo.sh; `make bench-exchange` the benchmark.
 
@@ -12,7 +13,8 @@ XCH_HDRS := $(wildcard $(XCH_DIR)/*.h) include/pagetrack.h
 XCH_COMMON := $(XCH_DIR)/book.c $(XCH_DIR)/net.c $(XCH_DIR)/store.c
 XCH_CPPFLAGS := -I$(XCH_DIR)
 
-XCH_BINS := $(XCH_OUT)/exchange-engine $(XCH_OUT)/exchange-md $(XCH_OUT)/exchange-load
+XCH_BINS := $(XCH_OUT)/exchange-engine $(XCH_OUT)/exchange-md $(XCH_OUT)/exchange-load \
+	    $(XCH_OUT)/exchange-pages
 APP_BINS += $(XCH_BINS)
 
 $(XCH_OUT)/exchange-%: $(XCH_DIR)/%.c $(XCH_COMMON) $(XCH_HDRS) $(STATIC)

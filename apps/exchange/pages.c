@@ -1,0 +1,275 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pages.c - exchange-pages: how many pages of the block an epoch writes, by
+ * pool, for the load's order flow, without network or replication.
+ *
+ * Every page an epoch writes costs the engine a write-protect fault and a
+ * copy at the sync, and costs the log, the checkpoint and every replica a
+ * page each; so the book's layout decides what replication costs.  This
+ * tool drives book.c directly with the same flow exchange-load sends (Zipf
+ * symbols, prices around a drifting mid, a fifth crossing, 8% market orders,
+ * ~30% cancels of each session's remembered resting orders), tracks the
+ * block with a pagetrack tracker (uffd-wp: a store of an unchanged value
+ * counts, as it does for a region), and every --epoch orders collects and
+ * re-arms, counting the written pages of each pool.  It also times the
+ * matching with tracking and without: a twin of the block, untracked, gets
+ * the very same commands first, so the difference is what the write-protect
+ * faults cost the engine's own thread.
+ *
+ * Deterministic (a fixed seed): figures from two layouts are comparable on
+ * a noisy machine where the end-to-end benchmark is not.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "book.h"
+#include "pagetrack.h"
+#include "util.h"
+
+#define SESSIONS	4
+#define MAX_LIVE	512	/* as exchange-load remembers per session */
+
+enum { P_HEADER, P_SYMBOLS, P_LEVELS, P_ORDERS, P_TRADES, P_SESSIONS, P_COUNT };
+static const char *const pool_names[P_COUNT] = {
+	"header", "symbols", "levels", "orders", "trades", "sessions"
+};
+
+struct flow {
+	uint64_t seed;
+	uint32_t nsymbols;
+	double *cdf;
+	int64_t *mid;
+	uint64_t live[SESSIONS][MAX_LIVE];
+	int nlive[SESSIONS];
+	uint64_t seq[SESSIONS];
+	uint64_t n;
+};
+
+static void die(const char *msg, int err)
+{
+	fprintf(stderr, "exchange-pages: %s%s%s\n", msg, err ? ": " : "", err ? strerror(err) : "");
+	exit(1);
+}
+
+static uint32_t pick_symbol(struct flow *f)
+{
+	double u = rng_unit(&f->seed);
+	uint32_t lo = 0, hi = f->nsymbols - 1;
+
+	while (lo < hi) {
+		uint32_t m = (lo + hi) / 2;
+
+		if (f->cdf[m] < u)
+			lo = m + 1;
+		else
+			hi = m;
+	}
+	return lo;
+}
+
+/* One command, as exchange-load's send_order() and on_ack() make it. */
+static void one_order(struct flow *f, struct xb_book *b)
+{
+	int k = (int)(f->n++ % SESSIONS);
+	uint64_t r = rng_next(&f->seed);
+	struct xb_result res;
+
+	xb_session_note(b, (uint32_t)k, ++f->seq[k]);
+	if (r % 100 < 30 && f->nlive[k]) {
+		int i = (int)((r >> 8) % (uint64_t)f->nlive[k]);
+		uint64_t id = f->live[k][i];
+
+		f->live[k][i] = f->live[k][--f->nlive[k]];
+		xb_cancel(b, id, &res);
+		return;
+	}
+	{
+		uint32_t s = pick_symbol(f);
+		int side = (int)((r >> 12) & 1), kind = XB_LIMIT;
+		uint64_t r2 = rng_next(&f->seed);
+		int64_t off, price = 0;
+		uint32_t qty;
+
+		if (r2 % 8 == 0)
+			f->mid[s] += (r2 >> 3) & 1 ? 1 : -1;
+		if (f->mid[s] < 100)
+			f->mid[s] = 100;
+		qty = 1 + (uint32_t)((r2 >> 8) % 100);
+		if ((r2 >> 20) % 100 < 8) {
+			kind = XB_MARKET;
+		} else {
+			off = (int64_t)((r2 >> 28) % 8);
+			if ((r2 >> 36) % 5 == 0)
+				off = -1 - (int64_t)((r2 >> 40) % 3);
+			price = side == XB_BUY ? f->mid[s] - 1 - off : f->mid[s] + 1 + off;
+		}
+		if (xb_submit(b, s, side, kind, price, qty, &res))
+			return;
+		if (res.status == XB_LIVE && res.remaining) {
+			if (f->nlive[k] < MAX_LIVE)
+				f->live[k][f->nlive[k]++] = res.order_id;
+			else
+				f->live[k][f->seq[k] % MAX_LIVE] = res.order_id;
+		}
+	}
+}
+
+static int pool_of(const struct xb_header *h, uint64_t off)
+{
+	if (off < h->off_symbols)
+		return P_HEADER;
+	if (off < h->off_levels)
+		return P_SYMBOLS;
+	if (off < h->off_orders)
+		return P_LEVELS;
+	if (off < h->off_trades)
+		return P_ORDERS;
+	if (off < h->off_sessions)
+		return P_TRADES;
+	return P_SESSIONS;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+"usage: exchange-pages [options]\n"
+"  -s, --size BYTES      block size (default 256M)\n"
+"  -n, --symbols N       symbols (default 1000)\n"
+"  -e, --epoch N         orders per epoch (default 30000: 3M orders/s, 100 syncs/s)\n"
+"  -w, --warmup N        orders before counting (default 2000000)\n"
+"  -c, --count N         epochs to count (default 50)\n"
+"  -z, --zipf S          Zipf exponent over symbols (default 1.0)\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "size", required_argument, NULL, 's' }, { "symbols", required_argument, NULL, 'n' },
+		{ "epoch", required_argument, NULL, 'e' }, { "warmup", required_argument, NULL, 'w' },
+		{ "count", required_argument, NULL, 'c' }, { "zipf", required_argument, NULL, 'z' },
+		{ "help", no_argument, NULL, 'h' }, { 0 }
+	};
+	uint64_t size = 256u << 20, nsym = 1000, epoch = 30000, warmup = 2000000, count = 50, v;
+	uint64_t pages[P_COUNT] = { 0 }, total = 0, t_none = 0, t_tracked = 0;
+	double zipf = 1.0, sum = 0;
+	struct pt_tracker *t = NULL;
+	struct xb_config c;
+	struct xb_book b, twin;
+	struct flow f, saved;
+	long ps = sysconf(_SC_PAGESIZE);
+	int64_t *saved_mid;
+	void *mem, *twin_mem;
+	int o, ret;
+
+	while ((o = getopt_long(argc, argv, "s:n:e:w:c:z:h", opts, NULL)) != -1) {
+		switch (o) {
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'z':
+			zipf = strtod(optarg, NULL);
+			if (!(zipf >= 0 && zipf <= 4))
+				die("--zipf: a number in [0, 4]", 0);
+			break;
+		case 's': case 'n': case 'e': case 'w': case 'c':
+			if (parse_u64(optarg, o == 'w' ? 0 : 1, o == 's' ? 1ull << 36 :
+				      o == 'n' ? XB_MAX_SYMBOLS : 1ull << 32, o == 's', &v))
+				die("a numeric option is out of range", 0);
+			if (o == 's') size = v;
+			else if (o == 'n') nsym = v;
+			else if (o == 'e') epoch = v;
+			else if (o == 'w') warmup = v;
+			else count = v;
+			break;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	size = (size + (uint64_t)ps - 1) & ~((uint64_t)ps - 1);
+	mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	twin_mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED || twin_mem == MAP_FAILED)
+		die("mmap", errno);
+	if (xb_config_for_size(&c, (uint32_t)nsym, size) || xb_init(&b, mem, size, &c))
+		die("the block cannot hold the books", 0);
+
+	memset(&f, 0, sizeof(f));
+	f.seed = 0x9e3779b97f4a7c15ull;
+	f.nsymbols = (uint32_t)nsym;
+	f.cdf = malloc(nsym * sizeof(double));
+	f.mid = malloc(nsym * sizeof(int64_t));
+	saved_mid = malloc(nsym * sizeof(int64_t));
+	if (!f.cdf || !f.mid || !saved_mid)
+		die("out of memory", 0);
+	for (uint32_t s = 0; s < nsym; s++)
+		sum += 1.0 / pow((double)(s + 1), zipf);
+	for (uint32_t s = 0; s < nsym; s++) {
+		f.cdf[s] = (s ? f.cdf[s - 1] : 0) + 1.0 / pow((double)(s + 1), zipf) / sum;
+		f.mid[s] = 10000 + (int64_t)(s % 97) * 10;
+	}
+	f.cdf[nsym - 1] = 1.0;
+
+	for (uint64_t i = 0; i < warmup; i++)
+		one_order(&f, &b);
+	memcpy(twin_mem, mem, size);
+	if (xb_attach(&twin, twin_mem, size))
+		die("the twin block", 0);
+	ret = pt_tracker_open(&t, mem, size, NULL);
+	if (ret)
+		die("tracker", -ret);
+	for (uint64_t e = 0; e < count; e++) {
+		const struct pt_range *rg;
+		uint64_t t0, t1;
+		size_t nr;
+
+		/* The same commands on the untracked twin, then on the block. */
+		saved = f;
+		memcpy(saved_mid, f.mid, nsym * sizeof(int64_t));
+		t0 = now_ns();
+		for (uint64_t i = 0; i < epoch; i++)
+			one_order(&f, &twin);
+		t1 = now_ns();
+		t_none += t1 - t0;
+		f = saved;
+		memcpy(f.mid, saved_mid, nsym * sizeof(int64_t));
+		t0 = now_ns();
+		for (uint64_t i = 0; i < epoch; i++)
+			one_order(&f, &b);
+		t1 = now_ns();
+		t_tracked += t1 - t0;
+		ret = pt_tracker_collect(t, PT_COLLECT_RESET, &rg, &nr);
+		if (ret < 0)
+			die("collect", -ret);
+		total += (uint64_t)ret;
+		for (size_t i = 0; i < nr; i++)
+			for (uint64_t p = rg[i].first; p < rg[i].first + rg[i].count; p++)
+				pages[pool_of(b.h, p * (uint64_t)ps)]++;
+	}
+	printf("block %llu MiB, %llu symbols, %llu orders per epoch, after %llu orders: "
+	       "%llu live orders, %u order slots used of %u\n",
+	       (unsigned long long)(size >> 20), (unsigned long long)nsym,
+	       (unsigned long long)epoch, (unsigned long long)warmup,
+	       (unsigned long long)b.h->live_orders, b.h->order_bump, b.h->max_orders);
+	printf("pages per epoch %.1f (%.4f per order):", (double)total / (double)count,
+	       (double)total / (double)count / (double)epoch);
+	for (int p = 0; p < P_COUNT; p++)
+		printf(" %s %.1f", pool_names[p], (double)pages[p] / (double)count);
+	printf("\nmatching: %.0f ns per order untracked, %.0f ns tracked\n",
+	       (double)t_none / (double)(count * epoch), (double)t_tracked / (double)(count * epoch));
+	pt_tracker_close(t);
+	if (xb_hash_stored(&twin) != xb_hash_stored(&b))
+		die("the twin block diverged", 0);
+	munmap(mem, size);
+	munmap(twin_mem, size);
+	free(saved_mid);
+	free(f.cdf);
+	free(f.mid);
+	return 0;
+}
