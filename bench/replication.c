@@ -3,8 +3,8 @@
  * replication.c - what replication costs the writer and its readers, side
  * by side in one run, on a region of --region-mib MiB (1 GiB by default;
  * the targets are for 1 GiB) in a data directory made under $TMPDIR or
- * /var/tmp and removed at the end (also on SIGINT, SIGTERM, SIGHUP, or a
- * crash):
+ * /var/tmp and removed at the end (also on SIGINT, SIGTERM, SIGHUP, SIGPIPE
+ * or a crash):
  *
  *  1. stall: the time inside pt_region_sync() with 0, 100, 1,000 and 10,000
  *     scattered dirty pages, for each durability policy: none and
@@ -265,9 +265,11 @@ static struct helper forker = { -1, -1, -1 }, reader = { -1, -1, -1 };
 
 /*
  * Signals after which the data directory (GiBs of image and log) is
- * removed before dying: the ones a user or a timeout sends, and a crash.
+ * removed before dying: the ones a user or a timeout sends, a reader of
+ * our output that went away, and a crash.
  */
-static const int cleanup_signals[] = { SIGINT, SIGTERM, SIGHUP, SIGBUS, SIGSEGV, SIGABRT };
+static const int cleanup_signals[] = { SIGINT, SIGTERM, SIGHUP, SIGPIPE,
+				       SIGBUS, SIGSEGV, SIGABRT };
 
 static bool write_msg(int fd, const struct msg *m)
 {
