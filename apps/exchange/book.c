@@ -11,6 +11,13 @@
  * Every mutation keeps the header's additive hash current: the old
  * contribution of a changed order or symbol is subtracted and the new one
  * added, so the hash costs a few XXH3 calls on 32 bytes per change.
+ *
+ * Slots come from groups of one page (book.h says why).  The hint chain of
+ * an allocation (the neighbour's group, then the symbol's current group,
+ * then a fresh group) keeps an epoch's writes on the pages it already
+ * dirtied; a fresh group comes from the never-used part of the pool, else
+ * from a sweep over the groups for one at least half free, else any slot at
+ * all, so a pool with one free slot still takes an order.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,22 +28,59 @@
 #include "book.h"
 
 #define ALIGN64(x) (((x) + 63) & ~(uint64_t)63)
+#define ALIGN4K(x) (((x) + 4095) & ~(uint64_t)4095)
 
-size_t xb_size(const struct xb_config *c)
+_Static_assert(sizeof(struct xb_order) * XB_GROUP == 4096, "an order group is one page");
+_Static_assert(sizeof(struct xb_level) * XB_GROUP == 4096, "a level group is one page");
+
+#ifndef XB_FAMILY
+#define XB_FAMILY 16
+#endif
+
+static uint32_t ngroups(uint32_t slots)
+{
+	return (slots + XB_GROUP - 1) / XB_GROUP;
+}
+
+
+/* The layout: every offset, from the config (the one place that decides it). */
+struct layout {
+	uint64_t symbols, level_groups, order_groups, levels, orders, trades, sessions, end;
+};
+
+static void lay_out(const struct xb_config *c, struct layout *l)
 {
 	uint64_t off = ALIGN64(sizeof(struct xb_header));
 
-	if (!c->nsymbols || c->nsymbols > XB_MAX_SYMBOLS || c->max_orders < 1 ||
-	    c->max_levels < 1 || c->max_orders >= XB_NIL || c->max_levels >= XB_NIL ||
-	    !c->trade_ring || (c->trade_ring & (c->trade_ring - 1)) || c->nsessions > (1u << 20) ||
-	    c->level_chunk > 64 || (uint64_t)c->nsymbols * c->level_chunk >= c->max_levels)
-		return 0;
+	l->symbols = off;
 	off += ALIGN64((uint64_t)c->nsymbols * sizeof(struct xb_symbol));
-	off += ALIGN64((uint64_t)c->max_levels * sizeof(struct xb_level));
+	l->level_groups = off;
+	off += ALIGN64((uint64_t)ngroups(c->max_levels) * sizeof(struct xb_group));
+	l->order_groups = off;
+	off += ALIGN64((uint64_t)ngroups(c->max_orders) * sizeof(struct xb_group));
+	off = ALIGN4K(off);
+	l->levels = off;
+	off += ALIGN4K((uint64_t)c->max_levels * sizeof(struct xb_level));
+	l->orders = off;
 	off += ALIGN64((uint64_t)c->max_orders * sizeof(struct xb_order));
+	l->trades = off;
 	off += ALIGN64((uint64_t)c->trade_ring * sizeof(struct xb_trade));
+	l->sessions = off;
 	off += ALIGN64((uint64_t)c->nsessions * sizeof(struct xb_session));
-	return (size_t)off;
+	l->end = off;
+}
+
+size_t xb_size(const struct xb_config *c)
+{
+	struct layout l;
+
+	if (!c->nsymbols || c->nsymbols > XB_MAX_SYMBOLS || c->max_orders < 1 ||
+	    c->max_levels < 1 || c->max_orders >= XB_NIL - XB_GROUP ||
+	    c->max_levels >= XB_NIL - XB_GROUP || !c->trade_ring ||
+	    (c->trade_ring & (c->trade_ring - 1)) || c->nsessions > (1u << 20))
+		return 0;
+	lay_out(c, &l);
+	return (size_t)l.end;
 }
 
 int xb_config_for_size(struct xb_config *c, uint32_t nsymbols, size_t size)
@@ -47,28 +91,26 @@ int xb_config_for_size(struct xb_config *c, uint32_t nsymbols, size_t size)
 	c->nsymbols = nsymbols;
 	c->trade_ring = 4096;
 	c->nsessions = 1024;
-	c->level_chunk = 32;
 	c->max_orders = 1;
-	c->max_levels = nsymbols * c->level_chunk + 16;
+	c->max_levels = 1;
 	fixed = xb_size(c);
-	if (!fixed || size <= fixed)
+	if (!fixed || size <= fixed + 3 * 4096)
 		return -EINVAL;
-	/* One level per 4 orders: levels hold 4+ orders on average near the mid. */
-	per_order = sizeof(struct xb_order) + sizeof(struct xb_level) / 4 + 1;
-	fixed += (uint64_t)nsymbols * c->level_chunk * sizeof(struct xb_level);
-	if (size <= fixed + 256)
-		return -EINVAL;
-	n = (size - fixed - 256) / per_order;
+	/* One level per 4 orders: levels hold 4+ orders on average near the mid;
+	 * each slot also has its share of a group's directory entry. */
+	per_order = sizeof(struct xb_order) + sizeof(struct xb_level) / 4 + 2 * sizeof(struct xb_group);
+	n = (size - fixed - 3 * 4096) / per_order;
 	if (n < 16)
 		return -EINVAL;
-	if (n >= XB_NIL - 1)
-		n = XB_NIL - 2;
+	if (n >= XB_NIL - 2 * XB_GROUP)
+		n = XB_NIL - 2 * XB_GROUP;
 	c->max_orders = (uint32_t)n;
-	/* Chunks, plus shared levels for the symbols that outgrow theirs. */
 	c->max_levels = (uint32_t)(n / 4 > 16 ? n / 4 : 16);
-	if ((uint64_t)c->max_levels < (uint64_t)nsymbols * c->level_chunk + 16)
-		c->max_levels = nsymbols * c->level_chunk + 16;
-	return xb_size(c) <= size ? 0 : -EINVAL;
+	while (xb_size(c) > size && c->max_orders > 16) {
+		c->max_orders -= c->max_orders / 64 + 1;
+		c->max_levels = c->max_orders / 4 > 16 ? c->max_orders / 4 : 16;
+	}
+	return xb_size(c) && xb_size(c) <= size ? 0 : -EINVAL;
 }
 
 static uint64_t symbol_hash(uint32_t s, const struct xb_symbol *y);
@@ -83,19 +125,23 @@ static void view(struct xb_book *b, void *mem, size_t size)
 	b->ord = (struct xb_order *)(base + b->h->off_orders);
 	b->trd = (struct xb_trade *)(base + b->h->off_trades);
 	b->ses = (struct xb_session *)(base + b->h->off_sessions);
+	b->lgrp = (struct xb_group *)(base + b->h->off_level_groups);
+	b->ogrp = (struct xb_group *)(base + b->h->off_order_groups);
 	b->size = size;
+	b->hot = NULL;
 }
 
 int xb_init(struct xb_book *b, void *mem, size_t size, const struct xb_config *c)
 {
 	struct xb_header *h = mem;
 	size_t need = xb_size(c);
-	uint64_t off;
+	struct layout l;
 
 	if (!need)
 		return -EINVAL;
 	if (size < need)
 		return -ENOSPC;
+	lay_out(c, &l);
 	memset(h, 0, sizeof(*h));
 	h->magic = XB_MAGIC;
 	h->version = XB_VERSION;
@@ -106,53 +152,47 @@ int xb_init(struct xb_book *b, void *mem, size_t size, const struct xb_config *c
 	h->max_levels = c->max_levels;
 	h->trade_ring = c->trade_ring;
 	h->nsessions = c->nsessions;
-	h->level_chunk = c->level_chunk;
-	off = ALIGN64(sizeof(*h));
-	h->off_symbols = off;
-	off += ALIGN64((uint64_t)c->nsymbols * sizeof(struct xb_symbol));
-	h->off_levels = off;
-	off += ALIGN64((uint64_t)c->max_levels * sizeof(struct xb_level));
-	h->off_orders = off;
-	off += ALIGN64((uint64_t)c->max_orders * sizeof(struct xb_order));
-	h->off_trades = off;
-	off += ALIGN64((uint64_t)c->trade_ring * sizeof(struct xb_trade));
-	h->off_sessions = off;
+	h->off_symbols = l.symbols;
+	h->off_level_groups = l.level_groups;
+	h->off_order_groups = l.order_groups;
+	h->off_levels = l.levels;
+	h->off_orders = l.orders;
+	h->off_trades = l.trades;
+	h->off_sessions = l.sessions;
 	h->next_serial = 1;
-	h->level_bump = c->nsymbols * c->level_chunk;
-	h->order_free_head = h->order_free_tail = h->level_free_head = XB_NIL;
 	view(b, mem, size);
-	/* Pools stay zero (the caller gave zeroed memory): untouched pages cost
-	 * nothing to track or replicate.  Only the symbols need their links. */
+	/* Pools and group directories stay zero (the caller gave zeroed
+	 * memory): untouched pages cost nothing to track or replicate.  A group
+	 * is set up when it is first handed out.  Only the symbols need links. */
 	for (uint32_t s = 0; s < c->nsymbols; s++) {
 		b->sym[s].best[0] = b->sym[s].best[1] = XB_NIL;
 		b->sym[s].nlevels[0] = b->sym[s].nlevels[1] = 0;
+		b->sym[s].level_group = b->sym[s].order_group = XB_NIL;
 		h->book_hash += symbol_hash(s, &b->sym[s]);
 	}
 	return 0;
 }
 
-static bool pool_fits(uint64_t off, uint64_t n, size_t elem, size_t size)
-{
-	return off % 8 == 0 && off <= size && n <= (size - off) / elem;
-}
-
 int xb_attach(struct xb_book *b, void *mem, size_t size)
 {
 	const struct xb_header *h = mem;
+	struct xb_config c;
+	struct layout l;
 
 	if (size < sizeof(*h) || h->magic != XB_MAGIC)
 		return -EBADMSG;
 	if (h->version != XB_VERSION || h->header_size != sizeof(*h))
 		return -EPROTO;
-	if (h->block_size > size || !h->nsymbols || h->nsymbols > XB_MAX_SYMBOLS ||
-	    !h->max_orders || h->max_orders >= XB_NIL || !h->max_levels ||
-	    h->max_levels >= XB_NIL || !h->trade_ring || (h->trade_ring & (h->trade_ring - 1)) ||
-	    h->level_chunk > 64 || (uint64_t)h->nsymbols * h->level_chunk >= h->max_levels ||
-	    !pool_fits(h->off_symbols, h->nsymbols, sizeof(struct xb_symbol), size) ||
-	    !pool_fits(h->off_levels, h->max_levels, sizeof(struct xb_level), size) ||
-	    !pool_fits(h->off_orders, h->max_orders, sizeof(struct xb_order), size) ||
-	    !pool_fits(h->off_trades, h->trade_ring, sizeof(struct xb_trade), size) ||
-	    !pool_fits(h->off_sessions, h->nsessions, sizeof(struct xb_session), size))
+	c = (struct xb_config){ .nsymbols = h->nsymbols, .max_orders = h->max_orders,
+				.max_levels = h->max_levels, .trade_ring = h->trade_ring,
+				.nsessions = h->nsessions };
+	/* The layout follows from the sizes: any other offset is damage. */
+	if (h->block_size > size || !xb_size(&c) || xb_size(&c) > h->block_size)
+		return -EINVAL;
+	lay_out(&c, &l);
+	if (h->off_symbols != l.symbols || h->off_level_groups != l.level_groups ||
+	    h->off_order_groups != l.order_groups || h->off_levels != l.levels ||
+	    h->off_orders != l.orders || h->off_trades != l.trades || h->off_sessions != l.sessions)
 		return -EINVAL;
 	view(b, mem, size);
 	return 0;
@@ -183,95 +223,266 @@ uint64_t xb_hash_stored(const struct xb_book *b)
 	return b->h->book_hash;
 }
 
-/* ---- pools --------------------------------------------------------------- */
+/* ---- pools ---------------------------------------------------------------- */
 
-static uint32_t order_alloc(struct xb_book *b)
+/*
+ * One allocator for both pools: slots in groups of XB_GROUP with a
+ * directory entry each; next is the free-chain field of the slot type.
+ */
+struct pool {
+	int kind;		/* 0 levels, 1 orders: the index into struct xb_hot */
+	uint32_t max, *bump, *nfree, *cursor;
+	struct xb_group *grp;
+	uint32_t *(*next)(struct xb_book *b, uint32_t i);
+};
+
+static uint32_t *order_next(struct xb_book *b, uint32_t i)
 {
-	struct xb_header *h = b->h;
-	uint32_t i;
+	return &b->ord[i].next;
+}
 
-	if (h->order_bump < h->max_orders)
-		return h->order_bump++;
-	i = h->order_free_head;
-	if (i == XB_NIL)
+static uint32_t *level_next(struct xb_book *b, uint32_t i)
+{
+	return &b->lvl[i].next;
+}
+
+static struct pool orders(struct xb_book *b)
+{
+	return (struct pool){ 1, b->h->max_orders, &b->h->order_bump, &b->h->order_free,
+			      &b->h->order_cursor, b->ogrp, order_next };
+}
+
+static struct pool levels(struct xb_book *b)
+{
+	return (struct pool){ 0, b->h->max_levels, &b->h->level_bump, &b->h->level_free,
+			      &b->h->level_cursor, b->lgrp, level_next };
+}
+
+static bool pool_available(const struct pool *p)
+{
+	return *p->nfree || *p->bump < p->max;
+}
+
+static uint32_t group_size(const struct pool *p, uint32_t g)
+{
+	return p->max - g * XB_GROUP < XB_GROUP ? p->max - g * XB_GROUP : XB_GROUP;
+}
+
+/* A group with room that the hints did not give: never used, else swept for. */
+static uint32_t fresh_group(struct xb_book *b, struct pool *p)
+{
+	uint32_t n = ngroups(*p->bump), g;
+
+	if (*p->bump < p->max) {
+		uint32_t size;
+
+		g = *p->bump / XB_GROUP;
+		size = group_size(p, g);
+		/* Chain its slots, first one on top: writes to the page the
+		 * caller is about to write anyway. */
+		for (uint32_t k = 0; k < size; k++)
+			*p->next(b, g * XB_GROUP + k) = k + 1 < size ? g * XB_GROUP + k + 1 : XB_NIL;
+		p->grp[g].free_head = g * XB_GROUP;
+		p->grp[g].nfree = size;
+		*p->nfree += size;
+		*p->bump = g * XB_GROUP + size;
+		return g;
+	}
+	/* A sweep, reading only: first a group at least half free, so the
+	 * symbol that takes it keeps it a while; else any room at all. */
+	for (int pass = 0; pass < 2; pass++) {
+		uint32_t want = pass ? 1 : XB_GROUP / 2;
+
+		for (uint32_t k = 0; k < n; k++) {
+			g = (*p->cursor + k) % n;
+			if (p->grp[g].nfree >= want) {
+				if (*p->cursor != (g + 1) % n)
+					*p->cursor = (g + 1) % n;
+				return g;
+			}
+		}
+	}
+	return XB_NIL;
+}
+
+static bool group_has_room(const struct pool *p, uint32_t g)
+{
+	return g != XB_NIL && g < ngroups(*p->bump) && p->grp[g].nfree;
+}
+
+/* A group with room for a new slot, by the block's hints only. */
+static uint32_t pick_group(struct xb_book *b, struct pool *p, uint32_t g, uint32_t *current)
+{
+	if (group_has_room(p, g))
+		return g;
+	g = *current;
+	if (!group_has_room(p, g)) {
+		g = fresh_group(b, p);
+		if (g != XB_NIL)
+			*current = g;
+	}
+	return g;
+}
+
+/* The same, first where this epoch already wrote (struct xb_hot). */
+static uint32_t pick_hot_group(struct xb_book *b, struct pool *p, uint32_t g, uint32_t *current)
+{
+	struct xb_hot *hot = b->hot;
+	int k = p->kind;
+
+	if (group_has_room(p, g) && hot->stamp[k][g] == hot->epoch)
+		return g;
+	while (hot->nstack[k]) {
+		uint32_t top = hot->stack[k][hot->nstack[k] - 1];
+
+		if (group_has_room(p, top) && hot->stamp[k][top] == hot->epoch)
+			return top;
+		hot->queued[k][top] = 0;
+		hot->nstack[k]--;
+	}
+	if (group_has_room(p, hot->current[k]) && hot->stamp[k][hot->current[k]] == hot->epoch)
+		return hot->current[k];
+	g = pick_group(b, p, g, current);
+	if (g != XB_NIL)
+		hot->current[k] = g;
+	return g;
+}
+
+/*
+ * A slot near hint (a slot index or XB_NIL), else in *current (the
+ * group of the symbol's family, updated when a fresh one is taken).
+ * XB_NIL if the pool is full.
+ */
+static uint32_t pool_alloc(struct xb_book *b, struct pool *p, uint32_t hint, uint32_t *current)
+{
+	uint32_t g = hint != XB_NIL ? hint / XB_GROUP : XB_NIL, i;
+
+	g = b->hot ? pick_hot_group(b, p, g, current) : pick_group(b, p, g, current);
+	if (g == XB_NIL)
 		return XB_NIL;
-	h->order_free_head = b->ord[i].next;
-	if (h->order_free_head == XB_NIL)
-		h->order_free_tail = XB_NIL;
-	h->order_free_count--;
+	if (b->hot)
+		b->hot->stamp[p->kind][g] = b->hot->epoch;
+	i = p->grp[g].free_head;
+	p->grp[g].free_head = *p->next(b, i);
+	p->grp[g].nfree--;
+	(*p->nfree)--;
 	return i;
+}
+
+static void pool_free(struct xb_book *b, struct pool *p, uint32_t i)
+{
+	struct xb_hot *hot = b->hot;
+	uint32_t g = i / XB_GROUP;
+
+	*p->next(b, i) = p->grp[g].free_head;
+	p->grp[g].free_head = i;
+	p->grp[g].nfree++;
+	(*p->nfree)++;
+	if (hot) {
+		int k = p->kind;
+
+		hot->stamp[k][g] = hot->epoch;
+		if (hot->queued[k][g] != hot->epoch) {
+			hot->queued[k][g] = hot->epoch;
+			hot->stack[k][hot->nstack[k]++] = g;
+		}
+	}
+}
+
+int xb_hot_attach(struct xb_book *b)
+{
+	struct xb_hot *hot = calloc(1, sizeof(*hot));
+	uint32_t n[2] = { ngroups(b->h->max_levels), ngroups(b->h->max_orders) };
+
+	if (!hot)
+		return -ENOMEM;
+	for (int k = 0; k < 2; k++) {
+		hot->stamp[k] = calloc(n[k], sizeof(uint32_t));
+		hot->queued[k] = calloc(n[k], sizeof(uint32_t));
+		hot->stack[k] = calloc(n[k], sizeof(uint32_t));
+		hot->current[k] = XB_NIL;
+	}
+	b->hot = hot;
+	if (!hot->stamp[0] || !hot->stamp[1] || !hot->queued[0] || !hot->queued[1] ||
+	    !hot->stack[0] || !hot->stack[1]) {
+		xb_hot_detach(b);
+		return -ENOMEM;
+	}
+	hot->epoch = 1;
+	return 0;
+}
+
+void xb_epoch_begin(struct xb_book *b)
+{
+	struct xb_hot *hot = b->hot;
+
+	if (!hot)
+		return;
+	/* Stamps of 0 mean never: skip it when the counter wraps. */
+	if (!++hot->epoch)
+		hot->epoch = 1;
+	hot->nstack[0] = hot->nstack[1] = 0;
+}
+
+void xb_hot_detach(struct xb_book *b)
+{
+	struct xb_hot *hot = b->hot;
+
+	if (!hot)
+		return;
+	for (int k = 0; k < 2; k++) {
+		free(hot->stamp[k]);
+		free(hot->queued[k]);
+		free(hot->stack[k]);
+	}
+	free(hot);
+	b->hot = NULL;
+}
+
+static uint32_t order_alloc(struct xb_book *b, uint32_t s, uint32_t hint)
+{
+	struct pool p = orders(b);
+
+	return pool_alloc(b, &p, hint, &b->sym[s - s % XB_FAMILY].order_group);
 }
 
 static void order_free(struct xb_book *b, uint32_t i)
 {
-	struct xb_header *h = b->h;
+	struct pool p = orders(b);
 
-	b->ord[i].next = XB_NIL;
 	b->ord[i].prev = XB_NIL;
 	b->ord[i].level = XB_NIL;
-	if (h->order_free_tail != XB_NIL)
-		b->ord[h->order_free_tail].next = i;
-	else
-		h->order_free_head = i;
-	h->order_free_tail = i;
-	h->order_free_count++;
+	pool_free(b, &p, i);
 }
 
-static bool order_available(const struct xb_book *b)
+static bool order_available(struct xb_book *b)
 {
-	return b->h->order_bump < b->h->max_orders || b->h->order_free_head != XB_NIL;
+	struct pool p = orders(b);
+
+	return pool_available(&p);
 }
 
-static uint32_t chunk_start(const struct xb_book *b)
+static uint32_t level_alloc(struct xb_book *b, uint32_t s, uint32_t hint)
 {
-	return b->h->nsymbols * b->h->level_chunk;
+	struct pool p = levels(b);
+
+	return pool_alloc(b, &p, hint, &b->sym[s - s % XB_FAMILY].level_group);
 }
 
-static uint64_t chunk_mask(const struct xb_book *b)
+static void level_free(struct xb_book *b, uint32_t i)
 {
-	return b->h->level_chunk == 64 ? ~0ull : (1ull << b->h->level_chunk) - 1;
-}
+	struct pool p = levels(b);
 
-/* A level slot for symbol s: its own chunk first, then the shared pool. */
-static uint32_t level_alloc(struct xb_book *b, uint32_t s)
-{
-	struct xb_header *h = b->h;
-	uint64_t free_bits = ~b->sym[s].chunk_used & chunk_mask(b);
-	uint32_t i;
-
-	if (free_bits) {
-		i = (uint32_t)__builtin_ctzll(free_bits);
-		b->sym[s].chunk_used |= 1ull << i;
-		return s * h->level_chunk + i;
-	}
-	if (h->level_bump < h->max_levels)
-		return h->level_bump++;
-	i = h->level_free_head;
-	if (i == XB_NIL)
-		return XB_NIL;
-	h->level_free_head = b->lvl[i].next;
-	h->level_free_count--;
-	return i;
-}
-
-static void level_free(struct xb_book *b, uint32_t s, uint32_t i)
-{
 	memset(&b->lvl[i], 0, sizeof(b->lvl[i]));
-	if (i < chunk_start(b)) {
-		b->sym[s].chunk_used &= ~(1ull << (i - s * b->h->level_chunk));
-		b->lvl[i].next = b->lvl[i].prev = XB_NIL;
-		return;
-	}
-	b->lvl[i].next = b->h->level_free_head;
 	b->lvl[i].prev = XB_NIL;
-	b->h->level_free_head = i;
-	b->h->level_free_count++;
+	pool_free(b, &p, i);
 }
 
-static bool level_available(const struct xb_book *b, uint32_t s)
+static bool level_available(struct xb_book *b)
 {
-	return (~b->sym[s].chunk_used & chunk_mask(b)) || b->h->level_bump < b->h->max_levels ||
-	       b->h->level_free_head != XB_NIL;
+	struct pool p = levels(b);
+
+	return pool_available(&p);
 }
 
 /* ---- book mutations ------------------------------------------------------- */
@@ -293,7 +504,7 @@ static void level_unlink(struct xb_book *b, uint32_t s, int side, uint32_t li)
 	if (l->next != XB_NIL)
 		b->lvl[l->next].prev = l->prev;
 	b->sym[s].nlevels[side]--;
-	level_free(b, s, li);
+	level_free(b, li);
 }
 
 /* Take order oi out of its level (freeing the level if it empties). */
@@ -319,19 +530,36 @@ static void order_unlink(struct xb_book *b, uint32_t oi)
 	b->h->book_hash -= order_hash(o);
 }
 
-/* Find or create the level of price p on one side; XB_NIL if the pool is empty. */
-static uint32_t level_get(struct xb_book *b, uint32_t s, int side, int64_t p)
+/*
+ * Where price p goes on one side: *at is its level (XB_NIL if it has none),
+ * *prev the better level before it, *next the worse one after it.
+ */
+static void level_find(const struct xb_book *b, uint32_t s, int side, int64_t p, uint32_t *prev,
+		       uint32_t *at, uint32_t *next)
 {
-	uint32_t prev = XB_NIL, li = b->sym[s].best[side], ni;
-	struct xb_level *n;
+	uint32_t pv = XB_NIL, li = b->sym[s].best[side];
 
 	while (li != XB_NIL && better(side, b->lvl[li].price, p)) {
-		prev = li;
+		pv = li;
 		li = b->lvl[li].next;
 	}
-	if (li != XB_NIL && b->lvl[li].price == p)
-		return li;
-	ni = level_alloc(b, s);
+	*prev = pv;
+	if (li != XB_NIL && b->lvl[li].price == p) {
+		*at = li;
+		*next = b->lvl[li].next;
+	} else {
+		*at = XB_NIL;
+		*next = li;
+	}
+}
+
+/* A new level of price p between prev and next (level_find); XB_NIL if the pool is empty. */
+static uint32_t level_insert(struct xb_book *b, uint32_t s, int side, int64_t p, uint32_t prev,
+			     uint32_t next)
+{
+	uint32_t ni = level_alloc(b, s, prev != XB_NIL ? prev : next);
+	struct xb_level *n;
+
 	if (ni == XB_NIL)
 		return XB_NIL;
 	n = &b->lvl[ni];
@@ -340,13 +568,13 @@ static uint32_t level_get(struct xb_book *b, uint32_t s, int side, int64_t p)
 	n->norders = 0;
 	n->head = n->tail = XB_NIL;
 	n->prev = prev;
-	n->next = li;
+	n->next = next;
 	if (prev != XB_NIL)
 		b->lvl[prev].next = ni;
 	else
 		b->sym[s].best[side] = ni;
-	if (li != XB_NIL)
-		b->lvl[li].prev = ni;
+	if (next != XB_NIL)
+		b->lvl[next].prev = ni;
 	b->sym[s].nlevels[side]++;
 	return ni;
 }
@@ -378,8 +606,8 @@ int xb_submit(struct xb_book *b, uint32_t s, int side, int kind, int64_t price,
 	      uint32_t qty, struct xb_result *res)
 {
 	struct xb_header *h = b->h;
+	uint32_t oi, prev = XB_NIL, at = XB_NIL, next = XB_NIL, hint = XB_NIL;
 	struct xb_order *o;
-	uint32_t oi;
 	int opp = !side;
 
 	memset(res, 0, sizeof(*res));
@@ -392,10 +620,21 @@ int xb_submit(struct xb_book *b, uint32_t s, int side, int kind, int64_t price,
 	if (s >= h->nsymbols)
 		return -ENOENT;
 	/* Check the pools before any change, so a rejected order changes nothing. */
-	if (!order_available(b) || (kind == XB_LIMIT && !level_available(b, s)))
+	if (!order_available(b) || (kind == XB_LIMIT && !level_available(b)))
 		return -ENOSPC;
 
-	oi = order_alloc(b);
+	/*
+	 * Where it would rest: matching changes only the other side, so this
+	 * stays true.  Its slot goes next to the last order of its level, or
+	 * of the nearest level of its side: the pages a fill or a cancel there
+	 * writes.
+	 */
+	if (kind == XB_LIMIT) {
+		level_find(b, s, side, price, &prev, &at, &next);
+		hint = at != XB_NIL ? b->lvl[at].tail : prev != XB_NIL ? b->lvl[prev].tail :
+		       next != XB_NIL ? b->lvl[next].tail : XB_NIL;
+	}
+	oi = order_alloc(b, s, hint);
 	o = &b->ord[oi];
 	o->id = h->next_serial++ * (uint64_t)h->max_orders + oi;
 	o->price = kind == XB_LIMIT ? price : 0;
@@ -447,12 +686,11 @@ int xb_submit(struct xb_book *b, uint32_t s, int side, int kind, int64_t price,
 		order_free(b, oi);
 	} else {
 		/* Matching only frees levels, so the check above still holds. */
-		uint32_t li = level_get(b, s, side, price);
+		uint32_t li = at != XB_NIL ? at : level_insert(b, s, side, price, prev, next);
 		struct xb_level *l = &b->lvl[li];
 
 		o->level = li;
 		o->prev = l->tail;
-		o->next = XB_NIL;
 		if (l->tail != XB_NIL)
 			b->ord[l->tail].next = oi;
 		else
@@ -563,16 +801,24 @@ int xb_order(const struct xb_book *b, uint64_t id, struct xb_order *out)
 
 #define FAIL(...) do { snprintf(why, why_len, __VA_ARGS__); ret = -EIO; goto out; } while (0)
 
+static bool seen_once(uint8_t *seen, uint32_t i)
+{
+	if (seen[i / 8] & (1u << (i % 8)))
+		return false;
+	seen[i / 8] |= (uint8_t)(1u << (i % 8));
+	return true;
+}
+
 /*
  * Walk every book, checking structure as it goes; sum the hash on the way.
- * seen (may be NULL) gets a bit per live order visited, to catch an order
- * linked twice.
+ * seen and lseen (NULL, or both given) get a bit per live order and per
+ * level visited, to catch one linked twice.
  */
 static int walk(const struct xb_book *b, uint64_t *hash, uint64_t *nlive, uint64_t *nlevels,
-		uint8_t *seen, char *why, size_t why_len)
+		uint8_t *seen, uint8_t *lseen, char *why, size_t why_len)
 {
 	const struct xb_header *h = b->h;
-	uint64_t sum = 0, live = 0, levels = 0, chunk_levels = 0;
+	uint64_t sum = 0, live = 0, levels = 0;
 	int ret = 0;
 
 	for (uint32_t s = 0; s < h->nsymbols; s++) {
@@ -590,11 +836,8 @@ static int walk(const struct xb_book *b, uint64_t *hash, uint64_t *nlive, uint64
 
 				if (li >= h->max_levels || ++count > h->max_levels)
 					FAIL("symbol %u side %d: bad level index %u", s, side, li);
-				if (li < h->nsymbols * h->level_chunk &&
-				    (li / h->level_chunk != s ||
-				     !(y->chunk_used & (1ull << (li % h->level_chunk)))))
-					FAIL("symbol %u: level %u is not in its chunk or not marked used",
-					     s, li);
+				if (lseen && !seen_once(lseen, li))
+					FAIL("level %u linked twice", li);
 				l = &b->lvl[li];
 				if (l->prev != prev)
 					FAIL("symbol %u side %d: level %u back link %u, want %u",
@@ -621,11 +864,8 @@ static int walk(const struct xb_book *b, uint64_t *hash, uint64_t *nlive, uint64
 					    o->id / h->max_orders >= h->next_serial)
 						FAIL("symbol %u level %u: order %u id %llu out of order",
 						     s, li, oi, (unsigned long long)o->id);
-					if (seen) {
-						if (seen[oi / 8] & (1u << (oi % 8)))
-							FAIL("order %u linked twice", oi);
-						seen[oi / 8] |= (uint8_t)(1u << (oi % 8));
-					}
+					if (seen && !seen_once(seen, oi))
+						FAIL("order %u linked twice", oi);
 					last_id = o->id;
 					qty += o->qty;
 					sum += order_hash(o);
@@ -645,27 +885,13 @@ static int walk(const struct xb_book *b, uint64_t *hash, uint64_t *nlive, uint64
 				     y->nlevels[side]);
 			levels += count;
 		}
-		chunk_levels += (uint64_t)__builtin_popcountll(y->chunk_used);
-		if (y->chunk_used & ~(h->level_chunk == 64 ? ~0ull : (1ull << h->level_chunk) - 1))
-			FAIL("symbol %u: chunk bits past its chunk", s);
+		if ((y->level_group != XB_NIL && y->level_group >= ngroups(h->max_levels)) ||
+		    (y->order_group != XB_NIL && y->order_group >= ngroups(h->max_orders)))
+			FAIL("symbol %u: current group out of range", s);
 		if (y->best[0] != XB_NIL && y->best[1] != XB_NIL &&
 		    b->lvl[y->best[0]].price >= b->lvl[y->best[1]].price)
 			FAIL("symbol %u: crossed book (bid %lld >= ask %lld)", s,
 			     (long long)b->lvl[y->best[0]].price, (long long)b->lvl[y->best[1]].price);
-	}
-	/* Every chunk slot marked used holds a level of the books. */
-	{
-		uint64_t in_chunks = 0;
-
-		for (uint32_t s = 0; s < h->nsymbols && h->level_chunk; s++)
-			for (int side = 0; side < 2; side++)
-				for (uint32_t li = b->sym[s].best[side], k = 0;
-				     li != XB_NIL && k < h->max_levels; li = b->lvl[li].next, k++)
-					in_chunks += li < h->nsymbols * h->level_chunk;
-		if (in_chunks != chunk_levels)
-			FAIL("%llu chunk slots marked used, %llu levels in chunks",
-			     (unsigned long long)chunk_levels, (unsigned long long)in_chunks);
-		levels -= in_chunks;	/* the caller accounts for the shared pool */
 	}
 out:
 	*hash = sum;
@@ -678,26 +904,77 @@ uint64_t xb_hash_walk(const struct xb_book *b, int *err)
 {
 	uint64_t hash, live, levels;
 	char why[8];
-	int ret = walk(b, &hash, &live, &levels, NULL, why, sizeof(why));
+	int ret = walk(b, &hash, &live, &levels, NULL, NULL, why, sizeof(why));
 
 	if (err)
 		*err = ret;
 	return hash;
 }
 
+/*
+ * A pool's groups: each free chain stays in its group, holds what the
+ * directory says, and no slot in it is in the books (inbooks: the walk's
+ * bits).  Free order slots hold an ended order, or none yet.
+ */
+static int check_pool(const struct xb_book *b, bool is_order, const uint8_t *inbooks,
+		      uint64_t nbooks, char *why, size_t why_len)
+{
+	const struct xb_header *h = b->h;
+	const struct xb_group *grp = is_order ? b->ogrp : b->lgrp;
+	uint32_t max = is_order ? h->max_orders : h->max_levels;
+	uint32_t bump = is_order ? h->order_bump : h->level_bump;
+	uint32_t nfree = is_order ? h->order_free : h->level_free;
+	const char *what = is_order ? "order" : "level";
+	uint64_t total = 0;
+	int ret = 0;
+
+	if (bump > max || (bump % XB_GROUP && bump != max))
+		FAIL("%s pool: %u slots handed out of %u", what, bump, max);
+	for (uint32_t g = 0; g < ngroups(bump); g++) {
+		uint32_t size = max - g * XB_GROUP < XB_GROUP ? max - g * XB_GROUP : XB_GROUP;
+		uint32_t n = 0;
+
+		for (uint32_t i = grp[g].free_head; i != XB_NIL;
+		     i = is_order ? b->ord[i].next : b->lvl[i].next) {
+			if (i / XB_GROUP != g || i >= max || ++n > grp[g].nfree)
+				FAIL("%s group %u: free chain holds %u, or more than %u", what, g, i,
+				     grp[g].nfree);
+			if (inbooks[i / 8] & (1u << (i % 8)))
+				FAIL("%s %u both in the books and free", what, i);
+			if (is_order && b->ord[i].status == XB_LIVE)
+				FAIL("free order %u has status %u", i, b->ord[i].status);
+		}
+		if (n != grp[g].nfree || n > size)
+			FAIL("%s group %u: %u free slots chained, directory says %u", what, g, n,
+			     grp[g].nfree);
+		total += n;
+	}
+	if (total != nfree)
+		FAIL("%s pool: %llu free slots in the groups, header says %u", what,
+		     (unsigned long long)total, nfree);
+	if (nbooks + total != bump)
+		FAIL("%s pool: %llu in the books + %llu free != %u handed out", what,
+		     (unsigned long long)nbooks, (unsigned long long)total, bump);
+	if ((is_order ? h->order_cursor : h->level_cursor) > ngroups(max))
+		FAIL("%s pool: sweep cursor past the pool", what);
+out:
+	return ret;
+}
+
 int xb_validate(const struct xb_book *b, char *why, size_t why_len)
 {
 	const struct xb_header *h = b->h;
-	uint64_t hash, live, levels, n;
+	uint64_t hash, live, levels;
 	uint8_t *seen = calloc(h->max_orders / 8 + 1, 1);
-	uint32_t i;
+	uint8_t *lseen = calloc(h->max_levels / 8 + 1, 1);
 	int ret;
 
-	if (!seen) {
+	if (!seen || !lseen) {
 		snprintf(why, why_len, "out of memory");
-		return -ENOMEM;
+		ret = -ENOMEM;
+		goto out;
 	}
-	ret = walk(b, &hash, &live, &levels, seen, why, why_len);
+	ret = walk(b, &hash, &live, &levels, seen, lseen, why, why_len);
 	if (ret)
 		goto out;
 	if (hash != h->book_hash)
@@ -706,41 +983,17 @@ int xb_validate(const struct xb_book *b, char *why, size_t why_len)
 	if (live != h->live_orders)
 		FAIL("%llu live orders in the books, header says %llu", (unsigned long long)live,
 		     (unsigned long long)h->live_orders);
-	if (h->order_bump > h->max_orders || h->level_bump > h->max_levels ||
-	    h->level_bump < h->nsymbols * h->level_chunk)
-		FAIL("bump pointers outside the pools");
-	/* Order free list: FIFO, every slot in it ended, none of them live. */
-	n = 0;
-	for (i = h->order_free_head; i != XB_NIL; i = b->ord[i].next) {
-		if (i >= h->order_bump || ++n > h->order_free_count)
-			FAIL("order free list: bad index %u or longer than %u", i,
-			     h->order_free_count);
-		if (seen[i / 8] & (1u << (i % 8)))
-			FAIL("order %u both live and free", i);
-		if (b->ord[i].status == XB_LIVE || b->ord[i].status == XB_FREE)
-			FAIL("free order %u has status %u", i, b->ord[i].status);
-		if (b->ord[i].next == XB_NIL && i != h->order_free_tail)
-			FAIL("order free list ends at %u, tail says %u", i, h->order_free_tail);
-	}
-	if (n != h->order_free_count)
-		FAIL("order free list holds %llu, header says %u", (unsigned long long)n,
-		     h->order_free_count);
-	if (live + n != h->order_bump)
-		FAIL("orders: %llu live + %llu free != %u used", (unsigned long long)live,
-		     (unsigned long long)n, h->order_bump);
-	n = 0;
-	for (i = h->level_free_head; i != XB_NIL; i = b->lvl[i].next)
-		if (i >= h->level_bump || i < h->nsymbols * h->level_chunk ||
-		    ++n > h->level_free_count)
-			FAIL("level free list: bad index %u", i);
-	if (n != h->level_free_count || levels + n != h->level_bump - h->nsymbols * h->level_chunk)
-		FAIL("shared levels: %llu in books + %llu free != %u used", (unsigned long long)levels,
-		     (unsigned long long)n, h->level_bump - h->nsymbols * h->level_chunk);
+	ret = check_pool(b, true, seen, live, why, why_len);
+	if (!ret)
+		ret = check_pool(b, false, lseen, levels, why, why_len);
+	if (ret)
+		goto out;
 	if (h->trade_count && b->trd[(h->trade_count - 1) & (h->trade_ring - 1)].seq !=
 	    h->trade_count)
 		FAIL("trade ring: newest slot does not hold trade %llu",
 		     (unsigned long long)h->trade_count);
 out:
 	free(seen);
+	free(lseen);
 	return ret;
 }

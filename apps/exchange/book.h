@@ -21,16 +21,23 @@
  * books; the two agree on any consistent copy, and two copies at the same
  * epoch agree with each other: that is the consistency check of the demo.
  *
- * Price levels: each symbol owns a chunk of level_chunk slots at the start
- * of the level pool and takes its levels there first, the shared rest of the
- * pool only when its chunk is full.  A symbol's levels then share a page or
- * two instead of being scattered over the pool: fewer pages written per
- * epoch, so less for the region to copy and the replicas to apply.
+ * Page locality: every page an epoch writes costs a write-protect fault in
+ * the engine and a copy in the region, the log, the image and every replica,
+ * so the layout keeps the writes of an epoch on few pages.  Levels and
+ * orders are 64 bytes and come in groups of 64 slots, one 4 KiB page each,
+ * page-aligned; a directory says how many slots of each group are free and
+ * chains them (LIFO, inside the group, so a freed slot is taken again while
+ * its page is still dirty).  A new order takes a slot in the group of the
+ * last order of its price level (or of the nearest level of its side),
+ * a new level one in the group of its neighbour in price; failing that,
+ * the symbol's current group, else a fresh one.  The orders of a level, and
+ * the levels near a symbol's mid, so share pages: a fill or a cancel
+ * writes where the epoch already wrote.
  *
  * Order ids: serial * max_orders + slot, serial counting from 1, so an id
  * names its slot without a lookup table and ids grow with arrival time.
- * Slots of finished orders go to the tail of a FIFO free list, so the
- * status of an order stays readable for as long as possible after it ends.
+ * An ended order's status stays readable until its slot is taken again
+ * (soon, on a busy page); after that its id reads as ended.
  */
 #ifndef EXCHANGE_BOOK_H
 #define EXCHANGE_BOOK_H
@@ -40,7 +47,8 @@
 #include <stdint.h>
 
 #define XB_MAGIC	0x4b4f4f4248435845ull	/* "EXCHBOOK" */
-#define XB_VERSION	2u
+#define XB_VERSION	3u
+#define XB_GROUP	64u	/* slots of a level or order group: one 4 KiB page */
 #define XB_NIL		0xffffffffu
 
 /* Limits every order must respect (also the wire protocol's). */
@@ -65,8 +73,8 @@ struct xb_order {
 	uint32_t filled;
 	uint32_t sym;
 	uint32_t level;		/* while live: its price level */
-	uint32_t next, prev;	/* while live: FIFO in the level; free: free list */
-	uint8_t side, kind, status, pad[5];
+	uint32_t next, prev;	/* while live: FIFO in the level; free: the group's free chain */
+	uint8_t side, kind, status, pad[21];	/* 64 bytes: 64 to a page */
 };
 
 struct xb_level {
@@ -74,8 +82,14 @@ struct xb_level {
 	uint64_t qty;		/* sum of the orders' remaining quantities */
 	uint32_t norders;
 	uint32_t head, tail;	/* orders, oldest first */
-	uint32_t next, prev;	/* levels of one side, best first; free: free list */
-	uint32_t pad;
+	uint32_t next, prev;	/* levels of one side, best first; free: the group's free chain */
+	uint32_t pad[7];	/* 64 bytes: 64 to a page */
+};
+
+/* A group of XB_GROUP slots (one page of levels or of orders). */
+struct xb_group {
+	uint32_t free_head;	/* free slots of the group, LIFO */
+	uint32_t nfree;
 };
 
 struct xb_symbol {
@@ -84,7 +98,8 @@ struct xb_symbol {
 	int64_t last_price;
 	uint64_t volume;
 	uint64_t trades;
-	uint64_t chunk_used;	/* bit i: level slot sym * level_chunk + i is in use */
+	uint32_t level_group;	/* where its new levels go when no neighbour's group has room */
+	uint32_t order_group;	/* the same for orders */
 };
 
 struct xb_trade {
@@ -110,18 +125,18 @@ struct xb_header {
 	uint32_t header_size;
 	uint64_t block_size;
 	uint32_t nsymbols, max_orders, max_levels, trade_ring, nsessions;
-	uint32_t level_chunk;	/* level slots reserved per symbol (0..64), at the pool's start */
+	uint32_t pad0;
 	uint64_t off_symbols, off_levels, off_orders, off_trades, off_sessions;
+	uint64_t off_level_groups, off_order_groups;
 	uint64_t next_serial;	/* serial of the next order, from 1 */
 	uint64_t commands;	/* submits and cancels applied, rejected ones included */
 	uint64_t trade_count;
 	uint64_t book_hash;	/* additive hash of the live state */
 	uint64_t live_orders;
-	uint32_t order_bump;	/* slots >= this were never used */
-	uint32_t order_free_head, order_free_tail, order_free_count;
-	uint32_t level_bump;	/* shared level slots >= this were never used */
-	uint32_t level_free_head, level_free_count;	/* freed shared level slots */
-	uint32_t pad1;
+	uint32_t order_bump;	/* slots >= this were never handed out (a multiple of XB_GROUP, capped) */
+	uint32_t order_free;	/* free slots in the groups below order_bump */
+	uint32_t order_cursor;	/* where the search for a group with room goes on */
+	uint32_t level_bump, level_free, level_cursor;
 };
 
 struct xb_config {
@@ -130,7 +145,22 @@ struct xb_config {
 	uint32_t max_levels;
 	uint32_t trade_ring;	/* power of two */
 	uint32_t nsessions;
-	uint32_t level_chunk;	/* level slots reserved per symbol, 0..64 (see book.c) */
+};
+
+/*
+ * The writer's process-local memory of which groups the current epoch has
+ * written (never in the block, so never replicated; lost at a restart, which
+ * only costs locality).  With it, a new slot goes first where the epoch
+ * already wrote: a slot freed this epoch, then the epoch's current group,
+ * and only then its neighbour's group if that is still clean.
+ */
+struct xb_hot {
+	uint32_t epoch;		/* bumped by xb_epoch_begin() */
+	uint32_t *stamp[2];	/* per group (levels, orders): the epoch that last wrote it */
+	uint32_t *queued[2];	/* per group: the epoch it was pushed on stack */
+	uint32_t *stack[2];	/* groups this epoch freed a slot in, newest on top */
+	uint32_t nstack[2];
+	uint32_t current[2];	/* the group new slots fill this epoch */
 };
 
 /* A process-local view of a block: pointers computed from its offsets. */
@@ -141,7 +171,9 @@ struct xb_book {
 	struct xb_order *ord;
 	struct xb_trade *trd;
 	struct xb_session *ses;
+	struct xb_group *lgrp, *ogrp;
 	size_t size;
+	struct xb_hot *hot;	/* the writer's, or NULL (set by xb_hot_attach) */
 };
 
 /* Result of a submit or a cancel. */
@@ -171,6 +203,12 @@ int xb_init(struct xb_book *b, void *mem, size_t size, const struct xb_config *c
 /* Attach to a formatted block, checking its header against size.  0, or
  * -EBADMSG (no magic), -EPROTO (other version), -EINVAL (inconsistent header). */
 int xb_attach(struct xb_book *b, void *mem, size_t size);
+
+/* The writer: keep the hints of struct xb_hot (0 or -ENOMEM), call
+ * xb_epoch_begin() after each sync, xb_hot_detach() at the end. */
+int xb_hot_attach(struct xb_book *b);
+void xb_epoch_begin(struct xb_book *b);
+void xb_hot_detach(struct xb_book *b);
 
 /* Apply one order.  Returns 0 and *res, or without any change:
  * -EINVAL bad side/kind/qty/price, -ENOENT unknown symbol, -ENOSPC pool full. */
