@@ -963,8 +963,13 @@ out:
 
 int xb_validate(const struct xb_book *b, char *why, size_t why_len)
 {
+	return xb_check(b, NULL, why, why_len);
+}
+
+int xb_check(const struct xb_book *b, uint64_t *walked_hash, char *why, size_t why_len)
+{
 	const struct xb_header *h = b->h;
-	uint64_t hash, live, levels;
+	uint64_t hash = 0, live, levels;
 	uint8_t *seen = calloc(h->max_orders / 8 + 1, 1);
 	uint8_t *lseen = calloc(h->max_levels / 8 + 1, 1);
 	int ret;
@@ -975,6 +980,8 @@ int xb_validate(const struct xb_book *b, char *why, size_t why_len)
 		goto out;
 	}
 	ret = walk(b, &hash, &live, &levels, seen, lseen, why, why_len);
+	if (walked_hash)
+		*walked_hash = hash;
 	if (ret)
 		goto out;
 	if (hash != h->book_hash)

@@ -234,5 +234,8 @@ uint64_t xb_hash_walk(const struct xb_book *b, int *err);
 
 /* Check every invariant; 0 or -EIO with the first violation in why. */
 int xb_validate(const struct xb_book *b, char *why, size_t why_len);
+/* The same, with the hash its walk summed (as xb_hash_walk() would give)
+ * into *walked_hash: one walk of the books for both. */
+int xb_check(const struct xb_book *b, uint64_t *walked_hash, char *why, size_t why_len);
 
 #endif /* EXCHANGE_BOOK_H */
