@@ -138,6 +138,22 @@ struct pt_record_header {
 
 /* ---- state (shared memory status) ------------------------------------ */
 
+/*
+ * Where a published record lies in the writer's staging memory, a file in
+ * /dev/shm (pt_staging_name) that replicas map read-only: they apply it from
+ * there without waiting for the log file.  Entry epoch % PT_RING_DESCS.  The
+ * writer sets offset and length, then epoch (release); it zeroes epoch
+ * before the space can be reused (when the record is durable, so the log
+ * file has it).  A reader checks epoch before and after reading (a seqlock).
+ */
+#define PT_RING_DESCS 64
+
+struct pt_ring_desc {
+	uint64_t epoch;
+	uint64_t offset;
+	uint64_t length;
+};
+
 struct pt_state {
 	char magic[8];
 	uint32_t version;
@@ -156,6 +172,9 @@ struct pt_state {
 	uint64_t published_chain;	/* header checksum of record `published` */
 	uint64_t last_error;		/* positive errno of the latched log error */
 	uint64_t checkpoint_request;	/* set by `pagetrack checkpoint` */
+	uint64_t logged;		/* newest epoch written to the log file */
+	uint64_t staging_bytes;		/* size of the staging file, 0: none */
+	struct pt_ring_desc ring[PT_RING_DESCS];
 };
 
 /* ---- shared replica control block (in /dev/shm) ---------------------- */
@@ -264,9 +283,13 @@ void pt_segment_name(char *buf, size_t len, uint64_t seq);
 int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq,
 		      uint64_t first_epoch);
 
-/* Fill in header fields and checksums of a record staged in buf. */
-void pt_record_seal(void *buf, const struct pt_region_id *id, uint64_t epoch,
+/* Fill in the header fields of a record staged in buf (not the checksums,
+ * so that it can be published from staging memory first), then seal it. */
+void pt_record_fill(void *buf, const struct pt_region_id *id, uint64_t epoch,
 		    uint32_t page_count, uint64_t prev);
+void pt_record_seal(void *buf);
+/* The staging file of a writer incarnation, in /dev/shm. */
+void pt_staging_name(char *buf, size_t len, uint64_t history_id, uint64_t incarnation);
 
 /* A record read and checked. */
 struct pt_record {

@@ -187,11 +187,10 @@ int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq, ui
 	return fd;
 }
 
-void pt_record_seal(void *buf, const struct pt_region_id *id, uint64_t epoch,
+void pt_record_fill(void *buf, const struct pt_region_id *id, uint64_t epoch,
 		    uint32_t page_count, uint64_t prev)
 {
 	struct pt_record_header *h = buf;
-	uint64_t len = pt_record_length(page_count, id->page_size);
 
 	h->magic = PT_RECORD_MAGIC;
 	h->version = PT_FORMAT_VERSION;
@@ -200,11 +199,23 @@ void pt_record_seal(void *buf, const struct pt_region_id *id, uint64_t epoch,
 	h->page_count = page_count;
 	h->epoch = epoch;
 	h->history_id = id->history_id;
-	h->length = len;
+	h->length = pt_record_length(page_count, id->page_size);
 	h->prev = prev;
-	h->payload_checksum = pt_checksum((unsigned char *)buf + sizeof(*h), len - sizeof(*h));
+}
+
+void pt_record_seal(void *buf)
+{
+	struct pt_record_header *h = buf;
+
+	h->payload_checksum = pt_checksum((unsigned char *)buf + sizeof(*h), h->length - sizeof(*h));
 	h->header_checksum = 0;
 	h->header_checksum = pt_checksum(h, sizeof(*h));
+}
+
+void pt_staging_name(char *buf, size_t len, uint64_t history_id, uint64_t incarnation)
+{
+	snprintf(buf, len, "/dev/shm/pagetrack-%016" PRIx64 "-%" PRIu64 ".staging", history_id,
+		 incarnation);
 }
 
 static int grow(unsigned char **buf, size_t *cap, size_t need)

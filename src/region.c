@@ -78,11 +78,13 @@ struct pt_region {
 	uint64_t q_head;	/* oldest record not durable */
 	uint64_t q_write;	/* next record to write */
 	uint64_t q_tail;	/* next free slot */
-	unsigned char *ring;
+	unsigned char *ring;	/* staging memory: a /dev/shm file replicas map */
 	size_t ring_size;
 	size_t ring_next;
+	char staging_path[128];
 	uint64_t assigned;	/* newest epoch handed out */
 	uint64_t published, durable, checkpointed;
+	uint64_t logged;	/* newest epoch written to the log file */
 	uint64_t durable_request;
 	uint64_t publish_time_ns;	/* first publish not yet durable */
 	int error;		/* latched log error, 0 if none */
@@ -220,8 +222,16 @@ static unsigned char *ring_alloc(struct pt_region *r, size_t len, struct record_
 	return s->buf;
 }
 
-static void slot_release(struct record_slot *s)
+static void slot_release(struct pt_region *r, struct record_slot *s)
 {
+	struct pt_ring_desc *d = &r->state->ring[s->epoch % PT_RING_DESCS];
+
+	/* Replicas reading it from staging memory must see it gone before
+	 * the space is written again (the seqlock of struct pt_ring_desc). */
+	if (!s->oversize && __atomic_load_n(&d->epoch, __ATOMIC_RELAXED) == s->epoch) {
+		__atomic_store_n(&d->epoch, 0, __ATOMIC_SEQ_CST);
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	}
 	if (s->oversize)
 		munmap(s->buf, s->len);
 	s->buf = NULL;
@@ -250,10 +260,10 @@ static void mark_durable(struct pt_region *r, uint64_t epoch)
 		return;
 	r->durable = epoch;
 	while (r->q_head < r->q_write && slot_at(r, r->q_head)->epoch <= epoch) {
-		slot_release(slot_at(r, r->q_head));
+		slot_release(r, slot_at(r, r->q_head));
 		r->q_head++;
 	}
-	if (r->durable >= r->published) {
+	if (r->durable >= r->logged) {
 		r->publish_time_ns = 0;
 		if (r->error && r->q_write == r->q_tail) {
 			pt_log(PT_LOG_INFO, "%s: log writes work again", r->dir);
@@ -262,6 +272,28 @@ static void mark_durable(struct pt_region *r, uint64_t epoch)
 		}
 	}
 	state_store(&r->state->durable, epoch);
+	pthread_cond_broadcast(&r->cond);
+}
+
+/* Epoch of s is published; in staging memory too if in_ring.  Lock held. */
+static void publish(struct pt_region *r, struct record_slot *s, bool in_ring)
+{
+	if (in_ring) {
+		struct pt_ring_desc *d = &r->state->ring[s->epoch % PT_RING_DESCS];
+
+		__atomic_store_n(&d->epoch, 0, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&d->offset, s->ring_off, __ATOMIC_RELAXED);
+		__atomic_store_n(&d->length, s->len, __ATOMIC_RELAXED);
+		__atomic_store_n(&d->epoch, s->epoch, __ATOMIC_RELEASE);
+	}
+	/* pt_region_epoch() reads it without the lock. */
+	__atomic_store_n(&r->published, s->epoch, __ATOMIC_RELEASE);
+	if (!r->publish_time_ns)
+		r->publish_time_ns = now_ns();
+	state_store(&r->state->published_chain, ((struct pt_record_header *)s->buf)->header_checksum);
+	state_store(&r->state->published, s->epoch);
+	__atomic_add_fetch(&r->state->futex, 1, __ATOMIC_RELEASE);
+	pt_futex_wake(&r->state->futex);
 	pthread_cond_broadcast(&r->cond);
 }
 
@@ -279,7 +311,7 @@ static int roll_segment(struct pt_region *r, uint64_t first_epoch)
 			if (ret)
 				return ret;
 			pthread_mutex_lock(&r->lock);
-			mark_durable(r, r->published);
+			mark_durable(r, r->logged);
 			pthread_mutex_unlock(&r->lock);
 		}
 		pt_io->close(r->seg_fd);
@@ -304,7 +336,7 @@ static int roll_segment(struct pt_region *r, uint64_t first_epoch)
 
 static bool want_fsync(struct pt_region *r, uint64_t now)
 {
-	if (r->durable >= r->published)
+	if (r->durable >= r->logged)
 		return false;
 	if (r->durable_request > r->durable || r->stop || r->error)
 		return true;
@@ -338,15 +370,23 @@ static void *log_main(void *arg)
 				(r->seg_off > r->id.page_size &&
 				 r->seg_off + s->len > r->opts.segment_bytes);
 
-			pthread_mutex_unlock(&r->lock);
-			ret = roll ? roll_segment(r, s->epoch) : 0;
-			if (!ret && !s->sealed) {
+			if (!s->sealed) {
 				/* Sealed once, in epoch order: a record written
 				 * again is the same bytes. */
-				pt_record_seal(s->buf, &r->id, s->epoch, s->page_count, r->chain);
+				pthread_mutex_unlock(&r->lock);
+				pt_record_fill(s->buf, &r->id, s->epoch, s->page_count, r->chain);
+				pt_record_seal(s->buf);
 				r->chain = ((struct pt_record_header *)s->buf)->header_checksum;
 				s->sealed = true;
+				pthread_mutex_lock(&r->lock);
 			}
+			/* Replicas on this machine apply it from staging memory
+			 * now: the file write (milliseconds for a large delta)
+			 * is not on their path. */
+			if (!s->oversize && s->epoch > r->published)
+				publish(r, s, true);
+			pthread_mutex_unlock(&r->lock);
+			ret = roll ? roll_segment(r, s->epoch) : 0;
 			if (!ret)
 				ret = pt_write_full(r->seg_fd, s->buf, s->len, (off_t)r->seg_off);
 			pthread_mutex_lock(&r->lock);
@@ -356,15 +396,15 @@ static void *log_main(void *arg)
 			}
 			r->seg_off += s->len;
 			r->q_write++;
-			if (s->epoch > r->published) {
-				/* pt_region_epoch() reads it without the lock. */
-				__atomic_store_n(&r->published, s->epoch, __ATOMIC_RELEASE);
-				if (!r->publish_time_ns)
-					r->publish_time_ns = now_ns();
-				state_store(&r->state->published_chain,
-					    ((struct pt_record_header *)s->buf)->header_checksum);
-				state_store(&r->state->published, s->epoch);
+			if (s->epoch > r->logged) {
+				r->logged = s->epoch;
+				state_store(&r->state->logged, s->epoch);
 				__atomic_add_fetch(&r->state->log_bytes, s->len, __ATOMIC_RELAXED);
+			}
+			if (s->epoch > r->published) {
+				publish(r, s, false);
+			} else {
+				/* For replicas that read the file. */
 				__atomic_add_fetch(&r->state->futex, 1, __ATOMIC_RELEASE);
 				pt_futex_wake(&r->state->futex);
 			}
@@ -372,7 +412,7 @@ static void *log_main(void *arg)
 			continue;
 		}
 		if (want_fsync(r, now)) {
-			uint64_t target = r->published;
+			uint64_t target = r->logged;
 			int fd = r->seg_fd;
 
 			pthread_mutex_unlock(&r->lock);
@@ -509,17 +549,23 @@ static void region_free(struct pt_region *r)
 		pt_tracker_close(r->tracker);
 	if (r->base && r->base != MAP_FAILED)
 		munmap(r->base, r->size);
-	if (r->ring)
-		munmap(r->ring, r->ring_size);
 	if (r->q) {
 		for (uint64_t i = r->q_head; i < r->q_tail; i++)
-			slot_release(slot_at(r, i));
+			slot_release(r, slot_at(r, i));
 		free(r->q);
 	}
 	if (r->state) {
+		for (int i = 0; i < PT_RING_DESCS; i++)
+			__atomic_store_n(&r->state->ring[i].epoch, 0, __ATOMIC_SEQ_CST);
+		state_store(&r->state->staging_bytes, 0);
 		state_store(&r->state->writer_pid, 0);
-		munmap(r->state, r->id.page_size);
 	}
+	if (r->ring)
+		munmap(r->ring, r->ring_size);
+	if (r->staging_path[0])
+		unlink(r->staging_path);
+	if (r->state)
+		munmap(r->state, r->id.page_size);
 	pt_image_close(&r->img);
 	if (r->seg_fd >= 0)
 		pt_io->close(r->seg_fd);
@@ -661,7 +707,11 @@ static int state_open(struct pt_region *r)
 	 * and the epochs last so a reader sees a coherent block. */
 	if (!memcmp(st->magic, PT_STATE_MAGIC, 8) && st->history_id == r->id.history_id)
 		incarnation = st->incarnation;
+	for (int i = 0; i < PT_RING_DESCS; i++)
+		__atomic_store_n(&st->ring[i].epoch, 0, __ATOMIC_SEQ_CST);
+	state_store(&st->staging_bytes, 0);
 	state_store(&st->published, r->published);
+	state_store(&st->logged, r->published);
 	state_store(&st->durable, r->durable);
 	state_store(&st->checkpointed, r->checkpointed);
 	state_store(&st->published_chain, r->chain);
@@ -791,12 +841,55 @@ static int recover(struct pt_region *r)
 		goto out;
 	}
 	r->seg_seq = max_seq;
-	r->assigned = r->durable = r->published;
+	r->assigned = r->durable = r->logged = r->published;
 	r->checkpointed = r->img.hdr.epoch;
 	pt_log(PT_LOG_INFO, "%s: recovered epoch %" PRIu64 " (image at %" PRIu64 ", %" PRIu64
 	       " pages from it)", r->dir, r->published, r->checkpointed, copied);
 out:
 	free(suspect);
+	return ret;
+}
+
+/*
+ * The staging memory is a file in /dev/shm, named after the history id and
+ * this open's incarnation, mapped shared and pre-faulted (the sync path must
+ * take no page faults).  Replicas map it read-only to apply published
+ * records without waiting for the log file.
+ */
+static int staging_create(struct pt_region *r)
+{
+	char old[128];
+	int fd, ret = 0;
+
+	if (r->state->incarnation > 1) {
+		/* Left behind by the previous writer if it was killed. */
+		pt_staging_name(old, sizeof(old), r->id.history_id, r->state->incarnation - 1);
+		unlink(old);
+	}
+	pt_staging_name(r->staging_path, sizeof(r->staging_path), r->id.history_id,
+			r->state->incarnation);
+	unlink(r->staging_path);
+	fd = open(r->staging_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		ret = -errno;
+		r->staging_path[0] = '\0';
+		pt_log(PT_LOG_ERROR, "%s: cannot create its staging memory in /dev/shm: %s", r->dir,
+		       strerror(-ret));
+		return ret;
+	}
+	if (ftruncate(fd, (off_t)r->ring_size)) {
+		ret = -errno;
+		goto out;
+	}
+	r->ring = mmap(NULL, r->ring_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+	if (r->ring == MAP_FAILED) {
+		r->ring = NULL;
+		ret = -errno;
+		goto out;
+	}
+	state_store(&r->state->staging_bytes, r->ring_size);
+out:
+	close(fd);
 	return ret;
 }
 
@@ -828,13 +921,9 @@ static int region_start(struct pt_region *r)
 			r->opts.staging_bytes = r->size + (1u << 20);
 	}
 	r->ring_size = (size_t)pt_round_up(r->opts.staging_bytes, r->id.page_size);
-	/* Pre-faulted: the sync path must not take page faults. */
-	r->ring = mmap(NULL, r->ring_size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-	if (r->ring == MAP_FAILED) {
-		r->ring = NULL;
-		return -ENOMEM;
-	}
+	ret = staging_create(r);
+	if (ret)
+		return ret;
 	ret = pt_tracker_open(&r->tracker, r->base, r->size, &to);
 	if (ret)
 		return ret;

@@ -69,6 +69,13 @@ struct pt_replica {
 	uint64_t *suspect;
 	uint64_t nsuspect;
 
+	/* the writer's staging memory, mapped read-only */
+	const unsigned char *ring;
+	size_t ring_len;
+	uint64_t ring_incarnation;
+	uint64_t *ring_index;	/* a record's page indices, copied out */
+	size_t ring_index_cap;
+
 	struct copy_state priv;	/* private mode */
 
 	/* shared mode */
@@ -137,6 +144,103 @@ out:
 	return ret;
 }
 
+/* Map the writer's staging memory of its current incarnation, if any. */
+static void ring_map(struct pt_replica *r)
+{
+	uint64_t inc = load64(&r->state->incarnation), len = load64(&r->state->staging_bytes);
+	char name[128];
+	struct stat st;
+	void *p;
+	int fd;
+
+	if (r->ring && r->ring_incarnation == inc)
+		return;
+	if (r->ring)
+		munmap((void *)r->ring, r->ring_len);
+	r->ring = NULL;
+	if (!len)
+		return;
+	pt_staging_name(name, sizeof(name), r->id.history_id, inc);
+	fd = open(name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (!fstat(fd, &st) && (uint64_t)st.st_size == len && S_ISREG(st.st_mode)) {
+		p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+		if (p != MAP_FAILED) {
+			r->ring = p;
+			r->ring_len = len;
+			r->ring_incarnation = inc;
+		}
+	}
+	close(fd);
+}
+
+/*
+ * Apply record cs->epoch + 1 from the writer's staging memory.  Returns 1
+ * (applied), 0 (not there: read the file), or -EAGAIN when the writer
+ * reused the space while we copied: the pages of that record in mem may be
+ * wrong, and the record, durable by then, must be applied from the file.
+ *
+ * The descriptor is a seqlock: its epoch is checked before the header and
+ * indices are copied out, after (so the indices we write through are the
+ * record's own), and after the pages are copied.  No checksum is needed:
+ * this is the writer's memory, not storage, and a reuse is what the
+ * seqlock catches.
+ */
+static int ring_apply(struct pt_replica *r, unsigned char *mem, struct copy_state *cs)
+{
+	uint64_t e = cs->epoch + 1, off, len, head, ps = r->id.page_size;
+	const struct pt_ring_desc *d = &r->state->ring[e % PT_RING_DESCS];
+	struct pt_record_header h;
+	size_t need;
+
+	if (!r->ring || __atomic_load_n(&d->epoch, __ATOMIC_ACQUIRE) != e)
+		return 0;
+	off = __atomic_load_n(&d->offset, __ATOMIC_RELAXED);
+	len = __atomic_load_n(&d->length, __ATOMIC_RELAXED);
+	if (off > r->ring_len || len > r->ring_len - off || len < sizeof(h))
+		return 0;
+	memcpy(&h, r->ring + off, sizeof(h));
+	if (h.magic != PT_RECORD_MAGIC || h.epoch != e || h.length != len ||
+	    h.history_id != r->id.history_id || h.page_count > r->id.npages ||
+	    len != pt_record_length(h.page_count, ps) || h.prev != cs->chain)
+		return 0;
+	need = (size_t)h.page_count * sizeof(uint64_t);
+	if (need > r->ring_index_cap) {
+		uint64_t *ni = realloc(r->ring_index, need);
+
+		if (!ni)
+			return 0;
+		r->ring_index = ni;
+		r->ring_index_cap = need;
+	}
+	memcpy(r->ring_index, r->ring + off + sizeof(h), need);
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	if (__atomic_load_n(&d->epoch, __ATOMIC_RELAXED) != e)
+		return 0;
+	for (uint32_t i = 0; i < h.page_count; i++)
+		if (r->ring_index[i] >= r->id.npages || (i && r->ring_index[i] <= r->ring_index[i - 1]))
+			return 0;
+	head = pt_record_head_length(h.page_count, ps);
+	for (uint32_t i = 0; i < h.page_count;) {
+		uint32_t j = i + 1;
+
+		while (j < h.page_count && r->ring_index[j] == r->ring_index[j - 1] + 1)
+			j++;
+		memcpy(mem + r->ring_index[i] * ps, r->ring + off + head + i * ps, (j - i) * ps);
+		i = j;
+	}
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	if (__atomic_load_n(&d->epoch, __ATOMIC_RELAXED) != e)
+		return -EAGAIN;
+	for (uint32_t i = 0; i < h.page_count && r->nsuspect; i++)
+		if (pt_bit_clear(r->suspect, r->ring_index[i]))
+			r->nsuspect--;
+	cs->epoch = e;
+	cs->chain = h.header_checksum;
+	return 1;
+}
+
 /*
  * Bring mem from cs->epoch to target (not beyond what is published).
  * Returns the number of records applied, or -errno when none could be.
@@ -156,15 +260,36 @@ static int advance(struct pt_replica *r, unsigned char *mem, struct copy_state *
 			copied = true;
 			applied++;
 		}
-		if (r->rd.next_epoch != cs->epoch + 1 || r->rd.chain != cs->chain) {
-			pt_log_reader_free(&r->rd);
-			pt_log_reader_init(&r->rd, r->dirfd, &r->id, cs->epoch + 1, cs->chain);
-			r->rd.quiet = true;
-		}
+		ring_map(r);
 		while (cs->epoch < target) {
-			ret = pt_log_next(&r->rd, target, &rec);
-			if (ret <= 0)
+			int rr = ring_apply(r, mem, cs);
+
+			if (rr > 0) {
+				applied++;
+				continue;
+			}
+			if (r->rd.next_epoch != cs->epoch + 1 || r->rd.chain != cs->chain) {
+				/* After records from staging memory (or an image)
+				 * the file reader starts afresh: where it stood may
+				 * be a segment dropped since. */
+				pt_log_reader_free(&r->rd);
+				pt_log_reader_init(&r->rd, r->dirfd, &r->id, cs->epoch + 1, cs->chain);
+				r->rd.quiet = true;
+			}
+			/* Only what the log file has: a record published from
+			 * staging memory may be on its way there. */
+			ret = pt_log_next(&r->rd, rr == -EAGAIN ? cs->epoch + 1 :
+					  load64(&r->state->logged) < target ?
+					  load64(&r->state->logged) : target, &rec);
+			if (ret <= 0) {
+				if (rr == -EAGAIN) {
+					/* Pages of that record may be wrong: redo
+					 * from the image next time. */
+					cs->need_image = true;
+					ret = ret ? ret : -EAGAIN;
+				}
 				break;
+			}
 			for (uint32_t i = 0; i < rec.hdr->page_count; i++) {
 				memcpy(mem + rec.index[i] * ps, rec.data + (size_t)i * ps, ps);
 				if (r->nsuspect && pt_bit_clear(r->suspect, rec.index[i]))
@@ -709,6 +834,11 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 		ret = -errno;
 		goto err;
 	}
+	/* Fault the private copy in now: a refresh that first touches a
+	 * thousand pages pays a thousand page faults (about 1 us each),
+	 * which would be most of the replica's lag. */
+	if (!r->shared)
+		madvise(r->base, r->size, MADV_POPULATE_WRITE);
 	if (r->shared) {
 		ret = shared_open(r, o.name);
 		if (ret)
@@ -765,6 +895,9 @@ PT_EXPORT void pt_replica_close(struct pt_replica *r)
 		close(r->shmfd);
 	if (r->base)
 		munmap(r->base, r->size);
+	if (r->ring)
+		munmap((void *)r->ring, r->ring_len);
+	free(r->ring_index);
 	pt_log_reader_free(&r->rd);
 	state_detach(r);
 	if (r->dirfd >= 0)
