@@ -391,6 +391,22 @@ int pt_state_map_ro(int dirfd, const struct pt_state **st, int *fd);
 void pt_futex_wake(uint32_t *addr);
 int pt_futex_wait(const uint32_t *addr, uint32_t val, int timeout_ms);
 
+/*
+ * A full memory fence, for the staging seqlock.  GCC's TSan refuses
+ * atomic_thread_fence; under it a sequentially consistent read-modify-write
+ * of a dummy gives the same ordering on the machines it runs on.
+ */
+static inline void pt_fence(void)
+{
+#if defined(__SANITIZE_THREAD__)
+	static uint32_t dummy;
+
+	__atomic_fetch_add(&dummy, 0, __ATOMIC_SEQ_CST);
+#else
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
 static inline void pt_bit_set(uint64_t *bm, uint64_t i)
 {
 	bm[i / 64] |= 1ull << (i % 64);

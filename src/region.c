@@ -6,9 +6,11 @@
  *
  * The sync path (pt_region_sync) does only: collect with reset, copy the
  * dirty pages into pre-faulted staging memory (a ring, reused), enqueue.
- * Everything else happens on the log thread: sealing (XXH3 checksums,
- * chain), one pwrite per record, publish (state file + futex wake), and
- * fdatasync as the durability policy says.  The writer never waits for a
+ * Everything else happens on two threads: the seal thread checksums each
+ * record (XXH3, chain) and publishes it from the staging memory, which is a
+ * /dev/shm file replicas map (state block descriptor + futex wake); the log
+ * thread writes it to the segment with one pwrite and fdatasyncs as the
+ * durability policy says.  The writer never waits for a
  * replica: replicas only read the files and the state block.
  *
  * A record stays in staging memory until it is durable.  If a write or an
@@ -74,9 +76,11 @@ struct pt_region {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;	/* levels moved, space freed */
 	pthread_cond_t work;	/* something for the log thread */
+	pthread_cond_t seal_work;	/* something for the seal thread */
 	struct record_slot *q;
 	uint64_t q_head;	/* oldest record not durable */
 	uint64_t q_write;	/* next record to write */
+	uint64_t q_seal;	/* next record to seal (q_write <= q_seal <= q_tail) */
 	uint64_t q_tail;	/* next free slot */
 	unsigned char *ring;	/* staging memory: a /dev/shm file replicas map */
 	size_t ring_size;
@@ -99,6 +103,8 @@ struct pt_region {
 	uint64_t chain;		/* header checksum of the newest sealed record */
 	pthread_t log_thread;
 	bool log_started;
+	pthread_t seal_thread;
+	bool seal_started;
 
 	/* checkpoint */
 	pthread_mutex_t ckpt_lock;
@@ -230,7 +236,7 @@ static void slot_release(struct pt_region *r, struct record_slot *s)
 	 * the space is written again (the seqlock of struct pt_ring_desc). */
 	if (!s->oversize && __atomic_load_n(&d->epoch, __ATOMIC_RELAXED) == s->epoch) {
 		__atomic_store_n(&d->epoch, 0, __ATOMIC_SEQ_CST);
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		pt_fence();
 	}
 	if (s->oversize)
 		munmap(s->buf, s->len);
@@ -347,6 +353,45 @@ static bool want_fsync(struct pt_region *r, uint64_t now)
 	return r->q_tail - r->q_head >= QUEUE_SLOTS / 2;
 }
 
+/*
+ * The seal thread: checksums each record, in epoch order, and publishes it
+ * from staging memory at once.  It never touches the file, so replicas do
+ * not wait behind a long write or an fdatasync of the log thread.
+ */
+static void *seal_main(void *arg)
+{
+	struct pt_region *r = arg;
+
+	pthread_mutex_lock(&r->lock);
+	for (;;) {
+		if (r->q_seal < r->q_tail) {
+			struct record_slot *s = slot_at(r, r->q_seal);
+
+			/* Sealed once: a record written again after an error
+			 * is the same bytes. */
+			pthread_mutex_unlock(&r->lock);
+			pt_record_fill(s->buf, &r->id, s->epoch, s->page_count, r->chain);
+			pt_record_seal(s->buf);
+			r->chain = ((struct pt_record_header *)s->buf)->header_checksum;
+			pthread_mutex_lock(&r->lock);
+			s->sealed = true;
+			r->q_seal++;
+			/* In order only: after a record too large for staging
+			 * memory, the log thread publishes as it writes. */
+			if (!s->oversize && s->epoch == r->published + 1)
+				publish(r, s, true);
+			pthread_cond_signal(&r->work);
+			continue;
+		}
+		if (r->stop)
+			break;
+		pthread_cond_wait(&r->seal_work, &r->lock);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+/* The log thread: writes sealed records, fdatasyncs, recovers from errors. */
 static void *log_main(void *arg)
 {
 	struct pt_region *r = arg;
@@ -364,27 +409,12 @@ static void *log_main(void *arg)
 			pthread_cond_timedwait(&r->work, &r->lock, &ts);
 			continue;
 		}
-		if (r->q_write < r->q_tail) {
+		if (r->q_write < r->q_seal) {
 			struct record_slot *s = slot_at(r, r->q_write);
 			bool roll = r->seg_fd < 0 || r->seg_suspect ||
 				(r->seg_off > r->id.page_size &&
 				 r->seg_off + s->len > r->opts.segment_bytes);
 
-			if (!s->sealed) {
-				/* Sealed once, in epoch order: a record written
-				 * again is the same bytes. */
-				pthread_mutex_unlock(&r->lock);
-				pt_record_fill(s->buf, &r->id, s->epoch, s->page_count, r->chain);
-				pt_record_seal(s->buf);
-				r->chain = ((struct pt_record_header *)s->buf)->header_checksum;
-				s->sealed = true;
-				pthread_mutex_lock(&r->lock);
-			}
-			/* Replicas on this machine apply it from staging memory
-			 * now: the file write (milliseconds for a large delta)
-			 * is not on their path. */
-			if (!s->oversize && s->epoch > r->published)
-				publish(r, s, true);
 			pthread_mutex_unlock(&r->lock);
 			ret = roll ? roll_segment(r, s->epoch) : 0;
 			if (!ret)
@@ -402,7 +432,7 @@ static void *log_main(void *arg)
 				__atomic_add_fetch(&r->state->log_bytes, s->len, __ATOMIC_RELAXED);
 			}
 			if (s->epoch > r->published) {
-				publish(r, s, false);
+				publish(r, s, !s->oversize);
 			} else {
 				/* For replicas that read the file. */
 				__atomic_add_fetch(&r->state->futex, 1, __ATOMIC_RELEASE);
@@ -424,7 +454,7 @@ static void *log_main(void *arg)
 				mark_durable(r, target);
 			continue;
 		}
-		if (r->stop)
+		if (r->stop && r->q_seal == r->q_tail)
 			break;
 		if (r->opts.durability == PT_DURABLE_BACKGROUND && r->publish_time_ns) {
 			deadline_ts(&ts, r->publish_time_ns + r->opts.durable_interval_ms * 1000000ull);
@@ -584,6 +614,7 @@ static void region_free(struct pt_region *r)
 	pthread_cond_destroy(&r->cond);
 	pthread_cond_destroy(&r->work);
 	pthread_cond_destroy(&r->ckpt_cond);
+	pthread_cond_destroy(&r->seal_work);
 	free(r);
 }
 
@@ -607,6 +638,8 @@ static int region_alloc(struct pt_region **out, const char *dir, const struct pt
 		ret = cond_init_mono(&r->work);
 	if (!ret)
 		ret = cond_init_mono(&r->ckpt_cond);
+	if (!ret)
+		ret = cond_init_mono(&r->seal_work);
 	if (!ret)
 		ret = opts_take(&r->opts, opts, size);
 	if (ret) {
@@ -927,6 +960,10 @@ static int region_start(struct pt_region *r)
 	ret = pt_tracker_open(&r->tracker, r->base, r->size, &to);
 	if (ret)
 		return ret;
+	ret = -pthread_create(&r->seal_thread, NULL, seal_main, r);
+	if (ret)
+		return ret;
+	r->seal_started = true;
 	ret = -pthread_create(&r->log_thread, NULL, log_main, r);
 	if (ret)
 		return ret;
@@ -950,11 +987,16 @@ static void stop_threads(struct pt_region *r)
 		pthread_join(r->ckpt_thread, NULL);
 		r->ckpt_started = false;
 	}
+	pthread_mutex_lock(&r->lock);
+	r->stop = true;
+	pthread_cond_signal(&r->work);
+	pthread_cond_signal(&r->seal_work);
+	pthread_mutex_unlock(&r->lock);
+	if (r->seal_started) {
+		pthread_join(r->seal_thread, NULL);
+		r->seal_started = false;
+	}
 	if (r->log_started) {
-		pthread_mutex_lock(&r->lock);
-		r->stop = true;
-		pthread_cond_signal(&r->work);
-		pthread_mutex_unlock(&r->lock);
 		pthread_join(r->log_thread, NULL);
 		r->log_started = false;
 	}
@@ -1175,7 +1217,7 @@ PT_EXPORT int64_t pt_region_sync(struct pt_region *r)
 	epoch = ++r->assigned;
 	s->epoch = epoch;
 	r->q_tail++;
-	pthread_cond_signal(&r->work);
+	pthread_cond_signal(&r->seal_work);
 	pthread_mutex_unlock(&r->lock);
 	pthread_mutex_unlock(&r->sync_lock);
 wait:

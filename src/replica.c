@@ -215,7 +215,7 @@ static int ring_apply(struct pt_replica *r, unsigned char *mem, struct copy_stat
 		r->ring_index_cap = need;
 	}
 	memcpy(r->ring_index, r->ring + off + sizeof(h), need);
-	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	pt_fence();
 	if (__atomic_load_n(&d->epoch, __ATOMIC_RELAXED) != e)
 		return 0;
 	for (uint32_t i = 0; i < h.page_count; i++)
@@ -230,7 +230,7 @@ static int ring_apply(struct pt_replica *r, unsigned char *mem, struct copy_stat
 		memcpy(mem + r->ring_index[i] * ps, r->ring + off + head + i * ps, (j - i) * ps);
 		i = j;
 	}
-	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	pt_fence();
 	if (__atomic_load_n(&d->epoch, __ATOMIC_RELAXED) != e)
 		return -EAGAIN;
 	for (uint32_t i = 0; i < h.page_count && r->nsuspect; i++)
