@@ -174,7 +174,8 @@ int pt_backend_probe(enum pt_backend b, char *why, size_t why_len);
  * with pt_region_sync(); it passes through three levels, in this order:
  */
 enum pt_level {
-	PT_LEVEL_PUBLISHED = 1,	/* its record is in the log file: local replicas can apply it */
+	PT_LEVEL_PUBLISHED = 1,	/* sealed and visible to replicas on this machine (in the
+				 * writer's staging memory, then in the log file) */
 	PT_LEVEL_DURABLE,	/* its record is fdatasynced: survives a crash or power loss */
 	PT_LEVEL_CHECKPOINTED,	/* it is in the image: the log before it may be dropped */
 };
