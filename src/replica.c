@@ -58,6 +58,7 @@ struct pt_replica {
 	int statefd;
 	const struct pt_state *state;
 	ino_t state_ino;
+	uid_t state_uid;
 	uint64_t incarnation;
 	struct pt_region_id id;
 	size_t size;
@@ -164,7 +165,10 @@ static void ring_map(struct pt_replica *r)
 	fd = open(name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return;
-	if (!fstat(fd, &st) && (uint64_t)st.st_size == len && S_ISREG(st.st_mode)) {
+	/* Only the writer's own file: the name in /dev/shm is predictable,
+	 * so it must belong to whoever owns the region's state file. */
+	if (!fstat(fd, &st) && (uint64_t)st.st_size == len && S_ISREG(st.st_mode) &&
+	    st.st_uid == r->state_uid) {
 		p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
 		if (p != MAP_FAILED) {
 			r->ring = p;
@@ -348,6 +352,7 @@ static int state_attach(struct pt_replica *r)
 	if (fstat(r->statefd, &st))
 		return -errno;
 	r->state_ino = st.st_ino;
+	r->state_uid = st.st_uid;
 	r->incarnation = load64(&r->state->incarnation);
 	return 0;
 }
