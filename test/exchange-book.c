@@ -154,8 +154,8 @@ static bool same_books(struct xb_book *b, struct model *m, char *why, size_t why
  * Random flow: limits around a drifting mid, market orders, cancels of known,
  * ended and unknown ids, bad orders; every result checked against the model.
  */
-static bool random_flow(uint32_t nsym, uint32_t max_orders, uint32_t max_levels, bool hot,
-			long ops, uint64_t seed, char *why, size_t why_len)
+static bool random_flow(uint32_t nsym, uint32_t max_orders, uint32_t max_levels, long ops,
+			uint64_t seed, char *why, size_t why_len)
 {
 	struct xb_config c = { .nsymbols = nsym, .max_orders = max_orders,
 			       .max_levels = max_levels, .trade_ring = 64, .nsessions = 4 };
@@ -173,7 +173,7 @@ static bool random_flow(uint32_t nsym, uint32_t max_orders, uint32_t max_levels,
 		goto out;
 	}
 	m->nsym = nsym;
-	if (xb_init(&b, mem, size, &c) || (hot && xb_hot_attach(&b))) {
+	if (xb_init(&b, mem, size, &c)) {
 		snprintf(why, why_len, "init failed");
 		goto out;
 	}
@@ -181,10 +181,6 @@ static bool random_flow(uint32_t nsym, uint32_t max_orders, uint32_t max_levels,
 		mid[s] = 1000 + s * 10;
 	for (long op = 0; op < ops; op++) {
 		uint64_t r = rnd_next(&seed);
-
-		/* The writer's hints start afresh at each epoch. */
-		if (hot && op % 97 == 0)
-			xb_epoch_begin(&b);
 		uint32_t s = (uint32_t)(r % nsym);
 		struct xb_result res;
 		int roll = (int)((r >> 16) % 100), ret;
@@ -343,7 +339,6 @@ static bool random_flow(uint32_t nsym, uint32_t max_orders, uint32_t max_levels,
 	       (unsigned long long)m->trade_total, enospc);
 	ok = true;
 out:
-	xb_hot_detach(&b);
 	free(mem);
 	free(ids);
 	free(m);
@@ -446,24 +441,22 @@ int main(void)
 	static const struct {
 		const char *name;
 		uint32_t nsym, orders, levels;
-		bool hot;
 		long ops;
 		uint64_t seed;
 	} flows[] = {
-		{ "random flow, roomy pools", 8, 1 << 16, 1 << 14, false, 200000, 1 },
-		{ "random flow, roomy pools, writer's hints", 8, 1 << 16, 1 << 14, true, 200000, 11 },
-		{ "random flow, one symbol", 1, 1 << 12, 1 << 10, false, 50000, 7 },
-		{ "random flow, one symbol, writer's hints", 1, 1 << 12, 1 << 10, true, 50000, 17 },
-		{ "random flow, pools run out", 4, 60, 12, false, 50000, 3 },
-		{ "random flow, pools of several groups run out, writer's hints", 4, 150, 70, true,
-		  50000, 5 },
+		{ "random flow, roomy pools", 8, 1 << 16, 1 << 14, 200000, 1 },
+		{ "random flow, 40 symbols in three families", 40, 1 << 16, 1 << 14, 200000, 11 },
+		{ "random flow, one symbol", 1, 1 << 12, 1 << 10, 50000, 7 },
+		{ "random flow, one symbol, another seed", 1, 1 << 12, 1 << 10, 50000, 17 },
+		{ "random flow, pools run out", 4, 60, 12, 50000, 3 },
+		{ "random flow, pools of several groups run out", 4, 150, 70, 50000, 5 },
 	};
 
 	for (size_t i = 0; i < sizeof(flows) / sizeof(flows[0]); i++) {
 		why[0] = '\0';
 		cell_report(flows[i].name,
-			    random_flow(flows[i].nsym, flows[i].orders, flows[i].levels, flows[i].hot,
-					flows[i].ops, flows[i].seed, why, sizeof(why)) ? T_PASS : T_FAIL,
+			    random_flow(flows[i].nsym, flows[i].orders, flows[i].levels, flows[i].ops,
+					flows[i].seed, why, sizeof(why)) ? T_PASS : T_FAIL,
 			    why);
 	}
 	why[0] = '\0';

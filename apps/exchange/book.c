@@ -13,11 +13,14 @@
  * added, so the hash costs a few XXH3 calls on 32 bytes per change.
  *
  * Slots come from groups of one page (book.h says why).  The hint chain of
- * an allocation (the neighbour's group, then the symbol's current group,
- * then a fresh group) keeps an epoch's writes on the pages it already
- * dirtied; a fresh group comes from the never-used part of the pool, else
+ * an allocation (the neighbour's group, then the family's current group,
+ * then a fresh group) keeps a level's orders and a symbol's levels on few
+ * pages; a fresh group comes from the never-used part of the pool, else
  * from a sweep over the groups for one at least half free, else any slot at
- * all, so a pool with one free slot still takes an order.
+ * all, so a pool with one free slot still takes an order.  (Taking slots
+ * first on pages the current epoch already wrote, wherever they are, was
+ * tried: it saves a page now and scatters the level's FIFO, and after
+ * one to four million orders wrote 13-37% more pages per epoch.)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -33,9 +36,8 @@
 _Static_assert(sizeof(struct xb_order) * XB_GROUP == 4096, "an order group is one page");
 _Static_assert(sizeof(struct xb_level) * XB_GROUP == 4096, "a level group is one page");
 
-#ifndef XB_FAMILY
+/* Symbols s - s % XB_FAMILY .. share a current group (see book.h). */
 #define XB_FAMILY 16
-#endif
 
 static uint32_t ngroups(uint32_t slots)
 {
@@ -128,7 +130,6 @@ static void view(struct xb_book *b, void *mem, size_t size)
 	b->lgrp = (struct xb_group *)(base + b->h->off_level_groups);
 	b->ogrp = (struct xb_group *)(base + b->h->off_order_groups);
 	b->size = size;
-	b->hot = NULL;
 }
 
 int xb_init(struct xb_book *b, void *mem, size_t size, const struct xb_config *c)
@@ -230,7 +231,6 @@ uint64_t xb_hash_stored(const struct xb_book *b)
  * directory entry each; next is the free-chain field of the slot type.
  */
 struct pool {
-	int kind;		/* 0 levels, 1 orders: the index into struct xb_hot */
 	uint32_t max, *bump, *nfree, *cursor;
 	struct xb_group *grp;
 	uint32_t *(*next)(struct xb_book *b, uint32_t i);
@@ -248,13 +248,13 @@ static uint32_t *level_next(struct xb_book *b, uint32_t i)
 
 static struct pool orders(struct xb_book *b)
 {
-	return (struct pool){ 1, b->h->max_orders, &b->h->order_bump, &b->h->order_free,
+	return (struct pool){ b->h->max_orders, &b->h->order_bump, &b->h->order_free,
 			      &b->h->order_cursor, b->ogrp, order_next };
 }
 
 static struct pool levels(struct xb_book *b)
 {
-	return (struct pool){ 0, b->h->max_levels, &b->h->level_bump, &b->h->level_free,
+	return (struct pool){ b->h->max_levels, &b->h->level_bump, &b->h->level_free,
 			      &b->h->level_cursor, b->lgrp, level_next };
 }
 
@@ -324,30 +324,6 @@ static uint32_t pick_group(struct xb_book *b, struct pool *p, uint32_t g, uint32
 	return g;
 }
 
-/* The same, first where this epoch already wrote (struct xb_hot). */
-static uint32_t pick_hot_group(struct xb_book *b, struct pool *p, uint32_t g, uint32_t *current)
-{
-	struct xb_hot *hot = b->hot;
-	int k = p->kind;
-
-	if (group_has_room(p, g) && hot->stamp[k][g] == hot->epoch)
-		return g;
-	while (hot->nstack[k]) {
-		uint32_t top = hot->stack[k][hot->nstack[k] - 1];
-
-		if (group_has_room(p, top) && hot->stamp[k][top] == hot->epoch)
-			return top;
-		hot->queued[k][top] = 0;
-		hot->nstack[k]--;
-	}
-	if (group_has_room(p, hot->current[k]) && hot->stamp[k][hot->current[k]] == hot->epoch)
-		return hot->current[k];
-	g = pick_group(b, p, g, current);
-	if (g != XB_NIL)
-		hot->current[k] = g;
-	return g;
-}
-
 /*
  * A slot near hint (a slot index or XB_NIL), else in *current (the
  * group of the symbol's family, updated when a fresh one is taken).
@@ -357,11 +333,9 @@ static uint32_t pool_alloc(struct xb_book *b, struct pool *p, uint32_t hint, uin
 {
 	uint32_t g = hint != XB_NIL ? hint / XB_GROUP : XB_NIL, i;
 
-	g = b->hot ? pick_hot_group(b, p, g, current) : pick_group(b, p, g, current);
+	g = pick_group(b, p, g, current);
 	if (g == XB_NIL)
 		return XB_NIL;
-	if (b->hot)
-		b->hot->stamp[p->kind][g] = b->hot->epoch;
 	i = p->grp[g].free_head;
 	p->grp[g].free_head = *p->next(b, i);
 	p->grp[g].nfree--;
@@ -371,72 +345,12 @@ static uint32_t pool_alloc(struct xb_book *b, struct pool *p, uint32_t hint, uin
 
 static void pool_free(struct xb_book *b, struct pool *p, uint32_t i)
 {
-	struct xb_hot *hot = b->hot;
 	uint32_t g = i / XB_GROUP;
 
 	*p->next(b, i) = p->grp[g].free_head;
 	p->grp[g].free_head = i;
 	p->grp[g].nfree++;
 	(*p->nfree)++;
-	if (hot) {
-		int k = p->kind;
-
-		hot->stamp[k][g] = hot->epoch;
-		if (hot->queued[k][g] != hot->epoch) {
-			hot->queued[k][g] = hot->epoch;
-			hot->stack[k][hot->nstack[k]++] = g;
-		}
-	}
-}
-
-int xb_hot_attach(struct xb_book *b)
-{
-	struct xb_hot *hot = calloc(1, sizeof(*hot));
-	uint32_t n[2] = { ngroups(b->h->max_levels), ngroups(b->h->max_orders) };
-
-	if (!hot)
-		return -ENOMEM;
-	for (int k = 0; k < 2; k++) {
-		hot->stamp[k] = calloc(n[k], sizeof(uint32_t));
-		hot->queued[k] = calloc(n[k], sizeof(uint32_t));
-		hot->stack[k] = calloc(n[k], sizeof(uint32_t));
-		hot->current[k] = XB_NIL;
-	}
-	b->hot = hot;
-	if (!hot->stamp[0] || !hot->stamp[1] || !hot->queued[0] || !hot->queued[1] ||
-	    !hot->stack[0] || !hot->stack[1]) {
-		xb_hot_detach(b);
-		return -ENOMEM;
-	}
-	hot->epoch = 1;
-	return 0;
-}
-
-void xb_epoch_begin(struct xb_book *b)
-{
-	struct xb_hot *hot = b->hot;
-
-	if (!hot)
-		return;
-	/* Stamps of 0 mean never: skip it when the counter wraps. */
-	if (!++hot->epoch)
-		hot->epoch = 1;
-	hot->nstack[0] = hot->nstack[1] = 0;
-}
-
-void xb_hot_detach(struct xb_book *b)
-{
-	struct xb_hot *hot = b->hot;
-
-	if (!hot)
-		return;
-	for (int k = 0; k < 2; k++) {
-		free(hot->stamp[k]);
-		free(hot->queued[k]);
-		free(hot->stack[k]);
-	}
-	free(hot);
-	b->hot = NULL;
 }
 
 static uint32_t order_alloc(struct xb_book *b, uint32_t s, uint32_t hint)

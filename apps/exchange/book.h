@@ -30,9 +30,10 @@
  * its page is still dirty).  A new order takes a slot in the group of the
  * last order of its price level (or of the nearest level of its side),
  * a new level one in the group of its neighbour in price; failing that,
- * the symbol's current group, else a fresh one.  The orders of a level, and
- * the levels near a symbol's mid, so share pages: a fill or a cancel
- * writes where the epoch already wrote.
+ * the current group of its symbol's family (16 symbols in a row share
+ * one, so quiet symbols share pages too), else a fresh one.  The orders of
+ * a level, and the levels near a symbol's mid, so share pages: the fills,
+ * cancels and links of an epoch write where the epoch already wrote.
  *
  * Order ids: serial * max_orders + slot, serial counting from 1, so an id
  * names its slot without a lookup table and ids grow with arrival time.
@@ -147,22 +148,6 @@ struct xb_config {
 	uint32_t nsessions;
 };
 
-/*
- * The writer's process-local memory of which groups the current epoch has
- * written (never in the block, so never replicated; lost at a restart, which
- * only costs locality).  With it, a new slot goes first where the epoch
- * already wrote: a slot freed this epoch, then the epoch's current group,
- * and only then its neighbour's group if that is still clean.
- */
-struct xb_hot {
-	uint32_t epoch;		/* bumped by xb_epoch_begin() */
-	uint32_t *stamp[2];	/* per group (levels, orders): the epoch that last wrote it */
-	uint32_t *queued[2];	/* per group: the epoch it was pushed on stack */
-	uint32_t *stack[2];	/* groups this epoch freed a slot in, newest on top */
-	uint32_t nstack[2];
-	uint32_t current[2];	/* the group new slots fill this epoch */
-};
-
 /* A process-local view of a block: pointers computed from its offsets. */
 struct xb_book {
 	struct xb_header *h;
@@ -173,7 +158,6 @@ struct xb_book {
 	struct xb_session *ses;
 	struct xb_group *lgrp, *ogrp;
 	size_t size;
-	struct xb_hot *hot;	/* the writer's, or NULL (set by xb_hot_attach) */
 };
 
 /* Result of a submit or a cancel. */
@@ -203,12 +187,6 @@ int xb_init(struct xb_book *b, void *mem, size_t size, const struct xb_config *c
 /* Attach to a formatted block, checking its header against size.  0, or
  * -EBADMSG (no magic), -EPROTO (other version), -EINVAL (inconsistent header). */
 int xb_attach(struct xb_book *b, void *mem, size_t size);
-
-/* The writer: keep the hints of struct xb_hot (0 or -ENOMEM), call
- * xb_epoch_begin() after each sync, xb_hot_detach() at the end. */
-int xb_hot_attach(struct xb_book *b);
-void xb_epoch_begin(struct xb_book *b);
-void xb_hot_detach(struct xb_book *b);
 
 /* Apply one order.  Returns 0 and *res, or without any change:
  * -EINVAL bad side/kind/qty/price, -ENOENT unknown symbol, -ENOSPC pool full. */

@@ -206,7 +206,6 @@ static int do_sync(struct engine *e)
 	}
 	e->syncs++;
 	e->dirty = false;
-	xb_epoch_begin(&e->book);	/* the pages written so far are clean again */
 	e->orders_since_sync = 0;
 	e->last_sync_ns = t1;
 	e->ring[ep % EPOCH_RING].epoch = (uint64_t)ep;
@@ -656,8 +655,6 @@ static void open_book(struct engine *e)
 			die("a %zu-byte block cannot hold %u symbols", xs_writer_size(e->store),
 			    e->nsymbols);
 		/* Epoch 1 holds the empty books, so replicas always find a header. */
-		if (xb_hot_attach(&e->book))
-			die("out of memory");
 		if (do_sync(e) || xs_writer_wait_durable(e->store, 1, 10000))
 			die("first sync failed");
 		if (!e->quiet)
@@ -671,8 +668,6 @@ static void open_book(struct engine *e)
 		die("%s holds no exchange books (%s)", e->dir, strerror(-ret));
 	if (xb_validate(&e->book, why, sizeof(why)))
 		die("the books recovered from %s are damaged: %s", e->dir, why);
-	if (xb_hot_attach(&e->book))
-		die("out of memory");
 	e->ring[xs_writer_epoch(e->store) % EPOCH_RING].epoch = (uint64_t)xs_writer_epoch(e->store);
 	e->ring[xs_writer_epoch(e->store) % EPOCH_RING].hash = xb_hash_stored(&e->book);
 	e->ring[xs_writer_epoch(e->store) % EPOCH_RING].commands = e->book.h->commands;
@@ -904,7 +899,6 @@ int main(int argc, char **argv)
 		printf("exchange-engine: stopped at epoch %lld after %llu syncs, %llu commands\n",
 		       (long long)xs_writer_epoch(e->store), (unsigned long long)e->syncs,
 		       (unsigned long long)e->book.h->commands);
-	xb_hot_detach(&e->book);
 	xs_writer_close(e->store);
 	if (e->status)
 		munmap(e->status, sizeof(*e->status));

@@ -221,8 +221,6 @@ int main(int argc, char **argv)
 	memcpy(twin_mem, mem, size);
 	if (xb_attach(&twin, twin_mem, size))
 		die("the twin block", 0);
-	if (xb_hot_attach(&b) || xb_hot_attach(&twin))
-		die("out of memory", 0);
 	ret = pt_tracker_open(&t, mem, size, NULL);
 	if (ret)
 		die("tracker", -ret);
@@ -249,8 +247,6 @@ int main(int argc, char **argv)
 		ret = pt_tracker_collect(t, PT_COLLECT_RESET, &rg, &nr);
 		if (ret < 0)
 			die("collect", -ret);
-		xb_epoch_begin(&b);
-		xb_epoch_begin(&twin);
 		total += (uint64_t)ret;
 		for (size_t i = 0; i < nr; i++)
 			for (uint64_t p = rg[i].first; p < rg[i].first + rg[i].count; p++)
@@ -270,8 +266,6 @@ int main(int argc, char **argv)
 	pt_tracker_close(t);
 	if (xb_hash_stored(&twin) != xb_hash_stored(&b))
 		die("the twin block diverged", 0);
-	xb_hot_detach(&b);
-	xb_hot_detach(&twin);
 	munmap(mem, size);
 	munmap(twin_mem, size);
 	free(saved_mid);
