@@ -14,7 +14,9 @@
  * re-arms, counting the written pages of each pool.  It also times the
  * matching with tracking and without: a twin of the block, untracked, gets
  * the very same commands first, so the difference is what the write-protect
- * faults cost the engine's own thread.
+ * faults cost the engine's own thread.  Last, the distinct pages over all
+ * the counted epochs: what applying them together (a checkpoint of a
+ * second's epochs, a replica catching up) needs to write at the least.
  *
  * Deterministic (a fixed seed): figures from two layouts are comparable on
  * a noisy machine where the end-to-end benchmark is not.
@@ -156,7 +158,8 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' }, { 0 }
 	};
 	uint64_t size = 256u << 20, nsym = 1000, epoch = 30000, warmup = 2000000, count = 50, v;
-	uint64_t pages[P_COUNT] = { 0 }, total = 0, t_none = 0, t_tracked = 0;
+	uint64_t pages[P_COUNT] = { 0 }, total = 0, t_none = 0, t_tracked = 0, distinct = 0;
+	uint8_t *seen;
 	double zipf = 1.0, sum = 0;
 	struct pt_tracker *t = NULL;
 	struct xb_config c;
@@ -206,7 +209,8 @@ int main(int argc, char **argv)
 	f.cdf = malloc(nsym * sizeof(double));
 	f.mid = malloc(nsym * sizeof(int64_t));
 	saved_mid = malloc(nsym * sizeof(int64_t));
-	if (!f.cdf || !f.mid || !saved_mid)
+	seen = calloc(size / (uint64_t)ps, 1);
+	if (!f.cdf || !f.mid || !saved_mid || !seen)
 		die("out of memory", 0);
 	for (uint32_t s = 0; s < nsym; s++)
 		sum += 1.0 / pow((double)(s + 1), zipf);
@@ -249,8 +253,11 @@ int main(int argc, char **argv)
 			die("collect", -ret);
 		total += (uint64_t)ret;
 		for (size_t i = 0; i < nr; i++)
-			for (uint64_t p = rg[i].first; p < rg[i].first + rg[i].count; p++)
+			for (uint64_t p = rg[i].first; p < rg[i].first + rg[i].count; p++) {
 				pages[pool_of(b.h, p * (uint64_t)ps)]++;
+				distinct += !seen[p];
+				seen[p] = 1;
+			}
 	}
 	printf("block %llu MiB, %llu symbols, %llu orders per epoch, after %llu orders: "
 	       "%llu live orders, %u order slots used of %u\n",
@@ -263,12 +270,16 @@ int main(int argc, char **argv)
 		printf(" %s %.1f", pool_names[p], (double)pages[p] / (double)count);
 	printf("\nmatching: %.0f ns per order untracked, %.0f ns tracked\n",
 	       (double)t_none / (double)(count * epoch), (double)t_tracked / (double)(count * epoch));
+	printf("distinct pages over the %llu epochs: %llu (%.1f%% of the %llu their records carry)\n",
+	       (unsigned long long)count, (unsigned long long)distinct,
+	       total ? 100.0 * (double)distinct / (double)total : 0.0, (unsigned long long)total);
 	pt_tracker_close(t);
 	if (xb_hash_stored(&twin) != xb_hash_stored(&b))
 		die("the twin block diverged", 0);
 	munmap(mem, size);
 	munmap(twin_mem, size);
 	free(saved_mid);
+	free(seen);
 	free(f.cdf);
 	free(f.mid);
 	return 0;
