@@ -1196,6 +1196,11 @@ PT_EXPORT int64_t pt_region_sync(struct pt_region *r)
 		buf = ring_alloc(r, len, s);
 		if (buf)
 			break;
+		if (len > r->ring_size && r->q_tail - r->q_head < QUEUE_SLOTS) {
+			/* No memory for a delta larger than the staging. */
+			ret = -ENOMEM;
+			goto fail;
+		}
 		/* Staging is full of records not yet durable: backpressure,
 		 * whatever the policy. */
 		if (r->durable_request < r->assigned)
