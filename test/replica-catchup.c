@@ -279,6 +279,64 @@ static bool at_writer_address(char *why, size_t why_len)
 	return true;
 }
 
+/* A shared reader that never refreshes holds back the shared copy, never the
+ * writer, and its view does not change under it. */
+static bool slow_shared_reader(char *why, size_t why_len)
+{
+	struct pt_replica_opts ro = { .sz = sizeof(ro), .mode = PT_REPLICA_SHARED,
+				      .name = "test-slow-reader" };
+	size_t ps = page_size(), size = 16 * ps;
+	struct pt_replica *slow, *fast;
+	struct pt_region *r;
+	char view[64];
+	int64_t e;
+	char *m;
+	int ret;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	unlink("/dev/shm/pagetrack-test-slow-reader");
+	ret = pt_region_create(&r, dir, size, &small_log);
+	CHECK(ret == 0, "create: %s", strerror(-ret));
+	m = pt_region_base(r);
+	m[0] = 1;
+	CHECK(pt_region_sync(r) == 1 && pt_region_wait(r, 1, PT_LEVEL_PUBLISHED, 5000) == 0, "sync");
+	ret = pt_replica_open(&slow, dir, &ro);
+	CHECK(ret == 0 && pt_replica_epoch(slow) == 1, "slow reader: %d", ret);
+	memcpy(view, pt_replica_base(slow), sizeof(view));
+	ret = pt_replica_open(&fast, dir, &ro);
+	CHECK(ret == 0, "fast reader: %d", ret);
+	/* The writer goes on regardless of the readers. */
+	for (int i = 2; i <= 30; i++) {
+		m[0] = (char)i;
+		e = pt_region_sync(r);
+		CHECK(e == i, "sync %d gave %lld", i, (long long)e);
+	}
+	CHECK(pt_region_wait(r, 30, PT_LEVEL_PUBLISHED, 5000) == 0, "publish");
+	/* The fast reader gets the other copy once; the copy the slow one
+	 * pins can then not be updated: the shared copy stays there. */
+	e = pt_replica_refresh(fast, 0);
+	CHECK(e == 30, "fast reader at %lld", (long long)e);
+	m[0] = 31;
+	CHECK(pt_region_sync(r) == 31 && pt_region_wait(r, 31, PT_LEVEL_PUBLISHED, 5000) == 0, "sync");
+	e = pt_replica_refresh(fast, 50);
+	CHECK(e == 30, "fast reader moved to %lld past a pinned copy", (long long)e);
+	CHECK(!memcmp(view, pt_replica_base(slow), sizeof(view)) && ((const char *)pt_replica_base(slow))[0] == 1,
+	      "the slow reader's view changed under it");
+	/* Once the slow reader moves on (and updates the copy it let go of),
+	 * the shared copy follows the writer again. */
+	e = pt_replica_refresh(slow, 0);
+	CHECK(e == 31, "slow reader refreshed to %lld", (long long)e);
+	e = pt_replica_refresh(fast, 1000);
+	CHECK(e == 31 && ((const char *)pt_replica_base(fast))[0] == 31, "fast reader at %lld", (long long)e);
+	pt_replica_close(slow);
+	pt_replica_close(fast);
+	pt_region_close(r);
+	unlink("/dev/shm/pagetrack-test-slow-reader");
+	return true;
+}
+
 int main(void)
 {
 	static const struct {
@@ -290,6 +348,7 @@ int main(void)
 		{ "region-recreated-estale", recreated },
 		{ "lost-epochs-estale", lost_epochs },
 		{ "map-at-writer-address", at_writer_address },
+		{ "slow-shared-reader", slow_shared_reader },
 	};
 	char why[256];
 
