@@ -5,8 +5,12 @@
  * copies in /dev/shm that several processes map), with catch-up from the
  * image through the generation table.
  *
- * A copy moves from epoch to epoch by whole records, each checked before
- * any of its pages is applied.  When the record it needs is no longer in
+ * A copy moves from epoch to epoch by whole records.  A record still in the
+ * writer's staging memory (a /dev/shm file mapped read-only) is copied from
+ * there under a seqlock, without waiting for the log file: that is what
+ * keeps the lag under a millisecond.  A record read from a file is checked
+ * completely (checksums, chain) before any of its pages is applied.  When
+ * the record it needs is no longer in
  * the log, it copies from the image the pages whose generation is above
  * its epoch (only those: cost follows what changed, not the region's size),
  * takes the image's epoch, and continues from the log.  Pages the image
