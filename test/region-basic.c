@@ -194,6 +194,39 @@ static bool bad_input(char *why, size_t why_len)
 	return true;
 }
 
+/* opts.address: the region at the same address on every open. */
+static bool fixed_address(char *why, size_t why_len)
+{
+	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
+	size_t size = NPAGES * page_size();
+	struct pt_region *r;
+	void *hole, *taken;
+	int ret;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	hole = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(hole != MAP_FAILED, "mmap");
+	munmap(hole, size);
+	o.address = hole;
+	ret = pt_region_create(&r, dir, size, &o);
+	CHECK(ret == 0 && pt_region_base(r) == hole, "create at %p: %d", hole, ret);
+	*(void **)pt_region_base(r) = hole;
+	CHECK(pt_region_sync(r) == 1, "sync");
+	pt_region_close(r);
+	ret = pt_region_open(&r, dir, &o);
+	CHECK(ret == 0 && pt_region_base(r) == hole && *(void **)hole == hole, "reopen: %d", ret);
+	pt_region_close(r);
+	taken = mmap(hole, page_size(), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+		     -1, 0);
+	CHECK(taken == hole, "mmap at %p", hole);
+	ret = pt_region_open(&r, dir, &o);
+	CHECK(ret == -EEXIST, "open over a taken address: %d", ret);
+	munmap(taken, page_size());
+	return true;
+}
+
 int main(void)
 {
 	static const struct {
@@ -203,6 +236,7 @@ int main(void)
 		{ "create-sync-reopen", create_sync_reopen },
 		{ "group-commit", group_commit },
 		{ "bad-input", bad_input },
+		{ "fixed-address", fixed_address },
 	};
 	char why[256];
 
