@@ -97,7 +97,8 @@ check-asan: deps
 	@$(MAKE) --no-print-directory O=build-asan SAN=address,undefined OPT="-O1 -g" check
 
 check-tsan: deps
-	@$(MAKE) --no-print-directory O=build-tsan SAN=thread OPT="-O1 -g" tests
+	@$(MAKE) --no-print-directory O=build-tsan SAN=thread OPT="-O1 -g" \
+		$(TSAN_TESTS:%=build-tsan/test/%)
 	@O=build-tsan PAGETRACK_TSAN=1 test/run.sh $(TSAN_TESTS)
 
 bench: deps all $(BENCH_BINS)
