@@ -892,7 +892,7 @@ out:
 static int staging_create(struct pt_region *r)
 {
 	char old[128];
-	int fd, ret = 0;
+	int fd = -1, ret;
 
 	if (r->state->incarnation > 1) {
 		/* Left behind by the previous writer if it was killed. */
@@ -905,25 +905,37 @@ static int staging_create(struct pt_region *r)
 	fd = open(r->staging_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		ret = -errno;
-		r->staging_path[0] = '\0';
-		pt_log(PT_LOG_ERROR, "%s: cannot create its staging memory in /dev/shm: %s", r->dir,
-		       strerror(-ret));
-		return ret;
+		goto private;
 	}
 	if (ftruncate(fd, (off_t)r->ring_size)) {
 		ret = -errno;
-		goto out;
+		goto private;
 	}
 	r->ring = mmap(NULL, r->ring_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
 	if (r->ring == MAP_FAILED) {
 		r->ring = NULL;
 		ret = -errno;
-		goto out;
+		goto private;
 	}
-	state_store(&r->state->staging_bytes, r->ring_size);
-out:
 	close(fd);
-	return ret;
+	state_store(&r->state->staging_bytes, r->ring_size);
+	return 0;
+private:
+	/* No /dev/shm (or it is full): private staging memory still works,
+	 * replicas then wait for the log file. */
+	pt_log(PT_LOG_WARN, "%s: no staging memory in /dev/shm (%s): replicas will read the log "
+	       "file only", r->dir, strerror(-ret));
+	if (fd >= 0)
+		close(fd);
+	unlink(r->staging_path);
+	r->staging_path[0] = '\0';
+	r->ring = mmap(NULL, r->ring_size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (r->ring == MAP_FAILED) {
+		r->ring = NULL;
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 static int region_start(struct pt_region *r)

@@ -8,6 +8,7 @@
 #include <xxhash.h>
 
 #include "harness.h"
+#include "format.h"
 
 static char dir[128];
 
@@ -227,6 +228,52 @@ static bool fixed_address(char *why, size_t why_len)
 	return true;
 }
 
+/* Without staging memory in /dev/shm the writer still works, and replicas
+ * follow it through the log file. */
+static bool no_shared_staging(char *why, size_t why_len)
+{
+	struct pt_region_opts o = { .sz = sizeof(o), .durability = PT_DURABLE_NONE };
+	size_t size = NPAGES * page_size();
+	struct pt_replica *rep;
+	struct pt_region *r;
+	struct pt_state st;
+	char p[512], blocker[128];
+	int fd, ret;
+	int64_t e;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	ret = pt_region_create(&r, dir, size, &o);
+	CHECK(ret == 0, "create: %d", ret);
+	pt_region_close(r);
+	snprintf(p, sizeof(p), "%s/state", dir);
+	fd = open(p, O_RDONLY);
+	CHECK(fd >= 0 && read(fd, &st, sizeof(st)) == sizeof(st), "state");
+	close(fd);
+	/* The next open's staging file name, taken by a directory. */
+	pt_staging_name(blocker, sizeof(blocker), st.history_id, st.incarnation + 1);
+	CHECK(mkdir(blocker, 0700) == 0, "mkdir %s: %s", blocker, strerror(errno));
+	ret = pt_region_open(&r, dir, &o);
+	CHECK(ret == 0, "open without staging memory in /dev/shm: %d", ret);
+	ret = pt_replica_open(&rep, dir, NULL);
+	CHECK(ret == 0, "replica: %d", ret);
+	for (int i = 1; i <= 5; i++) {
+		((char *)pt_region_base(r))[i * page_size()] = (char)i;
+		e = pt_region_sync(r);
+		CHECK(e == i, "sync %d", i);
+	}
+	e = pt_replica_refresh(rep, 5000);
+	while (e >= 0 && e < 5)
+		e = pt_replica_refresh(rep, 5000);
+	CHECK(e == 5 && !memcmp(pt_replica_base(rep), pt_region_base(r), size), "replica at %lld",
+	      (long long)e);
+	pt_replica_close(rep);
+	pt_region_close(r);
+	rmdir(blocker);
+	return true;
+}
+
 int main(void)
 {
 	static const struct {
@@ -237,6 +284,7 @@ int main(void)
 		{ "group-commit", group_commit },
 		{ "bad-input", bad_input },
 		{ "fixed-address", fixed_address },
+		{ "no-shared-staging", no_shared_staging },
 	};
 	char why[256];
 
