@@ -254,7 +254,8 @@ size_t pt_region_size(const struct pt_region *r);
 /*
  * Publish a new epoch: take the pages written since the last sync
  * (collect with reset), copy them into pre-faulted staging memory and hand
- * them to the log thread, which checksums and appends them as one record.
+ * them to the library's threads, which checksum them, publish them to
+ * replicas from that memory and append them to the log as one record.
  * Call it at a moment the data is consistent; writes that race with it
  * belong to this epoch or to the next, never to none.  With no page written
  * since the last epoch it returns that epoch again (epoch 1 is always made).
@@ -271,7 +272,8 @@ size_t pt_region_size(const struct pt_region *r);
  *                 become durable later, but is never reported durable unless
  *                 an fdatasync covering it succeeded;
  *  -ECHILD        called in a forked child;
- *  -ENOMEM, or another -errno from the tracker.
+ *  -ENOMEM        a delta larger than the staging memory found no memory,
+ *                 or another -errno from the tracker.
  */
 int64_t pt_region_sync(struct pt_region *r);
 
