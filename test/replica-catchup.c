@@ -337,6 +337,70 @@ static bool slow_shared_reader(char *why, size_t why_len)
 	return true;
 }
 
+/* A replica needs no write permission: one running as another user, on a
+ * directory and files it may only read, follows the region, and the files
+ * are left exactly as they were. */
+static bool read_only_replica(char *why, size_t why_len)
+{
+	size_t size = 16 * page_size();
+	struct pt_region *r;
+	struct stat before, after;
+	char p[512];
+	pid_t pid;
+	int st, ret;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	ret = pt_region_create(&r, dir, size, &small_log);
+	CHECK(ret == 0, "create: %s", strerror(-ret));
+	for (int i = 1; i <= 4; i++) {
+		((char *)pt_region_base(r))[(size_t)i * page_size()] = (char)i;
+		CHECK(pt_region_sync(r) == i, "sync");
+	}
+	pt_region_close(r);
+	/* Readable by the other user only: files 0400, directory 0500. */
+	{
+		DIR *dp = opendir(dir);
+		struct dirent *de;
+
+		while (dp && (de = readdir(dp))) {
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+			CHECK(chown(p, 65534, 65534) == 0 && chmod(p, 0400) == 0, "chown %s", p);
+		}
+		if (dp)
+			closedir(dp);
+	}
+	CHECK(chown(dir, 65534, 65534) == 0 && chmod(dir, 0500) == 0, "chown %s", dir);
+	snprintf(p, sizeof(p), "%s/log-0000000000000001.seg", dir);
+	CHECK(stat(p, &before) == 0, "stat");
+	pid = fork();
+	if (pid == 0) {
+		struct pt_replica *rep;
+
+		if (setgid(65534) || setuid(65534))
+			_exit(2);
+		ret = pt_replica_open(&rep, dir, NULL);
+		if (ret || pt_replica_epoch(rep) != 4 || ((const char *)pt_replica_base(rep))[3 * page_size()] != 3) {
+			printf("    replica as nobody: %d, epoch %llu\n", ret,
+			       ret ? 0ull : (unsigned long long)pt_replica_epoch(rep));
+			fflush(stdout);
+			_exit(1);
+		}
+		pt_replica_close(rep);
+		_exit(0);
+	}
+	waitpid(pid, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "replica without write permission failed (%#x)", st);
+	CHECK(stat(p, &after) == 0 && after.st_mtime == before.st_mtime && after.st_size == before.st_size,
+	      "the log changed under a replica");
+	chmod(dir, 0700);
+	chown(dir, 0, 0);
+	return true;
+}
+
 int main(void)
 {
 	static const struct {
@@ -349,11 +413,16 @@ int main(void)
 		{ "lost-epochs-estale", lost_epochs },
 		{ "map-at-writer-address", at_writer_address },
 		{ "slow-shared-reader", slow_shared_reader },
+		{ "replica-needs-no-write-permission", read_only_replica },
 	};
 	char why[256];
 
 	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
 		why[0] = '\0';
+		if (cells[i].fn == read_only_replica && geteuid() != 0) {
+			cell_report(cells[i].name, T_SKIP, "switching to another user needs root");
+			continue;
+		}
 		cell_report(cells[i].name, cells[i].fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
 	}
 	if (dir[0])
