@@ -174,6 +174,7 @@ struct pt_state {
 	uint64_t checkpoint_request;	/* set by `pagetrack checkpoint` */
 	uint64_t logged;		/* newest epoch written to the log file */
 	uint64_t staging_bytes;		/* size of the staging file, 0: none */
+	uint64_t recovered;		/* the epoch this incarnation's open recovered */
 	struct pt_ring_desc ring[PT_RING_DESCS];
 };
 

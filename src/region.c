@@ -745,6 +745,7 @@ static int state_open(struct pt_region *r)
 	state_store(&st->staging_bytes, 0);
 	state_store(&st->published, r->published);
 	state_store(&st->logged, r->published);
+	state_store(&st->recovered, r->published);
 	state_store(&st->durable, r->durable);
 	state_store(&st->checkpointed, r->checkpointed);
 	state_store(&st->published_chain, r->chain);

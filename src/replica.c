@@ -399,8 +399,10 @@ static int check_writer(struct pt_replica *r, uint64_t epoch, uint64_t chain)
 		return -ESTALE;
 	}
 	if (inc != r->incarnation) {
-		/* The writer reopened: did it keep the epoch we show? */
-		if (epoch) {
+		/* The writer reopened: did it keep the epoch we show?  When it
+		 * reopened once since we last looked and recovered at least our
+		 * epoch, recovery read our records on the path we followed. */
+		if (epoch && !(inc == r->incarnation + 1 && epoch <= load64(&r->state->recovered))) {
 			ret = pt_log_record_checksum(r->dirfd, &r->id, epoch, &sum);
 			if (ret == -ENOENT) {
 				struct pt_image img;

@@ -232,6 +232,44 @@ static bool lost_epochs(char *why, size_t why_len)
 	return true;
 }
 
+/* A clean restart of the writer, then a checkpoint that drops the record of
+ * the replica's epoch: the replica goes on, through the image. */
+static bool writer_restart(char *why, size_t why_len)
+{
+	size_t ps = page_size(), size = 16 * ps;
+	struct pt_replica *rep;
+	struct pt_region *r;
+	int64_t e;
+	int ret;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	ret = pt_region_create(&r, dir, size, &small_log);
+	CHECK(ret == 0, "create: %s", strerror(-ret));
+	for (int i = 1; i <= 10; i++) {
+		((char *)pt_region_base(r))[(size_t)(i % 16) * ps] = (char)i;
+		CHECK(pt_region_sync(r) == i, "sync");
+	}
+	CHECK(pt_region_wait(r, 10, PT_LEVEL_PUBLISHED, 5000) == 0, "publish");
+	ret = pt_replica_open(&rep, dir, NULL);
+	CHECK(ret == 0 && pt_replica_epoch(rep) == 10, "replica: %d", ret);
+	pt_region_close(r);
+	ret = pt_region_open(&r, dir, &small_log);
+	CHECK(ret == 0 && pt_region_epoch(r) == 10, "reopen: %d", ret);
+	for (int i = 11; i <= 20; i++) {
+		((char *)pt_region_base(r))[(size_t)(i % 16) * ps + 1] = (char)i;
+		CHECK(pt_region_sync(r) == i, "sync");
+	}
+	CHECK(pt_region_checkpoint(r) == 20, "checkpoint");
+	e = pt_replica_refresh(rep, 1000);
+	CHECK(e == 20, "replica after the writer's restart: %lld", (long long)e);
+	CHECK(!memcmp(pt_replica_base(rep), pt_region_base(r), size), "replica differs");
+	pt_replica_close(rep);
+	pt_region_close(r);
+	return true;
+}
+
 static bool at_writer_address(char *why, size_t why_len)
 {
 	struct pt_replica_opts ro = { .sz = sizeof(ro), .flags = PT_REPLICA_AT_WRITER_ADDRESS };
@@ -411,6 +449,7 @@ int main(void)
 		{ "shared-catchup-copies-only-changed", shared_catchup },
 		{ "region-recreated-estale", recreated },
 		{ "lost-epochs-estale", lost_epochs },
+		{ "writer-restart-continues", writer_restart },
 		{ "map-at-writer-address", at_writer_address },
 		{ "slow-shared-reader", slow_shared_reader },
 		{ "replica-needs-no-write-permission", read_only_replica },
