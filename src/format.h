@@ -139,8 +139,9 @@ struct pt_record_header {
 /* ---- state (shared memory status) ------------------------------------ */
 
 /*
- * Where a published record lies in the writer's staging memory, a file in
- * /dev/shm (pt_staging_name) that replicas map read-only: they apply it from
+ * Where a published record lies in the writer's staging memory, a memfd that
+ * replicas open as /proc/<writer_pid>/fd/<staging_fd> (checking its inode
+ * number) and map read-only: they apply it from
  * there without waiting for the log file.  Entry epoch % PT_RING_DESCS.  The
  * writer sets offset and length, then epoch (release); it zeroes epoch
  * before the space can be reused (when the record is durable, so the log
@@ -173,7 +174,9 @@ struct pt_state {
 	uint64_t last_error;		/* positive errno of the latched log error */
 	uint64_t checkpoint_request;	/* set by `pagetrack checkpoint` */
 	uint64_t logged;		/* newest epoch written to the log file */
-	uint64_t staging_bytes;		/* size of the staging file, 0: none */
+	uint64_t staging_bytes;		/* size of the staging memory, 0: not shared */
+	uint64_t staging_fd;		/* its descriptor in the writer */
+	uint64_t staging_ino;		/* and its inode number */
 	uint64_t recovered;		/* the epoch this incarnation's open recovered */
 	struct pt_ring_desc ring[PT_RING_DESCS];
 };
@@ -289,8 +292,7 @@ int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq,
 void pt_record_fill(void *buf, const struct pt_region_id *id, uint64_t epoch,
 		    uint32_t page_count, uint64_t prev);
 void pt_record_seal(void *buf);
-/* The staging file of a writer incarnation, in /dev/shm. */
-void pt_staging_name(char *buf, size_t len, uint64_t history_id, uint64_t incarnation);
+
 
 /* A record read and checked. */
 struct pt_record {

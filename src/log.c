@@ -212,12 +212,6 @@ void pt_record_seal(void *buf)
 	h->header_checksum = pt_checksum(h, sizeof(*h));
 }
 
-void pt_staging_name(char *buf, size_t len, uint64_t history_id, uint64_t incarnation)
-{
-	snprintf(buf, len, "/dev/shm/pagetrack-%016" PRIx64 "-%" PRIu64 ".staging", history_id,
-		 incarnation);
-}
-
 static int grow(unsigned char **buf, size_t *cap, size_t need)
 {
 	unsigned char *nb;

@@ -7,8 +7,8 @@
  * The sync path (pt_region_sync) does only: collect with reset, copy the
  * dirty pages into pre-faulted staging memory (a ring, reused), enqueue.
  * Everything else happens on two threads: the seal thread checksums each
- * record (XXH3, chain) and publishes it from the staging memory, which is a
- * /dev/shm file replicas map (state block descriptor + futex wake); the log
+ * record (XXH3, chain) and publishes it from the staging memory, a memfd
+ * replicas map (state block descriptor + futex wake); the log
  * thread writes it to the segment with one pwrite and fdatasyncs as the
  * durability policy says.  The writer never waits for a
  * replica: replicas only read the files and the state block.
@@ -82,10 +82,10 @@ struct pt_region {
 	uint64_t q_write;	/* next record to write */
 	uint64_t q_seal;	/* next record to seal (q_write <= q_seal <= q_tail) */
 	uint64_t q_tail;	/* next free slot */
-	unsigned char *ring;	/* staging memory: a /dev/shm file replicas map */
+	unsigned char *ring;	/* staging memory: a memfd replicas map */
 	size_t ring_size;
 	size_t ring_next;
-	char staging_path[128];
+	int staging_fd;		/* the memfd behind ring, -1: private memory */
 	uint64_t assigned;	/* newest epoch handed out */
 	uint64_t published, durable, checkpointed;
 	uint64_t logged;	/* newest epoch written to the log file */
@@ -592,8 +592,8 @@ static void region_free(struct pt_region *r)
 	}
 	if (r->ring)
 		munmap(r->ring, r->ring_size);
-	if (r->staging_path[0])
-		unlink(r->staging_path);
+	if (r->staging_fd >= 0)
+		close(r->staging_fd);
 	if (r->state)
 		munmap(r->state, r->id.page_size);
 	pt_image_close(&r->img);
@@ -627,7 +627,7 @@ static int region_alloc(struct pt_region **out, const char *dir, const struct pt
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	r->dirfd = r->lockfd = r->memfd = r->statefd = r->seg_fd = -1;
+	r->dirfd = r->lockfd = r->memfd = r->statefd = r->seg_fd = r->staging_fd = -1;
 	r->img.fd = -1;
 	snprintf(r->dir, sizeof(r->dir), "%s", dir);
 	pthread_mutex_init(&r->sync_lock, NULL);
@@ -885,30 +885,24 @@ out:
 }
 
 /*
- * The staging memory is a file in /dev/shm, named after the history id and
- * this open's incarnation, mapped shared and pre-faulted (the sync path must
- * take no page faults).  Replicas map it read-only to apply published
- * records without waiting for the log file.
+ * The staging memory is a memfd, mapped shared and pre-faulted (the sync
+ * path must take no page faults).  Replicas of the same user open it as
+ * /proc/<writer pid>/fd/<n> (the state block says which, and its inode
+ * number), map it read-only and apply published records from it without
+ * waiting for the log file.  A memfd has no name to leak: it goes when the
+ * writer and the last replica mapping it are gone, kill -9 included.
  */
 static int staging_create(struct pt_region *r)
 {
-	char old[128];
-	int fd = -1, ret;
+	struct stat st;
+	int fd, ret;
 
-	if (r->state->incarnation > 1) {
-		/* Left behind by the previous writer if it was killed. */
-		pt_staging_name(old, sizeof(old), r->id.history_id, r->state->incarnation - 1);
-		unlink(old);
-	}
-	pt_staging_name(r->staging_path, sizeof(r->staging_path), r->id.history_id,
-			r->state->incarnation);
-	unlink(r->staging_path);
-	fd = open(r->staging_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	fd = memfd_create("pagetrack-staging", MFD_CLOEXEC);
 	if (fd < 0) {
 		ret = -errno;
 		goto private;
 	}
-	if (ftruncate(fd, (off_t)r->ring_size)) {
+	if (ftruncate(fd, (off_t)r->ring_size) || fstat(fd, &st)) {
 		ret = -errno;
 		goto private;
 	}
@@ -918,18 +912,18 @@ static int staging_create(struct pt_region *r)
 		ret = -errno;
 		goto private;
 	}
-	close(fd);
+	r->staging_fd = fd;
+	state_store(&r->state->staging_fd, (uint64_t)fd);
+	state_store(&r->state->staging_ino, (uint64_t)st.st_ino);
 	state_store(&r->state->staging_bytes, r->ring_size);
 	return 0;
 private:
-	/* No /dev/shm (or it is full): private staging memory still works,
-	 * replicas then wait for the log file. */
-	pt_log(PT_LOG_WARN, "%s: no staging memory in /dev/shm (%s): replicas will read the log "
-	       "file only", r->dir, strerror(-ret));
+	/* Private staging memory still works; replicas then wait for the
+	 * log file. */
+	pt_log(PT_LOG_WARN, "%s: no shared staging memory (%s): replicas will read the log file "
+	       "only", r->dir, strerror(-ret));
 	if (fd >= 0)
 		close(fd);
-	unlink(r->staging_path);
-	r->staging_path[0] = '\0';
 	r->ring = mmap(NULL, r->ring_size, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	if (r->ring == MAP_FAILED) {

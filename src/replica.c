@@ -6,7 +6,7 @@
  * image through the generation table.
  *
  * A copy moves from epoch to epoch by whole records.  A record still in the
- * writer's staging memory (a /dev/shm file mapped read-only) is copied from
+ * writer's staging memory (its memfd, mapped read-only) is copied from
  * there under a seqlock, without waiting for the log file: that is what
  * keeps the lag under a millisecond.  A record read from a file is checked
  * completely (checksums, chain) before any of its pages is applied.  When
@@ -78,6 +78,7 @@ struct pt_replica {
 	const unsigned char *ring;
 	size_t ring_len;
 	uint64_t ring_incarnation;
+	bool ring_tried;	/* this incarnation's staging memory cannot be mapped */
 	uint64_t *ring_index;	/* a record's page indices, copied out */
 	size_t ring_index_cap;
 
@@ -149,35 +150,41 @@ out:
 	return ret;
 }
 
-/* Map the writer's staging memory of its current incarnation, if any. */
+/*
+ * Map the writer's staging memory of its current incarnation, if it shares
+ * one: its memfd, through /proc/<pid>/fd/<n>, which works for replicas of
+ * the writer's user.  The inode number in the state block guards against a
+ * reused pid or descriptor; anything amiss and the replica reads the files.
+ */
 static void ring_map(struct pt_replica *r)
 {
 	uint64_t inc = load64(&r->state->incarnation), len = load64(&r->state->staging_bytes);
-	char name[128];
+	char path[64];
 	struct stat st;
 	void *p;
 	int fd;
 
-	if (r->ring && r->ring_incarnation == inc)
+	if (r->ring_incarnation == inc && (r->ring || r->ring_tried))
 		return;
 	if (r->ring)
 		munmap((void *)r->ring, r->ring_len);
 	r->ring = NULL;
+	r->ring_tried = false;
+	r->ring_incarnation = inc;
 	if (!len)
-		return;
-	pt_staging_name(name, sizeof(name), r->id.history_id, inc);
-	fd = open(name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		return;		/* not (yet) shared: look again next time */
+	r->ring_tried = true;
+	snprintf(path, sizeof(path), "/proc/%" PRIu64 "/fd/%" PRIu64,
+		 load64(&r->state->writer_pid), load64(&r->state->staging_fd));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
-	/* Only the writer's own file: the name in /dev/shm is predictable,
-	 * so it must belong to whoever owns the region's state file. */
-	if (!fstat(fd, &st) && (uint64_t)st.st_size == len && S_ISREG(st.st_mode) &&
-	    st.st_uid == r->state_uid) {
+	if (!fstat(fd, &st) && (uint64_t)st.st_ino == load64(&r->state->staging_ino) &&
+	    (uint64_t)st.st_size == len && S_ISREG(st.st_mode) && st.st_uid == r->state_uid) {
 		p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
 		if (p != MAP_FAILED) {
 			r->ring = p;
 			r->ring_len = len;
-			r->ring_incarnation = inc;
 		}
 	}
 	close(fd);
