@@ -1,17 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * region.c - the writer: a tracked memfd region, sync into the log, the log
- * thread (checksum, append, publish, fdatasync), the checkpoint thread, and
- * recovery on open.
+ * region.c - the writer: a tracked memfd region, sync into the log, the
+ * seal thread (checksum, publish), the log thread (append, fdatasync), the
+ * checkpoint thread, and recovery on open.
  *
  * The sync path (pt_region_sync) does only: collect with reset, copy the
  * dirty pages into pre-faulted staging memory (a ring, reused), enqueue.
  * Everything else happens on two threads: the seal thread checksums each
  * record (XXH3, chain) and publishes it from the staging memory, a memfd
- * replicas map (state block descriptor + futex wake); the log
- * thread writes it to the segment with one pwrite and fdatasyncs as the
- * durability policy says.  The writer never waits for a
- * replica: replicas only read the files and the state block.
+ * replicas map (state block descriptor + futex wake); the log thread writes
+ * it to the segment with one pwrite and fdatasyncs as the durability policy
+ * says.  The writer never waits for a replica: replicas only read files and
+ * memory.
  *
  * A record stays in staging memory until it is durable.  If a write or an
  * fdatasync fails the segment is suspect (after a failed fdatasync Linux may
@@ -21,7 +21,7 @@
  * fdatasync that succeeded.  Until then the error is latched: syncs fail
  * with it and put their pages in the pending set, so nothing is lost.
  *
- * Lock order: sync_lock, then lock.  ckpt_lock is taken alone.
+ * Lock order: sync_lock before lock; ckpt_lock before lock.
  */
 #include <errno.h>
 #include <fcntl.h>
