@@ -42,6 +42,8 @@ static void log_read_env(void)
 
 	if (!v || !*v)
 		return;
+	if (!strcasecmp(v, "none") || !strcasecmp(v, "off") || !strcmp(v, "0"))
+		return;
 	for (size_t i = 0; i < PT_ARRAY_SIZE(names); i++) {
 		if (!strcasecmp(v, names[i])) {
 			log_env_max = (enum pt_log_level)i;
