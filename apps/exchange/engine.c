@@ -78,7 +78,7 @@ struct engine {
 	size_t pend_head, pend_tail, pend_cap;	/* FIFO, by epoch */
 	uint64_t released;		/* acks of epochs <= this are sent */
 	bool dirty;
-	uint64_t orders_since_sync, last_sync_ns;
+	uint64_t orders_since_sync, next_sync_ns;	/* the time the next sync is due */
 	struct { uint64_t epoch, hash, commands; } ring[EPOCH_RING];
 	struct xe_status *status;
 	/* figures */
@@ -207,7 +207,17 @@ static int do_sync(struct engine *e)
 	e->syncs++;
 	e->dirty = false;
 	e->orders_since_sync = 0;
-	e->last_sync_ns = t1;
+	/*
+	 * Syncs keep their cadence: the next one is due a period after this
+	 * one was (not after it ended), so the stall and the loop's lateness
+	 * do not stretch the period and every mode publishes the epochs per
+	 * second it was asked for.  Late by a period or more (idle, or syncs
+	 * slower than the period), the cadence starts again from now.
+	 */
+	if (t0 >= e->next_sync_ns && t0 - e->next_sync_ns < e->sync_ns)
+		e->next_sync_ns += e->sync_ns;
+	else
+		e->next_sync_ns = t0 + e->sync_ns;
 	e->ring[ep % EPOCH_RING].epoch = (uint64_t)ep;
 	e->ring[ep % EPOCH_RING].hash = xb_hash_stored(&e->book);
 	e->ring[ep % EPOCH_RING].commands = e->book.h->commands;
@@ -838,7 +848,7 @@ int main(int argc, char **argv)
 	}
 	/* Last: whoever waits for the port file finds the log lines above written. */
 	write_port_file(e, port);
-	e->last_sync_ns = now_ns();
+	e->next_sync_ns = now_ns() + e->sync_ns;
 
 	while (!stop) {
 		struct timespec ts = { 0, 0 };
@@ -846,7 +856,7 @@ int main(int argc, char **argv)
 		int n;
 
 		if (e->dirty)
-			wait_ns = e->last_sync_ns + e->sync_ns > now ? e->last_sync_ns + e->sync_ns - now : 0;
+			wait_ns = e->next_sync_ns > now ? e->next_sync_ns - now : 0;
 		if (e->ack_level == XP_LEVEL_DURABLE && e->pend_head != e->pend_tail &&
 		    wait_ns > 200000)
 			wait_ns = 200000;
@@ -875,8 +885,7 @@ int main(int argc, char **argv)
 			}
 		}
 		now = now_ns();
-		if (e->dirty && (e->orders_since_sync >= e->sync_orders ||
-				 now - e->last_sync_ns >= e->sync_ns))
+		if (e->dirty && (e->orders_since_sync >= e->sync_orders || now >= e->next_sync_ns))
 			do_sync(e);
 		if (e->ack_level == XP_LEVEL_DURABLE)
 			poll_durable(e);
