@@ -211,13 +211,18 @@ static int do_sync(struct engine *e)
 	 * Syncs keep their cadence: the next one is due a period after this
 	 * one was (not after it ended), so the stall and the loop's lateness
 	 * do not stretch the period and every mode publishes the epochs per
-	 * second it was asked for.  Late by a period or more (idle, or syncs
-	 * slower than the period), the cadence starts again from now.
+	 * second it was asked for.  Late by a period or more (idle, or the CPU
+	 * went elsewhere), the cadence starts again from now; a sync that
+	 * overran its period (a full copy of a large block) starts it again
+	 * from its end, rather than queue the next one behind it and leave
+	 * no time for orders.
 	 */
 	if (t0 >= e->next_sync_ns && t0 - e->next_sync_ns < e->sync_ns)
 		e->next_sync_ns += e->sync_ns;
 	else
 		e->next_sync_ns = t0 + e->sync_ns;
+	if (e->next_sync_ns < t1)
+		e->next_sync_ns = t1 + e->sync_ns;
 	e->ring[ep % EPOCH_RING].epoch = (uint64_t)ep;
 	e->ring[ep % EPOCH_RING].hash = xb_hash_stored(&e->book);
 	e->ring[ep % EPOCH_RING].commands = e->book.h->commands;
