@@ -720,7 +720,7 @@ static int state_open(struct pt_region *r)
 {
 	struct pt_state *st;
 	uint64_t incarnation = 0;
-	int fd;
+	int fd, ret;
 
 	fd = openat(r->dirfd, PT_STATE_NAME, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 && errno == ENOENT)
@@ -732,6 +732,14 @@ static int state_open(struct pt_region *r)
 	r->statefd = fd;
 	if (ftruncate(fd, (off_t)r->id.page_size))
 		return -errno;
+	/* Allocate the block before writing through the mapping: a store to
+	 * a page the file system cannot allocate (a full disk) is a SIGBUS,
+	 * not an error anyone could return. */
+	ret = posix_fallocate(fd, 0, (off_t)r->id.page_size);
+	if (ret) {
+		pt_log(PT_LOG_ERROR, "%s: cannot allocate the state file: %s", r->dir, strerror(ret));
+		return -ret;
+	}
 	st = mmap(NULL, r->id.page_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (st == MAP_FAILED)
 		return -errno;
@@ -906,6 +914,11 @@ static int staging_create(struct pt_region *r)
 		ret = -errno;
 		goto private;
 	}
+	/* Allocated now, not at the first store: MAP_POPULATE ignores a
+	 * failure, and a store shmem cannot back is a SIGBUS. */
+	ret = -posix_fallocate(fd, 0, (off_t)r->ring_size);
+	if (ret)
+		goto private;
 	r->ring = mmap(NULL, r->ring_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
 	if (r->ring == MAP_FAILED) {
 		r->ring = NULL;
@@ -1068,8 +1081,13 @@ PT_EXPORT int pt_region_create(struct pt_region **out, const char *dir, size_t s
 		goto err;
 	}
 	ret = open_locked(r);
-	if (ret)
+	if (ret) {
+		/* Nothing was published: leave no half region behind, so
+		 * that a create can be tried again (once space returns). */
+		unlinkat(r->dirfd, PT_STATE_NAME, 0);
+		unlinkat(r->dirfd, PT_IMAGE_NAME, 0);
 		goto err;
+	}
 	*out = r;
 	return 0;
 err:

@@ -684,8 +684,16 @@ static int shared_open(struct pt_replica *r, const char *name)
 			ret = -ESTALE;
 			goto out;
 		}
-		if (ftruncate(r->shmfd, (off_t)r->shm_len)) {
-			ret = -errno;
+		/* Allocate every page now: /dev/shm may be too small for two
+		 * copies, and a store through the mapping to a page tmpfs
+		 * cannot allocate is a SIGBUS.  On failure the file goes back
+		 * to size 0, which the next opener takes as fresh. */
+		ret = -posix_fallocate(r->shmfd, 0, (off_t)r->shm_len);
+		if (ret) {
+			pt_log(PT_LOG_ERROR, "%s: cannot allocate %zu bytes for the shared copy: %s",
+			       r->shm_path, r->shm_len, strerror(-ret));
+			if (ftruncate(r->shmfd, 0))
+				pt_log(PT_LOG_WARN, "%s: %s", r->shm_path, strerror(errno));
 			goto out;
 		}
 		fresh = true;

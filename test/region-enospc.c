@@ -1,6 +1,8 @@
-/* region-enospc: on a full tmpfs sync fails cleanly with ENOSPC; once space returns nothing is lost, through a reopen too. */
+/* region-enospc: on a full tmpfs create and sync fail cleanly with ENOSPC (never SIGBUS); once space returns nothing is lost, through a reopen too. */
 #include <dirent.h>
+#include <signal.h>
 #include <sys/mount.h>
+#include <sys/wait.h>
 #include <xxhash.h>
 
 #include "harness.h"
@@ -105,6 +107,63 @@ static bool full_disk(enum pt_durability dur, char *why, size_t why_len)
 	return true;
 }
 
+/*
+ * Create on a file system with a few pages left, from none to enough: each
+ * try must return -ENOSPC or succeed, never die (the state block is written
+ * through a mapping: a page the file system cannot allocate would be a
+ * SIGBUS), and a failed try must leave nothing that stops the next one.
+ * In a child, so that a signal fails this cell and not the test.
+ */
+static bool create_full(char *why, size_t why_len)
+{
+	size_t ps = page_size();
+	int status, nospace = 0, made = 0;
+	pid_t pid;
+
+	(void)why;
+	(void)why_len;
+	wipe(dir);
+	rmdir(dir);
+	fflush(stdout);
+	pid = fork();
+	CHECK(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		struct stat st;
+
+		fill();
+		if (stat(filler, &st))
+			_exit(2);
+		for (int free_pages = 0; free_pages <= 8 && !made; free_pages++) {
+			struct pt_region *r;
+			int ret;
+
+			if (truncate(filler, st.st_size - (off_t)(free_pages * ps)))
+				_exit(2);
+			ret = pt_region_create(&r, dir, NPAGES * ps, NULL);
+			if (ret == -ENOSPC) {
+				nospace++;
+				continue;
+			}
+			if (ret) {
+				printf("    create with %d pages free: %s\n", free_pages, strerror(-ret));
+				fflush(stdout);
+				_exit(3);
+			}
+			made = free_pages;
+			pt_region_close(r);
+		}
+		printf("    create failed %d times with ENOSPC, then worked with %d pages free\n",
+		       nospace, made);
+		fflush(stdout);
+		_exit(nospace && made ? 0 : 4);
+	}
+	CHECK(waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
+	unlink(filler);
+	CHECK(!WIFSIGNALED(status), "create on a full disk died of %s", strsignal(WTERMSIG(status)));
+	CHECK(WEXITSTATUS(status) == 0, "child exit %d", WEXITSTATUS(status));
+	return true;
+}
+
 static bool on_sync(char *why, size_t why_len)
 {
 	return full_disk(PT_DURABLE_ON_SYNC, why, why_len);
@@ -134,6 +193,8 @@ int main(void)
 	}
 	snprintf(dir, sizeof(dir), "%s/region", mnt);
 	snprintf(filler, sizeof(filler), "%s/filler", mnt);
+	cell_report("create-on-full-disk", create_full(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	why[0] = '\0';
 	cell_report("durable-on-sync", on_sync(why, sizeof(why)) ? T_PASS : T_FAIL, why);
 	why[0] = '\0';
 	cell_report("background", background(why, sizeof(why)) ? T_PASS : T_FAIL, why);

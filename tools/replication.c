@@ -637,6 +637,7 @@ int cmd_checkpoint(int argc, char **argv)
 	if (ret == -EBUSY) {
 		/* A writer runs: ask its checkpoint thread through the state block. */
 		struct pt_state *st;
+		struct stat sb;
 		uint64_t want;
 		int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		int fd = dirfd < 0 ? -1 : openat(dirfd, PT_STATE_NAME, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
@@ -645,6 +646,13 @@ int cmd_checkpoint(int argc, char **argv)
 			close(dirfd);
 		if (fd < 0)
 			return runtime_error("checkpoint", -errno, "%s: the writer's state file", dir);
+		/* A state file shorter than the block would make the stores
+		 * below a SIGBUS: check before mapping. */
+		if (fstat(fd, &sb) || !S_ISREG(sb.st_mode) || (size_t)sb.st_size < sizeof(*st)) {
+			close(fd);
+			return runtime_error("checkpoint", -EBADMSG, "%s: the writer's state file is "
+					     "not a state block", dir);
+		}
 		st = mmap(NULL, sizeof(*st), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		close(fd);
 		if (st == MAP_FAILED)
