@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -354,6 +355,25 @@ static bool want_fsync(struct pt_region *r, uint64_t now)
 }
 
 /*
+ * The library's threads run SCHED_BATCH: a thread of that policy woken by
+ * pt_region_sync() does not preempt the writer at once (CFS/EEVDF wake-up
+ * preemption), so on a busy CPU the writer's stall no longer holds the seal
+ * thread's checksum or the log thread's pwrite; they run on another CPU or
+ * when the writer sleeps or its slice ends.  Only from the default policy: a
+ * real-time or idle policy the application chose is kept.
+ */
+static void background_policy(void)
+{
+	struct sched_param sp = { 0 };
+	int policy;
+
+	if (!pthread_getschedparam(pthread_self(), &policy, &sp) && policy == SCHED_OTHER) {
+		sp.sched_priority = 0;
+		pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+	}
+}
+
+/*
  * The seal thread: checksums each record, in epoch order, and publishes it
  * from staging memory at once.  It never touches the file, so replicas do
  * not wait behind a long write or an fdatasync of the log thread.
@@ -361,6 +381,8 @@ static bool want_fsync(struct pt_region *r, uint64_t now)
 static void *seal_main(void *arg)
 {
 	struct pt_region *r = arg;
+
+	background_policy();
 
 	pthread_mutex_lock(&r->lock);
 	for (;;) {
@@ -397,6 +419,8 @@ static void *log_main(void *arg)
 	struct pt_region *r = arg;
 	struct timespec ts;
 	int ret;
+
+	background_policy();
 
 	pthread_mutex_lock(&r->lock);
 	for (;;) {
@@ -541,6 +565,8 @@ static void *ckpt_main(void *arg)
 {
 	struct pt_region *r = arg;
 	struct timespec ts;
+
+	background_policy();
 
 	pthread_mutex_lock(&r->ckpt_lock);
 	while (!r->ckpt_stop) {

@@ -4,6 +4,7 @@
  * checkpoint threads (the library's pthread_create), so it runs under TSan.
  */
 #include <dirent.h>
+#include <sched.h>
 #include <sys/file.h>
 #include <xxhash.h>
 
@@ -272,6 +273,53 @@ static bool staging_unreachable(char *why, size_t why_len)
 	return true;
 }
 
+/* The tasks of this process, into tids (at most max); returns the count. */
+static int list_tasks(pid_t *tids, int max)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	int n = 0;
+
+	while (d && (de = readdir(d)))
+		if (atoi(de->d_name) > 0 && n < max)
+			tids[n++] = atoi(de->d_name);
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* The library's threads are SCHED_BATCH, so that waking one in sync does
+ * not preempt the writer on its CPU. */
+static bool threads_batch(char *why, size_t why_len)
+{
+	pid_t before[64], after[64];
+	struct pt_region *r;
+	int nb, na, ours = 0, ret;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	nb = list_tasks(before, 64);
+	ret = pt_region_create(&r, dir, NPAGES * page_size(), NULL);
+	CHECK(ret == 0, "create: %d", ret);
+	na = list_tasks(after, 64);
+	for (int i = 0; i < na; i++) {
+		bool old = false;
+		int policy;
+
+		for (int j = 0; j < nb; j++)
+			old |= after[i] == before[j];
+		if (old)
+			continue;
+		policy = sched_getscheduler(after[i]);
+		CHECK(policy == SCHED_BATCH, "library thread %d has policy %d", (int)after[i], policy);
+		ours++;
+	}
+	pt_region_close(r);
+	CHECK(ours >= 3, "%d new threads (seal, log, checkpoint expected)", ours);
+	return true;
+}
+
 int main(void)
 {
 	static const struct {
@@ -283,6 +331,7 @@ int main(void)
 		{ "bad-input", bad_input },
 		{ "fixed-address", fixed_address },
 		{ "staging-unreachable", staging_unreachable },
+		{ "threads-batch", threads_batch },
 	};
 	char why[256];
 
