@@ -362,14 +362,16 @@ static bool want_fsync(struct pt_region *r, uint64_t now)
  * when the writer sleeps or its slice ends.  Only from the default policy: a
  * real-time or idle policy the application chose is kept.
  */
-static void background_policy(void)
+static void background_policy(pthread_t thread)
 {
 	struct sched_param sp = { 0 };
 	int policy;
 
-	if (!pthread_getschedparam(pthread_self(), &policy, &sp) && policy == SCHED_OTHER) {
+	/* Set by the creator, before the thread can matter: glibc's thread
+	 * attributes take no SCHED_BATCH. */
+	if (!pthread_getschedparam(thread, &policy, &sp) && policy == SCHED_OTHER) {
 		sp.sched_priority = 0;
-		pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+		pthread_setschedparam(thread, SCHED_BATCH, &sp);
 	}
 }
 
@@ -381,8 +383,6 @@ static void background_policy(void)
 static void *seal_main(void *arg)
 {
 	struct pt_region *r = arg;
-
-	background_policy();
 
 	pthread_mutex_lock(&r->lock);
 	for (;;) {
@@ -419,8 +419,6 @@ static void *log_main(void *arg)
 	struct pt_region *r = arg;
 	struct timespec ts;
 	int ret;
-
-	background_policy();
 
 	pthread_mutex_lock(&r->lock);
 	for (;;) {
@@ -565,8 +563,6 @@ static void *ckpt_main(void *arg)
 {
 	struct pt_region *r = arg;
 	struct timespec ts;
-
-	background_policy();
 
 	pthread_mutex_lock(&r->ckpt_lock);
 	while (!r->ckpt_stop) {
@@ -1010,15 +1006,18 @@ static int region_start(struct pt_region *r)
 	if (ret)
 		return ret;
 	r->seal_started = true;
+	background_policy(r->seal_thread);
 	ret = -pthread_create(&r->log_thread, NULL, log_main, r);
 	if (ret)
 		return ret;
 	r->log_started = true;
+	background_policy(r->log_thread);
 	if (!(r->opts.flags & PT_REGION_NO_CHECKPOINT_THREAD)) {
 		ret = -pthread_create(&r->ckpt_thread, NULL, ckpt_main, r);
 		if (ret)
 			return ret;
 		r->ckpt_started = true;
+		background_policy(r->ckpt_thread);
 	}
 	return 0;
 }
