@@ -360,7 +360,8 @@ struct pt_image {
 	struct pt_image_header hdr;	/* the slot in use */
 	int slot;
 	bool writable;			/* opened through pt_io, for the checkpoint */
-	struct pt_image_entry *entries;	/* writer/checkpoint only */
+	struct pt_image_entry *entries;	/* writer/checkpoint only, mmap()ed */
+	size_t entries_len;
 };
 
 int pt_image_create(int dirfd, const struct pt_region_id *id);

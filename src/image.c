@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -190,6 +191,20 @@ err:
 	return ret;
 }
 
+/*
+ * The table in memory (32 bytes a page: 8 MiB for 1 GiB) is a mapping of
+ * its own marked MADV_DONTFORK: the checkpoint rewrites entries, and after a
+ * fork of the writer each page of a malloc()ed table would be copy-on-write.
+ * A forked child never checkpoints.
+ */
+static void entries_free(struct pt_image *img)
+{
+	if (img->entries)
+		munmap(img->entries, img->entries_len);
+	img->entries = NULL;
+	img->entries_len = 0;
+}
+
 void pt_image_close(struct pt_image *img)
 {
 	if (img->fd >= 0 && img->writable)
@@ -197,19 +212,22 @@ void pt_image_close(struct pt_image *img)
 	else if (img->fd >= 0)
 		close(img->fd);
 	img->fd = -1;
-	free(img->entries);
-	img->entries = NULL;
+	entries_free(img);
 }
 
 int pt_image_load_entries(struct pt_image *img)
 {
 	size_t len = img->id.npages * sizeof(struct pt_image_entry);
+	void *p;
 	ssize_t n;
 
-	free(img->entries);
-	img->entries = malloc(len);
-	if (!img->entries)
+	entries_free(img);
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
 		return -ENOMEM;
+	madvise(p, len, MADV_DONTFORK);
+	img->entries = p;
+	img->entries_len = len;
 	n = pt_read_full(img->fd, img->entries, len, (off_t)img->hdr.table_offset);
 	if (n < 0)
 		return (int)n;

@@ -197,6 +197,7 @@ static unsigned char *ring_alloc(struct pt_region *r, size_t len, struct record_
 
 		if (p == MAP_FAILED)
 			return NULL;
+		madvise(p, len, MADV_DONTFORK);	/* see staging_create() */
 		s->oversize = true;
 		s->buf = p;
 		return p;
@@ -922,6 +923,22 @@ out:
  * waiting for the log file.  A memfd has no name to leak: it goes when the
  * writer and the last replica mapping it are gone, kill -9 included.
  */
+/*
+ * A child the writer forks (system(), popen(), a snapshot) never uses the
+ * staging memory: sync in a child fails with -ECHILD before touching it.
+ * Without MADV_DONTFORK a private staging ring would stay copy-on-write in
+ * the writer after any fork, and the next syncs would take a page fault per
+ * staging page they copy into; the memfd ring is shared (no copy-on-write)
+ * but its page tables need not be copied either.  The region's own memory
+ * is not marked: a forked child reading it is a supported case.
+ */
+static void staging_dontfork(struct pt_region *r)
+{
+	if (madvise(r->ring, r->ring_size, MADV_DONTFORK))
+		pt_log(PT_LOG_DEBUG, "%s: MADV_DONTFORK on the staging memory: %s", r->dir,
+		       strerror(errno));
+}
+
 static int staging_create(struct pt_region *r)
 {
 	struct stat st;
@@ -948,6 +965,7 @@ static int staging_create(struct pt_region *r)
 		goto private;
 	}
 	r->staging_fd = fd;
+	staging_dontfork(r);
 	state_store(&r->state->staging_fd, (uint64_t)fd);
 	state_store(&r->state->staging_ino, (uint64_t)st.st_ino);
 	state_store(&r->state->staging_bytes, r->ring_size);
@@ -965,6 +983,7 @@ private:
 		r->ring = NULL;
 		return -ENOMEM;
 	}
+	staging_dontfork(r);
 	return 0;
 }
 

@@ -320,6 +320,45 @@ static bool threads_batch(char *why, size_t why_len)
 	return true;
 }
 
+/*
+ * What a fork of the writer copies: not the staging memory (MADV_DONTFORK:
+ * after a fork a private ring would be copy-on-write and every sync would
+ * fault on it), but the region itself, which a forked child may read.
+ * VmFlags "dc" in smaps is VM_DONTCOPY.
+ */
+static bool fork_flags(char *why, size_t why_len)
+{
+	struct pt_region *r;
+	int staging = -1, region = -1, ret;
+	char line[512];
+	int which = 0;	/* 1: staging mapping, 2: region mapping */
+	FILE *f;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	ret = pt_region_create(&r, dir, NPAGES * page_size(), NULL);
+	CHECK(ret == 0, "create: %d", ret);
+	f = fopen("/proc/self/smaps", "r");
+	CHECK(f, "smaps: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		if (strchr(line, '-') && strchr(line, ' ') && !strstr(line, ":  ")) {
+			which = strstr(line, "memfd:pagetrack-staging") ? 1 :
+				strstr(line, "memfd:pagetrack-region") ? 2 : 0;
+			continue;
+		}
+		if (!strncmp(line, "VmFlags:", 8) && which == 1)
+			staging = strstr(line, " dc") != NULL;
+		if (!strncmp(line, "VmFlags:", 8) && which == 2)
+			region = strstr(line, " dc") != NULL;
+	}
+	fclose(f);
+	pt_region_close(r);
+	CHECK(staging == 1, "staging memory %s", staging < 0 ? "not found" : "is copied by fork");
+	CHECK(region == 0, "region memory %s", region < 0 ? "not found" : "is not inherited by fork");
+	return true;
+}
+
 int main(void)
 {
 	static const struct {
@@ -332,6 +371,7 @@ int main(void)
 		{ "fixed-address", fixed_address },
 		{ "staging-unreachable", staging_unreachable },
 		{ "threads-batch", threads_batch },
+		{ "fork-flags", fork_flags },
 	};
 	char why[256];
 
