@@ -385,9 +385,19 @@ int pt_image_copy_newer(struct pt_image *img, uint64_t have_epoch, void *mem,
  * the header.  Returns the image's epoch afterwards or -errno. */
 int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target);
 
-/* Check every page checksum; report problems through report(). */
-int pt_image_verify(struct pt_image *img, void (*report)(void *arg, const char *msg),
-		    void *arg, uint64_t *bad);
+/*
+ * Check every page checksum (entries loaded first); report each bad page
+ * through report().  A checkpoint running meanwhile writes pages, then
+ * entries, then the header: what it has half written reads as bad here, so
+ * a caller re-checks each reported page (pt_image_verify_page, after a
+ * fresh pt_image_open) before calling it corrupt.
+ */
+int pt_image_verify(struct pt_image *img,
+		    void (*report)(void *arg, uint64_t page, const char *msg), void *arg,
+		    uint64_t *bad);
+/* Check page p (page: a page-sized buffer): 0 good, 1 bad (why in msg), -errno. */
+int pt_image_verify_page(struct pt_image *img, uint64_t p, unsigned char *page, char *msg,
+			 size_t msg_len);
 
 /* ---- region.c / replica.c shared helpers ------------------------------ */
 

@@ -399,10 +399,51 @@ out:
 	return (int64_t)img->hdr.epoch;
 }
 
-int pt_image_verify(struct pt_image *img, void (*report)(void *arg, const char *msg), void *arg,
+int pt_image_verify_page(struct pt_image *img, uint64_t p, unsigned char *page, char *msg,
+			 size_t msg_len)
+{
+	const struct pt_image_entry *e = &img->entries[p];
+	size_t ps = img->id.page_size;
+	ssize_t n = pt_read_full(img->fd, page, ps, (off_t)(img->hdr.data_offset + p * ps));
+	uint64_t sum;
+
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n < ps) {
+		snprintf(msg, msg_len, "image page %" PRIu64 ": truncated", p);
+		return 1;
+	}
+	if (!entry_ok(e, p)) {
+		snprintf(msg, msg_len, "image table entry of page %" PRIu64 " (offset %" PRIu64
+			 "): bad checksum", p, img->hdr.table_offset + p * sizeof(*e));
+		return 1;
+	}
+	if (entry_is_zero(e)) {
+		static const unsigned char zero[64];
+
+		for (size_t o = 0; o < ps; o += sizeof(zero))
+			if (memcmp(page + o, zero, sizeof(zero))) {
+				snprintf(msg, msg_len, "image page %" PRIu64 " (offset %" PRIu64
+					 "): never written but not zero", p,
+					 img->hdr.data_offset + p * ps);
+				return 1;
+			}
+		return 0;
+	}
+	sum = pt_checksum(page, ps);
+	if (sum != e->page_checksum) {
+		snprintf(msg, msg_len, "image page %" PRIu64 " (offset %" PRIu64 ", generation %"
+			 PRIu64 "): checksum %016" PRIx64 ", table says %016" PRIx64, p,
+			 img->hdr.data_offset + p * ps, e->generation, sum, e->page_checksum);
+		return 1;
+	}
+	return 0;
+}
+
+int pt_image_verify(struct pt_image *img,
+		    void (*report)(void *arg, uint64_t page, const char *msg), void *arg,
 		    uint64_t *bad)
 {
-	size_t ps = img->id.page_size;
 	unsigned char *page;
 	char msg[256];
 	int ret;
@@ -411,56 +452,18 @@ int pt_image_verify(struct pt_image *img, void (*report)(void *arg, const char *
 	ret = pt_image_load_entries(img);
 	if (ret)
 		return ret;
-	page = malloc(ps);
+	page = malloc(img->id.page_size);
 	if (!page)
 		return -ENOMEM;
 	for (uint64_t p = 0; p < img->id.npages; p++) {
-		const struct pt_image_entry *e = &img->entries[p];
-		ssize_t n = pt_read_full(img->fd, page, ps, (off_t)(img->hdr.data_offset + p * ps));
-		uint64_t sum;
-
-		if (n < 0) {
-			ret = (int)n;
+		ret = pt_image_verify_page(img, p, page, msg, sizeof(msg));
+		if (ret < 0)
 			break;
-		}
-		if ((size_t)n < ps) {
-			snprintf(msg, sizeof(msg), "image page %" PRIu64 ": truncated", p);
-			report(arg, msg);
-			(*bad)++;
-			continue;
-		}
-		if (!entry_ok(e, p)) {
-			snprintf(msg, sizeof(msg), "image table entry of page %" PRIu64
-				 " (offset %" PRIu64 "): bad checksum", p,
-				 img->hdr.table_offset + p * sizeof(*e));
-			report(arg, msg);
-			(*bad)++;
-			continue;
-		}
-		sum = pt_checksum(page, ps);
-		if (entry_is_zero(e)) {
-			static const unsigned char zero[64];
-			bool z = true;
-
-			for (size_t o = 0; o < ps && z; o += sizeof(zero))
-				z = !memcmp(page + o, zero, sizeof(zero));
-			if (!z) {
-				snprintf(msg, sizeof(msg), "image page %" PRIu64
-					 " (offset %" PRIu64 "): never written but not zero", p,
-					 img->hdr.data_offset + p * ps);
-				report(arg, msg);
-				(*bad)++;
-			}
-			continue;
-		}
-		if (sum != e->page_checksum) {
-			snprintf(msg, sizeof(msg), "image page %" PRIu64 " (offset %" PRIu64
-				 ", generation %" PRIu64 "): checksum %016" PRIx64 ", table says %016"
-				 PRIx64, p, img->hdr.data_offset + p * ps, e->generation, sum,
-				 e->page_checksum);
-			report(arg, msg);
+		if (ret) {
+			report(arg, p, msg);
 			(*bad)++;
 		}
+		ret = 0;
 	}
 	free(page);
 	return ret;
