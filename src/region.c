@@ -82,6 +82,7 @@ struct pt_region {
 	uint64_t q_head;	/* oldest record not durable */
 	uint64_t q_write;	/* next record to write */
 	uint64_t q_seal;	/* next record to seal (q_write <= q_seal <= q_tail) */
+	bool sealing;		/* someone seals q_seal now (owns chain) */
 	uint64_t q_tail;	/* next free slot */
 	unsigned char *ring;	/* staging memory: a memfd replicas map */
 	size_t ring_size;
@@ -377,9 +378,34 @@ static void background_policy(pthread_t thread)
 }
 
 /*
+ * Seal record q_seal (the caller set r->sealing under the lock, which makes
+ * it the one sealer: records are sealed in epoch order, each naming the
+ * one before in its chain), then, lock held again, publish it.  Sealed
+ * once: a record written again after an error is the same bytes.
+ */
+static void seal_one(struct pt_region *r, struct record_slot *s)
+{
+	pthread_mutex_unlock(&r->lock);
+	pt_record_fill(s->buf, &r->id, s->epoch, s->page_count, r->chain);
+	pt_record_seal(s->buf);
+	r->chain = ((struct pt_record_header *)s->buf)->header_checksum;
+	pthread_mutex_lock(&r->lock);
+	s->sealed = true;
+	r->q_seal++;
+	r->sealing = false;
+	/* In order only: after a record too large for staging memory, the
+	 * log thread publishes as it writes. */
+	if (!s->oversize && s->epoch == r->published + 1)
+		publish(r, s, true);
+	pthread_cond_signal(&r->work);
+}
+
+/*
  * The seal thread: checksums each record, in epoch order, and publishes it
  * from staging memory at once.  It never touches the file, so replicas do
- * not wait behind a long write or an fdatasync of the log thread.
+ * not wait behind a long write or an fdatasync of the log thread.  (A
+ * durable-on-sync caller that will wait anyway seals its own record when
+ * this thread is idle: see pt_region_sync.)
  */
 static void *seal_main(void *arg)
 {
@@ -387,23 +413,9 @@ static void *seal_main(void *arg)
 
 	pthread_mutex_lock(&r->lock);
 	for (;;) {
-		if (r->q_seal < r->q_tail) {
-			struct record_slot *s = slot_at(r, r->q_seal);
-
-			/* Sealed once: a record written again after an error
-			 * is the same bytes. */
-			pthread_mutex_unlock(&r->lock);
-			pt_record_fill(s->buf, &r->id, s->epoch, s->page_count, r->chain);
-			pt_record_seal(s->buf);
-			r->chain = ((struct pt_record_header *)s->buf)->header_checksum;
-			pthread_mutex_lock(&r->lock);
-			s->sealed = true;
-			r->q_seal++;
-			/* In order only: after a record too large for staging
-			 * memory, the log thread publishes as it writes. */
-			if (!s->oversize && s->epoch == r->published + 1)
-				publish(r, s, true);
-			pthread_cond_signal(&r->work);
+		if (r->q_seal < r->q_tail && !r->sealing) {
+			r->sealing = true;
+			seal_one(r, slot_at(r, r->q_seal));
 			continue;
 		}
 		if (r->stop)
@@ -1291,6 +1303,21 @@ PT_EXPORT int64_t pt_region_sync(struct pt_region *r)
 	epoch = ++r->assigned;
 	s->epoch = epoch;
 	r->q_tail++;
+	if (r->opts.durability == PT_DURABLE_ON_SYNC && !r->sealing && r->q_seal + 1 == r->q_tail) {
+		/*
+		 * This caller waits for durability anyway: it checksums and
+		 * publishes its own record rather than wake the seal thread
+		 * and sleep (one thread hand-off less on the durable path).
+		 * Without that wait the checksum stays off the sync path.
+		 */
+		r->sealing = true;
+		pthread_mutex_unlock(&r->sync_lock);
+		seal_one(r, s);
+		if (r->q_seal < r->q_tail)
+			pthread_cond_signal(&r->seal_work);
+		pthread_mutex_unlock(&r->lock);
+		goto wait;
+	}
 	pthread_cond_signal(&r->seal_work);
 	pthread_mutex_unlock(&r->lock);
 	pthread_mutex_unlock(&r->sync_lock);
