@@ -13,6 +13,10 @@
  * says.  The writer never waits for a replica: replicas only read files and
  * memory.
  *
+ * The threads run SCHED_BATCH, so waking one never preempts the writer on
+ * its CPU.  A durable-on-sync caller, which waits for the fdatasync anyway,
+ * seals its own record when the seal thread has nothing to do.
+ *
  * A record stays in staging memory until it is durable.  If a write or an
  * fdatasync fails the segment is suspect (after a failed fdatasync Linux may
  * have dropped the dirty pages it could not write), so the log thread starts
@@ -928,14 +932,6 @@ out:
 }
 
 /*
- * The staging memory is a memfd, mapped shared and pre-faulted (the sync
- * path must take no page faults).  Replicas of the same user open it as
- * /proc/<writer pid>/fd/<n> (the state block says which, and its inode
- * number), map it read-only and apply published records from it without
- * waiting for the log file.  A memfd has no name to leak: it goes when the
- * writer and the last replica mapping it are gone, kill -9 included.
- */
-/*
  * A child the writer forks (system(), popen(), a snapshot) never uses the
  * staging memory: sync in a child fails with -ECHILD before touching it.
  * Without MADV_DONTFORK a private staging ring would stay copy-on-write in
@@ -951,6 +947,14 @@ static void staging_dontfork(struct pt_region *r)
 		       strerror(errno));
 }
 
+/*
+ * The staging memory is a memfd, mapped shared and pre-faulted (the sync
+ * path must take no page faults).  Replicas of the same user open it as
+ * /proc/<writer pid>/fd/<n> (the state block says which, and its inode
+ * number), map it read-only and apply published records from it without
+ * waiting for the log file.  A memfd has no name to leak: it goes when the
+ * writer and the last replica mapping it are gone, kill -9 included.
+ */
 static int staging_create(struct pt_region *r)
 {
 	struct stat st;
