@@ -51,8 +51,9 @@
  *    of the writer copies no page table of its MAP_SHARED region (and the
  *    child would see the writer's later writes: no consistent copy), so the
  *    fork targets are checked against the private-memory fork.  The
- *    writer's fork() is timed after its syncs: it leaves the staging ring
- *    copy-on-write, and the next syncs would fault on every staging page.
+ *    writer's fork() is timed after its syncs, out of caution: the staging
+ *    memory is shared and MADV_DONTFORK, so a fork no longer leaves it
+ *    copy-on-write, but the writer's heap is.
  *  - Ratio rows are the median of per-rep ratios, each of two figures
  *    measured next to each other in that rep: the disk's fdatasync time and
  *    the CPU share of a shared machine drift by phases, and a phase then
@@ -788,9 +789,8 @@ static void ratio_row(const char *method, const char *variant, const struct benc
 /*
  * fork() of this process, the writer, holding its region: the child exits
  * at once and is reaped outside the timing.  Run after the timed syncs of
- * that region: the fork leaves the writer's private memory (the staging
- * ring among it) copy-on-write, and the next syncs would pay a write fault
- * per staging page.
+ * that region: the fork leaves the writer's heap copy-on-write (not the
+ * staging memory, which is MADV_DONTFORK), a few faults in the next syncs.
  */
 static bool fork_writer(struct bench_samples *s)
 {
@@ -837,10 +837,10 @@ static void stall_rows(size_t pi, const struct bench_samples *samples, const int
 		if (di == 0)
 			snprintf(note, sizeof(note), "%s",
 				 policies[pi].waited ?
-				 "durable before return: collect, copy, then the log thread's "
-				 "checksum, pwrite and fdatasync" :
-				 "returns once queued to the log thread (checksum, pwrite, "
-				 "publish happen after)");
+				 "durable before return: collect, copy, checksum (by the "
+				 "caller), then the log thread's pwrite and fdatasync" :
+				 "returns once queued (checksum, publish, pwrite happen "
+				 "after, on the seal and log threads)");
 		if (preempted[di])
 			snprintf(note + strlen(note), sizeof(note) - strlen(note),
 				 "%sthe writer lost its CPU inside %d of these %d syncs",
