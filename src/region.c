@@ -472,6 +472,16 @@ static void *log_main(void *arg)
 			}
 			if (s->epoch > r->published) {
 				publish(r, s, !s->oversize);
+				/* The records sealed behind a record too large for
+				 * staging memory waited for it: publish them from
+				 * staging memory now, not as they are written. */
+				for (uint64_t i = r->q_write; i < r->q_seal; i++) {
+					struct record_slot *n = slot_at(r, i);
+
+					if (n->oversize || n->epoch != r->published + 1)
+						break;
+					publish(r, n, true);
+				}
 			} else {
 				/* For replicas that read the file. */
 				__atomic_add_fetch(&r->state->futex, 1, __ATOMIC_RELEASE);
