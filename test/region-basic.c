@@ -273,6 +273,85 @@ static bool staging_unreachable(char *why, size_t why_len)
 	return true;
 }
 
+/* An fdatasync that blocks until released, to hold the log thread in it. */
+static int fsync_entered, fsync_release;
+
+static int slow_fdatasync(int fd)
+{
+	__atomic_store_n(&fsync_entered, 1, __ATOMIC_SEQ_CST);
+	while (!__atomic_load_n(&fsync_release, __ATOMIC_SEQ_CST))
+		usleep(1000);
+	return pt_io_system.fdatasync(fd);
+}
+
+/*
+ * Publication never waits for the disk: with the log thread held inside an
+ * fdatasync, a new epoch is still published (to this process and to a
+ * replica, from staging memory).  Once the log thread did both the write
+ * and the publish, so replicas waited behind its fdatasyncs.
+ */
+static bool publish_during_fsync(char *why, size_t why_len)
+{
+	struct pt_region_opts o = { .sz = sizeof(o), .durability = PT_DURABLE_NONE,
+				    .flags = PT_REGION_NO_CHECKPOINT_THREAD };
+	size_t ps = page_size(), size = NPAGES * ps;
+	struct pt_io_ops io = pt_io_system;
+	struct pt_replica *rep = NULL;
+	struct pt_region *r;
+	bool ok = false;
+	int64_t e1, e2;
+	char *m;
+	int ret;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	ret = pt_region_create(&r, dir, size, &o);
+	CHECK(ret == 0, "create: %d", ret);
+	ret = pt_replica_open(&rep, dir, NULL);
+	if (ret) {
+		pt_region_close(r);
+		CHECK(false, "replica: %d", ret);
+	}
+	m = pt_region_base(r);
+	io.fdatasync = slow_fdatasync;
+	__atomic_store_n(&fsync_entered, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&fsync_release, 0, __ATOMIC_SEQ_CST);
+	pt_io_set(&io);
+	m[ps] = 1;
+	e1 = pt_region_sync(r);
+	/* Ask for durability: the log thread goes into the held fdatasync. */
+	pt_region_wait(r, (uint64_t)e1, PT_LEVEL_DURABLE, 0);
+	for (int i = 0; i < 5000 && !__atomic_load_n(&fsync_entered, __ATOMIC_SEQ_CST); i++)
+		usleep(1000);
+	if (!__atomic_load_n(&fsync_entered, __ATOMIC_SEQ_CST)) {
+		printf("    the log thread never called fdatasync\n");
+		goto out;
+	}
+	m[2 * ps] = 2;
+	e2 = pt_region_sync(r);
+	ret = pt_region_wait(r, (uint64_t)e2, PT_LEVEL_PUBLISHED, 5000);
+	if (e2 != e1 + 1 || ret) {
+		printf("    epoch %lld not published while the log thread is in fdatasync: %s\n",
+		       (long long)e2, strerror(-ret));
+		goto out;
+	}
+	if (pt_replica_refresh(rep, 5000) != e2 ||
+	    memcmp(pt_replica_base(rep), m, size)) {
+		printf("    the replica did not reach epoch %lld during the fdatasync\n", (long long)e2);
+		goto out;
+	}
+	ok = true;
+out:
+	__atomic_store_n(&fsync_release, 1, __ATOMIC_SEQ_CST);
+	if (pt_region_wait(r, pt_region_epoch(r), PT_LEVEL_DURABLE, 10000))
+		ok = false;
+	pt_replica_close(rep);
+	pt_region_close(r);
+	pt_io_set(NULL);
+	return ok;
+}
+
 /* The tasks of this process, into tids (at most max); returns the count. */
 static int list_tasks(pid_t *tids, int max)
 {
@@ -372,6 +451,7 @@ int main(void)
 		{ "staging-unreachable", staging_unreachable },
 		{ "threads-batch", threads_batch },
 		{ "fork-flags", fork_flags },
+		{ "publish-during-fsync", publish_during_fsync },
 	};
 	char why[256];
 
