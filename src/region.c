@@ -64,6 +64,7 @@ struct record_slot {
 
 struct pt_region {
 	char dir[256];
+	pid_t owner;		/* the writer process: a forked child is not one */
 	int dirfd, lockfd, memfd, statefd;
 	struct pt_state *state;
 	struct pt_region_id id;
@@ -617,6 +618,8 @@ PT_EXPORT int64_t pt_region_checkpoint(struct pt_region *r)
 {
 	if (!r)
 		return -EINVAL;
+	if (getpid() != r->owner)
+		return -ECHILD;
 	return checkpoint_now(r);
 }
 
@@ -677,6 +680,7 @@ static int region_alloc(struct pt_region **out, const char *dir, const struct pt
 	if (!r)
 		return -ENOMEM;
 	r->dirfd = r->lockfd = r->memfd = r->statefd = r->seg_fd = r->staging_fd = -1;
+	r->owner = getpid();
 	r->img.fd = -1;
 	snprintf(r->dir, sizeof(r->dir), "%s", dir);
 	pthread_mutex_init(&r->sync_lock, NULL);
@@ -1262,6 +1266,8 @@ PT_EXPORT int64_t pt_region_sync(struct pt_region *r)
 
 	if (!r)
 		return -EINVAL;
+	if (getpid() != r->owner)
+		return -ECHILD;
 	pthread_mutex_lock(&r->sync_lock);
 	n = pt_tracker_collect(r->tracker, PT_COLLECT_RESET, &ranges, &nr);
 	if (n < 0) {
@@ -1358,6 +1364,8 @@ PT_EXPORT int pt_region_wait(struct pt_region *r, uint64_t epoch, enum pt_level 
 
 	if (!r || level < PT_LEVEL_PUBLISHED || level > PT_LEVEL_CHECKPOINTED)
 		return -EINVAL;
+	if (getpid() != r->owner)
+		return -ECHILD;	/* the threads that advance the levels are the parent's */
 	if (timeout_ms >= 0)
 		deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	pthread_mutex_lock(&r->lock);
@@ -1407,12 +1415,42 @@ out:
 	return ret;
 }
 
+/*
+ * pt_region_close() in a child forked from the writer.  The child has
+ * none of the writer's threads, no staging memory (MADV_DONTFORK) and
+ * shares the state block and the lock with the parent, which goes on
+ * writing: drop the child's descriptors and mappings and touch nothing
+ * shared.  The flock stays the parent's: it belongs to the open file
+ * description, which the parent still holds.
+ */
+static void forget_in_child(struct pt_region *r)
+{
+	int fds[] = { r->seg_fd, r->statefd, r->memfd, r->lockfd, r->dirfd, r->staging_fd, r->img.fd };
+
+	pt_tracker_close(r->tracker);	/* a child-safe close, see tracker.c */
+	if (r->base && r->base != MAP_FAILED)
+		munmap(r->base, r->size);
+	if (r->state)
+		munmap(r->state, r->id.page_size);
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	/* The rest (queue, image table, pending set) is heap or
+	 * DONTFORK memory of this process's copy: leaked rather than walked,
+	 * since walking the queue would read staging memory the child lacks. */
+	free(r);
+}
+
 PT_EXPORT int pt_region_close(struct pt_region *r)
 {
 	int ret = 0;
 
 	if (!r)
 		return 0;
+	if (getpid() != r->owner) {
+		forget_in_child(r);
+		return 0;
+	}
 	stop_threads(r);
 	if (r->durable < r->assigned)
 		ret = r->error ? r->error : -EIO;

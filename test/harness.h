@@ -10,6 +10,7 @@
 #ifndef PT_TEST_HARNESS_H
 #define PT_TEST_HARNESS_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -282,6 +283,34 @@ static inline int collect_map(struct pt_tracker *t, unsigned flags, uint8_t *map
 		return -EPROTO;
 	}
 	return n;
+}
+
+/* ---- temporary directories ------------------------------------------------ */
+
+/* A fresh directory /tmp/<prefix>-XXXXXX in buf; exits the test on failure. */
+static inline void tmpdir_make(char *buf, size_t len, const char *prefix)
+{
+	snprintf(buf, len, "/tmp/%s-XXXXXX", prefix);
+	if (!mkdtemp(buf))
+		DIE("mkdtemp %s: %s", buf, strerror(errno));
+}
+
+/* Remove a flat directory made by tmpdir_make (its files, then itself). */
+static inline void tmpdir_remove(const char *d)
+{
+	DIR *dp = opendir(d);
+	struct dirent *de;
+	char p[512];
+
+	if (!dp)
+		return;
+	while ((de = readdir(dp)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
+			unlink(p);
+		}
+	closedir(dp);
+	rmdir(d);
 }
 
 /* A fast reproducible PRNG (xorshift64*). */
