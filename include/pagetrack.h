@@ -285,7 +285,8 @@ int64_t pt_region_epoch(const struct pt_region *r);
  * for PT_LEVEL_DURABLE makes the log thread fdatasync now (group commit:
  * publish several epochs, then wait once); PT_LEVEL_CHECKPOINTED runs a
  * checkpoint.  Returns 0, or -ETIMEDOUT, -EINVAL (no such epoch or level),
- * or the log's pending error (-ENOSPC, -EIO).
+ * -ECHILD (a forked child: the writer's threads are the parent's), or the
+ * log's pending error (-ENOSPC, -EIO).
  */
 int pt_region_wait(struct pt_region *r, uint64_t epoch, enum pt_level level, int timeout_ms);
 
@@ -293,7 +294,7 @@ int pt_region_wait(struct pt_region *r, uint64_t epoch, enum pt_level level, int
  * Apply the durable log to the image now, fsync it, advance its epoch and
  * drop the segments nothing needs (keeping retain_bytes).  The background
  * thread does the same every checkpoint_interval_ms.  Returns the image's
- * epoch or -errno.
+ * epoch or -errno (-ECHILD in a forked child).
  */
 int64_t pt_region_checkpoint(struct pt_region *r);
 
@@ -301,6 +302,8 @@ int64_t pt_region_checkpoint(struct pt_region *r);
  * Write and fdatasync every published epoch, stop the threads, release the
  * memory and the lock.  Returns 0, or the error that kept the last epochs
  * from becoming durable (they are then lost only if the storage lost them).
+ * In a child forked from the writer it only drops the child's descriptors
+ * and mappings and returns 0: the region stays the parent's.
  */
 int pt_region_close(struct pt_region *r);
 
