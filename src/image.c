@@ -5,11 +5,12 @@
  * two header slots; creation, reading, catch-up copies and the checkpoint.
  *
  * The checkpoint updates the image in place, with the log as its redo log:
- * it writes the pages of the durable records after the image's epoch, then
- * their table entries, fdatasyncs, and only then writes the other header
- * slot with the new epoch and fdatasyncs again.  Until that last write the
- * header names the old epoch, and every page the checkpoint may have torn
- * belongs to a record after it, which recovery and replicas apply anyway.
+ * it writes the pages of the durable records after the image's epoch (each
+ * page once, its newest copy), then their table entries, fdatasyncs, and
+ * only then writes the other header slot with the new epoch and fdatasyncs
+ * again.  Until that last write the header names the old epoch, and every
+ * page the checkpoint may have torn belongs to a record after it, which
+ * recovery and replicas apply anyway.
  * Segments are dropped only after the new header is durable (region.c).
  *
  * A reader copying from the image while a checkpoint runs (a replica
@@ -47,15 +48,6 @@ static bool entry_is_zero(const struct pt_image_entry *e)
 static bool entry_ok(const struct pt_image_entry *e, uint64_t index)
 {
 	return entry_is_zero(e) || e->checksum == entry_checksum(e, index);
-}
-
-static void entry_set(struct pt_image_entry *e, uint64_t index, uint64_t generation,
-		      const void *page, size_t page_size)
-{
-	e->generation = generation;
-	e->page_checksum = pt_checksum(page, page_size);
-	e->reserved = 0;
-	e->checksum = entry_checksum(e, index);
 }
 
 static uint64_t table_bytes(const struct pt_region_id *id)
@@ -313,45 +305,233 @@ out:
 	return ret;
 }
 
+/*
+ * The checkpoint writes each page once, its newest copy among the records
+ * it applies: a page rewritten in every epoch would otherwise be written
+ * and hashed once per record.  The first pass reads every record through
+ * the log reader (each checked whole) and keeps, per distinct page, where
+ * its last copy is in the log and that copy's XXH3; the second pass reads
+ * those copies back from the segments in page order, checks each against
+ * the checksum taken from the verified record, and writes runs of pages.
+ * Memory follows the distinct pages (24 bytes each, twice that in the hash
+ * table) and the records (24 bytes each), never the region's size.
+ */
+struct ckpt_record {
+	uint64_t seq;			/* segment */
+	uint64_t data_offset;		/* of its first page in the segment */
+	uint64_t epoch;
+};
+
+struct ckpt_page {
+	uint64_t page;			/* UINT64_MAX: free slot */
+	uint64_t checksum;		/* of the newest copy */
+	uint32_t record;		/* index into the records */
+	uint32_t slot;			/* page number inside the record */
+};
+
+struct ckpt {
+	struct ckpt_record *records;
+	size_t nrecords, records_cap;
+	struct ckpt_page *pages;	/* open addressing, power-of-two size */
+	size_t npages, pages_cap;
+};
+
+#define CKPT_RUN 64			/* pages written by one pwrite at most */
+#define CKPT_FDS 16			/* segments kept open in the second pass */
+
+static size_t page_hash(uint64_t page, size_t cap)
+{
+	return (size_t)(page * 0x9e3779b97f4a7c15ull >> 17) & (cap - 1);
+}
+
+static int ckpt_grow_pages(struct ckpt *c)
+{
+	size_t cap = c->pages_cap ? c->pages_cap * 2 : 1024;
+	struct ckpt_page *t = malloc(cap * sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	for (size_t i = 0; i < cap; i++)
+		t[i].page = UINT64_MAX;
+	for (size_t i = 0; i < c->pages_cap; i++) {
+		size_t h;
+
+		if (c->pages[i].page == UINT64_MAX)
+			continue;
+		for (h = page_hash(c->pages[i].page, cap); t[h].page != UINT64_MAX; h = (h + 1) & (cap - 1))
+			;
+		t[h] = c->pages[i];
+	}
+	free(c->pages);
+	c->pages = t;
+	c->pages_cap = cap;
+	return 0;
+}
+
+/* Note the copy of page at slot of the newest record (c->nrecords - 1). */
+static int ckpt_note(struct ckpt *c, uint64_t page, uint32_t slot, uint64_t checksum)
+{
+	struct ckpt_page *e;
+	size_t h;
+	int ret;
+
+	if ((c->npages + 1) * 2 > c->pages_cap) {
+		ret = ckpt_grow_pages(c);
+		if (ret)
+			return ret;
+	}
+	for (h = page_hash(page, c->pages_cap); ; h = (h + 1) & (c->pages_cap - 1)) {
+		e = &c->pages[h];
+		if (e->page == page || e->page == UINT64_MAX)
+			break;
+	}
+	if (e->page == UINT64_MAX)
+		c->npages++;
+	e->page = page;
+	e->checksum = checksum;
+	e->record = (uint32_t)(c->nrecords - 1);
+	e->slot = slot;
+	return 0;
+}
+
+static int ckpt_add_record(struct ckpt *c, const struct pt_record *rec)
+{
+	if (c->nrecords == UINT32_MAX)
+		return -EOVERFLOW;
+	if (c->nrecords == c->records_cap) {
+		size_t cap = c->records_cap ? c->records_cap * 2 : 64;
+		struct ckpt_record *t = realloc(c->records, cap * sizeof(*t));
+
+		if (!t)
+			return -ENOMEM;
+		c->records = t;
+		c->records_cap = cap;
+	}
+	c->records[c->nrecords++] = (struct ckpt_record){
+		.seq = rec->seq,
+		.data_offset = rec->offset + (uint64_t)(rec->data - (const unsigned char *)rec->hdr),
+		.epoch = rec->hdr->epoch,
+	};
+	return 0;
+}
+
+static int ckpt_page_cmp(const void *a, const void *b)
+{
+	const struct ckpt_page *x = a, *y = b;
+
+	return x->page < y->page ? -1 : x->page > y->page;
+}
+
+struct seg_fd {
+	uint64_t seq;
+	int fd;
+};
+
+static int segment_fd(struct seg_fd *cache, int dirfd, uint64_t seq)
+{
+	struct seg_fd *s = &cache[seq % CKPT_FDS];
+	char name[64];
+
+	if (s->fd >= 0 && s->seq == seq)
+		return s->fd;
+	if (s->fd >= 0)
+		close(s->fd);
+	pt_segment_name(name, sizeof(name), seq);
+	s->seq = seq;
+	s->fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	return s->fd >= 0 ? s->fd : -errno;
+}
+
+/*
+ * Read the newest copies of pages[0, count) (consecutive pages) into buf,
+ * check each against the checksum taken from its verified record, and set
+ * their table entries.
+ */
+static int ckpt_read_run(struct pt_image *img, int dirfd, const struct ckpt *c,
+			 const struct ckpt_page *pages, size_t count, struct seg_fd *fds,
+			 unsigned char *buf)
+{
+	size_t ps = img->id.page_size;
+
+	for (size_t i = 0; i < count;) {
+		const struct ckpt_record *rc = &c->records[pages[i].record];
+		size_t j = i + 1;
+		ssize_t n;
+		int fd;
+
+		/* Consecutive pages of one record are consecutive in its data. */
+		while (j < count && pages[j].record == pages[i].record &&
+		       pages[j].slot == pages[j - 1].slot + 1)
+			j++;
+		fd = segment_fd(fds, dirfd, rc->seq);
+		if (fd < 0)
+			return fd;
+		n = pt_read_full(fd, buf + i * ps, (j - i) * ps,
+				 (off_t)(rc->data_offset + (uint64_t)pages[i].slot * ps));
+		if (n < 0)
+			return (int)n;
+		if ((size_t)n < (j - i) * ps)
+			return -ENODATA;
+		i = j;
+	}
+	for (size_t i = 0; i < count; i++) {
+		const struct ckpt_page *e = &pages[i];
+		struct pt_image_entry *te = &img->entries[e->page];
+
+		if (pt_checksum(buf + i * ps, ps) != e->checksum) {
+			pt_log(PT_LOG_ERROR, "checkpoint: page %" PRIu64 " of the record of epoch %"
+			       PRIu64 " changed in the log since it was read", e->page,
+			       c->records[e->record].epoch);
+			return -EBADMSG;
+		}
+		te->generation = c->records[e->record].epoch;
+		te->page_checksum = e->checksum;
+		te->reserved = 0;
+		te->checksum = entry_checksum(te, e->page);
+	}
+	return 0;
+}
+
 int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target)
 {
 	size_t ps = img->id.page_size;
 	size_t per_page = ps / sizeof(struct pt_image_entry);
 	uint64_t ntable = (img->id.npages + per_page - 1) / per_page;
+	struct seg_fd fds[CKPT_FDS];
 	struct pt_log_reader rd;
 	struct pt_image_header h;
 	struct pt_record rec;
+	struct ckpt c = { 0 };
+	unsigned char *buf = NULL;
 	uint64_t *dirty = NULL;
 	uint64_t applied = 0;
+	size_t n = 0;
 	int ret;
 
 	if (!img->entries)
 		return -EINVAL;
 	if (target <= img->hdr.epoch)
 		return (int64_t)img->hdr.epoch;
+	for (int i = 0; i < CKPT_FDS; i++)
+		fds[i].fd = -1;
 	dirty = calloc((ntable + 63) / 64, 8);
-	if (!dirty)
+	buf = malloc(CKPT_RUN * ps);
+	if (!dirty || !buf) {
+		free(dirty);
+		free(buf);
 		return -ENOMEM;
+	}
 	pt_log_reader_init(&rd, dirfd, &img->id, img->hdr.epoch + 1, img->hdr.chain);
 	while ((ret = pt_log_next(&rd, target, &rec)) > 0) {
 		const struct pt_record_header *rh = rec.hdr;
 
-		for (uint32_t i = 0; i < rh->page_count;) {
-			uint32_t j = i + 1;
-
-			while (j < rh->page_count && rec.index[j] == rec.index[j - 1] + 1)
-				j++;
-			ret = pt_write_full(img->fd, rec.data + (size_t)i * ps, (size_t)(j - i) * ps,
-					    (off_t)(img->hdr.data_offset + rec.index[i] * ps));
+		ret = ckpt_add_record(&c, &rec);
+		if (ret)
+			goto out;
+		for (uint32_t i = 0; i < rh->page_count; i++) {
+			ret = ckpt_note(&c, rec.index[i], i, pt_checksum(rec.data + (size_t)i * ps, ps));
 			if (ret)
 				goto out;
-			for (uint32_t k = i; k < j; k++) {
-				uint64_t p = rec.index[k];
-
-				entry_set(&img->entries[p], p, rh->epoch, rec.data + (size_t)k * ps, ps);
-				pt_bit_set(dirty, p / per_page);
-			}
-			i = j;
 		}
 		applied = rh->epoch;
 	}
@@ -363,6 +543,26 @@ int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target)
 	if (!applied) {
 		ret = (int)img->hdr.epoch;
 		goto out;
+	}
+	/* The distinct pages, in page order: sequential writes to the image. */
+	for (size_t i = 0; i < c.pages_cap; i++)
+		if (c.pages[i].page != UINT64_MAX)
+			c.pages[n++] = c.pages[i];
+	qsort(c.pages, n, sizeof(*c.pages), ckpt_page_cmp);
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+
+		while (j < n && j - i < CKPT_RUN && c.pages[j].page == c.pages[j - 1].page + 1)
+			j++;
+		ret = ckpt_read_run(img, dirfd, &c, &c.pages[i], j - i, fds, buf);
+		if (!ret)
+			ret = pt_write_full(img->fd, buf, (j - i) * ps,
+					    (off_t)(img->hdr.data_offset + c.pages[i].page * ps));
+		if (ret)
+			goto out;
+		for (size_t k = i; k < j; k++)
+			pt_bit_set(dirty, c.pages[k].page / per_page);
+		i = j;
 	}
 	for (uint64_t t = 0; t < ntable; t++) {
 		uint64_t first = t * per_page, cnt;
@@ -389,6 +589,12 @@ int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target)
 	ret = 0;
 out:
 	pt_log_reader_free(&rd);
+	for (int i = 0; i < CKPT_FDS; i++)
+		if (fds[i].fd >= 0)
+			close(fds[i].fd);
+	free(c.records);
+	free(c.pages);
+	free(buf);
 	free(dirty);
 	if (ret < 0) {
 		if (ret != -ENOMEM)

@@ -1,0 +1,219 @@
+/* region-checkpoint: records rewriting the same pages; the image equals memory, generations = last change. */
+/*
+ * The checkpoint writes each page once, its newest copy among the records
+ * it applies.  Here every record rewrites most of a run of hot pages longer
+ * than one write of the checkpoint, skipping a different few each epoch, so
+ * that neighbouring pages' newest copies come from different records; cold
+ * pages are written once and warm ones now and then.  After each checkpoint
+ * the image must hold the memory as it was at the checkpointed epoch, every
+ * page's table entry its checksum and the epoch that last changed it, and a
+ * reopen must rebuild the same memory.  One cell puts each record in a
+ * segment of its own (more segments than the checkpoint keeps open).
+ *
+ * Threaded: the checkpoint here reads the log the writer's log thread (the
+ * library's pthread_create) writes, so it runs under TSan.
+ */
+#include <dirent.h>
+#include <xxhash.h>
+
+#include "harness.h"
+#include "format.h"
+
+#define NPAGES 256
+#define HOT 100			/* pages 0..99, more than one checkpoint write */
+#define COLD 110		/* page COLD + e written once, at epoch e */
+#define WARM 200		/* page WARM + e % 10 */
+#define EPOCHS 40
+#define MID 17			/* first checkpoint after this epoch */
+
+static char dir[128];
+
+static void write_page(unsigned char *m, size_t ps, uint64_t p, uint64_t e, uint64_t *gen)
+{
+	uint64_t v = e << 32 | p;
+
+	memset(m + p * ps, (int)((e * 31 + p) & 0xff), ps);
+	memcpy(m + p * ps, &v, sizeof(v));
+	memcpy(m + p * ps + (e * 8) % ps, &v, sizeof(v));
+	gen[p] = e;
+}
+
+static void epoch_writes(unsigned char *m, size_t ps, uint64_t e, uint64_t *gen)
+{
+	for (uint64_t p = 0; p < HOT; p++)
+		if ((p + e) % 5)
+			write_page(m, ps, p, e, gen);
+	write_page(m, ps, COLD + e, e, gen);
+	write_page(m, ps, WARM + e % 10, e, gen);
+}
+
+static void report_bad(void *arg, uint64_t page, const char *msg)
+{
+	(void)arg;
+	printf("    image page %llu: %s\n", (unsigned long long)page, msg);
+}
+
+/* The image on disk against the memory snapshot and the model's generations. */
+static bool image_matches(const unsigned char *snap, const uint64_t *gen, uint64_t epoch,
+			  char *why, size_t why_len)
+{
+	size_t ps = page_size();
+	struct pt_image img;
+	unsigned char *page = malloc(ps);
+	uint64_t bad = 0;
+	bool ok = false;
+	int dfd, ret;
+
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	if (!page || dfd < 0) {
+		snprintf(why, why_len, "setup: %s", strerror(errno));
+		free(page);
+		if (dfd >= 0)
+			close(dfd);
+		return false;
+	}
+	ret = pt_image_open(&img, dfd, false);
+	if (ret) {
+		snprintf(why, why_len, "pt_image_open: %s", strerror(-ret));
+		goto out_nocl;
+	}
+	if (img.hdr.epoch != epoch) {
+		snprintf(why, why_len, "image epoch %llu, checkpointed %llu",
+			 (unsigned long long)img.hdr.epoch, (unsigned long long)epoch);
+		goto out;
+	}
+	ret = pt_image_verify(&img, report_bad, NULL, &bad);
+	if (ret || bad) {
+		snprintf(why, why_len, "verify: %s, %llu bad pages", strerror(-ret),
+			 (unsigned long long)bad);
+		goto out;
+	}
+	for (uint64_t p = 0; p < NPAGES; p++) {
+		const struct pt_image_entry *e = &img.entries[p];
+
+		if (pt_read_full(img.fd, page, ps, (off_t)(img.hdr.data_offset + p * ps)) != (ssize_t)ps) {
+			snprintf(why, why_len, "read image page %llu", (unsigned long long)p);
+			goto out;
+		}
+		if (memcmp(page, snap + p * ps, ps)) {
+			snprintf(why, why_len, "image page %llu differs from memory at epoch %llu",
+				 (unsigned long long)p, (unsigned long long)epoch);
+			goto out;
+		}
+		if (e->generation != gen[p]) {
+			snprintf(why, why_len, "page %llu: generation %llu, last changed at %llu",
+				 (unsigned long long)p, (unsigned long long)e->generation,
+				 (unsigned long long)gen[p]);
+			goto out;
+		}
+		if (gen[p] && e->page_checksum != XXH3_64bits(page, ps)) {
+			snprintf(why, why_len, "page %llu: table checksum is not the page's",
+				 (unsigned long long)p);
+			goto out;
+		}
+	}
+	ok = true;
+out:
+	pt_image_close(&img);
+out_nocl:
+	close(dfd);
+	free(page);
+	return ok;
+}
+
+static bool run(uint64_t segment_bytes, char *why, size_t why_len)
+{
+	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD,
+				    .segment_bytes = segment_bytes };
+	size_t ps = page_size(), size = NPAGES * ps;
+	uint64_t gen[NPAGES] = { 0 };
+	unsigned char *m, *snap = malloc(size);
+	struct pt_region *r = NULL;
+	bool ok = false;
+	int64_t e;
+	int ret;
+
+	tmpdir_make(dir, sizeof(dir), "pt-region-checkpoint");
+	if (!snap) {
+		snprintf(why, why_len, "malloc");
+		goto out;
+	}
+	ret = pt_region_create(&r, dir, size, &o);
+	if (ret) {
+		snprintf(why, why_len, "create: %s", strerror(-ret));
+		goto out;
+	}
+	m = pt_region_base(r);
+	for (uint64_t ep = 1; ep <= EPOCHS; ep++) {
+		epoch_writes(m, ps, ep, gen);
+		e = pt_region_sync(r);
+		if (e != (int64_t)ep) {
+			snprintf(why, why_len, "sync returned %lld, expected epoch %llu", (long long)e,
+				 (unsigned long long)ep);
+			goto out;
+		}
+		if (ep != MID && ep != EPOCHS)
+			continue;
+		memcpy(snap, m, size);
+		e = pt_region_checkpoint(r);
+		if (e != (int64_t)ep) {
+			snprintf(why, why_len, "checkpoint returned %lld, expected %llu", (long long)e,
+				 (unsigned long long)ep);
+			goto out;
+		}
+		if (!image_matches(snap, gen, ep, why, why_len))
+			goto out;
+	}
+	ret = pt_region_close(r);
+	r = NULL;
+	if (ret) {
+		snprintf(why, why_len, "close: %s", strerror(-ret));
+		goto out;
+	}
+	ret = pt_region_open(&r, dir, &o);
+	if (ret) {
+		snprintf(why, why_len, "reopen: %s", strerror(-ret));
+		goto out;
+	}
+	if (pt_region_epoch(r) != EPOCHS || memcmp(pt_region_base(r), snap, size)) {
+		snprintf(why, why_len, "reopened at epoch %lld: memory differs from epoch %d",
+			 (long long)pt_region_epoch(r), EPOCHS);
+		goto out;
+	}
+	ok = true;
+out:
+	if (r)
+		pt_region_close(r);
+	free(snap);
+	tmpdir_remove(dir);
+	return ok;
+}
+
+static bool default_segments(char *why, size_t why_len)
+{
+	return run(0, why, why_len);
+}
+
+/* Each record (about 90 pages) is larger than a segment: one segment each. */
+static bool segment_per_record(char *why, size_t why_len)
+{
+	return run(16 * page_size(), why, why_len);
+}
+
+int main(void)
+{
+	static const struct {
+		const char *name;
+		bool (*fn)(char *, size_t);
+	} cells[] = {
+		{ "hot-pages-one-segment", default_segments },
+		{ "hot-pages-segment-per-record", segment_per_record },
+	};
+	char why[256];
+
+	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
+		why[0] = '\0';
+		cell_report(cells[i].name, cells[i].fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	}
+	return t_exit();
+}
