@@ -23,22 +23,6 @@ struct shared {
 static struct shared *sh;
 static char dir[128];
 
-static void rm_dir(const char *d)
-{
-	DIR *dp = opendir(d);
-	struct dirent *de;
-	char p[512];
-
-	if (!dp)
-		return;
-	while ((de = readdir(dp)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
-			unlink(p);
-		}
-	closedir(dp);
-	rmdir(d);
-}
 
 static struct pt_region_opts opts_for(int mode)
 {
@@ -180,7 +164,7 @@ static bool kill_loop(char *why, size_t why_len)
 	CHECK(kills >= kills_wanted, "only %d kills", kills);
 	CHECK(sh->syncs > (uint64_t)KILLS, "writers made too few syncs (%llu)",
 	      (unsigned long long)sh->syncs);
-	rm_dir(dir);
+	tmpdir_remove(dir);
 	return true;
 }
 

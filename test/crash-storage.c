@@ -324,20 +324,6 @@ static int ns_apply(struct ns_entry *ns, int n, const struct op *o)
 	return n;
 }
 
-static void wipe(const char *d)
-{
-	DIR *dp = opendir(d);
-	struct dirent *de;
-	char p[512];
-
-	while (dp && (de = readdir(dp)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
-			unlink(p);
-		}
-	if (dp)
-		closedir(dp);
-}
 
 /*
  * Rebuild into out the directory as a crash after op `crash` may leave it.
@@ -431,7 +417,7 @@ static int64_t rebuild(int crash, const char *out, uint64_t *seed)
 	keep = npend ? (int)(rnd_next(seed) % (uint64_t)(npend + 1)) : 0;
 	for (int k = 0; k < keep; k++)
 		n = ns_apply(ns, n, &ops[pend_ns[k]]);
-	wipe(out);
+	tmpdir_empty(out);
 	for (int i = 0; i < n; i++) {
 		char p[512];
 		int fd;
@@ -513,11 +499,6 @@ static bool workload(const char *dir, enum pt_durability dur, uint64_t seed, int
 	return true;
 }
 
-static void rm_dir(const char *d)
-{
-	wipe(d);
-	rmdir(d);
-}
 
 static bool run(enum pt_durability dur, int fail_every, int points, char *why, size_t why_len)
 {
@@ -544,7 +525,7 @@ static bool run(enum pt_durability dur, int fail_every, int points, char *why, s
 	pt_io_set(&recorder);
 	ok = workload(dir, dur, seed, &epochs);
 	pt_io_set(NULL);
-	rm_dir(dir);
+	tmpdir_remove(dir);
 	if (!ok)
 		goto out;
 	files = calloc((size_t)nobjs, sizeof(*files));
@@ -605,7 +586,7 @@ static bool run(enum pt_durability dur, int fail_every, int points, char *why, s
 	files = NULL;
 out:
 	if (ok || !getenv("PT_TRACE"))
-		rm_dir(out);
+		tmpdir_remove(out);
 	else
 		printf("    rebuilt directory left in %s\n", out);
 	return ok;

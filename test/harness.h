@@ -295,8 +295,8 @@ static inline void tmpdir_make(char *buf, size_t len, const char *prefix)
 		DIE("mkdtemp %s: %s", buf, strerror(errno));
 }
 
-/* Remove a flat directory made by tmpdir_make (its files, then itself). */
-static inline void tmpdir_remove(const char *d)
+/* Remove the files of a flat directory (no subdirectories), keep it. */
+static inline void tmpdir_empty(const char *d)
 {
 	DIR *dp = opendir(d);
 	struct dirent *de;
@@ -310,6 +310,12 @@ static inline void tmpdir_remove(const char *d)
 			unlink(p);
 		}
 	closedir(dp);
+}
+
+/* Remove a flat directory made by tmpdir_make: its files, then itself. */
+static inline void tmpdir_remove(const char *d)
+{
+	tmpdir_empty(d);
 	rmdir(d);
 }
 

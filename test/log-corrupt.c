@@ -12,20 +12,6 @@
 static char src[128], dst[128];
 static uint64_t hashes[EPOCHS + 1];
 
-static void wipe(const char *d)
-{
-	DIR *dp = opendir(d);
-	struct dirent *de;
-	char p[512];
-
-	while (dp && (de = readdir(dp)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
-			unlink(p);
-		}
-	if (dp)
-		closedir(dp);
-}
 
 static void copy_dir(const char *from, const char *to)
 {
@@ -33,7 +19,7 @@ static void copy_dir(const char *from, const char *to)
 	struct dirent *de;
 	char p[512], q[512], buf[65536];
 
-	wipe(to);
+	tmpdir_empty(to);
 	while (dp && (de = readdir(dp))) {
 		int in, out;
 		ssize_t n;
@@ -430,9 +416,9 @@ int main(void)
 	}
 	why[0] = '\0';
 	cell_report("image-and-directory", image_cases(why, sizeof(why)) ? T_PASS : T_FAIL, why);
-	wipe(src);
+	tmpdir_empty(src);
 	rmdir(src);
-	wipe(dst);
+	tmpdir_empty(dst);
 	rmdir(dst);
 	return t_exit();
 }

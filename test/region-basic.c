@@ -13,27 +13,11 @@
 
 static char dir[128];
 
-static void rm_dir(const char *d)
-{
-	DIR *dp = opendir(d);
-	struct dirent *de;
-	char p[512];
-
-	if (!dp)
-		return;
-	while ((de = readdir(dp)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
-			unlink(p);
-		}
-	closedir(dp);
-	rmdir(d);
-}
 
 static void fresh_dir(void)
 {
 	if (dir[0])
-		rm_dir(dir);
+		tmpdir_remove(dir);
 	snprintf(dir, sizeof(dir), "/tmp/pt-region-basic-XXXXXX");
 	if (!mkdtemp(dir))
 		DIE("mkdtemp: %s", strerror(errno));
@@ -460,6 +444,6 @@ int main(void)
 		cell_report(cells[i].name, cells[i].fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
 	}
 	if (dir[0])
-		rm_dir(dir);
+		tmpdir_remove(dir);
 	return t_exit();
 }

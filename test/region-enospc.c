@@ -11,20 +11,6 @@
 
 static char mnt[128], dir[256], filler[256];
 
-static void wipe(const char *d)
-{
-	DIR *dp = opendir(d);
-	struct dirent *de;
-	char p[512];
-
-	while (dp && (de = readdir(dp)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
-			unlink(p);
-		}
-	if (dp)
-		closedir(dp);
-}
 
 /* Fill the file system to the last byte. */
 static void fill(void)
@@ -52,7 +38,7 @@ static bool full_disk(enum pt_durability dur, char *why, size_t why_len)
 
 	(void)why;
 	(void)why_len;
-	wipe(dir);
+	tmpdir_empty(dir);
 	rmdir(dir);
 	ret = pt_region_create(&r, dir, size, &o);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
@@ -122,7 +108,7 @@ static bool create_full(char *why, size_t why_len)
 
 	(void)why;
 	(void)why_len;
-	wipe(dir);
+	tmpdir_empty(dir);
 	rmdir(dir);
 	fflush(stdout);
 	pid = fork();
@@ -199,7 +185,7 @@ int main(void)
 	why[0] = '\0';
 	cell_report("background", background(why, sizeof(why)) ? T_PASS : T_FAIL, why);
 	unlink(filler);
-	wipe(dir);
+	tmpdir_empty(dir);
 	rmdir(dir);
 	umount2(mnt, MNT_DETACH);
 	rmdir(mnt);

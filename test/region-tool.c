@@ -9,20 +9,6 @@
 
 static char dir[128], tool[256], out[65536];
 
-static void wipe(const char *d)
-{
-	DIR *dp = opendir(d);
-	struct dirent *de;
-	char p[512];
-
-	while (dp && (de = readdir(dp)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
-			unlink(p);
-		}
-	if (dp)
-		closedir(dp);
-}
 
 /* Run "pagetrack ARGS" (stderr too) into out; returns the exit status. */
 static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -55,7 +41,7 @@ static bool make_region(struct pt_region **rp, int epochs, bool keep_open)
 	char *m;
 	int ret;
 
-	wipe(dir);
+	tmpdir_empty(dir);
 	rmdir(dir);
 	ret = pt_region_create(&r, dir, NPAGES * page_size(), &o);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
@@ -173,7 +159,7 @@ static bool checkpoint_half_done(char *why, size_t why_len)
 
 	(void)why;
 	(void)why_len;
-	wipe(dir);
+	tmpdir_empty(dir);
 	rmdir(dir);
 	ret = pt_region_create(&r, dir, NPAGES * ps, &o);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
@@ -239,7 +225,7 @@ int main(void)
 		why[0] = '\0';
 		cell_report(cells[i].name, cells[i].fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
 	}
-	wipe(dir);
+	tmpdir_empty(dir);
 	rmdir(dir);
 	return t_exit();
 }

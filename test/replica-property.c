@@ -28,22 +28,6 @@ static struct shared *sh;
 static char dir[128];
 static char shm_name[64];
 
-static void rm_dir(const char *d)
-{
-	DIR *dp = opendir(d);
-	struct dirent *de;
-	char p[512];
-
-	if (!dp)
-		return;
-	while ((de = readdir(dp)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
-			unlink(p);
-		}
-	closedir(dp);
-	rmdir(d);
-}
 
 static void sleep_us(long us)
 {
@@ -221,7 +205,7 @@ static bool run(enum pt_durability dur, char *why, size_t why_len)
 		snprintf(p, sizeof(p), "/dev/shm/pagetrack-%s", shm_name);
 		unlink(p);
 	}
-	rm_dir(dir);
+	tmpdir_remove(dir);
 	return ok;
 }
 
