@@ -522,9 +522,9 @@ static bool books_valid(char *why, size_t why_len)
 int main(void)
 {
 	const char *o = getenv("O") ? getenv("O") : "build";
-	char eport[600], mport[600], snap[600], why[512];
+	char eport[600], mport[600], snap[600];
 	int status;
-	static const struct { const char *name; bool (*fn)(char *, size_t); } cells[] = {
+	static const struct t_cell cells[] = {
 		{ "malformed frames", malformed_frames },
 		{ "sessions", sessions },
 		{ "bad orders", bad_orders },
@@ -566,10 +566,7 @@ int main(void)
 		printf("the engine or the md server did not start\n");
 		cell_report("start", T_FAIL, "no port file");
 	} else {
-		for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
-			why[0] = '\0';
-			cell_report(cells[i].name, cells[i].fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
-		}
+		t_run_cells(cells, sizeof(cells) / sizeof(cells[0]));
 	}
 	/* Both must still be alive, and stop cleanly. */
 	if (waitpid(engine_pid, &status, WNOHANG) != 0)

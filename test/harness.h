@@ -239,6 +239,27 @@ static inline void cell_report(const char *name, int result, const char *why)
 	fflush(stdout);
 }
 
+/* A named check: true if it passed, else false with the reason in why. */
+struct t_cell {
+	const char *name;
+	bool (*fn)(char *why, size_t why_len);
+};
+
+/* Run one cell and report it. */
+static inline void t_run_cell(const struct t_cell *c)
+{
+	char why[512] = "";
+
+	cell_report(c->name, c->fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+}
+
+/* Run a table of cells in order. */
+static inline void t_run_cells(const struct t_cell *cells, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		t_run_cell(&cells[i]);
+}
+
 /* The program's exit: fail if any cell failed, skip if none ran. */
 static inline int t_exit(void)
 {

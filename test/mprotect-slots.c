@@ -206,10 +206,7 @@ static bool overlap_refused(char *why, size_t why_len)
 
 int main(void)
 {
-	static const struct {
-		const char *name;
-		bool (*fn)(char *, size_t);
-	} cases[] = {
+	static const struct t_cell cases[] = {
 		{ "trackers in many threads", many_threads },
 		{ "open/close under writes", close_under_writes },
 		{ "close after munmap", close_after_munmap },
@@ -221,9 +218,6 @@ int main(void)
 		printf("skip: mprotect backend unavailable: %s\n", why);
 		return T_SKIP;
 	}
-	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
-		why[0] = '\0';
-		cell_report(cases[c].name, cases[c].fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
-	}
+	t_run_cells(cases, sizeof(cases) / sizeof(cases[0]));
 	return t_exit();
 }

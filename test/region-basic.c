@@ -424,10 +424,7 @@ static bool fork_flags(char *why, size_t why_len)
 
 int main(void)
 {
-	static const struct {
-		const char *name;
-		bool (*fn)(char *, size_t);
-	} cells[] = {
+	static const struct t_cell cells[] = {
 		{ "create-sync-reopen", create_sync_reopen },
 		{ "group-commit", group_commit },
 		{ "bad-input", bad_input },
@@ -437,12 +434,8 @@ int main(void)
 		{ "fork-flags", fork_flags },
 		{ "publish-during-fsync", publish_during_fsync },
 	};
-	char why[256];
 
-	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
-		why[0] = '\0';
-		cell_report(cells[i].name, cells[i].fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
-	}
+	t_run_cells(cells, sizeof(cells) / sizeof(cells[0]));
 	if (dir[0])
 		tmpdir_remove(dir);
 	return t_exit();

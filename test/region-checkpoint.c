@@ -202,18 +202,11 @@ static bool segment_per_record(char *why, size_t why_len)
 
 int main(void)
 {
-	static const struct {
-		const char *name;
-		bool (*fn)(char *, size_t);
-	} cells[] = {
+	static const struct t_cell cells[] = {
 		{ "hot-pages-one-segment", default_segments },
 		{ "hot-pages-segment-per-record", segment_per_record },
 	};
-	char why[256];
 
-	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
-		why[0] = '\0';
-		cell_report(cells[i].name, cells[i].fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
-	}
+	t_run_cells(cells, sizeof(cells) / sizeof(cells[0]));
 	return t_exit();
 }

@@ -201,17 +201,13 @@ static bool checkpoint_half_done(char *why, size_t why_len)
 
 int main(void)
 {
-	static const struct {
-		const char *name;
-		bool (*fn)(char *, size_t);
-	} cells[] = {
+	static const struct t_cell cells[] = {
 		{ "good-region", good_region },
 		{ "running-writer", running_writer },
 		{ "bad-input", bad_input },
 		{ "checkpoint-half-done", checkpoint_half_done },
 	};
 	const char *o = getenv("O") ? getenv("O") : "build";
-	char why[256];
 
 	snprintf(tool, sizeof(tool), "%s/pagetrack", o);
 	if (access(tool, X_OK)) {
@@ -221,11 +217,7 @@ int main(void)
 	snprintf(dir, sizeof(dir), "/dev/shm/pt-region-tool-XXXXXX");
 	if (!mkdtemp(dir))
 		DIE("mkdtemp: %s", strerror(errno));
-	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
-		why[0] = '\0';
-		cell_report(cells[i].name, cells[i].fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
-	}
-	tmpdir_empty(dir);
-	rmdir(dir);
+	t_run_cells(cells, sizeof(cells) / sizeof(cells[0]));
+	tmpdir_remove(dir);
 	return t_exit();
 }

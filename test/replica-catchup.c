@@ -425,10 +425,7 @@ static bool read_only_replica(char *why, size_t why_len)
 
 int main(void)
 {
-	static const struct {
-		const char *name;
-		bool (*fn)(char *, size_t);
-	} cells[] = {
+	static const struct t_cell cells[] = {
 		{ "private-catchup-copies-only-changed", private_catchup },
 		{ "shared-catchup-copies-only-changed", shared_catchup },
 		{ "region-recreated-estale", recreated },
@@ -438,15 +435,13 @@ int main(void)
 		{ "slow-shared-reader", slow_shared_reader },
 		{ "replica-needs-no-write-permission", read_only_replica },
 	};
-	char why[256];
 
 	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
-		why[0] = '\0';
 		if (cells[i].fn == read_only_replica && geteuid() != 0) {
 			cell_report(cells[i].name, T_SKIP, "switching to another user needs root");
 			continue;
 		}
-		cell_report(cells[i].name, cells[i].fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+		t_run_cell(&cells[i]);
 	}
 	if (dir[0])
 		tmpdir_remove(dir);
