@@ -549,24 +549,6 @@ static char *map_populated(size_t len, int share_flag)
 	return p;
 }
 
-/* A random permutation of [0, n), the same every run (Fisher-Yates). */
-static uint64_t *permutation(uint64_t n, uint64_t seed)
-{
-	uint64_t *v = malloc(n * sizeof(*v));
-
-	if (!v)
-		return NULL;
-	for (uint64_t i = 0; i < n; i++)
-		v[i] = i;
-	for (uint64_t i = n - 1; i > 0; i--) {
-		uint64_t j = rnd_next(&seed) % (i + 1), x = v[i];
-
-		v[i] = v[j];
-		v[j] = x;
-	}
-	return v;
-}
-
 /* Make v[0..k) a fresh random choice of k distinct pages (partial shuffle). */
 static void pick(uint64_t *v, uint64_t n, uint64_t k, uint64_t *seed)
 {
@@ -1054,7 +1036,7 @@ static void lag_run(enum pt_durability durability, const char *policy)
 		bench_unavailable("memfd", method, "-", "region smaller than %d pages", LAG_PAGES);
 		return;
 	}
-	pages = permutation(npages, SEED_LAG);
+	pages = rnd_permutation(npages, SEED_LAG);
 	lag = malloc((size_t)lag_syncs * sizeof(*lag));
 	if (!pages || !lag) {
 		bench_failed("memfd", method, "-", "out of memory");
@@ -1238,7 +1220,7 @@ static void catchup_section(void)
 		 "catch-up: a private replica refreshes through the image (log retention 1 byte), "
 		 "%ld MiB region, vs reading the whole image", region_mib);
 	bench_section("catch-up", title, "ms");
-	pages = permutation(npages, SEED_CATCHUP);
+	pages = rnd_permutation(npages, SEED_CATCHUP);
 	if (!pages) {
 		bench_failed("memfd", method, "-", "out of memory");
 		return;
@@ -1514,7 +1496,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < BENCH_ARRAY_SIZE(cleanup_signals); i++)
 		sigaction(cleanup_signals[i], &sa, NULL);
 
-	perm = permutation(npages, SEED_DIRTY);
+	perm = rnd_permutation(npages, SEED_DIRTY);
 	if (!perm) {
 		fprintf(stderr, "replication: out of memory\n");
 		goto out;

@@ -174,24 +174,6 @@ static int region_map(struct region *r, enum mem_kind kind, uint64_t npages, boo
 
 /* ---- page sets and checks --------------------------------------------- */
 
-/* A random permutation of [0, n), the same every run (Fisher-Yates). */
-static uint64_t *permutation(uint64_t n, uint64_t seed)
-{
-	uint64_t *v = malloc(n * sizeof(*v));
-
-	if (!v)
-		return NULL;
-	for (uint64_t i = 0; i < n; i++)
-		v[i] = i;
-	for (uint64_t i = n - 1; i > 0; i--) {
-		uint64_t j = rnd_next(&seed) % (i + 1), x = v[i];
-
-		v[i] = v[j];
-		v[j] = x;
-	}
-	return v;
-}
-
 /* The timed loop of the first-write figures: one byte in each page, in order. */
 static void write_pages(char *base, const uint64_t *order, uint64_t n, uint8_t value)
 {
@@ -776,8 +758,8 @@ int main(int argc, char **argv)
 		bench_note("region is %ld MiB, not 1 GiB: the collect and refresh targets are not "
 			   "evaluated", region_mib);
 
-	scattered = permutation((uint64_t)first_write_pages, SEED_FIRST_WRITE);
-	perm = permutation(npages, SEED_DIRTY);
+	scattered = rnd_permutation((uint64_t)first_write_pages, SEED_FIRST_WRITE);
+	perm = rnd_permutation(npages, SEED_DIRTY);
 	d.want = malloc(npages);
 	if (!scattered || !perm || !d.want) {
 		fprintf(stderr, "tracker: out of memory\n");

@@ -349,4 +349,23 @@ static inline uint64_t rnd_next(uint64_t *s)
 	return *s * 2685821657736338717ull;
 }
 
+/* A random permutation of [0, n), the same for the same seed (Fisher-Yates);
+ * NULL without memory.  The caller frees it. */
+static inline uint64_t *rnd_permutation(uint64_t n, uint64_t seed)
+{
+	uint64_t *v = malloc(n * sizeof(*v));
+
+	if (!v)
+		return NULL;
+	for (uint64_t i = 0; i < n; i++)
+		v[i] = i;
+	for (uint64_t i = n ? n - 1 : 0; i > 0; i--) {
+		uint64_t j = rnd_next(&seed) % (i + 1), x = v[i];
+
+		v[i] = v[j];
+		v[j] = x;
+	}
+	return v;
+}
+
 #endif /* PT_TEST_HARNESS_H */

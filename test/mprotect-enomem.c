@@ -78,23 +78,14 @@ static void write_pages(struct mem *m, uint8_t *want, uint64_t npages, uint64_t 
 static bool write_pages_shuffled(struct mem *m, uint8_t *want, uint64_t npages, uint64_t first,
 				 uint64_t step, uint8_t value)
 {
-	uint64_t n = (npages - first + step - 1) / step, seed = 0x9e3779b97f4a7c15ull;
-	uint32_t *order = malloc(n * sizeof(*order));
+	uint64_t n = (npages - first + step - 1) / step;
+	uint64_t *order = rnd_permutation(n, 0x9e3779b97f4a7c15ull);
 	size_t ps = page_size();
 
 	if (!order)
 		return false;
-	for (uint64_t i = 0; i < n; i++)
-		order[i] = (uint32_t)(first + i * step);
-	for (uint64_t i = n - 1; i > 0; i--) {
-		uint64_t j = rnd_next(&seed) % (i + 1);
-		uint32_t tmp = order[i];
-
-		order[i] = order[j];
-		order[j] = tmp;
-	}
 	for (uint64_t i = 0; i < n; i++) {
-		uint64_t p = order[i];
+		uint64_t p = first + order[i] * step;
 
 		m->addr[p * ps + (p % 61) * 8] = value;
 		want[p] = 1;
