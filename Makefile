@@ -27,6 +27,8 @@ CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE
 CFLAGS   ?=
 override CFLAGS := -std=gnu11 $(OPT) $(WARN) $(CFLAGS)
 LIBS     := -lxxhash -lpthread
+# The command's own extra libraries (JSON output).
+TOOL_LIBS := -ljson-c
 
 ifneq ($(SAN),)
 override CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -71,7 +73,7 @@ $(O)/$(SONAME): $(SHARED)
 	ln -sf $(SONAME) $(O)/libpagetrack.so
 
 $(TOOL): $(TOOL_SRCS) $(STATIC) include/pagetrack.h
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $(TOOL_SRCS) $(STATIC) $(LIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $(TOOL_SRCS) $(STATIC) $(LIBS) $(TOOL_LIBS)
 
 $(O)/test/%: test/%.c test/*.h $(STATIC)
 	@mkdir -p $(@D)
@@ -81,8 +83,9 @@ $(O)/bench/%: bench/%.c bench/*.h $(STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Ibench -Itest $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) $(LIBS) -lm
 
-# Applications (the exchange) bring their own rules.
+# Applications (the exchange) and the fuzz targets bring their own rules.
 -include apps/*/*.mk
+-include fuzz/*.mk
 
 tests: all $(TEST_BINS) $(APP_BINS)
 
