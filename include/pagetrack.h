@@ -35,6 +35,15 @@ extern "C" {
 /* The library's version at run time (may differ from the header's). */
 const char *pt_version(void);
 
+/*
+ * What an error returned by this library means, in its own words: the
+ * replication layer gives some errno values a meaning of their own (-ESTALE
+ * another history, -EXDEV another page size, -ENOTRECOVERABLE durable epochs
+ * lost...), which strerror() would misname.  err may be negative or
+ * positive.  Never NULL; the string is static.
+ */
+const char *pt_strerror(int err);
+
 /* ------------------------------------------------------------------ */
 /* Logging                                                             */
 /* ------------------------------------------------------------------ */
@@ -193,6 +202,10 @@ enum pt_durability {
 
 /* pt_region_opts.flags */
 #define PT_REGION_NO_CHECKPOINT_THREAD 1u	/* checkpoint only via pt_region_checkpoint() */
+#define PT_REGION_ACCEPT_LOSS	2u	/* pt_region_open(): recover what can be
+					 * reached even when epochs the region had
+					 * made durable cannot be (logged as an
+					 * error); see -ENOTRECOVERABLE */
 
 /* Every field's zero value means its default; NULL options mean all defaults. */
 struct pt_region_opts {

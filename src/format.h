@@ -269,6 +269,18 @@ int pt_create_file(int dirfd, const char *name, int flags);
 /* Directory checks for a data directory: a directory, ours, not writable
  * by others.  Returns 0 or -errno with a pt_log message. */
 int pt_check_dir(int dirfd, const char *dir);
+/*
+ * Open name in dirfd (flags: O_RDONLY or O_RDWR, plus O_CREAT... not
+ * allowed: use pt_create_file) as every reader of a region's files must:
+ * O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, so that a FIFO or a device put in
+ * its place cannot hang the caller, then fstat: only a regular file owned
+ * by owner (the directory's owner) with no group or other write bit.
+ * Writable opens go through pt_io.  Returns the descriptor, or -errno:
+ * -ENOENT, -EMEDIUMTYPE (not a regular file), -EPERM (owner or mode).
+ */
+int pt_open_file(int dirfd, const char *name, int flags, uid_t owner);
+/* The owner every file in dirfd must have (the directory's), or -errno. */
+int pt_dir_owner(int dirfd, uid_t *owner);
 
 /* ---- log.c ------------------------------------------------------------ */
 
@@ -402,6 +414,38 @@ int pt_image_verify_page(struct pt_image *img, uint64_t p, unsigned char *page, 
 /* ---- region.c / replica.c shared helpers ------------------------------ */
 
 int pt_state_map_ro(int dirfd, const struct pt_state **st, int *fd);
+/*
+ * Check a state block copied out of its file (file_size bytes long) against
+ * the region it should describe (id; NULL: any): 0, -ENODATA (short),
+ * -EBADMSG (magic, or numbers that cannot be: epochs out of order, a ring
+ * descriptor outside the staging memory), -EPROTO, -EXDEV, -ESTALE (another
+ * history or size).  Cheap: readers call it on every copy they trust.
+ */
+int pt_state_check(const struct pt_state *st, uint64_t file_size, const struct pt_region_id *id);
+
+/*
+ * How far a data directory reaches, read without changing anything: the
+ * image's epoch, then every intact record after it in chain order.  The
+ * state block's durable epoch is what the writer had made durable; an
+ * image plus log that reach less than that lost durable epochs.
+ */
+struct pt_dir_reach {
+	uint64_t image_epoch;
+	uint64_t reached;	/* newest epoch the image plus intact records reach */
+	uint64_t reached_chain;	/* header checksum of record `reached` */
+	uint64_t durable;	/* the state block's durable epoch (0: no state) */
+	bool state_ok;		/* a state block of this history was read */
+	int log_error;		/* why the log stops (0: a clean end) */
+	uint64_t error_seq, error_offset;
+	uint64_t foreign;	/* segments (or a state block) of another history */
+};
+/*
+ * Fill *out for the directory whose image img is open.  Returns 0 when the
+ * durable epochs are reached, -ENOTRECOVERABLE when not (out says how far),
+ * -ESTALE when a segment or the state block belongs to another history than
+ * the image, or another -errno when it could not look.
+ */
+int pt_dir_reach(int dirfd, const struct pt_image *img, struct pt_dir_reach *out);
 void pt_futex_wake(uint32_t *addr);
 int pt_futex_wait(const uint32_t *addr, uint32_t val, int timeout_ms);
 

@@ -38,17 +38,8 @@ void pt_segment_name(char *buf, size_t len, uint64_t seq)
 
 const char *pt_log_strerror(int err)
 {
-	switch (err) {
-	case -EBADMSG: return "bad magic or checksum";
-	case -EPROTO: return "unknown format version";
-	case -ESTALE: return "another history, or no longer available";
-	case -ENODATA: return "truncated (torn write)";
-	case -EILSEQ: return "epochs out of order or missing";
-	case -EMSGSIZE: return "impossible length";
-	case -EXDEV: return "written with another page size";
-	case -EMEDIUMTYPE: return "not a region";
-	default: return strerror(-err);
-	}
+	return pt_strerror(err);
+}
 }
 
 static int read_segment_header(int fd, const struct pt_region_id *id, struct pt_segment_header *h)

@@ -27,6 +27,30 @@ PT_EXPORT const char *pt_version(void)
 	return PAGETRACK_VERSION;
 }
 
+PT_EXPORT const char *pt_strerror(int err)
+{
+	if (err < 0)
+		err = -err;
+	switch (err) {
+	case 0: return "success";
+	case EBADMSG: return "bad magic or checksum: the bytes are not what was written";
+	case EPROTO: return "a format version this library does not read";
+	case ESTALE: return "another history (the region was recreated, or a file belongs "
+			"to another region), or an epoch no longer available";
+	case ENODATA: return "truncated (a torn write, or a file cut short)";
+	case EILSEQ: return "epochs out of order or missing";
+	case EMSGSIZE: return "a length or number that cannot be";
+	case EXDEV: return "written on a system with another page size";
+	case EMEDIUMTYPE: return "not a region, or not a regular file";
+	case ENOTRECOVERABLE: return "epochs the region made durable cannot be reached "
+			"(log segments deleted or damaged)";
+	case EOPNOTSUPP: return "not supported by this kernel or backend";
+	case ECHILD: return "called in a process forked from the owner";
+	case EUSERS: return "every reader slot of the shared replica is taken";
+	default: return strerror(err);
+	}
+}
+
 PT_EXPORT void pt_set_log(pt_log_fn fn, enum pt_log_level max_level, void *arg)
 {
 	log_fn = fn;
