@@ -40,7 +40,6 @@ const char *pt_log_strerror(int err)
 {
 	return pt_strerror(err);
 }
-}
 
 static int read_segment_header(int fd, const struct pt_region_id *id, struct pt_segment_header *h)
 {
