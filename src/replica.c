@@ -23,16 +23,7 @@
  * writer that reopened and no longer has the replica's record in its log
  * all mean the replica may hold epochs the writer lost in a crash: -ESTALE.
  *
- * Shared mode (why a double buffer): readers need a stable copy at a fixed
- * address between refreshes, and must never make the writer wait.  With two
- * full copies the one readers use is never written; a refresh applies the
- * log to the other one and switches.  Page-level copy-on-write (LMDB's way)
- * would need the data's own layout; memory is what a region can always
- * afford twice.  Readers pin the copy they map in a reader table
- * (pid, copy); the updater never writes a pinned copy, so a reader that
- * does not refresh delays the shared copy's freshness, never the writer.
- * Pinning and the updater's check form a Dekker pair (store pin, re-read
- * current / store current, read pins), both sequentially consistent.
+ * Shared mode (two copies in /dev/shm, readers' pins) is in shared.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,64 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "format.h"
-
-/* Progress of one copy. */
-struct copy_state {
-	uint64_t epoch;
-	uint64_t chain;
-	bool need_image;	/* an image catch-up is unfinished: redo it first */
-};
-
-struct pt_replica {
-	char dir[256];
-	int dirfd;
-	int statefd;
-	const struct pt_state *state;
-	ino_t state_ino;
-	uid_t state_uid;
-	uint64_t incarnation;
-	struct pt_region_id id;
-	size_t size;
-	bool shared;
-	void *base;
-	uint64_t epoch;		/* visible */
-	uint64_t image_pages;
-	struct pt_log_reader rd;
-	uint64_t *suspect;
-	uint64_t nsuspect;
-
-	/* the writer's staging memory, mapped read-only */
-	const unsigned char *ring;
-	size_t ring_len;
-	uint64_t ring_incarnation;
-	bool ring_tried;	/* this incarnation's staging memory cannot be mapped */
-	uint64_t *ring_index;	/* a record's page indices, copied out */
-	size_t ring_index_cap;
-
-	struct copy_state priv;	/* private mode */
-
-	/* shared mode */
-	int shmfd;
-	struct pt_shared_ctl *ctl;
-	unsigned char *shm_rw;	/* the whole file, mapped by an updater */
-	size_t shm_len;
-	int slot;
-	char shm_path[300];
-};
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t load64(const uint64_t *p)
-{
-	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
-}
+#include "replica.h"
 
 /* ---- moving a copy forward ---------------------------------------------- */
 
@@ -260,7 +194,8 @@ static int ring_apply(struct pt_replica *r, unsigned char *mem, struct copy_stat
  * Bring mem from cs->epoch to target (not beyond what is published).
  * Returns the number of records applied, or -errno when none could be.
  */
-static int advance(struct pt_replica *r, unsigned char *mem, struct copy_state *cs, uint64_t target)
+int pt_replica_advance(struct pt_replica *r, unsigned char *mem, struct copy_state *cs,
+		       uint64_t target)
 {
 	size_t ps = r->id.page_size;
 	struct pt_record rec;
@@ -383,7 +318,7 @@ static void state_detach(struct pt_replica *r)
  * recreated, when the writer has published less than we show, or when it
  * reopened and its log no longer holds our epoch's record as we applied it.
  */
-static int check_writer(struct pt_replica *r, uint64_t epoch, uint64_t chain)
+int pt_replica_check_writer(struct pt_replica *r, uint64_t epoch, uint64_t chain)
 {
 	struct stat st;
 	uint64_t inc, sum;
@@ -447,12 +382,12 @@ static int64_t refresh_private(struct pt_replica *r, int timeout_ms)
 		uint64_t p;
 		int ret;
 
-		ret = check_writer(r, r->priv.epoch, r->priv.chain);
+		ret = pt_replica_check_writer(r, r->priv.epoch, r->priv.chain);
 		if (ret)
 			return ret;
 		p = load64(&r->state->published);
 		if (p > r->priv.epoch) {
-			ret = advance(r, r->base, &r->priv, p);
+			ret = pt_replica_advance(r, r->base, &r->priv, p);
 			r->epoch = r->priv.epoch;
 			if (ret < 0)
 				return ret;
@@ -472,273 +407,6 @@ static int64_t refresh_private(struct pt_replica *r, int timeout_ms)
 			pt_futex_wait(&r->state->futex, f, 1000);
 		}
 	}
-}
-
-/* ---- shared replicas -------------------------------------------------------- */
-
-static bool pid_alive(int32_t pid)
-{
-	return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
-}
-
-static size_t ctl_len(void)
-{
-	return (size_t)pt_round_up(sizeof(struct pt_shared_ctl), (uint64_t)sysconf(_SC_PAGESIZE));
-}
-
-/* Map the copy c read-only at r->base. */
-static int view_map(struct pt_replica *r, uint32_t c)
-{
-	void *p = mmap(r->base, r->size, PROT_READ, MAP_SHARED | MAP_FIXED, r->shmfd,
-		       (off_t)r->ctl->copy_offset[c]);
-
-	return p == MAP_FAILED ? -errno : 0;
-}
-
-/* Move this reader to the current copy if it is newer than what we show. */
-static int pin_current(struct pt_replica *r)
-{
-	struct pt_shared_reader *me = &r->ctl->readers[r->slot];
-	uint32_t c;
-	int ret;
-
-	for (;;) {
-		c = __atomic_load_n(&r->ctl->current, __ATOMIC_SEQ_CST);
-		if (me->pin == c + 1 || load64(&r->ctl->copy_epoch[c]) < r->epoch)
-			return 0;
-		__atomic_store_n(&me->pin, c + 1, __ATOMIC_SEQ_CST);
-		if (__atomic_load_n(&r->ctl->current, __ATOMIC_SEQ_CST) == c)
-			break;
-	}
-	ret = view_map(r, c);
-	if (ret)
-		return ret;
-	r->epoch = load64(&r->ctl->copy_epoch[c]);
-	__atomic_store_n(&me->epoch, r->epoch, __ATOMIC_RELEASE);
-	return 0;
-}
-
-static bool copy_pinned(struct pt_replica *r, uint32_t c)
-{
-	for (int i = 0; i < PT_SHARED_READERS; i++) {
-		struct pt_shared_reader *rd = &r->ctl->readers[i];
-		int32_t pid = __atomic_load_n(&rd->pid, __ATOMIC_SEQ_CST);
-
-		if (!pid || __atomic_load_n(&rd->pin, __ATOMIC_SEQ_CST) != c + 1)
-			continue;
-		if (pid_alive(pid))
-			return true;
-		/* A reader that died pinned: free its slot. */
-		__atomic_store_n(&rd->pin, 0, __ATOMIC_SEQ_CST);
-		__atomic_compare_exchange_n(&rd->pid, &pid, 0, false, __ATOMIC_SEQ_CST,
-					    __ATOMIC_SEQ_CST);
-	}
-	return false;
-}
-
-/* If no one else is updating: bring the copy no reader uses up to the
- * newest published epoch and make it current.  0, 1 if switched, -errno. */
-static int try_update(struct pt_replica *r)
-{
-	struct pt_shared_ctl *ctl = r->ctl;
-	struct copy_state cs;
-	uint32_t cur, tgt;
-	uint64_t p;
-	int ret = 0;
-
-	if (flock(r->shmfd, LOCK_EX | LOCK_NB))
-		return 0;
-	cur = __atomic_load_n(&ctl->current, __ATOMIC_SEQ_CST);
-	tgt = !cur;
-	p = load64(&r->state->published);
-	if (ctl->copy_epoch[cur] >= p || copy_pinned(r, tgt))
-		goto out;
-	if (!r->shm_rw) {
-		r->shm_rw = mmap(NULL, r->shm_len, PROT_READ | PROT_WRITE, MAP_SHARED, r->shmfd, 0);
-		if (r->shm_rw == MAP_FAILED) {
-			r->shm_rw = NULL;
-			ret = -errno;
-			goto out;
-		}
-	}
-	ctl->updater_pid = (uint64_t)getpid();
-	cs.epoch = ctl->copy_epoch[tgt];
-	cs.chain = ctl->copy_chain[tgt];
-	cs.need_image = ctl->copy_need_image[tgt];
-	ret = check_writer(r, cs.epoch, cs.chain);
-	if (ret)
-		goto out;
-	/* An updater that dies half way leaves the copy's epoch as it was:
-	 * applying the records again from there is idempotent.  An image
-	 * catch-up in progress is remembered in copy_need_image. */
-	ret = advance(r, r->shm_rw + ctl->copy_offset[tgt], &cs, p);
-	ctl->copy_need_image[tgt] = cs.need_image;
-	ctl->copy_chain[tgt] = cs.chain;
-	__atomic_store_n(&ctl->copy_epoch[tgt], cs.epoch, __ATOMIC_RELEASE);
-	if (ret >= 0 && !cs.need_image && cs.epoch > ctl->copy_epoch[cur]) {
-		__atomic_store_n(&ctl->current, tgt, __ATOMIC_SEQ_CST);
-		__atomic_add_fetch(&ctl->futex, 1, __ATOMIC_RELEASE);
-		pt_futex_wake(&ctl->futex);
-		ret = 1;
-	}
-out:
-	flock(r->shmfd, LOCK_UN);
-	return ret;
-}
-
-static int64_t refresh_shared(struct pt_replica *r, int timeout_ms)
-{
-	uint64_t deadline = timeout_ms > 0 ? now_ms() + (uint64_t)timeout_ms : 0;
-	uint64_t before = r->epoch;
-	int ret;
-
-	for (;;) {
-		uint32_t fs = __atomic_load_n(&r->state->futex, __ATOMIC_ACQUIRE);
-		uint32_t fc = __atomic_load_n(&r->ctl->futex, __ATOMIC_ACQUIRE);
-		uint64_t wait_ms;
-
-		if (load64(&r->state->history_id) != r->id.history_id)
-			return -ESTALE;
-		ret = pin_current(r);
-		if (ret)
-			return ret;
-		ret = try_update(r);
-		if (ret < 0 && r->epoch == before)
-			return ret;
-		ret = pin_current(r);
-		if (ret)
-			return ret;
-		if (r->epoch > before || !timeout_ms)
-			return (int64_t)r->epoch;
-		wait_ms = 10;
-		if (timeout_ms > 0) {
-			uint64_t now = now_ms();
-
-			if (now >= deadline)
-				return (int64_t)r->epoch;
-			if (deadline - now < wait_ms)
-				wait_ms = deadline - now;
-		}
-		/* Someone else may be the updater (wait for its switch), or
-		 * no one is (wait for the writer): wait for either, briefly. */
-		if (load64(&r->state->published) > r->ctl->copy_epoch[r->ctl->current])
-			pt_futex_wait(&r->ctl->futex, fc, (int)wait_ms);
-		else
-			pt_futex_wait(&r->state->futex, fs, (int)wait_ms);
-	}
-}
-
-static int shared_init_ctl(struct pt_replica *r)
-{
-	struct pt_shared_ctl *ctl = r->ctl;
-	size_t cl = ctl_len();
-
-	memset(ctl, 0, sizeof(*ctl));
-	ctl->version = PT_FORMAT_VERSION;
-	ctl->size = sizeof(*ctl);
-	ctl->history_id = r->id.history_id;
-	ctl->npages = r->id.npages;
-	ctl->page_size = r->id.page_size;
-	ctl->copy_offset[0] = cl;
-	ctl->copy_offset[1] = cl + r->size;
-	/* Both copies start as epoch 0: a region starts zero-filled. */
-	ctl->copy_chain[0] = ctl->copy_chain[1] = pt_chain_seed(r->id.history_id);
-	__atomic_store_n((uint64_t *)ctl->magic, *(const uint64_t *)PT_SHARED_MAGIC, __ATOMIC_RELEASE);
-	return 0;
-}
-
-static int shared_open(struct pt_replica *r, const char *name)
-{
-	char def[32];
-	struct stat st;
-	bool fresh = false;
-	int ret;
-
-	if (!name) {
-		snprintf(def, sizeof(def), "%016" PRIx64, r->id.history_id);
-		name = def;
-	}
-	if (!*name || strchr(name, '/') || strlen(name) > 200)
-		return -EINVAL;
-	snprintf(r->shm_path, sizeof(r->shm_path), "/dev/shm/pagetrack-%s", name);
-	r->shm_len = ctl_len() + 2 * r->size;
-	r->shmfd = open(r->shm_path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-	if (r->shmfd < 0 && errno == ENOENT)
-		r->shmfd = open(r->shm_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (r->shmfd < 0 && errno == EEXIST)
-		r->shmfd = open(r->shm_path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-	if (r->shmfd < 0)
-		return -errno;
-	if (flock(r->shmfd, LOCK_EX))
-		return -errno;
-	if (fstat(r->shmfd, &st)) {
-		ret = -errno;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		ret = -EINVAL;
-		goto out;
-	}
-	if ((size_t)st.st_size != r->shm_len) {
-		if (st.st_size) {
-			ret = -ESTALE;
-			goto out;
-		}
-		/* Allocate every page now: /dev/shm may be too small for two
-		 * copies, and a store through the mapping to a page tmpfs
-		 * cannot allocate is a SIGBUS.  On failure the file goes back
-		 * to size 0, which the next opener takes as fresh. */
-		ret = -posix_fallocate(r->shmfd, 0, (off_t)r->shm_len);
-		if (ret) {
-			pt_log(PT_LOG_ERROR, "%s: cannot allocate %zu bytes for the shared copy: %s",
-			       r->shm_path, r->shm_len, strerror(-ret));
-			if (ftruncate(r->shmfd, 0))
-				pt_log(PT_LOG_WARN, "%s: %s", r->shm_path, strerror(errno));
-			goto out;
-		}
-		fresh = true;
-	}
-	r->ctl = mmap(NULL, ctl_len(), PROT_READ | PROT_WRITE, MAP_SHARED, r->shmfd, 0);
-	if (r->ctl == MAP_FAILED) {
-		r->ctl = NULL;
-		ret = -errno;
-		goto out;
-	}
-	if (fresh) {
-		ret = shared_init_ctl(r);
-	} else if (memcmp(r->ctl->magic, PT_SHARED_MAGIC, 8)) {
-		ret = -EBADMSG;
-	} else if (r->ctl->version != PT_FORMAT_VERSION) {
-		ret = -EPROTO;
-	} else if (r->ctl->history_id != r->id.history_id || r->ctl->npages != r->id.npages) {
-		/* A copy of a region since recreated: start over if unused. */
-		bool used = false;
-
-		for (int i = 0; i < PT_SHARED_READERS; i++)
-			used |= pid_alive(r->ctl->readers[i].pid);
-		ret = used ? -ESTALE : shared_init_ctl(r);
-	} else {
-		ret = 0;
-	}
-	if (ret)
-		goto out;
-	ret = -EUSERS;
-	for (int i = 0; i < PT_SHARED_READERS; i++) {
-		int32_t pid = __atomic_load_n(&r->ctl->readers[i].pid, __ATOMIC_SEQ_CST);
-
-		if (pid && pid_alive(pid))
-			continue;
-		if (__atomic_compare_exchange_n(&r->ctl->readers[i].pid, &pid, (int32_t)getpid(),
-						false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-			__atomic_store_n(&r->ctl->readers[i].pin, 0, __ATOMIC_SEQ_CST);
-			r->slot = i;
-			ret = 0;
-			break;
-		}
-	}
-out:
-	flock(r->shmfd, LOCK_UN);
-	return ret;
 }
 
 /* ---- the API ---------------------------------------------------------------- */
@@ -866,7 +534,7 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 	if (!r->shared)
 		madvise(r->base, r->size, MADV_POPULATE_WRITE);
 	if (r->shared) {
-		ret = shared_open(r, o.name);
+		ret = pt_shared_open(r, o.name);
 		if (ret)
 			goto err;
 	}
@@ -886,7 +554,7 @@ PT_EXPORT int64_t pt_replica_refresh(struct pt_replica *r, int timeout_ms)
 {
 	if (!r)
 		return -EINVAL;
-	return r->shared ? refresh_shared(r, timeout_ms) : refresh_private(r, timeout_ms);
+	return r->shared ? pt_shared_refresh(r, timeout_ms) : refresh_private(r, timeout_ms);
 }
 
 PT_EXPORT const void *pt_replica_base(const struct pt_replica *r)
@@ -908,17 +576,7 @@ PT_EXPORT void pt_replica_close(struct pt_replica *r)
 {
 	if (!r)
 		return;
-	if (r->ctl) {
-		if (r->slot >= 0) {
-			__atomic_store_n(&r->ctl->readers[r->slot].pin, 0, __ATOMIC_SEQ_CST);
-			__atomic_store_n(&r->ctl->readers[r->slot].pid, 0, __ATOMIC_SEQ_CST);
-		}
-		munmap(r->ctl, ctl_len());
-	}
-	if (r->shm_rw)
-		munmap(r->shm_rw, r->shm_len);
-	if (r->shmfd >= 0)
-		close(r->shmfd);
+	pt_shared_close(r);
 	if (r->base)
 		munmap(r->base, r->size);
 	if (r->ring)

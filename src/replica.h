@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * replica.h - what replica.c (opening a replica, moving a copy forward,
+ * private mode) and shared.c (shared mode in /dev/shm) share: the replica
+ * object and the few calls each makes into the other.
+ */
+#ifndef PT_REPLICA_H
+#define PT_REPLICA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "format.h"
+
+/* Progress of one copy. */
+struct copy_state {
+	uint64_t epoch;
+	uint64_t chain;
+	bool need_image;	/* an image catch-up is unfinished: redo it first */
+};
+
+struct pt_replica {
+	char dir[256];
+	int dirfd;
+	int statefd;
+	const struct pt_state *state;
+	ino_t state_ino;
+	uid_t state_uid;
+	uint64_t incarnation;
+	struct pt_region_id id;
+	size_t size;
+	bool shared;
+	void *base;
+	uint64_t epoch;		/* visible */
+	uint64_t image_pages;
+	struct pt_log_reader rd;
+	uint64_t *suspect;
+	uint64_t nsuspect;
+
+	/* the writer's staging memory, mapped read-only */
+	const unsigned char *ring;
+	size_t ring_len;
+	uint64_t ring_incarnation;
+	bool ring_tried;	/* this incarnation's staging memory cannot be mapped */
+	uint64_t *ring_index;	/* a record's page indices, copied out */
+	size_t ring_index_cap;
+
+	struct copy_state priv;	/* private mode */
+
+	/* shared mode (shared.c) */
+	int shmfd;
+	struct pt_shared_ctl *ctl;
+	unsigned char *shm_rw;	/* the whole file, mapped by an updater */
+	size_t shm_len;
+	int slot;
+	char shm_path[300];
+};
+
+/* Milliseconds of CLOCK_MONOTONIC: deadlines that a clock change cannot move. */
+static inline uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Read a field the writer (or another process) stores concurrently. */
+static inline uint64_t load64(const uint64_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+/* replica.c: bring mem from cs->epoch towards target; records applied or -errno. */
+int pt_replica_advance(struct pt_replica *r, unsigned char *mem, struct copy_state *cs,
+		       uint64_t target);
+/* replica.c: 0 while the writer is still on the history of (epoch, chain), else -ESTALE. */
+int pt_replica_check_writer(struct pt_replica *r, uint64_t epoch, uint64_t chain);
+
+/* shared.c: attach r to the shared copy named name (NULL: the history id). */
+int pt_shared_open(struct pt_replica *r, const char *name);
+/* shared.c: pt_replica_refresh() of a shared replica. */
+int64_t pt_shared_refresh(struct pt_replica *r, int timeout_ms);
+/* shared.c: give up r's reader slot and unmap the shared file. */
+void pt_shared_close(struct pt_replica *r);
+
+#endif /* PT_REPLICA_H */
