@@ -335,6 +335,9 @@ struct pt_replica_opts {
 	unsigned int flags;		/* PT_REPLICA_* */
 	const char *name;		/* shared: the copy's name in /dev/shm (a file
 					 * "pagetrack-NAME"); NULL: from the history id */
+	unsigned int stuck_reader_ms;	/* shared: a reader pinned this long without
+					 * refreshing no longer holds the others back
+					 * (it keeps its own copy); 0: 1000 */
 };
 
 struct pt_replica;
