@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tool-cli: the pagetrack command: usage and exit codes, demo (file and loop), probe (text and JSON), PAGETRACK_BACKEND.
+# tool-cli: the pagetrack command: usage and exit codes, argument checks, demo (file and loop), probe (text and JSON), PAGETRACK_BACKEND.
 #
 # Exit 0 pass, 1 fail, 77 skip.  Parts that cannot run here (demo --loop
 # without root, a forced unavailable backend when every backend works) say
@@ -50,6 +50,42 @@ for args in "" "--bogus" "-x" "no-such-command" "probe --bogus" "probe extra" "d
 		[ -s "$work/err" ] || fail "pagetrack $args: no message on stderr"
 		[ -s "$work/out" ] && fail "pagetrack $args: wrote to stdout"
 	}
+done
+
+# ---- arguments: every subcommand alike ------------------------------------------
+# Regression tests: each of these was accepted, or blamed the wrong thing.
+for cmd in status verify inspect replica checkpoint; do
+	run 0 "$cmd --help" "$PT" $cmd --help
+done
+regular_dir=$work/plain
+mkdir -p "$regular_dir"
+ln -s "$regular_dir" "$work/link"
+# usage CASE ARGS...: exit 64 with a message on stderr naming what is wrong.
+usage() {
+	local what=$1
+	shift
+	run 64 "usage error: pagetrack $*" "$PT" "$@" && {
+		grep -Eq -- "$what" "$work/err" || fail "pagetrack $*: the message does not say '$what': $(head -n 1 "$work/err")"
+		[ -s "$work/out" ] && fail "pagetrack $*: wrote to stdout"
+	}
+}
+usage 'takes no other argument' --help extra
+usage 'takes no other argument' --version extra
+usage 'takes no other argument' probe --help extra
+usage 'takes no other argument' status --help "$regular_dir"
+for t in "" "-1" "+5" " 5" "5s" "1e3" "0x10" "86401" "99999999999999999999" "-99999999999999999999"; do
+	usage "bad --timeout" checkpoint --timeout="$t" "$regular_dir"
+done
+usage "bad --name 'a/b'" replica --name a/b "$regular_dir"
+usage "bad --name ''" replica --name "" "$regular_dir"
+usage "bad --name" replica --name "$(printf 'n%.0s' $(seq 201))" "$regular_dir"
+for cmd in status verify inspect replica checkpoint; do
+	usage 'empty name' $cmd ""
+	# A symlinked DIR is refused by every subcommand, as the writer refuses it.
+	run 1 "$cmd refuses a symlinked DIR" "$PT" $cmd "$work/link" &&
+		{ grep -q 'Not a directory' "$work/err" || fail "$cmd on a symlink: $(cat "$work/err")"; }
+	run 1 "$cmd on a directory that is no region" "$PT" $cmd "$regular_dir" &&
+		{ grep -q 'Not a directory' "$work/err" && fail "$cmd on a plain directory: $(cat "$work/err")"; }
 done
 
 # ---- probe ------------------------------------------------------------------

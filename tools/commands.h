@@ -6,13 +6,17 @@
  * subcommand's own name, so it can run getopt_long on its arguments as a
  * program would, and the return value is the process's exit status:
  *   0           success (and for --help)
- *   1           a runtime failure, reported on stderr with strerror(-errno)
+ *   1           a runtime failure, reported on stderr with pt_strerror(-errno)
  *   EXIT_USAGE  wrong usage, reported on stderr
  * A subcommand is added by declaring it here and adding one line to the
  * table in tools/pagetrack.c; it may live in a file of its own under tools/.
  */
 #ifndef PT_TOOL_COMMANDS_H
 #define PT_TOOL_COMMANDS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
 
 /* sysexits.h's EX_USAGE: wrong arguments, unknown command or option. */
 #define EXIT_USAGE 64
@@ -31,8 +35,8 @@ int cmd_checkpoint(int argc, char **argv);
  * Shared by the subcommands (tools/pagetrack.c).
  *
  * usage_error() prints "pagetrack CMD: message" and a hint to stderr and
- * returns EXIT_USAGE.  runtime_error() prints "pagetrack CMD: message: strerror(-err)"
- * (err is a -errno; 0 leaves the strerror out) and returns 1.
+ * returns EXIT_USAGE.  runtime_error() prints "pagetrack CMD: message: pt_strerror(err)"
+ * (err is a -errno; 0 leaves the error text out) and returns 1.
  */
 int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int runtime_error(const char *cmd, int err, const char *fmt, ...)
@@ -46,5 +50,38 @@ int option_error(const char *cmd, char **argv);
 
 /* Reset getopt_long() before a subcommand parses its own arguments. */
 void getopt_restart(void);
+
+/*
+ * --help and --version take no other argument: 0 when option (its name, for
+ * the message) came alone, else a usage error (EXIT_USAGE).
+ */
+int alone(const char *cmd, const char *option, int argc);
+
+/*
+ * Parse arg, the value of the option called what, as a whole decimal
+ * number from min to max into *out: 0, or a usage error (EXIT_USAGE) for
+ * an empty value, blanks, a sign where min >= 0, anything after the
+ * digits, or a value out of range.  Every number a subcommand takes goes
+ * through it.
+ */
+int parse_number(const char *cmd, const char *what, const char *arg, long long min,
+		 long long max, long long *out);
+
+/*
+ * Open the directory a subcommand was given, as the library opens a data
+ * directory: O_DIRECTORY | O_NOFOLLOW, so a symbolic link is refused
+ * ("Not a directory") by every subcommand alike.  0 and *dirfd, or the
+ * runtime error's exit status.
+ */
+int open_dir_arg(const char *cmd, const char *dir, int *dirfd);
+
+/*
+ * Open name in dirfd (flags: O_RDONLY or O_RDWR) when it is a file someone
+ * else may have put there: O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, then
+ * fstat (into *st unless NULL).  Returns the descriptor, or -EMEDIUMTYPE
+ * for anything but a regular file (a FIFO, a device, a symlink), or another
+ * -errno.  A FIFO so named can then not hang the command.
+ */
+int open_regular(int dirfd, const char *name, int flags, struct stat *st);
 
 #endif /* PT_TOOL_COMMANDS_H */

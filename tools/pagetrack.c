@@ -76,7 +76,7 @@ int runtime_error(const char *cmd, int err, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	if (err)
-		fprintf(stderr, ": %s", strerror(err < 0 ? -err : err));
+		fprintf(stderr, ": %s", pt_strerror(err));
 	fputc('\n', stderr);
 	return 1;
 }
@@ -102,6 +102,83 @@ static int no_arguments(const char *cmd, int argc, char **argv)
 	if (optind < argc)
 		return usage_error(cmd, "unexpected argument '%s'", argv[optind]);
 	return 0;
+}
+
+int alone(const char *cmd, const char *option, int argc)
+{
+	/* argv[0] is the command (or subcommand) name, argv[1] the option. */
+	if (argc != 2)
+		return usage_error(cmd, "%s takes no other argument", option);
+	return 0;
+}
+
+int parse_number(const char *cmd, const char *what, const char *arg, long long min,
+		 long long max, long long *out)
+{
+	const char *digits = arg[0] == '-' && min < 0 ? arg + 1 : arg;
+	char *end;
+	long long v;
+
+	/*
+	 * strtoll() alone takes "" as 0, skips leading blanks, accepts a sign
+	 * and saturates on overflow: demand digits, all of the argument, and
+	 * no ERANGE, so that "--timeout=" or "1e3" is never read as a number.
+	 */
+	if (*digits < '0' || *digits > '9')
+		goto bad;
+	errno = 0;
+	v = strtoll(arg, &end, 10);
+	if (*end || errno == ERANGE || v < min || v > max)
+		goto bad;
+	*out = v;
+	return 0;
+bad:
+	return usage_error(cmd, "bad %s '%s': want a whole number from %lld to %lld", what, arg,
+			   min, max);
+}
+
+int open_dir_arg(const char *cmd, const char *dir, int *dirfd)
+{
+	int err;
+
+	/*
+	 * O_NOFOLLOW as the writer and replicas open it: a symbolic link in
+	 * place of the directory lets whoever can write its parent point the
+	 * command at another region.  Linux says ELOOP for a symlink; report
+	 * it as the library does, "Not a directory".
+	 */
+	*dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (*dirfd >= 0)
+		return 0;
+	err = errno == ELOOP ? ENOTDIR : errno;
+	return runtime_error(cmd, -err, "%s", dir);
+}
+
+int open_regular(int dirfd, const char *name, int flags, struct stat *st)
+{
+	struct stat sb;
+	int fd, err;
+
+	/*
+	 * O_NONBLOCK: opening a FIFO for reading blocks until a writer comes,
+	 * and a device may do anything; fstat then keeps only regular files
+	 * (for which O_NONBLOCK changes nothing).
+	 */
+	fd = openat(dirfd, name, flags | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ELOOP ? -EMEDIUMTYPE : -errno;
+	if (fstat(fd, st ? st : &sb)) {
+		err = -errno;
+		goto err;
+	}
+	if (!S_ISREG((st ? st : &sb)->st_mode)) {
+		err = -EMEDIUMTYPE;
+		goto err;
+	}
+	return fd;
+err:
+	close(fd);
+	return err;
 }
 
 /* ------------------------------------------------------------------ */
@@ -199,8 +276,10 @@ int cmd_probe(int argc, char **argv)
 			json = true;
 			break;
 		case 'h':
-			probe_help();
-			return 0;
+			ret = alone("probe", "--help", argc);
+			if (!ret)
+				probe_help();
+			return ret;
 		default:
 			return option_error("probe", argv);
 		}
@@ -447,8 +526,10 @@ int cmd_demo(int argc, char **argv)
 			use_loop = true;
 			break;
 		case 'h':
-			demo_help();
-			return 0;
+			ret = alone("demo", "--help", argc);
+			if (!ret)
+				demo_help();
+			return ret;
 		default:
 			return option_error("demo", argv);
 		}
@@ -572,7 +653,7 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	const char *log_env = getenv("PAGETRACK_LOG");
-	int c;
+	int c, ret;
 
 	if (!log_env || !*log_env)
 		pt_set_log(log_to_stderr, PT_LOG_WARN, NULL);
@@ -581,11 +662,16 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "+hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'h':
-			help();
-			return 0;
+			ret = alone(NULL, "--help", argc);
+			if (!ret)
+				help();
+			return ret;
 		case 'V':
-			printf("pagetrack %s (libpagetrack %s)\n", PAGETRACK_VERSION, pt_version());
-			return 0;
+			ret = alone(NULL, "--version", argc);
+			if (!ret)
+				printf("pagetrack %s (libpagetrack %s)\n", PAGETRACK_VERSION,
+				       pt_version());
+			return ret;
 		default:
 			return option_error(NULL, argv);
 		}

@@ -34,7 +34,11 @@
 #include "commands.h"
 #include "format.h"
 
-/* Parse "[options] DIR": returns the directory or NULL after a usage error. */
+/*
+ * Parse "[options] DIR": returns the directory or NULL after a usage error.
+ * An empty DIR is wrong usage for every subcommand (open("") would say
+ * ENOENT, the library EINVAL).
+ */
 static const char *one_dir(const char *cmd, int argc, char **argv, int *ret)
 {
 	if (optind >= argc) {
@@ -45,6 +49,10 @@ static const char *one_dir(const char *cmd, int argc, char **argv, int *ret)
 		*ret = usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
 		return NULL;
 	}
+	if (!argv[optind][0]) {
+		*ret = usage_error(cmd, "the region's directory is an empty name");
+		return NULL;
+	}
 	return argv[optind];
 }
 
@@ -52,9 +60,9 @@ static int open_region_dir(const char *cmd, const char *dir, struct pt_image *im
 {
 	int ret;
 
-	*dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (*dirfd < 0)
-		return runtime_error(cmd, -errno, "%s", dir);
+	ret = open_dir_arg(cmd, dir, dirfd);
+	if (ret)
+		return ret;
 	ret = pt_image_open(img, *dirfd, false);
 	if (ret) {
 		close(*dirfd);
@@ -167,8 +175,10 @@ int cmd_status(int argc, char **argv)
 			json = true;
 			break;
 		case 'h':
-			status_help();
-			return 0;
+			ret = alone("status", "--help", argc);
+			if (!ret)
+				status_help();
+			return ret;
 		default:
 			return option_error("status", argv);
 		}
@@ -412,8 +422,10 @@ int cmd_verify(int argc, char **argv)
 	getopt_restart();
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		if (c == 'h') {
-			verify_help();
-			return 0;
+			ret = alone("verify", "--help", argc);
+			if (!ret)
+				verify_help();
+			return ret;
 		}
 		return option_error("verify", argv);
 	}
@@ -553,8 +565,10 @@ int cmd_inspect(int argc, char **argv)
 			pages = true;
 			break;
 		case 'h':
-			inspect_help();
-			return 0;
+			ret = alone("inspect", "--help", argc);
+			if (!ret)
+				inspect_help();
+			return ret;
 		default:
 			return option_error("inspect", argv);
 		}
@@ -637,7 +651,8 @@ static void replica_help(void)
 	       "current until interrupted (SIGINT, SIGTERM), so that query processes that\n"
 	       "open it with pt_replica_open(PT_REPLICA_SHARED) find it fresh.\n"
 	       "\n"
-	       "  --name NAME  the shared copy's name (default: the region's history id)\n"
+	       "  --name NAME  the shared copy's name, 1 to 200 characters without '/'\n"
+	       "               (default: the region's history id)\n"
 	       "  --once       bring it up to date once and exit\n"
 	       "  --verbose    print each epoch reached\n"
 	       "  --help       this text\n");
@@ -664,6 +679,11 @@ int cmd_replica(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
+			/* The library's rule for a name, checked here so that the
+			 * message blames the name, not DIR. */
+			if (!optarg[0] || strchr(optarg, '/') || strlen(optarg) > 200)
+				return usage_error("replica", "bad --name '%s': want 1 to 200 "
+						   "characters, no '/'", optarg);
 			o.name = optarg;
 			break;
 		case 'o':
@@ -673,8 +693,10 @@ int cmd_replica(int argc, char **argv)
 			verbose = true;
 			break;
 		case 'h':
-			replica_help();
-			return 0;
+			ret = alone("replica", "--help", argc);
+			if (!ret)
+				replica_help();
+			return ret;
 		default:
 			return option_error("replica", argv);
 		}
@@ -716,7 +738,11 @@ static void checkpoint_help(void)
 	       "Apply the durable log of the region in DIR to its image, fsync it and drop\n"
 	       "the segments nothing needs.  With no writer running it opens the region\n"
 	       "(recovering it) and checkpoints; with a writer running it asks the\n"
-	       "writer's checkpoint thread and waits for it (default 30 seconds).\n");
+	       "writer's checkpoint thread and waits for it.\n"
+	       "\n"
+	       "  --timeout SECONDS  how long to wait for a running writer, 0 to 86400\n"
+	       "                     (default 30)\n"
+	       "  --help             this text\n");
 }
 
 int cmd_checkpoint(int argc, char **argv)
@@ -729,22 +755,23 @@ int cmd_checkpoint(int argc, char **argv)
 	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
 	struct pt_region *r;
 	const char *dir;
-	long timeout = 30;
-	char *end;
+	long long timeout = 30;
 	int64_t e;
-	int c, ret = 0;
+	int c, ret = 0, dirfd;
 
 	getopt_restart();
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 't':
-			timeout = strtol(optarg, &end, 10);
-			if (*end || timeout < 0 || timeout > 86400)
-				return usage_error("checkpoint", "bad --timeout '%s'", optarg);
+			ret = parse_number("checkpoint", "--timeout", optarg, 0, 86400, &timeout);
+			if (ret)
+				return ret;
 			break;
 		case 'h':
-			checkpoint_help();
-			return 0;
+			ret = alone("checkpoint", "--help", argc);
+			if (!ret)
+				checkpoint_help();
+			return ret;
 		default:
 			return option_error("checkpoint", argv);
 		}
@@ -752,22 +779,25 @@ int cmd_checkpoint(int argc, char **argv)
 	dir = one_dir("checkpoint", argc, argv, &ret);
 	if (!dir)
 		return ret;
+	/* Refuse a symlinked DIR here too, before the library or the state
+	 * file below could be reached through it. */
+	ret = open_dir_arg("checkpoint", dir, &dirfd);
+	if (ret)
+		return ret;
 	ret = pt_region_open(&r, dir, &o);
 	if (ret == -EBUSY) {
 		/* A writer runs: ask its checkpoint thread through the state block. */
 		struct pt_state *st;
 		struct stat sb;
 		uint64_t want;
-		int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		int fd = dirfd < 0 ? -1 : openat(dirfd, PT_STATE_NAME, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		int fd = open_regular(dirfd, PT_STATE_NAME, O_RDWR, &sb);
 
-		if (dirfd >= 0)
-			close(dirfd);
+		close(dirfd);
 		if (fd < 0)
-			return runtime_error("checkpoint", -errno, "%s: the writer's state file", dir);
+			return runtime_error("checkpoint", fd, "%s: the writer's state file", dir);
 		/* A state file shorter than the block would make the stores
 		 * below a SIGBUS: check before mapping. */
-		if (fstat(fd, &sb) || !S_ISREG(sb.st_mode) || (size_t)sb.st_size < sizeof(*st)) {
+		if ((size_t)sb.st_size < sizeof(*st)) {
 			close(fd);
 			return runtime_error("checkpoint", -EBADMSG, "%s: the writer's state file is "
 					     "not a state block", dir);
@@ -778,7 +808,7 @@ int cmd_checkpoint(int argc, char **argv)
 			return runtime_error("checkpoint", -errno, "%s: the writer's state file", dir);
 		want = __atomic_load_n(&st->published, __ATOMIC_ACQUIRE);
 		__atomic_store_n(&st->checkpoint_request, want, __ATOMIC_RELEASE);
-		for (long ms = 0; ms <= timeout * 1000; ms += 10) {
+		for (long long ms = 0; ms <= timeout * 1000; ms += 10) {
 			if (__atomic_load_n(&st->checkpointed, __ATOMIC_ACQUIRE) >= want)
 				break;
 			usleep(10000);
@@ -792,6 +822,7 @@ int cmd_checkpoint(int argc, char **argv)
 		printf("%s: checkpointed by the writer at epoch %lld\n", dir, (long long)e);
 		return 0;
 	}
+	close(dirfd);
 	if (ret)
 		return runtime_error("checkpoint", ret, "%s", dir);
 	e = pt_region_checkpoint(r);
