@@ -11,6 +11,7 @@
 
 #include "../apps/exchange/book.c"
 #include "../apps/exchange/net.c"
+#include "../apps/exchange/proto.c"
 
 static char dir[256], bindir[512];
 static int engine_port, md_port;

@@ -16,10 +16,12 @@
  * every epoch is a consistent state of the books: the property replicas rely on.
  *
  * Outside input is checked at three layers: the frame header (net.c), the
- * exact size of each type and its reserved fields (here, before dispatch),
- * the range of each field (here and again in book.c).  A malformed frame
- * closes that client's connection after an error frame; a refused order gets
- * an ack with the reason; neither touches anyone else.
+ * exact size of each type and its reserved fields (proto.c, before
+ * dispatch), the range of each field (proto.c, and again in book.c).  A
+ * malformed frame closes that client's connection after an error frame; a
+ * refused order gets an ack with the reason; neither touches anyone else.
+ * The clients' slots, deadlines and descriptors are net.c's client table,
+ * shared with exchange-md.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,15 +48,6 @@
 #define OUT_LIMIT	(4u << 20)	/* a client reading slower than this is dropped */
 #define PEND_LIMIT	65536		/* acks held per client before it is no longer read */
 #define EPOCH_RING	8192
-#define LISTENER	UINT64_MAX
-
-struct client {
-	struct xconn c;
-	uint32_t gen;		/* bumped at each reuse of the slot: stale acks are dropped */
-	int session;		/* -1 until HELLO */
-	bool used;
-	uint32_t pending;	/* its acks waiting for an epoch to reach the ack level */
-};
 
 struct pending {
 	uint32_t idx, gen;
@@ -71,9 +64,8 @@ struct engine {
 	/* state */
 	struct xs_writer *store;
 	struct xb_book book;
-	int epfd, lfd;
-	struct client *cl;
-	uint32_t nclients;
+	struct xn_server srv;	/* the clients; a slot's owed: its acks waiting for an epoch */
+	int *session;		/* per slot: -1 until HELLO */
 	struct pending *pend;
 	size_t pend_head, pend_tail, pend_cap;	/* FIFO, by epoch */
 	uint64_t released;		/* acks of epochs <= this are sent */
@@ -83,7 +75,7 @@ struct engine {
 	struct xe_status *status;
 	/* figures */
 	struct hist stall, pages, durable_lat;
-	uint64_t syncs, pages_total, protocol_errors, sync_errors, pauses;
+	uint64_t syncs, pages_total, sync_errors, pauses;
 	bool pages_known;
 	uint64_t sync_done_ns[EPOCH_RING];	/* for sync-to-durable latency */
 };
@@ -111,8 +103,6 @@ static void die(const char *fmt, ...)
 
 /* ---- acks ------------------------------------------------------------------ */
 
-static void client_close(struct engine *e, uint32_t i);
-
 static void pend_push(struct engine *e, uint32_t idx, const struct xp_ack *a)
 {
 	if (e->pend_tail == e->pend_cap) {
@@ -132,20 +122,20 @@ static void pend_push(struct engine *e, uint32_t idx, const struct xp_ack *a)
 		}
 	}
 	e->pend[e->pend_tail].idx = idx;
-	e->pend[e->pend_tail].gen = e->cl[idx].gen;
-	e->cl[idx].pending++;
+	e->pend[e->pend_tail].gen = e->srv.cl[idx].gen;
+	e->srv.cl[idx].owed++;
 	e->pend[e->pend_tail].ack = *a;
 	e->pend_tail++;
 }
 
 static void send_ack(struct engine *e, uint32_t idx, struct xp_ack *a, int level)
 {
-	struct client *c = &e->cl[idx];
+	struct xn_client *c = &e->srv.cl[idx];
 
 	a->level = (uint8_t)level;
 	if (xn_queue(&c->c, XP_T_ACK, a, sizeof(*a), NULL, 0, OUT_LIMIT)) {
 		xn_queue_error(&c->c, XP_E_BUSY, "reading acks too slowly");
-		client_close(e, idx);
+		xn_client_close(&e->srv, idx);
 	}
 }
 
@@ -157,8 +147,8 @@ static void release(struct engine *e, uint64_t upto, int level)
 	for (i = e->pend_head; i < e->pend_tail && e->pend[i].ack.epoch <= upto; i++) {
 		struct pending *p = &e->pend[i];
 
-		if (e->cl[p->idx].used && e->cl[p->idx].gen == p->gen) {
-			e->cl[p->idx].pending--;
+		if (e->srv.cl[p->idx].used && e->srv.cl[p->idx].gen == p->gen) {
+			e->srv.cl[p->idx].owed--;
 			send_ack(e, p->idx, &p->ack, level);
 		}
 	}
@@ -286,29 +276,26 @@ static void queue_ack(struct engine *e, uint32_t idx, struct xp_ack *a)
 /* Returns 0, or an XP_E_* code that closes the connection. */
 static unsigned handle(struct engine *e, uint32_t idx, const struct xp_hdr *h, const void *body)
 {
-	struct client *c = &e->cl[idx];
+	struct xn_client *c = &e->srv.cl[idx];
+	int *session = &e->session[idx];
 	struct xb_result res;
 	struct xp_ack a;
-	int size = xp_request_size(h->type, 0);
+	unsigned err = xp_request_check(h, 0);
 
-	if (size < 0)
-		return XP_E_TYPE;
-	if (h->len != sizeof(*h) + (size_t)size)
-		return XP_E_LENGTH;
+	if (err)
+		return err;
 	memset(&a, 0, sizeof(a));
 	switch (h->type) {
 	case XP_T_HELLO: {
 		const struct xp_hello *m = body;
 		struct xp_hello_ok ok = { 0 };
 
-		if (m->zero)
-			return XP_E_RESERVED;
-		if (c->session >= 0 || m->session >= e->book.h->nsessions)
+		if (*session >= 0 || m->session >= e->book.h->nsessions)
 			return XP_E_SESSION;
-		for (uint32_t i = 0; i < e->nclients; i++)
-			if (e->cl[i].used && e->cl[i].session == (int)m->session)
+		for (uint32_t i = 0; i < e->srv.nclients; i++)
+			if (e->srv.cl[i].used && e->session[i] == (int)m->session)
 				return XP_E_SESSION;
-		c->session = (int)m->session;
+		*session = (int)m->session;
 		ok.last_seq = e->book.ses[m->session].last_seq;
 		ok.epoch = (uint64_t)xs_writer_epoch(e->store);
 		ok.ack_level = (uint32_t)e->ack_level;
@@ -320,25 +307,16 @@ static unsigned handle(struct engine *e, uint32_t idx, const struct xp_hdr *h, c
 		const struct xp_new *m = body;
 		int ret;
 
-		if (m->zero)
-			return XP_E_RESERVED;
-		if (c->session < 0)
+		if (*session < 0)
 			return XP_E_SESSION;
 		a.seq = m->seq;
-		if (m->seq <= e->book.ses[c->session].last_seq) {
+		if (m->seq <= e->book.ses[*session].last_seq) {
 			a.result = XP_E_SEQ;
 			queue_ack(e, idx, &a);
 			return 0;
 		}
-		xb_session_note(&e->book, (uint32_t)c->session, m->seq);
-		if (m->sym >= e->book.h->nsymbols)
-			a.result = XP_E_SYMBOL;
-		else if (m->side > XB_SELL || m->kind > XB_MARKET)
-			a.result = XP_E_SIDE;
-		else if (m->qty <= 0 || m->qty > XB_MAX_QTY)
-			a.result = XP_E_QTY;
-		else if (m->kind == XB_LIMIT ? (m->price <= 0 || m->price > XB_MAX_PRICE) : m->price != 0)
-			a.result = XP_E_PRICE;
+		xb_session_note(&e->book, (uint32_t)*session, m->seq);
+		a.result = (uint16_t)xp_new_check(m, e->book.h->nsymbols);
 		if (a.result) {
 			queue_ack(e, idx, &a);
 			return 0;
@@ -357,16 +335,16 @@ static unsigned handle(struct engine *e, uint32_t idx, const struct xp_hdr *h, c
 		const struct xp_cancel *m = body;
 		int ret;
 
-		if (c->session < 0)
+		if (*session < 0)
 			return XP_E_SESSION;
 		a.seq = m->seq;
 		a.order_id = m->order_id;
-		if (m->seq <= e->book.ses[c->session].last_seq) {
+		if (m->seq <= e->book.ses[*session].last_seq) {
 			a.result = XP_E_SEQ;
 			queue_ack(e, idx, &a);
 			return 0;
 		}
-		xb_session_note(&e->book, (uint32_t)c->session, m->seq);
+		xb_session_note(&e->book, (uint32_t)*session, m->seq);
 		ret = xb_cancel(&e->book, m->order_id, &res);
 		a.result = (uint16_t)book_err(ret);
 		a.remaining = res.remaining;
@@ -391,9 +369,8 @@ static unsigned handle(struct engine *e, uint32_t idx, const struct xp_hdr *h, c
 		s.durable_p50_ns = hist_pct(&e->durable_lat, 0.50);
 		s.durable_p99_ns = hist_pct(&e->durable_lat, 0.99);
 		s.region_size = xs_writer_size(e->store);
-		for (uint32_t i = 0; i < e->nclients; i++)
-			s.clients += e->cl[i].used;
-		s.protocol_errors = e->protocol_errors;
+		s.clients = xn_clients(&e->srv);
+		s.protocol_errors = e->srv.protocol_errors;
 		s.pauses = e->pauses;
 		s.mode = (uint32_t)e->mode;
 		s.ack_level = (uint32_t)e->ack_level;
@@ -437,78 +414,11 @@ static unsigned handle(struct engine *e, uint32_t idx, const struct xp_hdr *h, c
 
 /* ---- connections ------------------------------------------------------------------ */
 
-static uint64_t tag(struct engine *e, uint32_t i)
+static void on_close(void *owner, uint32_t i)
 {
-	return (uint64_t)e->cl[i].gen << 32 | i;
-}
+	struct engine *e = owner;
 
-static void client_close(struct engine *e, uint32_t i)
-{
-	struct client *c = &e->cl[i];
-
-	if (!c->used)
-		return;
-	xn_flush(&c->c);	/* a last error frame, if the socket takes it */
-	epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->c.fd, NULL);
-	xn_free(&c->c);
-	c->used = false;
-	c->session = -1;
-	c->pending = 0;
-	c->gen++;
-}
-
-static void protocol_error(struct engine *e, uint32_t i, unsigned code)
-{
-	char msg[96];
-
-	e->protocol_errors++;
-	snprintf(msg, sizeof(msg), "%s: closing", xp_err_name(code));
-	xn_queue_error(&e->cl[i].c, code, msg);
-	client_close(e, i);
-}
-
-static void on_accept(struct engine *e)
-{
-	for (;;) {
-		int fd = accept4(e->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		struct epoll_event ev = { .events = EPOLLIN };
-		uint32_t i;
-
-		if (fd < 0)
-			return;
-		for (i = 0; i < e->nclients && e->cl[i].used; i++)
-			;
-		if (i == e->nclients) {
-			static const char msg[] = "too many clients";
-			struct {
-				struct xp_hdr h;
-				struct xp_error e;
-				char t[sizeof(msg) - 1];
-			} __attribute__((packed)) f = {
-				{ sizeof(f), XP_VERSION, XP_T_ERROR, 0 },
-				{ XP_E_BUSY, sizeof(msg) - 1, 0 }, "too many clients"
-			};
-
-			if (send(fd, &f, sizeof(f), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-				(void)0;	/* it is being refused anyway */
-			close(fd);
-			continue;
-		}
-		if (xn_init(&e->cl[i].c, fd, 64 * 1024)) {
-			close(fd);
-			continue;
-		}
-		e->cl[i].used = true;
-		e->cl[i].session = -1;
-		{
-			int one = 1;
-
-			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		}
-		ev.data.u64 = tag(e, i);
-		if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev))
-			client_close(e, i);
-	}
+	e->session[i] = -1;
 }
 
 /*
@@ -519,20 +429,20 @@ static void on_accept(struct engine *e)
  */
 static bool pause_if_full(struct engine *e, uint32_t i)
 {
-	struct client *c = &e->cl[i];
+	struct xn_client *c = &e->srv.cl[i];
 
-	if (c->pending < PEND_LIMIT)
+	if (c->owed < PEND_LIMIT)
 		return false;
 	if (!c->c.no_input)
 		e->pauses++;
 	c->c.no_input = true;
-	xn_arm(e->epfd, &c->c, tag(e, i));
+	xn_arm(e->srv.epfd, &c->c, xn_tag(&e->srv, i));
 	return true;
 }
 
 static void on_readable(struct engine *e, uint32_t i)
 {
-	struct client *c = &e->cl[i];
+	struct xn_client *c = &e->srv.cl[i];
 	int n;
 
 	if (pause_if_full(e, i))
@@ -544,75 +454,59 @@ static void on_readable(struct engine *e, uint32_t i)
 
 		n = xn_read(&c->c);
 		if (n == -1) {
-			client_close(e, i);
+			xn_client_close(&e->srv, i);
 			return;
 		}
 		while ((r = xn_frame(&c->c, off, sizeof(struct xp_hdr) + XP_MAX_REQUEST, &h)) == 1) {
 			unsigned err = handle(e, i, h, h + 1);
 
 			if (err) {
-				protocol_error(e, i, err);
+				xn_protocol_error(&e->srv, i, err);
 				return;
 			}
 			if (!c->used)
 				return;	/* dropped as too slow while answering */
 			off += h->len;
-			if (c->pending >= PEND_LIMIT)
+			if (c->owed >= PEND_LIMIT)
 				break;
 		}
-		if (c->pending >= PEND_LIMIT) {
+		if (c->owed >= PEND_LIMIT) {
 			xn_consume(&c->c, off);
 			pause_if_full(e, i);
 			break;
 		}
 		if (r < 0) {
-			protocol_error(e, i, (unsigned)-r);
+			xn_protocol_error(&e->srv, i, (unsigned)-r);
 			return;
 		}
 		xn_consume(&c->c, off);
 	} while (n > 0);
-	if (xn_flush(&c->c) < 0)
-		client_close(e, i);
-	else
-		xn_arm(e->epfd, &c->c, tag(e, i));
+	xn_client_flush(&e->srv, i);
 }
 
 static void resume_paused(struct engine *e)
 {
-	for (uint32_t i = 0; i < e->nclients; i++) {
-		struct client *c = &e->cl[i];
+	for (uint32_t i = 0; i < e->srv.nclients; i++) {
+		struct xn_client *c = &e->srv.cl[i];
 
-		if (!c->used || !c->c.no_input || c->pending >= PEND_LIMIT / 2)
+		if (!c->used || !c->c.no_input || c->owed >= PEND_LIMIT / 2)
 			continue;
 		c->c.no_input = false;
-		c->c.last_rx_ns = now_ns();	/* it was waiting for us, not idle */
+		/* It was waiting for us, not idle: its deadlines start again. */
+		c->c.active_ns = now_ns();
+		if (c->c.frame_ns)
+			c->c.frame_ns = c->c.active_ns;
 		on_readable(e, i);	/* frames already buffered, then the socket */
 	}
 }
 
 static void flush_all(struct engine *e)
 {
-	for (uint32_t i = 0; i < e->nclients; i++) {
-		struct client *c = &e->cl[i];
+	for (uint32_t i = 0; i < e->srv.nclients; i++) {
+		struct xn_client *c = &e->srv.cl[i];
 
-		if (!c->used || c->c.out_off == c->c.out_len)
-			continue;
-		if (xn_flush(&c->c) < 0)
-			client_close(e, i);
-		else
-			xn_arm(e->epfd, &c->c, tag(e, i));
-	}
-}
-
-/* A client that sent part of a frame and went quiet is holding its slot. */
-static void reap_idle(struct engine *e, uint64_t now)
-{
-	for (uint32_t i = 0; i < e->nclients; i++) {
-		struct client *c = &e->cl[i];
-
-		if (c->used && c->c.in_len && !c->c.no_input &&
-		    now - c->c.last_rx_ns > (uint64_t)e->idle_ms * 1000000ull)
-			protocol_error(e, i, XP_E_TIMEOUT);
+		if (c->used && c->c.out_off != c->c.out_len)
+			xn_client_flush(&e->srv, i);
 	}
 }
 
@@ -640,15 +534,13 @@ static void open_status(struct engine *e)
 
 static void write_port_file(struct engine *e, int port)
 {
-	char tmp[4096];
-	FILE *f;
+	int ret;
 
 	if (!e->port_file)
 		return;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", e->port_file);
-	f = fopen(tmp, "w");
-	if (!f || fprintf(f, "%d\n", port) < 0 || fclose(f) || rename(tmp, e->port_file))
-		die("%s: %s", e->port_file, strerror(errno));
+	ret = xn_write_port_file(e->port_file, port);
+	if (ret)
+		die("%s: %s", e->port_file, strerror(-ret));
 }
 
 static void open_book(struct engine *e)
@@ -710,7 +602,9 @@ static void usage(FILE *f)
 "  -D, --durable-ms N      fdatasync the log at most N ms after a publish (default 2)\n"
 "  -S, --status FILE       keep the epoch status page there (for exchange-load)\n"
 "  -c, --max-clients N     (default 256)\n"
-"  -i, --idle-ms N         close a client stalled mid-frame after N ms (default 5000)\n"
+"  -i, --idle-ms N         a frame must be whole N ms after its first byte, and a client\n"
+"                          silent for N ms gives its place to a newcomer when the\n"
+"                          clients or descriptors run out (default 5000)\n"
 "  -q, --quiet\n");
 }
 
@@ -819,10 +713,9 @@ int main(int argc, char **argv)
 {
 	static struct engine eng;
 	struct engine *e = &eng;
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = LISTENER }, evs[64];
+	struct epoll_event evs[64];
 	struct sigaction sa = { .sa_handler = on_signal };
-	uint64_t last_reap = 0;
-	int port;
+	int port, ret;
 
 	parse(e, argc, argv);
 	signal(SIGPIPE, SIG_IGN);
@@ -830,20 +723,16 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	open_book(e);
 	open_status(e);
-	e->nclients = (uint32_t)e->max_clients;
-	e->cl = calloc(e->nclients, sizeof(*e->cl));
-	if (!e->cl)
+	e->session = malloc((size_t)e->max_clients * sizeof(*e->session));
+	if (!e->session)
 		die("out of memory");
-	for (uint32_t i = 0; i < e->nclients; i++) {
-		e->cl[i].c.fd = -1;
-		e->cl[i].session = -1;
-	}
-	e->lfd = xn_listen(e->port, &port);
-	if (e->lfd < 0)
-		die("listen on 127.0.0.1:%d: %s", e->port, strerror(-e->lfd));
-	e->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (e->epfd < 0 || epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->lfd, &ev))
-		die("epoll: %s", strerror(errno));
+	for (int i = 0; i < e->max_clients; i++)
+		e->session[i] = -1;
+	ret = xn_server_open(&e->srv, e->port, &port, (uint32_t)e->max_clients, e->idle_ms, 64 * 1024);
+	if (ret)
+		die("listen on 127.0.0.1:%d: %s", e->port, strerror(-ret));
+	e->srv.on_close = on_close;
+	e->srv.owner = e;
 	if (!e->quiet) {
 		printf("exchange-engine: listening on 127.0.0.1:%d, ack %s, sync every %llu us or %llu orders\n",
 		       port, e->ack_level == XP_LEVEL_DURABLE ? "durable" :
@@ -867,27 +756,14 @@ int main(int argc, char **argv)
 			wait_ns = 200000;
 		ts.tv_sec = (time_t)(wait_ns / 1000000000);
 		ts.tv_nsec = (long)(wait_ns % 1000000000);
-		n = epoll_pwait2(e->epfd, evs, 64, &ts, NULL);
+		n = epoll_pwait2(e->srv.epfd, evs, 64, &ts, NULL);
 		if (n < 0 && errno != EINTR)
 			die("epoll_pwait2: %s", strerror(errno));
 		for (int k = 0; k < n; k++) {
-			uint64_t d = evs[k].data.u64;
-			uint32_t i = (uint32_t)d;
+			int i = xn_event(&e->srv, &evs[k]);
 
-			if (d == LISTENER) {
-				on_accept(e);
-				continue;
-			}
-			if (i >= e->nclients || !e->cl[i].used || e->cl[i].gen != (uint32_t)(d >> 32))
-				continue;
-			if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-				on_readable(e, i);
-			else if (evs[k].events & EPOLLOUT) {
-				if (xn_flush(&e->cl[i].c) < 0)
-					client_close(e, i);
-				else
-					xn_arm(e->epfd, &e->cl[i].c, tag(e, i));
-			}
+			if (i >= 0)
+				on_readable(e, (uint32_t)i);
 		}
 		now = now_ns();
 		if (e->dirty && (e->orders_since_sync >= e->sync_orders || now >= e->next_sync_ns))
@@ -896,10 +772,7 @@ int main(int argc, char **argv)
 			poll_durable(e);
 		resume_paused(e);
 		flush_all(e);
-		if (now - last_reap > 100000000) {
-			reap_idle(e, now);
-			last_reap = now;
-		}
+		xn_sweep(&e->srv, now);
 	}
 	/* A clean stop: publish the last orders and make them durable. */
 	if (e->dirty)
@@ -907,8 +780,7 @@ int main(int argc, char **argv)
 	xs_writer_wait_durable(e->store, (uint64_t)xs_writer_epoch(e->store), 10000);
 	release(e, (uint64_t)xs_writer_epoch(e->store), e->ack_level);
 	flush_all(e);
-	for (uint32_t i = 0; i < e->nclients; i++)
-		client_close(e, i);
+	xn_server_close(&e->srv);
 	if (!e->quiet)
 		printf("exchange-engine: stopped at epoch %lld after %llu syncs, %llu commands\n",
 		       (long long)xs_writer_epoch(e->store), (unsigned long long)e->syncs,
@@ -916,9 +788,7 @@ int main(int argc, char **argv)
 	xs_writer_close(e->store);
 	if (e->status)
 		munmap(e->status, sizeof(*e->status));
-	close(e->lfd);
-	close(e->epfd);
-	free(e->cl);
+	free(e->session);
 	free(e->pend);
 	return 0;
 }

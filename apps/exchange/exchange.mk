@@ -10,7 +10,7 @@
 XCH_DIR  := apps/exchange
 XCH_OUT  := $(O)/apps/exchange
 XCH_HDRS := $(wildcard $(XCH_DIR)/*.h) include/pagetrack.h
-XCH_COMMON := $(XCH_DIR)/book.c $(XCH_DIR)/net.c $(XCH_DIR)/store.c
+XCH_COMMON := $(XCH_DIR)/book.c $(XCH_DIR)/net.c $(XCH_DIR)/proto.c $(XCH_DIR)/store.c
 XCH_CPPFLAGS := -I$(XCH_DIR)
 
 XCH_BINS := $(XCH_OUT)/exchange-engine $(XCH_OUT)/exchange-md $(XCH_OUT)/exchange-load \
@@ -23,7 +23,7 @@ $(XCH_OUT)/exchange-%: $(XCH_DIR)/%.c $(XCH_COMMON) $(XCH_HDRS) $(STATIC)
 
 # The test programs that compile the exchange's sources in (and start its programs).
 $(O)/test/exchange-book: $(XCH_DIR)/book.c $(XCH_DIR)/book.h
-$(O)/test/exchange-badinput: $(XCH_DIR)/book.c $(XCH_DIR)/net.c $(XCH_HDRS) $(XCH_BINS)
+$(O)/test/exchange-badinput: $(XCH_DIR)/book.c $(XCH_DIR)/net.c $(XCH_DIR)/proto.c $(XCH_HDRS) $(XCH_BINS)
 
 bench-exchange: deps all $(XCH_BINS)
 	@O=$(O) $(XCH_DIR)/bench.sh

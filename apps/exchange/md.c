@@ -32,13 +32,6 @@
 #include "util.h"
 
 #define OUT_LIMIT	(8u << 20)
-#define LISTENER	UINT64_MAX
-
-struct client {
-	struct xconn c;
-	uint32_t gen;
-	bool used;
-};
 
 struct md {
 	int mode, port, max_clients, idle_ms, wait_ms;
@@ -47,10 +40,8 @@ struct md {
 	struct xs_reader *rd;
 	struct xb_book book;
 	bool have_book;
-	int epfd, lfd;
-	struct client *cl;
-	uint32_t nclients;
-	uint64_t refreshes, queries, protocol_errors, reopens;
+	struct xn_server srv;
+	uint64_t refreshes, queries, reopens;
 	struct hist refresh_ns;
 };
 
@@ -140,23 +131,25 @@ static int answer_error(struct xconn *c, unsigned code)
 /* Returns 0, or an XP_E_* code that closes the connection. */
 static unsigned handle(struct md *m, struct xconn *c, const struct xp_hdr *h, const void *body)
 {
-	int size = xp_request_size(h->type, 1);
+	unsigned err = xp_request_check(h, 1);
 
-	if (size < 0)
-		return XP_E_TYPE;
-	if (h->len != sizeof(*h) + (size_t)size)
-		return XP_E_LENGTH;
+	if (err)
+		return err;
 	m->queries++;
 	if (!m->have_book && h->type != XP_T_CONVERGE)
 		return answer_error(c, XP_E_NO_DATA) ? XP_E_BUSY : 0;
+	/* A well-formed query asking for what is not there is answered with
+	 * the reason, and the connection goes on. */
+	err = xp_query_check(h, m->have_book ? m->book.h->nsymbols : 0,
+			     m->have_book ? m->book.h->nsessions : 0);
+	if (err)
+		return answer_error(c, err) ? XP_E_BUSY : 0;
 	switch (h->type) {
 	case XP_T_TOP: {
 		const struct xp_sym_q *q = body;
 		struct xb_level_view lv;
 		struct xp_top t = { .epoch = epoch(m), .sym = q->sym };
 
-		if (q->sym >= m->book.h->nsymbols)
-			return answer_error(c, XP_E_SYMBOL) ? XP_E_BUSY : 0;
 		if (xb_depth(&m->book, q->sym, XB_BUY, &lv, 1) == 1) {
 			t.bid = lv.price;
 			t.bid_qty = lv.qty;
@@ -176,10 +169,6 @@ static unsigned handle(struct md *m, struct xconn *c, const struct xp_hdr *h, co
 		struct xp_depth d = { .epoch = epoch(m), .sym = q->sym };
 		int nb, na;
 
-		if (q->sym >= m->book.h->nsymbols)
-			return answer_error(c, XP_E_SYMBOL) ? XP_E_BUSY : 0;
-		if (!q->n || q->n > XP_MAX_DEPTH)
-			return answer_error(c, XP_E_QTY) ? XP_E_BUSY : 0;
 		nb = xb_depth(&m->book, q->sym, XB_BUY, lv[0], q->n);
 		na = xb_depth(&m->book, q->sym, XB_SELL, lv[1], q->n);
 		if (nb < 0 || na < 0)
@@ -201,10 +190,6 @@ static unsigned handle(struct md *m, struct xconn *c, const struct xp_hdr *h, co
 		struct xp_trades t = { .epoch = epoch(m), .sym = q->sym };
 		int n;
 
-		if (q->sym != XP_ALL_SYMBOLS && q->sym >= m->book.h->nsymbols)
-			return answer_error(c, XP_E_SYMBOL) ? XP_E_BUSY : 0;
-		if (!q->n || q->n > XP_MAX_TRADES)
-			return answer_error(c, XP_E_QTY) ? XP_E_BUSY : 0;
 		n = xb_trades(&m->book, q->sym == XP_ALL_SYMBOLS ? XB_NIL : q->sym, tr, q->n);
 		if (n < 0)
 			return answer_error(c, XP_E_INTERNAL) ? XP_E_BUSY : 0;
@@ -250,10 +235,6 @@ static unsigned handle(struct md *m, struct xconn *c, const struct xp_hdr *h, co
 		uint64_t deadline = now_ns() + (uint64_t)q->timeout_ms * 1000000ull;
 		struct xp_converge v = { 0 };
 
-		if (q->zero)
-			return XP_E_RESERVED;
-		if (q->timeout_ms > 60000)
-			return answer_error(c, XP_E_QTY) ? XP_E_BUSY : 0;
 		while (epoch(m) < q->epoch && now_ns() < deadline && !stop)
 			refresh(m, 10);
 		v.epoch = epoch(m);
@@ -267,10 +248,6 @@ static unsigned handle(struct md *m, struct xconn *c, const struct xp_hdr *h, co
 		const struct xp_session_q *q = body;
 		struct xp_session_ans s = { .epoch = epoch(m) };
 
-		if (q->zero)
-			return XP_E_RESERVED;
-		if (q->session >= m->book.h->nsessions)
-			return answer_error(c, XP_E_SESSION) ? XP_E_BUSY : 0;
 		s.last_seq = m->book.ses[q->session].last_seq;
 		return xn_queue(c, XP_T_SESSION_OK, &s, sizeof(s), NULL, 0, OUT_LIMIT) ? XP_E_BUSY : 0;
 	}
@@ -280,59 +257,9 @@ static unsigned handle(struct md *m, struct xconn *c, const struct xp_hdr *h, co
 
 /* ---- connections ---------------------------------------------------------------- */
 
-static uint64_t tag(struct md *m, uint32_t i)
-{
-	return (uint64_t)m->cl[i].gen << 32 | i;
-}
-
-static void client_close(struct md *m, uint32_t i)
-{
-	struct client *c = &m->cl[i];
-
-	if (!c->used)
-		return;
-	xn_flush(&c->c);
-	epoll_ctl(m->epfd, EPOLL_CTL_DEL, c->c.fd, NULL);
-	xn_free(&c->c);
-	c->used = false;
-	c->gen++;
-}
-
-static void protocol_error(struct md *m, uint32_t i, unsigned code)
-{
-	char msg[96];
-
-	m->protocol_errors++;
-	snprintf(msg, sizeof(msg), "%s: closing", xp_err_name(code));
-	xn_queue_error(&m->cl[i].c, code, msg);
-	client_close(m, i);
-}
-
-static void on_accept(struct md *m)
-{
-	for (;;) {
-		int fd = accept4(m->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		struct epoll_event ev = { .events = EPOLLIN };
-		uint32_t i;
-
-		if (fd < 0)
-			return;
-		for (i = 0; i < m->nclients && m->cl[i].used; i++)
-			;
-		if (i == m->nclients || xn_init(&m->cl[i].c, fd, 64 * 1024)) {
-			close(fd);	/* full: the client sees the connection close */
-			continue;
-		}
-		m->cl[i].used = true;
-		ev.data.u64 = tag(m, i);
-		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, fd, &ev))
-			client_close(m, i);
-	}
-}
-
 static void on_readable(struct md *m, uint32_t i)
 {
-	struct client *c = &m->cl[i];
+	struct xn_client *c = &m->srv.cl[i];
 	int n;
 
 	do {
@@ -342,28 +269,25 @@ static void on_readable(struct md *m, uint32_t i)
 
 		n = xn_read(&c->c);
 		if (n == -1) {
-			client_close(m, i);
+			xn_client_close(&m->srv, i);
 			return;
 		}
 		while ((r = xn_frame(&c->c, off, sizeof(struct xp_hdr) + XP_MAX_REQUEST, &h)) == 1) {
 			unsigned err = handle(m, &c->c, h, h + 1);
 
 			if (err) {
-				protocol_error(m, i, err);
+				xn_protocol_error(&m->srv, i, err);
 				return;
 			}
 			off += h->len;
 		}
 		if (r < 0) {
-			protocol_error(m, i, (unsigned)-r);
+			xn_protocol_error(&m->srv, i, (unsigned)-r);
 			return;
 		}
 		xn_consume(&c->c, off);
 	} while (n > 0);
-	if (xn_flush(&c->c) < 0)
-		client_close(m, i);
-	else
-		xn_arm(m->epfd, &c->c, tag(m, i));
+	xn_client_flush(&m->srv, i);
 }
 
 static void usage(FILE *f)
@@ -380,7 +304,9 @@ static void usage(FILE *f)
 "                          after the region; whoever runs the servers removes it)\n"
 "  -w, --wait-ms N         wait up to N ms for the engine's data (default 10000)\n"
 "  -c, --max-clients N     (default 256)\n"
-"  -i, --idle-ms N         close a client stalled mid-frame after N ms (default 5000)\n"
+"  -i, --idle-ms N         a frame must be whole N ms after its first byte, and a client\n"
+"                          silent for N ms gives its place to a newcomer when the\n"
+"                          clients or descriptors run out (default 5000)\n"
 "  -q, --quiet\n");
 }
 
@@ -458,10 +384,9 @@ int main(int argc, char **argv)
 {
 	static struct md md;
 	struct md *m = &md;
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = LISTENER }, evs[64];
+	struct epoll_event evs[64];
 	struct sigaction sa = { .sa_handler = on_signal };
-	uint64_t last_reap = 0;
-	int port;
+	int port, ret;
 
 	parse(m, argc, argv);
 	signal(SIGPIPE, SIG_IGN);
@@ -469,16 +394,9 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	open_copy(m);
 	refresh(m, 0);
-	m->nclients = (uint32_t)m->max_clients;
-	m->cl = calloc(m->nclients, sizeof(*m->cl));
-	if (!m->cl)
-		die("out of memory");
-	m->lfd = xn_listen(m->port, &port);
-	if (m->lfd < 0)
-		die("listen on 127.0.0.1:%d: %s", m->port, strerror(-m->lfd));
-	m->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (m->epfd < 0 || epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->lfd, &ev))
-		die("epoll: %s", strerror(errno));
+	ret = xn_server_open(&m->srv, m->port, &port, (uint32_t)m->max_clients, m->idle_ms, 64 * 1024);
+	if (ret)
+		die("listen on 127.0.0.1:%d: %s", m->port, strerror(-ret));
 	if (!m->quiet) {
 		printf("exchange-md: listening on 127.0.0.1:%d, %s copy of %s at epoch %llu (%s)\n",
 		       port, m->shared ? "shared" : "private", m->dir,
@@ -486,60 +404,35 @@ int main(int argc, char **argv)
 		fflush(stdout);
 	}
 	if (m->port_file) {
-		char tmp[4096];
-		FILE *f;
-
-		snprintf(tmp, sizeof(tmp), "%s.tmp", m->port_file);
-		f = fopen(tmp, "w");
-		if (!f || fprintf(f, "%d\n", port) < 0 || fclose(f) || rename(tmp, m->port_file))
-			die("%s: %s", m->port_file, strerror(errno));
+		ret = xn_write_port_file(m->port_file, port);
+		if (ret)
+			die("%s: %s", m->port_file, strerror(-ret));
 	}
 	while (!stop) {
 		/* Idle, refresh every 50 ms anyway: a copy that follows closely
 		 * has less to apply when the next query comes. */
-		int n = epoll_wait(m->epfd, evs, 64, 50);
+		int n = epoll_wait(m->srv.epfd, evs, 64, 50);
 		bool refreshed = false;
 
 		if (n < 0 && errno != EINTR)
 			die("epoll_wait: %s", strerror(errno));
 		for (int k = 0; k < n; k++) {
-			uint64_t d = evs[k].data.u64;
-			uint32_t i = (uint32_t)d;
+			int i = xn_event(&m->srv, &evs[k]);
 
-			if (d == LISTENER) {
-				on_accept(m);
+			if (i < 0)
 				continue;
+			/* One refresh per batch: the queries of one wakeup see one epoch. */
+			if (!refreshed) {
+				refresh(m, 0);
+				refreshed = true;
 			}
-			if (i >= m->nclients || !m->cl[i].used || m->cl[i].gen != (uint32_t)(d >> 32))
-				continue;
-			if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-				/* One refresh per batch: the queries of one wakeup see one epoch. */
-				if (!refreshed) {
-					refresh(m, 0);
-					refreshed = true;
-				}
-				on_readable(m, i);
-			} else if (evs[k].events & EPOLLOUT) {
-				if (xn_flush(&m->cl[i].c) < 0)
-					client_close(m, i);
-				else
-					xn_arm(m->epfd, &m->cl[i].c, tag(m, i));
-			}
+			on_readable(m, (uint32_t)i);
 		}
 		if (!n)
 			refresh(m, 0);
-		if (now_ns() - last_reap > 100000000) {
-			uint64_t now = now_ns();
-
-			for (uint32_t i = 0; i < m->nclients; i++)
-				if (m->cl[i].used && m->cl[i].c.in_len &&
-				    now - m->cl[i].c.last_rx_ns > (uint64_t)m->idle_ms * 1000000ull)
-					protocol_error(m, i, XP_E_TIMEOUT);
-			last_reap = now;
-		}
+		xn_sweep(&m->srv, now_ns());
 	}
-	for (uint32_t i = 0; i < m->nclients; i++)
-		client_close(m, i);
+	xn_server_close(&m->srv);
 	if (!m->quiet)
 		printf("exchange-md: stopped at epoch %llu: %llu queries, %llu refreshes "
 		       "(p50 %.1f us, p99 %.1f us), %llu reopens\n",
@@ -547,8 +440,5 @@ int main(int argc, char **argv)
 		       (unsigned long long)m->refreshes, hist_pct(&m->refresh_ns, 0.5) / 1e3,
 		       hist_pct(&m->refresh_ns, 0.99) / 1e3, (unsigned long long)m->reopens);
 	xs_reader_close(m->rd);
-	close(m->lfd);
-	close(m->epfd);
-	free(m->cl);
 	return 0;
 }

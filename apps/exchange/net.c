@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * net.c - loopback TCP with buffered, framed connections (see net.h).
+ * net.c - loopback TCP with buffered, framed connections, and the servers'
+ * client table with its deadlines (see net.h).
  *
  * Every listening socket binds 127.0.0.1 only: the exchange's ports are for
  * processes on this machine, never a network.
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -78,7 +80,7 @@ int xn_init(struct xconn *c, int fd, size_t in_cap)
 	c->in = malloc(in_cap);
 	c->out_cap = 4096;
 	c->out = malloc(c->out_cap);
-	c->last_rx_ns = now_ns();
+	c->active_ns = now_ns();
 	if (!c->in || !c->out) {
 		xn_free(c);
 		return -ENOMEM;
@@ -104,8 +106,10 @@ int xn_read(struct xconn *c)
 		return -2;
 	n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
 	if (n > 0) {
+		c->active_ns = now_ns();
+		if (!c->in_len)
+			c->frame_ns = c->active_ns;
 		c->in_len += (size_t)n;
-		c->last_rx_ns = now_ns();
 		return (int)n;
 	}
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -138,10 +142,16 @@ void xn_consume(struct xconn *c, size_t n)
 {
 	if (n >= c->in_len) {
 		c->in_len = 0;
+		c->frame_ns = 0;
 		return;
 	}
+	if (!n)
+		return;
 	memmove(c->in, c->in + n, c->in_len - n);
 	c->in_len -= n;
+	/* The bytes left began a frame after the last one finished: they
+	 * came in the latest read at the earliest. */
+	c->frame_ns = c->active_ns;
 }
 
 static int reserve(struct xconn *c, size_t add, size_t limit)
@@ -211,6 +221,8 @@ int xn_flush(struct xconn *c)
 			return errno == EAGAIN ? 1 : -1;
 		}
 		c->out_off += (size_t)n;
+		if (n)
+			c->active_ns = now_ns();
 	}
 	c->out_off = c->out_len = 0;
 	return 0;
@@ -229,41 +241,337 @@ int xn_arm(int epfd, struct xconn *c, uint64_t data)
 	return epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev) ? -errno : 0;
 }
 
-int xp_request_size(int type, int port_is_md)
+int xn_write_port_file(const char *path, int port)
 {
-	if (!port_is_md) {
-		switch (type) {
-		case XP_T_HELLO: return sizeof(struct xp_hello);
-		case XP_T_NEW: return sizeof(struct xp_new);
-		case XP_T_CANCEL: return sizeof(struct xp_cancel);
-		case XP_T_STATS: return 0;
-		case XP_T_EPOCH_HASH: return sizeof(struct xp_epoch_q);
-		case XP_T_FLUSH: return 0;
-		default: return -1;
+	const char *slash = strrchr(path, '/');
+	char tmp[4096], text[16];
+	int fd = -1, len, err, tries;
+	ssize_t n;
+
+	len = snprintf(text, sizeof(text), "%d\n", port);
+	/*
+	 * The temporary sits in path's directory, so the rename cannot cross
+	 * file systems, under a name no one else picks: O_EXCL refuses
+	 * anything already there (a symlink included), so a name guessed and
+	 * planted by another user costs a retry, never a write through it.
+	 */
+	for (tries = 0; tries < 16 && fd < 0; tries++) {
+		if (snprintf(tmp, sizeof(tmp), "%.*s.%s.%d.%llx.tmp", slash ? (int)(slash - path + 1) : 0,
+			     path, slash ? slash + 1 : path, (int)getpid(),
+			     (unsigned long long)(now_ns() ^ (uint64_t)tries << 40)) >= (int)sizeof(tmp))
+			return -ENAMETOOLONG;
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (fd < 0 && errno != EEXIST)
+			return -errno;
+	}
+	if (fd < 0)
+		return -EEXIST;
+	n = write(fd, text, (size_t)len);
+	if (n != len) {
+		err = n < 0 ? -errno : -EIO;
+		goto err;
+	}
+	if (close(fd)) {
+		fd = -1;
+		err = -errno;
+		goto err;
+	}
+	fd = -1;
+	/* rename() replaces a symlink at path itself, never its target. */
+	if (rename(tmp, path)) {
+		err = -errno;
+		goto err;
+	}
+	return 0;
+err:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	return err;
+}
+
+/* ---- a server's clients ---------------------------------------------------- */
+
+uint64_t xn_tag(const struct xn_server *s, uint32_t i)
+{
+	return (uint64_t)s->cl[i].gen << 32 | i;
+}
+
+int xn_server_open(struct xn_server *s, int port, int *bound, uint32_t max_clients,
+		   int idle_ms, size_t in_cap)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = XN_LISTENER };
+	int err;
+
+	memset(s, 0, sizeof(*s));
+	s->lfd = s->epfd = s->reserve_fd = -1;
+	s->nclients = max_clients;
+	s->idle_ns = (uint64_t)idle_ms * 1000000ull;
+	s->in_cap = in_cap;
+	s->cl = calloc(max_clients, sizeof(*s->cl));
+	if (!s->cl) {
+		err = -ENOMEM;
+		goto err;
+	}
+	for (uint32_t i = 0; i < max_clients; i++)
+		s->cl[i].c.fd = -1;
+	/* Taken first, while descriptors are plentiful: it is what lets the
+	 * server say no once they are not. */
+	s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (s->reserve_fd < 0) {
+		err = -errno;
+		goto err;
+	}
+	s->lfd = xn_listen(port, bound);
+	if (s->lfd < 0) {
+		err = s->lfd;
+		goto err;
+	}
+	s->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (s->epfd < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->lfd, &ev)) {
+		err = -errno;
+		goto err;
+	}
+	return 0;
+err:
+	xn_server_close(s);
+	return err;
+}
+
+void xn_server_close(struct xn_server *s)
+{
+	if (s->cl)
+		for (uint32_t i = 0; i < s->nclients; i++)
+			xn_client_close(s, i);
+	if (s->lfd >= 0)
+		close(s->lfd);
+	if (s->epfd >= 0)
+		close(s->epfd);
+	if (s->reserve_fd >= 0)
+		close(s->reserve_fd);
+	free(s->cl);
+	s->cl = NULL;
+	s->lfd = s->epfd = s->reserve_fd = -1;
+}
+
+void xn_client_close(struct xn_server *s, uint32_t i)
+{
+	struct xn_client *c = &s->cl[i];
+
+	if (!c->used)
+		return;
+	xn_flush(&c->c);	/* a last error frame, if the socket takes it */
+	epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->c.fd, NULL);
+	xn_free(&c->c);
+	c->used = false;
+	c->owed = 0;
+	c->gen++;
+	if (s->on_close)
+		s->on_close(s->owner, i);
+}
+
+static void close_with(struct xn_server *s, uint32_t i, unsigned code, const char *why)
+{
+	char msg[160];
+
+	snprintf(msg, sizeof(msg), "%s: closing", why);
+	xn_queue_error(&s->cl[i].c, code, msg);
+	xn_client_close(s, i);
+}
+
+void xn_protocol_error(struct xn_server *s, uint32_t i, unsigned code)
+{
+	s->protocol_errors++;
+	close_with(s, i, code, xp_err_name(code));
+}
+
+void xn_client_flush(struct xn_server *s, uint32_t i)
+{
+	if (xn_flush(&s->cl[i].c) < 0)
+		xn_client_close(s, i);
+	else
+		xn_arm(s->epfd, &s->cl[i].c, xn_tag(s, i));
+}
+
+uint32_t xn_clients(const struct xn_server *s)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < s->nclients; i++)
+		n += s->cl[i].used;
+	return n;
+}
+
+/* Bytes the kernel holds for us that we have not read yet. */
+static bool unread(int fd)
+{
+	int n = 0;
+
+	return !ioctl(fd, FIONREAD, &n) && n > 0;
+}
+
+/* The client idle longest, if past the idle deadline, closed for a newcomer. */
+static bool evict_idlest(struct xn_server *s, uint64_t now)
+{
+	uint64_t oldest = now;
+	uint32_t pick = UINT32_MAX;
+
+	for (uint32_t i = 0; i < s->nclients; i++) {
+		const struct xn_client *c = &s->cl[i];
+
+		if (c->used && !c->owed && !c->c.no_input && c->c.active_ns < oldest) {
+			oldest = c->c.active_ns;
+			pick = i;
 		}
 	}
-	switch (type) {
-	case XP_T_TOP:
-	case XP_T_DEPTH:
-	case XP_T_TRADES: return sizeof(struct xp_sym_q);
-	case XP_T_ORDER: return sizeof(struct xp_order_q);
-	case XP_T_CHECK: return 0;
-	case XP_T_CONVERGE: return sizeof(struct xp_converge_q);
-	case XP_T_SESSION: return sizeof(struct xp_session_q);
-	default: return -1;
+	if (pick == UINT32_MAX || now - oldest <= s->idle_ns || unread(s->cl[pick].c.fd))
+		return false;
+	s->evicted++;
+	close_with(s, pick, XP_E_TIMEOUT, "idle while the server is full");
+	return true;
+}
+
+/* Refuse a connection we have no room for: an error it can read, then close. */
+static void refuse(struct xn_server *s, int fd)
+{
+	static const char text[] = "too many clients";
+	struct {
+		struct xp_hdr h;
+		struct xp_error e;
+		char t[sizeof(text) - 1];
+	} __attribute__((packed)) f = {
+		{ sizeof(f), XP_VERSION, XP_T_ERROR, 0 },
+		{ XP_E_BUSY, sizeof(text) - 1, 0 }, "too many clients"
+	};
+
+	s->refused++;
+	if (send(fd, &f, sizeof(f), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		(void)0;	/* it is being refused anyway */
+	close(fd);
+}
+
+/*
+ * Out of descriptors: give up the reserve to accept one pending connection
+ * and refuse it, then take the reserve back.  1: one refused, 0: none was
+ * waiting, -1: no reserve to give (the caller backs off instead).
+ */
+static int refuse_with_reserve(struct xn_server *s)
+{
+	int fd, err;
+
+	if (s->reserve_fd < 0)
+		return -1;
+	close(s->reserve_fd);
+	fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	err = errno;
+	if (fd >= 0)
+		refuse(s, fd);
+	/* Another thread of the process (the library's) may take the number
+	 * in between; then there is no reserve until the next sweep. */
+	s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0)
+		return 1;
+	return err == EAGAIN ? 0 : -1;
+}
+
+static void listen_off(struct xn_server *s, uint64_t now)
+{
+	if (s->listen_off_until)
+		return;
+	epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->lfd, NULL);
+	s->listen_off_until = now + XN_BACKOFF_MS * 1000000ull;
+}
+
+static void on_accept(struct xn_server *s)
+{
+	uint64_t now = now_ns();
+
+	/* Bounded: a flood of connections waits for the next wakeup rather
+	 * than hold the loop away from the clients it has. */
+	for (int k = 0; k < 64; k++) {
+		int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
+		struct epoll_event ev = { .events = EPOLLIN };
+		uint32_t i;
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EAGAIN)
+				return;
+			if ((errno == EMFILE || errno == ENFILE) && evict_idlest(s, now))
+				continue;
+			if (errno == EMFILE || errno == ENFILE) {
+				int r = refuse_with_reserve(s);
+
+				if (r > 0)
+					continue;
+				if (!r)
+					return;
+			}
+			/* ENOBUFS, ENOMEM, no reserve: the listener would
+			 * stay readable and the loop spin; leave it alone
+			 * for a while. */
+			listen_off(s, now);
+			return;
+		}
+		for (i = 0; i < s->nclients && s->cl[i].used; i++)
+			;
+		if (i == s->nclients && evict_idlest(s, now))
+			for (i = 0; i < s->nclients && s->cl[i].used; i++)
+				;
+		if (i == s->nclients) {
+			refuse(s, fd);
+			continue;
+		}
+		if (xn_init(&s->cl[i].c, fd, s->in_cap)) {
+			close(fd);
+			continue;
+		}
+		s->cl[i].used = true;
+		s->cl[i].owed = 0;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		ev.data.u64 = xn_tag(s, i);
+		if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev))
+			xn_client_close(s, i);
 	}
 }
 
-const char *xp_err_name(unsigned code)
+int xn_event(struct xn_server *s, const struct epoll_event *ev)
 {
-	static const char *const names[XP_E_COUNT] = {
-		"ok", "unknown protocol version", "unknown message type",
-		"bad frame length", "reserved field not zero", "unknown symbol",
-		"quantity out of range", "price out of range", "unknown side or order kind",
-		"books full", "no such order", "order already ended",
-		"sequence number not above the last", "no session, or session busy",
-		"too busy", "no data yet", "internal error", "idle in the middle of a frame",
-	};
+	uint64_t d = ev->data.u64;
+	uint32_t i = (uint32_t)d;
 
-	return code < XP_E_COUNT ? names[code] : "unknown error";
+	if (d == XN_LISTENER) {
+		on_accept(s);
+		return -1;
+	}
+	if (i >= s->nclients || !s->cl[i].used || s->cl[i].gen != (uint32_t)(d >> 32))
+		return -1;
+	if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		return (int)i;
+	if (ev->events & EPOLLOUT)
+		xn_client_flush(s, i);
+	return -1;
+}
+
+void xn_sweep(struct xn_server *s, uint64_t now)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = XN_LISTENER };
+
+	if (now < s->next_sweep_ns)
+		return;
+	s->next_sweep_ns = now + XN_SWEEP_NS;
+	if (s->reserve_fd < 0)
+		s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (s->listen_off_until && now >= s->listen_off_until &&
+	    !epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->lfd, &ev))
+		s->listen_off_until = 0;
+	for (uint32_t i = 0; i < s->nclients; i++) {
+		const struct xn_client *c = &s->cl[i];
+
+		/* A paused client (no_input) is waiting for us, not late. */
+		if (c->used && c->c.frame_ns && !c->c.no_input &&
+		    now - c->c.frame_ns > s->idle_ns && !unread(c->c.fd))
+			xn_protocol_error(s, i, XP_E_TIMEOUT);
+	}
 }

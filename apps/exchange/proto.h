@@ -35,6 +35,7 @@
 #define XP_MAX_DEPTH	1000
 #define XP_MAX_TRADES	1000
 #define XP_ALL_SYMBOLS	0xffffffffu
+#define XP_MAX_CONVERGE_MS 60000	/* the longest wait a CONVERGE may ask for */
 
 enum xp_type {
 	/* order port (the engine) */
@@ -87,7 +88,7 @@ enum xp_err {
 	XP_E_BUSY = 14,		/* too many clients, or too slow a reader */
 	XP_E_NO_DATA = 15,	/* the replica has no epoch yet */
 	XP_E_INTERNAL = 16,
-	XP_E_TIMEOUT = 17,	/* idle in the middle of a frame */
+	XP_E_TIMEOUT = 17,	/* a frame not completed in time, or idle when the slot was needed */
 	XP_E_COUNT
 };
 
@@ -279,13 +280,29 @@ XP_ASSERT_SIZE(xp_order_ans, 40);
 XP_ASSERT_SIZE(xp_check, 32);
 XP_ASSERT_SIZE(xp_converge_q, 16);
 
+/* The request checks, in proto.c: the servers and the fuzzer share them. */
+
 /* Exact body size of a request type, or -1 for a type the port does not take. */
 int xp_request_size(int type, int port_is_md);
 
+/*
+ * A whole request frame (h->len bytes at h, its header already passed by
+ * xn_frame): XP_OK, or XP_E_TYPE, XP_E_LENGTH, XP_E_RESERVED, the malformed
+ * frames that close the connection.  Checked before any field is read.
+ */
+unsigned xp_request_check(const struct xp_hdr *h, int port_is_md);
+
+/* The fields of a well-formed NEW against books of nsymbols: XP_OK, or the
+ * ack's result (XP_E_SYMBOL, XP_E_SIDE, XP_E_QTY, XP_E_PRICE). */
+unsigned xp_new_check(const struct xp_new *m, uint32_t nsymbols);
+
+/* The fields of a well-formed market-data query: XP_OK, or the error it is
+ * answered with while the connection stays open (XP_E_SYMBOL, XP_E_QTY,
+ * XP_E_SESSION). */
+unsigned xp_query_check(const struct xp_hdr *h, uint32_t nsymbols, uint32_t nsessions);
+
 /* A short English name for an error code. */
 const char *xp_err_name(unsigned code);
-
-#endif /* EXCHANGE_PROTO_H */
 
 /*
  * The engine's status page: a small file the engine keeps mapped and the
@@ -303,3 +320,5 @@ struct xe_status {
 	uint64_t starts;		/* engine starts on this file (restarts + 1) */
 	uint64_t publish_ns[XE_STATUS_RING];	/* [epoch % ring]: when it was published */
 };
+
+#endif /* EXCHANGE_PROTO_H */
