@@ -29,7 +29,9 @@
 
 #include "internal.h"
 
-#define PT_FORMAT_VERSION	1
+/* 2: every image table entry is checksummed (1 let zeros mean "never
+ * written"); shared replica control blocks of another layout. */
+#define PT_FORMAT_VERSION	2
 
 #define PT_IMAGE_MAGIC		"PTIMAGE"	/* 8 bytes with the NUL */
 #define PT_SEGMENT_MAGIC	"PTLOGSG"
@@ -83,8 +85,9 @@ struct pt_image_header {
 };
 
 /*
- * One per page.  An all-zero entry is valid and means "generation 0, a zero
- * page": a fresh image is a sparse file.  checksum covers the first three
+ * One per page, always checksummed: a page never written has generation 0
+ * and the checksum of a zero page, so an entry zeroed by damage fails
+ * rather than pass for "never written".  checksum covers the first three
  * fields, seeded with the page index so an entry at the wrong place fails.
  */
 struct pt_image_entry {
@@ -183,30 +186,59 @@ struct pt_state {
 
 /* ---- shared replica control block (in /dev/shm) ---------------------- */
 
-#define PT_SHARED_READERS 126
+/*
+ * /dev/shm/pagetrack-NAME holds this block only; each copy of the region is
+ * a file of its own, /dev/shm/pagetrack-NAME.<generation> (16 hex digits),
+ * exactly npages * page_size bytes, the region at copy_epoch[i].  A
+ * generation names one file for ever: a copy replaced while a stuck reader
+ * maps it gets a new generation, so a name read here never refers to other
+ * bytes than the ones it named (the protocol is in shared.c).
+ *
+ * Version 2: version 1 held both copies in this file at copy_offset[].
+ */
+#define PT_SHARED_VERSION	2
+#define PT_SHARED_READERS	126
 
 struct pt_shared_reader {
 	int32_t pid;			/* 0: free */
-	uint32_t pin;			/* copy index + 1, 0: none */
-	uint64_t epoch;
+	uint32_t reserved;
+	uint64_t pin;			/* generation of the copy it maps, 0: none */
+	uint64_t pin_ms;		/* CLOCK_MONOTONIC ms when it pinned */
+	uint64_t epoch;			/* the epoch it shows */
 };
 
 struct pt_shared_ctl {
 	char magic[8];
 	uint32_t version;
-	uint32_t size;
+	uint32_t size;			/* sizeof(struct pt_shared_ctl) */
 	uint64_t history_id;
 	uint64_t npages;
 	uint64_t page_size;
-	uint64_t copy_offset[2];
-	uint32_t current;		/* copy readers should move to */
+	uint32_t current;		/* copy readers should move to: 0 or 1 */
 	uint32_t futex;			/* bumped at each switch */
+	uint64_t copy_gen[2];		/* the file of each copy; < next_gen, distinct */
 	uint64_t copy_epoch[2];
 	uint64_t copy_chain[2];
 	uint32_t copy_need_image[2];	/* an image catch-up was interrupted */
+	uint64_t next_gen;		/* the generation the next copy file gets */
+	uint64_t building_gen;		/* a copy file being made, 0: none */
+	uint64_t switched_ms;		/* CLOCK_MONOTONIC ms of the last switch */
 	uint64_t updater_pid;
 	struct pt_shared_reader readers[PT_SHARED_READERS];
 };
+
+/*
+ * Check a control block copied out of its file (file_size bytes long)
+ * before any of its numbers is used: 0, -EBADMSG (magic, size, or a number
+ * that cannot be: current not 0 or 1, generations equal, zero or not below
+ * next_gen, a pin not below next_gen, a negative pid, an epoch above
+ * INT64_MAX), -EPROTO (another layout version), -ESTALE (the block is
+ * sound but describes another region than id; id NULL: any).  The file
+ * is writable by its owner only, but its owner's other processes may be
+ * buggy or dead half way: nothing in it is memory to trust.
+ */
+int pt_shared_ctl_check(const struct pt_shared_ctl *ctl, const struct pt_region_id *id,
+			uint64_t file_size);
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -414,6 +446,10 @@ int pt_image_verify_page(struct pt_image *img, uint64_t p, unsigned char *page, 
 /* ---- region.c / replica.c shared helpers ------------------------------ */
 
 int pt_state_map_ro(int dirfd, const struct pt_state **st, int *fd);
+/* Read and check the state block into *copy: 0, -ENOENT (no block yet, or
+ * an empty or all-zero one: nothing to go by), or the error of
+ * pt_state_check(). */
+int pt_state_read(int dirfd, const struct pt_region_id *id, struct pt_state *copy);
 /*
  * Check a state block copied out of its file (file_size bytes long) against
  * the region it should describe (id; NULL: any): 0, -ENODATA (short),
@@ -435,6 +471,9 @@ struct pt_dir_reach {
 	uint64_t reached_chain;	/* header checksum of record `reached` */
 	uint64_t durable;	/* the state block's durable epoch (0: no state) */
 	bool state_ok;		/* a state block of this history was read */
+	int state_error;	/* why a state block present could not be
+				 * trusted (-EBADMSG...; then -ENOTRECOVERABLE:
+				 * what was durable is unknown) */
 	int log_error;		/* why the log stops (0: a clean end) */
 	uint64_t error_seq, error_offset;
 	uint64_t foreign;	/* segments (or a state block) of another history */
@@ -446,6 +485,9 @@ struct pt_dir_reach {
  * the image, or another -errno when it could not look.
  */
 int pt_dir_reach(int dirfd, const struct pt_image *img, struct pt_dir_reach *out);
+/* The same judgement for a caller that walked the log itself (recovery):
+ * out->reached set, the rest filled in here. */
+int pt_reach_judge(int dirfd, const struct pt_region_id *id, struct pt_dir_reach *out);
 void pt_futex_wake(uint32_t *addr);
 int pt_futex_wait(const uint32_t *addr, uint32_t val, int timeout_ms);
 

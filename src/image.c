@@ -40,14 +40,67 @@ static uint64_t entry_checksum(const struct pt_image_entry *e, uint64_t index)
 	return XXH3_64bits_withSeed(e, offsetof(struct pt_image_entry, checksum), index);
 }
 
-static bool entry_is_zero(const struct pt_image_entry *e)
-{
-	return !e->generation && !e->page_checksum && !e->reserved && !e->checksum;
-}
-
+/*
+ * Every entry carries a checksum, the entry of a page never written too
+ * (generation 0, the checksum of a zero page): a block of zeros, which a
+ * failing disk or a careless copy leaves, must not read as "never written,
+ * zero" (format version 1 allowed that, and recovery served epoch-0 content
+ * at the image's epoch).
+ */
 static bool entry_ok(const struct pt_image_entry *e, uint64_t index)
 {
-	return entry_is_zero(e) || e->checksum == entry_checksum(e, index);
+	return e->checksum == entry_checksum(e, index);
+}
+
+static void entry_set(struct pt_image_entry *e, uint64_t index, uint64_t generation,
+		      uint64_t page_checksum)
+{
+	e->generation = generation;
+	e->page_checksum = page_checksum;
+	e->reserved = 0;
+	e->checksum = entry_checksum(e, index);
+}
+
+static uint64_t zero_page_checksum(size_t page_size)
+{
+	static uint64_t sum;
+	static size_t sum_for;
+	uint64_t v;
+	void *zero;
+
+	if (__atomic_load_n(&sum_for, __ATOMIC_ACQUIRE) == page_size)
+		return __atomic_load_n(&sum, __ATOMIC_RELAXED);
+	zero = calloc(1, page_size);
+	if (!zero)
+		return 0;
+	v = pt_checksum(zero, page_size);
+	free(zero);
+	__atomic_store_n(&sum, v, __ATOMIC_RELAXED);
+	__atomic_store_n(&sum_for, page_size, __ATOMIC_RELEASE);
+	return v;
+}
+
+/* Write the table of a new image: every page at generation 0, zero. */
+static int table_create(int fd, const struct pt_region_id *id, uint64_t table_offset)
+{
+	size_t per = TABLE_CHUNK / sizeof(struct pt_image_entry);
+	uint64_t zsum = zero_page_checksum(id->page_size);
+	struct pt_image_entry *tab;
+	int ret = 0;
+
+	tab = malloc(per * sizeof(*tab));
+	if (!tab)
+		return -ENOMEM;
+	for (uint64_t base = 0; base < id->npages && !ret; base += per) {
+		uint64_t cnt = id->npages - base < per ? id->npages - base : per;
+
+		for (uint64_t i = 0; i < cnt; i++)
+			entry_set(&tab[i], base + i, 0, zsum);
+		ret = pt_write_full(fd, tab, cnt * sizeof(*tab),
+				    (off_t)(table_offset + base * sizeof(*tab)));
+	}
+	free(tab);
+	return ret;
 }
 
 static uint64_t table_bytes(const struct pt_region_id *id)
@@ -87,6 +140,8 @@ int pt_image_create(int dirfd, const struct pt_region_id *id)
 		return fd;
 	ret = pt_io->ftruncate(fd, (off_t)(h.data_offset + id->npages * id->page_size));
 	if (!ret)
+		ret = table_create(fd, id, h.table_offset);
+	if (!ret)
 		ret = pt_write_full(fd, &h, sizeof(h), 0);
 	if (!ret)
 		ret = pt_io->fsync(fd);
@@ -123,6 +178,7 @@ int pt_image_open(struct pt_image *img, int dirfd, bool writable)
 	long page_size = sysconf(_SC_PAGESIZE);
 	struct pt_image_header h[2];
 	int err[2], best = -1, ret;
+	uid_t owner = 0;
 	struct stat st;
 	ssize_t n;
 
@@ -130,13 +186,12 @@ int pt_image_open(struct pt_image *img, int dirfd, bool writable)
 	/* Through pt_io when it will be written: the checkpoint's writes are
 	 * part of the trace the crash simulator replays. */
 	img->writable = writable;
-	if (writable) {
-		img->fd = pt_io->openat(dirfd, PT_IMAGE_NAME, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
-	} else {
-		img->fd = openat(dirfd, PT_IMAGE_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-		if (img->fd < 0)
-			img->fd = -errno;
+	ret = pt_dir_owner(dirfd, &owner);
+	if (ret) {
+		img->fd = -1;
+		return ret;
 	}
+	img->fd = pt_open_file(dirfd, PT_IMAGE_NAME, writable ? O_RDWR : O_RDONLY, owner);
 	if (img->fd < 0) {
 		ret = img->fd == -ENOENT ? -EMEDIUMTYPE : img->fd;
 		img->fd = -1;
@@ -144,10 +199,6 @@ int pt_image_open(struct pt_image *img, int dirfd, bool writable)
 	}
 	if (fstat(img->fd, &st)) {
 		ret = -errno;
-		goto err;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		ret = -EMEDIUMTYPE;
 		goto err;
 	}
 	for (int s = 0; s < 2; s++) {
@@ -430,16 +481,22 @@ struct seg_fd {
 static int segment_fd(struct seg_fd *cache, int dirfd, uint64_t seq)
 {
 	struct seg_fd *s = &cache[seq % CKPT_FDS];
+	uid_t owner = 0;
 	char name[64];
+	int ret;
 
 	if (s->fd >= 0 && s->seq == seq)
 		return s->fd;
 	if (s->fd >= 0)
 		close(s->fd);
+	s->fd = -1;
+	ret = pt_dir_owner(dirfd, &owner);
+	if (ret)
+		return ret;
 	pt_segment_name(name, sizeof(name), seq);
 	s->seq = seq;
-	s->fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	return s->fd >= 0 ? s->fd : -errno;
+	s->fd = pt_open_file(dirfd, name, O_RDONLY, owner);
+	return s->fd;
 }
 
 /*
@@ -484,10 +541,7 @@ static int ckpt_read_run(struct pt_image *img, int dirfd, const struct ckpt *c,
 			       c->records[e->record].epoch);
 			return -EBADMSG;
 		}
-		te->generation = c->records[e->record].epoch;
-		te->page_checksum = e->checksum;
-		te->reserved = 0;
-		te->checksum = entry_checksum(te, e->page);
+		entry_set(te, e->page, c->records[e->record].epoch, e->checksum);
 	}
 	return 0;
 }
@@ -623,18 +677,6 @@ int pt_image_verify_page(struct pt_image *img, uint64_t p, unsigned char *page, 
 		snprintf(msg, msg_len, "image table entry of page %" PRIu64 " (offset %" PRIu64
 			 "): bad checksum", p, img->hdr.table_offset + p * sizeof(*e));
 		return 1;
-	}
-	if (entry_is_zero(e)) {
-		static const unsigned char zero[64];
-
-		for (size_t o = 0; o < ps; o += sizeof(zero))
-			if (memcmp(page + o, zero, sizeof(zero))) {
-				snprintf(msg, msg_len, "image page %" PRIu64 " (offset %" PRIu64
-					 "): never written but not zero", p,
-					 img->hdr.data_offset + p * ps);
-				return 1;
-			}
-		return 0;
 	}
 	sum = pt_checksum(page, ps);
 	if (sum != e->page_checksum) {

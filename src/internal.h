@@ -88,6 +88,21 @@ bool pt_log_enabled(enum pt_log_level level);
 int pt_why(char *why, size_t why_len, int err, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+/*
+ * Copy the caller's option struct in (NULL: leave dst, the defaults, as
+ * it is): it starts with size_t sz; fields beyond what the caller's sz
+ * holds keep dst's values, bytes beyond dst_size must be zero.  min_size:
+ * the smallest sz accepted.  0 or -EINVAL.
+ */
+int pt_opts_take(void *dst, size_t dst_size, const void *in, size_t min_size);
+
+/* Does a range the mprotect backend tracks or freezes (and so keeps
+ * read-only) overlap [start, start + len)? */
+bool pt_mprotect_overlaps(uintptr_t start, size_t len);
+
+/* Is [start, start + len) mapped readable and writable?  0, -EFAULT. */
+int pt_range_writable(uintptr_t start, size_t len);
+
 /* Kernel version as major * 65536 + minor * 256 + patch (0 if unknown). */
 unsigned int pt_kernel_version(void);
 

@@ -155,6 +155,62 @@ int pt_check_dir(int dirfd, const char *dir)
 	return 0;
 }
 
+int pt_dir_owner(int dirfd, uid_t *owner)
+{
+	struct stat st;
+
+	if (fstat(dirfd, &st))
+		return -errno;
+	*owner = st.st_uid;
+	return 0;
+}
+
+int pt_open_file(int dirfd, const char *name, int flags, uid_t owner)
+{
+	bool writable = (flags & O_ACCMODE) != O_RDONLY;
+	struct stat st;
+	int fd, ret;
+
+	/* O_NONBLOCK: opening a FIFO for reading would wait for a writer
+	 * (and a device may do anything); on a regular file it changes
+	 * nothing for pread and pwrite. */
+	flags |= O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+	if (writable) {
+		fd = pt_io->openat(dirfd, name, flags, 0);
+	} else {
+		fd = openat(dirfd, name, flags);
+		if (fd < 0)
+			fd = -errno;
+	}
+	if (fd < 0)
+		return fd == -ELOOP ? -EMEDIUMTYPE : fd;	/* a symbolic link */
+	if (fstat(fd, &st)) {
+		ret = -errno;
+		goto err;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		pt_log(PT_LOG_ERROR, "%s: not a regular file: refusing", name);
+		ret = -EMEDIUMTYPE;
+		goto err;
+	}
+	/* Whoever could write the file could feed us anything (the
+	 * directory's own check keeps others from replacing it). */
+	if ((st.st_uid != owner && st.st_uid != geteuid()) || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+		pt_log(PT_LOG_ERROR, "%s: owned by uid %u with mode %03o; a region's files must "
+		       "belong to the directory's owner and be writable by no one else: refusing",
+		       name, (unsigned int)st.st_uid, (unsigned int)(st.st_mode & 0777));
+		ret = -EPERM;
+		goto err;
+	}
+	return fd;
+err:
+	if (writable)
+		pt_io->close(fd);
+	else
+		close(fd);
+	return ret;
+}
+
 uint64_t pt_checksum(const void *p, size_t len)
 {
 	return XXH3_64bits(p, len);
@@ -198,20 +254,82 @@ int pt_futex_wait(const uint32_t *addr, uint32_t val, int timeout_ms)
 	return 0;
 }
 
-int pt_state_map_ro(int dirfd, const struct pt_state **st, int *fdp)
+int pt_state_check(const struct pt_state *st, uint64_t file_size, const struct pt_region_id *id)
+{
+	static const char zero[8];
+
+	if (file_size < sizeof(*st))
+		return -ENODATA;
+	if (memcmp(st->magic, PT_STATE_MAGIC, 8))
+		/* All zero: a writer is creating the region right now. */
+		return memcmp(st->magic, zero, 8) ? -EBADMSG : -ENOENT;
+	if (st->version != PT_FORMAT_VERSION || st->size != sizeof(*st))
+		return -EPROTO;
+	if (id && st->page_size != id->page_size)
+		return -EXDEV;
+	if (id && (st->history_id != id->history_id || st->npages != id->npages))
+		return -ESTALE;
+	/* Levels come in order; a block that says otherwise is damaged. */
+	if (st->checkpointed > st->durable)
+		return -EBADMSG;
+	for (int i = 0; i < PT_RING_DESCS; i++) {
+		const struct pt_ring_desc *d = &st->ring[i];
+
+		if (d->epoch && (d->offset > st->staging_bytes ||
+				 d->length > st->staging_bytes - d->offset))
+			return -EBADMSG;
+	}
+	return 0;
+}
+
+int pt_state_read(int dirfd, const struct pt_region_id *id, struct pt_state *copy)
 {
 	struct stat sb;
+	ssize_t n;
+	uid_t owner = 0;
+	int fd, ret;
+
+	ret = pt_dir_owner(dirfd, &owner);
+	if (ret)
+		return ret;
+	fd = pt_open_file(dirfd, PT_STATE_NAME, O_RDONLY, owner);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &sb)) {
+		ret = -errno;
+		goto out;
+	}
+	n = pt_read_full(fd, copy, sizeof(*copy), 0);
+	if (n < 0) {
+		ret = (int)n;
+		goto out;
+	}
+	ret = (size_t)n < sizeof(*copy) ? (n ? -ENODATA : -ENOENT) :
+		pt_state_check(copy, (uint64_t)sb.st_size, id);
+out:
+	close(fd);
+	return ret;
+}
+
+int pt_state_map_ro(int dirfd, const struct pt_state **st, int *fdp)
+{
+	struct pt_state copy;
+	struct stat sb;
+	uid_t owner = 0;
 	void *p;
 	int fd, ret;
 
-	fd = openat(dirfd, PT_STATE_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	ret = pt_dir_owner(dirfd, &owner);
+	if (ret)
+		return ret;
+	fd = pt_open_file(dirfd, PT_STATE_NAME, O_RDONLY, owner);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (fstat(fd, &sb)) {
 		ret = -errno;
 		goto err;
 	}
-	if (!S_ISREG(sb.st_mode) || (size_t)sb.st_size < sizeof(struct pt_state)) {
+	if ((size_t)sb.st_size < sizeof(struct pt_state)) {
 		ret = -ENODATA;
 		goto err;
 	}
@@ -220,17 +338,11 @@ int pt_state_map_ro(int dirfd, const struct pt_state **st, int *fdp)
 		ret = -errno;
 		goto err;
 	}
-	if (memcmp(((const struct pt_state *)p)->magic, PT_STATE_MAGIC, 8)) {
-		static const char zero[8];
-
-		/* All zero: a writer is creating the region right now. */
-		ret = memcmp(((const struct pt_state *)p)->magic, zero, 8) ? -EBADMSG : -ENOENT;
+	/* Checked on a copy: the writer changes the block under us. */
+	memcpy(&copy, p, sizeof(copy));
+	ret = pt_state_check(&copy, (uint64_t)sb.st_size, NULL);
+	if (ret) {
 		munmap(p, sizeof(struct pt_state));
-		goto err;
-	}
-	if (((const struct pt_state *)p)->version != PT_FORMAT_VERSION) {
-		munmap(p, sizeof(struct pt_state));
-		ret = -EPROTO;
 		goto err;
 	}
 	*st = p;

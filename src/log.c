@@ -77,11 +77,15 @@ int pt_segments_list(int dirfd, const struct pt_region_id *id, struct pt_segment
 	struct pt_segment_info *v = NULL, *nv;
 	size_t n = 0, cap = 0;
 	struct dirent *de;
+	uid_t owner = 0;
 	DIR *d;
 	int fd, ret = 0;
 
 	*out = NULL;
 	*nr = 0;
+	ret = pt_dir_owner(dirfd, &owner);
+	if (ret)
+		return ret;
 	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
@@ -111,12 +115,12 @@ int pt_segments_list(int dirfd, const struct pt_region_id *id, struct pt_segment
 		}
 		memset(&v[n], 0, sizeof(v[n]));
 		v[n].seq = seq;
-		sfd = openat(dirfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		sfd = pt_open_file(dirfd, de->d_name, O_RDONLY, owner);
 		if (sfd < 0) {
 			/* Dropped by a checkpoint while we listed. */
-			if (errno == ENOENT)
+			if (sfd == -ENOENT)
 				continue;
-			v[n].bad = -errno;
+			v[n].bad = sfd;
 		} else {
 			off_t end = lseek(sfd, 0, SEEK_END);
 
@@ -333,13 +337,17 @@ static int reader_list(struct pt_log_reader *r)
 
 static int reader_switch(struct pt_log_reader *r, const struct pt_segment_info *s)
 {
+	uid_t owner = 0;
 	char name[64];
-	int fd;
+	int fd, ret;
 
+	ret = pt_dir_owner(r->dirfd, &owner);
+	if (ret)
+		return ret;
 	pt_segment_name(name, sizeof(name), s->seq);
-	fd = openat(r->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	fd = pt_open_file(r->dirfd, name, O_RDONLY, owner);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (r->fd >= 0)
 		close(r->fd);
 	r->fd = fd;

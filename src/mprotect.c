@@ -568,6 +568,18 @@ static int slot_publish(enum slot_kind kind, uintptr_t start, uintptr_t end, str
 	return free_slot;
 }
 
+bool pt_mprotect_overlaps(uintptr_t start, size_t len)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&slots_mutex);
+	for (unsigned int i = 0; i < atomic_load(&slots_high) && !found; i++)
+		found = atomic_load(&slots[i].kind) != SLOT_FREE &&
+			start < atomic_load(&slots[i].end) && atomic_load(&slots[i].start) < start + len;
+	pthread_mutex_unlock(&slots_mutex);
+	return found;
+}
+
 static void atfork_prepare(void)
 {
 	pthread_mutex_lock(&slots_mutex);

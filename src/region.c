@@ -156,17 +156,21 @@ static void state_store(uint64_t *field, uint64_t v)
 
 /* ---- options ------------------------------------------------------------ */
 
-static int opts_take(struct pt_region_opts *o, const struct pt_region_opts *in, size_t size)
+#define MAX_SEGMENT_BYTES		(1ull << 40)
+#define MAX_STAGING_BYTES		(1ull << 40)
+
+static int opts_take(struct pt_region_opts *o, const struct pt_region_opts *in)
 {
+	int ret;
+
 	memset(o, 0, sizeof(*o));
 	o->sz = sizeof(*o);
-	if (in) {
-		if (in->sz < offsetof(struct pt_region_opts, durable_interval_ms))
-			return -EINVAL;
-		memcpy(o, in, in->sz < sizeof(*o) ? in->sz : sizeof(*o));
-		o->sz = sizeof(*o);
-	}
-	if ((unsigned int)o->durability > PT_DURABLE_NONE || (o->flags & ~PT_REGION_NO_CHECKPOINT_THREAD))
+	ret = pt_opts_take(o, sizeof(*o), in, offsetof(struct pt_region_opts, durable_interval_ms));
+	if (ret)
+		return ret;
+	if ((unsigned int)o->durability > PT_DURABLE_NONE ||
+	    (o->flags & ~(PT_REGION_NO_CHECKPOINT_THREAD | PT_REGION_ACCEPT_LOSS)) ||
+	    o->segment_bytes > MAX_SEGMENT_BYTES || o->staging_bytes > MAX_STAGING_BYTES)
 		return -EINVAL;
 	if (!o->durable_interval_ms)
 		o->durable_interval_ms = DEFAULT_DURABLE_INTERVAL_MS;
@@ -176,8 +180,65 @@ static int opts_take(struct pt_region_opts *o, const struct pt_region_opts *in, 
 		o->retain_bytes = DEFAULT_RETAIN_BYTES;
 	if (!o->segment_bytes)
 		o->segment_bytes = DEFAULT_SEGMENT_BYTES;
-	(void)size;
 	return 0;
+}
+
+/* The smallest memory.max of this process's cgroup v2 and its parents. */
+static uint64_t cgroup_memory_limit(void)
+{
+	char path[4200], line[4096], *p;
+	uint64_t limit = UINT64_MAX;
+	FILE *f;
+
+	f = fopen("/proc/self/cgroup", "re");
+	if (!f)
+		return limit;
+	p = NULL;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "0::", 3)) {
+			line[strcspn(line, "\n")] = 0;
+			p = line + 3;
+			break;
+		}
+	fclose(f);
+	while (p && *p) {
+		unsigned long long v;
+
+		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", p);
+		f = fopen(path, "re");
+		if (f) {
+			if (fscanf(f, "%llu", &v) == 1 && v < limit)
+				limit = v;
+			fclose(f);
+		}
+		/* Up one level: the parents' limits hold too. */
+		if (!strcmp(p, "/"))
+			break;
+		*strrchr(p, '/') = 0;
+		if (!*p)
+			p[0] = '/', p[1] = 0;
+	}
+	return limit;
+}
+
+/*
+ * The staging memory is allocated and faulted in whole at open: an absurd
+ * size would get the process (and, on a machine without limits, others)
+ * killed by the OOM killer.  Allow at most half of the memory this process
+ * can have (RAM, or its cgroup's limit if lower).
+ */
+static int staging_fits(struct pt_region *r, uint64_t bytes)
+{
+	uint64_t ram = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t limit = cgroup_memory_limit();
+
+	if (limit > ram)
+		limit = ram;
+	if (bytes <= limit / 2)
+		return 0;
+	pt_log(PT_LOG_ERROR, "%s: staging memory of %" PRIu64 " bytes is more than half of the "
+	       "%" PRIu64 " bytes of memory this process may use", r->dir, bytes, limit);
+	return -ENOMEM;
 }
 
 /* ---- staging ring ---------------------------------------------------------- */
@@ -670,8 +731,7 @@ static void region_free(struct pt_region *r)
 	free(r);
 }
 
-static int region_alloc(struct pt_region **out, const char *dir, const struct pt_region_opts *opts,
-			size_t size)
+static int region_alloc(struct pt_region **out, const char *dir, const struct pt_region_opts *opts)
 {
 	struct pt_region *r;
 	int ret;
@@ -694,7 +754,7 @@ static int region_alloc(struct pt_region **out, const char *dir, const struct pt
 	if (!ret)
 		ret = cond_init_mono(&r->seal_work);
 	if (!ret)
-		ret = opts_take(&r->opts, opts, size);
+		ret = opts_take(&r->opts, opts);
 	if (ret) {
 		region_free(r);
 		return ret;
@@ -707,11 +767,8 @@ static int take_lock(struct pt_region *r)
 {
 	int fd = pt_create_file(r->dirfd, PT_LOCK_NAME, O_RDWR);
 
-	if (fd == -EEXIST) {
-		fd = openat(r->dirfd, PT_LOCK_NAME, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0)
-			fd = -errno;
-	}
+	if (fd == -EEXIST)
+		fd = pt_open_file(r->dirfd, PT_LOCK_NAME, O_RDWR, geteuid());
 	if (fd < 0) {
 		pt_log(PT_LOG_ERROR, "%s: cannot open the lock file: %s", r->dir, strerror(-fd));
 		return fd;
@@ -775,13 +832,13 @@ static int state_open(struct pt_region *r)
 	uint64_t incarnation = 0;
 	int fd, ret;
 
-	fd = openat(r->dirfd, PT_STATE_NAME, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT)
+	fd = pt_open_file(r->dirfd, PT_STATE_NAME, O_RDWR, geteuid());
+	if (fd == -ENOENT)
 		fd = pt_create_file(r->dirfd, PT_STATE_NAME, O_RDWR);
-	else if (fd < 0)
-		fd = -errno;
-	if (fd < 0)
+	if (fd < 0) {
+		pt_log(PT_LOG_ERROR, "%s: state file: %s", r->dir, pt_strerror(fd));
 		return fd;
+	}
 	r->statefd = fd;
 	if (ftruncate(fd, (off_t)r->id.page_size))
 		return -errno;
@@ -823,6 +880,12 @@ static int state_open(struct pt_region *r)
 	memcpy(st->magic, PT_STATE_MAGIC, 8);
 	__atomic_add_fetch(&st->futex, 1, __ATOMIC_RELEASE);
 	pt_futex_wake(&st->futex);
+	/* Made durable once per open (never on the sync path): after a power
+	 * loss the block must still name this history and a durable epoch
+	 * no newer than the truth, or the next open could not tell whether
+	 * durable epochs were lost (see reach.c). */
+	if (fsync(fd))
+		pt_log(PT_LOG_WARN, "%s: fsync of the state file: %s", r->dir, strerror(errno));
 	return 0;
 }
 
@@ -831,6 +894,7 @@ static int state_open(struct pt_region *r)
 static int sync_segments(struct pt_region *r, uint64_t *max_seq)
 {
 	struct pt_segment_info *segs;
+	struct stat st;
 	size_t n;
 	int ret;
 
@@ -851,9 +915,13 @@ static int sync_segments(struct pt_region *r, uint64_t *max_seq)
 			pt_io->unlinkat(r->dirfd, name);
 			continue;
 		}
-		fd = pt_io->openat(r->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0);
+		fd = pt_io->openat(r->dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
 		if (fd < 0)
 			continue;
+		if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+			pt_io->close(fd);
+			continue;	/* listed bad: never read */
+		}
 		ret = pt_io->fdatasync(fd);
 		pt_io->close(fd);
 	}
@@ -889,7 +957,8 @@ static int recover(struct pt_region *r)
 	struct pt_record rec;
 	uint64_t *suspect = NULL, nsuspect = 0, copied = 0, max_seq = 0;
 	size_t ps = r->id.page_size;
-	int ret;
+	struct pt_dir_reach reach = { 0 };
+	int ret, judged;
 
 	suspect = calloc((r->id.npages + 63) / 64, 8);
 	if (!suspect)
@@ -911,6 +980,41 @@ static int recover(struct pt_region *r)
 	}
 	r->published = rd.next_epoch - 1;
 	r->chain = rd.chain;
+	reach.reached = r->published;
+	judged = pt_reach_judge(r->dirfd, &r->id, &reach);
+	if (judged == -ESTALE) {
+		pt_log(PT_LOG_ERROR, "%s: %" PRIu64 " file(s) of another history than the image "
+		       "(%016" PRIx64 "): a file copied from another region? refusing", r->dir,
+		       reach.foreign, r->id.history_id);
+		ret = -ESTALE;
+		pt_log_reader_free(&rd);
+		goto out;
+	}
+	if (judged == -ENOTRECOVERABLE) {
+		char what[160];
+
+		if (reach.state_error)
+			snprintf(what, sizeof(what), "the state block is damaged (%s): what was "
+				 "durable is unknown", pt_strerror(reach.state_error));
+		else
+			snprintf(what, sizeof(what), "durable epochs %" PRIu64 "..%" PRIu64
+				 " cannot be reached", r->published + 1, reach.durable);
+		if (!(r->opts.flags & PT_REGION_ACCEPT_LOSS)) {
+			pt_log(PT_LOG_ERROR, "%s: %s (the image and log reach epoch %" PRIu64
+			       "%s%s); open with PT_REGION_ACCEPT_LOSS (pagetrack recover "
+			       "--accept-loss) to go on from there", r->dir, what, r->published,
+			       ret < 0 ? ", then: " : "", ret < 0 ? pt_strerror(ret) : "");
+			ret = -ENOTRECOVERABLE;
+			pt_log_reader_free(&rd);
+			goto out;
+		}
+		pt_log(PT_LOG_ERROR, "%s: %s; accepting the loss as asked: the region goes on "
+		       "from epoch %" PRIu64, r->dir, what, r->published);
+	} else if (judged) {
+		ret = judged;
+		pt_log_reader_free(&rd);
+		goto out;
+	}
 	if (ret < 0) {
 		pt_log(PT_LOG_WARN, "%s: recovery stops at epoch %" PRIu64 " in segment %016" PRIx64
 		       " at offset %" PRIu64 ": %s; recovered epoch %" PRIu64, r->dir,
@@ -1044,6 +1148,9 @@ static int region_start(struct pt_region *r)
 		if (r->size + (1u << 20) < r->opts.staging_bytes)
 			r->opts.staging_bytes = r->size + (1u << 20);
 	}
+	ret = staging_fits(r, r->opts.staging_bytes);
+	if (ret)
+		return ret;
 	r->ring_size = (size_t)pt_round_up(r->opts.staging_bytes, r->id.page_size);
 	ret = staging_create(r);
 	if (ret)
@@ -1114,6 +1221,26 @@ static int open_locked(struct pt_region *r)
 	return ret;
 }
 
+/* A new region's directory holds no log: segments left by an earlier one
+ * would be of another history, and every later open would refuse them. */
+static int no_segments(struct pt_region *r)
+{
+	struct pt_region_id any = { 0 };
+	struct pt_segment_info *segs;
+	size_t n;
+	int ret;
+
+	ret = pt_segments_list(r->dirfd, &any, &segs, &n);
+	if (ret)
+		return ret;
+	free(segs);
+	if (!n)
+		return 0;
+	pt_log(PT_LOG_ERROR, "%s: holds %zu log segment(s) of an earlier region: remove them first",
+	       r->dir, n);
+	return -EEXIST;
+}
+
 PT_EXPORT int pt_region_create(struct pt_region **out, const char *dir, size_t size,
 			       const struct pt_region_opts *opts)
 {
@@ -1128,7 +1255,7 @@ PT_EXPORT int pt_region_create(struct pt_region **out, const char *dir, size_t s
 	if (page_size <= 0 || !size || size % (size_t)page_size ||
 	    size / (size_t)page_size > UINT32_MAX)
 		return -EINVAL;
-	ret = region_alloc(&r, dir, opts, size);
+	ret = region_alloc(&r, dir, opts);
 	if (ret)
 		return ret;
 	ret = open_dir(r, dir, true);
@@ -1142,6 +1269,9 @@ PT_EXPORT int pt_region_create(struct pt_region **out, const char *dir, size_t s
 		ret = -EEXIST;
 		goto err;
 	}
+	ret = no_segments(r);
+	if (ret)
+		goto err;
 	r->id.page_size = (uint32_t)page_size;
 	r->id.page_shift = (unsigned int)__builtin_ctzl((unsigned long)page_size);
 	r->id.npages = size / (size_t)page_size;
@@ -1177,7 +1307,7 @@ PT_EXPORT int pt_region_open(struct pt_region **out, const char *dir, const stru
 	if (!out || !dir || !*dir)
 		return -EINVAL;
 	*out = NULL;
-	ret = region_alloc(&r, dir, opts, 0);
+	ret = region_alloc(&r, dir, opts);
 	if (ret)
 		return ret;
 	ret = open_dir(r, dir, false);

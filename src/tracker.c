@@ -83,26 +83,23 @@ PT_EXPORT int pt_tracker_open(struct pt_tracker **out, void *addr, size_t len,
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
-	if (opts) {
-		/* An older caller's struct is shorter: take what it has. */
-		if (opts->sz < offsetof(struct pt_tracker_opts, flags) + sizeof(opts->flags))
-			return -EINVAL;
-		/* A newer caller's is longer: what this library does not know
-		 * must be zero, or the caller asks for something it cannot do.
-		 * No option struct will outgrow a page; a larger sz is garbage. */
-		if (opts->sz > 4096)
-			return -EINVAL;
-		for (size_t i = sizeof(*opts); i < opts->sz; i++)
-			if (((const unsigned char *)opts)[i])
-				return -EINVAL;
-		o.backend = opts->backend;
-		o.flags = opts->flags;
-	}
+	ret = pt_opts_take(&o, sizeof(o), opts, offsetof(struct pt_tracker_opts, flags) +
+			   sizeof(o.flags));
+	if (ret)
+		return ret;
 	if (o.flags)
 		return -EINVAL;
 	if (page_size <= 0 || !addr || !len || start % (uintptr_t)page_size ||
 	    len % (size_t)page_size || start + len < start)
 		return -EINVAL;
+	/* Pages the mprotect backend tracks are read-only on purpose: the
+	 * backend's own overlap check gives those their -EEXIST. */
+	ret = pt_mprotect_overlaps(start, len) ? 0 : pt_range_writable(start, len);
+	if (ret) {
+		pt_log(PT_LOG_ERROR, "tracker: [%#lx, %#lx) is not all mapped readable and writable",
+		       (unsigned long)start, (unsigned long)(start + len));
+		return ret;
+	}
 	if (o.backend == PT_BACKEND_AUTO) {
 		ret = backend_from_env(&o.backend);
 		if (ret)

@@ -27,6 +27,54 @@ PT_EXPORT const char *pt_version(void)
 	return PAGETRACK_VERSION;
 }
 
+int pt_opts_take(void *dst, size_t dst_size, const void *in, size_t min_size)
+{
+	size_t sz;
+
+	if (!in)
+		return 0;
+	sz = *(const size_t *)in;
+	/* An older caller's struct is shorter: take what it has.  A newer
+	 * caller's is longer: what this library does not know must be zero,
+	 * or the caller asks for something it cannot do.  No option struct
+	 * will outgrow a page; a larger sz is garbage. */
+	if (sz < min_size || sz > 4096)
+		return -EINVAL;
+	for (size_t i = dst_size; i < sz; i++)
+		if (((const unsigned char *)in)[i])
+			return -EINVAL;
+	memcpy(dst, in, sz < dst_size ? sz : dst_size);
+	*(size_t *)dst = dst_size;
+	return 0;
+}
+
+int pt_range_writable(uintptr_t start, size_t len)
+{
+	uintptr_t want = start, end = start + len;
+	char line[512];
+	FILE *f;
+
+	/* The maps file lists mappings in address order; walk them until
+	 * the range is covered by read-write ones or a gap shows. */
+	f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return 0;	/* no /proc: cannot tell, the backends will */
+	while (want < end && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char perms[8];
+
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3)
+			continue;
+		if (hi <= want)
+			continue;
+		if (lo > want || perms[0] != 'r' || perms[1] != 'w')
+			break;
+		want = hi;
+	}
+	fclose(f);
+	return want >= end ? 0 : -EFAULT;
+}
+
 PT_EXPORT const char *pt_strerror(int err)
 {
 	if (err < 0)

@@ -287,6 +287,7 @@ static const struct {
 
 static bool run_case(size_t i, char *why, size_t why_len)
 {
+	struct pt_region_opts accept = { .sz = sizeof(accept), .flags = PT_REGION_ACCEPT_LOSS };
 	size_t size = NPAGES * page_size();
 	struct pt_log_reader rd;
 	struct pt_record rec;
@@ -318,8 +319,13 @@ static bool run_case(size_t i, char *why, size_t why_len)
 	CHECK(ret == cases[i].error, "reader stopped with %d (%s), want %d (%s)", ret,
 	      pt_log_strerror(ret), cases[i].error, pt_log_strerror(cases[i].error));
 
-	/* Recovery: the same epoch, its memory, the corrupt record not applied. */
+	/* The damaged record was durable: recovery refuses to come back at an
+	 * older epoch unless told to accept the loss. */
 	ret = pt_region_open(&r, dst, NULL);
+	CHECK(ret == -ENOTRECOVERABLE, "open without accepting the loss: %d (%s)", ret,
+	      pt_strerror(ret));
+	/* Accepted: the same epoch, its memory, the corrupt record not applied. */
+	ret = pt_region_open(&r, dst, &accept);
 	CHECK(ret == 0, "open: %s", strerror(-ret));
 	CHECK(pt_region_epoch(r) == VICTIM - 1, "recovered epoch %lld",
 	      (long long)pt_region_epoch(r));
