@@ -24,6 +24,7 @@ $(XCH_OUT)/exchange-%: $(XCH_DIR)/%.c $(XCH_COMMON) $(XCH_HDRS) $(STATIC)
 # The test programs that compile the exchange's sources in (and start its programs).
 $(O)/test/exchange-book: $(XCH_DIR)/book.c $(XCH_DIR)/book.h
 $(O)/test/exchange-badinput: $(XCH_DIR)/book.c $(XCH_DIR)/net.c $(XCH_DIR)/proto.c $(XCH_HDRS) $(XCH_BINS)
+$(O)/test/exchange-starve: $(XCH_HDRS) $(XCH_BINS)
 
 bench-exchange: deps all $(XCH_BINS)
 	@O=$(O) $(XCH_DIR)/bench.sh
