@@ -237,6 +237,7 @@ struct pt_shared_ctl {
  * is writable by its owner only, but its owner's other processes may be
  * buggy or dead half way: nothing in it is memory to trust.
  */
+struct pt_region_id;
 int pt_shared_ctl_check(const struct pt_shared_ctl *ctl, const struct pt_region_id *id,
 			uint64_t file_size);
 

@@ -534,7 +534,7 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 	if (!r->shared)
 		madvise(r->base, r->size, MADV_POPULATE_WRITE);
 	if (r->shared) {
-		ret = pt_shared_open(r, o.name);
+		ret = pt_shared_open(r, &o);
 		if (ret)
 			goto err;
 	}

@@ -50,12 +50,14 @@ struct pt_replica {
 	struct copy_state priv;	/* private mode */
 
 	/* shared mode (shared.c) */
-	int shmfd;
+	int shmfd;			/* the control block's file */
 	struct pt_shared_ctl *ctl;
-	unsigned char *shm_rw;	/* the whole file, mapped by an updater */
-	size_t shm_len;
+	uint64_t ctl_size;		/* its file's size, checked at open */
+	struct pt_shared_ctl *snap;	/* a copy of its numbers, checked before use */
 	int slot;
-	char shm_path[300];
+	uint64_t view_gen;		/* the copy file mapped at base, 0: none */
+	unsigned int stuck_reader_ms;
+	char shm_path[300];		/* /dev/shm/pagetrack-NAME; copies add .<gen> */
 };
 
 /* Milliseconds of CLOCK_MONOTONIC: deadlines that a clock change cannot move. */
@@ -79,8 +81,8 @@ int pt_replica_advance(struct pt_replica *r, unsigned char *mem, struct copy_sta
 /* replica.c: 0 while the writer is still on the history of (epoch, chain), else -ESTALE. */
 int pt_replica_check_writer(struct pt_replica *r, uint64_t epoch, uint64_t chain);
 
-/* shared.c: attach r to the shared copy named name (NULL: the history id). */
-int pt_shared_open(struct pt_replica *r, const char *name);
+/* shared.c: attach r to the shared copy o->name (NULL: the history id). */
+int pt_shared_open(struct pt_replica *r, const struct pt_replica_opts *o);
 /* shared.c: pt_replica_refresh() of a shared replica. */
 int64_t pt_shared_refresh(struct pt_replica *r, int timeout_ms);
 /* shared.c: give up r's reader slot and unmap the shared file. */
