@@ -194,6 +194,38 @@ static int ring_apply(struct pt_replica *r, unsigned char *mem, struct copy_stat
  * Bring mem from cs->epoch to target (not beyond what is published).
  * Returns the number of records applied, or -errno when none could be.
  */
+/* The image's epoch, if it is of our history. */
+static int image_epoch(struct pt_replica *r, uint64_t *epoch)
+{
+	struct pt_image img;
+	int ret;
+
+	ret = pt_image_open(&img, r->dirfd, false);
+	if (ret)
+		return ret;
+	ret = img.id.history_id == r->id.history_id && img.id.npages == r->id.npages ? 0 : -ESTALE;
+	*epoch = img.hdr.epoch;
+	pt_image_close(&img);
+	return ret;
+}
+
+/* Records after epoch are missing from a log that should hold them: files
+ * of another history in their place (-ESTALE), or lost (-ENOTRECOVERABLE). */
+static int log_lost(struct pt_replica *r, uint64_t epoch)
+{
+	struct pt_dir_reach reach = { .reached = UINT64_MAX };
+
+	if (pt_reach_judge(r->dirfd, &r->id, &reach) == -ESTALE) {
+		pt_log(PT_LOG_ERROR, "%s: %" PRIu64 " file(s) of another history in the region's "
+		       "directory: refusing", r->dir, reach.foreign);
+		return -ESTALE;
+	}
+	pt_log(PT_LOG_ERROR, "%s: the writer logged epochs up to %" PRIu64 " but the log ends "
+	       "after epoch %" PRIu64 " and the image does not hold them: lost", r->dir,
+	       load64(&r->state->logged), epoch);
+	return -ENOTRECOVERABLE;
+}
+
 int pt_replica_advance(struct pt_replica *r, unsigned char *mem, struct copy_state *cs,
 		       uint64_t target)
 {
@@ -254,6 +286,29 @@ int pt_replica_advance(struct pt_replica *r, unsigned char *mem, struct copy_sta
 			cs->need_image = true;
 			copied = false;
 			continue;
+		}
+		if (ret <= 0 && ret != -EAGAIN && ret != -ESTALE && !cs->need_image &&
+		    cs->epoch < target && cs->epoch < load64(&r->state->logged)) {
+			/*
+			 * The log ends, or breaks, before records the writer
+			 * wrote.  The image may hold them (a checkpoint dropped
+			 * the segments, or the damage lies in records it has
+			 * applied); else they are gone, and showing an older
+			 * epoch as if it were the newest would be a lie.
+			 */
+			uint64_t ie;
+
+			if (!copied && !image_epoch(r, &ie) && ie > cs->epoch) {
+				cs->need_image = true;
+				continue;
+			}
+			if (!ret) {
+				/* Whatever was applied on the way, the newest
+				 * epochs are gone: say so now, not at the next
+				 * refresh. */
+				ret = log_lost(r, cs->epoch);
+				return ret;
+			}
 		}
 		if (cs->need_image) {
 			if (!r->nsuspect && ret >= 0) {
@@ -415,22 +470,18 @@ static int reserve_writer_address(struct pt_replica *r)
 {
 	struct pt_state st;
 	void *want, *p;
-	ssize_t n;
-	int fd;
 
-	fd = openat(r->dirfd, PT_STATE_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = pt_read_full(fd, &st, sizeof(st), 0);
-	close(fd);
-	if (n < 0)
-		return (int)n;
-	if ((size_t)n < sizeof(st) || memcmp(st.magic, PT_STATE_MAGIC, 8))
-		return -ENOENT;
+	int ret;
+
+	ret = pt_state_read(r->dirfd, NULL, &st);
+	if (ret)
+		return ret;
 	want = (void *)(uintptr_t)st.base_address;
+	if (!st.npages || st.npages > SIZE_MAX / st.page_size)
+		return -EBADMSG;
 	r->size = st.npages * st.page_size;
-	if (!want || !r->size)
-		return -EINVAL;
+	if (!want || (uintptr_t)want % st.page_size)
+		return -EBADMSG;
 	p = mmap(want, r->size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
 		 MAP_FIXED_NOREPLACE, -1, 0);
 	if (p == MAP_FAILED)
@@ -456,11 +507,10 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 	if (!out || !dir)
 		return -EINVAL;
 	*out = NULL;
-	if (opts) {
-		if (opts->sz < offsetof(struct pt_replica_opts, flags) + sizeof(opts->flags))
-			return -EINVAL;
-		memcpy(&o, opts, opts->sz < sizeof(o) ? opts->sz : sizeof(o));
-	}
+	ret = pt_opts_take(&o, sizeof(o), opts, offsetof(struct pt_replica_opts, flags) +
+			   sizeof(o.flags));
+	if (ret)
+		return ret;
 	if ((unsigned int)o.mode > PT_REPLICA_SHARED || (o.flags & ~PT_REPLICA_AT_WRITER_ADDRESS))
 		return -EINVAL;
 	r = calloc(1, sizeof(*r));
@@ -473,8 +523,14 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 	r->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (r->dirfd < 0) {
 		ret = -errno;
+		pt_log(PT_LOG_ERROR, "%s: %s", dir, strerror(-ret));
 		goto err;
 	}
+	/* The writer's rule: a directory others can write is one whose
+	 * files they can swap for their own. */
+	ret = pt_check_dir(r->dirfd, dir);
+	if (ret)
+		goto err;
 	if (o.flags & PT_REPLICA_AT_WRITER_ADDRESS) {
 		/* Reserve the address before anything else maps memory: a
 		 * forked child that just unmapped the writer's region would
@@ -491,6 +547,18 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 	}
 	r->id = img.id;
 	pt_image_close(&img);
+	{
+		/* Any file of another history than the image: refuse now,
+		 * whether or not the records we will read come from it. */
+		struct pt_dir_reach reach = { .reached = UINT64_MAX };
+
+		if (pt_reach_judge(r->dirfd, &r->id, &reach) == -ESTALE) {
+			pt_log(PT_LOG_ERROR, "%s: %" PRIu64 " file(s) of another history than the "
+			       "image: refusing", dir, reach.foreign);
+			ret = -ESTALE;
+			goto err;
+		}
+	}
 	ret = state_attach(r);
 	if (ret) {
 		pt_log(PT_LOG_ERROR, "%s: state file: %s", dir, pt_log_strerror(ret));
@@ -552,7 +620,8 @@ err:
 
 PT_EXPORT int64_t pt_replica_refresh(struct pt_replica *r, int timeout_ms)
 {
-	if (!r)
+	/* Only -1 means forever: another negative is a caller's bug. */
+	if (!r || timeout_ms < -1)
 		return -EINVAL;
 	return r->shared ? pt_shared_refresh(r, timeout_ms) : refresh_private(r, timeout_ms);
 }
