@@ -1492,7 +1492,9 @@ PT_EXPORT int pt_region_wait(struct pt_region *r, uint64_t epoch, enum pt_level 
 	struct timespec ts;
 	int ret = 0;
 
-	if (!r || level < PT_LEVEL_PUBLISHED || level > PT_LEVEL_CHECKPOINTED)
+	/* -1 is forever; any other negative is a caller's mistake (a
+	 * computed remaining time gone below zero), not "forever". */
+	if (!r || level < PT_LEVEL_PUBLISHED || level > PT_LEVEL_CHECKPOINTED || timeout_ms < -1)
 		return -EINVAL;
 	if (getpid() != r->owner)
 		return -ECHILD;	/* the threads that advance the levels are the parent's */
