@@ -22,6 +22,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/loop.h>
 
@@ -338,6 +339,50 @@ static inline void tmpdir_remove(const char *d)
 {
 	tmpdir_empty(d);
 	rmdir(d);
+}
+
+/*
+ * Remove every /dev/shm file whose name starts with prefix: a shared
+ * replica's control block "pagetrack-NAME" and its copies
+ * "pagetrack-NAME.<generation>".  Only system calls, so that a SIGALRM
+ * handler may call it.
+ */
+static inline void shm_remove_prefix(const char *prefix)
+{
+	struct dirent64_raw {
+		uint64_t ino;
+		int64_t off;
+		unsigned short reclen;
+		unsigned char type;
+		char name[];
+	};
+	char buf[4096] __attribute__((aligned(8)));
+	size_t plen = strlen(prefix);
+	long n;
+	int fd = open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	while ((n = syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0)
+		for (long off = 0; off < n;) {
+			struct dirent64_raw *d = (struct dirent64_raw *)(buf + off);
+
+			if (!strncmp(d->name, prefix, plen))
+				unlinkat(fd, d->name, 0);
+			off += d->reclen;
+		}
+	close(fd);
+}
+
+/* Remove the shared replica NAME: its control block and its copies. */
+static inline void shm_remove(const char *name)
+{
+	char p[320];
+
+	snprintf(p, sizeof(p), "pagetrack-%s.", name);
+	shm_remove_prefix(p);
+	snprintf(p, sizeof(p), "/dev/shm/pagetrack-%s", name);
+	unlink(p);
 }
 
 /* A fast reproducible PRNG (xorshift64*). */

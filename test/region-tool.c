@@ -80,13 +80,13 @@ static bool good_region(char *why, size_t why_len)
 	CHECK(rc == 0 && strstr(out, "checkpointed at epoch 12"), "checkpoint: %d\n%s", rc, out);
 	rc = run("status %s", dir);
 	CHECK(rc == 0 && strstr(out, "checkpointed 12"), "status after checkpoint: %d\n%s", rc, out);
-	unlink("/dev/shm/pagetrack-test-tool");
+	shm_remove("test-tool");
 	rc = run("replica %s --once --name test-tool", dir);
 	CHECK(rc == 0 && strstr(out, "at epoch 12"), "replica: %d\n%s", rc, out);
 	rc = run("status %s", dir);
 	CHECK(rc == 0 && strstr(out, "pagetrack-test-tool: epoch 12, lag 0"), "status lists the "
 	      "shared replica: %d\n%s", rc, out);
-	unlink("/dev/shm/pagetrack-test-tool");
+	shm_remove("test-tool");
 	return true;
 }
 

@@ -53,7 +53,7 @@ static bool catchup_counts(enum pt_replica_mode mode, char *why, size_t why_len)
 	(void)why;
 	(void)why_len;
 	fresh_dir();
-	unlink("/dev/shm/pagetrack-test-catchup");
+	shm_remove("test-catchup");
 	ret = pt_region_create(&r, dir, size, &small_log);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
 	m = pt_region_base(r);
@@ -113,7 +113,7 @@ static bool catchup_counts(enum pt_replica_mode mode, char *why, size_t why_len)
 	       (unsigned long long)distinct, NPAGES);
 	pt_replica_close(rep);
 	pt_region_close(r);
-	unlink("/dev/shm/pagetrack-test-catchup");
+	shm_remove("test-catchup");
 	return true;
 }
 
@@ -323,7 +323,7 @@ static bool slow_shared_reader(char *why, size_t why_len)
 	(void)why;
 	(void)why_len;
 	fresh_dir();
-	unlink("/dev/shm/pagetrack-test-slow-reader");
+	shm_remove("test-slow-reader");
 	ret = pt_region_create(&r, dir, size, &small_log);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
 	m = pt_region_base(r);
@@ -360,7 +360,7 @@ static bool slow_shared_reader(char *why, size_t why_len)
 	pt_replica_close(slow);
 	pt_replica_close(fast);
 	pt_region_close(r);
-	unlink("/dev/shm/pagetrack-test-slow-reader");
+	shm_remove("test-slow-reader");
 	return true;
 }
 

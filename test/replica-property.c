@@ -199,12 +199,7 @@ static bool run(enum pt_durability dur, char *why, size_t why_len)
 	printf("    %d epochs, %llu replica checks, slow replica copied %llu pages from the image\n",
 	       epochs, (unsigned long long)total_checks, (unsigned long long)sh->image_pages[1]);
 	CHECK(total_checks >= NCHILD + 1, "replicas checked too little");
-	{
-		char p[128];
-
-		snprintf(p, sizeof(p), "/dev/shm/pagetrack-%s", shm_name);
-		unlink(p);
-	}
+	shm_remove(shm_name);
 	tmpdir_remove(dir);
 	return ok;
 }
