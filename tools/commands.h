@@ -30,6 +30,7 @@ int cmd_verify(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_replica(int argc, char **argv);
 int cmd_checkpoint(int argc, char **argv);
+int cmd_recover(int argc, char **argv);
 
 /*
  * Shared by the subcommands (tools/pagetrack.c).
@@ -83,5 +84,24 @@ int open_dir_arg(const char *cmd, const char *dir, int *dirfd);
  * -errno.  A FIFO so named can then not hang the command.
  */
 int open_regular(int dirfd, const char *name, int flags, struct stat *st);
+
+/*
+ * JSON output through json-c, which escapes every string: names read from
+ * /dev/shm or given by the user can hold any byte.  The constructors and
+ * jout_put()/jout_append() (which take val) set *failed on an allocation
+ * failure and go on, so a builder checks once, in jout_print(); jout_str()
+ * of NULL is JSON null.  jout_print() prints obj and a newline, drops obj,
+ * and returns 0 or a runtime error's exit status.
+ */
+struct json_object;
+struct json_object *jout_str(const char *s, bool *failed);
+struct json_object *jout_u64(uint64_t v, bool *failed);
+struct json_object *jout_i64(int64_t v, bool *failed);
+struct json_object *jout_bool(bool v, bool *failed);
+struct json_object *jout_object(bool *failed);
+struct json_object *jout_array(bool *failed);
+void jout_put(struct json_object *obj, const char *key, struct json_object *val, bool *failed);
+void jout_append(struct json_object *arr, struct json_object *val, bool *failed);
+int jout_print(const char *cmd, struct json_object *obj, bool failed, bool pretty);
 
 #endif /* PT_TOOL_COMMANDS_H */

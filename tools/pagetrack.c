@@ -27,6 +27,8 @@
 #include <unistd.h>
 #include <linux/loop.h>
 
+#include <json-c/json.h>
+
 #include "pagetrack.h"
 #include "commands.h"
 
@@ -49,6 +51,7 @@ static const struct command commands[] = {
 	{ "inspect", cmd_inspect, "DIR [--pages]", "list a region's log records" },
 	{ "replica", cmd_replica, "DIR [--name N]", "keep a shared replica current" },
 	{ "checkpoint", cmd_checkpoint, "DIR", "apply a region's log to its image now" },
+	{ "recover", cmd_recover, "DIR [--accept-loss]", "recover a region as its writer would" },
 };
 
 /* ------------------------------------------------------------------ */
@@ -110,6 +113,80 @@ int alone(const char *cmd, const char *option, int argc)
 	if (argc != 2)
 		return usage_error(cmd, "%s takes no other argument", option);
 	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON output (json-c)                                                */
+/* ------------------------------------------------------------------ */
+
+static struct json_object *jout_check(struct json_object *o, bool *failed)
+{
+	if (!o)
+		*failed = true;
+	return o;
+}
+
+struct json_object *jout_str(const char *s, bool *failed)
+{
+	return s ? jout_check(json_object_new_string(s), failed) : NULL;
+}
+
+struct json_object *jout_u64(uint64_t v, bool *failed)
+{
+	return jout_check(json_object_new_uint64(v), failed);
+}
+
+struct json_object *jout_i64(int64_t v, bool *failed)
+{
+	return jout_check(json_object_new_int64(v), failed);
+}
+
+struct json_object *jout_bool(bool v, bool *failed)
+{
+	return jout_check(json_object_new_boolean(v), failed);
+}
+
+struct json_object *jout_object(bool *failed)
+{
+	return jout_check(json_object_new_object(), failed);
+}
+
+struct json_object *jout_array(bool *failed)
+{
+	return jout_check(json_object_new_array(), failed);
+}
+
+void jout_put(struct json_object *obj, const char *key, struct json_object *val, bool *failed)
+{
+	if (!obj || json_object_object_add(obj, key, val)) {
+		json_object_put(val);
+		*failed = true;
+	}
+}
+
+void jout_append(struct json_object *arr, struct json_object *val, bool *failed)
+{
+	if (!arr || json_object_array_add(arr, val)) {
+		json_object_put(val);
+		*failed = true;
+	}
+}
+
+int jout_print(const char *cmd, struct json_object *obj, bool failed, bool pretty)
+{
+	const char *text;
+	int ret = 0;
+
+	text = failed ? NULL : json_object_to_json_string_ext(obj, JSON_C_TO_STRING_NOSLASHESCAPE |
+						(pretty ? JSON_C_TO_STRING_PRETTY |
+							  JSON_C_TO_STRING_SPACED :
+							  JSON_C_TO_STRING_PLAIN));
+	if (!text)
+		ret = runtime_error(cmd, -ENOMEM, "building the JSON output");
+	else if (puts(text) == EOF || fflush(stdout))
+		ret = runtime_error(cmd, -EIO, "writing the output");
+	json_object_put(obj);
+	return ret;
 }
 
 int parse_number(const char *cmd, const char *what, const char *arg, long long min,
@@ -217,28 +294,6 @@ static long read_sysctl(const char *path)
 	return v;
 }
 
-static void json_string(const char *s)
-{
-	if (!s) {
-		fputs("null", stdout);
-		return;
-	}
-	putchar('"');
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c == '\n')
-			fputs("\\n", stdout);
-		else if (c < 0x20)
-			printf("\\u%04x", c);
-		else
-			putchar(c);
-	}
-	putchar('"');
-}
-
 static void probe_help(void)
 {
 	printf("Usage: pagetrack probe [--json]\n"
@@ -307,7 +362,7 @@ int cmd_probe(int argc, char **argv)
 		r->why[0] = r->note[0] = '\0';
 		r->ret = pt_backend_probe(r->id, r->why, sizeof(r->why));
 		if (r->ret && !r->why[0])
-			snprintf(r->why, sizeof(r->why), "%s", strerror(-r->ret));
+			snprintf(r->why, sizeof(r->why), "%s", pt_strerror(r->ret));
 		switch (r->id) {
 		case PT_BACKEND_UFFD_WP:
 			if (unpriv_uffd >= 0)
@@ -335,31 +390,36 @@ int cmd_probe(int argc, char **argv)
 	}
 
 	if (json) {
-		printf("{\n  \"kernel\": ");
-		json_string(u.release);
-		printf(",\n  \"machine\": ");
-		json_string(u.machine);
-		printf(",\n  \"page_size\": %ld,\n  \"euid\": %u,\n", sysconf(_SC_PAGESIZE),
-		       (unsigned)geteuid());
-		printf("  \"sysctl\": { \"vm.unprivileged_userfaultfd\": %ld, \"vm.max_map_count\": %ld },\n",
-		       unpriv_uffd, max_map_count);
-		printf("  \"backends\": [\n");
+		bool failed = false;
+		struct json_object *o = jout_object(&failed);
+		struct json_object *sysctl = jout_object(&failed);
+		struct json_object *backends = jout_array(&failed);
+
+		jout_put(o, "kernel", jout_str(u.release, &failed), &failed);
+		jout_put(o, "machine", jout_str(u.machine, &failed), &failed);
+		jout_put(o, "page_size", jout_i64(sysconf(_SC_PAGESIZE), &failed), &failed);
+		jout_put(o, "euid", jout_u64(geteuid(), &failed), &failed);
+		jout_put(sysctl, "vm.unprivileged_userfaultfd", jout_i64(unpriv_uffd, &failed), &failed);
+		jout_put(sysctl, "vm.max_map_count", jout_i64(max_map_count, &failed), &failed);
+		jout_put(o, "sysctl", sysctl, &failed);
 		for (size_t i = 0; i < ARRAY_LEN(rep); i++) {
-			printf("    { \"name\": ");
-			json_string(pt_backend_name(rep[i].id));
-			printf(", \"usable\": %s, \"error\": ", rep[i].ret ? "false" : "true");
-			json_string(rep[i].ret ? strerrorname_np(-rep[i].ret) : NULL);
-			printf(", \"reason\": ");
-			json_string(rep[i].ret ? rep[i].why : NULL);
-			printf(", \"note\": ");
-			json_string(rep[i].note[0] ? rep[i].note : NULL);
-			printf(" }%s\n", i + 1 < ARRAY_LEN(rep) ? "," : "");
+			struct json_object *b = jout_object(&failed);
+
+			jout_put(b, "name", jout_str(pt_backend_name(rep[i].id), &failed), &failed);
+			jout_put(b, "usable", jout_bool(!rep[i].ret, &failed), &failed);
+			jout_put(b, "error", jout_str(rep[i].ret ? strerrorname_np(-rep[i].ret) : NULL,
+						      &failed), &failed);
+			jout_put(b, "reason", jout_str(rep[i].ret ? rep[i].why : NULL, &failed), &failed);
+			jout_put(b, "note", jout_str(rep[i].note[0] ? rep[i].note : NULL, &failed),
+				 &failed);
+			jout_append(backends, b, &failed);
 		}
-		printf("  ],\n  \"PAGETRACK_BACKEND\": ");
-		json_string(env && *env ? env : NULL);
-		printf(",\n  \"auto\": ");
-		json_string(chosen);
-		printf("\n}\n");
+		jout_put(o, "backends", backends, &failed);
+		jout_put(o, "PAGETRACK_BACKEND", jout_str(env && *env ? env : NULL, &failed), &failed);
+		jout_put(o, "auto", jout_str(chosen, &failed), &failed);
+		ret = jout_print("probe", o, failed, true);
+		if (ret)
+			return ret;
 	} else {
 		printf("%-12s Linux %s %s, page size %ld, euid %u\n", "kernel:", u.release, u.machine,
 		       sysconf(_SC_PAGESIZE), (unsigned)geteuid());
@@ -629,7 +689,7 @@ static void help(void)
 		char head[48];
 
 		snprintf(head, sizeof(head), "%s %s", commands[i].name, commands[i].args);
-		printf("  %-22s %s\n", head, commands[i].summary);
+		printf("  %-28s %s\n", head, commands[i].summary);
 	}
 	printf("\n"
 	       "Run 'pagetrack COMMAND --help' for a command's options.\n"
