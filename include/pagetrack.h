@@ -107,6 +107,7 @@ struct pt_tracker;
  * Returns 0 and *out, or:
  *  -EINVAL      misaligned or zero length, overflow, unknown backend or flags,
  *               bad PAGETRACK_BACKEND value;
+ *  -EFAULT      part of the range is not mapped readable and writable;
  *  -EOPNOTSUPP  the backend asked for (or every backend, for AUTO) is not
  *               available on this kernel; pt_log() says why;
  *  -EPERM       the kernel refused (userfaultfd disabled for this process);
@@ -232,7 +233,9 @@ struct pt_region;
  * caller becomes the region's one writer.
  *
  * Returns 0 and *out, or:
- *  -EINVAL   bad size or options;
+ *  -EINVAL   bad size or options (unknown non-zero bytes after the fields
+ *            this library knows included; sizes above 1 TiB);
+ *  -ENOMEM   staging_bytes above half the memory the process may use;
  *  -EEXIST   dir already holds a region;
  *  -EBUSY    another process holds the region's lock;
  *  -EPERM    dir is writable by others or owned by someone else;
@@ -251,13 +254,23 @@ int pt_region_create(struct pt_region **out, const char *dir, size_t size,
  *
  * Returns 0 and *out, or:
  *  -EBUSY        a writer has the region open (one writer per region);
- *  -EMEDIUMTYPE  dir is not a region (no image);
+ *  -EMEDIUMTYPE  dir is not a region (no image), or one of its files is not
+ *                a regular file (a FIFO is refused, never opened blocking);
+ *  -ENOTRECOVERABLE  the image and the intact records reach less than the
+ *                epoch the region had made durable (a segment deleted,
+ *                truncated or damaged), or the state block recording it is
+ *                damaged: nothing changed; PT_REGION_ACCEPT_LOSS goes on
+ *                from what is reached;
+ *  -ESTALE       a segment or the state block is of another history than
+ *                the image (a file copied from another region);
  *  -EBADMSG      the image's headers, or a page of it no log record
  *                rewrites, fail their checksum or magic;
  *  -EPROTO       a format version this library does not read;
  *  -EXDEV        written on a system with another page size;
  *  -ENODATA      the image is truncated;
- *  -ENOENT, -ENOTDIR, -EPERM, -ENOMEM, or another -errno.
+ *  -EPERM        dir, or a file in it, is writable by others or belongs to
+ *                another user;
+ *  -ENOENT, -ENOTDIR, -ENOMEM, or another -errno.
  */
 int pt_region_open(struct pt_region **out, const char *dir, const struct pt_region_opts *opts);
 
@@ -294,7 +307,8 @@ int64_t pt_region_sync(struct pt_region *r);
 int64_t pt_region_epoch(const struct pt_region *r);
 
 /*
- * Block until epoch reaches level, at most timeout_ms (-1: forever).  Asking
+ * Block until epoch reaches level, at most timeout_ms (-1: forever; another
+ * negative value is -EINVAL).  Asking
  * for PT_LEVEL_DURABLE makes the log thread fdatasync now (group commit:
  * publish several epochs, then wait once); PT_LEVEL_CHECKPOINTED runs a
  * checkpoint.  Returns 0, or -ETIMEDOUT, -EINVAL (no such epoch or level),
@@ -360,8 +374,10 @@ struct pt_replica;
  * the writer does not).  Up to 126 processes at once.
  *
  * Returns 0 and *out, or:
- *  -EMEDIUMTYPE  dir is not a region;   -EBADMSG, -EPROTO, -EXDEV as for
- *  pt_region_open();  -ESTALE  the shared copy belongs to another history;
+ *  -EMEDIUMTYPE  dir is not a region;   -EBADMSG, -EPROTO, -EXDEV,
+ *  -ENOTRECOVERABLE as for pt_region_open();
+ *  -EPERM        dir, or a file in it, is writable by others or belongs to
+ *                another user (the writer's rule);  -ESTALE  the shared copy belongs to another history;
  *  -EEXIST       PT_REPLICA_AT_WRITER_ADDRESS and that address is taken;
  *  -EUSERS       the shared copy has no free reader slot;
  *  -ENOMEM, or another -errno.
@@ -376,7 +392,12 @@ int pt_replica_open(struct pt_replica **out, const char *dir, const struct pt_re
  * from the log.  Returns the epoch now visible (>= 0), or -errno when it
  * could not move at all:
  *  -ESTALE   the region was recreated, or the writer came back from a crash
- *            without epochs this replica had applied: reopen it;
+ *            without epochs this replica had applied: reopen it; or files
+ *            of another history are in the directory;
+ *  -ENOTRECOVERABLE  the log ends before epochs the writer wrote and the
+ *            image does not hold them: lost (reported at once, even after
+ *            applying older records on the way);
+ *  -EINVAL   timeout_ms negative and not -1;
  *  -EBADMSG, -ENODATA, -EILSEQ, -EMSGSIZE  a corrupt record (never applied;
  *            pt_log() says where);
  *  -ENOMEM, or another -errno.
