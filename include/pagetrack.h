@@ -365,19 +365,30 @@ struct pt_replica;
  * pt_replica_refresh(), so the caller's queries between refreshes see one
  * whole epoch.
  *
- * Shared: two copies of the region live in /dev/shm/pagetrack-NAME; the
- * process that refreshes first applies the log to the copy no reader uses,
- * then switches; each process maps the copy it pinned read-only, at the
- * same address across refreshes, and keeps it until its next refresh.
- * Readers never block the writer; a reader that never refreshes keeps the
- * other copy from being updated (the shared copy's freshness waits for it,
- * the writer does not).  Up to 126 processes at once.
+ * Shared: a control block /dev/shm/pagetrack-NAME and two copies of the
+ * region, files pagetrack-NAME.<generation>; the process that refreshes
+ * first applies the log to the copy no reader uses, then switches; each
+ * process maps the copy it pinned read-only, at the same address across
+ * refreshes, and keeps it until its next refresh.  Readers never block the
+ * writer.  A reader that has not refreshed for stuck_reader_ms after a
+ * switch (stopped, hung) no longer holds the others back: its copy is
+ * replaced by a new file and it keeps the old, unlinked one, a whole epoch,
+ * until its next refresh or its exit.  Memory in /dev/shm: two copies, plus
+ * at most one per stuck reader.  Files there are created mode 0600 and
+ * reused only if they are regular files of this euid that no one else can
+ * write.  Up to 126 processes at once.
  *
  * Returns 0 and *out, or:
  *  -EMEDIUMTYPE  dir is not a region;   -EBADMSG, -EPROTO, -EXDEV,
  *  -ENOTRECOVERABLE as for pt_region_open();
  *  -EPERM        dir, or a file in it, is writable by others or belongs to
- *                another user (the writer's rule);  -ESTALE  the shared copy belongs to another history;
+ *                another user (the writer's rule), or a file in /dev/shm
+ *                under the shared copy's name is not a regular file of this
+ *                euid writable by no one else;
+ *  -ESTALE       the shared copy is of another region and a live reader
+ *                holds it (unused, it is made again);
+ *  -EBADMSG, -EPROTO  also: the shared copy's control block is damaged, or
+ *                of an older layout (remove pagetrack-NAME and its copies);
  *  -EEXIST       PT_REPLICA_AT_WRITER_ADDRESS and that address is taken;
  *  -EUSERS       the shared copy has no free reader slot;
  *  -ENOMEM, or another -errno.
@@ -400,6 +411,9 @@ int pt_replica_open(struct pt_replica **out, const char *dir, const struct pt_re
  *  -EINVAL   timeout_ms negative and not -1;
  *  -EBADMSG, -ENODATA, -EILSEQ, -EMSGSIZE  a corrupt record (never applied;
  *            pt_log() says where);
+ *  -EBADMSG, -EPROTO  shared: the control block holds numbers that cannot
+ *            be, or was made again in an older layout (nothing is mapped
+ *            from it);
  *  -ENOMEM, or another -errno.
  */
 int64_t pt_replica_refresh(struct pt_replica *r, int timeout_ms);
