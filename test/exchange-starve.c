@@ -51,14 +51,15 @@ static pid_t spawn(char *const argv[], rlim_t nofile)
 	return pid;
 }
 
-static void stop(pid_t pid)
+/* Stop a server; true if it exited 0 (a sanitizer report or a leak fails it). */
+static bool stop(pid_t pid)
 {
 	int status;
 
 	if (pid <= 0)
-		return;
+		return true;
 	kill(pid, SIGTERM);
-	waitpid(pid, &status, 0);
+	return waitpid(pid, &status, 0) == pid && WIFEXITED(status) && !WEXITSTATUS(status);
 }
 
 /* The port a server wrote to path, waiting up to 5 s for it; -1 if none. */
@@ -289,13 +290,18 @@ static bool descriptors_exhausted(char *why, size_t why_len)
 		goto out;
 	}
 	printf("    served after %.2f s more\n", took / 1e9);
-	ok = waitpid(pid, NULL, WNOHANG) == 0;
-	if (!ok)
+	if (waitpid(pid, NULL, WNOHANG) != 0) {
 		snprintf(why, why_len, "the engine died");
+		goto out;
+	}
+	ok = true;
 out:
 	while (n > 0)
 		close(fds[--n]);
-	stop(pid);
+	if (!stop(pid) && ok) {
+		snprintf(why, why_len, "the engine did not stop cleanly");
+		ok = false;
+	}
 	return ok;
 }
 
@@ -448,8 +454,10 @@ int main(void)
 		cell_report("engine survived", T_FAIL, "the engine died");
 	if (waitpid(md_pid, NULL, WNOHANG) != 0)
 		cell_report("md survived", T_FAIL, "the md server died");
-	stop(md_pid);
-	stop(engine_pid);
+	if (!stop(md_pid))
+		cell_report("md stops cleanly", T_FAIL, "exit status");
+	if (!stop(engine_pid))
+		cell_report("engine stops cleanly", T_FAIL, "exit status");
 	{
 		char cmd[700];
 
