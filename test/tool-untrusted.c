@@ -146,7 +146,7 @@ static bool fifo_in_region(const char *name, const char *may_pass, char *why, si
 		snprintf(args, sizeof(args), commands[i], dir);
 		snprintf(cmd, sizeof(cmd), "%.*s", (int)word, commands[i]);
 		rc = run(false, "%s", args);
-		unlink("/dev/shm/pagetrack-pt-untrusted-test");
+		shm_remove("pt-untrusted-test");
 		if (rc == 124) {
 			snprintf(why, why_len, "pagetrack %s hangs on a FIFO named %s", args, name);
 			return false;
@@ -230,7 +230,7 @@ static bool fifo_in_shm(char *why, size_t why_len)
 	}
 	ok = true;
 out:
-	unlink(fifo);
+	shm_remove("pt-untrusted-fifo");
 	return ok;
 }
 
