@@ -494,13 +494,15 @@ static void on_accept(struct xn_server *s)
 		uint32_t i;
 
 		if (fd < 0) {
-			if (errno == EINTR || errno == ECONNABORTED)
+			int err = errno;
+
+			if (err == EINTR || err == ECONNABORTED)
 				continue;
-			if (errno == EAGAIN)
+			if (err == EAGAIN)
 				return;
-			if ((errno == EMFILE || errno == ENFILE) && evict_idlest(s, now))
+			if ((err == EMFILE || err == ENFILE) && evict_idlest(s, now))
 				continue;
-			if (errno == EMFILE || errno == ENFILE) {
+			if (err == EMFILE || err == ENFILE) {
 				int r = refuse_with_reserve(s);
 
 				if (r > 0)
