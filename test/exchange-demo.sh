@@ -18,5 +18,9 @@ for mode in "" --shared; do
 		echo "the md servers did not use a shared copy"
 		exit 1
 	fi
+	# The demo names its shared copy after its pid and removes every
+	# file of it (the control block and each copy file) at the end.
+	left=$(ls /dev/shm 2>/dev/null | grep -c '^pagetrack-exchange-demo-')
+	[ "$left" = 0 ] || { echo "the demo left $left shared-copy files in /dev/shm"; exit 1; }
 done
 exit 0

@@ -57,7 +57,7 @@ cleanup() {
 	local p
 	for p in "${pids[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
 	for p in "${pids[@]}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
-	[ ${#shared[@]} -gt 0 ] && rm -f "/dev/shm/pagetrack-$shm_name"
+	[ ${#shared[@]} -gt 0 ] && rm -f "/dev/shm/pagetrack-$shm_name" "/dev/shm/pagetrack-$shm_name".*
 	[ "$keep" = 1 ] || rm -rf "$dir"
 }
 trap cleanup EXIT
