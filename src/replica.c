@@ -85,112 +85,6 @@ out:
 }
 
 /*
- * Map the writer's staging memory of its current incarnation, if it shares
- * one: its memfd, through /proc/<pid>/fd/<n>, which works for replicas of
- * the writer's user.  The inode number in the state block guards against a
- * reused pid or descriptor; anything amiss and the replica reads the files.
- */
-static void ring_map(struct pt_replica *r)
-{
-	uint64_t inc = load64(&r->state->incarnation), len = load64(&r->state->staging_bytes);
-	char path[64];
-	struct stat st;
-	void *p;
-	int fd;
-
-	if (r->ring_incarnation == inc && (r->ring || r->ring_tried))
-		return;
-	if (r->ring)
-		munmap((void *)r->ring, r->ring_len);
-	r->ring = NULL;
-	r->ring_tried = false;
-	r->ring_incarnation = inc;
-	if (!len)
-		return;		/* not (yet) shared: look again next time */
-	r->ring_tried = true;
-	snprintf(path, sizeof(path), "/proc/%" PRIu64 "/fd/%" PRIu64,
-		 load64(&r->state->writer_pid), load64(&r->state->staging_fd));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	if (!fstat(fd, &st) && (uint64_t)st.st_ino == load64(&r->state->staging_ino) &&
-	    (uint64_t)st.st_size == len && S_ISREG(st.st_mode) && st.st_uid == r->state_uid) {
-		p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
-		if (p != MAP_FAILED) {
-			r->ring = p;
-			r->ring_len = len;
-		}
-	}
-	close(fd);
-}
-
-/*
- * Apply record cs->epoch + 1 from the writer's staging memory.  Returns 1
- * (applied), 0 (not there: read the file), or -EAGAIN when the writer
- * reused the space while we copied: the pages of that record in mem may be
- * wrong, and the record, durable by then, must be applied from the file.
- *
- * The descriptor is a seqlock: its epoch is checked before the header and
- * indices are copied out, after (so the indices we write through are the
- * record's own), and after the pages are copied.  No checksum is needed:
- * this is the writer's memory, not storage, and a reuse is what the
- * seqlock catches.
- */
-static int ring_apply(struct pt_replica *r, unsigned char *mem, struct copy_state *cs)
-{
-	uint64_t e = cs->epoch + 1, off, len, head, ps = r->id.page_size;
-	const struct pt_ring_desc *d = &r->state->ring[e % PT_RING_DESCS];
-	struct pt_record_header h;
-	size_t need;
-
-	if (!r->ring || __atomic_load_n(&d->epoch, __ATOMIC_ACQUIRE) != e)
-		return 0;
-	off = __atomic_load_n(&d->offset, __ATOMIC_RELAXED);
-	len = __atomic_load_n(&d->length, __ATOMIC_RELAXED);
-	if (off > r->ring_len || len > r->ring_len - off || len < sizeof(h))
-		return 0;
-	memcpy(&h, r->ring + off, sizeof(h));
-	if (h.magic != PT_RECORD_MAGIC || h.epoch != e || h.length != len ||
-	    h.history_id != r->id.history_id || h.page_count > r->id.npages ||
-	    len != pt_record_length(h.page_count, ps) || h.prev != cs->chain)
-		return 0;
-	need = (size_t)h.page_count * sizeof(uint64_t);
-	if (need > r->ring_index_cap) {
-		uint64_t *ni = realloc(r->ring_index, need);
-
-		if (!ni)
-			return 0;
-		r->ring_index = ni;
-		r->ring_index_cap = need;
-	}
-	memcpy(r->ring_index, r->ring + off + sizeof(h), need);
-	pt_fence();
-	if (__atomic_load_n(&d->epoch, __ATOMIC_RELAXED) != e)
-		return 0;
-	for (uint32_t i = 0; i < h.page_count; i++)
-		if (r->ring_index[i] >= r->id.npages || (i && r->ring_index[i] <= r->ring_index[i - 1]))
-			return 0;
-	head = pt_record_head_length(h.page_count, ps);
-	for (uint32_t i = 0; i < h.page_count;) {
-		uint32_t j = i + 1;
-
-		while (j < h.page_count && r->ring_index[j] == r->ring_index[j - 1] + 1)
-			j++;
-		memcpy(mem + r->ring_index[i] * ps, r->ring + off + head + i * ps, (j - i) * ps);
-		i = j;
-	}
-	pt_fence();
-	if (__atomic_load_n(&d->epoch, __ATOMIC_RELAXED) != e)
-		return -EAGAIN;
-	for (uint32_t i = 0; i < h.page_count && r->nsuspect; i++)
-		if (pt_bit_clear(r->suspect, r->ring_index[i]))
-			r->nsuspect--;
-	cs->epoch = e;
-	cs->chain = h.header_checksum;
-	return 1;
-}
-
-/*
  * Bring mem from cs->epoch to target (not beyond what is published).
  * Returns the number of records applied, or -errno when none could be.
  */
@@ -242,9 +136,9 @@ int pt_replica_advance(struct pt_replica *r, unsigned char *mem, struct copy_sta
 			copied = true;
 			applied++;
 		}
-		ring_map(r);
+		pt_staging_map(r);
 		while (cs->epoch < target) {
-			int rr = ring_apply(r, mem, cs);
+			int rr = pt_staging_apply(r, mem, cs);
 
 			if (rr > 0) {
 				applied++;

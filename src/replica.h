@@ -81,6 +81,15 @@ int pt_replica_advance(struct pt_replica *r, unsigned char *mem, struct copy_sta
 /* replica.c: 0 while the writer is still on the history of (epoch, chain), else -ESTALE. */
 int pt_replica_check_writer(struct pt_replica *r, uint64_t epoch, uint64_t chain);
 
+/* staging.c: map the writer's staging memory of its current incarnation,
+ * if it shares one (anything amiss: the replica reads the files). */
+void pt_staging_map(struct pt_replica *r);
+/* staging.c: apply record cs->epoch + 1 from staging memory: 1 applied,
+ * 0 not there (read the file), -EAGAIN the space was reused while we
+ * copied (mem may hold wrong pages of that record: apply it from the
+ * file). */
+int pt_staging_apply(struct pt_replica *r, unsigned char *mem, struct copy_state *cs);
+
 /* shared.c: attach r to the shared copy o->name (NULL: the history id). */
 int pt_shared_open(struct pt_replica *r, const struct pt_replica_opts *o);
 /* shared.c: pt_replica_refresh() of a shared replica. */

@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * logwriter.c - the seal thread and the log thread.
+ *
+ * The sync path (region.c) only collects, copies into staging memory and
+ * enqueues.  The seal thread checksums each record (XXH3, chain) and
+ * publishes it from the staging memory (state block descriptor + futex
+ * wake); the log thread writes it to the segment with one pwrite and
+ * fdatasyncs as the durability policy says.  The writer never waits for a
+ * replica: replicas only read files and memory.
+ *
+ * The threads run SCHED_BATCH, so waking one never preempts the writer on
+ * its CPU.  A durable-on-sync caller, which waits for the fdatasync anyway,
+ * seals its own record when the seal thread has nothing to do.
+ *
+ * A record stays in staging memory until it is durable.  If a write or an
+ * fdatasync fails the segment is suspect (after a failed fdatasync Linux may
+ * have dropped the dirty pages it could not write), so the log thread starts
+ * a new segment at the oldest record not yet durable and writes every such
+ * record again, byte for byte; durable only ever advances after an
+ * fdatasync that succeeded.  Until then the error is latched: syncs fail
+ * with it and put their pages in the pending set, so nothing is lost.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "region.h"
+
+static void latch_error(struct pt_region *r, int err, const char *what)
+{
+	if (!r->error)
+		pt_log(PT_LOG_ERROR, "%s: %s of the log failed: %s; will write the records again "
+		       "into a new segment", r->dir, what, strerror(-err));
+	r->error = err;
+	r->seg_suspect = true;
+	r->q_write = r->q_head;		/* everything not durable is written again */
+	r->retry_ns = now_ns() + RETRY_MS * 1000000ull;
+	state_store(&r->state->last_error, (uint64_t)-err);
+	pthread_cond_broadcast(&r->cond);
+}
+
+/* Records up to epoch are durable; lock held. */
+static void mark_durable(struct pt_region *r, uint64_t epoch)
+{
+	if (epoch <= r->durable)
+		return;
+	r->durable = epoch;
+	while (r->q_head < r->q_write && slot_at(r, r->q_head)->epoch <= epoch) {
+		pt_staging_release(r, slot_at(r, r->q_head));
+		r->q_head++;
+	}
+	if (r->durable >= r->logged) {
+		r->publish_time_ns = 0;
+		if (r->error && r->q_write == r->q_tail) {
+			pt_log(PT_LOG_INFO, "%s: log writes work again", r->dir);
+			r->error = 0;
+			state_store(&r->state->last_error, 0);
+		}
+	}
+	state_store(&r->state->durable, epoch);
+	pthread_cond_broadcast(&r->cond);
+}
+
+/* Epoch of s is published; in staging memory too if in_ring.  Lock held. */
+static void publish_record(struct pt_region *r, struct record_slot *s, bool in_ring)
+{
+	if (in_ring)
+		pt_staging_publish(r, s);
+	/* pt_region_epoch() reads it without the lock. */
+	__atomic_store_n(&r->published, s->epoch, __ATOMIC_RELEASE);
+	if (!r->publish_time_ns)
+		r->publish_time_ns = now_ns();
+	state_store(&r->state->published_chain, ((struct pt_record_header *)s->buf)->header_checksum);
+	state_store(&r->state->published, s->epoch);
+	__atomic_add_fetch(&r->state->futex, 1, __ATOMIC_RELEASE);
+	pt_futex_wake(&r->state->futex);
+	pthread_cond_broadcast(&r->cond);
+}
+
+/* Close the current segment (fdatasync unless suspect) and start one at
+ * first_epoch.  Log thread, lock not held. */
+static int roll_segment(struct pt_region *r, uint64_t first_epoch)
+{
+	int fd, ret;
+
+	if (r->seg_fd >= 0) {
+		if (!r->seg_suspect) {
+			/* A reader continues into the next segment only from
+			 * a complete one: make this one durable first. */
+			ret = pt_io->fdatasync(r->seg_fd);
+			if (ret)
+				return ret;
+			pthread_mutex_lock(&r->lock);
+			mark_durable(r, r->logged);
+			pthread_mutex_unlock(&r->lock);
+		}
+		pt_io->close(r->seg_fd);
+		r->seg_fd = -1;
+	}
+	fd = pt_segment_create(r->dirfd, &r->id, r->seg_seq + 1, first_epoch);
+	if (fd < 0)
+		return fd;
+	pthread_mutex_lock(&r->lock);
+	r->seg_seq++;
+	pthread_mutex_unlock(&r->lock);
+	ret = pt_io->fsync(r->dirfd);
+	if (ret) {
+		pt_io->close(fd);
+		return ret;
+	}
+	r->seg_fd = fd;
+	r->seg_off = r->id.page_size;
+	r->seg_suspect = false;
+	return 0;
+}
+
+static bool want_fsync(struct pt_region *r, uint64_t now)
+{
+	if (r->durable >= r->logged)
+		return false;
+	if (r->durable_request > r->durable || r->stop || r->error)
+		return true;
+	if (r->opts.durability == PT_DURABLE_BACKGROUND && r->publish_time_ns &&
+	    now - r->publish_time_ns >= r->opts.durable_interval_ms * 1000000ull)
+		return true;
+	/* Records waiting for space in the staging ring. */
+	return r->q_tail - r->q_head >= QUEUE_SLOTS / 2;
+}
+
+/*
+ * The library's threads run SCHED_BATCH: a thread of that policy woken by
+ * pt_region_sync() does not preempt the writer at once (CFS/EEVDF wake-up
+ * preemption), so on a busy CPU the writer's stall no longer holds the seal
+ * thread's checksum or the log thread's pwrite; they run on another CPU or
+ * when the writer sleeps or its slice ends.  Only from the default policy: a
+ * real-time or idle policy the application chose is kept.
+ */
+void pt_background_policy(pthread_t thread)
+{
+	struct sched_param sp = { 0 };
+	int policy;
+
+	/* Set by the creator, before the thread can matter: glibc's thread
+	 * attributes take no SCHED_BATCH. */
+	if (!pthread_getschedparam(thread, &policy, &sp) && policy == SCHED_OTHER) {
+		sp.sched_priority = 0;
+		pthread_setschedparam(thread, SCHED_BATCH, &sp);
+	}
+}
+
+/*
+ * Seal record q_seal (the caller set r->sealing under the lock, which makes
+ * it the one sealer: records are sealed in epoch order, each naming the
+ * one before in its chain), then, lock held again, publish it.  Sealed
+ * once: a record written again after an error is the same bytes.
+ */
+void pt_writer_seal(struct pt_region *r, struct record_slot *s)
+{
+	pthread_mutex_unlock(&r->lock);
+	pt_record_fill(s->buf, &r->id, s->epoch, s->page_count, r->chain);
+	pt_record_seal(s->buf);
+	r->chain = ((struct pt_record_header *)s->buf)->header_checksum;
+	pthread_mutex_lock(&r->lock);
+	s->sealed = true;
+	r->q_seal++;
+	r->sealing = false;
+	/* In order only: after a record too large for staging memory, the
+	 * log thread publishes as it writes. */
+	if (!s->oversize && s->epoch == r->published + 1)
+		publish_record(r, s, true);
+	pthread_cond_signal(&r->work);
+}
+
+/*
+ * The seal thread: checksums each record, in epoch order, and publishes it
+ * from staging memory at once.  It never touches the file, so replicas do
+ * not wait behind a long write or an fdatasync of the log thread.  (A
+ * durable-on-sync caller that will wait anyway seals its own record when
+ * this thread is idle: see pt_region_sync.)
+ */
+static void *seal_main(void *arg)
+{
+	struct pt_region *r = arg;
+
+	pthread_mutex_lock(&r->lock);
+	for (;;) {
+		if (r->q_seal < r->q_tail && !r->sealing) {
+			r->sealing = true;
+			pt_writer_seal(r, slot_at(r, r->q_seal));
+			continue;
+		}
+		if (r->stop)
+			break;
+		pthread_cond_wait(&r->seal_work, &r->lock);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+/* The log thread: writes sealed records, fdatasyncs, recovers from errors. */
+static void *log_main(void *arg)
+{
+	struct pt_region *r = arg;
+	struct timespec ts;
+	int ret;
+
+	pthread_mutex_lock(&r->lock);
+	for (;;) {
+		uint64_t now = now_ns();
+
+		if (r->error && now < r->retry_ns) {
+			if (r->stop)
+				break;
+			deadline_ts(&ts, r->retry_ns);
+			pthread_cond_timedwait(&r->work, &r->lock, &ts);
+			continue;
+		}
+		if (r->q_write < r->q_seal) {
+			struct record_slot *s = slot_at(r, r->q_write);
+			bool roll = r->seg_fd < 0 || r->seg_suspect ||
+				(r->seg_off > r->id.page_size &&
+				 r->seg_off + s->len > r->opts.segment_bytes);
+
+			pthread_mutex_unlock(&r->lock);
+			ret = roll ? roll_segment(r, s->epoch) : 0;
+			if (!ret)
+				ret = pt_write_full(r->seg_fd, s->buf, s->len, (off_t)r->seg_off);
+			pthread_mutex_lock(&r->lock);
+			if (ret) {
+				latch_error(r, ret, roll ? "starting a segment" : "a write");
+				continue;
+			}
+			r->seg_off += s->len;
+			r->q_write++;
+			if (s->epoch > r->logged) {
+				r->logged = s->epoch;
+				state_store(&r->state->logged, s->epoch);
+				__atomic_add_fetch(&r->state->log_bytes, s->len, __ATOMIC_RELAXED);
+			}
+			if (s->epoch > r->published) {
+				publish_record(r, s, !s->oversize);
+				/* The records sealed behind a record too large for
+				 * staging memory waited for it: publish them from
+				 * staging memory now, not as they are written. */
+				for (uint64_t i = r->q_write; i < r->q_seal; i++) {
+					struct record_slot *n = slot_at(r, i);
+
+					if (n->oversize || n->epoch != r->published + 1)
+						break;
+					publish_record(r, n, true);
+				}
+			} else {
+				/* For replicas that read the file. */
+				__atomic_add_fetch(&r->state->futex, 1, __ATOMIC_RELEASE);
+				pt_futex_wake(&r->state->futex);
+			}
+			pthread_cond_broadcast(&r->cond);
+			continue;
+		}
+		if (want_fsync(r, now)) {
+			uint64_t target = r->logged;
+			int fd = r->seg_fd;
+
+			pthread_mutex_unlock(&r->lock);
+			ret = fd >= 0 ? pt_io->fdatasync(fd) : 0;
+			pthread_mutex_lock(&r->lock);
+			if (ret)
+				latch_error(r, ret, "fdatasync");
+			else
+				mark_durable(r, target);
+			continue;
+		}
+		if (r->stop && r->q_seal == r->q_tail)
+			break;
+		if (r->opts.durability == PT_DURABLE_BACKGROUND && r->publish_time_ns) {
+			deadline_ts(&ts, r->publish_time_ns + r->opts.durable_interval_ms * 1000000ull);
+			pthread_cond_timedwait(&r->work, &r->lock, &ts);
+		} else {
+			pthread_cond_wait(&r->work, &r->lock);
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+int pt_logwriter_start(struct pt_region *r)
+{
+	int ret;
+
+	ret = -pthread_create(&r->seal_thread, NULL, seal_main, r);
+	if (ret)
+		return ret;
+	r->seal_started = true;
+	pt_background_policy(r->seal_thread);
+	ret = -pthread_create(&r->log_thread, NULL, log_main, r);
+	if (ret)
+		return ret;
+	r->log_started = true;
+	pt_background_policy(r->log_thread);
+	return 0;
+}
+
+void pt_logwriter_stop(struct pt_region *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->stop = true;
+	pthread_cond_signal(&r->work);
+	pthread_cond_signal(&r->seal_work);
+	pthread_mutex_unlock(&r->lock);
+	if (r->seal_started) {
+		pthread_join(r->seal_thread, NULL);
+		r->seal_started = false;
+	}
+	if (r->log_started) {
+		pthread_join(r->log_thread, NULL);
+		r->log_started = false;
+	}
+}

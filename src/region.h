@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * region.h - the writer's object and what its files share:
+ *
+ *   region.c        the API: create, open, sync, wait, close; options, the
+ *                   memory, the state block, fork
+ *   staging.c       the staging memory: records waiting to be durable, and
+ *                   the seqlock through which replicas apply them from it
+ *   logwriter.c     the seal thread (checksum, publish) and the log thread
+ *                   (append, fdatasync, rewrite after an error)
+ *   checkpointer.c  the checkpoint thread and dropping old segments
+ *   recovery.c      rebuilding the memory from the image and the log at open
+ *
+ * Lock order: sync_lock before lock; ckpt_lock before lock.
+ */
+#ifndef PT_REGION_H
+#define PT_REGION_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "format.h"
+
+#define DEFAULT_DURABLE_INTERVAL_MS	10
+#define DEFAULT_CHECKPOINT_MS		1000
+#define DEFAULT_RETAIN_BYTES		(64ull << 20)
+#define DEFAULT_SEGMENT_BYTES		(64ull << 20)
+#define DEFAULT_STAGING_BYTES		(64ull << 20)
+#define QUEUE_SLOTS			4096
+#define RETRY_MS			50
+
+struct record_slot {
+	unsigned char *buf;
+	size_t len;
+	size_t ring_off;
+	uint64_t epoch;
+	uint32_t page_count;
+	bool sealed;
+	bool oversize;		/* own mapping, not in the ring */
+};
+
+struct pt_region {
+	char dir[256];
+	pid_t owner;		/* the writer process: a forked child is not one */
+	int dirfd, lockfd, memfd, statefd;
+	struct pt_state *state;
+	struct pt_region_id id;
+	struct pt_region_opts opts;
+	void *base;
+	size_t size;
+	struct pt_tracker *tracker;
+
+	/* sync path (sync_lock) */
+	pthread_mutex_t sync_lock;
+	uint64_t *pending;	/* pages taken by a failed sync */
+	uint64_t npending;
+
+	/* queue and levels (lock) */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;	/* levels moved, space freed */
+	pthread_cond_t work;	/* something for the log thread */
+	pthread_cond_t seal_work;	/* something for the seal thread */
+	struct record_slot *q;
+	uint64_t q_head;	/* oldest record not durable */
+	uint64_t q_write;	/* next record to write */
+	uint64_t q_seal;	/* next record to seal (q_write <= q_seal <= q_tail) */
+	bool sealing;		/* someone seals q_seal now (owns chain) */
+	uint64_t q_tail;	/* next free slot */
+	unsigned char *ring;	/* staging memory: a memfd replicas map */
+	size_t ring_size;
+	size_t ring_next;
+	int staging_fd;		/* the memfd behind ring, -1: private memory */
+	uint64_t assigned;	/* newest epoch handed out */
+	uint64_t published, durable, checkpointed;
+	uint64_t logged;	/* newest epoch written to the log file */
+	uint64_t durable_request;
+	uint64_t publish_time_ns;	/* first publish not yet durable */
+	int error;		/* latched log error, 0 if none */
+	uint64_t retry_ns;
+	bool stop;
+
+	/* log thread only */
+	int seg_fd;
+	bool seg_suspect;
+	uint64_t seg_seq;	/* seq of seg_fd; the next segment gets seg_seq + 1 */
+	uint64_t seg_off;
+	uint64_t chain;		/* header checksum of the newest sealed record */
+	pthread_t log_thread;
+	bool log_started;
+	pthread_t seal_thread;
+	bool seal_started;
+
+	/* checkpoint */
+	pthread_mutex_t ckpt_lock;
+	struct pt_image img;
+	pthread_t ckpt_thread;
+	bool ckpt_started;
+	bool ckpt_stop;
+	pthread_cond_t ckpt_cond;
+};
+
+static inline uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline void deadline_ts(struct timespec *ts, uint64_t mono_ns)
+{
+	/* The condition variables run on CLOCK_MONOTONIC. */
+	ts->tv_sec = (time_t)(mono_ns / 1000000000ull);
+	ts->tv_nsec = (long)(mono_ns % 1000000000ull);
+}
+
+/* A field of the state block replicas read without a lock. */
+static inline void state_store(uint64_t *field, uint64_t v)
+{
+	__atomic_store_n(field, v, __ATOMIC_RELEASE);
+}
+
+static inline struct record_slot *slot_at(struct pt_region *r, uint64_t i)
+{
+	return &r->q[i % QUEUE_SLOTS];
+}
+
+/* staging.c, the writer's half */
+/* Create the staging memory (r->ring_size bytes): a memfd replicas map, or
+ * private memory when that fails.  0 or -ENOMEM. */
+int pt_staging_create(struct pt_region *r);
+/* Space for a record of len bytes at q_tail; lock held.  NULL: full. */
+unsigned char *pt_staging_alloc(struct pt_region *r, size_t len, struct record_slot *s);
+/* The record of s is durable: its space may be reused. */
+void pt_staging_release(struct pt_region *r, struct record_slot *s);
+/* Tell replicas where the published record of s lies in staging memory. */
+void pt_staging_publish(struct pt_region *r, const struct record_slot *s);
+
+/* logwriter.c */
+/* Seal record q_seal (r->sealing set by the caller under the lock, held on
+ * entry and on return) and publish it. */
+void pt_writer_seal(struct pt_region *r, struct record_slot *s);
+int pt_logwriter_start(struct pt_region *r);
+/* Stop the seal and log threads once everything queued is written. */
+void pt_logwriter_stop(struct pt_region *r);
+/* SCHED_BATCH for a library thread (see logwriter.c). */
+void pt_background_policy(pthread_t thread);
+
+/* checkpointer.c */
+int pt_checkpointer_start(struct pt_region *r);
+void pt_checkpointer_stop(struct pt_region *r);
+/* Make what is published durable, apply it to the image, drop segments.
+ * Returns the image's epoch or -errno. */
+int64_t pt_checkpoint_now(struct pt_region *r);
+
+/* recovery.c: rebuild r->base from the image and the log (open). */
+int pt_recover(struct pt_region *r);
+
+#endif /* PT_REGION_H */
