@@ -425,6 +425,156 @@ uint64_t pt_replica_epoch(const struct pt_replica *r);
 uint64_t pt_replica_image_pages(const struct pt_replica *r);
 void pt_replica_close(struct pt_replica *r);
 
+/* ------------------------------------------------------------------ */
+/* Statistics                                                          */
+/* ------------------------------------------------------------------ */
+
+/* What one pt_region_sync() did. */
+struct pt_sync_stats {
+	size_t sz;			/* sizeof(struct pt_sync_stats), set by the caller */
+	uint64_t epoch;			/* the epoch it made (0: none yet) */
+	uint64_t pages;			/* pages it copied (written since the sync before,
+					 * plus pages a failed sync left pending) */
+	uint64_t bytes;			/* bytes of its record (header, index, pages) */
+	uint64_t stall_ns;		/* the writer's pause: collect + copy + enqueue */
+	uint64_t collect_ns;		/* of which the tracker's collect (with re-arm) */
+};
+
+/* Everything a region's writer did since it was opened. */
+struct pt_region_stats {
+	size_t sz;			/* sizeof(struct pt_region_stats), set by the caller */
+	uint64_t published, durable, checkpointed;	/* epochs at each level */
+	uint64_t syncs;			/* syncs that made an epoch */
+	uint64_t pages;			/* pages copied by them */
+	uint64_t bytes;			/* record bytes */
+	uint64_t stall_ns_total, stall_ns_max;
+	uint64_t log_bytes;		/* bytes in the log's segments now */
+	uint64_t checkpoints;		/* checkpoints that advanced the image */
+	int last_error;			/* the log's latched error (-errno), 0: none */
+};
+
+/*
+ * The last sync's figures (*last) and the totals since open (*total);
+ * either may be NULL.  Cheap (a lock and a copy): call it after every sync
+ * if you like.  Returns 0, -EINVAL (NULL region, sz too small).
+ */
+int pt_region_stats(struct pt_region *r, struct pt_sync_stats *last, struct pt_region_stats *total);
+
+/* The size of the replica's copy in bytes (the region's size). */
+size_t pt_replica_size(const struct pt_replica *r);
+
+/* ------------------------------------------------------------------ */
+/* Data directories, from outside: status, verify, walk, checkpoint   */
+/* ------------------------------------------------------------------ */
+
+/*
+ * These read a region's data directory without being its writer and
+ * without writing to it (pt_dir_checkpoint excepted), with the checks every
+ * reader applies (pagetrack(7)): they are what `pagetrack status`, `verify`,
+ * `inspect` and `checkpoint` are built on.
+ */
+struct pt_dir_status {
+	size_t sz;			/* sizeof(struct pt_dir_status), set by the caller */
+	uint64_t history_id;
+	uint64_t npages;
+	uint32_t page_size;
+	int32_t writer_pid;		/* the live writer's pid, 0: none */
+	/* from the state block (0 when it has none) */
+	uint64_t published, durable, checkpointed;
+	uint64_t log_bytes;
+	int last_error;			/* the writer's latched log error (-errno), 0: none */
+	/* from the files */
+	uint64_t image_epoch;
+	uint64_t reached;		/* newest epoch the image and intact records reach */
+	uint32_t segments;
+	int log_error;			/* why the log stops before its end (-errno), 0: a clean end */
+	int reach;			/* 0; -ENOTRECOVERABLE: durable epochs lost (or the state
+					 * block damaged); -ESTALE: files of another history */
+	uint64_t foreign;		/* files of another history */
+};
+
+/*
+ * Fill *st for the region in dir.  Reads every record after the image's
+ * epoch (as recovery would), so it costs a read of the log.  Returns 0 (the
+ * directory's own verdict is st->reach), or -errno when dir cannot be read
+ * as a region: -EMEDIUMTYPE, -EBADMSG, -EPROTO, -EXDEV, -EPERM, -ENOTDIR...
+ */
+int pt_dir_status(const char *dir, struct pt_dir_status *st);
+
+/* One problem pt_dir_verify() found. */
+struct pt_dir_problem {
+	const char *file;		/* "image", a segment's name, "state"... */
+	uint64_t offset;		/* in file */
+	uint64_t page;			/* the region's page, UINT64_MAX: none */
+	uint64_t epoch;			/* the record's epoch, 0: none */
+	int error;			/* -EBADMSG, -ENODATA, -ENOTRECOVERABLE, -ESTALE... */
+	const char *message;		/* one line, exactly what is wrong */
+};
+
+typedef void (*pt_dir_problem_fn)(const struct pt_dir_problem *p, void *arg);
+
+/*
+ * Check every checksum of the image (each bad page re-checked, so a
+ * checkpoint running meanwhile gives no false alarm) and of every record
+ * of every segment, the hash chain, and the directory's reach (as
+ * pt_dir_status).  report (may be NULL) is called for each problem.
+ * Returns the number of problems (0: the directory reaches its last durable
+ * epoch and every byte checks), or -errno when it could not look.
+ */
+int pt_dir_verify(const char *dir, pt_dir_problem_fn report, void *arg);
+
+/* One record, or one segment's end, as pt_dir_walk() finds it. */
+struct pt_dir_record {
+	const char *segment;		/* the segment's file name */
+	uint64_t segment_seq;
+	uint64_t offset;		/* of the record in the segment */
+	uint64_t epoch;			/* 0 when error is set */
+	uint32_t page_count;
+	uint64_t length;
+	const uint64_t *pages;		/* page_count page indices, valid during the call */
+	int error;			/* 0, or why reading stops here (-ENODATA: a torn end,
+					 * -EBADMSG...); the walk goes on with the next segment */
+};
+
+typedef int (*pt_dir_record_fn)(const struct pt_dir_record *rec, void *arg);
+
+/*
+ * Call fn for each record of each segment in order, each checked whole
+ * (checksums; not the chain across segments), and once for the place where
+ * a segment's records stop if they stop on an error.  fn returns 0 to go
+ * on, anything else to stop (pt_dir_walk then returns it).  Returns 0 or
+ * -errno.
+ */
+int pt_dir_walk(const char *dir, pt_dir_record_fn fn, void *arg);
+
+/*
+ * Apply the durable log to the image now.  If a writer has the region
+ * open, ask it (through its state block) and wait up to timeout_ms (-1:
+ * forever) for its checkpoint thread; otherwise open the region as its
+ * writer, checkpoint, close.  Returns the image's epoch, or -errno:
+ * -ETIMEDOUT (the writer did not, perhaps its checkpoint thread is off:
+ * PT_REGION_NO_CHECKPOINT_THREAD), or the errors of pt_region_open().
+ */
+int64_t pt_dir_checkpoint(const char *dir, int timeout_ms);
+
+/* A shared replica of a region, as pt_dir_shared() lists it. */
+struct pt_dir_shared {
+	const char *name;		/* NAME of /dev/shm/pagetrack-NAME */
+	uint64_t epoch;			/* of its current copy */
+	uint32_t readers;		/* live readers */
+	uint64_t oldest_reader_epoch;	/* the epoch the slowest live reader shows */
+};
+
+typedef int (*pt_dir_shared_fn)(const struct pt_dir_shared *s, void *arg);
+
+/*
+ * Call fn for each shared replica of the region in dir found in /dev/shm:
+ * files of ours (or of the directory's owner) writable by no one else whose
+ * control block checks and names this region.  Others are skipped.
+ * Returns 0, fn's non-zero value, or -errno.
+ */
+int pt_dir_shared(const char *dir, pt_dir_shared_fn fn, void *arg);
+
 #ifdef __cplusplus
 }
 #endif

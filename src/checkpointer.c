@@ -73,6 +73,7 @@ int64_t pt_checkpoint_now(struct pt_region *r)
 		pthread_mutex_lock(&r->lock);
 		if ((uint64_t)e > r->checkpointed) {
 			r->checkpointed = (uint64_t)e;
+			r->totals.checkpoints++;
 			state_store(&r->state->checkpointed, (uint64_t)e);
 		}
 		pthread_cond_broadcast(&r->cond);

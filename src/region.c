@@ -553,12 +553,60 @@ static void pending_add(struct pt_region *r, const struct pt_range *ranges, size
 			}
 }
 
+/* The figures of the sync that queued s (lock held). */
+static void count_sync(struct pt_region *r, const struct record_slot *s, uint64_t t0, uint64_t t1)
+{
+	uint64_t stall = now_ns() - t0;
+
+	r->last_sync.epoch = s->epoch;
+	r->last_sync.pages = s->page_count;
+	r->last_sync.bytes = s->len;
+	r->last_sync.stall_ns = stall;
+	r->last_sync.collect_ns = t1 - t0;
+	r->totals.syncs++;
+	r->totals.pages += s->page_count;
+	r->totals.bytes += s->len;
+	r->totals.stall_ns_total += stall;
+	if (stall > r->totals.stall_ns_max)
+		r->totals.stall_ns_max = stall;
+}
+
+PT_EXPORT int pt_region_stats(struct pt_region *r, struct pt_sync_stats *last,
+			      struct pt_region_stats *total)
+{
+	struct pt_region_stats t;
+	struct pt_sync_stats l;
+
+	/* These structs are as their first version: smaller is a mistake.  A
+	 * newer caller's is larger: what this library knows is filled in. */
+	if (!r || (last && last->sz < sizeof(*last)) || (total && total->sz < sizeof(*total)))
+		return -EINVAL;
+	pthread_mutex_lock(&r->lock);
+	l = r->last_sync;
+	t = r->totals;
+	t.published = r->published;
+	t.durable = r->durable;
+	t.checkpointed = r->checkpointed;
+	t.last_error = r->error;
+	pthread_mutex_unlock(&r->lock);
+	t.log_bytes = __atomic_load_n(&r->state->log_bytes, __ATOMIC_RELAXED);
+	if (last) {
+		l.sz = last->sz;
+		memcpy(last, &l, sizeof(l));
+	}
+	if (total) {
+		t.sz = total->sz;
+		memcpy(total, &t, sizeof(t));
+	}
+	return 0;
+}
+
 PT_EXPORT int64_t pt_region_sync(struct pt_region *r)
 {
 	const struct pt_range *ranges;
 	struct record_slot *s;
 	unsigned char *buf;
-	uint64_t count, epoch;
+	uint64_t count, epoch, t0, t1;
 	size_t nr, len;
 	int n, ret;
 
@@ -567,7 +615,9 @@ PT_EXPORT int64_t pt_region_sync(struct pt_region *r)
 	if (getpid() != r->owner)
 		return -ECHILD;
 	pthread_mutex_lock(&r->sync_lock);
+	t0 = now_ns();
 	n = pt_tracker_collect(r->tracker, PT_COLLECT_RESET, &ranges, &nr);
+	t1 = now_ns();
 	if (n < 0) {
 		pthread_mutex_unlock(&r->sync_lock);
 		return n;
@@ -621,6 +671,7 @@ PT_EXPORT int64_t pt_region_sync(struct pt_region *r)
 	epoch = ++r->assigned;
 	s->epoch = epoch;
 	r->q_tail++;
+	count_sync(r, s, t0, t1);
 	if (r->opts.durability == PT_DURABLE_ON_SYNC && !r->sealing && r->q_seal + 1 == r->q_tail) {
 		/*
 		 * This caller waits for durability anyway: it checksums and

@@ -92,6 +92,10 @@ struct pt_region {
 	pthread_t seal_thread;
 	bool seal_started;
 
+	/* statistics (lock) */
+	struct pt_sync_stats last_sync;
+	struct pt_region_stats totals;
+
 	/* checkpoint */
 	pthread_mutex_t ckpt_lock;
 	struct pt_image img;

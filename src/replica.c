@@ -525,6 +525,11 @@ PT_EXPORT const void *pt_replica_base(const struct pt_replica *r)
 	return r ? r->base : NULL;
 }
 
+PT_EXPORT size_t pt_replica_size(const struct pt_replica *r)
+{
+	return r ? r->size : 0;
+}
+
 PT_EXPORT uint64_t pt_replica_epoch(const struct pt_replica *r)
 {
 	return r ? r->epoch : 0;
