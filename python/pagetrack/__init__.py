@@ -12,8 +12,6 @@ handle open: close() raises BufferError while one is alive, as mmap.close()
 does, and a handle nobody can reach any more is closed by the garbage collector.
 """
 import ctypes
-import errno
-import mmap
 import os
 import sys
 import weakref
@@ -141,6 +139,9 @@ class Replica(_Mapped):
 
     def __init__(self, dir, shared=False, name=None, at_writer_address=False,
                  stuck_reader_ms=0):
+        if _lib.pt_replica_size is None:
+            raise NotImplementedError("this libpagetrack has no pt_replica_size(), which a "
+                                      "replica's buffer needs: use a newer library")
         self.dir = os.fspath(dir)
         self.shared = bool(shared)
         opts = _lib.ReplicaOpts(sz=ctypes.sizeof(_lib.ReplicaOpts),
@@ -151,17 +152,9 @@ class Replica(_Mapped):
         _lib.check(_lib.pt_replica_open(ctypes.byref(handle), os.fsencode(self.dir),
                                         ctypes.byref(opts)), self.dir)
         owner = _Owner(handle.value, _lib.pt_replica_close)
-        base = _lib.pt_replica_base(handle.value)
-        if _lib.pt_replica_size is not None:
-            self.size = _lib.pt_replica_size(handle.value)
-        else:
-            try:
-                self.size = _size_without_api(self.dir, base)
-            except BaseException:
-                owner.close()
-                raise
+        self.size = _lib.pt_replica_size(handle.value)
         self._owner = owner
-        self._mem = _memory(base, self.size, owner)
+        self._mem = _memory(_lib.pt_replica_base(handle.value), self.size, owner)
 
     def refresh(self, timeout_ms=0):
         """Apply every whole epoch published since; with none, wait up to
@@ -198,55 +191,6 @@ class Replica(_Mapped):
         state = "closed" if self.closed else "epoch %d" % self.epoch
         return "<pagetrack.Replica %s %s, %d bytes, %s>" % (
             "shared" if self.shared else "private", self.dir, self.size, state)
-
-
-def _size_without_api(dir, base):
-    """The replica's size, for a library without pt_replica_size().
-
-    pagetrack.h 0.1.0 has no call that gives it.  The only place it can be
-    read is the region's image file, whose header slots (at offset 0 and at
-    the page size) begin: magic "PTIMAGE\\0", u32 version, u32 header_size,
-    u32 page_size, u32 reserved, u64 npages (src/format.h, a private format:
-    this is the one place the binding reads it).  The answer is then checked
-    against this process's mappings: the whole range must be mapped at base,
-    so a wrong size can make the view too short, never reach unmapped memory.
-    """
-    import struct
-    sizes = set()
-    try:
-        with open(os.path.join(dir, "image"), "rb") as f:
-            for offset in (0, mmap.PAGESIZE):
-                f.seek(offset)
-                head = f.read(32)
-                if len(head) < 32 or head[:8] != b"PTIMAGE\0":
-                    continue
-                page_size, npages = struct.unpack_from("<I4xQ", head, 16)
-                if page_size == mmap.PAGESIZE and npages:
-                    sizes.add(npages * page_size)
-    except OSError as e:
-        raise OSError(e.errno, "cannot read the replica's size from the image: %s"
-                      % e.strerror, dir)
-    if len(sizes) != 1:
-        raise OSError(errno.EBADMSG, "cannot tell the replica's size: the image's header "
-                      "slots give %s" % (sorted(sizes) or "none"), dir)
-    size = sizes.pop()
-    if not _mapped(base, size):
-        raise OSError(errno.EBADMSG, "the image says %d bytes but this process has no such "
-                      "mapping at the replica's address" % size, dir)
-    return size
-
-
-def _mapped(start, size):
-    """Is [start, start + size) wholly mapped in this process?"""
-    end, at = start + size, start
-    with open("/proc/self/maps") as f:
-        for line in f:
-            lo, hi = (int(x, 16) for x in line.split(None, 1)[0].split("-"))
-            if lo <= at < hi:
-                at = hi
-                if at >= end:
-                    return True
-    return False
 
 
 def _region_opts(durability=None, durable_interval_ms=0, backend="auto",

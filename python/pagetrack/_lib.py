@@ -133,8 +133,8 @@ pt_replica_base = _proto("pt_replica_base", vp, vp)
 pt_replica_epoch = _proto("pt_replica_epoch", ctypes.c_uint64, vp)
 pt_replica_image_pages = _proto("pt_replica_image_pages", ctypes.c_uint64, vp)
 pt_replica_close = _proto("pt_replica_close", None, vp)
-# Not in pagetrack.h 0.1.0: the replica's size.  Used when a library has it;
-# without it, see Replica._size_without_api().
+# Newer than the rest: a library without it still serves regions and
+# trackers, and Replica says what it lacks.
 pt_replica_size = _proto("pt_replica_size", ctypes.c_size_t, vp, optional=True)
 
 

@@ -214,23 +214,6 @@ def case_views_keep_memory(tmp):
     region.close()
 
 
-def case_size_without_api(tmp):
-    """the replica's size read without pt_replica_size(), for older libraries"""
-    d = os.path.join(tmp, "size")
-    region = pagetrack.Region.create(d, NPAGES * PAGE)
-    region.sync()
-    with pagetrack.Replica(d) as r:
-        base = _lib.pt_replica_base(r._owner.ptr)
-        assert pagetrack._size_without_api(d, base) == region.size
-        try:
-            pagetrack._size_without_api(d, base + region.size * 1024)
-        except OSError as x:
-            assert x.errno == errno.EBADMSG, x
-        else:
-            raise AssertionError("a size accepted for memory that is not mapped")
-    region.close()
-
-
 def case_tracker(tmp, backend):
     """a tracker on an mmap buffer reports exactly the written pages"""
     why = pagetrack.probe(backend) if backend != "auto" else None
@@ -297,7 +280,6 @@ CASES = [
     ("refresh-timeout", case_refresh_timeout),
     ("errors", case_errors),
     ("views-keep-memory", case_views_keep_memory),
-    ("size-without-api", case_size_without_api),
 ] + [("tracker " + b, lambda tmp, b=b: case_tracker(tmp, b))
      for b in ("uffd-wp", "soft-dirty", "mprotect", "auto")] + [
     ("tracker-address", case_tracker_address),
