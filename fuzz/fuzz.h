@@ -34,6 +34,7 @@
 #include <xxhash.h>
 
 #include "format.h"
+#include "io.h"
 
 #define FZ_FIX_SUMS	0x01
 #define FZ_FIX_ID	0x02

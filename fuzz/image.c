@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 
 #include "fuzz.h"
+#include "image.h"
 
 /* Small regions only: the file is rewritten for every input. */
 #define FZ_IMAGE_MAX (256u << 10)

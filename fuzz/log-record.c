@@ -5,7 +5,7 @@
  *  - from a memfd, record after record with pt_record_read, as inspect and
  *    verify walk a segment;
  *  - as the body of a segment made by pt_segment_create in the process's
- *    temporary directory, through pt_log_next from epoch 1, so the reader's
+ *    temporary directory, through pt_pagelog_next from epoch 1, so the reader's
  *    segment listing, chain checks and skipping are covered too.
  * Every page a record hands out is read whole, so that ASan sees a record
  * that claims more than its buffer holds.
@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 
 #include "fuzz.h"
+#include "pagelog.h"
 
 #define FZ_TWO_SEGMENTS 0x10
 
@@ -76,7 +77,7 @@ static void walk_reader(const unsigned char *area, size_t len, const struct pt_r
 			bool two)
 {
 	int dirfd = fz_dir();
-	struct pt_log_reader r;
+	struct pt_pagelog_reader r;
 	struct pt_record rec;
 	volatile uint64_t sink = 0;
 	uint64_t expect = 1;
@@ -98,15 +99,15 @@ static void walk_reader(const unsigned char *area, size_t len, const struct pt_r
 	} else {
 		put_segment(dirfd, id, 1, 1, area, len);
 	}
-	pt_log_reader_init(&r, dirfd, id, 1, pt_chain_seed(id->history_id));
+	pt_pagelog_reader_init(&r, dirfd, id, 1, pt_chain_seed(id->history_id));
 	r.quiet = true;
-	while ((ret = pt_log_next(&r, UINT64_MAX, &rec)) > 0) {
+	while ((ret = pt_pagelog_next(&r, UINT64_MAX, &rec)) > 0) {
 		if (rec.hdr->epoch != expect++)
 			abort();	/* the reader hands out epochs in order */
 		sink += touch(&rec, id);
 	}
 	(void)sink;
-	pt_log_reader_free(&r);
+	pt_pagelog_reader_free(&r);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

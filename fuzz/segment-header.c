@@ -9,6 +9,7 @@
  * first epoch, never a crash or an entry it cannot explain.
  */
 #include "fuzz.h"
+#include "pagelog.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

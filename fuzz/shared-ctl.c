@@ -12,6 +12,7 @@
  * below next_gen, no negative pid.
  */
 #include "fuzz.h"
+#include "replica.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

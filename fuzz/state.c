@@ -11,6 +11,7 @@
  * durable, and ring descriptors inside the staging memory.
  */
 #include "fuzz.h"
+#include "state.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -13,6 +13,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "internal.h"
+#include "io.h"
+#include "pagelog.h"
+#include "image.h"
 #include "region.h"
 
 /* Drop segments wholly at or below the image's epoch, keeping retain_bytes. */

@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * format.h - the replication layer's on-disk formats and the internal
- * interfaces between region.c (the writer), log.c (segments and records),
- * image.c (image, generation table, checkpoint), replica.c and io.c.
+ * format.h - the replication layer's on-disk and shared-memory formats,
+ * and nothing else: every structure a region's files and /dev/shm hold,
+ * their magics and versions, and the checksums that seal them.  The code
+ * that reads and writes them has its own headers: io.h (the file layer),
+ * pagelog.h (segments and records), image.h, state.h (the state block and
+ * a directory's reach), replica.h (shared replicas' control block).
  *
  * A region's data directory holds:
  *   lock              flock()ed by the one writer (empty)
  *   state             a small shared-memory status block, mmap()ed by the
- *                     writer read-write and by replicas read-only; advisory
- *                     (recovery never trusts it), never fsynced
+ *                     writer read-write and by replicas read-only; recovery
+ *                     trusts only its durable epoch (state.c), fsynced once
+ *                     per open
  *   image             full copy at the checkpointed epoch: two header slots,
  *                     the page table (generation + checksum per page), data
  *   log-<seq>.seg     segments of records, seq in hex, ascending
@@ -25,9 +29,9 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <sys/types.h>
 
-#include "internal.h"
 
 /* 2: every image table entry is checksummed (1 let zeros mean "never
  * written"); shared replica control blocks of another layout. */
@@ -227,21 +231,8 @@ struct pt_shared_ctl {
 	struct pt_shared_reader readers[PT_SHARED_READERS];
 };
 
-/*
- * Check a control block copied out of its file (file_size bytes long)
- * before any of its numbers is used: 0, -EBADMSG (magic, size, or a number
- * that cannot be: current not 0 or 1, generations equal, zero or not below
- * next_gen, a pin not below next_gen, a negative pid, an epoch above
- * INT64_MAX), -EPROTO (another layout version), -ESTALE (the block is
- * sound but describes another region than id; id NULL: any).  The file
- * is writable by its owner only, but its owner's other processes may be
- * buggy or dead half way: nothing in it is memory to trust.
- */
-struct pt_region_id;
-int pt_shared_ctl_check(const struct pt_shared_ctl *ctl, const struct pt_region_id *id,
-			uint64_t file_size);
 
-/* ---- helpers ---------------------------------------------------------- */
+/* ---- what every file of a region agrees on, and checksums ------------ */
 
 /* What every file of one region must agree on. */
 struct pt_region_id {
@@ -269,261 +260,5 @@ static inline uint64_t pt_record_length(uint64_t page_count, uint64_t page_size)
 uint64_t pt_chain_seed(uint64_t history_id);
 uint64_t pt_checksum(const void *p, size_t len);	/* XXH3-64 */
 uint64_t pt_header_checksum(const void *p, size_t len, size_t checksum_offset);
-
-/* ---- io.c: every write to a region's files goes through pt_io -------- */
-
-/*
- * The file operations the writer and the checkpoint use.  Each returns >= 0
- * or -errno.  Tests replace them (pt_io_set) to record a write trace for the
- * storage crash simulator or to inject ENOSPC/EIO; reads go straight to the
- * kernel.
- */
-struct pt_io_ops {
-	int (*openat)(int dirfd, const char *name, int flags, mode_t mode);
-	ssize_t (*pwrite)(int fd, const void *buf, size_t len, off_t off);
-	int (*fdatasync)(int fd);
-	int (*fsync)(int fd);
-	int (*ftruncate)(int fd, off_t len);
-	int (*renameat)(int dirfd, const char *from, const char *to);
-	int (*unlinkat)(int dirfd, const char *name);
-	int (*close)(int fd);
-};
-
-extern const struct pt_io_ops *pt_io;
-extern const struct pt_io_ops pt_io_system;
-void pt_io_set(const struct pt_io_ops *ops);	/* NULL: the system calls */
-
-/* pwrite all of buf (retrying short writes and EINTR); 0 or -errno. */
-int pt_write_full(int fd, const void *buf, size_t len, off_t off);
-/* pread len bytes; returns bytes read (short at EOF) or -errno. */
-ssize_t pt_read_full(int fd, void *buf, size_t len, off_t off);
-/* Create name in dirfd: O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600. */
-int pt_create_file(int dirfd, const char *name, int flags);
-/* Directory checks for a data directory: a directory, ours, not writable
- * by others.  Returns 0 or -errno with a pt_log message. */
-int pt_check_dir(int dirfd, const char *dir);
-/*
- * Open name in dirfd (flags: O_RDONLY or O_RDWR, plus O_CREAT... not
- * allowed: use pt_create_file) as every reader of a region's files must:
- * O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, so that a FIFO or a device put in
- * its place cannot hang the caller, then fstat: only a regular file owned
- * by owner (the directory's owner) with no group or other write bit.
- * Writable opens go through pt_io.  Returns the descriptor, or -errno:
- * -ENOENT, -EMEDIUMTYPE (not a regular file), -EPERM (owner or mode).
- */
-int pt_open_file(int dirfd, const char *name, int flags, uid_t owner);
-/* The owner every file in dirfd must have (the directory's), or -errno. */
-int pt_dir_owner(int dirfd, uid_t *owner);
-
-/* ---- log.c ------------------------------------------------------------ */
-
-struct pt_segment_info {
-	uint64_t seq;
-	uint64_t first_epoch;
-	uint64_t size;
-	int bad;		/* header unreadable: -errno */
-};
-
-/* The segments in dirfd ascending by seq; *out is malloc()ed. */
-int pt_segments_list(int dirfd, const struct pt_region_id *id, struct pt_segment_info **out,
-		     size_t *nr);
-void pt_segment_name(char *buf, size_t len, uint64_t seq);
-/* Create a segment file and write its header; returns the fd or -errno. */
-int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq,
-		      uint64_t first_epoch);
-
-/* Fill in the header fields of a record staged in buf (not the checksums,
- * so that it can be published from staging memory first), then seal it. */
-void pt_record_fill(void *buf, const struct pt_region_id *id, uint64_t epoch,
-		    uint32_t page_count, uint64_t prev);
-void pt_record_seal(void *buf);
-
-
-/* A record read and checked. */
-struct pt_record {
-	const struct pt_record_header *hdr;
-	const uint64_t *index;
-	const unsigned char *data;	/* page i at data + i * page_size */
-	uint64_t seq;			/* where it was found */
-	uint64_t offset;
-};
-
-/*
- * Reads records in epoch order across segments, checking each completely
- * before handing it out.  Used by recovery, checkpoint, replicas, verify
- * and inspect.
- */
-struct pt_log_reader {
-	int dirfd;
-	struct pt_region_id id;
-	int fd;				/* current segment, -1: none */
-	uint64_t seq;
-	uint64_t offset;
-	uint64_t next_epoch;		/* the epoch wanted next */
-	uint64_t chain;			/* header checksum of record next_epoch - 1 */
-	unsigned char *buf;
-	size_t cap;
-	bool quiet;			/* replicas: no pt_log for a missing tail */
-	bool any_chain;			/* take the first record whatever its prev */
-	bool dropped;			/* the last call returned -ESTALE: not retained */
-	int last_error;			/* why the last call stopped */
-	uint64_t error_seq, error_offset;
-	/* the segment list at the last look */
-	struct pt_segment_info *segs;
-	size_t nsegs;
-};
-
-void pt_log_reader_init(struct pt_log_reader *r, int dirfd, const struct pt_region_id *id,
-			uint64_t next_epoch, uint64_t chain);
-void pt_log_reader_free(struct pt_log_reader *r);
-/*
- * The record of epoch r->next_epoch, if its epoch is <= limit.  Returns 1
- * (rec filled; next_epoch and chain advance), 0 when the log ends cleanly
- * before it, -ESTALE with r->dropped set when it is no longer retained
- * (dropped by a checkpoint: catch up from the image), -ESTALE without it
- * when the record does not continue the chain (another path of history),
- * or the error of the torn or corrupt record where reading stops
- * (r->error_seq/offset say where).
- */
-int pt_log_next(struct pt_log_reader *r, uint64_t limit, struct pt_record *rec);
-/*
- * Read and check the record at (fd, offset) of segment seq; returns its
- * length (> 0), 0 at a clean end of file, or -errno.  Fills rec.
- */
-int64_t pt_record_read(int fd, uint64_t seq, uint64_t offset, const struct pt_region_id *id,
-		       unsigned char **buf, size_t *cap, struct pt_record *rec);
-const char *pt_log_strerror(int err);
-/* The header checksum of the record of epoch: 0, -ENOENT (not in the log),
- * or the error that kept it from being read. */
-int pt_log_record_checksum(int dirfd, const struct pt_region_id *id, uint64_t epoch, uint64_t *sum);
-
-/* ---- image.c ---------------------------------------------------------- */
-
-struct pt_image {
-	int fd;
-	struct pt_region_id id;
-	struct pt_image_header hdr;	/* the slot in use */
-	int slot;
-	bool writable;			/* opened through pt_io, for the checkpoint */
-	struct pt_image_entry *entries;	/* writer/checkpoint only, mmap()ed */
-	size_t entries_len;
-};
-
-int pt_image_create(int dirfd, const struct pt_region_id *id);
-/* Open and read the newest good header slot (entries not loaded). */
-int pt_image_open(struct pt_image *img, int dirfd, bool writable);
-void pt_image_close(struct pt_image *img);
-int pt_image_load_entries(struct pt_image *img);
-
-/*
- * Copy into mem (npages * page_size) every page whose generation is above
- * have_epoch.  Pages whose checksum or entry fails are copied anyway and
- * flagged in suspect (a bitmap) with their count returned in *nsuspect: a
- * checkpoint in flight leaves such pages, and the log records after the
- * image's epoch rewrite every one of them; a suspect page that no record
- * covers is corruption.  *copied counts the pages copied.
- */
-int pt_image_copy_newer(struct pt_image *img, uint64_t have_epoch, void *mem,
-			uint64_t *suspect, uint64_t *nsuspect, uint64_t *copied);
-
-/* Apply the records after the image's epoch up to target, fsync, advance
- * the header.  Returns the image's epoch afterwards or -errno. */
-int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target);
-
-/*
- * Check every page checksum (entries loaded first); report each bad page
- * through report().  A checkpoint running meanwhile writes pages, then
- * entries, then the header: what it has half written reads as bad here, so
- * a caller re-checks each reported page (pt_image_verify_page, after a
- * fresh pt_image_open) before calling it corrupt.
- */
-int pt_image_verify(struct pt_image *img,
-		    void (*report)(void *arg, uint64_t page, const char *msg), void *arg,
-		    uint64_t *bad);
-/* Check page p (page: a page-sized buffer): 0 good, 1 bad (why in msg), -errno. */
-int pt_image_verify_page(struct pt_image *img, uint64_t p, unsigned char *page, char *msg,
-			 size_t msg_len);
-
-/* ---- region.c / replica.c shared helpers ------------------------------ */
-
-int pt_state_map_ro(int dirfd, const struct pt_state **st, int *fd);
-/* Read and check the state block into *copy: 0, -ENOENT (no block yet, or
- * an empty or all-zero one: nothing to go by), or the error of
- * pt_state_check(). */
-int pt_state_read(int dirfd, const struct pt_region_id *id, struct pt_state *copy);
-/*
- * Check a state block copied out of its file (file_size bytes long) against
- * the region it should describe (id; NULL: any): 0, -ENODATA (short),
- * -EBADMSG (magic, or numbers that cannot be: epochs out of order, a ring
- * descriptor outside the staging memory), -EPROTO, -EXDEV, -ESTALE (another
- * history or size).  Cheap: readers call it on every copy they trust.
- */
-int pt_state_check(const struct pt_state *st, uint64_t file_size, const struct pt_region_id *id);
-
-/*
- * How far a data directory reaches, read without changing anything: the
- * image's epoch, then every intact record after it in chain order.  The
- * state block's durable epoch is what the writer had made durable; an
- * image plus log that reach less than that lost durable epochs.
- */
-struct pt_dir_reach {
-	uint64_t image_epoch;
-	uint64_t reached;	/* newest epoch the image plus intact records reach */
-	uint64_t reached_chain;	/* header checksum of record `reached` */
-	uint64_t durable;	/* the state block's durable epoch (0: no state) */
-	bool state_ok;		/* a state block of this history was read */
-	int state_error;	/* why a state block present could not be
-				 * trusted (-EBADMSG...; then -ENOTRECOVERABLE:
-				 * what was durable is unknown) */
-	int log_error;		/* why the log stops (0: a clean end) */
-	uint64_t error_seq, error_offset;
-	uint64_t foreign;	/* segments (or a state block) of another history */
-};
-/*
- * Fill *out for the directory whose image img is open.  Returns 0 when the
- * durable epochs are reached, -ENOTRECOVERABLE when not (out says how far),
- * -ESTALE when a segment or the state block belongs to another history than
- * the image, or another -errno when it could not look.
- */
-int pt_dir_reach(int dirfd, const struct pt_image *img, struct pt_dir_reach *out);
-/* The same judgement for a caller that walked the log itself (recovery):
- * out->reached set, the rest filled in here. */
-int pt_reach_judge(int dirfd, const struct pt_region_id *id, struct pt_dir_reach *out);
-void pt_futex_wake(uint32_t *addr);
-int pt_futex_wait(const uint32_t *addr, uint32_t val, int timeout_ms);
-
-/*
- * A full memory fence, for the staging seqlock.  GCC's TSan refuses
- * atomic_thread_fence; under it a sequentially consistent read-modify-write
- * of a dummy gives the same ordering on the machines it runs on.
- */
-static inline void pt_fence(void)
-{
-#if defined(__SANITIZE_THREAD__)
-	static uint32_t dummy;
-
-	__atomic_fetch_add(&dummy, 0, __ATOMIC_SEQ_CST);
-#else
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-#endif
-}
-
-static inline void pt_bit_set(uint64_t *bm, uint64_t i)
-{
-	bm[i / 64] |= 1ull << (i % 64);
-}
-
-static inline bool pt_bit_test(const uint64_t *bm, uint64_t i)
-{
-	return bm[i / 64] >> (i % 64) & 1;
-}
-
-static inline bool pt_bit_clear(uint64_t *bm, uint64_t i)
-{
-	bool was = pt_bit_test(bm, i);
-
-	bm[i / 64] &= ~(1ull << (i % 64));
-	return was;
-}
 
 #endif /* PT_FORMAT_H */

@@ -32,6 +32,11 @@
 #include <xxhash.h>
 
 #include "format.h"
+#include "io.h"
+#include "pagelog.h"
+#include "image.h"
+#include "bitmap.h"
+#include "internal.h"
 
 #define TABLE_CHUNK (1u << 20)		/* bytes of page table read at once */
 
@@ -217,7 +222,7 @@ int pt_image_open(struct pt_image *img, int dirfd, bool writable)
 		goto err;
 	}
 	if (err[!best] && err[!best] != -EBADMSG && err[!best] != -ENODATA && h[!best].magic[0])
-		pt_log(PT_LOG_WARN, "image header slot %d: %s", !best, pt_log_strerror(err[!best]));
+		pt_log(PT_LOG_WARN, "image header slot %d: %s", !best, pt_strerror(err[!best]));
 	img->hdr = h[best];
 	img->slot = best;
 	img->id.history_id = h[best].history_id;
@@ -552,7 +557,7 @@ int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target)
 	size_t per_page = ps / sizeof(struct pt_image_entry);
 	uint64_t ntable = (img->id.npages + per_page - 1) / per_page;
 	struct seg_fd fds[CKPT_FDS];
-	struct pt_log_reader rd;
+	struct pt_pagelog_reader rd;
 	struct pt_image_header h;
 	struct pt_record rec;
 	struct ckpt c = { 0 };
@@ -575,8 +580,8 @@ int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target)
 		free(buf);
 		return -ENOMEM;
 	}
-	pt_log_reader_init(&rd, dirfd, &img->id, img->hdr.epoch + 1, img->hdr.chain);
-	while ((ret = pt_log_next(&rd, target, &rec)) > 0) {
+	pt_pagelog_reader_init(&rd, dirfd, &img->id, img->hdr.epoch + 1, img->hdr.chain);
+	while ((ret = pt_pagelog_next(&rd, target, &rec)) > 0) {
 		const struct pt_record_header *rh = rec.hdr;
 
 		ret = ckpt_add_record(&c, &rec);
@@ -591,7 +596,7 @@ int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target)
 	}
 	if (ret < 0) {
 		pt_log(PT_LOG_ERROR, "checkpoint: cannot read the log after epoch %" PRIu64 ": %s",
-		       rd.next_epoch - 1, pt_log_strerror(ret));
+		       rd.next_epoch - 1, pt_strerror(ret));
 		goto out;
 	}
 	if (!applied) {
@@ -642,7 +647,7 @@ int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target)
 	img->slot = !img->slot;
 	ret = 0;
 out:
-	pt_log_reader_free(&rd);
+	pt_pagelog_reader_free(&rd);
 	for (int i = 0; i < CKPT_FDS; i++)
 		if (fds[i].fd >= 0)
 			close(fds[i].fd);
@@ -653,7 +658,7 @@ out:
 	if (ret < 0) {
 		if (ret != -ENOMEM)
 			pt_log(PT_LOG_ERROR, "checkpoint to epoch %" PRIu64 " failed: %s", target,
-			       pt_log_strerror(ret));
+			       pt_strerror(ret));
 		return ret;
 	}
 	return (int64_t)img->hdr.epoch;

@@ -23,6 +23,8 @@
 #include <xxhash.h>
 
 #include "format.h"
+#include "io.h"
+#include "internal.h"
 
 static int sys_openat(int dirfd, const char *name, int flags, mode_t mode)
 {
@@ -254,101 +256,3 @@ int pt_futex_wait(const uint32_t *addr, uint32_t val, int timeout_ms)
 	return 0;
 }
 
-int pt_state_check(const struct pt_state *st, uint64_t file_size, const struct pt_region_id *id)
-{
-	static const char zero[8];
-
-	if (file_size < sizeof(*st))
-		return -ENODATA;
-	if (memcmp(st->magic, PT_STATE_MAGIC, 8))
-		/* All zero: a writer is creating the region right now. */
-		return memcmp(st->magic, zero, 8) ? -EBADMSG : -ENOENT;
-	if (st->version != PT_FORMAT_VERSION || st->size != sizeof(*st))
-		return -EPROTO;
-	if (id && st->page_size != id->page_size)
-		return -EXDEV;
-	if (id && (st->history_id != id->history_id || st->npages != id->npages))
-		return -ESTALE;
-	/* Levels come in order; a block that says otherwise is damaged. */
-	if (st->checkpointed > st->durable)
-		return -EBADMSG;
-	for (int i = 0; i < PT_RING_DESCS; i++) {
-		const struct pt_ring_desc *d = &st->ring[i];
-
-		if (d->epoch && (d->offset > st->staging_bytes ||
-				 d->length > st->staging_bytes - d->offset))
-			return -EBADMSG;
-	}
-	return 0;
-}
-
-int pt_state_read(int dirfd, const struct pt_region_id *id, struct pt_state *copy)
-{
-	struct stat sb;
-	ssize_t n;
-	uid_t owner = 0;
-	int fd, ret;
-
-	ret = pt_dir_owner(dirfd, &owner);
-	if (ret)
-		return ret;
-	fd = pt_open_file(dirfd, PT_STATE_NAME, O_RDONLY, owner);
-	if (fd < 0)
-		return fd;
-	if (fstat(fd, &sb)) {
-		ret = -errno;
-		goto out;
-	}
-	n = pt_read_full(fd, copy, sizeof(*copy), 0);
-	if (n < 0) {
-		ret = (int)n;
-		goto out;
-	}
-	ret = (size_t)n < sizeof(*copy) ? (n ? -ENODATA : -ENOENT) :
-		pt_state_check(copy, (uint64_t)sb.st_size, id);
-out:
-	close(fd);
-	return ret;
-}
-
-int pt_state_map_ro(int dirfd, const struct pt_state **st, int *fdp)
-{
-	struct pt_state copy;
-	struct stat sb;
-	uid_t owner = 0;
-	void *p;
-	int fd, ret;
-
-	ret = pt_dir_owner(dirfd, &owner);
-	if (ret)
-		return ret;
-	fd = pt_open_file(dirfd, PT_STATE_NAME, O_RDONLY, owner);
-	if (fd < 0)
-		return fd;
-	if (fstat(fd, &sb)) {
-		ret = -errno;
-		goto err;
-	}
-	if ((size_t)sb.st_size < sizeof(struct pt_state)) {
-		ret = -ENODATA;
-		goto err;
-	}
-	p = mmap(NULL, sizeof(struct pt_state), PROT_READ, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED) {
-		ret = -errno;
-		goto err;
-	}
-	/* Checked on a copy: the writer changes the block under us. */
-	memcpy(&copy, p, sizeof(copy));
-	ret = pt_state_check(&copy, (uint64_t)sb.st_size, NULL);
-	if (ret) {
-		munmap(p, sizeof(struct pt_state));
-		goto err;
-	}
-	*st = p;
-	*fdp = fd;
-	return 0;
-err:
-	close(fd);
-	return ret;
-}

@@ -30,6 +30,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "internal.h"
+#include "io.h"
+#include "pagelog.h"
 #include "region.h"
 
 static void latch_error(struct pt_region *r, int err, const char *what)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * log.c - segment files of records: naming, creation, sealing a staged
+ * pagelog.c - segment files of records: naming, creation, sealing a staged
  * record, and the reader every consumer uses (recovery, checkpoint,
  * replicas, verify, inspect).
  *
@@ -30,16 +30,15 @@
 #include <unistd.h>
 
 #include "format.h"
+#include "io.h"
+#include "pagelog.h"
+#include "internal.h"
 
 void pt_segment_name(char *buf, size_t len, uint64_t seq)
 {
 	snprintf(buf, len, "log-%016" PRIx64 ".seg", seq);
 }
 
-const char *pt_log_strerror(int err)
-{
-	return pt_strerror(err);
-}
 
 static int read_segment_header(int fd, const struct pt_region_id *id, struct pt_segment_header *h)
 {
@@ -303,7 +302,7 @@ int64_t pt_record_read(int fd, uint64_t seq, uint64_t offset, const struct pt_re
 	return record_read(fd, seq, offset, id, buf, cap, rec, false);
 }
 
-void pt_log_reader_init(struct pt_log_reader *r, int dirfd, const struct pt_region_id *id,
+void pt_pagelog_reader_init(struct pt_pagelog_reader *r, int dirfd, const struct pt_region_id *id,
 			uint64_t next_epoch, uint64_t chain)
 {
 	memset(r, 0, sizeof(*r));
@@ -314,7 +313,7 @@ void pt_log_reader_init(struct pt_log_reader *r, int dirfd, const struct pt_regi
 	r->chain = chain;
 }
 
-void pt_log_reader_free(struct pt_log_reader *r)
+void pt_pagelog_reader_free(struct pt_pagelog_reader *r)
 {
 	if (r->fd >= 0)
 		close(r->fd);
@@ -327,7 +326,7 @@ void pt_log_reader_free(struct pt_log_reader *r)
 	r->nsegs = 0;
 }
 
-static int reader_list(struct pt_log_reader *r)
+static int reader_list(struct pt_pagelog_reader *r)
 {
 	free(r->segs);
 	r->segs = NULL;
@@ -335,7 +334,7 @@ static int reader_list(struct pt_log_reader *r)
 	return pt_segments_list(r->dirfd, &r->id, &r->segs, &r->nsegs);
 }
 
-static int reader_switch(struct pt_log_reader *r, const struct pt_segment_info *s)
+static int reader_switch(struct pt_pagelog_reader *r, const struct pt_segment_info *s)
 {
 	uid_t owner = 0;
 	char name[64];
@@ -361,7 +360,7 @@ static int reader_switch(struct pt_log_reader *r, const struct pt_segment_info *
  * opens every segment: keep it, and list again only when it cannot help
  * (recovery and checkpoints walk through hundreds of segments).
  */
-static int reader_open_for(struct pt_log_reader *r)
+static int reader_open_for(struct pt_pagelog_reader *r)
 {
 	const struct pt_segment_info *best = NULL;
 	bool any = false;
@@ -398,7 +397,7 @@ static int reader_open_for(struct pt_log_reader *r)
 }
 
 /* After the records of the current segment: the next one that continues. */
-static int reader_continue(struct pt_log_reader *r)
+static int reader_continue(struct pt_pagelog_reader *r)
 {
 	for (int pass = 0; pass < 2; pass++) {
 		if (pass || !r->segs) {
@@ -417,7 +416,7 @@ static int reader_continue(struct pt_log_reader *r)
 	return 0;
 }
 
-int pt_log_next(struct pt_log_reader *r, uint64_t limit, struct pt_record *rec)
+int pt_pagelog_next(struct pt_pagelog_reader *r, uint64_t limit, struct pt_record *rec)
 {
 	int64_t len;
 	int err, ret;
@@ -480,7 +479,7 @@ stop:
 				pt_log(PT_LOG_INFO,
 				       "log segment %016" PRIx64 " ends at offset %" PRIu64
 				       " with an abandoned record (%s); continuing in segment %016" PRIx64,
-				       r->error_seq, r->error_offset, pt_log_strerror(err), r->seq);
+				       r->error_seq, r->error_offset, pt_strerror(err), r->seq);
 			continue;
 		}
 		{
@@ -515,20 +514,20 @@ stop:
 	}
 }
 
-int pt_log_record_checksum(int dirfd, const struct pt_region_id *id, uint64_t epoch, uint64_t *sum)
+int pt_pagelog_record_checksum(int dirfd, const struct pt_region_id *id, uint64_t epoch, uint64_t *sum)
 {
-	struct pt_log_reader rd;
+	struct pt_pagelog_reader rd;
 	struct pt_record rec;
 	int ret;
 
-	pt_log_reader_init(&rd, dirfd, id, epoch, 0);
+	pt_pagelog_reader_init(&rd, dirfd, id, epoch, 0);
 	rd.any_chain = true;
 	rd.quiet = true;
-	ret = pt_log_next(&rd, epoch, &rec);
+	ret = pt_pagelog_next(&rd, epoch, &rec);
 	if (ret > 0)
 		*sum = rec.hdr->header_checksum;
 	else if (ret == 0 || rd.dropped)
 		ret = -ENOENT;
-	pt_log_reader_free(&rd);
+	pt_pagelog_reader_free(&rd);
 	return ret > 0 ? 0 : ret;
 }

@@ -3,7 +3,7 @@
  * recovery.c - rebuilding a region's memory when its writer opens it: the
  * image, then every intact record after it in chain order, stopping at the
  * first torn or corrupt one; the reach of that compared with what the
- * region had made durable (reach.c); segments after a corrupt record set
+ * region had made durable (state.c); segments after a corrupt record set
  * aside; every segment read made durable before the recovered epoch is
  * reported durable.
  */
@@ -16,6 +16,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "internal.h"
+#include "io.h"
+#include "pagelog.h"
+#include "image.h"
+#include "state.h"
+#include "bitmap.h"
 #include "region.h"
 
 /* Make every record recovery read durable: after a process crash they may
@@ -82,7 +88,7 @@ static void orphan_after(struct pt_region *r, uint64_t seq)
 
 int pt_recover(struct pt_region *r)
 {
-	struct pt_log_reader rd;
+	struct pt_pagelog_reader rd;
 	struct pt_record rec;
 	uint64_t *suspect = NULL, nsuspect = 0, copied = 0, max_seq = 0;
 	size_t ps = r->id.page_size;
@@ -94,11 +100,11 @@ int pt_recover(struct pt_region *r)
 		return -ENOMEM;
 	ret = pt_image_copy_newer(&r->img, 0, r->base, suspect, &nsuspect, &copied);
 	if (ret) {
-		pt_log(PT_LOG_ERROR, "%s: cannot read the image: %s", r->dir, pt_log_strerror(ret));
+		pt_log(PT_LOG_ERROR, "%s: cannot read the image: %s", r->dir, pt_strerror(ret));
 		goto out;
 	}
-	pt_log_reader_init(&rd, r->dirfd, &r->id, r->img.hdr.epoch + 1, r->img.hdr.chain);
-	while ((ret = pt_log_next(&rd, UINT64_MAX, &rec)) > 0) {
+	pt_pagelog_reader_init(&rd, r->dirfd, &r->id, r->img.hdr.epoch + 1, r->img.hdr.chain);
+	while ((ret = pt_pagelog_next(&rd, UINT64_MAX, &rec)) > 0) {
 		const struct pt_record_header *h = rec.hdr;
 
 		for (uint32_t i = 0; i < h->page_count; i++) {
@@ -116,7 +122,7 @@ int pt_recover(struct pt_region *r)
 		       "(%016" PRIx64 "): a file copied from another region? refusing", r->dir,
 		       reach.foreign, r->id.history_id);
 		ret = -ESTALE;
-		pt_log_reader_free(&rd);
+		pt_pagelog_reader_free(&rd);
 		goto out;
 	}
 	if (judged == -ENOTRECOVERABLE) {
@@ -134,24 +140,24 @@ int pt_recover(struct pt_region *r)
 			       "--accept-loss) to go on from there", r->dir, what, r->published,
 			       ret < 0 ? ", then: " : "", ret < 0 ? pt_strerror(ret) : "");
 			ret = -ENOTRECOVERABLE;
-			pt_log_reader_free(&rd);
+			pt_pagelog_reader_free(&rd);
 			goto out;
 		}
 		pt_log(PT_LOG_ERROR, "%s: %s; accepting the loss as asked: the region goes on "
 		       "from epoch %" PRIu64, r->dir, what, r->published);
 	} else if (judged) {
 		ret = judged;
-		pt_log_reader_free(&rd);
+		pt_pagelog_reader_free(&rd);
 		goto out;
 	}
 	if (ret < 0) {
 		pt_log(PT_LOG_WARN, "%s: recovery stops at epoch %" PRIu64 " in segment %016" PRIx64
 		       " at offset %" PRIu64 ": %s; recovered epoch %" PRIu64, r->dir,
-		       rd.next_epoch, rd.error_seq, rd.error_offset, pt_log_strerror(ret),
+		       rd.next_epoch, rd.error_seq, rd.error_offset, pt_strerror(ret),
 		       r->published);
 		orphan_after(r, rd.seq > rd.error_seq ? rd.seq : rd.error_seq);
 	}
-	pt_log_reader_free(&rd);
+	pt_pagelog_reader_free(&rd);
 	if (nsuspect) {
 		for (uint64_t p = 0; p < r->id.npages; p++)
 			if (pt_bit_test(suspect, p)) {

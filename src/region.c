@@ -20,6 +20,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "internal.h"
+#include "io.h"
+#include "pagelog.h"
+#include "image.h"
+#include "bitmap.h"
 #include "region.h"
 
 #define MAX_SEGMENT_BYTES		(1ull << 40)
@@ -316,7 +321,7 @@ static int state_open(struct pt_region *r)
 	/* Made durable once per open (never on the sync path): after a power
 	 * loss the block must still name this history and a durable epoch
 	 * no newer than the truth, or the next open could not tell whether
-	 * durable epochs were lost (see reach.c). */
+	 * durable epochs were lost (see state.c). */
 	if (fsync(fd))
 		pt_log(PT_LOG_WARN, "%s: fsync of the state file: %s", r->dir, strerror(errno));
 	return 0;
@@ -379,7 +384,7 @@ static int open_locked(struct pt_region *r)
 		if (ret == -EMEDIUMTYPE)
 			pt_log(PT_LOG_ERROR, "%s: not a region (no image file)", r->dir);
 		else
-			pt_log(PT_LOG_ERROR, "%s: image: %s", r->dir, pt_log_strerror(ret));
+			pt_log(PT_LOG_ERROR, "%s: image: %s", r->dir, pt_strerror(ret));
 		return ret;
 	}
 	r->id = r->img.id;

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "format.h"
+#include "image.h"
 
 #define DEFAULT_DURABLE_INTERVAL_MS	10
 #define DEFAULT_CHECKPOINT_MS		1000

@@ -38,6 +38,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "internal.h"
+#include "io.h"
+#include "pagelog.h"
+#include "image.h"
+#include "state.h"
+#include "bitmap.h"
 #include "replica.h"
 
 /* ---- moving a copy forward ---------------------------------------------- */
@@ -148,13 +154,13 @@ int pt_replica_advance(struct pt_replica *r, unsigned char *mem, struct copy_sta
 				/* After records from staging memory (or an image)
 				 * the file reader starts afresh: where it stood may
 				 * be a segment dropped since. */
-				pt_log_reader_free(&r->rd);
-				pt_log_reader_init(&r->rd, r->dirfd, &r->id, cs->epoch + 1, cs->chain);
+				pt_pagelog_reader_free(&r->rd);
+				pt_pagelog_reader_init(&r->rd, r->dirfd, &r->id, cs->epoch + 1, cs->chain);
 				r->rd.quiet = true;
 			}
 			/* Only what the log file has: a record published from
 			 * staging memory may be on its way there. */
-			ret = pt_log_next(&r->rd, rr == -EAGAIN ? cs->epoch + 1 :
+			ret = pt_pagelog_next(&r->rd, rr == -EAGAIN ? cs->epoch + 1 :
 					  load64(&r->state->logged) < target ?
 					  load64(&r->state->logged) : target, &rec);
 			if (ret <= 0) {
@@ -223,7 +229,7 @@ int pt_replica_advance(struct pt_replica *r, unsigned char *mem, struct copy_sta
 			if (ret != -ESTALE)
 				pt_log(PT_LOG_ERROR, "%s: replica stops before epoch %" PRIu64
 				       ": %s (segment %016" PRIx64 ", offset %" PRIu64 ")", r->dir,
-				       cs->epoch + 1, pt_log_strerror(ret), r->rd.error_seq,
+				       cs->epoch + 1, pt_strerror(ret), r->rd.error_seq,
 				       r->rd.error_offset);
 			return ret;
 		}
@@ -294,7 +300,7 @@ int pt_replica_check_writer(struct pt_replica *r, uint64_t epoch, uint64_t chain
 		 * reopened once since we last looked and recovered at least our
 		 * epoch, recovery read our records on the path we followed. */
 		if (epoch && !(inc == r->incarnation + 1 && epoch <= load64(&r->state->recovered))) {
-			ret = pt_log_record_checksum(r->dirfd, &r->id, epoch, &sum);
+			ret = pt_pagelog_record_checksum(r->dirfd, &r->id, epoch, &sum);
 			if (ret == -ENOENT) {
 				struct pt_image img;
 
@@ -436,7 +442,7 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 	ret = pt_image_open(&img, r->dirfd, false);
 	if (ret) {
 		pt_log(PT_LOG_ERROR, "%s: %s", dir, ret == -EMEDIUMTYPE ? "not a region (no image)" :
-		       pt_log_strerror(ret));
+		       pt_strerror(ret));
 		goto err;
 	}
 	r->id = img.id;
@@ -455,7 +461,7 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 	}
 	ret = state_attach(r);
 	if (ret) {
-		pt_log(PT_LOG_ERROR, "%s: state file: %s", dir, pt_log_strerror(ret));
+		pt_log(PT_LOG_ERROR, "%s: state file: %s", dir, pt_strerror(ret));
 		goto err;
 	}
 	if (load64(&r->state->history_id) != r->id.history_id ||
@@ -470,7 +476,7 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 	r->size = r->id.npages * r->id.page_size;
 	r->shared = o.mode == PT_REPLICA_SHARED;
 	r->priv.chain = pt_chain_seed(r->id.history_id);
-	pt_log_reader_init(&r->rd, r->dirfd, &r->id, 1, r->priv.chain);
+	pt_pagelog_reader_init(&r->rd, r->dirfd, &r->id, 1, r->priv.chain);
 	r->rd.quiet = true;
 	r->suspect = calloc((r->id.npages + 63) / 64, 8);
 	if (!r->suspect) {
@@ -550,7 +556,7 @@ PT_EXPORT void pt_replica_close(struct pt_replica *r)
 	if (r->ring)
 		munmap((void *)r->ring, r->ring_len);
 	free(r->ring_index);
-	pt_log_reader_free(&r->rd);
+	pt_pagelog_reader_free(&r->rd);
 	state_detach(r);
 	if (r->dirfd >= 0)
 		close(r->dirfd);

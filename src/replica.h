@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "format.h"
+#include "pagelog.h"
 
 /* Progress of one copy. */
 struct copy_state {
@@ -35,7 +36,7 @@ struct pt_replica {
 	void *base;
 	uint64_t epoch;		/* visible */
 	uint64_t image_pages;
-	struct pt_log_reader rd;
+	struct pt_pagelog_reader rd;
 	uint64_t *suspect;
 	uint64_t nsuspect;
 
@@ -89,6 +90,19 @@ void pt_staging_map(struct pt_replica *r);
  * copied (mem may hold wrong pages of that record: apply it from the
  * file). */
 int pt_staging_apply(struct pt_replica *r, unsigned char *mem, struct copy_state *cs);
+
+/*
+ * Check a control block copied out of its file (file_size bytes long)
+ * before any of its numbers is used: 0, -EBADMSG (magic, size, or a number
+ * that cannot be: current not 0 or 1, generations equal, zero or not below
+ * next_gen, a pin not below next_gen, a negative pid, an epoch above
+ * INT64_MAX), -EPROTO (another layout version), -ESTALE (the block is
+ * sound but describes another region than id; id NULL: any).  The file
+ * is writable by its owner only, but its owner's other processes may be
+ * buggy or dead half way: nothing in it is memory to trust.
+ */
+int pt_shared_ctl_check(const struct pt_shared_ctl *ctl, const struct pt_region_id *id,
+			uint64_t file_size);
 
 /* shared.c: attach r to the shared copy o->name (NULL: the history id). */
 int pt_shared_open(struct pt_replica *r, const struct pt_replica_opts *o);

@@ -46,6 +46,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "internal.h"
+#include "io.h"
 #include "replica.h"
 
 #define STUCK_READER_MS_DEFAULT	1000

@@ -27,6 +27,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "internal.h"
+#include "io.h"
+#include "bitmap.h"
 #include "region.h"
 #include "replica.h"
 

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * reach.c - how far a data directory reaches, and whether that is as far
- * as the region had made durable: the rule every reader of a directory
- * applies (the writer's recovery, replicas, verify, status).
+ * state.c - the writer's state block as its readers see it (checked on a
+ * copy: the writer changes it under them), and how far a data directory
+ * reaches, and whether that is as far as the region had made durable: the
+ * rule every reader of a directory applies (the writer's recovery,
+ * replicas, verify, status).
  *
  * The image plus the intact records after it reach some epoch.  The state
  * block remembers the newest epoch an fdatasync covered; the writer stores
@@ -16,11 +18,118 @@
  * another region) are -ESTALE: a directory holds one history.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "format.h"
+#include "io.h"
+#include "pagelog.h"
+#include "image.h"
+#include "state.h"
+
+int pt_state_check(const struct pt_state *st, uint64_t file_size, const struct pt_region_id *id)
+{
+	static const char zero[8];
+
+	if (file_size < sizeof(*st))
+		return -ENODATA;
+	if (memcmp(st->magic, PT_STATE_MAGIC, 8))
+		/* All zero: a writer is creating the region right now. */
+		return memcmp(st->magic, zero, 8) ? -EBADMSG : -ENOENT;
+	if (st->version != PT_FORMAT_VERSION || st->size != sizeof(*st))
+		return -EPROTO;
+	if (id && st->page_size != id->page_size)
+		return -EXDEV;
+	if (id && (st->history_id != id->history_id || st->npages != id->npages))
+		return -ESTALE;
+	/* Levels come in order; a block that says otherwise is damaged. */
+	if (st->checkpointed > st->durable)
+		return -EBADMSG;
+	for (int i = 0; i < PT_RING_DESCS; i++) {
+		const struct pt_ring_desc *d = &st->ring[i];
+
+		if (d->epoch && (d->offset > st->staging_bytes ||
+				 d->length > st->staging_bytes - d->offset))
+			return -EBADMSG;
+	}
+	return 0;
+}
+
+int pt_state_read(int dirfd, const struct pt_region_id *id, struct pt_state *copy)
+{
+	struct stat sb;
+	ssize_t n;
+	uid_t owner = 0;
+	int fd, ret;
+
+	ret = pt_dir_owner(dirfd, &owner);
+	if (ret)
+		return ret;
+	fd = pt_open_file(dirfd, PT_STATE_NAME, O_RDONLY, owner);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &sb)) {
+		ret = -errno;
+		goto out;
+	}
+	n = pt_read_full(fd, copy, sizeof(*copy), 0);
+	if (n < 0) {
+		ret = (int)n;
+		goto out;
+	}
+	ret = (size_t)n < sizeof(*copy) ? (n ? -ENODATA : -ENOENT) :
+		pt_state_check(copy, (uint64_t)sb.st_size, id);
+out:
+	close(fd);
+	return ret;
+}
+
+int pt_state_map_ro(int dirfd, const struct pt_state **st, int *fdp)
+{
+	struct pt_state copy;
+	struct stat sb;
+	uid_t owner = 0;
+	void *p;
+	int fd, ret;
+
+	ret = pt_dir_owner(dirfd, &owner);
+	if (ret)
+		return ret;
+	fd = pt_open_file(dirfd, PT_STATE_NAME, O_RDONLY, owner);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &sb)) {
+		ret = -errno;
+		goto err;
+	}
+	if ((size_t)sb.st_size < sizeof(struct pt_state)) {
+		ret = -ENODATA;
+		goto err;
+	}
+	p = mmap(NULL, sizeof(struct pt_state), PROT_READ, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		ret = -errno;
+		goto err;
+	}
+	/* Checked on a copy: the writer changes the block under us. */
+	memcpy(&copy, p, sizeof(copy));
+	ret = pt_state_check(&copy, (uint64_t)sb.st_size, NULL);
+	if (ret) {
+		munmap(p, sizeof(struct pt_state));
+		goto err;
+	}
+	*st = p;
+	*fdp = fd;
+	return 0;
+err:
+	close(fd);
+	return ret;
+}
 
 int pt_reach_judge(int dirfd, const struct pt_region_id *id, struct pt_dir_reach *out)
 {
@@ -63,15 +172,15 @@ int pt_reach_judge(int dirfd, const struct pt_region_id *id, struct pt_dir_reach
 
 int pt_dir_reach(int dirfd, const struct pt_image *img, struct pt_dir_reach *out)
 {
-	struct pt_log_reader rd;
+	struct pt_pagelog_reader rd;
 	struct pt_record rec;
 	int ret;
 
 	memset(out, 0, sizeof(*out));
 	out->image_epoch = img->hdr.epoch;
-	pt_log_reader_init(&rd, dirfd, &img->id, img->hdr.epoch + 1, img->hdr.chain);
+	pt_pagelog_reader_init(&rd, dirfd, &img->id, img->hdr.epoch + 1, img->hdr.chain);
 	rd.quiet = true;
-	while ((ret = pt_log_next(&rd, UINT64_MAX, &rec)) > 0)
+	while ((ret = pt_pagelog_next(&rd, UINT64_MAX, &rec)) > 0)
 		;
 	out->reached = rd.next_epoch - 1;
 	out->reached_chain = rd.chain;
@@ -80,6 +189,6 @@ int pt_dir_reach(int dirfd, const struct pt_image *img, struct pt_dir_reach *out
 		out->error_seq = rd.error_seq;
 		out->error_offset = rd.error_offset;
 	}
-	pt_log_reader_free(&rd);
+	pt_pagelog_reader_free(&rd);
 	return pt_reach_judge(dirfd, &img->id, out);
 }

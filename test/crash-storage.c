@@ -22,6 +22,8 @@
 
 #include "harness.h"
 #include "format.h"
+#include "io.h"
+#include "internal.h"
 
 #define NPAGES		64
 #define MAX_EPOCHS	1024

@@ -4,6 +4,8 @@
 
 #include "harness.h"
 #include "format.h"
+#include "pagelog.h"
+#include "image.h"
 
 #define NPAGES	32
 #define EPOCHS	10
@@ -289,7 +291,7 @@ static bool run_case(size_t i, char *why, size_t why_len)
 {
 	struct pt_region_opts accept = { .sz = sizeof(accept), .flags = PT_REGION_ACCEPT_LOSS };
 	size_t size = NPAGES * page_size();
-	struct pt_log_reader rd;
+	struct pt_pagelog_reader rd;
 	struct pt_record rec;
 	struct pt_image img;
 	struct pt_region *r;
@@ -308,16 +310,16 @@ static bool run_case(size_t i, char *why, size_t why_len)
 	dirfd = open(dst, O_RDONLY | O_DIRECTORY);
 	ret = pt_image_open(&img, dirfd, false);
 	CHECK(ret == 0, "image: %s", strerror(-ret));
-	pt_log_reader_init(&rd, dirfd, &img.id, 1, img.hdr.chain);
+	pt_pagelog_reader_init(&rd, dirfd, &img.id, 1, img.hdr.chain);
 	rd.quiet = true;
-	while ((ret = pt_log_next(&rd, UINT64_MAX, &rec)) > 0)
+	while ((ret = pt_pagelog_next(&rd, UINT64_MAX, &rec)) > 0)
 		last = rec.hdr->epoch;
-	pt_log_reader_free(&rd);
+	pt_pagelog_reader_free(&rd);
 	pt_image_close(&img);
 	close(dirfd);
 	CHECK(last == VICTIM - 1, "reader went to epoch %llu", (unsigned long long)last);
 	CHECK(ret == cases[i].error, "reader stopped with %d (%s), want %d (%s)", ret,
-	      pt_log_strerror(ret), cases[i].error, pt_log_strerror(cases[i].error));
+	      pt_strerror(ret), cases[i].error, pt_strerror(cases[i].error));
 
 	/* The damaged record was durable: recovery refuses to come back at an
 	 * older epoch unless told to accept the loss. */

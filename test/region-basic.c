@@ -10,6 +10,7 @@
 
 #include "harness.h"
 #include "format.h"
+#include "io.h"
 
 static char dir[128];
 

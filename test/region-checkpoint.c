@@ -18,6 +18,8 @@
 
 #include "harness.h"
 #include "format.h"
+#include "io.h"
+#include "image.h"
 
 #define NPAGES 256
 #define HOT 100			/* pages 0..99, more than one checkpoint write */

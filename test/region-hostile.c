@@ -15,6 +15,7 @@
 
 #include "harness.h"
 #include "format.h"
+#include "image.h"
 
 #define NPAGES	64
 #define EPOCHS	12

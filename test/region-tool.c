@@ -4,6 +4,7 @@
 
 #include "harness.h"
 #include "format.h"
+#include "image.h"
 
 #define NPAGES 32
 

@@ -6,6 +6,7 @@
 
 #include "harness.h"
 #include "format.h"
+#include "internal.h"
 
 #define MAX_EPOCHS	4096
 #define STUCK_MS	200

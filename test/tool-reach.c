@@ -3,6 +3,7 @@
 
 #include "harness.h"
 #include "format.h"
+#include "pagelog.h"
 
 #define NPAGES 16
 #define EPOCHS 12

@@ -4,6 +4,8 @@
 
 #include "harness.h"
 #include "format.h"
+#include "pagelog.h"
+#include "image.h"
 
 #define NPAGES 16
 

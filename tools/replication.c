@@ -39,6 +39,12 @@
 #include "pagetrack.h"
 #include "commands.h"
 #include "format.h"
+#include "replica.h"
+#include "io.h"
+#include "pagelog.h"
+#include "image.h"
+#include "state.h"
+#include "bitmap.h"
 
 /*
  * Parse "[options] DIR": returns the directory or NULL after a usage error.
@@ -519,7 +525,7 @@ static uint64_t recheck_pages(int dirfd, const struct bad_pages *b, uint64_t *ch
 	int ret = -ESTALE;
 
 	for (int attempt = 0; attempt < 5 && ret == -ESTALE; attempt++) {
-		struct pt_log_reader rd;
+		struct pt_pagelog_reader rd;
 		struct pt_record rec;
 
 		ret = pt_image_open(&img, dirfd, false);
@@ -537,13 +543,13 @@ static uint64_t recheck_pages(int dirfd, const struct bad_pages *b, uint64_t *ch
 			pt_image_close(&img);
 			break;
 		}
-		pt_log_reader_init(&rd, dirfd, &img.id, img.hdr.epoch + 1, img.hdr.chain);
+		pt_pagelog_reader_init(&rd, dirfd, &img.id, img.hdr.epoch + 1, img.hdr.chain);
 		rd.quiet = true;
-		while ((ret = pt_log_next(&rd, UINT64_MAX, &rec)) > 0)
+		while ((ret = pt_pagelog_next(&rd, UINT64_MAX, &rec)) > 0)
 			for (uint32_t i = 0; i < rec.hdr->page_count; i++)
 				pt_bit_set(covered, rec.index[i]);
 		ret = ret == -ESTALE && rd.dropped ? -ESTALE : 0;
-		pt_log_reader_free(&rd);
+		pt_pagelog_reader_free(&rd);
 		if (ret)
 			pt_image_close(&img);
 	}
@@ -607,7 +613,7 @@ int cmd_verify(int argc, char **argv)
 	struct pt_dir_reach reach;
 	unsigned char *buf = NULL;
 	uint64_t bad = 0, records = 0, bad_pages = 0, changed = 0, repaired = 0, last;
-	struct pt_log_reader rd;
+	struct pt_pagelog_reader rd;
 	struct pt_record rec;
 	struct pt_image img;
 	const char *dir;
@@ -701,13 +707,13 @@ int cmd_verify(int argc, char **argv)
 			pt_image_close(&img);
 			img = now;
 		}
-		pt_log_reader_init(&rd, dirfd, &img.id, img.hdr.epoch + 1, img.hdr.chain);
+		pt_pagelog_reader_init(&rd, dirfd, &img.id, img.hdr.epoch + 1, img.hdr.chain);
 		rd.quiet = true;
-		while ((ret = pt_log_next(&rd, UINT64_MAX, &rec)) > 0)
+		while ((ret = pt_pagelog_next(&rd, UINT64_MAX, &rec)) > 0)
 			;
 		if (!(ret == -ESTALE && rd.dropped) || attempt == 4)
 			break;
-		pt_log_reader_free(&rd);
+		pt_pagelog_reader_free(&rd);
 	}
 	last = rd.next_epoch - 1;
 	if (ret < 0 && !(ret == -ENODATA && rd.error_seq == (nsegs ? segs[nsegs - 1].seq : 0))) {
@@ -716,7 +722,7 @@ int cmd_verify(int argc, char **argv)
 		       pt_strerror(ret));
 		bad++;
 	}
-	pt_log_reader_free(&rd);
+	pt_pagelog_reader_free(&rd);
 	/*
 	 * The log may end cleanly and still short: a segment deleted or cut at
 	 * a record's end leaves nothing torn to see.  The state block says how

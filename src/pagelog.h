@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pagelog.h - the page log (pagelog.c): segment files of records, one
+ * record per epoch, and the reader every consumer uses (recovery, the
+ * checkpoint, replicas, the directory tools).  "Page log", never "log":
+ * pt_log() is the library's diagnostics.
+ */
+#ifndef PT_PAGELOG_H
+#define PT_PAGELOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "format.h"
+#include "internal.h"
+
+struct pt_segment_info {
+	uint64_t seq;
+	uint64_t first_epoch;
+	uint64_t size;
+	int bad;		/* header unreadable: -errno */
+};
+
+/* The segments in dirfd ascending by seq; *out is malloc()ed. */
+int pt_segments_list(int dirfd, const struct pt_region_id *id, struct pt_segment_info **out,
+		     size_t *nr);
+void pt_segment_name(char *buf, size_t len, uint64_t seq);
+/* Create a segment file and write its header; returns the fd or -errno. */
+int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq,
+		      uint64_t first_epoch);
+
+/* Fill in the header fields of a record staged in buf (not the checksums,
+ * so that it can be published from staging memory first), then seal it. */
+void pt_record_fill(void *buf, const struct pt_region_id *id, uint64_t epoch,
+		    uint32_t page_count, uint64_t prev);
+void pt_record_seal(void *buf);
+
+
+/* A record read and checked. */
+struct pt_record {
+	const struct pt_record_header *hdr;
+	const uint64_t *index;
+	const unsigned char *data;	/* page i at data + i * page_size */
+	uint64_t seq;			/* where it was found */
+	uint64_t offset;
+};
+
+/*
+ * Reads records in epoch order across segments, checking each completely
+ * before handing it out.  Used by recovery, checkpoint, replicas, verify
+ * and inspect.
+ */
+struct pt_pagelog_reader {
+	int dirfd;
+	struct pt_region_id id;
+	int fd;				/* current segment, -1: none */
+	uint64_t seq;
+	uint64_t offset;
+	uint64_t next_epoch;		/* the epoch wanted next */
+	uint64_t chain;			/* header checksum of record next_epoch - 1 */
+	unsigned char *buf;
+	size_t cap;
+	bool quiet;			/* replicas: no pt_log for a missing tail */
+	bool any_chain;			/* take the first record whatever its prev */
+	bool dropped;			/* the last call returned -ESTALE: not retained */
+	int last_error;			/* why the last call stopped */
+	uint64_t error_seq, error_offset;
+	/* the segment list at the last look */
+	struct pt_segment_info *segs;
+	size_t nsegs;
+};
+
+void pt_pagelog_reader_init(struct pt_pagelog_reader *r, int dirfd, const struct pt_region_id *id,
+			uint64_t next_epoch, uint64_t chain);
+void pt_pagelog_reader_free(struct pt_pagelog_reader *r);
+/*
+ * The record of epoch r->next_epoch, if its epoch is <= limit.  Returns 1
+ * (rec filled; next_epoch and chain advance), 0 when the log ends cleanly
+ * before it, -ESTALE with r->dropped set when it is no longer retained
+ * (dropped by a checkpoint: catch up from the image), -ESTALE without it
+ * when the record does not continue the chain (another path of history),
+ * or the error of the torn or corrupt record where reading stops
+ * (r->error_seq/offset say where).
+ */
+int pt_pagelog_next(struct pt_pagelog_reader *r, uint64_t limit, struct pt_record *rec);
+/*
+ * Read and check the record at (fd, offset) of segment seq; returns its
+ * length (> 0), 0 at a clean end of file, or -errno.  Fills rec.
+ */
+int64_t pt_record_read(int fd, uint64_t seq, uint64_t offset, const struct pt_region_id *id,
+		       unsigned char **buf, size_t *cap, struct pt_record *rec);
+const char *pt_strerror(int err);
+/* The header checksum of the record of epoch: 0, -ENOENT (not in the log),
+ * or the error that kept it from being read. */
+int pt_pagelog_record_checksum(int dirfd, const struct pt_region_id *id, uint64_t epoch, uint64_t *sum);
+
+#endif /* PT_PAGELOG_H */
