@@ -470,67 +470,124 @@ size_t pt_replica_size(const struct pt_replica *r);
 /*
  * These read a region's data directory without being its writer and
  * without writing to it (pt_dir_checkpoint excepted), with the checks every
- * reader applies (pagetrack(7)): they are what `pagetrack status`, `verify`,
- * `inspect` and `checkpoint` are built on.
+ * reader applies (pagetrack(7)): the directory is opened O_NOFOLLOW (a
+ * symbolic link is -ENOTDIR), each file without following links and
+ * without blocking (a FIFO or a device in a file's place is refused,
+ * -EMEDIUMTYPE, never waited on), and only files of the directory's owner
+ * (or the caller) that no one else can write are read (-EPERM).  They are
+ * what `pagetrack status`, `verify`, `inspect` and `checkpoint` are built
+ * on.  Messages are the library's, in English, one line each.
  */
+
+/* One finding of pt_dir_verify() (and of pt_dir_status(), on its reach). */
+struct pt_dir_problem {
+	enum pt_log_level level;	/* PT_LOG_ERROR: a problem (counted);
+					 * PT_LOG_WARN: worth knowing, not a problem (a
+					 * page recovery repairs, a torn record at the
+					 * newest segment's end);
+					 * PT_LOG_INFO: what was checked (the image, a
+					 * segment, the closing summary) */
+	const char *file;		/* "image", a segment's name, "state", "lock",
+					 * NULL: the directory as a whole */
+	uint64_t offset;		/* in file: the damaged page or record, 0: none */
+	uint64_t page;			/* the region's page, UINT64_MAX: none */
+	uint64_t epoch;			/* the record's epoch, 0: none */
+	int error;			/* -EBADMSG, -ENODATA, -ENOTRECOVERABLE (durable
+					 * epochs lost), -ESTALE (another history)..., 0 */
+	const char *message;		/* one line, exactly what is wrong; valid during
+					 * the call */
+};
+
+typedef void (*pt_dir_problem_fn)(const struct pt_dir_problem *p, void *arg);
+
 struct pt_dir_status {
 	size_t sz;			/* sizeof(struct pt_dir_status), set by the caller */
 	uint64_t history_id;
 	uint64_t npages;
 	uint32_t page_size;
-	int32_t writer_pid;		/* the live writer's pid, 0: none */
-	/* from the state block (0 when it has none) */
+	int32_t writer_pid;		/* a writer holds the region's lock: its pid (-1 when
+					 * its state block does not say); 0: none runs */
+	/* from the state block when it is of this history, never below the
+	 * image's epoch (a region with no state block: all the image's epoch) */
 	uint64_t published, durable, checkpointed;
-	uint64_t log_bytes;
 	int last_error;			/* the writer's latched log error (-errno), 0: none */
 	/* from the files */
+	uint64_t log_bytes;		/* bytes in the log's segments */
+	uint32_t segments;
 	uint64_t image_epoch;
 	uint64_t reached;		/* newest epoch the image and intact records reach */
-	uint32_t segments;
 	int log_error;			/* why the log stops before its end (-errno), 0: a clean end */
-	int reach;			/* 0; -ENOTRECOVERABLE: durable epochs lost (or the state
-					 * block damaged); -ESTALE: files of another history */
+	uint64_t log_error_segment;	/* where: the segment's seq (log-<seq>.seg, 16 hex
+					 * digits) */
+	uint64_t log_error_offset;	/* and the offset in it */
+	uint64_t state_durable;		/* the durable epoch the state block records: reach is
+					 * judged against it (0: no state block to tell) */
+	int state_error;		/* 0: a state block of this history was read; -ENOENT:
+					 * none; -ESTALE: of another history; another -errno:
+					 * damaged, so what was durable is unknown */
+	int reach;			/* 0: the last durable epoch is reached;
+					 * -ENOTRECOVERABLE: durable epochs lost (or the state
+					 * block damaged); -ESTALE: files of another history;
+					 * another -errno: it could not be told */
 	uint64_t foreign;		/* files of another history */
 };
 
 /*
  * Fill *st for the region in dir.  Reads every record after the image's
- * epoch (as recovery would), so it costs a read of the log.  Returns 0 (the
- * directory's own verdict is st->reach), or -errno when dir cannot be read
- * as a region: -EMEDIUMTYPE, -EBADMSG, -EPROTO, -EXDEV, -EPERM, -ENOTDIR...
+ * epoch (as recovery would), so it costs a read of the log.  When st->reach
+ * is not 0, report (may be NULL) is called with why, as pt_dir_verify()
+ * would say it: which durable epochs are lost and where the log stops, or
+ * each file of another history.  Returns 0 (the directory's own verdict is
+ * st->reach), or -errno when dir cannot be read as a region:
+ *  -EINVAL       st NULL or st->sz too small;
+ *  -EMEDIUMTYPE  not a region (no image), or the image or lock is not a
+ *                regular file;
+ *  -EBADMSG, -EPROTO, -EXDEV, -ENODATA  the image's headers (as
+ *                pt_region_open());
+ *  -EPERM        the image, a segment or the lock belongs to another user or
+ *                is writable by others;
+ *  -ENOTDIR, -ENOENT, -ENOMEM, or another -errno.
  */
-int pt_dir_status(const char *dir, struct pt_dir_status *st);
-
-/* One problem pt_dir_verify() found. */
-struct pt_dir_problem {
-	const char *file;		/* "image", a segment's name, "state"... */
-	uint64_t offset;		/* in file */
-	uint64_t page;			/* the region's page, UINT64_MAX: none */
-	uint64_t epoch;			/* the record's epoch, 0: none */
-	int error;			/* -EBADMSG, -ENODATA, -ENOTRECOVERABLE, -ESTALE... */
-	const char *message;		/* one line, exactly what is wrong */
-};
-
-typedef void (*pt_dir_problem_fn)(const struct pt_dir_problem *p, void *arg);
+int pt_dir_status(const char *dir, struct pt_dir_status *st, pt_dir_problem_fn report, void *arg);
 
 /*
  * Check every checksum of the image (each bad page re-checked, so a
- * checkpoint running meanwhile gives no false alarm) and of every record
- * of every segment, the hash chain, and the directory's reach (as
- * pt_dir_status).  report (may be NULL) is called for each problem.
- * Returns the number of problems (0: the directory reaches its last durable
- * epoch and every byte checks), or -errno when it could not look.
+ * checkpoint running meanwhile gives no false alarm; a page a log record
+ * after the image's epoch rewrites is a note: recovery repairs it) and of
+ * every record of every segment, the hash chain from the image's epoch on,
+ * that the lock and state files are regular files, and the directory's
+ * reach (as pt_dir_status).  report (may be NULL) is called for each
+ * finding, in the order of the files, ending with a summary.  Returns the
+ * number of problems (PT_LOG_ERROR findings; 0: the directory reaches its
+ * last durable epoch and every byte checks), or -errno when it could not
+ * look: the errors of pt_dir_status(), or one listing the log.
  */
 int pt_dir_verify(const char *dir, pt_dir_problem_fn report, void *arg);
 
-/* One record, or one segment's end, as pt_dir_walk() finds it. */
+/* What a call of pt_dir_walk()'s fn is about. */
+enum pt_dir_entry {
+	PT_DIR_IMAGE = 0,		/* first, once: the image (epoch: its epoch) */
+	PT_DIR_SEGMENT,			/* a segment's header (epoch: the first record's,
+					 * length: the file's size; error: the header is
+					 * unreadable or of another history, and no record
+					 * of it follows) */
+	PT_DIR_RECORD,			/* a record, checked whole */
+	PT_DIR_STOP,			/* where a segment's records stop on an error
+					 * (offset 0: the file could not be opened) */
+};
+
+/* One call of pt_dir_walk()'s fn. */
 struct pt_dir_record {
-	const char *segment;		/* the segment's file name */
+	enum pt_dir_entry what;
+	uint64_t history_id;		/* the image's */
+	const char *segment;		/* the segment's file name, NULL for PT_DIR_IMAGE */
 	uint64_t segment_seq;
 	uint64_t offset;		/* of the record in the segment */
 	uint64_t epoch;			/* 0 when error is set */
 	uint32_t page_count;
 	uint64_t length;
+	uint64_t header_checksum;	/* the record's, which the next record's prev holds */
+	uint64_t prev;			/* the header checksum of the record before it */
 	const uint64_t *pages;		/* page_count page indices, valid during the call */
 	int error;			/* 0, or why reading stops here (-ENODATA: a torn end,
 					 * -EBADMSG...); the walk goes on with the next segment */
@@ -539,39 +596,60 @@ struct pt_dir_record {
 typedef int (*pt_dir_record_fn)(const struct pt_dir_record *rec, void *arg);
 
 /*
- * Call fn for each record of each segment in order, each checked whole
- * (checksums; not the chain across segments), and once for the place where
- * a segment's records stop if they stop on an error.  fn returns 0 to go
- * on, anything else to stop (pt_dir_walk then returns it).  Returns 0 or
- * -errno.
+ * Call fn for the image, then for each segment in order (by seq) and each
+ * record in it, each checked whole (checksums; not the chain across
+ * segments: pt_dir_verify checks that), and once for the place where a
+ * segment's records stop if they stop on an error.  fn returns 0 to go
+ * on, anything else to stop (pt_dir_walk then returns it).  Returns 0, or
+ * -errno: the image's errors as for pt_dir_status(), or one listing the log.
  */
 int pt_dir_walk(const char *dir, pt_dir_record_fn fn, void *arg);
 
 /*
  * Apply the durable log to the image now.  If a writer has the region
- * open, ask it (through its state block) and wait up to timeout_ms (-1:
- * forever) for its checkpoint thread; otherwise open the region as its
- * writer, checkpoint, close.  Returns the image's epoch, or -errno:
- * -ETIMEDOUT (the writer did not, perhaps its checkpoint thread is off:
- * PT_REGION_NO_CHECKPOINT_THREAD), or the errors of pt_region_open().
+ * open (it holds the lock), ask it through its state block and wait up to
+ * timeout_ms (-1: forever) for its checkpoint thread, which looks every
+ * checkpoint_interval_ms; should the writer close meanwhile, go on as
+ * with none.  With no writer, open the region as its writer (recovering
+ * it; PT_REGION_NO_CHECKPOINT_THREAD), checkpoint, close.  *writer_pid (may
+ * be NULL) is set to the pid of the writer that did it, 0 when this call
+ * did.  Returns the image's epoch, or -errno:
+ *  -ETIMEDOUT  the writer did not in time (perhaps its checkpoint thread is
+ *              off: PT_REGION_NO_CHECKPOINT_THREAD);
+ *  -EINVAL     a negative timeout_ms other than -1;
+ *  -EBADMSG    the writer's state block is damaged or too short;
+ *  the errors of pt_region_open(), pt_region_checkpoint() and
+ *  pt_region_close().
  */
-int64_t pt_dir_checkpoint(const char *dir, int timeout_ms);
+int64_t pt_dir_checkpoint(const char *dir, int timeout_ms, int32_t *writer_pid);
+
+/* A live reader of a shared replica. */
+struct pt_dir_shared_reader {
+	int32_t pid;
+	uint64_t epoch;			/* the epoch it shows */
+};
 
 /* A shared replica of a region, as pt_dir_shared() lists it. */
 struct pt_dir_shared {
-	const char *name;		/* NAME of /dev/shm/pagetrack-NAME */
+	const char *name;		/* NAME of /dev/shm/pagetrack-NAME: any bytes but
+					 * '/' and NUL (escape it before printing) */
 	uint64_t epoch;			/* of its current copy */
 	uint32_t readers;		/* live readers */
-	uint64_t oldest_reader_epoch;	/* the epoch the slowest live reader shows */
+	uint64_t oldest_reader_epoch;	/* the epoch the slowest live reader shows
+					 * (0: no reader) */
+	const struct pt_dir_shared_reader *reader;	/* readers entries, valid
+							 * during the call */
 };
 
 typedef int (*pt_dir_shared_fn)(const struct pt_dir_shared *s, void *arg);
 
 /*
  * Call fn for each shared replica of the region in dir found in /dev/shm:
- * files of ours (or of the directory's owner) writable by no one else whose
+ * regular files (opened without blocking: a FIFO is passed by) of the
+ * caller or of the directory's owner, writable by no one else, whose
  * control block checks and names this region.  Others are skipped.
- * Returns 0, fn's non-zero value, or -errno.
+ * Returns 0, fn's non-zero value, or -errno (the image's errors as for
+ * pt_dir_status(), or /dev/shm cannot be read).
  */
 int pt_dir_shared(const char *dir, pt_dir_shared_fn fn, void *arg);
 
