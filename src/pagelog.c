@@ -268,6 +268,11 @@ static int64_t record_read(int fd, uint64_t seq, uint64_t offset, const struct p
 		rec->hdr = h;
 		return (int64_t)h->length;
 	}
+	/* Every record is at least a page long: a first read cut short by the
+	 * end of the file is a torn record, whatever its header says (the
+	 * rest of the buffer holds an earlier record's bytes). */
+	if ((uint64_t)n < id->page_size)
+		return -ENODATA;
 	if (h->length > (uint64_t)n) {
 		uint64_t len = h->length;
 
