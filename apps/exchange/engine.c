@@ -161,22 +161,13 @@ static void release(struct engine *e, uint64_t upto, int level)
 
 /* ---- epochs ------------------------------------------------------------------ */
 
-/*
- * Pages per sync are counted with an idle scan of the whole block (store.c),
- * about 0.1 ms per 256 MiB of the engine's own time that no other mode
- * pays: only one sync in PAGES_SAMPLE is counted, so the figure costs the
- * benchmark's pagetrack run ~0.1% rather than ~1% of the engine.
- */
-#define PAGES_SAMPLE 8
-
 static int do_sync(struct engine *e)
 {
-	bool count = !(e->syncs % PAGES_SAMPLE);
-	uint64_t written = count ? xs_writer_written_pages(e->store) : UINT64_MAX, t0, t1, pages;
+	uint64_t t0, t1, pages;
 	int64_t ep;
 
 	t0 = now_ns();
-	ep = xs_writer_sync(e->store, &pages);
+	ep = xs_writer_sync(e->store);
 	t1 = now_ns();
 	if (ep < 0) {
 		/* Nothing is lost: the library keeps the pages for the next sync,
@@ -187,8 +178,8 @@ static int do_sync(struct engine *e)
 		return (int)ep;
 	}
 	hist_add(&e->stall, t1 - t0);
-	if (pages == UINT64_MAX)
-		pages = written;
+	/* Every sync's own count, from the library: nothing to sample. */
+	pages = xs_writer_sync_pages(e->store);
 	if (pages != UINT64_MAX) {
 		e->pages_known = true;
 		hist_add(&e->pages, pages);

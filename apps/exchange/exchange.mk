@@ -11,15 +11,19 @@ XCH_DIR  := apps/exchange
 XCH_OUT  := $(O)/apps/exchange
 XCH_HDRS := $(wildcard $(XCH_DIR)/*.h) include/pagetrack.h
 XCH_COMMON := $(XCH_DIR)/book.c $(XCH_DIR)/net.c $(XCH_DIR)/proto.c $(XCH_DIR)/store.c
-XCH_CPPFLAGS := -I$(XCH_DIR)
+# A user of the library: its public header only (no -Isrc), and the shared
+# library, found from the build tree through a relative rpath ($(O) is two
+# levels up from $(XCH_OUT)).
+XCH_CPPFLAGS := $(filter-out -Isrc,$(CPPFLAGS)) -I$(XCH_DIR)
+XCH_LIBPT := -L$(O) -lpagetrack -Wl,-rpath,'$$ORIGIN/../..'
 
 XCH_BINS := $(XCH_OUT)/exchange-engine $(XCH_OUT)/exchange-md $(XCH_OUT)/exchange-load \
 	    $(XCH_OUT)/exchange-pages
 APP_BINS += $(XCH_BINS)
 
-$(XCH_OUT)/exchange-%: $(XCH_DIR)/%.c $(XCH_COMMON) $(XCH_HDRS) $(STATIC)
+$(XCH_OUT)/exchange-%: $(XCH_DIR)/%.c $(XCH_COMMON) $(XCH_HDRS) $(O)/$(SONAME)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(XCH_CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(XCH_COMMON) $(STATIC) $(LIBS) -lm
+	$(CC) $(XCH_CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(XCH_COMMON) $(XCH_LIBPT) -lxxhash -lm
 
 # The test programs that compile the exchange's sources in (and start its programs).
 $(O)/test/exchange-book: $(XCH_DIR)/book.c $(XCH_DIR)/book.h

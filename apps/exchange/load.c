@@ -773,7 +773,7 @@ static int summary(struct load *l)
 			       (unsigned long long)l->stats.region_size >> 20,
 			       ms(a, l->stats.durable_p50_ns), ms(b, l->stats.durable_p99_ns));
 		else
-			printf("             pages per sync: not reported by this library; region %llu MiB; "
+			printf("             pages per sync: none copied (no replication); region %llu MiB; "
 			       "sync to durable p50 %s p99 %s\n",
 			       (unsigned long long)l->stats.region_size >> 20,
 			       ms(a, l->stats.durable_p50_ns), ms(b, l->stats.durable_p99_ns));

@@ -169,8 +169,8 @@ struct xp_stats {
 	uint64_t trades;
 	uint64_t live_orders;
 	uint64_t stall_p50_ns, stall_p99_ns, stall_max_ns;
-	uint64_t pages_p50, pages_p99, pages_total;	/* pages per sync (pagetrack: of one sync
-						 * in 8, sampled); ~0: unknown */
+	uint64_t pages_p50, pages_p99, pages_total;	/* pages each sync copied (every
+						 * sync); ~0: none copied (mode none) */
 	uint64_t durable_p50_ns, durable_p99_ns;	/* sync to durable */
 	uint64_t region_size;
 	uint64_t clients, protocol_errors;

@@ -17,14 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "book.h"
-#include "compat.h"
 #include "pagetrack.h"
 #include "store.h"
 
@@ -47,7 +44,6 @@ struct xs_writer {
 	struct snap_hdr *snap;
 	size_t snap_len;
 	struct pt_region *region;
-	int pagemap;		/* for counting written pages, -1: cannot */
 };
 
 struct xs_reader {
@@ -110,7 +106,6 @@ int xs_writer_open(struct xs_writer **out, const struct xs_writer_opts *o, bool 
 		return -ENOMEM;
 	w->mode = o->mode;
 	w->size = page_round(o->size);
-	w->pagemap = -1;
 	*created = true;
 	switch (o->mode) {
 	case XS_NONE:
@@ -173,7 +168,6 @@ int xs_writer_open(struct xs_writer **out, const struct xs_writer_opts *o, bool 
 		w->base = pt_region_base(w->region);
 		w->size = pt_region_size(w->region);
 		w->epoch = pt_region_epoch(w->region);
-		w->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 		break;
 	default:
 		ret = -EINVAL;
@@ -199,48 +193,8 @@ size_t xs_writer_size(const struct xs_writer *w)
 	return w->size;
 }
 
-/*
- * The pages written since the last sync, counted with a read-only
- * PAGEMAP_SCAN (no PM_SCAN_WP_MATCHING: nothing is re-armed, the region's
- * own tracker is not disturbed).  PM_SCAN_CHECK_WPASYNC makes the scan fail
- * unless the range is tracked by uffd-wp in async mode, the only backend
- * whose "written" bit this reads.  The library does not report the pages a
- * sync carried, hence this; it costs one idle scan (~0.1 ms per 256 MiB).
- */
-uint64_t xs_writer_written_pages(struct xs_writer *w)
+int64_t xs_writer_sync(struct xs_writer *w)
 {
-	struct page_region vec[512];
-	uint64_t start = (uintptr_t)w->base, end = start + w->size, n = 0;
-
-	if (w->pagemap < 0)
-		return UINT64_MAX;
-	while (start < end) {
-		struct pm_scan_arg arg = {
-			.size = sizeof(arg), .flags = PM_SCAN_CHECK_WPASYNC,
-			.start = start, .end = end, .vec = (uintptr_t)vec, .vec_len = 512,
-			.category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN,
-		};
-		long got = ioctl(w->pagemap, PAGEMAP_SCAN, &arg);
-
-		if (got < 0) {
-			close(w->pagemap);
-			w->pagemap = -1;
-			return UINT64_MAX;
-		}
-		for (long i = 0; i < got; i++)
-			n += (vec[i].end - vec[i].start) / (uint64_t)sysconf(_SC_PAGESIZE);
-		/* Resume only from a full vector: walk_end can be stale otherwise
-		 * (seen on 6.18, see KERNEL-NOTES). */
-		if (got < 512 || arg.walk_end <= start)
-			break;
-		start = arg.walk_end;
-	}
-	return n;
-}
-
-int64_t xs_writer_sync(struct xs_writer *w, uint64_t *pages)
-{
-	*pages = UINT64_MAX;
 	switch (w->mode) {
 	case XS_NONE:
 		return ++w->epoch;
@@ -251,7 +205,6 @@ int64_t xs_writer_sync(struct xs_writer *w, uint64_t *pages)
 		w->epoch++;
 		__atomic_store_n(&w->snap->epoch, (uint64_t)w->epoch, __ATOMIC_RELAXED);
 		__atomic_store_n(&w->snap->seq, w->snap->seq + 1, __ATOMIC_RELEASE);
-		*pages = w->size / (size_t)sysconf(_SC_PAGESIZE);
 		return w->epoch;
 	case XS_PAGETRACK: {
 		int64_t e = pt_region_sync(w->region);
@@ -262,6 +215,20 @@ int64_t xs_writer_sync(struct xs_writer *w, uint64_t *pages)
 	}
 	default:
 		return -EINVAL;
+	}
+}
+
+uint64_t xs_writer_sync_pages(const struct xs_writer *w)
+{
+	struct pt_sync_stats last = { .sz = sizeof(last) };
+
+	switch (w->mode) {
+	case XS_FULLCOPY:
+		return w->size / (size_t)sysconf(_SC_PAGESIZE);
+	case XS_PAGETRACK:
+		return pt_region_stats(w->region, &last, NULL) ? UINT64_MAX : last.pages;
+	default:
+		return UINT64_MAX;
 	}
 }
 
@@ -294,8 +261,6 @@ void xs_writer_close(struct xs_writer *w)
 	case XS_PAGETRACK:
 		if (w->region)
 			pt_region_close(w->region);
-		if (w->pagemap >= 0)
-			close(w->pagemap);
 		break;
 	default:
 		break;
@@ -444,15 +409,7 @@ const void *xs_reader_base(const struct xs_reader *r)
 
 size_t xs_reader_size(const struct xs_reader *r)
 {
-	/* The replica API does not say how large the copy is; the books'
-	 * header does (the engine formats the whole region), and the first
-	 * page of a region always exists. */
-	if (r->mode == XS_PAGETRACK && r->base) {
-		const struct xb_header *h = r->base;
-
-		return h->magic == XB_MAGIC ? (size_t)h->block_size : 0;
-	}
-	return r->size;
+	return r->mode == XS_PAGETRACK ? pt_replica_size(r->replica) : r->size;
 }
 
 uint64_t xs_reader_epoch(const struct xs_reader *r)

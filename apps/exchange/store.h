@@ -41,14 +41,13 @@ int xs_writer_open(struct xs_writer **out, const struct xs_writer_opts *o, bool 
 		   char *why, size_t why_len);
 void *xs_writer_base(struct xs_writer *w);
 size_t xs_writer_size(const struct xs_writer *w);
-/* Publish an epoch of the block as it is now: the epoch, or -errno.
- * *pages gets the pages it carried when known, else UINT64_MAX. */
-int64_t xs_writer_sync(struct xs_writer *w, uint64_t *pages);
+/* Publish an epoch of the block as it is now: the epoch, or -errno. */
+int64_t xs_writer_sync(struct xs_writer *w);
+/* The pages the last successful sync carried: pagetrack, the library's count
+ * (pt_region_stats(), every sync, every backend); fullcopy, the whole block;
+ * none, UINT64_MAX.  Cheap, but not part of the sync: call it after timing it. */
+uint64_t xs_writer_sync_pages(const struct xs_writer *w);
 int64_t xs_writer_epoch(const struct xs_writer *w);
-/* Pages written since the last sync, when this mode can tell (pagetrack on
- * uffd-wp), else UINT64_MAX.  Costs an idle scan of the block: call it
- * outside what you time as the sync's stall. */
-uint64_t xs_writer_written_pages(struct xs_writer *w);
 /* 0 once epoch is durable, -ETIMEDOUT if not within timeout_ms (0: just look). */
 int xs_writer_wait_durable(struct xs_writer *w, uint64_t epoch, int timeout_ms);
 void xs_writer_close(struct xs_writer *w);
