@@ -27,7 +27,9 @@ CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE
 CFLAGS   ?=
 override CFLAGS := -std=gnu11 $(OPT) $(WARN) $(CFLAGS)
 LIBS     := -lxxhash -lpthread
-# The command's own extra libraries (JSON output).
+# The command's own flags: the public header only, and its extra libraries
+# (JSON output).
+TOOL_CPPFLAGS := -Iinclude -D_GNU_SOURCE
 TOOL_LIBS := -ljson-c
 
 ifneq ($(SAN),)
@@ -72,8 +74,13 @@ $(O)/$(SONAME): $(SHARED)
 	ln -sf $(notdir $<) $@
 	ln -sf $(SONAME) $(O)/libpagetrack.so
 
-$(TOOL): $(TOOL_SRCS) $(STATIC) include/pagetrack.h
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $(TOOL_SRCS) $(STATIC) $(LIBS) $(TOOL_LIBS)
+# The command is a user of the library like any other: pagetrack.h only (no
+# -Isrc), linked against the shared library.  It finds it next to itself in
+# the build tree, then in ../lib beside an installed bin/ (any PREFIX, and
+# DESTDIR staging), then in LIBDIR.
+$(TOOL): $(TOOL_SRCS) tools/*.h $(O)/$(SONAME) include/pagetrack.h
+	$(CC) $(TOOL_CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $(TOOL_SRCS) -L$(O) -lpagetrack \
+		-Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib:$(LIBDIR)' $(TOOL_LIBS)
 
 $(O)/test/%: test/%.c test/*.h $(STATIC)
 	@mkdir -p $(@D)

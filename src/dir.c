@@ -713,7 +713,7 @@ static int64_t ask_writer(const char *dir, int dirfd, uid_t owner, int lockfd, i
 			break;
 		}
 		if (timeout_ms >= 0 && monotonic_ms() >= deadline) {
-			pt_log(PT_LOG_WARN, "%s: the writer did not checkpoint epoch %" PRIu64 " in %d ms "
+			pt_log(PT_LOG_INFO, "%s: the writer did not checkpoint epoch %" PRIu64 " in %d ms "
 			       "(is its checkpoint thread off?)", dir, want, timeout_ms);
 			ret = -ETIMEDOUT;
 			break;

@@ -16,7 +16,6 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/stat.h>
 
 /* sysexits.h's EX_USAGE: wrong arguments, unknown command or option. */
 #define EXIT_USAGE 64
@@ -67,23 +66,6 @@ int alone(const char *cmd, const char *option, int argc);
  */
 int parse_number(const char *cmd, const char *what, const char *arg, long long min,
 		 long long max, long long *out);
-
-/*
- * Open the directory a subcommand was given, as the library opens a data
- * directory: O_DIRECTORY | O_NOFOLLOW, so a symbolic link is refused
- * ("Not a directory") by every subcommand alike.  0 and *dirfd, or the
- * runtime error's exit status.
- */
-int open_dir_arg(const char *cmd, const char *dir, int *dirfd);
-
-/*
- * Open name in dirfd (flags: O_RDONLY or O_RDWR) when it is a file someone
- * else may have put there: O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, then
- * fstat (into *st unless NULL).  Returns the descriptor, or -EMEDIUMTYPE
- * for anything but a regular file (a FIFO, a device, a symlink), or another
- * -errno.  A FIFO so named can then not hang the command.
- */
-int open_regular(int dirfd, const char *name, int flags, struct stat *st);
 
 /*
  * JSON output through json-c, which escapes every string: names read from

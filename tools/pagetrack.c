@@ -214,50 +214,6 @@ bad:
 			   min, max);
 }
 
-int open_dir_arg(const char *cmd, const char *dir, int *dirfd)
-{
-	int err;
-
-	/*
-	 * O_NOFOLLOW as the writer and replicas open it: a symbolic link in
-	 * place of the directory lets whoever can write its parent point the
-	 * command at another region.  Linux says ELOOP for a symlink; report
-	 * it as the library does, "Not a directory".
-	 */
-	*dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (*dirfd >= 0)
-		return 0;
-	err = errno == ELOOP ? ENOTDIR : errno;
-	return runtime_error(cmd, -err, "%s", dir);
-}
-
-int open_regular(int dirfd, const char *name, int flags, struct stat *st)
-{
-	struct stat sb;
-	int fd, err;
-
-	/*
-	 * O_NONBLOCK: opening a FIFO for reading blocks until a writer comes,
-	 * and a device may do anything; fstat then keeps only regular files
-	 * (for which O_NONBLOCK changes nothing).
-	 */
-	fd = openat(dirfd, name, flags | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ELOOP ? -EMEDIUMTYPE : -errno;
-	if (fstat(fd, st ? st : &sb)) {
-		err = -errno;
-		goto err;
-	}
-	if (!S_ISREG((st ? st : &sb)->st_mode)) {
-		err = -EMEDIUMTYPE;
-		goto err;
-	}
-	return fd;
-err:
-	close(fd);
-	return err;
-}
-
 /* ------------------------------------------------------------------ */
 /* probe                                                               */
 /* ------------------------------------------------------------------ */

@@ -15,14 +15,15 @@
  *                             recovery, with the loss of durable epochs
  *                             accepted only when asked
  *
- * They read the directory with the library's own readers (src/format.h):
- * only checkpoint and recover write, and only through the writer's code.
- * Files they open themselves go through open_regular(): anyone who can
- * write the directory could have put a FIFO there.
+ * They are built on the library's public calls only (pt_dir_status,
+ * pt_dir_verify, pt_dir_walk, pt_dir_shared, pt_dir_checkpoint and the
+ * region and replica calls), which read the directory with the checks
+ * every reader applies: no link followed, no FIFO waited on, only the
+ * owner's files.  Only checkpoint and recover write, and only through the
+ * writer's code.  What the library finds comes back as numbers and
+ * one-line messages; this file only lays them out.
  */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -30,21 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "pagetrack.h"
 #include "commands.h"
-#include "format.h"
-#include "replica.h"
-#include "io.h"
-#include "pagelog.h"
-#include "image.h"
-#include "state.h"
-#include "bitmap.h"
 
 /*
  * Parse "[options] DIR": returns the directory or NULL after a usage error.
@@ -68,158 +57,104 @@ static const char *one_dir(const char *cmd, int argc, char **argv, int *ret)
 	return argv[optind];
 }
 
-static int open_region_dir(const char *cmd, const char *dir, struct pt_image *img, int *dirfd)
-{
-	int ret;
+/* ------------------------------------------------------------------ */
+/* Findings, kept in order to be printed later                         */
+/* ------------------------------------------------------------------ */
 
-	ret = open_dir_arg(cmd, dir, dirfd);
-	if (ret)
-		return ret;
-	ret = pt_image_open(img, *dirfd, false);
-	if (ret) {
-		close(*dirfd);
-		if (ret == -EMEDIUMTYPE)
-			return runtime_error(cmd, 0, "%s: not a region (no image file)", dir);
-		return runtime_error(cmd, 0, "%s: image: %s", dir, pt_strerror(ret));
+struct finding {
+	enum pt_log_level level;
+	int error;
+	char *message;
+};
+
+struct findings {
+	struct finding *v;
+	size_t n, cap;
+	bool nomem;
+};
+
+static void keep_finding(const struct pt_dir_problem *p, void *arg)
+{
+	struct findings *f = arg;
+	char *msg;
+
+	if (f->n == f->cap) {
+		size_t cap = f->cap ? f->cap * 2 : 8;
+		struct finding *v = realloc(f->v, cap * sizeof(*v));
+
+		if (!v) {
+			f->nomem = true;
+			return;
+		}
+		f->v = v;
+		f->cap = cap;
 	}
-	return 0;
-}
-
-/* ------------------------------------------------------------------ */
-/* How far the directory reaches (pt_dir_reach)                        */
-/* ------------------------------------------------------------------ */
-
-/*
- * In words, what pt_dir_reach() found when it returned -ENOTRECOVERABLE:
- * which durable epochs cannot be reached and where the log stops, or that
- * the state block cannot say which epochs were durable.
- */
-static void lost_text(const struct pt_dir_reach *r, char *buf, size_t len)
-{
-	char seg[64], where[256], epochs[96];
-
-	if (r->state_error) {
-		snprintf(buf, len, "the state block cannot be trusted (%s): which epochs were "
-			 "durable is unknown; the image (epoch %" PRIu64 ") and the log reach epoch %"
-			 PRIu64, pt_strerror(r->state_error), r->image_epoch, r->reached);
+	msg = strdup(p->message);
+	if (!msg) {
+		f->nomem = true;
 		return;
 	}
-	if (r->log_error) {
-		pt_segment_name(seg, sizeof(seg), r->error_seq);
-		snprintf(where, sizeof(where), "the log stops in %s at offset %" PRIu64 ": %s", seg,
-			 r->error_offset, pt_strerror(r->log_error));
-	} else {
-		snprintf(where, sizeof(where), "the log ends there: a segment deleted or cut short");
-	}
-	if (r->reached + 1 == r->durable)
-		snprintf(epochs, sizeof(epochs), "durable epoch %" PRIu64 " cannot", r->durable);
-	else
-		snprintf(epochs, sizeof(epochs), "durable epochs %" PRIu64 " to %" PRIu64 " cannot",
-			 r->reached + 1, r->durable);
-	snprintf(buf, len, "%s be reached: the image (epoch %" PRIu64 ") and the log reach epoch %"
-		 PRIu64 " (%s)", epochs, r->image_epoch, r->reached, where);
+	f->v[f->n++] = (struct finding){ .level = p->level, .error = p->error, .message = msg };
 }
 
-/*
- * Print each file of another history than the image's (pt_dir_reach()
- * returned -ESTALE), a line each after prefix; returns how many it named.
- * Which side was copied in, the image or the others, cannot be told from
- * here: the message says both.
- */
-static uint64_t print_foreign(int dirfd, const struct pt_image *img, const char *prefix)
+static void findings_free(struct findings *f)
 {
-	struct pt_segment_info *segs = NULL;
-	struct pt_state st;
-	uint64_t named = 0;
-	size_t nsegs = 0;
-	char name[64];
-
-	if (!pt_segments_list(dirfd, &img->id, &segs, &nsegs)) {
-		for (size_t i = 0; i < nsegs; i++) {
-			if (segs[i].bad != -ESTALE)
-				continue;
-			pt_segment_name(name, sizeof(name), segs[i].seq);
-			printf("%s%s: of another history than the image (%016" PRIx64 ")\n", prefix,
-			       name, img->id.history_id);
-			named++;
-		}
-	}
-	free(segs);
-	if (pt_state_read(dirfd, &img->id, &st) == -ESTALE) {
-		if (!pt_state_read(dirfd, NULL, &st))
-			printf("%s%s: of history %016" PRIx64 " (%" PRIu64 " pages), the image of %016"
-			       PRIx64 " (%" PRIu64 " pages)\n", prefix, PT_STATE_NAME, st.history_id,
-			       st.npages, img->id.history_id, img->id.npages);
-		else
-			printf("%s%s: of another history than the image (%016" PRIx64 ")\n", prefix,
-			       PT_STATE_NAME, img->id.history_id);
-		named++;
-	}
-	printf("%sfiles of two histories: the image or the files above were copied from "
-	       "another region\n", prefix);
-	return named ? named : 1;
+	for (size_t i = 0; i < f->n; i++)
+		free(f->v[i].message);
+	free(f->v);
 }
 
 /* ------------------------------------------------------------------ */
 /* status                                                              */
 /* ------------------------------------------------------------------ */
 
+/* A shared replica as pt_dir_shared() listed it, copied out of the call. */
 struct shared_info {
 	char path[300];
-	uint64_t epoch[2];
-	uint32_t current;
-	int readers;
-	int32_t pid[PT_SHARED_READERS];
-	uint64_t reader_epoch[PT_SHARED_READERS];
+	uint64_t epoch;
+	uint32_t readers;
+	struct pt_dir_shared_reader *reader;
 };
 
-/*
- * Shared replicas of this region in /dev/shm.  Anyone can make a file
- * there, named as they like: only regular files (a FIFO would block the
- * open), owned by the caller or the region's owner and not writable by
- * others, whose control block passes pt_shared_ctl_check() for this region,
- * are listed.  Their names are printed escaped (status_text, JSON).
- */
-static int find_shared(const struct pt_region_id *id, uid_t region_owner, struct shared_info *out,
-		       int max)
+struct shared_list {
+	struct shared_info *v;
+	size_t n, cap;
+};
+
+static int keep_shared(const struct pt_dir_shared *s, void *arg)
 {
-	DIR *d = opendir("/dev/shm");
-	struct dirent *de;
-	int n = 0;
+	struct shared_list *l = arg;
+	struct shared_info *si;
 
-	while (d && (de = readdir(d)) && n < max) {
-		struct pt_shared_ctl ctl;
-		struct shared_info *s = &out[n];
-		struct stat st;
-		int fd;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 8;
+		struct shared_info *v = realloc(l->v, cap * sizeof(*v));
 
-		if (strncmp(de->d_name, "pagetrack-", 10))
-			continue;
-		fd = open_regular(dirfd(d), de->d_name, O_RDONLY, &st);
-		if (fd < 0)
-			continue;
-		if ((st.st_uid == geteuid() || st.st_uid == region_owner) && !(st.st_mode & S_IWOTH) &&
-		    pt_read_full(fd, &ctl, sizeof(ctl), 0) == (ssize_t)sizeof(ctl) &&
-		    !pt_shared_ctl_check(&ctl, id, (uint64_t)st.st_size)) {
-			snprintf(s->path, sizeof(s->path), "/dev/shm/%s", de->d_name);
-			s->epoch[0] = ctl.copy_epoch[0];
-			s->epoch[1] = ctl.copy_epoch[1];
-			s->current = ctl.current;
-			s->readers = 0;
-			for (int i = 0; i < PT_SHARED_READERS; i++) {
-				/* pid > 0 (checked): kill() never reaches a group. */
-				if (!ctl.readers[i].pid || (kill(ctl.readers[i].pid, 0) && errno == ESRCH))
-					continue;
-				s->pid[s->readers] = ctl.readers[i].pid;
-				s->reader_epoch[s->readers++] = ctl.readers[i].epoch;
-			}
-			n++;
-		}
-		close(fd);
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
 	}
-	if (d)
-		closedir(d);
-	return n;
+	si = &l->v[l->n];
+	snprintf(si->path, sizeof(si->path), "/dev/shm/pagetrack-%s", s->name);
+	si->epoch = s->epoch;
+	si->readers = s->readers;
+	si->reader = NULL;
+	if (s->readers) {
+		si->reader = malloc(s->readers * sizeof(*si->reader));
+		if (!si->reader)
+			return -ENOMEM;
+		memcpy(si->reader, s->reader, s->readers * sizeof(*si->reader));
+	}
+	l->n++;
+	return 0;
+}
+
+static void shared_free(struct shared_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i].reader);
+	free(l->v);
 }
 
 /*
@@ -256,17 +191,9 @@ static void status_help(void)
 /* What status reports, gathered once for either form. */
 struct status {
 	const char *dir;
-	struct pt_region_id id;
-	uint64_t published, durable, checkpointed, log_bytes, log_error;
-	bool writer;
-	long writer_pid;
-	size_t nsegs;
-	int nshared;
-	struct shared_info shared[16];
-	int reach_ret;			/* pt_dir_reach() */
-	struct pt_dir_reach reach;
-	const struct pt_image *img;
-	int dirfd;
+	struct pt_dir_status st;
+	struct findings reach;		/* why st.reach is not 0 */
+	struct shared_list shared;
 };
 
 static uint64_t lag(uint64_t published, uint64_t epoch)
@@ -274,107 +201,112 @@ static uint64_t lag(uint64_t published, uint64_t epoch)
 	return published > epoch ? published - epoch : 0;
 }
 
+/* A state block that is there and of this history but cannot be trusted. */
+static int state_damage(const struct pt_dir_status *st)
+{
+	return st->state_error == -ENOENT || st->state_error == -ESTALE ? 0 : st->state_error;
+}
+
 static void status_text(const struct status *s)
 {
-	printf("region        %s\n", s->dir);
-	printf("history id    %016" PRIx64 "\n", s->id.history_id);
-	printf("size          %" PRIu64 " pages of %u bytes\n", s->id.npages, s->id.page_size);
-	printf("writer        %s", s->writer ? "running" : "none");
-	if (s->writer)
-		printf(" (pid %ld)", s->writer_pid);
-	printf("\nepochs        published %" PRIu64 ", durable %" PRIu64 ", checkpointed %"
-	       PRIu64 "\n", s->published, s->durable, s->checkpointed);
-	if (s->log_error)
-		printf("log error     %s (retrying)\n", pt_strerror((int)s->log_error));
-	printf("log           %" PRIu64 " bytes in %zu segments\n", s->log_bytes, s->nsegs);
-	printf("reach         image epoch %" PRIu64 ", image and log reach %" PRIu64 ", durable "
-	       "%" PRIu64 "%s\n", s->reach.image_epoch, s->reach.reached, s->reach.durable,
-	       s->reach.state_ok ? "" : " (no state block to tell)");
-	if (s->reach_ret == -ENOTRECOVERABLE) {
-		char lost[512];
+	const struct pt_dir_status *st = &s->st;
 
-		lost_text(&s->reach, lost, sizeof(lost));
-		printf("lost          %s\n", lost);
-	} else if (s->reach_ret == -ESTALE) {
-		print_foreign(s->dirfd, s->img, "foreign       ");
-	} else if (s->reach_ret) {
-		printf("reach error   %s\n", pt_strerror(s->reach_ret));
+	printf("region        %s\n", s->dir);
+	printf("history id    %016" PRIx64 "\n", st->history_id);
+	printf("size          %" PRIu64 " pages of %u bytes\n", st->npages, st->page_size);
+	printf("writer        %s", st->writer_pid ? "running" : "none");
+	if (st->writer_pid > 0)
+		printf(" (pid %ld)", (long)st->writer_pid);
+	printf("\nepochs        published %" PRIu64 ", durable %" PRIu64 ", checkpointed %"
+	       PRIu64 "\n", st->published, st->durable, st->checkpointed);
+	if (st->last_error)
+		printf("log error     %s (retrying)\n", pt_strerror(st->last_error));
+	printf("log           %" PRIu64 " bytes in %u segments\n", st->log_bytes, st->segments);
+	printf("reach         image epoch %" PRIu64 ", image and log reach %" PRIu64 ", durable "
+	       "%" PRIu64 "%s\n", st->image_epoch, st->reached, st->state_durable,
+	       st->state_error ? " (no state block to tell)" : "");
+	for (size_t i = 0; i < s->reach.n; i++) {
+		const struct finding *f = &s->reach.v[i];
+
+		printf("%-14s%s\n", f->error == -ENOTRECOVERABLE ? "lost" :
+		       f->error == -ESTALE ? "foreign" : "reach error", f->message);
 	}
-	for (int i = 0; i < s->nshared; i++) {
-		const struct shared_info *sh = &s->shared[i];
-		uint64_t e = sh->epoch[sh->current];
+	for (size_t i = 0; i < s->shared.n; i++) {
+		const struct shared_info *sh = &s->shared.v[i];
 		char path[sizeof(sh->path)];
 
-		printf("shared        %s: epoch %" PRIu64 ", lag %" PRIu64 ", %d readers\n",
-		       printable(sh->path, path, sizeof(path)), e, lag(s->published, e), sh->readers);
-		for (int k = 0; k < sh->readers; k++)
+		printf("shared        %s: epoch %" PRIu64 ", lag %" PRIu64 ", %u readers\n",
+		       printable(sh->path, path, sizeof(path)), sh->epoch,
+		       lag(st->published, sh->epoch), sh->readers);
+		for (uint32_t k = 0; k < sh->readers; k++)
 			printf("  reader      pid %d at epoch %" PRIu64 ", lag %" PRIu64 "\n",
-			       sh->pid[k], sh->reader_epoch[k], lag(s->published, sh->reader_epoch[k]));
+			       sh->reader[k].pid, sh->reader[k].epoch,
+			       lag(st->published, sh->reader[k].epoch));
 	}
-	if (!s->nshared)
+	if (!s->shared.n)
 		printf("shared        no shared replica (private replicas are not listed)\n");
 }
 
 static int status_json(const struct status *s)
 {
+	const struct pt_dir_status *st = &s->st;
 	bool failed = false;
 	struct json_object *o = jout_object(&failed);
 	struct json_object *shared = jout_array(&failed);
 	char history[17];
 
-	snprintf(history, sizeof(history), "%016" PRIx64, s->id.history_id);
+	snprintf(history, sizeof(history), "%016" PRIx64, st->history_id);
 	jout_put(o, "dir", jout_str(s->dir, &failed), &failed);
 	jout_put(o, "history_id", jout_str(history, &failed), &failed);
-	jout_put(o, "pages", jout_u64(s->id.npages, &failed), &failed);
-	jout_put(o, "page_size", jout_u64(s->id.page_size, &failed), &failed);
-	jout_put(o, "published", jout_u64(s->published, &failed), &failed);
-	jout_put(o, "durable", jout_u64(s->durable, &failed), &failed);
-	jout_put(o, "checkpointed", jout_u64(s->checkpointed, &failed), &failed);
-	jout_put(o, "writer", jout_bool(s->writer, &failed), &failed);
-	jout_put(o, "writer_pid", jout_i64(s->writer ? s->writer_pid : 0, &failed), &failed);
-	jout_put(o, "log_error", jout_str(s->log_error ? pt_strerror((int)s->log_error) : NULL,
+	jout_put(o, "pages", jout_u64(st->npages, &failed), &failed);
+	jout_put(o, "page_size", jout_u64(st->page_size, &failed), &failed);
+	jout_put(o, "published", jout_u64(st->published, &failed), &failed);
+	jout_put(o, "durable", jout_u64(st->durable, &failed), &failed);
+	jout_put(o, "checkpointed", jout_u64(st->checkpointed, &failed), &failed);
+	jout_put(o, "writer", jout_bool(st->writer_pid != 0, &failed), &failed);
+	jout_put(o, "writer_pid", jout_i64(st->writer_pid > 0 ? st->writer_pid : 0, &failed),
+		 &failed);
+	jout_put(o, "log_error", jout_str(st->last_error ? pt_strerror(st->last_error) : NULL,
 					  &failed), &failed);
-	jout_put(o, "log_bytes", jout_u64(s->log_bytes, &failed), &failed);
-	jout_put(o, "segments", jout_u64(s->nsegs, &failed), &failed);
+	jout_put(o, "log_bytes", jout_u64(st->log_bytes, &failed), &failed);
+	jout_put(o, "segments", jout_u64(st->segments, &failed), &failed);
 	{
 		struct json_object *r = jout_object(&failed), *lost = NULL;
 
-		jout_put(r, "image_epoch", jout_u64(s->reach.image_epoch, &failed), &failed);
-		jout_put(r, "reached", jout_u64(s->reach.reached, &failed), &failed);
-		jout_put(r, "durable", jout_u64(s->reach.durable, &failed), &failed);
-		jout_put(r, "state_ok", jout_bool(s->reach.state_ok, &failed), &failed);
-		if (s->reach_ret == -ENOTRECOVERABLE && !s->reach.state_error) {
+		jout_put(r, "image_epoch", jout_u64(st->image_epoch, &failed), &failed);
+		jout_put(r, "reached", jout_u64(st->reached, &failed), &failed);
+		jout_put(r, "durable", jout_u64(st->state_durable, &failed), &failed);
+		jout_put(r, "state_ok", jout_bool(!st->state_error, &failed), &failed);
+		if (st->reach == -ENOTRECOVERABLE && !state_damage(st)) {
 			lost = jout_array(&failed);
-			jout_append(lost, jout_u64(s->reach.reached + 1, &failed), &failed);
-			jout_append(lost, jout_u64(s->reach.durable, &failed), &failed);
+			jout_append(lost, jout_u64(st->reached + 1, &failed), &failed);
+			jout_append(lost, jout_u64(st->state_durable, &failed), &failed);
 		}
 		jout_put(r, "lost_durable_epochs", lost, &failed);
-		jout_put(r, "foreign_files", jout_u64(s->reach.foreign, &failed), &failed);
-		jout_put(r, "log_error", jout_str(s->reach.log_error ?
-						  pt_strerror(s->reach.log_error) : NULL, &failed),
-			 &failed);
-		jout_put(r, "state_error", jout_str(s->reach.state_error ?
-						    pt_strerror(s->reach.state_error) : NULL,
+		jout_put(r, "foreign_files", jout_u64(st->foreign, &failed), &failed);
+		jout_put(r, "log_error", jout_str(st->log_error ? pt_strerror(st->log_error) : NULL,
+						  &failed), &failed);
+		jout_put(r, "state_error", jout_str(state_damage(st) ?
+						    pt_strerror(state_damage(st)) : NULL,
 						    &failed), &failed);
-		jout_put(r, "error", jout_str(s->reach_ret ? pt_strerror(s->reach_ret) : NULL,
-					      &failed), &failed);
+		jout_put(r, "error", jout_str(st->reach ? pt_strerror(st->reach) : NULL, &failed),
+			 &failed);
 		jout_put(o, "reach", r, &failed);
 	}
-	for (int i = 0; i < s->nshared; i++) {
-		const struct shared_info *sh = &s->shared[i];
+	for (size_t i = 0; i < s->shared.n; i++) {
+		const struct shared_info *sh = &s->shared.v[i];
 		struct json_object *so = jout_object(&failed), *readers = jout_array(&failed);
-		uint64_t e = sh->epoch[sh->current];
 
 		jout_put(so, "path", jout_str(sh->path, &failed), &failed);
-		jout_put(so, "epoch", jout_u64(e, &failed), &failed);
-		jout_put(so, "lag", jout_u64(lag(s->published, e), &failed), &failed);
-		for (int k = 0; k < sh->readers; k++) {
+		jout_put(so, "epoch", jout_u64(sh->epoch, &failed), &failed);
+		jout_put(so, "lag", jout_u64(lag(st->published, sh->epoch), &failed), &failed);
+		for (uint32_t k = 0; k < sh->readers; k++) {
 			struct json_object *ro = jout_object(&failed);
 
-			jout_put(ro, "pid", jout_i64(sh->pid[k], &failed), &failed);
-			jout_put(ro, "epoch", jout_u64(sh->reader_epoch[k], &failed), &failed);
-			jout_put(ro, "lag", jout_u64(lag(s->published, sh->reader_epoch[k]), &failed),
-				 &failed);
+			jout_put(ro, "pid", jout_i64(sh->reader[k].pid, &failed), &failed);
+			jout_put(ro, "epoch", jout_u64(sh->reader[k].epoch, &failed), &failed);
+			jout_put(ro, "lag", jout_u64(lag(st->published, sh->reader[k].epoch),
+						     &failed), &failed);
 			jout_append(readers, ro, &failed);
 		}
 		jout_put(so, "readers", readers, &failed);
@@ -391,13 +323,9 @@ int cmd_status(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	static struct status s;
-	struct pt_segment_info *segs = NULL;
-	const struct pt_state *st = NULL;
+	struct status s = { .st = { .sz = sizeof(s.st) } };
 	bool json = false;
-	struct pt_image img;
-	struct stat dirst;
-	int c, ret = 0, dirfd, statefd = -1, lockfd;
+	int c, ret = 0;
 
 	getopt_restart();
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -417,45 +345,17 @@ int cmd_status(int argc, char **argv)
 	s.dir = one_dir("status", argc, argv, &ret);
 	if (!s.dir)
 		return ret;
-	ret = open_region_dir("status", s.dir, &img, &dirfd);
-	if (ret)
-		return ret;
-	s.id = img.id;
-	s.checkpointed = img.hdr.epoch;
-	ret = pt_segments_list(dirfd, &img.id, &segs, &s.nsegs);
+	ret = pt_dir_status(s.dir, &s.st, keep_finding, &s.reach);
 	if (ret) {
-		ret = runtime_error("status", ret, "%s: listing the log", s.dir);
+		ret = runtime_error("status", ret, "%s", s.dir);
 		goto out;
 	}
-	for (size_t i = 0; i < s.nsegs; i++)
-		s.log_bytes += segs[i].size;
-	/* The lock tells whether a writer runs, whatever the state says. */
-	lockfd = open_regular(dirfd, PT_LOCK_NAME, O_RDONLY, NULL);
-	if (lockfd >= 0) {
-		s.writer = flock(lockfd, LOCK_SH | LOCK_NB) && errno == EWOULDBLOCK;
-		close(lockfd);
-	} else if (lockfd != -ENOENT) {
-		ret = runtime_error("status", lockfd, "%s/%s", s.dir, PT_LOCK_NAME);
+	/* /dev/shm unreadable or gone leaves the list empty, as it is. */
+	ret = pt_dir_shared(s.dir, keep_shared, &s.shared);
+	if (ret == -ENOMEM || s.reach.nomem) {
+		ret = runtime_error("status", -ENOMEM, "%s", s.dir);
 		goto out;
 	}
-	if (!pt_state_map_ro(dirfd, &st, &statefd) && st->history_id == img.id.history_id) {
-		s.published = __atomic_load_n(&st->published, __ATOMIC_ACQUIRE);
-		s.durable = __atomic_load_n(&st->durable, __ATOMIC_ACQUIRE);
-		if (st->checkpointed > s.checkpointed)
-			s.checkpointed = st->checkpointed;
-		s.writer_pid = (long)st->writer_pid;
-		s.log_error = st->last_error;
-	}
-	if (s.published < s.checkpointed)
-		s.published = s.durable = s.checkpointed;
-	s.img = &img;
-	s.dirfd = dirfd;
-	s.reach_ret = pt_dir_reach(dirfd, &img, &s.reach);
-	if (fstat(dirfd, &dirst)) {
-		ret = runtime_error("status", -errno, "%s", s.dir);
-		goto out;
-	}
-	s.nshared = find_shared(&img.id, dirst.st_uid, s.shared, 16);
 	if (json) {
 		ret = status_json(&s);
 	} else {
@@ -463,16 +363,11 @@ int cmd_status(int argc, char **argv)
 		ret = 0;
 	}
 	/* The report is out; the exit status says whether it showed a loss. */
-	if (!ret && s.reach_ret)
+	if (!ret && s.st.reach)
 		ret = 1;
 out:
-	if (st)
-		munmap((void *)st, sizeof(*st));
-	if (statefd >= 0)
-		close(statefd);
-	free(segs);
-	pt_image_close(&img);
-	close(dirfd);
+	findings_free(&s.reach);
+	shared_free(&s.shared);
 	return ret;
 }
 
@@ -480,109 +375,16 @@ out:
 /* verify                                                              */
 /* ------------------------------------------------------------------ */
 
-/* Pages the first pass found bad, re-checked before any is called corrupt. */
-struct bad_pages {
-	uint64_t *v;
-	size_t n, cap;
-	bool nomem;
-};
-
-static void note_bad_page(void *arg, uint64_t page, const char *msg)
+/* Each finding as it comes: problems are BAD, notes NOTE, the rest as is. */
+static void print_finding(const struct pt_dir_problem *p, void *arg)
 {
-	struct bad_pages *b = arg;
-
-	(void)msg;
-	if (b->n == b->cap) {
-		size_t cap = b->cap ? b->cap * 2 : 64;
-		uint64_t *v = realloc(b->v, cap * sizeof(*v));
-
-		if (!v) {
-			b->nomem = true;
-			return;
-		}
-		b->v = v;
-		b->cap = cap;
-	}
-	b->v[b->n++] = page;
-}
-
-/*
- * A checkpoint running while we read writes pages, then their table
- * entries, then the other header slot: the first pass can see a page newer
- * than its entry.  Each page found bad is checked again against the image
- * as it is now (a fresh header and table): good now, it was being written;
- * still bad but rewritten by a log record after the image's epoch, it is
- * what recovery repairs (a checkpoint in progress, or one a crash cut);
- * only a page neither can explain is corrupt.  A checkpoint that drops the
- * records we were reading makes us look again.
- */
-static uint64_t recheck_pages(int dirfd, const struct bad_pages *b, uint64_t *changed,
-			      uint64_t *repaired)
-{
-	uint64_t bad = 0, *covered = NULL;
-	unsigned char *page = NULL;
-	struct pt_image img;
-	int ret = -ESTALE;
-
-	for (int attempt = 0; attempt < 5 && ret == -ESTALE; attempt++) {
-		struct pt_pagelog_reader rd;
-		struct pt_record rec;
-
-		ret = pt_image_open(&img, dirfd, false);
-		if (!ret)
-			ret = pt_image_load_entries(&img);
-		if (ret) {
-			pt_image_close(&img);
-			break;
-		}
-		free(covered);
-		covered = calloc((img.id.npages + 63) / 64, 8);
-		page = page ? page : malloc(img.id.page_size);
-		if (!covered || !page) {
-			ret = -ENOMEM;
-			pt_image_close(&img);
-			break;
-		}
-		pt_pagelog_reader_init(&rd, dirfd, &img.id, img.hdr.epoch + 1, img.hdr.chain);
-		rd.quiet = true;
-		while ((ret = pt_pagelog_next(&rd, UINT64_MAX, &rec)) > 0)
-			for (uint32_t i = 0; i < rec.hdr->page_count; i++)
-				pt_bit_set(covered, rec.index[i]);
-		ret = ret == -ESTALE && rd.dropped ? -ESTALE : 0;
-		pt_pagelog_reader_free(&rd);
-		if (ret)
-			pt_image_close(&img);
-	}
-	if (ret) {
-		printf("  BAD   %zu image pages failed and cannot be checked again: %s\n", b->n,
-		       pt_strerror(ret));
-		bad = b->n;
-		goto out;
-	}
-	for (size_t i = 0; i < b->n; i++) {
-		uint64_t p = b->v[i];
-		char msg[256];
-
-		ret = p < img.id.npages ? pt_image_verify_page(&img, p, page, msg, sizeof(msg)) : 0;
-		if (ret == 0) {
-			(*changed)++;
-		} else if (ret > 0 && pt_bit_test(covered, p)) {
-			printf("  NOTE  %s; a log record after the image's epoch rewrites it (a "
-			       "checkpoint writing it, or one a crash cut): recovery repairs it\n", msg);
-			(*repaired)++;
-		} else if (ret > 0) {
-			printf("  BAD   %s\n", msg);
-			bad++;
-		} else {
-			printf("  BAD   image page %" PRIu64 ": %s\n", p, pt_strerror(ret));
-			bad++;
-		}
-	}
-	pt_image_close(&img);
-out:
-	free(covered);
-	free(page);
-	return bad;
+	(void)arg;
+	if (p->level == PT_LOG_ERROR)
+		printf("  BAD   %s\n", p->message);
+	else if (p->level == PT_LOG_WARN)
+		printf("  NOTE  %s\n", p->message);
+	else
+		printf("%s\n", p->message);
 }
 
 static void verify_help(void)
@@ -608,17 +410,8 @@ int cmd_verify(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	struct pt_segment_info *segs = NULL;
-	struct bad_pages bp = { 0 };
-	struct pt_dir_reach reach;
-	unsigned char *buf = NULL;
-	uint64_t bad = 0, records = 0, bad_pages = 0, changed = 0, repaired = 0, last;
-	struct pt_pagelog_reader rd;
-	struct pt_record rec;
-	struct pt_image img;
 	const char *dir;
-	size_t nsegs = 0, cap = 0;
-	int c, ret = 0, dirfd;
+	int c, ret = 0;
 
 	getopt_restart();
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -633,136 +426,12 @@ int cmd_verify(int argc, char **argv)
 	dir = one_dir("verify", argc, argv, &ret);
 	if (!dir)
 		return ret;
-	ret = open_region_dir("verify", dir, &img, &dirfd);
-	if (ret)
-		return ret;
-	printf("image: epoch %" PRIu64 ", header slot %d, %" PRIu64 " pages\n", img.hdr.epoch, img.slot,
-	       img.id.npages);
-	ret = pt_image_verify(&img, note_bad_page, &bp, &bad_pages);
-	if (ret || bp.nomem) {
-		printf("  BAD   image: %s\n", pt_strerror(ret ? ret : -ENOMEM));
-		bad++;
+	ret = pt_dir_verify(dir, print_finding, NULL);
+	if (ret < 0) {
+		fflush(stdout);
+		return runtime_error("verify", ret, "%s", dir);
 	}
-	if (bp.n)
-		bad += recheck_pages(dirfd, &bp, &changed, &repaired);
-	if (changed)
-		printf("image: %" PRIu64 " pages changed while read (a checkpoint); good when "
-		       "checked again\n", changed);
-	free(bp.v);
-	ret = pt_segments_list(dirfd, &img.id, &segs, &nsegs);
-	if (ret) {
-		ret = runtime_error("verify", ret, "%s: listing the log", dir);
-		goto out;
-	}
-	for (size_t i = 0; i < nsegs; i++) {
-		char name[64];
-		uint64_t off, n = 0;
-		int fd;
-
-		pt_segment_name(name, sizeof(name), segs[i].seq);
-		/* Of another history: the reach check below names it. */
-		if (segs[i].bad == -ESTALE)
-			continue;
-		if (segs[i].bad) {
-			printf("  BAD   %s: header: %s\n", name, pt_strerror(segs[i].bad));
-			bad++;
-			continue;
-		}
-		fd = open_regular(dirfd, name, O_RDONLY, NULL);
-		if (fd < 0) {
-			printf("  BAD   %s: %s\n", name, pt_strerror(fd));
-			bad++;
-			continue;
-		}
-		for (off = img.id.page_size;;) {
-			int64_t len = pt_record_read(fd, segs[i].seq, off, &img.id, &buf, &cap, &rec);
-
-			if (len == 0)
-				break;
-			if (len < 0) {
-				bool tail = i + 1 == nsegs;
-
-				printf("  %s %s at offset %" PRIu64 ": %s%s\n", tail ? "NOTE " : "BAD  ", name,
-				       off, pt_strerror((int)len),
-				       tail ? " (the newest segment's end: a record being written, or "
-					      "torn by a crash)" : "; the rest of the segment is not read");
-				bad += !tail && len != -ENODATA;
-				break;
-			}
-			n++;
-			off += (uint64_t)len;
-		}
-		printf("segment %s: epochs from %" PRIu64 ", %" PRIu64 " good records, %" PRIu64
-		       " bytes\n", name, segs[i].first_epoch, n, segs[i].size);
-		records += n;
-		close(fd);
-	}
-	/* The chain a recovery would follow, from the image as it is now: a
-	 * checkpoint since the start may have dropped the records after the
-	 * header we read first. */
-	for (int attempt = 0;; attempt++) {
-		struct pt_image now;
-
-		if (attempt && !pt_image_open(&now, dirfd, false)) {
-			pt_image_close(&img);
-			img = now;
-		}
-		pt_pagelog_reader_init(&rd, dirfd, &img.id, img.hdr.epoch + 1, img.hdr.chain);
-		rd.quiet = true;
-		while ((ret = pt_pagelog_next(&rd, UINT64_MAX, &rec)) > 0)
-			;
-		if (!(ret == -ESTALE && rd.dropped) || attempt == 4)
-			break;
-		pt_pagelog_reader_free(&rd);
-	}
-	last = rd.next_epoch - 1;
-	if (ret < 0 && !(ret == -ENODATA && rd.error_seq == (nsegs ? segs[nsegs - 1].seq : 0))) {
-		printf("  BAD   the log after the image stops at epoch %" PRIu64 " (segment %016" PRIx64
-		       ", offset %" PRIu64 "): %s\n", last + 1, rd.error_seq, rd.error_offset,
-		       pt_strerror(ret));
-		bad++;
-	}
-	pt_pagelog_reader_free(&rd);
-	/*
-	 * The log may end cleanly and still short: a segment deleted or cut at
-	 * a record's end leaves nothing torn to see.  The state block says how
-	 * far the writer had made epochs durable; reaching less is a loss.
-	 */
-	/* The files every reader opens: anything but a regular file in their
-	 * place makes the writer and replicas refuse the directory. */
-	for (size_t i = 0; i < 2; i++) {
-		const char *name = i ? PT_STATE_NAME : PT_LOCK_NAME;
-		int fd = open_regular(dirfd, name, O_RDONLY, NULL);
-
-		if (fd >= 0) {
-			close(fd);
-		} else if (fd != -ENOENT) {
-			printf("  BAD   %s: %s\n", name, pt_strerror(fd));
-			bad++;
-		}
-	}
-	ret = pt_dir_reach(dirfd, &img, &reach);
-	if (ret == -ENOTRECOVERABLE) {
-		char lost[512];
-
-		lost_text(&reach, lost, sizeof(lost));
-		printf("  BAD   %s\n", lost);
-		bad++;
-	} else if (ret == -ESTALE) {
-		bad += print_foreign(dirfd, &img, "  BAD   ");
-	} else if (ret) {
-		printf("  BAD   cannot tell how far the directory reaches: %s\n", pt_strerror(ret));
-		bad++;
-	}
-	printf("recovery would reach epoch %" PRIu64 "; %" PRIu64 " records checked, %" PRIu64
-	       " problems\n", last, records, bad);
-	ret = bad ? 1 : 0;
-out:
-	free(buf);
-	free(segs);
-	pt_image_close(&img);
-	close(dirfd);
-	return ret;
+	return ret ? 1 : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -780,6 +449,43 @@ static void inspect_help(void)
 	       "  --help   this text\n");
 }
 
+static int print_record(const struct pt_dir_record *rec, void *arg)
+{
+	const bool *pages = arg;
+
+	switch (rec->what) {
+	case PT_DIR_IMAGE:
+		printf("image at epoch %" PRIu64 " (history %016" PRIx64 ")\n", rec->epoch,
+		       rec->history_id);
+		break;
+	case PT_DIR_SEGMENT:
+		if (rec->error)
+			printf("%s: unreadable header: %s\n", rec->segment, pt_strerror(rec->error));
+		else
+			printf("%s: first epoch %" PRIu64 ", %" PRIu64 " bytes\n", rec->segment,
+			       rec->epoch, rec->length);
+		break;
+	case PT_DIR_STOP:
+		if (rec->offset)
+			printf("  offset %-10" PRIu64 " %s\n", rec->offset, pt_strerror(rec->error));
+		else
+			printf("  %s\n", pt_strerror(rec->error));
+		break;
+	case PT_DIR_RECORD:
+		printf("  offset %-10" PRIu64 " epoch %-8" PRIu64 " %6u pages %10" PRIu64
+		       " bytes  header %016" PRIx64 " prev %016" PRIx64 "\n", rec->offset, rec->epoch,
+		       rec->page_count, rec->length, rec->header_checksum, rec->prev);
+		if (*pages) {
+			for (uint32_t k = 0; k < rec->page_count; k++)
+				printf("%s%" PRIu64, k % 16 ? " " : "    pages ", rec->pages[k]);
+			if (rec->page_count)
+				printf("\n");
+		}
+		break;
+	}
+	return 0;
+}
+
 int cmd_inspect(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -787,14 +493,9 @@ int cmd_inspect(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	struct pt_segment_info *segs = NULL;
-	unsigned char *buf = NULL;
-	struct pt_record rec;
-	struct pt_image img;
 	bool pages = false;
 	const char *dir;
-	size_t nsegs = 0, cap = 0;
-	int c, ret = 0, dirfd;
+	int c, ret = 0;
 
 	getopt_restart();
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -814,61 +515,12 @@ int cmd_inspect(int argc, char **argv)
 	dir = one_dir("inspect", argc, argv, &ret);
 	if (!dir)
 		return ret;
-	ret = open_region_dir("inspect", dir, &img, &dirfd);
-	if (ret)
-		return ret;
-	printf("image at epoch %" PRIu64 " (history %016" PRIx64 ")\n", img.hdr.epoch,
-	       img.id.history_id);
-	ret = pt_segments_list(dirfd, &img.id, &segs, &nsegs);
+	ret = pt_dir_walk(dir, print_record, &pages);
 	if (ret) {
-		ret = runtime_error("inspect", ret, "%s: listing the log", dir);
-		goto out;
+		fflush(stdout);
+		return runtime_error("inspect", ret, "%s", dir);
 	}
-	for (size_t i = 0; i < nsegs; i++) {
-		char name[64];
-		uint64_t off;
-		int fd;
-
-		pt_segment_name(name, sizeof(name), segs[i].seq);
-		if (segs[i].bad) {
-			printf("%s: unreadable header: %s\n", name, pt_strerror(segs[i].bad));
-			continue;
-		}
-		printf("%s: first epoch %" PRIu64 ", %" PRIu64 " bytes\n", name, segs[i].first_epoch,
-		       segs[i].size);
-		fd = open_regular(dirfd, name, O_RDONLY, NULL);
-		if (fd < 0) {
-			printf("  %s\n", pt_strerror(fd));
-			continue;
-		}
-		for (off = img.id.page_size;;) {
-			int64_t len = pt_record_read(fd, segs[i].seq, off, &img.id, &buf, &cap, &rec);
-
-			if (len <= 0) {
-				if (len < 0)
-					printf("  offset %-10" PRIu64 " %s\n", off, pt_strerror((int)len));
-				break;
-			}
-			printf("  offset %-10" PRIu64 " epoch %-8" PRIu64 " %6u pages %10" PRIu64
-			       " bytes  header %016" PRIx64 " prev %016" PRIx64 "\n", off,
-			       rec.hdr->epoch, rec.hdr->page_count, rec.hdr->length,
-			       rec.hdr->header_checksum, rec.hdr->prev);
-			if (pages) {
-				for (uint32_t k = 0; k < rec.hdr->page_count; k++)
-					printf("%s%" PRIu64, k % 16 ? " " : "    pages ", rec.index[k]);
-				if (rec.hdr->page_count)
-					printf("\n");
-			}
-			off += (uint64_t)len;
-		}
-		close(fd);
-	}
-out:
-	free(buf);
-	free(segs);
-	pt_image_close(&img);
-	close(dirfd);
-	return ret;
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -992,12 +644,11 @@ int cmd_checkpoint(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
-	struct pt_region *r;
-	const char *dir;
 	long long timeout = 30;
+	const char *dir;
+	int32_t pid = 0;
 	int64_t e;
-	int c, ret = 0, dirfd;
+	int c, ret = 0;
 
 	getopt_restart();
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -1019,59 +670,17 @@ int cmd_checkpoint(int argc, char **argv)
 	dir = one_dir("checkpoint", argc, argv, &ret);
 	if (!dir)
 		return ret;
-	/* Refuse a symlinked DIR here too, before the library or the state
-	 * file below could be reached through it. */
-	ret = open_dir_arg("checkpoint", dir, &dirfd);
-	if (ret)
-		return ret;
-	ret = pt_region_open(&r, dir, &o);
-	if (ret == -EBUSY) {
-		/* A writer runs: ask its checkpoint thread through the state block. */
-		struct pt_state *st;
-		struct stat sb;
-		uint64_t want;
-		int fd = open_regular(dirfd, PT_STATE_NAME, O_RDWR, &sb);
-
-		close(dirfd);
-		if (fd < 0)
-			return runtime_error("checkpoint", fd, "%s: the writer's state file", dir);
-		/* A state file shorter than the block would make the stores
-		 * below a SIGBUS: check before mapping. */
-		if ((size_t)sb.st_size < sizeof(*st)) {
-			close(fd);
-			return runtime_error("checkpoint", -EBADMSG, "%s: the writer's state file is "
-					     "not a state block", dir);
-		}
-		st = mmap(NULL, sizeof(*st), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-		close(fd);
-		if (st == MAP_FAILED)
-			return runtime_error("checkpoint", -errno, "%s: the writer's state file", dir);
-		want = __atomic_load_n(&st->published, __ATOMIC_ACQUIRE);
-		__atomic_store_n(&st->checkpoint_request, want, __ATOMIC_RELEASE);
-		for (long long ms = 0; ms <= timeout * 1000; ms += 10) {
-			if (__atomic_load_n(&st->checkpointed, __ATOMIC_ACQUIRE) >= want)
-				break;
-			usleep(10000);
-		}
-		e = (int64_t)__atomic_load_n(&st->checkpointed, __ATOMIC_ACQUIRE);
-		munmap(st, sizeof(*st));
-		if ((uint64_t)e < want)
-			return runtime_error("checkpoint", -ETIMEDOUT,
-					     "%s: the writer did not checkpoint epoch %" PRIu64
-					     " (is its checkpoint thread off?)", dir, want);
-		printf("%s: checkpointed by the writer at epoch %lld\n", dir, (long long)e);
-		return 0;
-	}
-	close(dirfd);
-	if (ret)
-		return runtime_error("checkpoint", ret, "%s", dir);
-	e = pt_region_checkpoint(r);
-	ret = pt_region_close(r);
+	/* 86400 s is 86,400,000 ms: an int holds it. */
+	e = pt_dir_checkpoint(dir, (int)(timeout * 1000), &pid);
+	if (e == -ETIMEDOUT)
+		return runtime_error("checkpoint", 0, "%s: the writer did not checkpoint within %lld s "
+				     "(is its checkpoint thread off?)", dir, timeout);
 	if (e < 0)
 		return runtime_error("checkpoint", (int)e, "%s", dir);
-	if (ret)
-		return runtime_error("checkpoint", ret, "%s: close", dir);
-	printf("%s: checkpointed at epoch %lld\n", dir, (long long)e);
+	if (pid)
+		printf("%s: checkpointed by the writer at epoch %lld\n", dir, (long long)e);
+	else
+		printf("%s: checkpointed at epoch %lld\n", dir, (long long)e);
 	return 0;
 }
 
@@ -1096,6 +705,15 @@ static void recover_help(void)
 	       "Exit status: 0 recovered, 1 not (why on stderr), 64 wrong usage.\n");
 }
 
+/* Keep the first message that says which durable epochs are lost. */
+static void keep_lost(const struct pt_dir_problem *p, void *arg)
+{
+	char *lost = arg;
+
+	if (p->error == -ENOTRECOVERABLE && !lost[0])
+		snprintf(lost, 512, "%s", p->message);
+}
+
 int cmd_recover(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -1104,13 +722,12 @@ int cmd_recover(int argc, char **argv)
 		{ 0 },
 	};
 	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
-	struct pt_dir_reach reach;
+	struct pt_dir_status st = { .sz = sizeof(st) };
 	struct pt_region *r;
-	struct pt_image img;
 	bool accept = false;
 	const char *dir;
 	char lost[512] = "";
-	int c, ret = 0, dirfd, reach_ret;
+	int c, ret = 0;
 	int64_t e;
 
 	getopt_restart();
@@ -1136,14 +753,9 @@ int cmd_recover(int argc, char **argv)
 	 * --accept-loss the writer's recovery goes on from what it reaches, and
 	 * afterwards the directory no longer shows what it gave up.
 	 */
-	ret = open_region_dir("recover", dir, &img, &dirfd);
+	ret = pt_dir_status(dir, &st, keep_lost, lost);
 	if (ret)
-		return ret;
-	reach_ret = pt_dir_reach(dirfd, &img, &reach);
-	if (reach_ret == -ENOTRECOVERABLE)
-		lost_text(&reach, lost, sizeof(lost));
-	pt_image_close(&img);
-	close(dirfd);
+		return runtime_error("recover", ret, "%s", dir);
 
 	if (accept)
 		o.flags |= PT_REGION_ACCEPT_LOSS;
