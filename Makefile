@@ -101,7 +101,8 @@ deps:
 
 check: deps
 	@$(MAKE) --no-print-directory tests
-	@O=$(O) test/run.sh $(patsubst test/%.c,%,$(TEST_SRCS)) $(patsubst test/%,%,$(TEST_SH))
+	@O=$(O) test/run.sh $(patsubst test/%.c,%,$(TEST_SRCS)) $(patsubst test/%,%,$(TEST_SH)) \
+		$(APP_TESTS)
 
 check-asan: deps
 	@$(MAKE) --no-print-directory O=build-asan SAN=address,undefined OPT="-O1 -g" check

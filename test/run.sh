@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run test programs (built in $O/test/) and test scripts (test/*.sh), each
-# under a timeout, and end with "N passed, N failed, N skipped".
+# under a timeout, and end with "N passed, N failed, N skipped".  A name
+# with a slash is a path from the top: DIR/NAME.sh a script, DIR/NAME a
+# program built in $O/DIR/NAME (an application's tests, next to it).
 # Exit status of a test: 0 pass, 77 skip (reason on its output), else fail.
 set -u
 O=${O:-build}
@@ -10,10 +12,12 @@ logdir=$O/test-logs
 mkdir -p "$logdir"
 for name in "$@"; do
 	case $name in
+	*/*.sh) cmd=(bash "$name"); name=${name%.sh} ;;
 	*.sh) cmd=(bash "test/$name"); name=${name%.sh} ;;
+	*/*) cmd=("$O/$name") ;;
 	*) cmd=("$O/test/$name") ;;
 	esac
-	log=$logdir/$name.log
+	log=$logdir/${name##*/}.log
 	start=$(date +%s.%N)
 	O=$O timeout -k 10 "$TIMEOUT" "${cmd[@]}" >"$log" 2>&1
 	rc=$?

@@ -9,9 +9,9 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "../apps/exchange/book.c"
-#include "../apps/exchange/net.c"
-#include "../apps/exchange/proto.c"
+#include "book.h"
+#include "net.h"
+#include "proto.h"
 
 static char dir[256], bindir[512];
 static int engine_port, md_port;

@@ -1,7 +1,7 @@
 /* exchange-book: the matching engine against a reference model, pool exhaustion, bad orders, damaged copies. */
 #include "harness.h"
 
-#include "../apps/exchange/book.c"
+#include "book.h"
 
 /*
  * The reference model: per symbol a plain array of resting orders; matching
@@ -28,6 +28,12 @@ struct model {
 	uint64_t volume[64];
 };
 
+/* The model's own idea of a better price, not book.c's. */
+static bool m_better(int side, int64_t p, int64_t q)
+{
+	return side == XB_BUY ? p > q : p < q;
+}
+
 static int m_best(struct model *m, uint32_t s, int side)
 {
 	int best = -1;
@@ -37,7 +43,7 @@ static int m_best(struct model *m, uint32_t s, int side)
 
 		if (o->sym != s || o->side != side)
 			continue;
-		if (best < 0 || better(side, o->price, m->live[best].price) ||
+		if (best < 0 || m_better(side, o->price, m->live[best].price) ||
 		    (o->price == m->live[best].price && o->id < m->live[best].id))
 			best = (int)i;
 	}

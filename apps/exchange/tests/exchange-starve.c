@@ -10,7 +10,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "../apps/exchange/proto.h"
+#include "proto.h"
 
 #define CAPACITY	256	/* the servers' default --max-clients */
 #define IDLE_MS		"1000"
