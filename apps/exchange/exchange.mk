@@ -4,8 +4,9 @@
 #   exchange-md      a query process serving market data from a replica
 #   exchange-load    the clients: order and query load, latency, checks
 #   exchange-pages   pages of the block an epoch writes, by pool (offline, no network)
-#   libexchange.a    the code they share (books, network, protocol, store), which
-#                    the exchange's tests (apps/exchange/tests/) link as well
+#   libexchange.a    the code they share (books, order flow, network, protocol,
+#                    store), which the exchange's tests (apps/exchange/tests/)
+#                    link as well
 #
 # `make demo` runs apps/exchange/demo.sh; `make bench-exchange` the benchmark;
 # `make check` runs the tests listed in APP_TESTS.
@@ -13,7 +14,8 @@
 XCH_DIR  := apps/exchange
 XCH_OUT  := $(O)/apps/exchange
 XCH_HDRS := $(wildcard $(XCH_DIR)/*.h) include/pagetrack.h
-XCH_LIB_SRCS := $(XCH_DIR)/book.c $(XCH_DIR)/net.c $(XCH_DIR)/proto.c $(XCH_DIR)/store.c
+XCH_LIB_SRCS := $(XCH_DIR)/book.c $(XCH_DIR)/flow.c $(XCH_DIR)/net.c $(XCH_DIR)/proto.c \
+		$(XCH_DIR)/store.c
 XCH_LIB  := $(XCH_OUT)/libexchange.a
 # A user of the library: its public header only (no -Isrc), and the shared
 # library, found from the build tree through a relative rpath ($(O) is two

@@ -33,7 +33,6 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,12 +44,12 @@
 #include <unistd.h>
 
 #include "book.h"
+#include "flow.h"
 #include "net.h"
 #include "util.h"
 
 #define MAX_MD		8
 #define SEQ_RING	4096	/* > the largest window */
-#define MAX_LIVE	512	/* resting orders remembered per connection, for cancels */
 #define OUT_LIMIT	(16u << 20)
 
 enum conn_kind { K_ORDER, K_QUERY, K_ENGINE_CTL, K_MD_CTL };
@@ -67,8 +66,7 @@ struct conn {
 	uint64_t next_seq, inflight, max_acked, max_durable;
 	uint64_t durable_base;	/* max_durable at the last (re)connection */
 	uint64_t send_ns[SEQ_RING];
-	uint64_t live[MAX_LIVE];
-	int nlive;
+	struct xf_live live;	/* its resting orders, for cancels */
 	/* query connections */
 	int md;
 	bool busy;
@@ -93,8 +91,7 @@ struct load {
 	struct conn *ectl, *mctl[MAX_MD];
 	const struct xe_status *status;
 	uint32_t nsymbols;
-	double *zipf_cdf;
-	int64_t *mid;
+	struct xf_flow flow;	/* the orders, and the symbols queries ask about */
 	uint64_t start_ns, end_ns, sent_orders, sent_queries;
 	bool stopping, engine_down;
 	/* figures */
@@ -201,59 +198,23 @@ static uint64_t ctx_pop(struct conn *c)
 
 /* ---- order flow ---------------------------------------------------------------- */
 
-static uint32_t pick_symbol(struct load *l)
-{
-	double u = rng_unit(&l->seed);
-	uint32_t lo = 0, hi = l->nsymbols - 1;
-
-	while (lo < hi) {
-		uint32_t midp = (lo + hi) / 2;
-
-		if (l->zipf_cdf[midp] < u)
-			lo = midp + 1;
-		else
-			hi = midp;
-	}
-	return lo;
-}
-
 static void send_order(struct load *l, struct conn *c)
 {
-	uint64_t r = rng_next(&l->seed);
 	uint64_t seq = c->next_seq++;
+	struct xf_order o;
 
 	c->send_ns[seq % SEQ_RING] = now_ns();
 	c->inflight++;
 	l->sent_orders++;
-	if (r % 100 < 30 && c->nlive) {
-		int k = (int)((r >> 8) % (uint64_t)c->nlive);
-		struct xp_cancel m = { .seq = seq, .order_id = c->live[k] };
+	xf_next(&l->flow, &c->live, &o);
+	if (o.cancel) {
+		struct xp_cancel m = { .seq = seq, .order_id = o.order_id };
 
-		c->live[k] = c->live[--c->nlive];
 		send_frame(l, c, XP_T_CANCEL, &m, sizeof(m));
 	} else {
-		uint32_t s = pick_symbol(l);
-		struct xp_new m = { .seq = seq, .sym = s, .side = (uint8_t)((r >> 12) & 1) };
-		uint64_t r2 = rng_next(&l->seed);
-		int64_t off;
+		struct xp_new m = { .seq = seq, .sym = o.sym, .side = o.side, .kind = o.kind,
+				    .price = o.price, .qty = o.qty };
 
-		/* The mid drifts: a random walk, one tick at a time. */
-		if (r2 % 8 == 0)
-			l->mid[s] += (r2 >> 3) & 1 ? 1 : -1;
-		if (l->mid[s] < 100)
-			l->mid[s] = 100;
-		m.qty = 1 + (int64_t)((r2 >> 8) % 100);
-		if ((r2 >> 20) % 100 < 8) {
-			m.kind = XB_MARKET;
-			m.price = 0;
-		} else {
-			/* Most orders rest a few ticks behind the mid; a fifth cross it. */
-			off = (int64_t)((r2 >> 28) % 8);
-			if ((r2 >> 36) % 5 == 0)
-				off = -1 - (int64_t)((r2 >> 40) % 3);
-			m.kind = XB_LIMIT;
-			m.price = m.side == XB_BUY ? l->mid[s] - 1 - off : l->mid[s] + 1 + off;
-		}
 		send_frame(l, c, XP_T_NEW, &m, sizeof(m));
 	}
 }
@@ -278,15 +239,9 @@ static void on_ack(struct load *l, struct conn *c, const struct xp_ack *a, uint6
 	l->trades += a->ntrades;
 	if (a->filled)
 		l->fills++;
-	/* Remember resting orders to cancel later; when the list is full a new
-	 * order replaces a random one, so cancels lean to recent orders, as
-	 * they do in markets (most cancels follow their order closely). */
-	if (!a->result && a->status == XB_LIVE && a->remaining && a->order_id) {
-		if (c->nlive < MAX_LIVE)
-			c->live[c->nlive++] = a->order_id;
-		else
-			c->live[a->seq % MAX_LIVE] = a->order_id;
-	}
+	/* Remember resting orders to cancel later. */
+	if (!a->result && a->status == XB_LIVE && a->remaining && a->order_id)
+		xf_resting(&c->live, a->order_id, a->seq);
 }
 
 static void on_hello(struct load *l, struct conn *c, const struct xp_hello_ok *h)
@@ -313,7 +268,7 @@ static void on_hello(struct load *l, struct conn *c, const struct xp_hello_ok *h
 	if (c->next_seq <= h->last_seq)
 		c->next_seq = h->last_seq + 1;
 	/* The orders it remembered may be gone with the crash: forget them. */
-	c->nlive = 0;
+	c->live.n = 0;
 	if (c->max_acked > h->last_seq)
 		c->max_acked = h->last_seq;
 	if (c->max_durable > h->last_seq)
@@ -325,7 +280,7 @@ static void on_hello(struct load *l, struct conn *c, const struct xp_hello_ok *h
 
 static void send_query(struct load *l, struct conn *c)
 {
-	uint64_t r = rng_next(&l->seed);
+	uint64_t r = rng_next(&l->flow.seed);
 	int roll = (int)(r % 100);
 
 	c->busy = true;
@@ -333,11 +288,12 @@ static void send_query(struct load *l, struct conn *c)
 	l->sent_queries++;
 	if (roll < 10) {
 		struct conn *oc = &l->conns[(r >> 8) % (uint64_t)l->korders];
-		struct xp_order_q q = { .order_id = oc->nlive ? oc->live[(r >> 16) % (uint64_t)oc->nlive] : 1 };
+		struct xp_order_q q = { .order_id = oc->live.n ?
+					oc->live.id[(r >> 16) % (uint64_t)oc->live.n] : 1 };
 
 		send_frame(l, c, XP_T_ORDER, &q, sizeof(q));
 	} else {
-		struct xp_sym_q q = { .sym = pick_symbol(l) };
+		struct xp_sym_q q = { .sym = xf_symbol(&l->flow) };
 		int type = XP_T_TOP;
 
 		if (roll < 35) {
@@ -1008,23 +964,8 @@ int main(int argc, char **argv)
 		flush_conns(l);
 		pump(l, 10);
 	}
-	l->zipf_cdf = malloc(l->nsymbols * sizeof(double));
-	l->mid = malloc(l->nsymbols * sizeof(int64_t));
-	if (!l->zipf_cdf || !l->mid)
+	if (xf_init(&l->flow, l->nsymbols, l->zipf_s, l->seed))
 		die("out of memory");
-	{
-		double sum = 0;
-
-		for (uint32_t s = 0; s < l->nsymbols; s++)
-			sum += 1.0 / pow((double)(s + 1), l->zipf_s);
-		for (uint32_t s = 0; s < l->nsymbols; s++) {
-			double p = 1.0 / pow((double)(s + 1), l->zipf_s) / sum;
-
-			l->zipf_cdf[s] = (s ? l->zipf_cdf[s - 1] : 0) + p;
-			l->mid[s] = 10000 + (int64_t)(s % 97) * 10;
-		}
-		l->zipf_cdf[l->nsymbols - 1] = 1.0;
-	}
 	run(l);
 	finish(l);
 	return summary(l);

@@ -6,9 +6,9 @@
  * Every page an epoch writes costs the engine a write-protect fault and a
  * copy at the sync, and costs the log, the checkpoint and every replica a
  * page each; so the book's layout decides what replication costs.  This
- * tool drives book.c directly with the same flow exchange-load sends (Zipf
- * symbols, prices around a drifting mid, a fifth crossing, 8% market orders,
- * ~30% cancels of each session's remembered resting orders), tracks the
+ * tool drives book.c directly with the flow exchange-load sends (flow.c:
+ * Zipf symbols, prices around a drifting mid, a fifth crossing, 8% market
+ * orders, ~30% cancels of each session's remembered resting orders), tracks the
  * block with a pagetrack tracker (uffd-wp: a store of an unchanged value
  * counts, as it does for a region), and every --epoch orders collects and
  * re-arms, counting the written pages of each pool.  It also times the
@@ -23,7 +23,6 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,24 +30,21 @@
 #include <unistd.h>
 
 #include "book.h"
+#include "flow.h"
 #include "pagetrack.h"
 #include "util.h"
 
 #define SESSIONS	4
-#define MAX_LIVE	512	/* as exchange-load remembers per session */
 
 enum { P_HEADER, P_SYMBOLS, P_LEVELS, P_ORDERS, P_TRADES, P_SESSIONS, P_COUNT };
 static const char *const pool_names[P_COUNT] = {
 	"header", "symbols", "levels", "orders", "trades", "sessions"
 };
 
+/* The load's flow, its sessions taking turns. */
 struct flow {
-	uint64_t seed;
-	uint32_t nsymbols;
-	double *cdf;
-	int64_t *mid;
-	uint64_t live[SESSIONS][MAX_LIVE];
-	int nlive[SESSIONS];
+	struct xf_flow model;
+	struct xf_live live[SESSIONS];
 	uint64_t seq[SESSIONS];
 	uint64_t n;
 };
@@ -59,67 +55,22 @@ static void die(const char *msg, int err)
 	exit(1);
 }
 
-static uint32_t pick_symbol(struct flow *f)
-{
-	double u = rng_unit(&f->seed);
-	uint32_t lo = 0, hi = f->nsymbols - 1;
-
-	while (lo < hi) {
-		uint32_t m = (lo + hi) / 2;
-
-		if (f->cdf[m] < u)
-			lo = m + 1;
-		else
-			hi = m;
-	}
-	return lo;
-}
-
-/* One command, as exchange-load's send_order() and on_ack() make it. */
+/* One command, applied as the engine applies exchange-load's. */
 static void one_order(struct flow *f, struct xb_book *b)
 {
 	int k = (int)(f->n++ % SESSIONS);
-	uint64_t r = rng_next(&f->seed);
 	struct xb_result res;
+	struct xf_order o;
 
+	xf_next(&f->model, &f->live[k], &o);
 	xb_session_note(b, (uint32_t)k, ++f->seq[k]);
-	if (r % 100 < 30 && f->nlive[k]) {
-		int i = (int)((r >> 8) % (uint64_t)f->nlive[k]);
-		uint64_t id = f->live[k][i];
-
-		f->live[k][i] = f->live[k][--f->nlive[k]];
-		xb_cancel(b, id, &res);
+	if (o.cancel) {
+		xb_cancel(b, o.order_id, &res);
 		return;
 	}
-	{
-		uint32_t s = pick_symbol(f);
-		int side = (int)((r >> 12) & 1), kind = XB_LIMIT;
-		uint64_t r2 = rng_next(&f->seed);
-		int64_t off, price = 0;
-		uint32_t qty;
-
-		if (r2 % 8 == 0)
-			f->mid[s] += (r2 >> 3) & 1 ? 1 : -1;
-		if (f->mid[s] < 100)
-			f->mid[s] = 100;
-		qty = 1 + (uint32_t)((r2 >> 8) % 100);
-		if ((r2 >> 20) % 100 < 8) {
-			kind = XB_MARKET;
-		} else {
-			off = (int64_t)((r2 >> 28) % 8);
-			if ((r2 >> 36) % 5 == 0)
-				off = -1 - (int64_t)((r2 >> 40) % 3);
-			price = side == XB_BUY ? f->mid[s] - 1 - off : f->mid[s] + 1 + off;
-		}
-		if (xb_submit(b, s, side, kind, price, qty, &res))
-			return;
-		if (res.status == XB_LIVE && res.remaining) {
-			if (f->nlive[k] < MAX_LIVE)
-				f->live[k][f->nlive[k]++] = res.order_id;
-			else
-				f->live[k][f->seq[k] % MAX_LIVE] = res.order_id;
-		}
-	}
+	if (!xb_submit(b, o.sym, o.side, o.kind, o.price, o.qty, &res) &&
+	    res.status == XB_LIVE && res.remaining)
+		xf_resting(&f->live[k], res.order_id, f->seq[k]);
 }
 
 static int pool_of(const struct xb_header *h, uint64_t off)
@@ -160,7 +111,7 @@ int main(int argc, char **argv)
 	uint64_t size = 256u << 20, nsym = 1000, epoch = 30000, warmup = 2000000, count = 50, v;
 	uint64_t pages[P_COUNT] = { 0 }, total = 0, t_none = 0, t_tracked = 0, distinct = 0;
 	uint8_t *seen;
-	double zipf = 1.0, sum = 0;
+	double zipf = 1.0;
 	struct pt_tracker *t = NULL;
 	struct xb_config c;
 	struct xb_book b, twin;
@@ -204,21 +155,10 @@ int main(int argc, char **argv)
 		die("the block cannot hold the books", 0);
 
 	memset(&f, 0, sizeof(f));
-	f.seed = 0x9e3779b97f4a7c15ull;
-	f.nsymbols = (uint32_t)nsym;
-	f.cdf = malloc(nsym * sizeof(double));
-	f.mid = malloc(nsym * sizeof(int64_t));
 	saved_mid = malloc(nsym * sizeof(int64_t));
 	seen = calloc(size / (uint64_t)ps, 1);
-	if (!f.cdf || !f.mid || !saved_mid || !seen)
+	if (xf_init(&f.model, (uint32_t)nsym, zipf, 0x9e3779b97f4a7c15ull) || !saved_mid || !seen)
 		die("out of memory", 0);
-	for (uint32_t s = 0; s < nsym; s++)
-		sum += 1.0 / pow((double)(s + 1), zipf);
-	for (uint32_t s = 0; s < nsym; s++) {
-		f.cdf[s] = (s ? f.cdf[s - 1] : 0) + 1.0 / pow((double)(s + 1), zipf) / sum;
-		f.mid[s] = 10000 + (int64_t)(s % 97) * 10;
-	}
-	f.cdf[nsym - 1] = 1.0;
 
 	for (uint64_t i = 0; i < warmup; i++)
 		one_order(&f, &b);
@@ -235,14 +175,14 @@ int main(int argc, char **argv)
 
 		/* The same commands on the untracked twin, then on the block. */
 		saved = f;
-		memcpy(saved_mid, f.mid, nsym * sizeof(int64_t));
+		memcpy(saved_mid, f.model.mid, nsym * sizeof(int64_t));
 		t0 = now_ns();
 		for (uint64_t i = 0; i < epoch; i++)
 			one_order(&f, &twin);
 		t1 = now_ns();
 		t_none += t1 - t0;
 		f = saved;
-		memcpy(f.mid, saved_mid, nsym * sizeof(int64_t));
+		memcpy(f.model.mid, saved_mid, nsym * sizeof(int64_t));
 		t0 = now_ns();
 		for (uint64_t i = 0; i < epoch; i++)
 			one_order(&f, &b);
@@ -280,7 +220,6 @@ int main(int argc, char **argv)
 	munmap(twin_mem, size);
 	free(saved_mid);
 	free(seen);
-	free(f.cdf);
-	free(f.mid);
+	xf_free(&f.model);
 	return 0;
 }

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * flow.h - the order flow the exchange is measured with: what exchange-load
+ * sends the engine and what exchange-pages replays into the books offline,
+ * one model so the two see the same commands.
+ *
+ * Symbols follow a Zipf law; each has a mid price that drifts one tick at a
+ * time; most orders rest a few ticks behind the mid, a fifth cross it, 8%
+ * are market orders; ~30% of the commands cancel one of the session's
+ * remembered resting orders.  Deterministic for a seed: the same seed and
+ * the same acks give the same commands.
+ */
+#ifndef EXCHANGE_FLOW_H
+#define EXCHANGE_FLOW_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define XF_MAX_LIVE 512		/* resting orders a session remembers, for cancels */
+
+struct xf_flow {
+	uint64_t seed;		/* the PRNG's state (rng_next() in util.h) */
+	uint32_t nsymbols;
+	double *cdf;		/* Zipf: P(symbol <= s) */
+	int64_t *mid;		/* per symbol, drifting */
+};
+
+/* The resting orders one session remembers. */
+struct xf_live {
+	uint64_t id[XF_MAX_LIVE];
+	int n;
+};
+
+/* The next command: a cancel of order_id, or a new order. */
+struct xf_order {
+	bool cancel;
+	uint64_t order_id;
+	uint32_t sym;
+	uint8_t side, kind;	/* XB_BUY/XB_SELL, XB_LIMIT/XB_MARKET */
+	int64_t price;		/* 0 for a market order */
+	uint32_t qty;
+};
+
+/* nsymbols >= 1, Zipf exponent zipf_s.  0 or -ENOMEM. */
+int xf_init(struct xf_flow *f, uint32_t nsymbols, double zipf_s, uint64_t seed);
+void xf_free(struct xf_flow *f);
+
+/* A symbol, by the Zipf law (queries ask about the same symbols). */
+uint32_t xf_symbol(struct xf_flow *f);
+
+/* The next command of a session whose resting orders are *live; a cancel
+ * takes its order out of *live. */
+void xf_next(struct xf_flow *f, struct xf_live *live, struct xf_order *o);
+
+/* Remember an order the command seq left resting.  When the list is full
+ * it replaces one chosen by seq, so cancels lean to recent orders, as they
+ * do in markets (most cancels follow their order closely). */
+void xf_resting(struct xf_live *live, uint64_t order_id, uint64_t seq);
+
+#endif /* EXCHANGE_FLOW_H */
