@@ -102,6 +102,11 @@ static inline uint64_t hist_pct(const struct hist *h, double q)
 	return h->max;
 }
 
+/*
+ * The exchange's one PRNG (xorshift64*), for the order flow, the queries and
+ * the exchange's tests: fast, reproducible from a seed, never 0 from a
+ * non-zero state.  Not for anything that must be unpredictable.
+ */
 static inline uint64_t rng_next(uint64_t *s)
 {
 	*s ^= *s >> 12;

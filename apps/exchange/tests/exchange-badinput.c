@@ -12,6 +12,7 @@
 #include "book.h"
 #include "net.h"
 #include "proto.h"
+#include "util.h"
 
 static char dir[256], bindir[512];
 static int engine_port, md_port;
@@ -319,15 +320,15 @@ static bool garbage(char *why, size_t why_len)
 	for (int i = 0; i < 40; i++) {
 		uint8_t junk[300];
 		int g = dial(engine_port);
-		int n = 1 + (int)(rnd_next(&s) % sizeof(junk));
+		int n = 1 + (int)(rng_next(&s) % sizeof(junk));
 		uint8_t buf[1024];
 
 		CHECK(g >= 0, "dial");
 		for (int k = 0; k < n; k++)
-			junk[k] = (uint8_t)rnd_next(&s);
+			junk[k] = (uint8_t)rng_next(&s);
 		if (i % 2) {	/* a plausible header with junk behind it */
-			struct xp_hdr h = { (uint32_t)(8 + rnd_next(&s) % 64), XP_VERSION,
-					    (uint8_t)(rnd_next(&s) % 8), 0 };
+			struct xp_hdr h = { (uint32_t)(8 + rng_next(&s) % 64), XP_VERSION,
+					    (uint8_t)(rng_next(&s) % 8), 0 };
 
 			memcpy(junk, &h, sizeof(h));
 		}

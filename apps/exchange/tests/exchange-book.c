@@ -2,6 +2,7 @@
 #include "harness.h"
 
 #include "book.h"
+#include "util.h"
 
 /*
  * The reference model: per symbol a plain array of resting orders; matching
@@ -186,7 +187,7 @@ static bool random_flow(uint32_t nsym, uint32_t max_orders, uint32_t max_levels,
 	for (uint32_t s = 0; s < nsym; s++)
 		mid[s] = 1000 + s * 10;
 	for (long op = 0; op < ops; op++) {
-		uint64_t r = rnd_next(&seed);
+		uint64_t r = rng_next(&seed);
 		uint32_t s = (uint32_t)(r % nsym);
 		struct xb_result res;
 		int roll = (int)((r >> 16) % 100), ret;
@@ -367,7 +368,7 @@ static bool copies(char *why, size_t why_len)
 		goto out;
 	}
 	for (int i = 0; i < 20000; i++) {
-		uint64_t r = rnd_next(&seed);
+		uint64_t r = rng_next(&seed);
 		struct xb_result res;
 
 		if (r % 10 < 3 && b.h->order_bump)
@@ -394,7 +395,7 @@ static bool copies(char *why, size_t why_len)
 
 		memcpy(copy, mem, size);
 		for (int k = 0; k < 4; k++) {
-			uint64_t r = rnd_next(&seed);
+			uint64_t r = rng_next(&seed);
 
 			copy[sizeof(struct xb_header) + r % (used - sizeof(struct xb_header))] ^=
 				(char)(1 + (r >> 40) % 255);
