@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
 	--sync-us) sync_us=${2:?}; shift ;;
 	--runs) runs=${2:?}; shift ;;
 	--rate) rate=${2:?}; shift ;;
-	-h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown argument '$1'" >&2; exit 2 ;;
 	esac
 	shift

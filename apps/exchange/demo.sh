@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
 	--kills) kills=${2:?--kills needs a value}; shift ;;
 	--shared) shared=(--shared) ;;	# the name follows the work dir, below
 	--dir) dir=${2:?--dir needs a value}; keep=1; shift ;;
-	-h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 	esac
 	shift
