@@ -86,6 +86,7 @@ start_engine() {
 echo "pagetrack exchange demo: one matching engine writes its order books into a"
 echo "pagetrack region; two market-data servers answer queries from replicas that"
 echo "copy only the pages written since their last refresh.  Work dir: $dir"
+[ ${#shared[@]} -gt 0 ] && echo "Shared copy: /dev/shm/pagetrack-$shm_name"
 echo
 
 start_engine 0

@@ -19,8 +19,13 @@ for mode in "" --shared; do
 		exit 1
 	fi
 	# The demo names its shared copy after its pid and removes every
-	# file of it (the control block and each copy file) at the end.
-	left=$(ls /dev/shm 2>/dev/null | grep -c '^pagetrack-exchange-demo-')
-	[ "$left" = 0 ] || { echo "the demo left $left shared-copy files in /dev/shm"; exit 1; }
+	# file of it (the control block and each copy file) at the end.  Only
+	# this run's: other runs of the demo on the machine have their own.
+	if [ -n "$mode" ]; then
+		shm=$(echo "$out" | sed -n 's/^Shared copy: //p')
+		[ -n "$shm" ] || { echo "the demo did not name its shared copy"; exit 1; }
+		left=$(ls -d "$shm" "$shm".* 2>/dev/null | wc -l)
+		[ "$left" = 0 ] || { echo "the demo left $left shared-copy files in /dev/shm"; exit 1; }
+	fi
 done
 exit 0
