@@ -115,11 +115,15 @@ static int log_lost(struct pt_replica *r, uint64_t epoch)
 {
 	struct pt_dir_reach reach = { .reached = UINT64_MAX };
 
-	if (pt_reach_judge(r->dirfd, &r->id, &reach) == -ESTALE) {
+	int ret = pt_reach_judge(r->dirfd, &r->id, &reach);
+
+	if (ret == -ESTALE) {
 		pt_log(PT_LOG_ERROR, "%s: %" PRIu64 " file(s) of another history in the region's "
 		       "directory: refusing", r->dir, reach.foreign);
 		return -ESTALE;
 	}
+	if (ret == -EPERM || ret == -EMEDIUMTYPE)
+		return ret;
 	pt_log(PT_LOG_ERROR, "%s: the writer logged epochs up to %" PRIu64 " but the log ends "
 	       "after epoch %" PRIu64 " and the image does not hold them: lost", r->dir,
 	       load64(&r->state->logged), epoch);
@@ -452,12 +456,12 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 		 * whether or not the records we will read come from it. */
 		struct pt_dir_reach reach = { .reached = UINT64_MAX };
 
-		if (pt_reach_judge(r->dirfd, &r->id, &reach) == -ESTALE) {
+		ret = pt_reach_judge(r->dirfd, &r->id, &reach);
+		if (ret == -ESTALE)
 			pt_log(PT_LOG_ERROR, "%s: %" PRIu64 " file(s) of another history than the "
 			       "image: refusing", dir, reach.foreign);
-			ret = -ESTALE;
+		if (ret == -ESTALE || ret == -EPERM || ret == -EMEDIUMTYPE)
 			goto err;
-		}
 	}
 	ret = state_attach(r);
 	if (ret) {

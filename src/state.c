@@ -47,8 +47,11 @@ int pt_state_check(const struct pt_state *st, uint64_t file_size, const struct p
 		return -EXDEV;
 	if (id && (st->history_id != id->history_id || st->npages != id->npages))
 		return -ESTALE;
-	/* Levels come in order; a block that says otherwise is damaged. */
-	if (st->checkpointed > st->durable)
+	/* Levels come in order; a block that says otherwise is damaged.
+	 * (durable <= published is checked only once the writer has closed:
+	 * a copy taken while it runs may hold a newer durable than the
+	 * published it copied first.) */
+	if (st->checkpointed > st->durable || (!st->writer_pid && st->durable > st->published))
 		return -EBADMSG;
 	for (int i = 0; i < PT_RING_DESCS; i++) {
 		const struct pt_ring_desc *d = &st->ring[i];
@@ -135,8 +138,8 @@ int pt_reach_judge(int dirfd, const struct pt_region_id *id, struct pt_dir_reach
 {
 	struct pt_segment_info *segs;
 	struct pt_state st;
+	int ret, untrusted;
 	size_t n;
-	int ret;
 
 	out->foreign = 0;
 	out->state_error = 0;
@@ -145,15 +148,26 @@ int pt_reach_judge(int dirfd, const struct pt_region_id *id, struct pt_dir_reach
 	ret = pt_segments_list(dirfd, id, &segs, &n);
 	if (ret)
 		return ret;
-	for (size_t i = 0; i < n; i++)
+	untrusted = 0;
+	for (size_t i = 0; i < n; i++) {
 		if (segs[i].bad == -ESTALE)
 			out->foreign++;
+		/* A segment of another user, writable by others, or not a
+		 * regular file: not a missing record but a file planted or
+		 * tampered with, and refused as such. */
+		if ((segs[i].bad == -EPERM || segs[i].bad == -EMEDIUMTYPE) && !untrusted)
+			untrusted = segs[i].bad;
+	}
 	free(segs);
+	if (untrusted)
+		return untrusted;
 	ret = pt_state_read(dirfd, id, &st);
 	if (ret == -ESTALE)
 		out->foreign++;
 	if (out->foreign)
 		return -ESTALE;
+	if (ret == -EPERM || ret == -EMEDIUMTYPE)
+		return ret;
 	if (ret == -ENOENT) {
 		/* No state block (or an empty one: created, never written):
 		 * a region that never made an epoch durable, or one whose

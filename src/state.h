@@ -51,7 +51,9 @@ struct pt_dir_reach {
  * Fill *out for the directory whose image img is open.  Returns 0 when the
  * durable epochs are reached, -ENOTRECOVERABLE when not (out says how far),
  * -ESTALE when a segment or the state block belongs to another history than
- * the image, or another -errno when it could not look.
+ * the image, -EPERM or -EMEDIUMTYPE when one of them is not a file to trust
+ * (another user's, writable by others, not a regular file), or another
+ * -errno when it could not look.
  */
 int pt_dir_reach(int dirfd, const struct pt_image *img, struct pt_dir_reach *out);
 /* The same judgement for a caller that walked the log itself (recovery):
