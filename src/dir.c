@@ -730,7 +730,7 @@ static int64_t ask_writer(const char *dir, int dirfd, uid_t owner, int lockfd, i
 out:
 	munmap(st, sizeof(*st));
 out_close:
-	close(fd);
+	pt_io->close(fd);	/* opened writable, through pt_io */
 	return ret;
 }
 
