@@ -188,6 +188,10 @@ enum pt_level {
 				 * writer's staging memory, then in the log file) */
 	PT_LEVEL_DURABLE,	/* its record is fdatasynced: survives a crash or power loss */
 	PT_LEVEL_CHECKPOINTED,	/* it is in the image: the log before it may be dropped */
+	PT_LEVEL_REPLICATED,	/* stored by another machine: a publisher
+				 * (pagetrack-net.h) reported it acknowledged by
+				 * its stream (see pt_replicated_open); not ordered
+				 * with the levels above */
 };
 
 /* When pt_region_sync() returns, relative to fdatasync of the log. */
@@ -222,6 +226,9 @@ struct pt_region_opts {
 	uint64_t staging_bytes;		/* pre-faulted staging memory for deltas waiting to be
 					 * written and fsynced, default min(64 MiB, size + 1 MiB) */
 	void *address;			/* map the region here (it must be free), NULL: anywhere */
+	uint64_t history_id;		/* pt_region_create: 0, a new history (random);
+					 * else this one: a standby that follows a region
+					 * of that history reproduces its records exactly */
 };
 
 struct pt_region;
@@ -307,8 +314,37 @@ int64_t pt_region_sync(struct pt_region *r);
 int64_t pt_region_epoch(const struct pt_region *r);
 
 /*
+ * The header checksum of the record of the newest published epoch (its
+ * "chain": the next record names it), with that epoch in *epoch.  A standby
+ * compares it with the chain its source sent to know it holds the same
+ * record, byte for byte.  Returns 0 or -EINVAL.
+ */
+int pt_region_chain(const struct pt_region *r, uint64_t *epoch, uint64_t *chain);
+
+/*
+ * Where a publisher reports the epochs its stream has stored, for the
+ * writer's PT_LEVEL_REPLICATED waits: the file `replicated` in the data
+ * directory (created 0600 if missing), a counter and a futex word.  The
+ * publisher opens it, sets each epoch once the stream acknowledged it
+ * (only ever forward), and may mark the region deposed (the stream refused
+ * its publishes: another writer took over); a writer then gets -EOWNERDEAD
+ * from PT_LEVEL_REPLICATED waits.
+ */
+struct pt_replicated;
+int pt_replicated_open(struct pt_replicated **out, const char *dir);
+/* Record epoch as replicated (ignored if not newer); 0 or -errno. */
+int pt_replicated_set(struct pt_replicated *h, uint64_t epoch);
+/* Mark the region deposed; 0 or -errno. */
+int pt_replicated_depose(struct pt_replicated *h);
+/* The newest replicated epoch, and whether deposed (may be NULL). */
+uint64_t pt_replicated_get(const struct pt_replicated *h, int *deposed);
+void pt_replicated_close(struct pt_replicated *h);
+
+/*
  * Block until epoch reaches level, at most timeout_ms (-1: forever; another
- * negative value is -EINVAL).  Asking
+ * negative value is -EINVAL).  PT_LEVEL_REPLICATED waits for a publisher
+ * to report the epoch (pt_replicated_set); with none, until the timeout;
+ * -EOWNERDEAD once the publisher reported the region deposed.  Asking
  * for PT_LEVEL_DURABLE makes the log thread fdatasync now (group commit:
  * publish several epochs, then wait once); PT_LEVEL_CHECKPOINTED runs a
  * checkpoint.  Returns 0, or -ETIMEDOUT, -EINVAL (no such epoch or level),
@@ -342,6 +378,9 @@ enum pt_replica_mode {
 
 /* pt_replica_opts.flags */
 #define PT_REPLICA_AT_WRITER_ADDRESS 1u	/* map at the writer's base address */
+#define PT_REPLICA_DELTAS	2u	/* private only: start at epoch 0 and move
+					 * one record at a time with
+					 * pt_replica_step() (a publisher's source) */
 
 struct pt_replica_opts {
 	size_t sz;			/* sizeof(struct pt_replica_opts) */
@@ -417,6 +456,41 @@ int pt_replica_open(struct pt_replica **out, const char *dir, const struct pt_re
  *  -ENOMEM, or another -errno.
  */
 int64_t pt_replica_refresh(struct pt_replica *r, int timeout_ms);
+
+/* One epoch's delta, as pt_replica_step() hands it out. */
+struct pt_delta {
+	uint64_t history_id;
+	uint64_t epoch;			/* the epoch it makes */
+	uint64_t chain;			/* its record's header checksum */
+	uint64_t prev_chain;		/* that of the record of epoch - 1 */
+	uint64_t payload_checksum;	/* its record's payload checksum */
+	uint32_t page_size;
+	uint32_t page_count;		/* pages it writes */
+	const uint64_t *pages;		/* their indices, ascending */
+	const unsigned char *data;	/* their new content, page i at i * page_size */
+};
+
+/*
+ * Called by pt_replica_step() with the next delta while the replica's copy
+ * (base) still holds the epoch before it: the content each page had is at
+ * base + pages[i] * page_size.  Return 0 to have it applied; a negative
+ * value stops the step without applying it (pt_replica_step returns it and
+ * hands the same delta out again next time).
+ */
+typedef int (*pt_delta_fn)(const struct pt_delta *d, const void *base, void *arg);
+
+/*
+ * Move a PT_REPLICA_DELTAS replica by exactly one epoch, read from the log
+ * file (whole, checked records): fn sees it first, then it is applied.
+ * Waits up to timeout_ms (0: not at all, -1: forever) for the next record
+ * to be written.  Returns the epoch now shown (> the one before), 0 when
+ * nothing came in time, or -errno: -EINVAL (not a PT_REPLICA_DELTAS
+ * replica, bad timeout), fn's negative value, -ESTALE (the log no longer
+ * holds the next epoch: a checkpoint dropped it, and a delta replica does
+ * not jump over it; or another history), -ENOTRECOVERABLE, -EBADMSG... as
+ * for pt_replica_refresh().
+ */
+int64_t pt_replica_step(struct pt_replica *r, int timeout_ms, pt_delta_fn fn, void *arg);
 
 /* The copy (read-only for shared replicas); stays at this address. */
 const void *pt_replica_base(const struct pt_replica *r);

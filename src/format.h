@@ -232,6 +232,28 @@ struct pt_shared_ctl {
 };
 
 
+/* ---- replicated (written by a publisher, read by the writer) --------- */
+
+/*
+ * The file `replicated` in a data directory: the newest epoch a publisher's
+ * stream acknowledged.  The publisher stores epoch (release), then bumps
+ * futex and wakes; the writer's PT_LEVEL_REPLICATED waits load epoch and
+ * wait on futex.  Only forward; flags PT_REPLICATED_DEPOSED is sticky until
+ * the file is recreated.
+ */
+#define PT_REPLICATED_MAGIC	"PTREPLD"
+#define PT_REPLICATED_NAME	"replicated"
+#define PT_REPLICATED_DEPOSED	1u
+
+struct pt_replicated_block {
+	char magic[8];
+	uint32_t version;
+	uint32_t futex;
+	uint64_t epoch;
+	uint64_t flags;
+	uint64_t publisher_pid;
+};
+
 /* ---- what every file of a region agrees on, and checksums ------------ */
 
 /* What every file of one region must agree on. */

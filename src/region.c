@@ -158,6 +158,7 @@ static void region_free(struct pt_region *r)
 		close(r->lockfd);	/* releases the flock */
 	if (r->dirfd >= 0)
 		close(r->dirfd);
+	pt_replicated_close(r->replicated);
 	free(r->pending);
 	pthread_mutex_destroy(&r->sync_lock);
 	pthread_mutex_destroy(&r->lock);
@@ -448,7 +449,11 @@ PT_EXPORT int pt_region_create(struct pt_region **out, const char *dir, size_t s
 	r->id.page_size = (uint32_t)page_size;
 	r->id.page_shift = (unsigned int)__builtin_ctzl((unsigned long)page_size);
 	r->id.npages = size / (size_t)page_size;
-	if (getrandom(&r->id.history_id, sizeof(r->id.history_id), 0) != sizeof(r->id.history_id)) {
+	/* A standby follows a region of the history it was given: its records
+	 * are then the source's, byte for byte (the history is in each). */
+	r->id.history_id = r->opts.history_id;
+	if (!r->id.history_id &&
+	    getrandom(&r->id.history_id, sizeof(r->id.history_id), 0) != sizeof(r->id.history_id)) {
 		ret = -EIO;
 		goto err;
 	}
@@ -710,6 +715,57 @@ fail:
 	return ret;
 }
 
+PT_EXPORT int pt_region_chain(const struct pt_region *r, uint64_t *epoch, uint64_t *chain)
+{
+	if (!r || !epoch || !chain)
+		return -EINVAL;
+	/* The state block stores the chain before the epoch: read the epoch
+	 * on both sides of the chain until they agree. */
+	for (;;) {
+		uint64_t e = __atomic_load_n(&r->state->published, __ATOMIC_ACQUIRE);
+		uint64_t c = __atomic_load_n(&r->state->published_chain, __ATOMIC_ACQUIRE);
+
+		if (__atomic_load_n(&r->state->published, __ATOMIC_ACQUIRE) == e) {
+			*epoch = e;
+			*chain = c;
+			return 0;
+		}
+	}
+}
+
+/* PT_LEVEL_REPLICATED: what a publisher reports in the replicated file. */
+static int wait_replicated(struct pt_region *r, uint64_t epoch, int timeout_ms)
+{
+	uint64_t deadline = timeout_ms >= 0 ? now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
+	int ret;
+
+	pthread_mutex_lock(&r->lock);
+	if (epoch > r->assigned) {
+		pthread_mutex_unlock(&r->lock);
+		return -EINVAL;
+	}
+	if (!r->replicated) {
+		ret = pt_replicated_openat(&r->replicated, r->dirfd);
+		if (ret) {
+			pthread_mutex_unlock(&r->lock);
+			return ret;
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	for (;;) {
+		int left = -1;
+
+		if (timeout_ms >= 0) {
+			uint64_t now = now_ns();
+
+			left = now >= deadline ? 0 : (int)((deadline - now + 999999) / 1000000);
+		}
+		ret = pt_replicated_wait(r->replicated, epoch, left);
+		if (ret != -ETIMEDOUT || !left || timeout_ms < 0)
+			return ret;
+	}
+}
+
 PT_EXPORT int pt_region_wait(struct pt_region *r, uint64_t epoch, enum pt_level level, int timeout_ms)
 {
 	uint64_t deadline = 0;
@@ -718,10 +774,12 @@ PT_EXPORT int pt_region_wait(struct pt_region *r, uint64_t epoch, enum pt_level 
 
 	/* -1 is forever; any other negative is a caller's mistake (a
 	 * computed remaining time gone below zero), not "forever". */
-	if (!r || level < PT_LEVEL_PUBLISHED || level > PT_LEVEL_CHECKPOINTED || timeout_ms < -1)
+	if (!r || level < PT_LEVEL_PUBLISHED || level > PT_LEVEL_REPLICATED || timeout_ms < -1)
 		return -EINVAL;
 	if (getpid() != r->owner)
 		return -ECHILD;	/* the threads that advance the levels are the parent's */
+	if (level == PT_LEVEL_REPLICATED)
+		return wait_replicated(r, epoch, timeout_ms);
 	if (timeout_ms >= 0)
 		deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	pthread_mutex_lock(&r->lock);

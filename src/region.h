@@ -23,6 +23,7 @@
 
 #include "format.h"
 #include "image.h"
+#include "state.h"
 
 #define DEFAULT_DURABLE_INTERVAL_MS	10
 #define DEFAULT_CHECKPOINT_MS		1000
@@ -92,6 +93,8 @@ struct pt_region {
 	bool log_started;
 	pthread_t seal_thread;
 	bool seal_started;
+
+	struct pt_replicated *replicated;	/* opened at the first REPLICATED wait */
 
 	/* statistics (lock) */
 	struct pt_sync_stats last_sync;

@@ -368,6 +368,101 @@ static int64_t refresh_private(struct pt_replica *r, int timeout_ms)
 	}
 }
 
+/* ---- delta replicas ---------------------------------------------------------- */
+
+/*
+ * One record from the log file, handed to fn before it is applied.  Only
+ * the file: a record in staging memory may be reused under us, and a
+ * delta's consumer (a publisher) must see bytes that were checked whole.
+ */
+static int64_t step_once(struct pt_replica *r, pt_delta_fn fn, void *arg, bool *none)
+{
+	struct copy_state *cs = &r->priv;
+	size_t ps = r->id.page_size;
+	struct pt_record rec;
+	struct pt_delta d;
+	uint64_t logged;
+	int ret;
+
+	*none = false;
+	ret = pt_replica_check_writer(r, cs->epoch, cs->chain);
+	if (ret)
+		return ret;
+	logged = load64(&r->state->logged);
+	if (logged <= cs->epoch) {
+		*none = true;
+		return 0;
+	}
+	if (r->rd.next_epoch != cs->epoch + 1 || r->rd.chain != cs->chain) {
+		pt_pagelog_reader_free(&r->rd);
+		pt_pagelog_reader_init(&r->rd, r->dirfd, &r->id, cs->epoch + 1, cs->chain);
+		r->rd.quiet = true;
+	}
+	ret = pt_pagelog_next(&r->rd, cs->epoch + 1, &rec);
+	if (ret == 0)
+		return log_lost(r, cs->epoch);	/* logged, yet not in the file */
+	if (ret < 0) {
+		if (ret == -ESTALE && r->rd.dropped)
+			pt_log(PT_LOG_ERROR, "%s: epoch %" PRIu64 " is no longer in the log (a "
+			       "checkpoint dropped it): a delta replica cannot jump over it",
+			       r->dir, cs->epoch + 1);
+		return ret;
+	}
+	d = (struct pt_delta){
+		.history_id = r->id.history_id,
+		.epoch = rec.hdr->epoch,
+		.chain = rec.hdr->header_checksum,
+		.prev_chain = rec.hdr->prev,
+		.payload_checksum = rec.hdr->payload_checksum,
+		.page_size = r->id.page_size,
+		.page_count = rec.hdr->page_count,
+		.pages = rec.index,
+		.data = rec.data,
+	};
+	ret = fn ? fn(&d, r->base, arg) : 0;
+	if (ret < 0) {
+		/* Not applied: read it again next time. */
+		pt_pagelog_reader_free(&r->rd);
+		pt_pagelog_reader_init(&r->rd, r->dirfd, &r->id, cs->epoch + 1, cs->chain);
+		r->rd.quiet = true;
+		return ret;
+	}
+	for (uint32_t i = 0; i < d.page_count; i++)
+		memcpy((unsigned char *)r->base + d.pages[i] * ps, d.data + (size_t)i * ps, ps);
+	cs->epoch = d.epoch;
+	cs->chain = d.chain;
+	r->epoch = d.epoch;
+	return (int64_t)d.epoch;
+}
+
+PT_EXPORT int64_t pt_replica_step(struct pt_replica *r, int timeout_ms, pt_delta_fn fn, void *arg)
+{
+	uint64_t deadline;
+
+	if (!r || !r->deltas || timeout_ms < -1)
+		return -EINVAL;
+	deadline = timeout_ms > 0 ? now_ms() + (uint64_t)timeout_ms : 0;
+	for (;;) {
+		uint32_t f = __atomic_load_n(&r->state->futex, __ATOMIC_ACQUIRE);
+		bool none;
+		int64_t e = step_once(r, fn, arg, &none);
+
+		if (!none)
+			return e;
+		if (!timeout_ms)
+			return 0;
+		if (timeout_ms > 0) {
+			uint64_t now = now_ms();
+
+			if (now >= deadline)
+				return 0;
+			pt_futex_wait(&r->state->futex, f, (int)(deadline - now));
+		} else {
+			pt_futex_wait(&r->state->futex, f, 1000);
+		}
+	}
+}
+
 /* ---- the API ---------------------------------------------------------------- */
 
 static int reserve_writer_address(struct pt_replica *r)
@@ -415,7 +510,9 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 			   sizeof(o.flags));
 	if (ret)
 		return ret;
-	if ((unsigned int)o.mode > PT_REPLICA_SHARED || (o.flags & ~PT_REPLICA_AT_WRITER_ADDRESS))
+	if ((unsigned int)o.mode > PT_REPLICA_SHARED ||
+	    (o.flags & ~(PT_REPLICA_AT_WRITER_ADDRESS | PT_REPLICA_DELTAS)) ||
+	    ((o.flags & PT_REPLICA_DELTAS) && o.mode != PT_REPLICA_PRIVATE))
 		return -EINVAL;
 	r = calloc(1, sizeof(*r));
 	if (!r)
@@ -510,7 +607,10 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 		if (ret)
 			goto err;
 	}
-	e = pt_replica_refresh(r, 0);
+	/* A delta replica starts at epoch 0 (zeros), where the log starts:
+	 * its consumer sees every record. */
+	r->deltas = o.flags & PT_REPLICA_DELTAS;
+	e = r->deltas ? 0 : pt_replica_refresh(r, 0);
 	if (e < 0) {
 		ret = (int)e;
 		goto err;
@@ -527,6 +627,8 @@ PT_EXPORT int64_t pt_replica_refresh(struct pt_replica *r, int timeout_ms)
 	/* Only -1 means forever: another negative is a caller's bug. */
 	if (!r || timeout_ms < -1)
 		return -EINVAL;
+	if (r->deltas)
+		return -EINVAL;	/* one record at a time: pt_replica_step() */
 	return r->shared ? pt_shared_refresh(r, timeout_ms) : refresh_private(r, timeout_ms);
 }
 

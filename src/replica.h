@@ -33,6 +33,7 @@ struct pt_replica {
 	struct pt_region_id id;
 	size_t size;
 	bool shared;
+	bool deltas;		/* PT_REPLICA_DELTAS: moved by pt_replica_step() only */
 	void *base;
 	uint64_t epoch;		/* visible */
 	uint64_t image_pages;

@@ -60,4 +60,11 @@ int pt_dir_reach(int dirfd, const struct pt_image *img, struct pt_dir_reach *out
  * out->reached set, the rest filled in here. */
 int pt_reach_judge(int dirfd, const struct pt_region_id *id, struct pt_dir_reach *out);
 
+/* replicated.c: the replicated file of dirfd, for the writer's waits. */
+struct pt_replicated;
+int pt_replicated_openat(struct pt_replicated **out, int dirfd);
+/* Wait until epoch is reported replicated: 0, -ETIMEDOUT, -EOWNERDEAD.
+ * timeout_ms is what is left of the caller's deadline (-1: forever). */
+int pt_replicated_wait(struct pt_replicated *h, uint64_t epoch, int timeout_ms);
+
 #endif /* PT_STATE_H */

@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * replicated.c - the `replicated` file of a data directory: how a publisher
+ * (another process, pagetrack-net.h) tells the region's writer which epochs
+ * its stream has stored, for PT_LEVEL_REPLICATED waits, and that it was
+ * deposed (the stream fenced it off: another writer took over).
+ *
+ * One page, mapped shared by both: the publisher stores the epoch with
+ * release, bumps the futex word and wakes; the writer loads the epoch with
+ * acquire and waits on the word.  The epoch only moves forward (a stale
+ * report is ignored), so a publisher that restarts cannot take back an
+ * acknowledgement.  The file is the directory owner's, 0600, checked like
+ * every file of the directory.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "format.h"
+#include "internal.h"
+#include "io.h"
+#include "state.h"
+
+struct pt_replicated {
+	int fd;
+	struct pt_replicated_block *b;
+	size_t len;
+};
+
+int pt_replicated_openat(struct pt_replicated **out, int dirfd)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+	struct pt_replicated *h;
+	struct stat st;
+	uid_t owner = 0;
+	void *p;
+	int ret;
+
+	*out = NULL;
+	ret = pt_dir_owner(dirfd, &owner);
+	if (ret)
+		return ret;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->len = (size_t)ps;
+	h->fd = pt_open_file(dirfd, PT_REPLICATED_NAME, O_RDWR, owner);
+	if (h->fd == -ENOENT) {
+		h->fd = pt_create_file(dirfd, PT_REPLICATED_NAME, O_RDWR);
+		if (h->fd == -EEXIST)	/* made by the other side meanwhile */
+			h->fd = pt_open_file(dirfd, PT_REPLICATED_NAME, O_RDWR, owner);
+	}
+	if (h->fd < 0) {
+		ret = h->fd;
+		goto err;
+	}
+	if (fstat(h->fd, &st)) {
+		ret = -errno;
+		goto err;
+	}
+	/* Allocated before it is written through the mapping: a full disk is
+	 * an error here, not a SIGBUS later. */
+	if ((size_t)st.st_size < h->len) {
+		ret = -posix_fallocate(h->fd, 0, (off_t)h->len);
+		if (ret)
+			goto err;
+	}
+	p = mmap(NULL, h->len, PROT_READ | PROT_WRITE, MAP_SHARED, h->fd, 0);
+	if (p == MAP_FAILED) {
+		ret = -errno;
+		goto err;
+	}
+	h->b = p;
+	if (!memcmp(h->b->magic, "\0\0\0\0\0\0\0\0", 8)) {
+		/* New: the first to look claims it (both sides write the same). */
+		h->b->version = PT_FORMAT_VERSION;
+		memcpy(h->b->magic, PT_REPLICATED_MAGIC, 8);
+	} else if (memcmp(h->b->magic, PT_REPLICATED_MAGIC, 8)) {
+		ret = -EBADMSG;
+		goto err;
+	} else if (h->b->version != PT_FORMAT_VERSION) {
+		ret = -EPROTO;
+		goto err;
+	}
+	*out = h;
+	return 0;
+err:
+	pt_replicated_close(h);
+	return ret;
+}
+
+PT_EXPORT int pt_replicated_open(struct pt_replicated **out, const char *dir)
+{
+	int dirfd, ret;
+
+	if (!out || !dir)
+		return -EINVAL;
+	*out = NULL;
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dirfd < 0)
+		return -errno;
+	ret = pt_check_dir(dirfd, dir);
+	if (!ret)
+		ret = pt_replicated_openat(out, dirfd);
+	close(dirfd);
+	return ret;
+}
+
+static void wake(struct pt_replicated *h)
+{
+	__atomic_add_fetch(&h->b->futex, 1, __ATOMIC_RELEASE);
+	pt_futex_wake(&h->b->futex);
+}
+
+PT_EXPORT int pt_replicated_set(struct pt_replicated *h, uint64_t epoch)
+{
+	uint64_t cur;
+
+	if (!h)
+		return -EINVAL;
+	cur = __atomic_load_n(&h->b->epoch, __ATOMIC_ACQUIRE);
+	while (epoch > cur && !__atomic_compare_exchange_n(&h->b->epoch, &cur, epoch, false,
+							  __ATOMIC_RELEASE, __ATOMIC_ACQUIRE))
+		;
+	__atomic_store_n(&h->b->publisher_pid, (uint64_t)getpid(), __ATOMIC_RELAXED);
+	wake(h);
+	return 0;
+}
+
+PT_EXPORT int pt_replicated_depose(struct pt_replicated *h)
+{
+	if (!h)
+		return -EINVAL;
+	__atomic_or_fetch(&h->b->flags, PT_REPLICATED_DEPOSED, __ATOMIC_RELEASE);
+	wake(h);
+	return 0;
+}
+
+PT_EXPORT uint64_t pt_replicated_get(const struct pt_replicated *h, int *deposed)
+{
+	if (deposed)
+		*deposed = h && (__atomic_load_n(&h->b->flags, __ATOMIC_ACQUIRE) & PT_REPLICATED_DEPOSED);
+	return h ? __atomic_load_n(&h->b->epoch, __ATOMIC_ACQUIRE) : 0;
+}
+
+int pt_replicated_wait(struct pt_replicated *h, uint64_t epoch, int timeout_ms)
+{
+	for (;;) {
+		uint32_t f = __atomic_load_n(&h->b->futex, __ATOMIC_ACQUIRE);
+		int deposed;
+
+		if (pt_replicated_get(h, &deposed) >= epoch)
+			return 0;
+		if (deposed)
+			return -EOWNERDEAD;
+		if (pt_futex_wait(&h->b->futex, f, timeout_ms) == -ETIMEDOUT)
+			return -ETIMEDOUT;
+	}
+}
+
+PT_EXPORT void pt_replicated_close(struct pt_replicated *h)
+{
+	if (!h)
+		return;
+	if (h->b)
+		munmap(h->b, h->len);
+	if (h->fd >= 0)
+		close(h->fd);
+	free(h);
+}
