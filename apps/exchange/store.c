@@ -44,6 +44,8 @@ struct xs_writer {
 	struct snap_hdr *snap;
 	size_t snap_len;
 	struct pt_region *region;
+	bool last_sync_new;	/* pagetrack: the last sync made an epoch (one with
+				 * nothing written returns the newest one again) */
 };
 
 struct xs_reader {
@@ -209,6 +211,7 @@ int64_t xs_writer_sync(struct xs_writer *w)
 	case XS_PAGETRACK: {
 		int64_t e = pt_region_sync(w->region);
 
+		w->last_sync_new = e > w->epoch;
 		if (e > 0)
 			w->epoch = e;
 		return e;
@@ -226,6 +229,10 @@ uint64_t xs_writer_sync_pages(const struct xs_writer *w)
 	case XS_FULLCOPY:
 		return w->size / (size_t)sysconf(_SC_PAGESIZE);
 	case XS_PAGETRACK:
+		/* The library's figures are those of the last sync that made an
+		 * epoch: a sync that made none copied nothing. */
+		if (!w->last_sync_new)
+			return 0;
 		return pt_region_stats(w->region, &last, NULL) ? UINT64_MAX : last.pages;
 	default:
 		return UINT64_MAX;
