@@ -93,6 +93,7 @@ $(O)/bench/%: bench/%.c bench/*.h $(STATIC)
 # Applications (the exchange) and the fuzz targets bring their own rules.
 -include apps/*/*.mk
 -include fuzz/*.mk
+-include net/*.mk
 
 tests: all $(TEST_BINS) $(APP_BINS)
 
