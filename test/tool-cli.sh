@@ -43,8 +43,8 @@ run 0 "--help" "$PT" --help && {
 run 0 "--version" "$PT" --version &&
 	{ grep -Eq '^pagetrack [0-9]+\.[0-9]+\.[0-9]+' "$work/out" || fail "--version: no version on stdout"; }
 run 0 "probe --help" "$PT" probe --help
-run 0 "demo --help" "$PT" demo --help
-for args in "" "--bogus" "-x" "no-such-command" "probe --bogus" "probe extra" "demo --nope" "demo extra"; do
+run 0 "demo --help" "$PT" pgwrites --help
+for args in "" "--bogus" "-x" "no-such-command" "probe --bogus" "probe extra" "pgwrites --nope" "pgwrites extra"; do
 	# shellcheck disable=SC2086
 	run 64 "usage error: pagetrack $args" "$PT" $args && {
 		[ -s "$work/err" ] || fail "pagetrack $args: no message on stderr"
@@ -139,20 +139,20 @@ check_demo() {
 demo_tmp=$work/tmp
 mkdir -p "$demo_tmp"
 if [ -n "$auto" ] && [ "$auto" != none ]; then
-	TMPDIR=$demo_tmp run 0 "demo" env -u PAGETRACK_BACKEND "$PT" demo && check_demo "demo" "$auto"
+	TMPDIR=$demo_tmp run 0 "demo" env -u PAGETRACK_BACKEND "$PT" pgwrites && check_demo "demo" "$auto"
 fi
 for b in $usable; do
-	TMPDIR=$demo_tmp PAGETRACK_BACKEND=$b run 0 "demo with PAGETRACK_BACKEND=$b" "$PT" demo &&
+	TMPDIR=$demo_tmp PAGETRACK_BACKEND=$b run 0 "demo with PAGETRACK_BACKEND=$b" "$PT" pgwrites &&
 		check_demo "demo ($b)" "$b"
 done
 [ -z "$(ls -A "$demo_tmp")" ] || fail "demo left files behind: $(ls -A "$demo_tmp")"
 
 if [ "$(id -u)" = 0 ]; then
 	loops_before=$(losetup -a 2>/dev/null | wc -l)
-	TMPDIR=$demo_tmp run 0 "demo --loop" env -u PAGETRACK_BACKEND "$PT" demo --loop &&
+	TMPDIR=$demo_tmp run 0 "demo --loop" env -u PAGETRACK_BACKEND "$PT" pgwrites --loop &&
 		check_demo "demo --loop" "$auto"
 	for b in $usable; do
-		TMPDIR=$demo_tmp PAGETRACK_BACKEND=$b run 0 "demo --loop with $b" "$PT" demo --loop &&
+		TMPDIR=$demo_tmp PAGETRACK_BACKEND=$b run 0 "demo --loop with $b" "$PT" pgwrites --loop &&
 			check_demo "demo --loop ($b)" "$b"
 	done
 	# The loop device is detached at the end (autoclear may lag a moment).
@@ -165,12 +165,12 @@ if [ "$(id -u)" = 0 ]; then
 	[ -z "$(ls -A "$demo_tmp")" ] || fail "demo --loop left files behind"
 else
 	echo "skip: demo --loop needs root"
-	run 1 "demo --loop as non-root fails clearly" "$PT" demo --loop &&
+	run 1 "demo --loop as non-root fails clearly" "$PT" pgwrites --loop &&
 		{ grep -q root "$work/err" || fail "demo --loop: the error does not say it needs root"; }
 fi
 
 # ---- PAGETRACK_BACKEND --------------------------------------------------------
-run 1 "PAGETRACK_BACKEND=nonsense demo" env PAGETRACK_BACKEND=nonsense "$PT" demo &&
+run 1 "PAGETRACK_BACKEND=nonsense demo" env PAGETRACK_BACKEND=nonsense "$PT" pgwrites &&
 	{ grep -q 'PAGETRACK_BACKEND=nonsense' "$work/err" || fail "nonsense backend: unclear error"; }
 [ -s "$work/out" ] && fail "nonsense backend: demo printed offsets anyway"
 run 1 "PAGETRACK_BACKEND=nonsense probe" env PAGETRACK_BACKEND=nonsense "$PT" probe &&
@@ -178,7 +178,7 @@ run 1 "PAGETRACK_BACKEND=nonsense probe" env PAGETRACK_BACKEND=nonsense "$PT" pr
 
 if [ -n "$unusable" ]; then
 	for b in $unusable; do
-		run 1 "forced unavailable backend $b: demo fails" env PAGETRACK_BACKEND="$b" "$PT" demo && {
+		run 1 "forced unavailable backend $b: demo fails" env PAGETRACK_BACKEND="$b" "$PT" pgwrites && {
 			grep -q "$b" "$work/err" || fail "forced $b: the error does not name the backend"
 			grep -qi "not supported\|unavailable" "$work/err" || fail "forced $b: unclear error"
 		}

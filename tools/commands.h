@@ -21,7 +21,7 @@
 #define EXIT_USAGE 64
 
 int cmd_probe(int argc, char **argv);
-int cmd_demo(int argc, char **argv);
+int cmd_pgwrites(int argc, char **argv);
 
 /* tools/replication.c */
 int cmd_status(int argc, char **argv);

@@ -4,7 +4,7 @@
  * subcommands, and the subcommands that concern the tracker itself:
  *
  *   probe [--json]   which backends can track writes here, and why not
- *   demo [--loop]    the 2007 seed program, done with the library
+ *   pgwrites [--loop] the 2007 seed program, done with the library
  *
  * Exit status: 0 success, 1 runtime failure (message on stderr, with the
  * strerror of the library's -errno), 64 wrong usage (EX_USAGE).  Everything
@@ -44,7 +44,7 @@ struct command {
 /* The subcommands, in the order --help lists them. */
 static const struct command commands[] = {
 	{ "probe", cmd_probe, "[--json]", "which tracking backends work here, and why not" },
-	{ "demo", cmd_demo, "[--loop]", "the 2007 seed program, done with the library" },
+	{ "pgwrites", cmd_pgwrites, "[--loop]", "the 2007 seed program, done with the library" },
 	/* Replication commands: add their lines below. */
 	{ "status", cmd_status, "DIR [--json]", "a region's epochs, log and shared replicas" },
 	{ "verify", cmd_verify, "DIR", "check every checksum of a region's image and log" },
@@ -414,7 +414,7 @@ int cmd_probe(int argc, char **argv)
 }
 
 /* ------------------------------------------------------------------ */
-/* demo                                                                */
+/* pgwrites: the 2007 seed program                                    */
 /* ------------------------------------------------------------------ */
 
 /* The seed's backing file: dd if=/dev/zero of=/root/file bs=4K count=10 */
@@ -446,19 +446,19 @@ static int loop_attach(struct demo *d)
 
 	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
 	if (ctl < 0)
-		return runtime_error("demo", -errno, "/dev/loop-control");
+		return runtime_error("pgwrites", -errno, "/dev/loop-control");
 	for (int attempt = 0; attempt < 8 && ret == -EBUSY; attempt++) {
 		nr = ioctl(ctl, LOOP_CTL_GET_FREE);
 		if (nr < 0) {
 			ret = -errno;
-			runtime_error("demo", ret, "LOOP_CTL_GET_FREE");
+			runtime_error("pgwrites", ret, "LOOP_CTL_GET_FREE");
 			goto out;
 		}
 		snprintf(d->loop_path, sizeof(d->loop_path), "/dev/loop%d", nr);
 		d->loop_fd = open(d->loop_path, O_RDWR | O_CLOEXEC);
 		if (d->loop_fd < 0) {
 			ret = -errno;
-			runtime_error("demo", ret, "%s", d->loop_path);
+			runtime_error("pgwrites", ret, "%s", d->loop_path);
 			goto out;
 		}
 		if (!ioctl(d->loop_fd, LOOP_SET_FD, d->file_fd)) {
@@ -469,12 +469,12 @@ static int loop_attach(struct demo *d)
 		close(d->loop_fd);
 		d->loop_fd = -1;
 		if (ret != -EBUSY) {
-			runtime_error("demo", ret, "LOOP_SET_FD on %s", d->loop_path);
+			runtime_error("pgwrites", ret, "LOOP_SET_FD on %s", d->loop_path);
 			goto out;
 		}
 	}
 	if (ret) {
-		runtime_error("demo", ret, "no loop device stayed free long enough");
+		runtime_error("pgwrites", ret, "no loop device stayed free long enough");
 		goto out;
 	}
 	d->loop_attached = true;
@@ -496,7 +496,7 @@ static void demo_cleanup(struct demo *d)
 		munmap(d->map, d->len);
 	if (d->loop_fd >= 0) {
 		if (d->loop_attached && ioctl(d->loop_fd, LOOP_CLR_FD, 0))
-			runtime_error("demo", -errno, "detaching %s", d->loop_path);
+			runtime_error("pgwrites", -errno, "detaching %s", d->loop_path);
 		close(d->loop_fd);
 	}
 	if (d->file_fd >= 0)
@@ -509,7 +509,7 @@ static void demo_cleanup(struct demo *d)
 
 static void demo_help(void)
 {
-	printf("Usage: pagetrack demo [--loop]\n"
+	printf("Usage: pagetrack pgwrites [--loop]\n"
 	       "\n"
 	       "The 2007 loop-device patch's test program, done with libpagetrack: map a\n"
 	       "10-page file MAP_SHARED, track it, write array[0], array[1],\n"
@@ -522,7 +522,7 @@ static void demo_help(void)
 	       "PAGETRACK_BACKEND=uffd-wp|soft-dirty|mprotect forces the backend.\n");
 }
 
-int cmd_demo(int argc, char **argv)
+int cmd_pgwrites(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "loop", no_argument, NULL, 'l' },
@@ -544,32 +544,32 @@ int cmd_demo(int argc, char **argv)
 			use_loop = true;
 			break;
 		case 'h':
-			ret = alone("demo", "--help", argc);
+			ret = alone("pgwrites", "--help", argc);
 			if (!ret)
 				demo_help();
 			return ret;
 		default:
-			return option_error("demo", argv);
+			return option_error("pgwrites", argv);
 		}
 	}
-	ret = no_arguments("demo", argc, argv);
+	ret = no_arguments("pgwrites", argc, argv);
 	if (ret)
 		return ret;
 	if (use_loop && geteuid() != 0)
-		return runtime_error("demo", -EPERM,
+		return runtime_error("pgwrites", -EPERM,
 				     "--loop attaches a loop device, which needs root");
 	if (page_size <= 0 || (size_t)page_size < 64 * sizeof(int))
-		return runtime_error("demo", 0, "unexpected page size %ld", page_size);
+		return runtime_error("pgwrites", 0, "unexpected page size %ld", page_size);
 
 	if (!tmp || !*tmp)
 		tmp = "/tmp";
 	if ((size_t)snprintf(d.dir, sizeof(d.dir), "%s/pagetrack-demo-XXXXXX", tmp) >=
 	    sizeof(d.dir)) {
 		d.dir[0] = '\0';
-		return runtime_error("demo", -ENAMETOOLONG, "TMPDIR=%s", tmp);
+		return runtime_error("pgwrites", -ENAMETOOLONG, "TMPDIR=%s", tmp);
 	}
 	if (!mkdtemp(d.dir)) {
-		ret = runtime_error("demo", -errno, "cannot make a directory in %s", tmp);
+		ret = runtime_error("pgwrites", -errno, "cannot make a directory in %s", tmp);
 		d.dir[0] = '\0';
 		return ret;
 	}
@@ -577,12 +577,12 @@ int cmd_demo(int argc, char **argv)
 	d.len = DEMO_PAGES * (size_t)page_size;
 	d.file_fd = open(d.file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (d.file_fd < 0) {
-		ret = runtime_error("demo", -errno, "%s", d.file);
+		ret = runtime_error("pgwrites", -errno, "%s", d.file);
 		d.file[0] = '\0';
 		goto out;
 	}
 	if (ftruncate(d.file_fd, (off_t)d.len)) {
-		ret = runtime_error("demo", -errno, "sizing %s", d.file);
+		ret = runtime_error("pgwrites", -errno, "sizing %s", d.file);
 		goto out;
 	}
 	if (use_loop) {
@@ -593,14 +593,14 @@ int cmd_demo(int argc, char **argv)
 	d.map = mmap(NULL, d.len, PROT_READ | PROT_WRITE, MAP_SHARED,
 		     use_loop ? d.loop_fd : d.file_fd, 0);
 	if (d.map == MAP_FAILED) {
-		ret = runtime_error("demo", -errno, "mmap of %s", use_loop ? d.loop_path : d.file);
+		ret = runtime_error("pgwrites", -errno, "mmap of %s", use_loop ? d.loop_path : d.file);
 		goto out;
 	}
 
 	ret = pt_tracker_open(&d.tracker, d.map, d.len, NULL);
 	if (ret) {
 		d.tracker = NULL;
-		ret = runtime_error("demo", ret, "cannot track the mapping");
+		ret = runtime_error("pgwrites", ret, "cannot track the mapping");
 		goto out;
 	}
 
@@ -614,7 +614,7 @@ int cmd_demo(int argc, char **argv)
 
 	n = pt_tracker_collect(d.tracker, PT_COLLECT_RESET, &ranges, &nr);
 	if (n < 0) {
-		ret = runtime_error("demo", n, "collect");
+		ret = runtime_error("pgwrites", n, "collect");
 		goto out;
 	}
 	for (size_t i = 0; i < nr; i++)
@@ -622,7 +622,7 @@ int cmd_demo(int argc, char **argv)
 			printf("offset %llu\n", (unsigned long long)(ranges[i].first + p));
 	printf("backend %s\n", pt_backend_name(pt_tracker_backend(d.tracker)));
 	if (fflush(stdout)) {
-		ret = runtime_error("demo", -errno, "writing the output");
+		ret = runtime_error("pgwrites", -errno, "writing the output");
 		goto out;
 	}
 	ret = 0;
