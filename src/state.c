@@ -63,10 +63,10 @@ int pt_state_check(const struct pt_state *st, uint64_t file_size, const struct p
 	return 0;
 }
 
-int pt_state_read(int dirfd, const struct pt_region_id *id, struct pt_state *copy)
+/* Open the state file as every reader must (pt_open_file) and its size. */
+static int state_open_ro(int dirfd, uint64_t *size)
 {
 	struct stat sb;
-	ssize_t n;
 	uid_t owner = 0;
 	int fd, ret;
 
@@ -78,39 +78,41 @@ int pt_state_read(int dirfd, const struct pt_region_id *id, struct pt_state *cop
 		return fd;
 	if (fstat(fd, &sb)) {
 		ret = -errno;
-		goto out;
+		close(fd);
+		return ret;
 	}
+	*size = (uint64_t)sb.st_size;
+	return fd;
+}
+
+int pt_state_read(int dirfd, const struct pt_region_id *id, struct pt_state *copy)
+{
+	uint64_t size = 0;
+	ssize_t n;
+	int fd, ret;
+
+	fd = state_open_ro(dirfd, &size);
+	if (fd < 0)
+		return fd;
 	n = pt_read_full(fd, copy, sizeof(*copy), 0);
-	if (n < 0) {
-		ret = (int)n;
-		goto out;
-	}
-	ret = (size_t)n < sizeof(*copy) ? (n ? -ENODATA : -ENOENT) :
-		pt_state_check(copy, (uint64_t)sb.st_size, id);
-out:
 	close(fd);
-	return ret;
+	if (n < 0)
+		return (int)n;
+	return (size_t)n < sizeof(*copy) ? (n ? -ENODATA : -ENOENT) :
+		pt_state_check(copy, size, id);
 }
 
 int pt_state_map_ro(int dirfd, const struct pt_state **st, int *fdp)
 {
 	struct pt_state copy;
-	struct stat sb;
-	uid_t owner = 0;
+	uint64_t size = 0;
 	void *p;
 	int fd, ret;
 
-	ret = pt_dir_owner(dirfd, &owner);
-	if (ret)
-		return ret;
-	fd = pt_open_file(dirfd, PT_STATE_NAME, O_RDONLY, owner);
+	fd = state_open_ro(dirfd, &size);
 	if (fd < 0)
 		return fd;
-	if (fstat(fd, &sb)) {
-		ret = -errno;
-		goto err;
-	}
-	if ((size_t)sb.st_size < sizeof(struct pt_state)) {
+	if (size < sizeof(struct pt_state)) {
 		ret = -ENODATA;
 		goto err;
 	}
@@ -121,7 +123,7 @@ int pt_state_map_ro(int dirfd, const struct pt_state **st, int *fdp)
 	}
 	/* Checked on a copy: the writer changes the block under us. */
 	memcpy(&copy, p, sizeof(copy));
-	ret = pt_state_check(&copy, (uint64_t)sb.st_size, NULL);
+	ret = pt_state_check(&copy, size, NULL);
 	if (ret) {
 		munmap(p, sizeof(struct pt_state));
 		goto err;
