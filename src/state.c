@@ -89,7 +89,7 @@ int pt_state_read(int dirfd, const struct pt_region_id *id, struct pt_state *cop
 {
 	uint64_t size = 0;
 	ssize_t n;
-	int fd, ret;
+	int fd;
 
 	fd = state_open_ro(dirfd, &size);
 	if (fd < 0)
