@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pagetrack-net.h - the public header of libpagetrack-net: regions followed
+ * from other machines through a NATS JetStream stream.
+ *
+ * A publisher reads a region's data directory (as a local replica does: it
+ * never slows the writer) and appends every epoch to a JetStream stream, as
+ * one or more messages (pages XORed with their previous content and LZ4
+ * compressed, checksummed end to end).  A follower on another machine reads
+ * the stream and keeps a standby region directory whose records are the
+ * source's, byte for byte (same history, same chain): local replicas,
+ * `pagetrack status` and `verify` work on it unchanged.  The wire format, the
+ * guarantees and what happens on each failure are in docs/network.md.
+ *
+ * Link with -lpagetrack-net -lpagetrack.  Conventions are those of
+ * pagetrack.h: int-returning calls return >= 0 on success and -errno on
+ * failure; option structs start with sz; the library never prints (see
+ * pt_net_set_log() and pt_net_last_error()).
+ */
+#ifndef PAGETRACK_NET_H
+#define PAGETRACK_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pagetrack.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The wire format these calls write and read (docs/network.md). */
+#define PT_NET_WIRE_VERSION 1
+
+/* Every field's zero value means its default; NULL options mean all defaults
+ * (and then no URL: the calls need one). */
+struct pt_net_opts {
+	size_t sz;			/* sizeof(struct pt_net_opts) */
+	const char *urls;		/* "nats://host:port[,nats://host:port...]", required */
+	const char *stream;		/* the JetStream stream; publisher: default
+					 * "pagetrack-<history id in hex>"; follower:
+					 * required */
+	unsigned int replicas;		/* publisher, when it creates the stream: its
+					 * replicas (1-5), default 1 */
+	const char *user;		/* user/password authentication */
+	const char *password;
+	const char *creds_file;		/* or a NATS credentials file (JWT + nkey seed) */
+	const char *tls_ca;		/* TLS: trusted CA certificates (PEM); setting any
+					 * of the three turns TLS on */
+	const char *tls_cert;		/* client certificate chain (PEM), with tls_key */
+	const char *tls_key;
+	unsigned int connect_timeout_ms;	/* per connection attempt, default 2000 */
+	unsigned int request_timeout_ms;	/* a publish's acknowledgement and other
+						 * JetStream requests, default 5000 */
+};
+
+/*
+ * The message of the last failure of a call of this library in the calling
+ * thread (what failed, the stream and sequence concerned, the server's
+ * words), "" when none.  Valid until the thread's next call.  Never NULL.
+ */
+const char *pt_net_last_error(void);
+
+/*
+ * Route the library's diagnostics (connections lost and regained, resumes,
+ * refusals) to fn for messages at or below max_level; NULL (the default)
+ * silences them.  Process-wide; call it before opening handles.
+ */
+void pt_net_set_log(pt_log_fn fn, enum pt_log_level max_level, void *arg);
+
+/* ------------------------------------------------------------------ */
+/* Publisher                                                           */
+/* ------------------------------------------------------------------ */
+
+struct pt_publisher;
+
+/*
+ * Publish the region in dir to a stream.  The source is a PT_REPLICA_DELTAS
+ * replica of dir (read-only access to its files, plus the file `replicated`
+ * it writes for the writer's PT_LEVEL_REPLICATED waits).  Connects, creates
+ * the stream if it is missing (file storage, opts->replicas), and reads the
+ * stream's last message: the publisher goes on after it (a stream holding
+ * epochs 1..N of this region gets N+1 next; a half-published epoch is
+ * completed from its missing parts).
+ *
+ * Returns 0 and *out, or:
+ *  -EINVAL       no URL, bad options (unknown non-zero bytes after the
+ *                fields this library knows), a bad stream name;
+ *  -ECONNREFUSED no server could be reached;
+ *  -EACCES       the server refused the credentials (or TLS failed);
+ *  -ESTALE       the stream holds another history's epochs, or the region's
+ *                log no longer holds the epochs after the stream's last one
+ *                (catch-up from a snapshot is not built);
+ *  -EOWNERDEAD   the stream holds an epoch of this history that this region
+ *                wrote differently (another writer of the same history): the
+ *                region is marked deposed;
+ *  -EPROTO       the stream's last message is of another wire version;
+ *  -EBADMSG      the stream's last message fails its checks;
+ *  -ENOTSUP      the server has no JetStream;
+ *  the errors of pt_replica_open() and pt_replicated_open(), -ENOMEM.
+ * pt_net_last_error() says exactly what failed.
+ */
+int pt_publisher_open(struct pt_publisher **out, const char *dir, const struct pt_net_opts *opts);
+
+/*
+ * Publish every epoch the region made since the last call, waiting up to
+ * timeout_ms (0: not at all, -1: forever) for a first one; returns after
+ * about timeout_ms even when epochs keep coming.  After the last part of
+ * an epoch is acknowledged by the stream, the epoch is reported in the
+ * region's `replicated` file (PT_LEVEL_REPLICATED).
+ *
+ * Returns the number of epochs published (>= 0), or -errno:
+ *  -EAGAIN       a publish or a request failed or timed out (connection
+ *                lost, a cluster electing a leader): nothing is lost; call
+ *                again, the publisher re-reads the stream's last message and
+ *                resumes after it;
+ *  -EOWNERDEAD   fenced: another publisher appended to the stream (JetStream
+ *                refused the expected last sequence, error 10071, and the
+ *                stream's last message is not this publisher's), or the
+ *                stream holds a different version of an epoch; the region
+ *                is marked deposed (pt_replicated_depose) and the publisher
+ *                stops: every later call returns the same;
+ *  -ESTALE       the region's log no longer holds the next epoch to publish
+ *                (a checkpoint dropped it; catch-up from a snapshot is not
+ *                built), or the stream went back behind this publisher;
+ *  -EMSGSIZE     the server's max payload cannot hold one page;
+ *  -EINVAL       timeout_ms negative and not -1;
+ *  the errors of pt_replica_step().
+ * Errors other than -EAGAIN are kept: later calls return them again.
+ */
+int pt_publisher_run(struct pt_publisher *p, int timeout_ms);
+
+struct pt_publisher_stats {
+	size_t sz;			/* sizeof(struct pt_publisher_stats), set by the caller */
+	uint64_t history_id;
+	uint64_t epoch;			/* newest epoch the stream acknowledged */
+	uint64_t stream_seq;		/* the stream's last sequence as this publisher knows it */
+	uint64_t epochs;		/* epochs published by this handle */
+	uint64_t messages;		/* messages acknowledged */
+	uint64_t pages;			/* pages published */
+	uint64_t pages_unchanged;	/* of which sent as "unchanged" (no bytes) */
+	uint64_t pages_raw;		/* of which sent whole (did not compress) */
+	uint64_t bytes_raw;		/* pages * page size */
+	uint64_t bytes_wire;		/* message bytes (headers and bodies) */
+	uint64_t retries;		/* runs that failed with -EAGAIN and resumed */
+	int last_error;			/* the last run's error, 0: none */
+	char stream[64];		/* the stream's name */
+};
+
+/* Fill *st; returns 0 or -EINVAL (NULL, sz too small). */
+int pt_publisher_stats(const struct pt_publisher *p, struct pt_publisher_stats *st);
+
+/* Disconnect and free p (NULL is fine).  Returns 0. */
+int pt_publisher_close(struct pt_publisher *p);
+
+/* ------------------------------------------------------------------ */
+/* Follower                                                            */
+/* ------------------------------------------------------------------ */
+
+struct pt_follower;
+
+/*
+ * Keep dir as a standby region directory fed by the stream opts->stream.
+ * If dir holds a region, it is opened as its writer (pt_region_open) and
+ * its epoch is the follower's position: the follower finds the stream
+ * sequence of the next epoch.  If not, the region is created when the first
+ * epoch (which must be epoch 1) has been received and checked, with the
+ * stream's history, size and PT_DURABLE_ON_SYNC.
+ *
+ * Returns 0 and *out, or:
+ *  -EINVAL, -ECONNREFUSED, -EACCES, -ENOTSUP  as for pt_publisher_open()
+ *                (a stream name is required);
+ *  -ENOENT       the stream does not exist;
+ *  -ESTALE       dir's region is of another history than the stream, or the
+ *                stream no longer holds the epoch after dir's (it was
+ *                trimmed, or recreated);
+ *  the errors of pt_region_open(), -ENOMEM.
+ */
+int pt_follower_open(struct pt_follower **out, const char *dir, const struct pt_net_opts *opts);
+
+/*
+ * Apply every whole epoch the stream holds after the standby's, waiting up
+ * to timeout_ms (0: not at all, -1: forever) for the first message; returns
+ * after about timeout_ms even when epochs keep coming.  Each message is
+ * checked whole before use (magic, version, both checksums, history, epoch,
+ * chain, parts in order, page indices, lengths, decoded sizes); an epoch's
+ * pages are written into the standby, and pt_region_sync()ed, only once
+ * its last part is checked, and the standby's record must then have the
+ * stream's chain.
+ *
+ * Returns the number of epochs applied (>= 0), or -errno:
+ *  -EAGAIN       the connection or the consumer failed: call again, it
+ *                resumes after the standby's epoch;
+ *  -EBADMSG      a message fails its checks (magic, checksum, lengths, an
+ *                impossible page index or encoding): nothing of it applied;
+ *  -EPROTO       a message of another wire version;
+ *  -ESTALE       a message of another history;
+ *  -EILSEQ       a message out of order: not the next epoch or part, or an
+ *                epoch that does not chain to the standby's;
+ *  -ENOTRECOVERABLE  the standby's record of an epoch does not have the
+ *                stream's chain (the standby holds that epoch; stop and
+ *                investigate);
+ *  -EINVAL       timeout_ms negative and not -1;
+ *  the errors of pt_region_create(), pt_region_sync().
+ * pt_net_last_error() names the stream sequence.  Errors other than -EAGAIN
+ * are kept: the follower stops, and later calls return them again.
+ */
+int pt_follower_run(struct pt_follower *f, int timeout_ms);
+
+struct pt_follower_stats {
+	size_t sz;			/* sizeof(struct pt_follower_stats), set by the caller */
+	uint64_t history_id;		/* 0 until known */
+	uint64_t epoch;			/* the standby's epoch */
+	uint64_t stream_seq;		/* sequence of the last message used */
+	uint64_t pending;		/* messages the stream holds after it (as of the
+					 * last message received) */
+	uint64_t epochs;		/* epochs applied by this handle */
+	uint64_t messages;
+	uint64_t pages;
+	uint64_t bytes_raw;		/* pages * page size */
+	uint64_t bytes_wire;		/* message bytes */
+	int64_t lag_ms;			/* now minus the publisher's clock when it sent the
+					 * last applied epoch (clocks of two hosts: rough) */
+	uint64_t retries;		/* runs that failed with -EAGAIN and resumed */
+	int last_error;
+	char stream[64];
+};
+
+/* Fill *st; returns 0 or -EINVAL. */
+int pt_follower_stats(const struct pt_follower *f, struct pt_follower_stats *st);
+
+/*
+ * Disconnect, close the standby region (pt_region_close: its epochs
+ * durable) and free f (NULL is fine).  Returns 0 or pt_region_close()'s
+ * error.
+ */
+int pt_follower_close(struct pt_follower *f);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PAGETRACK_NET_H */

@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conn.c - options, the NATS connection, errors and diagnostics shared by
+ * the publisher and the follower.
+ *
+ * Reconnects are libnats's: it retries every server of the list without
+ * end (natsOptions_SetMaxReconnect(-1)), buffering nothing we rely on: a
+ * publish that did not get its acknowledgement is treated as failed, and
+ * the publisher re-reads the stream before going on (publisher.c).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "conn.h"
+
+static __thread char last_error[512];
+
+static pt_log_fn log_fn;
+static enum pt_log_level log_max;
+static void *log_arg;
+
+PT_EXPORT const char *pt_net_last_error(void)
+{
+	return last_error;
+}
+
+PT_EXPORT void pt_net_set_log(pt_log_fn fn, enum pt_log_level max_level, void *arg)
+{
+	log_fn = fn;
+	log_max = max_level;
+	log_arg = arg;
+}
+
+static void vlog(enum pt_log_level level, const char *fmt, va_list ap, char *out, size_t len)
+{
+	char buf[512];
+
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (out)
+		snprintf(out, len, "%s", buf);
+	if (log_fn && level <= log_max)
+		log_fn(level, buf, log_arg);
+}
+
+void net_log(enum pt_log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(level, fmt, ap, NULL, 0);
+	va_end(ap);
+}
+
+int net_fail(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(PT_LOG_ERROR, fmt, ap, last_error, sizeof(last_error));
+	va_end(ap);
+	return err;
+}
+
+const char *net_status_text(natsStatus s)
+{
+	natsStatus st;
+	const char *text = nats_GetLastError(&st);
+
+	return text && *text ? text : natsStatus_GetText(s);
+}
+
+int net_errno(natsStatus s)
+{
+	switch (s) {
+	case NATS_OK:
+		return 0;
+	case NATS_NO_MEMORY:
+		return -ENOMEM;
+	case NATS_NO_SERVER:
+		return -ECONNREFUSED;
+	case NATS_CONNECTION_AUTH_FAILED:
+	case NATS_NOT_PERMITTED:
+	case NATS_SSL_ERROR:
+	case NATS_SECURE_CONNECTION_WANTED:
+	case NATS_SECURE_CONNECTION_REQUIRED:
+		return -EACCES;
+	case NATS_INVALID_ARG:
+	case NATS_INVALID_SUBJECT:
+		return -EINVAL;
+	case NATS_MAX_PAYLOAD:
+		return -EMSGSIZE;
+	default:
+		return -EAGAIN;
+	}
+}
+
+uint64_t net_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t net_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000ull + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in)
+{
+	memset(o, 0, sizeof(*o));
+	if (in) {
+		size_t n = in->sz < sizeof(*o) ? in->sz : sizeof(*o);
+
+		if (in->sz < sizeof(size_t))
+			return net_fail(-EINVAL, "options: sz %zu is too small", in->sz);
+		/* A newer caller's fields this library does not know must be
+		 * zero: it would otherwise ignore what it was asked. */
+		for (size_t i = sizeof(*o); i < in->sz; i++)
+			if (((const unsigned char *)in)[i])
+				return net_fail(-EINVAL,
+						"options: byte %zu is set, past the %zu bytes this "
+						"library knows", i, sizeof(*o));
+		memcpy(o, in, n);
+	}
+	o->sz = sizeof(*o);
+	if (!o->urls || !*o->urls)
+		return net_fail(-EINVAL, "options: no NATS server URL");
+	if (!o->replicas)
+		o->replicas = 1;
+	if (o->replicas > 5)
+		return net_fail(-EINVAL, "options: %u stream replicas (1 to 5)", o->replicas);
+	if (!o->connect_timeout_ms)
+		o->connect_timeout_ms = 2000;
+	if (!o->request_timeout_ms)
+		o->request_timeout_ms = 5000;
+	if ((o->user != NULL) != (o->password != NULL))
+		return net_fail(-EINVAL, "options: a user needs a password and the reverse");
+	if (o->creds_file && o->user)
+		return net_fail(-EINVAL, "options: user/password and a credentials file both given");
+	if ((o->tls_cert != NULL) != (o->tls_key != NULL))
+		return net_fail(-EINVAL, "options: a TLS certificate needs its key and the reverse");
+	return 0;
+}
+
+bool net_stream_name_ok(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (!n || n > STREAM_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static void on_disconnected(natsConnection *nc, void *arg)
+{
+	(void)nc;
+	net_log(PT_LOG_WARN, "stream %s: disconnected from NATS, reconnecting", (char *)arg);
+}
+
+static void on_reconnected(natsConnection *nc, void *arg)
+{
+	char url[256] = "";
+
+	natsConnection_GetConnectedUrl(nc, url, sizeof(url));
+	net_log(PT_LOG_INFO, "stream %s: reconnected to %s", (char *)arg, url);
+}
+
+int net_connect(struct net_conn *c, const struct pt_net_opts *o, const char *stream)
+{
+	natsOptions *no = NULL;
+	natsStatus s;
+	char *urls = NULL, *save, *tok;
+	const char *list[32];
+	int n = 0, err;
+
+	memset(c, 0, sizeof(*c));
+	snprintf(c->subject, sizeof(c->subject), "pagetrack.%s.epochs", stream);
+	urls = strdup(o->urls);
+	if (!urls)
+		return net_fail(-ENOMEM, "out of memory");
+	for (tok = strtok_r(urls, ",", &save); tok && n < 32; tok = strtok_r(NULL, ",", &save))
+		list[n++] = tok;
+	if (!n) {
+		err = net_fail(-EINVAL, "options: no NATS server URL in '%s'", o->urls);
+		goto out;
+	}
+	s = natsOptions_Create(&no);
+	if (s == NATS_OK)
+		s = natsOptions_SetServers(no, list, n);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(no, o->connect_timeout_ms);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(no, -1);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectWait(no, 200);
+	if (s == NATS_OK)
+		s = natsOptions_SetName(no, "pagetrack");
+	if (s == NATS_OK)
+		s = natsOptions_SetDisconnectedCB(no, on_disconnected, (void *)stream);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectedCB(no, on_reconnected, (void *)stream);
+	if (s == NATS_OK && o->user)
+		s = natsOptions_SetUserInfo(no, o->user, o->password);
+	if (s == NATS_OK && o->creds_file)
+		s = natsOptions_SetUserCredentialsFromFiles(no, o->creds_file, NULL);
+	if (s == NATS_OK && (o->tls_ca || o->tls_cert))
+		s = natsOptions_SetSecure(no, true);
+	if (s == NATS_OK && o->tls_ca)
+		s = natsOptions_LoadCATrustedCertificates(no, o->tls_ca);
+	if (s == NATS_OK && o->tls_cert)
+		s = natsOptions_LoadCertificatesChain(no, o->tls_cert, o->tls_key);
+	if (s != NATS_OK) {
+		err = net_fail(net_errno(s) == -EAGAIN ? -EINVAL : net_errno(s),
+			       "NATS options (credentials or TLS files): %s", net_status_text(s));
+		goto out;
+	}
+	s = natsConnection_Connect(&c->nc, no);
+	if (s != NATS_OK) {
+		const char *text = net_status_text(s);
+
+		err = net_errno(s);
+		/* libnats reports a refused authorization as "no server" after
+		 * trying them all: its last error text says which it was. */
+		if (strcasestr(text, "authorization") || strcasestr(text, "authentication") ||
+		    strcasestr(text, "permission"))
+			err = -EACCES;
+		else if (err == -EAGAIN)
+			err = -ECONNREFUSED;
+		err = net_fail(err, "connecting to %s: %s", o->urls, text);
+		c->nc = NULL;
+		goto out;
+	}
+	c->max_payload = natsConnection_GetMaxPayload(c->nc);
+	jsOptions_Init(&c->jsopts);
+	c->jsopts.Wait = o->request_timeout_ms;
+	s = natsConnection_JetStream(&c->js, c->nc, &c->jsopts);
+	if (s != NATS_OK) {
+		err = net_fail(net_errno(s), "JetStream context: %s", net_status_text(s));
+		goto out;
+	}
+	err = 0;
+out:
+	natsOptions_Destroy(no);
+	free(urls);
+	if (err)
+		net_disconnect(c);
+	return err;
+}
+
+void net_disconnect(struct net_conn *c)
+{
+	if (c->js)
+		jsCtx_Destroy(c->js);
+	if (c->nc) {
+		natsConnection_Close(c->nc);
+		natsConnection_Destroy(c->nc);
+	}
+	c->js = NULL;
+	c->nc = NULL;
+}

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conn.h - what the publisher and the follower share: their options, the
+ * connection to NATS (servers, auth, TLS, reconnects), the mapping of NATS
+ * statuses to -errno, diagnostics and the per-thread last error.
+ */
+#ifndef PT_NET_CONN_H
+#define PT_NET_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <nats/nats.h>
+
+#include "pagetrack-net.h"
+
+#define PT_EXPORT __attribute__((visibility("default")))
+
+#define STREAM_NAME_MAX	63
+
+/* A connection with its JetStream context. */
+struct net_conn {
+	natsConnection *nc;
+	jsCtx *js;
+	jsOptions jsopts;
+	int64_t max_payload;
+	char subject[128];	/* pagetrack.<stream>.epochs */
+};
+
+/*
+ * Copy the caller's options into *o (defaults filled), rejecting unknown
+ * non-zero bytes past the fields this library knows.  Returns 0 or -EINVAL.
+ */
+int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in);
+
+/* A stream name NATS takes and a subject can hold: [A-Za-z0-9_-], 1-63. */
+bool net_stream_name_ok(const char *name);
+
+/* Connect as the options say.  Returns 0, or -errno with the last error set. */
+int net_connect(struct net_conn *c, const struct pt_net_opts *o, const char *stream);
+void net_disconnect(struct net_conn *c);
+
+/* -errno for a NATS status (and JetStream error code). */
+int net_errno(natsStatus s);
+
+/* Set the calling thread's last error and log it at level; returns err. */
+int net_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void net_log(enum pt_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The NATS library's own words for s: its last error text, or the status's. */
+const char *net_status_text(natsStatus s);
+
+uint64_t net_now_ns(void);		/* CLOCK_REALTIME */
+uint64_t net_mono_ms(void);		/* CLOCK_MONOTONIC */
+
+#endif /* PT_NET_CONN_H */

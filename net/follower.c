@@ -1,0 +1,509 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * follower.c - a standby region directory fed by a JetStream stream.
+ *
+ * The follower is the standby region's one writer: it writes the pages of
+ * each epoch into the region's memory and calls pt_region_sync(), which
+ * makes a record with the same pages, hence the same header checksum
+ * ("chain") as the source's record when the bytes are the same.  That
+ * comparison after every epoch is the end-to-end check: anything but the
+ * stream's chain is fatal.
+ *
+ * Nothing from the stream is trusted before it is checked whole
+ * (wire_check, wire_decode), and an epoch is all or nothing: its parts are
+ * decoded into a buffer (new content = the standby's page XOR the delta;
+ * the standby's memory is the content before the epoch and is not touched
+ * until the last part is checked).  A bad message stops the follower with
+ * an error naming its stream sequence; the standby stays at its last good
+ * epoch.
+ *
+ * Position.  The standby's epoch E is the position; the stream sequence
+ * of E+1's first part is found by a binary search over js_GetMsg (epochs
+ * never decrease along a well-formed stream; every answer is checked when
+ * the message arrives anyway).  Messages come from an ordered consumer
+ * (libnats re-creates it at the right sequence after a gap or a lost
+ * connection); after any other consumer error the follower subscribes
+ * again after the last applied epoch, dropping a half-received one.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "wire.h"
+
+struct pt_follower {
+	struct pt_net_opts opts;
+	char dir[PATH_MAX];
+	char stream[STREAM_NAME_MAX + 1];
+	struct net_conn conn;
+	natsSubscription *sub;
+	struct pt_region *standby;	/* NULL until the first epoch (a new directory) */
+	uint64_t history;		/* 0: not known yet */
+	uint64_t epoch, chain;		/* the standby's */
+	uint64_t next_seq;		/* where epoch + 1 starts in the stream */
+	int fatal;
+
+	/* The epoch being received. */
+	bool assembling;
+	struct wire_header first;	/* its part 0's header */
+	uint64_t first_seq;
+	uint32_t next_part;
+	uint32_t got;			/* pages decoded so far */
+	uint64_t *index;
+	unsigned char *data;
+	size_t cap;			/* pages index and data hold */
+	unsigned char *zero;		/* a zero page: the content before epoch 1 */
+
+	struct pt_follower_stats st;
+};
+
+static int stop(struct pt_follower *f, int err, uint64_t seq, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int stop(struct pt_follower *f, int err, uint64_t seq, const char *fmt, ...)
+{
+	char buf[400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	f->assembling = false;
+	f->fatal = net_fail(err, "stream %s sequence %llu: %s; refused, nothing of it applied "
+			    "(%s stays at epoch %llu)", f->stream, (unsigned long long)seq, buf,
+			    f->dir, (unsigned long long)f->epoch);
+	return f->fatal;
+}
+
+static const unsigned char *old_page(uint64_t index, void *arg)
+{
+	struct pt_follower *f = arg;
+
+	if (!f->standby)
+		return f->zero;
+	return (const unsigned char *)pt_region_base(f->standby) + index * f->first.page_size;
+}
+
+/* Write the received epoch into the standby and sync it.  1 or fatal. */
+static int apply(struct pt_follower *f, uint64_t seq)
+{
+	const struct wire_header *h = &f->first;
+	size_t ps = h->page_size;
+	uint64_t epoch, chain;
+	unsigned char *base;
+	int64_t e;
+	int err;
+
+	if (!f->standby) {
+		struct pt_region_opts ro = { .sz = sizeof(ro), .durability = PT_DURABLE_ON_SYNC,
+					     .history_id = h->history_id };
+
+		err = pt_region_create(&f->standby, f->dir, h->npages * ps, &ro);
+		if (err)
+			return f->fatal = net_fail(err, "%s: creating the standby region: %s", f->dir,
+						   pt_strerror(err));
+		f->history = h->history_id;
+		f->st.history_id = f->history;
+		if (pt_region_chain(f->standby, &epoch, &chain) || epoch != 0 ||
+		    chain != h->prev_chain)
+			return stop(f, -EILSEQ, f->first_seq, "epoch 1 does not chain to a new "
+				    "region of history %016llx", (unsigned long long)f->history);
+	}
+	base = pt_region_base(f->standby);
+	for (uint32_t i = 0; i < f->got; i++)
+		memcpy(base + f->index[i] * ps, f->data + (size_t)i * ps, ps);
+	e = pt_region_sync(f->standby);
+	if (e < 0)
+		return f->fatal = net_fail((int)e, "%s: syncing epoch %llu (stream %s sequence "
+					   "%llu): %s", f->dir, (unsigned long long)h->epoch,
+					   f->stream, (unsigned long long)seq, pt_strerror((int)e));
+	if (pt_region_chain(f->standby, &epoch, &chain) || (uint64_t)e != h->epoch ||
+	    epoch != h->epoch || chain != h->chain)
+		return f->fatal = net_fail(-ENOTRECOVERABLE, "stream %s sequence %llu: the "
+					   "standby made epoch %lld with chain %016llx, the stream's "
+					   "epoch %llu has chain %016llx: %s no longer matches the "
+					   "source", f->stream, (unsigned long long)seq, (long long)e,
+					   (unsigned long long)chain, (unsigned long long)h->epoch,
+					   (unsigned long long)h->chain, f->dir);
+	f->epoch = epoch;
+	f->chain = chain;
+	f->next_seq = seq + 1;
+	f->assembling = false;
+	f->st.epoch = epoch;
+	f->st.epochs++;
+	f->st.pages += f->got;
+	f->st.bytes_raw += (uint64_t)f->got * ps;
+	f->st.lag_ms = (int64_t)(net_now_ns() - h->sent_ns) / 1000000;
+	return 1;
+}
+
+/* One message: 1 an epoch applied, 0 taken, or a fatal error. */
+static int take(struct pt_follower *f, const void *msg, size_t len, uint64_t seq)
+{
+	struct wire_header h;
+	char why[256];
+	int err;
+
+	f->st.messages++;
+	f->st.bytes_wire += len;
+	f->st.stream_seq = seq;
+	err = wire_check(msg, len, &h, why, sizeof(why));
+	if (err)
+		return stop(f, err, seq, "%s", why);
+	if (f->history && h.history_id != f->history)
+		return stop(f, -ESTALE, seq, "history %016llx, the standby's is %016llx",
+			    (unsigned long long)h.history_id, (unsigned long long)f->history);
+	if (!f->assembling) {
+		if (h.epoch != f->epoch + 1 || h.part)
+			return stop(f, f->epoch == 0 && !f->standby && h.epoch > 1 ? -ESTALE : -EILSEQ,
+				    seq, "epoch %llu part %u, expected epoch %llu part 0%s",
+				    (unsigned long long)h.epoch, h.part,
+				    (unsigned long long)f->epoch + 1,
+				    f->epoch == 0 && h.epoch > 1 ? " (the stream no longer starts "
+				    "at epoch 1; catch-up from a snapshot is not built)" : "");
+		if (f->standby && h.prev_chain != f->chain)
+			return stop(f, -EILSEQ, seq, "epoch %llu follows chain %016llx, the "
+				    "standby's epoch %llu has %016llx", (unsigned long long)h.epoch,
+				    (unsigned long long)h.prev_chain, (unsigned long long)f->epoch,
+				    (unsigned long long)f->chain);
+		if (h.page_size != (uint32_t)sysconf(_SC_PAGESIZE))
+			return stop(f, -EXDEV, seq, "pages of %u bytes, this system's are %ld",
+				    h.page_size, sysconf(_SC_PAGESIZE));
+		if (f->standby && h.npages * h.page_size != pt_region_size(f->standby))
+			return stop(f, -EBADMSG, seq, "a region of %llu pages, the standby has %zu",
+				    (unsigned long long)h.npages,
+				    pt_region_size(f->standby) / h.page_size);
+		if (!h.page_count && h.epoch != 1)
+			return stop(f, -EBADMSG, seq, "epoch %llu with no page",
+				    (unsigned long long)h.epoch);
+		if (h.page_count > f->cap) {
+			size_t n = h.page_count;
+			uint64_t *ix = realloc(f->index, n * sizeof(*ix));
+			unsigned char *d;
+
+			if (ix)
+				f->index = ix;
+			d = ix ? realloc(f->data, n * h.page_size) : NULL;
+			if (!d)
+				return f->fatal = net_fail(-ENOMEM, "out of memory for %zu pages", n);
+			f->data = d;
+			f->cap = n;
+		}
+		if (!f->zero && !(f->zero = calloc(1, h.page_size)))
+			return f->fatal = net_fail(-ENOMEM, "out of memory");
+		f->first = h;
+		f->first_seq = seq;
+		f->next_part = 0;
+		f->got = 0;
+		f->assembling = true;
+	} else if (h.epoch != f->first.epoch || h.part != f->next_part ||
+		   h.parts != f->first.parts || h.first != f->got ||
+		   h.history_id != f->first.history_id || h.chain != f->first.chain ||
+		   h.prev_chain != f->first.prev_chain ||
+		   h.payload_checksum != f->first.payload_checksum ||
+		   h.npages != f->first.npages || h.page_size != f->first.page_size ||
+		   h.page_count != f->first.page_count) {
+		return stop(f, -EILSEQ, seq, "epoch %llu part %u of %u (pages from %u), expected "
+			    "epoch %llu part %u of %u (pages from %u), same chain",
+			    (unsigned long long)h.epoch, h.part, h.parts, h.first,
+			    (unsigned long long)f->first.epoch, f->next_part, f->first.parts, f->got);
+	}
+	err = wire_decode(&h, (const unsigned char *)msg + WIRE_HEADER_SIZE,
+			  f->got ? f->index[f->got - 1] : UINT64_MAX, f->index + f->got,
+			  f->data + (size_t)f->got * h.page_size, old_page, f, why, sizeof(why));
+	if (err)
+		return stop(f, err, seq, "epoch %llu part %u: %s", (unsigned long long)h.epoch,
+			    h.part, why);
+	f->got += h.count;
+	f->next_part++;
+	if (h.part + 1 < h.parts)
+		return 0;
+	if (f->got != h.page_count)
+		return stop(f, -EBADMSG, seq, "epoch %llu ends with %u of its %u pages",
+			    (unsigned long long)h.epoch, f->got, h.page_count);
+	return apply(f, seq);
+}
+
+/*
+ * Read message seq; *epoch its epoch, or 0 when it is missing or does not
+ * check (the search steps past it).  Returns 0 or -EAGAIN.
+ */
+static int probe(struct pt_follower *f, uint64_t seq, uint64_t *epoch, uint32_t *part)
+{
+	struct wire_header h;
+	jsErrCode jerr = 0;
+	natsMsg *m = NULL;
+	char why[256];
+	natsStatus s;
+
+	*epoch = 0;
+	s = js_GetMsg(&m, f->conn.js, f->stream, seq, &f->conn.jsopts, &jerr);
+	if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr)
+		return 0;
+	if (s != NATS_OK)
+		return net_fail(-EAGAIN, "stream %s: reading sequence %llu: %s", f->stream,
+				(unsigned long long)seq, net_status_text(s));
+	if (!wire_check(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &h, why,
+			sizeof(why)) && h.history_id == f->history) {
+		*epoch = h.epoch;
+		*part = h.part;
+	}
+	natsMsg_Destroy(m);
+	return 0;
+}
+
+/* Find where epoch + 1 starts: f->next_seq.  0, -EAGAIN or fatal. */
+static int locate(struct pt_follower *f)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode jerr = 0;
+	uint64_t lo, hi, first, last;
+	natsStatus s;
+	int err;
+
+	s = js_GetStreamInfo(&si, f->conn.js, f->stream, &f->conn.jsopts, &jerr);
+	if (s != NATS_OK) {
+		if (jerr == JSStreamNotFoundErr)
+			return f->fatal = net_fail(-ENOENT, "stream %s does not exist", f->stream);
+		return net_fail(-EAGAIN, "stream %s: reading its state: %s", f->stream,
+				net_status_text(s));
+	}
+	first = si->State.FirstSeq ? si->State.FirstSeq : 1;
+	last = si->State.LastSeq;
+	jsStreamInfo_Destroy(si);
+	if (f->epoch == 0 || last < first) {
+		f->next_seq = f->epoch == 0 ? first : last + 1;
+		return 0;
+	}
+	/* The first sequence whose epoch is above the standby's. */
+	lo = first;
+	hi = last + 1;
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2, seq = mid, epoch = 0;
+		uint32_t part = 0;
+
+		/* A missing or foreign message: look at the next ones. */
+		for (; seq < hi && !epoch; seq++) {
+			err = probe(f, seq, &epoch, &part);
+			if (err)
+				return err;
+		}
+		if (!epoch)
+			hi = mid;
+		else if (epoch > f->epoch)
+			hi = mid;
+		else
+			lo = seq;
+	}
+	f->next_seq = lo;
+	if (lo <= last) {
+		uint64_t epoch = 0;
+		uint32_t part = 0;
+
+		err = probe(f, lo, &epoch, &part);
+		if (err)
+			return err;
+		if (epoch > f->epoch + 1 || (epoch == f->epoch + 1 && part))
+			return f->fatal = net_fail(-ESTALE, "stream %s: the standby in %s is at epoch "
+						   "%llu, the stream goes on at sequence %llu with "
+						   "epoch %llu part %u: it no longer holds epoch %llu "
+						   "(catch-up from a snapshot is not built)",
+						   f->stream, f->dir, (unsigned long long)f->epoch,
+						   (unsigned long long)lo, (unsigned long long)epoch,
+						   part, (unsigned long long)f->epoch + 1);
+	}
+	return 0;
+}
+
+static void unsubscribe(struct pt_follower *f)
+{
+	if (f->sub) {
+		natsSubscription_Unsubscribe(f->sub);
+		natsSubscription_Destroy(f->sub);
+		f->sub = NULL;
+	}
+	f->assembling = false;
+}
+
+static int subscribe(struct pt_follower *f)
+{
+	jsSubOptions so;
+	jsErrCode jerr = 0;
+	natsStatus s;
+
+	unsubscribe(f);
+	jsSubOptions_Init(&so);
+	so.Stream = f->stream;
+	so.Ordered = true;
+	so.Config.DeliverPolicy = js_DeliverByStartSequence;
+	so.Config.OptStartSeq = f->next_seq;
+	s = js_SubscribeSync(&f->sub, f->conn.js, f->conn.subject, &f->conn.jsopts, &so, &jerr);
+	if (s != NATS_OK) {
+		f->sub = NULL;
+		return net_fail(-EAGAIN, "stream %s: consuming from sequence %llu: %s", f->stream,
+				(unsigned long long)f->next_seq, net_status_text(s));
+	}
+	return 0;
+}
+
+PT_EXPORT int pt_follower_open(struct pt_follower **out, const char *dir,
+			       const struct pt_net_opts *opts)
+{
+	struct pt_dir_status ds = { .sz = sizeof(ds) };
+	struct pt_follower *f;
+	int err;
+
+	*out = NULL;
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return net_fail(-ENOMEM, "out of memory");
+	err = net_opts_copy(&f->opts, opts);
+	if (err)
+		goto err;
+	if (!f->opts.stream || !net_stream_name_ok(f->opts.stream)) {
+		err = net_fail(-EINVAL, "a follower needs a stream name: 1 to %d of A-Z a-z 0-9 _ -",
+			       STREAM_NAME_MAX);
+		goto err;
+	}
+	strcpy(f->stream, f->opts.stream);
+	snprintf(f->st.stream, sizeof(f->st.stream), "%s", f->stream);
+	if (!dir || strlen(dir) >= sizeof(f->dir)) {
+		err = net_fail(-EINVAL, "no directory, or a path too long");
+		goto err;
+	}
+	strcpy(f->dir, dir);
+	err = pt_dir_status(dir, &ds, NULL, NULL);
+	if (!err) {
+		struct pt_region_opts ro = { .sz = sizeof(ro), .durability = PT_DURABLE_ON_SYNC };
+
+		f->history = ds.history_id;
+		err = pt_region_open(&f->standby, dir, &ro);
+		if (err) {
+			err = net_fail(err, "%s: opening the standby region: %s", dir,
+				       pt_strerror(err));
+			goto err;
+		}
+		pt_region_chain(f->standby, &f->epoch, &f->chain);
+	} else if (err != -ENOENT && err != -EMEDIUMTYPE) {
+		err = net_fail(err, "%s: %s", dir, pt_strerror(err));
+		goto err;
+	}
+	f->st.history_id = f->history;
+	f->st.epoch = f->epoch;
+	err = net_connect(&f->conn, &f->opts, f->stream);
+	if (err)
+		goto err;
+	err = locate(f);
+	if (err == -EAGAIN)
+		err = -ECONNREFUSED;
+	if (err)
+		goto err;
+	if (f->epoch && f->history)
+		net_log(PT_LOG_INFO, "stream %s: %s at epoch %llu, going on at sequence %llu",
+			f->stream, dir, (unsigned long long)f->epoch,
+			(unsigned long long)f->next_seq);
+	*out = f;
+	return 0;
+err:
+	pt_follower_close(f);
+	return err;
+}
+
+PT_EXPORT int pt_follower_run(struct pt_follower *f, int timeout_ms)
+{
+	uint64_t start = net_mono_ms();
+	int count = 0, err;
+
+	if (timeout_ms < -1)
+		return net_fail(-EINVAL, "timeout %d ms", timeout_ms);
+	if (f->fatal)
+		return f->fatal;
+	if (!f->sub) {
+		err = subscribe(f);
+		if (err)
+			goto fail;
+	}
+	for (;;) {
+		uint64_t elapsed = net_mono_ms() - start;
+		int64_t wait = timeout_ms < 0 ? (count ? 1 : 3600000) :
+			elapsed >= (uint64_t)timeout_ms ? 1 : timeout_ms - (int64_t)elapsed;
+		jsMsgMetaData *meta = NULL;
+		natsMsg *m = NULL;
+		natsStatus s;
+		uint64_t seq;
+
+		s = natsSubscription_NextMsg(&m, f->sub, wait);
+		if (s == NATS_TIMEOUT) {
+			if (timeout_ms < 0 && !count)
+				continue;
+			break;
+		}
+		if (s != NATS_OK) {
+			err = net_fail(-EAGAIN, "stream %s: receiving after sequence %llu: %s",
+				       f->stream, (unsigned long long)f->next_seq - 1,
+				       net_status_text(s));
+			unsubscribe(f);
+			goto fail;
+		}
+		if (natsMsg_GetMetaData(&meta, m) != NATS_OK) {
+			natsMsg_Destroy(m);
+			err = net_fail(-EAGAIN, "stream %s: a message without JetStream metadata",
+				       f->stream);
+			unsubscribe(f);
+			goto fail;
+		}
+		seq = meta->Sequence.Stream;
+		f->st.pending = meta->NumPending;
+		jsMsgMetaData_Destroy(meta);
+		err = take(f, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), seq);
+		natsMsg_Destroy(m);
+		if (err < 0)
+			goto fail;
+		count += err;
+		if (timeout_ms >= 0 && net_mono_ms() - start >= (uint64_t)timeout_ms && !f->assembling)
+			break;
+	}
+	f->st.last_error = 0;
+	return count;
+fail:
+	if (err == -EAGAIN)
+		f->st.retries++;
+	else
+		unsubscribe(f);
+	f->st.last_error = err;
+	return err;
+}
+
+PT_EXPORT int pt_follower_stats(const struct pt_follower *f, struct pt_follower_stats *st)
+{
+	size_t n;
+
+	if (!f || !st || st->sz < offsetof(struct pt_follower_stats, history_id))
+		return net_fail(-EINVAL, "stats: NULL or sz too small");
+	n = st->sz < sizeof(*st) ? st->sz : sizeof(*st);
+	memcpy((char *)st + sizeof(size_t), (const char *)&f->st + sizeof(size_t),
+	       n - sizeof(size_t));
+	return 0;
+}
+
+PT_EXPORT int pt_follower_close(struct pt_follower *f)
+{
+	int err = 0;
+
+	if (!f)
+		return 0;
+	unsubscribe(f);
+	net_disconnect(&f->conn);
+	if (f->standby)
+		err = pt_region_close(f->standby);
+	free(f->index);
+	free(f->data);
+	free(f->zero);
+	free(f);
+	return err;
+}

@@ -1,0 +1,63 @@
+# net.mk - libpagetrack-net, the network layer over NATS JetStream
+# (included by the top Makefile).
+#
+#   libpagetrack-net.so.0, libpagetrack-net.a   from net/*.c, public header
+#                     include/pagetrack-net.h; a user of the core's public
+#                     header only (no -Isrc), linked against libpagetrack.so
+#   net/tests/        its tests, in make check through APP_TESTS: each starts
+#                     its own nats-server on 127.0.0.1 (skipped when none is
+#                     installed)
+
+NET_OUT      := $(O)/net
+NET_SRCS     := $(wildcard net/*.c)
+NET_OBJS     := $(NET_SRCS:net/%.c=$(NET_OUT)/obj/%.o)
+NET_HDRS     := $(wildcard net/*.h) include/pagetrack-net.h include/pagetrack.h
+NET_STATIC   := $(O)/libpagetrack-net.a
+NET_SHARED   := $(O)/libpagetrack-net.so.$(VERSION)
+NET_SONAME   := libpagetrack-net.so.$(SOMAJOR)
+NET_CPPFLAGS := -Iinclude -Inet -D_GNU_SOURCE
+NET_LIBS     := -L$(O) -lpagetrack -lnats -llz4 -lxxhash -lpthread
+
+all: $(NET_STATIC) $(O)/$(NET_SONAME)
+
+$(NET_OUT)/obj/%.o: net/%.c $(NET_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(NET_CPPFLAGS) $(CFLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
+
+$(NET_STATIC): $(NET_OBJS)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(NET_SHARED): $(NET_OBJS) net/libpagetrack-net.map $(O)/$(SONAME)
+	$(CC) -shared -Wl,-soname,$(NET_SONAME) -Wl,--version-script=net/libpagetrack-net.map \
+		-Wl,--no-undefined $(LDFLAGS) -o $@ $(NET_OBJS) $(NET_LIBS)
+
+$(O)/$(NET_SONAME): $(NET_SHARED)
+	ln -sf $(notdir $<) $@
+	ln -sf $(NET_SONAME) $(O)/libpagetrack-net.so
+
+# The tests: programs built into $(NET_OUT)/tests/ ($(O) is two levels up),
+# linked with libnats too (the injection test publishes raw messages).
+NET_TEST_SRCS := $(wildcard net/tests/*.c)
+NET_TEST_BINS := $(NET_TEST_SRCS:net/tests/%.c=$(NET_OUT)/tests/%)
+APP_TESTS += $(NET_TEST_SRCS:%.c=%)
+
+$(NET_TEST_BINS): $(NET_OUT)/tests/%: net/tests/%.c net/tests/*.h $(NET_HDRS) \
+		$(O)/$(NET_SONAME) $(TOOL)
+	@mkdir -p $(@D)
+	$(CC) $(NET_CPPFLAGS) -Inet/tests $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(O) -lpagetrack-net \
+		-lpagetrack -Wl,-rpath,'$$ORIGIN/../..' -lnats -lxxhash -lpthread
+
+tests: $(NET_TEST_BINS)
+
+install-net: all
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR)
+	install -m 644 $(NET_STATIC) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(NET_SHARED) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(notdir $(NET_SHARED)) $(DESTDIR)$(LIBDIR)/$(NET_SONAME)
+	ln -sf $(NET_SONAME) $(DESTDIR)$(LIBDIR)/libpagetrack-net.so
+	install -m 644 include/pagetrack-net.h $(DESTDIR)$(INCDIR)/
+
+install: install-net
+
+.PHONY: install-net

@@ -1,0 +1,573 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * publisher.c - a region's epochs appended to a JetStream stream.
+ *
+ * The source is a PT_REPLICA_DELTAS replica of the data directory: it reads
+ * the log's files only, so the writer never waits for the publisher (it may
+ * wait for PT_LEVEL_REPLICATED, which the publisher reports here).  Each
+ * epoch is encoded inside pt_replica_step()'s callback, where the replica's
+ * copy still holds the epoch before: pages travel XORed with that content.
+ * A callback that fails (a publish not acknowledged) leaves the epoch
+ * unapplied, and the next step hands it out again.
+ *
+ * Position and fencing.  The publisher keeps the stream's last sequence
+ * (last_seq) and which message of this history is there (s_epoch, s_part
+ * of s_parts, s_chain).  Every publish carries ExpectLastSeq = last_seq
+ * (ExpectNoMessage on an empty stream), so JetStream stores it only if
+ * nothing was appended since the publisher last looked: a second writer's
+ * publisher can never interleave with this one.  When a publish fails in
+ * any way, the publisher does not guess: it re-reads the stream's last
+ * message (resync) and goes on after it.  The one exception is error 10071
+ * (wrong last sequence): someone else appended, and unless what they
+ * appended is this very epoch, byte for byte (same chain), the publisher is
+ * fenced: it marks the region deposed and stops.
+ *
+ * Invariant for PT_LEVEL_REPLICATED: pt_replicated_set(e) only after the
+ * stream acknowledged the last part of epoch e (or, on resume, after the
+ * stream's last message was read back as epoch e's last part with this
+ * region's chain for e; the chain covers every epoch before it).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "wire.h"
+
+/* Room left in a message for NATS's own headers (message id, expectations). */
+#define NATS_HEADER_ROOM 512
+
+struct pt_publisher {
+	struct pt_net_opts opts;
+	char dir[PATH_MAX];
+	char stream[STREAM_NAME_MAX + 1];
+	struct net_conn conn;
+	struct pt_replica *src;
+	struct pt_replicated *rep;
+	uint64_t history;
+	uint64_t npages;
+	uint32_t page_size;
+	size_t body_max;
+
+	/* The stream as last read or acknowledged (see the top of the file). */
+	uint64_t last_seq;
+	uint64_t s_epoch;		/* 0: no message of this history */
+	uint32_t s_part, s_parts;
+	uint64_t s_chain, s_prev_chain;
+	bool resync;
+	int fatal;			/* a kept error */
+	int step_err;			/* what the callback failed with */
+	bool published;			/* the callback published its delta */
+
+	/* Encoding buffers: the epoch's entries, then one message at a time. */
+	unsigned char *entries;
+	size_t entries_cap;
+	size_t *entry_off;		/* page_count + 1 offsets */
+	size_t entry_off_cap;
+	uint32_t *part_first;		/* parts + 1 entries: the first page of each */
+	size_t part_cap;
+	unsigned char *msg;
+	unsigned char *scratch;
+
+	struct pt_publisher_stats st;
+};
+
+static int grow(void **buf, size_t *cap, size_t need, size_t elem)
+{
+	void *p;
+
+	if (need <= *cap)
+		return 0;
+	p = realloc(*buf, need * elem);
+	if (!p)
+		return -ENOMEM;
+	*buf = p;
+	*cap = need;
+	return 0;
+}
+
+/* Fenced: the region is told (PT_LEVEL_REPLICATED waits get -EOWNERDEAD). */
+static int fenced(struct pt_publisher *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fenced(struct pt_publisher *p, const char *fmt, ...)
+{
+	char buf[400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	pt_replicated_depose(p->rep);
+	p->fatal = net_fail(-EOWNERDEAD, "stream %s: %s: this publisher is fenced; region %s "
+			    "marked deposed", p->stream, buf, p->dir);
+	return p->fatal;
+}
+
+/*
+ * Read the stream's last message: where this publisher goes on.  Returns
+ * 0, -EAGAIN (the server did not answer), or a fatal error.
+ */
+static int resync(struct pt_publisher *p)
+{
+	jsStreamInfo *si = NULL;
+	natsMsg *m = NULL;
+	jsErrCode jerr = 0;
+	struct wire_header h;
+	char why[256];
+	uint64_t seq;
+	natsStatus s;
+	int err;
+
+	s = js_GetStreamInfo(&si, p->conn.js, p->stream, &p->conn.jsopts, &jerr);
+	if (s != NATS_OK)
+		return net_fail(-EAGAIN, "stream %s: reading its state: %s", p->stream,
+				net_status_text(s));
+	p->last_seq = si->State.LastSeq;
+	jsStreamInfo_Destroy(si);
+	jerr = 0;
+	s = js_GetLastMsg(&m, p->conn.js, p->stream, p->conn.subject, &p->conn.jsopts, &jerr);
+	if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) {
+		p->s_epoch = 0;
+		p->s_part = p->s_parts = 0;
+		p->s_chain = p->s_prev_chain = 0;
+		goto done;
+	}
+	if (s != NATS_OK)
+		return net_fail(-EAGAIN, "stream %s: reading its last message: %s", p->stream,
+				net_status_text(s));
+	seq = natsMsg_GetSequence(m);
+	if (seq > p->last_seq)
+		p->last_seq = seq;
+	err = wire_check(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &h, why, sizeof(why));
+	natsMsg_Destroy(m);
+	if (err)
+		return p->fatal = net_fail(err, "stream %s: its last message (sequence %llu) is "
+					   "not one this publisher can go on from: %s", p->stream,
+					   (unsigned long long)seq, why);
+	if (h.history_id != p->history)
+		return p->fatal = net_fail(-ESTALE, "stream %s holds history %016llx (sequence "
+					   "%llu), the region in %s is %016llx: use another stream",
+					   p->stream, (unsigned long long)h.history_id,
+					   (unsigned long long)seq, p->dir,
+					   (unsigned long long)p->history);
+	if (h.npages != p->npages || h.page_size != p->page_size)
+		return p->fatal = net_fail(-ESTALE, "stream %s: sequence %llu is of a region of "
+					   "%llu pages of %u bytes, this one has %llu of %u",
+					   p->stream, (unsigned long long)seq,
+					   (unsigned long long)h.npages, h.page_size,
+					   (unsigned long long)p->npages, p->page_size);
+	p->s_epoch = h.epoch;
+	p->s_part = h.part;
+	p->s_parts = h.parts;
+	p->s_chain = h.chain;
+	p->s_prev_chain = h.prev_chain;
+done:
+	/* The stream went back behind this publisher's source (recreated,
+	 * purged): start the source again from epoch 0 to republish. */
+	if (pt_replica_epoch(p->src) > p->s_epoch ||
+	    (pt_replica_epoch(p->src) == p->s_epoch && p->s_part + 1 < p->s_parts)) {
+		struct pt_replica_opts ro = { .sz = sizeof(ro), .flags = PT_REPLICA_DELTAS };
+
+		if (pt_replica_epoch(p->src) > p->s_epoch)
+			net_log(PT_LOG_WARN, "stream %s ends at epoch %llu, behind this publisher's "
+				"%llu: publishing again from there", p->stream,
+				(unsigned long long)p->s_epoch,
+				(unsigned long long)pt_replica_epoch(p->src));
+		pt_replica_close(p->src);
+		p->src = NULL;
+		err = pt_replica_open(&p->src, p->dir, &ro);
+		if (err)
+			return p->fatal = net_fail(err, "reopening the source replica of %s: %s",
+						   p->dir, pt_strerror(err));
+	}
+	p->resync = false;
+	net_log(PT_LOG_INFO, "stream %s: last sequence %llu, epoch %llu part %u of %u", p->stream,
+		(unsigned long long)p->last_seq, (unsigned long long)p->s_epoch, p->s_part,
+		p->s_parts);
+	return 0;
+}
+
+/* Encode d's pages as entries; returns the number of parts, split greedily. */
+static int encode(struct pt_publisher *p, const struct pt_delta *d, const unsigned char *base,
+		  uint32_t **part_first_out, uint32_t *nparts)
+{
+	size_t ps = d->page_size, off = 0, part_bytes = 0;
+	uint32_t parts = 1;
+
+	if (grow((void **)&p->entries, &p->entries_cap,
+		 (size_t)d->page_count * (WIRE_ENTRY_SIZE + ps) + 1, 1) ||
+	    grow((void **)&p->entry_off, &p->entry_off_cap, (size_t)d->page_count + 1,
+		 sizeof(size_t)) ||
+	    grow((void **)&p->part_first, &p->part_cap, (size_t)d->page_count + 2, sizeof(uint32_t)))
+		return -ENOMEM;
+	uint32_t *part_first = p->part_first;
+
+	part_first[0] = 0;
+	for (uint32_t i = 0; i < d->page_count; i++) {
+		enum wire_encoding enc;
+		size_t n;
+
+		n = wire_encode_page(p->entries + off, d->pages[i], d->data + (size_t)i * ps,
+				     base + d->pages[i] * ps, ps, p->scratch, &enc);
+		p->entry_off[i] = off;
+		if (part_bytes + n > p->body_max) {
+			part_first[parts++] = i;
+			part_bytes = 0;
+		}
+		part_bytes += n;
+		off += n;
+		p->st.pages_unchanged += enc == WIRE_UNCHANGED;
+		p->st.pages_raw += enc == WIRE_RAW;
+	}
+	p->entry_off[d->page_count] = off;
+	part_first[parts] = d->page_count;
+	*part_first_out = part_first;
+	*nparts = parts;
+	return 0;
+}
+
+/* Publish one part; 0, -EAGAIN (resync before going on) or fatal. */
+static int publish_part(struct pt_publisher *p, const struct pt_delta *d, uint32_t part,
+			uint32_t parts, const uint32_t *part_first, uint64_t sent_ns)
+{
+	struct wire_header h = {
+		.flags = part + 1 == parts ? WIRE_FLAG_LAST : 0,
+		.history_id = d->history_id, .epoch = d->epoch, .prev_chain = d->prev_chain,
+		.chain = d->chain, .payload_checksum = d->payload_checksum, .npages = p->npages,
+		.page_size = d->page_size, .page_count = d->page_count, .part = part,
+		.parts = parts, .first = part_first[part],
+		.count = part_first[part + 1] - part_first[part], .sent_ns = sent_ns,
+	};
+	size_t from = p->entry_off[h.first], to = p->entry_off[h.first + h.count];
+	char msg_id[128];
+	jsPubOptions po;
+	jsPubAck *ack = NULL;
+	jsErrCode jerr = 0;
+	natsStatus s;
+
+	h.body_length = to - from;
+	memcpy(p->msg + WIRE_HEADER_SIZE, p->entries + from, h.body_length);
+	h.body_checksum = wire_checksum(p->msg + WIRE_HEADER_SIZE, h.body_length);
+	wire_header_put(p->msg, &h);
+	/* The id names the content (its chain): JetStream drops a repeat of
+	 * this very message, never another writer's version of the epoch. */
+	snprintf(msg_id, sizeof(msg_id), "%016llx-%llu-%u-%016llx",
+		 (unsigned long long)d->history_id, (unsigned long long)d->epoch, part,
+		 (unsigned long long)d->chain);
+	jsPubOptions_Init(&po);
+	po.MsgId = msg_id;
+	po.MaxWait = p->opts.request_timeout_ms;
+	if (p->last_seq)
+		po.ExpectLastSeq = p->last_seq;
+	else
+		po.ExpectNoMessage = true;
+	s = js_Publish(&ack, p->conn.js, p->conn.subject, p->msg,
+		       (int)(WIRE_HEADER_SIZE + h.body_length), &po, &jerr);
+	if (s == NATS_OK && ack->Duplicate) {
+		/* Already there: an earlier attempt landed, or a twin published
+		 * the same bytes.  Look where the stream is before going on. */
+		jsPubAck_Destroy(ack);
+		p->resync = true;
+		net_log(PT_LOG_INFO, "stream %s: epoch %llu part %u was already stored", p->stream,
+			(unsigned long long)d->epoch, part);
+		return -EAGAIN;
+	}
+	if (s == NATS_OK) {
+		p->last_seq = ack->Sequence;
+		jsPubAck_Destroy(ack);
+		p->s_epoch = d->epoch;
+		p->s_part = part;
+		p->s_parts = parts;
+		p->s_chain = d->chain;
+		p->s_prev_chain = d->prev_chain;
+		p->st.messages++;
+		p->st.bytes_wire += WIRE_HEADER_SIZE + h.body_length;
+		p->st.stream_seq = p->last_seq;
+		return 0;
+	}
+	p->resync = true;
+	if (jerr == JSStreamWrongLastSequenceErr) {
+		uint64_t tried = p->last_seq;
+		int err = resync(p);
+
+		if (err)
+			return err;
+		if (p->s_epoch == d->epoch && p->s_chain == d->chain)
+			return -EAGAIN;	/* this epoch's own bytes: go on */
+		return fenced(p, "publishing epoch %llu part %u expecting last sequence %llu, "
+			      "refused (JetStream error 10071): another publisher appended "
+			      "(the stream now ends at sequence %llu, epoch %llu)",
+			      (unsigned long long)d->epoch, part, (unsigned long long)tried,
+			      (unsigned long long)p->last_seq, (unsigned long long)p->s_epoch);
+	}
+	if (s == NATS_MAX_PAYLOAD)
+		return p->fatal = net_fail(-EMSGSIZE, "stream %s: a message of %zu bytes is over "
+					   "the server's max payload", p->stream,
+					   (size_t)(WIRE_HEADER_SIZE + h.body_length));
+	return net_fail(-EAGAIN, "stream %s: publishing epoch %llu part %u: %s%s%.0d", p->stream,
+			(unsigned long long)d->epoch, part, net_status_text(s),
+			jerr ? ", JetStream error " : "", (int)jerr);
+}
+
+static int on_delta(const struct pt_delta *d, const void *base, void *arg)
+{
+	struct pt_publisher *p = arg;
+	uint32_t start = 0, parts, *part_first;
+	uint64_t sent_ns = net_now_ns();
+	int err;
+
+	p->published = false;
+	if (d->history_id != p->history)
+		return p->step_err = p->fatal = net_fail(-ESTALE, "%s: the log now holds history "
+							 "%016llx, not %016llx", p->dir,
+							 (unsigned long long)d->history_id,
+							 (unsigned long long)p->history);
+	if (d->epoch < p->s_epoch) {
+		/* Already in the stream.  Its chain is checked at s_epoch. */
+		if (d->epoch + 1 == p->s_epoch && d->chain != p->s_prev_chain)
+			return p->step_err = fenced(p, "the stream's epoch %llu follows another "
+						    "version of epoch %llu than this region's",
+						    (unsigned long long)p->s_epoch,
+						    (unsigned long long)d->epoch);
+		return 0;
+	}
+	if (d->epoch == p->s_epoch) {
+		if (d->chain != p->s_chain)
+			return p->step_err = fenced(p, "the stream holds another version of epoch "
+						    "%llu (chain %016llx, this region's %016llx)",
+						    (unsigned long long)d->epoch,
+						    (unsigned long long)p->s_chain,
+						    (unsigned long long)d->chain);
+		if (p->s_part + 1 == p->s_parts) {
+			pt_replicated_set(p->rep, d->epoch);
+			p->st.epoch = d->epoch;
+			return 0;
+		}
+		start = p->s_part + 1;
+	} else if (d->epoch != p->s_epoch + 1) {
+		return p->step_err = p->fatal = net_fail(-ESTALE, "stream %s: the source is at "
+							 "epoch %llu, the stream at %llu",
+							 p->stream, (unsigned long long)d->epoch,
+							 (unsigned long long)p->s_epoch);
+	} else if (p->s_epoch && d->prev_chain != p->s_chain) {
+		return p->step_err = fenced(p, "the stream's epoch %llu is another version than "
+					    "the one this region's epoch %llu follows",
+					    (unsigned long long)p->s_epoch,
+					    (unsigned long long)d->epoch);
+	}
+	err = encode(p, d, base, &part_first, &parts);
+	if (err)
+		return p->step_err = net_fail(err, "out of memory encoding epoch %llu",
+					      (unsigned long long)d->epoch);
+	if (start && parts != p->s_parts)
+		return p->step_err = p->fatal = net_fail(-EPROTO, "stream %s: epoch %llu was "
+							 "half published in %u parts, it now "
+							 "splits into %u (another max payload?)",
+							 p->stream, (unsigned long long)d->epoch,
+							 p->s_parts, parts);
+	for (uint32_t part = start; part < parts; part++) {
+		err = publish_part(p, d, part, parts, part_first, sent_ns);
+		if (err)
+			return p->step_err = err;
+	}
+	pt_replicated_set(p->rep, d->epoch);
+	p->st.epoch = d->epoch;
+	p->st.epochs++;
+	p->st.pages += d->page_count;
+	p->st.bytes_raw += (uint64_t)d->page_count * d->page_size;
+	p->published = true;
+	return 0;
+}
+
+PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
+				const struct pt_net_opts *opts)
+{
+	struct pt_replica_opts ro = { .sz = sizeof(ro), .flags = PT_REPLICA_DELTAS };
+	struct pt_dir_status ds = { .sz = sizeof(ds) };
+	struct pt_publisher *p;
+	jsStreamInfo *si = NULL;
+	jsErrCode jerr = 0;
+	natsStatus s;
+	int err;
+
+	*out = NULL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return net_fail(-ENOMEM, "out of memory");
+	err = net_opts_copy(&p->opts, opts);
+	if (err)
+		goto err;
+	if (!dir || strlen(dir) >= sizeof(p->dir)) {
+		err = net_fail(-EINVAL, "no directory, or a path too long");
+		goto err;
+	}
+	strcpy(p->dir, dir);
+	err = pt_dir_status(dir, &ds, NULL, NULL);
+	if (err) {
+		err = net_fail(err, "%s: %s", dir, pt_strerror(err));
+		goto err;
+	}
+	p->history = ds.history_id;
+	p->npages = ds.npages;
+	p->page_size = ds.page_size;
+	if (p->opts.stream)
+		snprintf(p->stream, sizeof(p->stream), "%s", p->opts.stream);
+	else
+		snprintf(p->stream, sizeof(p->stream), "pagetrack-%016llx",
+			 (unsigned long long)p->history);
+	if (!net_stream_name_ok(p->stream) || (p->opts.stream && strlen(p->opts.stream) > STREAM_NAME_MAX)) {
+		err = net_fail(-EINVAL, "bad stream name '%s': 1 to %d of A-Z a-z 0-9 _ -",
+			       p->opts.stream, STREAM_NAME_MAX);
+		goto err;
+	}
+	snprintf(p->st.stream, sizeof(p->st.stream), "%s", p->stream);
+	err = pt_replica_open(&p->src, dir, &ro);
+	if (err) {
+		err = net_fail(err, "%s: opening the source replica: %s", dir, pt_strerror(err));
+		goto err;
+	}
+	err = pt_replicated_open(&p->rep, dir);
+	if (err) {
+		err = net_fail(err, "%s: the replicated file: %s", dir, pt_strerror(err));
+		goto err;
+	}
+	p->scratch = malloc(p->page_size);
+	err = net_connect(&p->conn, &p->opts, p->stream);
+	if (err)
+		goto err;
+	if (p->conn.max_payload < (int64_t)(WIRE_HEADER_SIZE + NATS_HEADER_ROOM + WIRE_ENTRY_SIZE +
+					    p->page_size)) {
+		err = net_fail(-EMSGSIZE, "the server's max payload (%lld bytes) cannot hold a page",
+			       (long long)p->conn.max_payload);
+		goto err;
+	}
+	p->body_max = (size_t)p->conn.max_payload - WIRE_HEADER_SIZE - NATS_HEADER_ROOM;
+	p->msg = malloc(WIRE_HEADER_SIZE + p->body_max);
+	if (!p->msg || !p->scratch) {
+		err = net_fail(-ENOMEM, "out of memory");
+		goto err;
+	}
+	s = js_GetStreamInfo(&si, p->conn.js, p->stream, &p->conn.jsopts, &jerr);
+	if (s != NATS_OK && jerr == JSStreamNotFoundErr) {
+		const char *subjects[1] = { p->conn.subject };
+		jsStreamConfig cfg;
+
+		jsStreamConfig_Init(&cfg);
+		cfg.Name = p->stream;
+		cfg.Subjects = subjects;
+		cfg.SubjectsLen = 1;
+		cfg.Storage = js_FileStorage;
+		cfg.Replicas = p->opts.replicas;
+		jerr = 0;
+		s = js_AddStream(&si, p->conn.js, &cfg, &p->conn.jsopts, &jerr);
+		if (s == NATS_OK)
+			net_log(PT_LOG_INFO, "stream %s created (%u replicas)", p->stream,
+				p->opts.replicas);
+	}
+	if (s != NATS_OK) {
+		err = jerr == 10039 /* JetStream not enabled for account */ || s == NATS_NO_RESPONDERS
+			? -ENOTSUP : net_errno(s);
+		if (err == -EAGAIN)
+			err = -ECONNREFUSED;
+		err = net_fail(err, "stream %s: %s%s", p->stream, net_status_text(s),
+			       s == NATS_NO_RESPONDERS ? " (is JetStream enabled on the server?)" : "");
+		goto err;
+	}
+	jsStreamInfo_Destroy(si);
+	p->st.history_id = p->history;
+	err = resync(p);
+	if (err)
+		goto err;
+	*out = p;
+	return 0;
+err:
+	pt_publisher_close(p);
+	return err;
+}
+
+PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
+{
+	uint64_t start = net_mono_ms();
+	int count = 0, err;
+
+	if (timeout_ms < -1)
+		return net_fail(-EINVAL, "timeout %d ms", timeout_ms);
+	if (p->fatal)
+		return p->fatal;
+	if (p->resync) {
+		err = resync(p);
+		if (err)
+			goto fail;
+	}
+	for (;;) {
+		uint64_t elapsed = net_mono_ms() - start;
+		int wait = count ? 0 : timeout_ms < 0 ? -1 :
+			elapsed >= (uint64_t)timeout_ms ? 0 : timeout_ms - (int)elapsed;
+		int64_t e;
+
+		p->step_err = 0;
+		e = pt_replica_step(p->src, wait, on_delta, p);
+		if (e == 0)
+			break;
+		if (e < 0) {
+			if (p->step_err) {
+				err = p->step_err;
+			} else if (e == -ESTALE) {
+				err = p->fatal = net_fail(-ESTALE, "%s: the log no longer holds epoch "
+							  "%llu, the next to publish (a checkpoint "
+							  "dropped it): catch-up from a snapshot is "
+							  "not built", p->dir,
+							  (unsigned long long)pt_replica_epoch(p->src) + 1);
+			} else {
+				err = p->fatal = net_fail((int)e, "%s: reading epoch %llu: %s", p->dir,
+							  (unsigned long long)pt_replica_epoch(p->src) + 1,
+							  pt_strerror((int)e));
+			}
+			goto fail;
+		}
+		count += p->published;
+		if (timeout_ms >= 0 && net_mono_ms() - start >= (uint64_t)timeout_ms && count)
+			break;
+	}
+	p->st.last_error = 0;
+	return count;
+fail:
+	if (err == -EAGAIN) {
+		p->resync = true;
+		p->st.retries++;
+	}
+	p->st.last_error = err;
+	return err;
+}
+
+PT_EXPORT int pt_publisher_stats(const struct pt_publisher *p, struct pt_publisher_stats *st)
+{
+	size_t n;
+
+	if (!p || !st || st->sz < offsetof(struct pt_publisher_stats, history_id))
+		return net_fail(-EINVAL, "stats: NULL or sz too small");
+	n = st->sz < sizeof(*st) ? st->sz : sizeof(*st);
+	memcpy((char *)st + sizeof(size_t), (const char *)&p->st + sizeof(size_t),
+	       n - sizeof(size_t));
+	return 0;
+}
+
+PT_EXPORT int pt_publisher_close(struct pt_publisher *p)
+{
+	if (!p)
+		return 0;
+	net_disconnect(&p->conn);
+	pt_replica_close(p->src);
+	pt_replicated_close(p->rep);
+	free(p->entries);
+	free(p->entry_off);
+	free(p->part_first);
+	free(p->msg);
+	free(p->scratch);
+	free(p);
+	return 0;
+}

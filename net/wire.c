@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * wire.c - the stream's message format, both halves: the publisher's
+ * encoding and the follower's checks.  A follower trusts nothing it reads
+ * from the stream (anyone allowed to publish on the subject could have
+ * written it), so every field is checked before it is used, and a message
+ * is decoded into a buffer, never into the standby's memory.
+ *
+ * Layout (little-endian, docs/network.md):
+ *    0  magic "PTNET01\0"     64  page_size u32       96  body XXH3-64
+ *    8  version u16           68  page_count u32     104  sent_ns
+ *   10  flags u16 (1: last)   72  part u32           112  reserved, 0
+ *   12  header size u32       76  parts u32          120  header XXH3-64 of
+ *   16  history_id            80  first u32               bytes 0..119
+ *   24  epoch                 84  count u32
+ *   32  prev_chain            88  body length u64
+ *   40  chain
+ *   48  payload_checksum
+ *   56  npages
+ * Body: count entries { u64 index, u32 encoding, u32 length, bytes }.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <lz4.h>
+#include <xxhash.h>
+
+#include "wire.h"
+
+uint64_t wire_checksum(const void *p, size_t len)
+{
+	return XXH3_64bits(p, len);
+}
+
+static void put16(unsigned char *p, uint16_t v) { v = htole16(v); memcpy(p, &v, 2); }
+static void put32(unsigned char *p, uint32_t v) { v = htole32(v); memcpy(p, &v, 4); }
+static void put64(unsigned char *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
+static uint16_t get16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return le16toh(v); }
+static uint32_t get32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
+static uint64_t get64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
+
+void wire_header_put(unsigned char *out, const struct wire_header *h)
+{
+	memset(out, 0, WIRE_HEADER_SIZE);
+	memcpy(out, WIRE_MAGIC, 8);
+	put16(out + 8, WIRE_VERSION);
+	put16(out + 10, h->flags);
+	put32(out + 12, WIRE_HEADER_SIZE);
+	put64(out + 16, h->history_id);
+	put64(out + 24, h->epoch);
+	put64(out + 32, h->prev_chain);
+	put64(out + 40, h->chain);
+	put64(out + 48, h->payload_checksum);
+	put64(out + 56, h->npages);
+	put32(out + 64, h->page_size);
+	put32(out + 68, h->page_count);
+	put32(out + 72, h->part);
+	put32(out + 76, h->parts);
+	put32(out + 80, h->first);
+	put32(out + 84, h->count);
+	put64(out + 88, h->body_length);
+	put64(out + 96, h->body_checksum);
+	put64(out + 104, h->sent_ns);
+	put64(out + 120, wire_checksum(out, 120));
+}
+
+static int bad(char *why, size_t why_len, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int bad(char *why, size_t why_len, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, why_len, fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+int wire_check(const void *msg, size_t len, struct wire_header *h, char *why, size_t why_len)
+{
+	const unsigned char *p = msg;
+	uint64_t sum;
+
+	if (len < 16)
+		return bad(why, why_len, -EBADMSG, "%zu bytes: shorter than a header", len);
+	if (memcmp(p, WIRE_MAGIC, 8))
+		return bad(why, why_len, -EBADMSG, "bad magic (not a pagetrack message)");
+	h->version = get16(p + 8);
+	/* The version is judged before the rest: another version may lay the
+	 * header out differently, so its checksum means nothing here. */
+	if (h->version != WIRE_VERSION)
+		return bad(why, why_len, -EPROTO, "wire version %u, this library reads %u",
+			   h->version, WIRE_VERSION);
+	h->header_size = get32(p + 12);
+	if (h->header_size != WIRE_HEADER_SIZE)
+		return bad(why, why_len, -EBADMSG, "header size %u, want %u", h->header_size,
+			   WIRE_HEADER_SIZE);
+	if (len < WIRE_HEADER_SIZE)
+		return bad(why, why_len, -EBADMSG, "%zu bytes: truncated header", len);
+	sum = wire_checksum(p, 120);
+	if (sum != get64(p + 120))
+		return bad(why, why_len, -EBADMSG, "header checksum %016llx, computed %016llx",
+			   (unsigned long long)get64(p + 120), (unsigned long long)sum);
+	h->flags = get16(p + 10);
+	h->history_id = get64(p + 16);
+	h->epoch = get64(p + 24);
+	h->prev_chain = get64(p + 32);
+	h->chain = get64(p + 40);
+	h->payload_checksum = get64(p + 48);
+	h->npages = get64(p + 56);
+	h->page_size = get32(p + 64);
+	h->page_count = get32(p + 68);
+	h->part = get32(p + 72);
+	h->parts = get32(p + 76);
+	h->first = get32(p + 80);
+	h->count = get32(p + 84);
+	h->body_length = get64(p + 88);
+	h->body_checksum = get64(p + 96);
+	h->sent_ns = get64(p + 104);
+	if (get64(p + 112))
+		return bad(why, why_len, -EBADMSG, "reserved header bytes not zero");
+	if (h->flags & ~WIRE_FLAG_LAST)
+		return bad(why, why_len, -EBADMSG, "unknown flags %#x", h->flags);
+	if (!h->parts || h->part >= h->parts ||
+	    !!(h->flags & WIRE_FLAG_LAST) != (h->part + 1 == h->parts))
+		return bad(why, why_len, -EBADMSG, "part %u of %u, flags %#x", h->part, h->parts,
+			   h->flags);
+	if (!h->epoch || !h->page_size || (h->page_size & (h->page_size - 1)) ||
+	    h->page_size > (1u << 24) || !h->npages || h->npages > (1ull << 40) / h->page_size)
+		return bad(why, why_len, -EBADMSG, "epoch %llu, page size %u, %llu pages",
+			   (unsigned long long)h->epoch, h->page_size,
+			   (unsigned long long)h->npages);
+	if (h->page_count > h->npages || h->first > h->page_count ||
+	    h->count > h->page_count - h->first)
+		return bad(why, why_len, -EBADMSG, "pages %u+%u of %u (region of %llu)", h->first,
+			   h->count, h->page_count, (unsigned long long)h->npages);
+	if (h->body_length != len - WIRE_HEADER_SIZE)
+		return bad(why, why_len, -EBADMSG, "body of %zu bytes, header says %llu",
+			   len - WIRE_HEADER_SIZE, (unsigned long long)h->body_length);
+	sum = wire_checksum(p + WIRE_HEADER_SIZE, h->body_length);
+	if (sum != h->body_checksum)
+		return bad(why, why_len, -EBADMSG, "body checksum %016llx, computed %016llx",
+			   (unsigned long long)h->body_checksum, (unsigned long long)sum);
+	return 0;
+}
+
+int wire_decode(const struct wire_header *h, const unsigned char *body, uint64_t prev_index,
+		uint64_t *pages, unsigned char *data, wire_old_fn old, void *arg, char *why,
+		size_t why_len)
+{
+	const unsigned char *p = body, *end = body + h->body_length;
+	size_t ps = h->page_size;
+
+	for (uint32_t i = 0; i < h->count; i++) {
+		unsigned char *dst = data + (size_t)i * ps;
+		const unsigned char *before;
+		uint64_t index;
+		uint32_t enc, length;
+
+		if ((size_t)(end - p) < WIRE_ENTRY_SIZE)
+			return bad(why, why_len, -EBADMSG, "entry %u: body ends", i);
+		index = get64(p);
+		enc = get32(p + 8);
+		length = get32(p + 12);
+		p += WIRE_ENTRY_SIZE;
+		if (index >= h->npages)
+			return bad(why, why_len, -EBADMSG, "entry %u: page %llu of a %llu-page region",
+				   i, (unsigned long long)index, (unsigned long long)h->npages);
+		if (prev_index != UINT64_MAX && index <= prev_index)
+			return bad(why, why_len, -EBADMSG, "entry %u: page %llu after page %llu", i,
+				   (unsigned long long)index, (unsigned long long)prev_index);
+		if (length > (size_t)(end - p))
+			return bad(why, why_len, -EBADMSG, "entry %u: %u bytes, %zu left", i, length,
+				   (size_t)(end - p));
+		before = old(index, arg);
+		switch (enc) {
+		case WIRE_RAW:
+			if (length != ps)
+				return bad(why, why_len, -EBADMSG, "entry %u: raw page of %u bytes", i,
+					   length);
+			memcpy(dst, p, ps);
+			break;
+		case WIRE_LZ4_XOR: {
+			int n = LZ4_decompress_safe((const char *)p, (char *)dst, (int)length, (int)ps);
+
+			if (n != (int)ps)
+				return bad(why, why_len, -EBADMSG,
+					   "entry %u: page %llu: LZ4 gives %d bytes, not a page", i,
+					   (unsigned long long)index, n);
+			for (size_t k = 0; k < ps; k += 8) {
+				uint64_t a, b;
+
+				memcpy(&a, dst + k, 8);
+				memcpy(&b, before + k, 8);
+				a ^= b;
+				memcpy(dst + k, &a, 8);
+			}
+			break;
+		}
+		case WIRE_UNCHANGED:
+			if (length)
+				return bad(why, why_len, -EBADMSG, "entry %u: unchanged page with bytes",
+					   i);
+			memcpy(dst, before, ps);
+			break;
+		default:
+			return bad(why, why_len, -EBADMSG, "entry %u: unknown encoding %u", i, enc);
+		}
+		p += length;
+		pages[i] = index;
+		prev_index = index;
+	}
+	if (p != end)
+		return bad(why, why_len, -EBADMSG, "%zu bytes after the last entry",
+			   (size_t)(end - p));
+	return 0;
+}
+
+size_t wire_encode_page(unsigned char *out, uint64_t index, const unsigned char *now,
+			const unsigned char *before, size_t page_size, unsigned char *scratch,
+			enum wire_encoding *enc)
+{
+	uint64_t any = 0;
+	uint32_t length = 0;
+	int n;
+
+	for (size_t k = 0; k < page_size; k += 8) {
+		uint64_t a, b;
+
+		memcpy(&a, now + k, 8);
+		memcpy(&b, before + k, 8);
+		a ^= b;
+		any |= a;
+		memcpy(scratch + k, &a, 8);
+	}
+	if (!any) {
+		*enc = WIRE_UNCHANGED;
+	} else {
+		/* Raw when compression does not save: the bound is page_size. */
+		n = LZ4_compress_default((const char *)scratch, (char *)out + WIRE_ENTRY_SIZE,
+					 (int)page_size, (int)page_size - 1);
+		if (n > 0) {
+			*enc = WIRE_LZ4_XOR;
+			length = (uint32_t)n;
+		} else {
+			*enc = WIRE_RAW;
+			length = (uint32_t)page_size;
+			memcpy(out + WIRE_ENTRY_SIZE, now, page_size);
+		}
+	}
+	put64(out, index);
+	put32(out + 8, *enc);
+	put32(out + 12, length);
+	return WIRE_ENTRY_SIZE + length;
+}
