@@ -78,8 +78,8 @@ $(O)/$(SONAME): $(SHARED)
 # -Isrc), linked against the shared library.  It finds it next to itself in
 # the build tree, then in ../lib beside an installed bin/ (any PREFIX, and
 # DESTDIR staging), then in LIBDIR.
-$(TOOL): $(TOOL_SRCS) tools/*.h $(O)/$(SONAME) include/pagetrack.h
-	$(CC) $(TOOL_CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $(TOOL_SRCS) -L$(O) -lpagetrack \
+$(TOOL): $(TOOL_SRCS) tools/*.h $(O)/$(SONAME) $(O)/libpagetrack-net.so.$(SOMAJOR) include/pagetrack.h
+	$(CC) $(TOOL_CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $(TOOL_SRCS) -L$(O) -lpagetrack-net -lpagetrack \
 		-Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib:$(LIBDIR)' $(TOOL_LIBS)
 
 $(O)/test/%: test/%.c test/*.h $(STATIC)

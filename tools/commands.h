@@ -31,6 +31,10 @@ int cmd_replica(int argc, char **argv);
 int cmd_checkpoint(int argc, char **argv);
 int cmd_recover(int argc, char **argv);
 
+/* tools/net.c (libpagetrack-net) */
+int cmd_publish(int argc, char **argv);
+int cmd_follow(int argc, char **argv);
+
 /* tools/transfer.c */
 int cmd_import(int argc, char **argv);
 int cmd_export(int argc, char **argv);

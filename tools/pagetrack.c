@@ -52,6 +52,8 @@ static const struct command commands[] = {
 	{ "replica", cmd_replica, "DIR [--name N]", "keep a shared replica current" },
 	{ "checkpoint", cmd_checkpoint, "DIR", "apply a region's log to its image now" },
 	{ "recover", cmd_recover, "DIR [--accept-loss]", "recover a region as its writer would" },
+	{ "publish", cmd_publish, "DIR --nats URL", "append a region's epochs to a NATS stream" },
+	{ "follow", cmd_follow, "URL --stream S DIR", "keep DIR a standby fed by a NATS stream" },
 	{ "import", cmd_import, "FILE DIR", "make a region holding a file's content" },
 	{ "export", cmd_export, "[--force] DIR FILE", "write a region's newest epoch to a file" },
 };

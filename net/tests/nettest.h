@@ -324,4 +324,102 @@ static inline uint64_t nt_hash(const void *p, size_t len)
 	return h;
 }
 
+/*
+ * A replica on a follower's directory, refreshed in a thread: its copy must
+ * equal the writer's memory at every epoch it shows (hashes[] filled by the
+ * writer up to *hashed).  A follower killed and restarted comes back from a
+ * crash: the replica may be told -ESTALE and is opened again.
+ */
+#include <pthread.h>
+
+struct nt_checker {
+	const char *dir;
+	const uint64_t *hashes;
+	const uint64_t *hashed;		/* atomic */
+	const int *stop;		/* atomic: stop once it shows *hashed */
+	uint64_t deadline_ms;
+	/* results */
+	uint64_t checks, last, reopens;
+	int err;
+	char msg[256];
+	pthread_t thread;
+};
+
+static void *nt_checker_run(void *arg)
+{
+	struct pt_replica_opts ro = { .sz = sizeof(ro) };
+	struct nt_checker *c = arg;
+	struct pt_replica *r = NULL;
+	uint64_t start = nt_ms();
+
+	while (nt_ms() - start < c->deadline_ms) {
+		int64_t e;
+
+		if (!r && pt_replica_open(&r, c->dir, &ro)) {
+			r = NULL;
+			nt_sleep_ms(5);
+			continue;
+		}
+		e = pt_replica_refresh(r, 20);
+		if (e == -ESTALE || e == -ENOTRECOVERABLE) {
+			pt_replica_close(r);
+			r = NULL;
+			c->reopens++;
+			continue;
+		}
+		if (e < 0) {
+			c->err = (int)e;
+			snprintf(c->msg, sizeof(c->msg), "refresh: %s", pt_strerror((int)e));
+			break;
+		}
+		if ((uint64_t)e != c->last && e > 0) {
+			uint64_t h = nt_hash(pt_replica_base(r), pt_replica_size(r));
+
+			if ((uint64_t)e > __atomic_load_n(c->hashed, __ATOMIC_ACQUIRE) ||
+			    h != c->hashes[e]) {
+				c->err = -EBADMSG;
+				snprintf(c->msg, sizeof(c->msg), "replica at epoch %lld: hash %016llx, "
+					 "the writer's %016llx", (long long)e, (unsigned long long)h,
+					 (unsigned long long)c->hashes[e]);
+				break;
+			}
+			c->checks++;
+			c->last = (uint64_t)e;
+		}
+		if (__atomic_load_n(c->stop, __ATOMIC_ACQUIRE) &&
+		    c->last >= __atomic_load_n(c->hashed, __ATOMIC_ACQUIRE))
+			break;
+	}
+	if (!c->err && c->last < __atomic_load_n(c->hashed, __ATOMIC_ACQUIRE)) {
+		c->err = -ETIMEDOUT;
+		snprintf(c->msg, sizeof(c->msg), "the replica on %s stopped at epoch %llu of %llu",
+			 c->dir, (unsigned long long)c->last,
+			 (unsigned long long)__atomic_load_n(c->hashed, __ATOMIC_ACQUIRE));
+	}
+	pt_replica_close(r);
+	return NULL;
+}
+
+/* The pagetrack command of this build: $(O)/pagetrack, two levels up. */
+static inline const char *nt_tool(void)
+{
+	static char path[4096];
+	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 32);
+	char *slash;
+
+	if (n <= 0)
+		DIE("readlink /proc/self/exe");
+	path[n] = 0;
+	for (int i = 0; i < 3; i++) {
+		slash = strrchr(path, '/');
+		if (!slash)
+			DIE("where is the build directory?");
+		*slash = 0;
+	}
+	strcat(path, "/pagetrack");
+	if (access(path, X_OK))
+		DIE("no %s", path);
+	return path;
+}
+
 #endif /* PT_NET_TEST_H */

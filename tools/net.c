@@ -1,0 +1,335 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * net.c - the network subcommands, on libpagetrack-net (pagetrack-net.h):
+ *
+ *   publish DIR --nats URL[,URL...] [--stream NAME] ...   a region's epochs
+ *                                                         to a JetStream stream
+ *   follow URL --stream NAME DIR ...                      keep DIR a standby
+ *                                                         region fed by it
+ *
+ * Both run until SIGINT or SIGTERM (exit 0 then), print a progress line at
+ * most once a second when something moved, and report a lost connection
+ * once and go on (the library resumes); any other error ends them (exit 1)
+ * with the library's message, which names the stream sequence concerned.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pagetrack.h"
+#include "pagetrack-net.h"
+#include "commands.h"
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop(int sig)
+{
+	stop_signal = sig;
+}
+
+static void catch_stop_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_stop };
+
+	/* No SA_RESTART: a wait in the library returns at once. */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void net_log_to_stderr(enum pt_log_level level, const char *msg, void *arg)
+{
+	fprintf(stderr, "pagetrack %s: %s%s\n", (const char *)arg,
+		level == PT_LOG_ERROR ? "" : level == PT_LOG_WARN ? "warning: " : "", msg);
+}
+
+/* The options both commands take: connection, authentication, TLS. */
+enum { OPT_STREAM = 256, OPT_REPLICAS, OPT_USER, OPT_PASSWORD, OPT_CREDS, OPT_TLS_CA,
+       OPT_TLS_CERT, OPT_TLS_KEY, OPT_NATS, OPT_QUIET };
+
+#define NET_LONGOPTS							\
+	{ "stream", required_argument, NULL, OPT_STREAM },		\
+	{ "user", required_argument, NULL, OPT_USER },			\
+	{ "password", required_argument, NULL, OPT_PASSWORD },		\
+	{ "creds", required_argument, NULL, OPT_CREDS },		\
+	{ "tls-ca", required_argument, NULL, OPT_TLS_CA },		\
+	{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },		\
+	{ "tls-key", required_argument, NULL, OPT_TLS_KEY },		\
+	{ "quiet", no_argument, NULL, OPT_QUIET },			\
+	{ "help", no_argument, NULL, 'h' }
+
+/* 1: taken, 0: not one of these, or a usage error's status (negative). */
+static int net_option(const char *cmd, int c, struct pt_net_opts *o, bool *quiet)
+{
+	switch (c) {
+	case OPT_STREAM: o->stream = optarg; return 1;
+	case OPT_USER: o->user = optarg; return 1;
+	case OPT_PASSWORD: o->password = optarg; return 1;
+	case OPT_CREDS: o->creds_file = optarg; return 1;
+	case OPT_TLS_CA: o->tls_ca = optarg; return 1;
+	case OPT_TLS_CERT: o->tls_cert = optarg; return 1;
+	case OPT_TLS_KEY: o->tls_key = optarg; return 1;
+	case OPT_QUIET: *quiet = true; return 1;
+	}
+	(void)cmd;
+	return 0;
+}
+
+static int check_auth(const char *cmd, struct pt_net_opts *o)
+{
+	/* A password on the command line is visible to other users in ps:
+	 * the environment is the other way to pass it. */
+	if (o->user && !o->password)
+		o->password = getenv("PAGETRACK_NATS_PASSWORD");
+	if (o->user && !o->password)
+		return usage_error(cmd, "--user needs --password (or PAGETRACK_NATS_PASSWORD)");
+	if (o->password && !o->user)
+		return usage_error(cmd, "--password needs --user");
+	if (o->creds_file && o->user)
+		return usage_error(cmd, "--creds and --user are exclusive");
+	if ((o->tls_cert != NULL) != (o->tls_key != NULL))
+		return usage_error(cmd, "--tls-cert and --tls-key go together");
+	return 0;
+}
+
+static const char net_auth_help[] =
+	"  --stream NAME        the JetStream stream ([A-Za-z0-9_-], up to 63)\n"
+	"  --user U --password P  user/password authentication (or the password in\n"
+	"                       PAGETRACK_NATS_PASSWORD)\n"
+	"  --creds FILE         a NATS credentials file (JWT and nkey seed)\n"
+	"  --tls-ca FILE        trusted CA certificates (turns TLS on)\n"
+	"  --tls-cert FILE --tls-key FILE  a client certificate\n"
+	"  --quiet              no progress lines\n";
+
+static void human(char *buf, size_t len, uint64_t bytes)
+{
+	if (bytes >= 10ull << 30)
+		snprintf(buf, len, "%.1f GiB", (double)bytes / (1ull << 30));
+	else if (bytes >= 10ull << 20)
+		snprintf(buf, len, "%.1f MiB", (double)bytes / (1ull << 20));
+	else if (bytes >= 10ull << 10)
+		snprintf(buf, len, "%.1f KiB", (double)bytes / (1ull << 10));
+	else
+		snprintf(buf, len, "%llu B", (unsigned long long)bytes);
+}
+
+/* A retryable failure: said once until things move again. */
+static void transient(const char *cmd, bool *said)
+{
+	if (!*said)
+		fprintf(stderr, "pagetrack %s: %s (retrying)\n", cmd, pt_net_last_error());
+	*said = true;
+	usleep(200 * 1000);
+}
+
+int cmd_publish(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "nats", required_argument, NULL, OPT_NATS },
+		{ "replicas", required_argument, NULL, OPT_REPLICAS },
+		NET_LONGOPTS,
+		{ 0 },
+	};
+	const char *cmd = "publish";
+	struct pt_net_opts o = { .sz = sizeof(o) };
+	struct pt_publisher_stats st = { .sz = sizeof(st) };
+	struct pt_publisher *p;
+	uint64_t last_print = 0, printed_epoch = 0;
+	bool quiet = false, said = false;
+	const char *dir;
+	long long n;
+	int c, ret;
+
+	getopt_restart();
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		if ((ret = net_option(cmd, c, &o, &quiet)))
+			continue;
+		switch (c) {
+		case OPT_NATS: o.urls = optarg; break;
+		case OPT_REPLICAS:
+			if ((ret = parse_number(cmd, "--replicas", optarg, 1, 5, &n)))
+				return ret;
+			o.replicas = (unsigned)n;
+			break;
+		case 'h':
+			if ((ret = alone(cmd, "--help", argc)))
+				return ret;
+			printf("Usage: pagetrack publish DIR --nats URL[,URL...] [--stream NAME] "
+			       "[--replicas N] [options]\n"
+			       "\n"
+			       "Append every epoch of the region in DIR to a NATS JetStream stream,\n"
+			       "created if missing (default name pagetrack-<history id>), and report\n"
+			       "the epochs it stored for the writer's PT_LEVEL_REPLICATED waits.\n"
+			       "Runs until SIGINT or SIGTERM.\n"
+			       "\n"
+			       "  --nats URL[,URL...]  NATS servers, e.g. nats://10.0.0.1:4222\n"
+			       "  --replicas N         the stream's replicas when it is created (1-5)\n"
+			       "%s", net_auth_help);
+			return 0;
+		default:
+			return option_error(cmd, argv);
+		}
+	}
+	if (optind + 1 != argc)
+		return usage_error(cmd, optind >= argc ? "no directory given" :
+				   "one directory, then options");
+	dir = argv[optind];
+	if (!o.urls)
+		return usage_error(cmd, "--nats URL is required");
+	if ((ret = check_auth(cmd, &o)))
+		return ret;
+	pt_net_set_log(net_log_to_stderr, PT_LOG_WARN, (void *)cmd);
+	catch_stop_signals();
+	ret = pt_publisher_open(&p, dir, &o);
+	if (ret)
+		return runtime_error(cmd, 0, "%s", pt_net_last_error());
+	pt_publisher_stats(p, &st);
+	if (!quiet)
+		printf("publishing %s to stream %s at %s, from epoch %llu\n", dir, st.stream, o.urls,
+		       (unsigned long long)st.epoch + 1);
+	fflush(stdout);
+	while (!stop_signal) {
+		ret = pt_publisher_run(p, 200);
+		if (ret == -EAGAIN) {
+			transient(cmd, &said);
+			continue;
+		}
+		if (ret < 0) {
+			ret = runtime_error(cmd, 0, "%s", pt_net_last_error());
+			pt_publisher_close(p);
+			return ret;
+		}
+		if (ret > 0)
+			said = false;
+		pt_publisher_stats(p, &st);
+		if (!quiet && st.epoch != printed_epoch && now_ms() - last_print >= 1000) {
+			struct pt_dir_status ds = { .sz = sizeof(ds) };
+			char raw[32], wire[32];
+
+			human(raw, sizeof(raw), st.bytes_raw);
+			human(wire, sizeof(wire), st.bytes_wire);
+			if (pt_dir_status(dir, &ds, NULL, NULL))
+				ds.published = st.epoch;
+			printf("epoch %llu  lag %llu epochs  seq %llu  %llu epochs  pages %s  "
+			       "wire %s\n", (unsigned long long)st.epoch,
+			       (unsigned long long)(ds.published > st.epoch ? ds.published - st.epoch : 0),
+			       (unsigned long long)st.stream_seq, (unsigned long long)st.epochs, raw,
+			       wire);
+			fflush(stdout);
+			printed_epoch = st.epoch;
+			last_print = now_ms();
+		}
+	}
+	pt_publisher_stats(p, &st);
+	if (!quiet)
+		printf("stopped at epoch %llu (%llu epochs published)\n", (unsigned long long)st.epoch,
+		       (unsigned long long)st.epochs);
+	pt_publisher_close(p);
+	return 0;
+}
+
+int cmd_follow(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		NET_LONGOPTS,
+		{ 0 },
+	};
+	const char *cmd = "follow";
+	struct pt_net_opts o = { .sz = sizeof(o) };
+	struct pt_follower_stats st = { .sz = sizeof(st) };
+	struct pt_follower *f;
+	uint64_t last_print = 0, printed_epoch = 0;
+	bool quiet = false, said = false;
+	const char *dir;
+	int c, ret;
+
+	getopt_restart();
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		if ((ret = net_option(cmd, c, &o, &quiet)))
+			continue;
+		switch (c) {
+		case 'h':
+			if ((ret = alone(cmd, "--help", argc)))
+				return ret;
+			printf("Usage: pagetrack follow URL[,URL...] --stream NAME DIR [options]\n"
+			       "\n"
+			       "Keep DIR a standby region directory fed by a NATS JetStream stream that\n"
+			       "`pagetrack publish` fills: created from the stream's first epoch if DIR\n"
+			       "holds no region, else resumed after its epoch.  Local replicas, status\n"
+			       "and verify work on DIR.  Runs until SIGINT or SIGTERM.\n"
+			       "\n"
+			       "%s", net_auth_help);
+			return 0;
+		default:
+			return option_error(cmd, argv);
+		}
+	}
+	if (optind + 2 != argc)
+		return usage_error(cmd, "want URL and DIR");
+	o.urls = argv[optind];
+	dir = argv[optind + 1];
+	if (!o.stream)
+		return usage_error(cmd, "--stream NAME is required");
+	if ((ret = check_auth(cmd, &o)))
+		return ret;
+	pt_net_set_log(net_log_to_stderr, PT_LOG_WARN, (void *)cmd);
+	catch_stop_signals();
+	ret = pt_follower_open(&f, dir, &o);
+	if (ret)
+		return runtime_error(cmd, 0, "%s", pt_net_last_error());
+	pt_follower_stats(f, &st);
+	if (!quiet)
+		printf("following stream %s at %s into %s, from epoch %llu\n", o.stream, o.urls, dir,
+		       (unsigned long long)st.epoch + 1);
+	fflush(stdout);
+	while (!stop_signal) {
+		ret = pt_follower_run(f, 200);
+		if (ret == -EAGAIN) {
+			transient(cmd, &said);
+			continue;
+		}
+		if (ret < 0) {
+			ret = runtime_error(cmd, 0, "%s", pt_net_last_error());
+			pt_follower_close(f);
+			return ret;
+		}
+		if (ret > 0)
+			said = false;
+		pt_follower_stats(f, &st);
+		if (!quiet && st.epoch != printed_epoch && now_ms() - last_print >= 1000) {
+			char raw[32], wire[32];
+
+			human(raw, sizeof(raw), st.bytes_raw);
+			human(wire, sizeof(wire), st.bytes_wire);
+			printf("epoch %llu  lag %llu messages %lld ms  seq %llu  %llu epochs  pages %s  "
+			       "wire %s\n", (unsigned long long)st.epoch,
+			       (unsigned long long)st.pending, (long long)st.lag_ms,
+			       (unsigned long long)st.stream_seq, (unsigned long long)st.epochs, raw,
+			       wire);
+			fflush(stdout);
+			printed_epoch = st.epoch;
+			last_print = now_ms();
+		}
+	}
+	pt_follower_stats(f, &st);
+	if (!quiet)
+		printf("stopped at epoch %llu (%llu epochs applied)\n", (unsigned long long)st.epoch,
+		       (unsigned long long)st.epochs);
+	ret = pt_follower_close(f);
+	if (ret)
+		return runtime_error(cmd, ret, "closing %s", dir);
+	return 0;
+}
