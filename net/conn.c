@@ -61,7 +61,9 @@ int net_fail(int err, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vlog(PT_LOG_ERROR, fmt, ap, last_error, sizeof(last_error));
+	/* The caller gets the error and reports it: for the log it is a
+	 * detail (a returned error is not said twice). */
+	vlog(PT_LOG_DEBUG, fmt, ap, last_error, sizeof(last_error));
 	va_end(ap);
 	return err;
 }
@@ -69,9 +71,14 @@ int net_fail(int err, const char *fmt, ...)
 const char *net_status_text(natsStatus s)
 {
 	natsStatus st;
-	const char *text = nats_GetLastError(&st);
+	const char *text = nats_GetLastError(&st), *end;
 
-	return text && *text ? text : natsStatus_GetText(s);
+	if (!text || !*text)
+		return natsStatus_GetText(s);
+	/* libnats starts its texts with "(file.c:line): ": not for users. */
+	if (text[0] == '(' && (end = strstr(text, "): ")) && end - text < 40)
+		text = end + 3;
+	return text;
 }
 
 int net_errno(natsStatus s)
@@ -227,7 +234,7 @@ int net_connect(struct net_conn *c, const struct pt_net_opts *o, const char *str
 	if (s == NATS_OK && o->tls_cert)
 		s = natsOptions_LoadCertificatesChain(no, o->tls_cert, o->tls_key);
 	if (s != NATS_OK) {
-		err = net_fail(net_errno(s) == -EAGAIN ? -EINVAL : net_errno(s),
+		err = net_fail(s == NATS_NO_MEMORY ? -ENOMEM : -EINVAL,
 			       "NATS options (credentials or TLS files): %s", net_status_text(s));
 		goto out;
 	}

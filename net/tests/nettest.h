@@ -95,7 +95,7 @@ static inline void nt_kill(pid_t pid, int sig)
 	}
 }
 
-static void nt_cleanup(void)
+static inline void nt_cleanup(void)
 {
 	for (int i = 0; i < 32; i++)
 		if (nt_pids[i] > 0) {
@@ -113,7 +113,7 @@ static void nt_cleanup(void)
 	}
 }
 
-static void nt_on_signal(int sig)
+static inline void nt_on_signal(int sig)
 {
 	for (int i = 0; i < 32; i++)
 		if (nt_pids[i] > 0)
@@ -345,7 +345,7 @@ struct nt_checker {
 	pthread_t thread;
 };
 
-static void *nt_checker_run(void *arg)
+static inline void *nt_checker_run(void *arg)
 {
 	struct pt_replica_opts ro = { .sz = sizeof(ro) };
 	struct nt_checker *c = arg;
