@@ -47,7 +47,12 @@ SHARED   := $(O)/libpagetrack.so.$(VERSION)
 SONAME   := libpagetrack.so.$(SOMAJOR)
 TOOL     := $(O)/pagetrack
 
-TEST_SRCS  := $(wildcard test/*.c)
+# The test helpers (test/harness.h), compiled once into libptest.a and
+# linked by every test program, the applications' tests and the benchmarks.
+PTEST_SRCS := test/harness.c
+PTEST_OBJS := $(PTEST_SRCS:test/%.c=$(O)/test/obj/%.o)
+PTEST      := $(O)/test/libptest.a
+TEST_SRCS  := $(filter-out $(PTEST_SRCS),$(wildcard test/*.c))
 TEST_BINS  := $(TEST_SRCS:test/%.c=$(O)/test/%)
 TEST_SH    := $(filter-out test/run.sh,$(wildcard test/*.sh))
 # Tests that start threads also run under TSan.
@@ -82,13 +87,23 @@ $(TOOL): $(TOOL_SRCS) tools/*.h $(O)/$(SONAME) $(O)/libpagetrack-net.so.$(SOMAJO
 	$(CC) $(TOOL_CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $(TOOL_SRCS) -L$(O) -lpagetrack-net -lpagetrack \
 		-Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib:$(LIBDIR)' $(TOOL_LIBS)
 
-$(O)/test/%: test/%.c test/*.h $(STATIC)
+# harness.c sees the public header only, so that programs linked against
+# the shared library may link it.
+$(PTEST_OBJS): $(O)/test/obj/%.o: test/%.c test/harness.h include/pagetrack.h
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) -Itest $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) $(LIBS)
+	$(CC) $(TOOL_CPPFLAGS) -Itest $(CFLAGS) -c -o $@ $<
 
-$(O)/bench/%: bench/%.c bench/*.h $(STATIC)
+$(PTEST): $(PTEST_OBJS)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(O)/test/%: test/%.c test/*.h $(PTEST) $(STATIC)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) -Ibench -Itest $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) $(LIBS) -lm
+	$(CC) $(CPPFLAGS) -Itest $(CFLAGS) $(LDFLAGS) -o $@ $< $(PTEST) $(STATIC) $(LIBS)
+
+$(O)/bench/%: bench/%.c bench/*.h test/harness.h $(PTEST) $(STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -Ibench -Itest $(CFLAGS) $(LDFLAGS) -o $@ $< $(PTEST) $(STATIC) $(LIBS) -lm
 
 # Applications (the exchange) and the fuzz targets bring their own rules.
 -include apps/*/*.mk

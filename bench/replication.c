@@ -553,7 +553,7 @@ static char *map_populated(size_t len, int share_flag)
 static void pick(uint64_t *v, uint64_t n, uint64_t k, uint64_t *seed)
 {
 	for (uint64_t i = 0; i < k && i < n; i++) {
-		uint64_t j = i + rnd_next(seed) % (n - i), x = v[i];
+		uint64_t j = i + t_rnd_next(seed) % (n - i), x = v[i];
 
 		v[i] = v[j];
 		v[j] = x;
@@ -1036,7 +1036,7 @@ static void lag_run(enum pt_durability durability, const char *policy)
 		bench_unavailable("memfd", method, "-", "region smaller than %d pages", LAG_PAGES);
 		return;
 	}
-	pages = rnd_permutation(npages, SEED_LAG);
+	pages = t_rnd_permutation(npages, SEED_LAG);
 	lag = malloc((size_t)lag_syncs * sizeof(*lag));
 	if (!pages || !lag) {
 		bench_failed("memfd", method, "-", "out of memory");
@@ -1220,7 +1220,7 @@ static void catchup_section(void)
 		 "catch-up: a private replica refreshes through the image (log retention 1 byte), "
 		 "%ld MiB region, vs reading the whole image", region_mib);
 	bench_section("catch-up", title, "ms");
-	pages = rnd_permutation(npages, SEED_CATCHUP);
+	pages = t_rnd_permutation(npages, SEED_CATCHUP);
 	if (!pages) {
 		bench_failed("memfd", method, "-", "out of memory");
 		return;
@@ -1457,7 +1457,7 @@ int main(int argc, char **argv)
 	bench_init(argc, argv, "replication",
 		   "writer stall per sync, replica lag, catch-up from the image, durable sync",
 		   options);
-	ps = page_size();
+	ps = t_page_size();
 	page_shift = (unsigned int)__builtin_ctzl(ps);
 	region_len = (size_t)region_mib << 20;
 	npages = region_len >> page_shift;
@@ -1496,7 +1496,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < BENCH_ARRAY_SIZE(cleanup_signals); i++)
 		sigaction(cleanup_signals[i], &sa, NULL);
 
-	perm = rnd_permutation(npages, SEED_DIRTY);
+	perm = t_rnd_permutation(npages, SEED_DIRTY);
 	if (!perm) {
 		fprintf(stderr, "replication: out of memory\n");
 		goto out;

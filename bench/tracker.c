@@ -65,7 +65,7 @@ static const struct bench_option options[] = {
 	{ NULL, NULL, 0, 0, NULL },
 };
 
-static const enum mem_kind kinds[] = { MEM_ANON, MEM_MEMFD, MEM_FILE };
+static const enum t_mem_kind kinds[] = { T_MEM_ANON, T_MEM_MEMFD, T_MEM_FILE };
 static const uint64_t dirty_counts[] = { 0, 100, 1000, 10000 };
 
 static size_t ps;
@@ -92,7 +92,7 @@ static const char *log_suffix(void)
 /* ---- memory ----------------------------------------------------------- */
 
 struct region {
-	struct mem m;
+	struct t_mem m;
 	char label[32];		/* "anon", "memfd", "ext4-file" */
 	bool flagged;		/* a file: shown without targets */
 	uint64_t npages;
@@ -135,36 +135,36 @@ static void touch_pages(char *addr, uint64_t npages, bool write)
  * Map and populate npages of a kind.  Returns 0, T_SKIP with a reason, or
  * T_FAIL with a reason.
  */
-static int region_map(struct region *r, enum mem_kind kind, uint64_t npages, bool populate_write,
+static int region_map(struct region *r, enum t_mem_kind kind, uint64_t npages, bool populate_write,
 		      char *why, size_t why_len)
 {
 	size_t len = npages << page_shift;
 	int ret;
 
 	memset(r, 0, sizeof(*r));
-	ret = mem_map(&r->m, kind, len, why, why_len);
+	ret = t_mem_map(&r->m, kind, len, why, why_len);
 	if (ret)
 		return ret;
 	r->npages = npages;
-	if (kind == MEM_FILE) {
+	if (kind == T_MEM_FILE) {
 		snprintf(r->label, sizeof(r->label), "%s", file_label(r->m.fd));
 		r->flagged = true;
 		/* Mapped and open: a run that dies leaves no GiB file behind. */
 		if (!unlink(r->m.path))
 			r->m.path[0] = '\0';
 	} else {
-		snprintf(r->label, sizeof(r->label), "%s", mem_kind_names[kind]);
+		snprintf(r->label, sizeof(r->label), "%s", t_mem_kind_names[kind]);
 	}
-	if (kind == MEM_ANON && madvise(r->m.addr, len, MADV_NOHUGEPAGE)) {
+	if (kind == T_MEM_ANON && madvise(r->m.addr, len, MADV_NOHUGEPAGE)) {
 		snprintf(why, why_len, "madvise(MADV_NOHUGEPAGE): %s", strerror(errno));
-		mem_unmap(&r->m);
+		t_mem_unmap(&r->m);
 		return T_FAIL;
 	}
 	if (madvise(r->m.addr, len, populate_write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ)) {
 		if (errno != EINVAL) {
 			snprintf(why, why_len, "populating %s memory: %s", r->label,
 				 strerror(errno));
-			mem_unmap(&r->m);
+			t_mem_unmap(&r->m);
 			return T_FAIL;
 		}
 		touch_pages(r->m.addr, npages, populate_write);
@@ -230,7 +230,7 @@ static long check_ranges(const struct pt_range *r, size_t nr, int n, const uint8
 static int open_tracker(struct pt_tracker **t, enum pt_backend b, struct region *r)
 {
 	last_log[0] = '\0';
-	return tracker_open_on(t, b, r->m.addr, r->npages << page_shift);
+	return t_tracker_open_on(t, b, r->m.addr, r->npages << page_shift);
 }
 
 /* Probe a backend; prints the "unavailable" row itself.  True if usable. */
@@ -260,7 +260,7 @@ struct order {
 	const uint64_t *pages;	/* NULL: sequential */
 };
 
-static void first_write(enum mem_kind kind, const uint64_t *scattered)
+static void first_write(enum t_mem_kind kind, const uint64_t *scattered)
 {
 	uint64_t npages = (uint64_t)first_write_pages;
 	double uffd[2] = { NAN, NAN }, mprot[2] = { NAN, NAN };
@@ -272,9 +272,9 @@ static void first_write(enum mem_kind kind, const uint64_t *scattered)
 	ret = region_map(&r, kind, npages, true, why, sizeof(why));
 	if (ret) {
 		if (ret == T_SKIP)
-			bench_unavailable(mem_kind_names[kind], "-", "-", "%s", why);
+			bench_unavailable(t_mem_kind_names[kind], "-", "-", "%s", why);
 		else
-			bench_failed(mem_kind_names[kind], "-", "-", "%s", why);
+			bench_failed(t_mem_kind_names[kind], "-", "-", "%s", why);
 		return;
 	}
 
@@ -291,8 +291,8 @@ static void first_write(enum mem_kind kind, const uint64_t *scattered)
 					       .variant = orders[o].name, .samples = &s });
 	}
 
-	for (size_t bi = 0; bi < BENCH_ARRAY_SIZE(all_backends); bi++) {
-		enum pt_backend b = all_backends[bi];
+	for (size_t bi = 0; bi < BENCH_ARRAY_SIZE(t_all_backends); bi++) {
+		enum pt_backend b = t_all_backends[bi];
 		const char *name = pt_backend_name(b);
 		struct pt_tracker *t;
 
@@ -363,7 +363,7 @@ static void first_write(enum mem_kind kind, const uint64_t *scattered)
 				(struct bench_target){ BENCH_AT_LEAST, 5, ">= 5x" };
 		bench_row(&row);
 	}
-	mem_unmap(&r.m);
+	t_mem_unmap(&r.m);
 }
 
 /* ---- 2. collect, and the old way ---------------------------------------- */
@@ -644,7 +644,7 @@ out:
 }
 
 /* Sections 2 and 3 on one populated region of a kind, freed at the end. */
-static void big_region(enum mem_kind kind, const uint64_t *perm, struct dirty_set *d, char *copy)
+static void big_region(enum t_mem_kind kind, const uint64_t *perm, struct dirty_set *d, char *copy)
 {
 	uint64_t npages = ((uint64_t)region_mib << 20) >> page_shift;
 	char why[256], title[160];
@@ -654,31 +654,31 @@ static void big_region(enum mem_kind kind, const uint64_t *perm, struct dirty_se
 
 	/* The file is populated by reading: its sparse pages come into the
 	 * page cache without a GiB of writeback. */
-	ret = region_map(&r, kind, npages, kind != MEM_FILE, why, sizeof(why));
+	ret = region_map(&r, kind, npages, kind != T_MEM_FILE, why, sizeof(why));
 	snprintf(title, sizeof(title), "collect with reset, %ld MiB region, %s",
-		 region_mib, ret ? mem_kind_names[kind] : r.label);
+		 region_mib, ret ? t_mem_kind_names[kind] : r.label);
 	bench_section("collect", title, "ms");
 	if (ret) {
 		if (ret == T_SKIP)
-			bench_unavailable(mem_kind_names[kind], "-", "-", "%s", why);
+			bench_unavailable(t_mem_kind_names[kind], "-", "-", "%s", why);
 		else
-			bench_failed(mem_kind_names[kind], "-", "-", "%s", why);
+			bench_failed(t_mem_kind_names[kind], "-", "-", "%s", why);
 		return;
 	}
 	collect_old_way(&r, perm, d);
-	for (size_t bi = 0; bi < BENCH_ARRAY_SIZE(all_backends); bi++)
-		if (usable(all_backends[bi], r.label, "-"))
-			measure_backend(&r, all_backends[bi], perm, d, NULL, NAN);
+	for (size_t bi = 0; bi < BENCH_ARRAY_SIZE(t_all_backends); bi++)
+		if (usable(t_all_backends[bi], r.label, "-"))
+			measure_backend(&r, t_all_backends[bi], perm, d, NULL, NAN);
 
 	snprintf(title, sizeof(title),
 		 "refresh: collect + copy the dirty pages into a second %ld MiB buffer, %s",
 		 region_mib, r.label);
 	bench_section("refresh", title, "ms");
 	full_ms = full_copy(&r, copy);
-	for (size_t bi = 0; bi < BENCH_ARRAY_SIZE(all_backends); bi++)
-		if (usable(all_backends[bi], r.label, "-"))
-			measure_backend(&r, all_backends[bi], perm, d, copy, full_ms);
-	mem_unmap(&r.m);
+	for (size_t bi = 0; bi < BENCH_ARRAY_SIZE(t_all_backends); bi++)
+		if (usable(t_all_backends[bi], r.label, "-"))
+			measure_backend(&r, t_all_backends[bi], perm, d, copy, full_ms);
+	t_mem_unmap(&r.m);
 }
 
 int main(int argc, char **argv)
@@ -692,7 +692,7 @@ int main(int argc, char **argv)
 
 	bench_init(argc, argv, "tracker",
 		   "first-write, collect and refresh costs of each tracking backend", options);
-	ps = page_size();
+	ps = t_page_size();
 	page_shift = (unsigned int)__builtin_ctzl(ps);
 	npages = ((uint64_t)region_mib << 20) >> page_shift;
 	region_len = npages << page_shift;
@@ -707,8 +707,8 @@ int main(int argc, char **argv)
 		bench_note("region is %ld MiB, not 1 GiB: the collect and refresh targets are not "
 			   "evaluated", region_mib);
 
-	scattered = rnd_permutation((uint64_t)first_write_pages, SEED_FIRST_WRITE);
-	perm = rnd_permutation(npages, SEED_DIRTY);
+	scattered = t_rnd_permutation((uint64_t)first_write_pages, SEED_FIRST_WRITE);
+	perm = t_rnd_permutation(npages, SEED_DIRTY);
 	d.want = malloc(npages);
 	if (!scattered || !perm || !d.want) {
 		fprintf(stderr, "tracker: out of memory\n");

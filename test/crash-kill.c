@@ -39,7 +39,7 @@ static struct pt_region_opts opts_for(int mode)
 static void child(int k, int mode, uint64_t seed)
 {
 	struct pt_region_opts o = opts_for(mode);
-	size_t ps = page_size(), size = NPAGES * ps;
+	size_t ps = t_page_size(), size = NPAGES * ps;
 	struct pt_region *r;
 	char *m;
 	int ret;
@@ -53,11 +53,11 @@ static void child(int k, int mode, uint64_t seed)
 	m = pt_region_base(r);
 	__atomic_store_n(&sh->ready, (uint32_t)k + 1, __ATOMIC_RELEASE);
 	for (;;) {
-		int nw = 1 + (int)(rnd_next(&seed) % 24);
+		int nw = 1 + (int)(t_rnd_next(&seed) % 24);
 		int64_t got;
 
 		for (int w = 0; w < nw; w++)
-			m[(rnd_next(&seed) % NPAGES) * ps + rnd_next(&seed) % ps] = (char)rnd_next(&seed);
+			m[(t_rnd_next(&seed) % NPAGES) * ps + t_rnd_next(&seed) % ps] = (char)t_rnd_next(&seed);
 		{
 			/* With PT_DURABLE_NONE the newest published epoch lags
 			 * the newest assigned one: count them here. */
@@ -80,12 +80,12 @@ static void child(int k, int mode, uint64_t seed)
 		__atomic_add_fetch(&sh->syncs, 1, __ATOMIC_RELAXED);
 		if (!mode) {
 			__atomic_store_n(&sh->durable, (uint64_t)got, __ATOMIC_RELEASE);
-		} else if (rnd_next(&seed) % 4 == 0) {
+		} else if (t_rnd_next(&seed) % 4 == 0) {
 			/* Group commit: several epochs, one wait. */
 			if (pt_region_wait(r, (uint64_t)got, PT_LEVEL_DURABLE, -1) == 0)
 				__atomic_store_n(&sh->durable, (uint64_t)got, __ATOMIC_RELEASE);
 		}
-		if (rnd_next(&seed) % 8 == 0) {
+		if (t_rnd_next(&seed) % 8 == 0) {
 			__atomic_store_n(&sh->in_checkpoint, 1, __ATOMIC_RELEASE);
 			if (pt_region_checkpoint(r) >= 0)
 				__atomic_add_fetch(&sh->checkpoints, 1, __ATOMIC_RELAXED);
@@ -96,7 +96,7 @@ static void child(int k, int mode, uint64_t seed)
 
 static bool kill_loop(char *why, size_t why_len)
 {
-	size_t ps = page_size(), size = NPAGES * ps;
+	size_t ps = t_page_size(), size = NPAGES * ps;
 	uint64_t seed = 0xC0FFEE;
 	struct pt_region_opts o = opts_for(0);
 	struct pt_region *r;
@@ -119,7 +119,7 @@ static bool kill_loop(char *why, size_t why_len)
 	pt_region_close(r);
 	for (int k = 0; k < kills_wanted; k++) {
 		uint64_t before = __atomic_load_n(&sh->durable, __ATOMIC_ACQUIRE), durable, h;
-		long delay_us = (long)(rnd_next(&seed) % 10000);
+		long delay_us = (long)(t_rnd_next(&seed) % 10000);
 		struct timespec ts = { 0, delay_us * 1000 };
 		int64_t e;
 		pid_t pid;
@@ -128,7 +128,7 @@ static bool kill_loop(char *why, size_t why_len)
 		pid = fork();
 		CHECK(pid >= 0, "fork: %s", strerror(errno));
 		if (pid == 0)
-			child(k, k % 2, rnd_next(&seed));
+			child(k, k % 2, t_rnd_next(&seed));
 		/* Kill it at a random moment once it runs (not while it opens). */
 		for (int w = 0; w < 10000 && __atomic_load_n(&sh->ready, __ATOMIC_ACQUIRE) != (uint32_t)k + 1; w++)
 			usleep(100);
@@ -164,7 +164,7 @@ static bool kill_loop(char *why, size_t why_len)
 	CHECK(kills >= kills_wanted, "only %d kills", kills);
 	CHECK(sh->syncs > (uint64_t)KILLS, "writers made too few syncs (%llu)",
 	      (unsigned long long)sh->syncs);
-	tmpdir_remove(dir);
+	t_tmpdir_remove(dir);
 	return true;
 }
 
@@ -175,8 +175,8 @@ int main(void)
 	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED)
 		DIE("mmap: %s", strerror(errno));
-	cell_report("kill-9-during-sync-and-checkpoint", kill_loop(why, sizeof(why)) ? T_PASS : T_FAIL,
-		    why);
+	t_cell_report("kill-9-during-sync-and-checkpoint", kill_loop(why, sizeof(why)) ? T_PASS : T_FAIL,
+		      why);
 	if (t_failures)
 		printf("    region left in %s for inspection\n", dir);
 	return t_exit();

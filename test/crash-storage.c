@@ -282,7 +282,7 @@ static void file_apply(struct file *f, const struct op *o, uint64_t *seed, bool 
 	for (uint64_t s = 0; s < o->len; s += 512) {
 		uint64_t n = o->len - s < 512 ? o->len - s : 512;
 
-		if (rnd_next(seed) & 1)
+		if (t_rnd_next(seed) & 1)
 			memcpy(f->data + o->off + s, o->data + s, n);
 	}
 }
@@ -383,7 +383,7 @@ static int64_t rebuild(int crash, const char *out, uint64_t *seed)
 
 			/* Their fate is sealed now: kept, lost or torn. */
 			for (int k = 0; k < f->npending; k++) {
-				uint64_t fate = rnd_next(seed) % 3;
+				uint64_t fate = t_rnd_next(seed) % 3;
 
 				if (fate < 2)
 					file_apply(f, &ops[f->pending[k]], seed, fate == 1);
@@ -405,7 +405,7 @@ static int64_t rebuild(int crash, const char *out, uint64_t *seed)
 		struct file *f = &files[i];
 
 		for (int k = 0; k < f->npending; k++) {
-			uint64_t fate = rnd_next(seed) % 3;
+			uint64_t fate = t_rnd_next(seed) % 3;
 
 			if (fate == 0)
 				file_apply(f, &ops[f->pending[k]], seed, false);
@@ -416,10 +416,10 @@ static int64_t rebuild(int crash, const char *out, uint64_t *seed)
 	/* Unsynced namespace operations: a prefix survives. */
 	memcpy(ns, dur_ns, sizeof(ns[0]) * (size_t)ndur);
 	n = ndur;
-	keep = npend ? (int)(rnd_next(seed) % (uint64_t)(npend + 1)) : 0;
+	keep = npend ? (int)(t_rnd_next(seed) % (uint64_t)(npend + 1)) : 0;
 	for (int k = 0; k < keep; k++)
 		n = ns_apply(ns, n, &ops[pend_ns[k]]);
-	tmpdir_empty(out);
+	t_tmpdir_empty(out);
 	for (int i = 0; i < n; i++) {
 		char p[512];
 		int fd;
@@ -445,7 +445,7 @@ static bool workload(const char *dir, enum pt_durability dur, uint64_t seed, int
 		.sz = sizeof(o), .durability = dur, .flags = PT_REGION_NO_CHECKPOINT_THREAD,
 		.segment_bytes = 40 << 10, .retain_bytes = 1,
 	};
-	size_t ps = page_size(), size = NPAGES * ps;
+	size_t ps = t_page_size(), size = NPAGES * ps;
 	struct pt_region *r;
 	uint64_t assigned = 0;
 	char *m;
@@ -459,11 +459,11 @@ static bool workload(const char *dir, enum pt_durability dur, uint64_t seed, int
 	pthread_mutex_unlock(&trace_lock);
 	m = pt_region_base(r);
 	for (int i = 0; i < 80; i++) {
-		int nw = 1 + (int)(rnd_next(&seed) % 8);
+		int nw = 1 + (int)(t_rnd_next(&seed) % 8);
 		int64_t e;
 
 		for (int w = 0; w < nw; w++)
-			m[(rnd_next(&seed) % NPAGES) * ps + rnd_next(&seed) % ps] = (char)(rnd_next(&seed) | 1);
+			m[(t_rnd_next(&seed) % NPAGES) * ps + t_rnd_next(&seed) % ps] = (char)(t_rnd_next(&seed) | 1);
 		CHECK(assigned + 1 < MAX_EPOCHS, "too many epochs");
 		hashes[assigned + 1] = XXH3_64bits(m, size);
 		/* A failed sync loses nothing: sync again, writing nothing
@@ -476,13 +476,13 @@ static bool workload(const char *dir, enum pt_durability dur, uint64_t seed, int
 		assigned = (uint64_t)e;
 		if (dur == PT_DURABLE_ON_SYNC) {
 			mark(OP_MARK_DURABLE, assigned);
-		} else if (rnd_next(&seed) % 3 == 0) {
+		} else if (t_rnd_next(&seed) % 3 == 0) {
 			for (int t = 0; (ret = pt_region_wait(r, assigned, PT_LEVEL_DURABLE, -1)) && t < 400; t++)
 				usleep(2000);
 			CHECK(ret == 0, "wait: %s", strerror(-ret));
 			mark(OP_MARK_DURABLE, assigned);
 		}
-		if (rnd_next(&seed) % 10 == 0) {
+		if (t_rnd_next(&seed) % 10 == 0) {
 			int64_t c = pt_region_checkpoint(r);
 
 			CHECK(c >= 0 || fail_fsync_every || fail_write_every, "checkpoint: %s",
@@ -504,7 +504,7 @@ static bool workload(const char *dir, enum pt_durability dur, uint64_t seed, int
 
 static bool run(enum pt_durability dur, int fail_every, int points, char *why, size_t why_len)
 {
-	size_t size = NPAGES * page_size();
+	size_t size = NPAGES * t_page_size();
 	char dir[128], out[128];
 	uint64_t seed = 0x5eed + (uint64_t)dur;
 	int epochs = 0, opened = 0, recovered_beyond = 0;
@@ -527,12 +527,12 @@ static bool run(enum pt_durability dur, int fail_every, int points, char *why, s
 	pt_io_set(&recorder);
 	ok = workload(dir, dur, seed, &epochs);
 	pt_io_set(NULL);
-	tmpdir_remove(dir);
+	t_tmpdir_remove(dir);
 	if (!ok)
 		goto out;
 	files = calloc((size_t)nobjs, sizeof(*files));
 	for (int p = 0; p < points && ok; p++) {
-		int crash = (int)(rnd_next(&seed) % (uint64_t)(nops + 1));
+		int crash = (int)(t_rnd_next(&seed) % (uint64_t)(nops + 1));
 		int64_t durable = rebuild(crash, out, &seed);
 		struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
 		struct pt_region *r;
@@ -588,7 +588,7 @@ static bool run(enum pt_durability dur, int fail_every, int points, char *why, s
 	files = NULL;
 out:
 	if (ok || !getenv("PT_TRACE"))
-		tmpdir_remove(out);
+		t_tmpdir_remove(out);
 	else
 		printf("    rebuilt directory left in %s\n", out);
 	return ok;
@@ -597,19 +597,19 @@ out:
 int main(void)
 {
 	char why[256] = "";
-	size_t size = NPAGES * page_size();
+	size_t size = NPAGES * t_page_size();
 	void *zero = calloc(1, size);
 
 	hashes[0] = XXH3_64bits(zero, size);
 	free(zero);
-	cell_report("durable-on-sync", run(PT_DURABLE_ON_SYNC, 0, CRASH_POINTS / 3, why,
-					   sizeof(why)) ? T_PASS : T_FAIL, why);
+	t_cell_report("durable-on-sync", run(PT_DURABLE_ON_SYNC, 0, CRASH_POINTS / 3, why,
+					     sizeof(why)) ? T_PASS : T_FAIL, why);
 	why[0] = '\0';
-	cell_report("none-with-group-commit", run(PT_DURABLE_NONE, 0, CRASH_POINTS / 3, why,
+	t_cell_report("none-with-group-commit", run(PT_DURABLE_NONE, 0, CRASH_POINTS / 3, why,
+						    sizeof(why)) ? T_PASS : T_FAIL, why);
+	why[0] = '\0';
+	t_cell_report("fsync-eio-and-enospc", run(PT_DURABLE_ON_SYNC, 7, CRASH_POINTS / 3, why,
 						  sizeof(why)) ? T_PASS : T_FAIL, why);
-	why[0] = '\0';
-	cell_report("fsync-eio-and-enospc", run(PT_DURABLE_ON_SYNC, 7, CRASH_POINTS / 3, why,
-						sizeof(why)) ? T_PASS : T_FAIL, why);
 	for (int i = 0; i < nops; i++)
 		free(ops[i].data);
 	return t_exit();

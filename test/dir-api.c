@@ -19,18 +19,18 @@ static bool make_region(const char *d, struct pt_region **rp, unsigned int flags
 {
 	struct pt_region_opts o = { .sz = sizeof(o), .flags = flags,
 				    .checkpoint_interval_ms = checkpoint_ms,
-				    .segment_bytes = 4 * page_size() };
+				    .segment_bytes = 4 * t_page_size() };
 	struct pt_region *r;
 	char *m;
 	int ret;
 
-	tmpdir_empty(d);
+	t_tmpdir_empty(d);
 	rmdir(d);
-	ret = pt_region_create(&r, d, NPAGES * page_size(), &o);
+	ret = pt_region_create(&r, d, NPAGES * t_page_size(), &o);
 	CHECK(ret == 0, "create %s: %s", d, pt_strerror(ret));
 	m = pt_region_base(r);
 	for (int e = 1; e <= EPOCHS; e++) {
-		m[(size_t)(e % NPAGES) * page_size()] = (char)e;
+		m[(size_t)(e % NPAGES) * t_page_size()] = (char)e;
 		CHECK(pt_region_sync(r) == e, "sync %d", e);
 	}
 	if (rp) {
@@ -105,7 +105,7 @@ static bool status_good(char *why, size_t why_len)
 	CHECK(st.log_bytes == tot.log_bytes, "log_bytes %llu, the writer says %llu",
 	      (unsigned long long)st.log_bytes, (unsigned long long)tot.log_bytes);
 	CHECK(st.last_error == tot.last_error, "last_error %d", st.last_error);
-	CHECK(st.npages == NPAGES && st.page_size == page_size() && st.history_id, "geometry");
+	CHECK(st.npages == NPAGES && st.page_size == t_page_size() && st.history_id, "geometry");
 	CHECK(st.image_epoch == EPOCHS && st.reached == EPOCHS && st.state_durable == EPOCHS &&
 	      st.reach == 0 && st.state_error == 0 && st.log_error == 0 && st.foreign == 0 &&
 	      st.segments > 1, "reach %d, reached %llu, segments %u", st.reach,
@@ -305,11 +305,11 @@ static bool verify_flipped_image(char *why, size_t why_len)
 	snprintf(path, sizeof(path), "%s/image", dir);
 	fd = open(path, O_RDONLY);
 	CHECK(fd >= 0 && pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
-	      pread(fd, &h1, sizeof(h1), (off_t)page_size()) == (ssize_t)sizeof(h1), "headers");
+	      pread(fd, &h1, sizeof(h1), (off_t)t_page_size()) == (ssize_t)sizeof(h1), "headers");
 	close(fd);
 	if (h1.seq > h.seq)
 		h = h1;
-	off = h.data_offset + page * page_size();
+	off = h.data_offset + page * t_page_size();
 	CHECK(flip(path, off + 100), "flip");
 	f.want_file = "image";
 	f.want_offset = off;
@@ -465,25 +465,25 @@ static bool shared_listed(char *why, size_t why_len)
 	(void)why;
 	(void)why_len;
 	CHECK(make_region(dir, NULL, PT_REGION_NO_CHECKPOINT_THREAD, 0), "region");
-	shm_remove(shm_name);
+	t_shm_remove(shm_name);
 	ret = pt_replica_open(&rep, dir, &o);
 	CHECK(ret == 0, "replica: %s", pt_strerror(ret));
 	if (pt_replica_refresh(rep, 0) != EPOCHS) {
 		pt_replica_close(rep);
-		shm_remove(shm_name);
+		t_shm_remove(shm_name);
 		CHECK(false, "refresh");
 	}
 	ret = pt_dir_shared(dir, find_shared, &f);
 	pt_replica_close(rep);
 	if (ret || f.found != 1 || f.epoch != EPOCHS || f.readers != 1 || f.pid != getpid()) {
-		shm_remove(shm_name);
+		t_shm_remove(shm_name);
 		CHECK(false, "shared: %d, found %d, epoch %llu, %u readers, pid %d", ret, f.found,
 		      (unsigned long long)f.epoch, f.readers, f.pid);
 	}
 	/* Closed: still there, with no reader. */
 	memset(&f, 0, sizeof(f));
 	ret = pt_dir_shared(dir, find_shared, &f);
-	shm_remove(shm_name);
+	t_shm_remove(shm_name);
 	CHECK(ret == 0 && f.found == 1 && f.readers == 0, "after close: %d, found %d, %u readers",
 	      ret, f.found, f.readers);
 	return true;
@@ -511,8 +511,8 @@ int main(void)
 		DIE("mkdtemp: %s", strerror(errno));
 	snprintf(shm_name, sizeof(shm_name), "pt-dir-api-%d", (int)getpid());
 	t_run_cells(cells, sizeof(cells) / sizeof(cells[0]));
-	shm_remove(shm_name);
-	tmpdir_remove(dir);
-	tmpdir_remove(other);
+	t_shm_remove(shm_name);
+	t_tmpdir_remove(dir);
+	t_tmpdir_remove(other);
 	return t_exit();
 }

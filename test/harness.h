@@ -4,6 +4,12 @@
  * backends x memory kinds, and a cell reporter that prints
  * "done", "skipped [reason]" or "failed [reason]" for each cell.
  *
+ * The helpers are compiled once into libptest.a (harness.c) and linked by
+ * every test program, the exchange's tests and the benchmarks.  Every name
+ * they export starts with t_ (T_ for constants); CHECK and DIE are macros
+ * and keep their short names.  harness.c uses pagetrack.h only, so programs
+ * that link the shared library (the exchange's tests) can use it too.
+ *
  * Each test is one program: exit 0 pass, 1 fail, 77 skip (reason printed).
  * A test never passes when the feature it tests is missing.
  */
@@ -15,6 +21,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +31,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <linux/loop.h>
 
 #include "pagetrack.h"
 
@@ -32,7 +38,8 @@
 #define T_FAIL 1
 #define T_SKIP 77
 
-static int t_failures, t_done, t_skipped;
+/* Cells reported so far (t_cell_report); t_exit() decides from them. */
+extern int t_failures, t_done, t_skipped;
 
 /* Fail the current cell: print where and why, return false from a bool fn. */
 #define CHECK(cond, ...) do {							\
@@ -50,35 +57,30 @@ static int t_failures, t_done, t_skipped;
 	exit(T_FAIL);								\
 } while (0)
 
-static inline size_t page_size(void)
-{
-	return (size_t)sysconf(_SC_PAGESIZE);
-}
+size_t t_page_size(void);
 
 /* ---- memory kinds -------------------------------------------------- */
 
-enum mem_kind {
-	MEM_ANON,		/* private anonymous */
-	MEM_MEMFD,		/* MAP_SHARED memfd */
-	MEM_SHM,		/* MAP_SHARED file in /dev/shm */
-	MEM_FILE,		/* MAP_SHARED regular file (TMPDIR or /var/tmp) */
-	MEM_LOOP,		/* MAP_SHARED /dev/loopN over a file (root) */
-	MEM_THP,		/* anonymous with MADV_HUGEPAGE */
-	MEM_NKINDS
+enum t_mem_kind {
+	T_MEM_ANON,		/* private anonymous */
+	T_MEM_MEMFD,		/* MAP_SHARED memfd */
+	T_MEM_SHM,		/* MAP_SHARED file in /dev/shm */
+	T_MEM_FILE,		/* MAP_SHARED regular file (TMPDIR or /var/tmp) */
+	T_MEM_LOOP,		/* MAP_SHARED /dev/loopN over a file (root) */
+	T_MEM_THP,		/* anonymous with MADV_HUGEPAGE */
+	T_MEM_NKINDS
 };
 
-static const char *const mem_kind_names[MEM_NKINDS] = {
-	"anon", "memfd", "shm", "file", "loop", "thp",
-};
+extern const char *const t_mem_kind_names[T_MEM_NKINDS];
 
-struct mem {
-	enum mem_kind kind;
-	char *addr;		/* what tests use: aligned to 2 MiB for MEM_THP */
+struct t_mem {
+	enum t_mem_kind kind;
+	char *addr;		/* what tests use: aligned to 2 MiB for T_MEM_THP */
 	size_t len;
 	char *map;		/* what munmap needs */
 	size_t map_len;
 	int fd;
-	int backing_fd;		/* MEM_LOOP: the file behind the loop device */
+	int backing_fd;		/* T_MEM_LOOP: the file behind the loop device */
 	char path[256];
 	char loop_path[64];
 };
@@ -87,158 +89,23 @@ struct mem {
  * Map len bytes of the given kind, zero-filled.  Returns 0, or a skip
  * reason in why and T_SKIP, or T_FAIL with why.
  */
-static inline int mem_map(struct mem *m, enum mem_kind kind, size_t len, char *why, size_t why_len)
-{
-	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
-	int flags = MAP_SHARED;
-
-	memset(m, 0, sizeof(*m));
-	m->kind = kind;
-	m->len = len;
-	m->fd = m->backing_fd = -1;
-	switch (kind) {
-	case MEM_ANON:
-	case MEM_THP: {
-		size_t align = kind == MEM_THP ? (2u << 20) : 0;
-
-		m->map_len = len + align;
-		m->map = mmap(NULL, m->map_len, PROT_READ | PROT_WRITE,
-			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (m->map == MAP_FAILED)
-			goto fail;
-		m->addr = align ? (char *)(((uintptr_t)m->map + align - 1) & ~(uintptr_t)(align - 1)) : m->map;
-		if (kind == MEM_THP) {
-			if (access("/sys/kernel/mm/transparent_hugepage/enabled", R_OK)) {
-				snprintf(why, why_len, "no transparent huge pages in this kernel");
-				munmap(m->map, m->map_len);
-				return T_SKIP;
-			}
-			if (madvise(m->addr, len, MADV_HUGEPAGE))
-				goto fail;
-		}
-		return 0;
-	}
-	case MEM_MEMFD:
-		m->fd = memfd_create("pagetrack-test", MFD_CLOEXEC);
-		break;
-	case MEM_SHM:
-		snprintf(m->path, sizeof(m->path), "/dev/shm/pagetrack-test-%d-%p", getpid(), (void *)m);
-		m->fd = open(m->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		break;
-	case MEM_FILE:
-	case MEM_LOOP:
-		snprintf(m->path, sizeof(m->path), "%s/pagetrack-test-XXXXXX", tmp);
-		m->fd = mkostemp(m->path, O_CLOEXEC);
-		break;
-	default:
-		snprintf(why, why_len, "unknown memory kind");
-		return T_FAIL;
-	}
-	if (m->fd < 0 || ftruncate(m->fd, (off_t)len))
-		goto fail;
-	if (kind == MEM_LOOP) {
-		int ctl, nr;
-
-		if (geteuid() != 0) {
-			snprintf(why, why_len, "a loop device needs root");
-			goto skip;
-		}
-		ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
-		nr = ctl < 0 ? -1 : ioctl(ctl, LOOP_CTL_GET_FREE);
-		if (ctl >= 0)
-			close(ctl);
-		if (nr < 0) {
-			snprintf(why, why_len, "no free loop device (/dev/loop-control: %s)", strerror(errno));
-			goto skip;
-		}
-		snprintf(m->loop_path, sizeof(m->loop_path), "/dev/loop%d", nr);
-		m->backing_fd = m->fd;
-		m->fd = open(m->loop_path, O_RDWR | O_CLOEXEC);
-		if (m->fd < 0 || ioctl(m->fd, LOOP_SET_FD, m->backing_fd)) {
-			snprintf(why, why_len, "%s: %s", m->loop_path, strerror(errno));
-			goto skip;
-		}
-	}
-	m->map_len = len;
-	m->map = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, m->fd, 0);
-	if (m->map == MAP_FAILED)
-		goto fail;
-	m->addr = m->map;
-	return 0;
-fail:
-	snprintf(why, why_len, "cannot map %s memory: %s", mem_kind_names[kind], strerror(errno));
-	if (m->fd >= 0)
-		close(m->fd);
-	if (m->path[0])
-		unlink(m->path);
-	return T_FAIL;
-skip:
-	if (m->fd >= 0)
-		close(m->fd);
-	if (m->backing_fd >= 0)
-		close(m->backing_fd);
-	if (m->path[0])
-		unlink(m->path);
-	return T_SKIP;
-}
-
-static inline void mem_unmap(struct mem *m)
-{
-	if (m->map && m->map != MAP_FAILED)
-		munmap(m->map, m->map_len);
-	if (m->kind == MEM_LOOP && m->fd >= 0)
-		ioctl(m->fd, LOOP_CLR_FD, 0);
-	if (m->fd >= 0)
-		close(m->fd);
-	if (m->backing_fd >= 0)
-		close(m->backing_fd);
-	if (m->path[0])
-		unlink(m->path);
-	m->map = NULL;
-	m->fd = m->backing_fd = -1;
-	m->path[0] = '\0';
-}
+int t_mem_map(struct t_mem *m, enum t_mem_kind kind, size_t len, char *why, size_t why_len);
+void t_mem_unmap(struct t_mem *m);
 
 /* ---- backends ------------------------------------------------------- */
 
-static const enum pt_backend all_backends[] = {
-	PT_BACKEND_UFFD_WP, PT_BACKEND_SOFT_DIRTY, PT_BACKEND_MPROTECT,
-};
+#define T_NBACKENDS 3
+extern const enum pt_backend t_all_backends[T_NBACKENDS];
 
 /* Backends not available here are skipped with the probe's reason. */
-static inline bool backend_usable(enum pt_backend b, char *why, size_t why_len)
-{
-	return pt_backend_probe(b, why, why_len) == 0;
-}
+bool t_backend_usable(enum pt_backend b, char *why, size_t why_len);
 
 /* Open a tracker on a forced backend; opts.backend beats PAGETRACK_BACKEND. */
-static inline int tracker_open_on(struct pt_tracker **t, enum pt_backend b, void *addr, size_t len)
-{
-	struct pt_tracker_opts o = { .sz = sizeof(o), .backend = b };
-
-	return pt_tracker_open(t, addr, len, &o);
-}
+int t_tracker_open_on(struct pt_tracker **t, enum pt_backend b, void *addr, size_t len);
 
 /* ---- cells and the table --------------------------------------------- */
 
-static inline void cell_report(const char *name, int result, const char *why)
-{
-	switch (result) {
-	case T_PASS:
-		t_done++;
-		printf("  %-40s done\n", name);
-		break;
-	case T_SKIP:
-		t_skipped++;
-		printf("  %-40s skipped [%s]\n", name, why);
-		break;
-	default:
-		t_failures++;
-		printf("  %-40s failed [%s]\n", name, why && *why ? why : "see above");
-		break;
-	}
-	fflush(stdout);
-}
+void t_cell_report(const char *name, int result, const char *why);
 
 /* A named check: true if it passed, else false with the reason in why. */
 struct t_cell {
@@ -247,99 +114,25 @@ struct t_cell {
 };
 
 /* Run one cell and report it. */
-static inline void t_run_cell(const struct t_cell *c)
-{
-	char why[512] = "";
-
-	cell_report(c->name, c->fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
-}
-
+void t_run_cell(const struct t_cell *c);
 /* Run a table of cells in order. */
-static inline void t_run_cells(const struct t_cell *cells, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		t_run_cell(&cells[i]);
-}
-
+void t_run_cells(const struct t_cell *cells, size_t n);
 /* The program's exit: fail if any cell failed, skip if none ran. */
-static inline int t_exit(void)
-{
-	printf("%d done, %d failed, %d skipped\n", t_done, t_failures, t_skipped);
-	if (t_failures)
-		return T_FAIL;
-	if (!t_done) {
-		printf("skip: every cell skipped\n");
-		return T_SKIP;
-	}
-	return T_PASS;
-}
+int t_exit(void);
 
 /* Collect into a byte map of pages (1 = reported).  Returns pages or -errno;
  * checks the ranges are ascending, non-overlapping, maximal, inside npages. */
-static inline int collect_map(struct pt_tracker *t, unsigned flags, uint8_t *map, uint64_t npages, char *why, size_t why_len)
-{
-	const struct pt_range *r;
-	size_t nr;
-	int n = pt_tracker_collect(t, flags, &r, &nr);
-	uint64_t total = 0, prev_end = 0;
-
-	if (n < 0) {
-		snprintf(why, why_len, "collect: %s", strerror(-n));
-		return n;
-	}
-	memset(map, 0, npages);
-	for (size_t i = 0; i < nr; i++) {
-		if (!r[i].count || r[i].first + r[i].count > npages ||
-		    (i && r[i].first <= prev_end)) {
-			snprintf(why, why_len, "bad range %zu: first %llu count %llu (prev end %llu, pages %llu)",
-				 i, (unsigned long long)r[i].first, (unsigned long long)r[i].count,
-				 (unsigned long long)prev_end, (unsigned long long)npages);
-			return -EPROTO;
-		}
-		memset(map + r[i].first, 1, r[i].count);
-		prev_end = r[i].first + r[i].count;
-		total += r[i].count;
-	}
-	if (total != (uint64_t)n) {
-		snprintf(why, why_len, "collect returned %d but ranges hold %llu pages", n, (unsigned long long)total);
-		return -EPROTO;
-	}
-	return n;
-}
+int t_collect_map(struct pt_tracker *t, unsigned flags, uint8_t *map, uint64_t npages, char *why,
+		  size_t why_len);
 
 /* ---- temporary directories ------------------------------------------------ */
 
 /* A fresh directory /tmp/<prefix>-XXXXXX in buf; exits the test on failure. */
-static inline void tmpdir_make(char *buf, size_t len, const char *prefix)
-{
-	snprintf(buf, len, "/tmp/%s-XXXXXX", prefix);
-	if (!mkdtemp(buf))
-		DIE("mkdtemp %s: %s", buf, strerror(errno));
-}
-
+void t_tmpdir_make(char *buf, size_t len, const char *prefix);
 /* Remove the files of a flat directory (no subdirectories), keep it. */
-static inline void tmpdir_empty(const char *d)
-{
-	DIR *dp = opendir(d);
-	struct dirent *de;
-	char p[512];
-
-	if (!dp)
-		return;
-	while ((de = readdir(dp)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
-			unlink(p);
-		}
-	closedir(dp);
-}
-
-/* Remove a flat directory made by tmpdir_make: its files, then itself. */
-static inline void tmpdir_remove(const char *d)
-{
-	tmpdir_empty(d);
-	rmdir(d);
-}
+void t_tmpdir_empty(const char *d);
+/* Remove a flat directory made by t_tmpdir_make: its files, then itself. */
+void t_tmpdir_remove(const char *d);
 
 /*
  * Remove every /dev/shm file whose name starts with prefix: a shared
@@ -347,70 +140,18 @@ static inline void tmpdir_remove(const char *d)
  * "pagetrack-NAME.<generation>".  Only system calls, so that a SIGALRM
  * handler may call it.
  */
-static inline void shm_remove_prefix(const char *prefix)
-{
-	struct dirent64_raw {
-		uint64_t ino;
-		int64_t off;
-		unsigned short reclen;
-		unsigned char type;
-		char name[];
-	};
-	char buf[4096] __attribute__((aligned(8)));
-	size_t plen = strlen(prefix);
-	long n;
-	int fd = open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	if (fd < 0)
-		return;
-	while ((n = syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0)
-		for (long off = 0; off < n;) {
-			struct dirent64_raw *d = (struct dirent64_raw *)(buf + off);
-
-			if (!strncmp(d->name, prefix, plen))
-				unlinkat(fd, d->name, 0);
-			off += d->reclen;
-		}
-	close(fd);
-}
-
+void t_shm_remove_prefix(const char *prefix);
 /* Remove the shared replica NAME: its control block and its copies. */
-static inline void shm_remove(const char *name)
-{
-	char p[320];
+void t_shm_remove(const char *name);
 
-	snprintf(p, sizeof(p), "pagetrack-%s.", name);
-	shm_remove_prefix(p);
-	snprintf(p, sizeof(p), "/dev/shm/pagetrack-%s", name);
-	unlink(p);
-}
+/* ---- random numbers ------------------------------------------------------- */
 
-/* A fast reproducible PRNG (xorshift64*). */
-static inline uint64_t rnd_next(uint64_t *s)
-{
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 2685821657736338717ull;
-}
+/* A fast reproducible PRNG (xorshift64*).  The exchange has its own
+ * (apps/exchange/util.h), so that it depends on no test code. */
+uint64_t t_rnd_next(uint64_t *s);
 
 /* A random permutation of [0, n), the same for the same seed (Fisher-Yates);
  * NULL without memory.  The caller frees it. */
-static inline uint64_t *rnd_permutation(uint64_t n, uint64_t seed)
-{
-	uint64_t *v = malloc(n * sizeof(*v));
-
-	if (!v)
-		return NULL;
-	for (uint64_t i = 0; i < n; i++)
-		v[i] = i;
-	for (uint64_t i = n ? n - 1 : 0; i > 0; i--) {
-		uint64_t j = rnd_next(&seed) % (i + 1), x = v[i];
-
-		v[i] = v[j];
-		v[j] = x;
-	}
-	return v;
-}
+uint64_t *t_rnd_permutation(uint64_t n, uint64_t seed);
 
 #endif /* PT_TEST_HARNESS_H */

@@ -21,7 +21,7 @@ static void copy_dir(const char *from, const char *to)
 	struct dirent *de;
 	char p[512], q[512], buf[65536];
 
-	tmpdir_empty(to);
+	t_tmpdir_empty(to);
 	while (dp && (de = readdir(dp))) {
 		int in, out;
 		ssize_t n;
@@ -46,7 +46,7 @@ static void copy_dir(const char *from, const char *to)
 static void build(void)
 {
 	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
-	size_t ps = page_size(), size = NPAGES * ps;
+	size_t ps = t_page_size(), size = NPAGES * ps;
 	struct pt_region *r;
 	char *m;
 	int ret;
@@ -79,7 +79,7 @@ static void seg_open(struct seg *s)
 {
 	char p[512];
 	struct pt_record_header h;
-	uint64_t off = page_size();
+	uint64_t off = t_page_size();
 
 	snprintf(p, sizeof(p), "%s/log-0000000000000001.seg", dst);
 	s->fd = open(p, O_RDWR);
@@ -165,7 +165,7 @@ static void c_truncated_header(struct seg *s)
 static void c_cut_at_page(struct seg *s)
 {
 	/* The header page and one of the two data pages. */
-	if (ftruncate(s->fd, (off_t)(s->off[VICTIM] + s->len[VICTIM] - page_size())))
+	if (ftruncate(s->fd, (off_t)(s->off[VICTIM] + s->len[VICTIM] - t_page_size())))
 		DIE("ftruncate");
 }
 
@@ -290,7 +290,7 @@ static const struct {
 static bool run_case(size_t i, char *why, size_t why_len)
 {
 	struct pt_region_opts accept = { .sz = sizeof(accept), .flags = PT_REGION_ACCEPT_LOSS };
-	size_t size = NPAGES * page_size();
+	size_t size = NPAGES * t_page_size();
 	struct pt_pagelog_reader rd;
 	struct pt_record rec;
 	struct pt_image img;
@@ -358,7 +358,7 @@ static bool image_cases(char *why, size_t why_len)
 
 	copy_dir(src, dst);
 	fd = open(p, O_RDWR);
-	CHECK(pwrite(fd, "X", 1, 0) == 1 && pwrite(fd, "X", 1, (off_t)page_size()) == 1, "write");
+	CHECK(pwrite(fd, "X", 1, 0) == 1 && pwrite(fd, "X", 1, (off_t)t_page_size()) == 1, "write");
 	close(fd);
 	ret = pt_region_open(&r, dst, NULL);
 	CHECK(ret == -EBADMSG, "image magic: %d", ret);
@@ -374,7 +374,7 @@ static bool image_cases(char *why, size_t why_len)
 	CHECK(ret == -EPROTO, "image version: %d", ret);
 
 	copy_dir(src, dst);
-	CHECK(truncate(p, (off_t)page_size() * 4) == 0, "truncate");
+	CHECK(truncate(p, (off_t)t_page_size() * 4) == 0, "truncate");
 	ret = pt_region_open(&r, dst, NULL);
 	CHECK(ret == -ENODATA, "truncated image: %d", ret);
 
@@ -397,7 +397,7 @@ static bool image_cases(char *why, size_t why_len)
 
 		CHECK(pt_image_open(&img, dirfd, false) == 0, "image");
 		fd = open(p, O_RDWR);
-		CHECK(pwrite(fd, "Z", 1, (off_t)(img.hdr.data_offset + 3 * page_size() + 7)) == 1,
+		CHECK(pwrite(fd, "Z", 1, (off_t)(img.hdr.data_offset + 3 * t_page_size() + 7)) == 1,
 		      "write");
 		close(fd);
 		pt_image_close(&img);
@@ -420,13 +420,13 @@ int main(void)
 	build();
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		why[0] = '\0';
-		cell_report(cases[i].name, run_case(i, why, sizeof(why)) ? T_PASS : T_FAIL, why);
+		t_cell_report(cases[i].name, run_case(i, why, sizeof(why)) ? T_PASS : T_FAIL, why);
 	}
 	why[0] = '\0';
-	cell_report("image-and-directory", image_cases(why, sizeof(why)) ? T_PASS : T_FAIL, why);
-	tmpdir_empty(src);
+	t_cell_report("image-and-directory", image_cases(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	t_tmpdir_empty(src);
 	rmdir(src);
-	tmpdir_empty(dst);
+	t_tmpdir_empty(dst);
 	rmdir(dst);
 	return t_exit();
 }

@@ -66,7 +66,7 @@ static int child_status(bool with_tracker)
 		return -1;
 	if (pid == 0) {
 		struct rlimit no_core = { 0, 0 };
-		size_t ps = page_size();
+		size_t ps = t_page_size();
 		char *tracked = mmap(NULL, NPAGES * ps, PROT_READ | PROT_WRITE,
 				     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		char *ro = mmap(NULL, ps, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -78,7 +78,7 @@ static int child_status(bool with_tracker)
 		if (tracked == MAP_FAILED || ro == MAP_FAILED)
 			_exit(10);
 		if (with_tracker) {
-			if (tracker_open_on(&t, PT_BACKEND_MPROTECT, tracked, NPAGES * ps))
+			if (t_tracker_open_on(&t, PT_BACKEND_MPROTECT, tracked, NPAGES * ps))
 				_exit(11);
 			tracked[3 * ps] = 1;
 			if (pt_tracker_collect(t, 0, &r, &nr) != 1 || r[0].first != 3)
@@ -119,7 +119,7 @@ static bool default_action(char *why, size_t why_len)
 
 static bool program_handler_chained(char *why, size_t why_len)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	struct sigaction sa = { .sa_sigaction = program_handler, .sa_flags = SA_SIGINFO };
 	struct pt_tracker *t;
 	char *tracked, *ro, *none, *gone;
@@ -139,7 +139,7 @@ static bool program_handler_chained(char *why, size_t why_len)
 	CHECK(tracked != MAP_FAILED && ro != MAP_FAILED && none != MAP_FAILED, "mmap: %s",
 	      strerror(errno));
 
-	ret = tracker_open_on(&t, PT_BACKEND_MPROTECT, tracked, NPAGES * ps);
+	ret = t_tracker_open_on(&t, PT_BACKEND_MPROTECT, tracked, NPAGES * ps);
 	CHECK(ret == 0, "open: %s", strerror(-ret));
 
 	/* A write to a read-only page nobody tracks: SEGV_ACCERR, ours to pass on. */
@@ -167,7 +167,7 @@ static bool program_handler_chained(char *why, size_t why_len)
 	tracked[1 * ps] = 1;
 	tracked[5 * ps + 17] = 2;
 	CHECK(handler_calls == calls, "a tracked write reached the program's handler");
-	n = collect_map(t, PT_COLLECT_RESET, map, NPAGES, why, why_len);
+	n = t_collect_map(t, PT_COLLECT_RESET, map, NPAGES, why, why_len);
 	CHECK(n == 2 && map[1] && map[5], "%d pages reported, want 1 and 5", n);
 	/* The untracked pages were not changed by the attempts. */
 	CHECK(ro[0] == 0, "read-only page changed");
@@ -188,15 +188,15 @@ int main(void)
 {
 	char why[256] = "";
 
-	if (!backend_usable(PT_BACKEND_MPROTECT, why, sizeof(why))) {
+	if (!t_backend_usable(PT_BACKEND_MPROTECT, why, sizeof(why))) {
 		printf("skip: mprotect backend unavailable: %s\n", why);
 		return T_SKIP;
 	}
 	/* First, while SIGSEGV still has the disposition the program started with. */
 	why[0] = '\0';
-	cell_report("default action kills the program", default_action(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	t_cell_report("default action kills the program", default_action(why, sizeof(why)) ? T_PASS : T_FAIL, why);
 	why[0] = '\0';
-	cell_report("program handler gets untracked faults",
-		    program_handler_chained(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	t_cell_report("program handler gets untracked faults",
+		      program_handler_chained(why, sizeof(why)) ? T_PASS : T_FAIL, why);
 	return t_exit();
 }

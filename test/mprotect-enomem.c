@@ -63,10 +63,10 @@ static double now(void)
 }
 
 /* Write one byte to pages first, first + step, ... and mark them in want. */
-static void write_pages(struct mem *m, uint8_t *want, uint64_t npages, uint64_t first,
+static void write_pages(struct t_mem *m, uint8_t *want, uint64_t npages, uint64_t first,
 			uint64_t step, uint8_t value)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 
 	for (uint64_t p = first; p < npages; p += step) {
 		m->addr[p * ps + (p % 61) * 8] = value;
@@ -75,12 +75,12 @@ static void write_pages(struct mem *m, uint8_t *want, uint64_t npages, uint64_t 
 }
 
 /* Write pages first, first + step, ... in a random order. */
-static bool write_pages_shuffled(struct mem *m, uint8_t *want, uint64_t npages, uint64_t first,
+static bool write_pages_shuffled(struct t_mem *m, uint8_t *want, uint64_t npages, uint64_t first,
 				 uint64_t step, uint8_t value)
 {
 	uint64_t n = (npages - first + step - 1) / step;
-	uint64_t *order = rnd_permutation(n, 0x9e3779b97f4a7c15ull);
-	size_t ps = page_size();
+	uint64_t *order = t_rnd_permutation(n, 0x9e3779b97f4a7c15ull);
+	size_t ps = t_page_size();
 
 	if (!order)
 		return false;
@@ -109,7 +109,7 @@ static bool check_superset(const uint8_t *want, const uint8_t *got, uint64_t npa
 	return true;
 }
 
-static bool run(struct mem *m, uint64_t npages, long max_map, char *why, size_t why_len)
+static bool run(struct t_mem *m, uint64_t npages, long max_map, char *why, size_t why_len)
 {
 	uint8_t *want = calloc(npages, 1), *got = calloc(npages, 1);
 	struct pt_tracker *t = NULL;
@@ -123,7 +123,7 @@ static bool run(struct mem *m, uint64_t npages, long max_map, char *why, size_t 
 		snprintf(why, why_len, "out of memory");
 		goto out;
 	}
-	ret = tracker_open_on(&t, PT_BACKEND_MPROTECT, m->addr, m->len);
+	ret = t_tracker_open_on(&t, PT_BACKEND_MPROTECT, m->addr, m->len);
 	if (ret) {
 		snprintf(why, why_len, "open: %s", strerror(-ret));
 		goto out;
@@ -134,7 +134,7 @@ static bool run(struct mem *m, uint64_t npages, long max_map, char *why, size_t 
 	/* Round 1: every other page, far more than the VMA limit allows. */
 	t0 = now();
 	write_pages(m, want, npages, 0, 2, 1);
-	n = collect_map(t, PT_COLLECT_RESET, got, npages, why, why_len);
+	n = t_collect_map(t, PT_COLLECT_RESET, got, npages, why, why_len);
 	/* No count of the maps at the peak: at the limit even fopen() can fail. */
 	printf("    round 1: %llu pages written, %d reported, %.2f s, maps in the range %ld (limit %ld)\n",
 	       (unsigned long long)(npages / 2), n, now() - t0, maps_before, max_map);
@@ -157,7 +157,7 @@ static bool run(struct mem *m, uint64_t npages, long max_map, char *why, size_t 
 			 count_maps(m->addr, m->addr + m->len), maps_before);
 		goto out;
 	}
-	n = collect_map(t, 0, got, npages, why, why_len);
+	n = t_collect_map(t, 0, got, npages, why, why_len);
 	if (n != 0) {
 		if (n > 0)
 			snprintf(why, why_len, "after reset and no writes %d pages reported", n);
@@ -172,7 +172,7 @@ static bool run(struct mem *m, uint64_t npages, long max_map, char *why, size_t 
 		snprintf(why, why_len, "out of memory");
 		goto out;
 	}
-	n = collect_map(t, PT_COLLECT_RESET, got, npages, why, why_len);
+	n = t_collect_map(t, PT_COLLECT_RESET, got, npages, why, why_len);
 	printf("    round 2: %llu pages written, %d reported, %.2f s\n",
 	       (unsigned long long)(npages / 2), n, now() - t0);
 	if (n < 0)
@@ -190,7 +190,7 @@ static bool run(struct mem *m, uint64_t npages, long max_map, char *why, size_t 
 	/* Round 3: a few scattered pages, well under the limit: exact again. */
 	memset(want, 0, npages);
 	write_pages(m, want, npages, 7, 1000, 3);
-	n = collect_map(t, PT_COLLECT_RESET, got, npages, why, why_len);
+	n = t_collect_map(t, PT_COLLECT_RESET, got, npages, why, why_len);
 	if (n < 0)
 		goto out;
 	if (!check_superset(want, got, npages, &extra) || extra) {
@@ -200,7 +200,7 @@ static bool run(struct mem *m, uint64_t npages, long max_map, char *why, size_t 
 	}
 	/* The data is all there. */
 	for (uint64_t p = 0; p < npages; p++) {
-		uint8_t v = m->addr[p * page_size() + (p % 61) * 8];
+		uint8_t v = m->addr[p * t_page_size() + (p % 61) * 8];
 		uint8_t expect = p % 1000 == 7 ? 3 : (p % 2 ? 2 : 1);
 
 		if (v != expect) {
@@ -213,7 +213,7 @@ static bool run(struct mem *m, uint64_t npages, long max_map, char *why, size_t 
 	/* Round 4: other mappings take most of the limit, unknown to the
 	 * tracker's own count: its mprotect itself fails with ENOMEM. */
 	{
-		size_t ps = page_size(), scratch_pages = (size_t)max_map / 3 * 2;
+		size_t ps = t_page_size(), scratch_pages = (size_t)max_map / 3 * 2;
 		char *scratch = mmap(NULL, scratch_pages * ps, PROT_READ | PROT_WRITE,
 				     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 
@@ -227,7 +227,7 @@ static bool run(struct mem *m, uint64_t npages, long max_map, char *why, size_t 
 		memset(want, 0, npages);
 		degrade_warnings = 0;
 		write_pages(m, want, npages, 0, 2, 4);
-		n = collect_map(t, PT_COLLECT_RESET, got, npages, why, why_len);
+		n = t_collect_map(t, PT_COLLECT_RESET, got, npages, why, why_len);
 		munmap(scratch, scratch_pages * ps);
 		printf("    round 4 (%zu other mappings): %d reported\n", scratch_pages / 2, n);
 		if (n < 0)
@@ -251,7 +251,7 @@ out:
 
 int main(void)
 {
-	static const enum mem_kind kinds[] = { MEM_ANON, MEM_MEMFD };
+	static const enum t_mem_kind kinds[] = { T_MEM_ANON, T_MEM_MEMFD };
 	long max_map = read_long("/proc/sys/vm/max_map_count");
 	uint64_t isolated, npages;
 
@@ -264,25 +264,25 @@ int main(void)
 	if (isolated < 100000)
 		isolated = 100000;
 	npages = isolated * 2;
-	if (npages * page_size() > (4ull << 30)) {
+	if (npages * t_page_size() > (4ull << 30)) {
 		printf("skip: vm.max_map_count is %ld: reaching it needs more than 4 GiB\n", max_map);
 		return T_SKIP;
 	}
 	pt_set_log(on_log, PT_LOG_WARN, NULL);
 	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
 		char name[64], why[256] = "";
-		struct mem m;
+		struct t_mem m;
 		int r;
 
-		snprintf(name, sizeof(name), "mprotect x %s, %llu pages", mem_kind_names[kinds[k]],
+		snprintf(name, sizeof(name), "mprotect x %s, %llu pages", t_mem_kind_names[kinds[k]],
 			 (unsigned long long)npages);
-		r = mem_map(&m, kinds[k], npages * page_size(), why, sizeof(why));
+		r = t_mem_map(&m, kinds[k], npages * t_page_size(), why, sizeof(why));
 		if (r) {
-			cell_report(name, r, why);
+			t_cell_report(name, r, why);
 			continue;
 		}
-		cell_report(name, run(&m, npages, max_map, why, sizeof(why)) ? T_PASS : T_FAIL, why);
-		mem_unmap(&m);
+		t_cell_report(name, run(&m, npages, max_map, why, sizeof(why)) ? T_PASS : T_FAIL, why);
+		t_mem_unmap(&m);
 	}
 	return t_exit();
 }

@@ -26,15 +26,15 @@ static bool child_ok(pid_t pid, char *why, size_t why_len)
 	return false;
 }
 
-static bool fork_tracked(struct mem *m, char *why, size_t why_len)
+static bool fork_tracked(struct t_mem *m, char *why, size_t why_len)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	struct pt_tracker *t;
 	uint8_t map[NPAGES];
 	pid_t pid;
 	int ret, n;
 
-	ret = tracker_open_on(&t, PT_BACKEND_MPROTECT, m->addr, m->len);
+	ret = t_tracker_open_on(&t, PT_BACKEND_MPROTECT, m->addr, m->len);
 	CHECK(ret == 0, "open: %s", strerror(-ret));
 	m->addr[2 * ps] = 1;
 	pid = fork();
@@ -52,7 +52,7 @@ static bool fork_tracked(struct mem *m, char *why, size_t why_len)
 		if (pt_tracker_collect(t, 0, &r, &nr) != -ECHILD)
 			_exit(3);
 		/* The child may track the same range itself. */
-		if (tracker_open_on(&t2, PT_BACKEND_MPROTECT, m->addr, m->len))
+		if (t_tracker_open_on(&t2, PT_BACKEND_MPROTECT, m->addr, m->len))
 			_exit(4);
 		m->addr[4 * ps] = 2;
 		if (pt_tracker_collect(t2, PT_COLLECT_RESET, &r, &nr) != 1 || r[0].first != 4)
@@ -67,19 +67,19 @@ static bool fork_tracked(struct mem *m, char *why, size_t why_len)
 	/* The parent's view: its own writes, before and after the fork.  The
 	 * child's writes to shared memory went through the child's page
 	 * tables and are not seen (as with every backend). */
-	n = collect_map(t, PT_COLLECT_RESET, map, NPAGES, why, why_len);
+	n = t_collect_map(t, PT_COLLECT_RESET, map, NPAGES, why, why_len);
 	CHECK(n == 2 && map[2] && map[3], "parent: %d pages reported, want 2 and 3", n);
 	/* And the parent's range is still armed. */
 	m->addr[6 * ps] = 1;
-	n = collect_map(t, 0, map, NPAGES, why, why_len);
+	n = t_collect_map(t, 0, map, NPAGES, why, why_len);
 	CHECK(n == 1 && map[6], "parent after fork: %d pages reported, want 6", n);
 	pt_tracker_close(t);
 	return true;
 }
 
-static bool fork_frozen(struct mem *m, char *why, size_t why_len)
+static bool fork_frozen(struct t_mem *m, char *why, size_t why_len)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	pid_t pid;
 	int ret;
 
@@ -108,33 +108,33 @@ int main(void)
 {
 	static const struct {
 		const char *name;
-		bool (*fn)(struct mem *, char *, size_t);
+		bool (*fn)(struct t_mem *, char *, size_t);
 	} cases[] = {
 		{ "fork while tracked", fork_tracked },
 		{ "fork while frozen", fork_frozen },
 	};
-	static const enum mem_kind kinds[] = { MEM_ANON, MEM_MEMFD };
+	static const enum t_mem_kind kinds[] = { T_MEM_ANON, T_MEM_MEMFD };
 	char why[256] = "";
 
-	if (!backend_usable(PT_BACKEND_MPROTECT, why, sizeof(why))) {
+	if (!t_backend_usable(PT_BACKEND_MPROTECT, why, sizeof(why))) {
 		printf("skip: mprotect backend unavailable: %s\n", why);
 		return T_SKIP;
 	}
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
 		for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
 			char name[96];
-			struct mem m;
+			struct t_mem m;
 			int r;
 
 			why[0] = '\0';
-			snprintf(name, sizeof(name), "%s x %s", cases[c].name, mem_kind_names[kinds[k]]);
-			r = mem_map(&m, kinds[k], NPAGES * page_size(), why, sizeof(why));
+			snprintf(name, sizeof(name), "%s x %s", cases[c].name, t_mem_kind_names[kinds[k]]);
+			r = t_mem_map(&m, kinds[k], NPAGES * t_page_size(), why, sizeof(why));
 			if (r) {
-				cell_report(name, r, why);
+				t_cell_report(name, r, why);
 				continue;
 			}
-			cell_report(name, cases[c].fn(&m, why, sizeof(why)) ? T_PASS : T_FAIL, why);
-			mem_unmap(&m);
+			t_cell_report(name, cases[c].fn(&m, why, sizeof(why)) ? T_PASS : T_FAIL, why);
+			t_mem_unmap(&m);
 		}
 	}
 	return t_exit();

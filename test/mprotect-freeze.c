@@ -41,9 +41,9 @@ static uint64_t load64(const char *p)
 	return atomic_load_explicit((_Atomic uint64_t *)p, memory_order_relaxed);
 }
 
-static bool freeze_blocks_writers(struct mem *m, char *why, size_t why_len)
+static bool freeze_blocks_writers(struct t_mem *m, char *why, size_t why_len)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	struct writer w[NWRITERS];
 	int ret;
 
@@ -94,7 +94,7 @@ struct hammer {
 static void *hammer_main(void *arg)
 {
 	struct hammer *h = arg;
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	uint64_t n = 0;
 
 	while (!atomic_load_explicit(h->stop, memory_order_relaxed)) {
@@ -106,9 +106,9 @@ static void *hammer_main(void *arg)
 	return NULL;
 }
 
-static bool freeze_cycles(struct mem *m, char *why, size_t why_len)
+static bool freeze_cycles(struct t_mem *m, char *why, size_t why_len)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	struct hammer h[NWRITERS];
 	atomic_int stop = 0;
 	int cycles = 0, ret;
@@ -147,9 +147,9 @@ static bool freeze_cycles(struct mem *m, char *why, size_t why_len)
 	return true;
 }
 
-static bool freeze_args(struct mem *m, char *why, size_t why_len)
+static bool freeze_args(struct t_mem *m, char *why, size_t why_len)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	struct pt_tracker *t;
 	int ret;
 
@@ -158,7 +158,7 @@ static bool freeze_args(struct mem *m, char *why, size_t why_len)
 	CHECK(pt_write_freeze((uintptr_t)m->addr, ps + 3) == -EINVAL, "misaligned length");
 	CHECK(pt_write_freeze(UINTPTR_MAX & ~(uintptr_t)(ps - 1), 2 * ps) == -EINVAL, "overflow");
 	/* An mprotect tracker and a freeze never share pages. */
-	ret = tracker_open_on(&t, PT_BACKEND_MPROTECT, m->addr, 4 * ps);
+	ret = t_tracker_open_on(&t, PT_BACKEND_MPROTECT, m->addr, 4 * ps);
 	CHECK(ret == 0, "open: %s", strerror(-ret));
 	CHECK(pt_write_freeze((uintptr_t)m->addr + 2 * ps, 4 * ps) == -EEXIST, "overlap with a tracker");
 	ret = pt_write_freeze((uintptr_t)m->addr + 4 * ps, 4 * ps);
@@ -171,7 +171,7 @@ static bool freeze_args(struct mem *m, char *why, size_t why_len)
 	m->addr[1 * ps] = 1;
 	{
 		uint8_t map[4];
-		int n = collect_map(t, 0, map, 4, why, why_len);
+		int n = t_collect_map(t, 0, map, 4, why, why_len);
 
 		CHECK(n == 1 && map[1], "tracker beside a freeze reports %d pages", n);
 	}
@@ -188,7 +188,7 @@ static void on_usr1(int sig)
 	atomic_store(&usr1_seen, 1);
 }
 
-static bool freeze_signal_waiter(struct mem *m, char *why, size_t why_len)
+static bool freeze_signal_waiter(struct t_mem *m, char *why, size_t why_len)
 {
 	struct sigaction sa = { .sa_handler = on_usr1 }, old;
 	struct writer w;
@@ -202,7 +202,7 @@ static bool freeze_signal_waiter(struct mem *m, char *why, size_t why_len)
 	atomic_store(&usr1_seen, 0);
 	ret = pt_write_freeze((uintptr_t)m->addr, m->len);
 	CHECK(ret == 0, "freeze: %s", strerror(-ret));
-	w.page = m->addr + 2 * page_size();
+	w.page = m->addr + 2 * t_page_size();
 	w.value = 0xabcdef;
 	if (pthread_create(&w.thread, NULL, writer_main, &w)) {
 		pt_write_thaw((uintptr_t)m->addr, m->len);
@@ -226,7 +226,7 @@ static bool freeze_signal_waiter(struct mem *m, char *why, size_t why_len)
 
 /* The freezing thread writing into its own frozen range would wait for its
  * own thaw: it must fail (the fault is passed on), never hang. */
-static bool freeze_self_write(struct mem *m, char *why, size_t why_len)
+static bool freeze_self_write(struct t_mem *m, char *why, size_t why_len)
 {
 	int status;
 	pid_t pid = fork();
@@ -254,7 +254,7 @@ int main(void)
 {
 	static const struct {
 		const char *name;
-		bool (*fn)(struct mem *, char *, size_t);
+		bool (*fn)(struct t_mem *, char *, size_t);
 	} cases[] = {
 		{ "writers wait for the thaw", freeze_blocks_writers },
 		{ "freeze/thaw cycles under writers", freeze_cycles },
@@ -262,22 +262,22 @@ int main(void)
 		{ "the freezer's own write fails", freeze_self_write },
 		{ "a waiting writer takes signals", freeze_signal_waiter },
 	};
-	static const enum mem_kind kinds[] = { MEM_ANON, MEM_MEMFD };
+	static const enum t_mem_kind kinds[] = { T_MEM_ANON, T_MEM_MEMFD };
 
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
 		for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
 			char name[96], why[256] = "";
-			struct mem m;
+			struct t_mem m;
 			int r;
 
-			snprintf(name, sizeof(name), "%s x %s", cases[c].name, mem_kind_names[kinds[k]]);
-			r = mem_map(&m, kinds[k], NPAGES * page_size(), why, sizeof(why));
+			snprintf(name, sizeof(name), "%s x %s", cases[c].name, t_mem_kind_names[kinds[k]]);
+			r = t_mem_map(&m, kinds[k], NPAGES * t_page_size(), why, sizeof(why));
 			if (r) {
-				cell_report(name, r, why);
+				t_cell_report(name, r, why);
 				continue;
 			}
-			cell_report(name, cases[c].fn(&m, why, sizeof(why)) ? T_PASS : T_FAIL, why);
-			mem_unmap(&m);
+			t_cell_report(name, cases[c].fn(&m, why, sizeof(why)) ? T_PASS : T_FAIL, why);
+			t_mem_unmap(&m);
 		}
 	}
 	return t_exit();

@@ -41,7 +41,7 @@ static void *writer_main(void *arg)
 	size_t words = w->sh->len / 8;
 
 	while (!atomic_load_explicit(&w->sh->stop_writers, memory_order_relaxed)) {
-		uint64_t r = rnd_next(&w->seed);
+		uint64_t r = t_rnd_next(&w->seed);
 
 		atomic_store_explicit((_Atomic uint64_t *)w->sh->mem + r % words, r,
 				      memory_order_relaxed);
@@ -56,7 +56,7 @@ static void *writer_main(void *arg)
 /* Copy the reported pages into the shadow; false (with why) on error. */
 static bool collect_copy(struct shared *sh)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	const struct pt_range *r;
 	size_t nr;
 	int n = pt_tracker_collect(sh->t, PT_COLLECT_RESET, &r, &nr);
@@ -113,7 +113,7 @@ static double elapsed_ms(const struct timespec *t0)
 	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-static bool race(struct mem *m, char *why, size_t why_len)
+static bool race(struct t_mem *m, char *why, size_t why_len)
 {
 	struct shared sh = { .mem = m->addr, .len = m->len };
 	struct writer w[NWRITERS];
@@ -125,7 +125,7 @@ static bool race(struct mem *m, char *why, size_t why_len)
 	sh.shadow = malloc(m->len);
 	CHECK(sh.shadow, "out of memory");
 	memcpy(sh.shadow, m->addr, m->len);
-	ret = tracker_open_on(&sh.t, PT_BACKEND_MPROTECT, m->addr, m->len);
+	ret = t_tracker_open_on(&sh.t, PT_BACKEND_MPROTECT, m->addr, m->len);
 	if (ret) {
 		snprintf(why, why_len, "open: %s", strerror(-ret));
 		free(sh.shadow);
@@ -164,7 +164,7 @@ static bool race(struct mem *m, char *why, size_t why_len)
 				if (*(uint64_t *)(sh.shadow + off) != *(uint64_t *)(m->addr + off)) {
 					snprintf(why, why_len,
 						 "round %d: page %zu offset %zu differs: a write was lost",
-						 rounds, off / page_size(), off % page_size());
+						 rounds, off / t_page_size(), off % t_page_size());
 					break;
 				}
 			}
@@ -189,27 +189,27 @@ out:
 
 int main(void)
 {
-	static const enum mem_kind kinds[] = { MEM_ANON, MEM_MEMFD };
+	static const enum t_mem_kind kinds[] = { T_MEM_ANON, T_MEM_MEMFD };
 	char why[256] = "";
 
-	if (!backend_usable(PT_BACKEND_MPROTECT, why, sizeof(why))) {
+	if (!t_backend_usable(PT_BACKEND_MPROTECT, why, sizeof(why))) {
 		printf("skip: mprotect backend unavailable: %s\n", why);
 		return T_SKIP;
 	}
 	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
 		char name[64];
-		struct mem m;
+		struct t_mem m;
 		int r;
 
 		why[0] = '\0';
-		snprintf(name, sizeof(name), "mprotect x %s", mem_kind_names[kinds[k]]);
-		r = mem_map(&m, kinds[k], NPAGES * page_size(), why, sizeof(why));
+		snprintf(name, sizeof(name), "mprotect x %s", t_mem_kind_names[kinds[k]]);
+		r = t_mem_map(&m, kinds[k], NPAGES * t_page_size(), why, sizeof(why));
 		if (r) {
-			cell_report(name, r, why);
+			t_cell_report(name, r, why);
 			continue;
 		}
-		cell_report(name, race(&m, why, sizeof(why)) ? T_PASS : T_FAIL, why);
-		mem_unmap(&m);
+		t_cell_report(name, race(&m, why, sizeof(why)) ? T_PASS : T_FAIL, why);
+		t_mem_unmap(&m);
 	}
 	return t_exit();
 }

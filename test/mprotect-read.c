@@ -11,10 +11,10 @@
 
 #define NPAGES 4
 
-static bool read_checks(struct pt_tracker *t, struct mem *m, char *copy, int fd, char *why,
+static bool read_checks(struct pt_tracker *t, struct t_mem *m, char *copy, int fd, char *why,
 			size_t why_len)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	char *page2 = m->addr + 2 * ps, *page1 = m->addr + ps;
 	uint8_t map[NPAGES];
 	ssize_t got;
@@ -26,7 +26,7 @@ static bool read_checks(struct pt_tracker *t, struct mem *m, char *copy, int fd,
 	CHECK(got == -1 && errno == EFAULT, "read into a protected page returned %zd (%s), want EFAULT",
 	      got, strerror(errno));
 	CHECK(!memcmp(copy, m->addr, m->len), "memory changed by a failed read");
-	n = collect_map(t, 0, map, NPAGES, why, why_len);
+	n = t_collect_map(t, 0, map, NPAGES, why, why_len);
 	CHECK(n == 0, "a failed read reported %d pages", n);
 
 	/*
@@ -45,7 +45,7 @@ static bool read_checks(struct pt_tracker *t, struct mem *m, char *copy, int fd,
 		CHECK(m->addr[i] == copy[i] || m->addr[i] == 'x', "byte %zu is %d", i, m->addr[i]);
 	memcpy(copy + 2 * ps - 20, page2 - 20, 20);
 	CHECK(!memcmp(copy, m->addr, m->len), "memory differs from what was written");
-	n = collect_map(t, 0, map, NPAGES, why, why_len);
+	n = t_collect_map(t, 0, map, NPAGES, why, why_len);
 	CHECK(n == 1 && map[1], "%d pages reported, want page 1 only", n);
 
 	/* The documented way round: touch the page first, then read into it. */
@@ -53,12 +53,12 @@ static bool read_checks(struct pt_tracker *t, struct mem *m, char *copy, int fd,
 	got = read(fd, page2 + 100, 50);
 	CHECK(got == 50, "read into a touched page returned %zd (%s)", got, strerror(errno));
 	CHECK(page2[100] == 'x' && page2[149] == 'x', "read data missing");
-	n = collect_map(t, PT_COLLECT_RESET, map, NPAGES, why, why_len);
+	n = t_collect_map(t, PT_COLLECT_RESET, map, NPAGES, why, why_len);
 	CHECK(n == 2 && map[1] && map[2], "%d pages reported, want pages 1 and 2", n);
 	return true;
 }
 
-static bool read_efault(struct mem *m, char *why, size_t why_len)
+static bool read_efault(struct t_mem *m, char *why, size_t why_len)
 {
 	struct pt_tracker *t = NULL;
 	int fds[2] = { -1, -1 }, ret;
@@ -78,7 +78,7 @@ static bool read_efault(struct mem *m, char *why, size_t why_len)
 		snprintf(why, why_len, "pipe: %s", strerror(errno));
 		goto out;
 	}
-	ret = tracker_open_on(&t, PT_BACKEND_MPROTECT, m->addr, m->len);
+	ret = t_tracker_open_on(&t, PT_BACKEND_MPROTECT, m->addr, m->len);
 	if (ret) {
 		snprintf(why, why_len, "open: %s", strerror(-ret));
 		goto out;
@@ -98,24 +98,24 @@ int main(void)
 {
 	char why[256] = "";
 
-	if (!backend_usable(PT_BACKEND_MPROTECT, why, sizeof(why))) {
+	if (!t_backend_usable(PT_BACKEND_MPROTECT, why, sizeof(why))) {
 		printf("skip: mprotect backend unavailable: %s\n", why);
 		return T_SKIP;
 	}
-	for (int k = 0; k < MEM_NKINDS; k++) {
+	for (int k = 0; k < T_MEM_NKINDS; k++) {
 		char name[64];
-		struct mem m;
+		struct t_mem m;
 		int r;
 
 		why[0] = '\0';
-		snprintf(name, sizeof(name), "mprotect x %s", mem_kind_names[k]);
-		r = mem_map(&m, k, NPAGES * page_size(), why, sizeof(why));
+		snprintf(name, sizeof(name), "mprotect x %s", t_mem_kind_names[k]);
+		r = t_mem_map(&m, k, NPAGES * t_page_size(), why, sizeof(why));
 		if (r) {
-			cell_report(name, r, why);
+			t_cell_report(name, r, why);
 			continue;
 		}
-		cell_report(name, read_efault(&m, why, sizeof(why)) ? T_PASS : T_FAIL, why);
-		mem_unmap(&m);
+		t_cell_report(name, read_efault(&m, why, sizeof(why)) ? T_PASS : T_FAIL, why);
+		t_mem_unmap(&m);
 	}
 	return t_exit();
 }

@@ -20,7 +20,7 @@ struct worker {
 
 static bool worker_cycles(struct worker *w)
 {
-	size_t ps = page_size(), len = NPAGES * ps;
+	size_t ps = t_page_size(), len = NPAGES * ps;
 	char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint64_t seed = 0x5eed + (uint64_t)w->index;
 
@@ -31,20 +31,20 @@ static bool worker_cycles(struct worker *w)
 	for (int c = 0; c < CYCLES; c++) {
 		struct pt_tracker *t;
 		uint8_t want[NPAGES] = { 0 }, got[NPAGES];
-		int ret = tracker_open_on(&t, PT_BACKEND_MPROTECT, mem, len), n, expect = 0;
+		int ret = t_tracker_open_on(&t, PT_BACKEND_MPROTECT, mem, len), n, expect = 0;
 
 		if (ret) {
 			snprintf(w->why, sizeof(w->why), "cycle %d: open: %s", c, strerror(-ret));
 			goto fail;
 		}
 		for (int i = 0; i < 3; i++) {
-			uint64_t p = rnd_next(&seed) % NPAGES;
+			uint64_t p = t_rnd_next(&seed) % NPAGES;
 
 			mem[p * ps + (size_t)w->index] = (char)c;
 			expect += !want[p];
 			want[p] = 1;
 		}
-		n = collect_map(t, PT_COLLECT_RESET, got, NPAGES, w->why, sizeof(w->why));
+		n = t_collect_map(t, PT_COLLECT_RESET, got, NPAGES, w->why, sizeof(w->why));
 		pt_tracker_close(t);
 		if (n != expect || memcmp(want, got, NPAGES)) {
 			snprintf(w->why, sizeof(w->why), "cycle %d: %d pages reported, want %d", c, n,
@@ -99,10 +99,10 @@ struct writer {
 static void *writer_main(void *arg)
 {
 	struct writer *w = arg;
-	size_t words = NPAGES * page_size() / 8;
+	size_t words = NPAGES * t_page_size() / 8;
 
 	while (!atomic_load_explicit(w->stop, memory_order_relaxed)) {
-		uint64_t r = rnd_next(&w->seed);
+		uint64_t r = t_rnd_next(&w->seed);
 
 		atomic_store_explicit((_Atomic uint64_t *)w->mem + r % words, r, memory_order_relaxed);
 		if (!(++w->writes % 16))
@@ -113,7 +113,7 @@ static void *writer_main(void *arg)
 
 static bool close_under_writes(char *why, size_t why_len)
 {
-	size_t len = NPAGES * page_size();
+	size_t len = NPAGES * t_page_size();
 	char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	struct writer w[2];
 	atomic_int stop = 0;
@@ -130,11 +130,11 @@ static bool close_under_writes(char *why, size_t why_len)
 		uint8_t got[NPAGES];
 		int n;
 
-		ret = tracker_open_on(&t, PT_BACKEND_MPROTECT, mem, len);
+		ret = t_tracker_open_on(&t, PT_BACKEND_MPROTECT, mem, len);
 		if (ret)
 			break;
 		sched_yield();
-		n = collect_map(t, PT_COLLECT_RESET, got, NPAGES, why, why_len);
+		n = t_collect_map(t, PT_COLLECT_RESET, got, NPAGES, why, why_len);
 		sched_yield();
 		pt_tracker_close(t);
 		if (n < 0) {
@@ -156,14 +156,14 @@ static bool close_under_writes(char *why, size_t why_len)
 
 static bool close_after_munmap(char *why, size_t why_len)
 {
-	size_t len = NPAGES * page_size();
+	size_t len = NPAGES * t_page_size();
 	struct pt_tracker *t;
 	char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	int ret, n;
 	uint8_t got[NPAGES];
 
 	CHECK(mem != MAP_FAILED, "mmap: %s", strerror(errno));
-	ret = tracker_open_on(&t, PT_BACKEND_MPROTECT, mem, len);
+	ret = t_tracker_open_on(&t, PT_BACKEND_MPROTECT, mem, len);
 	CHECK(ret == 0, "open: %s", strerror(-ret));
 	mem[0] = 1;
 	munmap(mem, len);
@@ -172,10 +172,10 @@ static bool close_after_munmap(char *why, size_t why_len)
 	mem = mmap(mem, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
 		   -1, 0);
 	CHECK(mem != MAP_FAILED, "mmap again: %s", strerror(errno));
-	ret = tracker_open_on(&t, PT_BACKEND_MPROTECT, mem, len);
+	ret = t_tracker_open_on(&t, PT_BACKEND_MPROTECT, mem, len);
 	CHECK(ret == 0, "open on the same addresses: %s", strerror(-ret));
-	mem[page_size()] = 1;
-	n = collect_map(t, 0, got, NPAGES, why, why_len);
+	mem[t_page_size()] = 1;
+	n = t_collect_map(t, 0, got, NPAGES, why, why_len);
 	pt_tracker_close(t);
 	munmap(mem, len);
 	CHECK(n == 1 && got[1], "%d pages reported, want 1", n);
@@ -184,7 +184,7 @@ static bool close_after_munmap(char *why, size_t why_len)
 
 static bool overlap_refused(char *why, size_t why_len)
 {
-	size_t ps = page_size(), len = NPAGES * ps;
+	size_t ps = t_page_size(), len = NPAGES * ps;
 	char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	struct pt_tracker *a, *b = NULL;
 	int ret;
@@ -192,11 +192,11 @@ static bool overlap_refused(char *why, size_t why_len)
 	(void)why;
 	(void)why_len;
 	CHECK(mem != MAP_FAILED, "mmap: %s", strerror(errno));
-	ret = tracker_open_on(&a, PT_BACKEND_MPROTECT, mem, 4 * ps);
+	ret = t_tracker_open_on(&a, PT_BACKEND_MPROTECT, mem, 4 * ps);
 	CHECK(ret == 0, "open: %s", strerror(-ret));
-	ret = tracker_open_on(&b, PT_BACKEND_MPROTECT, mem + 3 * ps, 4 * ps);
+	ret = t_tracker_open_on(&b, PT_BACKEND_MPROTECT, mem + 3 * ps, 4 * ps);
 	CHECK(ret == -EEXIST, "overlapping open returned %d", ret);
-	ret = tracker_open_on(&b, PT_BACKEND_MPROTECT, mem + 4 * ps, 4 * ps);
+	ret = t_tracker_open_on(&b, PT_BACKEND_MPROTECT, mem + 4 * ps, 4 * ps);
 	CHECK(ret == 0, "adjacent open: %s", strerror(-ret));
 	pt_tracker_close(a);
 	pt_tracker_close(b);
@@ -214,7 +214,7 @@ int main(void)
 	};
 	char why[256] = "";
 
-	if (!backend_usable(PT_BACKEND_MPROTECT, why, sizeof(why))) {
+	if (!t_backend_usable(PT_BACKEND_MPROTECT, why, sizeof(why))) {
 		printf("skip: mprotect backend unavailable: %s\n", why);
 		return T_SKIP;
 	}

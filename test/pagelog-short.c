@@ -15,7 +15,7 @@
 
 int main(void)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	struct pt_region_id id = { .history_id = 42, .npages = 16, .page_size = (uint32_t)ps,
 				   .page_shift = (unsigned int)__builtin_ctzl(ps) };
 	unsigned char *a = calloc(1, 2 * ps), *b = calloc(1, ps), *buf = NULL;

@@ -18,7 +18,7 @@ static char dir[128];
 static void fresh_dir(void)
 {
 	if (dir[0])
-		tmpdir_remove(dir);
+		t_tmpdir_remove(dir);
 	snprintf(dir, sizeof(dir), "/tmp/pt-region-basic-XXXXXX");
 	if (!mkdtemp(dir))
 		DIE("mkdtemp: %s", strerror(errno));
@@ -34,7 +34,7 @@ static uint64_t hash(const void *p, size_t len)
 static bool create_sync_reopen(char *why, size_t why_len)
 {
 	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
-	size_t ps = page_size(), size = NPAGES * ps;
+	size_t ps = t_page_size(), size = NPAGES * ps;
 	struct pt_region *r, *r2;
 	uint64_t h1, h3;
 	int64_t e;
@@ -110,7 +110,7 @@ static bool create_sync_reopen(char *why, size_t why_len)
 static bool group_commit(char *why, size_t why_len)
 {
 	struct pt_region_opts o = { .sz = sizeof(o), .durability = PT_DURABLE_NONE };
-	size_t ps = page_size(), size = NPAGES * ps;
+	size_t ps = t_page_size(), size = NPAGES * ps;
 	struct pt_region *r;
 	int64_t e = 0;
 	char *m;
@@ -157,11 +157,11 @@ static bool bad_input(char *why, size_t why_len)
 	(void)why;
 	(void)why_len;
 	fresh_dir();
-	ret = pt_region_create(&r, dir, page_size() + 1, NULL);
+	ret = pt_region_create(&r, dir, t_page_size() + 1, NULL);
 	CHECK(ret == -EINVAL, "odd size: %d", ret);
 	ret = pt_region_create(&r, dir, 0, NULL);
 	CHECK(ret == -EINVAL, "zero size: %d", ret);
-	ret = pt_region_create(&r, dir, page_size(), &bad);
+	ret = pt_region_create(&r, dir, t_page_size(), &bad);
 	CHECK(ret == -EINVAL, "bad durability: %d", ret);
 	ret = pt_region_open(&r, dir, NULL);
 	CHECK(ret == -EMEDIUMTYPE, "empty directory: %d", ret);
@@ -175,7 +175,7 @@ static bool bad_input(char *why, size_t why_len)
 	CHECK(ret == -ENOTDIR, "a file: %d", ret);
 	unlink(path);
 	chmod(dir, 0777);
-	ret = pt_region_create(&r, dir, page_size(), NULL);
+	ret = pt_region_create(&r, dir, t_page_size(), NULL);
 	CHECK(ret == -EPERM, "world-writable directory: %d", ret);
 	chmod(dir, 0700);
 	return true;
@@ -185,7 +185,7 @@ static bool bad_input(char *why, size_t why_len)
 static bool fixed_address(char *why, size_t why_len)
 {
 	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
-	size_t size = NPAGES * page_size();
+	size_t size = NPAGES * t_page_size();
 	struct pt_region *r;
 	void *hole, *taken;
 	int ret;
@@ -205,12 +205,12 @@ static bool fixed_address(char *why, size_t why_len)
 	ret = pt_region_open(&r, dir, &o);
 	CHECK(ret == 0 && pt_region_base(r) == hole && *(void **)hole == hole, "reopen: %d", ret);
 	pt_region_close(r);
-	taken = mmap(hole, page_size(), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+	taken = mmap(hole, t_page_size(), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
 		     -1, 0);
 	CHECK(taken == hole, "mmap at %p", hole);
 	ret = pt_region_open(&r, dir, &o);
 	CHECK(ret == -EEXIST, "open over a taken address: %d", ret);
-	munmap(taken, page_size());
+	munmap(taken, t_page_size());
 	return true;
 }
 
@@ -220,7 +220,7 @@ static bool fixed_address(char *why, size_t why_len)
 static bool staging_unreachable(char *why, size_t why_len)
 {
 	struct pt_region_opts o = { .sz = sizeof(o), .durability = PT_DURABLE_NONE };
-	size_t size = NPAGES * page_size();
+	size_t size = NPAGES * t_page_size();
 	struct pt_replica *rep;
 	struct pt_region *r;
 	struct pt_state *st;
@@ -243,7 +243,7 @@ static bool staging_unreachable(char *why, size_t why_len)
 	ret = pt_replica_open(&rep, dir, NULL);
 	CHECK(ret == 0, "replica: %d", ret);
 	for (int i = 1; i <= 5; i++) {
-		((char *)pt_region_base(r))[i * page_size()] = (char)i;
+		((char *)pt_region_base(r))[i * t_page_size()] = (char)i;
 		e = pt_region_sync(r);
 		CHECK(e == i, "sync %d", i);
 	}
@@ -279,7 +279,7 @@ static bool publish_during_fsync(char *why, size_t why_len)
 {
 	struct pt_region_opts o = { .sz = sizeof(o), .durability = PT_DURABLE_NONE,
 				    .flags = PT_REGION_NO_CHECKPOINT_THREAD };
-	size_t ps = page_size(), size = NPAGES * ps;
+	size_t ps = t_page_size(), size = NPAGES * ps;
 	struct pt_io_ops io = pt_io_system;
 	struct pt_replica *rep = NULL;
 	struct pt_region *r;
@@ -364,7 +364,7 @@ static bool threads_batch(char *why, size_t why_len)
 	(void)why_len;
 	fresh_dir();
 	nb = list_tasks(before, 64);
-	ret = pt_region_create(&r, dir, NPAGES * page_size(), NULL);
+	ret = pt_region_create(&r, dir, NPAGES * t_page_size(), NULL);
 	CHECK(ret == 0, "create: %d", ret);
 	na = list_tasks(after, 64);
 	for (int i = 0; i < na; i++) {
@@ -401,7 +401,7 @@ static bool fork_flags(char *why, size_t why_len)
 	(void)why;
 	(void)why_len;
 	fresh_dir();
-	ret = pt_region_create(&r, dir, NPAGES * page_size(), NULL);
+	ret = pt_region_create(&r, dir, NPAGES * t_page_size(), NULL);
 	CHECK(ret == 0, "create: %d", ret);
 	f = fopen("/proc/self/smaps", "r");
 	CHECK(f, "smaps: %s", strerror(errno));
@@ -438,6 +438,6 @@ int main(void)
 
 	t_run_cells(cells, sizeof(cells) / sizeof(cells[0]));
 	if (dir[0])
-		tmpdir_remove(dir);
+		t_tmpdir_remove(dir);
 	return t_exit();
 }

@@ -59,7 +59,7 @@ static void report_bad(void *arg, uint64_t page, const char *msg)
 static bool image_matches(const unsigned char *snap, const uint64_t *gen, uint64_t epoch,
 			  char *why, size_t why_len)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	struct pt_image img;
 	unsigned char *page = malloc(ps);
 	uint64_t bad = 0;
@@ -127,7 +127,7 @@ static bool run(uint64_t segment_bytes, char *why, size_t why_len)
 {
 	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD,
 				    .segment_bytes = segment_bytes };
-	size_t ps = page_size(), size = NPAGES * ps;
+	size_t ps = t_page_size(), size = NPAGES * ps;
 	uint64_t gen[NPAGES] = { 0 };
 	unsigned char *m, *snap = malloc(size);
 	struct pt_region *r = NULL;
@@ -135,7 +135,7 @@ static bool run(uint64_t segment_bytes, char *why, size_t why_len)
 	int64_t e;
 	int ret;
 
-	tmpdir_make(dir, sizeof(dir), "pt-region-checkpoint");
+	t_tmpdir_make(dir, sizeof(dir), "pt-region-checkpoint");
 	if (!snap) {
 		snprintf(why, why_len, "malloc");
 		goto out;
@@ -187,7 +187,7 @@ out:
 	if (r)
 		pt_region_close(r);
 	free(snap);
-	tmpdir_remove(dir);
+	t_tmpdir_remove(dir);
 	return ok;
 }
 
@@ -199,7 +199,7 @@ static bool default_segments(char *why, size_t why_len)
 /* Each record (about 90 pages) is larger than a segment: one segment each. */
 static bool segment_per_record(char *why, size_t why_len)
 {
-	return run(16 * page_size(), why, why_len);
+	return run(16 * t_page_size(), why, why_len);
 }
 
 int main(void)

@@ -184,7 +184,7 @@ static uint64_t build_region(const char *dir, int epochs, uint64_t *rng)
 		.segment_bytes = SEGMENT_BYTES,
 		.retain_bytes = RETAIN_BYTES,
 	};
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	struct pt_region *r;
 	unsigned char *mem;
 	uint64_t hash;
@@ -196,13 +196,13 @@ static uint64_t build_region(const char *dir, int epochs, uint64_t *rng)
 		DIE("pt_region_create %s: %s", dir, pt_strerror(ret));
 	mem = pt_region_base(r);
 	for (int i = 1; i <= epochs; i++) {
-		unsigned int pages = 1 + rnd_next(rng) % 8;
+		unsigned int pages = 1 + t_rnd_next(rng) % 8;
 
 		for (unsigned int k = 0; k < pages; k++) {
-			unsigned char *p = mem + rnd_next(rng) % NPAGES * ps;
-			size_t off = rnd_next(rng) % ps, len = 1 + rnd_next(rng) % (ps - off);
+			unsigned char *p = mem + t_rnd_next(rng) % NPAGES * ps;
+			size_t off = t_rnd_next(rng) % ps, len = 1 + t_rnd_next(rng) % (ps - off);
 
-			memset(p + off, (int)(rnd_next(rng) | 1), len);
+			memset(p + off, (int)(t_rnd_next(rng) | 1), len);
 		}
 		e = pt_region_sync(r);
 		if (e != i)
@@ -225,7 +225,7 @@ static void pick_file(char *buf, size_t len, uint64_t *rng)
 {
 	uint64_t seqs[MAX_SEGS];
 	size_t n = list_segments(trial_dir, seqs);
-	uint64_t pick = rnd_next(rng) % (n + 3);
+	uint64_t pick = t_rnd_next(rng) % (n + 3);
 
 	if (pick < 2)		/* the image twice as often as the state */
 		snprintf(buf, len, "%s/image", trial_dir);
@@ -257,9 +257,9 @@ static off_t pick_offset(off_t sz, uint64_t *rng)
 
 	if (sz <= 0)
 		return 0;
-	if (rnd_next(rng) % 2)
-		return (off_t)(rnd_next(rng) % (uint64_t)head);
-	return (off_t)(rnd_next(rng) % (uint64_t)sz);
+	if (t_rnd_next(rng) % 2)
+		return (off_t)(t_rnd_next(rng) % (uint64_t)head);
+	return (off_t)(t_rnd_next(rng) % (uint64_t)sz);
 }
 
 /* Apply damage kind k to trial_dir; describe it in what. */
@@ -274,7 +274,7 @@ static void apply_damage(enum damage k, uint64_t *rng, char *what, size_t len)
 	switch (k) {
 	case D_BIT_FLIP:
 	case D_MULTI_FLIP: {
-		size_t cnt = k == D_BIT_FLIP ? 1 : 2 + rnd_next(rng) % 15;
+		size_t cnt = k == D_BIT_FLIP ? 1 : 2 + t_rnd_next(rng) % 15;
 
 		pick_file(path, sizeof(path), rng);
 		sz = file_size(path);
@@ -284,8 +284,8 @@ static void apply_damage(enum damage k, uint64_t *rng, char *what, size_t len)
 		if ((off_t)cnt > sz - off)
 			cnt = (size_t)(sz - off);
 		for (size_t i = 0; i < cnt; i++)
-			x[i] = k == D_BIT_FLIP ? (unsigned char)(1u << (rnd_next(rng) % 8))
-					       : (unsigned char)(1 + rnd_next(rng) % 255);
+			x[i] = k == D_BIT_FLIP ? (unsigned char)(1u << (t_rnd_next(rng) % 8))
+					       : (unsigned char)(1 + t_rnd_next(rng) % 255);
 		xor_bytes(path, off, x, cnt);
 		snprintf(what, len, "%s of %zu byte(s) at %s offset %lld", damage_names[k], cnt,
 			 strrchr(path, '/') + 1, (long long)off);
@@ -296,7 +296,7 @@ static void apply_damage(enum damage k, uint64_t *rng, char *what, size_t len)
 		sz = file_size(path);
 		if (sz <= 0)
 			break;
-		off = rnd_next(rng) % 4 ? pick_offset(sz, rng) : (off_t)(rnd_next(rng) % (uint64_t)sz);
+		off = t_rnd_next(rng) % 4 ? pick_offset(sz, rng) : (off_t)(t_rnd_next(rng) % (uint64_t)sz);
 		if (truncate(path, off))
 			DIE("truncate %s: %s", path, strerror(errno));
 		snprintf(what, len, "%s truncated to %lld of %lld bytes", strrchr(path, '/') + 1,
@@ -311,10 +311,10 @@ static void apply_damage(enum damage k, uint64_t *rng, char *what, size_t len)
 		if (sz <= 0)
 			break;
 		/* The image's header slots and table half the time. */
-		if (strstr(path, "/image") && rnd_next(rng) % 2)
-			off = (off_t)(rnd_next(rng) % 3) * 4096;
+		if (strstr(path, "/image") && t_rnd_next(rng) % 2)
+			off = (off_t)(t_rnd_next(rng) % 3) * 4096;
 		else
-			off = (off_t)(rnd_next(rng) % (((uint64_t)sz + 4095) / 4096)) * 4096;
+			off = (off_t)(t_rnd_next(rng) % (((uint64_t)sz + 4095) / 4096)) * 4096;
 		fd = open(path, O_WRONLY | O_CLOEXEC);
 		if (fd < 0 || pwrite(fd, zero, (size_t)(sz - off < 4096 ? sz - off : 4096), off) < 0)
 			DIE("zero %s: %s", path, strerror(errno));
@@ -325,7 +325,7 @@ static void apply_damage(enum damage k, uint64_t *rng, char *what, size_t len)
 	case D_DELETE_SEGMENT:
 		if (!n)
 			break;
-		seg_path(path, sizeof(path), trial_dir, seqs[rnd_next(rng) % n]);
+		seg_path(path, sizeof(path), trial_dir, seqs[t_rnd_next(rng) % n]);
 		unlink(path);
 		snprintf(what, len, "%s deleted (of %zu segments)", strrchr(path, '/') + 1, n);
 		return;
@@ -334,8 +334,8 @@ static void apply_damage(enum damage k, uint64_t *rng, char *what, size_t len)
 
 		if (n < 2)
 			break;
-		i = rnd_next(rng) % n;
-		j = (i + 1 + rnd_next(rng) % (n - 1)) % n;
+		i = t_rnd_next(rng) % n;
+		j = (i + 1 + t_rnd_next(rng) % (n - 1)) % n;
 		seg_path(path, sizeof(path), trial_dir, seqs[i]);
 		seg_path(path2, sizeof(path2), trial_dir, seqs[j]);
 		{
@@ -354,12 +354,12 @@ static void apply_damage(enum damage k, uint64_t *rng, char *what, size_t len)
 
 		if (!n)
 			break;
-		from = seqs[rnd_next(rng) % n];
+		from = seqs[t_rnd_next(rng) % n];
 		/* After the last, or in a gap before the first, or anywhere free. */
-		switch (rnd_next(rng) % 3) {
-		case 0: to = seqs[n - 1] + 1 + rnd_next(rng) % 3; break;
+		switch (t_rnd_next(rng) % 3) {
+		case 0: to = seqs[n - 1] + 1 + t_rnd_next(rng) % 3; break;
 		case 1: to = seqs[0] > 1 ? seqs[0] - 1 : seqs[n - 1] + 1; break;
-		default: to = seqs[n - 1] + 100 + rnd_next(rng) % 100; break;
+		default: to = seqs[n - 1] + 100 + t_rnd_next(rng) % 100; break;
 		}
 		seg_path(path, sizeof(path), trial_dir, from);
 		seg_path(path2, sizeof(path2), trial_dir, to);
@@ -382,8 +382,8 @@ static void apply_damage(enum damage k, uint64_t *rng, char *what, size_t len)
 		fn = list_segments(foreign_dir, fseqs);
 		if (!fn)
 			break;
-		from = fseqs[rnd_next(rng) % fn];
-		to = n && rnd_next(rng) % 2 ? seqs[rnd_next(rng) % n] : (n ? seqs[n - 1] + 1 : from);
+		from = fseqs[t_rnd_next(rng) % fn];
+		to = n && t_rnd_next(rng) % 2 ? seqs[t_rnd_next(rng) % n] : (n ? seqs[n - 1] + 1 : from);
 		seg_path(path, sizeof(path), foreign_dir, from);
 		seg_path(path2, sizeof(path2), trial_dir, to);
 		if (copy_file(path, path2))
@@ -580,9 +580,9 @@ static bool run_trial(uint64_t seed, int t)
 	ssize_t n;
 	pid_t pid;
 
-	rnd_next(&rng);
-	k = (enum damage)(rnd_next(&rng) % D_KINDS);
-	tmpdir_remove(trial_dir);
+	t_rnd_next(&rng);
+	k = (enum damage)(t_rnd_next(&rng) % D_KINDS);
+	t_tmpdir_remove(trial_dir);
 	copy_dir(ref_dir, trial_dir);
 	apply_damage(k, &rng, what, sizeof(what));
 	tried[k]++;
@@ -642,9 +642,9 @@ static void cleanup(void)
 
 	if (!base[0])
 		return;
-	tmpdir_remove(trial_dir);
-	tmpdir_remove(ref_dir);
-	tmpdir_remove(foreign_dir);
+	t_tmpdir_remove(trial_dir);
+	t_tmpdir_remove(ref_dir);
+	t_tmpdir_remove(foreign_dir);
 	snprintf(d, sizeof(d), "%s", base);
 	rmdir(d);
 }
@@ -658,13 +658,13 @@ int main(void)
 	uint64_t rng;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	region_size = NPAGES * page_size();
+	region_size = NPAGES * t_page_size();
 	printf("region-damage: seed %llu (PT_DAMAGE_SEED), %d trials (PT_DAMAGE_TRIALS)\n",
 	       (unsigned long long)seed, trials);
 	snprintf(tool, sizeof(tool), "%s/pagetrack", o && *o ? o : "build");
 	if (access(tool, X_OK))
 		printf("  %s not built: verify is not checked\n", tool);
-	tmpdir_make(base, sizeof(base), "pt-damage");
+	t_tmpdir_make(base, sizeof(base), "pt-damage");
 	atexit(cleanup);
 	snprintf(ref_dir, sizeof(ref_dir), "%s/ref", base);
 	snprintf(foreign_dir, sizeof(foreign_dir), "%s/foreign", base);

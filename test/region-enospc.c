@@ -29,7 +29,7 @@ static bool full_disk(enum pt_durability dur, char *why, size_t why_len)
 {
 	struct pt_region_opts o = { .sz = sizeof(o), .durability = dur,
 				    .flags = PT_REGION_NO_CHECKPOINT_THREAD };
-	size_t ps = page_size(), size = NPAGES * ps;
+	size_t ps = t_page_size(), size = NPAGES * ps;
 	struct pt_region *r;
 	int failures = 0, ret;
 	uint64_t h, seed = 7;
@@ -38,7 +38,7 @@ static bool full_disk(enum pt_durability dur, char *why, size_t why_len)
 
 	(void)why;
 	(void)why_len;
-	tmpdir_empty(dir);
+	t_tmpdir_empty(dir);
 	rmdir(dir);
 	ret = pt_region_create(&r, dir, size, &o);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
@@ -52,7 +52,7 @@ static bool full_disk(enum pt_durability dur, char *why, size_t why_len)
 	/* Writes go on; syncs fail, their pages wait in the pending set. */
 	for (int i = 0; i < 20; i++) {
 		for (int w = 0; w < 4; w++)
-			m[(rnd_next(&seed) % NPAGES) * ps + rnd_next(&seed) % ps] = (char)(i + 2);
+			m[(t_rnd_next(&seed) % NPAGES) * ps + t_rnd_next(&seed) % ps] = (char)(i + 2);
 		e = pt_region_sync(r);
 		if (dur != PT_DURABLE_ON_SYNC && e > 0)
 			e = pt_region_wait(r, (uint64_t)e, PT_LEVEL_DURABLE, 2000);
@@ -102,13 +102,13 @@ static bool full_disk(enum pt_durability dur, char *why, size_t why_len)
  */
 static bool create_full(char *why, size_t why_len)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	int status, nospace = 0, made = 0;
 	pid_t pid;
 
 	(void)why;
 	(void)why_len;
-	tmpdir_empty(dir);
+	t_tmpdir_empty(dir);
 	rmdir(dir);
 	fflush(stdout);
 	pid = fork();
@@ -179,13 +179,13 @@ int main(void)
 	}
 	snprintf(dir, sizeof(dir), "%s/region", mnt);
 	snprintf(filler, sizeof(filler), "%s/filler", mnt);
-	cell_report("create-on-full-disk", create_full(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	t_cell_report("create-on-full-disk", create_full(why, sizeof(why)) ? T_PASS : T_FAIL, why);
 	why[0] = '\0';
-	cell_report("durable-on-sync", on_sync(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	t_cell_report("durable-on-sync", on_sync(why, sizeof(why)) ? T_PASS : T_FAIL, why);
 	why[0] = '\0';
-	cell_report("background", background(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	t_cell_report("background", background(why, sizeof(why)) ? T_PASS : T_FAIL, why);
 	unlink(filler);
-	tmpdir_empty(dir);
+	t_tmpdir_empty(dir);
 	rmdir(dir);
 	umount2(mnt, MNT_DETACH);
 	rmdir(mnt);

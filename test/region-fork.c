@@ -37,7 +37,7 @@ static int child(struct pt_region *r)
 
 static bool run(char *why, size_t why_len)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	struct pt_region *r;
 	uint64_t h;
 	int64_t e, e2;
@@ -46,7 +46,7 @@ static bool run(char *why, size_t why_len)
 	char *m;
 	int st, ret;
 
-	tmpdir_make(dir, sizeof(dir), "pt-region-fork");
+	t_tmpdir_make(dir, sizeof(dir), "pt-region-fork");
 	ret = pt_region_create(&r, dir, NPAGES * ps, NULL);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
 	m = pt_region_base(r);
@@ -80,7 +80,7 @@ static bool run(char *why, size_t why_len)
 	m = pt_region_base(r);
 	CHECK(XXH3_64bits(m, NPAGES * ps) == h && m[0] == 'p', "recovered memory differs");
 	pt_region_close(r);
-	tmpdir_remove(dir);
+	t_tmpdir_remove(dir);
 	(void)why;
 	(void)why_len;
 	return true;
@@ -90,6 +90,6 @@ int main(void)
 {
 	char why[256] = "";
 
-	cell_report("fork of the writer", run(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	t_cell_report("fork of the writer", run(why, sizeof(why)) ? T_PASS : T_FAIL, why);
 	return t_exit();
 }

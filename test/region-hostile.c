@@ -30,7 +30,7 @@ static void copy_dir(const char *from, const char *to)
 	struct dirent *de;
 	char p[512], q[512], buf[65536];
 
-	tmpdir_empty(to);
+	t_tmpdir_empty(to);
 	while (dp && (de = readdir(dp))) {
 		int in, out;
 		ssize_t n;
@@ -58,20 +58,20 @@ static uint64_t make_region(const char *d, uint64_t seed)
 {
 	struct pt_region_opts o = { .sz = sizeof(o), .segment_bytes = 8 * 4096,
 				    .flags = PT_REGION_NO_CHECKPOINT_THREAD };
-	size_t ps = page_size(), size = NPAGES * ps;
+	size_t ps = t_page_size(), size = NPAGES * ps;
 	struct pt_region *r;
 	uint64_t h;
 	int ret;
 
-	tmpdir_empty(d);
+	t_tmpdir_empty(d);
 	ret = pt_region_create(&r, d, size, &o);
 	if (ret)
 		DIE("create %s: %s", d, strerror(-ret));
 	for (int e = 1; e <= EPOCHS; e++) {
 		for (int k = 0; k < 3; k++) {
-			uint64_t p = rnd_next(&seed) % NPAGES;
+			uint64_t p = t_rnd_next(&seed) % NPAGES;
 
-			memset((char *)pt_region_base(r) + p * ps, (int)(rnd_next(&seed) | 1), ps);
+			memset((char *)pt_region_base(r) + p * ps, (int)(t_rnd_next(&seed) | 1), ps);
 		}
 		if (pt_region_sync(r) != e)
 			DIE("sync %d", e);
@@ -101,7 +101,7 @@ static bool writer_gives(int want, char *why, size_t why_len)
 		return ret == want || want == ANY_ERROR;
 	}
 	if (pt_region_epoch(r) != EPOCHS ||
-	    XXH3_64bits(pt_region_base(r), NPAGES * page_size()) != last_hash) {
+	    XXH3_64bits(pt_region_base(r), NPAGES * t_page_size()) != last_hash) {
 		snprintf(why, why_len, "writer open came back at epoch %lld%s, want error %d",
 			 (long long)pt_region_epoch(r), pt_region_epoch(r) == EPOCHS ?
 			 " with other content" : "", want);
@@ -133,7 +133,7 @@ static bool replica_gives(int want, char *why, size_t why_len)
 			 pt_strerror((int)e), want);
 		return e == want || want == ANY_ERROR;
 	}
-	if (e != EPOCHS || XXH3_64bits(pt_replica_base(rep), NPAGES * page_size()) != last_hash) {
+	if (e != EPOCHS || XXH3_64bits(pt_replica_base(rep), NPAGES * t_page_size()) != last_hash) {
 		snprintf(why, why_len, "replica shows epoch %lld without an error", (long long)e);
 		pt_replica_close(rep);
 		return false;
@@ -354,18 +354,18 @@ static bool absurd_options(char *why, size_t why_len)
 
 	(void)why;
 	(void)why_len;
-	tmpdir_empty(dir);
+	t_tmpdir_empty(dir);
 	o.staging_bytes = 1ull << 50;
-	ret = pt_region_create(&r, dir, NPAGES * page_size(), &o);
+	ret = pt_region_create(&r, dir, NPAGES * t_page_size(), &o);
 	CHECK(ret == -EINVAL, "staging 2^50: %d", ret);
 	o.staging_bytes = ram / 2 + (1u << 20);
-	ret = pt_region_create(&r, dir, NPAGES * page_size(), &o);
+	ret = pt_region_create(&r, dir, NPAGES * t_page_size(), &o);
 	CHECK(ret == -ENOMEM, "staging above half the RAM: %d", ret);
 	big.tail = 1;
-	ret = pt_region_create(&r, dir, NPAGES * page_size(), &big.o);
+	ret = pt_region_create(&r, dir, NPAGES * t_page_size(), &big.o);
 	CHECK(ret == -EINVAL, "unknown option bytes: %d", ret);
 	big.tail = 0;
-	ret = pt_region_create(&r, dir, NPAGES * page_size(), &big.o);
+	ret = pt_region_create(&r, dir, NPAGES * t_page_size(), &big.o);
 	CHECK(ret == 0, "zero unknown option bytes: %d", ret);
 	CHECK(pt_region_wait(r, 1, PT_LEVEL_PUBLISHED, -2) == -EINVAL, "wait -2");
 	CHECK(pt_region_sync(r) == 1, "sync");
@@ -379,7 +379,7 @@ static bool absurd_options(char *why, size_t why_len)
 
 static bool tracker_read_only(char *why, size_t why_len)
 {
-	size_t len = 4 * page_size();
+	size_t len = 4 * t_page_size();
 	struct pt_tracker *t;
 	void *p;
 	int ret;
@@ -413,14 +413,14 @@ int main(void)
 		{ "tracker-read-only", tracker_read_only },
 	};
 
-	tmpdir_make(ref, sizeof(ref), "pt-hostile-ref");
-	tmpdir_make(other, sizeof(other), "pt-hostile-other");
-	tmpdir_make(dir, sizeof(dir), "pt-hostile");
+	t_tmpdir_make(ref, sizeof(ref), "pt-hostile-ref");
+	t_tmpdir_make(other, sizeof(other), "pt-hostile-other");
+	t_tmpdir_make(dir, sizeof(dir), "pt-hostile");
 	last_hash = make_region(ref, 42);
 	make_region(other, 43);
 	t_run_cells(cells, sizeof(cells) / sizeof(cells[0]));
-	tmpdir_remove(ref);
-	tmpdir_remove(other);
-	tmpdir_remove(dir);
+	t_tmpdir_remove(ref);
+	t_tmpdir_remove(other);
+	t_tmpdir_remove(dir);
 	return t_exit();
 }

@@ -54,7 +54,7 @@ int main(void)
 {
 	struct pt_region_opts so = { .sz = sizeof(so), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
 	struct pt_replica_opts ro = { .sz = sizeof(ro), .flags = PT_REPLICA_DELTAS };
-	size_t ps = page_size(), size = NPAGES * ps;
+	size_t ps = t_page_size(), size = NPAGES * ps;
 	char src_dir[128], dst_dir[128];
 	struct pt_replicated *rep;
 	struct pt_replica *delta;
@@ -64,19 +64,19 @@ int main(void)
 	int64_t e;
 	int ret;
 
-	tmpdir_make(src_dir, sizeof(src_dir), "pt-standby-src");
-	tmpdir_make(dst_dir, sizeof(dst_dir), "pt-standby-dst");
+	t_tmpdir_make(src_dir, sizeof(src_dir), "pt-standby-src");
+	t_tmpdir_make(dst_dir, sizeof(dst_dir), "pt-standby-dst");
 	ret = pt_region_create(&src, src_dir, size, &so);
 	if (ret)
 		DIE("create: %s", pt_strerror(ret));
 	if (pt_region_sync(src) != 1)		/* empty */
 		DIE("sync 1");
 	for (int ep = 2; ep <= EPOCHS; ep++) {
-		for (int k = 0; k < 1 + (int)(rnd_next(&seed) % 6); k++) {
-			uint64_t p = rnd_next(&seed) % NPAGES;
+		for (int k = 0; k < 1 + (int)(t_rnd_next(&seed) % 6); k++) {
+			uint64_t p = t_rnd_next(&seed) % NPAGES;
 
-			((uint64_t *)((char *)pt_region_base(src) + p * ps))[rnd_next(&seed) % 64] =
-				rnd_next(&seed);
+			((uint64_t *)((char *)pt_region_base(src) + p * ps))[t_rnd_next(&seed) % 64] =
+				t_rnd_next(&seed);
 		}
 		if (pt_region_sync(src) != ep)
 			DIE("sync %d", ep);
@@ -136,8 +136,8 @@ int main(void)
 	pt_replica_close(delta);
 	pt_region_close(f.standby);
 	pt_region_close(src);
-	tmpdir_remove(src_dir);
-	tmpdir_remove(dst_dir);
+	t_tmpdir_remove(src_dir);
+	t_tmpdir_remove(dst_dir);
 	printf("done\n");
 	return 0;
 }

@@ -8,13 +8,13 @@ int main(void)
 	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
 	struct pt_sync_stats last = { .sz = sizeof(last) };
 	struct pt_region_stats tot = { .sz = sizeof(tot) };
-	size_t ps = page_size(), size = NPAGES * ps;
+	size_t ps = t_page_size(), size = NPAGES * ps;
 	struct pt_replica *rep;
 	struct pt_region *r;
 	char dir[128];
 	int ret;
 
-	tmpdir_make(dir, sizeof(dir), "pt-stats");
+	t_tmpdir_make(dir, sizeof(dir), "pt-stats");
 	ret = pt_region_create(&r, dir, size, &o);
 	if (ret)
 		DIE("create: %s", pt_strerror(ret));
@@ -65,7 +65,7 @@ int main(void)
 		DIE("replica size: %d", ret);
 	pt_replica_close(rep);
 	pt_region_close(r);
-	tmpdir_remove(dir);
+	t_tmpdir_remove(dir);
 	printf("done\n");
 	return 0;
 }

@@ -42,13 +42,13 @@ static bool make_region(struct pt_region **rp, int epochs, bool keep_open)
 	char *m;
 	int ret;
 
-	tmpdir_empty(dir);
+	t_tmpdir_empty(dir);
 	rmdir(dir);
-	ret = pt_region_create(&r, dir, NPAGES * page_size(), &o);
+	ret = pt_region_create(&r, dir, NPAGES * t_page_size(), &o);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
 	m = pt_region_base(r);
 	for (int e = 1; e <= epochs; e++) {
-		m[(size_t)(e % NPAGES) * page_size()] = (char)e;
+		m[(size_t)(e % NPAGES) * t_page_size()] = (char)e;
 		CHECK(pt_region_sync(r) == e, "sync %d", e);
 	}
 	if (keep_open) {
@@ -81,13 +81,13 @@ static bool good_region(char *why, size_t why_len)
 	CHECK(rc == 0 && strstr(out, "checkpointed at epoch 12"), "checkpoint: %d\n%s", rc, out);
 	rc = run("status %s", dir);
 	CHECK(rc == 0 && strstr(out, "checkpointed 12"), "status after checkpoint: %d\n%s", rc, out);
-	shm_remove("test-tool");
+	t_shm_remove("test-tool");
 	rc = run("replica %s --once --name test-tool", dir);
 	CHECK(rc == 0 && strstr(out, "at epoch 12"), "replica: %d\n%s", rc, out);
 	rc = run("status %s", dir);
 	CHECK(rc == 0 && strstr(out, "pagetrack-test-tool: epoch 12, lag 0"), "status lists the "
 	      "shared replica: %d\n%s", rc, out);
-	shm_remove("test-tool");
+	t_shm_remove("test-tool");
 	return true;
 }
 
@@ -131,7 +131,7 @@ static bool bad_input(char *why, size_t why_len)
 	CHECK(make_region(NULL, 8, false), "region");
 	snprintf(p, sizeof(p), "%s/log-0000000000000001.seg", dir);
 	fd = open(p, O_RDWR);
-	CHECK(fd >= 0 && pwrite(fd, "X", 1, (off_t)(4 * page_size() * 2 + 100)) == 1, "corrupt");
+	CHECK(fd >= 0 && pwrite(fd, "X", 1, (off_t)(4 * t_page_size() * 2 + 100)) == 1, "corrupt");
 	close(fd);
 	rc = run("verify %s", dir);
 	CHECK(rc == 1 && strstr(out, "BAD") && strstr(out, "log-0000000000000001.seg at offset") &&
@@ -152,7 +152,7 @@ static bool bad_input(char *why, size_t why_len)
 static bool checkpoint_half_done(char *why, size_t why_len)
 {
 	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	struct pt_image_header h;
 	struct pt_region *r;
 	char p[512], *m;
@@ -160,7 +160,7 @@ static bool checkpoint_half_done(char *why, size_t why_len)
 
 	(void)why;
 	(void)why_len;
-	tmpdir_empty(dir);
+	t_tmpdir_empty(dir);
 	rmdir(dir);
 	ret = pt_region_create(&r, dir, NPAGES * ps, &o);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
@@ -219,6 +219,6 @@ int main(void)
 	if (!mkdtemp(dir))
 		DIE("mkdtemp: %s", strerror(errno));
 	t_run_cells(cells, sizeof(cells) / sizeof(cells[0]));
-	tmpdir_remove(dir);
+	t_tmpdir_remove(dir);
 	return t_exit();
 }

@@ -13,7 +13,7 @@ static char dir[128];
 static void fresh_dir(void)
 {
 	if (dir[0])
-		tmpdir_remove(dir);
+		t_tmpdir_remove(dir);
 	snprintf(dir, sizeof(dir), "/tmp/pt-replica-catchup-XXXXXX");
 	if (!mkdtemp(dir))
 		DIE("mkdtemp: %s", strerror(errno));
@@ -41,7 +41,7 @@ static int segments(void)
 static bool catchup_counts(enum pt_replica_mode mode, char *why, size_t why_len)
 {
 	struct pt_replica_opts ro = { .sz = sizeof(ro), .mode = mode, .name = "test-catchup" };
-	size_t ps = page_size(), size = NPAGES * ps;
+	size_t ps = t_page_size(), size = NPAGES * ps;
 	uint8_t changed[NPAGES] = { 0 };
 	uint64_t seed = 42, distinct = 0, e0;
 	struct pt_replica *rep;
@@ -53,7 +53,7 @@ static bool catchup_counts(enum pt_replica_mode mode, char *why, size_t why_len)
 	(void)why;
 	(void)why_len;
 	fresh_dir();
-	shm_remove("test-catchup");
+	t_shm_remove("test-catchup");
 	ret = pt_region_create(&r, dir, size, &small_log);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
 	m = pt_region_base(r);
@@ -82,7 +82,7 @@ static bool catchup_counts(enum pt_replica_mode mode, char *why, size_t why_len)
 	/* 50 epochs that change 10% of the pages, some several times. */
 	for (int i = 1; i < 50; i++) {
 		for (int w = 0; w < 3; w++) {
-			uint64_t p = rnd_next(&seed) % (NPAGES / 10);
+			uint64_t p = t_rnd_next(&seed) % (NPAGES / 10);
 
 			m[p * ps + 8] = (char)(i + w + 2);
 			if (!changed[p]++)
@@ -113,7 +113,7 @@ static bool catchup_counts(enum pt_replica_mode mode, char *why, size_t why_len)
 	       (unsigned long long)distinct, NPAGES);
 	pt_replica_close(rep);
 	pt_region_close(r);
-	shm_remove("test-catchup");
+	t_shm_remove("test-catchup");
 	return true;
 }
 
@@ -129,7 +129,7 @@ static bool shared_catchup(char *why, size_t why_len)
 
 static bool recreated(char *why, size_t why_len)
 {
-	size_t size = 16 * page_size();
+	size_t size = 16 * t_page_size();
 	struct pt_replica *rep;
 	struct pt_region *r;
 	int64_t e;
@@ -147,7 +147,7 @@ static bool recreated(char *why, size_t why_len)
 	ret = pt_replica_open(&rep, dir, NULL);
 	CHECK(ret == 0, "replica: %s", strerror(-ret));
 	pt_region_close(r);
-	tmpdir_remove(dir);
+	t_tmpdir_remove(dir);
 	CHECK(mkdir(dir, 0700) == 0, "mkdir");
 	ret = pt_region_create(&r, dir, size, &small_log);
 	CHECK(ret == 0, "create again: %s", strerror(-ret));
@@ -166,7 +166,7 @@ static bool recreated(char *why, size_t why_len)
 static bool lost_epochs(char *why, size_t why_len)
 {
 	struct pt_region_opts o = small_log;
-	size_t ps = page_size(), size = 16 * ps;
+	size_t ps = t_page_size(), size = 16 * ps;
 	struct pt_replica *rep;
 	struct pt_region *r;
 	char seg[300];
@@ -225,7 +225,7 @@ static bool lost_epochs(char *why, size_t why_len)
  * the replica's epoch: the replica goes on, through the image. */
 static bool writer_restart(char *why, size_t why_len)
 {
-	size_t ps = page_size(), size = 16 * ps;
+	size_t ps = t_page_size(), size = 16 * ps;
 	struct pt_replica *rep;
 	struct pt_region *r;
 	int64_t e;
@@ -262,7 +262,7 @@ static bool writer_restart(char *why, size_t why_len)
 static bool at_writer_address(char *why, size_t why_len)
 {
 	struct pt_replica_opts ro = { .sz = sizeof(ro), .flags = PT_REPLICA_AT_WRITER_ADDRESS };
-	size_t size = 16 * page_size();
+	size_t size = 16 * t_page_size();
 	struct pt_region *r;
 	void *base;
 	pid_t pid;
@@ -312,7 +312,7 @@ static bool slow_shared_reader(char *why, size_t why_len)
 {
 	struct pt_replica_opts ro = { .sz = sizeof(ro), .mode = PT_REPLICA_SHARED,
 				      .name = "test-slow-reader" };
-	size_t ps = page_size(), size = 16 * ps;
+	size_t ps = t_page_size(), size = 16 * ps;
 	struct pt_replica *slow, *fast;
 	struct pt_region *r;
 	char view[64];
@@ -323,7 +323,7 @@ static bool slow_shared_reader(char *why, size_t why_len)
 	(void)why;
 	(void)why_len;
 	fresh_dir();
-	shm_remove("test-slow-reader");
+	t_shm_remove("test-slow-reader");
 	ret = pt_region_create(&r, dir, size, &small_log);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
 	m = pt_region_base(r);
@@ -360,7 +360,7 @@ static bool slow_shared_reader(char *why, size_t why_len)
 	pt_replica_close(slow);
 	pt_replica_close(fast);
 	pt_region_close(r);
-	shm_remove("test-slow-reader");
+	t_shm_remove("test-slow-reader");
 	return true;
 }
 
@@ -369,7 +369,7 @@ static bool slow_shared_reader(char *why, size_t why_len)
  * are left exactly as they were. */
 static bool read_only_replica(char *why, size_t why_len)
 {
-	size_t size = 16 * page_size();
+	size_t size = 16 * t_page_size();
 	struct pt_region *r;
 	struct stat before, after;
 	char p[512];
@@ -382,7 +382,7 @@ static bool read_only_replica(char *why, size_t why_len)
 	ret = pt_region_create(&r, dir, size, &small_log);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
 	for (int i = 1; i <= 4; i++) {
-		((char *)pt_region_base(r))[(size_t)i * page_size()] = (char)i;
+		((char *)pt_region_base(r))[(size_t)i * t_page_size()] = (char)i;
 		CHECK(pt_region_sync(r) == i, "sync");
 	}
 	pt_region_close(r);
@@ -410,7 +410,7 @@ static bool read_only_replica(char *why, size_t why_len)
 		if (setgid(65534) || setuid(65534))
 			_exit(2);
 		ret = pt_replica_open(&rep, dir, NULL);
-		if (ret || pt_replica_epoch(rep) != 4 || ((const char *)pt_replica_base(rep))[3 * page_size()] != 3) {
+		if (ret || pt_replica_epoch(rep) != 4 || ((const char *)pt_replica_base(rep))[3 * t_page_size()] != 3) {
 			printf("    replica as nobody: %d, epoch %llu\n", ret,
 			       ret ? 0ull : (unsigned long long)pt_replica_epoch(rep));
 			fflush(stdout);
@@ -443,12 +443,12 @@ int main(void)
 
 	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
 		if (cells[i].fn == read_only_replica && geteuid() != 0) {
-			cell_report(cells[i].name, T_SKIP, "switching to another user needs root");
+			t_cell_report(cells[i].name, T_SKIP, "switching to another user needs root");
 			continue;
 		}
 		t_run_cell(&cells[i]);
 	}
 	if (dir[0])
-		tmpdir_remove(dir);
+		t_tmpdir_remove(dir);
 	return t_exit();
 }

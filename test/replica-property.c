@@ -40,7 +40,7 @@ static void sleep_us(long us)
 static int follow(int id, enum pt_replica_mode mode, long pause_us)
 {
 	struct pt_replica_opts o = { .sz = sizeof(o), .mode = mode, .name = shm_name };
-	size_t size = NPAGES * page_size();
+	size_t size = NPAGES * t_page_size();
 	struct pt_replica *rep = NULL;
 	uint64_t last = 0;
 	int ret;
@@ -123,7 +123,7 @@ static bool run(enum pt_durability dur, char *why, size_t why_len)
 		 * reused while replicas copy records out of it. */
 		.staging_bytes = dur == PT_DURABLE_NONE ? 160 << 10 : 0,
 	};
-	size_t ps = page_size(), size = NPAGES * ps;
+	size_t ps = t_page_size(), size = NPAGES * ps;
 	uint64_t seed = 0x1234567 + (uint64_t)dur, total_checks = 0;
 	pid_t pids[NCHILD];
 	struct pt_region *r;
@@ -156,14 +156,14 @@ static bool run(enum pt_durability dur, char *why, size_t why_len)
 	CHECK(ret == 0, "pthread_create");
 	m = pt_region_base(r);
 	for (int i = 0; i < 400; i++) {
-		int nw = 1 + (int)(rnd_next(&seed) % 40);
+		int nw = 1 + (int)(t_rnd_next(&seed) % 40);
 		uint64_t h;
 		int64_t e;
 
 		for (int w = 0; w < nw; w++) {
-			uint64_t p = rnd_next(&seed) % NPAGES;
+			uint64_t p = t_rnd_next(&seed) % NPAGES;
 
-			m[p * ps + rnd_next(&seed) % ps] = (char)rnd_next(&seed);
+			m[p * ps + t_rnd_next(&seed) % ps] = (char)t_rnd_next(&seed);
 		}
 		h = XXH3_64bits(m, size);
 		e = pt_region_sync(r);
@@ -171,8 +171,8 @@ static bool run(enum pt_durability dur, char *why, size_t why_len)
 		STORE(sh->hash[e], h);
 		STORE(sh->set[e], 1);
 		epochs = (int)e;
-		if (rnd_next(&seed) % 4 == 0)
-			sleep_us((long)(rnd_next(&seed) % 3000));
+		if (t_rnd_next(&seed) % 4 == 0)
+			sleep_us((long)(t_rnd_next(&seed) % 3000));
 	}
 	STORE(sh->final_epoch, (uint64_t)epochs);
 	STORE(sh->done, 1);
@@ -199,8 +199,8 @@ static bool run(enum pt_durability dur, char *why, size_t why_len)
 	printf("    %d epochs, %llu replica checks, slow replica copied %llu pages from the image\n",
 	       epochs, (unsigned long long)total_checks, (unsigned long long)sh->image_pages[1]);
 	CHECK(total_checks >= NCHILD + 1, "replicas checked too little");
-	shm_remove(shm_name);
-	tmpdir_remove(dir);
+	t_shm_remove(shm_name);
+	t_tmpdir_remove(dir);
 	return ok;
 }
 
@@ -221,7 +221,7 @@ int main(void)
 		DIE("mmap: %s", strerror(errno));
 	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
 		why[0] = '\0';
-		cell_report(cells[i].name, run(cells[i].dur, why, sizeof(why)) ? T_PASS : T_FAIL, why);
+		t_cell_report(cells[i].name, run(cells[i].dur, why, sizeof(why)) ? T_PASS : T_FAIL, why);
 	}
 	return t_exit();
 }

@@ -70,7 +70,7 @@ static void on_alarm(int sig)
 	for (int i = 0; i < 4; i++)
 		if (kids[i] > 0)
 			kill(kids[i], SIGKILL);
-	shm_remove_prefix(shm_prefix);
+	t_shm_remove_prefix(shm_prefix);
 	if (write(2, msg, sizeof(msg) - 1) < 0)
 		_exit(T_FAIL);
 	_exit(T_FAIL);
@@ -189,12 +189,12 @@ static bool wait_kid(int i, char *why, size_t why_len)
 static int64_t sync_epoch(struct pt_region *r, size_t size, uint64_t *seed)
 {
 	unsigned char *m = pt_region_base(r);
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	uint64_t h;
 	int64_t e;
 
 	for (int w = 0; w < 4; w++)
-		m[(rnd_next(seed) % (size / ps)) * ps + rnd_next(seed) % ps] = (unsigned char)rnd_next(seed);
+		m[(t_rnd_next(seed) % (size / ps)) * ps + t_rnd_next(seed) % ps] = (unsigned char)t_rnd_next(seed);
 	h = XXH3_64bits(m, size);
 	e = pt_region_sync(r);
 	if (e > 0 && e < MAX_EPOCHS) {
@@ -211,7 +211,7 @@ static int64_t sync_epoch(struct pt_region *r, size_t size, uint64_t *seed)
  */
 static bool stopped_reader(char *why, size_t why_len)
 {
-	size_t size = 64 * page_size();
+	size_t size = 64 * t_page_size();
 	uint64_t seed = 0x5eed, last_move[3] = { 0 }, seen[3] = { 0 }, worst = 0;
 	struct pt_region_opts ro = { .sz = sizeof(ro) };
 	struct pt_region *r;
@@ -222,7 +222,7 @@ static bool stopped_reader(char *why, size_t why_len)
 
 	memset(sh, 0, sizeof(*sh));
 	shm_name(name, sizeof(name), "stopped");
-	tmpdir_make(dir, sizeof(dir), "pt-replica-shared");
+	t_tmpdir_make(dir, sizeof(dir), "pt-replica-shared");
 	rmdir(dir);
 	ret = pt_region_create(&r, dir, size, &ro);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
@@ -272,8 +272,8 @@ static bool stopped_reader(char *why, size_t why_len)
 		if (!wait_kid(i, why, why_len))
 			ok = false;
 	pt_region_close(r);
-	tmpdir_remove(dir);
-	shm_remove(name);
+	t_tmpdir_remove(dir);
+	t_shm_remove(name);
 	return ok;
 }
 
@@ -283,7 +283,7 @@ static bool make_region(struct pt_region **r, const char *d, uint64_t npages, ch
 	struct pt_region_opts ro = { .sz = sizeof(ro) };
 	int ret;
 
-	ret = pt_region_create(r, d, npages * page_size(), &ro);
+	ret = pt_region_create(r, d, npages * t_page_size(), &ro);
 	CHECK(ret == 0, "create %s: %s", d, strerror(-ret));
 	((char *)pt_region_base(*r))[0] = tag;
 	CHECK(pt_region_sync(*r) == 1, "sync");
@@ -308,8 +308,8 @@ static bool name_reused(char *why, size_t why_len)
 	(void)why_len;
 	shm_name(name, sizeof(name), "reused");
 	o.name = name;
-	tmpdir_make(dir, sizeof(dir), "pt-replica-shared");
-	tmpdir_make(dir2, sizeof(dir2), "pt-replica-shared");
+	t_tmpdir_make(dir, sizeof(dir), "pt-replica-shared");
+	t_tmpdir_make(dir2, sizeof(dir2), "pt-replica-shared");
 	rmdir(dir);
 	rmdir(dir2);
 	if (!make_region(&ra, dir, 16, 'a') || !make_region(&rb, dir2, 32, 'b'))
@@ -332,13 +332,13 @@ static bool name_reused(char *why, size_t why_len)
 	ret = pt_replica_open(&b, dir2, &o);
 	CHECK(ret == 0, "the name, unused, for a region of another size: %s", strerror(-ret));
 	CHECK(pt_replica_epoch(b) == 1 && ((const char *)pt_replica_base(b))[0] == 'b' &&
-	      !((const char *)pt_replica_base(b))[31 * page_size()], "the copy made again");
+	      !((const char *)pt_replica_base(b))[31 * t_page_size()], "the copy made again");
 	pt_replica_close(b);
 	pt_region_close(ra);
 	pt_region_close(rb);
-	tmpdir_remove(dir);
-	tmpdir_remove(dir2);
-	shm_remove(name);
+	t_tmpdir_remove(dir);
+	t_tmpdir_remove(dir2);
+	t_shm_remove(name);
 	return true;
 }
 
@@ -395,7 +395,7 @@ static bool garbage(char *why, size_t why_len)
 	(void)why_len;
 	shm_name(name, sizeof(name), "garbage");
 	o.name = name;
-	tmpdir_make(dir, sizeof(dir), "pt-replica-shared");
+	t_tmpdir_make(dir, sizeof(dir), "pt-replica-shared");
 	rmdir(dir);
 	if (!make_region(&r, dir, 8, 'g'))
 		return false;
@@ -405,7 +405,7 @@ static bool garbage(char *why, size_t why_len)
 		int64_t e;
 
 		/* At open. */
-		shm_remove(name);
+		t_shm_remove(name);
 		ret = pt_replica_open(&rep, dir, &o);
 		CHECK(ret == 0, "open: %s", strerror(-ret));
 		pt_replica_close(rep);
@@ -416,7 +416,7 @@ static bool garbage(char *why, size_t why_len)
 		CHECK(ret == want, "%s at open: %s", garbage_names[g], strerror(-ret));
 		munmap(c, sizeof(*c));
 		/* Under an open replica, at its next refresh. */
-		shm_remove(name);
+		t_shm_remove(name);
 		ret = pt_replica_open(&rep, dir, &o);
 		CHECK(ret == 0, "open: %s", strerror(-ret));
 		c = ctl_map(name);
@@ -428,8 +428,8 @@ static bool garbage(char *why, size_t why_len)
 		munmap(c, sizeof(*c));
 	}
 	pt_region_close(r);
-	tmpdir_remove(dir);
-	shm_remove(name);
+	t_tmpdir_remove(dir);
+	t_shm_remove(name);
 	return true;
 }
 
@@ -447,11 +447,11 @@ static bool planted(char *why, size_t why_len)
 	shm_name(name, sizeof(name), "planted");
 	o.name = name;
 	snprintf(p, sizeof(p), "/dev/shm/pagetrack-%s", name);
-	tmpdir_make(dir, sizeof(dir), "pt-replica-shared");
+	t_tmpdir_make(dir, sizeof(dir), "pt-replica-shared");
 	rmdir(dir);
 	if (!make_region(&r, dir, 8, 'p'))
 		return false;
-	shm_remove(name);
+	t_shm_remove(name);
 	fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
 	CHECK(fd >= 0 && !fchmod(fd, 0666), "make %s: %s", p, strerror(errno));
 	close(fd);
@@ -467,8 +467,8 @@ static bool planted(char *why, size_t why_len)
 	CHECK(ret == 0, "open: %s", strerror(-ret));
 	pt_replica_close(rep);
 	pt_region_close(r);
-	tmpdir_remove(dir);
-	shm_remove(name);
+	t_tmpdir_remove(dir);
+	t_shm_remove(name);
 	return true;
 }
 
@@ -490,7 +490,7 @@ int main(void)
 	for (size_t i = 0; i < PT_ARRAY_SIZE(cells); i++) {
 		t_run_cell(&cells[i]);
 		kill_kids();
-		shm_remove_prefix(shm_prefix);
+		t_shm_remove_prefix(shm_prefix);
 	}
 	return t_exit();
 }

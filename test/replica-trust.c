@@ -220,14 +220,14 @@ static int victim_make_region(void *arg)
 	unsigned char *mem;
 	int ret;
 
-	ret = pt_region_create(&r, dir, NPAGES * page_size(), NULL);
+	ret = pt_region_create(&r, dir, NPAGES * t_page_size(), NULL);
 	if (ret) {
 		printf("    victim: pt_region_create: %s\n", pt_strerror(ret));
 		return 1;
 	}
 	mem = pt_region_base(r);
 	for (int e = 0; e < 5; e++) {
-		memset(mem + (size_t)e * page_size(), 'a' + e, page_size());
+		memset(mem + (size_t)e * t_page_size(), 'a' + e, t_page_size());
 		if (pt_region_sync(r) < 0)
 			return 1;
 	}
@@ -274,7 +274,7 @@ static const unsigned char *garbage(size_t *len)
 	uint64_t s = 0x1234567;
 
 	for (size_t i = 0; i < sizeof(g); i++)
-		g[i] = (unsigned char)rnd_next(&s);
+		g[i] = (unsigned char)t_rnd_next(&s);
 	/* A control block's magic and a version, then numbers that point
 	 * anywhere. */
 	memcpy(g, "PTSHARE", 8);
@@ -629,7 +629,7 @@ int main(void)
 		       ATTACKER, VICTIM, rc);
 		return T_SKIP;
 	}
-	tmpdir_make(base, sizeof(base), "pt-trust");
+	t_tmpdir_make(base, sizeof(base), "pt-trust");
 	atexit(cleanup);
 	/* Both users pass through; only the victim writes below. */
 	snprintf(vdir, sizeof(vdir), "%s/victim", base);

@@ -49,7 +49,7 @@ static void *writer_main(void *arg)
 	uint64_t seq = 0;
 
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
-		uint64_t i = rnd_next(&w->seed) % w->r->words;
+		uint64_t i = t_rnd_next(&w->seed) % w->r->words;
 
 		__atomic_store_n(&w->r->mem[i], ++seq ^ w->seed, __ATOMIC_RELAXED);
 		w->writes++;
@@ -60,7 +60,7 @@ static void *writer_main(void *arg)
 /* Collect with reset and copy what it reports.  Returns 0 or -errno. */
 static int refresh(struct region *r)
 {
-	size_t words_per_page = page_size() / sizeof(uint64_t);
+	size_t words_per_page = t_page_size() / sizeof(uint64_t);
 	const struct pt_range *ranges;
 	size_t nr;
 	int n;
@@ -107,12 +107,12 @@ int main(void)
 {
 	struct writer writers[2 * WRITERS_PER_REGION];
 	pthread_t wt[2 * WRITERS_PER_REGION], ct[2];
-	size_t len = REGION_PAGES * page_size();
+	size_t len = REGION_PAGES * t_page_size();
 	char why[256] = "";
 	int ret, failed = 0;
 	double end;
 
-	if (!backend_usable(PT_BACKEND_SOFT_DIRTY, why, sizeof(why))) {
+	if (!t_backend_usable(PT_BACKEND_SOFT_DIRTY, why, sizeof(why))) {
 		printf("skip: soft-dirty backend unavailable: %s\n", why);
 		return T_SKIP;
 	}
@@ -125,7 +125,7 @@ int main(void)
 		if (r->mem == MAP_FAILED || !r->shadow)
 			DIE("cannot map %zu bytes: %s", len, strerror(errno));
 		r->words = len / sizeof(uint64_t);
-		ret = tracker_open_on(&r->t, PT_BACKEND_SOFT_DIRTY, r->mem, len);
+		ret = t_tracker_open_on(&r->t, PT_BACKEND_SOFT_DIRTY, r->mem, len);
 		if (ret)
 			DIE("open: %s", strerror(-ret));
 	}
@@ -167,8 +167,8 @@ int main(void)
 			continue;
 		}
 		for (size_t p = 0; p < REGION_PAGES; p++)
-			if (memcmp((char *)r->mem + p * page_size(), (char *)r->shadow + p * page_size(),
-				   page_size()))
+			if (memcmp((char *)r->mem + p * t_page_size(), (char *)r->shadow + p * t_page_size(),
+				   t_page_size()))
 				stale++;
 		printf("region %d: %llu writes, %llu collects, %llu pages copied, %llu stale pages\n",
 		       i, (unsigned long long)writes, (unsigned long long)r->collects,

@@ -102,7 +102,7 @@ static int emu_close(int fd)
 
 static ssize_t emu_pread(int fd, void *buf, size_t len, off_t off)
 {
-	uint64_t page = page_size(), *entry = buf, n = len / sizeof(uint64_t);
+	uint64_t page = t_page_size(), *entry = buf, n = len / sizeof(uint64_t);
 	uint64_t start = (uint64_t)off / sizeof(uint64_t) * page, end = start + n * page;
 	struct uffdio_register reg = {
 		.range = { .start = start, .len = end - start },
@@ -229,7 +229,7 @@ int main(void)
 	char why[256] = "";
 	int a, b;
 
-	if (!backend_usable(PT_BACKEND_UFFD_WP, why, sizeof(why))) {
+	if (!t_backend_usable(PT_BACKEND_UFFD_WP, why, sizeof(why))) {
 		printf("skip: the emulation needs uffd-wp: %s\n", why);
 		return T_SKIP;
 	}

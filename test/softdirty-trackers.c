@@ -21,7 +21,7 @@
 
 static char *guarded_map(size_t len)
 {
-	size_t pg = page_size();
+	size_t pg = t_page_size();
 	char *g = mmap(NULL, len + 2 * pg, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	if (g == MAP_FAILED)
@@ -35,12 +35,12 @@ static char *guarded_map(size_t len)
 
 static void guarded_unmap(char *p, size_t len)
 {
-	munmap(p - page_size(), len + 2 * page_size());
+	munmap(p - t_page_size(), len + 2 * t_page_size());
 }
 
 static void touch(char *base, int page, char v)
 {
-	base[(size_t)page * page_size() + 17] = v;
+	base[(size_t)page * t_page_size() + 17] = v;
 }
 
 /*
@@ -56,7 +56,7 @@ static bool expect(struct pt_tracker *t, unsigned int flags, uint64_t npages, co
 
 	if (npages > sizeof(map))
 		DIE("expect: %llu pages is too many", (unsigned long long)npages);
-	n = collect_map(t, flags, map, npages, why, sizeof(why));
+	n = t_collect_map(t, flags, map, npages, why, sizeof(why));
 	CHECK(n >= 0, "%s: %s", what, why);
 	for (; *want >= 0; want++, nwant++)
 		wanted[*want] = 1;
@@ -74,15 +74,15 @@ static bool expect(struct pt_tracker *t, unsigned int flags, uint64_t npages, co
 
 /* ---- the seed, on every memory kind ----------------------------------- */
 
-static bool seed(struct mem *m)
+static bool seed(struct t_mem *m)
 {
-	size_t elems = page_size() / sizeof(int);
-	bool exact = m->kind != MEM_THP;	/* one write marks a whole 2 MiB page */
+	size_t elems = t_page_size() / sizeof(int);
+	bool exact = m->kind != T_MEM_THP;	/* one write marks a whole 2 MiB page */
 	int *array = (int *)m->addr;
 	struct pt_tracker *t;
 	int ret;
 
-	ret = tracker_open_on(&t, PT_BACKEND_SOFT_DIRTY, m->addr, m->len);
+	ret = t_tracker_open_on(&t, PT_BACKEND_SOFT_DIRTY, m->addr, m->len);
 	CHECK(ret == 0, "open: %s", strerror(-ret));
 	if (!expect(t, 0, NPAGES, NONE, exact, "clean"))
 		goto fail;
@@ -118,7 +118,7 @@ fail:
 
 static bool two_trackers(void)
 {
-	size_t len = NPAGES * page_size();
+	size_t len = NPAGES * t_page_size();
 	char *a = guarded_map(len), *b = guarded_map(len), *c = guarded_map(len);
 	struct pt_tracker *ta = NULL, *tb = NULL, *tc = NULL;
 	bool ok = false;
@@ -128,8 +128,8 @@ static bool two_trackers(void)
 		printf("    mmap: %s\n", strerror(errno));
 		goto out;
 	}
-	if ((ret = tracker_open_on(&ta, PT_BACKEND_SOFT_DIRTY, a, len)) ||
-	    (ret = tracker_open_on(&tb, PT_BACKEND_SOFT_DIRTY, b, len))) {
+	if ((ret = t_tracker_open_on(&ta, PT_BACKEND_SOFT_DIRTY, a, len)) ||
+	    (ret = t_tracker_open_on(&tb, PT_BACKEND_SOFT_DIRTY, b, len))) {
 		printf("    open: %s\n", strerror(-ret));
 		goto out;
 	}
@@ -154,7 +154,7 @@ static bool two_trackers(void)
 	/* Opening C starts it clean, with a clear: A keeps 9, B keeps 4. */
 	touch(a, 9, 1);
 	touch(b, 4, 1);
-	if ((ret = tracker_open_on(&tc, PT_BACKEND_SOFT_DIRTY, c, len))) {
+	if ((ret = t_tracker_open_on(&tc, PT_BACKEND_SOFT_DIRTY, c, len))) {
 		printf("    open C: %s\n", strerror(-ret));
 		goto out;
 	}
@@ -186,15 +186,15 @@ out:
 /* Two trackers on overlapping ranges: frozen as one span, each exact. */
 static bool overlapping(void)
 {
-	size_t pg = page_size(), len = 2 * NPAGES * pg;
+	size_t pg = t_page_size(), len = 2 * NPAGES * pg;
 	char *r = guarded_map(len);
 	struct pt_tracker *lo = NULL, *hi = NULL;
 	bool ok = false;
 	int ret;
 
 	CHECK(r, "mmap: %s", strerror(errno));
-	if ((ret = tracker_open_on(&lo, PT_BACKEND_SOFT_DIRTY, r, NPAGES * pg)) ||
-	    (ret = tracker_open_on(&hi, PT_BACKEND_SOFT_DIRTY, r + NPAGES / 2 * pg, NPAGES * pg))) {
+	if ((ret = t_tracker_open_on(&lo, PT_BACKEND_SOFT_DIRTY, r, NPAGES * pg)) ||
+	    (ret = t_tracker_open_on(&hi, PT_BACKEND_SOFT_DIRTY, r + NPAGES / 2 * pg, NPAGES * pg))) {
 		printf("    open: %s\n", strerror(-ret));
 		goto out;
 	}
@@ -220,15 +220,15 @@ out:
  */
 static bool unmapped_before_close(void)
 {
-	size_t len = NPAGES * page_size();
+	size_t len = NPAGES * t_page_size();
 	char *gone = guarded_map(len), *live = guarded_map(len);
 	struct pt_tracker *tg = NULL, *tl = NULL;
 	bool ok = false;
 	int ret;
 
 	CHECK(gone && live, "mmap: %s", strerror(errno));
-	if ((ret = tracker_open_on(&tg, PT_BACKEND_SOFT_DIRTY, gone, len)) ||
-	    (ret = tracker_open_on(&tl, PT_BACKEND_SOFT_DIRTY, live, len))) {
+	if ((ret = t_tracker_open_on(&tg, PT_BACKEND_SOFT_DIRTY, gone, len)) ||
+	    (ret = t_tracker_open_on(&tl, PT_BACKEND_SOFT_DIRTY, live, len))) {
 		printf("    open: %s\n", strerror(-ret));
 		goto out;
 	}
@@ -256,7 +256,7 @@ out:
  * the content changed (zeros), so it must be reported. */
 static bool dontneed(void)
 {
-	size_t pg = page_size(), len = NPAGES * pg;
+	size_t pg = t_page_size(), len = NPAGES * pg;
 	char *r = guarded_map(len);
 	struct pt_tracker *t = NULL;
 	bool ok = false;
@@ -264,7 +264,7 @@ static bool dontneed(void)
 
 	CHECK(r, "mmap: %s", strerror(errno));
 	touch(r, 3, 7);
-	if ((ret = tracker_open_on(&t, PT_BACKEND_SOFT_DIRTY, r, len))) {
+	if ((ret = t_tracker_open_on(&t, PT_BACKEND_SOFT_DIRTY, r, len))) {
 		printf("    open: %s\n", strerror(-ret));
 		goto out;
 	}
@@ -288,7 +288,7 @@ out:
 /* read(2) into the range: the kernel's write faults like the program's. */
 static bool read_into(void)
 {
-	size_t pg = page_size(), len = NPAGES * pg;
+	size_t pg = t_page_size(), len = NPAGES * pg;
 	char *r = guarded_map(len), buf[64];
 	struct pt_tracker *t = NULL;
 	int fds[2] = { -1, -1 }, ret;
@@ -300,7 +300,7 @@ static bool read_into(void)
 		printf("    pipe: %s\n", strerror(errno));
 		goto out;
 	}
-	if ((ret = tracker_open_on(&t, PT_BACKEND_SOFT_DIRTY, r, len))) {
+	if ((ret = t_tracker_open_on(&t, PT_BACKEND_SOFT_DIRTY, r, len))) {
 		printf("    open: %s\n", strerror(-ret));
 		goto out;
 	}
@@ -325,7 +325,7 @@ out:
  * track on its own, and the parent's tracking stays right. */
 static bool fork_keeps_parent(void)
 {
-	size_t len = NPAGES * page_size();
+	size_t len = NPAGES * t_page_size();
 	char *r = guarded_map(len);
 	struct pt_tracker *t = NULL;
 	bool ok = false;
@@ -333,7 +333,7 @@ static bool fork_keeps_parent(void)
 	pid_t pid;
 
 	CHECK(r, "mmap: %s", strerror(errno));
-	if ((ret = tracker_open_on(&t, PT_BACKEND_SOFT_DIRTY, r, len))) {
+	if ((ret = t_tracker_open_on(&t, PT_BACKEND_SOFT_DIRTY, r, len))) {
 		printf("    open: %s\n", strerror(-ret));
 		goto out;
 	}
@@ -354,7 +354,7 @@ static bool fork_keeps_parent(void)
 		if (pt_tracker_collect(t, 0, &rr, &nr) != -ECHILD)
 			_exit(2);
 		pt_tracker_close(t);
-		if (!mine || tracker_open_on(&own, PT_BACKEND_SOFT_DIRTY, mine, len))
+		if (!mine || t_tracker_open_on(&own, PT_BACKEND_SOFT_DIRTY, mine, len))
 			_exit(3);
 		touch(mine, 4, 1);
 		if (!expect(own, PT_COLLECT_RESET, NPAGES, PAGES(4), true, "child's own tracker"))
@@ -392,26 +392,26 @@ int main(void)
 {
 	char why[256] = "";
 
-	if (!backend_usable(PT_BACKEND_SOFT_DIRTY, why, sizeof(why))) {
+	if (!t_backend_usable(PT_BACKEND_SOFT_DIRTY, why, sizeof(why))) {
 		printf("skip: soft-dirty backend unavailable: %s\n", why);
 		return T_SKIP;
 	}
-	for (int k = 0; k < MEM_NKINDS; k++) {
+	for (int k = 0; k < T_MEM_NKINDS; k++) {
 		char name[64];
-		struct mem m;
+		struct t_mem m;
 		int r;
 
-		snprintf(name, sizeof(name), "seed x %s", mem_kind_names[k]);
+		snprintf(name, sizeof(name), "seed x %s", t_mem_kind_names[k]);
 		why[0] = '\0';
-		r = mem_map(&m, k, NPAGES * page_size(), why, sizeof(why));
+		r = t_mem_map(&m, k, NPAGES * t_page_size(), why, sizeof(why));
 		if (r) {
-			cell_report(name, r, why);
+			t_cell_report(name, r, why);
 			continue;
 		}
-		cell_report(name, seed(&m) ? T_PASS : T_FAIL, "");
-		mem_unmap(&m);
+		t_cell_report(name, seed(&m) ? T_PASS : T_FAIL, "");
+		t_mem_unmap(&m);
 	}
 	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++)
-		cell_report(cells[i].name, cells[i].run() ? T_PASS : T_FAIL, "");
+		t_cell_report(cells[i].name, cells[i].run() ? T_PASS : T_FAIL, "");
 	return t_exit();
 }

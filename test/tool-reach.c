@@ -41,18 +41,18 @@ static int run(const char *fmt, ...)
 static bool make_region(const char *d)
 {
 	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD,
-				    .segment_bytes = 4 * page_size() };
+				    .segment_bytes = 4 * t_page_size() };
 	struct pt_region *r;
 	char *m;
 	int ret;
 
-	tmpdir_empty(d);
+	t_tmpdir_empty(d);
 	rmdir(d);
-	ret = pt_region_create(&r, d, NPAGES * page_size(), &o);
+	ret = pt_region_create(&r, d, NPAGES * t_page_size(), &o);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
 	m = pt_region_base(r);
 	for (int e = 1; e <= EPOCHS; e++) {
-		m[(size_t)(e % NPAGES) * page_size()] = (char)e;
+		m[(size_t)(e % NPAGES) * t_page_size()] = (char)e;
 		CHECK(pt_region_sync(r) == e, "sync %d", e);
 	}
 	ret = pt_region_close(r);
@@ -203,7 +203,7 @@ int main(void)
 	if (!mkdtemp(dir) || !mkdtemp(other))
 		DIE("mkdtemp: %s", strerror(errno));
 	t_run_cells(cells, sizeof(cells) / sizeof(cells[0]));
-	tmpdir_remove(dir);
-	tmpdir_remove(other);
+	t_tmpdir_remove(dir);
+	t_tmpdir_remove(other);
 	return t_exit();
 }

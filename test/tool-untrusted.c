@@ -55,13 +55,13 @@ static bool make_region(uint64_t *history)
 	char p[256], *m;
 	int ret, fd;
 
-	tmpdir_empty(dir);
+	t_tmpdir_empty(dir);
 	rmdir(dir);
-	ret = pt_region_create(&r, dir, NPAGES * page_size(), &o);
+	ret = pt_region_create(&r, dir, NPAGES * t_page_size(), &o);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
 	m = pt_region_base(r);
 	for (int e = 1; e <= 6; e++) {
-		m[(size_t)(e % NPAGES) * page_size()] = (char)e;
+		m[(size_t)(e % NPAGES) * t_page_size()] = (char)e;
 		CHECK(pt_region_sync(r) == e, "sync %d", e);
 	}
 	ret = pt_region_close(r);
@@ -95,7 +95,7 @@ static bool shm_name_json(char *why, size_t why_len)
 	ctl.size = sizeof(ctl);
 	ctl.history_id = history;
 	ctl.npages = NPAGES;
-	ctl.page_size = page_size();
+	ctl.page_size = t_page_size();
 	fd = open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	CHECK(fd >= 0, "create %s: %s", name, strerror(errno));
 	if (pwrite(fd, &ctl, sizeof(ctl), 0) != (ssize_t)sizeof(ctl)) {
@@ -148,7 +148,7 @@ static bool fifo_in_region(const char *name, const char *may_pass, char *why, si
 		snprintf(args, sizeof(args), commands[i], dir);
 		snprintf(cmd, sizeof(cmd), "%.*s", (int)word, commands[i]);
 		rc = run(false, "%s", args);
-		shm_remove("pt-untrusted-test");
+		t_shm_remove("pt-untrusted-test");
 		if (rc == 124) {
 			snprintf(why, why_len, "pagetrack %s hangs on a FIFO named %s", args, name);
 			return false;
@@ -232,7 +232,7 @@ static bool fifo_in_shm(char *why, size_t why_len)
 	}
 	ok = true;
 out:
-	shm_remove("pt-untrusted-fifo");
+	t_shm_remove("pt-untrusted-fifo");
 	return ok;
 }
 
@@ -263,11 +263,11 @@ int main(void)
 		DIE("mkdtemp: %s", strerror(errno));
 	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
 		if (cells[i].fn == shm_name_json && system("python3 -c 'import json' 2>/dev/null")) {
-			cell_report(cells[i].name, T_SKIP, "python3 is needed to check the JSON");
+			t_cell_report(cells[i].name, T_SKIP, "python3 is needed to check the JSON");
 			continue;
 		}
 		t_run_cell(&cells[i]);
 	}
-	tmpdir_remove(dir);
+	t_tmpdir_remove(dir);
 	return t_exit();
 }

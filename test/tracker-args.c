@@ -29,9 +29,9 @@ static int open_with(struct pt_tracker **t, enum pt_backend b, void *addr, size_
 	CHECK(t_ == NULL, "%s: *out not cleared", what);			\
 } while (0)
 
-static bool bad_arguments(enum pt_backend b, struct mem *m)
+static bool bad_arguments(enum pt_backend b, struct t_mem *m)
 {
-	size_t ps = page_size(), len = m->len;
+	size_t ps = t_page_size(), len = m->len;
 	char *a = m->addr;
 	struct pt_tracker_opts o;
 	struct {
@@ -99,9 +99,9 @@ static bool bad_arguments(enum pt_backend b, struct mem *m)
 
 /* Two trackers on overlapping ranges: the second is refused, adjacent ones
  * both work. */
-static bool overlap(enum pt_backend b, struct mem *m)
+static bool overlap(enum pt_backend b, struct t_mem *m)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	struct pt_tracker *t1, *t2;
 	int ret;
 
@@ -168,7 +168,7 @@ static bool names(void)
 }
 
 /* Unknown backend values and PAGETRACK_BACKEND. */
-static bool backend_choice(struct mem *m)
+static bool backend_choice(struct t_mem *m)
 {
 	static const char *const bad_env[] = { "nonsense", "UFFD-WP", "uffd", "mprotect ", " ", "0" };
 	struct pt_tracker_opts o = { .sz = sizeof(o) };
@@ -186,7 +186,7 @@ static bool backend_choice(struct mem *m)
 		OPEN_FAILS(-EINVAL, pt_tracker_open(&t_, m->addr, m->len, NULL), bad_env[i]);
 		OPEN_FAILS(-EINVAL, open_with(&t_, PT_BACKEND_AUTO, m->addr, m->len), bad_env[i]);
 		/* An explicit backend does not read the environment. */
-		if (backend_usable(PT_BACKEND_UFFD_WP, why, sizeof(why))) {
+		if (t_backend_usable(PT_BACKEND_UFFD_WP, why, sizeof(why))) {
 			ret = open_with(&t, PT_BACKEND_UFFD_WP, m->addr, m->len);
 			CHECK(ret == 0, "explicit uffd-wp under PAGETRACK_BACKEND=%s: %s", bad_env[i],
 			      strerror(-ret));
@@ -201,10 +201,10 @@ static bool backend_choice(struct mem *m)
 		pt_tracker_close(t);
 	}
 	/* Each usable backend can be forced by name. */
-	for (size_t i = 0; i < ARRAY_LEN(all_backends); i++) {
-		enum pt_backend b = all_backends[i];
+	for (size_t i = 0; i < ARRAY_LEN(t_all_backends); i++) {
+		enum pt_backend b = t_all_backends[i];
 
-		if (!backend_usable(b, why, sizeof(why)))
+		if (!t_backend_usable(b, why, sizeof(why)))
 			continue;
 		setenv("PAGETRACK_BACKEND", pt_backend_name(b), 1);
 		ret = pt_tracker_open(&t, m->addr, m->len, NULL);
@@ -217,10 +217,10 @@ static bool backend_choice(struct mem *m)
 	/* AUTO takes the first usable backend, in the documented order. */
 	ret = pt_tracker_open(&t, m->addr, m->len, NULL);
 	CHECK(ret == 0, "AUTO: %s", strerror(-ret));
-	for (size_t i = 0; i < ARRAY_LEN(all_backends); i++) {
-		if (backend_usable(all_backends[i], why, sizeof(why))) {
-			CHECK(pt_tracker_backend(t) == all_backends[i], "AUTO chose %s, want %s",
-			      pt_backend_name(pt_tracker_backend(t)), pt_backend_name(all_backends[i]));
+	for (size_t i = 0; i < ARRAY_LEN(t_all_backends); i++) {
+		if (t_backend_usable(t_all_backends[i], why, sizeof(why))) {
+			CHECK(pt_tracker_backend(t) == t_all_backends[i], "AUTO chose %s, want %s",
+			      pt_backend_name(pt_tracker_backend(t)), pt_backend_name(t_all_backends[i]));
 			break;
 		}
 	}
@@ -230,7 +230,7 @@ static bool backend_choice(struct mem *m)
 
 /* A backend that cannot work here, forced by opts or by the environment,
  * fails with -EOPNOTSUPP: no silent fallback. */
-static bool forced_unavailable(enum pt_backend b, struct mem *m)
+static bool forced_unavailable(enum pt_backend b, struct t_mem *m)
 {
 	OPEN_FAILS(-EOPNOTSUPP, open_with(&t_, b, m->addr, m->len), "forced by opts");
 	setenv("PAGETRACK_BACKEND", pt_backend_name(b), 1);
@@ -241,36 +241,36 @@ static bool forced_unavailable(enum pt_backend b, struct mem *m)
 	return true;
 }
 
-static void run(const char *name, bool (*fn)(enum pt_backend, struct mem *), enum pt_backend b,
+static void run(const char *name, bool (*fn)(enum pt_backend, struct t_mem *), enum pt_backend b,
 		bool need_usable)
 {
 	char why[256] = "";
-	struct mem m;
+	struct t_mem m;
 	int r;
 
-	if (need_usable && b != PT_BACKEND_AUTO && !backend_usable(b, why, sizeof(why))) {
-		cell_report(name, T_SKIP, why);
+	if (need_usable && b != PT_BACKEND_AUTO && !t_backend_usable(b, why, sizeof(why))) {
+		t_cell_report(name, T_SKIP, why);
 		return;
 	}
-	r = mem_map(&m, MEM_ANON, NPAGES * page_size(), why, sizeof(why));
+	r = t_mem_map(&m, T_MEM_ANON, NPAGES * t_page_size(), why, sizeof(why));
 	if (r) {
-		cell_report(name, r, why);
+		t_cell_report(name, r, why);
 		return;
 	}
 	r = fn(b, &m) ? T_PASS : T_FAIL;
 	unsetenv("PAGETRACK_BACKEND");
-	cell_report(name, r, "");
-	mem_unmap(&m);
+	t_cell_report(name, r, "");
+	t_mem_unmap(&m);
 }
 
-static bool names_cell(enum pt_backend b, struct mem *m)
+static bool names_cell(enum pt_backend b, struct t_mem *m)
 {
 	(void)b;
 	(void)m;
 	return names();
 }
 
-static bool choice_cell(enum pt_backend b, struct mem *m)
+static bool choice_cell(enum pt_backend b, struct t_mem *m)
 {
 	(void)b;
 	return backend_choice(m);
@@ -294,13 +294,13 @@ int main(void)
 		snprintf(name, sizeof(name), "overlapping trackers: %s", pt_backend_name(with_auto[i]));
 		run(name, overlap, with_auto[i], true);
 	}
-	for (size_t i = 0; i < ARRAY_LEN(all_backends); i++) {
-		enum pt_backend b = all_backends[i];
+	for (size_t i = 0; i < ARRAY_LEN(t_all_backends); i++) {
+		enum pt_backend b = t_all_backends[i];
 
 		snprintf(name, sizeof(name), "forced unavailable: %s", pt_backend_name(b));
-		if (backend_usable(b, why, sizeof(why))) {
+		if (t_backend_usable(b, why, sizeof(why))) {
 			snprintf(why, sizeof(why), "%s is available here", pt_backend_name(b));
-			cell_report(name, T_SKIP, why);
+			t_cell_report(name, T_SKIP, why);
 			continue;
 		}
 		run(name, forced_unavailable, b, false);

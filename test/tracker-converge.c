@@ -29,7 +29,7 @@
 #define HOT_PAGES 16
 
 struct cell {
-	struct mem *m;
+	struct t_mem *m;
 	uint64_t npages;
 	int stop;		/* atomic */
 	unsigned pause;		/* atomic: nonzero, a checkpoint number: writers wait */
@@ -55,7 +55,7 @@ static void *writer_main(void *arg)
 {
 	struct writer *w = arg;
 	struct cell *c = w->c;
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	uint64_t rnd = c->seed * (uint64_t)(w->id + 3) | 1, n = 0;
 	uint8_t *base = (uint8_t *)c->m->addr;
 	size_t len = c->m->len;
@@ -75,11 +75,11 @@ static void *writer_main(void *arg)
 				sched_yield();
 			continue;
 		}
-		r = rnd_next(&rnd);
+		r = t_rnd_next(&rnd);
 		page = (r & 3) ? (r >> 8) % c->npages : (r >> 8) % HOT_PAGES;
-		off = (size_t)(rnd_next(&rnd) % ps);
+		off = (size_t)(t_rnd_next(&rnd) % ps);
 		p = base + page * ps + off;
-		v = rnd_next(&rnd);
+		v = t_rnd_next(&rnd);
 
 		switch (r >> 4 & 3) {
 		case 0:
@@ -124,7 +124,7 @@ static int collect_copy(struct pt_tracker *t, uint8_t *shadow, const uint8_t *re
 			uint64_t npages, char *why, size_t why_len)
 {
 	const struct pt_range *r;
-	size_t nr, ps = page_size();
+	size_t nr, ps = t_page_size();
 	int n = pt_tracker_collect(t, PT_COLLECT_RESET, &r, &nr);
 
 	if (n < 0) {
@@ -153,15 +153,15 @@ static bool same(const uint8_t *shadow, const uint8_t *region, size_t len, const
 	while (shadow[off] == region[off])
 		off++;
 	snprintf(why, why_len, "%s: shadow differs from the region at page %zu byte %zu "
-		 "after %llu collects: a write was lost", when, off / page_size(), off % page_size(),
+		 "after %llu collects: a write was lost", when, off / t_page_size(), off % t_page_size(),
 		 (unsigned long long)collects);
 	return false;
 }
 
-static bool converge(enum pt_backend b, struct mem *m, double seconds, uint64_t seed,
+static bool converge(enum pt_backend b, struct t_mem *m, double seconds, uint64_t seed,
 		     char *why, size_t why_len)
 {
-	struct cell c = { .m = m, .npages = m->len / page_size(), .seed = seed };
+	struct cell c = { .m = m, .npages = m->len / t_page_size(), .seed = seed };
 	struct writer w[WRITERS];
 	pthread_t th[WRITERS];
 	uint8_t *shadow = NULL, *region = (uint8_t *)m->addr;
@@ -178,8 +178,8 @@ static bool converge(enum pt_backend b, struct mem *m, double seconds, uint64_t 
 	}
 	/* Some content before tracking starts: the shadow starts as a copy. */
 	for (uint64_t p = 0; p < c.npages; p += 3)
-		region[p * page_size() + p % 61] = (uint8_t)p;
-	ret = tracker_open_on(&t, b, m->addr, m->len);
+		region[p * t_page_size() + p % 61] = (uint8_t)p;
+	ret = t_tracker_open_on(&t, b, m->addr, m->len);
 	if (ret) {
 		snprintf(why, why_len, "open: %s", strerror(-ret));
 		goto out;
@@ -221,7 +221,7 @@ static bool converge(enum pt_backend b, struct mem *m, double seconds, uint64_t 
 		__atomic_store_n(&c.pause, 0, __ATOMIC_RELEASE);
 		/* Let the writers dirty a varying amount between collects. */
 		if (checkpoints % 4 == 0)
-			usleep((useconds_t)(rnd_next(&seed) % 300));
+			usleep((useconds_t)(t_rnd_next(&seed) % 300));
 	}
 	ok = true;
 stop:
@@ -252,7 +252,7 @@ out:
 
 int main(void)
 {
-	static const enum mem_kind kinds[] = { MEM_ANON, MEM_MEMFD, MEM_SHM, MEM_FILE, MEM_THP };
+	static const enum t_mem_kind kinds[] = { T_MEM_ANON, T_MEM_MEMFD, T_MEM_SHM, T_MEM_FILE, T_MEM_THP };
 	const char *env = getenv("PAGETRACK_TEST_SEED");
 	const char *secs = getenv("PAGETRACK_TEST_SECONDS");
 	uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) * 2654435761u;
@@ -261,28 +261,28 @@ int main(void)
 	if (!(seconds > 0 && seconds < 3600))
 		DIE("PAGETRACK_TEST_SECONDS=%s: want a number of seconds", secs);
 	printf("seed %llu\n", (unsigned long long)seed);
-	for (size_t bi = 0; bi < ARRAY_LEN(all_backends); bi++) {
-		enum pt_backend b = all_backends[bi];
+	for (size_t bi = 0; bi < ARRAY_LEN(t_all_backends); bi++) {
+		enum pt_backend b = t_all_backends[bi];
 
 		for (size_t k = 0; k < ARRAY_LEN(kinds); k++) {
 			char name[64], why[256] = "";
-			struct mem m;
+			struct t_mem m;
 			int r;
 
-			snprintf(name, sizeof(name), "%s x %s", pt_backend_name(b), mem_kind_names[kinds[k]]);
-			if (!backend_usable(b, why, sizeof(why))) {
-				cell_report(name, T_SKIP, why);
+			snprintf(name, sizeof(name), "%s x %s", pt_backend_name(b), t_mem_kind_names[kinds[k]]);
+			if (!t_backend_usable(b, why, sizeof(why))) {
+				t_cell_report(name, T_SKIP, why);
 				continue;
 			}
-			r = mem_map(&m, kinds[k], REGION_LEN, why, sizeof(why));
+			r = t_mem_map(&m, kinds[k], REGION_LEN, why, sizeof(why));
 			if (r) {
-				cell_report(name, r, why);
+				t_cell_report(name, r, why);
 				continue;
 			}
 			why[0] = '\0';
 			r = converge(b, &m, seconds, seed + bi * 7 + k, why, sizeof(why));
-			cell_report(name, r ? T_PASS : T_FAIL, why);
-			mem_unmap(&m);
+			t_cell_report(name, r ? T_PASS : T_FAIL, why);
+			t_mem_unmap(&m);
 		}
 	}
 	return t_exit();

@@ -32,7 +32,7 @@
 
 struct ctx {
 	enum pt_backend b;
-	struct mem *m;
+	struct t_mem *m;
 	struct pt_tracker *t;
 	uint64_t npages;
 	uint8_t *shadow;
@@ -44,20 +44,20 @@ struct ctx {
 
 static bool exact(const struct ctx *c)
 {
-	return c->b == PT_BACKEND_UFFD_WP && c->m->kind != MEM_THP;
+	return c->b == PT_BACKEND_UFFD_WP && c->m->kind != T_MEM_THP;
 }
 
 static uint8_t *page(const struct ctx *c, uint64_t p)
 {
-	return (uint8_t *)c->m->addr + p * page_size();
+	return (uint8_t *)c->m->addr + p * t_page_size();
 }
 
 /* Collect with reset, copy the reported pages into the shadow; then the
  * shadow must equal the region (nobody writes meanwhile). */
 static bool sync_shadow(struct ctx *c, const char *what)
 {
-	size_t ps = page_size();
-	int n = collect_map(c->t, PT_COLLECT_RESET, c->map, c->npages, c->why, c->why_len);
+	size_t ps = t_page_size();
+	int n = t_collect_map(c->t, PT_COLLECT_RESET, c->map, c->npages, c->why, c->why_len);
 
 	CHECK(n >= 0, "%s: %s", what, c->why);
 	for (uint64_t p = 0; p < c->npages; p++)
@@ -93,7 +93,7 @@ static bool reported(struct ctx *c, const char *what, const uint64_t *want, size
 
 static bool ctx_open(struct ctx *c)
 {
-	int ret = tracker_open_on(&c->t, c->b, c->m->addr, c->m->len);
+	int ret = t_tracker_open_on(&c->t, c->b, c->m->addr, c->m->len);
 
 	CHECK(ret == 0, "open: %s", strerror(-ret));
 	memcpy(c->shadow, c->m->addr, c->m->len);
@@ -181,7 +181,7 @@ static bool zap(struct ctx *c, uint64_t first, uint64_t count)
 {
 	int ret;
 
-	CHECK(!madvise(page(c, first), count * page_size(), MADV_DONTNEED), "madvise: %s",
+	CHECK(!madvise(page(c, first), count * t_page_size(), MADV_DONTNEED), "madvise: %s",
 	      strerror(errno));
 	if (c->b != PT_BACKEND_UFFD_WP) {
 		ret = pt_tracker_mark(c->t, first, count);
@@ -197,7 +197,7 @@ static bool zap(struct ctx *c, uint64_t first, uint64_t count)
  */
 static bool cell_dontneed(struct ctx *c)
 {
-	size_t ps = page_size(), hp = 2u << 20;
+	size_t ps = t_page_size(), hp = 2u << 20;
 	uint64_t half = hp / ps;
 
 	/* Content before tracking: pages 0-15, and (for huge pages) all of
@@ -220,7 +220,7 @@ static bool cell_dontneed(struct ctx *c)
 	STEP(zap(c, 300, 1));
 	STEP(zap(c, 400, 3));
 	STEP(sync_shadow(c, "MADV_DONTNEED of written, clean and untouched pages"));
-	if (c->m->kind != MEM_ANON && c->m->kind != MEM_THP) {
+	if (c->m->kind != T_MEM_ANON && c->m->kind != T_MEM_THP) {
 		/* Shared memory keeps the content, and the writes are in it. */
 		CHECK(page(c, 1)[7] == 0xa1 && page(c, 300)[9] == 0xb3, "shared content lost");
 	}
@@ -272,7 +272,7 @@ static bool cell_dontneed_empty_scan(struct ctx *c)
 
 static bool punch(struct ctx *c, uint64_t first, uint64_t count)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 
 	CHECK(!fallocate(c->m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 			 (off_t)(first * ps), (off_t)(count * ps)),
@@ -285,12 +285,12 @@ static bool punch(struct ctx *c, uint64_t first, uint64_t count)
 static bool cell_punch_written(struct ctx *c)
 {
 	for (uint64_t p = 0; p < 8; p++)
-		memset(page(c, p), 0x30 + (int)p, page_size());
+		memset(page(c, p), 0x30 + (int)p, t_page_size());
 	STEP(ctx_open(c));
 	page(c, 3)[100] = 0xee;
 	STEP(punch(c, 2, 3));		/* 2 clean, 3 written, 4 clean */
 	/* Only page 3 is checked here; the clean pages are the next cell. */
-	STEP(collect_map(c->t, PT_COLLECT_RESET, c->map, c->npages, c->why, c->why_len) >= 0);
+	STEP(t_collect_map(c->t, PT_COLLECT_RESET, c->map, c->npages, c->why, c->why_len) >= 0);
 	CHECK(c->map[3], "written page 3 not reported after the punch: the write is lost");
 	CHECK(page(c, 3)[100] == 0, "punched page still has content");
 	return true;
@@ -310,11 +310,11 @@ static bool cell_punch_clean(struct ctx *c)
 	int ret;
 
 	for (uint64_t p = 0; p < 8; p++)
-		memset(page(c, p), 0x30 + (int)p, page_size());
+		memset(page(c, p), 0x30 + (int)p, t_page_size());
 	STEP(ctx_open(c));
 	STEP(punch(c, 2, 1));
 	CHECK(page(c, 2)[0] == 0, "punched page still has content");
-	STEP(collect_map(c->t, 0, c->map, c->npages, c->why, c->why_len) >= 0);
+	STEP(t_collect_map(c->t, 0, c->map, c->npages, c->why, c->why_len) >= 0);
 	printf("    %s on Linux %s: the punched clean page is %sreported without a mark\n",
 	       pt_backend_name(c->b), kernel_release(), c->map[2] ? "" : "not ");
 	ret = pt_tracker_mark(c->t, 2, 1);
@@ -350,7 +350,7 @@ static int child_run(struct ctx *c, int ready_fd, int go_fd)
 	/* Closing the inherited tracker must not disturb the parent. */
 	pt_tracker_close(c->t);
 	/* The child can track the range for itself. */
-	ret = tracker_open_on(&t2, c->b, c->m->addr, c->m->len);
+	ret = t_tracker_open_on(&t2, c->b, c->m->addr, c->m->len);
 	if (ret)
 		return 13;
 	page(c, 6)[0] = 6;
@@ -368,10 +368,10 @@ static int child_run(struct ctx *c, int ready_fd, int go_fd)
  * shadow by hand. */
 static void accept_foreign(struct ctx *c, const uint64_t *pages, size_t n)
 {
-	if (c->m->kind == MEM_ANON || c->m->kind == MEM_THP)
+	if (c->m->kind == T_MEM_ANON || c->m->kind == T_MEM_THP)
 		return;
 	for (size_t i = 0; i < n; i++)
-		memcpy(c->shadow + pages[i] * page_size(), page(c, pages[i]), page_size());
+		memcpy(c->shadow + pages[i] * t_page_size(), page(c, pages[i]), t_page_size());
 }
 
 static bool wait_child(pid_t pid, const char *what)
@@ -395,7 +395,7 @@ static bool cell_fork(struct ctx *c)
 	pid_t pid;
 	int ret;
 
-	memset(c->m->addr, 0x11, 16 * page_size());
+	memset(c->m->addr, 0x11, 16 * t_page_size());
 	STEP(ctx_open(c));
 	page(c, 0)[0] = 1;		/* written before fork, not collected */
 	CHECK(!pipe(to_parent) && !pipe(to_child), "pipe: %s", strerror(errno));
@@ -448,7 +448,7 @@ reap:
 	}
 	pt_tracker_close(c->t);
 	c->t = NULL;
-	ret = tracker_open_on(&c->t, c->b, c->m->addr, c->m->len);
+	ret = t_tracker_open_on(&c->t, c->b, c->m->addr, c->m->len);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	CHECK(ret == 0, "reopen in the parent while a forked child lives: %s", strerror(-ret));
@@ -470,7 +470,7 @@ static bool cell_close_before_munmap(struct ctx *c)
 	/* Untracked now: writes just work, and a new tracker starts clean. */
 	page(c, 3)[0] = 3;
 	STEP(ctx_open(c));
-	STEP(collect_map(c->t, 0, c->map, c->npages, c->why, c->why_len) == 0);
+	STEP(t_collect_map(c->t, 0, c->map, c->npages, c->why, c->why_len) == 0);
 	return true;
 }
 
@@ -485,7 +485,7 @@ static bool remap_same_place(struct ctx *c)
 		CHECK(false, "mmap at the old address: %s", strerror(errno));
 	}
 	c->m->map = again;
-	c->m->kind = MEM_ANON;		/* what it is now */
+	c->m->kind = T_MEM_ANON;		/* what it is now */
 	return true;
 }
 
@@ -507,7 +507,7 @@ static bool cell_close_after_munmap(struct ctx *c)
 	c->t = NULL;
 	STEP(remap_same_place(c));
 	if (c->b != PT_BACKEND_UFFD_WP &&
-	    tracker_open_on(&c->t, c->b, c->m->addr, c->m->len) == -EEXIST) {
+	    t_tracker_open_on(&c->t, c->b, c->m->addr, c->m->len) == -EEXIST) {
 		/* The backend still counts the stale tracker's range as held
 		 * (uffd-wp's registration went with the mapping). */
 		printf("    %s: EEXIST while the stale tracker is open\n", pt_backend_name(c->b));
@@ -557,18 +557,18 @@ static bool cell_replaced_part(struct ctx *c)
 	printf("    collect over the replaced part: %d (%s)\n", n, n < 0 ? strerror(-n) : "ok");
 	if (n >= 0) {
 		/* A backend that copes must have reported them now. */
-		STEP(collect_map(c->t, 0, c->map, c->npages, c->why, c->why_len) >= 0);
+		STEP(t_collect_map(c->t, 0, c->map, c->npages, c->why, c->why_len) >= 0);
 		return true;
 	}
 	CHECK(!munmap(b, half), "munmap: %s", strerror(errno));
-	n = collect_map(c->t, PT_COLLECT_RESET, c->map, c->npages, c->why, c->why_len);
+	n = t_collect_map(c->t, PT_COLLECT_RESET, c->map, c->npages, c->why, c->why_len);
 	CHECK(n >= 0, "collect after the stranger went: %s", c->why);
 	CHECK(c->map[1] && c->map[7], "pages written before the failed collect were lost");
 	/* Back to exact reports afterwards. */
 	page(c, 3)[0] = 3;
-	n = collect_map(c->t, PT_COLLECT_RESET, c->map, c->npages, c->why, c->why_len);
+	n = t_collect_map(c->t, PT_COLLECT_RESET, c->map, c->npages, c->why, c->why_len);
 	CHECK(n == 1 && c->map[3], "after recovery: %d pages", n);
-	/* mem_unmap unmaps the whole mapping; the hole is fine. */
+	/* t_mem_unmap unmaps the whole mapping; the hole is fine. */
 	return true;
 }
 
@@ -599,7 +599,7 @@ static long anon_huge_kb(void *addr)
  * are allowed but counted. */
 static bool cell_thp(struct ctx *c)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	uint64_t rnd = 0x9e3779b97f4a7c15ull, want[64];
 	long kb;
 
@@ -611,12 +611,12 @@ static bool cell_thp(struct ctx *c)
 		size_t n = 0;
 
 		for (int i = 0; i < 40; i++) {
-			uint64_t p = rnd_next(&rnd) % c->npages;
+			uint64_t p = t_rnd_next(&rnd) % c->npages;
 			bool dup = false;
 
 			for (size_t j = 0; j < n; j++)
 				dup |= want[j] == p;
-			page(c, p)[rnd_next(&rnd) % ps] = (uint8_t)round;
+			page(c, p)[t_rnd_next(&rnd) % ps] = (uint8_t)round;
 			if (!dup)
 				want[n++] = p;
 		}
@@ -638,60 +638,60 @@ static const struct {
 	unsigned int kinds;
 	enum pt_backend only;		/* AUTO: every backend */
 } cells[] = {
-	{ "read(2) from a pipe", cell_read_pipe, K(MEM_ANON) | K(MEM_MEMFD) | K(MEM_SHM) | K(MEM_FILE) | K(MEM_THP) },
-	{ "read(2) from a file", cell_read_file, K(MEM_ANON) | K(MEM_MEMFD) | K(MEM_FILE) },
-	{ "MADV_DONTNEED", cell_dontneed, K(MEM_ANON) | K(MEM_MEMFD) | K(MEM_SHM) | K(MEM_FILE) | K(MEM_THP) },
+	{ "read(2) from a pipe", cell_read_pipe, K(T_MEM_ANON) | K(T_MEM_MEMFD) | K(T_MEM_SHM) | K(T_MEM_FILE) | K(T_MEM_THP) },
+	{ "read(2) from a file", cell_read_file, K(T_MEM_ANON) | K(T_MEM_MEMFD) | K(T_MEM_FILE) },
+	{ "MADV_DONTNEED", cell_dontneed, K(T_MEM_ANON) | K(T_MEM_MEMFD) | K(T_MEM_SHM) | K(T_MEM_FILE) | K(T_MEM_THP) },
 	{ "MADV_DONTNEED, empty-PTE scan", cell_dontneed_empty_scan,
-	  K(MEM_ANON) | K(MEM_MEMFD) | K(MEM_SHM) | K(MEM_FILE) | K(MEM_THP), PT_BACKEND_UFFD_WP },
-	{ "punch a written page", cell_punch_written, K(MEM_MEMFD) | K(MEM_SHM) | K(MEM_FILE) },
-	{ "punch a clean page", cell_punch_clean, K(MEM_MEMFD) | K(MEM_SHM) | K(MEM_FILE) },
-	{ "fork", cell_fork, K(MEM_ANON) | K(MEM_MEMFD) },
-	{ "close before munmap", cell_close_before_munmap, K(MEM_ANON) | K(MEM_MEMFD) },
-	{ "close after munmap", cell_close_after_munmap, K(MEM_ANON) | K(MEM_MEMFD) },
-	{ "part of the range replaced", cell_replaced_part, K(MEM_ANON) | K(MEM_MEMFD),
+	  K(T_MEM_ANON) | K(T_MEM_MEMFD) | K(T_MEM_SHM) | K(T_MEM_FILE) | K(T_MEM_THP), PT_BACKEND_UFFD_WP },
+	{ "punch a written page", cell_punch_written, K(T_MEM_MEMFD) | K(T_MEM_SHM) | K(T_MEM_FILE) },
+	{ "punch a clean page", cell_punch_clean, K(T_MEM_MEMFD) | K(T_MEM_SHM) | K(T_MEM_FILE) },
+	{ "fork", cell_fork, K(T_MEM_ANON) | K(T_MEM_MEMFD) },
+	{ "close before munmap", cell_close_before_munmap, K(T_MEM_ANON) | K(T_MEM_MEMFD) },
+	{ "close after munmap", cell_close_after_munmap, K(T_MEM_ANON) | K(T_MEM_MEMFD) },
+	{ "part of the range replaced", cell_replaced_part, K(T_MEM_ANON) | K(T_MEM_MEMFD),
 	  PT_BACKEND_UFFD_WP },
-	{ "huge pages populated", cell_thp, K(MEM_THP) },
+	{ "huge pages populated", cell_thp, K(T_MEM_THP) },
 };
 
 int main(void)
 {
 	for (size_t ci = 0; ci < ARRAY_LEN(cells); ci++) {
-		for (size_t bi = 0; bi < ARRAY_LEN(all_backends); bi++) {
-			enum pt_backend b = all_backends[bi];
+		for (size_t bi = 0; bi < ARRAY_LEN(t_all_backends); bi++) {
+			enum pt_backend b = t_all_backends[bi];
 
-			for (int k = 0; k < MEM_NKINDS; k++) {
+			for (int k = 0; k < T_MEM_NKINDS; k++) {
 				char name[80], why[512] = "";
 				struct ctx c = { .b = b, .why = why, .why_len = sizeof(why) };
-				struct mem m;
+				struct t_mem m;
 				bool ok;
 				int r;
 
 				if (!(cells[ci].kinds & K(k)) || (cells[ci].only && cells[ci].only != b))
 					continue;
 				snprintf(name, sizeof(name), "%s: %s x %s", cells[ci].name,
-					 pt_backend_name(b), mem_kind_names[k]);
-				if (!backend_usable(b, why, sizeof(why))) {
-					cell_report(name, T_SKIP, why);
+					 pt_backend_name(b), t_mem_kind_names[k]);
+				if (!t_backend_usable(b, why, sizeof(why))) {
+					t_cell_report(name, T_SKIP, why);
 					continue;
 				}
-				r = mem_map(&m, k, REGION_LEN, why, sizeof(why));
+				r = t_mem_map(&m, k, REGION_LEN, why, sizeof(why));
 				if (r) {
-					cell_report(name, r, why);
+					t_cell_report(name, r, why);
 					continue;
 				}
 				why[0] = '\0';
 				c.m = &m;
-				c.npages = m.len / page_size();
+				c.npages = m.len / t_page_size();
 				c.shadow = malloc(m.len);
 				c.map = calloc(c.npages, 1);
 				ok = c.shadow && c.map && cells[ci].fn(&c);
 				pt_tracker_close(c.t);
 				if (ok && c.false_positives)
 					printf("    %llu false positives\n", (unsigned long long)c.false_positives);
-				cell_report(name, ok ? T_PASS : T_FAIL, why);
+				t_cell_report(name, ok ? T_PASS : T_FAIL, why);
 				free(c.shadow);
 				free(c.map);
-				mem_unmap(&m);
+				t_mem_unmap(&m);
 			}
 		}
 	}

@@ -4,7 +4,7 @@
  * collects: every written page must be reported (no false negatives, ever),
  * and for uffd-wp on 4 KiB pages nothing else (false positives are counted
  * for the other backends and for huge pages).  The ranges must be ascending
- * and non-overlapping, so no page is reported twice (collect_map checks).
+ * and non-overlapping, so no page is reported twice (t_collect_map checks).
  *
  * The patterns aim at PAGEMAP_SCAN's buffering: the kernel fills a bounce
  * buffer of 512 regions and flushes it into our vector several times per
@@ -31,7 +31,7 @@
 
 struct model {
 	struct pt_tracker *t;
-	struct mem *m;
+	struct t_mem *m;
 	uint64_t npages;
 	uint8_t *written;	/* pages written since the last reset */
 	uint8_t *map;		/* what collect reported */
@@ -45,10 +45,10 @@ struct model {
 
 static void touch(struct model *md, uint64_t page)
 {
-	size_t ps = page_size();
+	size_t ps = t_page_size();
 	volatile uint8_t *p = (volatile uint8_t *)md->m->addr + page * ps;
 
-	p[rnd_next(&md->rnd) % ps] = (uint8_t)(rnd_next(&md->rnd) | 1);
+	p[t_rnd_next(&md->rnd) % ps] = (uint8_t)(t_rnd_next(&md->rnd) | 1);
 	md->written[page] = 1;
 }
 
@@ -58,7 +58,7 @@ static bool check(struct model *md, unsigned int flags, const char *what)
 	uint64_t fn = 0, fp = 0, first_fn = 0, want = 0;
 	int n;
 
-	n = collect_map(md->t, flags, md->map, md->npages, md->why, md->why_len);
+	n = t_collect_map(md->t, flags, md->map, md->npages, md->why, md->why_len);
 	CHECK(n >= 0, "%s: %s", what, md->why);
 	md->collects++;
 	for (uint64_t p = 0; p < md->npages; p++) {
@@ -90,21 +90,21 @@ static void isolated(struct model *md, uint64_t count, uint64_t lo)
 	if (stride < 2 || !count)
 		return;
 	for (uint64_t i = 0; i < count; i++)
-		touch(md, lo + i * stride + (stride > 2 ? rnd_next(&md->rnd) % (stride - 1) : 0));
+		touch(md, lo + i * stride + (stride > 2 ? t_rnd_next(&md->rnd) % (stride - 1) : 0));
 }
 
 static void random_pages(struct model *md, uint64_t count)
 {
 	for (uint64_t i = 0; i < count; i++)
-		touch(md, rnd_next(&md->rnd) % md->npages);
+		touch(md, t_rnd_next(&md->rnd) % md->npages);
 }
 
 /* Runs of 1..max_run pages at random places. */
 static void runs(struct model *md, uint64_t count, uint64_t max_run)
 {
 	for (uint64_t i = 0; i < count; i++) {
-		uint64_t len = 1 + rnd_next(&md->rnd) % max_run;
-		uint64_t at = rnd_next(&md->rnd) % md->npages;
+		uint64_t len = 1 + t_rnd_next(&md->rnd) % max_run;
+		uint64_t at = t_rnd_next(&md->rnd) % md->npages;
 
 		for (uint64_t p = at; p < at + len && p < md->npages; p++)
 			touch(md, p);
@@ -145,7 +145,7 @@ static bool rounds_small(struct model *md)
 		touch(md, p);
 	STEP(check(md, PT_COLLECT_RESET, "whole range"));
 	for (int r = 0; r < 6; r++) {
-		random_pages(md, 1 + rnd_next(&md->rnd) % 2000);
+		random_pages(md, 1 + t_rnd_next(&md->rnd) % 2000);
 		STEP(check(md, r & 1 ? PT_COLLECT_RESET : 0, "random round"));
 	}
 	STEP(check(md, PT_COLLECT_RESET, "last"));
@@ -184,25 +184,25 @@ static bool rounds_large(struct model *md)
 	return true;
 }
 
-static bool run_cell(enum pt_backend b, struct mem *m, bool large, uint64_t seed,
+static bool run_cell(enum pt_backend b, struct t_mem *m, bool large, uint64_t seed,
 		     char *why, size_t why_len)
 {
 	struct model md = {
-		.m = m, .npages = m->len / page_size(), .rnd = seed | 1,
+		.m = m, .npages = m->len / t_page_size(), .rnd = seed | 1,
 		.why = why, .why_len = why_len,
 	};
 	bool ok = false;
 	int ret;
 
 	/* Exact only where the kernel answers per 4 KiB page. */
-	md.exact = b == PT_BACKEND_UFFD_WP && m->kind != MEM_THP;
+	md.exact = b == PT_BACKEND_UFFD_WP && m->kind != T_MEM_THP;
 	md.written = calloc(md.npages, 1);
 	md.map = calloc(md.npages, 1);
 	if (!md.written || !md.map) {
 		snprintf(why, why_len, "out of memory");
 		goto out;
 	}
-	ret = tracker_open_on(&md.t, b, m->addr, m->len);
+	ret = t_tracker_open_on(&md.t, b, m->addr, m->len);
 	if (ret) {
 		snprintf(why, why_len, "open: %s", strerror(-ret));
 		goto out;
@@ -227,36 +227,36 @@ int main(void)
 
 	printf("seed %llu\n", (unsigned long long)seed);
 	for (int large = 0; large < 2; large++) {
-		for (size_t bi = 0; bi < ARRAY_LEN(all_backends); bi++) {
-			enum pt_backend b = all_backends[bi];
+		for (size_t bi = 0; bi < ARRAY_LEN(t_all_backends); bi++) {
+			enum pt_backend b = t_all_backends[bi];
 
-			for (int k = 0; k < MEM_NKINDS; k++) {
+			for (int k = 0; k < T_MEM_NKINDS; k++) {
 				size_t len = large ? LARGE_LEN : SMALL_LEN;
 				char name[64], why[256] = "";
-				struct mem m;
+				struct t_mem m;
 				int r;
 
 				snprintf(name, sizeof(name), "%s x %s x %s", pt_backend_name(b),
-					 mem_kind_names[k], large ? "1 GiB" : "16 MiB");
-				if (!backend_usable(b, why, sizeof(why))) {
-					cell_report(name, T_SKIP, why);
+					 t_mem_kind_names[k], large ? "1 GiB" : "16 MiB");
+				if (!t_backend_usable(b, why, sizeof(why))) {
+					t_cell_report(name, T_SKIP, why);
 					continue;
 				}
-				if (large && k != MEM_ANON && k != MEM_MEMFD) {
-					cell_report(name, T_SKIP, "1 GiB runs on anon and memfd only: "
-						    "other kinds would write it to disk or populate huge pages; "
-						    "they run at 16 MiB");
+				if (large && k != T_MEM_ANON && k != T_MEM_MEMFD) {
+					t_cell_report(name, T_SKIP, "1 GiB runs on anon and memfd only: "
+						      "other kinds would write it to disk or populate huge pages; "
+						      "they run at 16 MiB");
 					continue;
 				}
-				r = mem_map(&m, k, len, why, sizeof(why));
+				r = t_mem_map(&m, k, len, why, sizeof(why));
 				if (r) {
-					cell_report(name, r, why);
+					t_cell_report(name, r, why);
 					continue;
 				}
 				why[0] = '\0';
 				r = run_cell(b, &m, large, seed + bi * 131 + k, why, sizeof(why));
-				cell_report(name, r ? T_PASS : T_FAIL, why);
-				mem_unmap(&m);
+				t_cell_report(name, r ? T_PASS : T_FAIL, why);
+				t_mem_unmap(&m);
 			}
 		}
 	}

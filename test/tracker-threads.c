@@ -20,7 +20,7 @@
 
 struct job {
 	enum pt_backend b;
-	struct mem *shared;
+	struct t_mem *shared;
 	int id;
 	uint64_t rnd;
 	struct pt_tracker *t;
@@ -31,29 +31,29 @@ struct job {
 
 static char *slice(struct job *j)
 {
-	return j->shared->addr + (size_t)j->id * SLICE_PAGES * page_size();
+	return j->shared->addr + (size_t)j->id * SLICE_PAGES * t_page_size();
 }
 
 static void write_some(struct job *j, char *base)
 {
-	size_t ps = page_size();
-	int n = 1 + (int)(rnd_next(&j->rnd) % 20);
+	size_t ps = t_page_size();
+	int n = 1 + (int)(t_rnd_next(&j->rnd) % 20);
 
 	for (int i = 0; i < n; i++) {
-		uint64_t p = rnd_next(&j->rnd) % SLICE_PAGES;
+		uint64_t p = t_rnd_next(&j->rnd) % SLICE_PAGES;
 
-		base[p * ps + rnd_next(&j->rnd) % ps] = (char)(j->id + 1);
+		base[p * ps + t_rnd_next(&j->rnd) % ps] = (char)(j->id + 1);
 		j->written[p] = 1;
 	}
 }
 
 /* Collect with reset: every written page reported, nothing outside the
- * slice (collect_map checks bounds), exact for uffd-wp. */
+ * slice (t_collect_map checks bounds), exact for uffd-wp. */
 static bool check_slice(struct job *j)
 {
 	uint8_t map[SLICE_PAGES];
 	bool exact = pt_tracker_backend(j->t) == PT_BACKEND_UFFD_WP;
-	int n = collect_map(j->t, PT_COLLECT_RESET, map, SLICE_PAGES, j->why, sizeof(j->why));
+	int n = t_collect_map(j->t, PT_COLLECT_RESET, map, SLICE_PAGES, j->why, sizeof(j->why));
 
 	CHECK(n >= 0, "thread %d: %s", j->id, j->why);
 	for (int p = 0; p < SLICE_PAGES; p++) {
@@ -67,14 +67,14 @@ static bool check_slice(struct job *j)
 
 static bool churn(struct job *j)
 {
-	size_t len = SLICE_PAGES * page_size();
+	size_t len = SLICE_PAGES * t_page_size();
 	char *own = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	bool ok = false;
 
 	CHECK(own != MAP_FAILED, "mmap: %s", strerror(errno));
 	for (int it = 0; it < ITERATIONS; it++) {
 		char *base = it & 1 ? own : slice(j);
-		int ret = tracker_open_on(&j->t, j->b, base, len);
+		int ret = t_tracker_open_on(&j->t, j->b, base, len);
 
 		if (ret) {
 			printf("    thread %d: open: %s\n", j->id, strerror(-ret));
@@ -146,7 +146,7 @@ static bool each_in_thread(struct job *jobs, void *(*fn)(void *))
 	return true;
 }
 
-static bool run(enum pt_backend b, struct mem *m, char *why, size_t why_len)
+static bool run(enum pt_backend b, struct t_mem *m, char *why, size_t why_len)
 {
 	static struct job jobs[THREADS];
 	int ret;
@@ -164,7 +164,7 @@ static bool run(enum pt_backend b, struct mem *m, char *why, size_t why_len)
 
 	/* Phase 2: open here, write, collect and close from other threads. */
 	for (int i = 0; i < THREADS; i++) {
-		ret = tracker_open_on(&jobs[i].t, b, slice(&jobs[i]), SLICE_PAGES * page_size());
+		ret = t_tracker_open_on(&jobs[i].t, b, slice(&jobs[i]), SLICE_PAGES * t_page_size());
 		if (ret) {
 			snprintf(why, why_len, "phase 2 open: %s", strerror(-ret));
 			while (i--)
@@ -191,29 +191,29 @@ static bool run(enum pt_backend b, struct mem *m, char *why, size_t why_len)
 
 int main(void)
 {
-	static const enum mem_kind kinds[] = { MEM_ANON, MEM_MEMFD };
+	static const enum t_mem_kind kinds[] = { T_MEM_ANON, T_MEM_MEMFD };
 
-	for (size_t bi = 0; bi < ARRAY_LEN(all_backends); bi++) {
-		enum pt_backend b = all_backends[bi];
+	for (size_t bi = 0; bi < ARRAY_LEN(t_all_backends); bi++) {
+		enum pt_backend b = t_all_backends[bi];
 
 		for (size_t k = 0; k < ARRAY_LEN(kinds); k++) {
 			char name[64], why[256] = "";
-			struct mem m;
+			struct t_mem m;
 			int r;
 
-			snprintf(name, sizeof(name), "%s x %s", pt_backend_name(b), mem_kind_names[kinds[k]]);
-			if (!backend_usable(b, why, sizeof(why))) {
-				cell_report(name, T_SKIP, why);
+			snprintf(name, sizeof(name), "%s x %s", pt_backend_name(b), t_mem_kind_names[kinds[k]]);
+			if (!t_backend_usable(b, why, sizeof(why))) {
+				t_cell_report(name, T_SKIP, why);
 				continue;
 			}
-			r = mem_map(&m, kinds[k], THREADS * SLICE_PAGES * page_size(), why, sizeof(why));
+			r = t_mem_map(&m, kinds[k], THREADS * SLICE_PAGES * t_page_size(), why, sizeof(why));
 			if (r) {
-				cell_report(name, r, why);
+				t_cell_report(name, r, why);
 				continue;
 			}
 			why[0] = '\0';
-			cell_report(name, run(b, &m, why, sizeof(why)) ? T_PASS : T_FAIL, why);
-			mem_unmap(&m);
+			t_cell_report(name, run(b, &m, why, sizeof(why)) ? T_PASS : T_FAIL, why);
+			t_mem_unmap(&m);
 		}
 	}
 	return t_exit();

@@ -42,16 +42,17 @@ $(XCH_BINS): $(XCH_OUT)/exchange-%: $(XCH_DIR)/%.c $(XCH_LIB) $(XCH_HDRS) $(O)/$
 		-Wl,-rpath,'$$ORIGIN/../..' $(XCH_LIBS)
 
 # The tests: programs built into $(XCH_OUT)/tests/, scripts run in place.
-# test/run.sh takes both by path (APP_TESTS); they share test/harness.h.
+# test/run.sh takes both by path (APP_TESTS); they include test/harness.h
+# and link its helpers from libptest.a (built by the top Makefile).
 XCH_TEST_SRCS := $(wildcard $(XCH_DIR)/tests/*.c)
 XCH_TEST_BINS := $(XCH_TEST_SRCS:$(XCH_DIR)/tests/%.c=$(XCH_OUT)/tests/%)
 APP_TESTS += $(XCH_TEST_SRCS:%.c=%) $(wildcard $(XCH_DIR)/tests/*.sh)
 
 # Those that talk to the programs start them from $(XCH_OUT).
-$(XCH_TEST_BINS): $(XCH_OUT)/tests/%: $(XCH_DIR)/tests/%.c test/harness.h $(XCH_LIB) $(XCH_HDRS) \
-		$(O)/$(SONAME) $(XCH_BINS)
+$(XCH_TEST_BINS): $(XCH_OUT)/tests/%: $(XCH_DIR)/tests/%.c test/harness.h $(PTEST) $(XCH_LIB) \
+		$(XCH_HDRS) $(O)/$(SONAME) $(XCH_BINS)
 	@mkdir -p $(@D)
-	$(CC) $(XCH_CPPFLAGS) -Itest $(CFLAGS) $(LDFLAGS) -o $@ $< $(XCH_LIB) $(XCH_LIBPT) \
+	$(CC) $(XCH_CPPFLAGS) -Itest $(CFLAGS) $(LDFLAGS) -o $@ $< $(PTEST) $(XCH_LIB) $(XCH_LIBPT) \
 		-Wl,-rpath,'$$ORIGIN/../../..' $(XCH_LIBS)
 
 tests: $(XCH_TEST_BINS)

@@ -566,20 +566,20 @@ int main(void)
 	}
 	if (engine_port < 0 || md_port < 0) {
 		printf("the engine or the md server did not start\n");
-		cell_report("start", T_FAIL, "no port file");
+		t_cell_report("start", T_FAIL, "no port file");
 	} else {
 		t_run_cells(cells, sizeof(cells) / sizeof(cells[0]));
 	}
 	/* Both must still be alive, and stop cleanly. */
 	if (waitpid(engine_pid, &status, WNOHANG) != 0)
-		cell_report("engine survived", T_FAIL, "the engine died");
+		t_cell_report("engine survived", T_FAIL, "the engine died");
 	if (waitpid(md_pid, &status, WNOHANG) != 0)
-		cell_report("md survived", T_FAIL, "the md server died");
+		t_cell_report("md survived", T_FAIL, "the md server died");
 	kill(engine_pid, SIGTERM);
 	kill(md_pid, SIGTERM);
 	waitpid(engine_pid, &status, 0);
-	cell_report("engine stops cleanly", WIFEXITED(status) && !WEXITSTATUS(status) ? T_PASS : T_FAIL,
-		    "exit status");
+	t_cell_report("engine stops cleanly", WIFEXITED(status) && !WEXITSTATUS(status) ? T_PASS : T_FAIL,
+		      "exit status");
 	waitpid(md_pid, &status, 0);
 	{
 		char cmd[700];

@@ -461,12 +461,12 @@ int main(void)
 
 	for (size_t i = 0; i < sizeof(flows) / sizeof(flows[0]); i++) {
 		why[0] = '\0';
-		cell_report(flows[i].name,
-			    random_flow(flows[i].nsym, flows[i].orders, flows[i].levels, flows[i].ops,
-					flows[i].seed, why, sizeof(why)) ? T_PASS : T_FAIL,
+		t_cell_report(flows[i].name,
+			      random_flow(flows[i].nsym, flows[i].orders, flows[i].levels, flows[i].ops,
+					  flows[i].seed, why, sizeof(why)) ? T_PASS : T_FAIL,
 			    why);
 	}
 	why[0] = '\0';
-	cell_report("copies and damaged copies", copies(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	t_cell_report("copies and damaged copies", copies(why, sizeof(why)) ? T_PASS : T_FAIL, why);
 	return t_exit();
 }

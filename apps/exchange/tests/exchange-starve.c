@@ -435,7 +435,7 @@ int main(void)
 		       (unsigned long long)rl.rlim_cur, CAPACITY + 100);
 		return T_SKIP;
 	}
-	tmpdir_make(dir, sizeof(dir), "exchange-starve");
+	t_tmpdir_make(dir, sizeof(dir), "exchange-starve");
 	snprintf(eport, sizeof(eport), "%s/eport", dir);
 	snprintf(mport, sizeof(mport), "%s/mport", dir);
 	snprintf(snap, sizeof(snap), "%s/snap", dir);
@@ -447,17 +447,17 @@ int main(void)
 				   "--idle-ms", IDLE_MS, NULL }, 0);
 	md_port = read_port(mport);
 	if (engine_port < 0 || md_port < 0)
-		cell_report("start", T_FAIL, "the engine or the md server wrote no port file");
+		t_cell_report("start", T_FAIL, "the engine or the md server wrote no port file");
 	else
 		t_run_cells(cells, sizeof(cells) / sizeof(cells[0]));
 	if (waitpid(engine_pid, NULL, WNOHANG) != 0)
-		cell_report("engine survived", T_FAIL, "the engine died");
+		t_cell_report("engine survived", T_FAIL, "the engine died");
 	if (waitpid(md_pid, NULL, WNOHANG) != 0)
-		cell_report("md survived", T_FAIL, "the md server died");
+		t_cell_report("md survived", T_FAIL, "the md server died");
 	if (!stop(md_pid))
-		cell_report("md stops cleanly", T_FAIL, "exit status");
+		t_cell_report("md stops cleanly", T_FAIL, "exit status");
 	if (!stop(engine_pid))
-		cell_report("engine stops cleanly", T_FAIL, "exit status");
+		t_cell_report("engine stops cleanly", T_FAIL, "exit status");
 	{
 		char cmd[700];
 

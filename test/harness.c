@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * harness.c - the test helpers of harness.h, compiled once into libptest.a:
+ * memory of every kind, the cell reporter, collecting into a page map,
+ * temporary directories, shared replica cleanup, a reproducible generator.
+ * It uses pagetrack.h only (it is built without -Isrc), so that programs
+ * linked against the shared library may use it too.
+ */
+#include <linux/loop.h>
+
+#include "harness.h"
+
+int t_failures, t_done, t_skipped;
+
+size_t t_page_size(void)
+{
+	return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* ---- memory kinds -------------------------------------------------- */
+
+const char *const t_mem_kind_names[T_MEM_NKINDS] = {
+	"anon", "memfd", "shm", "file", "loop", "thp",
+};
+
+/*
+ * Map len bytes of the given kind, zero-filled.  Returns 0, or a skip
+ * reason in why and T_SKIP, or T_FAIL with why.
+ */
+int t_mem_map(struct t_mem *m, enum t_mem_kind kind, size_t len, char *why, size_t why_len)
+{
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
+	int flags = MAP_SHARED;
+	int result = T_SKIP;
+
+	memset(m, 0, sizeof(*m));
+	m->kind = kind;
+	m->len = len;
+	m->fd = m->backing_fd = -1;
+	switch (kind) {
+	case T_MEM_ANON:
+	case T_MEM_THP: {
+		size_t align = kind == T_MEM_THP ? (2u << 20) : 0;
+
+		m->map_len = len + align;
+		m->map = mmap(NULL, m->map_len, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m->map == MAP_FAILED)
+			goto fail;
+		m->addr = align ? (char *)(((uintptr_t)m->map + align - 1) & ~(uintptr_t)(align - 1)) : m->map;
+		if (kind == T_MEM_THP) {
+			if (access("/sys/kernel/mm/transparent_hugepage/enabled", R_OK)) {
+				snprintf(why, why_len, "no transparent huge pages in this kernel");
+				munmap(m->map, m->map_len);
+				return T_SKIP;
+			}
+			if (madvise(m->addr, len, MADV_HUGEPAGE))
+				goto fail;
+		}
+		return 0;
+	}
+	case T_MEM_MEMFD:
+		m->fd = memfd_create("pagetrack-test", MFD_CLOEXEC);
+		break;
+	case T_MEM_SHM:
+		snprintf(m->path, sizeof(m->path), "/dev/shm/pagetrack-test-%d-%p", getpid(), (void *)m);
+		m->fd = open(m->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		break;
+	case T_MEM_FILE:
+	case T_MEM_LOOP:
+		snprintf(m->path, sizeof(m->path), "%s/pagetrack-test-XXXXXX", tmp);
+		m->fd = mkostemp(m->path, O_CLOEXEC);
+		break;
+	default:
+		snprintf(why, why_len, "unknown memory kind");
+		return T_FAIL;
+	}
+	if (m->fd < 0 || ftruncate(m->fd, (off_t)len))
+		goto fail;
+	if (kind == T_MEM_LOOP) {
+		int ctl, nr;
+
+		if (geteuid() != 0) {
+			snprintf(why, why_len, "a loop device needs root");
+			goto skip;
+		}
+		ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+		nr = ctl < 0 ? -1 : ioctl(ctl, LOOP_CTL_GET_FREE);
+		if (ctl >= 0)
+			close(ctl);
+		if (nr < 0) {
+			snprintf(why, why_len, "no free loop device (/dev/loop-control: %s)", strerror(errno));
+			goto skip;
+		}
+		snprintf(m->loop_path, sizeof(m->loop_path), "/dev/loop%d", nr);
+		m->backing_fd = m->fd;
+		m->fd = open(m->loop_path, O_RDWR | O_CLOEXEC);
+		if (m->fd < 0 || ioctl(m->fd, LOOP_SET_FD, m->backing_fd)) {
+			snprintf(why, why_len, "%s: %s", m->loop_path, strerror(errno));
+			goto skip;
+		}
+	}
+	m->map_len = len;
+	m->map = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, m->fd, 0);
+	if (m->map == MAP_FAILED)
+		goto fail;
+	m->addr = m->map;
+	return 0;
+fail:
+	snprintf(why, why_len, "cannot map %s memory: %s", t_mem_kind_names[kind], strerror(errno));
+	result = T_FAIL;
+skip:
+	t_mem_unmap(m);
+	return result;
+}
+
+void t_mem_unmap(struct t_mem *m)
+{
+	if (m->map && m->map != MAP_FAILED)
+		munmap(m->map, m->map_len);
+	if (m->kind == T_MEM_LOOP && m->fd >= 0)
+		ioctl(m->fd, LOOP_CLR_FD, 0);
+	if (m->fd >= 0)
+		close(m->fd);
+	if (m->backing_fd >= 0)
+		close(m->backing_fd);
+	if (m->path[0])
+		unlink(m->path);
+	m->map = NULL;
+	m->fd = m->backing_fd = -1;
+	m->path[0] = '\0';
+}
+
+/* ---- backends ------------------------------------------------------- */
+
+const enum pt_backend t_all_backends[T_NBACKENDS] = {
+	PT_BACKEND_UFFD_WP, PT_BACKEND_SOFT_DIRTY, PT_BACKEND_MPROTECT,
+};
+
+/* Backends not available here are skipped with the probe's reason. */
+bool t_backend_usable(enum pt_backend b, char *why, size_t why_len)
+{
+	return pt_backend_probe(b, why, why_len) == 0;
+}
+
+/* Open a tracker on a forced backend; opts.backend beats PAGETRACK_BACKEND. */
+int t_tracker_open_on(struct pt_tracker **t, enum pt_backend b, void *addr, size_t len)
+{
+	struct pt_tracker_opts o = { .sz = sizeof(o), .backend = b };
+
+	return pt_tracker_open(t, addr, len, &o);
+}
+
+/* ---- cells and the table --------------------------------------------- */
+
+void t_cell_report(const char *name, int result, const char *why)
+{
+	switch (result) {
+	case T_PASS:
+		t_done++;
+		printf("  %-40s done\n", name);
+		break;
+	case T_SKIP:
+		t_skipped++;
+		printf("  %-40s skipped [%s]\n", name, why);
+		break;
+	default:
+		t_failures++;
+		printf("  %-40s failed [%s]\n", name, why && *why ? why : "see above");
+		break;
+	}
+	fflush(stdout);
+}
+
+/* Run one cell and report it. */
+void t_run_cell(const struct t_cell *c)
+{
+	char why[512] = "";
+
+	t_cell_report(c->name, c->fn(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+}
+
+/* Run a table of cells in order. */
+void t_run_cells(const struct t_cell *cells, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		t_run_cell(&cells[i]);
+}
+
+/* The program's exit: fail if any cell failed, skip if none ran. */
+int t_exit(void)
+{
+	printf("%d done, %d failed, %d skipped\n", t_done, t_failures, t_skipped);
+	if (t_failures)
+		return T_FAIL;
+	if (!t_done) {
+		printf("skip: every cell skipped\n");
+		return T_SKIP;
+	}
+	return T_PASS;
+}
+
+/* Collect into a byte map of pages (1 = reported).  Returns pages or -errno;
+ * checks the ranges are ascending, non-overlapping, maximal, inside npages. */
+int t_collect_map(struct pt_tracker *t, unsigned flags, uint8_t *map, uint64_t npages, char *why,
+		  size_t why_len)
+{
+	const struct pt_range *r;
+	size_t nr;
+	int n = pt_tracker_collect(t, flags, &r, &nr);
+	uint64_t total = 0, prev_end = 0;
+
+	if (n < 0) {
+		snprintf(why, why_len, "collect: %s", strerror(-n));
+		return n;
+	}
+	memset(map, 0, npages);
+	for (size_t i = 0; i < nr; i++) {
+		if (!r[i].count || r[i].first + r[i].count > npages ||
+		    (i && r[i].first <= prev_end)) {
+			snprintf(why, why_len, "bad range %zu: first %llu count %llu (prev end %llu, pages %llu)",
+				 i, (unsigned long long)r[i].first, (unsigned long long)r[i].count,
+				 (unsigned long long)prev_end, (unsigned long long)npages);
+			return -EPROTO;
+		}
+		memset(map + r[i].first, 1, r[i].count);
+		prev_end = r[i].first + r[i].count;
+		total += r[i].count;
+	}
+	if (total != (uint64_t)n) {
+		snprintf(why, why_len, "collect returned %d but ranges hold %llu pages", n, (unsigned long long)total);
+		return -EPROTO;
+	}
+	return n;
+}
+
+/* ---- temporary directories ------------------------------------------------ */
+
+/* A fresh directory /tmp/<prefix>-XXXXXX in buf; exits the test on failure. */
+void t_tmpdir_make(char *buf, size_t len, const char *prefix)
+{
+	snprintf(buf, len, "/tmp/%s-XXXXXX", prefix);
+	if (!mkdtemp(buf))
+		DIE("mkdtemp %s: %s", buf, strerror(errno));
+}
+
+/* Remove the files of a flat directory (no subdirectories), keep it. */
+void t_tmpdir_empty(const char *d)
+{
+	DIR *dp = opendir(d);
+	struct dirent *de;
+	char p[512];
+
+	if (!dp)
+		return;
+	while ((de = readdir(dp)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
+			unlink(p);
+		}
+	closedir(dp);
+}
+
+/* Remove a flat directory made by t_tmpdir_make: its files, then itself. */
+void t_tmpdir_remove(const char *d)
+{
+	t_tmpdir_empty(d);
+	rmdir(d);
+}
+
+/*
+ * Remove every /dev/shm file whose name starts with prefix: a shared
+ * replica's control block "pagetrack-NAME" and its copies
+ * "pagetrack-NAME.<generation>".  Only system calls, so that a SIGALRM
+ * handler may call it.
+ */
+void t_shm_remove_prefix(const char *prefix)
+{
+	struct dirent64_raw {
+		uint64_t ino;
+		int64_t off;
+		unsigned short reclen;
+		unsigned char type;
+		char name[];
+	};
+	char buf[4096] __attribute__((aligned(8)));
+	size_t plen = strlen(prefix);
+	long n;
+	int fd = open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	while ((n = syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0)
+		for (long off = 0; off < n;) {
+			struct dirent64_raw *d = (struct dirent64_raw *)(buf + off);
+
+			if (!strncmp(d->name, prefix, plen))
+				unlinkat(fd, d->name, 0);
+			off += d->reclen;
+		}
+	close(fd);
+}
+
+/* Remove the shared replica NAME: its control block and its copies. */
+void t_shm_remove(const char *name)
+{
+	char p[320];
+
+	snprintf(p, sizeof(p), "pagetrack-%s.", name);
+	t_shm_remove_prefix(p);
+	snprintf(p, sizeof(p), "/dev/shm/pagetrack-%s", name);
+	unlink(p);
+}
+
+/* A fast reproducible PRNG (xorshift64*). */
+uint64_t t_rnd_next(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 2685821657736338717ull;
+}
+
+/* A random permutation of [0, n), the same for the same seed (Fisher-Yates);
+ * NULL without memory.  The caller frees it. */
+uint64_t *t_rnd_permutation(uint64_t n, uint64_t seed)
+{
+	uint64_t *v = malloc(n * sizeof(*v));
+
+	if (!v)
+		return NULL;
+	for (uint64_t i = 0; i < n; i++)
+		v[i] = i;
+	for (uint64_t i = n ? n - 1 : 0; i > 0; i--) {
+		uint64_t j = t_rnd_next(&seed) % (i + 1), x = v[i];
+
+		v[i] = v[j];
+		v[j] = x;
+	}
+	return v;
+}
