@@ -20,6 +20,9 @@
 #include "region.h"
 
 /* Drop segments wholly at or below the image's epoch, keeping retain_bytes. */
+/* Dropped segments kept for the log thread to recycle (see pagelog.h). */
+#define SPARE_SEGMENTS 2
+
 static void drop_segments(struct pt_region *r, uint64_t checkpointed)
 {
 	struct pt_segment_info *segs;
@@ -42,7 +45,7 @@ static void drop_segments(struct pt_region *r, uint64_t checkpointed)
 		if (total - segs[i].size < r->opts.retain_bytes)
 			break;
 		pt_segment_name(name, sizeof(name), segs[i].seq);
-		if (pt_io->unlinkat(r->dirfd, name))
+		if (pt_segment_retire(r->dirfd, segs[i].seq, SPARE_SEGMENTS))
 			break;
 		total -= segs[i].size;
 		pt_log(PT_LOG_DEBUG, "%s: dropped %s (epochs %" PRIu64 "..%" PRIu64 ")", r->dir,

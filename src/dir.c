@@ -431,6 +431,9 @@ static uint64_t verify_segments(int dirfd, const struct pt_image *img, uid_t own
 
 			if (len == 0)
 				break;
+			/* A recycled file's old records: this segment ends. */
+			if (len > 0 && pt_record_stale(rec.hdr, segs[i].first_epoch))
+				break;
 			if (len > 0) {
 				n++;
 				off += (uint64_t)len;
@@ -624,6 +627,9 @@ PT_EXPORT int pt_dir_walk(const char *dir, pt_dir_record_fn fn, void *arg)
 			int64_t len = pt_record_read(fd, segs[i].seq, off, &img.id, &buf, &cap, &rec);
 
 			if (len == 0)
+				break;
+			/* A recycled file's old records: this segment ends. */
+			if (len > 0 && pt_record_stale(rec.hdr, segs[i].first_epoch))
 				break;
 			dr = (struct pt_dir_record){ .what = len > 0 ? PT_DIR_RECORD : PT_DIR_STOP,
 						     .history_id = img.id.history_id, .segment = name,

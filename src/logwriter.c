@@ -27,6 +27,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -88,12 +89,35 @@ static void publish_record(struct pt_region *r, struct record_slot *s, bool in_r
 
 /* Close the current segment (fdatasync unless suspect) and start one at
  * first_epoch.  Log thread, lock not held. */
+static int end_marker(struct pt_region *r)
+{
+	struct stat st;
+	void *zero;
+	int ret;
+
+	if (fstat(r->seg_fd, &st) || (uint64_t)st.st_size <= r->seg_off)
+		return 0;
+	zero = calloc(1, r->id.page_size);
+	if (!zero)
+		return -ENOMEM;
+	ret = pt_write_full(r->seg_fd, zero, r->id.page_size, (off_t)r->seg_off);
+	free(zero);
+	return ret;
+}
+
 static int roll_segment(struct pt_region *r, uint64_t first_epoch)
 {
 	int fd, ret;
 
 	if (r->seg_fd >= 0) {
 		if (!r->seg_suspect) {
+			/* A recycled segment holds an older segment's bytes
+			 * behind our records: end them with a zero page (a
+			 * record cannot start with zeros) so that readers see
+			 * a clean end, not the middle of an old record. */
+			ret = end_marker(r);
+			if (ret)
+				return ret;
 			/* A reader continues into the next segment only from
 			 * a complete one: make this one durable first. */
 			ret = pt_io->fdatasync(r->seg_fd);

@@ -143,6 +143,70 @@ out:
 	return ret;
 }
 
+void pt_spare_name(char *buf, size_t len, uint64_t seq)
+{
+	snprintf(buf, len, "spare-%016" PRIx64 ".seg", seq);
+}
+
+/* A spare segment file left by pt_segment_retire(), or "" if none. */
+static void find_spare(int dirfd, char *name, size_t len)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	name[0] = 0;
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d)))
+		if (!strncmp(de->d_name, "spare-", 6) && strlen(de->d_name) < len) {
+			snprintf(name, len, "%s", de->d_name);
+			break;
+		}
+	closedir(d);
+}
+
+/*
+ * The segment's first page: a new file, or a spare one recycled.  A spare
+ * gets its new header under its spare name and is made durable before the
+ * rename makes it a segment: a crash leaves either a spare or a whole
+ * segment, never a segment with another segment's header.  Its old records
+ * stay behind the new ones until overwritten; readers stop at the first
+ * record older than the segment's first epoch (pt_record_stale).
+ */
+static int segment_recycle(int dirfd, const unsigned char *page, size_t page_size,
+			   const char *name)
+{
+	char spare[64];
+	uid_t owner = 0;
+	int fd, ret;
+
+	find_spare(dirfd, spare, sizeof(spare));
+	if (!spare[0] || pt_dir_owner(dirfd, &owner))
+		return -ENOENT;
+	fd = pt_open_file(dirfd, spare, O_RDWR, owner);
+	if (fd < 0)
+		return fd;
+	ret = pt_write_full(fd, page, page_size, 0);
+	if (!ret)
+		ret = pt_io->fdatasync(fd);
+	if (!ret)
+		ret = pt_io->renameat(dirfd, spare, name);
+	if (ret) {
+		/* Not usable: the next one is made fresh. */
+		pt_io->close(fd);
+		pt_io->unlinkat(dirfd, spare);
+		return ret;
+	}
+	return fd;
+}
+
 int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq, uint64_t first_epoch)
 {
 	unsigned char *page;
@@ -165,6 +229,11 @@ int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq, ui
 	h->created = (uint64_t)time(NULL);
 	h->checksum = pt_header_checksum(h, sizeof(*h), offsetof(struct pt_segment_header, checksum));
 	pt_segment_name(name, sizeof(name), seq);
+	fd = segment_recycle(dirfd, page, id->page_size, name);
+	if (fd >= 0) {
+		free(page);
+		return fd;
+	}
 	fd = pt_create_file(dirfd, name, O_RDWR);
 	if (fd < 0) {
 		free(page);
@@ -178,6 +247,29 @@ int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq, ui
 		return ret;
 	}
 	return fd;
+}
+
+int pt_segment_retire(int dirfd, uint64_t seq, unsigned int keep)
+{
+	char name[64], spare[64];
+	unsigned int spares = 0;
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	pt_segment_name(name, sizeof(name), seq);
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d && fd >= 0)
+		close(fd);
+	while (d && (de = readdir(d)))
+		spares += !strncmp(de->d_name, "spare-", 6);
+	if (d)
+		closedir(d);
+	if (spares >= keep)
+		return pt_io->unlinkat(dirfd, name);
+	pt_spare_name(spare, sizeof(spare), seq);
+	return pt_io->renameat(dirfd, name, spare);
 }
 
 void pt_record_fill(void *buf, const struct pt_region_id *id, uint64_t epoch,
@@ -258,6 +350,10 @@ static int64_t record_read(int fd, uint64_t seq, uint64_t offset, const struct p
 	if ((size_t)n < sizeof(*h))
 		return -ENODATA;
 	h = (const struct pt_record_header *)*buf;
+	/* Zeros where a record would start: the end of the records (a
+	 * recycled segment's end marker, or space allocated and not written). */
+	if (!h->magic && !h->header_checksum && !h->length)
+		return 0;
 	ret = check_header(h, id);
 	if (ret)
 		return ret;
@@ -356,8 +452,24 @@ static int reader_switch(struct pt_pagelog_reader *r, const struct pt_segment_in
 		close(r->fd);
 	r->fd = fd;
 	r->seq = s->seq;
+	r->seg_first = s->first_epoch;
 	r->offset = r->id.page_size;
 	return 1;
+}
+
+/*
+ * Is the file we read still segment r->seq?  A dropped segment may have
+ * been kept as a spare (renamed) and recycled as a newer segment, its
+ * blocks rewritten: then its link count says nothing, its name does.
+ */
+static bool still_named(struct pt_pagelog_reader *r, const struct stat *ours)
+{
+	struct stat now;
+	char name[64];
+
+	pt_segment_name(name, sizeof(name), r->seq);
+	return !fstatat(r->dirfd, name, &now, AT_SYMLINK_NOFOLLOW) && now.st_ino == ours->st_ino &&
+	       now.st_dev == ours->st_dev;
 }
 
 /*
@@ -440,6 +552,11 @@ int pt_pagelog_next(struct pt_pagelog_reader *r, uint64_t limit, struct pt_recor
 		if (len > 0) {
 			uint64_t e = rec->hdr->epoch;
 
+			if (pt_record_stale(rec->hdr, r->seg_first)) {
+				/* A recycled file's old records: the end. */
+				err = 0;
+				goto stop;
+			}
 			if (e < r->next_epoch) {
 				r->offset += (uint64_t)len;
 				continue;
@@ -493,7 +610,7 @@ stop:
 			/* nlink, not the listing: readdir is no snapshot, it
 			 * can show this segment and miss the next one that a
 			 * checkpoint dropped just after it. */
-			if (!fstat(r->fd, &st) && st.st_nlink == 0) {
+			if (!fstat(r->fd, &st) && (st.st_nlink == 0 || !still_named(r, &st))) {
 				/* Our segment was dropped by a checkpoint while
 				 * we read it, and the next ones too. */
 				close(r->fd);

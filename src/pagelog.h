@@ -25,6 +25,22 @@ struct pt_segment_info {
 int pt_segments_list(int dirfd, const struct pt_region_id *id, struct pt_segment_info **out,
 		     size_t *nr);
 void pt_segment_name(char *buf, size_t len, uint64_t seq);
+void pt_spare_name(char *buf, size_t len, uint64_t seq);
+/*
+ * A segment no one needs any more: kept as a spare file for the next
+ * pt_segment_create() to recycle (its blocks stay allocated: the log's
+ * appends then overwrite them, cheaper than allocating, and so is their
+ * fdatasync), while fewer than keep spares exist; else unlinked.
+ */
+int pt_segment_retire(int dirfd, uint64_t seq, unsigned int keep);
+/*
+ * A record older than its segment's first epoch is a recycled file's old
+ * content, not a record of this segment: the segment's records end there.
+ */
+static inline bool pt_record_stale(const struct pt_record_header *h, uint64_t first_epoch)
+{
+	return h->epoch < first_epoch;
+}
 /* Create a segment file and write its header; returns the fd or -errno. */
 int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq,
 		      uint64_t first_epoch);
@@ -55,6 +71,7 @@ struct pt_pagelog_reader {
 	struct pt_region_id id;
 	int fd;				/* current segment, -1: none */
 	uint64_t seq;
+	uint64_t seg_first;		/* the current segment's first epoch */
 	uint64_t offset;
 	uint64_t next_epoch;		/* the epoch wanted next */
 	uint64_t chain;			/* header checksum of record next_epoch - 1 */
