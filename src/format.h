@@ -17,6 +17,8 @@
  *                     the page table (generation + checksum per page), data
  *   log-<seq>.seg     segments of records, seq in hex, ascending
  *   orphan-<seq>.seg  segments set aside by recovery (after a corrupt record)
+ *   spare-<seq>.seg   dropped segments kept for the next segment to recycle
+ *   replicated        what a publisher's stream stored (PT_LEVEL_REPLICATED)
  *
  * Every integer is little-endian (the native order of the machines this
  * runs on; the format version would change before a big-endian port).
