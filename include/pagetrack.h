@@ -310,6 +310,25 @@ size_t pt_region_size(const struct pt_region *r);
  */
 int64_t pt_region_sync(struct pt_region *r);
 
+/*
+ * Placing the library's threads.  A region starts three threads when it is
+ * created or opened (seal, log, checkpoint); they run SCHED_BATCH, so they
+ * never preempt another thread on waking, at the nice value of the thread
+ * that opened the region.  A replica starts none: its refresh runs in the
+ * caller's thread.  The rest is the application's.  Every time another
+ * thread takes the writer's core inside pt_region_sync() the pause grows,
+ * and on a machine with fewer cores than busy threads that happens often:
+ * put the writer first.  Raise the writer's thread (a nice value below 0
+ * needs CAP_SYS_NICE or RLIMIT_NICE) after the region is open, so that the
+ * library's threads keep the opener's value: the log thread mostly sleeps
+ * in fdatasync, and the checkpoint is the work that should wait.  Run the
+ * processes that read replicas SCHED_BATCH at an ordinary nice value, so a
+ * reader waking for a query does not preempt the writer yet keeps its share
+ * of the CPU; a niced or SCHED_IDLE reader starves on a busy machine and its
+ * copy falls behind.  apps/exchange does this; docs/exchange.md has the
+ * measurements.
+ */
+
 /* The newest published epoch (after open: the recovered one). */
 int64_t pt_region_epoch(const struct pt_region *r);
 
@@ -320,6 +339,9 @@ int64_t pt_region_epoch(const struct pt_region *r);
  * record, byte for byte.  Returns 0 or -EINVAL.
  */
 int pt_region_chain(const struct pt_region *r, uint64_t *epoch, uint64_t *chain);
+
+/* The region's history id (random at create, or pt_region_opts.history_id). */
+uint64_t pt_region_history(const struct pt_region *r);
 
 /*
  * Where a publisher reports the epochs its stream has stored, for the
@@ -491,6 +513,29 @@ typedef int (*pt_delta_fn)(const struct pt_delta *d, const void *base, void *arg
  * for pt_replica_refresh().
  */
 int64_t pt_replica_step(struct pt_replica *r, int timeout_ms, pt_delta_fn fn, void *arg);
+
+/*
+ * For a PT_REPLICA_DELTAS replica whose next record the log no longer holds
+ * (pt_replica_step returned -ESTALE: a checkpoint dropped it): copy from the
+ * image the pages newer than the copy's epoch and take the image's epoch,
+ * with no delta handed out (the caller knows the epochs it skips are ones
+ * it has, e.g. a publisher whose stream is already at or past the image's
+ * epoch).  Pages a running checkpoint was writing are read again until the
+ * image is whole.  Returns the epoch now shown, -EAGAIN when the image kept
+ * changing (try again), -EILSEQ when the image is older than the copy, or
+ * another -errno.
+ */
+int64_t pt_replica_jump(struct pt_replica *r);
+
+/*
+ * The payload checksum and chain (header checksum) of the record a delta
+ * makes, computed from its history, epoch, prev_chain, page_size,
+ * page_count, pages and data (its chain and payload_checksum fields are
+ * ignored): a standby given a delta by someone else proves, before it
+ * writes anything, that its own record will be the one the source wrote.
+ * Returns 0, or -EINVAL (pages not ascending, or NULL).
+ */
+int pt_delta_chain(const struct pt_delta *d, uint64_t *payload_checksum, uint64_t *chain);
 
 /* The copy (read-only for shared replicas); stays at this address. */
 const void *pt_replica_base(const struct pt_replica *r);

@@ -886,3 +886,20 @@ out:
 	close(region_fd);
 	return ret;
 }
+
+PT_EXPORT int64_t pt_dir_epoch(const char *dir)
+{
+	struct pt_state st;
+	int dirfd, ret;
+
+	if (!dir)
+		return -EINVAL;
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dirfd < 0)
+		return -errno;
+	ret = pt_check_dir(dirfd, dir);
+	if (!ret)
+		ret = pt_state_read(dirfd, NULL, &st);
+	close(dirfd);
+	return ret ? ret : (int64_t)st.published;
+}

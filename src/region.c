@@ -715,6 +715,11 @@ fail:
 	return ret;
 }
 
+PT_EXPORT uint64_t pt_region_history(const struct pt_region *r)
+{
+	return r ? r->id.history_id : 0;
+}
+
 PT_EXPORT int pt_region_chain(const struct pt_region *r, uint64_t *epoch, uint64_t *chain)
 {
 	if (!r || !epoch || !chain)

@@ -37,6 +37,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "internal.h"
 #include "io.h"
@@ -433,6 +434,80 @@ static int64_t step_once(struct pt_replica *r, pt_delta_fn fn, void *arg, bool *
 	cs->chain = d.chain;
 	r->epoch = d.epoch;
 	return (int64_t)d.epoch;
+}
+
+PT_EXPORT int64_t pt_replica_jump(struct pt_replica *r)
+{
+	if (!r || !r->deltas)
+		return -EINVAL;
+	/*
+	 * A checkpoint running meanwhile leaves torn pages (suspect): the
+	 * records after the image's epoch would repair them, but a delta's
+	 * consumer reads the copy as the content before each delta, so the
+	 * copy must be whole when this returns.  Copy again from the same
+	 * starting epoch until no page is suspect; the checkpoint finishes,
+	 * and its new header covers what it wrote.
+	 */
+	for (int attempt = 0; attempt < 40; attempt++) {
+		struct copy_state cs = r->priv;
+		int ret = image_catch_up(r, r->base, &cs);
+
+		if (ret)
+			return ret;
+		if (!r->nsuspect) {
+			cs.need_image = false;
+			r->priv = cs;
+			r->epoch = cs.epoch;
+			pt_pagelog_reader_free(&r->rd);
+			pt_pagelog_reader_init(&r->rd, r->dirfd, &r->id, cs.epoch + 1, cs.chain);
+			r->rd.quiet = true;
+			return (int64_t)cs.epoch;
+		}
+		usleep(50000);
+	}
+	return -EAGAIN;
+}
+
+PT_EXPORT int pt_delta_chain(const struct pt_delta *d, uint64_t *payload_checksum, uint64_t *chain)
+{
+	struct pt_region_id id = { 0 };
+	struct pt_record_header h;
+	XXH3_state_t *st;
+	uint64_t head, pad;
+	static const unsigned char zero[4096];
+
+	if (!d || !payload_checksum || !chain || !d->page_size || (d->page_count && (!d->pages || !d->data)))
+		return -EINVAL;
+	for (uint32_t i = 1; i < d->page_count; i++)
+		if (d->pages[i] <= d->pages[i - 1])
+			return -EINVAL;
+	id.history_id = d->history_id;
+	id.page_size = d->page_size;
+	memset(&h, 0, sizeof(h));
+	pt_record_fill(&h, &id, d->epoch, d->page_count, d->prev_chain);
+	/* The payload as the record lays it out: the index, zeros to a page
+	 * boundary, the pages; hashed in pieces, the same value. */
+	head = pt_record_head_length(d->page_count, d->page_size);
+	pad = head - sizeof(h) - (uint64_t)d->page_count * 8;
+	st = XXH3_createState();
+	if (!st)
+		return -ENOMEM;
+	XXH3_64bits_reset(st);
+	XXH3_64bits_update(st, d->pages, (size_t)d->page_count * 8);
+	for (uint64_t left = pad; left;) {
+		size_t n = left < sizeof(zero) ? (size_t)left : sizeof(zero);
+
+		XXH3_64bits_update(st, zero, n);
+		left -= n;
+	}
+	XXH3_64bits_update(st, d->data, (size_t)d->page_count * d->page_size);
+	h.payload_checksum = XXH3_64bits_digest(st);
+	XXH3_freeState(st);
+	h.header_checksum = 0;
+	h.header_checksum = pt_checksum(&h, sizeof(h));
+	*payload_checksum = h.payload_checksum;
+	*chain = h.header_checksum;
+	return 0;
 }
 
 PT_EXPORT int64_t pt_replica_step(struct pt_replica *r, int timeout_ms, pt_delta_fn fn, void *arg)
