@@ -268,11 +268,44 @@ static uint32_t group_size(const struct pool *p, uint32_t g)
 	return p->max - g * XB_GROUP < XB_GROUP ? p->max - g * XB_GROUP : XB_GROUP;
 }
 
-/* A group with room that the hints did not give: never used, else swept for. */
-static uint32_t fresh_group(struct xb_book *b, struct pool *p)
+/*
+ * Look from the cursor through at most limit groups for one with at least
+ * want free slots; move the cursor past it.  Reads only.
+ */
+static uint32_t sweep_groups(struct pool *p, uint32_t want, uint32_t limit)
 {
 	uint32_t n = ngroups(*p->bump), g;
 
+	for (uint32_t k = 0; k < n && k < limit; k++) {
+		g = (*p->cursor + k) % n;
+		if (p->grp[g].nfree >= want) {
+			if (*p->cursor != (g + 1) % n)
+				*p->cursor = (g + 1) % n;
+			return g;
+		}
+	}
+	return XB_NIL;
+}
+
+/*
+ * A group with room that the hints did not give: one at least half free,
+ * so the symbol that takes it keeps it a while; else a never-used one;
+ * else any room at all.  Half-free groups come before never-used ones so
+ * that the pages the books touch stay what their live orders need: taking
+ * fresh groups first, a steady book kept touching new pages until the
+ * whole pool had been used once (the engine's RSS, and every copy's, grew
+ * by ~1 MiB a minute at the demo's rate for half an hour).  The first look
+ * is bounded (SWEEP_LIMIT groups from a cursor that moves on), so dense
+ * books do not pay a sweep of the whole directory per group.
+ */
+#define SWEEP_LIMIT 256u
+
+static uint32_t fresh_group(struct xb_book *b, struct pool *p)
+{
+	uint32_t g = sweep_groups(p, XB_GROUP / 2, SWEEP_LIMIT);
+
+	if (g != XB_NIL)
+		return g;
 	if (*p->bump < p->max) {
 		uint32_t size;
 
@@ -288,21 +321,9 @@ static uint32_t fresh_group(struct xb_book *b, struct pool *p)
 		*p->bump = g * XB_GROUP + size;
 		return g;
 	}
-	/* A sweep, reading only: first a group at least half free, so the
-	 * symbol that takes it keeps it a while; else any room at all. */
-	for (int pass = 0; pass < 2; pass++) {
-		uint32_t want = pass ? 1 : XB_GROUP / 2;
-
-		for (uint32_t k = 0; k < n; k++) {
-			g = (*p->cursor + k) % n;
-			if (p->grp[g].nfree >= want) {
-				if (*p->cursor != (g + 1) % n)
-					*p->cursor = (g + 1) % n;
-				return g;
-			}
-		}
-	}
-	return XB_NIL;
+	/* The pool is full: the whole directory, half free first. */
+	g = sweep_groups(p, XB_GROUP / 2, UINT32_MAX);
+	return g != XB_NIL ? g : sweep_groups(p, 1, UINT32_MAX);
 }
 
 static bool group_has_room(const struct pool *p, uint32_t g)

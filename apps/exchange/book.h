@@ -31,7 +31,8 @@
  * last order of its price level (or of the nearest level of its side),
  * a new level one in the group of its neighbour in price; failing that,
  * the current group of its symbol's family (16 symbols in a row share
- * one, so quiet symbols share pages too), else a fresh one.  The orders of
+ * one, so quiet symbols share pages too), else one at least half free,
+ * else a never-used one (see fresh_group() in book.c).  The orders of
  * a level, and the levels near a symbol's mid, so share pages: the fills,
  * cancels and links of an epoch write where the epoch already wrote.
  *
