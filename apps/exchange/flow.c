@@ -61,11 +61,19 @@ uint32_t xf_symbol(struct xf_flow *f)
 
 void xf_next(struct xf_flow *f, struct xf_live *live, struct xf_order *o)
 {
-	uint64_t r = rng_next(&f->seed), r2;
+	uint64_t r, r2;
 	int64_t off;
 	uint32_t s;
 
 	*o = (struct xf_order){ 0 };
+	if (live->nforgotten) {
+		/* Before the draw: the flow's draws stay those of a session
+		 * that never forgets. */
+		o->cancel = o->forgotten = true;
+		o->order_id = live->forgotten[--live->nforgotten];
+		return;
+	}
+	r = rng_next(&f->seed);
 	if (r % 100 < 30 && live->n) {
 		int k = (int)((r >> 8) % (uint64_t)live->n);
 
@@ -98,8 +106,18 @@ void xf_next(struct xf_flow *f, struct xf_live *live, struct xf_order *o)
 
 void xf_resting(struct xf_live *live, uint64_t order_id, uint64_t seq)
 {
-	if (live->n < XF_MAX_LIVE)
+	uint64_t *slot;
+
+	if (live->n < XF_MAX_LIVE) {
 		live->id[live->n++] = order_id;
+		return;
+	}
+	slot = &live->id[seq % XF_MAX_LIVE];
+	/* One in per ack, one out per command sent: the list holds about the
+	 * orders in flight, far below its size unless the window is huge. */
+	if (live->nforgotten < XF_MAX_FORGOTTEN)
+		live->forgotten[live->nforgotten++] = *slot;
 	else
-		live->id[seq % XF_MAX_LIVE] = order_id;
+		live->lost++;
+	*slot = order_id;
 }

@@ -97,7 +97,7 @@ struct load {
 	/* figures */
 	struct hist order_lat, query_lat, lag_ns, lag_epochs, reconnect_ns;
 	uint64_t orders_acked, queries_answered, results[XP_E_COUNT], errors_seen;
-	uint64_t trades, fills;
+	uint64_t trades, fills, cancels, cancels_forgotten;
 	uint64_t checks_equal, checks_differ, checks_unknown, checks_invalid;
 	uint64_t reconnects, lost_durable, lost_acked, sessions_checked, unacked_at_crash;
 	uint64_t durable_checked;	/* durable-acked commands a recovered engine had to hold */
@@ -210,6 +210,9 @@ static void send_order(struct load *l, struct conn *c)
 	if (o.cancel) {
 		struct xp_cancel m = { .seq = seq, .order_id = o.order_id };
 
+		l->cancels++;
+		l->cancels_forgotten += o.forgotten;
+
 		send_frame(l, c, XP_T_CANCEL, &m, sizeof(m));
 	} else {
 		struct xp_new m = { .seq = seq, .sym = o.sym, .side = o.side, .kind = o.kind,
@@ -269,6 +272,7 @@ static void on_hello(struct load *l, struct conn *c, const struct xp_hello_ok *h
 		c->next_seq = h->last_seq + 1;
 	/* The orders it remembered may be gone with the crash: forget them. */
 	c->live.n = 0;
+	c->live.nforgotten = 0;
 	if (c->max_acked > h->last_seq)
 		c->max_acked = h->last_seq;
 	if (c->max_durable > h->last_seq)
@@ -710,6 +714,10 @@ static int summary(struct load *l)
 	       (unsigned long long)(l->orders_acked - l->results[XP_OK]),
 	       (unsigned long long)l->results[XP_E_FULL], (unsigned long long)l->results[XP_E_ENDED],
 	       (unsigned long long)l->results[XP_E_NO_ORDER]);
+	printf("             %llu cancels (%.0f%% of commands), %llu of them of orders the session "
+	       "no longer tracked\n", (unsigned long long)l->cancels,
+	       l->sent_orders ? 100.0 * (double)l->cancels / (double)l->sent_orders : 0.0,
+	       (unsigned long long)l->cancels_forgotten);
 	printf("queries      %9.0f/s   latency p50 %s  p99 %s\n", (double)l->queries_answered / secs,
 	       ms(a, hist_pct(&l->query_lat, 0.5)), ms(b, hist_pct(&l->query_lat, 0.99)));
 	printf("replica lag  p50 %s  p99 %s  max %s   (epochs behind p50 %llu, p99 %llu)\n",
