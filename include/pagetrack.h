@@ -318,8 +318,9 @@ int64_t pt_region_sync(struct pt_region *r);
  * caller's thread.  The rest is the application's.  Every time another
  * thread takes the writer's core inside pt_region_sync() the pause grows,
  * and on a machine with fewer cores than busy threads that happens often:
- * put the writer first.  Raise the writer's thread (a nice value below 0
- * needs CAP_SYS_NICE or RLIMIT_NICE) after the region is open, so that the
+ * put the writer first.  Raise the writer's thread (setpriority() with its
+ * thread id: Linux keeps nice values per thread; a value below 0 needs
+ * CAP_SYS_NICE or RLIMIT_NICE) after the region is open, so that the
  * library's threads keep the opener's value: the log thread mostly sleeps
  * in fdatasync, and the checkpoint is the work that should wait.  Run the
  * processes that read replicas SCHED_BATCH at an ordinary nice value, so a

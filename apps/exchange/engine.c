@@ -22,6 +22,13 @@
  * refused order gets an ack with the reason; neither touches anyone else.
  * The clients' slots, deadlines and descriptors are net.c's client table,
  * shared with exchange-md.
+ *
+ * The engine's thread comes first on the machine: once the region is open
+ * (its threads started at the nice value the engine was started with) the
+ * engine raises its own thread to --nice (default ENGINE_NICE) when it may
+ * (root, CAP_SYS_NICE or RLIMIT_NICE), and the md servers run SCHED_BATCH,
+ * never preempting it on waking (md.c).  See docs/exchange.md, "Who runs
+ * first".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,6 +55,7 @@
 #define OUT_LIMIT	(4u << 20)	/* a client reading slower than this is dropped */
 #define PEND_LIMIT	65536		/* acks held per client before it is no longer read */
 #define EPOCH_RING	8192
+#define ENGINE_NICE	-10
 
 struct pending {
 	uint32_t idx, gen;
@@ -56,7 +64,7 @@ struct pending {
 
 struct engine {
 	/* options */
-	int mode, port, ack_level, max_clients, idle_ms, durable_ms;
+	int mode, port, ack_level, max_clients, idle_ms, durable_ms, nice;
 	uint64_t sync_ns, sync_orders, size;
 	uint32_t nsymbols;
 	const char *dir, *port_file, *status_file;
@@ -596,7 +604,9 @@ static void usage(FILE *f)
 "  -i, --idle-ms N         a frame must be whole N ms after its first byte, and a client\n"
 "                          silent for N ms gives its place to a newcomer when the\n"
 "                          clients or descriptors run out (default 5000)\n"
-"  -q, --quiet\n");
+"  -N, --nice N            raise the engine's thread to nice N, -20..19, when permitted\n"
+"                          (default %d; 0: leave it at the default)\n"
+"  -q, --quiet\n", ENGINE_NICE);
 }
 
 static void parse(struct engine *e, int argc, char **argv)
@@ -618,6 +628,7 @@ static void parse(struct engine *e, int argc, char **argv)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "nice", required_argument, NULL, 'N' },
 		{ 0 }
 	};
 	uint64_t v;
@@ -632,7 +643,8 @@ static void parse(struct engine *e, int argc, char **argv)
 	e->max_clients = 256;
 	e->idle_ms = 5000;
 	e->durable_ms = 2;
-	while ((o = getopt_long(argc, argv, "m:d:p:P:s:n:t:o:a:D:S:c:i:qh", opts, NULL)) != -1) {
+	e->nice = ENGINE_NICE;
+	while ((o = getopt_long(argc, argv, "m:d:p:P:s:n:t:o:a:D:S:c:i:N:qh", opts, NULL)) != -1) {
 		switch (o) {
 		case 'm':
 			e->mode = xs_mode_parse(optarg);
@@ -643,6 +655,17 @@ static void parse(struct engine *e, int argc, char **argv)
 		case 'P': e->port_file = optarg; break;
 		case 'S': e->status_file = optarg; break;
 		case 'q': e->quiet = true; break;
+		case 'N': {
+			char *end;
+			long nice;
+
+			errno = 0;
+			nice = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || nice < -20 || nice > 19)
+				die("--nice: '%s' is not a number in [-20, 19]", optarg);
+			e->nice = (int)nice;
+			break;
+		}
 		case 'a':
 			if (!strcmp(optarg, "applied"))
 				e->ack_level = XP_LEVEL_APPLIED;
@@ -713,6 +736,16 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	open_book(e);
+	/*
+	 * After the region is open: its threads (seal, log, checkpoint) keep
+	 * the nice value the engine started with, this thread alone is raised.
+	 * The log thread's fdatasync sleeps rather than computes, and the
+	 * checkpoint is the work that should wait.
+	 */
+	ret = place_thread(SCHED_OTHER, e->nice);
+	if (ret && !e->quiet)
+		printf("exchange-engine: --nice %d: %s; running at the nice value it was started with\n",
+		       e->nice, strerror(-ret));
 	open_status(e);
 	e->session = malloc((size_t)e->max_clients * sizeof(*e->session));
 	if (!e->session)

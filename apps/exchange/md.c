@@ -13,6 +13,15 @@
  * The copy is read-only here and treated as untrusted: every reader in
  * book.c bounds its walks, so even a damaged copy yields an error answer,
  * not a crash.
+ *
+ * The server yields to the engine: by default it runs SCHED_BATCH, so that
+ * waking up for a query never preempts the engine, at nice 0, so that it
+ * still gets its share of a busy machine (set before the replica is opened:
+ * a thread it starts inherits it).  On a machine with fewer cores than busy
+ * threads, a server that preempts the engine inside its sync or its loop
+ * stretches the writer's stall and every ack behind it; a niced server
+ * starves instead, and its copy falls behind (docs/exchange.md, "Who runs
+ * first", has the measurements).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -32,9 +41,11 @@
 #include "util.h"
 
 #define OUT_LIMIT	(8u << 20)
+#define MD_POLICY	SCHED_BATCH
+#define MD_NICE		0
 
 struct md {
-	int mode, port, max_clients, idle_ms, wait_ms;
+	int mode, port, max_clients, idle_ms, wait_ms, policy, nice;
 	const char *dir, *port_file, *shared_name;
 	bool quiet, shared;
 	struct xs_reader *rd;
@@ -307,7 +318,11 @@ static void usage(FILE *f)
 "  -i, --idle-ms N         a frame must be whole N ms after its first byte, and a client\n"
 "                          silent for N ms gives its place to a newcomer when the\n"
 "                          clients or descriptors run out (default 5000)\n"
-"  -q, --quiet\n");
+"      --sched POLICY      other, batch or idle: this server's scheduling policy\n"
+"                          (default batch: it never preempts the engine on waking;\n"
+"                          other: the engine's footing)\n"
+"      --nice N            its nice value, -20..19 (default %d)\n"
+"  -q, --quiet\n", MD_NICE);
 }
 
 static void parse(struct md *m, int argc, char **argv)
@@ -324,12 +339,18 @@ static void parse(struct md *m, int argc, char **argv)
 		{ "idle-ms", required_argument, NULL, 'i' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "sched", required_argument, NULL, 'B' },
+		{ "nice", required_argument, NULL, 'N' },
 		{ 0 }
 	};
 	uint64_t v;
+	char *end;
+	long nice;
 	int o;
 
 	m->mode = XS_PAGETRACK;
+	m->policy = MD_POLICY;
+	m->nice = MD_NICE;
 	m->max_clients = 256;
 	m->idle_ms = 5000;
 	m->wait_ms = 10000;
@@ -344,6 +365,18 @@ static void parse(struct md *m, int argc, char **argv)
 		case 'P': m->port_file = optarg; break;
 		case 'q': m->quiet = true; break;
 		case 's': m->shared = true; break;
+		case 'B':
+			m->policy = parse_policy(optarg);
+			if (m->policy < 0)
+				die("--sched: other, batch or idle, not '%s'", optarg);
+			break;
+		case 'N':
+			errno = 0;
+			nice = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || nice < -20 || nice > 19)
+				die("--nice: '%s' is not a number in [-20, 19]", optarg);
+			m->nice = (int)nice;
+			break;
 		case 'n':
 			if (!*optarg || strchr(optarg, '/') || strlen(optarg) > 200)
 				die("--shared-name: a file name without '/', not '%s'", optarg);
@@ -392,15 +425,23 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	/* Before the copy is opened: a thread the library starts for it
+	 * inherits the placing. */
+	ret = place_thread(m->policy, m->nice);
+	if (ret)	/* started below it, unprivileged: stay there */
+		fprintf(stderr, "exchange-md: --sched %s --nice %d: %s; left as started\n",
+			policy_name(m->policy), m->nice, strerror(-ret));
 	open_copy(m);
 	refresh(m, 0);
 	ret = xn_server_open(&m->srv, m->port, &port, (uint32_t)m->max_clients, m->idle_ms, 64 * 1024);
 	if (ret)
 		die("listen on 127.0.0.1:%d: %s", m->port, strerror(-ret));
 	if (!m->quiet) {
-		printf("exchange-md: listening on 127.0.0.1:%d, %s copy of %s at epoch %llu (%s)\n",
+		printf("exchange-md: listening on 127.0.0.1:%d, %s copy of %s at epoch %llu (%s), "
+		       "sched %s nice %d\n",
 		       port, m->shared ? "shared" : "private", m->dir,
-		       (unsigned long long)xs_reader_epoch(m->rd), xs_mode_name(m->mode));
+		       (unsigned long long)xs_reader_epoch(m->rd), xs_mode_name(m->mode),
+		       policy_name(m->policy), m->nice);
 		fflush(stdout);
 	}
 	if (m->port_file) {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * util.h - small pieces the exchange's programs share: a monotonic clock,
- * a log-linear latency histogram, a PRNG, number parsing for options.
+ * a log-linear latency histogram, a PRNG, number parsing for options, the
+ * placing of a thread (policy and nice value).
  *
  * CLOCK_MONOTONIC is one clock for every process on the machine, so a time
  * stamped by the engine can be compared with one taken by the load
@@ -13,12 +14,15 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/resource.h>
 
 static inline uint64_t now_ns(void)
 {
@@ -152,6 +156,38 @@ static inline int parse_u64(const char *s, uint64_t min, uint64_t max, bool bina
 		return -ERANGE;
 	*out = v;
 	return 0;
+}
+
+/*
+ * Place the calling thread: scheduling policy (SCHED_OTHER, SCHED_BATCH or
+ * SCHED_IDLE) and nice value.  Linux keeps both per thread (setpriority()
+ * with a thread id, sched_setscheduler() with 0, name the calling thread
+ * only), and threads created afterwards inherit them: call it before
+ * opening what starts threads that should share the placing, after for
+ * those that should not.  Returns 0 or -errno: -EPERM when a nice value
+ * below the current one needs CAP_SYS_NICE or RLIMIT_NICE.
+ */
+static inline int place_thread(int policy, int nice)
+{
+	struct sched_param sp = { 0 };
+
+	if (sched_setscheduler(0, policy, &sp))
+		return -errno;
+	if (setpriority(PRIO_PROCESS, (id_t)gettid(), nice))
+		return -errno;
+	return 0;
+}
+
+/* "other", "batch", "idle": a SCHED_* policy, or -1. */
+static inline int parse_policy(const char *s)
+{
+	return !strcmp(s, "other") ? SCHED_OTHER : !strcmp(s, "batch") ? SCHED_BATCH :
+	       !strcmp(s, "idle") ? SCHED_IDLE : -1;
+}
+
+static inline const char *policy_name(int policy)
+{
+	return policy == SCHED_BATCH ? "batch" : policy == SCHED_IDLE ? "idle" : "other";
 }
 
 #endif /* EXCHANGE_UTIL_H */
