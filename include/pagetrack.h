@@ -86,8 +86,42 @@ struct pt_range {
 struct pt_tracker_opts {
 	size_t sz;		/* sizeof(struct pt_tracker_opts) */
 	enum pt_backend backend;/* PT_BACKEND_AUTO unless you must have one */
-	unsigned int flags;	/* none defined yet: must be 0 */
+	unsigned int flags;	/* PT_TRACK_* */
+	/* PT_TRACK_ADAPTIVE's knobs; 0: chosen from the fault cost measured
+	 * at open (see below).  Fields added in 0.4. */
+	unsigned int hot_after;	/* collects in a row a page must be reported
+				 * written in to turn hot (1-255) */
+	unsigned int probation;	/* a hot page is re-armed once every this many
+				 * collects to see whether it is still written */
 };
+
+/*
+ * pt_tracker_opts.flags: adaptive tracking.  A page reported written by
+ * hot_after collects in a row turns hot: it is no longer write-protected,
+ * so writing it costs no fault, and every collect reports it whether or
+ * not it was written (the contract allows reporting unwritten pages; it
+ * never allows missing one).  A hot page cools back into plain tracking
+ * when it is re-armed for its probation (once every `probation` collects)
+ * and not written in that epoch, or when the caller says its content did
+ * not change (pt_tracker_unchanged()).  Cooling write-protects the page
+ * inside the collect that reports it for the last time, before that
+ * collect returns: the caller's copy comes after, so any later write
+ * faults and is reported.
+ *
+ * With hot_after and probation at 0 they are chosen from the cost of a
+ * write-protect fault measured at open against the cost of copying a page
+ * (pt_tracker_stats() shows both): the dearer the fault, the sooner a page
+ * turns hot and the rarer its probation; when a fault costs less than half
+ * a page copy no page turns hot and the tracker is plain tracking.  When
+ * every page is hot a collect reports the whole range: a full copy, never
+ * more.  PAGETRACK_ADAPTIVE=1 in the environment sets the flag for every
+ * tracker (=0 clears it).
+ *
+ * uffd-wp only.  The other backends ignore the flag and track every page
+ * (pt_tracker_stats() says adaptive 0): it changes what tracking costs,
+ * never what it reports, so a region asking for it opens on any backend.
+ */
+#define PT_TRACK_ADAPTIVE 2u	/* (1u stays undefined: older callers were told it is invalid) */
 
 /* pt_tracker_collect() flag: re-arm every reported page in the same step. */
 #define PT_COLLECT_RESET 1u
@@ -156,6 +190,44 @@ int pt_tracker_mark(struct pt_tracker *t, uint64_t first, uint64_t count);
 
 /* Re-arm the whole range: writes before this call are forgotten. */
 int pt_tracker_reset(struct pt_tracker *t);
+
+/*
+ * PT_TRACK_ADAPTIVE: pages [first, first + count), which the last collect
+ * reported and the caller copied, held the same content as the caller's
+ * previous copy: hot ones among them cool at the next collect with reset
+ * (re-armed there before it returns, and reported by it once more, so a
+ * write made after the caller's copy is not lost).  A hint: other pages,
+ * and trackers without the flag, ignore it.  May be called from any thread.
+ *
+ * Returns 0, or -EINVAL (range outside the tracker), -ECHILD (forked
+ * child), -ENOMEM.
+ */
+int pt_tracker_unchanged(struct pt_tracker *t, uint64_t first, uint64_t count);
+
+/* What adaptive tracking did since open (pt_tracker_stats()). */
+struct pt_tracker_stats {
+	size_t sz;		/* sizeof(struct pt_tracker_stats), set by the caller */
+	int adaptive;		/* 1: PT_TRACK_ADAPTIVE in effect, 0: plain tracking */
+	unsigned int hot_after, probation;	/* the knobs in effect */
+	uint64_t fault_ns;	/* a write-protect fault, measured at open (0: not measured) */
+	uint64_t copy_ns;	/* a page copy, measured at open */
+	uint64_t collects;	/* collects with reset */
+	uint64_t faulted;	/* pages reported because the kernel saw them
+				 * written (a fault each, for uffd-wp) */
+	uint64_t hot_pages;	/* hot now */
+	uint64_t hot_reports;	/* pages reported because hot: each a fault avoided
+				 * if it was written, a copy of an unwritten page if not */
+	uint64_t probations;	/* hot pages re-armed to see if still written */
+	uint64_t cooled;	/* hot pages that went back to plain tracking */
+	uint64_t unchanged;	/* pages pt_tracker_unchanged() named while hot */
+	uint64_t faults_avoided;	/* estimate: hot_reports x the share of probations
+					 * that found the page written again */
+	uint64_t reported_unwritten;	/* estimate: hot_reports - faults_avoided */
+};
+
+/* Fill *st (st->sz set by the caller; a smaller, older struct gets what
+ * fits).  Returns 0, or -EINVAL (NULL, sz below the first version). */
+int pt_tracker_stats(struct pt_tracker *t, struct pt_tracker_stats *st);
 
 /* Stop tracking and free t (NULL is fine).  Safe before or after munmap. */
 void pt_tracker_close(struct pt_tracker *t);

@@ -46,6 +46,20 @@ struct pt_backend_ops {
 	int (*collect)(struct pt_tracker *t, bool reset);
 	int (*reset)(struct pt_tracker *t);
 	void (*close)(struct pt_tracker *t);
+	/*
+	 * Adaptive tracking (tracker.c); NULL where the backend has none.
+	 * protect() arms pages so that their next write is seen; unprotect()
+	 * lets writes to them through unseen (tracker.c then reports them at
+	 * every collect).  Both take page runs, may be called only from
+	 * collect's caller, and on failure may have done part of the run.
+	 * fault_cost() measures a fault of this backend on scratch memory:
+	 * ns per first write and per page copy.  collect() with reset skips
+	 * the pages set in t->skip (a bitmap, NULL: none): it neither reports
+	 * nor re-arms them.
+	 */
+	int (*protect)(struct pt_tracker *t, uint64_t first, uint64_t count);
+	int (*unprotect)(struct pt_tracker *t, uint64_t first, uint64_t count);
+	int (*fault_cost)(uint64_t *fault_ns, uint64_t *copy_ns);
 };
 
 struct pt_tracker {
@@ -63,7 +77,19 @@ struct pt_tracker {
 	pthread_mutex_t mark_lock;
 	uint64_t *marked;
 	bool any_marked;
+	/* PT_TRACK_ADAPTIVE's per-page policy (tracker.c), NULL: off. */
+	struct pt_adaptive *adaptive;
+	const uint64_t *skip;	/* pages collect() must leave alone, see above */
 };
+
+/* Test hook (not exported): cool hot pages in the wrong order, re-arming
+ * them at the start of the next collect, after the caller's copy, instead
+ * of before the collect that last reports them returns.  Loses writes; the
+ * ordering test sets it to show that it notices. */
+extern bool pt_adaptive_swap_order;
+/* Test and bench hook: hot pages are re-armed by the collect's scan and
+ * opened again after it (true), or left out of the scan (false, default). */
+extern bool pt_adaptive_unprotect_after_scan;
 
 extern const struct pt_backend_ops pt_uffd_ops;
 extern const struct pt_backend_ops pt_softdirty_ops;
