@@ -49,14 +49,17 @@ TOOL     := $(O)/pagetrack
 
 # The test helpers (test/harness.h), compiled once into libptest.a and
 # linked by every test program, the applications' tests and the benchmarks.
-PTEST_SRCS := test/harness.c
+PTEST_SRCS := test/harness.c test/softdirty-emu.c
 PTEST_OBJS := $(PTEST_SRCS:test/%.c=$(O)/test/obj/%.o)
 PTEST      := $(O)/test/libptest.a
 TEST_SRCS  := $(filter-out $(PTEST_SRCS),$(wildcard test/*.c))
 TEST_BINS  := $(TEST_SRCS:test/%.c=$(O)/test/%)
 TEST_SH    := $(filter-out test/run.sh,$(wildcard test/*.sh))
-# Tests that start threads also run under TSan.
+# Tests that start threads also run under TSan, and so does the emulated
+# soft-dirty run (a script over softdirty-trackers and softdirty-converge).
 TSAN_TESTS := $(shell grep -l pthread_create $(TEST_SRCS) 2>/dev/null | sed 's|test/\(.*\)\.c|\1|')
+TSAN_SH    := softdirty-emulated.sh
+TSAN_SH_BINS := softdirty-trackers softdirty-converge
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(O)/bench/%)
 TOOL_SRCS  := $(wildcard tools/*.c)
@@ -88,10 +91,14 @@ $(TOOL): $(TOOL_SRCS) tools/*.h $(O)/$(SONAME) $(O)/libpagetrack-net.so.$(SOMAJO
 		-Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib:$(LIBDIR)' $(TOOL_LIBS)
 
 # harness.c sees the public header only, so that programs linked against
-# the shared library may link it.
-$(PTEST_OBJS): $(O)/test/obj/%.o: test/%.c test/harness.h include/pagetrack.h
+# the shared library may link it; softdirty-emu.c puts an emulated kernel
+# under the soft-dirty backend through src/softdirty.h, and only programs
+# linked against the static library call it.
+$(O)/test/obj/harness.o: PTEST_CPPFLAGS := $(TOOL_CPPFLAGS)
+$(O)/test/obj/softdirty-emu.o: PTEST_CPPFLAGS := $(CPPFLAGS)
+$(PTEST_OBJS): $(O)/test/obj/%.o: test/%.c test/harness.h src/*.h include/pagetrack.h
 	@mkdir -p $(@D)
-	$(CC) $(TOOL_CPPFLAGS) -Itest $(CFLAGS) -c -o $@ $<
+	$(CC) $(PTEST_CPPFLAGS) -Itest $(CFLAGS) -c -o $@ $<
 
 $(PTEST): $(PTEST_OBJS)
 	rm -f $@
@@ -125,8 +132,8 @@ check-asan: deps
 
 check-tsan: deps
 	@$(MAKE) --no-print-directory O=build-tsan SAN=thread OPT="-O1 -g" \
-		$(TSAN_TESTS:%=build-tsan/test/%)
-	@O=build-tsan PAGETRACK_TSAN=1 test/run.sh $(TSAN_TESTS)
+		$(addprefix build-tsan/test/,$(sort $(TSAN_TESTS) $(TSAN_SH_BINS)))
+	@O=build-tsan PAGETRACK_TSAN=1 test/run.sh $(TSAN_TESTS) $(TSAN_SH)
 
 bench: deps all $(BENCH_BINS)
 	@O=$(O) bench/run.sh $(notdir $(BENCH_BINS))

@@ -111,6 +111,8 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "io.h"
+#include "softdirty.h"
 
 /* /proc/PID/pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst). */
 #define PM_SOFT_DIRTY	(1ull << 55)
@@ -153,6 +155,50 @@ static struct {
 };
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* ------------------------------------------------------------------ */
+/* the /proc files, through a seam (softdirty.h)                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Every open, pread, write and close of /proc/self/pagemap and
+ * /proc/self/clear_refs goes through `procfs`, so that a test can put an
+ * emulated soft-dirty kernel under this file (test/softdirty-emu.c) where
+ * the real one is built without CONFIG_MEM_SOFT_DIRTY.
+ */
+
+static int sys_open(const char *path, int flags)
+{
+	int fd = open(path, flags);
+
+	return fd < 0 ? -errno : fd;
+}
+
+static int sys_close(int fd)
+{
+	return close(fd) ? -errno : 0;
+}
+
+static ssize_t sys_write(int fd, const void *buf, size_t len)
+{
+	ssize_t n = write(fd, buf, len);
+
+	return n < 0 ? -errno : n;
+}
+
+const struct pt_procfs_ops pt_procfs_system = {
+	.open = sys_open,
+	.pread = pt_read_full,
+	.write = sys_write,
+	.close = sys_close,
+};
+
+static const struct pt_procfs_ops *procfs = &pt_procfs_system;
+
+void pt_softdirty_set_procfs(const struct pt_procfs_ops *ops)
+{
+	procfs = ops ? ops : &pt_procfs_system;
+}
 
 /* ------------------------------------------------------------------ */
 /* bitmaps                                                             */
@@ -238,9 +284,9 @@ static void atfork_child(void)
 	pthread_mutex_init(&reg.lock, NULL);
 	reg.head = NULL;
 	if (reg.pagemap >= 0)
-		close(reg.pagemap);
+		procfs->close(reg.pagemap);
 	if (reg.clear_refs >= 0)
-		close(reg.clear_refs);
+		procfs->close(reg.clear_refs);
 	reg.pagemap = reg.clear_refs = -1;
 	reg.buf = NULL;		/* MADV_DONTFORK: not mapped in the child */
 }
@@ -253,20 +299,24 @@ static void register_atfork(void)
 /* Open the shared /proc files on first use.  Called with the lock held. */
 static int registry_ready(void)
 {
+	int fd;
+
 	if (!reg.buf) {
 		reg.buf = private_alloc(PAGEMAP_CHUNK * sizeof(uint64_t));
 		if (!reg.buf)
 			return -ENOMEM;
 	}
 	if (reg.pagemap < 0) {
-		reg.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-		if (reg.pagemap < 0)
-			return -errno;
+		fd = procfs->open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return fd;
+		reg.pagemap = fd;
 	}
 	if (reg.clear_refs < 0) {
-		reg.clear_refs = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
-		if (reg.clear_refs < 0)
-			return -errno;
+		fd = procfs->open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			return fd;
+		reg.clear_refs = fd;
 	}
 	return 0;
 }
@@ -277,9 +327,9 @@ static void registry_idle(void)
 	if (reg.head)
 		return;
 	if (reg.pagemap >= 0)
-		close(reg.pagemap);
+		procfs->close(reg.pagemap);
 	if (reg.clear_refs >= 0)
-		close(reg.clear_refs);
+		procfs->close(reg.clear_refs);
 	reg.pagemap = reg.clear_refs = -1;
 }
 
@@ -304,13 +354,12 @@ static int pread_full(int fd, void *buf, size_t len, off_t off)
 	char *p = buf;
 
 	while (len) {
-		ssize_t n = pread(fd, p, len, off);
+		ssize_t n = procfs->pread(fd, p, len, off);
 
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
+		if (n == -EINTR)
+			continue;
+		if (n < 0)
+			return (int)n;
 		if (n == 0)
 			return -EIO;
 		p += n;
@@ -361,13 +410,13 @@ static int write_clear_refs(void)
 	 * without CONFIG_MEM_SOFT_DIRTY accepts it and does nothing, which
 	 * is why the probe tests the behaviour, not this write. */
 	for (;;) {
-		ssize_t n = write(reg.clear_refs, "4", 1);
+		ssize_t n = procfs->write(reg.clear_refs, "4", 1);
 
 		if (n == 1)
 			return 0;
-		if (n < 0 && errno == EINTR)
+		if (n == -EINTR)
 			continue;
-		return n < 0 ? -errno : -EIO;
+		return n < 0 ? (int)n : -EIO;
 	}
 }
 
@@ -584,11 +633,11 @@ static void probe_softdirty(void)
 	int pm, cr, ret;
 	char *p;
 
-	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	pm = procfs->open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (pm < 0) {
 		probe_result = pt_why(probe_why, sizeof(probe_why),
-				      errno == EACCES || errno == EPERM ? -EPERM : -EOPNOTSUPP,
-				      "/proc/self/pagemap: %s", strerror(errno));
+				      pm == -EACCES || pm == -EPERM ? -EPERM : -EOPNOTSUPP,
+				      "/proc/self/pagemap: %s", strerror(-pm));
 		return;
 	}
 	/* Shared: a private page could merge with a tracked neighbour and
@@ -598,14 +647,14 @@ static void probe_softdirty(void)
 	if (p == MAP_FAILED) {
 		probe_result = pt_why(probe_why, sizeof(probe_why), -errno, "mmap: %s",
 				      strerror(errno));
-		close(pm);
+		procfs->close(pm);
 		return;
 	}
 	*(volatile char *)p = 1;
 	ret = pread_full(pm, &entry, sizeof(entry),
 			 (off_t)((uintptr_t)p / (uintptr_t)page_size * sizeof(entry)));
 	munmap(p, (size_t)page_size);
-	close(pm);
+	procfs->close(pm);
 	if (ret) {
 		probe_result = pt_why(probe_why, sizeof(probe_why), -EOPNOTSUPP,
 				      "reading /proc/self/pagemap: %s", strerror(-ret));
@@ -617,14 +666,14 @@ static void probe_softdirty(void)
 				      NO_SOFT_DIRTY_ARCH);
 		return;
 	}
-	cr = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+	cr = procfs->open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
 	if (cr < 0) {
 		probe_result = pt_why(probe_why, sizeof(probe_why),
-				      errno == EACCES || errno == EPERM ? -EPERM : -EOPNOTSUPP,
-				      "/proc/self/clear_refs not writable: %s", strerror(errno));
+				      cr == -EACCES || cr == -EPERM ? -EPERM : -EOPNOTSUPP,
+				      "/proc/self/clear_refs not writable: %s", strerror(-cr));
 		return;
 	}
-	close(cr);
+	procfs->close(cr);
 	if (kv && kv < SOFTDIRTY_MIN_KERNEL) {
 		probe_result = pt_why(probe_why, sizeof(probe_why), -EOPNOTSUPP,
 				      "needs Linux >= 6.1: older mprotect() can make soft-dirty-clean "

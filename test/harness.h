@@ -4,11 +4,13 @@
  * backends x memory kinds, and a cell reporter that prints
  * "done", "skipped [reason]" or "failed [reason]" for each cell.
  *
- * The helpers are compiled once into libptest.a (harness.c) and linked by
- * every test program, the exchange's tests and the benchmarks.  Every name
- * they export starts with t_ (T_ for constants); CHECK and DIE are macros
- * and keep their short names.  harness.c uses pagetrack.h only, so programs
- * that link the shared library (the exchange's tests) can use it too.
+ * The helpers are compiled once into libptest.a (harness.c, softdirty-emu.c)
+ * and linked by every test program, the exchange's tests and the benchmarks.
+ * Every name they export starts with t_ (T_ for constants); CHECK and DIE
+ * are macros and keep their short names.  harness.c uses pagetrack.h only,
+ * so programs that link the shared library (the exchange's tests) can use
+ * it too; softdirty-emu.c reaches into the static library and is linked
+ * only into the programs that call it.
  *
  * Each test is one program: exit 0 pass, 1 fail, 77 skip (reason printed).
  * A test never passes when the feature it tests is missing.
@@ -102,6 +104,15 @@ bool t_backend_usable(enum pt_backend b, char *why, size_t why_len);
 
 /* Open a tracker on a forced backend; opts.backend beats PAGETRACK_BACKEND. */
 int t_tracker_open_on(struct pt_tracker **t, enum pt_backend b, void *addr, size_t len);
+
+/*
+ * With PT_SOFTDIRTY_EMULATE=1 in the environment, run the soft-dirty
+ * backend against a soft-dirty kernel emulated with uffd-wp
+ * (softdirty-emu.c) and say so; call it before anything probes a backend.
+ * Returns 0 (not asked, or emulating), or T_SKIP with the reason in why
+ * (the emulation needs uffd-wp).
+ */
+int t_softdirty_emulate(char *why, size_t why_len);
 
 /* ---- cells and the table --------------------------------------------- */
 

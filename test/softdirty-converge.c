@@ -14,6 +14,9 @@
  *
  * Writers and copies use relaxed atomic 8-byte accesses: the races on the
  * tracked memory are the point of the test, and TSan must not stop it.
+ *
+ * With PT_SOFTDIRTY_EMULATE=1 the cells run on a soft-dirty kernel emulated
+ * with uffd-wp (test/softdirty-emu.c), as test/softdirty-emulated.sh does.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -112,6 +115,10 @@ int main(void)
 	int ret, failed = 0;
 	double end;
 
+	if (t_softdirty_emulate(why, sizeof(why)) == T_SKIP) {
+		printf("skip: %s\n", why);
+		return T_SKIP;
+	}
 	if (!t_backend_usable(PT_BACKEND_SOFT_DIRTY, why, sizeof(why))) {
 		printf("skip: soft-dirty backend unavailable: %s\n", why);
 		return T_SKIP;

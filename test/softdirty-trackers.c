@@ -12,6 +12,9 @@
  * created next to a tracked one would merge with it and make the kernel
  * report the whole merged VMA as soft-dirty (a documented false positive),
  * which would blur the exact checks below.
+ *
+ * With PT_SOFTDIRTY_EMULATE=1 the cells run on a soft-dirty kernel emulated
+ * with uffd-wp (test/softdirty-emu.c), as test/softdirty-emulated.sh does.
  */
 #include <sys/wait.h>
 
@@ -392,6 +395,10 @@ int main(void)
 {
 	char why[256] = "";
 
+	if (t_softdirty_emulate(why, sizeof(why)) == T_SKIP) {
+		printf("skip: %s\n", why);
+		return T_SKIP;
+	}
 	if (!t_backend_usable(PT_BACKEND_SOFT_DIRTY, why, sizeof(why))) {
 		printf("skip: soft-dirty backend unavailable: %s\n", why);
 		return T_SKIP;

@@ -1,13 +1,17 @@
-/* softdirty-emulated: the soft-dirty backend's own logic, run against a soft-dirty kernel emulated with uffd-wp. */
+/* SPDX-License-Identifier: MIT */
 /*
+ * softdirty-emu.c - a soft-dirty kernel emulated with uffd-wp, put under the
+ * soft-dirty backend through its /proc seam (src/softdirty.h), so that the
+ * backend's own logic runs where the kernel lacks CONFIG_MEM_SOFT_DIRTY.
+ *
  * Most kernels this project is tested on lack CONFIG_MEM_SOFT_DIRTY, so the
- * real soft-dirty tests (softdirty-trackers, softdirty-converge) skip.  This
- * program compiles src/softdirty.c itself with its four system calls on
- * /proc/self/pagemap and /proc/self/clear_refs redirected to an emulation,
- * then runs those two tests' cells on it.  What it checks is the backend's
- * logic: the registry, the folds into pending bitmaps, the freeze around the
- * clear, the resident bitmap, fork.  What it cannot check are the kernel
- * facts the backend relies on (which are argued at the top of softdirty.c).
+ * real soft-dirty tests (softdirty-trackers, softdirty-converge) skip.  With
+ * PT_SOFTDIRTY_EMULATE=1 they call t_softdirty_emulate() first and run their
+ * cells here instead (test/softdirty-emulated.sh).  What that checks is the
+ * backend's logic: the registry, the folds into pending bitmaps, the freeze
+ * around the clear, the resident bitmap, fork.  What it cannot check are the
+ * kernel facts the backend relies on (which are argued at the top of
+ * softdirty.c).
  *
  * The emulated kernel, built from userfaultfd async write-protect and
  * PAGEMAP_SCAN (so it needs the uffd-wp backend's kernel, >= 6.7):
@@ -22,23 +26,22 @@
  * Taking out the freeze makes the convergence cells fail here (stale pages),
  * which is what shows the emulation has teeth.
  *
- * The threaded cells (pthread_create) also run under TSan.
+ * This file reaches into the static library (compat.h, softdirty.h); it is
+ * an object of its own in libptest.a, so only the programs that call
+ * t_softdirty_emulate() link it.
  */
-#include "harness.h"
-#include "compat.h"
-
 #include <pthread.h>
-#include <stdarg.h>
 #include <sys/syscall.h>
 
-#define EMU_MAX_FDS 4096
+#include "compat.h"
+#include "harness.h"
+#include "softdirty.h"
+
 #define EMU_MAX_RANGES 1024
 #define EMU_SCAN_VEC 512
 
 static struct {
 	pthread_mutex_t lock;
-	char is_pagemap[EMU_MAX_FDS];
-	char is_clear_refs[EMU_MAX_FDS];
 	int uffd;
 	pid_t uffd_pid;
 	struct {
@@ -65,41 +68,27 @@ static void emu_uffd(void)
 	emu.nranges = 0;
 }
 
-static bool emu_fd(int fd)
+/* pagemap is the kernel's (PAGEMAP_SCAN needs it); clear_refs is /dev/null,
+ * its effect is emu_write()'s. */
+static int emu_open(const char *path, int flags)
 {
-	return fd >= 0 && fd < EMU_MAX_FDS;
-}
-
-static int emu_open(const char *path, int flags, ...)
-{
-	mode_t mode = 0;
-	va_list ap;
 	int fd;
 
-	if ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) {
-		va_start(ap, flags);
-		mode = va_arg(ap, mode_t);
-		va_end(ap);
-	}
-	if (!strcmp(path, "/proc/self/clear_refs")) {
+	if (!strcmp(path, "/proc/self/clear_refs"))
 		fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-		if (emu_fd(fd))
-			emu.is_clear_refs[fd] = 1;
-		return fd;
-	}
-	fd = open(path, flags, mode);
-	if (emu_fd(fd) && !strcmp(path, "/proc/self/pagemap"))
-		emu.is_pagemap[fd] = 1;
-	return fd;
+	else if (!strcmp(path, "/proc/self/pagemap"))
+		fd = open(path, flags);
+	else
+		return -ENOENT;
+	return fd < 0 ? -errno : fd;
 }
 
 static int emu_close(int fd)
 {
-	if (emu_fd(fd))
-		emu.is_pagemap[fd] = emu.is_clear_refs[fd] = 0;
-	return close(fd);
+	return close(fd) ? -errno : 0;
 }
 
+/* A read of pagemap entries for [start, end): see the top of the file. */
 static ssize_t emu_pread(int fd, void *buf, size_t len, off_t off)
 {
 	uint64_t page = t_page_size(), *entry = buf, n = len / sizeof(uint64_t);
@@ -121,8 +110,6 @@ static ssize_t emu_pread(int fd, void *buf, size_t len, off_t off)
 	bool cleared = false;
 	int known = -1;
 
-	if (!emu_fd(fd) || !emu.is_pagemap[fd])
-		return pread(fd, buf, len, off);
 	memset(buf, 0, len);
 	pthread_mutex_lock(&emu.lock);
 	emu_uffd();
@@ -152,7 +139,7 @@ static ssize_t emu_pread(int fd, void *buf, size_t len, off_t off)
 		if (k < 0) {
 			if (errno == EINTR)
 				continue;
-			return -1;
+			return -errno;
 		}
 		for (long i = 0; i < k; i++) {
 			uint64_t c = vec[i].categories, e = 0;
@@ -179,10 +166,10 @@ static ssize_t emu_pread(int fd, void *buf, size_t len, off_t off)
 	return (ssize_t)len;
 }
 
+/* "4" to clear_refs: write-protect every range pagemap was read for. */
 static ssize_t emu_write(int fd, const void *buf, size_t len)
 {
-	if (!emu_fd(fd) || !emu.is_clear_refs[fd])
-		return write(fd, buf, len);
+	(void)fd;
 	if (len == 1 && *(const char *)buf == '4') {
 		pthread_mutex_lock(&emu.lock);
 		emu_uffd();
@@ -202,46 +189,25 @@ static ssize_t emu_write(int fd, const void *buf, size_t len)
 	return (ssize_t)len;
 }
 
-/* The backend, compiled here with its /proc calls going to the emulation.
- * It defines pt_softdirty_ops, so the library's copy is not linked in. */
-#define open emu_open
-#define close emu_close
-#define pread emu_pread
-#define write emu_write
-#include "../src/softdirty.c"
-#undef open
-#undef close
-#undef pread
-#undef write
+static const struct pt_procfs_ops emu_procfs = {
+	.open = emu_open,
+	.pread = emu_pread,
+	.write = emu_write,
+	.close = emu_close,
+};
 
-/* The real tests' cells, with their main()s renamed. */
-int trackers_main(void);
-int converge_main(void);
-#define main trackers_main
-#include "softdirty-trackers.c"
-#undef main
-#define main converge_main
-#include "softdirty-converge.c"
-#undef main
-
-int main(void)
+int t_softdirty_emulate(char *why, size_t why_len)
 {
-	char why[256] = "";
-	int a, b;
+	const char *on = getenv("PT_SOFTDIRTY_EMULATE");
+	char reason[256] = "";
 
-	if (!t_backend_usable(PT_BACKEND_UFFD_WP, why, sizeof(why))) {
-		printf("skip: the emulation needs uffd-wp: %s\n", why);
+	if (!on || strcmp(on, "1"))
+		return 0;
+	if (!t_backend_usable(PT_BACKEND_UFFD_WP, reason, sizeof(reason))) {
+		snprintf(why, why_len, "the emulation needs uffd-wp: %s", reason);
 		return T_SKIP;
 	}
-	printf("softdirty-trackers, emulated:\n");
-	a = trackers_main();
-	printf("softdirty-converge, emulated:\n");
-	b = converge_main();
-	if (a == T_FAIL || b == T_FAIL)
-		return T_FAIL;
-	if (a == T_SKIP || b == T_SKIP) {
-		printf("skip: the emulated backend was not usable\n");
-		return T_SKIP;
-	}
-	return T_PASS;
+	pt_softdirty_set_procfs(&emu_procfs);
+	printf("soft-dirty emulated with uffd-wp (PT_SOFTDIRTY_EMULATE=1)\n");
+	return 0;
 }
