@@ -10,6 +10,12 @@ TIMEOUT=${PT_TEST_TIMEOUT:-300}
 pass=0 fail=0 skip=0 failed=()
 logdir=$O/test-logs
 mkdir -p "$logdir"
+# Names are padded to the longest one given, so that the timings line up.
+width=0
+for name in "$@"; do
+	name=${name%.sh}
+	[ ${#name} -gt "$width" ] && width=${#name}
+done
 for name in "$@"; do
 	case $name in
 	*/*.sh) cmd=(bash "$name"); name=${name%.sh} ;;
@@ -23,11 +29,11 @@ for name in "$@"; do
 	rc=$?
 	secs=$(printf '%.1f' "$(echo "$(date +%s.%N) - $start" | bc)")
 	case $rc in
-	0) pass=$((pass + 1)); printf 'PASS  %-32s %6ss\n' "$name" "$secs" ;;
-	77) skip=$((skip + 1)); printf 'SKIP  %-32s %6ss  %s\n' "$name" "$secs" \
+	0) pass=$((pass + 1)); printf 'PASS  %-*s %6ss\n' "$width" "$name" "$secs" ;;
+	77) skip=$((skip + 1)); printf 'SKIP  %-*s %6ss  %s\n' "$width" "$name" "$secs" \
 		"$(grep -i 'skip' "$log" | tail -n 1)" ;;
-	124|137) fail=$((fail + 1)); failed+=("$name"); printf 'FAIL  %-32s timed out after %ss\n' "$name" "$TIMEOUT" ;;
-	*) fail=$((fail + 1)); failed+=("$name"); printf 'FAIL  %-32s %6ss  (exit %d)\n' "$name" "$secs" "$rc" ;;
+	124|137) fail=$((fail + 1)); failed+=("$name"); printf 'FAIL  %-*s timed out after %ss\n' "$width" "$name" "$TIMEOUT" ;;
+	*) fail=$((fail + 1)); failed+=("$name"); printf 'FAIL  %-*s %6ss  (exit %d)\n' "$width" "$name" "$secs" "$rc" ;;
 	esac
 	if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then
 		sed 's/^/      | /' "$log" | tail -n 30
