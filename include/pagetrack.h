@@ -283,6 +283,8 @@ enum pt_durability {
 					 * reached even when epochs the region had
 					 * made durable cannot be (logged as an
 					 * error); see -ENOTRECOVERABLE */
+#define PT_REGION_ADAPTIVE	4u	/* track with PT_TRACK_ADAPTIVE (see
+					 * pt_tracker_open(3)); off by default */
 
 /* Every field's zero value means its default; NULL options mean all defaults. */
 struct pt_region_opts {

@@ -52,7 +52,8 @@ static int opts_take(struct pt_region_opts *o, const struct pt_region_opts *in)
 	if (ret)
 		return ret;
 	if ((unsigned int)o->durability > PT_DURABLE_NONE ||
-	    (o->flags & ~(PT_REGION_NO_CHECKPOINT_THREAD | PT_REGION_ACCEPT_LOSS)) ||
+	    (o->flags & ~(PT_REGION_NO_CHECKPOINT_THREAD | PT_REGION_ACCEPT_LOSS |
+			  PT_REGION_ADAPTIVE)) ||
 	    o->segment_bytes > MAX_SEGMENT_BYTES || o->staging_bytes > MAX_STAGING_BYTES)
 		return -EINVAL;
 	if (!o->durable_interval_ms)
@@ -330,7 +331,10 @@ static int state_open(struct pt_region *r)
 
 static int region_start(struct pt_region *r)
 {
-	struct pt_tracker_opts to = { .sz = sizeof(to), .backend = r->opts.backend };
+	struct pt_tracker_opts to = {
+		.sz = sizeof(to), .backend = r->opts.backend,
+		.flags = r->opts.flags & PT_REGION_ADAPTIVE ? PT_TRACK_ADAPTIVE : 0,
+	};
 	int ret;
 
 	r->size = r->id.npages * r->id.page_size;
