@@ -164,11 +164,14 @@ static void find_spare(int dirfd, char *name, size_t len)
 		close(fd);
 		return;
 	}
-	while ((de = readdir(d)))
-		if (!strncmp(de->d_name, "spare-", 6) && strlen(de->d_name) < len) {
-			snprintf(name, len, "%s", de->d_name);
+	while ((de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+
+		if (!strncmp(de->d_name, "spare-", 6) && n < len) {
+			memcpy(name, de->d_name, n + 1);
 			break;
 		}
+	}
 	closedir(d);
 }
 
