@@ -185,20 +185,23 @@ int pt_follower_open(struct pt_follower **out, const char *dir, const struct pt_
  * checked whole before use (magic, version, both checksums, history, epoch,
  * chain, parts in order, page indices, lengths, decoded sizes); an epoch's
  * pages are written into the standby, and pt_region_sync()ed, only once
- * its last part is checked, and the standby's record must then have the
- * stream's chain.
+ * its last part is checked and the record they make (pt_delta_chain) has
+ * the stream's chain; the standby's record must then have it too.
  *
  * Returns the number of epochs applied (>= 0), or -errno:
  *  -EAGAIN       the connection or the consumer failed: call again, it
  *                resumes after the standby's epoch;
  *  -EBADMSG      a message fails its checks (magic, checksum, lengths, an
- *                impossible page index or encoding): nothing of it applied;
+ *                impossible page index or encoding), or an epoch's pages do
+ *                not make the chain its messages claim (forged, with valid
+ *                checksums): nothing of it applied;
  *  -EPROTO       a message of another wire version;
  *  -ESTALE       a message of another history;
  *  -EILSEQ       a message out of order: not the next epoch or part, or an
  *                epoch that does not chain to the standby's;
  *  -ENOTRECOVERABLE  the standby's record of an epoch does not have the
- *                stream's chain (the standby holds that epoch; stop and
+ *                stream's chain although its pages made it before they
+ *                were written (a bug: the standby holds that epoch; stop and
  *                investigate);
  *  -EINVAL       timeout_ms negative and not -1;
  *  the errors of pt_region_create(), pt_region_sync().

@@ -5,9 +5,12 @@
  * The follower is the standby region's one writer: it writes the pages of
  * each epoch into the region's memory and calls pt_region_sync(), which
  * makes a record with the same pages, hence the same header checksum
- * ("chain") as the source's record when the bytes are the same.  That
- * comparison after every epoch is the end-to-end check: anything but the
- * stream's chain is fatal.
+ * ("chain") as the source's record when the bytes are the same.  The
+ * record is computed from the decoded pages first (pt_delta_chain) and must
+ * have the stream's chain before a byte is written, so a message forged
+ * with valid checksums never reaches the standby; the standby's record is
+ * compared again after the sync (the end-to-end check: anything but the
+ * stream's chain is fatal).
  *
  * Nothing from the stream is trusted before it is checked whole
  * (wire_check, wire_decode), and an epoch is all or nothing: its parts are
@@ -87,6 +90,41 @@ static const unsigned char *old_page(uint64_t index, void *arg)
 	if (!f->standby)
 		return f->zero;
 	return (const unsigned char *)pt_region_base(f->standby) + index * f->first.page_size;
+}
+
+/*
+ * The record the standby would write for the received epoch, computed from
+ * the decoded pages before anything is written: its chain and payload
+ * checksum must be the ones the message claims (the source's record).  A
+ * message whose checksums are right but whose pages are not the source's
+ * (forged, or a publisher's bug) is refused here, so it never reaches the
+ * standby's memory or log.  0 or fatal.
+ */
+static int check_chain(struct pt_follower *f, uint64_t seq)
+{
+	const struct wire_header *h = &f->first;
+	struct pt_delta d = {
+		.history_id = h->history_id, .epoch = h->epoch, .prev_chain = h->prev_chain,
+		.page_size = h->page_size, .page_count = h->page_count, .pages = f->index,
+		.data = f->data,
+	};
+	uint64_t payload_checksum, chain;
+	int err;
+
+	err = pt_delta_chain(&d, &payload_checksum, &chain);
+	if (err)
+		return stop(f, err == -EINVAL ? -EBADMSG : err, f->first_seq, "epoch %llu: its "
+			    "record could not be computed: %s", (unsigned long long)h->epoch,
+			    pt_strerror(err));
+	if (chain != h->chain || payload_checksum != h->payload_checksum)
+		return stop(f, -EBADMSG, f->first_seq, "epoch %llu (sequences %llu-%llu): its "
+			    "pages make a record with chain %016llx and payload checksum "
+			    "%016llx, the message claims %016llx and %016llx (not the source's "
+			    "pages)", (unsigned long long)h->epoch,
+			    (unsigned long long)f->first_seq, (unsigned long long)seq,
+			    (unsigned long long)chain, (unsigned long long)payload_checksum,
+			    (unsigned long long)h->chain, (unsigned long long)h->payload_checksum);
+	return 0;
 }
 
 /* Write the received epoch into the standby and sync it.  1 or fatal. */
@@ -226,6 +264,9 @@ static int take(struct pt_follower *f, const void *msg, size_t len, uint64_t seq
 	if (f->got != h.page_count)
 		return stop(f, -EBADMSG, seq, "epoch %llu ends with %u of its %u pages",
 			    (unsigned long long)h.epoch, f->got, h.page_count);
+	err = check_chain(f, seq);
+	if (err)
+		return err;
 	return apply(f, seq);
 }
 

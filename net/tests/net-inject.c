@@ -1,4 +1,4 @@
-/* net-inject: malformed, truncated, replayed, reordered, foreign-history, bad-checksum, other-version and forged-chain messages injected into a stream with the raw NATS API: the follower refuses each with an error naming its stream sequence and its directory stays at the last good epoch. */
+/* net-inject: malformed, truncated, replayed, reordered, foreign-history, bad-checksum, other-version, unchained and forged (valid checksums, other pages) messages injected into a stream with the raw NATS API: the follower refuses each with an error naming its stream sequence, before writing anything: its directory stays at the last good epoch and content. */
 #include <nats/nats.h>
 #include <xxhash.h>
 
@@ -14,6 +14,7 @@ static unsigned char *good[GOOD + 1];	/* the stream's message of each epoch */
 static int good_len[GOOD + 1];
 
 static void put64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }	/* x86: little-endian */
+static void put32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 
 /* Recompute a message's body and header checksums after a change. */
 static void reseal(unsigned char *m, int len)
@@ -113,7 +114,13 @@ static bool run_cell(const char *url, int i, struct cell *c)
 		printf("    close: %s\n", pt_strerror(err));
 		return false;
 	}
-	/* The directory stays at the last good epoch, with its content. */
+	/* The directory stays at the last good epoch, with its content: its
+	 * writer's state block says no later epoch was ever published. */
+	if (pt_dir_epoch(dir) != KEEP) {
+		printf("    the standby published epoch %lld, not %d\n", (long long)pt_dir_epoch(dir),
+		       KEEP);
+		return false;
+	}
 	err = pt_replica_open(&r, dir, &ro);
 	if (err || pt_replica_epoch(r) != KEEP ||
 	    nt_hash(pt_replica_base(r), NPAGES * ps) != hashes[KEEP]) {
@@ -188,7 +195,7 @@ int main(void)
 	}
 
 	{
-		struct cell cells[12];
+		struct cell cells[16];
 		int n = 0, len;
 		unsigned char *m;
 
@@ -231,7 +238,23 @@ int main(void)
 		m = copy(KEEP + 1, &len);
 		put64(m + 32, 0xdeadbeef);
 		reseal(m, len);
-		cells[n++] = (struct cell){ "forged chain", -EILSEQ, 1, { { m, len } } };
+		cells[n++] = (struct cell){ "unchained", -EILSEQ, 1, { { m, len } } };
+		/* Forged: the next epoch's header (its chain and prev_chain are
+		 * right), a body of one raw page of other bytes, every checksum
+		 * made right.  Only the chain computed from the pages tells. */
+		len = 128 + 16 + (int)ps;
+		m = calloc(1, (size_t)len);
+		memcpy(m, good[KEEP + 1], 128);
+		put32(m + 68, 1);		/* page_count */
+		put32(m + 80, 0);		/* first */
+		put32(m + 84, 1);		/* count */
+		put64(m + 88, 16 + ps);		/* body length */
+		put64(m + 128, 2);		/* page 2 ... */
+		put32(m + 136, 0);		/* ... raw */
+		put32(m + 140, (uint32_t)ps);
+		memset(m + 144, 0x5a, ps);
+		reseal(m, len);
+		cells[n++] = (struct cell){ "forged chain", -EBADMSG, 1, { { m, len } } };
 		/* A page index past the region, checksums made right. */
 		m = copy(KEEP + 1, &len);
 		put64(m + 128, NPAGES + 5);
