@@ -81,16 +81,17 @@ struct pt_publisher;
  * the stream if it is missing (file storage, opts->replicas), and reads the
  * stream's last message: the publisher goes on after it (a stream holding
  * epochs 1..N of this region gets N+1 next; a half-published epoch is
- * completed from its missing parts).
+ * completed from its missing parts).  The region's log need not hold the
+ * epochs the stream already has: when a checkpoint dropped them, the source
+ * starts from the region's image (pt_replica_jump), provided the image's
+ * epoch is at or before the stream's last one.
  *
  * Returns 0 and *out, or:
  *  -EINVAL       no URL, bad options (unknown non-zero bytes after the
  *                fields this library knows), a bad stream name;
  *  -ECONNREFUSED no server could be reached;
  *  -EACCES       the server refused the credentials (or TLS failed);
- *  -ESTALE       the stream holds another history's epochs, or the region's
- *                log no longer holds the epochs after the stream's last one
- *                (catch-up from a snapshot is not built);
+ *  -ESTALE       the stream holds another history's epochs;
  *  -EOWNERDEAD   the stream holds an epoch of this history that this region
  *                wrote differently (another writer of the same history): the
  *                region is marked deposed;
@@ -121,8 +122,9 @@ int pt_publisher_open(struct pt_publisher **out, const char *dir, const struct p
  *                is marked deposed (pt_replicated_depose) and the publisher
  *                stops: every later call returns the same;
  *  -ESTALE       the region's log no longer holds the next epoch to publish
- *                (a checkpoint dropped it; catch-up from a snapshot is not
- *                built), or the stream went back behind this publisher;
+ *                and the image is past the stream's last epoch (a checkpoint
+ *                dropped epochs the stream lacks; catch-up from a snapshot is
+ *                not built), or the stream went back behind this publisher;
  *  -EMSGSIZE     the server's max payload cannot hold one page;
  *  -EINVAL       timeout_ms negative and not -1;
  *  the errors of pt_replica_step().

@@ -489,6 +489,51 @@ err:
 	return err;
 }
 
+/*
+ * The source's next record is no longer in the log (a checkpoint dropped
+ * it: a restarted publisher on a long-lived region starts at epoch 0).
+ * Epochs the stream already holds need not be read again: jump to the
+ * image's epoch J and step on from there, provided J <= s_epoch, so that
+ * every epoch after J the stream lacks is still in the log.  The chain is
+ * still checked where the steps reach the stream (on_delta): at s_epoch
+ * when J < s_epoch, at the first epoch published when J == s_epoch (its
+ * prev_chain must be the stream's).  A stream behind the image (it lacks
+ * epochs that only the image holds now) needs a catch-up from a snapshot,
+ * which is not built.  0: go on stepping; else an error (-EAGAIN: the
+ * image kept changing under a checkpoint, try again).
+ */
+static int jump(struct pt_publisher *p)
+{
+	uint64_t from = pt_replica_epoch(p->src);
+	int64_t j = pt_replica_jump(p->src);
+
+	if (j == -EAGAIN)
+		return net_fail(-EAGAIN, "%s: the image kept changing while the source read it",
+				p->dir);
+	if (j < 0)
+		return p->fatal = net_fail((int)j, "%s: the log no longer holds epoch %llu, the "
+					   "next to publish (a checkpoint dropped it), and the "
+					   "image could not be read: %s", p->dir,
+					   (unsigned long long)from + 1, pt_strerror((int)j));
+	if ((uint64_t)j <= from)
+		return p->fatal = net_fail(-ESTALE, "%s: the log no longer holds epoch %llu, the "
+					   "next to publish, and the image is at epoch %lld", p->dir,
+					   (unsigned long long)from + 1, (long long)j);
+	if ((uint64_t)j > p->s_epoch ||
+	    ((uint64_t)j == p->s_epoch && p->s_part + 1 < p->s_parts))
+		return p->fatal = net_fail(-ESTALE, "%s: the log no longer holds epoch %llu, the "
+					   "next to publish (a checkpoint dropped it): the image "
+					   "is at epoch %lld, stream %s ends at epoch %llu%s; "
+					   "catch-up from a snapshot is not built", p->dir,
+					   (unsigned long long)p->s_epoch + (p->s_part + 1 >= p->s_parts),
+					   (long long)j, p->stream, (unsigned long long)p->s_epoch,
+					   p->s_part + 1 < p->s_parts ? " (half published)" : "");
+	net_log(PT_LOG_INFO, "%s: the log starts after epoch %llu: the source jumped to the "
+		"image's epoch %lld (stream %s is at %llu)", p->dir, (unsigned long long)from + 1,
+		(long long)j, p->stream, (unsigned long long)p->s_epoch);
+	return 0;
+}
+
 PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
 {
 	uint64_t start = net_mono_ms();
@@ -517,11 +562,9 @@ PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
 			if (p->step_err) {
 				err = p->step_err;
 			} else if (e == -ESTALE) {
-				err = p->fatal = net_fail(-ESTALE, "%s: the log no longer holds epoch "
-							  "%llu, the next to publish (a checkpoint "
-							  "dropped it): catch-up from a snapshot is "
-							  "not built", p->dir,
-							  (unsigned long long)pt_replica_epoch(p->src) + 1);
+				err = jump(p);
+				if (!err)
+					continue;
 			} else {
 				err = p->fatal = net_fail((int)e, "%s: reading epoch %llu: %s", p->dir,
 							  (unsigned long long)pt_replica_epoch(p->src) + 1,
