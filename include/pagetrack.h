@@ -742,6 +742,14 @@ struct pt_dir_status {
  *                is writable by others;
  *  -ENOTDIR, -ENOENT, -ENOMEM, or another -errno.
  */
+/*
+ * The newest epoch the writer of the region in dir published, from its
+ * state block (cheap: no log is read).  Returns it (>= 0), or -errno:
+ * -ENOENT (no state block yet), -EBADMSG, -EPERM... as the readers' checks
+ * say.
+ */
+int64_t pt_dir_epoch(const char *dir);
+
 int pt_dir_status(const char *dir, struct pt_dir_status *st, pt_dir_problem_fn report, void *arg);
 
 /*
