@@ -567,6 +567,9 @@ static void pending_add(struct pt_region *r, const struct pt_range *ranges, size
 			}
 }
 
+#define SYNC_STATS_V1	(offsetof(struct pt_sync_stats, collect_ns) + sizeof(uint64_t))
+#define REGION_STATS_V1	(offsetof(struct pt_region_stats, last_error) + sizeof(int))
+
 /* The figures of the sync that queued s (lock held). */
 static void count_sync(struct pt_region *r, const struct record_slot *s, uint64_t t0, uint64_t t1)
 {
@@ -591,9 +594,11 @@ PT_EXPORT int pt_region_stats(struct pt_region *r, struct pt_sync_stats *last,
 	struct pt_region_stats t;
 	struct pt_sync_stats l;
 
-	/* These structs are as their first version: smaller is a mistake.  A
-	 * newer caller's is larger: what this library knows is filled in. */
-	if (!r || (last && last->sz < sizeof(*last)) || (total && total->sz < sizeof(*total)))
+	/* The first version of each struct ends at the field named here:
+	 * smaller is a mistake.  Fields added later are filled only for a
+	 * caller whose sz has them; a newer caller's larger struct gets what
+	 * this library knows. */
+	if (!r || (last && last->sz < SYNC_STATS_V1) || (total && total->sz < REGION_STATS_V1))
 		return -EINVAL;
 	pthread_mutex_lock(&r->lock);
 	l = r->last_sync;
@@ -606,11 +611,11 @@ PT_EXPORT int pt_region_stats(struct pt_region *r, struct pt_sync_stats *last,
 	t.log_bytes = __atomic_load_n(&r->state->log_bytes, __ATOMIC_RELAXED);
 	if (last) {
 		l.sz = last->sz;
-		memcpy(last, &l, sizeof(l));
+		memcpy(last, &l, last->sz < sizeof(l) ? last->sz : sizeof(l));
 	}
 	if (total) {
 		t.sz = total->sz;
-		memcpy(total, &t, sizeof(t));
+		memcpy(total, &t, total->sz < sizeof(t) ? total->sz : sizeof(t));
 	}
 	return 0;
 }
