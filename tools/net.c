@@ -236,9 +236,16 @@ int cmd_publish(int argc, char **argv)
 		}
 	}
 	pt_publisher_stats(p, &st);
-	if (!quiet)
-		printf("stopped at epoch %llu (%llu epochs published)\n", (unsigned long long)st.epoch,
-		       (unsigned long long)st.epochs);
+	if (!quiet) {
+		char raw[32], wire[32];
+
+		human(raw, sizeof(raw), st.bytes_raw);
+		human(wire, sizeof(wire), st.bytes_wire);
+		printf("stopped at epoch %llu (%llu epochs published, pages %s, wire %s; %llu bytes "
+		       "raw, %llu on the wire)\n", (unsigned long long)st.epoch,
+		       (unsigned long long)st.epochs, raw, wire, (unsigned long long)st.bytes_raw,
+		       (unsigned long long)st.bytes_wire);
+	}
 	pt_publisher_close(p);
 	return 0;
 }
@@ -328,8 +335,9 @@ int cmd_follow(int argc, char **argv)
 	}
 	pt_follower_stats(f, &st);
 	if (!quiet)
-		printf("stopped at epoch %llu (%llu epochs applied)\n", (unsigned long long)st.epoch,
-		       (unsigned long long)st.epochs);
+		printf("stopped at epoch %llu (%llu epochs applied, lag of the last %lld ms)\n",
+		       (unsigned long long)st.epoch, (unsigned long long)st.epochs,
+		       (long long)st.lag_ms);
 	ret = pt_follower_close(f);
 	if (ret)
 		return runtime_error(cmd, ret, "closing %s", dir);
