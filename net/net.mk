@@ -7,6 +7,7 @@
 #   net/tests/        its tests, in make check through APP_TESTS: each starts
 #                     its own nats-server on 127.0.0.1 (skipped when none is
 #                     installed)
+#   make demo-net     the exchange through publish, NATS and follow (net/demo.sh)
 
 NET_OUT      := $(O)/net
 NET_SRCS     := $(wildcard net/*.c)
@@ -50,6 +51,12 @@ $(NET_TEST_BINS): $(NET_OUT)/tests/%: net/tests/%.c net/tests/*.h $(NET_HDRS) \
 
 tests: $(NET_TEST_BINS)
 
+# make demo-net: the exchange's engine published through a local nats-server,
+# followed into a standby that an md server reads (net/demo.sh; not in check).
+# DEMO_NET_ARGS passes options to it, e.g. DEMO_NET_ARGS="--seconds 20".
+demo-net: all $(APP_BINS)
+	@O=$(O) net/demo.sh $(DEMO_NET_ARGS)
+
 install-net: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR)
 	install -m 644 $(NET_STATIC) $(DESTDIR)$(LIBDIR)/
@@ -60,4 +67,4 @@ install-net: all
 
 install: install-net
 
-.PHONY: install-net
+.PHONY: install-net demo-net

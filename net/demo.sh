@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# demo.sh - the exchange beyond one machine, on one: the engine writes its
+# books into a region, `pagetrack publish` sends its epochs to a local
+# nats-server (JetStream), `pagetrack follow` keeps a standby directory
+# from the stream, and a market-data server answers queries from a replica
+# of the standby.  The load runs, then the same consistency check as
+# `make demo`: the md server reading the standby converges to the
+# engine's last epoch and content.
+#
+#   net/demo.sh [--seconds N] [--keep]
+#
+#   --seconds N  how long the load runs (default 10)
+#   --keep       leave the work directory (logs, data) in place
+#
+# Everything listens on 127.0.0.1 only, on ports picked at run time, and
+# everything started here is stopped at the end, also on failure or ^C.
+# Exit status: 0 when every check passed, 1 when one failed, 2 on a usage
+# error, 77 when nats-server is not installed.
+set -u
+O=${O:-build}
+B=$O/apps/exchange
+TOOL=$O/pagetrack
+seconds=10 keep=0
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--seconds) seconds=${2:?--seconds needs a value}; shift ;;
+	--keep) keep=1 ;;
+	-h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+	*) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+	esac
+	shift
+done
+case $seconds in ''|*[!0-9]*) echo "demo.sh: --seconds wants whole seconds" >&2; exit 2 ;; esac
+[ "$seconds" -ge 2 ] || { echo "demo.sh: --seconds must be at least 2" >&2; exit 2; }
+command -v nats-server >/dev/null || { echo "demo.sh: skip: nats-server is not installed (Debian package nats-server)"; exit 77; }
+for b in "$B/exchange-engine" "$B/exchange-md" "$B/exchange-load" "$TOOL"; do
+	[ -x "$b" ] || { echo "demo.sh: $b is missing: run make first" >&2; exit 1; }
+done
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/pagetrack-demo-net.XXXXXX") || exit 1
+pids=()
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+	for p in "${pids[@]}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
+	if [ "$keep" = 1 ]; then echo "work directory kept: $dir"; else rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_for FILE PATTERN PID: until FILE has a line matching PATTERN (10 s).
+wait_for() {
+	local i
+	for i in $(seq 200); do
+		grep -q -- "$2" "$1" 2>/dev/null && return 0
+		kill -0 "$3" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	return 1
+}
+fail_start() {
+	echo "demo.sh: $1 did not start:"
+	sed 's/^/  /' "$2"
+	exit 1
+}
+# forget PID: reaped, not to be killed at the end.
+forget() {
+	local keep_pids=() p
+	for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep_pids+=("$p"); done
+	pids=("${keep_pids[@]}")
+}
+# stop PID NAME: SIGTERM, and the exit status must be 0.
+stop() {
+	kill "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+	local s=$?
+	forget "$1"
+	if [ "$s" != 0 ]; then
+		echo "FAIL: $2 exited with status $s"
+		rc=1
+	fi
+}
+
+echo "pagetrack demo-net: the exchange engine's region published to NATS JetStream,"
+echo "followed into a standby directory, and an md server answering from a replica"
+echo "of the standby.  Work dir: $dir"
+echo
+
+# nats-server on a port it picks (-p -1), read back from its log.
+nats-server -a 127.0.0.1 -p -1 -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 &
+nats=$!
+pids+=("$nats")
+wait_for "$dir/nats.log" "Listening for client connections on" "$nats" || fail_start nats-server "$dir/nats.log"
+url=nats://$(sed -n 's/.*Listening for client connections on \([0-9.:]*\).*/\1/p' "$dir/nats.log" | head -n 1)
+echo "nats-server  $url (JetStream storage $dir/nats)"
+
+"$B/exchange-engine" --dir "$dir/data" --port 0 --port-file "$dir/engine.port" \
+	--status "$dir/engine.status" >"$dir/engine.log" 2>&1 &
+engine=$!
+pids+=("$engine")
+wait_for "$dir/engine.port" "[0-9]" "$engine" || fail_start "the engine" "$dir/engine.log"
+echo "engine       port $(cat "$dir/engine.port"), region in $dir/data"
+
+"$TOOL" publish "$dir/data" --nats "$url" --stream exchange >"$dir/publish.log" 2>&1 &
+publish=$!
+pids+=("$publish")
+wait_for "$dir/publish.log" "^publishing" "$publish" || fail_start "pagetrack publish" "$dir/publish.log"
+echo "publish      $dir/data -> stream exchange"
+
+"$TOOL" follow "$url" --stream exchange "$dir/standby" >"$dir/follow.log" 2>&1 &
+follow=$!
+pids+=("$follow")
+wait_for "$dir/follow.log" "^following" "$follow" || fail_start "pagetrack follow" "$dir/follow.log"
+echo "follow       stream exchange -> $dir/standby"
+
+"$B/exchange-md" --dir "$dir/standby" --port-file "$dir/md.port" >"$dir/md.log" 2>&1 &
+md=$!
+pids+=("$md")
+wait_for "$dir/md.port" "[0-9]" "$md" || fail_start "the md server" "$dir/md.log"
+echo "exchange-md  port $(cat "$dir/md.port"), a replica of $dir/standby"
+echo
+
+"$B/exchange-load" --engine "$(cat "$dir/engine.port")" --md "$(cat "$dir/md.port")" \
+	--status "$dir/engine.status" --seconds "$seconds" --progress >"$dir/load.out" &
+load=$!
+pids+=("$load")
+wait "$load"
+rc=$?
+forget "$load"
+cat "$dir/load.out"
+
+# Stop the readers first, then the chain upstream; each must exit 0.
+stop "$md" "exchange-md"
+stop "$engine" "exchange-engine"
+# The publisher and the follower catch up with the engine's last epoch.
+last=$(sed -n 's/.*stopped at epoch \([0-9]*\).*/\1/p' "$dir/engine.log" | tail -n 1)
+for i in $(seq 100); do
+	f=$(sed -n 's/^epoch \([0-9]*\) .*/\1/p' "$dir/follow.log" | tail -n 1)
+	[ -n "$last" ] && [ "${f:-0}" -ge "$last" ] && break
+	sleep 0.1
+done
+stop "$publish" "pagetrack publish"
+stop "$follow" "pagetrack follow"
+# nats-server says goodbye with status 1 on SIGTERM: not a failure.
+kill "$nats" 2>/dev/null
+wait "$nats" 2>/dev/null
+forget "$nats"
+
+# The summary.
+orders=$(sed -n 's/^orders *\([0-9]*\)\/s.*/\1/p' "$dir/load.out")
+pub=$(grep '^stopped at epoch' "$dir/publish.log" | tail -n 1)
+fol=$(grep '^stopped at epoch' "$dir/follow.log" | tail -n 1)
+epochs=$(echo "$pub" | sed -n 's/.*(\([0-9]*\) epochs published.*/\1/p')
+raw=$(echo "$pub" | sed -n 's/.*; \([0-9]*\) bytes raw.*/\1/p')
+wire=$(echo "$pub" | sed -n 's/.*raw, \([0-9]*\) on the wire.*/\1/p')
+lags=$(sed -n 's/^epoch [0-9]*  lag [0-9]* messages \(-\{0,1\}[0-9]*\) ms.*/\1/p' "$dir/follow.log" | sort -n)
+nlags=$(echo "$lags" | grep -c .)
+echo
+echo "== demo-net"
+echo "orders       ${orders:-?}/s"
+echo "published    ${epochs:-?} epochs (engine stopped at epoch ${last:-?}); follower: ${fol#stopped at }"
+if [ -n "$raw" ] && [ -n "$wire" ] && [ "$wire" -gt 0 ]; then
+	echo "bytes        $raw of pages, $wire on the wire ($(echo "scale=1; $raw / $wire" | bc)x fewer, XOR + LZ4)"
+fi
+if [ "$nlags" -gt 0 ]; then
+	echo "follower lag $(echo "$lags" | sed -n "$(( (nlags + 1) / 2 ))p") ms median, $(echo "$lags" | tail -n 1) ms max, publisher's send to applied ($nlags samples, one a second)"
+fi
+if [ -z "$last" ] || ! grep -q "^stopped at epoch $last " "$dir/follow.log"; then
+	echo "FAIL: the follower did not reach the engine's last epoch ${last:-?}"
+	rc=1
+fi
+if [ "$rc" != 0 ]; then
+	echo
+	echo "logs:"
+	for f in nats engine publish follow md; do tail -n 20 "$dir/$f.log" | sed "s/^/  $f: /"; done
+fi
+echo "RESULT: $([ "$rc" = 0 ] && echo PASS || echo FAIL)"
+exit "$rc"
