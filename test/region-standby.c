@@ -26,7 +26,7 @@ static int apply(const struct pt_delta *d, const void *base, void *arg)
 {
 	struct follow *f = arg;
 	unsigned char *dst = pt_region_base(f->standby);
-	uint64_t epoch, chain;
+	uint64_t epoch = 0, chain = 0;
 	int64_t e;
 
 	for (uint32_t i = 0; i < d->page_count; i++) {
