@@ -29,6 +29,9 @@
  * (root, CAP_SYS_NICE or RLIMIT_NICE), and the md servers run SCHED_BATCH,
  * never preempting it on waking (md.c).  See docs/exchange.md, "Who runs
  * first".
+ *
+ * SIGUSR1 prints one line of figures since the previous one (commands,
+ * syncs, pages, stall): what `make soak` samples every minute.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -86,14 +89,19 @@ struct engine {
 	uint64_t syncs, pages_total, sync_errors, pauses;
 	bool pages_known;
 	uint64_t sync_done_ns[EPOCH_RING];	/* for sync-to-durable latency */
+	/* since the last report (SIGUSR1) */
+	struct hist report_stall;
+	uint64_t report_ns, report_commands, report_syncs, report_pages;
 };
 
-static volatile sig_atomic_t stop;
+static volatile sig_atomic_t stop, report;
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	stop = 1;
+	if (sig == SIGUSR1)
+		report = 1;
+	else
+		stop = 1;
 }
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -186,6 +194,7 @@ static int do_sync(struct engine *e)
 		return (int)ep;
 	}
 	hist_add(&e->stall, t1 - t0);
+	hist_add(&e->report_stall, t1 - t0);
 	/* Every sync's own count, from the library: nothing to sample. */
 	pages = xs_writer_sync_pages(e->store);
 	if (pages != UINT64_MAX) {
@@ -245,6 +254,29 @@ static void poll_durable(struct engine *e)
 	} else if (!xs_writer_wait_durable(e->store, front, 0)) {
 		release(e, front, XP_LEVEL_DURABLE);
 	}
+}
+
+/* One line of figures since the previous report, and the counters reset. */
+static void print_report(struct engine *e)
+{
+	uint64_t now = now_ns(), commands = e->book.h->commands;
+	uint64_t dc = commands - e->report_commands, dp = e->pages_total - e->report_pages;
+
+	printf("exchange-engine: report: %.1f s, %llu commands, %llu syncs, %llu pages "
+	       "(%.3f per command), stall p50 %llu ns p99 %llu ns max %llu ns, %llu live orders\n",
+	       (double)(now - e->report_ns) / 1e9, (unsigned long long)dc,
+	       (unsigned long long)(e->syncs - e->report_syncs), (unsigned long long)dp,
+	       dc ? (double)dp / (double)dc : 0.0,
+	       (unsigned long long)hist_pct(&e->report_stall, 0.50),
+	       (unsigned long long)hist_pct(&e->report_stall, 0.99),
+	       (unsigned long long)e->report_stall.max,
+	       (unsigned long long)e->book.h->live_orders);
+	fflush(stdout);
+	e->report_ns = now;
+	e->report_commands = commands;
+	e->report_syncs = e->syncs;
+	e->report_pages = e->pages_total;
+	memset(&e->report_stall, 0, sizeof(e->report_stall));
 }
 
 /* ---- requests ------------------------------------------------------------------ */
@@ -735,6 +767,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
 	open_book(e);
 	/*
 	 * After the region is open: its threads (seal, log, checkpoint) keep
@@ -767,6 +800,8 @@ int main(int argc, char **argv)
 	/* Last: whoever waits for the port file finds the log lines above written. */
 	write_port_file(e, port);
 	e->next_sync_ns = now_ns() + e->sync_ns;
+	e->report_ns = now_ns();
+	e->report_commands = e->book.h->commands;
 
 	while (!stop) {
 		struct timespec ts = { 0, 0 };
@@ -792,6 +827,10 @@ int main(int argc, char **argv)
 		now = now_ns();
 		if (e->dirty && (e->orders_since_sync >= e->sync_orders || now >= e->next_sync_ns))
 			do_sync(e);
+		if (report) {
+			report = 0;
+			print_report(e);
+		}
 		if (e->ack_level == XP_LEVEL_DURABLE)
 			poll_durable(e);
 		resume_paused(e);

@@ -9,6 +9,7 @@
 #                    link as well
 #
 # `make demo` runs apps/exchange/demo.sh; `make bench-exchange` the benchmark;
+# `make soak` the exchange for minutes (not part of make check);
 # `make check` runs the tests listed in APP_TESTS.
 
 XCH_DIR  := apps/exchange
@@ -61,6 +62,15 @@ bench-exchange: deps all $(XCH_BINS)
 	@O=$(O) $(XCH_DIR)/bench.sh
 
 .PHONY: bench-exchange
+
+# make soak runs the exchange as the demo does for SOAK_MINUTES minutes
+# (default 10) and prints its figures each minute and the soak row
+# (apps/exchange/soak.sh --help); SOAK_ARGS passes more options to it.
+SOAK_MINUTES ?= 10
+soak: deps all $(XCH_BINS)
+	@O=$(O) $(XCH_DIR)/soak.sh --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+
+.PHONY: soak
 
 # make demo runs the exchange; DEMO_ARGS passes options to demo.sh:
 # "--crash [--kills N]" for the crash drill, "--shared", "--seconds N", "--dir DIR".
