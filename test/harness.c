@@ -268,6 +268,52 @@ void t_tmpdir_remove(const char *d)
 	rmdir(d);
 }
 
+int t_copy_file(const char *from, const char *to)
+{
+	char buf[65536];
+	int in, out, ret = -1;
+	ssize_t n;
+
+	in = open(from, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return -1;
+	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (out < 0)
+		goto out;
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			goto out;
+	ret = n < 0 ? -1 : 0;
+out:
+	if (out >= 0)
+		close(out);
+	close(in);
+	return ret;
+}
+
+void t_copy_dir(const char *from, const char *to, const char *skip)
+{
+	char a[600], b[600];
+	struct dirent *de;
+	DIR *d;
+
+	if (mkdir(to, 0700) && errno != EEXIST)
+		DIE("mkdir %s: %s", to, strerror(errno));
+	t_tmpdir_empty(to);
+	d = opendir(from);
+	if (!d)
+		DIE("opendir %s: %s", from, strerror(errno));
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || (skip && !strcmp(de->d_name, skip)))
+			continue;
+		snprintf(a, sizeof(a), "%s/%s", from, de->d_name);
+		snprintf(b, sizeof(b), "%s/%s", to, de->d_name);
+		if (t_copy_file(a, b))
+			DIE("copy %s: %s", a, strerror(errno));
+	}
+	closedir(d);
+}
+
 /*
  * Remove every /dev/shm file whose name starts with prefix: a shared
  * replica's control block "pagetrack-NAME" and its copies

@@ -144,6 +144,11 @@ void t_tmpdir_make(char *buf, size_t len, const char *prefix);
 void t_tmpdir_empty(const char *d);
 /* Remove a flat directory made by t_tmpdir_make: its files, then itself. */
 void t_tmpdir_remove(const char *d);
+/* Copy a file (0600, replacing the target): 0, or -1 with errno. */
+int t_copy_file(const char *from, const char *to);
+/* Make `to` (if missing) an exact copy of the flat directory `from`,
+ * leaving out the file named skip (NULL: none); dies on failure. */
+void t_copy_dir(const char *from, const char *to, const char *skip);
 
 /*
  * Remove every /dev/shm file whose name starts with prefix: a shared

@@ -15,32 +15,6 @@ static char src[128], dst[128];
 static uint64_t hashes[EPOCHS + 1];
 
 
-static void copy_dir(const char *from, const char *to)
-{
-	DIR *dp = opendir(from);
-	struct dirent *de;
-	char p[512], q[512], buf[65536];
-
-	t_tmpdir_empty(to);
-	while (dp && (de = readdir(dp))) {
-		int in, out;
-		ssize_t n;
-
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", from, de->d_name);
-		snprintf(q, sizeof(q), "%s/%s", to, de->d_name);
-		in = open(p, O_RDONLY);
-		out = open(q, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		while ((n = read(in, buf, sizeof(buf))) > 0)
-			if (write(out, buf, (size_t)n) != n)
-				DIE("write %s", q);
-		close(in);
-		close(out);
-	}
-	if (dp)
-		closedir(dp);
-}
 
 /* Build the region the cases corrupt: EPOCHS records in one segment. */
 static void build(void)
@@ -301,7 +275,7 @@ static bool run_case(size_t i, char *why, size_t why_len)
 
 	(void)why;
 	(void)why_len;
-	copy_dir(src, dst);
+	t_copy_dir(src, dst, NULL);
 	seg_open(&s);
 	cases[i].corrupt(&s);
 	close(s.fd);
@@ -356,7 +330,7 @@ static bool image_cases(char *why, size_t why_len)
 	(void)why_len;
 	snprintf(p, sizeof(p), "%s/image", dst);
 
-	copy_dir(src, dst);
+	t_copy_dir(src, dst, NULL);
 	fd = open(p, O_RDWR);
 	CHECK(pwrite(fd, "X", 1, 0) == 1 && pwrite(fd, "X", 1, (off_t)t_page_size()) == 1, "write");
 	close(fd);
@@ -365,7 +339,7 @@ static bool image_cases(char *why, size_t why_len)
 	ret = pt_replica_open(&rep, dst, NULL);
 	CHECK(ret == -EBADMSG, "replica, image magic: %d", ret);
 
-	copy_dir(src, dst);
+	t_copy_dir(src, dst, NULL);
 	fd = open(p, O_RDWR);
 	v = 99;
 	CHECK(pwrite(fd, &v, 4, 8) == 4, "write");
@@ -373,12 +347,12 @@ static bool image_cases(char *why, size_t why_len)
 	ret = pt_region_open(&r, dst, NULL);
 	CHECK(ret == -EPROTO, "image version: %d", ret);
 
-	copy_dir(src, dst);
+	t_copy_dir(src, dst, NULL);
 	CHECK(truncate(p, (off_t)t_page_size() * 4) == 0, "truncate");
 	ret = pt_region_open(&r, dst, NULL);
 	CHECK(ret == -ENODATA, "truncated image: %d", ret);
 
-	copy_dir(src, dst);
+	t_copy_dir(src, dst, NULL);
 	unlink(p);
 	ret = pt_region_open(&r, dst, NULL);
 	CHECK(ret == -EMEDIUMTYPE, "no image: %d", ret);
@@ -386,7 +360,7 @@ static bool image_cases(char *why, size_t why_len)
 	CHECK(ret == -EMEDIUMTYPE, "replica, no image: %d", ret);
 
 	/* A checkpointed page that is corrupt, with no record after it. */
-	copy_dir(src, dst);
+	t_copy_dir(src, dst, NULL);
 	ret = pt_region_open(&r, dst, NULL);
 	CHECK(ret == 0, "open: %d", ret);
 	CHECK(pt_region_checkpoint(r) == EPOCHS, "checkpoint");

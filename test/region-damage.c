@@ -82,50 +82,7 @@ static size_t region_size;
 
 /* ---- files ------------------------------------------------------------- */
 
-static int copy_file(const char *from, const char *to)
-{
-	char buf[65536];
-	int in, out, ret = -1;
-	ssize_t n;
 
-	in = open(from, O_RDONLY | O_CLOEXEC);
-	if (in < 0)
-		return -1;
-	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (out < 0)
-		goto out;
-	while ((n = read(in, buf, sizeof(buf))) > 0)
-		if (write(out, buf, (size_t)n) != n)
-			goto out;
-	ret = n < 0 ? -1 : 0;
-out:
-	if (out >= 0)
-		close(out);
-	close(in);
-	return ret;
-}
-
-static void copy_dir(const char *from, const char *to)
-{
-	char a[600], b[600];
-	struct dirent *de;
-	DIR *d;
-
-	if (mkdir(to, 0700))
-		DIE("mkdir %s: %s", to, strerror(errno));
-	d = opendir(from);
-	if (!d)
-		DIE("opendir %s: %s", from, strerror(errno));
-	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(a, sizeof(a), "%s/%s", from, de->d_name);
-		snprintf(b, sizeof(b), "%s/%s", to, de->d_name);
-		if (copy_file(a, b))
-			DIE("copy %s: %s", a, strerror(errno));
-	}
-	closedir(d);
-}
 
 static int seq_cmp(const void *a, const void *b)
 {
@@ -363,7 +320,7 @@ static void apply_damage(enum damage k, uint64_t *rng, char *what, size_t len)
 		}
 		seg_path(path, sizeof(path), trial_dir, from);
 		seg_path(path2, sizeof(path2), trial_dir, to);
-		if (copy_file(path, path2))
+		if (t_copy_file(path, path2))
 			DIE("copy %s: %s", path, strerror(errno));
 		snprintf(what, len, "segment %016llx copied as %016llx", (unsigned long long)from,
 			 (unsigned long long)to);
@@ -372,7 +329,7 @@ static void apply_damage(enum damage k, uint64_t *rng, char *what, size_t len)
 	case D_FOREIGN_IMAGE:
 		snprintf(path, sizeof(path), "%s/image", foreign_dir);
 		snprintf(path2, sizeof(path2), "%s/image", trial_dir);
-		if (copy_file(path, path2))
+		if (t_copy_file(path, path2))
 			DIE("copy %s: %s", path, strerror(errno));
 		snprintf(what, len, "image replaced by another region's");
 		return;
@@ -386,7 +343,7 @@ static void apply_damage(enum damage k, uint64_t *rng, char *what, size_t len)
 		to = n && t_rnd_next(rng) % 2 ? seqs[t_rnd_next(rng) % n] : (n ? seqs[n - 1] + 1 : from);
 		seg_path(path, sizeof(path), foreign_dir, from);
 		seg_path(path2, sizeof(path2), trial_dir, to);
-		if (copy_file(path, path2))
+		if (t_copy_file(path, path2))
 			DIE("copy %s: %s", path, strerror(errno));
 		snprintf(what, len, "another region's segment %016llx put as %016llx",
 			 (unsigned long long)from, (unsigned long long)to);
@@ -583,7 +540,7 @@ static bool run_trial(uint64_t seed, int t)
 	t_rnd_next(&rng);
 	k = (enum damage)(t_rnd_next(&rng) % D_KINDS);
 	t_tmpdir_remove(trial_dir);
-	copy_dir(ref_dir, trial_dir);
+	t_copy_dir(ref_dir, trial_dir, NULL);
 	apply_damage(k, &rng, what, sizeof(what));
 	tried[k]++;
 	if (pipe(pfd))

@@ -24,34 +24,6 @@
 static char ref[128], other[128], dir[128];
 static uint64_t last_hash;
 
-static void copy_dir(const char *from, const char *to)
-{
-	DIR *dp = opendir(from);
-	struct dirent *de;
-	char p[512], q[512], buf[65536];
-
-	t_tmpdir_empty(to);
-	while (dp && (de = readdir(dp))) {
-		int in, out;
-		ssize_t n;
-
-		if (de->d_name[0] == '.' || !strcmp(de->d_name, "lock"))
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", from, de->d_name);
-		snprintf(q, sizeof(q), "%s/%s", to, de->d_name);
-		in = open(p, O_RDONLY);
-		out = open(q, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		if (in < 0 || out < 0)
-			DIE("copy %s: %s", p, strerror(errno));
-		while ((n = read(in, buf, sizeof(buf))) > 0)
-			if (write(out, buf, (size_t)n) != n)
-				DIE("copy %s: %s", q, strerror(errno));
-		close(in);
-		close(out);
-	}
-	if (dp)
-		closedir(dp);
-}
 
 /* A region of EPOCHS epochs in d; returns the hash of its last epoch. */
 static uint64_t make_region(const char *d, uint64_t seed)
@@ -168,7 +140,7 @@ static bool newest_segment_deleted(char *why, size_t why_len)
 	char name[256], p[400];
 	int ret;
 
-	copy_dir(ref, dir);
+	t_copy_dir(ref, dir, "lock");
 	newest_segment(name, sizeof(name));
 	path(p, sizeof(p), name);
 	CHECK(unlink(p) == 0, "unlink %s", p);
@@ -191,7 +163,7 @@ static bool every_segment_deleted(char *why, size_t why_len)
 {
 	char name[256], p[400];
 
-	copy_dir(ref, dir);
+	t_copy_dir(ref, dir, "lock");
 	for (;;) {
 		newest_segment(name, sizeof(name));
 		if (!name[0])
@@ -209,7 +181,7 @@ static bool newest_segment_truncated(char *why, size_t why_len)
 	char name[256], p[400];
 	struct stat st;
 
-	copy_dir(ref, dir);
+	t_copy_dir(ref, dir, "lock");
 	newest_segment(name, sizeof(name));
 	path(p, sizeof(p), name);
 	CHECK(stat(p, &st) == 0 && truncate(p, st.st_size - 100) == 0, "truncate");
@@ -225,7 +197,7 @@ static bool zeroed_image_table(char *why, size_t why_len)
 	char p[300], zero[4096] = { 0 };
 	int fd;
 
-	copy_dir(ref, dir);
+	t_copy_dir(ref, dir, "lock");
 	path(p, sizeof(p), "image");
 	fd = open(p, O_RDWR);
 	CHECK(fd >= 0 && pread(fd, &h, sizeof(h), 0) == sizeof(h), "read header");
@@ -239,7 +211,7 @@ static bool foreign_image(char *why, size_t why_len)
 {
 	char p[300], q[300];
 
-	copy_dir(ref, dir);
+	t_copy_dir(ref, dir, "lock");
 	path(p, sizeof(p), "image");
 	snprintf(q, sizeof(q), "%s/image", other);
 	{
@@ -263,7 +235,7 @@ static bool foreign_segment(char *why, size_t why_len)
 	DIR *dp;
 	struct dirent *de;
 
-	copy_dir(ref, dir);
+	t_copy_dir(ref, dir, "lock");
 	/* Another region's first segment, under a sequence number after ours. */
 	dp = opendir(other);
 	name[0] = 0;
@@ -287,7 +259,7 @@ static bool fifo_in_place_of(const char *what, char *why, size_t why_len)
 {
 	char name[256], p[400];
 
-	copy_dir(ref, dir);
+	t_copy_dir(ref, dir, "lock");
 	if (!strcmp(what, "segment"))
 		newest_segment(name, sizeof(name));
 	else
@@ -335,7 +307,7 @@ static bool replica_refuses_open_dir(char *why, size_t why_len)
 
 	(void)why;
 	(void)why_len;
-	copy_dir(ref, dir);
+	t_copy_dir(ref, dir, "lock");
 	CHECK(chmod(dir, 0777) == 0, "chmod");
 	ret = pt_replica_open(&rep, dir, NULL);
 	chmod(dir, 0700);
