@@ -7,6 +7,7 @@
 #   net/tests/        its tests, in make check through APP_TESTS: each starts
 #                     its own nats-server on 127.0.0.1 (skipped when none is
 #                     installed)
+#   make bench-net    figures against raw JetStream publishing (net/bench/)
 #   make demo-net     the exchange through publish, NATS and follow (net/demo.sh)
 
 NET_OUT      := $(O)/net
@@ -51,6 +52,21 @@ $(NET_TEST_BINS): $(NET_OUT)/tests/%: net/tests/%.c net/tests/*.h $(NET_HDRS) \
 
 tests: $(NET_TEST_BINS)
 
+# make bench-net: figures of the network layer against raw JetStream
+# publishing in the same run (net/bench/bench-net.c; figures, not pass/fail).
+NET_BENCH := $(NET_OUT)/bench/bench-net
+
+$(NET_BENCH): net/bench/bench-net.c net/tests/nettest.h $(NET_HDRS) $(O)/$(NET_SONAME)
+	@mkdir -p $(@D)
+	$(CC) $(NET_CPPFLAGS) -Inet/tests $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(O) -lpagetrack-net \
+		-lpagetrack -Wl,-rpath,'$$ORIGIN/../..' -lnats -lxxhash -lpthread
+
+# The exchange's own workload for the bytes on the wire: a short demo-net.
+bench-net: all $(APP_BINS) $(NET_BENCH)
+	@$(NET_BENCH)
+	@echo "exchange workload (net/demo.sh --seconds 5):"
+	@O=$(O) net/demo.sh --seconds 5 2>/dev/null | sed -n '/^== demo-net/,$$p'
+
 # make demo-net: the exchange's engine published through a local nats-server,
 # followed into a standby that an md server reads (net/demo.sh; not in check).
 # DEMO_NET_ARGS passes options to it, e.g. DEMO_NET_ARGS="--seconds 20".
@@ -67,4 +83,4 @@ install-net: all
 
 install: install-net
 
-.PHONY: install-net demo-net
+.PHONY: install-net demo-net bench-net

@@ -1,0 +1,435 @@
+/* bench-net: the network layer's figures against raw JetStream publishing in the same run (one nats-server on loopback, file storage); figures only, never pass or fail. */
+/*
+ * Medians of RUNS runs each:
+ *   throughput   writer -> publish -> NATS -> follow, epochs of 64 pages of
+ *                fresh random bytes (nothing compresses), against a loop of
+ *                js_Publish (each waiting for its acknowledgement) of 4 KiB,
+ *                64 KiB and 256 KiB messages of the same bytes;
+ *   wire bytes   XOR + LZ4 against raw pages, synthetic: each epoch rewrites
+ *                a few bytes of each page it writes;
+ *   lag          100 epochs/s of 200 pages: the writer's sync to the
+ *                follower's durable epoch, p50/p99, and the writer's
+ *                PT_LEVEL_REPLICATED wait, p50/p99;
+ *   stall        the writer's pt_region_sync() at that rate, p50/p99, with
+ *                no publisher and with a publisher and a follower attached.
+ */
+#include <nats/nats.h>
+#include <pthread.h>
+
+#include "nettest.h"
+
+#define RUNS		3
+#define TP_PAGES	64		/* per epoch: 256 KiB */
+#define TP_EPOCHS	300
+#define TP_REGION	4096		/* pages */
+#define LAG_PAGES	200
+#define LAG_REGION	4096
+#define LAG_EPOCHS	400		/* 4 s at 100 epochs/s */
+#define RAW_BYTES	(64u << 20)	/* per baseline size */
+
+static size_t ps;
+static struct natsd server;
+static int stream_no;
+
+/* ---- small statistics ------------------------------------------------ */
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static uint64_t pct(uint64_t *v, size_t n, double p)
+{
+	size_t i;
+
+	if (!n)
+		return 0;
+	qsort(v, n, sizeof(*v), cmp_u64);
+	i = (size_t)(p * (double)(n - 1) + 0.5);
+	return v[i < n ? i : n - 1];
+}
+
+static double median3(double *v)
+{
+	double t;
+
+	for (int i = 0; i < RUNS; i++)
+		for (int j = i + 1; j < RUNS; j++)
+			if (v[j] < v[i]) {
+				t = v[i];
+				v[i] = v[j];
+				v[j] = t;
+			}
+	return v[RUNS / 2];
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_until(uint64_t t)
+{
+	struct timespec ts = { (time_t)(t / 1000000000ull), (long)(t % 1000000000ull) };
+
+	clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+}
+
+static void loadavg(char *buf, size_t len)
+{
+	FILE *fp = fopen("/proc/loadavg", "r");
+
+	if (!fp || !fgets(buf, (int)len, fp))
+		snprintf(buf, len, "?");
+	if (fp)
+		fclose(fp);
+	buf[strcspn(buf, "\n")] = 0;
+}
+
+/* ---- publisher and follower threads ------------------------------------ */
+
+struct pipe {
+	const char *src, *dst;
+	char stream[32];
+	int stop;			/* atomic */
+	uint64_t target;		/* the follower stops at this epoch (atomic) */
+	/* follower: when each epoch was applied (durable in the standby) */
+	uint64_t *applied_ns;
+	uint64_t nepochs;
+	struct pt_publisher_stats pst;
+	struct pt_follower_stats fst;
+	int err;
+	char msg[512];
+	pthread_t pt, ft;
+};
+
+static void *run_publisher(void *arg)
+{
+	struct pipe *pp = arg;
+	struct pt_net_opts o = { .sz = sizeof(o), .urls = server.url, .stream = pp->stream };
+	struct pt_publisher *p;
+	int err;
+
+	pp->pst.sz = sizeof(pp->pst);
+	if ((err = pt_publisher_open(&p, pp->src, &o)))
+		DIE("publisher: %s", pt_net_last_error());
+	while (!__atomic_load_n(&pp->stop, __ATOMIC_ACQUIRE)) {
+		err = pt_publisher_run(p, 20);
+		if (err < 0 && err != -EAGAIN)
+			DIE("publisher: %s", pt_net_last_error());
+	}
+	pt_publisher_stats(p, &pp->pst);
+	pt_publisher_close(p);
+	return NULL;
+}
+
+static void *run_follower(void *arg)
+{
+	struct pipe *pp = arg;
+	struct pt_net_opts o = { .sz = sizeof(o), .urls = server.url, .stream = pp->stream };
+	struct pt_follower *f = NULL;
+	uint64_t start = nt_ms(), seen = 0;
+	int err = -ENOENT;
+
+	pp->fst.sz = sizeof(pp->fst);
+	while (err == -ENOENT && nt_ms() - start < 10000) {
+		err = pt_follower_open(&f, pp->dst, &o);
+		if (err == -ENOENT)
+			nt_sleep_ms(5);
+	}
+	if (err)
+		DIE("follower: %s", pt_net_last_error());
+	for (;;) {
+		err = pt_follower_run(f, 1);
+		if (err < 0 && err != -EAGAIN)
+			DIE("follower: %s", pt_net_last_error());
+		pt_follower_stats(f, &pp->fst);
+		if (pp->fst.epoch != seen) {
+			uint64_t t = now_ns();
+
+			for (uint64_t e = seen + 1; e <= pp->fst.epoch && e < pp->nepochs; e++)
+				__atomic_store_n(&pp->applied_ns[e], t, __ATOMIC_RELEASE);
+			seen = pp->fst.epoch;
+		}
+		if (seen >= __atomic_load_n(&pp->target, __ATOMIC_ACQUIRE) ||
+		    (__atomic_load_n(&pp->stop, __ATOMIC_ACQUIRE) && nt_ms() - start > 120000))
+			break;
+	}
+	pt_follower_close(f);
+	return NULL;
+}
+
+static void pipe_start(struct pipe *pp, const char *name, uint64_t nepochs)
+{
+	memset(pp, 0, sizeof(*pp));
+	snprintf(pp->stream, sizeof(pp->stream), "bench%d", stream_no);
+	pp->src = strdup(nt_path("%s-src%d", name, stream_no));
+	pp->dst = strdup(nt_path("%s-dst%d", name, stream_no));
+	stream_no++;
+	pp->nepochs = nepochs + 2;
+	pp->applied_ns = calloc(pp->nepochs, sizeof(uint64_t));
+	pp->target = UINT64_MAX;
+}
+
+static void pipe_threads(struct pipe *pp)
+{
+	pthread_create(&pp->pt, NULL, run_publisher, pp);
+	pthread_create(&pp->ft, NULL, run_follower, pp);
+}
+
+/* Wait for the follower to reach `last`, then stop both threads. */
+static void pipe_finish(struct pipe *pp, uint64_t last)
+{
+	__atomic_store_n(&pp->target, last, __ATOMIC_RELEASE);
+	pthread_join(pp->ft, NULL);
+	__atomic_store_n(&pp->stop, 1, __ATOMIC_RELEASE);
+	pthread_join(pp->pt, NULL);
+	if (pp->fst.epoch < last)
+		DIE("the follower stopped at epoch %llu of %llu", (unsigned long long)pp->fst.epoch,
+		    (unsigned long long)last);
+}
+
+static void remove_dirs(struct pipe *pp)
+{
+	char cmd[600];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", pp->src, pp->dst);
+	if (system(cmd))
+		fprintf(stderr, "could not remove %s\n", pp->src);
+	free((void *)pp->src);
+	free((void *)pp->dst);
+	free(pp->applied_ns);
+}
+
+/* ---- 1. throughput ----------------------------------------------------- */
+
+static unsigned char *noise;		/* random bytes to copy pages from */
+#define NOISE_BYTES (8u << 20)
+
+static double pipeline_throughput(void)
+{
+	struct pt_region_opts wo = { .sz = sizeof(wo), .durability = PT_DURABLE_BACKGROUND };
+	struct pipe pp;
+	struct pt_region *w;
+	unsigned char *mem;
+	uint64_t seed = 7, t0, t1;
+	int err;
+
+	pipe_start(&pp, "tp", TP_EPOCHS);
+	if ((err = pt_region_create(&w, pp.src, TP_REGION * ps, &wo)))
+		DIE("create: %s", pt_strerror(err));
+	mem = pt_region_base(w);
+	pt_region_sync(w);
+	pipe_threads(&pp);
+	/* Wait for epoch 1 to arrive: the clock starts with the stream made. */
+	while (__atomic_load_n(&pp.applied_ns[1], __ATOMIC_ACQUIRE) == 0)
+		nt_sleep_ms(1);
+	t0 = now_ns();
+	for (int e = 2; e <= TP_EPOCHS + 1; e++) {
+		for (int k = 0; k < TP_PAGES; k++) {
+			uint64_t page = nt_rnd(&seed) % TP_REGION;
+			size_t off = (size_t)(nt_rnd(&seed) % (NOISE_BYTES / ps - 1)) * ps;
+
+			memcpy(mem + page * ps, noise + off, ps);
+		}
+		if (pt_region_sync(w) != e)
+			DIE("sync");
+	}
+	pipe_finish(&pp, TP_EPOCHS + 1);
+	t1 = pp.applied_ns[TP_EPOCHS + 1];
+	pt_region_close(w);
+	remove_dirs(&pp);
+	/* Pages written twice in an epoch count once: what was published. */
+	return (double)pp.pst.bytes_raw / ((double)(t1 - t0) / 1e9) / (1 << 20);
+}
+
+static double raw_publish(size_t size)
+{
+	const char *subjects[1];
+	char name[32], subject[64];
+	jsStreamConfig cfg;
+	natsConnection *nc;
+	jsCtx *js;
+	uint64_t n = RAW_BYTES / size, t0, t1;
+
+	snprintf(name, sizeof(name), "raw%d", stream_no++);
+	snprintf(subject, sizeof(subject), "raw.%s", name);
+	subjects[0] = subject;
+	if (natsConnection_ConnectTo(&nc, server.url) != NATS_OK ||
+	    natsConnection_JetStream(&js, nc, NULL) != NATS_OK)
+		DIE("raw connection");
+	jsStreamConfig_Init(&cfg);
+	cfg.Name = name;
+	cfg.Subjects = subjects;
+	cfg.SubjectsLen = 1;
+	cfg.Storage = js_FileStorage;
+	if (js_AddStream(NULL, js, &cfg, NULL, NULL) != NATS_OK)
+		DIE("raw stream");
+	t0 = now_ns();
+	for (uint64_t i = 0; i < n; i++) {
+		size_t off = (size_t)(i * 7919 * ps) % (NOISE_BYTES - size);
+		jsErrCode jerr = 0;
+		jsPubAck *ack = NULL;
+
+		if (js_Publish(&ack, js, subject, noise + off, (int)size, NULL, &jerr) != NATS_OK)
+			DIE("raw publish: %d", (int)jerr);
+		jsPubAck_Destroy(ack);
+	}
+	t1 = now_ns();
+	js_DeleteStream(js, name, NULL, NULL);
+	jsCtx_Destroy(js);
+	natsConnection_Destroy(nc);
+	return (double)(n * size) / ((double)(t1 - t0) / 1e9) / (1 << 20);
+}
+
+/* ---- 2. wire bytes (synthetic) and 3./4. lag, replicated wait, stall -------- */
+
+struct paced {
+	double lag_p50, lag_p99, rep_p50, rep_p99, stall_p50, stall_p99;	/* microseconds */
+	double raw_over_wire;
+};
+
+/* 100 epochs/s of LAG_PAGES pages, a few bytes rewritten in each page. */
+static struct paced paced_run(bool publish)
+{
+	struct pt_region_opts wo = { .sz = sizeof(wo), .durability = PT_DURABLE_BACKGROUND };
+	struct paced res = { 0 };
+	struct pipe pp;
+	struct pt_region *w;
+	unsigned char *mem;
+	uint64_t seed = 11, next;
+	uint64_t *sync_ns = calloc(LAG_EPOCHS + 2, 8), *stall = calloc(LAG_EPOCHS + 2, 8);
+	uint64_t *rep = calloc(LAG_EPOCHS + 2, 8), *lag = calloc(LAG_EPOCHS + 2, 8);
+	size_t nrep = 0, nlag = 0, nstall = 0;
+	int err;
+
+	pipe_start(&pp, publish ? "lag" : "stall", LAG_EPOCHS);
+	if ((err = pt_region_create(&w, pp.src, LAG_REGION * ps, &wo)))
+		DIE("create: %s", pt_strerror(err));
+	mem = pt_region_base(w);
+	for (size_t i = 0; i < LAG_REGION * ps; i += 64)	/* content to XOR against */
+		mem[i] = (unsigned char)nt_rnd(&seed);
+	pt_region_sync(w);
+	if (publish) {
+		pipe_threads(&pp);
+		if (pt_region_wait(w, 1, PT_LEVEL_REPLICATED, 10000))
+			DIE("epoch 1 not replicated");
+	}
+	next = now_ns();
+	for (int e = 2; e <= LAG_EPOCHS + 1; e++) {
+		uint64_t t, first = nt_rnd(&seed) % (LAG_REGION - LAG_PAGES);
+
+		for (int k = 0; k < LAG_PAGES; k++) {
+			uint64_t *words = (uint64_t *)(mem + (first + (uint64_t)k) * ps);
+
+			for (int i = 0; i < 3; i++)
+				words[nt_rnd(&seed) % (ps / 8)] = nt_rnd(&seed);
+		}
+		t = now_ns();
+		if (pt_region_sync(w) != e)
+			DIE("sync");
+		sync_ns[e] = now_ns();
+		stall[nstall++] = sync_ns[e] - t;
+		if (publish) {
+			if (pt_region_wait(w, (uint64_t)e, PT_LEVEL_REPLICATED, 5000))
+				DIE("PT_LEVEL_REPLICATED %d", e);
+			rep[nrep++] = now_ns() - sync_ns[e];
+		}
+		next += 10000000;	/* 100 epochs/s */
+		sleep_until(next);
+	}
+	if (publish) {
+		pipe_finish(&pp, LAG_EPOCHS + 1);
+		for (int e = 2; e <= LAG_EPOCHS + 1; e++)
+			if (pp.applied_ns[e] > sync_ns[e])
+				lag[nlag++] = pp.applied_ns[e] - sync_ns[e];
+		res.raw_over_wire = (double)pp.pst.bytes_raw / (double)(pp.pst.bytes_wire + 1);
+	}
+	res.stall_p50 = (double)pct(stall, nstall, 0.5) / 1e3;
+	res.stall_p99 = (double)pct(stall, nstall, 0.99) / 1e3;
+	res.lag_p50 = (double)pct(lag, nlag, 0.5) / 1e3;
+	res.lag_p99 = (double)pct(lag, nlag, 0.99) / 1e3;
+	res.rep_p50 = (double)pct(rep, nrep, 0.5) / 1e3;
+	res.rep_p99 = (double)pct(rep, nrep, 0.99) / 1e3;
+	pt_region_close(w);
+	remove_dirs(&pp);
+	free(sync_ns);
+	free(stall);
+	free(rep);
+	free(lag);
+	return res;
+}
+
+int main(void)
+{
+	static const size_t sizes[] = { 4096, 65536, 262144 };
+	double tp[RUNS], raw[3][RUNS], v[6][RUNS], none[2][RUNS], ratio[RUNS];
+	char load0[128], load1[128];
+	uint64_t seed = 5;
+
+	nt_init("bench-net: publish -> NATS -> follow against raw JetStream publishing, "
+		"one nats-server on loopback, file storage (figures, not pass/fail)");
+	ps = (size_t)sysconf(_SC_PAGESIZE);
+	loadavg(load0, sizeof(load0));
+	noise = malloc(NOISE_BYTES);
+	for (size_t i = 0; i < NOISE_BYTES / 8; i++)
+		((uint64_t *)noise)[i] = nt_rnd(&seed);
+	natsd_start(&server, "nats", NULL);
+
+	for (int r = 0; r < RUNS; r++) {
+		tp[r] = pipeline_throughput();
+		for (int s = 0; s < 3; s++)
+			raw[s][r] = raw_publish(sizes[s]);
+		fprintf(stderr, "run %d: pipeline %.1f MiB/s; raw %.1f %.1f %.1f MiB/s\n", r + 1,
+			tp[r], raw[0][r], raw[1][r], raw[2][r]);
+	}
+	for (int r = 0; r < RUNS; r++) {
+		struct paced with = paced_run(true), without = paced_run(false);
+
+		v[0][r] = with.lag_p50;
+		v[1][r] = with.lag_p99;
+		v[2][r] = with.rep_p50;
+		v[3][r] = with.rep_p99;
+		v[4][r] = with.stall_p50;
+		v[5][r] = with.stall_p99;
+		none[0][r] = without.stall_p50;
+		none[1][r] = without.stall_p99;
+		ratio[r] = with.raw_over_wire;
+		fprintf(stderr, "run %d: lag p50 %.0f p99 %.0f us; replicated p50 %.0f p99 %.0f us; "
+			"stall %.0f/%.0f us with, %.0f/%.0f us without\n", r + 1, with.lag_p50,
+			with.lag_p99, with.rep_p50, with.rep_p99, with.stall_p50, with.stall_p99,
+			without.stall_p50, without.stall_p99);
+	}
+	loadavg(load1, sizeof(load1));
+	natsd_stop(&server);
+
+	printf("\nbench-net, medians of %d runs; load average at start: %s, at end: %s; %ld CPUs\n",
+	       RUNS, load0, load1, sysconf(_SC_NPROCESSORS_ONLN));
+	printf("%-58s %s\n", "figure", "value");
+	printf("%-58s %.1f MiB/s\n", "throughput, writer -> publish -> NATS -> follow (256 KiB "
+	       "epochs of random pages)", median3(tp));
+	for (int s = 0; s < 3; s++) {
+		char what[80];
+
+		snprintf(what, sizeof(what), "baseline, js_Publish loop of %zu KiB messages",
+			 sizes[s] >> 10);
+		printf("%-58s %.1f MiB/s\n", what, median3(raw[s]));
+	}
+	printf("%-58s %.1fx fewer\n", "wire bytes, XOR+LZ4 vs raw (3 words rewritten a page)",
+	       median3(ratio));
+	printf("%-58s p50 %.2f ms  p99 %.2f ms\n", "lag, writer's sync -> follower durable "
+	       "(100/s x 200 pages)", median3(v[0]) / 1e3, median3(v[1]) / 1e3);
+	printf("%-58s p50 %.2f ms  p99 %.2f ms\n", "PT_LEVEL_REPLICATED wait after the sync",
+	       median3(v[2]) / 1e3, median3(v[3]) / 1e3);
+	printf("%-58s p50 %.0f us  p99 %.0f us\n", "writer's stall (sync), no publisher",
+	       median3(none[0]), median3(none[1]));
+	printf("%-58s p50 %.0f us  p99 %.0f us\n", "writer's stall (sync), publisher + follower",
+	       median3(v[4]), median3(v[5]));
+	free(noise);
+	return 0;
+}
