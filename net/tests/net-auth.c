@@ -20,7 +20,7 @@ int main(void)
 	struct pt_follower *f = NULL;
 	struct pt_region *w;
 	const char *src;
-	char cmd[1024], url[80];
+	char cmd[16384], url[80];
 	int failed = 0, err;
 
 	nt_init("net-auth: bad credentials, bad TLS files, no server: clear errors");
