@@ -263,7 +263,8 @@ int pt_staging_apply(struct pt_replica *r, unsigned char *mem, struct copy_state
 		r->ring_index = ni;
 		r->ring_index_cap = need;
 	}
-	memcpy(r->ring_index, r->ring + off + sizeof(h), need);
+	if (need)	/* an epoch with no page (epoch 1 may be): no index */
+		memcpy(r->ring_index, r->ring + off + sizeof(h), need);
 	pt_fence();
 	if (__atomic_load_n(&d->epoch, __ATOMIC_RELAXED) != e)
 		return 0;

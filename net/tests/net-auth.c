@@ -19,7 +19,7 @@ int main(void)
 	struct pt_publisher *p = NULL;
 	struct pt_follower *f = NULL;
 	struct pt_region *w;
-	const char *src;
+	char *src;
 	char cmd[16384], url[80];
 	int failed = 0, err;
 
@@ -83,6 +83,7 @@ int main(void)
 	natsd_stop(&server);
 	if (failed)
 		DIE("%d checks failed", failed);
+	free(src);
 	printf("done\n");
 	return 0;
 }

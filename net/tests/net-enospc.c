@@ -86,7 +86,7 @@ int main(void)
 	struct pt_publisher *p;
 	struct pt_follower *f;
 	struct pt_replica *r;
-	const char *src;
+	char *src;
 	char dst[300];
 	uint64_t before;
 	int err;
@@ -174,6 +174,7 @@ int main(void)
 	pt_region_close(w);
 	natsd_stop(&server);
 	unmount();
+	free(src);
 	printf("done\n");
 	return 0;
 }

@@ -41,7 +41,7 @@ int main(void)
 	struct pt_net_opts o = { .sz = sizeof(o), .stream = "fence" };
 	struct pt_publisher *a, *b, *a2, *c;
 	struct pt_region *r1, *r2, *r3;
-	const char *d1, *d2, *d3;
+	char *d1, *d2, *d3;
 	char cmd[600];
 	int err;
 
@@ -130,6 +130,9 @@ int main(void)
 	pt_region_close(r2);
 	pt_region_close(r3);
 	natsd_stop(&server);
+	free(d1);
+	free(d2);
+	free(d3);
 	printf("done\n");
 	return 0;
 }

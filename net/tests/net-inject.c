@@ -271,11 +271,15 @@ int main(void)
 
 			printf("  %-16s %s\n", cells[i].name, ok ? "done" : "failed");
 			failed += !ok;
+			/* Each cell's first message is its own copy. */
+			free(cells[i].msgs[0].data);
 		}
 	}
 	jsCtx_Destroy(js);
 	natsConnection_Destroy(nc);
 	natsd_stop(&server);
+	for (int e = 1; e <= GOOD; e++)
+		free(good[e]);
 	if (failed)
 		DIE("%d cells failed", failed);
 	printf("done\n");

@@ -56,7 +56,8 @@ int main(void)
 	struct nt_checker chk = { .hashes = hashes, .hashed = &hashed, .stop = &stop_flag,
 				  .deadline_ms = DEADLINE_MS };
 	struct natsd server;
-	const char *tool, *src, *dst;
+	const char *tool;
+	char *src, *dst;
 	pid_t pub, fol;
 	struct pt_region *w;
 	unsigned char *mem;
@@ -162,6 +163,8 @@ int main(void)
 	       (unsigned long long)chk.reopens);
 	pt_region_close(w);
 	natsd_stop(&server);
+	free(src);
+	free(dst);
 	printf("done\n");
 	return 0;
 }
