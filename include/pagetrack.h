@@ -435,6 +435,13 @@ int pt_replicated_set(struct pt_replicated *h, uint64_t epoch);
 int pt_replicated_depose(struct pt_replicated *h);
 /* The newest replicated epoch, and whether deposed (may be NULL). */
 uint64_t pt_replicated_get(const struct pt_replicated *h, int *deposed);
+/*
+ * Read the replicated file of dir without creating or writing it: the
+ * newest replicated epoch, whether deposed, and the publisher's pid (any
+ * may be NULL).  Returns 0, -ENOENT (no publisher ever reported), or the
+ * readers' -errno (-EPERM, -EMEDIUMTYPE, -EBADMSG, -EPROTO).
+ */
+int pt_dir_replicated(const char *dir, uint64_t *epoch, int *deposed, int32_t *publisher_pid);
 void pt_replicated_close(struct pt_replicated *h);
 
 /*

@@ -172,3 +172,42 @@ PT_EXPORT void pt_replicated_close(struct pt_replicated *h)
 		close(h->fd);
 	free(h);
 }
+
+PT_EXPORT int pt_dir_replicated(const char *dir, uint64_t *epoch, int *deposed,
+				int32_t *publisher_pid)
+{
+	struct pt_replicated_block b;
+	uid_t owner = 0;
+	int dirfd, fd, ret;
+	ssize_t n;
+
+	if (!dir)
+		return -EINVAL;
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dirfd < 0)
+		return -errno;
+	ret = pt_check_dir(dirfd, dir);
+	if (!ret)
+		ret = pt_dir_owner(dirfd, &owner);
+	fd = ret ? ret : pt_open_file(dirfd, PT_REPLICATED_NAME, O_RDONLY, owner);
+	close(dirfd);
+	if (fd < 0)
+		return fd;
+	n = pt_read_full(fd, &b, sizeof(b), 0);
+	close(fd);
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n < sizeof(b) || !memcmp(b.magic, "\0\0\0\0\0\0\0\0", 8))
+		return -ENOENT;	/* made, never written */
+	if (memcmp(b.magic, PT_REPLICATED_MAGIC, 8))
+		return -EBADMSG;
+	if (b.version != PT_FORMAT_VERSION)
+		return -EPROTO;
+	if (epoch)
+		*epoch = b.epoch;
+	if (deposed)
+		*deposed = !!(b.flags & PT_REPLICATED_DEPOSED);
+	if (publisher_pid)
+		*publisher_pid = (int32_t)b.publisher_pid;
+	return 0;
+}

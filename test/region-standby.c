@@ -118,6 +118,8 @@ int main(void)
 	/* PT_LEVEL_REPLICATED follows what a publisher reports. */
 	if (pt_region_wait(src, 3, PT_LEVEL_REPLICATED, 20) != -ETIMEDOUT)
 		DIE("replicated before any report");
+	if (pt_dir_replicated(src_dir, NULL, NULL, NULL) != -ENOENT)
+		DIE("a replicated file before any publisher");
 	ret = pt_replicated_open(&rep, src_dir);
 	if (ret)
 		DIE("replicated file: %s", pt_strerror(ret));
@@ -131,6 +133,15 @@ int main(void)
 	pt_replicated_depose(rep);
 	if (pt_region_wait(src, 6, PT_LEVEL_REPLICATED, 1000) != -EOWNERDEAD)
 		DIE("deposed not reported");
+	{
+		uint64_t re = 0;
+		int32_t pid = 0;
+		int dep = 0;
+
+		if (pt_dir_replicated(src_dir, &re, &dep, &pid) || re != 5 || !dep || pid != getpid())
+			DIE("pt_dir_replicated: epoch %llu, deposed %d, pid %d",
+			    (unsigned long long)re, dep, (int)pid);
+	}
 	pt_replicated_close(rep);
 
 	pt_replica_close(delta);

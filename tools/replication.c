@@ -194,6 +194,11 @@ struct status {
 	struct pt_dir_status st;
 	struct findings reach;		/* why st.reach is not 0 */
 	struct shared_list shared;
+	/* what a publisher reported (PT_LEVEL_REPLICATED), if one ever did */
+	int repl;			/* 0, or -ENOENT: none, or its error */
+	uint64_t repl_epoch;
+	int repl_deposed;
+	int32_t repl_pid;
 };
 
 static uint64_t lag(uint64_t published, uint64_t epoch)
@@ -231,6 +236,14 @@ static void status_text(const struct status *s)
 		printf("%-14s%s\n", f->error == -ENOTRECOVERABLE ? "lost" :
 		       f->error == -ESTALE ? "foreign" : "reach error", f->message);
 	}
+	if (!s->repl)
+		printf("replicated    epoch %" PRIu64 ", lag %" PRIu64 " (publisher pid %ld)%s\n",
+		       s->repl_epoch, lag(st->published, s->repl_epoch), (long)s->repl_pid,
+		       s->repl_deposed ? ", DEPOSED: another writer took over the stream" : "");
+	else if (s->repl == -ENOENT)
+		printf("replicated    no publisher has reported\n");
+	else
+		printf("replicated    %s\n", pt_strerror(s->repl));
 	for (size_t i = 0; i < s->shared.n; i++) {
 		const struct shared_info *sh = &s->shared.v[i];
 		char path[sizeof(sh->path)];
@@ -313,6 +326,19 @@ static int status_json(const struct status *s)
 		jout_append(shared, so, &failed);
 	}
 	jout_put(o, "shared_replicas", shared, &failed);
+	{
+		struct json_object *rp = NULL;
+
+		if (!s->repl) {
+			rp = jout_object(&failed);
+			jout_put(rp, "epoch", jout_u64(s->repl_epoch, &failed), &failed);
+			jout_put(rp, "lag", jout_u64(lag(st->published, s->repl_epoch), &failed),
+				 &failed);
+			jout_put(rp, "deposed", jout_bool(s->repl_deposed, &failed), &failed);
+			jout_put(rp, "publisher_pid", jout_i64(s->repl_pid, &failed), &failed);
+		}
+		jout_put(o, "replicated", rp, &failed);
+	}
 	return jout_print("status", o, failed, false);
 }
 
@@ -350,6 +376,7 @@ int cmd_status(int argc, char **argv)
 		ret = runtime_error("status", ret, "%s", s.dir);
 		goto out;
 	}
+	s.repl = pt_dir_replicated(s.dir, &s.repl_epoch, &s.repl_deposed, &s.repl_pid);
 	/* /dev/shm unreadable or gone leaves the list empty, as it is. */
 	ret = pt_dir_shared(s.dir, keep_shared, &s.shared);
 	if (ret == -ENOMEM || s.reach.nomem) {
