@@ -122,11 +122,12 @@ PT_EXPORT int pt_replicated_set(struct pt_replicated *h, uint64_t epoch)
 
 	if (!h)
 		return -EINVAL;
+	/* The pid first: a reader that sees an epoch sees a publisher. */
+	__atomic_store_n(&h->b->publisher_pid, (uint64_t)getpid(), __ATOMIC_RELEASE);
 	cur = __atomic_load_n(&h->b->epoch, __ATOMIC_ACQUIRE);
 	while (epoch > cur && !__atomic_compare_exchange_n(&h->b->epoch, &cur, epoch, false,
 							  __ATOMIC_RELEASE, __ATOMIC_ACQUIRE))
 		;
-	__atomic_store_n(&h->b->publisher_pid, (uint64_t)getpid(), __ATOMIC_RELAXED);
 	wake(h);
 	return 0;
 }
@@ -136,6 +137,7 @@ PT_EXPORT int pt_replicated_depose(struct pt_replicated *h)
 	if (!h)
 		return -EINVAL;
 	__atomic_or_fetch(&h->b->flags, PT_REPLICATED_DEPOSED, __ATOMIC_RELEASE);
+	__atomic_store_n(&h->b->publisher_pid, (uint64_t)getpid(), __ATOMIC_RELAXED);
 	wake(h);
 	return 0;
 }
@@ -203,6 +205,10 @@ PT_EXPORT int pt_dir_replicated(const char *dir, uint64_t *epoch, int *deposed,
 		return -EBADMSG;
 	if (b.version != PT_FORMAT_VERSION)
 		return -EPROTO;
+	/* The writer's own waits create the file: no publisher until one
+	 * wrote its pid. */
+	if (!b.publisher_pid)
+		return -ENOENT;
 	if (epoch)
 		*epoch = b.epoch;
 	if (deposed)
