@@ -175,6 +175,32 @@ bool net_stream_name_ok(const char *name)
 	return true;
 }
 
+/*
+ * The name the connection callbacks print.  libnats runs them on its own
+ * thread and may run one after natsConnection_Destroy() has returned (the
+ * disconnected callback of the close itself): their argument must outlive
+ * the handle that made the connection.  Names are kept for the process's
+ * life, one copy per distinct stream name (a handful at most).
+ */
+static const char *callback_name(const char *stream)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static char *names[64];
+	const char *found = "(a stream)";
+
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (!names[i])
+			names[i] = strdup(stream);
+		if (names[i] && !strcmp(names[i], stream)) {
+			found = names[i];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	return found;
+}
+
 static void on_disconnected(natsConnection *nc, void *arg)
 {
 	(void)nc;
@@ -220,9 +246,9 @@ int net_connect(struct net_conn *c, const struct pt_net_opts *o, const char *str
 	if (s == NATS_OK)
 		s = natsOptions_SetName(no, "pagetrack");
 	if (s == NATS_OK)
-		s = natsOptions_SetDisconnectedCB(no, on_disconnected, (void *)stream);
+		s = natsOptions_SetDisconnectedCB(no, on_disconnected, (void *)callback_name(stream));
 	if (s == NATS_OK)
-		s = natsOptions_SetReconnectedCB(no, on_reconnected, (void *)stream);
+		s = natsOptions_SetReconnectedCB(no, on_reconnected, (void *)callback_name(stream));
 	if (s == NATS_OK && o->user)
 		s = natsOptions_SetUserInfo(no, o->user, o->password);
 	if (s == NATS_OK && o->creds_file)
