@@ -135,7 +135,7 @@ int pt_publisher_run(struct pt_publisher *p, int timeout_ms);
 struct pt_publisher_stats {
 	size_t sz;			/* sizeof(struct pt_publisher_stats), set by the caller */
 	uint64_t history_id;
-	uint64_t epoch;			/* newest epoch the stream acknowledged */
+	pt_epoch_t epoch;		/* newest epoch the stream acknowledged */
 	uint64_t stream_seq;		/* the stream's last sequence as this publisher knows it */
 	uint64_t epochs;		/* epochs published by this handle */
 	uint64_t messages;		/* messages acknowledged */
@@ -215,7 +215,7 @@ int pt_follower_run(struct pt_follower *f, int timeout_ms);
 struct pt_follower_stats {
 	size_t sz;			/* sizeof(struct pt_follower_stats), set by the caller */
 	uint64_t history_id;		/* 0 until known */
-	uint64_t epoch;			/* the standby's epoch */
+	pt_epoch_t epoch;		/* the standby's epoch */
 	uint64_t stream_seq;		/* sequence of the last message used */
 	uint64_t pending;		/* messages the stream holds after it (as of the
 					 * last message received) */

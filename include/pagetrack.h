@@ -249,6 +249,14 @@ int pt_backend_probe(enum pt_backend b, char *why, size_t why_len);
 /* ------------------------------------------------------------------ */
 
 /*
+ * An epoch: 1, 2, 3... in the order the writer made them, 0 for none yet.
+ * The one type every call and struct of this header uses for epochs.
+ * Signed because the calls that return an epoch return -errno (< 0) on
+ * failure; epochs stay far below 2^63, so no epoch is ever negative.
+ */
+typedef int64_t pt_epoch_t;
+
+/*
  * A region is memory the library creates on shared memory (a memfd) and
  * tracks; its data directory holds the log (checksummed deltas, one record
  * per epoch) and the image (a full copy at the checkpointed epoch with a
@@ -382,7 +390,7 @@ size_t pt_region_size(const struct pt_region *r);
  *  -ENOMEM        a delta larger than the staging memory found no memory,
  *                 or another -errno from the tracker.
  */
-int64_t pt_region_sync(struct pt_region *r);
+pt_epoch_t pt_region_sync(struct pt_region *r);
 
 /*
  * Placing the library's threads.  A region starts three threads when it is
@@ -405,7 +413,7 @@ int64_t pt_region_sync(struct pt_region *r);
  */
 
 /* The newest published epoch (after open: the recovered one). */
-int64_t pt_region_epoch(const struct pt_region *r);
+pt_epoch_t pt_region_epoch(const struct pt_region *r);
 
 /*
  * The header checksum of the record of the newest published epoch (its
@@ -413,7 +421,7 @@ int64_t pt_region_epoch(const struct pt_region *r);
  * compares it with the chain its source sent to know it holds the same
  * record, byte for byte.  Returns 0 or -EINVAL.
  */
-int pt_region_chain(const struct pt_region *r, uint64_t *epoch, uint64_t *chain);
+int pt_region_chain(const struct pt_region *r, pt_epoch_t *epoch, uint64_t *chain);
 
 /* The region's history id (random at create, or pt_region_opts.history_id). */
 uint64_t pt_region_history(const struct pt_region *r);
@@ -429,19 +437,19 @@ uint64_t pt_region_history(const struct pt_region *r);
  */
 struct pt_replicated;
 int pt_replicated_open(struct pt_replicated **out, const char *dir);
-/* Record epoch as replicated (ignored if not newer); 0 or -errno. */
-int pt_replicated_set(struct pt_replicated *h, uint64_t epoch);
+/* Record epoch as replicated (ignored if not newer); 0, or -EINVAL (< 0). */
+int pt_replicated_set(struct pt_replicated *h, pt_epoch_t epoch);
 /* Mark the region deposed; 0 or -errno. */
 int pt_replicated_depose(struct pt_replicated *h);
 /* The newest replicated epoch, and whether deposed (may be NULL). */
-uint64_t pt_replicated_get(const struct pt_replicated *h, int *deposed);
+pt_epoch_t pt_replicated_get(const struct pt_replicated *h, int *deposed);
 /*
  * Read the replicated file of dir without creating or writing it: the
  * newest replicated epoch, whether deposed, and the publisher's pid (any
  * may be NULL).  Returns 0, -ENOENT (no publisher ever reported), or the
  * readers' -errno (-EPERM, -EMEDIUMTYPE, -EBADMSG, -EPROTO).
  */
-int pt_dir_replicated(const char *dir, uint64_t *epoch, int *deposed, int32_t *publisher_pid);
+int pt_dir_replicated(const char *dir, pt_epoch_t *epoch, int *deposed, int32_t *publisher_pid);
 void pt_replicated_close(struct pt_replicated *h);
 
 /*
@@ -455,7 +463,7 @@ void pt_replicated_close(struct pt_replicated *h);
  * -ECHILD (a forked child: the writer's threads are the parent's), or the
  * log's pending error (-ENOSPC, -EIO).
  */
-int pt_region_wait(struct pt_region *r, uint64_t epoch, enum pt_level level, int timeout_ms);
+int pt_region_wait(struct pt_region *r, pt_epoch_t epoch, enum pt_level level, int timeout_ms);
 
 /*
  * Apply the durable log to the image now, fsync it, advance its epoch and
@@ -463,7 +471,7 @@ int pt_region_wait(struct pt_region *r, uint64_t epoch, enum pt_level level, int
  * thread does the same every checkpoint_interval_ms.  Returns the image's
  * epoch or -errno (-ECHILD in a forked child).
  */
-int64_t pt_region_checkpoint(struct pt_region *r);
+pt_epoch_t pt_region_checkpoint(struct pt_region *r);
 
 /*
  * Write and fdatasync every published epoch, stop the threads, release the
@@ -559,12 +567,12 @@ int pt_replica_open(struct pt_replica **out, const char *dir, const struct pt_re
  *            from it);
  *  -ENOMEM, or another -errno.
  */
-int64_t pt_replica_refresh(struct pt_replica *r, int timeout_ms);
+pt_epoch_t pt_replica_refresh(struct pt_replica *r, int timeout_ms);
 
 /* One epoch's delta, as pt_replica_step() hands it out. */
 struct pt_delta {
 	uint64_t history_id;
-	uint64_t epoch;			/* the epoch it makes */
+	pt_epoch_t epoch;		/* the epoch it makes */
 	uint64_t chain;			/* its record's header checksum */
 	uint64_t prev_chain;		/* that of the record of epoch - 1 */
 	uint64_t payload_checksum;	/* its record's payload checksum */
@@ -594,7 +602,7 @@ typedef int (*pt_delta_fn)(const struct pt_delta *d, const void *base, void *arg
  * not jump over it; or another history), -ENOTRECOVERABLE, -EBADMSG... as
  * for pt_replica_refresh().
  */
-int64_t pt_replica_step(struct pt_replica *r, int timeout_ms, pt_delta_fn fn, void *arg);
+pt_epoch_t pt_replica_step(struct pt_replica *r, int timeout_ms, pt_delta_fn fn, void *arg);
 
 /*
  * For a PT_REPLICA_DELTAS replica whose next record the log no longer holds
@@ -607,7 +615,7 @@ int64_t pt_replica_step(struct pt_replica *r, int timeout_ms, pt_delta_fn fn, vo
  * changing (try again), -EILSEQ when the image is older than the copy, or
  * another -errno.
  */
-int64_t pt_replica_jump(struct pt_replica *r);
+pt_epoch_t pt_replica_jump(struct pt_replica *r);
 
 /*
  * The payload checksum and chain (header checksum) of the record a delta
@@ -621,7 +629,7 @@ int pt_delta_chain(const struct pt_delta *d, uint64_t *payload_checksum, uint64_
 
 /* The copy (read-only for shared replicas); stays at this address. */
 const void *pt_replica_base(const struct pt_replica *r);
-uint64_t pt_replica_epoch(const struct pt_replica *r);
+pt_epoch_t pt_replica_epoch(const struct pt_replica *r);
 /* Pages copied from the image by catch-ups so far (statistics). */
 uint64_t pt_replica_image_pages(const struct pt_replica *r);
 void pt_replica_close(struct pt_replica *r);
@@ -633,7 +641,7 @@ void pt_replica_close(struct pt_replica *r);
 /* What one pt_region_sync() did. */
 struct pt_sync_stats {
 	size_t sz;			/* sizeof(struct pt_sync_stats), set by the caller */
-	uint64_t epoch;			/* the epoch it made (0: none yet) */
+	pt_epoch_t epoch;		/* the epoch it made (0: none yet) */
 	uint64_t pages;			/* pages it copied (written since the sync before,
 					 * plus pages a failed sync left pending) */
 	uint64_t bytes;			/* bytes of its record (header, index, pages) */
@@ -644,7 +652,7 @@ struct pt_sync_stats {
 /* Everything a region's writer did since it was opened. */
 struct pt_region_stats {
 	size_t sz;			/* sizeof(struct pt_region_stats), set by the caller */
-	uint64_t published, durable, checkpointed;	/* epochs at each level */
+	pt_epoch_t published, durable, checkpointed;	/* epochs at each level */
 	uint64_t syncs;			/* syncs that made an epoch */
 	uint64_t pages;			/* pages copied by them */
 	uint64_t bytes;			/* record bytes */
@@ -692,7 +700,7 @@ struct pt_dir_problem {
 					 * NULL: the directory as a whole */
 	uint64_t offset;		/* in file: the damaged page or record, 0: none */
 	uint64_t page;			/* the region's page, UINT64_MAX: none */
-	uint64_t epoch;			/* the record's epoch, 0: none */
+	pt_epoch_t epoch;		/* the record's epoch, 0: none */
 	int error;			/* -EBADMSG, -ENODATA, -ENOTRECOVERABLE (durable
 					 * epochs lost), -ESTALE (another history)..., 0 */
 	const char *message;		/* one line, exactly what is wrong; valid during
@@ -710,18 +718,18 @@ struct pt_dir_status {
 					 * its state block does not say); 0: none runs */
 	/* from the state block when it is of this history, never below the
 	 * image's epoch (a region with no state block: all the image's epoch) */
-	uint64_t published, durable, checkpointed;
+	pt_epoch_t published, durable, checkpointed;
 	int last_error;			/* the writer's latched log error (-errno), 0: none */
 	/* from the files */
 	uint64_t log_bytes;		/* bytes in the log's segments */
 	uint32_t segments;
-	uint64_t image_epoch;
-	uint64_t reached;		/* newest epoch the image and intact records reach */
+	pt_epoch_t image_epoch;
+	pt_epoch_t reached;		/* newest epoch the image and intact records reach */
 	int log_error;			/* why the log stops before its end (-errno), 0: a clean end */
 	uint64_t log_error_segment;	/* where: the segment's seq (log-<seq>.seg, 16 hex
 					 * digits) */
 	uint64_t log_error_offset;	/* and the offset in it */
-	uint64_t state_durable;		/* the durable epoch the state block records: reach is
+	pt_epoch_t state_durable;	/* the durable epoch the state block records: reach is
 					 * judged against it (0: no state block to tell) */
 	int state_error;		/* 0: a state block of this history was read; -ENOENT:
 					 * none; -ESTALE: of another history; another -errno:
@@ -755,7 +763,7 @@ struct pt_dir_status {
  * -ENOENT (no state block yet), -EBADMSG, -EPERM... as the readers' checks
  * say.
  */
-int64_t pt_dir_epoch(const char *dir);
+pt_epoch_t pt_dir_epoch(const char *dir);
 
 int pt_dir_status(const char *dir, struct pt_dir_status *st, pt_dir_problem_fn report, void *arg);
 
@@ -792,7 +800,7 @@ struct pt_dir_record {
 	const char *segment;		/* the segment's file name, NULL for PT_DIR_IMAGE */
 	uint64_t segment_seq;
 	uint64_t offset;		/* of the record in the segment */
-	uint64_t epoch;			/* 0 when error is set */
+	pt_epoch_t epoch;		/* 0 when error is set */
 	uint32_t page_count;
 	uint64_t length;
 	uint64_t header_checksum;	/* the record's, which the next record's prev holds */
@@ -830,21 +838,21 @@ int pt_dir_walk(const char *dir, pt_dir_record_fn fn, void *arg);
  *  the errors of pt_region_open(), pt_region_checkpoint() and
  *  pt_region_close().
  */
-int64_t pt_dir_checkpoint(const char *dir, int timeout_ms, int32_t *writer_pid);
+pt_epoch_t pt_dir_checkpoint(const char *dir, int timeout_ms, int32_t *writer_pid);
 
 /* A live reader of a shared replica. */
 struct pt_dir_shared_reader {
 	int32_t pid;
-	uint64_t epoch;			/* the epoch it shows */
+	pt_epoch_t epoch;		/* the epoch it shows */
 };
 
 /* A shared replica of a region, as pt_dir_shared() lists it. */
 struct pt_dir_shared {
 	const char *name;		/* NAME of /dev/shm/pagetrack-NAME: any bytes but
 					 * '/' and NUL (escape it before printing) */
-	uint64_t epoch;			/* of its current copy */
+	pt_epoch_t epoch;		/* of its current copy */
 	uint32_t readers;		/* live readers */
-	uint64_t oldest_reader_epoch;	/* the epoch the slowest live reader shows
+	pt_epoch_t oldest_reader_epoch;	/* the epoch the slowest live reader shows
 					 * (0: no reader) */
 	const struct pt_dir_shared_reader *reader;	/* readers entries, valid
 							 * during the call */

@@ -132,9 +132,9 @@ static int apply(struct pt_follower *f, uint64_t seq)
 {
 	const struct wire_header *h = &f->first;
 	size_t ps = h->page_size;
-	uint64_t epoch, chain;
+	pt_epoch_t epoch, e;
+	uint64_t chain;
 	unsigned char *base;
-	int64_t e;
 	int err;
 
 	if (!f->standby) {
@@ -161,7 +161,7 @@ static int apply(struct pt_follower *f, uint64_t seq)
 					   "%llu): %s", f->dir, (unsigned long long)h->epoch,
 					   f->stream, (unsigned long long)seq, pt_strerror((int)e));
 	if (pt_region_chain(f->standby, &epoch, &chain) || (uint64_t)e != h->epoch ||
-	    epoch != h->epoch || chain != h->chain)
+	    (uint64_t)epoch != h->epoch || chain != h->chain)
 		return f->fatal = net_fail(-ENOTRECOVERABLE, "stream %s sequence %llu: the "
 					   "standby made epoch %lld with chain %016llx, the stream's "
 					   "epoch %llu has chain %016llx: %s no longer matches the "
@@ -421,6 +421,7 @@ PT_EXPORT int pt_follower_open(struct pt_follower **out, const char *dir,
 	err = pt_dir_status(dir, &ds, NULL, NULL);
 	if (!err) {
 		struct pt_region_opts ro = { .sz = sizeof(ro), .durability = PT_DURABLE_ON_SYNC };
+		pt_epoch_t epoch = 0;
 
 		f->history = ds.history_id;
 		err = pt_region_open(&f->standby, dir, &ro);
@@ -429,7 +430,8 @@ PT_EXPORT int pt_follower_open(struct pt_follower **out, const char *dir,
 				       pt_strerror(err));
 			goto err;
 		}
-		pt_region_chain(f->standby, &f->epoch, &f->chain);
+		pt_region_chain(f->standby, &epoch, &f->chain);
+		f->epoch = (uint64_t)epoch;	/* >= 0: an epoch, not an error */
 	} else if (err != -ENOENT && err != -EMEDIUMTYPE) {
 		err = net_fail(err, "%s: %s", dir, pt_strerror(err));
 		goto err;

@@ -107,6 +107,12 @@ static int fenced(struct pt_publisher *p, const char *fmt, ...)
 	return p->fatal;
 }
 
+/* The source's epoch, as the stream's are kept (never negative). */
+static uint64_t src_epoch(const struct pt_publisher *p)
+{
+	return (uint64_t)pt_replica_epoch(p->src);
+}
+
 /*
  * Read the stream's last message: where this publisher goes on.  Returns
  * 0, -EAGAIN (the server did not answer), or a fatal error.
@@ -168,11 +174,11 @@ static int resync(struct pt_publisher *p)
 done:
 	/* The stream went back behind this publisher's source (recreated,
 	 * purged): start the source again from epoch 0 to republish. */
-	if (pt_replica_epoch(p->src) > p->s_epoch ||
-	    (pt_replica_epoch(p->src) == p->s_epoch && p->s_part + 1 < p->s_parts)) {
+	if (src_epoch(p) > p->s_epoch ||
+	    (src_epoch(p) == p->s_epoch && p->s_part + 1 < p->s_parts)) {
 		struct pt_replica_opts ro = { .sz = sizeof(ro), .flags = PT_REPLICA_DELTAS };
 
-		if (pt_replica_epoch(p->src) > p->s_epoch)
+		if (src_epoch(p) > p->s_epoch)
 			net_log(PT_LOG_WARN, "stream %s ends at epoch %llu, behind this publisher's "
 				"%llu: publishing again from there", p->stream,
 				(unsigned long long)p->s_epoch,
@@ -296,7 +302,7 @@ static int publish_part(struct pt_publisher *p, const struct pt_delta *d, uint32
 
 		if (err)
 			return err;
-		if (p->s_epoch == d->epoch && p->s_chain == d->chain)
+		if (p->s_epoch == (uint64_t)d->epoch && p->s_chain == d->chain)
 			return -EAGAIN;	/* this epoch's own bytes: go on */
 		return fenced(p, "publishing epoch %llu part %u expecting last sequence %llu, "
 			      "refused (JetStream error 10071): another publisher appended "
@@ -318,6 +324,7 @@ static int on_delta(const struct pt_delta *d, const void *base, void *arg)
 	struct pt_publisher *p = arg;
 	uint32_t start = 0, parts, *part_first;
 	uint64_t sent_ns = net_now_ns();
+	const uint64_t epoch = (uint64_t)d->epoch;	/* >= 1: the library's */
 	int err;
 
 	p->published = false;
@@ -326,16 +333,16 @@ static int on_delta(const struct pt_delta *d, const void *base, void *arg)
 							 "%016llx, not %016llx", p->dir,
 							 (unsigned long long)d->history_id,
 							 (unsigned long long)p->history);
-	if (d->epoch < p->s_epoch) {
+	if (epoch < p->s_epoch) {
 		/* Already in the stream.  Its chain is checked at s_epoch. */
-		if (d->epoch + 1 == p->s_epoch && d->chain != p->s_prev_chain)
+		if (epoch + 1 == p->s_epoch && d->chain != p->s_prev_chain)
 			return p->step_err = fenced(p, "the stream's epoch %llu follows another "
 						    "version of epoch %llu than this region's",
 						    (unsigned long long)p->s_epoch,
 						    (unsigned long long)d->epoch);
 		return 0;
 	}
-	if (d->epoch == p->s_epoch) {
+	if (epoch == p->s_epoch) {
 		if (d->chain != p->s_chain)
 			return p->step_err = fenced(p, "the stream holds another version of epoch "
 						    "%llu (chain %016llx, this region's %016llx)",
@@ -348,7 +355,7 @@ static int on_delta(const struct pt_delta *d, const void *base, void *arg)
 			return 0;
 		}
 		start = p->s_part + 1;
-	} else if (d->epoch != p->s_epoch + 1) {
+	} else if (epoch != p->s_epoch + 1) {
 		return p->step_err = p->fatal = net_fail(-ESTALE, "stream %s: the source is at "
 							 "epoch %llu, the stream at %llu",
 							 p->stream, (unsigned long long)d->epoch,

@@ -118,7 +118,7 @@ static void *ckpt_main(void *arg)
 	return NULL;
 }
 
-PT_EXPORT int64_t pt_region_checkpoint(struct pt_region *r)
+PT_EXPORT pt_epoch_t pt_region_checkpoint(struct pt_region *r)
 {
 	if (!r)
 		return -EINVAL;

@@ -265,8 +265,8 @@ PT_EXPORT int pt_dir_status(const char *dir, struct pt_dir_status *out, pt_dir_p
 			       (int32_t)state.writer_pid : -1;
 	/* The image may be ahead of a state block the writer had no chance
 	 * to update (a checkpoint, then a crash): levels never go down. */
-	if (s.checkpointed < img.hdr.epoch)
-		s.checkpointed = img.hdr.epoch;
+	if (s.checkpointed < s.image_epoch)
+		s.checkpointed = s.image_epoch;
 	if (s.durable < s.checkpointed)
 		s.durable = s.checkpointed;
 	if (s.published < s.durable)
@@ -740,7 +740,7 @@ out_close:
 	return ret;
 }
 
-PT_EXPORT int64_t pt_dir_checkpoint(const char *dir, int timeout_ms, int32_t *writer_pid)
+PT_EXPORT pt_epoch_t pt_dir_checkpoint(const char *dir, int timeout_ms, int32_t *writer_pid)
 {
 	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
 	struct pt_region *r;
@@ -862,7 +862,7 @@ PT_EXPORT int pt_dir_shared(const char *dir, pt_dir_shared_fn fn, void *arg)
 			continue;
 		}
 		close(fd);
-		s.epoch = ctl->copy_epoch[ctl->current];
+		s.epoch = (pt_epoch_t)ctl->copy_epoch[ctl->current];
 		for (int i = 0; i < PT_SHARED_READERS; i++) {
 			int32_t pid = ctl->readers[i].pid;
 
@@ -870,9 +870,10 @@ PT_EXPORT int pt_dir_shared(const char *dir, pt_dir_shared_fn fn, void *arg)
 			if (!pid || (kill(pid, 0) && errno == ESRCH))
 				continue;
 			readers[s.readers].pid = pid;
-			readers[s.readers].epoch = ctl->readers[i].epoch;
-			if (!s.readers || ctl->readers[i].epoch < s.oldest_reader_epoch)
-				s.oldest_reader_epoch = ctl->readers[i].epoch;
+			/* <= INT64_MAX: pt_shared_ctl_check() */
+			readers[s.readers].epoch = (pt_epoch_t)ctl->readers[i].epoch;
+			if (!s.readers || readers[s.readers].epoch < s.oldest_reader_epoch)
+				s.oldest_reader_epoch = readers[s.readers].epoch;
 			s.readers++;
 		}
 		ret = fn(&s, arg);
@@ -887,7 +888,7 @@ out:
 	return ret;
 }
 
-PT_EXPORT int64_t pt_dir_epoch(const char *dir)
+PT_EXPORT pt_epoch_t pt_dir_epoch(const char *dir)
 {
 	struct pt_state st;
 	int dirfd, ret;
@@ -901,5 +902,5 @@ PT_EXPORT int64_t pt_dir_epoch(const char *dir)
 	if (!ret)
 		ret = pt_state_read(dirfd, NULL, &st);
 	close(dirfd);
-	return ret ? ret : (int64_t)st.published;
+	return ret ? ret : (pt_epoch_t)st.published;
 }

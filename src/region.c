@@ -515,7 +515,7 @@ PT_EXPORT size_t pt_region_size(const struct pt_region *r)
 	return r ? r->size : 0;
 }
 
-PT_EXPORT int64_t pt_region_epoch(const struct pt_region *r)
+PT_EXPORT pt_epoch_t pt_region_epoch(const struct pt_region *r)
 {
 	if (!r)
 		return -EINVAL;
@@ -620,7 +620,7 @@ PT_EXPORT int pt_region_stats(struct pt_region *r, struct pt_sync_stats *last,
 	return 0;
 }
 
-PT_EXPORT int64_t pt_region_sync(struct pt_region *r)
+PT_EXPORT pt_epoch_t pt_region_sync(struct pt_region *r)
 {
 	const struct pt_range *ranges;
 	struct record_slot *s;
@@ -729,7 +729,7 @@ PT_EXPORT uint64_t pt_region_history(const struct pt_region *r)
 	return r ? r->id.history_id : 0;
 }
 
-PT_EXPORT int pt_region_chain(const struct pt_region *r, uint64_t *epoch, uint64_t *chain)
+PT_EXPORT int pt_region_chain(const struct pt_region *r, pt_epoch_t *epoch, uint64_t *chain)
 {
 	if (!r || !epoch || !chain)
 		return -EINVAL;
@@ -740,7 +740,7 @@ PT_EXPORT int pt_region_chain(const struct pt_region *r, uint64_t *epoch, uint64
 		uint64_t c = __atomic_load_n(&r->state->published_chain, __ATOMIC_ACQUIRE);
 
 		if (__atomic_load_n(&r->state->published, __ATOMIC_ACQUIRE) == e) {
-			*epoch = e;
+			*epoch = (pt_epoch_t)e;
 			*chain = c;
 			return 0;
 		}
@@ -780,15 +780,18 @@ static int wait_replicated(struct pt_region *r, uint64_t epoch, int timeout_ms)
 	}
 }
 
-PT_EXPORT int pt_region_wait(struct pt_region *r, uint64_t epoch, enum pt_level level, int timeout_ms)
+PT_EXPORT int pt_region_wait(struct pt_region *r, pt_epoch_t wanted, enum pt_level level,
+			     int timeout_ms)
 {
+	uint64_t epoch = (uint64_t)wanted;	/* used once wanted >= 0 is checked */
 	uint64_t deadline = 0;
 	struct timespec ts;
 	int ret = 0;
 
 	/* -1 is forever; any other negative is a caller's mistake (a
 	 * computed remaining time gone below zero), not "forever". */
-	if (!r || level < PT_LEVEL_PUBLISHED || level > PT_LEVEL_REPLICATED || timeout_ms < -1)
+	if (!r || wanted < 0 || level < PT_LEVEL_PUBLISHED || level > PT_LEVEL_REPLICATED ||
+	    timeout_ms < -1)
 		return -EINVAL;
 	if (getpid() != r->owner)
 		return -ECHILD;	/* the threads that advance the levels are the parent's */

@@ -436,7 +436,7 @@ static int64_t step_once(struct pt_replica *r, pt_delta_fn fn, void *arg, bool *
 	return (int64_t)d.epoch;
 }
 
-PT_EXPORT int64_t pt_replica_jump(struct pt_replica *r)
+PT_EXPORT pt_epoch_t pt_replica_jump(struct pt_replica *r)
 {
 	if (!r || !r->deltas)
 		return -EINVAL;
@@ -510,7 +510,7 @@ PT_EXPORT int pt_delta_chain(const struct pt_delta *d, uint64_t *payload_checksu
 	return 0;
 }
 
-PT_EXPORT int64_t pt_replica_step(struct pt_replica *r, int timeout_ms, pt_delta_fn fn, void *arg)
+PT_EXPORT pt_epoch_t pt_replica_step(struct pt_replica *r, int timeout_ms, pt_delta_fn fn, void *arg)
 {
 	uint64_t deadline;
 
@@ -697,7 +697,7 @@ err:
 	return ret;
 }
 
-PT_EXPORT int64_t pt_replica_refresh(struct pt_replica *r, int timeout_ms)
+PT_EXPORT pt_epoch_t pt_replica_refresh(struct pt_replica *r, int timeout_ms)
 {
 	/* Only -1 means forever: another negative is a caller's bug. */
 	if (!r || timeout_ms < -1)
@@ -717,9 +717,9 @@ PT_EXPORT size_t pt_replica_size(const struct pt_replica *r)
 	return r ? r->size : 0;
 }
 
-PT_EXPORT uint64_t pt_replica_epoch(const struct pt_replica *r)
+PT_EXPORT pt_epoch_t pt_replica_epoch(const struct pt_replica *r)
 {
-	return r ? r->epoch : 0;
+	return r ? (pt_epoch_t)r->epoch : 0;
 }
 
 PT_EXPORT uint64_t pt_replica_image_pages(const struct pt_replica *r)

@@ -116,16 +116,16 @@ static void wake(struct pt_replicated *h)
 	pt_futex_wake(&h->b->futex);
 }
 
-PT_EXPORT int pt_replicated_set(struct pt_replicated *h, uint64_t epoch)
+PT_EXPORT int pt_replicated_set(struct pt_replicated *h, pt_epoch_t epoch)
 {
 	uint64_t cur;
 
-	if (!h)
+	if (!h || epoch < 0)
 		return -EINVAL;
 	/* The pid first: a reader that sees an epoch sees a publisher. */
 	__atomic_store_n(&h->b->publisher_pid, (uint64_t)getpid(), __ATOMIC_RELEASE);
 	cur = __atomic_load_n(&h->b->epoch, __ATOMIC_ACQUIRE);
-	while (epoch > cur && !__atomic_compare_exchange_n(&h->b->epoch, &cur, epoch, false,
+	while ((uint64_t)epoch > cur && !__atomic_compare_exchange_n(&h->b->epoch, &cur, (uint64_t)epoch, false,
 							  __ATOMIC_RELEASE, __ATOMIC_ACQUIRE))
 		;
 	wake(h);
@@ -142,11 +142,17 @@ PT_EXPORT int pt_replicated_depose(struct pt_replicated *h)
 	return 0;
 }
 
-PT_EXPORT uint64_t pt_replicated_get(const struct pt_replicated *h, int *deposed)
+static uint64_t replicated_epoch(const struct pt_replicated *h, int *deposed)
 {
 	if (deposed)
 		*deposed = h && (__atomic_load_n(&h->b->flags, __ATOMIC_ACQUIRE) & PT_REPLICATED_DEPOSED);
 	return h ? __atomic_load_n(&h->b->epoch, __ATOMIC_ACQUIRE) : 0;
+}
+
+/* Only pt_replicated_set() writes the epoch, and never a negative one. */
+PT_EXPORT pt_epoch_t pt_replicated_get(const struct pt_replicated *h, int *deposed)
+{
+	return (pt_epoch_t)replicated_epoch(h, deposed);
 }
 
 int pt_replicated_wait(struct pt_replicated *h, uint64_t epoch, int timeout_ms)
@@ -155,7 +161,7 @@ int pt_replicated_wait(struct pt_replicated *h, uint64_t epoch, int timeout_ms)
 		uint32_t f = __atomic_load_n(&h->b->futex, __ATOMIC_ACQUIRE);
 		int deposed;
 
-		if (pt_replicated_get(h, &deposed) >= epoch)
+		if (replicated_epoch(h, &deposed) >= epoch)
 			return 0;
 		if (deposed)
 			return -EOWNERDEAD;
@@ -175,7 +181,7 @@ PT_EXPORT void pt_replicated_close(struct pt_replicated *h)
 	free(h);
 }
 
-PT_EXPORT int pt_dir_replicated(const char *dir, uint64_t *epoch, int *deposed,
+PT_EXPORT int pt_dir_replicated(const char *dir, pt_epoch_t *epoch, int *deposed,
 				int32_t *publisher_pid)
 {
 	struct pt_replicated_block b;
@@ -209,8 +215,10 @@ PT_EXPORT int pt_dir_replicated(const char *dir, uint64_t *epoch, int *deposed,
 	 * wrote its pid. */
 	if (!b.publisher_pid)
 		return -ENOENT;
+	if (b.epoch > INT64_MAX)
+		return -EBADMSG;	/* no publisher writes one: not an epoch */
 	if (epoch)
-		*epoch = b.epoch;
+		*epoch = (pt_epoch_t)b.epoch;
 	if (deposed)
 		*deposed = !!(b.flags & PT_REPLICATED_DEPOSED);
 	if (publisher_pid)

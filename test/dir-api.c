@@ -326,7 +326,8 @@ static bool verify_flipped_image(char *why, size_t why_len)
 
 struct walk_all {
 	int images, segments, stops;
-	uint64_t next_epoch, prev_checksum;
+	pt_epoch_t next_epoch;
+	uint64_t prev_checksum;
 	bool bad_order, bad_pages, bad_chain;
 };
 
@@ -345,7 +346,7 @@ static int walk_all(const struct pt_dir_record *rec, void *arg)
 		if (rec->epoch != w->next_epoch)
 			w->bad_order = true;
 		/* Epoch e wrote page e % NPAGES, and only it. */
-		if (rec->page_count != 1 || rec->pages[0] != rec->epoch % NPAGES)
+		if (rec->page_count != 1 || rec->pages[0] != (uint64_t)rec->epoch % NPAGES)
 			w->bad_pages = true;
 		if (w->next_epoch > 1 && rec->prev != w->prev_checksum)
 			w->bad_chain = true;
@@ -437,7 +438,7 @@ static bool checkpoint_no_writer(char *why, size_t why_len)
 
 struct shared_find {
 	int found;
-	uint64_t epoch;
+	pt_epoch_t epoch;
 	uint32_t readers;
 	int32_t pid;
 };

@@ -474,7 +474,7 @@ static int check_replica(struct result *res, enum check c, const char *name)
 			break;
 		prev = e;
 	}
-	if ((uint64_t)prev != pt_replica_epoch(r)) {
+	if (prev != pt_replica_epoch(r)) {
 		say(res, "%s: refresh returned %lld but the replica shows %llu; ", check_names[c],
 		    (long long)prev, (unsigned long long)pt_replica_epoch(r));
 		out = O_BAD;

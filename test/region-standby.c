@@ -26,8 +26,8 @@ static int apply(const struct pt_delta *d, const void *base, void *arg)
 {
 	struct follow *f = arg;
 	unsigned char *dst = pt_region_base(f->standby);
-	uint64_t epoch = 0, chain = 0;
-	int64_t e;
+	pt_epoch_t epoch = 0, e;
+	uint64_t chain = 0;
 
 	for (uint32_t i = 0; i < d->page_count; i++) {
 		const unsigned char *old = (const unsigned char *)base + d->pages[i] * d->page_size;
@@ -38,7 +38,7 @@ static int apply(const struct pt_delta *d, const void *base, void *arg)
 		       d->page_size);
 	}
 	e = pt_region_sync(f->standby);
-	if (e != (int64_t)d->epoch || pt_region_chain(f->standby, &epoch, &chain) ||
+	if (e != d->epoch || pt_region_chain(f->standby, &epoch, &chain) ||
 	    epoch != d->epoch || chain != d->chain) {
 		printf("    epoch %llu: standby made %lld, chain %016llx, source %016llx\n",
 		       (unsigned long long)d->epoch, (long long)e, (unsigned long long)chain,
@@ -134,7 +134,7 @@ int main(void)
 	if (pt_region_wait(src, 6, PT_LEVEL_REPLICATED, 1000) != -EOWNERDEAD)
 		DIE("deposed not reported");
 	{
-		uint64_t re = 0;
+		pt_epoch_t re = 0;
 		int32_t pid = 0;
 		int dep = 0;
 

@@ -136,7 +136,7 @@ static int reader(int id, const char *name, bool stop, size_t size)
 		/* SIGSTOPped here, pinned on epoch e. */
 		while (!LOAD(sh->resume))
 			sleep_ms(1);
-		if (!view_matches(rep, size, e, why, 256) || pt_replica_epoch(rep) != (uint64_t)e) {
+		if (!view_matches(rep, size, e, why, 256) || pt_replica_epoch(rep) != e) {
 			strncat(why, " (the stopped reader's view after SIGCONT)", 255 - strlen(why));
 			return 1;
 		}

@@ -147,7 +147,8 @@ int cmd_publish(int argc, char **argv)
 	struct pt_net_opts o = { .sz = sizeof(o) };
 	struct pt_publisher_stats st = { .sz = sizeof(st) };
 	struct pt_publisher *p;
-	uint64_t last_print = 0, printed_epoch = 0;
+	uint64_t last_print = 0;
+	pt_epoch_t printed_epoch = 0;
 	bool quiet = false, said = false;
 	const char *dir;
 	long long n;
@@ -217,17 +218,16 @@ int cmd_publish(int argc, char **argv)
 		pt_publisher_stats(p, &st);
 		if (!quiet && st.epoch != printed_epoch && now_ms() - last_print >= 1000) {
 			/* The writer's state block only: no log read once a second. */
-			int64_t published = pt_dir_epoch(dir);
+			pt_epoch_t published = pt_dir_epoch(dir);
 			char raw[32], wire[32];
 
 			human(raw, sizeof(raw), st.bytes_raw);
 			human(wire, sizeof(wire), st.bytes_wire);
 			if (published < 0)
-				published = (int64_t)st.epoch;
+				published = st.epoch;
 			printf("epoch %llu  lag %llu epochs  seq %llu  %llu epochs  pages %s  "
 			       "wire %s\n", (unsigned long long)st.epoch,
-			       (unsigned long long)((uint64_t)published > st.epoch ?
-						    (uint64_t)published - st.epoch : 0),
+			       (unsigned long long)(published > st.epoch ? published - st.epoch : 0),
 			       (unsigned long long)st.stream_seq, (unsigned long long)st.epochs, raw,
 			       wire);
 			fflush(stdout);
@@ -260,7 +260,8 @@ int cmd_follow(int argc, char **argv)
 	struct pt_net_opts o = { .sz = sizeof(o) };
 	struct pt_follower_stats st = { .sz = sizeof(st) };
 	struct pt_follower *f;
-	uint64_t last_print = 0, printed_epoch = 0;
+	uint64_t last_print = 0;
+	pt_epoch_t printed_epoch = 0;
 	bool quiet = false, said = false;
 	const char *dir;
 	int c, ret;

@@ -111,7 +111,7 @@ static void findings_free(struct findings *f)
 /* A shared replica as pt_dir_shared() listed it, copied out of the call. */
 struct shared_info {
 	char path[300];
-	uint64_t epoch;
+	pt_epoch_t epoch;
 	uint32_t readers;
 	struct pt_dir_shared_reader *reader;
 };
@@ -196,12 +196,12 @@ struct status {
 	struct shared_list shared;
 	/* what a publisher reported (PT_LEVEL_REPLICATED), if one ever did */
 	int repl;			/* 0, or -ENOENT: none, or its error */
-	uint64_t repl_epoch;
+	pt_epoch_t repl_epoch;
 	int repl_deposed;
 	int32_t repl_pid;
 };
 
-static uint64_t lag(uint64_t published, uint64_t epoch)
+static uint64_t lag(pt_epoch_t published, pt_epoch_t epoch)
 {
 	return published > epoch ? published - epoch : 0;
 }
@@ -222,13 +222,13 @@ static void status_text(const struct status *s)
 	printf("writer        %s", st->writer_pid ? "running" : "none");
 	if (st->writer_pid > 0)
 		printf(" (pid %ld)", (long)st->writer_pid);
-	printf("\nepochs        published %" PRIu64 ", durable %" PRIu64 ", checkpointed %"
-	       PRIu64 "\n", st->published, st->durable, st->checkpointed);
+	printf("\nepochs        published %" PRId64 ", durable %" PRId64 ", checkpointed %"
+	       PRId64 "\n", st->published, st->durable, st->checkpointed);
 	if (st->last_error)
 		printf("log error     %s (retrying)\n", pt_strerror(st->last_error));
 	printf("log           %" PRIu64 " bytes in %u segments\n", st->log_bytes, st->segments);
-	printf("reach         image epoch %" PRIu64 ", image and log reach %" PRIu64 ", durable "
-	       "%" PRIu64 "%s\n", st->image_epoch, st->reached, st->state_durable,
+	printf("reach         image epoch %" PRId64 ", image and log reach %" PRId64 ", durable "
+	       "%" PRId64 "%s\n", st->image_epoch, st->reached, st->state_durable,
 	       st->state_error ? " (no state block to tell)" : "");
 	for (size_t i = 0; i < s->reach.n; i++) {
 		const struct finding *f = &s->reach.v[i];
@@ -237,7 +237,7 @@ static void status_text(const struct status *s)
 		       f->error == -ESTALE ? "foreign" : "reach error", f->message);
 	}
 	if (!s->repl)
-		printf("replicated    epoch %" PRIu64 ", lag %" PRIu64 " (publisher pid %ld)%s\n",
+		printf("replicated    epoch %" PRId64 ", lag %" PRIu64 " (publisher pid %ld)%s\n",
 		       s->repl_epoch, lag(st->published, s->repl_epoch), (long)s->repl_pid,
 		       s->repl_deposed ? ", DEPOSED: another writer took over the stream" : "");
 	else if (s->repl == -ENOENT)
@@ -248,11 +248,11 @@ static void status_text(const struct status *s)
 		const struct shared_info *sh = &s->shared.v[i];
 		char path[sizeof(sh->path)];
 
-		printf("shared        %s: epoch %" PRIu64 ", lag %" PRIu64 ", %u readers\n",
+		printf("shared        %s: epoch %" PRId64 ", lag %" PRIu64 ", %u readers\n",
 		       printable(sh->path, path, sizeof(path)), sh->epoch,
 		       lag(st->published, sh->epoch), sh->readers);
 		for (uint32_t k = 0; k < sh->readers; k++)
-			printf("  reader      pid %d at epoch %" PRIu64 ", lag %" PRIu64 "\n",
+			printf("  reader      pid %d at epoch %" PRId64 ", lag %" PRIu64 "\n",
 			       sh->reader[k].pid, sh->reader[k].epoch,
 			       lag(st->published, sh->reader[k].epoch));
 	}
@@ -482,14 +482,14 @@ static int print_record(const struct pt_dir_record *rec, void *arg)
 
 	switch (rec->what) {
 	case PT_DIR_IMAGE:
-		printf("image at epoch %" PRIu64 " (history %016" PRIx64 ")\n", rec->epoch,
+		printf("image at epoch %" PRId64 " (history %016" PRIx64 ")\n", rec->epoch,
 		       rec->history_id);
 		break;
 	case PT_DIR_SEGMENT:
 		if (rec->error)
 			printf("%s: unreadable header: %s\n", rec->segment, pt_strerror(rec->error));
 		else
-			printf("%s: first epoch %" PRIu64 ", %" PRIu64 " bytes\n", rec->segment,
+			printf("%s: first epoch %" PRId64 ", %" PRIu64 " bytes\n", rec->segment,
 			       rec->epoch, rec->length);
 		break;
 	case PT_DIR_STOP:
@@ -499,7 +499,7 @@ static int print_record(const struct pt_dir_record *rec, void *arg)
 			printf("  %s\n", pt_strerror(rec->error));
 		break;
 	case PT_DIR_RECORD:
-		printf("  offset %-10" PRIu64 " epoch %-8" PRIu64 " %6u pages %10" PRIu64
+		printf("  offset %-10" PRIu64 " epoch %-8" PRId64 " %6u pages %10" PRIu64
 		       " bytes  header %016" PRIx64 " prev %016" PRIx64 "\n", rec->offset, rec->epoch,
 		       rec->page_count, rec->length, rec->header_checksum, rec->prev);
 		if (*pages) {

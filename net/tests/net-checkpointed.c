@@ -6,7 +6,8 @@
 static struct pt_region *w;
 static unsigned char *mem;
 static size_t ps;
-static uint64_t seed = 17, epoch;
+static uint64_t seed = 17;
+static pt_epoch_t epoch;
 static const char *src, *dst;
 static struct pt_net_opts o = { .sz = sizeof(o), .stream = "checkpointed" };
 
@@ -49,7 +50,7 @@ static bool log_dropped_epoch_1(void)
 
 /* Run the publisher and the follower until the stream and the standby hold
  * epoch `until`; returns the publisher's last result (< 0: its error). */
-static int pump(struct pt_publisher *p, struct pt_follower *f, uint64_t until)
+static int pump(struct pt_publisher *p, struct pt_follower *f, pt_epoch_t until)
 {
 	struct pt_publisher_stats ps_ = { .sz = sizeof(ps_) };
 	struct pt_follower_stats fs = { .sz = sizeof(fs) };

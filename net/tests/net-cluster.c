@@ -240,7 +240,7 @@ static void *publisher(void *arg)
 			break;
 		}
 		pt_publisher_stats(p, &res->ps);
-		if (stopping() && res->ps.epoch >= __atomic_load_n(&hashed, __ATOMIC_ACQUIRE))
+		if (stopping() && (uint64_t)res->ps.epoch >= __atomic_load_n(&hashed, __ATOMIC_ACQUIRE))
 			break;
 	}
 	pt_publisher_stats(p, &res->ps);
@@ -272,7 +272,7 @@ static void *follower(void *arg)
 			break;
 		}
 		pt_follower_stats(f, &res->fs);
-		if (stopping() && res->fs.epoch >= __atomic_load_n(&hashed, __ATOMIC_ACQUIRE))
+		if (stopping() && (uint64_t)res->fs.epoch >= __atomic_load_n(&hashed, __ATOMIC_ACQUIRE))
 			break;
 	}
 	pt_follower_stats(f, &res->fs);

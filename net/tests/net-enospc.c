@@ -38,7 +38,8 @@ static void fill(void)
 static struct pt_region *w;
 static unsigned char *mem;
 static size_t ps;
-static uint64_t seed = 23, epoch;
+static uint64_t seed = 23;
+static pt_epoch_t epoch;
 
 /* An epoch of whole pages of noise: the standby's log grows by them.  Few
  * of them: a standby keeps up to retain_bytes (64 MiB) of log, and the
@@ -55,7 +56,7 @@ static void write_epoch(void)
 		DIE("sync %llu", (unsigned long long)epoch);
 }
 
-static int follower_run_until(struct pt_publisher *p, struct pt_follower *f, uint64_t until)
+static int follower_run_until(struct pt_publisher *p, struct pt_follower *f, pt_epoch_t until)
 {
 	struct pt_follower_stats fs = { .sz = sizeof(fs) };
 	uint64_t start = nt_ms();
@@ -88,7 +89,7 @@ int main(void)
 	struct pt_replica *r;
 	char *src;
 	char dst[300];
-	uint64_t before;
+	pt_epoch_t before;
 	int err;
 
 	nt_init("net-enospc: the follower's disk fills up; it stops with ENOSPC and resumes once "

@@ -16,7 +16,7 @@ static void write_epoch(struct pt_region *r, uint64_t salt)
 }
 
 /* Run p until the stream acknowledged epoch; 0 or the run's error. */
-static int publish_to(struct pt_publisher *p, uint64_t epoch)
+static int publish_to(struct pt_publisher *p, pt_epoch_t epoch)
 {
 	struct pt_publisher_stats st = { .sz = sizeof(st) };
 	uint64_t start = nt_ms();

@@ -82,6 +82,7 @@ REPLICA_AT_WRITER_ADDRESS = 1
 COLLECT_RESET = 1
 
 vp = ctypes.c_void_p
+# Epochs are pt_epoch_t, an int64_t: ctypes.c_int64 wherever one passes.
 
 
 def _proto(name, restype, *argtypes, optional=False):
@@ -121,7 +122,7 @@ pt_region_base = _proto("pt_region_base", vp, vp)
 pt_region_size = _proto("pt_region_size", ctypes.c_size_t, vp)
 pt_region_sync = _proto("pt_region_sync", ctypes.c_int64, vp)
 pt_region_epoch = _proto("pt_region_epoch", ctypes.c_int64, vp)
-pt_region_wait = _proto("pt_region_wait", ctypes.c_int, vp, ctypes.c_uint64, ctypes.c_int,
+pt_region_wait = _proto("pt_region_wait", ctypes.c_int, vp, ctypes.c_int64, ctypes.c_int,
                         ctypes.c_int)
 pt_region_checkpoint = _proto("pt_region_checkpoint", ctypes.c_int64, vp)
 pt_region_close = _proto("pt_region_close", ctypes.c_int, vp)
@@ -130,7 +131,7 @@ pt_replica_open = _proto("pt_replica_open", ctypes.c_int, ctypes.POINTER(vp), ct
                          ctypes.POINTER(ReplicaOpts))
 pt_replica_refresh = _proto("pt_replica_refresh", ctypes.c_int64, vp, ctypes.c_int)
 pt_replica_base = _proto("pt_replica_base", vp, vp)
-pt_replica_epoch = _proto("pt_replica_epoch", ctypes.c_uint64, vp)
+pt_replica_epoch = _proto("pt_replica_epoch", ctypes.c_int64, vp)
 pt_replica_image_pages = _proto("pt_replica_image_pages", ctypes.c_uint64, vp)
 pt_replica_close = _proto("pt_replica_close", None, vp)
 # Newer than the rest: a library without it still serves regions and
