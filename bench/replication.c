@@ -1446,6 +1446,144 @@ out:
 		  at_target_size ? "<= 1.2x" : NULL, NULL);
 }
 
+/* ---- 5. recycled log segments against fresh ones ----------------------- */
+
+/* Remove the spare segments a checkpoint kept: the next segment is new. */
+static void drop_spares(const char *dir)
+{
+	struct dirent *de;
+	char path[600];
+	DIR *d = opendir(dir);
+
+	while (d && (de = readdir(d)))
+		if (!strncmp(de->d_name, "spare-", 6)) {
+			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+			unlink(path);
+		}
+	if (d)
+		closedir(d);
+}
+
+/*
+ * Durable syncs of DURABLE_PAGES pages into segments that hold two records,
+ * a checkpoint (untimed) after every second sync dropping the full ones:
+ * with the spares kept (recycled: appends overwrite allocated blocks) and
+ * with them removed (every segment a new file).  Baselines of the same run:
+ * the same bytes appended to a growing file, and overwriting a file written
+ * once beforehand, each followed by fdatasync.
+ */
+static void recycle_section(const uint64_t *perm)
+{
+	const char *names[2] = { "fresh segments", "recycled segments" };
+	size_t raw_len = (size_t)DURABLE_PAGES << page_shift;
+	struct bench_samples s[2] = { { 0 } }, s_app = { 0 }, s_over = { 0 };
+	struct region_cfg cfg = { .durability = PT_DURABLE_ON_SYNC, .populate = true,
+				  .retain_bytes = 1 };
+	char dir[2][256], path[300], title[200];
+	struct pt_region *r[2] = { NULL, NULL };
+	off_t app_off = 0, over_off = 0;
+	int afd = -1, ofd = -1;
+	char *raw = NULL;
+	bool ok = false;
+
+	cfg.segment_bytes = 2 * (raw_len + ((size_t)DURABLE_PAGES * 8 + 2 * ps)) + ps;
+	snprintf(title, sizeof(title), "durable syncs of %d pages, segments of two records, "
+		 "recycled or new; raw append and overwrite baselines", DURABLE_PAGES);
+	bench_section("recycle", title, "ms");
+	if (npages < DURABLE_PAGES) {
+		bench_unavailable("memfd", names[1], "-", "region smaller than %d pages",
+				  DURABLE_PAGES);
+		return;
+	}
+	raw = malloc(raw_len);
+	if (!raw) {
+		bench_failed("memfd", names[1], "-", "out of memory");
+		return;
+	}
+	for (int k = 0; k < 2; k++) {
+		r[k] = region_new(k ? "recycled" : "fresh", &cfg, names[k], dir[k], sizeof(dir[k]));
+		if (!r[k])
+			goto out;
+	}
+	snprintf(path, sizeof(path), "%s/raw-append", dir[0]);
+	afd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	snprintf(path, sizeof(path), "%s/raw-overwrite", dir[0]);
+	ofd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (afd < 0 || ofd < 0) {
+		bench_failed("memfd", "pwrite+fdatasync", "-", "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	/* The overwrite baseline's file, written and made durable once. */
+	memset(raw, 0x5a, raw_len);
+	for (int i = 0; i < 4; i++)
+		if (pwrite(ofd, raw, raw_len, (off_t)i * (off_t)raw_len) != (ssize_t)raw_len)
+			goto out;
+	if (fsync(ofd))
+		goto out;
+	for (int rep = 0; rep < 2 * bench_opts.reps + 4; rep++) {
+		for (int k = 0; k < 2; k++) {
+			double ms;
+
+			if (!timed_sync(r[k], names[k], perm, DURABLE_PAGES, true, &ms, NULL))
+				goto out;
+			/* The first four fill and drop the first segments: from
+			 * then on the recycled region has spares to take. */
+			if (rep >= 4)
+				bench_add_sample(&s[k], ms);
+			if (rep % 2 && pt_region_checkpoint(r[k]) < 0) {
+				bench_failed("memfd", names[k], "-", "checkpoint failed%s",
+					     log_suffix());
+				goto out;
+			}
+			if (!k)
+				drop_spares(dir[0]);
+		}
+		for (int i = 0; i < DURABLE_PAGES; i++)
+			memcpy(raw + ((size_t)i << page_shift),
+			       (char *)pt_region_base(r[0]) + (perm[i] << page_shift), ps);
+		{
+			double t0 = bench_now_ns();
+
+			if (pwrite(afd, raw, raw_len, app_off) != (ssize_t)raw_len || fdatasync(afd))
+				goto out;
+			if (rep >= 4)
+				bench_add_sample(&s_app, (bench_now_ns() - t0) / 1e6);
+			app_off += (off_t)raw_len;
+			t0 = bench_now_ns();
+			if (pwrite(ofd, raw, raw_len, over_off) != (ssize_t)raw_len || fdatasync(ofd))
+				goto out;
+			if (rep >= 4)
+				bench_add_sample(&s_over, (bench_now_ns() - t0) / 1e6);
+			over_off = (over_off + (off_t)raw_len) % (4 * (off_t)raw_len);
+		}
+	}
+	ok = verify_by_replica(r[1], dir[1], names[1]);
+out:
+	if (afd >= 0)
+		close(afd);
+	if (ofd >= 0)
+		close(ofd);
+	for (int k = 0; k < 2; k++)
+		if (r[k] && !region_done(r[k], dir[k], names[k]))
+			ok = false;
+	free(raw);
+	if (!ok)
+		return;
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = names[0],
+				       .variant = "1000 dirty", .samples = &s[0] });
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = names[1],
+				       .variant = "1000 dirty", .samples = &s[1] });
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = "pwrite+fdatasync",
+				       .variant = "append", .samples = &s_app });
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = "pwrite+fdatasync",
+				       .variant = "overwrite", .samples = &s_over });
+	ratio_row("recycled / fresh", "1000 dirty", &s[1], &s[0], BENCH_AT_MOST, 1.0, NULL, NULL);
+	ratio_row("recycled / raw append", "1000 dirty", &s[1], &s_app, BENCH_AT_MOST, 1.0,
+		  "<= 1.0x", NULL);
+	ratio_row("recycled / raw overwrite", "1000 dirty", &s[1], &s_over, BENCH_AT_MOST, 1.3,
+		  "<= 1.3x", NULL);
+}
+
 int main(int argc, char **argv)
 {
 	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
@@ -1504,6 +1642,7 @@ int main(int argc, char **argv)
 	stall_section(perm);
 	lag_section();
 	durable_section(perm);
+	recycle_section(perm);
 	catchup_section();
 	ret = bench_finish();
 	free(perm);
