@@ -28,9 +28,9 @@ extern "C" {
 #endif
 
 #define PAGETRACK_VERSION_MAJOR 0
-#define PAGETRACK_VERSION_MINOR 1
+#define PAGETRACK_VERSION_MINOR 2
 #define PAGETRACK_VERSION_PATCH 0
-#define PAGETRACK_VERSION "0.1.0"
+#define PAGETRACK_VERSION "0.2.0"
 
 /* The library's version at run time (may differ from the header's). */
 const char *pt_version(void);

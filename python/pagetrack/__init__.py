@@ -20,7 +20,7 @@ from . import _lib
 from ._lib import PagetrackError
 
 __all__ = ["Replica", "Region", "Tracker", "PagetrackError", "version", "probe"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def version():
