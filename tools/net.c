@@ -135,6 +135,93 @@ static void transient(const char *cmd, bool *said)
 	usleep(200 * 1000);
 }
 
+/* A running publisher or follower, as the loop below drives it. */
+struct net_cmd {
+	void *handle;
+	const char *dir;
+	pt_epoch_t printed;	/* the epoch of the last progress line */
+	/* Run the handle once (up to 200 ms); with report, print a progress
+	 * line if its epoch moved.  Returns the run's result. */
+	int (*step)(struct net_cmd *c, bool report);
+};
+
+static int publisher_step(struct net_cmd *c, bool report)
+{
+	struct pt_publisher_stats st = { .sz = sizeof(st) };
+	char raw[32], wire[32];
+	pt_epoch_t published;
+	int ret = pt_publisher_run(c->handle, 200);
+
+	if (!report)
+		return ret;
+	pt_publisher_stats(c->handle, &st);
+	if (st.epoch == c->printed)
+		return ret;
+	/* The writer's state block only: no log read once a second. */
+	published = pt_dir_epoch(c->dir);
+	if (published < 0)
+		published = st.epoch;
+	human(raw, sizeof(raw), st.bytes_raw);
+	human(wire, sizeof(wire), st.bytes_wire);
+	printf("epoch %lld  lag %lld epochs  seq %llu  %llu epochs  pages %s  wire %s\n",
+	       (long long)st.epoch, (long long)(published > st.epoch ? published - st.epoch : 0),
+	       (unsigned long long)st.stream_seq, (unsigned long long)st.epochs, raw, wire);
+	c->printed = st.epoch;
+	return ret;
+}
+
+static int follower_step(struct net_cmd *c, bool report)
+{
+	struct pt_follower_stats st = { .sz = sizeof(st) };
+	char raw[32], wire[32];
+	int ret = pt_follower_run(c->handle, 200);
+
+	if (!report)
+		return ret;
+	pt_follower_stats(c->handle, &st);
+	if (st.epoch == c->printed)
+		return ret;
+	human(raw, sizeof(raw), st.bytes_raw);
+	human(wire, sizeof(wire), st.bytes_wire);
+	printf("epoch %lld  lag %llu messages %lld ms  seq %llu  %llu epochs  pages %s  wire %s\n",
+	       (long long)st.epoch, (unsigned long long)st.pending, (long long)st.lag_ms,
+	       (unsigned long long)st.stream_seq, (unsigned long long)st.epochs, raw, wire);
+	c->printed = st.epoch;
+	return ret;
+}
+
+/*
+ * Run a publisher or a follower until SIGINT or SIGTERM: a transient
+ * failure (-EAGAIN: the network) is said once and retried, anything else
+ * ends the command.  A progress line at most once a second, when the epoch
+ * moved.  Returns 0, or the exit status of the error it reported.
+ */
+static int run_until_stopped(const char *cmd, struct net_cmd *c, bool quiet)
+{
+	uint64_t last_print = 0;
+	bool said = false;
+
+	while (!stop_signal) {
+		bool report = !quiet && now_ms() - last_print >= 1000;
+		pt_epoch_t before = c->printed;
+		int ret = c->step(c, report);
+
+		if (c->printed != before) {
+			fflush(stdout);
+			last_print = now_ms();
+		}
+		if (ret == -EAGAIN) {
+			transient(cmd, &said);
+			continue;
+		}
+		if (ret < 0)
+			return runtime_error(cmd, 0, "%s", pt_net_last_error());
+		if (ret > 0)
+			said = false;
+	}
+	return 0;
+}
+
 int cmd_publish(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -147,9 +234,7 @@ int cmd_publish(int argc, char **argv)
 	struct pt_net_opts o = { .sz = sizeof(o) };
 	struct pt_publisher_stats st = { .sz = sizeof(st) };
 	struct pt_publisher *p;
-	uint64_t last_print = 0;
-	pt_epoch_t printed_epoch = 0;
-	bool quiet = false, said = false;
+	bool quiet = false;
 	const char *dir;
 	long long n;
 	int c, ret;
@@ -202,38 +287,11 @@ int cmd_publish(int argc, char **argv)
 		printf("publishing %s to stream %s at %s, from epoch %llu\n", dir, st.stream, o.urls,
 		       (unsigned long long)st.epoch + 1);
 	fflush(stdout);
-	while (!stop_signal) {
-		ret = pt_publisher_run(p, 200);
-		if (ret == -EAGAIN) {
-			transient(cmd, &said);
-			continue;
-		}
-		if (ret < 0) {
-			ret = runtime_error(cmd, 0, "%s", pt_net_last_error());
-			pt_publisher_close(p);
-			return ret;
-		}
-		if (ret > 0)
-			said = false;
-		pt_publisher_stats(p, &st);
-		if (!quiet && st.epoch != printed_epoch && now_ms() - last_print >= 1000) {
-			/* The writer's state block only: no log read once a second. */
-			pt_epoch_t published = pt_dir_epoch(dir);
-			char raw[32], wire[32];
-
-			human(raw, sizeof(raw), st.bytes_raw);
-			human(wire, sizeof(wire), st.bytes_wire);
-			if (published < 0)
-				published = st.epoch;
-			printf("epoch %llu  lag %llu epochs  seq %llu  %llu epochs  pages %s  "
-			       "wire %s\n", (unsigned long long)st.epoch,
-			       (unsigned long long)(published > st.epoch ? published - st.epoch : 0),
-			       (unsigned long long)st.stream_seq, (unsigned long long)st.epochs, raw,
-			       wire);
-			fflush(stdout);
-			printed_epoch = st.epoch;
-			last_print = now_ms();
-		}
+	ret = run_until_stopped(cmd, &(struct net_cmd){ .handle = p, .dir = dir, .printed = -1,
+						       .step = publisher_step }, quiet);
+	if (ret) {
+		pt_publisher_close(p);
+		return ret;
 	}
 	pt_publisher_stats(p, &st);
 	if (!quiet) {
@@ -260,9 +318,7 @@ int cmd_follow(int argc, char **argv)
 	struct pt_net_opts o = { .sz = sizeof(o) };
 	struct pt_follower_stats st = { .sz = sizeof(st) };
 	struct pt_follower *f;
-	uint64_t last_print = 0;
-	pt_epoch_t printed_epoch = 0;
-	bool quiet = false, said = false;
+	bool quiet = false;
 	const char *dir;
 	int c, ret;
 
@@ -305,34 +361,11 @@ int cmd_follow(int argc, char **argv)
 		printf("following stream %s at %s into %s, from epoch %llu\n", o.stream, o.urls, dir,
 		       (unsigned long long)st.epoch + 1);
 	fflush(stdout);
-	while (!stop_signal) {
-		ret = pt_follower_run(f, 200);
-		if (ret == -EAGAIN) {
-			transient(cmd, &said);
-			continue;
-		}
-		if (ret < 0) {
-			ret = runtime_error(cmd, 0, "%s", pt_net_last_error());
-			pt_follower_close(f);
-			return ret;
-		}
-		if (ret > 0)
-			said = false;
-		pt_follower_stats(f, &st);
-		if (!quiet && st.epoch != printed_epoch && now_ms() - last_print >= 1000) {
-			char raw[32], wire[32];
-
-			human(raw, sizeof(raw), st.bytes_raw);
-			human(wire, sizeof(wire), st.bytes_wire);
-			printf("epoch %llu  lag %llu messages %lld ms  seq %llu  %llu epochs  pages %s  "
-			       "wire %s\n", (unsigned long long)st.epoch,
-			       (unsigned long long)st.pending, (long long)st.lag_ms,
-			       (unsigned long long)st.stream_seq, (unsigned long long)st.epochs, raw,
-			       wire);
-			fflush(stdout);
-			printed_epoch = st.epoch;
-			last_print = now_ms();
-		}
+	ret = run_until_stopped(cmd, &(struct net_cmd){ .handle = f, .dir = dir, .printed = -1,
+						       .step = follower_step }, quiet);
+	if (ret) {
+		pt_follower_close(f);
+		return ret;
 	}
 	pt_follower_stats(f, &st);
 	if (!quiet)
