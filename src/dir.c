@@ -893,14 +893,10 @@ PT_EXPORT pt_epoch_t pt_dir_epoch(const char *dir)
 	struct pt_state st;
 	int dirfd, ret;
 
-	if (!dir)
-		return -EINVAL;
-	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	dirfd = pt_open_dir(dir);
 	if (dirfd < 0)
-		return -errno;
-	ret = pt_check_dir(dirfd, dir);
-	if (!ret)
-		ret = pt_state_read(dirfd, NULL, &st);
+		return dirfd;
+	ret = pt_state_read(dirfd, NULL, &st);
 	close(dirfd);
 	return ret ? ret : (pt_epoch_t)st.published;
 }

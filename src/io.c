@@ -157,6 +157,23 @@ int pt_check_dir(int dirfd, const char *dir)
 	return 0;
 }
 
+int pt_open_dir(const char *dir)
+{
+	int fd, ret;
+
+	if (!dir)
+		return -EINVAL;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ELOOP ? -ENOTDIR : -errno;
+	ret = pt_check_dir(fd, dir);
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
 int pt_dir_owner(int dirfd, uid_t *owner)
 {
 	struct stat st;

@@ -52,6 +52,9 @@ int pt_check_dir(int dirfd, const char *dir);
  * -ENOENT, -EMEDIUMTYPE (not a regular file), -EPERM (owner or mode).
  */
 int pt_open_file(int dirfd, const char *name, int flags, uid_t owner);
+/* Open a data directory as its readers do (O_NOFOLLOW: a symbolic link in
+ * its place is -ENOTDIR) and apply pt_check_dir(): the fd or -errno. */
+int pt_open_dir(const char *dir);
 /* The owner every file in dirfd must have (the directory's), or -errno. */
 int pt_dir_owner(int dirfd, uid_t *owner);
 

@@ -100,12 +100,10 @@ PT_EXPORT int pt_replicated_open(struct pt_replicated **out, const char *dir)
 	if (!out || !dir)
 		return -EINVAL;
 	*out = NULL;
-	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	dirfd = pt_open_dir(dir);
 	if (dirfd < 0)
-		return -errno;
-	ret = pt_check_dir(dirfd, dir);
-	if (!ret)
-		ret = pt_replicated_openat(out, dirfd);
+		return dirfd;
+	ret = pt_replicated_openat(out, dirfd);
 	close(dirfd);
 	return ret;
 }
@@ -191,12 +189,10 @@ PT_EXPORT int pt_dir_replicated(const char *dir, pt_epoch_t *epoch, int *deposed
 
 	if (!dir)
 		return -EINVAL;
-	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	dirfd = pt_open_dir(dir);
 	if (dirfd < 0)
-		return -errno;
-	ret = pt_check_dir(dirfd, dir);
-	if (!ret)
-		ret = pt_dir_owner(dirfd, &owner);
+		return dirfd;
+	ret = pt_dir_owner(dirfd, &owner);
 	fd = ret ? ret : pt_open_file(dirfd, PT_REPLICATED_NAME, O_RDONLY, owner);
 	close(dirfd);
 	if (fd < 0)
