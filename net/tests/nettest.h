@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -170,6 +171,12 @@ static inline pid_t nt_spawn(char *const argv[], const char *log)
 		int fd = open(log ? log : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0600);
 
 		setpgid(0, 0);
+		/* Killed with the test whatever ends it: a sanitizer's abort or
+		 * SIGKILL runs none of the test's cleanup, and a nats-server
+		 * (or a command) must never outlive it. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() == 1)
+			_exit(127);
 		if (fd >= 0) {
 			dup2(fd, 1);
 			dup2(fd, 2);
