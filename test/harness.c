@@ -385,3 +385,26 @@ uint64_t *t_rnd_permutation(uint64_t n, uint64_t seed)
 	}
 	return v;
 }
+
+int t_run_tool(char *out, size_t out_len, const char *fmt, ...)
+{
+	const char *o = getenv("O") ? getenv("O") : "build";
+	char cmd[1600], args[1200];
+	size_t n = 0;
+	va_list ap;
+	FILE *p;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof(args), fmt, ap);
+	va_end(ap);
+	snprintf(cmd, sizeof(cmd), "timeout 20 %s/pagetrack %s 2>&1", o, args);
+	p = popen(cmd, "r");
+	if (!p)
+		DIE("popen: %s", strerror(errno));
+	while (n + 1 < out_len && fgets(out + n, (int)(out_len - n), p))
+		n += strlen(out + n);
+	out[n] = '\0';
+	st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}

@@ -144,6 +144,10 @@ void t_tmpdir_make(char *buf, size_t len, const char *prefix);
 void t_tmpdir_empty(const char *d);
 /* Remove a flat directory made by t_tmpdir_make: its files, then itself. */
 void t_tmpdir_remove(const char *d);
+/* Run "timeout 20 $O/pagetrack ARGS" (stderr too) into out; returns its
+ * exit status (124: it took longer than 20 s). */
+int t_run_tool(char *out, size_t out_len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 /* Copy a file (0600, replacing the target): 0, or -1 with errno. */
 int t_copy_file(const char *from, const char *to);
 /* Make `to` (if missing) an exact copy of the flat directory `from`,

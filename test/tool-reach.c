@@ -10,29 +10,8 @@
 
 static char dir[128], other[128], tool[256], out[65536];
 
-/* Run "timeout 20 pagetrack ARGS" (stderr too) into out; returns the exit status. */
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...)
-{
-	char cmd[1400], args[900];
-	va_list ap;
-	size_t n = 0;
-	FILE *p;
-	int st;
-
-	va_start(ap, fmt);
-	vsnprintf(args, sizeof(args), fmt, ap);
-	va_end(ap);
-	snprintf(cmd, sizeof(cmd), "timeout 20 %s %s 2>&1", tool, args);
-	p = popen(cmd, "r");
-	if (!p)
-		DIE("popen");
-	while (n < sizeof(out) - 1 && fgets(out + n, (int)(sizeof(out) - n), p))
-		n += strlen(out + n);
-	out[n] = '\0';
-	st = pclose(p);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
+/* "pagetrack ARGS" into out: the exit status. */
+#define run(...) t_run_tool(out, sizeof(out), __VA_ARGS__)
 
 /*
  * A region in d of EPOCHS epochs, one page each, closed cleanly, with no
