@@ -284,10 +284,16 @@ static bool at_writer_address(char *why, size_t why_len)
 		ret = pt_replica_open(&rep, dir, &ro);
 		CHECK(ret == -EEXIST, "address in use: %d", ret);
 	}
+	/* Fork with the writer's threads idle (epoch 1 durable, nothing
+	 * queued): a thread inside the allocator at fork() time leaves its
+	 * lock held in the child, which a sanitizer's allocator does not
+	 * always survive.  The child is bounded all the same. */
+	CHECK(pt_region_wait(r, 1, PT_LEVEL_DURABLE, 5000) == 0, "durable");
 	pid = fork();
 	if (pid == 0) {
 		struct pt_replica *rep;
 
+		alarm(30);
 		/* The child has the writer's mapping too: drop it first. */
 		munmap(base, size);
 		ret = pt_replica_open(&rep, dir, &ro);
