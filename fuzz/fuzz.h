@@ -61,6 +61,29 @@ static inline struct pt_region_id fz_id(uint8_t flags, uint32_t page_size)
 	return id;
 }
 
+/*
+ * The input as a fixed-size block of shared memory or a state file: the
+ * flags byte taken off (*flags, and the region *id it selects), the rest
+ * copied into a zeroed buffer of at least min bytes (free() it).  NULL
+ * when the input is empty or larger than 64 KiB.
+ */
+static inline void *fz_block(const uint8_t *data, size_t *size, size_t min, uint8_t *flags,
+			     struct pt_region_id *id)
+{
+	void *b;
+
+	if (!*size || *size > 65536)
+		return NULL;
+	*flags = data[0];
+	(*size)--;
+	*id = fz_id(*flags, (uint32_t)sysconf(_SC_PAGESIZE));
+	b = calloc(1, min > *size ? min : *size);
+	if (!b)
+		abort();
+	memcpy(b, data + 1, *size);
+	return b;
+}
+
 static char fz_dir_path[64];
 static int fz_dirfd = -1;
 

@@ -23,16 +23,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t flags;
 	int ret;
 
-	if (!size || size > 65536)
-		return -1;
-	flags = data[0];
-	data++;
-	size--;
-	id = fz_id(flags, (uint32_t)sysconf(_SC_PAGESIZE));
-	ctl = calloc(1, sizeof(*ctl) > size ? sizeof(*ctl) : size);
+	ctl = fz_block(data, &size, sizeof(*ctl), &flags, &id);
 	if (!ctl)
-		abort();
-	memcpy(ctl, data, size);
+		return -1;
 	if (flags & FZ_FIX_ID) {
 		memcpy(ctl->magic, PT_SHARED_MAGIC, 8);
 		ctl->version = PT_SHARED_VERSION;

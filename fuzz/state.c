@@ -22,16 +22,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t flags;
 	int ret;
 
-	if (!size || size > 65536)
-		return -1;
-	flags = data[0];
-	data++;
-	size--;
-	id = fz_id(flags, (uint32_t)sysconf(_SC_PAGESIZE));
-	st = calloc(1, sizeof(*st) > size ? sizeof(*st) : size);
+	st = fz_block(data, &size, sizeof(*st), &flags, &id);
 	if (!st)
-		abort();
-	memcpy(st, data, size);
+		return -1;
 	if (flags & FZ_FIX_ID) {
 		memcpy(st->magic, PT_STATE_MAGIC, 8);
 		st->version = PT_FORMAT_VERSION;
