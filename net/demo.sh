@@ -39,11 +39,10 @@ for b in "$B/exchange-engine" "$B/exchange-md" "$B/exchange-load" "$TOOL"; do
 done
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/pagetrack-demo-net.XXXXXX") || exit 1
-pids=()
+# shellcheck source=../apps/exchange/procs.sh
+. "$(dirname "$0")/../apps/exchange/procs.sh"
 cleanup() {
-	local p
-	for p in "${pids[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
-	for p in "${pids[@]}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
+	stop_pids
 	if [ "$keep" = 1 ]; then echo "work directory kept: $dir"; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT

@@ -41,25 +41,15 @@ done
 modes=(none pagetrack fullcopy)
 
 work=$(mktemp -d /dev/shm/pagetrack-exbench.XXXXXX) || exit 1
-pids=()
+# shellcheck source=procs.sh
+. "$(dirname "$0")/procs.sh"
 cleanup() {
-	local p
-	for p in "${pids[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
-	for p in "${pids[@]}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
+	stop_pids
 	rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_port() {
-	local i
-	for i in $(seq 400); do
-		[ -s "$1" ] && return 0
-		kill -0 "$2" 2>/dev/null || return 1
-		sleep 0.05
-	done
-	return 1
-}
 
 # run MODE N RATE: one run with a fresh engine; prints the load's kv line
 run() {

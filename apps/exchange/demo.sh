@@ -52,27 +52,16 @@ fi
 shm_name=exchange-demo-$$
 [ ${#shared[@]} -gt 0 ] && shared=(--shared --shared-name "$shm_name")
 
-pids=()
+# shellcheck source=procs.sh
+. "$(dirname "$0")/procs.sh"
 cleanup() {
-	local p
-	for p in "${pids[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
-	for p in "${pids[@]}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
+	stop_pids
 	[ ${#shared[@]} -gt 0 ] && rm -f "/dev/shm/pagetrack-$shm_name" "/dev/shm/pagetrack-$shm_name".*
 	[ "$keep" = 1 ] || rm -rf "$dir"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Wait for a program to write its port file.
-wait_port() {
-	local f=$1 pid=$2 i
-	for i in $(seq 200); do
-		[ -s "$f" ] && return 0
-		kill -0 "$pid" 2>/dev/null || return 1
-		sleep 0.05
-	done
-	return 1
-}
 
 start_engine() {
 	rm -f "$dir/engine.port"	# a restart must not find the old one

@@ -54,33 +54,15 @@ else
 	dir=$(mktemp -d "${TMPDIR:-/tmp}/pagetrack-soak.XXXXXX") || exit 1
 fi
 
-pids=()
-# Interrupted, the load would wait for the stopped engine for its whole
-# --reconnect-ms: what is still running 3 s after the TERM gets a KILL.
+# shellcheck source=procs.sh
+. "$(dirname "$0")/procs.sh"
 cleanup() {
-	local p= i
-	for p in "${pids[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
-	for i in $(seq 30); do
-		for p in "${pids[@]}"; do [ -n "$p" ] && kill -0 "$p" 2>/dev/null && break; p=; done
-		[ -z "$p" ] && break
-		sleep 0.1
-	done
-	for p in "${pids[@]}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
-	for p in "${pids[@]}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
+	stop_pids
 	[ "$keep" = 1 ] || rm -rf "$dir"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_port() {
-	local f=$1 pid=$2 i
-	for i in $(seq 200); do
-		[ -s "$f" ] && return 0
-		kill -0 "$pid" 2>/dev/null || return 1
-		sleep 0.05
-	done
-	return 1
-}
 
 # Milliseconds of the wall clock; sleep until it reaches $1, a second at most
 # at a time so that a signal is acted on within a second.

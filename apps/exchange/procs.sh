@@ -1,0 +1,32 @@
+# procs.sh - what the exchange's scripts (demo, soak, bench; net/demo.sh too)
+# share for the programs they start.  Sourced, not run.
+#
+#   pids+=($!)           after starting a program in the background
+#   stop_pids            TERM every one, KILL what still runs 3 s later (the
+#                        load waits for a stopped engine for its whole
+#                        --reconnect-ms), then reap them all
+#   wait_port FILE PID   until PID wrote its port FILE (20 s), or it died
+
+pids=()
+
+stop_pids() {
+	local p= i
+	for p in "${pids[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+	for i in $(seq 30); do
+		for p in "${pids[@]}"; do [ -n "$p" ] && kill -0 "$p" 2>/dev/null && break; p=; done
+		[ -z "$p" ] && break
+		sleep 0.1
+	done
+	for p in "${pids[@]}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
+	for p in "${pids[@]}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
+}
+
+wait_port() {
+	local i
+	for i in $(seq 400); do
+		[ -s "$1" ] && return 0
+		kill -0 "$2" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	return 1
+}
