@@ -493,6 +493,13 @@ PT_EXPORT int pt_region_open(struct pt_region **out, const char *dir, const stru
 	if (ret)
 		return ret;
 	ret = open_dir(r, dir, false);
+	/* A directory without an image is no region: say so before the lock
+	 * file is created, so that trying leaves nothing behind. */
+	if (!ret && faccessat(r->dirfd, PT_IMAGE_NAME, F_OK, AT_SYMLINK_NOFOLLOW) &&
+	    errno == ENOENT) {
+		pt_log(PT_LOG_ERROR, "%s: not a region (no image file)", r->dir);
+		ret = -EMEDIUMTYPE;
+	}
 	if (!ret)
 		ret = take_lock(r);
 	if (!ret)

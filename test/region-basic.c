@@ -165,6 +165,8 @@ static bool bad_input(char *why, size_t why_len)
 	CHECK(ret == -EINVAL, "bad durability: %d", ret);
 	ret = pt_region_open(&r, dir, NULL);
 	CHECK(ret == -EMEDIUMTYPE, "empty directory: %d", ret);
+	snprintf(path, sizeof(path), "%s/lock", dir);
+	CHECK(access(path, F_OK) && errno == ENOENT, "opening an empty directory left a lock file");
 	snprintf(path, sizeof(path), "%s/missing", dir);
 	ret = pt_region_open(&r, path, NULL);
 	CHECK(ret == -ENOENT, "missing directory: %d", ret);
