@@ -127,6 +127,9 @@ PT_EXPORT int pt_backend_probe(enum pt_backend b, char *why, size_t why_len)
 {
 	const struct pt_backend_ops *ops = backend_ops(b);
 
+	if (b == PT_BACKEND_AUTO)
+		return pt_why(why, why_len, -EINVAL, "auto is a choice, not a backend: "
+			      "probe uffd-wp, soft-dirty or mprotect");
 	if (!ops)
 		return pt_why(why, why_len, -EINVAL, "unknown backend %d", (int)b);
 	if (why && why_len)

@@ -157,6 +157,7 @@ static bool names(void)
 	CHECK(pt_backend_probe((enum pt_backend)99, why, sizeof(why)) == -EINVAL, "probe(99)");
 	CHECK(pt_backend_probe((enum pt_backend)99, NULL, 0) == -EINVAL, "probe(99, NULL)");
 	CHECK(pt_backend_probe(PT_BACKEND_AUTO, why, sizeof(why)) == -EINVAL, "probe(AUTO)");
+	CHECK(strstr(why, "not a backend"), "probe(AUTO) says: %s", why);
 	for (size_t i = 1; i < ARRAY_LEN(want); i++) {
 		int r = pt_backend_probe(want[i].b, NULL, 0);
 
