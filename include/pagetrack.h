@@ -427,6 +427,70 @@ int pt_region_chain(const struct pt_region *r, pt_epoch_t *epoch, uint64_t *chai
 uint64_t pt_region_history(const struct pt_region *r);
 
 /*
+ * A page as of an epoch: the epoch that last changed it (0: never written,
+ * a zero page) and the XXH3-64 of its content (the checksum an image's
+ * page table holds; pt_page_checksum() computes it).
+ */
+struct pt_page_version {
+	pt_epoch_t generation;
+	uint64_t checksum;
+};
+
+/* The XXH3-64 of one page of page_size bytes, as pt_page_version holds it. */
+uint64_t pt_page_checksum(const void *page, size_t page_size);
+
+/* What pt_region_jump() installs: a source's region as of one epoch. */
+struct pt_jump {
+	size_t sz;			/* sizeof(struct pt_jump) */
+	pt_epoch_t epoch;		/* the epoch to take, above the region's */
+	uint64_t chain;			/* the header checksum of the source's record
+					 * of that epoch: the next record names it */
+	const struct pt_page_version *versions;	/* one per page of the region */
+	uint64_t count;			/* pages given below (may be 0) */
+	const uint64_t *pages;		/* their indices, ascending */
+	const void *data;		/* their content, page i at i * page_size */
+};
+
+/*
+ * A standby that fell behind what its source can still send one epoch at
+ * a time (a follower past its stream's retention) takes the source's
+ * state at a later epoch whole: the pages j->pages, with content j->data,
+ * replace the region's, every other page keeps its content, and the
+ * region is then at j->epoch with j->chain as its newest record's chain,
+ * as if it had made every epoch in between.  Its next pt_region_sync()
+ * makes epoch + 1 naming that chain, as the source's record does.
+ *
+ * Nothing changes unless every check passes first: j->epoch above the
+ * region's epoch, each generation between 0 and j->epoch, and the
+ * content of every page (given, or kept) hashing to its version's
+ * checksum, so the region holds exactly the source's pages.  The
+ * generations are the caller's word: they become the image's page table,
+ * from which replicas that lag copy the pages newer than their epoch.
+ *
+ * Then, under the writer's locks: what is published is made durable, a
+ * new image at j->epoch is written beside the old one, fsynced and renamed
+ * over it (a crash before the rename leaves the region at its old epoch,
+ * after it at j->epoch), the log's segments (all older) are dropped, the
+ * pages are copied into the memory and tracking is reset (the caller's own
+ * stores since the last sync, if any, are forgotten: their content is
+ * checked above), and the state block says j->epoch (published, durable,
+ * checkpointed).  Replicas on the directory catch up from the new image;
+ * `pagetrack verify` and status see an ordinary region.  The caller must be
+ * the one thread writing the memory and not sync meanwhile.
+ *
+ * Returns j->epoch, or -errno:
+ *  -EINVAL   NULL, j->sz too small, an epoch not above the region's,
+ *            a generation outside 0..j->epoch, pages not ascending or
+ *            beyond the region, data NULL with count > 0;
+ *  -EBADMSG  a page's content does not hash to its version's checksum
+ *            (pt_log() names the first): nothing changed;
+ *  -ECHILD   called in a forked child;
+ *  -ENOMEM, -ENOSPC, -EIO, or another -errno writing the image: the region
+ *            stays at its epoch; or the log's latched error.
+ */
+pt_epoch_t pt_region_jump(struct pt_region *r, const struct pt_jump *j);
+
+/*
  * Where a publisher reports the epochs its stream has stored, for the
  * writer's PT_LEVEL_REPLICATED waits: the file `replicated` in the data
  * directory (created 0600 if missing), a counter and a futex word.  The
@@ -616,6 +680,25 @@ pt_epoch_t pt_replica_step(struct pt_replica *r, int timeout_ms, pt_delta_fn fn,
  * another -errno.
  */
 pt_epoch_t pt_replica_jump(struct pt_replica *r);
+
+/*
+ * A PT_REPLICA_DELTAS replica's page generations: out[i] is the epoch that
+ * last changed page first + i as of the replica's epoch (0: never
+ * written), from the records it stepped and the image's page table where
+ * it jumped.  A publisher keeps a snapshot of the region with them (only
+ * pages newer than a standby's epoch need to travel).  Returns 0, or
+ * -EINVAL (not a delta replica, NULL, a range beyond the region).
+ */
+int pt_replica_generations(const struct pt_replica *r, uint64_t first, uint64_t count,
+			   pt_epoch_t *out);
+
+/*
+ * The replica's epoch and the header checksum of the record that made it
+ * (the image's chain after a jump or a catch-up; the history's seed at
+ * epoch 0).  Private and delta replicas.  Returns 0, or -EINVAL (NULL, a
+ * shared replica).
+ */
+int pt_replica_chain(const struct pt_replica *r, pt_epoch_t *epoch, uint64_t *chain);
 
 /*
  * The payload checksum and chain (header checksum) of the record a delta

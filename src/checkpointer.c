@@ -20,8 +20,6 @@
 #include "region.h"
 
 /* Drop segments wholly at or below the image's epoch, keeping retain_bytes. */
-/* Dropped segments kept for the log thread to recycle (see pagelog.h). */
-#define SPARE_SEGMENTS 2
 
 static void drop_segments(struct pt_region *r, uint64_t checkpointed)
 {

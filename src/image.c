@@ -132,22 +132,26 @@ static void header_fill(struct pt_image_header *h, const struct pt_region_id *id
 	h->checksum = pt_header_checksum(h, sizeof(*h), offsetof(struct pt_image_header, checksum));
 }
 
-int pt_image_create(int dirfd, const struct pt_region_id *id)
+/*
+ * Write a whole image as image.tmp (header h in slot 0, then what fill
+ * writes: the table and the data), fsync it and rename it over the image:
+ * the directory holds either the old image or this one, whole.
+ */
+static int image_replace(int dirfd, const struct pt_image_header *h,
+			 int (*fill)(int fd, const struct pt_image_header *h, void *arg), void *arg)
 {
-	struct pt_image_header h;
 	int fd, ret;
 
-	header_fill(&h, id, 0, pt_chain_seed(id->history_id), 1);
-	/* A leftover from a create that crashed half way. */
+	/* A leftover from a write that crashed half way. */
 	pt_io->unlinkat(dirfd, PT_IMAGE_TMP_NAME);
 	fd = pt_create_file(dirfd, PT_IMAGE_TMP_NAME, O_RDWR);
 	if (fd < 0)
 		return fd;
-	ret = pt_io->ftruncate(fd, (off_t)(h.data_offset + id->npages * id->page_size));
+	ret = pt_io->ftruncate(fd, (off_t)(h->data_offset + h->npages * h->page_size));
 	if (!ret)
-		ret = table_create(fd, id, h.table_offset);
+		ret = fill(fd, h, arg);
 	if (!ret)
-		ret = pt_write_full(fd, &h, sizeof(h), 0);
+		ret = pt_write_full(fd, h, sizeof(*h), 0);
 	if (!ret)
 		ret = pt_io->fsync(fd);
 	pt_io->close(fd);
@@ -158,6 +162,79 @@ int pt_image_create(int dirfd, const struct pt_region_id *id)
 	if (ret)
 		pt_io->unlinkat(dirfd, PT_IMAGE_TMP_NAME);
 	return ret;
+}
+
+static int fill_new(int fd, const struct pt_image_header *h, void *arg)
+{
+	return table_create(fd, arg, h->table_offset);
+}
+
+int pt_image_create(int dirfd, const struct pt_region_id *id)
+{
+	struct pt_image_header h;
+
+	header_fill(&h, id, 0, pt_chain_seed(id->history_id), 1);
+	return image_replace(dirfd, &h, fill_new, (void *)id);
+}
+
+struct fill_jump {
+	const struct pt_region_id *id;
+	const unsigned char *mem;
+	const struct pt_page_version *versions;
+	uint64_t count;
+	const uint64_t *pages;
+	const unsigned char *data;
+};
+
+/* The table from the versions, the data from mem with the given pages over it. */
+static int fill_jump(int fd, const struct pt_image_header *h, void *arg)
+{
+	const struct fill_jump *fj = arg;
+	size_t per = TABLE_CHUNK / sizeof(struct pt_image_entry), ps = fj->id->page_size;
+	uint64_t npages = fj->id->npages, next = 0;
+	struct pt_image_entry *tab;
+	int ret = 0;
+
+	tab = malloc(per * sizeof(*tab));
+	if (!tab)
+		return -ENOMEM;
+	for (uint64_t base = 0; base < npages && !ret; base += per) {
+		uint64_t cnt = npages - base < per ? npages - base : per;
+
+		for (uint64_t i = 0; i < cnt; i++)
+			entry_set(&tab[i], base + i, (uint64_t)fj->versions[base + i].generation,
+				  fj->versions[base + i].checksum);
+		ret = pt_write_full(fd, tab, cnt * sizeof(*tab),
+				    (off_t)(h->table_offset + base * sizeof(*tab)));
+	}
+	free(tab);
+	/* Runs of kept pages straight from memory, given pages from data. */
+	for (uint64_t p = 0; p < npages && !ret;) {
+		uint64_t end = next < fj->count ? fj->pages[next] : npages;
+
+		if (p < end) {
+			ret = pt_write_full(fd, fj->mem + p * ps, (size_t)(end - p) * ps,
+					    (off_t)(h->data_offset + p * ps));
+			p = end;
+			continue;
+		}
+		ret = pt_write_full(fd, fj->data + next * ps, ps, (off_t)(h->data_offset + p * ps));
+		next++;
+		p++;
+	}
+	return ret;
+}
+
+int pt_image_write(int dirfd, const struct pt_region_id *id, uint64_t epoch, uint64_t chain,
+		   uint64_t seq, const void *mem, const struct pt_page_version *versions,
+		   uint64_t count, const uint64_t *pages, const void *data)
+{
+	struct fill_jump fj = { .id = id, .mem = mem, .versions = versions, .count = count,
+				.pages = pages, .data = data };
+	struct pt_image_header h;
+
+	header_fill(&h, id, epoch, chain, seq);
+	return image_replace(dirfd, &h, fill_jump, &fj);
 }
 
 static int check_slot(const struct pt_image_header *h, long page_size)
@@ -311,7 +388,7 @@ static int copy_run(struct pt_image *img, const struct pt_image_entry *e, uint64
 }
 
 int pt_image_copy_newer(struct pt_image *img, uint64_t have_epoch, void *mem, uint64_t *suspect,
-			uint64_t *nsuspect, uint64_t *copied)
+			uint64_t *nsuspect, uint64_t *copied, pt_epoch_t *generations)
 {
 	size_t per = TABLE_CHUNK / sizeof(struct pt_image_entry);
 	struct pt_image_entry *tab;
@@ -350,6 +427,10 @@ int pt_image_copy_newer(struct pt_image *img, uint64_t have_epoch, void *mem, ui
 			ret = copy_run(img, &tab[i], base + i, j - i, mem, suspect, nsuspect);
 			if (ret)
 				goto out;
+			/* An entry that fails its checksum left its page suspect:
+			 * the caller copies again, so its value here is moot. */
+			for (uint64_t k = i; generations && k < j; k++)
+				generations[base + k] = (pt_epoch_t)tab[k].generation;
 			done += j - i;
 			i = j;
 		}

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "pagetrack.h"
 #include "format.h"
 #include "io.h"
 
@@ -37,7 +38,18 @@ int pt_image_load_entries(struct pt_image *img);
  * covers is corruption.  *copied counts the pages copied.
  */
 int pt_image_copy_newer(struct pt_image *img, uint64_t have_epoch, void *mem,
-			uint64_t *suspect, uint64_t *nsuspect, uint64_t *copied);
+			uint64_t *suspect, uint64_t *nsuspect, uint64_t *copied,
+			pt_epoch_t *generations);
+
+/*
+ * Replace the image whole (image.tmp written, fsynced, renamed over it):
+ * at epoch with chain, header slot seq, the table from versions (one per
+ * page), the data from mem with pages[0..count) (ascending) taken from
+ * data instead.  0 or -errno; the old image stays on failure.
+ */
+int pt_image_write(int dirfd, const struct pt_region_id *id, uint64_t epoch, uint64_t chain,
+		   uint64_t seq, const void *mem, const struct pt_page_version *versions,
+		   uint64_t count, const uint64_t *pages, const void *data);
 
 /* Apply the records after the image's epoch up to target, fsync, advance
  * the header.  Returns the image's epoch afterwards or -errno. */

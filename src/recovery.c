@@ -98,7 +98,7 @@ int pt_recover(struct pt_region *r)
 	suspect = calloc((r->id.npages + 63) / 64, 8);
 	if (!suspect)
 		return -ENOMEM;
-	ret = pt_image_copy_newer(&r->img, 0, r->base, suspect, &nsuspect, &copied);
+	ret = pt_image_copy_newer(&r->img, 0, r->base, suspect, &nsuspect, &copied, NULL);
 	if (ret) {
 		pt_log(PT_LOG_ERROR, "%s: cannot read the image: %s", r->dir, pt_strerror(ret));
 		goto out;

@@ -32,6 +32,8 @@
 #define DEFAULT_STAGING_BYTES		(64ull << 20)
 #define QUEUE_SLOTS			4096
 #define RETRY_MS			50
+/* Dropped segments kept for the log thread to recycle (see pagelog.h). */
+#define SPARE_SEGMENTS			2
 
 struct record_slot {
 	unsigned char *buf;

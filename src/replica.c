@@ -78,7 +78,8 @@ static int image_catch_up(struct pt_replica *r, unsigned char *mem, struct copy_
 	/* Redoing an interrupted catch-up from cs->epoch (the older image's)
 	 * is enough: pages it left torn belong to records after that epoch,
 	 * which the log replays. */
-	ret = pt_image_copy_newer(&img, cs->epoch, mem, r->suspect, &r->nsuspect, &copied);
+	ret = pt_image_copy_newer(&img, cs->epoch, mem, r->suspect, &r->nsuspect, &copied,
+				  mem == r->base ? r->generations : NULL);
 	if (ret)
 		goto out;
 	r->image_pages += copied;
@@ -428,8 +429,10 @@ static int64_t step_once(struct pt_replica *r, pt_delta_fn fn, void *arg, bool *
 		r->rd.quiet = true;
 		return ret;
 	}
-	for (uint32_t i = 0; i < d.page_count; i++)
+	for (uint32_t i = 0; i < d.page_count; i++) {
 		memcpy((unsigned char *)r->base + d.pages[i] * ps, d.data + (size_t)i * ps, ps);
+		r->generations[d.pages[i]] = d.epoch;
+	}
 	cs->epoch = d.epoch;
 	cs->chain = d.chain;
 	r->epoch = d.epoch;
@@ -685,6 +688,10 @@ PT_EXPORT int pt_replica_open(struct pt_replica **out, const char *dir,
 	/* A delta replica starts at epoch 0 (zeros), where the log starts:
 	 * its consumer sees every record. */
 	r->deltas = o.flags & PT_REPLICA_DELTAS;
+	if (r->deltas && !(r->generations = calloc(r->id.npages, sizeof(*r->generations)))) {
+		ret = -ENOMEM;
+		goto err;
+	}
 	e = r->deltas ? 0 : pt_replica_refresh(r, 0);
 	if (e < 0) {
 		ret = (int)e;
@@ -742,5 +749,25 @@ PT_EXPORT void pt_replica_close(struct pt_replica *r)
 	if (r->dirfd >= 0)
 		close(r->dirfd);
 	free(r->suspect);
+	free(r->generations);
 	free(r);
+}
+
+PT_EXPORT int pt_replica_generations(const struct pt_replica *r, uint64_t first, uint64_t count,
+				     pt_epoch_t *out)
+{
+	if (!r || !r->deltas || !out || first > r->id.npages || count > r->id.npages - first)
+		return -EINVAL;
+	memcpy(out, r->generations + first, count * sizeof(*out));
+	return 0;
+}
+
+PT_EXPORT int pt_replica_chain(const struct pt_replica *r, pt_epoch_t *epoch, uint64_t *chain)
+{
+	/* A shared replica's copies keep their chains in the control block. */
+	if (!r || !epoch || !chain || r->shared)
+		return -EINVAL;
+	*epoch = (pt_epoch_t)r->epoch;
+	*chain = r->priv.chain;
+	return 0;
 }

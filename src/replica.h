@@ -34,6 +34,7 @@ struct pt_replica {
 	size_t size;
 	bool shared;
 	bool deltas;		/* PT_REPLICA_DELTAS: moved by pt_replica_step() only */
+	pt_epoch_t *generations;	/* deltas: the epoch that last changed each page */
 	void *base;
 	uint64_t epoch;		/* visible */
 	uint64_t image_pages;
