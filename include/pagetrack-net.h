@@ -32,6 +32,22 @@ extern "C" {
 /* The wire format these calls write and read (docs/network.md). */
 #define PT_NET_WIRE_VERSION 1
 
+/*
+ * Progress of a follower's catch-up from a snapshot (docs/network.md): the
+ * pages it transfers, reported after each batch and at the end, so that a
+ * program can show a long catch-up (`pagetrack follow` does on a terminal).
+ */
+struct pt_net_progress {
+	size_t sz;			/* sizeof(struct pt_net_progress), set by the library */
+	pt_epoch_t from;		/* the standby's epoch (0: a new standby) */
+	pt_epoch_t to;			/* the snapshot's */
+	uint64_t pages_done;		/* pages transferred and checked so far */
+	uint64_t pages_total;		/* pages newer than `from`: all that travel */
+	uint64_t bytes_wire;		/* bytes read from the bucket so far */
+};
+
+typedef void (*pt_net_progress_fn)(const struct pt_net_progress *p, void *arg);
+
 /* Every field's zero value means its default; NULL options mean all defaults
  * (and then no URL: the calls need one). */
 struct pt_net_opts {
@@ -52,6 +68,17 @@ struct pt_net_opts {
 	unsigned int connect_timeout_ms;	/* per connection attempt, default 2000 */
 	unsigned int request_timeout_ms;	/* a publish's acknowledgement and other
 						 * JetStream requests, default 5000 */
+	/* Fields added with snapshots (docs/network.md, "Snapshot"). */
+	int64_t max_msgs;		/* publisher, when it creates the stream: keep at
+					 * most this many messages (the oldest go);
+					 * 0: no limit */
+	int64_t max_bytes;		/* likewise in bytes; 0: no limit */
+	unsigned int snapshot_interval_ms;	/* publisher: update the snapshot at
+						 * most this often while epochs come,
+						 * default 10000; sooner when half of
+						 * max_msgs or max_bytes went by */
+	pt_net_progress_fn progress;	/* follower: catch-up progress (NULL: none) */
+	void *progress_arg;
 };
 
 /*
@@ -147,6 +174,11 @@ struct pt_publisher_stats {
 	uint64_t retries;		/* runs that failed with -EAGAIN and resumed */
 	int last_error;			/* the last run's error, 0: none */
 	char stream[64];		/* the stream's name */
+	/* The snapshot in the cluster (fields added with it). */
+	pt_epoch_t snapshot_epoch;	/* epoch of the snapshot this handle last wrote */
+	uint64_t snapshot_updates;	/* updates written */
+	uint64_t snapshot_pages;	/* pages put by them (only changed ones) */
+	uint64_t snapshot_bytes;	/* bytes put (pages, tables, manifests) */
 };
 
 /* Fill *st; returns 0 or -EINVAL (NULL, sz too small). */
@@ -229,6 +261,11 @@ struct pt_follower_stats {
 	uint64_t retries;		/* runs that failed with -EAGAIN and resumed */
 	int last_error;
 	char stream[64];
+	/* Catch-ups from the snapshot (fields added with it). */
+	uint64_t snapshot_catchups;	/* catch-ups done */
+	uint64_t snapshot_pages;	/* pages they transferred (only newer ones) */
+	uint64_t snapshot_bytes;	/* bytes they read from the bucket */
+	pt_epoch_t snapshot_from, snapshot_to;	/* the last one's epochs */
 };
 
 /* Fill *st; returns 0 or -EINVAL. */

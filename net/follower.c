@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "snapshot.h"
 #include "wire.h"
 
 struct pt_follower {
@@ -51,6 +52,8 @@ struct pt_follower {
 	uint64_t epoch, chain;		/* the standby's */
 	uint64_t next_seq;		/* where epoch + 1 starts in the stream */
 	int fatal;
+	bool need_snapshot;		/* the stream lacks epoch + 1: see gap */
+	struct snap_gap gap;
 
 	/* The epoch being received. */
 	bool assembling;
@@ -180,6 +183,24 @@ static int apply(struct pt_follower *f, uint64_t seq)
 	return 1;
 }
 
+/*
+ * The stream goes on after the standby's epoch with a later epoch (or part
+ * way into the next): its start was trimmed by the stream's limits, or the
+ * publisher skipped epochs it wrote into the snapshot.  The next run
+ * catches up from the snapshot (snapshot.c).  Returns -EAGAIN.
+ */
+static int found_gap(struct pt_follower *f, const struct wire_header *h, uint64_t seq)
+{
+	f->assembling = false;
+	f->need_snapshot = true;
+	f->gap = (struct snap_gap){ .epoch = h->epoch, .part = h->part,
+				    .prev_chain = h->prev_chain, .seq = seq };
+	return net_fail(-EAGAIN, "stream %s sequence %llu: epoch %llu part %u after the standby's "
+			"epoch %llu: catching up from the snapshot", f->stream,
+			(unsigned long long)seq, (unsigned long long)h->epoch, h->part,
+			(unsigned long long)f->epoch);
+}
+
 /* One message: 1 an epoch applied, 0 taken, or a fatal error. */
 static int take(struct pt_follower *f, const void *msg, size_t len, uint64_t seq)
 {
@@ -196,14 +217,15 @@ static int take(struct pt_follower *f, const void *msg, size_t len, uint64_t seq
 	if (f->history && h.history_id != f->history)
 		return stop(f, -ESTALE, seq, "history %016llx, the standby's is %016llx",
 			    (unsigned long long)h.history_id, (unsigned long long)f->history);
+	if (f->assembling && !h.part && h.epoch > f->first.epoch)
+		return found_gap(f, &h, seq);	/* after an epoch left half published */
 	if (!f->assembling) {
-		if (h.epoch != f->epoch + 1 || h.part)
-			return stop(f, f->epoch == 0 && !f->standby && h.epoch > 1 ? -ESTALE : -EILSEQ,
-				    seq, "epoch %llu part %u, expected epoch %llu part 0%s",
+		if (h.epoch > f->epoch + 1 || (h.epoch == f->epoch + 1 && h.part))
+			return found_gap(f, &h, seq);
+		if (h.epoch != f->epoch + 1)
+			return stop(f, -EILSEQ, seq, "epoch %llu part %u, expected epoch %llu part 0",
 				    (unsigned long long)h.epoch, h.part,
-				    (unsigned long long)f->epoch + 1,
-				    f->epoch == 0 && h.epoch > 1 ? " (the stream no longer starts "
-				    "at epoch 1; catch-up from a snapshot is not built)" : "");
+				    (unsigned long long)f->epoch + 1);
 		if (f->standby && h.prev_chain != f->chain)
 			return stop(f, -EILSEQ, seq, "epoch %llu follows chain %016llx, the "
 				    "standby's epoch %llu has %016llx", (unsigned long long)h.epoch,
@@ -274,7 +296,8 @@ static int take(struct pt_follower *f, const void *msg, size_t len, uint64_t seq
  * Read message seq; *epoch its epoch, or 0 when it is missing or does not
  * check (the search steps past it).  Returns 0 or -EAGAIN.
  */
-static int probe(struct pt_follower *f, uint64_t seq, uint64_t *epoch, uint32_t *part)
+static int probe(struct pt_follower *f, uint64_t seq, uint64_t *epoch, uint32_t *part,
+		 uint64_t *prev_chain)
 {
 	struct wire_header h;
 	jsErrCode jerr = 0;
@@ -290,9 +313,10 @@ static int probe(struct pt_follower *f, uint64_t seq, uint64_t *epoch, uint32_t 
 		return net_fail(-EAGAIN, "stream %s: reading sequence %llu: %s", f->stream,
 				(unsigned long long)seq, net_status_text(s));
 	if (!wire_check(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &h, why,
-			sizeof(why)) && h.history_id == f->history) {
+			sizeof(why)) && (h.history_id == f->history || !f->history)) {
 		*epoch = h.epoch;
 		*part = h.part;
+		*prev_chain = h.prev_chain;
 	}
 	natsMsg_Destroy(m);
 	return 0;
@@ -317,20 +341,20 @@ static int locate(struct pt_follower *f)
 	first = si->State.FirstSeq ? si->State.FirstSeq : 1;
 	last = si->State.LastSeq;
 	jsStreamInfo_Destroy(si);
-	if (f->epoch == 0 || last < first) {
-		f->next_seq = f->epoch == 0 ? first : last + 1;
+	if (last < first) {
+		f->next_seq = last + 1;
 		return 0;
 	}
 	/* The first sequence whose epoch is above the standby's. */
 	lo = first;
-	hi = last + 1;
+	hi = f->epoch ? last + 1 : first;
 	while (lo < hi) {
-		uint64_t mid = lo + (hi - lo) / 2, seq = mid, epoch = 0;
+		uint64_t mid = lo + (hi - lo) / 2, seq = mid, epoch = 0, prev_chain;
 		uint32_t part = 0;
 
 		/* A missing or foreign message: look at the next ones. */
 		for (; seq < hi && !epoch; seq++) {
-			err = probe(f, seq, &epoch, &part);
+			err = probe(f, seq, &epoch, &part, &prev_chain);
 			if (err)
 				return err;
 		}
@@ -343,20 +367,15 @@ static int locate(struct pt_follower *f)
 	}
 	f->next_seq = lo;
 	if (lo <= last) {
-		uint64_t epoch = 0;
-		uint32_t part = 0;
+		struct wire_header h = { 0 };
 
-		err = probe(f, lo, &epoch, &part);
+		err = probe(f, lo, &h.epoch, &h.part, &h.prev_chain);
 		if (err)
 			return err;
-		if (epoch > f->epoch + 1 || (epoch == f->epoch + 1 && part))
-			return f->fatal = net_fail(-ESTALE, "stream %s: the standby in %s is at epoch "
-						   "%llu, the stream goes on at sequence %llu with "
-						   "epoch %llu part %u: it no longer holds epoch %llu "
-						   "(catch-up from a snapshot is not built)",
-						   f->stream, f->dir, (unsigned long long)f->epoch,
-						   (unsigned long long)lo, (unsigned long long)epoch,
-						   part, (unsigned long long)f->epoch + 1);
+		if (h.epoch > f->epoch + 1 || (h.epoch == f->epoch + 1 && h.part)) {
+			found_gap(f, &h, lo);
+			net_log(PT_LOG_INFO, "%s", pt_net_last_error());
+		}
 	}
 	return 0;
 }
@@ -390,6 +409,44 @@ static int subscribe(struct pt_follower *f)
 				(unsigned long long)f->next_seq, net_status_text(s));
 	}
 	return 0;
+}
+
+/*
+ * Catch up from the snapshot over the gap the stream has (snapshot.c),
+ * then find where the stream goes on.  0, -EAGAIN (no snapshot past the
+ * gap yet: the publisher writes one; or the network), or fatal.
+ */
+static int from_snapshot(struct pt_follower *f)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode jerr = 0;
+	pt_epoch_t epoch = 0;
+	natsStatus s;
+	int err;
+
+	unsubscribe(f);
+	s = js_GetStreamInfo(&si, f->conn.js, f->stream, &f->conn.jsopts, &jerr);
+	if (s != NATS_OK)
+		return net_fail(-EAGAIN, "stream %s: reading its state: %s", f->stream,
+				net_status_text(s));
+	f->gap.trimmed = f->gap.seq <= si->State.FirstSeq;
+	jsStreamInfo_Destroy(si);
+	err = snap_catch_up(&f->conn, &f->opts, f->stream, f->dir, &f->standby, &f->gap, &f->st);
+	if (err) {
+		if (err != -EAGAIN)
+			f->fatal = err;
+		return err;
+	}
+	pt_region_chain(f->standby, &epoch, &f->chain);
+	f->epoch = (uint64_t)epoch;	/* >= 1: the snapshot's */
+	f->history = pt_region_history(f->standby);
+	f->st.epoch = epoch;
+	f->st.history_id = f->history;
+	f->need_snapshot = false;
+	err = locate(f);
+	if (!err && f->need_snapshot)
+		err = -EAGAIN;	/* the stream lacks the snapshot's next epoch: said by locate */
+	return err;
 }
 
 PT_EXPORT int pt_follower_open(struct pt_follower **out, const char *dir,
@@ -466,6 +523,11 @@ PT_EXPORT int pt_follower_run(struct pt_follower *f, int timeout_ms)
 		return net_fail(-EINVAL, "timeout %d ms", timeout_ms);
 	if (f->fatal)
 		return f->fatal;
+	if (f->need_snapshot) {
+		err = from_snapshot(f);
+		if (err)
+			goto fail;
+	}
 	if (!f->sub) {
 		err = subscribe(f);
 		if (err)
@@ -505,6 +567,11 @@ PT_EXPORT int pt_follower_run(struct pt_follower *f, int timeout_ms)
 		jsMsgMetaData_Destroy(meta);
 		err = take(f, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), seq);
 		natsMsg_Destroy(m);
+		if (err < 0 && f->need_snapshot) {
+			err = from_snapshot(f);
+			if (!err && !f->sub)
+				err = subscribe(f);
+		}
 		if (err < 0)
 			goto fail;
 		count += err;

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "snapshot.h"
 #include "wire.h"
 
 /* Room left in a message for NATS's own headers (message id, expectations). */
@@ -49,6 +50,7 @@ struct pt_publisher {
 	struct net_conn conn;
 	struct pt_replica *src;
 	struct pt_replicated *rep;
+	struct snap_pub *snap;		/* the snapshot in the cluster (snapshot.c) */
 	uint64_t history;
 	uint64_t npages;
 	uint32_t page_size;
@@ -319,6 +321,15 @@ static int publish_part(struct pt_publisher *p, const struct pt_delta *d, uint32
 			jerr ? ", JetStream error " : "", (int)jerr);
 }
 
+/* d follows the snapshot this publisher wrote when its stream lacked the
+ * epochs only the image held (jump): the stream skips to d's epoch. */
+static bool after_snapshot(const struct pt_publisher *p, const struct pt_delta *d)
+{
+	uint64_t chain;
+
+	return snap_pub_epoch(p->snap, &chain) + 1 == d->epoch && chain == d->prev_chain;
+}
+
 static int on_delta(const struct pt_delta *d, const void *base, void *arg)
 {
 	struct pt_publisher *p = arg;
@@ -355,12 +366,12 @@ static int on_delta(const struct pt_delta *d, const void *base, void *arg)
 			return 0;
 		}
 		start = p->s_part + 1;
-	} else if (epoch != p->s_epoch + 1) {
+	} else if (epoch != p->s_epoch + 1 && !after_snapshot(p, d)) {
 		return p->step_err = p->fatal = net_fail(-ESTALE, "stream %s: the source is at "
 							 "epoch %llu, the stream at %llu",
 							 p->stream, (unsigned long long)d->epoch,
 							 (unsigned long long)p->s_epoch);
-	} else if (p->s_epoch && d->prev_chain != p->s_chain) {
+	} else if (epoch == p->s_epoch + 1 && p->s_epoch && d->prev_chain != p->s_chain) {
 		return p->step_err = fenced(p, "the stream's epoch %llu is another version than "
 					    "the one this region's epoch %llu follows",
 					    (unsigned long long)p->s_epoch,
@@ -469,6 +480,8 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 		cfg.SubjectsLen = 1;
 		cfg.Storage = js_FileStorage;
 		cfg.Replicas = p->opts.replicas;
+		cfg.MaxMsgs = p->opts.max_msgs ? p->opts.max_msgs : -1;
+		cfg.MaxBytes = p->opts.max_bytes ? p->opts.max_bytes : -1;
 		jerr = 0;
 		s = js_AddStream(&si, p->conn.js, &cfg, &p->conn.jsopts, &jerr);
 		if (s == NATS_OK)
@@ -485,6 +498,10 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 		goto err;
 	}
 	jsStreamInfo_Destroy(si);
+	err = snap_pub_open(&p->snap, &p->conn, &p->opts, p->stream, p->history, p->npages,
+			    p->page_size);
+	if (err)
+		goto err;
 	p->st.history_id = p->history;
 	err = resync(p);
 	if (err)
@@ -505,9 +522,11 @@ err:
  * still checked where the steps reach the stream (on_delta): at s_epoch
  * when J < s_epoch, at the first epoch published when J == s_epoch (its
  * prev_chain must be the stream's).  A stream behind the image (it lacks
- * epochs that only the image holds now) needs a catch-up from a snapshot,
- * which is not built.  0: go on stepping; else an error (-EAGAIN: the
- * image kept changing under a checkpoint, try again).
+ * epochs that only the image holds now) gets the snapshot at J first, and
+ * the next epoch published after its last one is J + 1: followers cross
+ * the gap from the snapshot.  0: go on stepping; else an error (-EAGAIN:
+ * the image kept changing under a checkpoint, or the snapshot could not be
+ * written: try again).
  */
 static int jump(struct pt_publisher *p)
 {
@@ -527,14 +546,23 @@ static int jump(struct pt_publisher *p)
 					   "next to publish, and the image is at epoch %lld", p->dir,
 					   (unsigned long long)from + 1, (long long)j);
 	if ((uint64_t)j > p->s_epoch ||
-	    ((uint64_t)j == p->s_epoch && p->s_part + 1 < p->s_parts))
-		return p->fatal = net_fail(-ESTALE, "%s: the log no longer holds epoch %llu, the "
-					   "next to publish (a checkpoint dropped it): the image "
-					   "is at epoch %lld, stream %s ends at epoch %llu%s; "
-					   "catch-up from a snapshot is not built", p->dir,
-					   (unsigned long long)p->s_epoch + (p->s_part + 1 >= p->s_parts),
-					   (long long)j, p->stream, (unsigned long long)p->s_epoch,
-					   p->s_part + 1 < p->s_parts ? " (half published)" : "");
+	    ((uint64_t)j == p->s_epoch && p->s_part + 1 < p->s_parts)) {
+		int err = snap_pub_update(p->snap, p->src, &p->st);
+
+		if (err)
+			return err == -EAGAIN ? err : (p->fatal = err);
+		/* Stored by the cluster: the skipped epochs' result is there. */
+		pt_replicated_set(p->rep, j);
+		net_log(PT_LOG_WARN, "%s: the log no longer holds epoch %llu, the next to publish "
+			"(a checkpoint dropped it): the image is at epoch %lld, stream %s ends at "
+			"epoch %llu%s; the snapshot is at epoch %lld now, and the stream goes on "
+			"with epoch %lld", p->dir,
+			(unsigned long long)p->s_epoch + (p->s_part + 1 >= p->s_parts), (long long)j,
+			p->stream, (unsigned long long)p->s_epoch,
+			p->s_part + 1 < p->s_parts ? " (half published)" : "", (long long)j,
+			(long long)j + 1);
+		return 0;
+	}
 	net_log(PT_LOG_INFO, "%s: the log starts after epoch %llu: the source jumped to the "
 		"image's epoch %lld (stream %s is at %llu)", p->dir, (unsigned long long)from + 1,
 		(long long)j, p->stream, (unsigned long long)p->s_epoch);
@@ -583,6 +611,12 @@ PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
 		if (timeout_ms >= 0 && net_mono_ms() - start >= (uint64_t)timeout_ms && count)
 			break;
 	}
+	/* Every epoch the source stepped is in the stream: a snapshot there. */
+	if (snap_pub_due(p->snap, &p->st, pt_replica_epoch(p->src))) {
+		err = snap_pub_update(p->snap, p->src, &p->st);
+		if (err)
+			goto fail;
+	}
 	p->st.last_error = 0;
 	return count;
 fail:
@@ -610,6 +644,7 @@ PT_EXPORT int pt_publisher_close(struct pt_publisher *p)
 {
 	if (!p)
 		return 0;
+	snap_pub_close(p->snap);
 	net_disconnect(&p->conn);
 	pt_replica_close(p->src);
 	pt_replicated_close(p->rep);

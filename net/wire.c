@@ -19,7 +19,6 @@
  *   56  npages
  * Body: count entries { u64 index, u32 encoding, u32 length, bytes }.
  */
-#include <endian.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,36 +34,29 @@ uint64_t wire_checksum(const void *p, size_t len)
 	return XXH3_64bits(p, len);
 }
 
-static void put16(unsigned char *p, uint16_t v) { v = htole16(v); memcpy(p, &v, 2); }
-static void put32(unsigned char *p, uint32_t v) { v = htole32(v); memcpy(p, &v, 4); }
-static void put64(unsigned char *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
-static uint16_t get16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return le16toh(v); }
-static uint32_t get32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
-static uint64_t get64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
-
 void wire_header_put(unsigned char *out, const struct wire_header *h)
 {
 	memset(out, 0, WIRE_HEADER_SIZE);
 	memcpy(out, WIRE_MAGIC, 8);
-	put16(out + 8, WIRE_VERSION);
-	put16(out + 10, h->flags);
-	put32(out + 12, WIRE_HEADER_SIZE);
-	put64(out + 16, h->history_id);
-	put64(out + 24, h->epoch);
-	put64(out + 32, h->prev_chain);
-	put64(out + 40, h->chain);
-	put64(out + 48, h->payload_checksum);
-	put64(out + 56, h->npages);
-	put32(out + 64, h->page_size);
-	put32(out + 68, h->page_count);
-	put32(out + 72, h->part);
-	put32(out + 76, h->parts);
-	put32(out + 80, h->first);
-	put32(out + 84, h->count);
-	put64(out + 88, h->body_length);
-	put64(out + 96, h->body_checksum);
-	put64(out + 104, h->sent_ns);
-	put64(out + 120, wire_checksum(out, 120));
+	wire_put16(out + 8, WIRE_VERSION);
+	wire_put16(out + 10, h->flags);
+	wire_put32(out + 12, WIRE_HEADER_SIZE);
+	wire_put64(out + 16, h->history_id);
+	wire_put64(out + 24, h->epoch);
+	wire_put64(out + 32, h->prev_chain);
+	wire_put64(out + 40, h->chain);
+	wire_put64(out + 48, h->payload_checksum);
+	wire_put64(out + 56, h->npages);
+	wire_put32(out + 64, h->page_size);
+	wire_put32(out + 68, h->page_count);
+	wire_put32(out + 72, h->part);
+	wire_put32(out + 76, h->parts);
+	wire_put32(out + 80, h->first);
+	wire_put32(out + 84, h->count);
+	wire_put64(out + 88, h->body_length);
+	wire_put64(out + 96, h->body_checksum);
+	wire_put64(out + 104, h->sent_ns);
+	wire_put64(out + 120, wire_checksum(out, 120));
 }
 
 static int bad(char *why, size_t why_len, int err, const char *fmt, ...)
@@ -88,39 +80,39 @@ int wire_check(const void *msg, size_t len, struct wire_header *h, char *why, si
 		return bad(why, why_len, -EBADMSG, "%zu bytes: shorter than a header", len);
 	if (memcmp(p, WIRE_MAGIC, 8))
 		return bad(why, why_len, -EBADMSG, "bad magic (not a pagetrack message)");
-	h->version = get16(p + 8);
+	h->version = wire_get16(p + 8);
 	/* The version is judged before the rest: another version may lay the
 	 * header out differently, so its checksum means nothing here. */
 	if (h->version != WIRE_VERSION)
 		return bad(why, why_len, -EPROTO, "wire version %u, this library reads %u",
 			   h->version, WIRE_VERSION);
-	h->header_size = get32(p + 12);
+	h->header_size = wire_get32(p + 12);
 	if (h->header_size != WIRE_HEADER_SIZE)
 		return bad(why, why_len, -EBADMSG, "header size %u, want %u", h->header_size,
 			   WIRE_HEADER_SIZE);
 	if (len < WIRE_HEADER_SIZE)
 		return bad(why, why_len, -EBADMSG, "%zu bytes: truncated header", len);
 	sum = wire_checksum(p, 120);
-	if (sum != get64(p + 120))
+	if (sum != wire_get64(p + 120))
 		return bad(why, why_len, -EBADMSG, "header checksum %016llx, computed %016llx",
-			   (unsigned long long)get64(p + 120), (unsigned long long)sum);
-	h->flags = get16(p + 10);
-	h->history_id = get64(p + 16);
-	h->epoch = get64(p + 24);
-	h->prev_chain = get64(p + 32);
-	h->chain = get64(p + 40);
-	h->payload_checksum = get64(p + 48);
-	h->npages = get64(p + 56);
-	h->page_size = get32(p + 64);
-	h->page_count = get32(p + 68);
-	h->part = get32(p + 72);
-	h->parts = get32(p + 76);
-	h->first = get32(p + 80);
-	h->count = get32(p + 84);
-	h->body_length = get64(p + 88);
-	h->body_checksum = get64(p + 96);
-	h->sent_ns = get64(p + 104);
-	if (get64(p + 112))
+			   (unsigned long long)wire_get64(p + 120), (unsigned long long)sum);
+	h->flags = wire_get16(p + 10);
+	h->history_id = wire_get64(p + 16);
+	h->epoch = wire_get64(p + 24);
+	h->prev_chain = wire_get64(p + 32);
+	h->chain = wire_get64(p + 40);
+	h->payload_checksum = wire_get64(p + 48);
+	h->npages = wire_get64(p + 56);
+	h->page_size = wire_get32(p + 64);
+	h->page_count = wire_get32(p + 68);
+	h->part = wire_get32(p + 72);
+	h->parts = wire_get32(p + 76);
+	h->first = wire_get32(p + 80);
+	h->count = wire_get32(p + 84);
+	h->body_length = wire_get64(p + 88);
+	h->body_checksum = wire_get64(p + 96);
+	h->sent_ns = wire_get64(p + 104);
+	if (wire_get64(p + 112))
 		return bad(why, why_len, -EBADMSG, "reserved header bytes not zero");
 	if (h->flags & ~WIRE_FLAG_LAST)
 		return bad(why, why_len, -EBADMSG, "unknown flags %#x", h->flags);
@@ -162,9 +154,9 @@ int wire_decode(const struct wire_header *h, const unsigned char *body, uint64_t
 
 		if ((size_t)(end - p) < WIRE_ENTRY_SIZE)
 			return bad(why, why_len, -EBADMSG, "entry %u: body ends", i);
-		index = get64(p);
-		enc = get32(p + 8);
-		length = get32(p + 12);
+		index = wire_get64(p);
+		enc = wire_get32(p + 8);
+		length = wire_get32(p + 12);
 		p += WIRE_ENTRY_SIZE;
 		if (index >= h->npages)
 			return bad(why, why_len, -EBADMSG, "entry %u: page %llu of a %llu-page region",
@@ -251,8 +243,8 @@ size_t wire_encode_page(unsigned char *out, uint64_t index, const unsigned char 
 			memcpy(out + WIRE_ENTRY_SIZE, now, page_size);
 		}
 	}
-	put64(out, index);
-	put32(out + 8, *enc);
-	put32(out + 12, length);
+	wire_put64(out, index);
+	wire_put32(out + 8, *enc);
+	wire_put32(out + 12, length);
 	return WIRE_ENTRY_SIZE + length;
 }

@@ -7,9 +7,11 @@
 #ifndef PT_NET_WIRE_H
 #define PT_NET_WIRE_H
 
+#include <endian.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define WIRE_MAGIC		"PTNET01"	/* 8 bytes with its NUL */
 #define WIRE_VERSION		1
@@ -79,5 +81,13 @@ size_t wire_encode_page(unsigned char *out, uint64_t index, const unsigned char 
 			enum wire_encoding *enc);
 
 uint64_t wire_checksum(const void *p, size_t len);
+
+/* Little-endian fields, for this format and the snapshot's (snapshot.c). */
+static inline void wire_put16(unsigned char *p, uint16_t v) { v = htole16(v); memcpy(p, &v, 2); }
+static inline void wire_put32(unsigned char *p, uint32_t v) { v = htole32(v); memcpy(p, &v, 4); }
+static inline void wire_put64(unsigned char *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
+static inline uint16_t wire_get16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return le16toh(v); }
+static inline uint32_t wire_get32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
+static inline uint64_t wire_get64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
 
 #endif /* PT_NET_WIRE_H */

@@ -1,0 +1,851 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * snapshot.c - the region's snapshot in the cluster, both halves: the
+ * publisher keeps it, a follower that fell past the stream's retention (or
+ * a new one on a stream that no longer starts at epoch 1) catches up from
+ * it, then goes on from the stream.
+ *
+ * The snapshot is a JetStream key-value bucket, "<stream>-snapshot", one
+ * value per key (docs/network.md, "Snapshot"):
+ *   page.<index>   one page: its generation (the epoch that last changed
+ *                  it), its XXH3-64, the page as a wire entry (LZ4, or raw)
+ *   table.<n>      pages n*8192 .. : generation and XXH3-64 of each
+ *   manifest       the snapshot's epoch S, the chain of the source's record
+ *                  S, the region's history and size, and the XXH3-64 of
+ *                  every table as it is at S
+ *
+ * Complete at S, or not at all.  The publisher puts the pages that changed,
+ * then the tables that changed, then the manifest: a manifest names tables
+ * whose every page value was already there.  A reader trusts the manifest's
+ * checksum, the tables it names by checksum, and a page value only if its
+ * generation and checksum are the table's (then its bytes are the page at
+ * S: a page with generation g is the content epoch g wrote, which nothing
+ * changed until S).  A page value newer than its table means the publisher
+ * moved on while the reader read: the reader starts over from the new
+ * manifest (a few times, then it says so and tries again later).  A table
+ * not matching its manifest is read again briefly for the same reason, and
+ * is refused if it stays so.
+ *
+ * The follower transfers only the pages whose generation is above its
+ * standby's epoch E: every other page is the same at E and at S.
+ * pt_region_jump() then checks every page of the result, transferred or
+ * kept, against the table's checksums before it changes anything, and
+ * installs S with the source's chain, so the stream's S+1 follows it.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define XXH_STATIC_LINKING_ONLY	/* XXH3_state_t on the stack */
+#include <xxhash.h>
+
+#include "snapshot.h"
+#include "wire.h"
+
+#define SNAP_VERSION		1
+#define MANIFEST_MAGIC		"PTSNAP1"	/* 8 bytes with the NUL */
+#define TABLE_MAGIC		"PTSNTB1"
+#define PAGE_MAGIC		"PTSNPG1"
+#define MANIFEST_HEAD		80
+#define TABLE_HEAD		32
+#define PAGE_HEAD		64
+#define TABLE_PAGES		8192u		/* pages a table value describes */
+#define TABLE_ENTRY		16
+#define DEFAULT_INTERVAL_MS	10000
+#define RESTARTS		8		/* a reader starting over, at most */
+#define PROGRESS_EVERY		64		/* pages between progress reports */
+
+static uint32_t tables_of(uint64_t npages)
+{
+	return (uint32_t)((npages + TABLE_PAGES - 1) / TABLE_PAGES);
+}
+
+static void bucket_name(char *buf, size_t len, const char *stream)
+{
+	snprintf(buf, len, "%s-snapshot", stream);
+}
+
+/* ---- the format: manifest, tables, pages ----------------------------------- */
+
+struct manifest {
+	uint64_t history, epoch, chain, npages;
+	uint32_t page_size, tables;
+	uint64_t *table_sum;		/* tables entries (malloc()ed) */
+};
+
+static int bad(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int bad(char *why, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+	return -EBADMSG;
+}
+
+static size_t manifest_size(uint32_t tables)
+{
+	return MANIFEST_HEAD + (size_t)tables * 8 + 8;
+}
+
+static void manifest_put(unsigned char *out, const struct manifest *m)
+{
+	size_t n = manifest_size(m->tables);
+
+	memset(out, 0, MANIFEST_HEAD);
+	memcpy(out, MANIFEST_MAGIC, 8);
+	wire_put32(out + 8, SNAP_VERSION);
+	wire_put32(out + 12, MANIFEST_HEAD);
+	wire_put64(out + 16, m->history);
+	wire_put64(out + 24, m->epoch);
+	wire_put64(out + 32, m->chain);
+	wire_put64(out + 40, m->npages);
+	wire_put32(out + 48, m->page_size);
+	wire_put32(out + 52, TABLE_PAGES);
+	wire_put32(out + 56, m->tables);
+	wire_put64(out + 64, net_now_ns());
+	for (uint32_t i = 0; i < m->tables; i++)
+		wire_put64(out + MANIFEST_HEAD + (size_t)i * 8, m->table_sum[i]);
+	wire_put64(out + n - 8, wire_checksum(out, n - 8));
+}
+
+/* Check and decode a manifest value; m->table_sum allocated.  0, -EBADMSG, -ENOMEM. */
+static int manifest_get(const unsigned char *v, size_t len, struct manifest *m, char *why,
+			size_t why_len)
+{
+	memset(m, 0, sizeof(*m));
+	if (len < MANIFEST_HEAD + 8 || memcmp(v, MANIFEST_MAGIC, 8))
+		return bad(why, why_len, "not a manifest (%zu bytes)", len);
+	if (wire_get32(v + 8) != SNAP_VERSION || wire_get32(v + 12) != MANIFEST_HEAD)
+		return bad(why, why_len, "manifest version %u, this library reads %d",
+			   wire_get32(v + 8), SNAP_VERSION);
+	m->tables = wire_get32(v + 56);
+	if (len != manifest_size(m->tables))
+		return bad(why, why_len, "manifest of %zu bytes for %u tables", len, m->tables);
+	if (wire_get64(v + len - 8) != wire_checksum(v, len - 8))
+		return bad(why, why_len, "manifest checksum");
+	m->history = wire_get64(v + 16);
+	m->epoch = wire_get64(v + 24);
+	m->chain = wire_get64(v + 32);
+	m->npages = wire_get64(v + 40);
+	m->page_size = wire_get32(v + 48);
+	if (!m->epoch || m->epoch > INT64_MAX || !m->npages || m->npages > (1ull << 40) ||
+	    !m->page_size || m->page_size & (m->page_size - 1) ||
+	    wire_get32(v + 52) != TABLE_PAGES || m->tables != tables_of(m->npages))
+		return bad(why, why_len, "manifest: epoch %llu, %llu pages of %u bytes, %u tables "
+			   "of %u pages: impossible", (unsigned long long)m->epoch,
+			   (unsigned long long)m->npages, m->page_size, m->tables,
+			   wire_get32(v + 52));
+	m->table_sum = malloc((size_t)m->tables * 8);
+	if (!m->table_sum)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < m->tables; i++)
+		m->table_sum[i] = wire_get64(v + MANIFEST_HEAD + (size_t)i * 8);
+	return 0;
+}
+
+static uint32_t table_count(const struct manifest *m, uint32_t t)
+{
+	uint64_t first = (uint64_t)t * TABLE_PAGES;
+
+	return (uint32_t)(m->npages - first < TABLE_PAGES ? m->npages - first : TABLE_PAGES);
+}
+
+static size_t table_encode(unsigned char *out, const struct manifest *m, uint32_t t,
+			   const struct pt_page_version *v)
+{
+	uint32_t count = table_count(m, t);
+	uint64_t first = (uint64_t)t * TABLE_PAGES;
+
+	memcpy(out, TABLE_MAGIC, 8);
+	wire_put32(out + 8, SNAP_VERSION);
+	wire_put32(out + 12, count);
+	wire_put64(out + 16, first);
+	wire_put64(out + 24, m->history);
+	for (uint32_t i = 0; i < count; i++) {
+		wire_put64(out + TABLE_HEAD + (size_t)i * TABLE_ENTRY, (uint64_t)v[first + i].generation);
+		wire_put64(out + TABLE_HEAD + (size_t)i * TABLE_ENTRY + 8, v[first + i].checksum);
+	}
+	return TABLE_HEAD + (size_t)count * TABLE_ENTRY;
+}
+
+/*
+ * Check table t's value against the manifest (its checksum first: then
+ * every field is the publisher's) and decode it into v.  0, -EAGAIN (not
+ * the table the manifest names: being rewritten, or damaged), -EBADMSG.
+ */
+static int table_decode(const unsigned char *val, size_t len, const struct manifest *m, uint32_t t,
+			struct pt_page_version *v, char *why, size_t why_len)
+{
+	uint32_t count = table_count(m, t);
+	uint64_t first = (uint64_t)t * TABLE_PAGES;
+
+	if (wire_checksum(val, len) != m->table_sum[t]) {
+		snprintf(why, why_len, "table.%u is not the one the manifest of epoch %llu names "
+			 "(checksum)", t, (unsigned long long)m->epoch);
+		return -EAGAIN;
+	}
+	if (len != TABLE_HEAD + (size_t)count * TABLE_ENTRY || memcmp(val, TABLE_MAGIC, 8) ||
+	    wire_get32(val + 8) != SNAP_VERSION || wire_get32(val + 12) != count ||
+	    wire_get64(val + 16) != first || wire_get64(val + 24) != m->history)
+		return bad(why, why_len, "table.%u: not a table of %u pages from page %llu of history "
+			   "%016llx", t, count, (unsigned long long)first,
+			   (unsigned long long)m->history);
+	for (uint32_t i = 0; i < count; i++) {
+		uint64_t g = wire_get64(val + TABLE_HEAD + (size_t)i * TABLE_ENTRY);
+
+		if (g > m->epoch)
+			return bad(why, why_len, "table.%u: page %llu of generation %llu in a snapshot "
+				   "of epoch %llu", t, (unsigned long long)(first + i),
+				   (unsigned long long)g, (unsigned long long)m->epoch);
+		v[first + i].generation = (pt_epoch_t)g;
+		v[first + i].checksum = wire_get64(val + TABLE_HEAD + (size_t)i * TABLE_ENTRY + 8);
+	}
+	return 0;
+}
+
+/* A page value's checksum: its header's first 56 bytes, then its body. */
+static uint64_t page_value_checksum(const unsigned char *val, size_t body)
+{
+	XXH3_state_t st;
+
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, val, 56);
+	XXH3_64bits_update(&st, val + PAGE_HEAD, body);
+	return XXH3_64bits_digest(&st);
+}
+
+/* A page value (out: PAGE_HEAD + WIRE_ENTRY_SIZE + page_size bytes); its length. */
+static size_t page_encode(unsigned char *out, uint64_t history, uint64_t index,
+			  const struct pt_page_version *v, const unsigned char *page, size_t ps,
+			  const unsigned char *zero, unsigned char *scratch)
+{
+	enum wire_encoding enc;
+	size_t body = wire_encode_page(out + PAGE_HEAD, index, page, zero, ps, scratch, &enc);
+
+	memset(out, 0, PAGE_HEAD);
+	memcpy(out, PAGE_MAGIC, 8);
+	wire_put32(out + 8, SNAP_VERSION);
+	wire_put32(out + 12, PAGE_HEAD);
+	wire_put64(out + 16, history);
+	wire_put64(out + 24, index);
+	wire_put64(out + 32, (uint64_t)v->generation);
+	wire_put64(out + 40, v->checksum);
+	wire_put64(out + 48, body);
+	wire_put64(out + 56, page_value_checksum(out, body));
+	return PAGE_HEAD + body;
+}
+
+static const unsigned char *zero_page(uint64_t index, void *arg)
+{
+	(void)index;
+	return arg;
+}
+
+/*
+ * Check page `index`'s value against its version v and decode it into out.
+ * 0; 1 when the value is newer than the table (the publisher moved on);
+ * -EBADMSG.
+ */
+static int page_decode(const unsigned char *val, size_t len, const struct manifest *m,
+		       uint64_t index, const struct pt_page_version *v, unsigned char *out,
+		       const unsigned char *zero, char *why, size_t why_len)
+{
+	struct wire_header h = { .npages = m->npages, .page_size = m->page_size, .count = 1 };
+	uint64_t generation, body, got_index;
+	char decode_why[200];
+
+	if (len < PAGE_HEAD || memcmp(val, PAGE_MAGIC, 8) || wire_get32(val + 8) != SNAP_VERSION ||
+	    wire_get32(val + 12) != PAGE_HEAD)
+		return bad(why, why_len, "page.%llu: not a page value (%zu bytes)",
+			   (unsigned long long)index, len);
+	body = wire_get64(val + 48);
+	if (body != len - PAGE_HEAD || wire_get64(val + 56) != page_value_checksum(val, body))
+		return bad(why, why_len, "page.%llu: length or checksum", (unsigned long long)index);
+	generation = wire_get64(val + 32);
+	if (wire_get64(val + 16) != m->history || wire_get64(val + 24) != index)
+		return bad(why, why_len, "page.%llu: a value of page %llu of history %016llx",
+			   (unsigned long long)index, (unsigned long long)wire_get64(val + 24),
+			   (unsigned long long)wire_get64(val + 16));
+	if (generation > (uint64_t)v->generation)
+		return 1;
+	if (generation < (uint64_t)v->generation || wire_get64(val + 40) != v->checksum)
+		return bad(why, why_len, "page.%llu: generation %llu, checksum %016llx; the table "
+			   "says generation %lld, checksum %016llx", (unsigned long long)index,
+			   (unsigned long long)generation, (unsigned long long)wire_get64(val + 40),
+			   (long long)v->generation, (unsigned long long)v->checksum);
+	h.body_length = body;
+	if (wire_decode(&h, val + PAGE_HEAD, UINT64_MAX, &got_index, out, zero_page, (void *)zero,
+			decode_why, sizeof(decode_why)))
+		return bad(why, why_len, "page.%llu: %s", (unsigned long long)index, decode_why);
+	if (got_index != index || pt_page_checksum(out, m->page_size) != v->checksum)
+		return bad(why, why_len, "page.%llu: its bytes do not have its checksum",
+			   (unsigned long long)index);
+	return 0;
+}
+
+/* ---- the bucket ------------------------------------------------------------ */
+
+/* Get key's value: 0 (*e set), -ENOENT, -EAGAIN (the server). */
+static int kv_get(kvStore *kv, const char *bucket, const char *key, kvEntry **e)
+{
+	natsStatus s = kvStore_Get(e, kv, key);
+
+	if (s == NATS_NOT_FOUND) {
+		*e = NULL;
+		return -ENOENT;
+	}
+	if (s != NATS_OK)
+		return net_fail(-EAGAIN, "bucket %s: reading %s: %s", bucket, key,
+				net_status_text(s));
+	return 0;
+}
+
+static int manifest_read(kvStore *kv, const char *bucket, struct manifest *m, uint64_t *bytes,
+			 char *why, size_t why_len)
+{
+	kvEntry *e;
+	int err = kv_get(kv, bucket, "manifest", &e);
+
+	memset(m, 0, sizeof(*m));
+	if (err)
+		return err;
+	*bytes += (uint64_t)kvEntry_ValueLen(e);
+	err = manifest_get(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), m, why, why_len);
+	kvEntry_Destroy(e);
+	return err;
+}
+
+/* Every table the manifest names into v: 0, -EAGAIN (one does not match it), -EBADMSG. */
+static int tables_read(kvStore *kv, const char *bucket, const struct manifest *m,
+		       struct pt_page_version *v, uint64_t *bytes, char *why, size_t why_len)
+{
+	for (uint32_t t = 0; t < m->tables; t++) {
+		char key[32];
+		kvEntry *e;
+		int err;
+
+		snprintf(key, sizeof(key), "table.%u", t);
+		err = kv_get(kv, bucket, key, &e);
+		if (err == -ENOENT) {
+			snprintf(why, why_len, "%s is missing", key);
+			return -EAGAIN;
+		}
+		if (err) {
+			snprintf(why, why_len, "%s", pt_net_last_error());
+			return err;
+		}
+		*bytes += (uint64_t)kvEntry_ValueLen(e);
+		err = table_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), m, t, v, why,
+				   why_len);
+		kvEntry_Destroy(e);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* ---- publisher -------------------------------------------------------------- */
+
+struct snap_pub {
+	struct net_conn *c;
+	kvStore *kv;
+	char bucket[96];
+	struct manifest m;		/* the region's: history, npages, page size, tables */
+	unsigned int interval_ms;
+	int64_t max_msgs, max_bytes;
+	pt_epoch_t *gens;
+	struct pt_page_version *cur;	/* the source now */
+	struct pt_page_version *held;	/* what the bucket's tables say (generation -1:
+					 * unknown, put it) */
+	uint64_t *held_sum;		/* the bucket's tables' checksums (0: put it) */
+	uint8_t *dirty;			/* tables to put */
+	bool loaded;			/* held and held_sum describe the bucket */
+	bool trusted;			/* held was written by this handle from the
+					 * same source: a page whose generation did not
+					 * change has the checksum held says */
+	pt_epoch_t epoch;		/* of the manifest this handle wrote */
+	uint64_t chain;
+	uint64_t last_ms, last_messages, last_bytes;
+	unsigned char *buf;		/* a value being encoded */
+	unsigned char *zero, *scratch;
+};
+
+int snap_pub_open(struct snap_pub **out, struct net_conn *c, const struct pt_net_opts *o,
+		  const char *stream, uint64_t history, uint64_t npages, uint32_t page_size)
+{
+	struct snap_pub *s = calloc(1, sizeof(*s));
+	size_t table_max = TABLE_HEAD + (size_t)TABLE_PAGES * TABLE_ENTRY, value_max;
+	natsStatus st;
+	int err;
+
+	*out = NULL;
+	if (!s)
+		return net_fail(-ENOMEM, "out of memory");
+	s->c = c;
+	bucket_name(s->bucket, sizeof(s->bucket), stream);
+	s->m.history = history;
+	s->m.npages = npages;
+	s->m.page_size = page_size;
+	s->m.tables = tables_of(npages);
+	s->interval_ms = o->snapshot_interval_ms ? o->snapshot_interval_ms : DEFAULT_INTERVAL_MS;
+	s->max_msgs = o->max_msgs;
+	s->max_bytes = o->max_bytes;
+	s->last_ms = net_mono_ms();
+	value_max = PAGE_HEAD + WIRE_ENTRY_SIZE + page_size;
+	if (value_max < table_max)
+		value_max = table_max;
+	if (value_max < manifest_size(s->m.tables))
+		value_max = manifest_size(s->m.tables);
+	s->gens = malloc(npages * sizeof(*s->gens));
+	s->cur = malloc(npages * sizeof(*s->cur));
+	s->held = malloc(npages * sizeof(*s->held));
+	s->held_sum = calloc(s->m.tables, 8);
+	s->m.table_sum = calloc(s->m.tables, 8);
+	s->dirty = calloc(s->m.tables, 1);
+	s->buf = malloc(value_max);
+	s->zero = calloc(1, page_size);
+	s->scratch = malloc(page_size);
+	if (!s->gens || !s->cur || !s->held || !s->held_sum || !s->m.table_sum || !s->dirty ||
+	    !s->buf || !s->zero || !s->scratch) {
+		err = net_fail(-ENOMEM, "out of memory for the snapshot of %llu pages",
+			       (unsigned long long)npages);
+		goto err;
+	}
+	st = js_KeyValue(&s->kv, c->js, s->bucket);
+	if (st == NATS_NOT_FOUND) {
+		kvConfig cfg;
+
+		kvConfig_Init(&cfg);
+		cfg.Bucket = s->bucket;
+		cfg.History = 1;
+		cfg.StorageType = js_FileStorage;
+		cfg.Replicas = (int)o->replicas;
+		st = js_CreateKeyValue(&s->kv, c->js, &cfg);
+		if (st == NATS_OK)
+			net_log(PT_LOG_INFO, "bucket %s created for the snapshot", s->bucket);
+	}
+	if (st != NATS_OK) {
+		err = net_fail(net_errno(st) == -EAGAIN ? -ECONNREFUSED : net_errno(st),
+			       "bucket %s (the snapshot): %s", s->bucket, net_status_text(st));
+		goto err;
+	}
+	*out = s;
+	return 0;
+err:
+	snap_pub_close(s);
+	return err;
+}
+
+void snap_pub_close(struct snap_pub *s)
+{
+	if (!s)
+		return;
+	if (s->kv)
+		kvStore_Destroy(s->kv);
+	free(s->gens);
+	free(s->cur);
+	free(s->held);
+	free(s->held_sum);
+	free(s->m.table_sum);
+	free(s->dirty);
+	free(s->buf);
+	free(s->zero);
+	free(s->scratch);
+	free(s);
+}
+
+pt_epoch_t snap_pub_epoch(const struct snap_pub *s, uint64_t *chain)
+{
+	*chain = s->chain;
+	return s->epoch;
+}
+
+bool snap_pub_due(const struct snap_pub *s, const struct pt_publisher_stats *st,
+		  pt_epoch_t source_epoch)
+{
+	if (source_epoch <= s->epoch)
+		return false;
+	if (s->max_msgs > 0 && st->messages - s->last_messages >= (uint64_t)s->max_msgs / 2)
+		return true;
+	if (s->max_bytes > 0 && st->bytes_wire - s->last_bytes >= (uint64_t)s->max_bytes / 2)
+		return true;
+	return net_mono_ms() - s->last_ms >= s->interval_ms;
+}
+
+/* What the bucket holds, so that an update puts only what differs. */
+static void pub_load(struct snap_pub *s, struct pt_publisher_stats *st)
+{
+	struct manifest m;
+	char why[256];
+	uint64_t bytes = 0;
+	int err;
+
+	for (uint64_t p = 0; p < s->m.npages; p++)
+		s->held[p].generation = -1;
+	memset(s->held_sum, 0, (size_t)s->m.tables * 8);
+	err = manifest_read(s->kv, s->bucket, &m, &bytes, why, sizeof(why));
+	if (!err && m.history == s->m.history && m.npages == s->m.npages &&
+	    m.page_size == s->m.page_size) {
+		for (uint32_t t = 0; t < m.tables; t++) {
+			/* One table at a time: a bad one is put again. */
+			char key[32];
+			kvEntry *e;
+
+			snprintf(key, sizeof(key), "table.%u", t);
+			if (kv_get(s->kv, s->bucket, key, &e))
+				continue;
+			bytes += (uint64_t)kvEntry_ValueLen(e);
+			if (!table_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &m, t,
+					  s->held, why, sizeof(why)))
+				s->held_sum[t] = m.table_sum[t];
+			else
+				for (uint64_t p = (uint64_t)t * TABLE_PAGES;
+				     p < (uint64_t)t * TABLE_PAGES + table_count(&m, t); p++)
+					s->held[p].generation = -1;
+			kvEntry_Destroy(e);
+		}
+		net_log(PT_LOG_INFO, "bucket %s holds a snapshot at epoch %llu: updating what "
+			"differs", s->bucket, (unsigned long long)m.epoch);
+	} else if (err != -ENOENT) {
+		net_log(PT_LOG_WARN, "bucket %s: %s: writing the snapshot anew", s->bucket,
+			err == -EBADMSG ? why : err ? pt_net_last_error() :
+			"a snapshot of another region");
+	}
+	free(m.table_sum);
+	st->snapshot_bytes += bytes;
+	s->loaded = true;
+	s->trusted = false;
+}
+
+static int put(struct snap_pub *s, const char *key, size_t len, struct pt_publisher_stats *st)
+{
+	natsStatus ns = kvStore_Put(NULL, s->kv, key, s->buf, (int)len);
+
+	if (ns != NATS_OK) {
+		/* What the bucket holds is unknown now: read it next time. */
+		s->loaded = s->trusted = false;
+		return net_fail(ns == NATS_MAX_PAYLOAD ? -EMSGSIZE : -EAGAIN,
+				"bucket %s: putting %s (%zu bytes): %s", s->bucket, key, len,
+				net_status_text(ns));
+	}
+	st->snapshot_bytes += len;
+	return 0;
+}
+
+int snap_pub_update(struct snap_pub *s, struct pt_replica *src, struct pt_publisher_stats *st)
+{
+	const unsigned char *base = pt_replica_base(src);
+	size_t ps = s->m.page_size;
+	struct pt_page_version *swap;
+	uint64_t *sums_swap, pages = 0;
+	pt_epoch_t epoch;
+	uint64_t chain;
+	char key[48];
+	int err;
+
+	if (pt_replica_chain(src, &epoch, &chain) ||
+	    pt_replica_generations(src, 0, s->m.npages, s->gens))
+		return net_fail(-EINVAL, "the source replica tells no generations");
+	if (epoch <= 0)
+		return 0;
+	if (!s->loaded)
+		pub_load(s, st);
+	memset(s->dirty, 0, s->m.tables);
+	for (uint64_t p = 0; p < s->m.npages; p++) {
+		struct pt_page_version *c = &s->cur[p], *h = &s->held[p];
+
+		c->generation = s->gens[p];
+		if (s->trusted && c->generation == h->generation) {
+			c->checksum = h->checksum;
+			continue;
+		}
+		c->checksum = pt_page_checksum(base + p * ps, ps);
+		if (c->generation == h->generation && c->checksum == h->checksum)
+			continue;
+		s->dirty[p / TABLE_PAGES] = 1;
+		/* A page never written is zero at every epoch: no reader
+		 * transfers it, its table entry says all. */
+		if (!c->generation)
+			continue;
+		snprintf(key, sizeof(key), "page.%llu", (unsigned long long)p);
+		err = put(s, key, page_encode(s->buf, s->m.history, p, c, base + p * ps, ps, s->zero,
+					      s->scratch), st);
+		if (err)
+			return err;
+		pages++;
+	}
+	for (uint32_t t = 0; t < s->m.tables; t++) {
+		size_t len;
+
+		s->m.table_sum[t] = s->held_sum[t];
+		if (!s->dirty[t] && s->held_sum[t])
+			continue;
+		snprintf(key, sizeof(key), "table.%u", t);
+		len = table_encode(s->buf, &s->m, t, s->cur);
+		err = put(s, key, len, st);
+		if (err)
+			return err;
+		s->m.table_sum[t] = wire_checksum(s->buf, len);
+	}
+	s->m.epoch = (uint64_t)epoch;
+	s->m.chain = chain;
+	manifest_put(s->buf, &s->m);
+	err = put(s, "manifest", manifest_size(s->m.tables), st);
+	if (err)
+		return err;
+	swap = s->held;
+	s->held = s->cur;
+	s->cur = swap;
+	sums_swap = s->held_sum;
+	s->held_sum = s->m.table_sum;
+	s->m.table_sum = sums_swap;
+	s->trusted = true;
+	s->epoch = epoch;
+	s->chain = chain;
+	s->last_ms = net_mono_ms();
+	s->last_messages = st->messages;
+	s->last_bytes = st->bytes_wire;
+	st->snapshot_epoch = epoch;
+	st->snapshot_updates++;
+	st->snapshot_pages += pages;
+	net_log(PT_LOG_INFO, "bucket %s: snapshot at epoch %lld (%llu pages put)", s->bucket,
+		(long long)epoch, (unsigned long long)pages);
+	return 0;
+}
+
+/* ---- follower --------------------------------------------------------------- */
+
+/* A catch-up in progress. */
+struct catch_up {
+	kvStore *kv;
+	char bucket[96];
+	const struct pt_net_opts *o;
+	pt_epoch_t have;		/* the standby's epoch */
+	uint64_t history;		/* the standby's, 0: none yet */
+	size_t region_pages;		/* the standby's, 0: none yet */
+	struct manifest m;
+	struct pt_page_version *v;
+	uint64_t *pages;
+	unsigned char *data;
+	unsigned char *zero;
+	uint64_t count, bytes;
+};
+
+static void progress(const struct catch_up *cu, uint64_t done)
+{
+	struct pt_net_progress p = {
+		.sz = sizeof(p), .from = cu->have, .to = (pt_epoch_t)cu->m.epoch,
+		.pages_done = done, .pages_total = cu->count, .bytes_wire = cu->bytes,
+	};
+
+	if (cu->o->progress)
+		cu->o->progress(&p, cu->o->progress_arg);
+}
+
+/*
+ * The snapshot does not reach past the gap.  A stream that lost its start
+ * to retention waits for the publisher's next update; a gap inside the
+ * stream that no snapshot accounts for is an error.
+ */
+static int not_covered(const struct catch_up *cu, const char *stream, const struct snap_gap *gap,
+		       const char *what)
+{
+	if (gap->trimmed)
+		return net_fail(-EAGAIN, "stream %s no longer holds epoch %lld, the standby's next "
+				"(it starts at epoch %llu%s), and %s: waiting for the publisher to "
+				"update the snapshot", stream, (long long)cu->have + 1,
+				(unsigned long long)gap->epoch, gap->part ? ", part way" : "", what);
+	return net_fail(-EILSEQ, "stream %s sequence %llu: epoch %llu part %u follows the "
+			"standby's epoch %lld, and %s", stream, (unsigned long long)gap->seq,
+			(unsigned long long)gap->epoch, gap->part, (long long)cu->have, what);
+}
+
+/* Transfer and check the pages newer than the standby: 0, 1 (start over), -errno. */
+static int fetch_pages(struct catch_up *cu)
+{
+	size_t ps = cu->m.page_size;
+	char why[300];
+
+	cu->count = 0;
+	for (uint64_t p = 0; p < cu->m.npages; p++)
+		if (cu->v[p].generation > cu->have)
+			cu->pages[cu->count++] = p;
+	progress(cu, 0);
+	for (uint64_t i = 0; i < cu->count; i++) {
+		char key[48];
+		kvEntry *e;
+		int err;
+
+		snprintf(key, sizeof(key), "page.%llu", (unsigned long long)cu->pages[i]);
+		err = kv_get(cu->kv, cu->bucket, key, &e);
+		if (err == -ENOENT)
+			return net_fail(-EBADMSG, "bucket %s: %s, of generation %lld in the snapshot "
+					"of epoch %llu, is missing", cu->bucket, key,
+					(long long)cu->v[cu->pages[i]].generation,
+					(unsigned long long)cu->m.epoch);
+		if (err)
+			return err;
+		cu->bytes += (uint64_t)kvEntry_ValueLen(e);
+		err = page_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &cu->m, cu->pages[i],
+				  &cu->v[cu->pages[i]], cu->data + i * ps, cu->zero, why, sizeof(why));
+		kvEntry_Destroy(e);
+		if (err < 0)
+			return net_fail(err, "bucket %s: %s", cu->bucket, why);
+		if (err)
+			return 1;
+		if ((i + 1) % PROGRESS_EVERY == 0)
+			progress(cu, i + 1);
+	}
+	progress(cu, cu->count);
+	return 0;
+}
+
+/* One attempt at the snapshot as it is now: 1 every page needed is in
+ * cu, 0 to start over, -errno. */
+static int attempt(struct catch_up *cu, const char *stream, const struct snap_gap *gap,
+		   int *table_misses)
+{
+	char why[300], what[160];
+	long sys_page = sysconf(_SC_PAGESIZE);
+	int err;
+
+	free(cu->m.table_sum);
+	err = manifest_read(cu->kv, cu->bucket, &cu->m, &cu->bytes, why, sizeof(why));
+	if (err == -ENOENT)
+		return not_covered(cu, stream, gap, "there is no snapshot yet");
+	if (err == -EBADMSG)
+		return net_fail(err, "bucket %s: %s", cu->bucket, why);
+	if (err)
+		return err;
+	if (cu->history && cu->m.history != cu->history)
+		return net_fail(-ESTALE, "bucket %s holds a snapshot of history %016llx, the standby "
+				"is of %016llx", cu->bucket, (unsigned long long)cu->m.history,
+				(unsigned long long)cu->history);
+	if (cu->m.page_size != (uint64_t)sys_page)
+		return net_fail(-EXDEV, "bucket %s: pages of %u bytes, this system's are %ld",
+				cu->bucket, cu->m.page_size, sys_page);
+	if (cu->region_pages && cu->m.npages != cu->region_pages)
+		return net_fail(-EBADMSG, "bucket %s: a snapshot of %llu pages, the standby has %zu",
+				cu->bucket, (unsigned long long)cu->m.npages, cu->region_pages);
+	/* It must reach the stream's next epoch: S + 1 at least the gap's
+	 * epoch (past it when the gap's epoch is there only part way), and
+	 * chain to it when S + 1 is that epoch. */
+	if ((pt_epoch_t)cu->m.epoch <= cu->have || cu->m.epoch + !gap->part < gap->epoch ||
+	    (cu->m.epoch + 1 == gap->epoch && !gap->part && cu->m.chain != gap->prev_chain)) {
+		snprintf(what, sizeof(what), "the snapshot is at epoch %llu%s",
+			 (unsigned long long)cu->m.epoch,
+			 cu->m.epoch + 1 == gap->epoch && cu->m.chain != gap->prev_chain ?
+			 " with another chain than the stream's next epoch follows" : "");
+		return not_covered(cu, stream, gap, what);
+	}
+	if (!cu->v) {
+		cu->v = malloc(cu->m.npages * sizeof(*cu->v));
+		cu->pages = malloc(cu->m.npages * sizeof(*cu->pages));
+		cu->zero = calloc(1, cu->m.page_size);
+		if (!cu->v || !cu->pages || !cu->zero)
+			return net_fail(-ENOMEM, "out of memory for a snapshot of %llu pages",
+					(unsigned long long)cu->m.npages);
+	}
+	err = tables_read(cu->kv, cu->bucket, &cu->m, cu->v, &cu->bytes, why, sizeof(why));
+	if (err == -EAGAIN && ++*table_misses < RESTARTS) {
+		/* The publisher may be between a table and its manifest. */
+		usleep(100 * 1000);
+		return 0;
+	}
+	if (err)
+		return net_fail(err == -EAGAIN ? -EBADMSG : err, "bucket %s: %s", cu->bucket, why);
+	free(cu->data);
+	cu->data = NULL;
+	cu->count = 0;
+	for (uint64_t p = 0; p < cu->m.npages; p++)
+		cu->count += cu->v[p].generation > cu->have;
+	if (cu->count && !(cu->data = malloc(cu->count * cu->m.page_size)))
+		return net_fail(-ENOMEM, "out of memory for %llu pages",
+				(unsigned long long)cu->count);
+	err = fetch_pages(cu);
+	return err < 0 ? err : !err;
+}
+
+int snap_catch_up(struct net_conn *c, const struct pt_net_opts *o, const char *stream,
+		  const char *dir, struct pt_region **standby, const struct snap_gap *gap,
+		  struct pt_follower_stats *st)
+{
+	struct catch_up cu = { .o = o };
+	int table_misses = 0, err = 0, tries;
+	natsStatus ns;
+
+	bucket_name(cu.bucket, sizeof(cu.bucket), stream);
+	if (*standby) {
+		cu.have = pt_region_epoch(*standby);
+		cu.history = pt_region_history(*standby);
+		cu.region_pages = pt_region_size(*standby) / (size_t)sysconf(_SC_PAGESIZE);
+	}
+	ns = js_KeyValue(&cu.kv, c->js, cu.bucket);
+	if (ns == NATS_NOT_FOUND)
+		return not_covered(&cu, stream, gap, "there is no snapshot (no bucket)");
+	if (ns != NATS_OK)
+		return net_fail(-EAGAIN, "bucket %s: %s", cu.bucket, net_status_text(ns));
+	for (tries = 0; tries < RESTARTS * 2; tries++) {
+		err = attempt(&cu, stream, gap, &table_misses);
+		if (err)
+			break;
+	}
+	if (!err) {
+		err = net_fail(-EAGAIN, "bucket %s: the snapshot changed %d times while it was read: "
+			       "trying again", cu.bucket, tries);
+		goto out;
+	}
+	if (err < 0)
+		goto out;
+	if (!*standby) {
+		struct pt_region_opts ro = { .sz = sizeof(ro), .durability = PT_DURABLE_ON_SYNC,
+					     .history_id = cu.m.history };
+
+		err = pt_region_create(standby, dir, cu.m.npages * cu.m.page_size, &ro);
+		if (err) {
+			err = net_fail(err, "%s: creating the standby region: %s", dir,
+				       pt_strerror(err));
+			goto out;
+		}
+	}
+	{
+		struct pt_jump j = {
+			.sz = sizeof(j), .epoch = (pt_epoch_t)cu.m.epoch, .chain = cu.m.chain,
+			.versions = cu.v, .count = cu.count, .pages = cu.pages, .data = cu.data,
+		};
+		pt_epoch_t e = pt_region_jump(*standby, &j);
+
+		if (e < 0) {
+			err = net_fail((int)e, "%s: taking the snapshot's epoch %llu (%llu pages from "
+				       "bucket %s): %s%s", dir, (unsigned long long)cu.m.epoch,
+				       (unsigned long long)cu.count, cu.bucket, pt_strerror((int)e),
+				       e == -EBADMSG ? " (a page the standby kept is not the "
+				       "source's: the standby is not on the stream's history)" : "");
+			goto out;
+		}
+	}
+	st->snapshot_catchups++;
+	st->snapshot_pages += cu.count;
+	st->snapshot_from = cu.have;
+	st->snapshot_to = (pt_epoch_t)cu.m.epoch;
+	net_log(PT_LOG_INFO, "%s: caught up from the snapshot in bucket %s: epoch %lld -> %llu, "
+		"%llu pages transferred", dir, cu.bucket, (long long)cu.have,
+		(unsigned long long)cu.m.epoch, (unsigned long long)cu.count);
+	err = 0;
+out:
+	st->snapshot_bytes += cu.bytes;
+	if (cu.kv)
+		kvStore_Destroy(cu.kv);
+	free(cu.m.table_sum);
+	free(cu.v);
+	free(cu.pages);
+	free(cu.data);
+	free(cu.zero);
+	return err;
+}
