@@ -110,8 +110,15 @@ struct pt_publisher;
  * epochs 1..N of this region gets N+1 next; a half-published epoch is
  * completed from its missing parts).  The region's log need not hold the
  * epochs the stream already has: when a checkpoint dropped them, the source
- * starts from the region's image (pt_replica_jump), provided the image's
- * epoch is at or before the stream's last one.
+ * starts from the region's image (pt_replica_jump); when the image is past
+ * the stream's last epoch J, the publisher writes the snapshot at the
+ * image's epoch and the stream goes on after it.
+ *
+ * The snapshot: the publisher keeps the region in the JetStream key-value
+ * bucket "<stream>-snapshot" (created with the stream's replicas): each
+ * page with its generation and checksum, page tables, a manifest written
+ * last; updated with the pages that changed every snapshot_interval_ms
+ * while epochs come, or once half of max_msgs or max_bytes went by.
  *
  * Returns 0 and *out, or:
  *  -EINVAL       no URL, bad options (unknown non-zero bytes after the
@@ -148,10 +155,8 @@ int pt_publisher_open(struct pt_publisher **out, const char *dir, const struct p
  *                stream holds a different version of an epoch; the region
  *                is marked deposed (pt_replicated_depose) and the publisher
  *                stops: every later call returns the same;
- *  -ESTALE       the region's log no longer holds the next epoch to publish
- *                and the image is past the stream's last epoch (a checkpoint
- *                dropped epochs the stream lacks; catch-up from a snapshot is
- *                not built), or the stream went back behind this publisher;
+ *  -ESTALE       the stream went back behind this publisher and the region
+ *                no longer holds what it lacks;
  *  -EMSGSIZE     the server's max payload cannot hold one page;
  *  -EINVAL       timeout_ms negative and not -1;
  *  the errors of pt_replica_step().
@@ -199,15 +204,19 @@ struct pt_follower;
  * its epoch is the follower's position: the follower finds the stream
  * sequence of the next epoch.  If not, the region is created when the first
  * epoch (which must be epoch 1) has been received and checked, with the
- * stream's history, size and PT_DURABLE_ON_SYNC.
+ * stream's history, size and PT_DURABLE_ON_SYNC.  When the stream no
+ * longer holds the standby's next epoch (trimmed by its limits, or a new
+ * follower on a stream that no longer starts at epoch 1), the follower's
+ * first run catches up from the publisher's snapshot: only the pages whose
+ * generation is above the standby's epoch travel, each checked, installed
+ * by pt_region_jump(); then it goes on from the stream.  opts->progress
+ * sees the pages done and total.
  *
  * Returns 0 and *out, or:
  *  -EINVAL, -ECONNREFUSED, -EACCES, -ENOTSUP  as for pt_publisher_open()
  *                (a stream name is required);
  *  -ENOENT       the stream does not exist;
- *  -ESTALE       dir's region is of another history than the stream, or the
- *                stream no longer holds the epoch after dir's (it was
- *                trimmed, or recreated);
+ *  -ESTALE       dir's region is of another history than the stream;
  *  the errors of pt_region_open(), -ENOMEM.
  */
 int pt_follower_open(struct pt_follower **out, const char *dir, const struct pt_net_opts *opts);
@@ -224,21 +233,25 @@ int pt_follower_open(struct pt_follower **out, const char *dir, const struct pt_
  *
  * Returns the number of epochs applied (>= 0), or -errno:
  *  -EAGAIN       the connection or the consumer failed: call again, it
- *                resumes after the standby's epoch;
+ *                resumes after the standby's epoch; or the stream no longer
+ *                holds the standby's next epoch and the snapshot does not
+ *                reach it yet (the publisher updates it): call again;
  *  -EBADMSG      a message fails its checks (magic, checksum, lengths, an
  *                impossible page index or encoding), or an epoch's pages do
  *                not make the chain its messages claim (forged, with valid
- *                checksums): nothing of it applied;
+ *                checksums), or a value of the snapshot's bucket fails its
+ *                checks: nothing of it applied;
  *  -EPROTO       a message of another wire version;
  *  -ESTALE       a message of another history;
  *  -EILSEQ       a message out of order: not the next epoch or part, or an
- *                epoch that does not chain to the standby's;
+ *                epoch that does not chain to the standby's, or a later
+ *                epoch inside the stream that no snapshot accounts for;
  *  -ENOTRECOVERABLE  the standby's record of an epoch does not have the
  *                stream's chain although its pages made it before they
  *                were written (a bug: the standby holds that epoch; stop and
  *                investigate);
  *  -EINVAL       timeout_ms negative and not -1;
- *  the errors of pt_region_create(), pt_region_sync().
+ *  the errors of pt_region_create(), pt_region_sync(), pt_region_jump().
  * pt_net_last_error() names the stream sequence.  Errors other than -EAGAIN
  * are kept: the follower stops, and later calls return them again.
  */

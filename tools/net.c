@@ -58,7 +58,8 @@ static void net_log_to_stderr(enum pt_log_level level, const char *msg, void *ar
 
 /* The options both commands take: connection, authentication, TLS. */
 enum { OPT_STREAM = 256, OPT_REPLICAS, OPT_USER, OPT_PASSWORD, OPT_CREDS, OPT_TLS_CA,
-       OPT_TLS_CERT, OPT_TLS_KEY, OPT_NATS, OPT_QUIET };
+       OPT_TLS_CERT, OPT_TLS_KEY, OPT_NATS, OPT_QUIET, OPT_MAX_MSGS, OPT_MAX_BYTES,
+       OPT_SNAPSHOT_INTERVAL };
 
 #define NET_LONGOPTS							\
 	{ "stream", required_argument, NULL, OPT_STREAM },		\
@@ -227,6 +228,9 @@ int cmd_publish(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "nats", required_argument, NULL, OPT_NATS },
 		{ "replicas", required_argument, NULL, OPT_REPLICAS },
+		{ "max-msgs", required_argument, NULL, OPT_MAX_MSGS },
+		{ "max-bytes", required_argument, NULL, OPT_MAX_BYTES },
+		{ "snapshot-interval", required_argument, NULL, OPT_SNAPSHOT_INTERVAL },
 		NET_LONGOPTS,
 		{ 0 },
 	};
@@ -250,6 +254,21 @@ int cmd_publish(int argc, char **argv)
 				return ret;
 			o.replicas = (unsigned)n;
 			break;
+		case OPT_MAX_MSGS:
+			if ((ret = parse_number(cmd, "--max-msgs", optarg, 2, INT64_MAX, &n)))
+				return ret;
+			o.max_msgs = n;
+			break;
+		case OPT_MAX_BYTES:
+			if ((ret = parse_number(cmd, "--max-bytes", optarg, 1 << 20, INT64_MAX, &n)))
+				return ret;
+			o.max_bytes = n;
+			break;
+		case OPT_SNAPSHOT_INTERVAL:
+			if ((ret = parse_number(cmd, "--snapshot-interval", optarg, 1, 86400000, &n)))
+				return ret;
+			o.snapshot_interval_ms = (unsigned)n;
+			break;
 		case 'h':
 			if ((ret = alone(cmd, "--help", argc)))
 				return ret;
@@ -259,10 +278,16 @@ int cmd_publish(int argc, char **argv)
 			       "Append every epoch of the region in DIR to a NATS JetStream stream,\n"
 			       "created if missing (default name pagetrack-<history id>), and report\n"
 			       "the epochs it stored for the writer's PT_LEVEL_REPLICATED waits.\n"
-			       "Runs until SIGINT or SIGTERM.\n"
+			       "Keeps a snapshot of the region in the bucket NAME-snapshot, from which\n"
+			       "followers past the stream's retention catch up.  Runs until SIGINT or\n"
+			       "SIGTERM.\n"
 			       "\n"
 			       "  --nats URL[,URL...]  NATS servers, e.g. nats://10.0.0.1:4222\n"
 			       "  --replicas N         the stream's replicas when it is created (1-5)\n"
+			       "  --max-msgs N         when it is created: keep at most N messages\n"
+			       "  --max-bytes N        when it is created: keep at most N bytes (>= 1 MiB)\n"
+			       "  --snapshot-interval MS  update the snapshot at most this often\n"
+			       "                       (default 10000; sooner after half of either limit)\n"
 			       "%s", net_auth_help);
 			return 0;
 		default:
@@ -308,6 +333,23 @@ int cmd_publish(int argc, char **argv)
 	return 0;
 }
 
+/* A catch-up from the snapshot, shown on a terminal: one line rewritten
+ * at most ten times a second, ended when the last page is in. */
+static void show_progress(const struct pt_net_progress *p, void *arg)
+{
+	uint64_t *last = arg, now = now_ms();
+	bool done = p->pages_done == p->pages_total;
+
+	if (!done && now - *last < 100)
+		return;
+	*last = now;
+	fprintf(stderr, "\rcatch-up from the snapshot: epoch %lld -> %lld: %llu of %llu pages "
+		"(%llu%%)%s", (long long)p->from, (long long)p->to,
+		(unsigned long long)p->pages_done, (unsigned long long)p->pages_total,
+		(unsigned long long)(p->pages_total ? p->pages_done * 100 / p->pages_total : 100),
+		done ? "\n" : "");
+}
+
 int cmd_follow(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -320,6 +362,7 @@ int cmd_follow(int argc, char **argv)
 	struct pt_follower *f;
 	bool quiet = false;
 	const char *dir;
+	uint64_t progress_shown = 0;
 	int c, ret;
 
 	getopt_restart();
@@ -334,8 +377,10 @@ int cmd_follow(int argc, char **argv)
 			       "\n"
 			       "Keep DIR a standby region directory fed by a NATS JetStream stream that\n"
 			       "`pagetrack publish` fills: created from the stream's first epoch if DIR\n"
-			       "holds no region, else resumed after its epoch.  Local replicas, status\n"
-			       "and verify work on DIR.  Runs until SIGINT or SIGTERM.\n"
+			       "holds no region, else resumed after its epoch.  When the stream no\n"
+			       "longer holds the next epoch, DIR catches up from the publisher's\n"
+			       "snapshot first (progress shown when stderr is a terminal).  Local\n"
+			       "replicas, status and verify work on DIR.  Runs until SIGINT or SIGTERM.\n"
 			       "\n"
 			       "%s", net_auth_help);
 			return 0;
@@ -351,6 +396,10 @@ int cmd_follow(int argc, char **argv)
 		return usage_error(cmd, "--stream NAME is required");
 	if ((ret = check_auth(cmd, &o)))
 		return ret;
+	if (!quiet && isatty(STDERR_FILENO)) {
+		o.progress = show_progress;
+		o.progress_arg = &progress_shown;
+	}
 	pt_net_set_log(net_log_to_stderr, PT_LOG_WARN, (void *)cmd);
 	catch_stop_signals();
 	ret = pt_follower_open(&f, dir, &o);
