@@ -29,8 +29,12 @@
 extern "C" {
 #endif
 
-/* The wire format these calls write and read (docs/network.md). */
-#define PT_NET_WIRE_VERSION 1
+/*
+ * The newest wire format these calls read (docs/network.md): they read 1
+ * and 2; a publisher writes 2 (version 1 and an HMAC-SHA256 of each
+ * message) when it has a key, else 1, which older followers read too.
+ */
+#define PT_NET_WIRE_VERSION 2
 
 /*
  * Progress of a follower's catch-up from a snapshot (docs/network.md): the
@@ -79,6 +83,19 @@ struct pt_net_opts {
 						 * max_msgs or max_bytes went by */
 	pt_net_progress_fn progress;	/* follower: catch-up progress (NULL: none) */
 	void *progress_arg;
+	/* Authenticity independent of the servers: an HMAC-SHA256 of every
+	 * message with a key both sides share.  A publisher with a key adds
+	 * one to each message (wire version 2); a follower with a key refuses
+	 * a message without one or with a wrong one (-EKEYREJECTED), a
+	 * follower without a key refuses a message that has one (-ENOKEY).
+	 * The bytes are copied at open. */
+	const void *hmac_key;		/* NULL: none */
+	size_t hmac_key_len;		/* 16 to 1024 bytes (0 with no key) */
+	/* Follower: the standby region's pt_region_opts.retain_bytes and
+	 * segment_bytes, when it creates it and each time it reopens it;
+	 * 0: the region's defaults (64 MiB each).  A publisher refuses them. */
+	uint64_t standby_retain_bytes;
+	uint64_t standby_segment_bytes;
 };
 
 /*
@@ -184,6 +201,8 @@ struct pt_publisher_stats {
 	uint64_t snapshot_updates;	/* updates written */
 	uint64_t snapshot_pages;	/* pages put by them (only changed ones) */
 	uint64_t snapshot_bytes;	/* bytes put (pages, tables, manifests) */
+	uint64_t caught_up_ns;		/* when a run last found no epoch left to publish
+					 * (CLOCK_REALTIME ns), 0: not yet */
 };
 
 /* Fill *st; returns 0 or -EINVAL (NULL, sz too small). */
@@ -290,6 +309,88 @@ int pt_follower_stats(const struct pt_follower *f, struct pt_follower_stats *st)
  * error.
  */
 int pt_follower_close(struct pt_follower *f);
+
+/* ------------------------------------------------------------------ */
+/* Status records                                                      */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Every publisher and follower handle keeps a status record in the
+ * directory it serves (a publisher in the region's data directory, a
+ * follower in its standby directory, once the standby exists): the file
+ * net-status-publisher-STREAM or net-status-follower-STREAM, mode 0600,
+ * replaced whole (written to a .tmp file, then renamed), not fsynced.  It
+ * is written at open, by the run calls at most once a second (and at once
+ * when a run fails with another error than the record holds), and at
+ * close, which marks it stopped.  pt_net_status_read() lists them; it is
+ * what `pagetrack status` shows.
+ */
+enum pt_net_role {
+	PT_NET_PUBLISHER = 1,
+	PT_NET_FOLLOWER = 2,
+};
+
+enum pt_net_state {
+	PT_NET_LIVE = 1,	/* updated in the last PT_NET_STALE_MS by a process alive */
+	PT_NET_STOPPED,		/* its handle was closed: the record is its last word */
+	PT_NET_GONE,		/* its process (on this host) is not alive: killed or crashed */
+	PT_NET_STALE,		/* not updated for PT_NET_STALE_MS (its process hangs, or
+				 * runs on another host, or stopped calling the run call) */
+};
+
+#define PT_NET_STALE_MS		10000
+#define PT_NET_LAG_UNKNOWN	UINT64_MAX
+
+/* One record as pt_net_status_read() found it; strings valid during the call. */
+struct pt_net_status {
+	const char *file;		/* its file name in the directory */
+	int error;			/* 0: the record checks; else why it cannot be
+					 * used (-EBADMSG, -EPROTO, -EPERM, -EMEDIUMTYPE,
+					 * -ENODATA...): only file and message are set */
+	const char *message;		/* with error: what is wrong, one line; else "" */
+	enum pt_net_role role;
+	enum pt_net_state state;	/* judged by the reader, see enum pt_net_state */
+	int32_t pid;			/* the writing process, on host */
+	const char *host;
+	const char *stream;
+	uint64_t history_id;		/* 0: not known yet (a follower before epoch 1) */
+	pt_epoch_t epoch;		/* publisher: newest epoch the stream acknowledged;
+					 * follower: the standby's */
+	uint64_t stream_seq;		/* the stream's sequence of that epoch's last part */
+	uint64_t lag_epochs;		/* publisher: epochs the region is ahead; follower:
+					 * whole epochs the stream holds after the standby's;
+					 * PT_NET_LAG_UNKNOWN when it could not be told */
+	int64_t lag_ms;			/* publisher: ms since it last had published every
+					 * epoch of the region (0: it has); follower: the last
+					 * applied epoch's, now minus the publisher's clock
+					 * when it sent it */
+	uint64_t epochs, messages, pages, bytes_raw, bytes_wire, retries;	/* the
+					 * handle's totals (its stats) */
+	uint64_t bytes_raw_per_s;	/* page bytes a second, over the interval before */
+	uint64_t bytes_wire_per_s;	/* message bytes a second, the same interval */
+	int last_error;			/* the last run's error that was not 0 (-errno), 0: none */
+	const char *last_error_text;	/* its pt_net_last_error() text, "" none */
+	uint64_t last_error_ns;		/* when (CLOCK_REALTIME ns), 0: none */
+	uint64_t started_ns;		/* when the handle was opened */
+	uint64_t updated_ns;		/* when the record was written */
+	uint64_t age_ms;		/* now minus updated_ns (0 if the clock went back) */
+};
+
+typedef int (*pt_net_status_fn)(const struct pt_net_status *s, void *arg);
+
+/*
+ * Call fn for each status record in dir (net-status-*, .tmp files
+ * skipped), in the order of their names.  Each file is read with the
+ * checks of the core's readers: opened without following links or
+ * blocking, only a regular file of the directory's owner that no one else
+ * can write, and the record checks whole (magic, version, size, checksum,
+ * every field); a file that fails is still passed to fn, with error and a
+ * message, and the others go on.  Returns 0, fn's non-zero value, or
+ * -errno: -EINVAL (NULL), -ENOTDIR (dir is a symbolic link or no
+ * directory), -EPERM (dir writable by others or another user's), -ENOENT,
+ * -ENOMEM.
+ */
+int pt_net_status_read(const char *dir, pt_net_status_fn fn, void *arg);
 
 #ifdef __cplusplus
 }

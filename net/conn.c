@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "conn.h"
+#include "wire.h"
 
 static __thread char last_error[512];
 
@@ -122,14 +123,17 @@ uint64_t net_mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000ull + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in)
+int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in, enum pt_net_role role)
 {
 	memset(o, 0, sizeof(*o));
 	if (in) {
 		size_t n = in->sz < sizeof(*o) ? in->sz : sizeof(*o);
 
-		if (in->sz < sizeof(size_t))
-			return net_fail(-EINVAL, "options: sz %zu is too small", in->sz);
+		/* No option struct will outgrow a page: a larger sz is garbage
+		 * (and would have the loop below read past the caller's). */
+		if (in->sz < sizeof(size_t) || in->sz > 4096)
+			return net_fail(-EINVAL, "options: sz %zu is not a size of the options",
+					in->sz);
 		/* A newer caller's fields this library does not know must be
 		 * zero: it would otherwise ignore what it was asked. */
 		for (size_t i = sizeof(*o); i < in->sz; i++)
@@ -156,7 +160,28 @@ int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in)
 		return net_fail(-EINVAL, "options: user/password and a credentials file both given");
 	if ((o->tls_cert != NULL) != (o->tls_key != NULL))
 		return net_fail(-EINVAL, "options: a TLS certificate needs its key and the reverse");
+	if ((o->hmac_key != NULL) != (o->hmac_key_len != 0))
+		return net_fail(-EINVAL, "options: an HMAC key needs its length and the reverse");
+	if (o->hmac_key && (o->hmac_key_len < WIRE_KEY_MIN || o->hmac_key_len > WIRE_KEY_MAX))
+		return net_fail(-EINVAL, "options: an HMAC key of %zu bytes (%d to %d)",
+				o->hmac_key_len, WIRE_KEY_MIN, WIRE_KEY_MAX);
+	if (role != PT_NET_FOLLOWER && (o->standby_retain_bytes || o->standby_segment_bytes))
+		return net_fail(-EINVAL, "options: the standby's retain and segment bytes are a "
+				"follower's");
+	/* The region's own bound, told at open rather than at the first epoch. */
+	if (o->standby_segment_bytes > (1ull << 40))
+		return net_fail(-EINVAL, "options: standby segments of %llu bytes (at most 1 TiB)",
+				(unsigned long long)o->standby_segment_bytes);
 	return 0;
+}
+
+struct pt_region_opts net_standby_opts(const struct pt_net_opts *o, uint64_t history)
+{
+	return (struct pt_region_opts){
+		.sz = sizeof(struct pt_region_opts), .durability = PT_DURABLE_ON_SYNC,
+		.history_id = history, .retain_bytes = o->standby_retain_bytes,
+		.segment_bytes = o->standby_segment_bytes,
+	};
 }
 
 bool net_stream_name_ok(const char *name)

@@ -29,9 +29,18 @@ struct net_conn {
 
 /*
  * Copy the caller's options into *o (defaults filled), rejecting unknown
- * non-zero bytes past the fields this library knows.  Returns 0 or -EINVAL.
+ * non-zero bytes past the fields this library knows, and fields that are
+ * not role's.  The HMAC key is still the caller's (wire_key_set copies it).
+ * Returns 0 or -EINVAL.
  */
-int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in);
+int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in, enum pt_net_role role);
+
+/*
+ * The options of a follower's standby region, wherever it is created or
+ * reopened (follower.c, snapshot.c): durable on each sync, the options'
+ * standby sizes, and history (0 when reopening: the region's own).
+ */
+struct pt_region_opts net_standby_opts(const struct pt_net_opts *o, uint64_t history);
 
 /* A stream name NATS takes and a subject can hold: [A-Za-z0-9_-], 1-63. */
 bool net_stream_name_ok(const char *name);

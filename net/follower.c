@@ -39,6 +39,7 @@
 
 #include "conn.h"
 #include "snapshot.h"
+#include "status.h"
 #include "wire.h"
 
 struct pt_follower {
@@ -67,6 +68,8 @@ struct pt_follower {
 	unsigned char *zero;		/* a zero page: the content before epoch 1 */
 
 	struct pt_follower_stats st;
+	struct net_status *status;	/* the record in dir (status.c) */
+	struct wire_key key;		/* HMAC key, len 0: none */
 };
 
 static int stop(struct pt_follower *f, int err, uint64_t seq, const char *fmt, ...)
@@ -141,8 +144,7 @@ static int apply(struct pt_follower *f, uint64_t seq)
 	int err;
 
 	if (!f->standby) {
-		struct pt_region_opts ro = { .sz = sizeof(ro), .durability = PT_DURABLE_ON_SYNC,
-					     .history_id = h->history_id };
+		struct pt_region_opts ro = net_standby_opts(&f->opts, h->history_id);
 
 		err = pt_region_create(&f->standby, f->dir, h->npages * ps, &ro);
 		if (err)
@@ -212,6 +214,8 @@ static int take(struct pt_follower *f, const void *msg, size_t len, uint64_t seq
 	f->st.bytes_wire += len;
 	f->st.stream_seq = seq;
 	err = wire_check(msg, len, &h, why, sizeof(why));
+	if (!err)
+		err = wire_authenticate(msg, len, &h, &f->key, why, sizeof(why));
 	if (err)
 		return stop(f, err, seq, "%s", why);
 	if (f->history && h.history_id != f->history)
@@ -460,9 +464,10 @@ PT_EXPORT int pt_follower_open(struct pt_follower **out, const char *dir,
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return net_fail(-ENOMEM, "out of memory");
-	err = net_opts_copy(&f->opts, opts);
+	err = net_opts_copy(&f->opts, opts, PT_NET_FOLLOWER);
 	if (err)
 		goto err;
+	wire_key_set(&f->key, f->opts.hmac_key, f->opts.hmac_key_len);
 	if (!f->opts.stream || !net_stream_name_ok(f->opts.stream)) {
 		err = net_fail(-EINVAL, "a follower needs a stream name: 1 to %d of A-Z a-z 0-9 _ -",
 			       STREAM_NAME_MAX);
@@ -477,7 +482,7 @@ PT_EXPORT int pt_follower_open(struct pt_follower **out, const char *dir,
 	strcpy(f->dir, dir);
 	err = pt_dir_status(dir, &ds, NULL, NULL);
 	if (!err) {
-		struct pt_region_opts ro = { .sz = sizeof(ro), .durability = PT_DURABLE_ON_SYNC };
+		struct pt_region_opts ro = net_standby_opts(&f->opts, 0);
 		pt_epoch_t epoch = 0;
 
 		f->history = ds.history_id;
@@ -501,8 +506,11 @@ PT_EXPORT int pt_follower_open(struct pt_follower **out, const char *dir,
 	err = locate(f);
 	if (err == -EAGAIN)
 		err = -ECONNREFUSED;
+	if (!err)
+		err = net_status_open(&f->status, dir, PT_NET_FOLLOWER, f->stream);
 	if (err)
 		goto err;
+	net_status_follower(f->status, f, &f->conn, 0, false);
 	if (f->epoch && f->history)
 		net_log(PT_LOG_INFO, "stream %s: %s at epoch %llu, going on at sequence %llu",
 			f->stream, dir, (unsigned long long)f->epoch,
@@ -521,8 +529,10 @@ PT_EXPORT int pt_follower_run(struct pt_follower *f, int timeout_ms)
 
 	if (timeout_ms < -1)
 		return net_fail(-EINVAL, "timeout %d ms", timeout_ms);
-	if (f->fatal)
+	if (f->fatal) {
+		net_status_follower(f->status, f, &f->conn, f->fatal, false);
 		return f->fatal;
+	}
 	if (f->need_snapshot) {
 		err = from_snapshot(f);
 		if (err)
@@ -535,13 +545,16 @@ PT_EXPORT int pt_follower_run(struct pt_follower *f, int timeout_ms)
 	}
 	for (;;) {
 		uint64_t elapsed = net_mono_ms() - start;
-		int64_t wait = timeout_ms < 0 ? (count ? 1 : 3600000) :
+		/* Forever is waited a status interval at a time: the record
+		 * stays fresh while nothing comes. */
+		int64_t wait = timeout_ms < 0 ? (count ? 1 : NET_STATUS_INTERVAL_MS) :
 			elapsed >= (uint64_t)timeout_ms ? 1 : timeout_ms - (int64_t)elapsed;
 		jsMsgMetaData *meta = NULL;
 		natsMsg *m = NULL;
 		natsStatus s;
 		uint64_t seq;
 
+		net_status_follower(f->status, f, &f->conn, 0, false);
 		s = natsSubscription_NextMsg(&m, f->sub, wait);
 		if (s == NATS_TIMEOUT) {
 			if (timeout_ms < 0 && !count)
@@ -579,6 +592,7 @@ PT_EXPORT int pt_follower_run(struct pt_follower *f, int timeout_ms)
 			break;
 	}
 	f->st.last_error = 0;
+	net_status_follower(f->status, f, &f->conn, count, false);
 	return count;
 fail:
 	if (err == -EAGAIN)
@@ -586,6 +600,7 @@ fail:
 	else
 		unsubscribe(f);
 	f->st.last_error = err;
+	net_status_follower(f->status, f, &f->conn, err, false);
 	return err;
 }
 
@@ -608,12 +623,16 @@ PT_EXPORT int pt_follower_close(struct pt_follower *f)
 	if (!f)
 		return 0;
 	unsubscribe(f);
+	if (f->status)
+		net_status_follower(f->status, f, &f->conn, 0, true);
+	net_status_close(f->status);
 	net_disconnect(&f->conn);
 	if (f->standby)
 		err = pt_region_close(f->standby);
 	free(f->index);
 	free(f->data);
 	free(f->zero);
+	wire_key_clear(&f->key);
 	free(f);
 	return err;
 }

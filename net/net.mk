@@ -18,7 +18,7 @@ NET_STATIC   := $(O)/libpagetrack-net.a
 NET_SHARED   := $(O)/libpagetrack-net.so.$(VERSION)
 NET_SONAME   := libpagetrack-net.so.$(SOMAJOR)
 NET_CPPFLAGS := -Iinclude -Inet -D_GNU_SOURCE
-NET_LIBS     := -L$(O) -lpagetrack -lnats -llz4 -lxxhash -lpthread
+NET_LIBS     := -L$(O) -lpagetrack -lnats -llz4 -lxxhash -lcrypto -lpthread
 
 all: $(NET_STATIC) $(O)/$(NET_SONAME)
 
@@ -39,7 +39,8 @@ $(O)/$(NET_SONAME): $(NET_SHARED)
 	ln -sf $(NET_SONAME) $(O)/libpagetrack-net.so
 
 # The tests: programs built into $(NET_OUT)/tests/ ($(O) is two levels up),
-# linked with libnats too (the injection test publishes raw messages).
+# linked with libnats too (the injection tests publish raw messages) and
+# libcrypto (net-hmac makes messages with MACs of its own).
 NET_TEST_SRCS := $(wildcard net/tests/*.c)
 NET_TEST_BINS := $(NET_TEST_SRCS:net/tests/%.c=$(NET_OUT)/tests/%)
 APP_TESTS += $(NET_TEST_SRCS:%.c=%)
@@ -48,7 +49,7 @@ $(NET_TEST_BINS): $(NET_OUT)/tests/%: net/tests/%.c net/tests/*.h $(NET_HDRS) \
 		$(O)/$(NET_SONAME) $(TOOL)
 	@mkdir -p $(@D)
 	$(CC) $(NET_CPPFLAGS) -Inet/tests $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(O) -lpagetrack-net \
-		-lpagetrack -Wl,-rpath,'$$ORIGIN/../..' -lnats -lxxhash -lpthread
+		-lpagetrack -Wl,-rpath,'$$ORIGIN/../..' -lnats -lxxhash -lcrypto -lpthread
 
 tests: $(NET_TEST_BINS)
 

@@ -38,9 +38,11 @@
 
 #include "conn.h"
 #include "snapshot.h"
+#include "status.h"
 #include "wire.h"
 
-/* Room left in a message for NATS's own headers (message id, expectations). */
+/* Room left in a message for NATS's own headers (message id, expectations;
+ * about 150 bytes) and the HMAC a key adds (WIRE_MAC_SIZE). */
 #define NATS_HEADER_ROOM 512
 
 struct pt_publisher {
@@ -77,6 +79,8 @@ struct pt_publisher {
 	unsigned char *scratch;
 
 	struct pt_publisher_stats st;
+	struct net_status *status;	/* the record in dir (status.c) */
+	struct wire_key key;		/* HMAC key, len 0: none */
 };
 
 static int grow(void **buf, size_t *cap, size_t need, size_t elem)
@@ -151,6 +155,11 @@ static int resync(struct pt_publisher *p)
 	if (seq > p->last_seq)
 		p->last_seq = seq;
 	err = wire_check(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &h, why, sizeof(why));
+	/* A stream whose messages carry MACs is not gone on with another key
+	 * or without one; one without gets them from here on (a key added). */
+	if (!err && h.version == WIRE_VERSION_MAC)
+		err = wire_authenticate(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &h,
+					&p->key, why, sizeof(why));
 	natsMsg_Destroy(m);
 	if (err)
 		return p->fatal = net_fail(err, "stream %s: its last message (sequence %llu) is "
@@ -243,6 +252,7 @@ static int publish_part(struct pt_publisher *p, const struct pt_delta *d, uint32
 			uint32_t parts, const uint32_t *part_first, uint64_t sent_ns)
 {
 	struct wire_header h = {
+		.version = p->key.len ? WIRE_VERSION_MAC : WIRE_VERSION,
 		.flags = part + 1 == parts ? WIRE_FLAG_LAST : 0,
 		.history_id = d->history_id, .epoch = d->epoch, .prev_chain = d->prev_chain,
 		.chain = d->chain, .payload_checksum = d->payload_checksum, .npages = p->npages,
@@ -250,7 +260,7 @@ static int publish_part(struct pt_publisher *p, const struct pt_delta *d, uint32
 		.parts = parts, .first = part_first[part],
 		.count = part_first[part + 1] - part_first[part], .sent_ns = sent_ns,
 	};
-	size_t from = p->entry_off[h.first], to = p->entry_off[h.first + h.count];
+	size_t from = p->entry_off[h.first], to = p->entry_off[h.first + h.count], len;
 	char msg_id[128];
 	jsPubOptions po;
 	jsPubAck *ack = NULL;
@@ -261,6 +271,16 @@ static int publish_part(struct pt_publisher *p, const struct pt_delta *d, uint32
 	memcpy(p->msg + WIRE_HEADER_SIZE, p->entries + from, h.body_length);
 	h.body_checksum = wire_checksum(p->msg + WIRE_HEADER_SIZE, h.body_length);
 	wire_header_put(p->msg, &h);
+	len = WIRE_HEADER_SIZE + h.body_length;
+	if (p->key.len) {
+		long n = wire_seal(p->msg, len, &p->key);
+
+		if (n < 0)
+			return p->fatal = net_fail((int)n, "stream %s: computing the HMAC of epoch "
+						   "%llu part %u failed", p->stream,
+						   (unsigned long long)d->epoch, part);
+		len = (size_t)n;
+	}
 	/* The id names the content (its chain): JetStream drops a repeat of
 	 * this very message, never another writer's version of the epoch. */
 	snprintf(msg_id, sizeof(msg_id), "%016llx-%llu-%u-%016llx",
@@ -273,8 +293,7 @@ static int publish_part(struct pt_publisher *p, const struct pt_delta *d, uint32
 		po.ExpectLastSeq = p->last_seq;
 	else
 		po.ExpectNoMessage = true;
-	s = js_Publish(&ack, p->conn.js, p->conn.subject, p->msg,
-		       (int)(WIRE_HEADER_SIZE + h.body_length), &po, &jerr);
+	s = js_Publish(&ack, p->conn.js, p->conn.subject, p->msg, (int)len, &po, &jerr);
 	if (s == NATS_OK && ack->Duplicate) {
 		/* Already there: an earlier attempt landed, or a twin published
 		 * the same bytes.  Look where the stream is before going on. */
@@ -293,7 +312,7 @@ static int publish_part(struct pt_publisher *p, const struct pt_delta *d, uint32
 		p->s_chain = d->chain;
 		p->s_prev_chain = d->prev_chain;
 		p->st.messages++;
-		p->st.bytes_wire += WIRE_HEADER_SIZE + h.body_length;
+		p->st.bytes_wire += len;
 		p->st.stream_seq = p->last_seq;
 		return 0;
 	}
@@ -315,7 +334,7 @@ static int publish_part(struct pt_publisher *p, const struct pt_delta *d, uint32
 	if (s == NATS_MAX_PAYLOAD)
 		return p->fatal = net_fail(-EMSGSIZE, "stream %s: a message of %zu bytes is over "
 					   "the server's max payload", p->stream,
-					   (size_t)(WIRE_HEADER_SIZE + h.body_length));
+					   len);
 	return net_fail(-EAGAIN, "stream %s: publishing epoch %llu part %u: %s%s%.0d", p->stream,
 			(unsigned long long)d->epoch, part, net_status_text(s),
 			jerr ? ", JetStream error " : "", (int)jerr);
@@ -416,9 +435,10 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return net_fail(-ENOMEM, "out of memory");
-	err = net_opts_copy(&p->opts, opts);
+	err = net_opts_copy(&p->opts, opts, PT_NET_PUBLISHER);
 	if (err)
 		goto err;
+	wire_key_set(&p->key, p->opts.hmac_key, p->opts.hmac_key_len);
 	if (!dir || strlen(dir) >= sizeof(p->dir)) {
 		err = net_fail(-EINVAL, "no directory, or a path too long");
 		goto err;
@@ -464,7 +484,9 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 		goto err;
 	}
 	p->body_max = (size_t)p->conn.max_payload - WIRE_HEADER_SIZE - NATS_HEADER_ROOM;
-	p->msg = malloc(WIRE_HEADER_SIZE + p->body_max);
+	/* NATS_HEADER_ROOM leaves room for the MAC too (the split into parts
+	 * does not depend on the key). */
+	p->msg = malloc(WIRE_HEADER_SIZE + p->body_max + WIRE_MAC_SIZE);
 	if (!p->msg || !p->scratch) {
 		err = net_fail(-ENOMEM, "out of memory");
 		goto err;
@@ -504,8 +526,11 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 		goto err;
 	p->st.history_id = p->history;
 	err = resync(p);
+	if (!err)
+		err = net_status_open(&p->status, dir, PT_NET_PUBLISHER, p->stream);
 	if (err)
 		goto err;
+	net_status_publisher(p->status, p, 0, false);
 	*out = p;
 	return 0;
 err:
@@ -576,8 +601,10 @@ PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
 
 	if (timeout_ms < -1)
 		return net_fail(-EINVAL, "timeout %d ms", timeout_ms);
-	if (p->fatal)
+	if (p->fatal) {
+		net_status_publisher(p->status, p, p->fatal, false);
 		return p->fatal;
+	}
 	if (p->resync) {
 		err = resync(p);
 		if (err)
@@ -585,14 +612,21 @@ PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
 	}
 	for (;;) {
 		uint64_t elapsed = net_mono_ms() - start;
-		int wait = count ? 0 : timeout_ms < 0 ? -1 :
+		/* Forever is waited a status interval at a time: the record
+		 * stays fresh while nothing comes. */
+		int wait = count ? 0 : timeout_ms < 0 ? NET_STATUS_INTERVAL_MS :
 			elapsed >= (uint64_t)timeout_ms ? 0 : timeout_ms - (int)elapsed;
 		int64_t e;
 
+		net_status_publisher(p->status, p, 0, false);
 		p->step_err = 0;
 		e = pt_replica_step(p->src, wait, on_delta, p);
-		if (e == 0)
+		if (e == 0) {
+			p->st.caught_up_ns = net_now_ns();
+			if (timeout_ms < 0 && !count)
+				continue;
 			break;
+		}
 		if (e < 0) {
 			if (p->step_err) {
 				err = p->step_err;
@@ -618,6 +652,7 @@ PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
 			goto fail;
 	}
 	p->st.last_error = 0;
+	net_status_publisher(p->status, p, count, false);
 	return count;
 fail:
 	if (err == -EAGAIN) {
@@ -625,6 +660,7 @@ fail:
 		p->st.retries++;
 	}
 	p->st.last_error = err;
+	net_status_publisher(p->status, p, err, false);
 	return err;
 }
 
@@ -645,6 +681,9 @@ PT_EXPORT int pt_publisher_close(struct pt_publisher *p)
 	if (!p)
 		return 0;
 	snap_pub_close(p->snap);
+	if (p->status)
+		net_status_publisher(p->status, p, 0, true);
+	net_status_close(p->status);
 	net_disconnect(&p->conn);
 	pt_replica_close(p->src);
 	pt_replicated_close(p->rep);
@@ -653,6 +692,7 @@ PT_EXPORT int pt_publisher_close(struct pt_publisher *p)
 	free(p->part_first);
 	free(p->msg);
 	free(p->scratch);
+	wire_key_clear(&p->key);
 	free(p);
 	return 0;
 }

@@ -804,8 +804,7 @@ int snap_catch_up(struct net_conn *c, const struct pt_net_opts *o, const char *s
 	if (err < 0)
 		goto out;
 	if (!*standby) {
-		struct pt_region_opts ro = { .sz = sizeof(ro), .durability = PT_DURABLE_ON_SYNC,
-					     .history_id = cu.m.history };
+		struct pt_region_opts ro = net_standby_opts(o, cu.m.history);
 
 		err = pt_region_create(standby, dir, cu.m.npages * cu.m.page_size, &ro);
 		if (err) {

@@ -18,6 +18,11 @@
  *   48  payload_checksum
  *   56  npages
  * Body: count entries { u64 index, u32 encoding, u32 length, bytes }.
+ * Version 2 is version 1 followed by an HMAC-SHA256 (32 bytes) of the
+ * header and the body with the key both sides were given: a checksum can be
+ * made by anyone, the MAC only by who holds the key.  Version 1 stays what
+ * a publisher without a key writes, so that followers of an older release
+ * read its streams; they refuse version 2 (-EPROTO) rather than skip a MAC.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -25,6 +30,9 @@
 #include <string.h>
 
 #include <lz4.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <xxhash.h>
 
 #include "wire.h"
@@ -38,7 +46,7 @@ void wire_header_put(unsigned char *out, const struct wire_header *h)
 {
 	memset(out, 0, WIRE_HEADER_SIZE);
 	memcpy(out, WIRE_MAGIC, 8);
-	wire_put16(out + 8, WIRE_VERSION);
+	wire_put16(out + 8, h->version ? h->version : WIRE_VERSION);
 	wire_put16(out + 10, h->flags);
 	wire_put32(out + 12, WIRE_HEADER_SIZE);
 	wire_put64(out + 16, h->history_id);
@@ -74,6 +82,7 @@ static int bad(char *why, size_t why_len, int err, const char *fmt, ...)
 int wire_check(const void *msg, size_t len, struct wire_header *h, char *why, size_t why_len)
 {
 	const unsigned char *p = msg;
+	size_t mac;
 	uint64_t sum;
 
 	if (len < 16)
@@ -83,14 +92,15 @@ int wire_check(const void *msg, size_t len, struct wire_header *h, char *why, si
 	h->version = wire_get16(p + 8);
 	/* The version is judged before the rest: another version may lay the
 	 * header out differently, so its checksum means nothing here. */
-	if (h->version != WIRE_VERSION)
-		return bad(why, why_len, -EPROTO, "wire version %u, this library reads %u",
-			   h->version, WIRE_VERSION);
+	if (h->version != WIRE_VERSION && h->version != WIRE_VERSION_MAC)
+		return bad(why, why_len, -EPROTO, "wire version %u, this library reads %u and %u",
+			   h->version, WIRE_VERSION, WIRE_VERSION_MAC);
+	mac = h->version == WIRE_VERSION_MAC ? WIRE_MAC_SIZE : 0;
 	h->header_size = wire_get32(p + 12);
 	if (h->header_size != WIRE_HEADER_SIZE)
 		return bad(why, why_len, -EBADMSG, "header size %u, want %u", h->header_size,
 			   WIRE_HEADER_SIZE);
-	if (len < WIRE_HEADER_SIZE)
+	if (len < WIRE_HEADER_SIZE + mac)
 		return bad(why, why_len, -EBADMSG, "%zu bytes: truncated header", len);
 	sum = wire_checksum(p, 120);
 	if (sum != wire_get64(p + 120))
@@ -129,9 +139,10 @@ int wire_check(const void *msg, size_t len, struct wire_header *h, char *why, si
 	    h->count > h->page_count - h->first)
 		return bad(why, why_len, -EBADMSG, "pages %u+%u of %u (region of %llu)", h->first,
 			   h->count, h->page_count, (unsigned long long)h->npages);
-	if (h->body_length != len - WIRE_HEADER_SIZE)
-		return bad(why, why_len, -EBADMSG, "body of %zu bytes, header says %llu",
-			   len - WIRE_HEADER_SIZE, (unsigned long long)h->body_length);
+	if (h->body_length != len - WIRE_HEADER_SIZE - mac)
+		return bad(why, why_len, -EBADMSG, "body of %zu bytes%s, header says %llu",
+			   len - WIRE_HEADER_SIZE - mac, mac ? " and a MAC" : "",
+			   (unsigned long long)h->body_length);
 	sum = wire_checksum(p + WIRE_HEADER_SIZE, h->body_length);
 	if (sum != h->body_checksum)
 		return bad(why, why_len, -EBADMSG, "body checksum %016llx, computed %016llx",
@@ -247,4 +258,53 @@ size_t wire_encode_page(unsigned char *out, uint64_t index, const unsigned char 
 	wire_put32(out + 8, *enc);
 	wire_put32(out + 12, length);
 	return WIRE_ENTRY_SIZE + length;
+}
+
+void wire_key_set(struct wire_key *k, const void *bytes, size_t len)
+{
+	wire_key_clear(k);
+	if (bytes && len && len <= sizeof(k->bytes)) {
+		memcpy(k->bytes, bytes, len);
+		k->len = len;
+	}
+}
+
+void wire_key_clear(struct wire_key *k)
+{
+	OPENSSL_cleanse(k, sizeof(*k));
+}
+
+static bool mac_of(const unsigned char *msg, size_t len, const struct wire_key *k,
+		   unsigned char out[WIRE_MAC_SIZE])
+{
+	unsigned int n = 0;
+
+	return HMAC(EVP_sha256(), k->bytes, (int)k->len, msg, len, out, &n) && n == WIRE_MAC_SIZE;
+}
+
+long wire_seal(unsigned char *msg, size_t len, const struct wire_key *k)
+{
+	if (!mac_of(msg, len, k, msg + len))
+		return -ENOMEM;
+	return (long)(len + WIRE_MAC_SIZE);
+}
+
+int wire_authenticate(const void *msg, size_t len, const struct wire_header *h,
+		      const struct wire_key *k, char *why, size_t why_len)
+{
+	unsigned char mac[WIRE_MAC_SIZE];
+
+	if (h->version != WIRE_VERSION_MAC)
+		return k->len ? bad(why, why_len, -EKEYREJECTED, "no HMAC (wire version %u), and "
+				    "an HMAC key was given: not authenticated", h->version) : 0;
+	if (!k->len)
+		return bad(why, why_len, -ENOKEY, "an HMAC (wire version %u), and no HMAC key was "
+			   "given to check it", h->version);
+	if (!mac_of(msg, len - WIRE_MAC_SIZE, k, mac))
+		return bad(why, why_len, -ENOMEM, "computing the HMAC failed");
+	/* In constant time: a forger learns nothing from how long it took. */
+	if (CRYPTO_memcmp(mac, (const unsigned char *)msg + len - WIRE_MAC_SIZE, WIRE_MAC_SIZE))
+		return bad(why, why_len, -EKEYREJECTED, "its HMAC does not match the key given "
+			   "(another key, or forged)");
+	return 0;
 }

@@ -14,7 +14,11 @@
 #include <string.h>
 
 #define WIRE_MAGIC		"PTNET01"	/* 8 bytes with its NUL */
-#define WIRE_VERSION		1
+#define WIRE_VERSION		1		/* a header and a body */
+#define WIRE_VERSION_MAC	2		/* the same and an HMAC-SHA256 of both */
+#define WIRE_MAC_SIZE		32
+#define WIRE_KEY_MIN		16
+#define WIRE_KEY_MAX		1024
 #define WIRE_HEADER_SIZE	128
 #define WIRE_FLAG_LAST		1u		/* the epoch's last part */
 #define WIRE_ENTRY_SIZE		16		/* u64 index, u32 encoding, u32 length */
@@ -27,7 +31,7 @@ enum wire_encoding {
 
 /* A message header, decoded (host order). */
 struct wire_header {
-	uint16_t version;
+	uint16_t version;	/* WIRE_VERSION, or WIRE_VERSION_MAC (0 when writing: 1) */
 	uint16_t flags;
 	uint32_t header_size;
 	uint64_t history_id;
@@ -50,8 +54,34 @@ struct wire_header {
 /* Write h (body_length and body_checksum included) as WIRE_HEADER_SIZE bytes. */
 void wire_header_put(unsigned char *out, const struct wire_header *h);
 
+/* An HMAC key, the handle's own copy (zeroed by wire_key_clear). */
+struct wire_key {
+	size_t len;		/* 0: none */
+	unsigned char bytes[WIRE_KEY_MAX];
+};
+
+/* Copy the options' key (its length checked by net_opts_copy). */
+void wire_key_set(struct wire_key *k, const void *bytes, size_t len);
+void wire_key_clear(struct wire_key *k);
+
 /*
- * Decode and check a whole message: length, magic, version, header
+ * A message of len bytes whose header says WIRE_VERSION_MAC: write its
+ * HMAC-SHA256 with key k at msg + len (WIRE_MAC_SIZE bytes of room).
+ * Returns the message's new length, or -ENOMEM (the crypto library failed).
+ */
+long wire_seal(unsigned char *msg, size_t len, const struct wire_key *k);
+
+/*
+ * The authentication of a message wire_check() passed: 0 when it has a
+ * MAC that k verifies or when it has none and there is no key; else
+ * -EKEYREJECTED (no MAC and a key, or a MAC k does not verify) or -ENOKEY
+ * (a MAC and no key), with why.
+ */
+int wire_authenticate(const void *msg, size_t len, const struct wire_header *h,
+		      const struct wire_key *k, char *why, size_t why_len);
+
+/*
+ * Decode and check a whole message: length, magic, version (1 or 2), header
  * checksum, the header's own consistency (part < parts, flags, first +
  * count <= page_count, page_count <= npages), body length and checksum.
  * Returns 0, -EBADMSG or -EPROTO (another version) with why.

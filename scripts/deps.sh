@@ -6,7 +6,7 @@
 #                          and the sanitizer runtimes)
 set -eu
 pkgs=(make gcc libc6-dev pkg-config bc util-linux libxxhash-dev libjson-c-dev python3 python3-numpy
-	nats-server libnats-dev liblz4-dev)
+	nats-server libnats-dev liblz4-dev libssl-dev libmicrohttpd-dev)
 [ "${1:-}" = --ci ] && pkgs+=(clang libclang-rt-14-dev man-db)
 missing=()
 for p in "${pkgs[@]}"; do

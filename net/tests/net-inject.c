@@ -231,7 +231,7 @@ int main(void)
 		cells[n++] = (struct cell){ "header checksum", -EBADMSG, 1, { { m, len } } };
 		/* Another wire version. */
 		m = copy(KEEP + 1, &len);
-		m[8] = 2;
+		m[8] = 3;
 		reseal(m, len);
 		cells[n++] = (struct cell){ "other version", -EPROTO, 1, { { m, len } } };
 		/* A chain that does not follow the standby's. */

@@ -1,0 +1,659 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * status.c - the status record of a publisher or a follower, both halves:
+ * the writer the handles call (net_status_*) and the reader
+ * pt_net_status_read() that `pagetrack status` is built on.
+ *
+ * The record is a fixed 512-byte block (docs/network.md, "Status
+ * records"), little-endian, with its own magic, version and checksum, in
+ * the directory the handle serves: net-status-<role>-<stream>.  It is
+ * replaced whole: written to net-status-<role>-<stream>.tmp (created 0600
+ * without following links, truncated), then renamed over the record, so
+ * a reader sees the old record or the new one, never half of each.  It is
+ * not fsynced: it says how things are, and a record lost or torn by a
+ * crash is reported as such by the reader, which trusts nothing in the
+ * file: the checks of the core's readers (a regular file of the
+ * directory's owner that no one else can write, opened without blocking),
+ * then magic, version, size, checksum and every field.
+ *
+ * Whether the writer still runs is the reader's judgement: the record
+ * holds its pid and host; a record of this host whose pid is gone is
+ * "gone", one not rewritten for PT_NET_STALE_MS is "stale" (the writer
+ * rewrites it every NET_STATUS_INTERVAL_MS while its run calls run).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "status.h"
+#include "wire.h"
+
+#define STATUS_MAGIC		"PTNSTAT"	/* 8 bytes with its NUL */
+#define STATUS_VERSION		1
+#define STATUS_SIZE		512
+#define STATUS_PREFIX		"net-status-"
+#define STATUS_TMP_SUFFIX	".tmp"
+#define STATUS_FLAG_CLOSED	1u
+
+/* Field offsets (docs/network.md). */
+enum {
+	OFF_VERSION = 8, OFF_ROLE = 10, OFF_SIZE = 12, OFF_PID = 16, OFF_FLAGS = 20,
+	OFF_INTERVAL = 24, OFF_LAST_ERROR = 28, OFF_HISTORY = 32, OFF_EPOCH = 40,
+	OFF_SEQ = 48, OFF_LAG_EPOCHS = 56, OFF_LAG_MS = 64, OFF_EPOCHS = 72,
+	OFF_MESSAGES = 80, OFF_PAGES = 88, OFF_RAW = 96, OFF_WIRE = 104, OFF_RETRIES = 112,
+	OFF_RAW_RATE = 120, OFF_WIRE_RATE = 128, OFF_STARTED = 136, OFF_UPDATED = 144,
+	OFF_ERROR_NS = 152, OFF_RESERVED = 160, OFF_HOST = 192, OFF_STREAM = 256,
+	OFF_ERROR_TEXT = 320, OFF_CHECKSUM = 504,
+	HOST_LEN = 64, STREAM_LEN = 64, ERROR_TEXT_LEN = 184,
+};
+
+/* A record decoded, or to be encoded: strings point into its block. */
+struct record {
+	struct pt_net_status st;
+	uint32_t flags;
+	uint32_t interval_ms;
+};
+
+static const char *role_name(enum pt_net_role role)
+{
+	return role == PT_NET_PUBLISHER ? "publisher" : "follower";
+}
+
+static void put_string(unsigned char *p, size_t len, const char *s)
+{
+	size_t n = strnlen(s, len - 1);
+
+	memcpy(p, s, n);	/* the block is zeroed: the rest stays NUL */
+}
+
+static void record_put(unsigned char *b, const struct record *r)
+{
+	const struct pt_net_status *st = &r->st;
+
+	memset(b, 0, STATUS_SIZE);
+	memcpy(b, STATUS_MAGIC, 8);
+	wire_put16(b + OFF_VERSION, STATUS_VERSION);
+	wire_put16(b + OFF_ROLE, (uint16_t)st->role);
+	wire_put32(b + OFF_SIZE, STATUS_SIZE);
+	wire_put32(b + OFF_PID, (uint32_t)st->pid);
+	wire_put32(b + OFF_FLAGS, r->flags);
+	wire_put32(b + OFF_INTERVAL, r->interval_ms);
+	wire_put32(b + OFF_LAST_ERROR, (uint32_t)st->last_error);
+	wire_put64(b + OFF_HISTORY, st->history_id);
+	wire_put64(b + OFF_EPOCH, (uint64_t)st->epoch);
+	wire_put64(b + OFF_SEQ, st->stream_seq);
+	wire_put64(b + OFF_LAG_EPOCHS, st->lag_epochs);
+	wire_put64(b + OFF_LAG_MS, (uint64_t)st->lag_ms);
+	wire_put64(b + OFF_EPOCHS, st->epochs);
+	wire_put64(b + OFF_MESSAGES, st->messages);
+	wire_put64(b + OFF_PAGES, st->pages);
+	wire_put64(b + OFF_RAW, st->bytes_raw);
+	wire_put64(b + OFF_WIRE, st->bytes_wire);
+	wire_put64(b + OFF_RETRIES, st->retries);
+	wire_put64(b + OFF_RAW_RATE, st->bytes_raw_per_s);
+	wire_put64(b + OFF_WIRE_RATE, st->bytes_wire_per_s);
+	wire_put64(b + OFF_STARTED, st->started_ns);
+	wire_put64(b + OFF_UPDATED, st->updated_ns);
+	wire_put64(b + OFF_ERROR_NS, st->last_error_ns);
+	put_string(b + OFF_HOST, HOST_LEN, st->host);
+	put_string(b + OFF_STREAM, STREAM_LEN, st->stream);
+	put_string(b + OFF_ERROR_TEXT, ERROR_TEXT_LEN, st->last_error_text);
+	wire_put64(b + OFF_CHECKSUM, wire_checksum(b, OFF_CHECKSUM));
+}
+
+/* A string field: NUL-terminated inside it, zeros after, no control byte. */
+static const char *get_string(const unsigned char *p, size_t len)
+{
+	size_t n = strnlen((const char *)p, len);
+
+	if (n == len)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (p[i] < 0x20 || p[i] == 0x7f)
+			return NULL;
+	for (size_t i = n; i < len; i++)
+		if (p[i])
+			return NULL;
+	return (const char *)p;
+}
+
+/*
+ * Decode and check block b (len bytes read) of file `name`.  Returns 0, or
+ * -EBADMSG / -EPROTO / -ENODATA with why.
+ */
+static int record_get(const unsigned char *b, size_t len, const char *name, struct record *r,
+		      char *why, size_t why_len)
+{
+	struct pt_net_status *st = &r->st;
+	char want[NAME_MAX + 1];
+	uint64_t sum;
+
+	memset(r, 0, sizeof(*r));
+	if (len < STATUS_SIZE) {
+		snprintf(why, why_len, "%zu bytes, a record has %d (torn or cut short)", len,
+			 STATUS_SIZE);
+		return -ENODATA;
+	}
+	if (memcmp(b, STATUS_MAGIC, 8)) {
+		snprintf(why, why_len, "bad magic (not a status record)");
+		return -EBADMSG;
+	}
+	if (wire_get16(b + OFF_VERSION) != STATUS_VERSION) {
+		snprintf(why, why_len, "record version %u, this library reads %u",
+			 wire_get16(b + OFF_VERSION), STATUS_VERSION);
+		return -EPROTO;
+	}
+	if (len != STATUS_SIZE || wire_get32(b + OFF_SIZE) != STATUS_SIZE) {
+		snprintf(why, why_len, "%zu bytes, size field %u, want %d", len,
+			 wire_get32(b + OFF_SIZE), STATUS_SIZE);
+		return -EBADMSG;
+	}
+	sum = wire_checksum(b, OFF_CHECKSUM);
+	if (sum != wire_get64(b + OFF_CHECKSUM)) {
+		snprintf(why, why_len, "checksum %016llx, computed %016llx",
+			 (unsigned long long)wire_get64(b + OFF_CHECKSUM), (unsigned long long)sum);
+		return -EBADMSG;
+	}
+	st->role = (enum pt_net_role)wire_get16(b + OFF_ROLE);
+	st->pid = (int32_t)wire_get32(b + OFF_PID);
+	r->flags = wire_get32(b + OFF_FLAGS);
+	r->interval_ms = wire_get32(b + OFF_INTERVAL);
+	st->last_error = (int)wire_get32(b + OFF_LAST_ERROR);
+	st->history_id = wire_get64(b + OFF_HISTORY);
+	st->epoch = (pt_epoch_t)wire_get64(b + OFF_EPOCH);
+	st->stream_seq = wire_get64(b + OFF_SEQ);
+	st->lag_epochs = wire_get64(b + OFF_LAG_EPOCHS);
+	st->lag_ms = (int64_t)wire_get64(b + OFF_LAG_MS);
+	st->epochs = wire_get64(b + OFF_EPOCHS);
+	st->messages = wire_get64(b + OFF_MESSAGES);
+	st->pages = wire_get64(b + OFF_PAGES);
+	st->bytes_raw = wire_get64(b + OFF_RAW);
+	st->bytes_wire = wire_get64(b + OFF_WIRE);
+	st->retries = wire_get64(b + OFF_RETRIES);
+	st->bytes_raw_per_s = wire_get64(b + OFF_RAW_RATE);
+	st->bytes_wire_per_s = wire_get64(b + OFF_WIRE_RATE);
+	st->started_ns = wire_get64(b + OFF_STARTED);
+	st->updated_ns = wire_get64(b + OFF_UPDATED);
+	st->last_error_ns = wire_get64(b + OFF_ERROR_NS);
+	st->host = get_string(b + OFF_HOST, HOST_LEN);
+	st->stream = get_string(b + OFF_STREAM, STREAM_LEN);
+	st->last_error_text = get_string(b + OFF_ERROR_TEXT, ERROR_TEXT_LEN);
+	/* A checksum is no proof of sense: a record made by a bug or by hand
+	 * must not show impossible figures as if they were. */
+	for (size_t i = OFF_RESERVED; i < OFF_HOST; i++)
+		if (b[i]) {
+			snprintf(why, why_len, "reserved bytes not zero");
+			return -EBADMSG;
+		}
+	if (!st->host || !st->stream || !st->last_error_text || !net_stream_name_ok(st->stream)) {
+		snprintf(why, why_len, "a host, stream or error text that is not a string");
+		return -EBADMSG;
+	}
+	if ((st->role != PT_NET_PUBLISHER && st->role != PT_NET_FOLLOWER) || st->pid <= 0 ||
+	    (r->flags & ~STATUS_FLAG_CLOSED) || st->last_error > 0 || st->last_error < -4095 ||
+	    st->epoch < 0 || st->lag_ms < 0 || !r->interval_ms ||
+	    st->updated_ns < st->started_ns || (!st->last_error) != (!st->last_error_ns)) {
+		snprintf(why, why_len, "impossible fields (role %u, pid %d, flags %#x, error %d, "
+			 "epoch %lld)", (unsigned)st->role, st->pid, r->flags, st->last_error,
+			 (long long)st->epoch);
+		return -EBADMSG;
+	}
+	snprintf(want, sizeof(want), STATUS_PREFIX "%s-%s", role_name(st->role), st->stream);
+	if (strcmp(want, name)) {
+		snprintf(why, why_len, "a record of the %s of stream %s under another name",
+			 role_name(st->role), st->stream);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The writer                                                          */
+/* ------------------------------------------------------------------ */
+
+struct net_status {
+	char dir[PATH_MAX];
+	int dirfd;			/* -1 until the directory exists */
+	char name[128];			/* net-status-<role>-<stream>: at most 85 */
+	char tmp[136];
+	struct record rec;
+	char host[HOST_LEN];
+	char stream[STREAM_LEN];
+	char error_text[ERROR_TEXT_LEN];
+	bool written;			/* the record was written once */
+	uint64_t last_ms;		/* CLOCK_MONOTONIC of the last write */
+	uint64_t last_raw, last_wire;	/* the totals then */
+	int write_error;		/* the last failed write's, logged once */
+	uint64_t stream_last_epoch;	/* follower: the stream's last whole epoch, as last asked */
+};
+
+int net_status_open(struct net_status **out, const char *dir, enum pt_net_role role,
+		    const char *stream)
+{
+	struct net_status *s = calloc(1, sizeof(*s));
+
+	*out = NULL;
+	if (!s)
+		return net_fail(-ENOMEM, "out of memory");
+	s->dirfd = -1;
+	snprintf(s->dir, sizeof(s->dir), "%s", dir);
+	snprintf(s->stream, sizeof(s->stream), "%s", stream);
+	snprintf(s->name, sizeof(s->name), STATUS_PREFIX "%s-%s", role_name(role), s->stream);
+	snprintf(s->tmp, sizeof(s->tmp), STATUS_PREFIX "%s-%s" STATUS_TMP_SUFFIX, role_name(role),
+		 s->stream);
+	if (gethostname(s->host, sizeof(s->host) - 1))
+		snprintf(s->host, sizeof(s->host), "unknown");
+	for (char *c = s->host; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
+	s->rec.st.role = role;
+	s->rec.st.pid = (int32_t)getpid();
+	s->rec.st.host = s->host;
+	s->rec.st.stream = s->stream;
+	s->rec.st.last_error_text = s->error_text;
+	s->rec.st.started_ns = net_now_ns();
+	s->rec.interval_ms = NET_STATUS_INTERVAL_MS;
+	*out = s;
+	return 0;
+}
+
+void net_status_close(struct net_status *s)
+{
+	if (!s)
+		return;
+	if (s->dirfd >= 0)
+		close(s->dirfd);
+	free(s);
+}
+
+/* Write the temporary file and rename it over the record: 0 or -errno. */
+static int write_record(struct net_status *s)
+{
+	unsigned char b[STATUS_SIZE];
+	struct stat st;
+	ssize_t n;
+	int fd, err = 0;
+
+	if (s->dirfd < 0) {
+		/* A follower's standby is created with its first epoch. */
+		s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (s->dirfd < 0)
+			return errno == ENOENT ? 0 : -errno;
+	}
+	record_put(b, &s->rec);
+	/* O_NOFOLLOW and O_NONBLOCK: a link or a FIFO put in the temporary
+	 * file's place is refused, never written through or waited on. */
+	fd = openat(s->dirfd, s->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK |
+		    O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode))
+		err = -EMEDIUMTYPE;
+	else if (fchmod(fd, 0600))
+		err = -errno;
+	else if ((n = pwrite(fd, b, sizeof(b), 0)) != (ssize_t)sizeof(b))
+		err = n < 0 ? -errno : -EIO;
+	if (close(fd) && !err)
+		err = -errno;
+	if (!err && renameat(s->dirfd, s->tmp, s->dirfd, s->name))
+		err = -errno;
+	return err;
+}
+
+/*
+ * The part both roles share: error bookkeeping, rates, the write and its
+ * failure.  Fills the record from st (the handle's figures so far).
+ */
+static bool due(struct net_status *s, int ret, bool closing)
+{
+	if (ret < 0) {
+		bool another = ret != s->rec.st.last_error;
+
+		/* The run failed just now: its message is this thread's. */
+		s->rec.st.last_error = ret;
+		s->rec.st.last_error_ns = net_now_ns();
+		snprintf(s->error_text, sizeof(s->error_text), "%s", pt_net_last_error());
+		if (another)
+			return true;
+	}
+	return closing || !s->written || net_mono_ms() - s->last_ms >= NET_STATUS_INTERVAL_MS;
+}
+
+static void write_now(struct net_status *s, bool closing)
+{
+	struct pt_net_status *st = &s->rec.st;
+	uint64_t now = net_mono_ms(), ms = now - s->last_ms;
+	int err;
+
+	if (s->written && ms) {
+		st->bytes_raw_per_s = (st->bytes_raw - s->last_raw) * 1000 / ms;
+		st->bytes_wire_per_s = (st->bytes_wire - s->last_wire) * 1000 / ms;
+	}
+	st->updated_ns = net_now_ns();
+	if (closing)
+		s->rec.flags |= STATUS_FLAG_CLOSED;
+	err = write_record(s);
+	if (err && err != s->write_error)
+		net_log(PT_LOG_WARN, "%s: writing the status record %s: %s", s->dir, s->name,
+			strerror(-err));
+	s->write_error = err;
+	s->written = true;
+	s->last_ms = now;
+	s->last_raw = st->bytes_raw;
+	s->last_wire = st->bytes_wire;
+}
+
+void net_status_publisher(struct net_status *s, const struct pt_publisher *p, int ret,
+			  bool closing)
+{
+	struct pt_publisher_stats ps = { .sz = sizeof(ps) };
+	struct pt_net_status *st = &s->rec.st;
+	pt_epoch_t published;
+
+	if (!due(s, ret, closing) || pt_publisher_stats(p, &ps))
+		return;
+	st->history_id = ps.history_id;
+	st->epoch = ps.epoch;
+	st->stream_seq = ps.stream_seq;
+	st->epochs = ps.epochs;
+	st->messages = ps.messages;
+	st->pages = ps.pages;
+	st->bytes_raw = ps.bytes_raw;
+	st->bytes_wire = ps.bytes_wire;
+	st->retries = ps.retries;
+	/* The writer's state block only: no log read once a second. */
+	published = pt_dir_epoch(s->dir);
+	if (published < 0) {
+		st->lag_epochs = PT_NET_LAG_UNKNOWN;
+		st->lag_ms = 0;
+	} else {
+		st->lag_epochs = published > ps.epoch ? (uint64_t)(published - ps.epoch) : 0;
+		st->lag_ms = 0;
+		if (st->lag_epochs && ps.caught_up_ns) {
+			uint64_t now = net_now_ns();
+
+			st->lag_ms = now > ps.caught_up_ns ?
+				(int64_t)((now - ps.caught_up_ns) / 1000000) : 0;
+		}
+	}
+	write_now(s, closing);
+}
+
+/*
+ * The stream's last whole epoch, for a follower's lag: asked of the
+ * server (its last message) only when messages are pending, with a short
+ * wait so that a slow server does not hold the run up.  0 or -errno.
+ */
+static int stream_last_epoch(struct net_status *s, struct net_conn *c, uint64_t history,
+			     uint64_t *epoch)
+{
+	jsOptions o = c->jsopts;
+	struct wire_header h;
+	jsErrCode jerr = 0;
+	natsMsg *m = NULL;
+	char why[256];
+	natsStatus ns;
+	int err;
+
+	if (o.Wait > NET_STATUS_INTERVAL_MS / 2)
+		o.Wait = NET_STATUS_INTERVAL_MS / 2;
+	ns = js_GetLastMsg(&m, c->js, s->stream, c->subject, &o, &jerr);
+	if (ns != NATS_OK)
+		return -EAGAIN;
+	err = wire_check(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &h, why, sizeof(why));
+	natsMsg_Destroy(m);
+	if (err || (history && h.history_id != history))
+		return -EBADMSG;
+	*epoch = h.flags & WIRE_FLAG_LAST ? h.epoch : h.epoch - 1;
+	return 0;
+}
+
+void net_status_follower(struct net_status *s, const struct pt_follower *f,
+			 struct net_conn *conn, int ret, bool closing)
+{
+	struct pt_follower_stats fs = { .sz = sizeof(fs) };
+	struct pt_net_status *st = &s->rec.st;
+	uint64_t last;
+
+	if (!due(s, ret, closing) || pt_follower_stats(f, &fs))
+		return;
+	st->history_id = fs.history_id;
+	st->epoch = fs.epoch;
+	st->stream_seq = fs.stream_seq;
+	st->epochs = fs.epochs;
+	st->messages = fs.messages;
+	st->pages = fs.pages;
+	st->bytes_raw = fs.bytes_raw;
+	st->bytes_wire = fs.bytes_wire;
+	st->retries = fs.retries;
+	st->lag_ms = fs.lag_ms > 0 ? fs.lag_ms : 0;
+	/* Nothing pending after the last message received: every whole epoch
+	 * the stream has is applied (the last message may be part of one the
+	 * publisher is still sending). */
+	if (!fs.pending || closing || !conn || !conn->js) {
+		st->lag_epochs = fs.pending ? PT_NET_LAG_UNKNOWN : 0;
+	} else if ((uint64_t)fs.epoch < s->stream_last_epoch) {
+		/* Known to be behind: ask again only when it catches up. */
+		st->lag_epochs = s->stream_last_epoch - (uint64_t)fs.epoch;
+	} else if (!stream_last_epoch(s, conn, fs.history_id, &last)) {
+		s->stream_last_epoch = last;
+		st->lag_epochs = last > (uint64_t)fs.epoch ? last - (uint64_t)fs.epoch : 0;
+	} else {
+		st->lag_epochs = PT_NET_LAG_UNKNOWN;
+	}
+	write_now(s, closing);
+}
+
+/* ------------------------------------------------------------------ */
+/* The reader                                                          */
+/* ------------------------------------------------------------------ */
+
+static bool same_host(const char *host)
+{
+	char mine[HOST_LEN] = "";
+
+	if (gethostname(mine, sizeof(mine) - 1))
+		return false;
+	return !strcmp(mine, host);
+}
+
+static enum pt_net_state judge(const struct record *r)
+{
+	const struct pt_net_status *st = &r->st;
+
+	if (r->flags & STATUS_FLAG_CLOSED)
+		return PT_NET_STOPPED;
+	/* EPERM: alive, another user's. */
+	if (same_host(st->host) && kill(st->pid, 0) && errno == ESRCH)
+		return PT_NET_GONE;
+	if (st->age_ms > PT_NET_STALE_MS)
+		return PT_NET_STALE;
+	return PT_NET_LIVE;
+}
+
+/*
+ * Open and read `name` as the core's readers read a region's files: no
+ * link followed, no blocking (a FIFO is refused), a regular file of the
+ * directory's owner that no one else can write.  Returns bytes read (up to
+ * len; more than STATUS_SIZE if the file is larger) or -errno with why.
+ */
+static ssize_t read_checked(int dirfd, const char *name, uid_t owner, unsigned char *b,
+			    size_t len, char *why, size_t why_len)
+{
+	struct stat st;
+	ssize_t n, total = 0;
+	int fd;
+
+	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		int err = errno == ELOOP ? -EMEDIUMTYPE : -errno;
+
+		snprintf(why, why_len, "%s", err == -EMEDIUMTYPE ? "a symbolic link" :
+			 strerror(-err));
+		return err;
+	}
+	if (fstat(fd, &st)) {
+		snprintf(why, why_len, "%s", strerror(errno));
+		close(fd);
+		return -EIO;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(why, why_len, "not a regular file");
+		close(fd);
+		return -EMEDIUMTYPE;
+	}
+	if (st.st_uid != owner || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+		snprintf(why, why_len, "owned by uid %u (the directory's owner is %u), mode %03o: "
+			 "not trusted", (unsigned)st.st_uid, (unsigned)owner,
+			 (unsigned)(st.st_mode & 0777));
+		close(fd);
+		return -EPERM;
+	}
+	while ((size_t)total < len) {
+		n = pread(fd, b + total, len - (size_t)total, total);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(why, why_len, "%s", strerror(errno));
+			close(fd);
+			return -EIO;
+		}
+		if (!n)
+			break;
+		total += n;
+	}
+	close(fd);
+	return total;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool is_record_name(const char *name)
+{
+	size_t n = strlen(name), t = strlen(STATUS_TMP_SUFFIX);
+
+	return !strncmp(name, STATUS_PREFIX, strlen(STATUS_PREFIX)) &&
+	       !(n >= t && !strcmp(name + n - t, STATUS_TMP_SUFFIX));
+}
+
+/* The names of the records in dirfd, sorted; *count of them.  0 or -errno. */
+static int list_records(int dirfd, char ***out, size_t *count)
+{
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	int fd, err = 0;
+	DIR *d;
+
+	*out = NULL;
+	*count = 0;
+	fd = dup(dirfd);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		if (!is_record_name(de->d_name))
+			continue;
+		if (n == cap) {
+			char **v = realloc(names, (cap ? cap * 2 : 8) * sizeof(*v));
+
+			if (!v) {
+				err = -ENOMEM;
+				break;
+			}
+			names = v;
+			cap = cap ? cap * 2 : 8;
+		}
+		names[n] = strdup(de->d_name);
+		if (!names[n]) {
+			err = -ENOMEM;
+			break;
+		}
+		n++;
+	}
+	closedir(d);
+	if (err) {
+		while (n)
+			free(names[--n]);
+		free(names);
+		return err;
+	}
+	if (n)
+		qsort(names, n, sizeof(*names), by_name);
+	*out = names;
+	*count = n;
+	return 0;
+}
+
+PT_EXPORT int pt_net_status_read(const char *dir, pt_net_status_fn fn, void *arg)
+{
+	unsigned char b[STATUS_SIZE + 1];
+	struct stat dst;
+	char **names = NULL;
+	size_t count = 0;
+	int dirfd, ret = 0;
+
+	if (!dir || !fn)
+		return net_fail(-EINVAL, "status: NULL directory or function");
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dirfd < 0) {
+		ret = errno == ELOOP ? -ENOTDIR : -errno;
+		return net_fail(ret, "%s: %s", dir, strerror(-ret));
+	}
+	/* The core's rule for a data directory: someone else able to replace
+	 * its files could make them say anything. */
+	if (fstat(dirfd, &dst)) {
+		ret = net_fail(-errno, "%s: %s", dir, strerror(errno));
+		goto out;
+	}
+	if ((dst.st_mode & (S_IWGRP | S_IWOTH)) || (dst.st_uid != geteuid() && geteuid() != 0)) {
+		ret = net_fail(-EPERM, "%s: writable by others or another user's (uid %u, mode %03o)",
+			       dir, (unsigned)dst.st_uid, (unsigned)(dst.st_mode & 0777));
+		goto out;
+	}
+	ret = list_records(dirfd, &names, &count);
+	if (ret) {
+		ret = net_fail(ret, "%s: listing it: %s", dir, strerror(-ret));
+		goto out;
+	}
+	for (size_t i = 0; i < count && !ret; i++) {
+		struct record r;
+		char why[256] = "";
+		ssize_t n = read_checked(dirfd, names[i], dst.st_uid, b, sizeof(b), why, sizeof(why));
+		int err = n < 0 ? (int)n : record_get(b, (size_t)n, names[i], &r, why, sizeof(why));
+
+		uint64_t now = net_now_ns();
+
+		if (err) {
+			struct pt_net_status bad = { .file = names[i], .error = err, .message = why };
+
+			ret = fn(&bad, arg);
+			continue;
+		}
+		r.st.file = names[i];
+		r.st.message = "";
+		r.st.age_ms = now > r.st.updated_ns ? (now - r.st.updated_ns) / 1000000 : 0;
+		r.st.state = judge(&r);
+		ret = fn(&r.st, arg);
+	}
+out:
+	for (size_t i = 0; i < count; i++)
+		free(names[i]);
+	free(names);
+	close(dirfd);
+	return ret;
+}
