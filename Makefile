@@ -28,9 +28,9 @@ CFLAGS   ?=
 override CFLAGS := -std=gnu11 $(OPT) $(WARN) $(CFLAGS)
 LIBS     := -lxxhash -lpthread
 # The command's own flags: the public header only, and its extra libraries
-# (JSON output).
+# (JSON output; the /metrics server of publish and follow).
 TOOL_CPPFLAGS := -Iinclude -D_GNU_SOURCE
-TOOL_LIBS := -ljson-c
+TOOL_LIBS := -ljson-c -lmicrohttpd -lpthread
 
 ifneq ($(SAN),)
 override CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all

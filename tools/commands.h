@@ -15,6 +15,7 @@
 #define PT_TOOL_COMMANDS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* sysexits.h's EX_USAGE: wrong arguments, unknown command or option. */
@@ -74,6 +75,9 @@ int alone(const char *cmd, const char *option, int argc);
  */
 int parse_number(const char *cmd, const char *what, const char *arg, long long min,
 		 long long max, long long *out);
+
+/* bytes as "123 B", "45.6 KiB", "7.8 MiB" or "9.0 GiB", in buf. */
+void format_bytes(char *buf, size_t len, uint64_t bytes);
 
 /*
  * JSON output through json-c, which escapes every string: names read from

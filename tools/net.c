@@ -11,19 +11,27 @@
  * most once a second when something moved, and report a lost connection
  * once and go on (the library resumes); any other error ends them (exit 1)
  * with the library's message, which names the stream sequence concerned.
+ * With --metrics ADDR:PORT they serve their figures at /metrics
+ * (tools/metrics.c); the library writes their status records itself.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "pagetrack.h"
 #include "pagetrack-net.h"
 #include "commands.h"
+#include "metrics.h"
+#include "prom.h"
 
 static volatile sig_atomic_t stop_signal;
 
@@ -56,10 +64,19 @@ static void net_log_to_stderr(enum pt_log_level level, const char *msg, void *ar
 		level == PT_LOG_ERROR ? "" : level == PT_LOG_WARN ? "warning: " : "", msg);
 }
 
-/* The options both commands take: connection, authentication, TLS. */
+/* The options both commands take: connection, authentication, TLS,
+ * HMAC, metrics. */
 enum { OPT_STREAM = 256, OPT_REPLICAS, OPT_USER, OPT_PASSWORD, OPT_CREDS, OPT_TLS_CA,
        OPT_TLS_CERT, OPT_TLS_KEY, OPT_NATS, OPT_QUIET, OPT_MAX_MSGS, OPT_MAX_BYTES,
-       OPT_SNAPSHOT_INTERVAL };
+       OPT_SNAPSHOT_INTERVAL, OPT_HMAC_KEY_FILE, OPT_METRICS, OPT_RETAIN, OPT_SEGMENT };
+
+/* What the shared options ask for beyond struct pt_net_opts. */
+struct net_args {
+	bool quiet;
+	const char *key_file;
+	const char *metrics;
+	unsigned char key[1024];	/* the HMAC key, read from key_file */
+};
 
 #define NET_LONGOPTS							\
 	{ "stream", required_argument, NULL, OPT_STREAM },		\
@@ -70,10 +87,12 @@ enum { OPT_STREAM = 256, OPT_REPLICAS, OPT_USER, OPT_PASSWORD, OPT_CREDS, OPT_TL
 	{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },		\
 	{ "tls-key", required_argument, NULL, OPT_TLS_KEY },		\
 	{ "quiet", no_argument, NULL, OPT_QUIET },			\
+	{ "hmac-key-file", required_argument, NULL, OPT_HMAC_KEY_FILE },	\
+	{ "metrics", required_argument, NULL, OPT_METRICS },		\
 	{ "help", no_argument, NULL, 'h' }
 
-/* 1: taken, 0: not one of these, or a usage error's status (negative). */
-static int net_option(const char *cmd, int c, struct pt_net_opts *o, bool *quiet)
+/* 1: taken, 0: not one of these. */
+static int net_option(const char *cmd, int c, struct pt_net_opts *o, struct net_args *a)
 {
 	switch (c) {
 	case OPT_STREAM: o->stream = optarg; return 1;
@@ -83,10 +102,47 @@ static int net_option(const char *cmd, int c, struct pt_net_opts *o, bool *quiet
 	case OPT_TLS_CA: o->tls_ca = optarg; return 1;
 	case OPT_TLS_CERT: o->tls_cert = optarg; return 1;
 	case OPT_TLS_KEY: o->tls_key = optarg; return 1;
-	case OPT_QUIET: *quiet = true; return 1;
+	case OPT_QUIET: a->quiet = true; return 1;
+	case OPT_HMAC_KEY_FILE: a->key_file = optarg; return 1;
+	case OPT_METRICS: a->metrics = optarg; return 1;
 	}
 	(void)cmd;
 	return 0;
+}
+
+/*
+ * The HMAC key: the bytes of a regular file (links followed) that only its
+ * owner may read or write, 16 to 1024 of them.  0, or an error's status.
+ */
+static int read_key_file(const char *cmd, struct net_args *a, struct pt_net_opts *o)
+{
+	struct stat st;
+	ssize_t n;
+	int fd, ret = 0;
+
+	if (!a->key_file)
+		return 0;
+	fd = open(a->key_file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return runtime_error(cmd, -errno, "--hmac-key-file %s", a->key_file);
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode))
+		ret = runtime_error(cmd, -EMEDIUMTYPE, "--hmac-key-file %s", a->key_file);
+	else if (st.st_mode & 077)
+		ret = runtime_error(cmd, 0, "--hmac-key-file %s: readable or writable by others "
+				    "(mode %03o): a key must be its owner's alone (chmod 600)",
+				    a->key_file, (unsigned)(st.st_mode & 0777));
+	else if ((n = read(fd, a->key, sizeof(a->key))) < 0)
+		ret = runtime_error(cmd, -errno, "--hmac-key-file %s", a->key_file);
+	else if (n < 16 || st.st_size > (off_t)sizeof(a->key))
+		ret = runtime_error(cmd, 0, "--hmac-key-file %s: %lld bytes, a key has 16 to %zu "
+				    "(e.g. head -c 32 /dev/urandom)", a->key_file,
+				    (long long)st.st_size, sizeof(a->key));
+	else {
+		o->hmac_key = a->key;
+		o->hmac_key_len = (size_t)n;
+	}
+	close(fd);
+	return ret;
 }
 
 static int check_auth(const char *cmd, struct pt_net_opts *o)
@@ -113,19 +169,11 @@ static const char net_auth_help[] =
 	"  --creds FILE         a NATS credentials file (JWT and nkey seed)\n"
 	"  --tls-ca FILE        trusted CA certificates (turns TLS on)\n"
 	"  --tls-cert FILE --tls-key FILE  a client certificate\n"
+	"  --hmac-key-file FILE an HMAC-SHA256 key (16 to 1024 bytes, mode 600): the\n"
+	"                       publisher signs every message, the follower refuses\n"
+	"                       any message it does not verify\n"
+	"  --metrics ADDR:PORT  serve Prometheus metrics at http://ADDR:PORT/metrics\n"
 	"  --quiet              no progress lines\n";
-
-static void human(char *buf, size_t len, uint64_t bytes)
-{
-	if (bytes >= 10ull << 30)
-		snprintf(buf, len, "%.1f GiB", (double)bytes / (1ull << 30));
-	else if (bytes >= 10ull << 20)
-		snprintf(buf, len, "%.1f MiB", (double)bytes / (1ull << 20));
-	else if (bytes >= 10ull << 10)
-		snprintf(buf, len, "%.1f KiB", (double)bytes / (1ull << 10));
-	else
-		snprintf(buf, len, "%llu B", (unsigned long long)bytes);
-}
 
 /* A retryable failure: said once until things move again. */
 static void transient(const char *cmd, bool *said)
@@ -136,15 +184,104 @@ static void transient(const char *cmd, bool *said)
 	usleep(200 * 1000);
 }
 
+/*
+ * What /metrics shows: a copy of the handle's statistics, taken by the
+ * command's thread after each run and read by the server's thread, both
+ * under the lock (the handle itself is not shared).
+ */
+struct net_snapshot {
+	pthread_mutex_t lock;
+	const char *dir;
+	bool publisher;
+	struct pt_publisher_stats pub;
+	struct pt_follower_stats fol;
+};
+
 /* A running publisher or follower, as the loop below drives it. */
 struct net_cmd {
 	void *handle;
 	const char *dir;
 	pt_epoch_t printed;	/* the epoch of the last progress line */
+	struct net_snapshot *snap;	/* NULL: no --metrics */
 	/* Run the handle once (up to 200 ms); with report, print a progress
 	 * line if its epoch moved.  Returns the run's result. */
 	int (*step)(struct net_cmd *c, bool report);
 };
+
+static void snapshot_take(struct net_cmd *c)
+{
+	struct net_snapshot *s = c->snap;
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	if (s->publisher)
+		pt_publisher_stats(c->handle, &s->pub);
+	else
+		pt_follower_stats(c->handle, &s->fol);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* /metrics: the snapshot in the Prometheus text format (server's thread). */
+static void render_metrics(FILE *out, void *arg)
+{
+	struct net_snapshot *s = arg;
+	struct prom_net v = { .dir = s->dir };
+	uint64_t now_ns;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	pthread_mutex_lock(&s->lock);
+	if (s->publisher) {
+		const struct pt_publisher_stats *st = &s->pub;
+		/* The writer's state block only: cheap enough for each scrape. */
+		pt_epoch_t published = pt_dir_epoch(s->dir);
+
+		v.role = "publisher";
+		v.stream = st->stream;
+		v.epoch = st->epoch;
+		v.stream_seq = st->stream_seq;
+		v.lag_epochs = published < 0 ? UINT64_MAX :
+			published > st->epoch ? (uint64_t)(published - st->epoch) : 0;
+		v.lag_ms = v.lag_epochs && v.lag_epochs != UINT64_MAX && st->caught_up_ns &&
+			now_ns > st->caught_up_ns ? (int64_t)((now_ns - st->caught_up_ns) / 1000000) : 0;
+		v.epochs = st->epochs;
+		v.messages = st->messages;
+		v.pages = st->pages;
+		v.bytes_raw = st->bytes_raw;
+		v.bytes_wire = st->bytes_wire;
+		v.retries = st->retries;
+		v.last_error = st->last_error;
+	} else {
+		const struct pt_follower_stats *st = &s->fol;
+
+		v.role = "follower";
+		v.stream = st->stream;
+		v.epoch = st->epoch;
+		v.stream_seq = st->stream_seq;
+		/* Messages pending are not epochs: only "none" tells. */
+		v.lag_epochs = st->pending ? UINT64_MAX : 0;
+		v.lag_ms = st->lag_ms > 0 ? st->lag_ms : 0;
+		v.epochs = st->epochs;
+		v.messages = st->messages;
+		v.pages = st->pages;
+		v.bytes_raw = st->bytes_raw;
+		v.bytes_wire = st->bytes_wire;
+		v.retries = st->retries;
+		v.last_error = st->last_error;
+	}
+	prom_net(out, &v, 1);
+	if (!s->publisher) {
+		const char *labels[] = { "dir", s->dir, "role", "follower", "stream", s->fol.stream,
+					 NULL };
+
+		prom_family(out, "pagetrack_net_pending_messages", PROM_GAUGE,
+			    "messages the stream holds after the last one received");
+		prom_u64(out, "pagetrack_net_pending_messages", labels, s->fol.pending);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
 
 static int publisher_step(struct net_cmd *c, bool report)
 {
@@ -153,6 +290,7 @@ static int publisher_step(struct net_cmd *c, bool report)
 	pt_epoch_t published;
 	int ret = pt_publisher_run(c->handle, 200);
 
+	snapshot_take(c);
 	if (!report)
 		return ret;
 	pt_publisher_stats(c->handle, &st);
@@ -162,8 +300,8 @@ static int publisher_step(struct net_cmd *c, bool report)
 	published = pt_dir_epoch(c->dir);
 	if (published < 0)
 		published = st.epoch;
-	human(raw, sizeof(raw), st.bytes_raw);
-	human(wire, sizeof(wire), st.bytes_wire);
+	format_bytes(raw, sizeof(raw), st.bytes_raw);
+	format_bytes(wire, sizeof(wire), st.bytes_wire);
 	printf("epoch %lld  lag %lld epochs  seq %llu  %llu epochs  pages %s  wire %s\n",
 	       (long long)st.epoch, (long long)(published > st.epoch ? published - st.epoch : 0),
 	       (unsigned long long)st.stream_seq, (unsigned long long)st.epochs, raw, wire);
@@ -177,13 +315,14 @@ static int follower_step(struct net_cmd *c, bool report)
 	char raw[32], wire[32];
 	int ret = pt_follower_run(c->handle, 200);
 
+	snapshot_take(c);
 	if (!report)
 		return ret;
 	pt_follower_stats(c->handle, &st);
 	if (st.epoch == c->printed)
 		return ret;
-	human(raw, sizeof(raw), st.bytes_raw);
-	human(wire, sizeof(wire), st.bytes_wire);
+	format_bytes(raw, sizeof(raw), st.bytes_raw);
+	format_bytes(wire, sizeof(wire), st.bytes_wire);
 	printf("epoch %lld  lag %llu messages %lld ms  seq %llu  %llu epochs  pages %s  wire %s\n",
 	       (long long)st.epoch, (unsigned long long)st.pending, (long long)st.lag_ms,
 	       (unsigned long long)st.stream_seq, (unsigned long long)st.epochs, raw, wire);
@@ -223,6 +362,33 @@ static int run_until_stopped(const char *cmd, struct net_cmd *c, bool quiet)
 	return 0;
 }
 
+/* Run c, serving /metrics meanwhile when asked.  0 or an exit status. */
+static int serve(const char *cmd, const struct net_args *a, struct net_cmd *c, bool publisher)
+{
+	struct net_snapshot snap = { .lock = PTHREAD_MUTEX_INITIALIZER, .dir = c->dir,
+				     .publisher = publisher, .pub = { .sz = sizeof(snap.pub) },
+				     .fol = { .sz = sizeof(snap.fol) } };
+	struct metrics *m = NULL;
+	int ret;
+
+	if (a->metrics) {
+		c->snap = &snap;
+		snapshot_take(c);
+		ret = metrics_start(&m, cmd, a->metrics, render_metrics, &snap);
+		if (ret)
+			return ret;
+		if (!a->quiet)
+			printf("metrics at http://%.*s:%u/metrics\n",
+			       (int)(strrchr(a->metrics, ':') - a->metrics), a->metrics,
+			       metrics_port(m));
+		fflush(stdout);
+	}
+	ret = run_until_stopped(cmd, c, a->quiet);
+	metrics_stop(m);
+	c->snap = NULL;
+	return ret;
+}
+
 int cmd_publish(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -238,14 +404,14 @@ int cmd_publish(int argc, char **argv)
 	struct pt_net_opts o = { .sz = sizeof(o) };
 	struct pt_publisher_stats st = { .sz = sizeof(st) };
 	struct pt_publisher *p;
-	bool quiet = false;
+	struct net_args a = { 0 };
 	const char *dir;
 	long long n;
 	int c, ret;
 
 	getopt_restart();
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		if ((ret = net_option(cmd, c, &o, &quiet)))
+		if (net_option(cmd, c, &o, &a))
 			continue;
 		switch (c) {
 		case OPT_NATS: o.urls = optarg; break;
@@ -279,7 +445,8 @@ int cmd_publish(int argc, char **argv)
 			       "created if missing (default name pagetrack-<history id>), and report\n"
 			       "the epochs it stored for the writer's PT_LEVEL_REPLICATED waits.\n"
 			       "Keeps a snapshot of the region in the bucket NAME-snapshot, from which\n"
-			       "followers past the stream's retention catch up.  Runs until SIGINT or\n"
+			       "followers past the stream's retention catch up.  Its status record in\n"
+			       "DIR is what `pagetrack status DIR` shows.  Runs until SIGINT or\n"
 			       "SIGTERM.\n"
 			       "\n"
 			       "  --nats URL[,URL...]  NATS servers, e.g. nats://10.0.0.1:4222\n"
@@ -302,28 +469,32 @@ int cmd_publish(int argc, char **argv)
 		return usage_error(cmd, "--nats URL is required");
 	if ((ret = check_auth(cmd, &o)))
 		return ret;
+	if ((ret = read_key_file(cmd, &a, &o)))
+		return ret;
 	pt_net_set_log(net_log_to_stderr, PT_LOG_WARN, (void *)cmd);
 	catch_stop_signals();
 	ret = pt_publisher_open(&p, dir, &o);
+	explicit_bzero(a.key, sizeof(a.key));	/* the handle has its copy */
 	if (ret)
 		return runtime_error(cmd, 0, "%s", pt_net_last_error());
 	pt_publisher_stats(p, &st);
-	if (!quiet)
-		printf("publishing %s to stream %s at %s, from epoch %llu\n", dir, st.stream, o.urls,
-		       (unsigned long long)st.epoch + 1);
+	if (!a.quiet)
+		printf("publishing %s to stream %s at %s, from epoch %llu%s\n", dir, st.stream,
+		       o.urls, (unsigned long long)st.epoch + 1,
+		       o.hmac_key ? ", with an HMAC of each message" : "");
 	fflush(stdout);
-	ret = run_until_stopped(cmd, &(struct net_cmd){ .handle = p, .dir = dir, .printed = -1,
-						       .step = publisher_step }, quiet);
+	ret = serve(cmd, &a, &(struct net_cmd){ .handle = p, .dir = dir, .printed = -1,
+						.step = publisher_step }, true);
 	if (ret) {
 		pt_publisher_close(p);
 		return ret;
 	}
 	pt_publisher_stats(p, &st);
-	if (!quiet) {
+	if (!a.quiet) {
 		char raw[32], wire[32];
 
-		human(raw, sizeof(raw), st.bytes_raw);
-		human(wire, sizeof(wire), st.bytes_wire);
+		format_bytes(raw, sizeof(raw), st.bytes_raw);
+		format_bytes(wire, sizeof(wire), st.bytes_wire);
 		printf("stopped at epoch %llu (%llu epochs published, pages %s, wire %s; %llu bytes "
 		       "raw, %llu on the wire)\n", (unsigned long long)st.epoch,
 		       (unsigned long long)st.epochs, raw, wire, (unsigned long long)st.bytes_raw,
@@ -353,6 +524,8 @@ static void show_progress(const struct pt_net_progress *p, void *arg)
 int cmd_follow(int argc, char **argv)
 {
 	static const struct option longopts[] = {
+		{ "retain", required_argument, NULL, OPT_RETAIN },
+		{ "segment", required_argument, NULL, OPT_SEGMENT },
 		NET_LONGOPTS,
 		{ 0 },
 	};
@@ -360,16 +533,27 @@ int cmd_follow(int argc, char **argv)
 	struct pt_net_opts o = { .sz = sizeof(o) };
 	struct pt_follower_stats st = { .sz = sizeof(st) };
 	struct pt_follower *f;
-	bool quiet = false;
+	struct net_args a = { 0 };
 	const char *dir;
 	uint64_t progress_shown = 0;
+	long long n;
 	int c, ret;
 
 	getopt_restart();
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		if ((ret = net_option(cmd, c, &o, &quiet)))
+		if (net_option(cmd, c, &o, &a))
 			continue;
 		switch (c) {
+		case OPT_RETAIN:
+			if ((ret = parse_number(cmd, "--retain", optarg, 1, LLONG_MAX, &n)))
+				return ret;
+			o.standby_retain_bytes = (uint64_t)n;
+			break;
+		case OPT_SEGMENT:
+			if ((ret = parse_number(cmd, "--segment", optarg, 1, 1ll << 40, &n)))
+				return ret;
+			o.standby_segment_bytes = (uint64_t)n;
+			break;
 		case 'h':
 			if ((ret = alone(cmd, "--help", argc)))
 				return ret;
@@ -382,6 +566,9 @@ int cmd_follow(int argc, char **argv)
 			       "snapshot first (progress shown when stderr is a terminal).  Local\n"
 			       "replicas, status and verify work on DIR.  Runs until SIGINT or SIGTERM.\n"
 			       "\n"
+			       "  --retain BYTES       checkpointed log the standby keeps for its replicas\n"
+			       "                       (default 64 MiB)\n"
+			       "  --segment BYTES      the standby's log segment size (default 64 MiB)\n"
 			       "%s", net_auth_help);
 			return 0;
 		default:
@@ -396,28 +583,32 @@ int cmd_follow(int argc, char **argv)
 		return usage_error(cmd, "--stream NAME is required");
 	if ((ret = check_auth(cmd, &o)))
 		return ret;
-	if (!quiet && isatty(STDERR_FILENO)) {
+	if ((ret = read_key_file(cmd, &a, &o)))
+		return ret;
+	if (!a.quiet && isatty(STDERR_FILENO)) {
 		o.progress = show_progress;
 		o.progress_arg = &progress_shown;
 	}
 	pt_net_set_log(net_log_to_stderr, PT_LOG_WARN, (void *)cmd);
 	catch_stop_signals();
 	ret = pt_follower_open(&f, dir, &o);
+	explicit_bzero(a.key, sizeof(a.key));	/* the handle has its copy */
 	if (ret)
 		return runtime_error(cmd, 0, "%s", pt_net_last_error());
 	pt_follower_stats(f, &st);
-	if (!quiet)
-		printf("following stream %s at %s into %s, from epoch %llu\n", o.stream, o.urls, dir,
-		       (unsigned long long)st.epoch + 1);
+	if (!a.quiet)
+		printf("following stream %s at %s into %s, from epoch %llu%s\n", o.stream, o.urls,
+		       dir, (unsigned long long)st.epoch + 1,
+		       o.hmac_key ? ", checking each message's HMAC" : "");
 	fflush(stdout);
-	ret = run_until_stopped(cmd, &(struct net_cmd){ .handle = f, .dir = dir, .printed = -1,
-						       .step = follower_step }, quiet);
+	ret = serve(cmd, &a, &(struct net_cmd){ .handle = f, .dir = dir, .printed = -1,
+						.step = follower_step }, false);
 	if (ret) {
 		pt_follower_close(f);
 		return ret;
 	}
 	pt_follower_stats(f, &st);
-	if (!quiet)
+	if (!a.quiet)
 		printf("stopped at epoch %llu (%llu epochs applied, lag of the last %lld ms)\n",
 		       (unsigned long long)st.epoch, (unsigned long long)st.epochs,
 		       (long long)st.lag_ms);

@@ -111,6 +111,18 @@ static int no_arguments(const char *cmd, int argc, char **argv)
 	return 0;
 }
 
+void format_bytes(char *buf, size_t len, uint64_t bytes)
+{
+	if (bytes >= 10ull << 30)
+		snprintf(buf, len, "%.1f GiB", (double)bytes / (1ull << 30));
+	else if (bytes >= 10ull << 20)
+		snprintf(buf, len, "%.1f MiB", (double)bytes / (1ull << 20));
+	else if (bytes >= 10ull << 10)
+		snprintf(buf, len, "%.1f KiB", (double)bytes / (1ull << 10));
+	else
+		snprintf(buf, len, "%llu B", (unsigned long long)bytes);
+}
+
 int alone(const char *cmd, const char *option, int argc)
 {
 	/* argv[0] is the command (or subcommand) name, argv[1] the option. */

@@ -3,8 +3,10 @@
  * replication.c - the pagetrack subcommands that look after a region's data
  * directory:
  *
- *   status DIR [--json]       epochs published / durable / checkpointed, log
- *                             size, each shared replica's epoch and lag
+ *   status DIR [--json|--prometheus]
+ *                             epochs published / durable / checkpointed, log
+ *                             size, each shared replica's epoch and lag, the
+ *                             publishers and the follower serving DIR
  *   verify DIR                every checksum of the image and the log, and
  *                             exactly what is wrong where
  *   inspect DIR [--pages]     the log's segments and records
@@ -17,7 +19,9 @@
  *
  * They are built on the library's public calls only (pt_dir_status,
  * pt_dir_verify, pt_dir_walk, pt_dir_shared, pt_dir_checkpoint and the
- * region and replica calls), which read the directory with the checks
+ * region and replica calls; pt_net_status_read of libpagetrack-net for the
+ * status records of publishers and followers), which read the directory
+ * with the checks
  * every reader applies: no link followed, no FIFO waited on, only the
  * owner's files.  Only checkpoint and recover write, and only through the
  * writer's code.  What the library finds comes back as numbers and
@@ -31,9 +35,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pagetrack.h"
+#include "pagetrack-net.h"
 #include "commands.h"
+#include "prom.h"
 
 /*
  * Parse "[options] DIR": returns the directory or NULL after a usage error.
@@ -171,18 +178,79 @@ static const char *printable(const char *in, char *buf, size_t len)
 	return buf;
 }
 
+/* A status record as pt_net_status_read() gave it, copied out of the call. */
+struct net_record {
+	struct pt_net_status st;
+	char file[256], message[256], host[64], stream[64], error_text[256];
+};
+
+struct net_list {
+	struct net_record *v;
+	size_t n, cap;
+};
+
+static int keep_net(const struct pt_net_status *st, void *arg)
+{
+	struct net_list *l = arg;
+	struct net_record *r;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 4;
+		struct net_record *v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	r = &l->v[l->n++];
+	r->st = *st;
+	snprintf(r->file, sizeof(r->file), "%s", st->file);
+	snprintf(r->message, sizeof(r->message), "%s", st->message ? st->message : "");
+	snprintf(r->host, sizeof(r->host), "%s", st->host ? st->host : "");
+	snprintf(r->stream, sizeof(r->stream), "%s", st->stream ? st->stream : "");
+	snprintf(r->error_text, sizeof(r->error_text), "%s",
+		 st->last_error_text ? st->last_error_text : "");
+	r->st.file = r->file;
+	r->st.message = r->message;
+	r->st.host = r->host;
+	r->st.stream = r->stream;
+	r->st.last_error_text = r->error_text;
+	return 0;
+}
+
+static const char *net_role(enum pt_net_role role)
+{
+	return role == PT_NET_PUBLISHER ? "publisher" : "follower";
+}
+
+static const char *net_state(enum pt_net_state state)
+{
+	switch (state) {
+	case PT_NET_LIVE: return "live";
+	case PT_NET_STOPPED: return "stopped";
+	case PT_NET_GONE: return "gone";
+	case PT_NET_STALE: return "stale";
+	}
+	return "unknown";
+}
+
 static void status_help(void)
 {
-	printf("Usage: pagetrack status DIR [--json]\n"
+	printf("Usage: pagetrack status DIR [--json | --prometheus]\n"
 	       "\n"
 	       "The region in DIR: its epochs (published, durable, checkpointed), the\n"
 	       "writer, the log's size, and each shared replica's epoch and lag (how many\n"
 	       "epochs it is behind the published one); how far the image and the log\n"
 	       "reach against the last durable epoch, and the durable epochs lost or the\n"
-	       "files of another history when there are any.\n"
+	       "files of another history when there are any.  Then the publishers that\n"
+	       "read DIR and the follower that writes it (their status records): epoch,\n"
+	       "lag, bytes a second raw and on the wire, last error, and whether they\n"
+	       "still run.\n"
 	       "\n"
-	       "  --json   one JSON object on stdout\n"
-	       "  --help   this text\n"
+	       "  --json        one JSON object on stdout\n"
+	       "  --prometheus  the Prometheus text exposition format\n"
+	       "  --help        this text\n"
 	       "\n"
 	       "Exit status: 0, or 1 when the directory cannot be read or does not reach\n"
 	       "its last durable epoch (the report is printed first), 64 wrong usage.\n");
@@ -199,6 +267,8 @@ struct status {
 	pt_epoch_t repl_epoch;
 	int repl_deposed;
 	int32_t repl_pid;
+	struct net_list net;		/* status records of publishers and followers */
+	int net_error;			/* pt_net_status_read's, 0: none */
 };
 
 static uint64_t lag(pt_epoch_t published, pt_epoch_t epoch)
@@ -210,6 +280,92 @@ static uint64_t lag(pt_epoch_t published, pt_epoch_t epoch)
 static int state_damage(const struct pt_dir_status *st)
 {
 	return st->state_error == -ENOENT || st->state_error == -ESTALE ? 0 : st->state_error;
+}
+
+/* "1.5 s" or "3 min" ago, for the text form. */
+static void format_age(char *buf, size_t len, uint64_t ms)
+{
+	if (ms < 60000)
+		snprintf(buf, len, "%llu.%llu s", (unsigned long long)ms / 1000,
+			 (unsigned long long)ms % 1000 / 100);
+	else if (ms < 7200000)
+		snprintf(buf, len, "%llu min", (unsigned long long)ms / 60000);
+	else
+		snprintf(buf, len, "%llu h", (unsigned long long)ms / 3600000);
+}
+
+static uint64_t age_of(uint64_t now_ns, uint64_t then_ns)
+{
+	return now_ns > then_ns ? (now_ns - then_ns) / 1000000 : 0;
+}
+
+static uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The publishers and followers, from their status records. */
+static void net_text(const struct status *s)
+{
+	uint64_t now = realtime_ns();
+	char buf[300];
+
+	if (s->net_error)
+		printf("network       status records cannot be listed: %s\n",
+		       pt_strerror(s->net_error));
+	else if (!s->net.n)
+		printf("network       no publisher or follower has written a status record here\n");
+	for (size_t i = 0; i < s->net.n; i++) {
+		const struct pt_net_status *n = &s->net.v[i].st;
+		char age[32], raw[32], wire[32], lag[32];
+
+		if (n->error) {
+			printf("network       %s: cannot be used: %s (%s)\n",
+			       printable(n->file, buf, sizeof(buf)), n->message, pt_strerror(n->error));
+			continue;
+		}
+		format_age(age, sizeof(age), n->age_ms);
+		printf("%-14s%s stream %s, pid %d on %s: ", net_role(n->role),
+		       n->role == PT_NET_PUBLISHER ? "to" : "from", n->stream, n->pid,
+		       printable(n->host, buf, sizeof(buf)));
+		switch (n->state) {
+		case PT_NET_LIVE:
+			printf("running (updated %s ago)\n", age);
+			break;
+		case PT_NET_STOPPED:
+			printf("stopped %s ago\n", age);
+			break;
+		case PT_NET_GONE:
+			printf("GONE: the process is not running (killed or crashed; record of %s "
+			       "ago)\n", age);
+			break;
+		case PT_NET_STALE:
+			printf("STALE: not updated for %s\n", age);
+			break;
+		}
+		if (n->lag_epochs == PT_NET_LAG_UNKNOWN)
+			snprintf(lag, sizeof(lag), "unknown");
+		else
+			snprintf(lag, sizeof(lag), "%llu", (unsigned long long)n->lag_epochs);
+		printf("  at          epoch %" PRId64 " (stream sequence %" PRIu64 "), lag %s epochs, "
+		       "%" PRId64 " ms\n", n->epoch, n->stream_seq, lag, n->lag_ms);
+		format_bytes(raw, sizeof(raw), n->bytes_raw_per_s);
+		format_bytes(wire, sizeof(wire), n->bytes_wire_per_s);
+		printf("  rate        pages %s/s, wire %s/s", raw, wire);
+		format_bytes(raw, sizeof(raw), n->bytes_raw);
+		format_bytes(wire, sizeof(wire), n->bytes_wire);
+		printf(" (in all: %" PRIu64 " epochs, pages %s, wire %s, %" PRIu64 " retries)\n",
+		       n->epochs, raw, wire, n->retries);
+		if (n->last_error) {
+			format_age(age, sizeof(age), age_of(now, n->last_error_ns));
+			printf("  last error  %s ago: %s\n", age,
+			       printable(n->last_error_text[0] ? n->last_error_text :
+					 pt_strerror(n->last_error), buf, sizeof(buf)));
+		}
+	}
 }
 
 static void status_text(const struct status *s)
@@ -258,6 +414,180 @@ static void status_text(const struct status *s)
 	}
 	if (!s->shared.n)
 		printf("shared        no shared replica (private replicas are not listed)\n");
+	net_text(s);
+}
+
+static struct json_object *net_json(const struct status *s, bool *failed)
+{
+	struct json_object *a = jout_array(failed);
+	uint64_t now = realtime_ns();
+
+	for (size_t i = 0; i < s->net.n; i++) {
+		const struct pt_net_status *n = &s->net.v[i].st;
+		struct json_object *o = jout_object(failed);
+		char history[17];
+
+		jout_put(o, "file", jout_str(n->file, failed), failed);
+		jout_put(o, "error", jout_str(n->error ? pt_strerror(n->error) : NULL, failed),
+			 failed);
+		if (n->error) {
+			jout_put(o, "message", jout_str(n->message, failed), failed);
+			jout_append(a, o, failed);
+			continue;
+		}
+		snprintf(history, sizeof(history), "%016" PRIx64, n->history_id);
+		jout_put(o, "role", jout_str(net_role(n->role), failed), failed);
+		jout_put(o, "state", jout_str(net_state(n->state), failed), failed);
+		jout_put(o, "pid", jout_i64(n->pid, failed), failed);
+		jout_put(o, "host", jout_str(n->host, failed), failed);
+		jout_put(o, "stream", jout_str(n->stream, failed), failed);
+		jout_put(o, "history_id", jout_str(history, failed), failed);
+		jout_put(o, "epoch", jout_i64(n->epoch, failed), failed);
+		jout_put(o, "stream_seq", jout_u64(n->stream_seq, failed), failed);
+		jout_put(o, "lag_epochs", n->lag_epochs == PT_NET_LAG_UNKNOWN ? NULL :
+			 jout_u64(n->lag_epochs, failed), failed);
+		jout_put(o, "lag_ms", jout_i64(n->lag_ms, failed), failed);
+		jout_put(o, "bytes_raw_per_s", jout_u64(n->bytes_raw_per_s, failed), failed);
+		jout_put(o, "bytes_wire_per_s", jout_u64(n->bytes_wire_per_s, failed), failed);
+		jout_put(o, "epochs", jout_u64(n->epochs, failed), failed);
+		jout_put(o, "messages", jout_u64(n->messages, failed), failed);
+		jout_put(o, "pages", jout_u64(n->pages, failed), failed);
+		jout_put(o, "bytes_raw", jout_u64(n->bytes_raw, failed), failed);
+		jout_put(o, "bytes_wire", jout_u64(n->bytes_wire, failed), failed);
+		jout_put(o, "retries", jout_u64(n->retries, failed), failed);
+		jout_put(o, "last_error", jout_str(n->last_error ? pt_strerror(n->last_error) : NULL,
+						   failed), failed);
+		jout_put(o, "last_error_text", n->last_error ?
+			 jout_str(n->last_error_text, failed) : NULL, failed);
+		jout_put(o, "last_error_age_ms", n->last_error ?
+			 jout_u64(age_of(now, n->last_error_ns), failed) : NULL, failed);
+		jout_put(o, "updated_age_ms", jout_u64(n->age_ms, failed), failed);
+		jout_put(o, "started_age_ms", jout_u64(age_of(now, n->started_ns), failed), failed);
+		jout_append(a, o, failed);
+	}
+	return a;
+}
+
+/*
+ * The whole status in the Prometheus text format: the region's figures,
+ * its shared replicas, what a publisher reported, then the publishers and
+ * followers from their records.  Every sample has the label dir.
+ */
+static int status_prometheus(const struct status *s)
+{
+	const struct pt_dir_status *st = &s->st;
+	const char *dir[] = { "dir", s->dir, NULL };
+	char history[17];
+	struct prom_net *nv;
+	size_t nn = 0;
+	bool header = false;
+
+	snprintf(history, sizeof(history), "%016" PRIx64, st->history_id);
+	prom_family(stdout, "pagetrack_region_info", PROM_GAUGE, "the region in dir (always 1)");
+	prom_u64(stdout, "pagetrack_region_info",
+		 (const char *[]){ "dir", s->dir, "history_id", history, NULL }, 1);
+	prom_family(stdout, "pagetrack_region_pages", PROM_GAUGE, "pages in the region");
+	prom_u64(stdout, "pagetrack_region_pages", dir, st->npages);
+	prom_family(stdout, "pagetrack_region_page_size_bytes", PROM_GAUGE, "bytes in a page");
+	prom_u64(stdout, "pagetrack_region_page_size_bytes", dir, st->page_size);
+	prom_family(stdout, "pagetrack_writer_running", PROM_GAUGE,
+		    "1 when a writer holds the region's lock");
+	prom_u64(stdout, "pagetrack_writer_running", dir, st->writer_pid != 0);
+	prom_family(stdout, "pagetrack_epoch", PROM_GAUGE,
+		    "the region's newest epoch at each level");
+	prom_i64(stdout, "pagetrack_epoch",
+		 (const char *[]){ "dir", s->dir, "level", "published", NULL }, st->published);
+	prom_i64(stdout, "pagetrack_epoch",
+		 (const char *[]){ "dir", s->dir, "level", "durable", NULL }, st->durable);
+	prom_i64(stdout, "pagetrack_epoch",
+		 (const char *[]){ "dir", s->dir, "level", "checkpointed", NULL },
+		 st->checkpointed);
+	if (!s->repl)
+		prom_i64(stdout, "pagetrack_epoch",
+			 (const char *[]){ "dir", s->dir, "level", "replicated", NULL },
+			 s->repl_epoch);
+	prom_family(stdout, "pagetrack_log_error", PROM_GAUGE,
+		    "the writer's latched log error (errno), 0: none");
+	prom_u64(stdout, "pagetrack_log_error", dir, (uint64_t)-st->last_error);
+	prom_family(stdout, "pagetrack_log_bytes", PROM_GAUGE, "bytes in the log's segments");
+	prom_u64(stdout, "pagetrack_log_bytes", dir, st->log_bytes);
+	prom_family(stdout, "pagetrack_log_segments", PROM_GAUGE, "the log's segments");
+	prom_u64(stdout, "pagetrack_log_segments", dir, st->segments);
+	prom_family(stdout, "pagetrack_image_epoch", PROM_GAUGE, "the image's epoch");
+	prom_i64(stdout, "pagetrack_image_epoch", dir, st->image_epoch);
+	prom_family(stdout, "pagetrack_reached_epoch", PROM_GAUGE,
+		    "newest epoch the image and the intact log records reach");
+	prom_i64(stdout, "pagetrack_reached_epoch", dir, st->reached);
+	prom_family(stdout, "pagetrack_reach_ok", PROM_GAUGE,
+		    "1 when the image and the log reach the last durable epoch");
+	prom_u64(stdout, "pagetrack_reach_ok", dir, !st->reach);
+	prom_family(stdout, "pagetrack_foreign_files", PROM_GAUGE, "files of another history");
+	prom_u64(stdout, "pagetrack_foreign_files", dir, st->foreign);
+	if (!s->repl) {
+		prom_family(stdout, "pagetrack_replicated_lag_epochs", PROM_GAUGE,
+			    "epochs published and not yet reported stored by a stream");
+		prom_u64(stdout, "pagetrack_replicated_lag_epochs", dir,
+			 lag(st->published, s->repl_epoch));
+		prom_family(stdout, "pagetrack_replicated_deposed", PROM_GAUGE,
+			    "1 when a publisher reported the region deposed");
+		prom_u64(stdout, "pagetrack_replicated_deposed", dir, s->repl_deposed != 0);
+	}
+	for (int f = 0; f < 3; f++) {
+		static const char *const names[] = { "pagetrack_shared_replica_epoch",
+						     "pagetrack_shared_replica_lag_epochs",
+						     "pagetrack_shared_replica_readers" };
+		static const char *const helps[] = { "the epoch of a shared replica's copy",
+						     "epochs a shared replica is behind",
+						     "live readers of a shared replica" };
+
+		for (size_t i = 0; i < s->shared.n; i++) {
+			const struct shared_info *sh = &s->shared.v[i];
+			const char *labels[] = { "dir", s->dir, "path", sh->path, NULL };
+			uint64_t v = f == 0 ? (uint64_t)sh->epoch : f == 1 ?
+				lag(st->published, sh->epoch) : sh->readers;
+
+			if (!i)
+				prom_family(stdout, names[f], PROM_GAUGE, helps[f]);
+			prom_u64(stdout, names[f], labels, v);
+		}
+	}
+	nv = calloc(s->net.n ? s->net.n : 1, sizeof(*nv));
+	if (!nv)
+		return runtime_error("status", -ENOMEM, "%s", s->dir);
+	for (size_t i = 0; i < s->net.n; i++) {
+		const struct pt_net_status *n = &s->net.v[i].st;
+
+		if (n->error)
+			continue;
+		nv[nn++] = (struct prom_net){
+			.dir = s->dir, .role = net_role(n->role), .stream = n->stream,
+			.from_record = true, .epoch = n->epoch, .stream_seq = n->stream_seq,
+			.lag_epochs = n->lag_epochs, .lag_ms = n->lag_ms, .epochs = n->epochs,
+			.messages = n->messages, .pages = n->pages, .bytes_raw = n->bytes_raw,
+			.bytes_wire = n->bytes_wire, .retries = n->retries,
+			.last_error = n->last_error, .up = n->state == PT_NET_LIVE,
+			.bytes_raw_per_s = n->bytes_raw_per_s, .bytes_wire_per_s = n->bytes_wire_per_s,
+			.age_ms = n->age_ms, .updated_ns = n->updated_ns,
+		};
+	}
+	prom_net(stdout, nv, nn);
+	free(nv);
+	for (size_t i = 0; i < s->net.n; i++) {
+		const struct pt_net_status *n = &s->net.v[i].st;
+
+		if (!n->error)
+			continue;
+		if (!header)
+			prom_family(stdout, "pagetrack_net_record_error", PROM_GAUGE,
+				    "a status record that cannot be used: its errno");
+		header = true;
+		prom_u64(stdout, "pagetrack_net_record_error",
+			 (const char *[]){ "dir", s->dir, "file", n->file, NULL },
+			 (uint64_t)-n->error);
+	}
+	if (fflush(stdout) || ferror(stdout))
+		return runtime_error("status", -EIO, "writing the output");
+	return 0;
 }
 
 static int status_json(const struct status *s)
@@ -339,6 +669,7 @@ static int status_json(const struct status *s)
 		}
 		jout_put(o, "replicated", rp, &failed);
 	}
+	jout_put(o, "net", net_json(s, &failed), &failed);
 	return jout_print("status", o, failed, false);
 }
 
@@ -346,11 +677,12 @@ int cmd_status(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "json", no_argument, NULL, 'j' },
+		{ "prometheus", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	struct status s = { .st = { .sz = sizeof(s.st) } };
-	bool json = false;
+	bool json = false, prometheus = false;
 	int c, ret = 0;
 
 	getopt_restart();
@@ -358,6 +690,9 @@ int cmd_status(int argc, char **argv)
 		switch (c) {
 		case 'j':
 			json = true;
+			break;
+		case 'p':
+			prometheus = true;
 			break;
 		case 'h':
 			ret = alone("status", "--help", argc);
@@ -368,6 +703,8 @@ int cmd_status(int argc, char **argv)
 			return option_error("status", argv);
 		}
 	}
+	if (json && prometheus)
+		return usage_error("status", "--json and --prometheus are exclusive");
 	s.dir = one_dir("status", argc, argv, &ret);
 	if (!s.dir)
 		return ret;
@@ -383,8 +720,15 @@ int cmd_status(int argc, char **argv)
 		ret = runtime_error("status", -ENOMEM, "%s", s.dir);
 		goto out;
 	}
+	s.net_error = pt_net_status_read(s.dir, keep_net, &s.net);
+	if (s.net_error == -ENOMEM) {
+		ret = runtime_error("status", -ENOMEM, "%s", s.dir);
+		goto out;
+	}
 	if (json) {
 		ret = status_json(&s);
+	} else if (prometheus) {
+		ret = status_prometheus(&s);
 	} else {
 		status_text(&s);
 		ret = 0;
@@ -395,6 +739,7 @@ int cmd_status(int argc, char **argv)
 out:
 	findings_free(&s.reach);
 	shared_free(&s.shared);
+	free(s.net.v);
 	return ret;
 }
 
