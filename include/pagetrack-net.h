@@ -202,7 +202,8 @@ struct pt_publisher_stats {
 	uint64_t snapshot_pages;	/* pages put by them (only changed ones) */
 	uint64_t snapshot_bytes;	/* bytes put (pages, tables, manifests) */
 	uint64_t caught_up_ns;		/* when a run last found no epoch left to publish
-					 * (CLOCK_REALTIME ns), 0: not yet */
+					 * (CLOCK_REALTIME ns), or the handle was opened if
+					 * none did yet: the lag in time counts from it */
 };
 
 /* Fill *st; returns 0 or -EINVAL (NULL, sz too small). */

@@ -530,6 +530,7 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 		err = net_status_open(&p->status, dir, PT_NET_PUBLISHER, p->stream);
 	if (err)
 		goto err;
+	p->st.caught_up_ns = net_now_ns();	/* the lag in time counts from here */
 	net_status_publisher(p->status, p, 0, false);
 	*out = p;
 	return 0;

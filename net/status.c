@@ -376,7 +376,7 @@ void net_status_publisher(struct net_status *s, const struct pt_publisher *p, in
 	} else {
 		st->lag_epochs = published > ps.epoch ? (uint64_t)(published - ps.epoch) : 0;
 		st->lag_ms = 0;
-		if (st->lag_epochs && ps.caught_up_ns) {
+		if (st->lag_epochs) {
 			uint64_t now = net_now_ns();
 
 			st->lag_ms = now > ps.caught_up_ns ?

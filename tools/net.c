@@ -244,8 +244,8 @@ static void render_metrics(FILE *out, void *arg)
 		v.stream_seq = st->stream_seq;
 		v.lag_epochs = published < 0 ? UINT64_MAX :
 			published > st->epoch ? (uint64_t)(published - st->epoch) : 0;
-		v.lag_ms = v.lag_epochs && v.lag_epochs != UINT64_MAX && st->caught_up_ns &&
-			now_ns > st->caught_up_ns ? (int64_t)((now_ns - st->caught_up_ns) / 1000000) : 0;
+		v.lag_ms = v.lag_epochs && v.lag_epochs != UINT64_MAX && now_ns > st->caught_up_ns ?
+			(int64_t)((now_ns - st->caught_up_ns) / 1000000) : 0;
 		v.epochs = st->epochs;
 		v.messages = st->messages;
 		v.pages = st->pages;
