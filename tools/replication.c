@@ -189,6 +189,16 @@ struct net_list {
 	size_t n, cap;
 };
 
+/* The record's strings are its own copies (again after the array moved). */
+static void net_record_point(struct net_record *r)
+{
+	r->st.file = r->file;
+	r->st.message = r->message;
+	r->st.host = r->host;
+	r->st.stream = r->stream;
+	r->st.last_error_text = r->error_text;
+}
+
 static int keep_net(const struct pt_net_status *st, void *arg)
 {
 	struct net_list *l = arg;
@@ -202,6 +212,8 @@ static int keep_net(const struct pt_net_status *st, void *arg)
 			return -ENOMEM;
 		l->v = v;
 		l->cap = cap;
+		for (size_t i = 0; i < l->n; i++)
+			net_record_point(&l->v[i]);
 	}
 	r = &l->v[l->n++];
 	r->st = *st;
@@ -211,11 +223,7 @@ static int keep_net(const struct pt_net_status *st, void *arg)
 	snprintf(r->stream, sizeof(r->stream), "%s", st->stream ? st->stream : "");
 	snprintf(r->error_text, sizeof(r->error_text), "%s",
 		 st->last_error_text ? st->last_error_text : "");
-	r->st.file = r->file;
-	r->st.message = r->message;
-	r->st.host = r->host;
-	r->st.stream = r->stream;
-	r->st.last_error_text = r->error_text;
+	net_record_point(r);
 	return 0;
 }
 
