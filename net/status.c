@@ -231,7 +231,6 @@ struct net_status {
 	uint64_t last_ms;		/* CLOCK_MONOTONIC of the last write */
 	uint64_t last_raw, last_wire;	/* the totals then */
 	int write_error;		/* the last failed write's, logged once */
-	uint64_t stream_last_epoch;	/* follower: the stream's last whole epoch, as last asked */
 };
 
 int net_status_open(struct net_status **out, const char *dir, enum pt_net_role role,
@@ -388,8 +387,9 @@ void net_status_publisher(struct net_status *s, const struct pt_publisher *p, in
 
 /*
  * The stream's last whole epoch, for a follower's lag: asked of the
- * server (its last message) only when messages are pending, with a short
- * wait so that a slow server does not hold the run up.  0 or -errno.
+ * server (its last message) only when messages are pending, so at most
+ * once a record and only while behind, with a short wait so that a slow
+ * server does not hold the run up.  0 or -errno.
  */
 static int stream_last_epoch(struct net_status *s, struct net_conn *c, uint64_t history,
 			     uint64_t *epoch)
@@ -439,11 +439,7 @@ void net_status_follower(struct net_status *s, const struct pt_follower *f,
 	 * publisher is still sending). */
 	if (!fs.pending || closing || !conn || !conn->js) {
 		st->lag_epochs = fs.pending ? PT_NET_LAG_UNKNOWN : 0;
-	} else if ((uint64_t)fs.epoch < s->stream_last_epoch) {
-		/* Known to be behind: ask again only when it catches up. */
-		st->lag_epochs = s->stream_last_epoch - (uint64_t)fs.epoch;
 	} else if (!stream_last_epoch(s, conn, fs.history_id, &last)) {
-		s->stream_last_epoch = last;
 		st->lag_epochs = last > (uint64_t)fs.epoch ? last - (uint64_t)fs.epoch : 0;
 	} else {
 		st->lag_epochs = PT_NET_LAG_UNKNOWN;
