@@ -262,7 +262,10 @@ int pt_follower_open(struct pt_follower **out, const char *dir, const struct pt_
  *                checksums), or a value of the snapshot's bucket fails its
  *                checks: nothing of it applied;
  *  -EPROTO       a message of another wire version;
- *  -ESTALE       a message of another history;
+ *  -ESTALE       a message of another history; or, with an HMAC key, the
+ *                stream no longer holds the standby's next epoch (the
+ *                snapshot's values carry no HMAC: no catch-up from them);
+ *  -EKEYREJECTED, -ENOKEY  a message's HMAC (see hmac_key);
  *  -EILSEQ       a message out of order: not the next epoch or part, or an
  *                epoch that does not chain to the standby's, or a later
  *                epoch inside the stream that no snapshot accounts for;

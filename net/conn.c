@@ -123,7 +123,8 @@ uint64_t net_mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000ull + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in, enum pt_net_role role)
+int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in, enum pt_net_role role,
+		  struct wire_key *key)
 {
 	memset(o, 0, sizeof(*o));
 	if (in) {
@@ -172,6 +173,9 @@ int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in, enum pt_n
 	if (o->standby_segment_bytes > (1ull << 40))
 		return net_fail(-EINVAL, "options: standby segments of %llu bytes (at most 1 TiB)",
 				(unsigned long long)o->standby_segment_bytes);
+	wire_key_set(key, o->hmac_key, o->hmac_key_len);
+	o->hmac_key = NULL;
+	o->hmac_key_len = 0;
 	return 0;
 }
 

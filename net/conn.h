@@ -27,13 +27,16 @@ struct net_conn {
 	char subject[128];	/* pagetrack.<stream>.epochs */
 };
 
+struct wire_key;
+
 /*
  * Copy the caller's options into *o (defaults filled), rejecting unknown
  * non-zero bytes past the fields this library knows, and fields that are
- * not role's.  The HMAC key is still the caller's (wire_key_set copies it).
- * Returns 0 or -EINVAL.
+ * not role's.  The HMAC key's bytes go to *key; o keeps no pointer to them
+ * (the caller's memory need not outlive the open).  Returns 0 or -EINVAL.
  */
-int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in, enum pt_net_role role);
+int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in, enum pt_net_role role,
+		  struct wire_key *key);
 
 /*
  * The options of a follower's standby region, wherever it is created or

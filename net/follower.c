@@ -428,6 +428,16 @@ static int from_snapshot(struct pt_follower *f)
 	natsStatus s;
 	int err;
 
+	/* The bucket's values carry checksums, not MACs: a follower given a
+	 * key applies nothing it cannot authenticate. */
+	if (f->key.len)
+		return f->fatal = net_fail(-ESTALE, "stream %s sequence %llu: epoch %llu part %u "
+					   "after the standby's epoch %llu: the stream no longer "
+					   "holds what lies between, and the snapshot carries no "
+					   "HMAC: a follower with a key does not catch up from it",
+					   f->stream, (unsigned long long)f->gap.seq,
+					   (unsigned long long)f->gap.epoch, f->gap.part,
+					   (unsigned long long)f->epoch);
 	unsubscribe(f);
 	s = js_GetStreamInfo(&si, f->conn.js, f->stream, &f->conn.jsopts, &jerr);
 	if (s != NATS_OK)
@@ -464,10 +474,9 @@ PT_EXPORT int pt_follower_open(struct pt_follower **out, const char *dir,
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return net_fail(-ENOMEM, "out of memory");
-	err = net_opts_copy(&f->opts, opts, PT_NET_FOLLOWER);
+	err = net_opts_copy(&f->opts, opts, PT_NET_FOLLOWER, &f->key);
 	if (err)
 		goto err;
-	wire_key_set(&f->key, f->opts.hmac_key, f->opts.hmac_key_len);
 	if (!f->opts.stream || !net_stream_name_ok(f->opts.stream)) {
 		err = net_fail(-EINVAL, "a follower needs a stream name: 1 to %d of A-Z a-z 0-9 _ -",
 			       STREAM_NAME_MAX);

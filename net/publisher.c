@@ -435,10 +435,9 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return net_fail(-ENOMEM, "out of memory");
-	err = net_opts_copy(&p->opts, opts, PT_NET_PUBLISHER);
+	err = net_opts_copy(&p->opts, opts, PT_NET_PUBLISHER, &p->key);
 	if (err)
 		goto err;
-	wire_key_set(&p->key, p->opts.hmac_key, p->opts.hmac_key_len);
 	if (!dir || strlen(dir) >= sizeof(p->dir)) {
 		err = net_fail(-EINVAL, "no directory, or a path too long");
 		goto err;
