@@ -233,6 +233,14 @@ struct net_status {
 	int write_error;		/* the last failed write's, logged once */
 };
 
+/* The record's strings hold no control byte (a reader refuses one). */
+static void no_control(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+}
+
 int net_status_open(struct net_status **out, const char *dir, enum pt_net_role role,
 		    const char *stream)
 {
@@ -249,9 +257,7 @@ int net_status_open(struct net_status **out, const char *dir, enum pt_net_role r
 		 s->stream);
 	if (gethostname(s->host, sizeof(s->host) - 1))
 		snprintf(s->host, sizeof(s->host), "unknown");
-	for (char *c = s->host; *c; c++)
-		if ((unsigned char)*c < 0x20 || *c == 0x7f)
-			*c = '?';
+	no_control(s->host);
 	s->rec.st.role = role;
 	s->rec.st.pid = (int32_t)getpid();
 	s->rec.st.host = s->host;
@@ -307,24 +313,27 @@ static int write_record(struct net_status *s)
 }
 
 /*
- * The part both roles share: error bookkeeping, rates, the write and its
- * failure.  Fills the record from st (the handle's figures so far).
+ * Note a run's error (its text is this thread's last error: the run failed
+ * just now), and say whether the record is to be written now: at close, at
+ * first, on another error than it holds, or once an interval passed.
  */
 static bool due(struct net_status *s, int ret, bool closing)
 {
 	if (ret < 0) {
 		bool another = ret != s->rec.st.last_error;
 
-		/* The run failed just now: its message is this thread's. */
 		s->rec.st.last_error = ret;
 		s->rec.st.last_error_ns = net_now_ns();
 		snprintf(s->error_text, sizeof(s->error_text), "%s", pt_net_last_error());
+		no_control(s->error_text);
 		if (another)
 			return true;
 	}
 	return closing || !s->written || net_mono_ms() - s->last_ms >= NET_STATUS_INTERVAL_MS;
 }
 
+/* Write the record with the figures filled in, the rates over the interval
+ * since the last write; a failure is logged once per error. */
 static void write_now(struct net_status *s, bool closing)
 {
 	struct pt_net_status *st = &s->rec.st;
