@@ -170,8 +170,8 @@ static const char net_auth_help[] =
 	"  --tls-ca FILE        trusted CA certificates (turns TLS on)\n"
 	"  --tls-cert FILE --tls-key FILE  a client certificate\n"
 	"  --hmac-key-file FILE an HMAC-SHA256 key (16 to 1024 bytes, mode 600): the\n"
-	"                       publisher signs every message, the follower refuses\n"
-	"                       any message it does not verify\n"
+	"                       publisher adds an HMAC to every message, the follower\n"
+	"                       refuses any message it does not verify\n"
 	"  --metrics ADDR:PORT  serve Prometheus metrics at http://ADDR:PORT/metrics\n"
 	"  --quiet              no progress lines\n";
 

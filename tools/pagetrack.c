@@ -46,7 +46,7 @@ static const struct command commands[] = {
 	{ "probe", cmd_probe, "[--json]", "which tracking backends work here, and why not" },
 	{ "pgwrites", cmd_pgwrites, "[--loop]", "the 2007 seed program, done with the library" },
 	/* Replication commands: add their lines below. */
-	{ "status", cmd_status, "DIR [--json]", "a region's epochs, log and shared replicas" },
+	{ "status", cmd_status, "DIR [--json]", "a region's epochs, log, replicas, publish/follow" },
 	{ "verify", cmd_verify, "DIR", "check every checksum of a region's image and log" },
 	{ "inspect", cmd_inspect, "DIR [--pages]", "list a region's log records" },
 	{ "replica", cmd_replica, "DIR [--name N]", "keep a shared replica current" },
