@@ -142,8 +142,9 @@ static inline void fz_write_file(int dirfd, const char *name, const void *data, 
 
 /*
  * Make the record header at buf (len bytes from there) pass its checks
- * where it can: identity fields (fix_id), then the payload checksum when the
- * claimed length fits in len, then the header checksum; with fix_id, prev
+ * where it can: identity fields (fix_id), then the page sums and the
+ * payload checksum of the head when the claimed length fits in len, then
+ * the header checksum; with fix_id, prev
  * continues *chain, which becomes this record's checksum.  Returns the
  * record's claimed length, or 0 when no header fits.
  */
@@ -165,8 +166,21 @@ static inline uint64_t fz_fix_record(unsigned char *buf, size_t len, const struc
 			h.length = pt_record_length(h.page_count, id->page_size);
 		h.prev = *chain;
 	}
-	if (h.length >= sizeof(h) && h.length <= len)
-		h.payload_checksum = XXH3_64bits(buf + sizeof(h), h.length - sizeof(h));
+	if (h.length >= sizeof(h) && h.length <= len && h.page_size && h.page_count <= id->npages &&
+	    pt_record_head_length(h.page_count, h.page_size) <= h.length) {
+		uint64_t head = pt_record_head_length(h.page_count, h.page_size);
+		unsigned char *sums = buf + sizeof(h) + (size_t)h.page_count * sizeof(uint64_t);
+
+		/* The sums of the pages as far as the record holds them, then
+		 * the head's checksum (memcpy: a record may start anywhere). */
+		for (uint32_t i = 0; i < h.page_count &&
+		     head + (uint64_t)(i + 1) * h.page_size <= h.length; i++) {
+			uint64_t sum = XXH3_64bits(buf + head + (size_t)i * h.page_size, h.page_size);
+
+			memcpy(sums + (size_t)i * sizeof(sum), &sum, sizeof(sum));
+		}
+		h.payload_checksum = XXH3_64bits(buf + sizeof(h), head - sizeof(h));
+	}
 	h.header_checksum = 0;
 	h.header_checksum = XXH3_64bits(&h, sizeof(h));
 	memcpy(buf, &h, sizeof(h));

@@ -55,7 +55,8 @@ static void drop_segments(struct pt_region *r, uint64_t checkpointed)
 
 int64_t pt_checkpoint_now(struct pt_region *r)
 {
-	uint64_t target;
+	uint64_t target, chain;
+	bool chain_known;
 	int64_t e;
 
 	pthread_mutex_lock(&r->ckpt_lock);
@@ -72,8 +73,10 @@ int64_t pt_checkpoint_now(struct pt_region *r)
 			pthread_cond_wait(&r->cond, &r->lock);
 	}
 	target = r->durable;
+	chain = r->durable_chain;
+	chain_known = r->durable_chain_epoch == target;
 	pthread_mutex_unlock(&r->lock);
-	e = pt_image_checkpoint(&r->img, r->dirfd, target);
+	e = pt_image_checkpoint(&r->img, r->dirfd, target, chain_known ? &chain : NULL);
 	if (e >= 0) {
 		pthread_mutex_lock(&r->lock);
 		if ((uint64_t)e > r->checkpointed) {

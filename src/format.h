@@ -35,9 +35,15 @@
 #include <sys/types.h>
 
 
-/* 2: every image table entry is checksummed (1 let zeros mean "never
- * written"); shared replica control blocks of another layout. */
-#define PT_FORMAT_VERSION	2
+/*
+ * 3: a record's head holds each page's checksum, and its payload checksum
+ * covers the head only (2 hashed the whole record, so a reader had to read
+ * every page of it to check any).  2: every image table entry is
+ * checksummed (1 let zeros mean "never written"); shared replica control
+ * blocks of another layout.  Older directories are refused with -EPROTO
+ * (docs/replication.md says how to carry their content over).
+ */
+#define PT_FORMAT_VERSION	3
 
 #define PT_IMAGE_MAGIC		"PTIMAGE"	/* 8 bytes with the NUL */
 #define PT_SEGMENT_MAGIC	"PTLOGSG"
@@ -122,10 +128,16 @@ struct pt_segment_header {
 
 /*
  * A record is one epoch's delta, page aligned:
- *   [header | uint64_t index[page_count] | zeros to a page boundary]
+ *   [header | uint64_t index[page_count] | uint64_t sums[page_count] |
+ *    zeros to a page boundary]  (the head)
  *   [page data, page_count pages, in index order]
  * length = head_length(page_count) + page_count * page_size.
- * payload_checksum covers everything after the header to the record's end.
+ * index holds the page numbers, ascending; sums[i] is the XXH3-64 of page
+ * i's data, taken once, when the record is sealed.  payload_checksum is the
+ * XXH3-64 of the head after the header (index, sums and the zeros): the
+ * pages are covered through their sums, so a reader checks a record's head
+ * without reading its pages, and each page it does read against its sum
+ * alone (the checkpoint reads only the newest copy of each page).
  * prev is the header_checksum of the record of epoch - 1 (for the first
  * epoch: pt_chain_seed(history_id)): a hash chain, so a replica detects that
  * a writer came back from a crash on a different path than the one it
@@ -271,9 +283,13 @@ static inline uint64_t pt_round_up(uint64_t v, uint64_t a)
 	return (v + a - 1) / a * a;
 }
 
+/* Bytes of index and sums a record of page_count pages holds. */
+#define PT_RECORD_ENTRY_BYTES	(2 * sizeof(uint64_t))
+
 static inline uint64_t pt_record_head_length(uint64_t page_count, uint64_t page_size)
 {
-	return pt_round_up(sizeof(struct pt_record_header) + page_count * 8, page_size);
+	return pt_round_up(sizeof(struct pt_record_header) + page_count * PT_RECORD_ENTRY_BYTES,
+			   page_size);
 }
 
 static inline uint64_t pt_record_length(uint64_t page_count, uint64_t page_size)

@@ -35,6 +35,7 @@
 #include "io.h"
 #include "pagelog.h"
 #include "image.h"
+#include "gather.h"
 #include "bitmap.h"
 #include "internal.h"
 
@@ -296,6 +297,13 @@ int pt_image_open(struct pt_image *img, int dirfd, bool writable)
 	if (best < 0) {
 		/* Slot 0 is written at creation: its error is the telling one. */
 		ret = err[0];
+		if (ret == -EPROTO && !memcmp(h[0].magic, PT_IMAGE_MAGIC, 8) &&
+		    h[0].version < PT_FORMAT_VERSION)
+			pt_log(PT_LOG_ERROR, "the image is of format version %" PRIu32 ", this "
+			       "library reads version %d: carry the region over with the "
+			       "pagetrack that made it (pagetrack export DIR FILE), then this "
+			       "one (pagetrack import FILE NEWDIR)", h[0].version,
+			       PT_FORMAT_VERSION);
 		goto err;
 	}
 	if (err[!best] && err[!best] != -EBADMSG && err[!best] != -ENODATA && h[!best].magic[0])
@@ -444,265 +452,60 @@ out:
 
 /*
  * The checkpoint writes each page once, its newest copy among the records
- * it applies: a page rewritten in every epoch would otherwise be written
- * and hashed once per record.  The first pass reads every record through
- * the log reader (each checked whole) and keeps, per distinct page, where
- * its last copy is in the log and that copy's XXH3; the second pass reads
- * those copies back from the segments in page order, checks each against
- * the checksum taken from the verified record, and writes runs of pages.
- * Memory follows the distinct pages (24 bytes each, twice that in the hash
- * table) and the records (24 bytes each), never the region's size.
+ * it applies, and reads nothing else of the log but the records' heads
+ * (gather.c): a page rewritten in every epoch is read, hashed and written
+ * once, whatever the number of records.  The sum the head holds for that
+ * copy, checked against the page as read, is also the checksum its table
+ * entry gets: no second hash.
+ *
+ * Which records: the heads are collected up to the target first, and the
+ * path they make must end at the writer's own record of the target (its
+ * header checksum, target_chain: a hash chain over every head on the way,
+ * each head covering its pages' sums).  A head alone cannot tell a record
+ * a crash tore in its pages, or one of a history recovery gave up, from the
+ * writer's; ending at the writer's record proves every head on the path is
+ * the writer's.  Otherwise, or without target_chain, or when a copy does
+ * not match its sum (a torn copy the writer wrote again elsewhere), the
+ * checkpoint reads whole records instead, each page checked as it comes,
+ * as recovery does, and takes the path that reading takes.
+ *
+ * Steps (gather.c) bound the memory to CKPT_STEP_BYTES of page content,
+ * and each step is a checkpoint of its own: every copy it read matched
+ * before one is written, then the pages, their table entries, fdatasync,
+ * the other header slot with the step's last epoch, fdatasync.  A copy that
+ * fails leaves the image at the step before, nothing of its step written.
  */
-struct ckpt_record {
-	uint64_t seq;			/* segment */
-	uint64_t data_offset;		/* of its first page in the segment */
-	uint64_t epoch;
-};
+#define CKPT_STEP_BYTES (16u << 20)
 
-struct ckpt_page {
-	uint64_t page;			/* UINT64_MAX: free slot */
-	uint64_t checksum;		/* of the newest copy */
-	uint32_t record;		/* index into the records */
-	uint32_t slot;			/* page number inside the record */
-};
-
-struct ckpt {
-	struct ckpt_record *records;
-	size_t nrecords, records_cap;
-	struct ckpt_page *pages;	/* open addressing, power-of-two size */
-	size_t npages, pages_cap;
-};
-
-#define CKPT_RUN 64			/* pages written by one pwrite at most */
-#define CKPT_FDS 16			/* segments kept open in the second pass */
-
-static size_t page_hash(uint64_t page, size_t cap)
-{
-	return (size_t)(page * 0x9e3779b97f4a7c15ull >> 17) & (cap - 1);
-}
-
-static int ckpt_grow_pages(struct ckpt *c)
-{
-	size_t cap = c->pages_cap ? c->pages_cap * 2 : 1024;
-	struct ckpt_page *t = malloc(cap * sizeof(*t));
-
-	if (!t)
-		return -ENOMEM;
-	for (size_t i = 0; i < cap; i++)
-		t[i].page = UINT64_MAX;
-	for (size_t i = 0; i < c->pages_cap; i++) {
-		size_t h;
-
-		if (c->pages[i].page == UINT64_MAX)
-			continue;
-		for (h = page_hash(c->pages[i].page, cap); t[h].page != UINT64_MAX; h = (h + 1) & (cap - 1))
-			;
-		t[h] = c->pages[i];
-	}
-	free(c->pages);
-	c->pages = t;
-	c->pages_cap = cap;
-	return 0;
-}
-
-/* Note the copy of page at slot of the newest record (c->nrecords - 1). */
-static int ckpt_note(struct ckpt *c, uint64_t page, uint32_t slot, uint64_t checksum)
-{
-	struct ckpt_page *e;
-	size_t h;
-	int ret;
-
-	if ((c->npages + 1) * 2 > c->pages_cap) {
-		ret = ckpt_grow_pages(c);
-		if (ret)
-			return ret;
-	}
-	for (h = page_hash(page, c->pages_cap); ; h = (h + 1) & (c->pages_cap - 1)) {
-		e = &c->pages[h];
-		if (e->page == page || e->page == UINT64_MAX)
-			break;
-	}
-	if (e->page == UINT64_MAX)
-		c->npages++;
-	e->page = page;
-	e->checksum = checksum;
-	e->record = (uint32_t)(c->nrecords - 1);
-	e->slot = slot;
-	return 0;
-}
-
-static int ckpt_add_record(struct ckpt *c, const struct pt_record *rec)
-{
-	if (c->nrecords == UINT32_MAX)
-		return -EOVERFLOW;
-	if (c->nrecords == c->records_cap) {
-		size_t cap = c->records_cap ? c->records_cap * 2 : 64;
-		struct ckpt_record *t = realloc(c->records, cap * sizeof(*t));
-
-		if (!t)
-			return -ENOMEM;
-		c->records = t;
-		c->records_cap = cap;
-	}
-	c->records[c->nrecords++] = (struct ckpt_record){
-		.seq = rec->seq,
-		.data_offset = rec->offset + (uint64_t)(rec->data - (const unsigned char *)rec->hdr),
-		.epoch = rec->hdr->epoch,
-	};
-	return 0;
-}
-
-static int ckpt_page_cmp(const void *a, const void *b)
-{
-	const struct ckpt_page *x = a, *y = b;
-
-	return x->page < y->page ? -1 : x->page > y->page;
-}
-
-struct seg_fd {
-	uint64_t seq;
-	int fd;
-};
-
-static int segment_fd(struct seg_fd *cache, int dirfd, uint64_t seq)
-{
-	struct seg_fd *s = &cache[seq % CKPT_FDS];
-	uid_t owner = 0;
-	char name[64];
-	int ret;
-
-	if (s->fd >= 0 && s->seq == seq)
-		return s->fd;
-	if (s->fd >= 0)
-		close(s->fd);
-	s->fd = -1;
-	ret = pt_dir_owner(dirfd, &owner);
-	if (ret)
-		return ret;
-	pt_segment_name(name, sizeof(name), seq);
-	s->seq = seq;
-	s->fd = pt_open_file(dirfd, name, O_RDONLY, owner);
-	return s->fd;
-}
-
-/*
- * Read the newest copies of pages[0, count) (consecutive pages) into buf,
- * check each against the checksum taken from its verified record, and set
- * their table entries.
- */
-static int ckpt_read_run(struct pt_image *img, int dirfd, const struct ckpt *c,
-			 const struct ckpt_page *pages, size_t count, struct seg_fd *fds,
-			 unsigned char *buf)
-{
-	size_t ps = img->id.page_size;
-
-	for (size_t i = 0; i < count;) {
-		const struct ckpt_record *rc = &c->records[pages[i].record];
-		size_t j = i + 1;
-		ssize_t n;
-		int fd;
-
-		/* Consecutive pages of one record are consecutive in its data. */
-		while (j < count && pages[j].record == pages[i].record &&
-		       pages[j].slot == pages[j - 1].slot + 1)
-			j++;
-		fd = segment_fd(fds, dirfd, rc->seq);
-		if (fd < 0)
-			return fd;
-		n = pt_read_full(fd, buf + i * ps, (j - i) * ps,
-				 (off_t)(rc->data_offset + (uint64_t)pages[i].slot * ps));
-		if (n < 0)
-			return (int)n;
-		if ((size_t)n < (j - i) * ps)
-			return -ENODATA;
-		i = j;
-	}
-	for (size_t i = 0; i < count; i++) {
-		const struct ckpt_page *e = &pages[i];
-		struct pt_image_entry *te = &img->entries[e->page];
-
-		if (pt_checksum(buf + i * ps, ps) != e->checksum) {
-			pt_log(PT_LOG_ERROR, "checkpoint: page %" PRIu64 " of the record of epoch %"
-			       PRIu64 " changed in the log since it was read", e->page,
-			       c->records[e->record].epoch);
-			return -EBADMSG;
-		}
-		entry_set(te, e->page, c->records[e->record].epoch, e->checksum);
-	}
-	return 0;
-}
-
-int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target)
+/* Write one step's pages and entries, then the header of its epoch. */
+static int apply_step(struct pt_image *img, const struct pt_gather *g,
+		      const struct pt_gather_step *st, uint64_t *dirty)
 {
 	size_t ps = img->id.page_size;
 	size_t per_page = ps / sizeof(struct pt_image_entry);
 	uint64_t ntable = (img->id.npages + per_page - 1) / per_page;
-	struct seg_fd fds[CKPT_FDS];
-	struct pt_pagelog_reader rd;
 	struct pt_image_header h;
-	struct pt_record rec;
-	struct ckpt c = { 0 };
-	unsigned char *buf = NULL;
-	uint64_t *dirty = NULL;
-	uint64_t applied = 0;
-	size_t n = 0;
 	int ret;
 
-	if (!img->entries)
-		return -EINVAL;
-	if (target <= img->hdr.epoch)
-		return (int64_t)img->hdr.epoch;
-	for (int i = 0; i < CKPT_FDS; i++)
-		fds[i].fd = -1;
-	dirty = calloc((ntable + 63) / 64, 8);
-	buf = malloc(CKPT_RUN * ps);
-	if (!dirty || !buf) {
-		free(dirty);
-		free(buf);
-		return -ENOMEM;
-	}
-	pt_pagelog_reader_init(&rd, dirfd, &img->id, img->hdr.epoch + 1, img->hdr.chain);
-	while ((ret = pt_pagelog_next(&rd, target, &rec)) > 0) {
-		const struct pt_record_header *rh = rec.hdr;
-
-		ret = ckpt_add_record(&c, &rec);
-		if (ret)
-			goto out;
-		for (uint32_t i = 0; i < rh->page_count; i++) {
-			ret = ckpt_note(&c, rec.index[i], i, pt_checksum(rec.data + (size_t)i * ps, ps));
-			if (ret)
-				goto out;
-		}
-		applied = rh->epoch;
-	}
-	if (ret < 0) {
-		pt_log(PT_LOG_ERROR, "checkpoint: cannot read the log after epoch %" PRIu64 ": %s",
-		       rd.next_epoch - 1, pt_strerror(ret));
-		goto out;
-	}
-	if (!applied) {
-		ret = (int)img->hdr.epoch;
-		goto out;
-	}
-	/* The distinct pages, in page order: sequential writes to the image. */
-	for (size_t i = 0; i < c.pages_cap; i++)
-		if (c.pages[i].page != UINT64_MAX)
-			c.pages[n++] = c.pages[i];
-	qsort(c.pages, n, sizeof(*c.pages), ckpt_page_cmp);
-	for (size_t i = 0; i < n;) {
+	memset(dirty, 0, (ntable + 63) / 64 * 8);
+	/* Runs of adjacent pages, in page order: sequential image writes. */
+	for (size_t i = 0; i < st->count;) {
 		size_t j = i + 1;
 
-		while (j < n && j - i < CKPT_RUN && c.pages[j].page == c.pages[j - 1].page + 1)
+		while (j < st->count && st->copies[j].page == st->copies[j - 1].page + 1)
 			j++;
-		ret = ckpt_read_run(img, dirfd, &c, &c.pages[i], j - i, fds, buf);
-		if (!ret)
-			ret = pt_write_full(img->fd, buf, (j - i) * ps,
-					    (off_t)(img->hdr.data_offset + c.pages[i].page * ps));
+		ret = pt_write_full(img->fd, st->data + i * ps, (j - i) * ps,
+				    (off_t)(img->hdr.data_offset + st->copies[i].page * ps));
 		if (ret)
-			goto out;
-		for (size_t k = i; k < j; k++)
-			pt_bit_set(dirty, c.pages[k].page / per_page);
+			return ret;
 		i = j;
+	}
+	for (size_t i = 0; i < st->count; i++) {
+		const struct pt_gather_copy *c = &st->copies[i];
+		const struct pt_gather_record *rc = &g->records[c->record];
+
+		entry_set(&img->entries[c->page], c->page, rc->epoch, g->sums[rc->first + c->slot]);
+		pt_bit_set(dirty, c->page / per_page);
 	}
 	for (uint64_t t = 0; t < ntable; t++) {
 		uint64_t first = t * per_page, cnt;
@@ -713,30 +516,107 @@ int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target)
 		ret = pt_write_full(img->fd, &img->entries[first], cnt * sizeof(struct pt_image_entry),
 				    (off_t)(img->hdr.table_offset + first * sizeof(struct pt_image_entry)));
 		if (ret)
-			goto out;
+			return ret;
 	}
 	ret = pt_io->fdatasync(img->fd);
 	if (ret)
-		goto out;
-	header_fill(&h, &img->id, applied, rd.chain, img->hdr.seq + 1);
+		return ret;
+	header_fill(&h, &img->id, st->epoch, st->chain, img->hdr.seq + 1);
 	ret = pt_write_full(img->fd, &h, sizeof(h), (off_t)(!img->slot) * (off_t)ps);
 	if (!ret)
 		ret = pt_io->fdatasync(img->fd);
 	if (ret)
-		goto out;
+		return ret;
 	img->hdr = h;
 	img->slot = !img->slot;
-	ret = 0;
-out:
+	return 0;
+}
+
+/*
+ * Collect the heads after the image's epoch up to target: heads only when
+ * *heads, and then only a path ending at the writer's record of target will
+ * do; else *heads is cleared and whole records are read.  Returns the
+ * number of records, or -errno.
+ */
+static int collect(struct pt_image *img, int dirfd, uint64_t target, const uint64_t *target_chain,
+		   bool *heads, struct pt_gather *g)
+{
+	struct pt_pagelog_reader rd;
+	int ret;
+
+	for (;;) {
+		pt_gather_truncate(g, 0);
+		pt_pagelog_reader_init(&rd, dirfd, &img->id, img->hdr.epoch + 1, img->hdr.chain);
+		rd.heads_only = *heads;
+		ret = pt_gather_collect(g, &rd, target);
+		if (!*heads || (ret > 0 && g->records[g->nrecords - 1].epoch == target &&
+				g->records[g->nrecords - 1].chain == *target_chain))
+			break;
+		pt_log(PT_LOG_INFO, "checkpoint: the records' heads after epoch %" PRIu64 " do not "
+		       "lead to the writer's epoch %" PRIu64 " (%s): reading whole records",
+		       img->hdr.epoch, target, ret < 0 ? pt_strerror(ret) : "another path");
+		*heads = false;
+		pt_pagelog_reader_free(&rd);
+	}
+	if (ret < 0)
+		pt_log(PT_LOG_ERROR, "checkpoint: cannot read the log after epoch %" PRIu64 ": %s",
+		       rd.next_epoch - 1, pt_strerror(ret));
 	pt_pagelog_reader_free(&rd);
-	for (int i = 0; i < CKPT_FDS; i++)
-		if (fds[i].fd >= 0)
-			close(fds[i].fd);
-	free(c.records);
-	free(c.pages);
-	free(buf);
+	return ret;
+}
+
+int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target,
+			    const uint64_t *target_chain)
+{
+	size_t ps = img->id.page_size, budget = CKPT_STEP_BYTES / ps;
+	uint64_t ntable = (img->id.npages + ps / sizeof(struct pt_image_entry) - 1) /
+			  (ps / sizeof(struct pt_image_entry));
+	bool heads = target_chain != NULL, torn = false;
+	struct pt_gather_step st;
+	struct pt_gather g;
+	uint64_t *dirty;
+	int ret;
+
+	if (!img->entries)
+		return -EINVAL;
+	if (target <= img->hdr.epoch)
+		return (int64_t)img->hdr.epoch;
+	dirty = calloc((ntable + 63) / 64, 8);
+	if (!dirty)
+		return -ENOMEM;
+	pt_gather_init(&g, dirfd, &img->id);
+	for (;;) {
+		ret = collect(img, dirfd, target, target_chain, &heads, &g);
+		if (ret <= 0)
+			break;
+		while ((ret = pt_gather_step(&g, budget, &st)) > 0) {
+			ret = apply_step(img, &g, &st, dirty);
+			if (ret) {
+				torn = true;
+				goto out;
+			}
+		}
+		if (ret == -EBADMSG && heads) {
+			pt_log(PT_LOG_INFO, "checkpoint: a page of the record of epoch %" PRIu64
+			       " does not match its sum: reading whole records", st.bad_epoch);
+			heads = false;
+			continue;
+		}
+		if (ret == -EBADMSG)
+			pt_log(PT_LOG_ERROR, "checkpoint: a page of the record of epoch %" PRIu64
+			       " changed in the log since it was read", st.bad_epoch);
+		break;
+	}
+out:
+	pt_gather_free(&g);
 	free(dirty);
 	if (ret < 0) {
+		/* The table in memory may hold entries of a step not written:
+		 * take the one on disk again, or none (no checkpoint then). */
+		if (torn && pt_image_load_entries(img)) {
+			pt_log(PT_LOG_ERROR, "checkpoint: cannot read the image's table again");
+			entries_free(img);
+		}
 		if (ret != -ENOMEM)
 			pt_log(PT_LOG_ERROR, "checkpoint to epoch %" PRIu64 " failed: %s", target,
 			       pt_strerror(ret));

@@ -51,9 +51,16 @@ int pt_image_write(int dirfd, const struct pt_region_id *id, uint64_t epoch, uin
 		   uint64_t seq, const void *mem, const struct pt_page_version *versions,
 		   uint64_t count, const uint64_t *pages, const void *data);
 
-/* Apply the records after the image's epoch up to target, fsync, advance
- * the header.  Returns the image's epoch afterwards or -errno. */
-int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target);
+/*
+ * Apply the records after the image's epoch up to target, fsync, advance
+ * the header.  target_chain: the header checksum of the writer's record of
+ * target, which lets the checkpoint read only the heads of the records and
+ * the newest copy of each page (NULL: unknown; whole records are read).
+ * Returns the image's epoch afterwards, or -errno (steps before the one
+ * that failed may have gone in: img->hdr says where the image is).
+ */
+int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target,
+			    const uint64_t *target_chain);
 
 /*
  * Check every page checksum (entries loaded first); report each bad page

@@ -128,6 +128,34 @@ ssize_t pt_read_full(int fd, void *buf, size_t len, off_t off)
 	return (ssize_t)done;
 }
 
+ssize_t pt_readv_full(int fd, struct iovec *iov, int iovcnt, off_t off)
+{
+	size_t done = 0;
+
+	while (iovcnt > 0) {
+		ssize_t n = preadv(fd, iov, iovcnt, off + (off_t)done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		done += (size_t)n;
+		/* A short read: go on after what it filled. */
+		while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
+			n -= (ssize_t)iov->iov_len;
+			iov++;
+			iovcnt--;
+		}
+		if (iovcnt > 0) {
+			iov->iov_base = (char *)iov->iov_base + n;
+			iov->iov_len -= (size_t)n;
+		}
+	}
+	return (ssize_t)done;
+}
+
 int pt_create_file(int dirfd, const char *name, int flags)
 {
 	return pt_io->openat(dirfd, name, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);

@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 /*
  * The file operations the writer and the checkpoint use.  Each returns >= 0
@@ -37,6 +38,9 @@ void pt_io_set(const struct pt_io_ops *ops);	/* NULL: the system calls */
 int pt_write_full(int fd, const void *buf, size_t len, off_t off);
 /* pread len bytes; returns bytes read (short at EOF) or -errno. */
 ssize_t pt_read_full(int fd, void *buf, size_t len, off_t off);
+/* preadv into every buffer of iov (which it changes, to go on after a short
+ * read); returns bytes read (short at EOF) or -errno. */
+ssize_t pt_readv_full(int fd, struct iovec *iov, int iovcnt, off_t off);
 /* Create name in dirfd: O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600. */
 int pt_create_file(int dirfd, const char *name, int flags);
 /* Directory checks for a data directory: a directory, ours, not writable

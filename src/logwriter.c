@@ -56,7 +56,14 @@ static void mark_durable(struct pt_region *r, uint64_t epoch)
 		return;
 	r->durable = epoch;
 	while (r->q_head < r->q_write && slot_at(r, r->q_head)->epoch <= epoch) {
-		pt_staging_release(r, slot_at(r, r->q_head));
+		struct record_slot *s = slot_at(r, r->q_head);
+
+		/* The checkpoint checks its path through the log against it. */
+		if (s->epoch == epoch) {
+			r->durable_chain = ((struct pt_record_header *)s->buf)->header_checksum;
+			r->durable_chain_epoch = epoch;
+		}
+		pt_staging_release(r, s);
 		r->q_head++;
 	}
 	if (r->durable >= r->logged) {

@@ -5,9 +5,13 @@
  * replicas, verify, inspect).
  *
  * The reader hands out a record only after checking all of it: magic,
- * version, header checksum, page size, history, lengths, payload checksum,
- * page indices, and that it continues the hash chain (its prev is the header
+ * version, header checksum, page size, history, lengths, payload checksum
+ * (the head: index and page sums), page indices, each page against its
+ * sum, and that it continues the hash chain (its prev is the header
  * checksum of the epoch before).  It never hands out part of a record.
+ * A reader of heads (the checkpoint, a replica applying many records at
+ * once) gets each record's head so checked and reads the pages it wants
+ * itself, checking each against its sum.
  *
  * Segment order is by sequence number.  A segment may end in a torn or
  * abandoned record: after a failed write or fsync the writer starts a new
@@ -291,11 +295,30 @@ void pt_record_fill(void *buf, const struct pt_region_id *id, uint64_t epoch,
 	h->prev = prev;
 }
 
+/*
+ * Each page is hashed once, here: its sum goes into the head, and the
+ * payload checksum covers the head, so the record's checksums cover the
+ * pages without hashing them a second time.
+ */
 void pt_record_seal(void *buf)
 {
 	struct pt_record_header *h = buf;
+	uint64_t *sums = (uint64_t *)((unsigned char *)buf + sizeof(*h)) + h->page_count;
+	const unsigned char *data = (const unsigned char *)buf +
+				    pt_record_head_length(h->page_count, h->page_size);
 
-	h->payload_checksum = pt_checksum((unsigned char *)buf + sizeof(*h), h->length - sizeof(*h));
+	for (uint32_t i = 0; i < h->page_count; i++)
+		sums[i] = pt_checksum(data + (size_t)i * h->page_size, h->page_size);
+	pt_record_seal_head(buf);
+}
+
+void pt_record_seal_head(void *buf)
+{
+	struct pt_record_header *h = buf;
+
+	h->payload_checksum = pt_checksum((unsigned char *)buf + sizeof(*h),
+					  pt_record_head_length(h->page_count, h->page_size) -
+					  sizeof(*h));
 	h->header_checksum = 0;
 	h->header_checksum = pt_checksum(h, sizeof(*h));
 }
@@ -333,19 +356,27 @@ static int check_header(const struct pt_record_header *h, const struct pt_region
 	return 0;
 }
 
-/* header_only: check the header alone (for skipping records one has). */
+/* How much of a record record_read() reads and checks. */
+enum read_mode {
+	READ_HEADER,	/* the header alone: skipping records one has */
+	READ_HEAD,	/* the head (header, index, sums): pages not read */
+	READ_WHOLE,	/* everything, each page against its sum */
+};
+
 static int64_t record_read(int fd, uint64_t seq, uint64_t offset, const struct pt_region_id *id,
-			   unsigned char **buf, size_t *cap, struct pt_record *rec, bool header_only)
+			   unsigned char **buf, size_t *cap, struct pt_record *rec,
+			   enum read_mode mode)
 {
 	const struct pt_record_header *h;
-	uint64_t head, prev_index = 0;
+	uint64_t head, want, prev_index = 0;
+	size_t ps = id->page_size;
 	ssize_t n;
 	int ret;
 
-	ret = grow(buf, cap, id->page_size);
+	ret = grow(buf, cap, ps);
 	if (ret)
 		return ret;
-	n = pt_read_full(fd, *buf, header_only ? sizeof(*h) : id->page_size, (off_t)offset);
+	n = pt_read_full(fd, *buf, mode == READ_HEADER ? sizeof(*h) : ps, (off_t)offset);
 	if (n < 0)
 		return n;
 	if (n == 0)
@@ -363,39 +394,54 @@ static int64_t record_read(int fd, uint64_t seq, uint64_t offset, const struct p
 	memset(rec, 0, sizeof(*rec));
 	rec->seq = seq;
 	rec->offset = offset;
-	if (header_only) {
+	if (mode == READ_HEADER) {
 		rec->hdr = h;
 		return (int64_t)h->length;
 	}
 	/* Every record is at least a page long: a first read cut short by the
 	 * end of the file is a torn record, whatever its header says (the
 	 * rest of the buffer holds an earlier record's bytes). */
-	if ((uint64_t)n < id->page_size)
+	if ((uint64_t)n < ps)
 		return -ENODATA;
-	if (h->length > (uint64_t)n) {
-		uint64_t len = h->length;
-
-		ret = grow(buf, cap, len);
+	head = pt_record_head_length(h->page_count, ps);
+	want = mode == READ_WHOLE ? h->length : head;
+	if (want > (uint64_t)n) {
+		ret = grow(buf, cap, want);
 		if (ret)
 			return ret;
 		h = (const struct pt_record_header *)*buf;
-		n = pt_read_full(fd, *buf + id->page_size, len - id->page_size,
-				 (off_t)(offset + id->page_size));
+		n = pt_read_full(fd, *buf + ps, want - ps, (off_t)(offset + ps));
 		if (n < 0)
 			return n;
-		if ((uint64_t)n < len - id->page_size)
+		if ((uint64_t)n < want - ps)
 			return -ENODATA;
 	}
-	if (h->payload_checksum != pt_checksum(*buf + sizeof(*h), h->length - sizeof(*h)))
+	if (mode == READ_HEAD) {
+		struct stat st;
+
+		/* The pages are read later, by the caller: the file must hold
+		 * them now, or the record is torn (the whole read says so). */
+		if (fstat(fd, &st))
+			return -errno;
+		if ((uint64_t)st.st_size < offset + h->length)
+			return -ENODATA;
+	}
+	if (h->payload_checksum != pt_checksum(*buf + sizeof(*h), head - sizeof(*h)))
 		return -EBADMSG;
-	head = pt_record_head_length(h->page_count, id->page_size);
 	rec->hdr = h;
 	rec->index = (const uint64_t *)(*buf + sizeof(*h));
-	rec->data = *buf + head;
+	rec->sums = rec->index + h->page_count;
+	rec->data_offset = offset + head;
 	for (uint32_t i = 0; i < h->page_count; i++) {
 		if (rec->index[i] >= id->npages || (i && rec->index[i] <= prev_index))
 			return -EMSGSIZE;
 		prev_index = rec->index[i];
+	}
+	if (mode == READ_WHOLE) {
+		rec->data = *buf + head;
+		for (uint32_t i = 0; i < h->page_count; i++)
+			if (pt_checksum(rec->data + (size_t)i * ps, ps) != rec->sums[i])
+				return -EBADMSG;
 	}
 	return (int64_t)h->length;
 }
@@ -403,7 +449,7 @@ static int64_t record_read(int fd, uint64_t seq, uint64_t offset, const struct p
 int64_t pt_record_read(int fd, uint64_t seq, uint64_t offset, const struct pt_region_id *id,
 		       unsigned char **buf, size_t *cap, struct pt_record *rec)
 {
-	return record_read(fd, seq, offset, id, buf, cap, rec, false);
+	return record_read(fd, seq, offset, id, buf, cap, rec, READ_WHOLE);
 }
 
 void pt_pagelog_reader_init(struct pt_pagelog_reader *r, int dirfd, const struct pt_region_id *id,
@@ -536,6 +582,23 @@ static int reader_continue(struct pt_pagelog_reader *r)
 	return 0;
 }
 
+/*
+ * A segment after the current one that starts at or below the epoch wanted:
+ * the writer wrote that epoch again there, byte for byte after a failed
+ * write or fdatasync, or as another epoch after a crash (recovery stopped
+ * before it).  Either way the copy here is not the one to take.  The whole
+ * read finds that out from the copy here failing its checks; a head read
+ * does not read the pages, so it must know where the writer went on.
+ */
+static const struct pt_segment_info *rewritten_later(const struct pt_pagelog_reader *r)
+{
+	for (size_t i = 0; i < r->nsegs; i++)
+		if (r->segs[i].seq > r->seq && !r->segs[i].bad &&
+		    r->segs[i].first_epoch <= r->next_epoch)
+			return &r->segs[i];
+	return NULL;
+}
+
 int pt_pagelog_next(struct pt_pagelog_reader *r, uint64_t limit, struct pt_record *rec)
 {
 	int64_t len;
@@ -551,7 +614,8 @@ int pt_pagelog_next(struct pt_pagelog_reader *r, uint64_t limit, struct pt_recor
 			if (ret <= 0)
 				return ret;
 		}
-		len = record_read(r->fd, r->seq, r->offset, &r->id, &r->buf, &r->cap, rec, true);
+		len = record_read(r->fd, r->seq, r->offset, &r->id, &r->buf, &r->cap, rec,
+				  READ_HEADER);
 		if (len > 0) {
 			uint64_t e = rec->hdr->epoch;
 
@@ -568,8 +632,16 @@ int pt_pagelog_next(struct pt_pagelog_reader *r, uint64_t limit, struct pt_recor
 				err = -EILSEQ;
 				goto stop;
 			}
+			if (r->heads_only && rewritten_later(r)) {
+				ret = reader_switch(r, rewritten_later(r));
+				if (ret < 0) {
+					err = ret;
+					goto stop;
+				}
+				continue;
+			}
 			len = record_read(r->fd, r->seq, r->offset, &r->id, &r->buf, &r->cap, rec,
-					  false);
+					  r->heads_only ? READ_HEAD : READ_WHOLE);
 			if (len <= 0) {
 				err = len ? (int)len : -ENODATA;
 				goto stop;

@@ -46,19 +46,24 @@ int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq,
 		      uint64_t first_epoch);
 
 /* Fill in the header fields of a record staged in buf (not the checksums,
- * so that it can be published from staging memory first), then seal it. */
+ * so that it can be published from staging memory first), then seal it:
+ * the sum of each page (its one hash), the payload and header checksums.
+ * pt_record_seal_head seals a head whose sums are already in place. */
 void pt_record_fill(void *buf, const struct pt_region_id *id, uint64_t epoch,
 		    uint32_t page_count, uint64_t prev);
 void pt_record_seal(void *buf);
+void pt_record_seal_head(void *buf);
 
 
 /* A record read and checked. */
 struct pt_record {
 	const struct pt_record_header *hdr;
 	const uint64_t *index;
-	const unsigned char *data;	/* page i at data + i * page_size */
+	const uint64_t *sums;		/* XXH3-64 of page i */
+	const unsigned char *data;	/* page i at data + i * page_size; NULL: heads only */
 	uint64_t seq;			/* where it was found */
 	uint64_t offset;
+	uint64_t data_offset;		/* page 0 in the segment file */
 };
 
 /*
@@ -78,6 +83,16 @@ struct pt_pagelog_reader {
 	unsigned char *buf;
 	size_t cap;
 	bool quiet;			/* replicas: no pt_log for a missing tail */
+	/*
+	 * Hand out heads only (data NULL): header, head checksum, indices and
+	 * that the file holds the whole record are checked, not the pages;
+	 * the caller checks each page it reads against its sum.  Where a
+	 * later segment holds the epoch wanted again, its copy is taken
+	 * (rewritten_later() in pagelog.c).  The segments are listed at the
+	 * first call: set it on a reader made after the newest record wanted
+	 * was written.
+	 */
+	bool heads_only;
 	bool any_chain;			/* take the first record whatever its prev */
 	bool dropped;			/* the last call returned -ESTALE: not retained */
 	int last_error;			/* why the last call stopped */

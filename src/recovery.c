@@ -176,6 +176,8 @@ int pt_recover(struct pt_region *r)
 	}
 	r->seg_seq = max_seq;
 	r->assigned = r->durable = r->logged = r->published;
+	r->durable_chain = r->chain;
+	r->durable_chain_epoch = r->durable;
 	r->checkpointed = r->img.hdr.epoch;
 	pt_log(PT_LOG_INFO, "%s: recovered epoch %" PRIu64 " (image at %" PRIu64 ", %" PRIu64
 	       " pages from it)", r->dir, r->published, r->checkpointed, copied);

@@ -78,6 +78,8 @@ struct pt_region {
 	int staging_fd;		/* the memfd behind ring, -1: private memory */
 	uint64_t assigned;	/* newest epoch handed out */
 	uint64_t published, durable, checkpointed;
+	uint64_t durable_chain;	/* header checksum of record durable_chain_epoch */
+	uint64_t durable_chain_epoch;	/* == durable when known */
 	uint64_t logged;	/* newest epoch written to the log file */
 	uint64_t durable_request;
 	uint64_t publish_time_ns;	/* first publish not yet durable */

@@ -9,7 +9,9 @@
  * writer's staging memory (its memfd, mapped read-only) is copied from
  * there under a seqlock, without waiting for the log file: that is what
  * keeps the lag under a millisecond.  A record read from a file is checked
- * completely (checksums, chain) before any of its pages is applied.  When
+ * completely (checksums, chain) before any of its pages is applied; more
+ * than one are applied together by the newest copy of each page, each
+ * checked against its sum before any goes in (apply_newest).  When
  * the record it needs is no longer in
  * the log, it copies from the image the pages whose generation is above
  * its epoch (only those: cost follows what changed, not the region's size),
@@ -37,7 +39,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "internal.h"
 #include "io.h"
@@ -151,6 +152,7 @@ int pt_replica_advance(struct pt_replica *r, unsigned char *mem, struct copy_sta
 		pt_staging_map(r);
 		while (cs->epoch < target) {
 			int rr = pt_staging_apply(r, mem, cs);
+			uint64_t logged = load64(&r->state->logged);
 
 			if (rr > 0) {
 				applied++;
@@ -167,8 +169,7 @@ int pt_replica_advance(struct pt_replica *r, unsigned char *mem, struct copy_sta
 			/* Only what the log file has: a record published from
 			 * staging memory may be on its way there. */
 			ret = pt_pagelog_next(&r->rd, rr == -EAGAIN ? cs->epoch + 1 :
-					  load64(&r->state->logged) < target ?
-					  load64(&r->state->logged) : target, &rec);
+					  logged < target ? logged : target, &rec);
 			if (ret <= 0) {
 				if (rr == -EAGAIN) {
 					/* Pages of that record may be wrong: redo
@@ -474,42 +475,35 @@ PT_EXPORT pt_epoch_t pt_replica_jump(struct pt_replica *r)
 PT_EXPORT int pt_delta_chain(const struct pt_delta *d, uint64_t *payload_checksum, uint64_t *chain)
 {
 	struct pt_region_id id = { 0 };
-	struct pt_record_header h;
-	XXH3_state_t *st;
-	uint64_t head, pad;
-	static const unsigned char zero[4096];
+	struct pt_record_header *h;
+	unsigned char *head;
+	uint64_t *sums;
+	uint64_t len;
 
 	if (!d || !payload_checksum || !chain || !d->page_size || (d->page_count && (!d->pages || !d->data)))
 		return -EINVAL;
 	for (uint32_t i = 1; i < d->page_count; i++)
 		if (d->pages[i] <= d->pages[i - 1])
 			return -EINVAL;
+	/* The record's head as the writer seals it: header, index, the sum
+	 * of each page, zeros to a page boundary. */
+	len = pt_record_head_length(d->page_count, d->page_size);
+	head = calloc(1, len);
+	if (!head)
+		return -ENOMEM;
+	h = (struct pt_record_header *)head;
 	id.history_id = d->history_id;
 	id.page_size = d->page_size;
-	memset(&h, 0, sizeof(h));
-	pt_record_fill(&h, &id, d->epoch, d->page_count, d->prev_chain);
-	/* The payload as the record lays it out: the index, zeros to a page
-	 * boundary, the pages; hashed in pieces, the same value. */
-	head = pt_record_head_length(d->page_count, d->page_size);
-	pad = head - sizeof(h) - (uint64_t)d->page_count * 8;
-	st = XXH3_createState();
-	if (!st)
-		return -ENOMEM;
-	XXH3_64bits_reset(st);
-	XXH3_64bits_update(st, d->pages, (size_t)d->page_count * 8);
-	for (uint64_t left = pad; left;) {
-		size_t n = left < sizeof(zero) ? (size_t)left : sizeof(zero);
-
-		XXH3_64bits_update(st, zero, n);
-		left -= n;
-	}
-	XXH3_64bits_update(st, d->data, (size_t)d->page_count * d->page_size);
-	h.payload_checksum = XXH3_64bits_digest(st);
-	XXH3_freeState(st);
-	h.header_checksum = 0;
-	h.header_checksum = pt_checksum(&h, sizeof(h));
-	*payload_checksum = h.payload_checksum;
-	*chain = h.header_checksum;
+	pt_record_fill(h, &id, d->epoch, d->page_count, d->prev_chain);
+	if (d->page_count)
+		memcpy(head + sizeof(*h), d->pages, (size_t)d->page_count * sizeof(uint64_t));
+	sums = (uint64_t *)(head + sizeof(*h)) + d->page_count;
+	for (uint32_t i = 0; i < d->page_count; i++)
+		sums[i] = pt_checksum(d->data + (size_t)i * d->page_size, d->page_size);
+	pt_record_seal_head(head);
+	*payload_checksum = h->payload_checksum;
+	*chain = h->header_checksum;
+	free(head);
 	return 0;
 }
 

@@ -226,7 +226,9 @@ static void c_index_range(struct seg *s)
 	if (pread(s->fd, buf, len, (off_t)s->off[VICTIM]) != (ssize_t)len)
 		DIE("pread");
 	index[h->page_count - 1] = NPAGES;
-	h->payload_checksum = XXH3_64bits(buf + sizeof(*h), len - sizeof(*h));
+	h->payload_checksum = XXH3_64bits(buf + sizeof(*h), pt_record_head_length(h->page_count,
+									h->page_size) -
+					  sizeof(*h));
 	if (pwrite(s->fd, buf, len, (off_t)s->off[VICTIM]) != (ssize_t)len)
 		DIE("pwrite");
 	free(buf);

@@ -1,0 +1,330 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * gather.c - the newest copy of each page among consecutive records, read
+ * once: the checkpoint's way through the log, and a replica's when it
+ * applies many records at once.
+ *
+ * A page rewritten in every epoch has as many copies in the log as there
+ * are records; the region at the last of them needs only the newest.  So
+ * the heads are collected first (a head is the record's index and the sum
+ * of each page: a page of head for about 250 pages of data), and the pages
+ * are read afterwards, only the newest copy of each, in batches: one
+ * preadv(2) for each run of copies that lie next to each other in a
+ * segment, scattered into a buffer in page order.  Each copy is checked
+ * against the sum its head holds (one hash a page, the only one), and a
+ * step hands out nothing before every copy it read matched.
+ *
+ * Steps bound the memory: a step takes as many records as have at most
+ * `budget` distinct pages together, so the content it holds is at most
+ * budget pages (or one record's pages, for a record larger than that).
+ * Each step ends at a record: applying steps in turn moves a copy of the
+ * region from whole epoch to whole epoch, and a failed step leaves it at
+ * the epoch of the step before.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "io.h"
+#include "gather.h"
+
+void pt_gather_init(struct pt_gather *g, int dirfd, const struct pt_region_id *id)
+{
+	memset(g, 0, sizeof(*g));
+	g->dirfd = dirfd;
+	g->id = *id;
+	for (int i = 0; i < PT_GATHER_FDS; i++)
+		g->fds[i].fd = -1;
+}
+
+void pt_gather_free(struct pt_gather *g)
+{
+	for (int i = 0; i < PT_GATHER_FDS; i++)
+		if (g->fds[i].fd >= 0)
+			close(g->fds[i].fd);
+	free(g->records);
+	free(g->index);
+	free(g->sums);
+	free(g->table);
+	free(g->copies);
+	free(g->data);
+	pt_gather_init(g, g->dirfd, &g->id);
+}
+
+void pt_gather_truncate(struct pt_gather *g, size_t from)
+{
+	if (from >= g->nrecords)
+		return;
+	g->nentries = g->records[from].first;
+	g->nrecords = from;
+	if (g->next > from)
+		g->next = from;
+}
+
+/* Room for n elements of size sz in *v (capacity *cap, doubled). */
+static int reserve(void **v, size_t *cap, size_t n, size_t sz)
+{
+	size_t c = *cap ? *cap : 64;
+	void *p;
+
+	if (n <= *cap)
+		return 0;
+	while (c < n)
+		c *= 2;
+	p = realloc(*v, c * sz);
+	if (!p)
+		return -ENOMEM;
+	*v = p;
+	*cap = c;
+	return 0;
+}
+
+static int add_record(struct pt_gather *g, const struct pt_record *rec)
+{
+	uint32_t count = rec->hdr->page_count;
+	size_t ecap = g->entries_cap;
+	int ret;
+
+	if (g->nrecords >= UINT32_MAX)
+		return -EOVERFLOW;
+	ret = reserve((void **)&g->records, &g->records_cap, g->nrecords + 1, sizeof(*g->records));
+	if (!ret)
+		ret = reserve((void **)&g->index, &ecap, g->nentries + count, sizeof(uint64_t));
+	if (!ret)
+		ret = reserve((void **)&g->sums, &g->entries_cap, g->nentries + count,
+			      sizeof(uint64_t));
+	if (ret)
+		return ret;
+	g->records[g->nrecords++] = (struct pt_gather_record){
+		.seq = rec->seq, .data_offset = rec->data_offset, .epoch = rec->hdr->epoch,
+		.chain = rec->hdr->header_checksum, .first = g->nentries, .page_count = count,
+	};
+	if (count) {
+		memcpy(g->index + g->nentries, rec->index, count * sizeof(uint64_t));
+		memcpy(g->sums + g->nentries, rec->sums, count * sizeof(uint64_t));
+	}
+	g->nentries += count;
+	return 0;
+}
+
+int pt_gather_collect(struct pt_gather *g, struct pt_pagelog_reader *rd, uint64_t limit)
+{
+	struct pt_record rec;
+	int ret, n = 0;
+
+	while ((ret = pt_pagelog_next(rd, limit, &rec)) > 0) {
+		ret = add_record(g, &rec);
+		if (ret)
+			return ret;
+		n++;
+	}
+	return ret < 0 ? ret : n;
+}
+
+/* ---- a step ------------------------------------------------------------- */
+
+static size_t page_hash(uint64_t page, size_t cap)
+{
+	return (size_t)(page * 0x9e3779b97f4a7c15ull >> 17) & (cap - 1);
+}
+
+/* A table of at least 2 * want slots, holding the copies noted so far. */
+static int table_reserve(struct pt_gather *g, size_t want)
+{
+	struct pt_gather_copy *t;
+	size_t cap = g->table_cap ? g->table_cap : 1024;
+
+	if (2 * want <= g->table_cap)
+		return 0;
+	while (cap < 2 * want)
+		cap *= 2;
+	t = malloc(cap * sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	for (size_t i = 0; i < cap; i++)
+		t[i].page = UINT64_MAX;
+	for (size_t i = 0; i < g->table_cap; i++) {
+		size_t h;
+
+		if (g->table[i].page == UINT64_MAX)
+			continue;
+		for (h = page_hash(g->table[i].page, cap); t[h].page != UINT64_MAX; h = (h + 1) & (cap - 1))
+			;
+		t[h] = g->table[i];
+	}
+	free(g->table);
+	g->table = t;
+	g->table_cap = cap;
+	return 0;
+}
+
+/* The copy of page in slot of record: newer than any noted before. */
+static void note(struct pt_gather *g, uint64_t page, uint32_t record, uint32_t slot)
+{
+	struct pt_gather_copy *e;
+	size_t h;
+
+	for (h = page_hash(page, g->table_cap); ; h = (h + 1) & (g->table_cap - 1)) {
+		e = &g->table[h];
+		if (e->page == page || e->page == UINT64_MAX)
+			break;
+	}
+	if (e->page == UINT64_MAX)
+		g->ncopies++;
+	*e = (struct pt_gather_copy){ .page = page, .record = record, .slot = slot };
+}
+
+static int copy_by_page(const void *a, const void *b)
+{
+	const struct pt_gather_copy *x = a, *y = b;
+
+	return x->page < y->page ? -1 : x->page > y->page;
+}
+
+static int segment_fd(struct pt_gather *g, uint64_t seq)
+{
+	int k = (int)(seq % PT_GATHER_FDS);
+	uid_t owner = 0;
+	char name[64];
+	int ret;
+
+	if (g->fds[k].fd >= 0 && g->fds[k].seq == seq)
+		return g->fds[k].fd;
+	if (g->fds[k].fd >= 0)
+		close(g->fds[k].fd);
+	g->fds[k].fd = -1;
+	ret = pt_dir_owner(g->dirfd, &owner);
+	if (ret)
+		return ret;
+	pt_segment_name(name, sizeof(name), seq);
+	g->fds[k].seq = seq;
+	g->fds[k].fd = pt_open_file(g->dirfd, name, O_RDONLY, owner);
+	return g->fds[k].fd;
+}
+
+/* A copy to read: where it lies in the log, and its place in the step. */
+struct place {
+	uint32_t record, slot;
+	uint32_t pos;
+};
+
+static int by_place(const void *a, const void *b)
+{
+	const struct place *x = a, *y = b;
+
+	if (x->record != y->record)
+		return x->record < y->record ? -1 : 1;
+	return x->slot < y->slot ? -1 : x->slot > y->slot;
+}
+
+/*
+ * Read the copies of the step into g->data, copy i at i * page_size.
+ * Copies that lie next to each other in a record (consecutive slots) are
+ * one read, whatever their places in the buffer.  pl: count copies sorted
+ * by where they lie.
+ */
+static int read_copies(struct pt_gather *g, const struct place *pl, size_t count)
+{
+	size_t ps = g->id.page_size;
+	struct iovec iov[64];
+
+	for (size_t i = 0; i < count;) {
+		const struct pt_gather_record *rc = &g->records[pl[i].record];
+		size_t j = i, n = 0;
+		ssize_t got;
+		int fd;
+
+		while (j < count && n < sizeof(iov) / sizeof(iov[0]) && pl[j].record == pl[i].record &&
+		       pl[j].slot == pl[i].slot + (j - i)) {
+			iov[n].iov_base = g->data + (size_t)pl[j].pos * ps;
+			iov[n].iov_len = ps;
+			n++;
+			j++;
+		}
+		fd = segment_fd(g, rc->seq);
+		if (fd < 0)
+			return fd;
+		got = pt_readv_full(fd, iov, (int)n, (off_t)(rc->data_offset + (uint64_t)pl[i].slot * ps));
+		if (got < 0)
+			return (int)got;
+		g->reads++;
+		g->bytes_read += (uint64_t)got;
+		if ((size_t)got < n * ps)
+			return -ENODATA;
+		i = j;
+	}
+	return 0;
+}
+
+int pt_gather_step(struct pt_gather *g, size_t budget, struct pt_gather_step *st)
+{
+	size_t ps = g->id.page_size, end, n = 0;
+	struct place *places;
+	int ret;
+
+	memset(st, 0, sizeof(*st));
+	if (g->next >= g->nrecords)
+		return 0;
+	/* The records of the step, and the newest copy of each page. */
+	g->ncopies = 0;
+	for (size_t i = 0; i < g->table_cap; i++)
+		g->table[i].page = UINT64_MAX;
+	for (end = g->next; end < g->nrecords; end++) {
+		const struct pt_gather_record *rc = &g->records[end];
+
+		if (end > g->next && g->ncopies + rc->page_count > budget)
+			break;
+		ret = table_reserve(g, g->ncopies + rc->page_count);
+		if (ret)
+			return ret;
+		for (uint32_t s = 0; s < rc->page_count; s++)
+			note(g, g->index[rc->first + s], (uint32_t)end, s);
+	}
+	ret = reserve((void **)&g->copies, &g->copies_cap, g->ncopies, sizeof(*g->copies));
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < g->table_cap; i++)
+		if (g->table[i].page != UINT64_MAX)
+			g->copies[n++] = g->table[i];
+	qsort(g->copies, n, sizeof(*g->copies), copy_by_page);
+	if (n > g->data_pages) {
+		/* Its old content is of no use: no realloc copying it. */
+		free(g->data);
+		g->data = malloc(n * ps);
+		g->data_pages = g->data ? n : 0;
+		if (!g->data)
+			return -ENOMEM;
+	}
+	places = malloc((n ? n : 1) * sizeof(*places));
+	if (!places)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		places[i] = (struct place){ .record = g->copies[i].record, .slot = g->copies[i].slot,
+					    .pos = (uint32_t)i };
+	qsort(places, n, sizeof(*places), by_place);
+	ret = read_copies(g, places, n);
+	free(places);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < n; i++) {
+		const struct pt_gather_copy *c = &g->copies[i];
+		const struct pt_gather_record *rc = &g->records[c->record];
+
+		if (pt_checksum(g->data + i * ps, ps) != g->sums[rc->first + c->slot]) {
+			st->bad_epoch = rc->epoch;
+			return -EBADMSG;
+		}
+	}
+	st->count = n;
+	st->copies = g->copies;
+	st->data = g->data;
+	st->epoch = g->records[end - 1].epoch;
+	st->chain = g->records[end - 1].chain;
+	g->next = end;
+	return 1;
+}
