@@ -358,6 +358,24 @@ void t_shm_remove(const char *name)
 	unlink(p);
 }
 
+bool t_thread_read_bytes(uint64_t *bytes)
+{
+	FILE *f = fopen("/proc/thread-self/io", "re");
+	unsigned long long v;
+	char line[128];
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		if (sscanf(line, "rchar: %llu", &v) == 1) {
+			*bytes = v;
+			found = true;
+		}
+	fclose(f);
+	return found;
+}
+
 /* A fast reproducible PRNG (xorshift64*). */
 uint64_t t_rnd_next(uint64_t *s)
 {

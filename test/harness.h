@@ -164,6 +164,10 @@ void t_shm_remove_prefix(const char *prefix);
 /* Remove the shared replica NAME: its control block and its copies. */
 void t_shm_remove(const char *name);
 
+/* Bytes the calling thread read with the read(2) family so far (rchar of
+ * /proc/thread-self/io): false without task I/O accounting in the kernel. */
+bool t_thread_read_bytes(uint64_t *bytes);
+
 /* ---- random numbers ------------------------------------------------------- */
 
 /* A fast reproducible PRNG (xorshift64*).  The exchange has its own

@@ -10,6 +10,10 @@
  * reopen must rebuild the same memory.  One cell puts each record in a
  * segment of its own (more segments than the checkpoint keeps open).
  *
+ * And the checkpoint reads the log once: the records' heads and the newest
+ * copy of each page changed, nothing else (the bytes this thread read,
+ * from /proc/thread-self/io, where the kernel counts them).
+ *
  * Threaded: the checkpoint here reads the log the writer's log thread (the
  * library's pthread_create) writes, so it runs under TSan.
  */
@@ -123,13 +127,36 @@ out_nocl:
 	return ok;
 }
 
+/*
+ * The bytes the checkpoint of epochs (last, ep] read: at most a page of
+ * head and a record header per record, a page per page changed, and the
+ * segments' headers listed (64 KiB is ample).
+ */
+static bool reads_once(uint64_t read, const uint64_t *gen, uint64_t last, uint64_t ep, size_t ps,
+		       char *why, size_t why_len)
+{
+	uint64_t changed = 0, bound;
+
+	for (uint64_t p = 0; p < NPAGES; p++)
+		changed += gen[p] > last;
+	bound = (ep - last + changed) * ps + (ep - last) * 128 + (64u << 10);
+	if (read <= bound)
+		return true;
+	snprintf(why, why_len, "the checkpoint of epochs %llu..%llu read %llu bytes: more than "
+		 "the heads and the %llu pages changed (%llu)", (unsigned long long)last + 1,
+		 (unsigned long long)ep, (unsigned long long)read, (unsigned long long)changed,
+		 (unsigned long long)bound);
+	return false;
+}
+
 static bool run(uint64_t segment_bytes, char *why, size_t why_len)
 {
 	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD,
 				    .segment_bytes = segment_bytes };
 	size_t ps = t_page_size(), size = NPAGES * ps;
-	uint64_t gen[NPAGES] = { 0 };
+	uint64_t gen[NPAGES] = { 0 }, last = 0, read0 = 0, read1 = 0;
 	unsigned char *m, *snap = malloc(size);
+	bool counted;
 	struct pt_region *r = NULL;
 	bool ok = false;
 	int64_t e;
@@ -157,7 +184,9 @@ static bool run(uint64_t segment_bytes, char *why, size_t why_len)
 		if (ep != MID && ep != EPOCHS)
 			continue;
 		memcpy(snap, m, size);
+		counted = t_thread_read_bytes(&read0);
 		e = pt_region_checkpoint(r);
+		counted = counted && t_thread_read_bytes(&read1);
 		if (e != (int64_t)ep) {
 			snprintf(why, why_len, "checkpoint returned %lld, expected %llu", (long long)e,
 				 (unsigned long long)ep);
@@ -165,6 +194,11 @@ static bool run(uint64_t segment_bytes, char *why, size_t why_len)
 		}
 		if (!image_matches(snap, gen, ep, why, why_len))
 			goto out;
+		if (counted && !reads_once(read1 - read0, gen, last, ep, ps, why, why_len))
+			goto out;
+		if (!counted)
+			printf("    no task I/O accounting in this kernel: the bytes read not counted\n");
+		last = ep;
 	}
 	ret = pt_region_close(r);
 	r = NULL;
