@@ -44,6 +44,7 @@
 #include "io.h"
 #include "pagelog.h"
 #include "image.h"
+#include "gather.h"
 #include "state.h"
 #include "bitmap.h"
 #include "replica.h"
@@ -133,6 +134,70 @@ static int log_lost(struct pt_replica *r, uint64_t epoch)
 	return -ENOTRECOVERABLE;
 }
 
+/*
+ * The writer published a record of this epoch with another chain: the
+ * heads were not its records.  Only for the published epoch (the state
+ * block keeps that one's chain), read while published stays the same.
+ */
+static bool not_writers(struct pt_replica *r, uint64_t epoch, uint64_t chain)
+{
+	uint64_t p = load64(&r->state->published);
+	uint64_t c = load64(&r->state->published_chain);
+
+	return p == epoch && load64(&r->state->published) == p && c != chain;
+}
+
+#define REPLICA_STEP_BYTES (8u << 20)	/* page content a batch holds */
+
+/*
+ * Records cs->epoch + 1 .. limit from the log file, by the newest copy of
+ * each page only (gather.c): a replica more than a record behind copies
+ * each page it needs once, however many records rewrote it.  Each copy is
+ * checked against its sum before any of its step goes into mem, and each
+ * step ends at a whole epoch.  Returns the number of records applied: 0
+ * when it could not apply any (the caller goes record by record, and meets
+ * whatever stopped this).
+ */
+static int apply_newest(struct pt_replica *r, unsigned char *mem, struct copy_state *cs,
+			uint64_t limit)
+{
+	size_t ps = r->id.page_size;
+	struct pt_pagelog_reader rd;
+	struct pt_gather_step st;
+	struct pt_gather g;
+	int applied = 0;
+
+	pt_gather_init(&g, r->dirfd, &r->id);
+	pt_pagelog_reader_init(&rd, r->dirfd, &r->id, cs->epoch + 1, cs->chain);
+	rd.quiet = true;
+	rd.heads_only = true;
+	/* An error after some records: apply those, the caller meets it. */
+	pt_gather_collect(&g, &rd, limit);
+	pt_pagelog_reader_free(&rd);
+	if (g.nrecords < 2 || not_writers(r, g.records[g.nrecords - 1].epoch,
+					  g.records[g.nrecords - 1].chain))
+		goto out;
+	for (;;) {
+		size_t first = g.next;
+
+		if (pt_gather_step(&g, REPLICA_STEP_BYTES / ps, &st) <= 0)
+			break;
+		for (size_t i = 0; i < st.count; i++) {
+			uint64_t p = st.copies[i].page;
+
+			memcpy(mem + p * ps, st.data + i * ps, ps);
+			if (r->nsuspect && pt_bit_clear(r->suspect, p))
+				r->nsuspect--;
+		}
+		cs->epoch = st.epoch;
+		cs->chain = st.chain;
+		applied += (int)(g.next - first);
+	}
+out:
+	pt_gather_free(&g);
+	return applied;
+}
+
 int pt_replica_advance(struct pt_replica *r, unsigned char *mem, struct copy_state *cs,
 		       uint64_t target)
 {
@@ -157,6 +222,14 @@ int pt_replica_advance(struct pt_replica *r, unsigned char *mem, struct copy_sta
 			if (rr > 0) {
 				applied++;
 				continue;
+			}
+			if (!rr && (logged < target ? logged : target) > cs->epoch + 1) {
+				int n = apply_newest(r, mem, cs, logged < target ? logged : target);
+
+				if (n > 0) {
+					applied += n;
+					continue;
+				}
 			}
 			if (r->rd.next_epoch != cs->epoch + 1 || r->rd.chain != cs->chain) {
 				/* After records from staging memory (or an image)

@@ -1,4 +1,4 @@
-/* replica-catchup: a replica behind the retained log copies only the changed pages from the image; history changes give -ESTALE; mapping at the writer's address. */
+/* replica-catchup: a replica behind the retained log copies only the changed pages from the image, and from the log only the newest copy of each; history changes give -ESTALE; mapping at the writer's address. */
 #include <dirent.h>
 #include <sys/wait.h>
 #include <xxhash.h>
@@ -434,9 +434,77 @@ static bool read_only_replica(char *why, size_t why_len)
 	return true;
 }
 
+/*
+ * A replica many records behind the writer, none of them left in the
+ * writer's staging memory, reads from the log each page's newest copy and
+ * the records' heads, nothing else; private and shared alike.
+ */
+#define HOT_PAGES	40
+#define HOT_EPOCHS	30
+
+static bool newest_copies_once(enum pt_replica_mode mode, char *why, size_t why_len)
+{
+	struct pt_replica_opts ro = { .sz = sizeof(ro), .mode = mode, .name = "test-newest" };
+	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
+	size_t ps = t_page_size(), size = NPAGES * ps;
+	uint64_t read0 = 0, read1 = 0, bound;
+	struct pt_replica *rep;
+	struct pt_region *r;
+	bool counted;
+	int ret, same;
+	int64_t e;
+	char *m;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	t_shm_remove("test-newest");
+	ret = pt_region_create(&r, dir, size, &o);
+	CHECK(ret == 0, "create: %s", pt_strerror(ret));
+	m = pt_region_base(r);
+	/* Every epoch rewrites the hot pages, and one page of its own. */
+	for (int ep = 1; ep <= HOT_EPOCHS; ep++) {
+		for (size_t p = 0; p < HOT_PAGES; p++)
+			memset(m + p * ps, ep + (int)p, ps);
+		memset(m + (HOT_PAGES + (size_t)ep) * ps, ep, ps);
+		CHECK(pt_region_sync(r) == ep, "sync %d", ep);
+	}
+	counted = t_thread_read_bytes(&read0);
+	ret = pt_replica_open(&rep, dir, &ro);
+	counted = counted && t_thread_read_bytes(&read1);
+	CHECK(ret == 0, "replica: %s", pt_strerror(ret));
+	e = pt_replica_epoch(rep);
+	same = !memcmp(pt_replica_base(rep), m, size);
+	pt_replica_close(rep);
+	pt_region_close(r);
+	t_shm_remove("test-newest");
+	CHECK(e == HOT_EPOCHS && same, "the replica shows epoch %lld%s", (long long)e,
+	      same ? "" : ", not the writer's memory");
+	/* A page of head a record, a page a page changed; the state block,
+	 * the image's headers and the segments' are less than 64 KiB. */
+	bound = (uint64_t)(HOT_EPOCHS + HOT_PAGES + HOT_EPOCHS) * ps + (64u << 10);
+	if (!counted)
+		printf("    no task I/O accounting in this kernel: the bytes read not counted\n");
+	CHECK(!counted || read1 - read0 <= bound, "the replica read %llu bytes, more than %llu: "
+	      "superseded copies", (unsigned long long)(read1 - read0), (unsigned long long)bound);
+	return true;
+}
+
+static bool private_newest(char *why, size_t why_len)
+{
+	return newest_copies_once(PT_REPLICA_PRIVATE, why, why_len);
+}
+
+static bool shared_newest(char *why, size_t why_len)
+{
+	return newest_copies_once(PT_REPLICA_SHARED, why, why_len);
+}
+
 int main(void)
 {
 	static const struct t_cell cells[] = {
+		{ "private-newest-copies-once", private_newest },
+		{ "shared-newest-copies-once", shared_newest },
 		{ "private-catchup-copies-only-changed", private_catchup },
 		{ "shared-catchup-copies-only-changed", shared_catchup },
 		{ "region-recreated-estale", recreated },
