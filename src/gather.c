@@ -291,7 +291,8 @@ int pt_gather_step(struct pt_gather *g, size_t budget, struct pt_gather_step *st
 	for (size_t i = 0; i < g->table_cap; i++)
 		if (g->table[i].page != UINT64_MAX)
 			g->copies[n++] = g->table[i];
-	qsort(g->copies, n, sizeof(*g->copies), copy_by_page);
+	if (n > 1)
+		qsort(g->copies, n, sizeof(*g->copies), copy_by_page);
 	if (n > g->data_pages) {
 		/* Its old content is of no use: no realloc copying it. */
 		free(g->data);
@@ -306,7 +307,8 @@ int pt_gather_step(struct pt_gather *g, size_t budget, struct pt_gather_step *st
 	for (size_t i = 0; i < n; i++)
 		places[i] = (struct place){ .record = g->copies[i].record, .slot = g->copies[i].slot,
 					    .pos = (uint32_t)i };
-	qsort(places, n, sizeof(*places), by_place);
+	if (n > 1)
+		qsort(places, n, sizeof(*places), by_place);
 	ret = read_copies(g, places, n);
 	free(places);
 	if (ret)

@@ -13,6 +13,7 @@
 
 #include "pagetrack.h"
 #include "fuzz.h"
+#include "pagelog.h"
 
 static const char *corpus;
 
