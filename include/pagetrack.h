@@ -706,7 +706,7 @@ int pt_replica_chain(const struct pt_replica *r, pt_epoch_t *epoch, uint64_t *ch
  * page_count, pages and data (its chain and payload_checksum fields are
  * ignored): a standby given a delta by someone else proves, before it
  * writes anything, that its own record will be the one the source wrote.
- * Returns 0, or -EINVAL (pages not ascending, or NULL).
+ * Returns 0, -EINVAL (pages not ascending, or NULL) or -ENOMEM.
  */
 int pt_delta_chain(const struct pt_delta *d, uint64_t *payload_checksum, uint64_t *chain);
 
