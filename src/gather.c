@@ -19,7 +19,9 @@
  * budget pages (or one record's pages, for a record larger than that).
  * Each step ends at a record: applying steps in turn moves a copy of the
  * region from whole epoch to whole epoch, and a failed step leaves it at
- * the epoch of the step before.
+ * the epoch of the step before.  The price of the bound: records with
+ * more distinct pages together than a step holds take several steps, and
+ * a page they all rewrite is read once a step.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -163,8 +165,8 @@ static int table_reserve(struct pt_gather *g, size_t want)
 	return 0;
 }
 
-/* The copy of page in slot of record: newer than any noted before. */
-static void note(struct pt_gather *g, uint64_t page, uint32_t record, uint32_t slot)
+/* The table's slot of page: its copy, or the free slot it would take. */
+static struct pt_gather_copy *slot_of(struct pt_gather *g, uint64_t page)
 {
 	struct pt_gather_copy *e;
 	size_t h;
@@ -172,11 +174,28 @@ static void note(struct pt_gather *g, uint64_t page, uint32_t record, uint32_t s
 	for (h = page_hash(page, g->table_cap); ; h = (h + 1) & (g->table_cap - 1)) {
 		e = &g->table[h];
 		if (e->page == page || e->page == UINT64_MAX)
-			break;
+			return e;
 	}
+}
+
+/* The copy of page in slot of record: newer than any noted before. */
+static void note(struct pt_gather *g, uint64_t page, uint32_t record, uint32_t slot)
+{
+	struct pt_gather_copy *e = slot_of(g, page);
+
 	if (e->page == UINT64_MAX)
 		g->ncopies++;
 	*e = (struct pt_gather_copy){ .page = page, .record = record, .slot = slot };
+}
+
+/* The pages of record rc no record of the step has yet. */
+static size_t new_pages(struct pt_gather *g, const struct pt_gather_record *rc)
+{
+	size_t n = 0;
+
+	for (uint32_t s = 0; s < rc->page_count; s++)
+		n += slot_of(g, g->index[rc->first + s])->page == UINT64_MAX;
+	return n;
 }
 
 static int copy_by_page(const void *a, const void *b)
@@ -277,11 +296,12 @@ int pt_gather_step(struct pt_gather *g, size_t budget, struct pt_gather_step *st
 	for (end = g->next; end < g->nrecords; end++) {
 		const struct pt_gather_record *rc = &g->records[end];
 
-		if (end > g->next && g->ncopies + rc->page_count > budget)
-			break;
 		ret = table_reserve(g, g->ncopies + rc->page_count);
 		if (ret)
 			return ret;
+		/* Pages the step has already cost nothing more. */
+		if (end > g->next && g->ncopies + new_pages(g, rc) > budget)
+			break;
 		for (uint32_t s = 0; s < rc->page_count; s++)
 			note(g, g->index[rc->first + s], (uint32_t)end, s);
 	}

@@ -34,6 +34,9 @@ struct pt_gather_copy {
 };
 
 #define PT_GATHER_FDS 16		/* segments kept open while reading */
+/* Page content a step holds, for the checkpoint and replicas alike: the
+ * distinct pages of about a second of an exchange's writes. */
+#define PT_GATHER_STEP_BYTES (32u << 20)
 
 struct pt_gather {
 	int dirfd;

@@ -469,13 +469,12 @@ out:
  * checkpoint reads whole records instead, each page checked as it comes,
  * as recovery does, and takes the path that reading takes.
  *
- * Steps (gather.c) bound the memory to CKPT_STEP_BYTES of page content,
- * and each step is a checkpoint of its own: every copy it read matched
+ * Steps (gather.c) bound the memory to PT_GATHER_STEP_BYTES of page
+ * content, and each step is a checkpoint of its own: every copy it read matched
  * before one is written, then the pages, their table entries, fdatasync,
  * the other header slot with the step's last epoch, fdatasync.  A copy that
  * fails leaves the image at the step before, nothing of its step written.
  */
-#define CKPT_STEP_BYTES (16u << 20)
 
 /* Write one step's pages and entries, then the header of its epoch. */
 static int apply_step(struct pt_image *img, const struct pt_gather *g,
@@ -568,7 +567,7 @@ static int collect(struct pt_image *img, int dirfd, uint64_t target, const uint6
 int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target,
 			    const uint64_t *target_chain)
 {
-	size_t ps = img->id.page_size, budget = CKPT_STEP_BYTES / ps;
+	size_t ps = img->id.page_size, budget = PT_GATHER_STEP_BYTES / ps;
 	uint64_t ntable = (img->id.npages + ps / sizeof(struct pt_image_entry) - 1) /
 			  (ps / sizeof(struct pt_image_entry));
 	bool heads = target_chain != NULL, torn = false;

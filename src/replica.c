@@ -147,8 +147,6 @@ static bool not_writers(struct pt_replica *r, uint64_t epoch, uint64_t chain)
 	return p == epoch && load64(&r->state->published) == p && c != chain;
 }
 
-#define REPLICA_STEP_BYTES (8u << 20)	/* page content a batch holds */
-
 /*
  * Records cs->epoch + 1 .. limit from the log file, by the newest copy of
  * each page only (gather.c): a replica more than a record behind copies
@@ -180,7 +178,7 @@ static int apply_newest(struct pt_replica *r, unsigned char *mem, struct copy_st
 	for (;;) {
 		size_t first = g.next;
 
-		if (pt_gather_step(&g, REPLICA_STEP_BYTES / ps, &st) <= 0)
+		if (pt_gather_step(&g, PT_GATHER_STEP_BYTES / ps, &st) <= 0)
 			break;
 		for (size_t i = 0; i < st.count; i++) {
 			uint64_t p = st.copies[i].page;

@@ -24,6 +24,7 @@
 #include "format.h"
 #include "io.h"
 #include "image.h"
+#include "gather.h"
 
 #define NPAGES 256
 #define HOT 100			/* pages 0..99, more than one checkpoint write */
@@ -60,8 +61,8 @@ static void report_bad(void *arg, uint64_t page, const char *msg)
 }
 
 /* The image on disk against the memory snapshot and the model's generations. */
-static bool image_matches(const unsigned char *snap, const uint64_t *gen, uint64_t epoch,
-			  char *why, size_t why_len)
+static bool image_matches(const unsigned char *snap, const uint64_t *gen, uint64_t npages,
+			  uint64_t epoch, char *why, size_t why_len)
 {
 	size_t ps = t_page_size();
 	struct pt_image img;
@@ -94,7 +95,7 @@ static bool image_matches(const unsigned char *snap, const uint64_t *gen, uint64
 			 (unsigned long long)bad);
 		goto out;
 	}
-	for (uint64_t p = 0; p < NPAGES; p++) {
+	for (uint64_t p = 0; p < npages; p++) {
 		const struct pt_image_entry *e = &img.entries[p];
 
 		if (pt_read_full(img.fd, page, ps, (off_t)(img.hdr.data_offset + p * ps)) != (ssize_t)ps) {
@@ -192,7 +193,7 @@ static bool run(uint64_t segment_bytes, char *why, size_t why_len)
 				 (unsigned long long)ep);
 			goto out;
 		}
-		if (!image_matches(snap, gen, ep, why, why_len))
+		if (!image_matches(snap, gen, NPAGES, ep, why, why_len))
 			goto out;
 		if (counted && !reads_once(read1 - read0, gen, last, ep, ps, why, why_len))
 			goto out;
@@ -236,11 +237,65 @@ static bool segment_per_record(char *why, size_t why_len)
 	return run(16 * t_page_size(), why, why_len);
 }
 
+/*
+ * Three records with more distinct pages together than a step of the
+ * checkpoint holds (half as many again): the checkpoint takes several
+ * steps, each a checkpoint of its own, and the image ends as the memory.
+ */
+static bool more_pages_than_a_step(char *why, size_t why_len)
+{
+	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
+	size_t ps = t_page_size();
+	uint64_t n = PT_GATHER_STEP_BYTES / ps * 3 / 2, *gen = calloc(n, sizeof(*gen));
+	unsigned char *m, *snap = malloc(n * ps);
+	const uint64_t from[3] = { 0, n / 3, 0 }, to[3] = { n * 2 / 3, n, n / 6 };
+	struct pt_region *r = NULL;
+	bool ok = false;
+	int64_t e;
+	int ret;
+
+	t_tmpdir_make(dir, sizeof(dir), "pt-region-checkpoint");
+	if (!gen || !snap) {
+		snprintf(why, why_len, "malloc");
+		goto out;
+	}
+	ret = pt_region_create(&r, dir, n * ps, &o);
+	if (ret) {
+		snprintf(why, why_len, "create: %s", strerror(-ret));
+		goto out;
+	}
+	m = pt_region_base(r);
+	for (uint64_t ep = 1; ep <= 3; ep++) {
+		for (uint64_t p = from[ep - 1]; p < to[ep - 1]; p++)
+			write_page(m, ps, p, ep, gen);
+		e = pt_region_sync(r);
+		if (e != (int64_t)ep) {
+			snprintf(why, why_len, "sync returned %lld", (long long)e);
+			goto out;
+		}
+	}
+	memcpy(snap, m, n * ps);
+	e = pt_region_checkpoint(r);
+	if (e != 3) {
+		snprintf(why, why_len, "checkpoint returned %lld", (long long)e);
+		goto out;
+	}
+	ok = image_matches(snap, gen, n, 3, why, why_len);
+out:
+	if (r)
+		pt_region_close(r);
+	free(gen);
+	free(snap);
+	t_tmpdir_remove(dir);
+	return ok;
+}
+
 int main(void)
 {
 	static const struct t_cell cells[] = {
 		{ "hot-pages-one-segment", default_segments },
 		{ "hot-pages-segment-per-record", segment_per_record },
+		{ "more-pages-than-a-step", more_pages_than_a_step },
 	};
 
 	t_run_cells(cells, sizeof(cells) / sizeof(cells[0]));
