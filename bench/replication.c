@@ -1710,6 +1710,8 @@ struct cycle_figures {
 	double reads_per_page;		/* read calls per image page */
 	double seal_hashes;		/* page hashes per written page, syncs to durable */
 	double ckpt_hashes;		/* page hashes per image page, in the checkpoint */
+	double lag_ms;			/* a replica a cycle behind: its refresh */
+	double lag_ratio;		/* its bytes read / the distinct pages' bytes */
 	uint64_t pages, distinct;
 };
 
@@ -1722,18 +1724,45 @@ static void cycle_pick(uint64_t *v, const uint64_t *hot, uint64_t *seed)
 }
 
 /*
+ * The replica in this process, left at the cycle's first epoch, refreshes
+ * to its last: cycle_syncs records, none in the writer's staging memory any
+ * more (they are durable), so they come from the log file.
+ */
+static bool lagging_refresh(struct pt_region *r, struct pt_replica *lag, int64_t e,
+			    const char *method, struct cycle_figures *f)
+{
+	uint64_t rb0 = 0, rc0 = 0, rb1 = 0, rc1 = 0;
+	bool io = thread_reads(&rb0, &rc0);
+	double t0 = bench_now_ns();
+	int64_t got = pt_replica_refresh(lag, 0);
+
+	f->lag_ms = (bench_now_ns() - t0) / 1e6;
+	io = io && thread_reads(&rb1, &rc1);
+	if (got != e || memcmp(pt_replica_base(lag), pt_region_base(r), region_len)) {
+		bench_failed("memfd", method, "-", "a replica a cycle behind refreshed to %lld (%s), "
+			     "writer at %lld%s", (long long)got,
+			     got < 0 ? err_str(got) : got == e ? "not the writer's memory" : "short",
+			     (long long)e, log_suffix());
+		return false;
+	}
+	f->lag_ratio = io ? (double)(rb1 - rb0) / ((double)f->distinct * (double)ps) : NAN;
+	return true;
+}
+
+/*
  * One cycle: cycle_syncs syncs, each followed by the reader reaching its
  * epoch (the replica applies every record alone, as one that keeps up
  * does), then the checkpoint of them all.  CPU outside the write faults:
  * this thread's inside pt_region_sync() and pt_region_checkpoint(), the
  * library's threads (the process's CPU less this thread's), the replica
- * process's.
+ * process's.  Before the checkpoint, untimed for the CPU, a replica in this
+ * process refreshes over the whole cycle at once.
  */
-static bool cycle_run(struct pt_region *r, const uint64_t *hot, uint64_t *seed, uint64_t *seen,
-		      const char *method, struct cycle_figures *f)
+static bool cycle_run(struct pt_region *r, struct pt_replica *lag, const uint64_t *hot,
+		      uint64_t *seed, uint64_t *seen, const char *method, struct cycle_figures *f)
 {
 	struct pt_region_stats st0 = { .sz = sizeof(st0) }, st1 = { .sz = sizeof(st1) };
-	uint64_t v[CYCLE_PAGES], h0, h1, h2, rb0 = 0, rc0 = 0, rb1 = 0, rc1 = 0;
+	uint64_t v[CYCLE_PAGES], h0, h1, hc, h2, rb0 = 0, rc0 = 0, rb1 = 0, rc1 = 0;
 	double proc0, self0, in_sync = 0, ckpt_cpu, t0, lib;
 	char why[800];
 	struct msg m;
@@ -1784,6 +1813,12 @@ static bool cycle_run(struct pt_region *r, const uint64_t *hot, uint64_t *seed, 
 		goto fail;
 	}
 	h1 = hashed_now();
+	/* The lagging replica, outside the figures of the cycle: it runs on
+	 * this thread (not the library's), and its hashes are not the
+	 * writer's. */
+	if (!lagging_refresh(r, lag, e, method, f))
+		goto fail;
+	hc = hashed_now();
 	if (!thread_reads(&rb0, &rc0))
 		rb0 = rc0 = 0;
 	t0 = bench_now_ns();
@@ -1817,7 +1852,7 @@ static bool cycle_run(struct pt_region *r, const uint64_t *hot, uint64_t *seed, 
 	f->read_ratio = rb1 > rb0 ? (double)(rb1 - rb0) / ((double)f->distinct * (double)ps) : NAN;
 	f->reads_per_page = rc1 > rc0 ? (double)(rc1 - rc0) / (double)f->distinct : NAN;
 	f->seal_hashes = (double)(h1 - h0) / ((double)f->pages * (double)ps);
-	f->ckpt_hashes = (double)(h2 - h1) / ((double)f->distinct * (double)ps);
+	f->ckpt_hashes = (double)(h2 - hc) / ((double)f->distinct * (double)ps);
 	return true;
 fail:
 	reader_abandon();
@@ -1830,7 +1865,8 @@ static void cycle_section(void)
 	const char *method = "cycle";
 	struct bench_samples s_total = { 0 }, s_sync = { 0 }, s_threads = { 0 }, s_ckpt = { 0 },
 			     s_replica = { 0 }, s_ms = { 0 }, s_ratio = { 0 }, s_reads = { 0 },
-			     s_seal = { 0 }, s_chash = { 0 };
+			     s_seal = { 0 }, s_chash = { 0 }, s_lag = { 0 }, s_lag_ratio = { 0 };
+	struct pt_replica *lag = NULL;
 	uint64_t *hot = NULL, *seen = NULL, seed = SEED_CYCLE, pages = 0, distinct = 0;
 	struct cycle_figures f;
 	struct pt_region *r = NULL;
@@ -1864,10 +1900,16 @@ static void cycle_section(void)
 			     ret ? strerror(-ret) : "opened", (long long)m.epoch);
 		goto out;
 	}
+	ret = pt_replica_open(&lag, dir, NULL);
+	if (ret) {
+		bench_failed("memfd", method, "-", "pt_replica_open: %s%s", strerror(-ret),
+			     log_suffix());
+		goto out;
+	}
 	/* A first cycle, not counted: the hot set's pages get their first
 	 * record, the image its first checkpoint. */
 	for (int rep = -1; rep < bench_opts.reps; rep++) {
-		if (!cycle_run(r, hot, &seed, seen, method, &f))
+		if (!cycle_run(r, lag, hot, &seed, seen, method, &f))
 			goto out;
 		if (rep < 0)
 			continue;
@@ -1879,17 +1921,20 @@ static void cycle_section(void)
 		bench_add_sample(&s_ms, f.ckpt_ms);
 		bench_add_sample(&s_seal, f.seal_hashes);
 		bench_add_sample(&s_chash, f.ckpt_hashes);
-		if (isnan(f.read_ratio) || isnan(f.reads_per_page)) {
+		bench_add_sample(&s_lag, f.lag_ms);
+		if (isnan(f.read_ratio) || isnan(f.reads_per_page) || isnan(f.lag_ratio)) {
 			io = false;
 		} else {
 			bench_add_sample(&s_ratio, f.read_ratio);
 			bench_add_sample(&s_reads, f.reads_per_page);
+			bench_add_sample(&s_lag_ratio, f.lag_ratio);
 		}
 		pages = f.pages;
 		distinct = f.distinct;
 	}
 	ok = verify_by_replica(r, dir, method);
 out:
+	pt_replica_close(lag);
 	if (r && !region_done(r, dir, method))
 		ok = false;
 	free(hot);
@@ -1929,6 +1974,14 @@ out:
 		bench_unavailable("memfd", "checkpoint read / image", "bytes",
 				  "/proc/thread-self/io unreadable (no task I/O accounting)");
 	}
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = "replica a cycle behind",
+				       .variant = "refresh", .unit = "ms", .samples = &s_lag,
+				       .note = "a private replica in this process, from the log" });
+	if (io)
+		bench_row(&(struct bench_row){
+			.memory = "memfd", .method = "replica a cycle behind", .variant = "read / pages",
+			.unit = "x", .samples = &s_lag_ratio,
+			.note = "bytes its refresh read per byte of the distinct pages" });
 	bench_row(&(struct bench_row){ .memory = "memfd", .method = "hashes per page",
 				       .variant = "seal", .unit = "pages", .samples = &s_seal,
 				       .ntargets = 1, .targets = { { BENCH_AT_MOST, 1.05, "<= 1" } },
