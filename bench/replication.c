@@ -1988,8 +1988,9 @@ out:
 				       .note = "bytes hashed from sync to durable per written byte" });
 	bench_row(&(struct bench_row){ .memory = "memfd", .method = "hashes per page",
 				       .variant = "checkpoint", .unit = "pages", .samples = &s_chash,
-				       .ntargets = 1, .targets = { { BENCH_AT_MOST, 1.05, "<= 1" } },
-				       .note = "bytes hashed by the checkpoint per image byte" });
+				       .ntargets = 1, .targets = { { BENCH_AT_MOST, 1.1, "<= 1.1" } },
+				       .note = "bytes hashed by the checkpoint per image byte: one "
+					       "hash a page, and a page of head a record" });
 }
 
 int main(int argc, char **argv)

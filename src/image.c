@@ -465,15 +465,17 @@ out:
  * a crash tore in its pages, or one of a history recovery gave up, from the
  * writer's; ending at the writer's record proves every head on the path is
  * the writer's.  Otherwise, or without target_chain, or when a copy does
- * not match its sum (a torn copy the writer wrote again elsewhere), the
- * checkpoint reads whole records instead, each page checked as it comes,
- * as recovery does, and takes the path that reading takes.
+ * not match its sum (a torn copy the writer wrote again elsewhere) or
+ * cannot be read, the checkpoint reads whole records instead, each page
+ * checked as it comes, as recovery does, and takes the path that reading
+ * takes.
  *
  * Steps (gather.c) bound the memory to PT_GATHER_STEP_BYTES of page
- * content, and each step is a checkpoint of its own: every copy it read matched
- * before one is written, then the pages, their table entries, fdatasync,
- * the other header slot with the step's last epoch, fdatasync.  A copy that
- * fails leaves the image at the step before, nothing of its step written.
+ * content, and each step is a checkpoint of its own: every copy it read
+ * matched before one is written, then the pages, their table entries,
+ * fdatasync, the other header slot with the step's last epoch, fdatasync.
+ * A copy that fails leaves the image at the step before, nothing of its
+ * step written.
  */
 
 /* Write one step's pages and entries, then the header of its epoch. */
@@ -595,9 +597,15 @@ int64_t pt_image_checkpoint(struct pt_image *img, int dirfd, uint64_t target,
 				goto out;
 			}
 		}
-		if (ret == -EBADMSG && heads) {
-			pt_log(PT_LOG_INFO, "checkpoint: a page of the record of epoch %" PRIu64
-			       " does not match its sum: reading whole records", st.bad_epoch);
+		if (ret < 0 && ret != -ENOMEM && heads) {
+			/* Whole records will say what is wrong, or go around it. */
+			if (ret == -EBADMSG)
+				pt_log(PT_LOG_INFO, "checkpoint: a page of the record of epoch %"
+				       PRIu64 " does not match its sum: reading whole records",
+				       st.bad_epoch);
+			else
+				pt_log(PT_LOG_INFO, "checkpoint: reading the newest copies: %s: "
+				       "reading whole records", pt_strerror(ret));
 			heads = false;
 			continue;
 		}

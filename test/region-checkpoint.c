@@ -12,7 +12,11 @@
  *
  * And the checkpoint reads the log once: the records' heads and the newest
  * copy of each page changed, nothing else (the bytes this thread read,
- * from /proc/thread-self/io, where the kernel counts them).
+ * from /proc/thread-self/io, where the kernel counts them).  A checkpoint
+ * of more pages than one of its steps holds; a durable copy damaged before
+ * the checkpoint: the newest copy of a page (the checkpoint fails, the
+ * image as it was), a copy a later record rewrote (never read: the
+ * checkpoint goes through).
  *
  * Threaded: the checkpoint here reads the log the writer's log thread (the
  * library's pthread_create) writes, so it runs under TSan.
@@ -237,6 +241,135 @@ static bool segment_per_record(char *why, size_t why_len)
 	return run(16 * t_page_size(), why, why_len);
 }
 
+/* Flip a byte of page p's copy in the record of epoch e (segment 1). */
+static bool damage_copy(uint64_t e, uint64_t p, char *why, size_t why_len)
+{
+	size_t ps = t_page_size();
+	struct pt_record_header h;
+	char path[300];
+	uint64_t off = ps;
+	unsigned char c;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/log-0000000000000001.seg", dir);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(why, why_len, "%s: %s", path, strerror(errno));
+		return false;
+	}
+	while (pread(fd, &h, sizeof(h), (off_t)off) == (ssize_t)sizeof(h) &&
+	       h.magic == PT_RECORD_MAGIC && h.epoch != e)
+		off += h.length;
+	for (uint32_t i = 0; h.epoch == e && i < h.page_count; i++) {
+		uint64_t page, at;
+
+		if (pread(fd, &page, 8, (off_t)(off + sizeof(h) + i * 8)) != 8 || page != p)
+			continue;
+		at = off + pt_record_head_length(h.page_count, ps) + i * ps + 7;
+		if (pread(fd, &c, 1, (off_t)at) == 1) {
+			c ^= 1;
+			if (pwrite(fd, &c, 1, (off_t)at) == 1) {
+				close(fd);
+				return true;
+			}
+		}
+	}
+	close(fd);
+	snprintf(why, why_len, "no copy of page %llu in the record of epoch %llu",
+		 (unsigned long long)p, (unsigned long long)e);
+	return false;
+}
+
+/*
+ * A durable record damaged under the running writer, before a checkpoint.
+ * The copy the checkpoint needs (the only copy of a cold page): the
+ * checkpoint fails, and nothing of it is in the image (the image's epoch
+ * as before, every page of it good).  A copy a later record rewrote
+ * (superseded): never read, the checkpoint goes through to the writer's
+ * memory.
+ */
+static bool damaged(bool newest, char *why, size_t why_len)
+{
+	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
+	size_t ps = t_page_size(), size = NPAGES * ps;
+	uint64_t gen[NPAGES] = { 0 };
+	unsigned char *snap = malloc(size);
+	struct pt_region *r = NULL;
+	bool ok = false;
+	int64_t e;
+	int ret;
+
+	t_tmpdir_make(dir, sizeof(dir), "pt-region-checkpoint");
+	ret = snap ? pt_region_create(&r, dir, size, &o) : -ENOMEM;
+	if (ret) {
+		snprintf(why, why_len, "create: %s", strerror(-ret));
+		goto out;
+	}
+	for (uint64_t ep = 1; ep <= 10; ep++) {
+		epoch_writes(pt_region_base(r), ps, ep, gen);
+		if (pt_region_sync(r) != (int64_t)ep) {
+			snprintf(why, why_len, "sync %llu", (unsigned long long)ep);
+			goto out;
+		}
+	}
+	memcpy(snap, pt_region_base(r), size);
+	/* Page 1 at epoch 3 is rewritten at 5; page COLD + 6 only at 6. */
+	if (!damage_copy(newest ? 6 : 3, newest ? COLD + 6 : 1, why, why_len))
+		goto out;
+	e = pt_region_checkpoint(r);
+	if (newest) {
+		struct pt_image img;
+		uint64_t bad = 0;
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		if (e >= 0) {
+			snprintf(why, why_len, "the checkpoint over a damaged copy returned %lld",
+				 (long long)e);
+			goto out;
+		}
+		ret = dfd < 0 ? -errno : pt_image_open(&img, dfd, false);
+		if (!ret) {
+			if (img.hdr.epoch != 0)
+				ret = -EILSEQ;
+			else
+				ret = pt_image_verify(&img, report_bad, NULL, &bad);
+			pt_image_close(&img);
+		}
+		if (dfd >= 0)
+			close(dfd);
+		if (ret || bad) {
+			snprintf(why, why_len, "the image after the failed checkpoint: %s, %llu bad "
+				 "pages", pt_strerror(ret), (unsigned long long)bad);
+			goto out;
+		}
+	} else {
+		if (e != 10) {
+			snprintf(why, why_len, "checkpoint returned %lld (%s)", (long long)e,
+				 e < 0 ? pt_strerror((int)e) : "short");
+			goto out;
+		}
+		if (!image_matches(snap, gen, NPAGES, 10, why, why_len))
+			goto out;
+	}
+	ok = true;
+out:
+	if (r)
+		pt_region_close(r);
+	free(snap);
+	t_tmpdir_remove(dir);
+	return ok;
+}
+
+static bool damaged_newest(char *why, size_t why_len)
+{
+	return damaged(true, why, why_len);
+}
+
+static bool damaged_superseded(char *why, size_t why_len)
+{
+	return damaged(false, why, why_len);
+}
+
 /*
  * Three records with more distinct pages together than a step of the
  * checkpoint holds (half as many again): the checkpoint takes several
@@ -296,6 +429,8 @@ int main(void)
 		{ "hot-pages-one-segment", default_segments },
 		{ "hot-pages-segment-per-record", segment_per_record },
 		{ "more-pages-than-a-step", more_pages_than_a_step },
+		{ "damaged-newest-copy", damaged_newest },
+		{ "damaged-superseded-copy", damaged_superseded },
 	};
 
 	t_run_cells(cells, sizeof(cells) / sizeof(cells[0]));
