@@ -145,6 +145,8 @@ PT_EXPORT pt_epoch_t pt_region_jump(struct pt_region *r, const struct pt_jump *j
 	pthread_mutex_lock(&r->lock);
 	r->assigned = r->published = r->durable = r->logged = r->checkpointed = epoch_wanted;
 	r->chain = j->chain;
+	r->durable_chain = j->chain;
+	r->durable_chain_epoch = epoch_wanted;
 	/* The current segment is gone: the next record starts a new one. */
 	r->seg_suspect = true;
 	state_store(&r->state->published_chain, j->chain);
