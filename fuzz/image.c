@@ -7,9 +7,9 @@
  * entry checksum (and, with FZ_FIX_ID, the checksum of its page), as far as
  * the slot-0 header places them inside the file.  The image is opened
  * read-only as replicas and verify open it; a good open is followed by
- * pt_image_load_entries, pt_image_copy_newer (from epoch 0 and from half the
- * image's epoch) and pt_image_verify, with pt_image_verify_page for each page
- * it reports.
+ * pt_image_load_entries, pt_image_copy_newer (from epoch 0, with the pages'
+ * generations, and from half the image's epoch) and pt_image_verify, with
+ * pt_image_verify_page for each page it reports.
  */
 #include <sys/mman.h>
 
@@ -79,6 +79,7 @@ static void exercise(int dirfd)
 	unsigned char page[65536];
 	struct pt_image img;
 	uint64_t *suspect, nsuspect = 0, copied = 0, bad = 0;
+	pt_epoch_t *gens;
 	size_t ps, size;
 	void *mem;
 	int ret;
@@ -92,14 +93,15 @@ static void exercise(int dirfd)
 	size = img.id.npages * ps;
 	mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	suspect = calloc((img.id.npages + 63) / 64, sizeof(*suspect));
-	if (mem == MAP_FAILED || !suspect)
+	gens = calloc(img.id.npages, sizeof(*gens));
+	if (mem == MAP_FAILED || !suspect || !gens)
 		abort();	/* open promised a file this large */
-	ret = pt_image_copy_newer(&img, 0, mem, suspect, &nsuspect, &copied);
+	ret = pt_image_copy_newer(&img, 0, mem, suspect, &nsuspect, &copied, gens);
 	if (!ret && (copied > img.id.npages || nsuspect > copied))
 		abort();
 	nsuspect = 0;
 	memset(suspect, 0, (img.id.npages + 63) / 64 * sizeof(*suspect));
-	pt_image_copy_newer(&img, img.hdr.epoch / 2, mem, suspect, &nsuspect, &copied);
+	pt_image_copy_newer(&img, img.hdr.epoch / 2, mem, suspect, &nsuspect, &copied, NULL);
 	if (!pt_image_load_entries(&img)) {
 		reported = 0;
 		ret = pt_image_verify(&img, report, NULL, &bad);
@@ -110,6 +112,7 @@ static void exercise(int dirfd)
 		}
 	}
 	free(suspect);
+	free(gens);
 	munmap(mem, size);
 	pt_image_close(&img);
 }
