@@ -515,6 +515,20 @@ pt_epoch_t pt_replicated_get(const struct pt_replicated *h, int *deposed);
  */
 int pt_dir_replicated(const char *dir, pt_epoch_t *epoch, int *deposed, int32_t *publisher_pid);
 void pt_replicated_close(struct pt_replicated *h);
+/*
+ * The term of the directory's writer, for network failover
+ * (pagetrack-net.h): a standby directory promoted to be the writable
+ * region records the term it won and a random holder id that names this
+ * promotion; a publisher on the directory checks them against the stream's
+ * term markers.  A region never promoted has term 0 and holder 0.
+ * pt_replicated_set_term() records a term above the current one, clears the
+ * deposed mark (the directory's writer is the new term's) and makes the
+ * file durable before it returns: 0, -EINVAL (NULL, term 0 or not above
+ * the recorded one), or msync's -errno (-EIO).  pt_replicated_get_term()
+ * reads them (either pointer may be NULL): 0 or -EINVAL.
+ */
+int pt_replicated_set_term(struct pt_replicated *h, uint64_t term, uint64_t holder);
+int pt_replicated_get_term(const struct pt_replicated *h, uint64_t *term, uint64_t *holder);
 
 /*
  * Block until epoch reaches level, at most timeout_ms (-1: forever; another

@@ -253,7 +253,11 @@ struct pt_shared_ctl {
  * stream acknowledged.  The publisher stores epoch (release), then bumps
  * futex and wakes; the writer's PT_LEVEL_REPLICATED waits load epoch and
  * wait on futex.  Only forward; flags PT_REPLICATED_DEPOSED is sticky until
- * the file is recreated.
+ * a new term is recorded (or the file is recreated).
+ *
+ * term and term_holder: the writer's term when the directory was promoted
+ * from a standby (libpagetrack-net's failover), 0 for a region that never
+ * was; only forward.  A file written before they existed has zeros there.
  */
 #define PT_REPLICATED_MAGIC	"PTREPLD"
 #define PT_REPLICATED_NAME	"replicated"
@@ -266,6 +270,8 @@ struct pt_replicated_block {
 	uint64_t epoch;
 	uint64_t flags;
 	uint64_t publisher_pid;
+	uint64_t term;
+	uint64_t term_holder;
 };
 
 /* ---- what every file of a region agrees on, and checksums ------------ */

@@ -11,6 +11,11 @@
  * report is ignored), so a publisher that restarts cannot take back an
  * acknowledgement.  The file is the directory owner's, 0600, checked like
  * every file of the directory.
+ *
+ * It also records the term of the directory's writer once the directory
+ * was promoted from a standby (network failover): only forward, durable
+ * (msync) before pt_replicated_set_term() returns, and a new term clears
+ * the deposed mark.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -137,6 +142,38 @@ PT_EXPORT int pt_replicated_depose(struct pt_replicated *h)
 	__atomic_or_fetch(&h->b->flags, PT_REPLICATED_DEPOSED, __ATOMIC_RELEASE);
 	__atomic_store_n(&h->b->publisher_pid, (uint64_t)getpid(), __ATOMIC_RELAXED);
 	wake(h);
+	return 0;
+}
+
+PT_EXPORT int pt_replicated_set_term(struct pt_replicated *h, uint64_t term, uint64_t holder)
+{
+	if (!h || !term || term <= __atomic_load_n(&h->b->term, __ATOMIC_ACQUIRE))
+		return -EINVAL;
+	/* The holder first: a reader that sees the term sees its holder. */
+	__atomic_store_n(&h->b->term_holder, holder, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->b->term, term, __ATOMIC_RELEASE);
+	__atomic_and_fetch(&h->b->flags, ~(uint64_t)PT_REPLICATED_DEPOSED, __ATOMIC_RELEASE);
+	/* Durable before the caller claims the term anywhere else: a
+	 * directory that forgot its term after a crash would take itself
+	 * for deposed (safe, but a needless failover). */
+	if (msync(h->b, h->len, MS_SYNC))
+		return -errno;
+	wake(h);
+	return 0;
+}
+
+PT_EXPORT int pt_replicated_get_term(const struct pt_replicated *h, uint64_t *term,
+				     uint64_t *holder)
+{
+	uint64_t t;
+
+	if (!h)
+		return -EINVAL;
+	t = __atomic_load_n(&h->b->term, __ATOMIC_ACQUIRE);
+	if (holder)
+		*holder = __atomic_load_n(&h->b->term_holder, __ATOMIC_RELAXED);
+	if (term)
+		*term = t;
 	return 0;
 }
 

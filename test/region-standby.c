@@ -1,4 +1,4 @@
-/* region-standby: a delta replica hands out each record; a standby region of the same history reproduces every record byte for byte (same chain); PT_LEVEL_REPLICATED follows the replicated file. */
+/* region-standby: a delta replica hands out each record; a standby region of the same history reproduces every record byte for byte (same chain); PT_LEVEL_REPLICATED follows the replicated file, which records a promoted writer's term. */
 /*
  * This is the network layer's path without the network: the source's
  * records come out of pt_replica_step() (with the copy still at the epoch
@@ -141,6 +141,37 @@ int main(void)
 		if (pt_dir_replicated(src_dir, &re, &dep, &pid) || re != 5 || !dep || pid != getpid())
 			DIE("pt_dir_replicated: epoch %llu, deposed %d, pid %d",
 			    (unsigned long long)re, dep, (int)pid);
+	}
+	/* A term: only forward, and a new one clears the deposed mark. */
+	{
+		uint64_t term = 1, holder = 1;
+
+		if (pt_replicated_get_term(rep, &term, &holder) || term || holder)
+			DIE("a region never promoted has term %llu holder %llx",
+			    (unsigned long long)term, (unsigned long long)holder);
+		if (pt_replicated_set_term(rep, 0, 7) != -EINVAL)
+			DIE("term 0 recorded");
+		if ((ret = pt_replicated_set_term(rep, 3, 0xabc)))
+			DIE("set_term: %s", pt_strerror(ret));
+		if (pt_replicated_set_term(rep, 3, 0xdef) != -EINVAL ||
+		    pt_replicated_set_term(rep, 2, 0xdef) != -EINVAL)
+			DIE("a term not above the recorded one was taken");
+		if (pt_replicated_get_term(rep, &term, &holder) || term != 3 || holder != 0xabc)
+			DIE("term %llu holder %llx, want 3 abc", (unsigned long long)term,
+			    (unsigned long long)holder);
+		if (pt_region_wait(src, 6, PT_LEVEL_REPLICATED, 20) != -ETIMEDOUT)
+			DIE("still deposed after a new term");
+	}
+	pt_replicated_close(rep);
+	/* Recorded in the file: a new handle reads it. */
+	if ((ret = pt_replicated_open(&rep, src_dir)))
+		DIE("replicated file again: %s", pt_strerror(ret));
+	{
+		uint64_t term = 0, holder = 0;
+
+		if (pt_replicated_get_term(rep, &term, &holder) || term != 3 || holder != 0xabc)
+			DIE("reopened: term %llu holder %llx", (unsigned long long)term,
+			    (unsigned long long)holder);
 	}
 	pt_replicated_close(rep);
 
