@@ -31,10 +31,11 @@ extern "C" {
 
 /*
  * The newest wire format these calls read (docs/network.md): they read 1
- * and 2; a publisher writes 2 (version 1 and an HMAC-SHA256 of each
- * message) when it has a key, else 1, which older followers read too.
+ * to 4.  A publisher writes 2 (version 1 and an HMAC-SHA256 of each
+ * message) when it has a key, else 1, which older followers read too; a
+ * promotion (failover) writes a term marker as 3, or 4 with a key.
  */
-#define PT_NET_WIRE_VERSION 2
+#define PT_NET_WIRE_VERSION 4
 
 /*
  * Progress of a follower's catch-up from a snapshot (docs/network.md): the
@@ -96,6 +97,12 @@ struct pt_net_opts {
 	 * 0: the region's defaults (64 MiB each).  A publisher refuses them. */
 	uint64_t standby_retain_bytes;
 	uint64_t standby_segment_bytes;
+	unsigned int lease_ms;		/* the writer's lease (failover, see below):
+					 * publisher: hold it, with this TTL when it
+					 * creates the lease bucket (0: hold none);
+					 * follower: the TTL a promotion creates the
+					 * bucket with if missing (0: 1000).  100 to
+					 * 600000; the bucket's own TTL wins */
 };
 
 /*
@@ -144,8 +151,13 @@ struct pt_publisher;
  *  -EACCES       the server refused the credentials (or TLS failed);
  *  -ESTALE       the stream holds another history's epochs;
  *  -EOWNERDEAD   the stream holds an epoch of this history that this region
- *                wrote differently (another writer of the same history): the
- *                region is marked deposed;
+ *                wrote differently (another writer of the same history), or
+ *                its newest term marker is of a newer term than the region's
+ *                writer (a standby was promoted): the region is marked
+ *                deposed;
+ *  -EINPROGRESS  the region was promoted to a term (pt_replicated_get_term)
+ *                whose marker the stream does not hold: that promotion did
+ *                not complete (promote the directory again);
  *  -EPROTO       the stream's last message is of another wire version;
  *  -EBADMSG      the stream's last message fails its checks;
  *  -ENOTSUP      the server has no JetStream;
@@ -165,13 +177,17 @@ int pt_publisher_open(struct pt_publisher **out, const char *dir, const struct p
  *  -EAGAIN       a publish or a request failed or timed out (connection
  *                lost, a cluster electing a leader): nothing is lost; call
  *                again, the publisher re-reads the stream's last message and
- *                resumes after it;
+ *                resumes after it; or, with a lease, the publisher does not
+ *                hold the writer's lease (held by another, or not renewed in
+ *                time): it publishes nothing until it holds it again;
  *  -EOWNERDEAD   fenced: another publisher appended to the stream (JetStream
  *                refused the expected last sequence, error 10071, and the
- *                stream's last message is not this publisher's), or the
- *                stream holds a different version of an epoch; the region
- *                is marked deposed (pt_replicated_depose) and the publisher
- *                stops: every later call returns the same;
+ *                stream's last message is not this publisher's), the stream
+ *                holds a different version of an epoch, or a standby was
+ *                promoted (a term marker newer than the region's term); the
+ *                region is marked deposed (pt_replicated_depose: its
+ *                PT_LEVEL_REPLICATED waits return -EOWNERDEAD) and the
+ *                publisher stops: every later call returns the same;
  *  -ESTALE       the stream went back behind this publisher and the region
  *                no longer holds what it lacks;
  *  -EMSGSIZE     the server's max payload cannot hold one page;
@@ -204,6 +220,9 @@ struct pt_publisher_stats {
 	uint64_t caught_up_ns;		/* when a run last found no epoch left to publish
 					 * (CLOCK_REALTIME ns), or the handle was opened if
 					 * none did yet: the lag in time counts from it */
+	uint64_t term;			/* the region's writer term (0: never promoted) */
+	int lease_held;			/* 1 holds the writer's lease, 0 waits for it,
+					 * -1 holds none (opts.lease_ms 0) */
 };
 
 /* Fill *st; returns 0 or -EINVAL (NULL, sz too small). */
@@ -395,6 +414,119 @@ typedef int (*pt_net_status_fn)(const struct pt_net_status *s, void *arg);
  * -ENOMEM.
  */
 int pt_net_status_read(const char *dir, pt_net_status_fn fn, void *arg);
+
+/* ------------------------------------------------------------------ */
+/* Failover                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A standby takes over from a writer whose host is gone: exactly one
+ * writer at a time, the old one unable to report anything replicated once
+ * replaced, no epoch lost that was reported replicated.  The coordination
+ * is JetStream's (docs/network.md, "Failover"):
+ *
+ *  - the writer's lease: the key "writer" in the key-value bucket
+ *    pagetrack-lease-<stream>, whose TTL is the lease; a publisher with
+ *    opts.lease_ms holds it (compare-and-set, renewed every TTL/3) and
+ *    publishes only while it does; a standby watches it
+ *    (pt_follower_lease) and may promote itself once it lapses;
+ *  - the fence: a promotion appends a term marker to the stream with the
+ *    expected last sequence of the last message it applied, so the new
+ *    term starts after every epoch the stream stored, and every later
+ *    publish of the old writer is refused; its publisher finds the marker
+ *    and deposes its region (PT_LEVEL_REPLICATED waits: -EOWNERDEAD).
+ */
+
+/* The writer's lease as pt_follower_lease() read it. */
+struct pt_lease_info {
+	size_t sz;			/* sizeof(struct pt_lease_info), set by the caller */
+	uint64_t term;			/* the holder's term (0: a region never promoted) */
+	uint64_t holder;		/* the holder id of that term (0 for term 0) */
+	uint64_t revision;		/* the key's revision */
+	int32_t pid;			/* the holder's process, on host */
+	char host[32];
+	unsigned int ttl_ms;		/* the lease (the bucket's TTL) */
+	uint64_t stream_term;		/* the stream's newest term marker's (0: none) */
+};
+
+/*
+ * Read the writer's lease of f's stream now.  Returns 1 (held: *info
+ * filled), 0 (lapsed: nobody holds it, or its holder is of an older term
+ * than the stream's newest term marker: a deposed writer), or -errno:
+ *  -ENOENT       there is no lease bucket: the writer holds no lease (a
+ *                publisher without opts.lease_ms), nothing to watch;
+ *  -EAGAIN       the server did not answer;
+ *  -EBADMSG      the key holds something that is not a lease;
+ *  -EINVAL       NULL, sz too small.
+ */
+int pt_follower_lease(struct pt_follower *f, struct pt_lease_info *info);
+
+#define PT_PROMOTE_FORCE	1u	/* take the lease from a writer that still holds it */
+
+struct pt_promote_opts {
+	size_t sz;			/* sizeof(struct pt_promote_opts) */
+	unsigned int flags;		/* PT_PROMOTE_* */
+	unsigned int timeout_ms;	/* to catch up and append the marker,
+					 * default 30000 */
+};
+
+struct pt_promote_info {
+	size_t sz;			/* sizeof(struct pt_promote_info), set by the caller */
+	uint64_t term;			/* the term won */
+	uint64_t holder;		/* its holder id (recorded in the directory) */
+	pt_epoch_t epoch;		/* the last epoch of the old term: the directory's */
+	uint64_t stream_seq;		/* the term marker's sequence */
+	uint64_t applied;		/* epochs applied while promoting */
+	uint64_t elapsed_ms;
+};
+
+/*
+ * Turn f's standby directory into the writable region of a new term:
+ *  1. take the writer's lease by compare-and-set, for the term after the
+ *     newest the stream, the lease and the directory know (-EBUSY when a
+ *     writer holds it, unless PT_PROMOTE_FORCE); it is renewed from then
+ *     on, until pt_follower_close();
+ *  2. apply every epoch the stream holds (the standby must then be at the
+ *     stream's last whole epoch, with its chain);
+ *  3. record the term in the directory (pt_replicated_set_term), durable;
+ *  4. append the term marker with the expected last sequence of the last
+ *     message applied; if the stream moved meanwhile (the old writer was
+ *     still publishing), apply what came and try again, until timeout_ms;
+ *  5. close the standby region: the directory is an ordinary region
+ *     directory, its epoch the old term's last, for a writer
+ *     (pt_region_open) and a publisher (which holds the lease and
+ *     publishes from the next epoch).
+ * f follows no more: later runs return -EALREADY.  Keep f open until the
+ * publisher on the directory is open: f renews the lease meanwhile.
+ *
+ * Returns 0 and *info (may be NULL), or -errno:
+ *  -EBUSY        the lease is held by a live writer (no PT_PROMOTE_FORCE),
+ *                another standby took it first, or was promoted meanwhile;
+ *  -ENODATA      the stream holds no epoch: nothing to take over;
+ *  -ESTALE       the standby is of another history than the stream, holds
+ *                epochs the stream does not (it is ahead, or another
+ *                version of the stream's last epoch: not a standby of this
+ *                stream), or cannot catch up (the stream no longer holds its
+ *                next epoch);
+ *  -ETIMEDOUT    not caught up with the stream within timeout_ms;
+ *  -EALREADY     f was promoted already;
+ *  -EINVAL       bad options;
+ *  the errors of pt_follower_run() (the standby could not apply an epoch)
+ *  and of pt_replicated_set_term().
+ * pt_net_last_error() says what happened.
+ */
+int pt_follower_promote(struct pt_follower *f, const struct pt_promote_opts *po,
+			struct pt_promote_info *info);
+
+/*
+ * pt_follower_open(dir, opts), pt_follower_promote() and
+ * pt_follower_close(): the directory of a follower that is not running.
+ * The lease is then renewed until the call returns: open the directory's
+ * publisher within a lease, or another standby may take over.  Returns as
+ * pt_follower_promote(), and the errors of pt_follower_open().
+ */
+int pt_dir_promote(const char *dir, const struct pt_net_opts *opts,
+		   const struct pt_promote_opts *po, struct pt_promote_info *info);
 
 #ifdef __cplusplus
 }

@@ -176,6 +176,8 @@ int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in, enum pt_n
 	wire_key_set(key, o->hmac_key, o->hmac_key_len);
 	o->hmac_key = NULL;
 	o->hmac_key_len = 0;
+	if (o->lease_ms && (o->lease_ms < 100 || o->lease_ms > 600000))
+		return net_fail(-EINVAL, "options: a lease of %u ms (100 to 600000)", o->lease_ms);
 	return 0;
 }
 

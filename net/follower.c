@@ -40,6 +40,9 @@
 #include "conn.h"
 #include "snapshot.h"
 #include "status.h"
+#include "failover.h"
+#include "lease.h"
+#include "term.h"
 #include "wire.h"
 
 struct pt_follower {
@@ -55,6 +58,8 @@ struct pt_follower {
 	int fatal;
 	bool need_snapshot;		/* the stream lacks epoch + 1: see gap */
 	struct snap_gap gap;
+	uint64_t term;			/* the newest term marker's, 0: none seen */
+	struct net_lease *lease;	/* the writer's lease, watched or held (promote.c) */
 
 	/* The epoch being received. */
 	bool assembling;
@@ -203,8 +208,36 @@ static int found_gap(struct pt_follower *f, const struct wire_header *h, uint64_
 			(unsigned long long)f->epoch);
 }
 
+/*
+ * A term marker (term.c): the new term goes on after the standby's epoch,
+ * which must be the one the marker names, with its chain; the marker must
+ * sit right after the sequence it was appended after (the fence).  A
+ * half-received epoch of the old term is dropped: the new writer did not
+ * take it.  0 or fatal.
+ */
+static int take_term(struct pt_follower *f, const struct wire_header *h, uint64_t seq)
+{
+	if (!f->standby || h->epoch != f->epoch || h->chain != f->chain ||
+	    h->term.after_seq + 1 != seq || h->term.term <= f->term)
+		return stop(f, -EILSEQ, seq, "term %llu marker (after sequence %llu) goes on from "
+			    "epoch %llu chain %016llx; the standby is at epoch %llu chain %016llx, "
+			    "in term %llu", (unsigned long long)h->term.term,
+			    (unsigned long long)h->term.after_seq, (unsigned long long)h->epoch,
+			    (unsigned long long)h->chain, (unsigned long long)f->epoch,
+			    (unsigned long long)f->chain, (unsigned long long)f->term);
+	if (f->assembling)
+		net_log(PT_LOG_INFO, "stream %s: epoch %llu (from sequence %llu) was half published "
+			"when term %llu began: dropped", f->stream,
+			(unsigned long long)f->first.epoch, (unsigned long long)f->first_seq,
+			(unsigned long long)h->term.term);
+	f->assembling = false;
+	f->term = h->term.term;
+	f->next_seq = seq + 1;
+	return 0;
+}
+
 /* One message: 1 an epoch applied, 0 taken, or a fatal error. */
-static int take(struct pt_follower *f, const void *msg, size_t len, uint64_t seq)
+static int take(struct pt_follower *f, const void *msg, size_t len, uint64_t seq, bool term_subject)
 {
 	struct wire_header h;
 	char why[256];
@@ -218,9 +251,14 @@ static int take(struct pt_follower *f, const void *msg, size_t len, uint64_t seq
 		err = wire_authenticate(msg, len, &h, &f->key, why, sizeof(why));
 	if (err)
 		return stop(f, err, seq, "%s", why);
+	if (!!(h.flags & WIRE_FLAG_TERM) != term_subject)
+		return stop(f, -EBADMSG, seq, "%s on the %s subject", term_subject ? "an epoch "
+			    "message" : "a term marker", term_subject ? "term" : "epochs");
 	if (f->history && h.history_id != f->history)
 		return stop(f, -ESTALE, seq, "history %016llx, the standby's is %016llx",
 			    (unsigned long long)h.history_id, (unsigned long long)f->history);
+	if (term_subject)
+		return take_term(f, &h, seq);
 	if (f->assembling && !h.part && h.epoch > f->first.epoch)
 		return found_gap(f, &h, seq);	/* after an epoch left half published */
 	if (!f->assembling) {
@@ -294,6 +332,25 @@ static int take(struct pt_follower *f, const void *msg, size_t len, uint64_t seq
 	if (err)
 		return err;
 	return apply(f, seq);
+}
+
+/*
+ * A message by its subject: the epochs' or the term markers'.  Another
+ * subject of the stream is another kind of message, not this follower's:
+ * passed over (said at PT_LOG_INFO).
+ */
+static int take_subject(struct pt_follower *f, natsMsg *m, uint64_t seq)
+{
+	const char *subject = natsMsg_GetSubject(m);
+	char term[128];
+
+	term_subject(term, sizeof(term), f->stream);
+	if (!strcmp(subject, f->conn.subject) || !strcmp(subject, term))
+		return take(f, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), seq,
+			    !strcmp(subject, term));
+	net_log(PT_LOG_INFO, "stream %s sequence %llu: subject %s is not for followers, passed "
+		"over", f->stream, (unsigned long long)seq, subject);
+	return 0;
 }
 
 /*
@@ -396,17 +453,19 @@ static void unsubscribe(struct pt_follower *f)
 
 static int subscribe(struct pt_follower *f)
 {
+	char subjects[128];
 	jsSubOptions so;
 	jsErrCode jerr = 0;
 	natsStatus s;
 
 	unsubscribe(f);
+	term_all_subjects(subjects, sizeof(subjects), f->stream);
 	jsSubOptions_Init(&so);
 	so.Stream = f->stream;
 	so.Ordered = true;
 	so.Config.DeliverPolicy = js_DeliverByStartSequence;
 	so.Config.OptStartSeq = f->next_seq;
-	s = js_SubscribeSync(&f->sub, f->conn.js, f->conn.subject, &f->conn.jsopts, &so, &jerr);
+	s = js_SubscribeSync(&f->sub, f->conn.js, subjects, &f->conn.jsopts, &so, &jerr);
 	if (s != NATS_OK) {
 		f->sub = NULL;
 		return net_fail(-EAGAIN, "stream %s: consuming from sequence %llu: %s", f->stream,
@@ -587,7 +646,7 @@ PT_EXPORT int pt_follower_run(struct pt_follower *f, int timeout_ms)
 		seq = meta->Sequence.Stream;
 		f->st.pending = meta->NumPending;
 		jsMsgMetaData_Destroy(meta);
-		err = take(f, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), seq);
+		err = take_subject(f, m, seq);
 		natsMsg_Destroy(m);
 		if (err < 0 && f->need_snapshot) {
 			err = from_snapshot(f);
@@ -631,6 +690,7 @@ PT_EXPORT int pt_follower_close(struct pt_follower *f)
 
 	if (!f)
 		return 0;
+	lease_close(f->lease);
 	unsubscribe(f);
 	if (f->status)
 		net_status_follower(f->status, f, &f->conn, 0, true);
@@ -643,5 +703,59 @@ PT_EXPORT int pt_follower_close(struct pt_follower *f)
 	free(f->zero);
 	wire_key_clear(&f->key);
 	free(f);
+	return err;
+}
+
+/* ---- for promote.c (failover.h) ---------------------------------- */
+
+struct net_conn *follower_conn(struct pt_follower *f)
+{
+	return &f->conn;
+}
+
+const char *follower_stream(const struct pt_follower *f)
+{
+	return f->stream;
+}
+
+const char *follower_dir(const struct pt_follower *f)
+{
+	return f->dir;
+}
+
+const struct pt_net_opts *follower_opts(const struct pt_follower *f)
+{
+	return &f->opts;
+}
+
+struct net_lease **follower_lease(struct pt_follower *f)
+{
+	return &f->lease;
+}
+
+bool follower_position(const struct pt_follower *f, uint64_t *history, uint64_t *epoch,
+		       uint64_t *chain)
+{
+	*history = f->history;
+	*epoch = f->epoch;
+	*chain = f->chain;
+	return f->standby != NULL;
+}
+
+const struct wire_key *follower_key(const struct pt_follower *f)
+{
+	return &f->key;
+}
+
+int follower_release(struct pt_follower *f, const char *why)
+{
+	int err = 0;
+
+	unsubscribe(f);
+	if (f->standby)
+		err = pt_region_close(f->standby);
+	f->standby = NULL;
+	f->fatal = net_fail(-EALREADY, "%s: %s", f->dir, why);
+	f->st.last_error = f->fatal;
 	return err;
 }

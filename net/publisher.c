@@ -26,6 +26,14 @@
  * stream acknowledged the last part of epoch e (or, on resume, after the
  * stream's last message was read back as epoch e's last part with this
  * region's chain for e; the chain covers every epoch before it).
+ *
+ * Failover (term.c, lease.c).  Whenever it reads the stream, the publisher
+ * also reads the newest term marker: one of a newer term than its region's
+ * (pt_replicated_get_term) means a standby took over: fenced.  With a lease
+ * (opts.lease_ms), it publishes only while it holds the writer's lease, and
+ * while it does not, it re-reads the stream at every run, so that a region
+ * whose writer was replaced is deposed within a lease even if it makes no
+ * new epoch.
  */
 #include <errno.h>
 #include <limits.h>
@@ -39,6 +47,8 @@
 #include "conn.h"
 #include "snapshot.h"
 #include "status.h"
+#include "lease.h"
+#include "term.h"
 #include "wire.h"
 
 /* Room left in a message for NATS's own headers (message id, expectations;
@@ -63,8 +73,14 @@ struct pt_publisher {
 	uint64_t s_epoch;		/* 0: no message of this history */
 	uint32_t s_part, s_parts;
 	uint64_t s_chain, s_prev_chain;
+	bool s_prev_known;		/* s_prev_chain read (not after a term marker) */
 	bool resync;
 	int fatal;			/* a kept error */
+
+	/* Failover (term.c, lease.c): the term this region's writer is in
+	 * (pt_replicated_get_term), and the writer's lease when asked for. */
+	uint64_t term, holder;
+	struct net_lease *lease;
 	int step_err;			/* what the callback failed with */
 	bool published;			/* the callback published its delta */
 
@@ -108,6 +124,7 @@ static int fenced(struct pt_publisher *p, const char *fmt, ...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	pt_replicated_depose(p->rep);
+	lease_stop(p->lease);		/* it lapses: a deposed writer does not hold it */
 	p->fatal = net_fail(-EOWNERDEAD, "stream %s: %s: this publisher is fenced; region %s "
 			    "marked deposed", p->stream, buf, p->dir);
 	return p->fatal;
@@ -117,6 +134,50 @@ static int fenced(struct pt_publisher *p, const char *fmt, ...)
 static uint64_t src_epoch(const struct pt_publisher *p)
 {
 	return (uint64_t)pt_replica_epoch(p->src);
+}
+
+/*
+ * The stream's newest term marker against this region's term (term.c): a
+ * newer term, or this term won by another holder, fences this publisher
+ * (the region is the old writer's); a marker of this region's own term that
+ * comes after the last epoch message is where it goes on (a half-published
+ * epoch of the old term before it does not count).  epochs_seq: the
+ * sequence of the last epoch message (0: none).  0, -EAGAIN or fatal.
+ */
+static int check_term(struct pt_publisher *p, uint64_t epochs_seq)
+{
+	struct term_marker m;
+	const struct wire_term *t = &m.h.term;
+	int ret = term_last(&p->conn, p->stream, &p->key, &m);
+
+	if (ret < 0)
+		return ret == -EAGAIN ? ret : (p->fatal = ret);
+	if (ret == 1 && (m.h.history_id != p->history || m.h.npages != p->npages ||
+			 m.h.page_size != p->page_size))
+		return p->fatal = net_fail(-ESTALE, "stream %s: the term marker at sequence %llu is "
+					   "of history %016llx (%llu pages of %u bytes), the region "
+					   "in %s is %016llx", p->stream, (unsigned long long)m.seq,
+					   (unsigned long long)m.h.history_id,
+					   (unsigned long long)m.h.npages, m.h.page_size, p->dir,
+					   (unsigned long long)p->history);
+	if (ret == 1 && (t->term > p->term || (t->term == p->term && t->holder != p->holder)))
+		return fenced(p, "the stream entered term %llu at sequence %llu (a standby on %s "
+			      "was promoted after epoch %llu), this region's writer is in term "
+			      "%llu", (unsigned long long)t->term, (unsigned long long)m.seq,
+			      t->host, (unsigned long long)m.h.epoch, (unsigned long long)p->term);
+	if ((ret == 0 && p->term) || (ret == 1 && t->term < p->term))
+		return p->fatal = net_fail(-EINPROGRESS, "%s was promoted to term %llu, but stream "
+					   "%s holds no marker of that term: the promotion did not "
+					   "complete (promote it again)", p->dir,
+					   (unsigned long long)p->term, p->stream);
+	if (ret == 1 && m.seq > epochs_seq) {
+		p->s_epoch = m.h.epoch;
+		p->s_part = 0;
+		p->s_parts = 1;
+		p->s_chain = m.h.chain;
+		p->s_prev_known = false;
+	}
+	return 0;
 }
 
 /*
@@ -130,7 +191,7 @@ static int resync(struct pt_publisher *p)
 	jsErrCode jerr = 0;
 	struct wire_header h;
 	char why[256];
-	uint64_t seq;
+	uint64_t seq = 0;
 	natsStatus s;
 	int err;
 
@@ -146,6 +207,7 @@ static int resync(struct pt_publisher *p)
 		p->s_epoch = 0;
 		p->s_part = p->s_parts = 0;
 		p->s_chain = p->s_prev_chain = 0;
+		p->s_prev_known = false;
 		goto done;
 	}
 	if (s != NATS_OK)
@@ -182,7 +244,11 @@ static int resync(struct pt_publisher *p)
 	p->s_parts = h.parts;
 	p->s_chain = h.chain;
 	p->s_prev_chain = h.prev_chain;
+	p->s_prev_known = true;
 done:
+	err = check_term(p, seq);
+	if (err)
+		return err;
 	/* The stream went back behind this publisher's source (recreated,
 	 * purged): start the source again from epoch 0 to republish. */
 	if (src_epoch(p) > p->s_epoch ||
@@ -283,9 +349,14 @@ static int publish_part(struct pt_publisher *p, const struct pt_delta *d, uint32
 	}
 	/* The id names the content (its chain): JetStream drops a repeat of
 	 * this very message, never another writer's version of the epoch. */
-	snprintf(msg_id, sizeof(msg_id), "%016llx-%llu-%u-%016llx",
-		 (unsigned long long)d->history_id, (unsigned long long)d->epoch, part,
-		 (unsigned long long)d->chain);
+	if (p->term)	/* a new term's epoch is never the old one's duplicate */
+		snprintf(msg_id, sizeof(msg_id), "%016llx-t%llu-%llu-%u-%016llx",
+			 (unsigned long long)d->history_id, (unsigned long long)p->term,
+			 (unsigned long long)d->epoch, part, (unsigned long long)d->chain);
+	else
+		snprintf(msg_id, sizeof(msg_id), "%016llx-%llu-%u-%016llx",
+			 (unsigned long long)d->history_id, (unsigned long long)d->epoch, part,
+			 (unsigned long long)d->chain);
 	jsPubOptions_Init(&po);
 	po.MsgId = msg_id;
 	po.MaxWait = p->opts.request_timeout_ms;
@@ -311,6 +382,7 @@ static int publish_part(struct pt_publisher *p, const struct pt_delta *d, uint32
 		p->s_parts = parts;
 		p->s_chain = d->chain;
 		p->s_prev_chain = d->prev_chain;
+		p->s_prev_known = true;
 		p->st.messages++;
 		p->st.bytes_wire += len;
 		p->st.stream_seq = p->last_seq;
@@ -349,6 +421,19 @@ static bool after_snapshot(const struct pt_publisher *p, const struct pt_delta *
 	return snap_pub_epoch(p->snap, &chain) + 1 == d->epoch && chain == d->prev_chain;
 }
 
+/* Not holding the lease: publish nothing (-EAGAIN), say who holds it. */
+static int lease_wait(struct pt_publisher *p)
+{
+	struct lease_value v;
+
+	if (lease_other(p->lease, &v))
+		return net_fail(-EAGAIN, "stream %s: waiting for the writer's lease, held by term "
+				"%llu (host %s, pid %d)", p->stream, (unsigned long long)v.term,
+				v.host, (int)v.pid);
+	return net_fail(-EAGAIN, "stream %s: waiting for the writer's lease (not renewed in "
+			"time)", p->stream);
+}
+
 static int on_delta(const struct pt_delta *d, const void *base, void *arg)
 {
 	struct pt_publisher *p = arg;
@@ -365,7 +450,7 @@ static int on_delta(const struct pt_delta *d, const void *base, void *arg)
 							 (unsigned long long)p->history);
 	if (epoch < p->s_epoch) {
 		/* Already in the stream.  Its chain is checked at s_epoch. */
-		if (epoch + 1 == p->s_epoch && d->chain != p->s_prev_chain)
+		if (epoch + 1 == p->s_epoch && p->s_prev_known && d->chain != p->s_prev_chain)
 			return p->step_err = fenced(p, "the stream's epoch %llu follows another "
 						    "version of epoch %llu than this region's",
 						    (unsigned long long)p->s_epoch,
@@ -396,6 +481,8 @@ static int on_delta(const struct pt_delta *d, const void *base, void *arg)
 					    (unsigned long long)p->s_epoch,
 					    (unsigned long long)d->epoch);
 	}
+	if (p->lease && !lease_held(p->lease))
+		return p->step_err = lease_wait(p);
 	err = encode(p, d, base, &part_first, &parts);
 	if (err)
 		return p->step_err = net_fail(err, "out of memory encoding epoch %llu",
@@ -418,6 +505,29 @@ static int on_delta(const struct pt_delta *d, const void *base, void *arg)
 	p->st.bytes_raw += (uint64_t)d->page_count * d->page_size;
 	p->published = true;
 	return 0;
+}
+
+/*
+ * Hold the writer's lease (lease.c): taken now if free, ours already (a
+ * restarted publisher) or held by an older term than this region's, and
+ * kept by a thread from then on.  Held by another: not an error, the
+ * publisher waits for it (pt_publisher_run says -EAGAIN).
+ */
+static int take_lease(struct pt_publisher *p)
+{
+	struct lease_value mine = { .term = p->term, .holder = p->holder, .pid = getpid() };
+	int err;
+
+	term_host(mine.host);
+	err = lease_open(&p->lease, &p->conn, p->stream, p->opts.lease_ms, p->opts.replicas, true);
+	if (err)
+		return err == -EAGAIN ? -ECONNREFUSED : err;
+	err = lease_take(p->lease, &mine, p->term, false);
+	if (err && err != -EBUSY && err != -EAGAIN)
+		return err;
+	if (err)
+		net_log(PT_LOG_WARN, "%s", pt_net_last_error());
+	return lease_keep(p->lease);
 }
 
 PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
@@ -472,6 +582,8 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 		err = net_fail(err, "%s: the replicated file: %s", dir, pt_strerror(err));
 		goto err;
 	}
+	pt_replicated_get_term(p->rep, &p->term, &p->holder);
+	p->st.term = p->term;
 	p->scratch = malloc(p->page_size);
 	err = net_connect(&p->conn, &p->opts, p->stream);
 	if (err)
@@ -492,13 +604,15 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 	}
 	s = js_GetStreamInfo(&si, p->conn.js, p->stream, &p->conn.jsopts, &jerr);
 	if (s != NATS_OK && jerr == JSStreamNotFoundErr) {
-		const char *subjects[1] = { p->conn.subject };
+		char term_subj[128];
+		const char *subjects[2] = { p->conn.subject, term_subj };
 		jsStreamConfig cfg;
 
+		term_subject(term_subj, sizeof(term_subj), p->stream);
 		jsStreamConfig_Init(&cfg);
 		cfg.Name = p->stream;
 		cfg.Subjects = subjects;
-		cfg.SubjectsLen = 1;
+		cfg.SubjectsLen = 2;
 		cfg.Storage = js_FileStorage;
 		cfg.Replicas = p->opts.replicas;
 		cfg.MaxMsgs = p->opts.max_msgs ? p->opts.max_msgs : -1;
@@ -529,6 +643,12 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 		err = net_status_open(&p->status, dir, PT_NET_PUBLISHER, p->stream);
 	if (err)
 		goto err;
+	if (p->opts.lease_ms) {
+		err = take_lease(p);
+		if (err)
+			goto err;
+	}
+	p->st.lease_held = p->lease ? lease_held(p->lease) : -1;
 	p->st.caught_up_ns = net_now_ns();	/* the lag in time counts from here */
 	net_status_publisher(p->status, p, 0, false);
 	*out = p;
@@ -605,6 +725,14 @@ PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
 		net_status_publisher(p->status, p, p->fatal, false);
 		return p->fatal;
 	}
+	if (p->lease && !lease_held(p->lease)) {
+		/* Not the writer now: look for a newer term's marker (the
+		 * region is deposed at once, not at its next publish). */
+		err = resync(p);
+		if (!err)
+			err = lease_wait(p);
+		goto fail;
+	}
 	if (p->resync) {
 		err = resync(p);
 		if (err)
@@ -653,8 +781,10 @@ PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
 	}
 	p->st.last_error = 0;
 	net_status_publisher(p->status, p, count, false);
+	p->st.lease_held = p->lease ? lease_held(p->lease) : -1;
 	return count;
 fail:
+	p->st.lease_held = p->lease ? lease_held(p->lease) : -1;
 	if (err == -EAGAIN) {
 		p->resync = true;
 		p->st.retries++;
@@ -684,6 +814,7 @@ PT_EXPORT int pt_publisher_close(struct pt_publisher *p)
 	if (p->status)
 		net_status_publisher(p->status, p, 0, true);
 	net_status_close(p->status);
+	lease_close(p->lease);
 	net_disconnect(&p->conn);
 	pt_replica_close(p->src);
 	pt_replicated_close(p->rep);

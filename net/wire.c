@@ -9,7 +9,8 @@
  * Layout (little-endian, docs/network.md):
  *    0  magic "PTNET01\0"     64  page_size u32       96  body XXH3-64
  *    8  version u16           68  page_count u32     104  sent_ns
- *   10  flags u16 (1: last)   72  part u32           112  reserved, 0
+ *   10  flags u16 (1: last,   72  part u32           112  reserved, 0
+ *       2: term marker)
  *   12  header size u32       76  parts u32          120  header XXH3-64 of
  *   16  history_id            80  first u32               bytes 0..119
  *   24  epoch                 84  count u32
@@ -23,6 +24,9 @@
  * made by anyone, the MAC only by who holds the key.  Version 1 stays what
  * a publisher without a key writes, so that followers of an older release
  * read its streams; they refuse version 2 (-EPROTO) rather than skip a MAC.
+ * Versions 3 and 4 are versions 1 and 2 for a term marker (flags 3): no
+ * page, one part, prev_chain = chain, a 64-byte body { u64 term, u64
+ * holder, u64 after_seq, char host[32], 8 reserved zero bytes }.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -79,6 +83,39 @@ static int bad(char *why, size_t why_len, int err, const char *fmt, ...)
 	return err;
 }
 
+/*
+ * A term marker's shape: one part with no page, a chain to continue from
+ * (prev_chain = chain), and its body: a term, a host name of printable
+ * characters, NUL padded, reserved zeros.
+ */
+static int term_check(const unsigned char *body, struct wire_header *h, char *why, size_t why_len)
+{
+	struct wire_term *t = &h->term;
+	size_t host_len;
+
+	if (h->parts != 1 || h->page_count || h->count || h->first || h->payload_checksum ||
+	    h->prev_chain != h->chain || h->body_length != WIRE_TERM_BODY)
+		return bad(why, why_len, -EBADMSG, "a term marker with pages, parts or a body of %llu "
+			   "bytes", (unsigned long long)h->body_length);
+	t->term = wire_get64(body);
+	t->holder = wire_get64(body + 8);
+	t->after_seq = wire_get64(body + 16);
+	memcpy(t->host, body + 24, WIRE_HOST_MAX);
+	host_len = strnlen(t->host, WIRE_HOST_MAX);
+	if (!t->term || host_len == WIRE_HOST_MAX)
+		return bad(why, why_len, -EBADMSG, "a term marker of term %llu or an unterminated "
+			   "host name", (unsigned long long)t->term);
+	for (size_t i = 0; i < WIRE_HOST_MAX; i++)
+		if (i < host_len ? (t->host[i] < 0x21 || t->host[i] > 0x7e) : t->host[i])
+			return bad(why, why_len, -EBADMSG, "a term marker's host name is not "
+				   "printable");
+	for (size_t i = 24 + WIRE_HOST_MAX; i < WIRE_TERM_BODY; i++)
+		if (body[i])
+			return bad(why, why_len, -EBADMSG, "a term marker's reserved bytes are not "
+				   "zero");
+	return 0;
+}
+
 int wire_check(const void *msg, size_t len, struct wire_header *h, char *why, size_t why_len)
 {
 	const unsigned char *p = msg;
@@ -92,10 +129,10 @@ int wire_check(const void *msg, size_t len, struct wire_header *h, char *why, si
 	h->version = wire_get16(p + 8);
 	/* The version is judged before the rest: another version may lay the
 	 * header out differently, so its checksum means nothing here. */
-	if (h->version != WIRE_VERSION && h->version != WIRE_VERSION_MAC)
-		return bad(why, why_len, -EPROTO, "wire version %u, this library reads %u and %u",
-			   h->version, WIRE_VERSION, WIRE_VERSION_MAC);
-	mac = h->version == WIRE_VERSION_MAC ? WIRE_MAC_SIZE : 0;
+	if (h->version < WIRE_VERSION || h->version > WIRE_VERSION_MAX)
+		return bad(why, why_len, -EPROTO, "wire version %u, this library reads %u to %u",
+			   h->version, WIRE_VERSION, WIRE_VERSION_MAX);
+	mac = wire_has_mac(h->version) ? WIRE_MAC_SIZE : 0;
 	h->header_size = wire_get32(p + 12);
 	if (h->header_size != WIRE_HEADER_SIZE)
 		return bad(why, why_len, -EBADMSG, "header size %u, want %u", h->header_size,
@@ -124,8 +161,11 @@ int wire_check(const void *msg, size_t len, struct wire_header *h, char *why, si
 	h->sent_ns = wire_get64(p + 104);
 	if (wire_get64(p + 112))
 		return bad(why, why_len, -EBADMSG, "reserved header bytes not zero");
-	if (h->flags & ~WIRE_FLAG_LAST)
-		return bad(why, why_len, -EBADMSG, "unknown flags %#x", h->flags);
+	/* Versions 3 and 4 are term markers, and only they. */
+	if (h->flags & ~(WIRE_FLAG_LAST | WIRE_FLAG_TERM) ||
+	    !(h->flags & WIRE_FLAG_TERM) != (h->version < WIRE_VERSION_TERM))
+		return bad(why, why_len, -EBADMSG, "unknown flags %#x (version %u)", h->flags,
+			   h->version);
 	if (!h->parts || h->part >= h->parts ||
 	    !!(h->flags & WIRE_FLAG_LAST) != (h->part + 1 == h->parts))
 		return bad(why, why_len, -EBADMSG, "part %u of %u, flags %#x", h->part, h->parts,
@@ -147,6 +187,9 @@ int wire_check(const void *msg, size_t len, struct wire_header *h, char *why, si
 	if (sum != h->body_checksum)
 		return bad(why, why_len, -EBADMSG, "body checksum %016llx, computed %016llx",
 			   (unsigned long long)h->body_checksum, (unsigned long long)sum);
+	memset(&h->term, 0, sizeof(h->term));
+	if (h->flags & WIRE_FLAG_TERM)
+		return term_check(p + WIRE_HEADER_SIZE, h, why, why_len);
 	return 0;
 }
 
@@ -294,7 +337,7 @@ int wire_authenticate(const void *msg, size_t len, const struct wire_header *h,
 {
 	unsigned char mac[WIRE_MAC_SIZE];
 
-	if (h->version != WIRE_VERSION_MAC)
+	if (!wire_has_mac(h->version))
 		return k->len ? bad(why, why_len, -EKEYREJECTED, "no HMAC (wire version %u), and "
 				    "an HMAC key was given: not authenticated", h->version) : 0;
 	if (!k->len)
@@ -307,4 +350,27 @@ int wire_authenticate(const void *msg, size_t len, const struct wire_header *h,
 		return bad(why, why_len, -EKEYREJECTED, "its HMAC does not match the key given "
 			   "(another key, or forged)");
 	return 0;
+}
+
+long wire_term_put(unsigned char *out, const struct wire_header *in, const struct wire_key *k)
+{
+	struct wire_header h = {
+		.version = k->len ? WIRE_VERSION_TERM_MAC : WIRE_VERSION_TERM,
+		.flags = WIRE_FLAG_LAST | WIRE_FLAG_TERM, .history_id = in->history_id,
+		.epoch = in->epoch, .prev_chain = in->chain, .chain = in->chain,
+		.npages = in->npages, .page_size = in->page_size, .parts = 1,
+		.body_length = WIRE_TERM_BODY, .sent_ns = in->sent_ns,
+	};
+	unsigned char *body = out + WIRE_HEADER_SIZE;
+
+	memset(body, 0, WIRE_TERM_BODY);
+	wire_put64(body, in->term.term);
+	wire_put64(body + 8, in->term.holder);
+	wire_put64(body + 16, in->term.after_seq);
+	memcpy(body + 24, in->term.host, strnlen(in->term.host, WIRE_HOST_MAX - 1));
+	h.body_checksum = wire_checksum(body, WIRE_TERM_BODY);
+	wire_header_put(out, &h);
+	if (k->len)
+		return wire_seal(out, WIRE_HEADER_SIZE + WIRE_TERM_BODY, k);
+	return WIRE_HEADER_SIZE + WIRE_TERM_BODY;
 }

@@ -14,13 +14,33 @@
 #include <string.h>
 
 #define WIRE_MAGIC		"PTNET01"	/* 8 bytes with its NUL */
-#define WIRE_VERSION		1		/* a header and a body */
-#define WIRE_VERSION_MAC	2		/* the same and an HMAC-SHA256 of both */
+/*
+ * Versions: 1 an epoch message, a header and a body; 2 the same and an
+ * HMAC-SHA256 of both; 3 a term marker (flag WIRE_FLAG_TERM, failover); 4
+ * a term marker and its HMAC.  Markers have versions of their own so that
+ * a follower of a release that knows none refuses them by version
+ * (-EPROTO) instead of misreading them; epoch messages stay 1 (2 with a
+ * key), so a stream that never failed over stays readable by older
+ * followers.
+ */
+#define WIRE_VERSION		1
+#define WIRE_VERSION_MAC	2
+#define WIRE_VERSION_TERM	3
+#define WIRE_VERSION_TERM_MAC	4
+#define WIRE_VERSION_MAX	4		/* the newest this library reads */
 #define WIRE_MAC_SIZE		32
 #define WIRE_KEY_MIN		16
 #define WIRE_KEY_MAX		1024
+
+static inline bool wire_has_mac(uint16_t version)
+{
+	return version == WIRE_VERSION_MAC || version == WIRE_VERSION_TERM_MAC;
+}
 #define WIRE_HEADER_SIZE	128
 #define WIRE_FLAG_LAST		1u		/* the epoch's last part */
+#define WIRE_FLAG_TERM		2u		/* a term marker (versions 3 and 4) */
+#define WIRE_TERM_BODY		64		/* a term marker's body */
+#define WIRE_HOST_MAX		32		/* its host name field, NUL padded */
 #define WIRE_ENTRY_SIZE		16		/* u64 index, u32 encoding, u32 length */
 
 enum wire_encoding {
@@ -29,9 +49,22 @@ enum wire_encoding {
 	WIRE_UNCHANGED = 2,	/* XOR all zero: no bytes */
 };
 
+/*
+ * A term marker's body (docs/network.md, "Term markers"): the term the
+ * stream enters, the holder id naming that promotion, the stream sequence
+ * it was appended after (its own is after_seq + 1: the fence), the
+ * promoting host's name (for messages), and reserved zeros.
+ */
+struct wire_term {
+	uint64_t term;
+	uint64_t holder;
+	uint64_t after_seq;
+	char host[WIRE_HOST_MAX];
+};
+
 /* A message header, decoded (host order). */
 struct wire_header {
-	uint16_t version;	/* WIRE_VERSION, or WIRE_VERSION_MAC (0 when writing: 1) */
+	uint16_t version;	/* WIRE_VERSION* (0 when writing: 1) */
 	uint16_t flags;
 	uint32_t header_size;
 	uint64_t history_id;
@@ -49,6 +82,9 @@ struct wire_header {
 	uint64_t body_length;
 	uint64_t body_checksum;
 	uint64_t sent_ns;	/* the publisher's CLOCK_REALTIME when it encoded the epoch */
+	/* A term marker (flags & WIRE_FLAG_TERM): its body, decoded and
+	 * checked by wire_check(). */
+	struct wire_term term;
 };
 
 /* Write h (body_length and body_checksum included) as WIRE_HEADER_SIZE bytes. */
@@ -83,7 +119,8 @@ int wire_authenticate(const void *msg, size_t len, const struct wire_header *h,
 /*
  * Decode and check a whole message: length, magic, version (1 or 2), header
  * checksum, the header's own consistency (part < parts, flags, first +
- * count <= page_count, page_count <= npages), body length and checksum.
+ * count <= page_count, page_count <= npages), body length and checksum;
+ * for a term marker its fixed shape and body (h->term).
  * Returns 0, -EBADMSG or -EPROTO (another version) with why.
  */
 int wire_check(const void *msg, size_t len, struct wire_header *h, char *why, size_t why_len);
@@ -119,5 +156,14 @@ static inline void wire_put64(unsigned char *p, uint64_t v) { v = htole64(v); me
 static inline uint16_t wire_get16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return le16toh(v); }
 static inline uint32_t wire_get32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
 static inline uint64_t wire_get64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
+
+/*
+ * A term marker (version 3, or 4 sealed with k when k has a key): h's
+ * history_id, epoch (the last whole epoch the new term continues from) and
+ * chain (that epoch's), npages, page_size, sent_ns and term are used; the
+ * rest is set here.  out: room for WIRE_HEADER_SIZE + WIRE_TERM_BODY +
+ * WIRE_MAC_SIZE bytes.  Returns the message's length, or -ENOMEM.
+ */
+long wire_term_put(unsigned char *out, const struct wire_header *h, const struct wire_key *k);
 
 #endif /* PT_NET_WIRE_H */

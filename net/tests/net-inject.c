@@ -229,7 +229,7 @@ int main(void)
 		m = copy(KEEP + 1, &len);
 		m[24] ^= 0x01;
 		cells[n++] = (struct cell){ "header checksum", -EBADMSG, 1, { { m, len } } };
-		/* Another wire version. */
+		/* Another wire version (this library reads 1 and 2). */
 		m = copy(KEEP + 1, &len);
 		m[8] = 3;
 		reseal(m, len);

@@ -1,0 +1,432 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lease.c - the writer's lease: one key ("writer") in the JetStream
+ * key-value bucket pagetrack-lease-<stream>, whose TTL (the bucket's max
+ * age, kept by the server's clock) is the lease.  nats-server 2.9 has no
+ * per-key TTL: the bucket's applies to every value, and a value is removed
+ * TTL after it was written.  So:
+ *
+ *  - taking a lapsed lease is kvStore_Create (expected last subject
+ *    sequence 0: only if the key holds nothing), and taking over a value
+ *    is kvStore_Update with its revision: compare-and-set, one winner;
+ *  - the holder renews by kvStore_Update with its last revision every
+ *    TTL/3; a renewal that fails because the value moved means someone
+ *    else took the lease;
+ *  - the holder counts the lease as its own until TTL - TTL/8 after it
+ *    sent its last successful renewal, by its monotonic clock.  The server
+ *    removes the value TTL after it received that write, which is later: a
+ *    holder never believes it holds a lease the server already let go
+ *    (clock rates aside).
+ *
+ * The lease is advice on who should write, not the safety: a paused holder
+ * resumed after its lease passed to another may still publish before its
+ * renewal fails, and it is the stream's fence (expected last sequence, term
+ * markers: term.c) that refuses it.  The lease makes one standby, not two,
+ * promote itself, and stops a healthy writer's publisher from being taken
+ * over.
+ *
+ * The thread (lease_keep) shares the owner's connection (libnats handles
+ * are thread safe); what it learns (revision, deadline, the other holder)
+ * is under lock.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "lease.h"
+
+#define LEASE_KEY	"writer"
+#define LEASE_MAGIC	"PTLEASE"	/* 8 bytes with its NUL */
+#define LEASE_VERSION	1
+#define LEASE_SIZE	80
+
+struct net_lease {
+	struct net_conn *conn;
+	kvStore *kv;
+	char bucket[128];
+	char stream[STREAM_NAME_MAX + 1];
+	unsigned ttl_ms;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t thread;
+	bool running, stop;
+	struct lease_value mine;	/* set by lease_take */
+	uint64_t rev;			/* our value's revision; 0: not ours */
+	uint64_t held_until_ms;		/* CLOCK_MONOTONIC */
+	struct lease_value other;
+	bool other_seen;
+};
+
+/* ---- the value: magic, version, fields, checksum (little-endian) ---- */
+
+static void put64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+/*
+ *  0 magic "PTLEASE\0"   16 term      32 pid (u64)   72 XXH3-64 of
+ *  8 version u64         24 holder    40 host[32]       bytes 0..71
+ */
+static void value_put(unsigned char out[LEASE_SIZE], const struct lease_value *v)
+{
+	memset(out, 0, LEASE_SIZE);
+	memcpy(out, LEASE_MAGIC, 8);
+	put64(out + 8, LEASE_VERSION);
+	put64(out + 16, v->term);
+	put64(out + 24, v->holder);
+	put64(out + 32, (uint64_t)(uint32_t)v->pid);
+	memcpy(out + 40, v->host, strnlen(v->host, WIRE_HOST_MAX - 1));
+	put64(out + 72, XXH3_64bits(out, 72));
+}
+
+static int value_get(const void *data, int len, struct lease_value *v)
+{
+	const unsigned char *p = data;
+
+	if (len != LEASE_SIZE || memcmp(p, LEASE_MAGIC, 8) || get64(p + 8) != LEASE_VERSION ||
+	    get64(p + 72) != XXH3_64bits(p, 72) || get64(p + 32) > INT32_MAX ||
+	    p[40 + WIRE_HOST_MAX - 1])
+		return -EBADMSG;
+	memset(v, 0, sizeof(*v));
+	v->term = get64(p + 16);
+	v->holder = get64(p + 24);
+	v->pid = (int32_t)get64(p + 32);
+	memcpy(v->host, p + 40, WIRE_HOST_MAX);
+	for (int i = 0; i < WIRE_HOST_MAX && v->host[i]; i++)
+		if (v->host[i] < 0x21 || v->host[i] > 0x7e)
+			v->host[i] = '?';
+	return 0;
+}
+
+static bool same_holder(const struct lease_value *a, const struct lease_value *b)
+{
+	return a->term == b->term && a->holder == b->holder;
+}
+
+/* ---- the bucket ------------------------------------------------------ */
+
+int lease_open(struct net_lease **out, struct net_conn *c, const char *stream, unsigned ttl_ms,
+	       unsigned replicas, bool create)
+{
+	struct net_lease *l;
+	kvStatus *st = NULL;
+	natsStatus s;
+	int err;
+
+	*out = NULL;
+	if (!ttl_ms)
+		ttl_ms = LEASE_DEFAULT_MS;
+	if (ttl_ms < LEASE_MIN_MS || ttl_ms > LEASE_MAX_MS)
+		return net_fail(-EINVAL, "a lease of %u ms (%d to %d)", ttl_ms, LEASE_MIN_MS,
+				LEASE_MAX_MS);
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return net_fail(-ENOMEM, "out of memory");
+	l->conn = c;
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_cond_init(&l->cond, NULL);
+	snprintf(l->bucket, sizeof(l->bucket), "pagetrack-lease-%s", stream);
+	snprintf(l->stream, sizeof(l->stream), "%s", stream);
+	s = js_KeyValue(&l->kv, c->js, l->bucket);
+	if (s == NATS_NOT_FOUND && create) {
+		kvConfig cfg;
+
+		kvConfig_Init(&cfg);
+		cfg.Bucket = l->bucket;
+		cfg.History = 1;
+		cfg.TTL = (int64_t)ttl_ms * 1000000;
+		cfg.StorageType = js_FileStorage;
+		cfg.Replicas = (int)(replicas ? replicas : 1);
+		s = js_CreateKeyValue(&l->kv, c->js, &cfg);
+		if (s != NATS_OK)	/* made by another meanwhile, maybe otherwise */
+			s = js_KeyValue(&l->kv, c->js, l->bucket);
+		if (s == NATS_OK)
+			net_log(PT_LOG_INFO, "lease bucket %s: TTL %u ms", l->bucket, ttl_ms);
+	}
+	if (s == NATS_NOT_FOUND) {
+		err = net_fail(-ENOENT, "no lease bucket %s: the writer of stream %s holds no "
+			       "lease", l->bucket, stream);
+		goto err;
+	}
+	if (s != NATS_OK) {
+		err = net_fail(-EAGAIN, "lease bucket %s: %s", l->bucket, net_status_text(s));
+		goto err;
+	}
+	s = kvStore_Status(&st, l->kv);
+	if (s != NATS_OK) {
+		err = net_fail(-EAGAIN, "lease bucket %s: reading its TTL: %s", l->bucket,
+			       net_status_text(s));
+		goto err;
+	}
+	l->ttl_ms = (unsigned)(kvStatus_TTL(st) / 1000000);
+	kvStatus_Destroy(st);
+	if (l->ttl_ms < LEASE_MIN_MS || l->ttl_ms > LEASE_MAX_MS) {
+		err = net_fail(-EINVAL, "lease bucket %s has a TTL of %u ms (%d to %d)", l->bucket,
+			       l->ttl_ms, LEASE_MIN_MS, LEASE_MAX_MS);
+		goto err;
+	}
+	if (l->ttl_ms != ttl_ms)
+		net_log(PT_LOG_WARN, "lease bucket %s has a TTL of %u ms, not %u: the lease is %u ms",
+			l->bucket, l->ttl_ms, ttl_ms, l->ttl_ms);
+	*out = l;
+	return 0;
+err:
+	lease_close(l);
+	return err;
+}
+
+unsigned lease_ttl_ms(const struct net_lease *l)
+{
+	return l->ttl_ms;
+}
+
+int lease_read(struct net_lease *l, struct lease_value *v, uint64_t *rev)
+{
+	kvEntry *e = NULL;
+	natsStatus s;
+	int err;
+
+	s = kvStore_Get(&e, l->kv, LEASE_KEY);
+	if (s == NATS_NOT_FOUND)
+		return 0;
+	if (s != NATS_OK)
+		return net_fail(-EAGAIN, "lease bucket %s: reading the lease: %s", l->bucket,
+				net_status_text(s));
+	err = value_get(kvEntry_Value(e), kvEntry_ValueLen(e), v);
+	*rev = kvEntry_Revision(e);
+	kvEntry_Destroy(e);
+	if (err)
+		return net_fail(err, "lease bucket %s: revision %llu is not a lease", l->bucket,
+				(unsigned long long)*rev);
+	return 1;
+}
+
+static void set_held(struct net_lease *l, uint64_t rev, uint64_t sent_ms)
+{
+	pthread_mutex_lock(&l->lock);
+	l->rev = rev;
+	l->held_until_ms = sent_ms + l->ttl_ms - l->ttl_ms / 8;
+	pthread_mutex_unlock(&l->lock);
+}
+
+static void set_lost(struct net_lease *l, const struct lease_value *other)
+{
+	pthread_mutex_lock(&l->lock);
+	l->rev = 0;
+	l->held_until_ms = 0;
+	if (other) {
+		l->other = *other;
+		l->other_seen = true;
+	}
+	pthread_mutex_unlock(&l->lock);
+}
+
+int lease_take(struct net_lease *l, const struct lease_value *mine, uint64_t void_below, bool force)
+{
+	unsigned char buf[LEASE_SIZE];
+	struct lease_value cur;
+	uint64_t rev = 0, cur_rev = 0, sent = net_mono_ms();
+	natsStatus s;
+	int ret;
+
+	pthread_mutex_lock(&l->lock);
+	l->mine = *mine;
+	pthread_mutex_unlock(&l->lock);
+	value_put(buf, mine);
+	ret = lease_read(l, &cur, &cur_rev);
+	if (ret == -EBADMSG && force)
+		ret = 1;	/* not a lease: forced over */
+	if (ret < 0)
+		return ret;
+	if (ret == 0) {
+		s = kvStore_Create(&rev, l->kv, LEASE_KEY, buf, LEASE_SIZE);
+	} else if (same_holder(&cur, mine) || cur.term < void_below || force) {
+		s = kvStore_Update(&rev, l->kv, LEASE_KEY, buf, LEASE_SIZE, cur_rev);
+	} else {
+		set_lost(l, &cur);
+		return net_fail(-EBUSY, "the lease of stream %s is held by term %llu (holder "
+				"%016llx, host %s, pid %d)", l->stream,
+				(unsigned long long)cur.term, (unsigned long long)cur.holder,
+				cur.host, (int)cur.pid);
+	}
+	if (s == NATS_OK) {
+		set_held(l, rev, sent);
+		return 0;
+	}
+	/* Someone else's write came first, or the answer was lost: look. */
+	ret = lease_read(l, &cur, &cur_rev);
+	if (ret == 1 && same_holder(&cur, mine)) {
+		set_held(l, cur_rev, sent);
+		return 0;
+	}
+	if (ret == 1) {
+		set_lost(l, &cur);
+		return net_fail(-EBUSY, "the lease of stream %s was taken by term %llu (holder "
+				"%016llx, host %s, pid %d)", l->stream,
+				(unsigned long long)cur.term, (unsigned long long)cur.holder,
+				cur.host, (int)cur.pid);
+	}
+	return net_fail(-EAGAIN, "lease bucket %s: writing the lease: %s", l->bucket,
+			net_status_text(s));
+}
+
+/* One renewal: 0 renewed, -EBUSY lost, -EAGAIN unknown (the deadline runs). */
+static int renew(struct net_lease *l)
+{
+	unsigned char buf[LEASE_SIZE];
+	struct lease_value mine, cur;
+	uint64_t rev = 0, cur_rev = 0, last, sent = net_mono_ms();
+	natsStatus s;
+	int ret;
+
+	pthread_mutex_lock(&l->lock);
+	mine = l->mine;
+	last = l->rev;
+	pthread_mutex_unlock(&l->lock);
+	value_put(buf, &mine);
+	s = kvStore_Update(&rev, l->kv, LEASE_KEY, buf, LEASE_SIZE, last);
+	if (s == NATS_OK) {
+		set_held(l, rev, sent);
+		return 0;
+	}
+	ret = lease_read(l, &cur, &cur_rev);
+	if (ret == 1 && same_holder(&cur, &mine)) {
+		set_held(l, cur_rev, sent);	/* the write landed, its answer did not */
+		return 0;
+	}
+	if (ret == 1) {
+		set_lost(l, &cur);
+		net_log(PT_LOG_WARN, "the lease of stream %s passed to term %llu (holder %016llx, "
+			"host %s, pid %d)", l->stream,
+			(unsigned long long)cur.term, (unsigned long long)cur.holder, cur.host,
+			(int)cur.pid);
+		return -EBUSY;
+	}
+	if (ret == 0) {
+		/* It lapsed (this holder was paused past its TTL) and nobody
+		 * took it: take it again. */
+		set_lost(l, NULL);
+		return lease_take(l, &mine, mine.term, false);
+	}
+	return -EAGAIN;
+}
+
+static void *keeper(void *arg)
+{
+	struct net_lease *l = arg;
+	unsigned period = l->ttl_ms / 3;
+
+	pthread_mutex_lock(&l->lock);
+	while (!l->stop) {
+		bool ours = l->rev != 0;
+		struct lease_value mine = l->mine;
+		struct timespec until;
+
+		pthread_mutex_unlock(&l->lock);
+		if (ours)
+			renew(l);
+		else
+			lease_take(l, &mine, mine.term, false);
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += (long)(period % 1000) * 1000000;
+		until.tv_sec += period / 1000 + until.tv_nsec / 1000000000;
+		until.tv_nsec %= 1000000000;
+		pthread_mutex_lock(&l->lock);
+		while (!l->stop && pthread_cond_timedwait(&l->cond, &l->lock, &until) != ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&l->lock);
+	return NULL;
+}
+
+int lease_keep(struct net_lease *l)
+{
+	pthread_condattr_t ca;
+	int err;
+
+	if (l->running)
+		return 0;
+	/* The renewal period is measured on the monotonic clock: a wall
+	 * clock step must not delay a renewal past the TTL. */
+	pthread_cond_destroy(&l->cond);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&l->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	err = pthread_create(&l->thread, NULL, keeper, l);
+	if (err)
+		return net_fail(-err, "starting the lease thread: %s", strerror(err));
+	l->running = true;
+	return 0;
+}
+
+static void stop_thread(struct net_lease *l)
+{
+	if (!l->running)
+		return;
+	pthread_mutex_lock(&l->lock);
+	l->stop = true;
+	pthread_cond_signal(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	pthread_join(l->thread, NULL);
+	l->running = false;
+}
+
+void lease_stop(struct net_lease *l)
+{
+	if (!l)
+		return;
+	stop_thread(l);
+	set_lost(l, NULL);
+}
+
+bool lease_held(struct net_lease *l)
+{
+	bool held;
+
+	pthread_mutex_lock(&l->lock);
+	held = l->rev && net_mono_ms() < l->held_until_ms;
+	pthread_mutex_unlock(&l->lock);
+	return held;
+}
+
+int lease_other(struct net_lease *l, struct lease_value *v)
+{
+	int seen;
+
+	pthread_mutex_lock(&l->lock);
+	seen = l->other_seen;
+	if (seen)
+		*v = l->other;
+	pthread_mutex_unlock(&l->lock);
+	return seen;
+}
+
+void lease_close(struct net_lease *l)
+{
+	if (!l)
+		return;
+	stop_thread(l);
+	kvStore_Destroy(l->kv);
+	pthread_cond_destroy(&l->cond);
+	pthread_mutex_destroy(&l->lock);
+	free(l);
+}
