@@ -234,7 +234,9 @@ static const char *callback_name(const char *stream)
 
 static void on_disconnected(natsConnection *nc, void *arg)
 {
-	(void)nc;
+	/* Closing the connection (net_disconnect) runs this too: no news. */
+	if (natsConnection_IsClosed(nc))
+		return;
 	net_log(PT_LOG_WARN, "stream %s: disconnected from NATS, reconnecting", (char *)arg);
 }
 

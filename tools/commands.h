@@ -35,6 +35,7 @@ int cmd_recover(int argc, char **argv);
 /* tools/net.c (libpagetrack-net) */
 int cmd_publish(int argc, char **argv);
 int cmd_follow(int argc, char **argv);
+int cmd_promote(int argc, char **argv);
 
 /* tools/transfer.c */
 int cmd_import(int argc, char **argv);

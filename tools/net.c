@@ -6,6 +6,12 @@
  *                                                         to a JetStream stream
  *   follow URL --stream NAME DIR ...                      keep DIR a standby
  *                                                         region fed by it
+ *   follow ... --standby [--auto-promote]                 and watch the writer's
+ *                                                         lease; take over when
+ *                                                         it lapses
+ *   promote DIR --nats URL --stream NAME ...              make a standby the
+ *                                                         writable region of a
+ *                                                         new term
  *
  * Both run until SIGINT or SIGTERM (exit 0 then), print a progress line at
  * most once a second when something moved, and report a lost connection
@@ -68,11 +74,13 @@ static void net_log_to_stderr(enum pt_log_level level, const char *msg, void *ar
  * HMAC, metrics. */
 enum { OPT_STREAM = 256, OPT_REPLICAS, OPT_USER, OPT_PASSWORD, OPT_CREDS, OPT_TLS_CA,
        OPT_TLS_CERT, OPT_TLS_KEY, OPT_NATS, OPT_QUIET, OPT_MAX_MSGS, OPT_MAX_BYTES,
-       OPT_SNAPSHOT_INTERVAL, OPT_HMAC_KEY_FILE, OPT_METRICS, OPT_RETAIN, OPT_SEGMENT };
+       OPT_SNAPSHOT_INTERVAL, OPT_HMAC_KEY_FILE, OPT_METRICS, OPT_RETAIN, OPT_SEGMENT,
+       OPT_LEASE_MS, OPT_STANDBY, OPT_AUTO_PROMOTE, OPT_FORCE, OPT_TIMEOUT_MS };
 
 /* What the shared options ask for beyond struct pt_net_opts. */
 struct net_args {
 	bool quiet;
+	int error;			/* a usage error's status, from net_option */
 	const char *key_file;
 	const char *metrics;
 	unsigned char key[1024];	/* the HMAC key, read from key_file */
@@ -89,12 +97,22 @@ struct net_args {
 	{ "quiet", no_argument, NULL, OPT_QUIET },			\
 	{ "hmac-key-file", required_argument, NULL, OPT_HMAC_KEY_FILE },	\
 	{ "metrics", required_argument, NULL, OPT_METRICS },		\
+	{ "lease-ms", required_argument, NULL, OPT_LEASE_MS },		\
 	{ "help", no_argument, NULL, 'h' }
 
-/* 1: taken, 0: not one of these. */
+/* 1: taken (a usage error in a->error), 0: not one of these. */
 static int net_option(const char *cmd, int c, struct pt_net_opts *o, struct net_args *a)
 {
+	long long n;
+
 	switch (c) {
+	case OPT_LEASE_MS:
+		if ((a->error = parse_number(cmd, "--lease-ms", optarg, 0, 600000, &n)))
+			return 1;
+		if (n && n < 100)
+			a->error = usage_error(cmd, "--lease-ms: 0 (no lease) or 100 to 600000");
+		o->lease_ms = (unsigned)n;
+		return 1;
 	case OPT_STREAM: o->stream = optarg; return 1;
 	case OPT_USER: o->user = optarg; return 1;
 	case OPT_PASSWORD: o->password = optarg; return 1;
@@ -106,7 +124,6 @@ static int net_option(const char *cmd, int c, struct pt_net_opts *o, struct net_
 	case OPT_HMAC_KEY_FILE: a->key_file = optarg; return 1;
 	case OPT_METRICS: a->metrics = optarg; return 1;
 	}
-	(void)cmd;
 	return 0;
 }
 
@@ -173,6 +190,9 @@ static const char net_auth_help[] =
 	"                       publisher adds an HMAC to every message, the follower\n"
 	"                       refuses any message it does not verify\n"
 	"  --metrics ADDR:PORT  serve Prometheus metrics at http://ADDR:PORT/metrics\n"
+	"  --lease-ms N         the writer's lease, a key of the stream's lease bucket\n"
+	"                       whose TTL it is (100 to 600000, default 1000); the\n"
+	"                       bucket's TTL wins once it exists\n"
 	"  --quiet              no progress lines\n";
 
 /* A retryable failure: said once until things move again. */
@@ -389,6 +409,20 @@ static int serve(const char *cmd, const struct net_args *a, struct net_cmd *c, b
 	return ret;
 }
 
+static void publisher_summary(struct pt_publisher *p)
+{
+	struct pt_publisher_stats st = { .sz = sizeof(st) };
+	char raw[32], wire[32];
+
+	pt_publisher_stats(p, &st);
+	format_bytes(raw, sizeof(raw), st.bytes_raw);
+	format_bytes(wire, sizeof(wire), st.bytes_wire);
+	printf("stopped at epoch %llu (%llu epochs published, pages %s, wire %s; %llu bytes "
+	       "raw, %llu on the wire)\n", (unsigned long long)st.epoch,
+	       (unsigned long long)st.epochs, raw, wire, (unsigned long long)st.bytes_raw,
+	       (unsigned long long)st.bytes_wire);
+}
+
 int cmd_publish(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -401,7 +435,7 @@ int cmd_publish(int argc, char **argv)
 		{ 0 },
 	};
 	const char *cmd = "publish";
-	struct pt_net_opts o = { .sz = sizeof(o) };
+	struct pt_net_opts o = { .sz = sizeof(o), .lease_ms = 1000 };
 	struct pt_publisher_stats st = { .sz = sizeof(st) };
 	struct pt_publisher *p;
 	struct net_args a = { 0 };
@@ -411,8 +445,11 @@ int cmd_publish(int argc, char **argv)
 
 	getopt_restart();
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		if (net_option(cmd, c, &o, &a))
+		if (net_option(cmd, c, &o, &a)) {
+			if (a.error)
+				return a.error;
 			continue;
+		}
 		switch (c) {
 		case OPT_NATS: o.urls = optarg; break;
 		case OPT_REPLICAS:
@@ -445,9 +482,10 @@ int cmd_publish(int argc, char **argv)
 			       "created if missing (default name pagetrack-<history id>), and report\n"
 			       "the epochs it stored for the writer's PT_LEVEL_REPLICATED waits.\n"
 			       "Keeps a snapshot of the region in the bucket NAME-snapshot, from which\n"
-			       "followers past the stream's retention catch up.  Its status record in\n"
-			       "DIR is what `pagetrack status DIR` shows.  Runs until SIGINT or\n"
-			       "SIGTERM.\n"
+			       "followers past the stream's retention catch up.  It holds the writer's\n"
+			       "lease (--lease-ms 0: none) and publishes only while it does; it stops\n"
+			       "when a standby was promoted (deposed).  Its status record in DIR is\n"
+			       "what `pagetrack status DIR` shows.  Runs until SIGINT or SIGTERM.\n"
 			       "\n"
 			       "  --nats URL[,URL...]  NATS servers, e.g. nats://10.0.0.1:4222\n"
 			       "  --replicas N         the stream's replicas when it is created (1-5)\n"
@@ -489,17 +527,8 @@ int cmd_publish(int argc, char **argv)
 		pt_publisher_close(p);
 		return ret;
 	}
-	pt_publisher_stats(p, &st);
-	if (!a.quiet) {
-		char raw[32], wire[32];
-
-		format_bytes(raw, sizeof(raw), st.bytes_raw);
-		format_bytes(wire, sizeof(wire), st.bytes_wire);
-		printf("stopped at epoch %llu (%llu epochs published, pages %s, wire %s; %llu bytes "
-		       "raw, %llu on the wire)\n", (unsigned long long)st.epoch,
-		       (unsigned long long)st.epochs, raw, wire, (unsigned long long)st.bytes_raw,
-		       (unsigned long long)st.bytes_wire);
-	}
+	if (!a.quiet)
+		publisher_summary(p);
 	pt_publisher_close(p);
 	return 0;
 }
@@ -521,19 +550,114 @@ static void show_progress(const struct pt_net_progress *p, void *arg)
 		done ? "\n" : "");
 }
 
+/*
+ * A standby (follow --standby): the follower's step, then, every quarter
+ * of a lease, a look at the writer's lease, said when it changes.  With
+ * --auto-promote, a lapsed lease makes it promote the directory
+ * (pt_follower_promote) and go on as the directory's publisher, holding
+ * the lease without a gap: the command becomes `publish DIR`, and the
+ * writer is to be started on DIR.
+ */
+struct standby {
+	struct net_cmd c;		/* first: the loop's handle and step */
+	struct pt_follower *f;
+	struct pt_publisher *p;		/* after a promotion */
+	struct pt_net_opts *o;
+	bool auto_promote, quiet;
+	uint64_t next_look_ms;
+	int state;			/* the last look: 1 held, 0 lapsed, < 0 an error */
+	uint64_t term;
+};
+
+static int standby_promote(struct standby *s)
+{
+	struct pt_promote_info pi = { .sz = sizeof(pi) };
+	int ret = pt_follower_promote(s->f, NULL, &pi);
+
+	if (ret == -EBUSY || ret == -ETIMEDOUT || ret == -EAGAIN) {
+		/* Another standby won, or the writer came back: follow on. */
+		fprintf(stderr, "pagetrack follow: not promoted: %s\n", pt_net_last_error());
+		s->state = 1;
+		return 0;
+	}
+	if (ret)
+		return ret;
+	printf("promoted %s to term %llu after epoch %lld (stream sequence %llu, %llu epochs "
+	       "applied, %llu ms): start the writer on it\n", s->c.dir,
+	       (unsigned long long)pi.term, (long long)pi.epoch, (unsigned long long)pi.stream_seq,
+	       (unsigned long long)pi.applied, (unsigned long long)pi.elapsed_ms);
+	fflush(stdout);
+	s->o->standby_retain_bytes = s->o->standby_segment_bytes = 0;	/* a follower's */
+	s->o->progress = NULL;
+	ret = pt_publisher_open(&s->p, s->c.dir, s->o);
+	if (ret)
+		return ret;
+	/* The publisher holds the lease now (same term and holder): the
+	 * follower's renewals end with it. */
+	pt_follower_close(s->f);
+	s->f = NULL;
+	if (s->c.snap) {
+		pthread_mutex_lock(&s->c.snap->lock);
+		s->c.snap->publisher = true;
+		pthread_mutex_unlock(&s->c.snap->lock);
+	}
+	s->c.handle = s->p;
+	s->c.step = publisher_step;
+	s->c.printed = -1;
+	return 0;
+}
+
+static int standby_step(struct net_cmd *c, bool report)
+{
+	struct standby *s = (struct standby *)c;
+	struct pt_lease_info li = { .sz = sizeof(li) };
+	int ret = follower_step(c, report), look;
+
+	if ((ret < 0 && ret != -EAGAIN) || now_ms() < s->next_look_ms)
+		return ret;
+	look = pt_follower_lease(s->f, &li);
+	s->next_look_ms = now_ms() + (look >= 0 ? li.ttl_ms / 4 : 1000);
+	if (look == -EAGAIN)
+		return ret;
+	if (look != s->state || (look == 1 && li.term != s->term)) {
+		if (look == 1 && !s->quiet)
+			printf("the writer's lease: held by term %llu (host %s, pid %d), %u ms\n",
+			       (unsigned long long)li.term, li.host, (int)li.pid, li.ttl_ms);
+		else if (look == 0)
+			printf("the writer's lease lapsed (%u ms)%s\n", li.ttl_ms, s->auto_promote ?
+			       ": promoting" : ": run `pagetrack promote` to take over");
+		else if (look < 0)
+			fprintf(stderr, "pagetrack follow: the writer's lease: %s\n",
+				pt_net_last_error());
+		fflush(stdout);
+		s->state = look;
+		s->term = li.term;
+	}
+	if (look == 0 && s->auto_promote) {
+		int err = standby_promote(s);
+
+		if (err)
+			return err;
+	}
+	return ret;
+}
+
 int cmd_follow(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "retain", required_argument, NULL, OPT_RETAIN },
 		{ "segment", required_argument, NULL, OPT_SEGMENT },
+		{ "standby", no_argument, NULL, OPT_STANDBY },
+		{ "auto-promote", no_argument, NULL, OPT_AUTO_PROMOTE },
 		NET_LONGOPTS,
 		{ 0 },
 	};
 	const char *cmd = "follow";
-	struct pt_net_opts o = { .sz = sizeof(o) };
+	struct pt_net_opts o = { .sz = sizeof(o), .lease_ms = 1000 };
 	struct pt_follower_stats st = { .sz = sizeof(st) };
-	struct pt_follower *f;
+	struct standby sb = { .state = 2 };
 	struct net_args a = { 0 };
+	bool standby = false;
 	const char *dir;
 	uint64_t progress_shown = 0;
 	long long n;
@@ -541,8 +665,11 @@ int cmd_follow(int argc, char **argv)
 
 	getopt_restart();
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		if (net_option(cmd, c, &o, &a))
+		if (net_option(cmd, c, &o, &a)) {
+			if (a.error)
+				return a.error;
 			continue;
+		}
 		switch (c) {
 		case OPT_RETAIN:
 			if ((ret = parse_number(cmd, "--retain", optarg, 1, LLONG_MAX, &n)))
@@ -554,10 +681,13 @@ int cmd_follow(int argc, char **argv)
 				return ret;
 			o.standby_segment_bytes = (uint64_t)n;
 			break;
+		case OPT_STANDBY: standby = true; break;
+		case OPT_AUTO_PROMOTE: standby = sb.auto_promote = true; break;
 		case 'h':
 			if ((ret = alone(cmd, "--help", argc)))
 				return ret;
-			printf("Usage: pagetrack follow URL[,URL...] --stream NAME DIR [options]\n"
+			printf("Usage: pagetrack follow URL[,URL...] --stream NAME DIR [--standby "
+			       "[--auto-promote]] [options]\n"
 			       "\n"
 			       "Keep DIR a standby region directory fed by a NATS JetStream stream that\n"
 			       "`pagetrack publish` fills: created from the stream's first epoch if DIR\n"
@@ -569,6 +699,10 @@ int cmd_follow(int argc, char **argv)
 			       "  --retain BYTES       checkpointed log the standby keeps for its replicas\n"
 			       "                       (default 64 MiB)\n"
 			       "  --segment BYTES      the standby's log segment size (default 64 MiB)\n"
+			       "  --standby            watch the writer's lease and say when it lapses\n"
+			       "  --auto-promote       then promote DIR (as `pagetrack promote`) and go\n"
+			       "                       on as its publisher, holding the lease: start the\n"
+			       "                       writer on DIR\n"
 			       "%s", net_auth_help);
 			return 0;
 		default:
@@ -581,6 +715,8 @@ int cmd_follow(int argc, char **argv)
 	dir = argv[optind + 1];
 	if (!o.stream)
 		return usage_error(cmd, "--stream NAME is required");
+	if (!o.lease_ms && standby)
+		return usage_error(cmd, "--standby watches a lease: --lease-ms 0 makes none");
 	if ((ret = check_auth(cmd, &o)))
 		return ret;
 	if ((ret = read_key_file(cmd, &a, &o)))
@@ -591,29 +727,132 @@ int cmd_follow(int argc, char **argv)
 	}
 	pt_net_set_log(net_log_to_stderr, PT_LOG_WARN, (void *)cmd);
 	catch_stop_signals();
-	ret = pt_follower_open(&f, dir, &o);
-	explicit_bzero(a.key, sizeof(a.key));	/* the handle has its copy */
-	if (ret)
-		return runtime_error(cmd, 0, "%s", pt_net_last_error());
-	pt_follower_stats(f, &st);
-	if (!a.quiet)
-		printf("following stream %s at %s into %s, from epoch %llu%s\n", o.stream, o.urls,
-		       dir, (unsigned long long)st.epoch + 1,
-		       o.hmac_key ? ", checking each message's HMAC" : "");
-	fflush(stdout);
-	ret = serve(cmd, &a, &(struct net_cmd){ .handle = f, .dir = dir, .printed = -1,
-						.step = follower_step }, false);
+	ret = pt_follower_open(&sb.f, dir, &o);
+	/* The handle has its copy of the key; a standby that may become the
+	 * directory's publisher keeps it for that handle until then. */
+	if (!sb.auto_promote)
+		explicit_bzero(a.key, sizeof(a.key));
 	if (ret) {
-		pt_follower_close(f);
+		explicit_bzero(a.key, sizeof(a.key));
+		return runtime_error(cmd, 0, "%s", pt_net_last_error());
+	}
+	pt_follower_stats(sb.f, &st);
+	if (!a.quiet)
+		printf("following stream %s at %s into %s, from epoch %llu%s%s\n", o.stream, o.urls,
+		       dir, (unsigned long long)st.epoch + 1,
+		       o.hmac_key ? ", checking each message's HMAC" : "",
+		       sb.auto_promote ? ", standby taking over when the writer's lease lapses" :
+		       standby ? ", standby" : "");
+	fflush(stdout);
+	sb.c = (struct net_cmd){ .handle = sb.f, .dir = dir, .printed = -1,
+				 .step = standby ? standby_step : follower_step };
+	sb.o = &o;
+	sb.quiet = a.quiet;
+	ret = serve(cmd, &a, &sb.c, false);
+	explicit_bzero(a.key, sizeof(a.key));
+	if (sb.p) {
+		if (!ret && !a.quiet)
+			publisher_summary(sb.p);
+		pt_publisher_close(sb.p);
 		return ret;
 	}
-	pt_follower_stats(f, &st);
+	if (ret) {
+		pt_follower_close(sb.f);
+		return ret;
+	}
+	pt_follower_stats(sb.f, &st);
 	if (!a.quiet)
 		printf("stopped at epoch %llu (%llu epochs applied, lag of the last %lld ms)\n",
 		       (unsigned long long)st.epoch, (unsigned long long)st.epochs,
 		       (long long)st.lag_ms);
-	ret = pt_follower_close(f);
+	ret = pt_follower_close(sb.f);
 	if (ret)
 		return runtime_error(cmd, ret, "closing %s", dir);
+	return 0;
+}
+
+int cmd_promote(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "nats", required_argument, NULL, OPT_NATS },
+		{ "force", no_argument, NULL, OPT_FORCE },
+		{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS },
+		NET_LONGOPTS,
+		{ 0 },
+	};
+	const char *cmd = "promote";
+	struct pt_net_opts o = { .sz = sizeof(o), .lease_ms = 1000 };
+	struct pt_promote_opts po = { .sz = sizeof(po) };
+	struct pt_promote_info pi = { .sz = sizeof(pi) };
+	struct net_args a = { 0 };
+	const char *dir;
+	long long n;
+	int c, ret;
+
+	getopt_restart();
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		if (net_option(cmd, c, &o, &a)) {
+			if (a.error)
+				return a.error;
+			continue;
+		}
+		switch (c) {
+		case OPT_NATS: o.urls = optarg; break;
+		case OPT_FORCE: po.flags |= PT_PROMOTE_FORCE; break;
+		case OPT_TIMEOUT_MS:
+			if ((ret = parse_number(cmd, "--timeout-ms", optarg, 1, 3600000, &n)))
+				return ret;
+			po.timeout_ms = (unsigned)n;
+			break;
+		case 'h':
+			if ((ret = alone(cmd, "--help", argc)))
+				return ret;
+			printf("Usage: pagetrack promote DIR --nats URL[,URL...] --stream NAME "
+			       "[--force] [options]\n"
+			       "\n"
+			       "Make the standby directory DIR (kept by `pagetrack follow`, which must\n"
+			       "not be running on it) the writable region of a new term: take the\n"
+			       "writer's lease, apply every epoch the stream holds, record the term in\n"
+			       "DIR and append the term marker that fences the old writer off (its\n"
+			       "publishes are refused, its region deposed).  Then start the writer and\n"
+			       "`pagetrack publish DIR` within a lease, or another standby may take\n"
+			       "over.\n"
+			       "\n"
+			       "  --nats URL[,URL...]  NATS servers, e.g. nats://10.0.0.1:4222\n"
+			       "  --force              take the lease from a writer that still holds it\n"
+			       "  --timeout-ms N       to catch up with the stream (default 30000)\n"
+			       "%s", net_auth_help);
+			return 0;
+		default:
+			return option_error(cmd, argv);
+		}
+	}
+	if (optind + 1 != argc)
+		return usage_error(cmd, optind >= argc ? "no directory given" :
+				   "one directory, then options");
+	dir = argv[optind];
+	if (!o.urls)
+		return usage_error(cmd, "--nats URL is required");
+	if (!o.stream)
+		return usage_error(cmd, "--stream NAME is required");
+	if (!o.lease_ms)
+		return usage_error(cmd, "a promotion takes the lease: --lease-ms 0 makes none");
+	if (a.metrics)
+		return usage_error(cmd, "--metrics is for publish and follow");
+	if ((ret = check_auth(cmd, &o)))
+		return ret;
+	if ((ret = read_key_file(cmd, &a, &o)))
+		return ret;
+	pt_net_set_log(net_log_to_stderr, PT_LOG_WARN, (void *)cmd);
+	ret = pt_dir_promote(dir, &o, &po, &pi);
+	explicit_bzero(a.key, sizeof(a.key));
+	if (ret)
+		return runtime_error(cmd, 0, "%s", pt_net_last_error());
+	if (!a.quiet)
+		printf("promoted %s to term %llu after epoch %lld (stream %s sequence %llu, %llu "
+		       "epochs applied, %llu ms): start the writer and `pagetrack publish %s`\n",
+		       dir, (unsigned long long)pi.term, (long long)pi.epoch, o.stream,
+		       (unsigned long long)pi.stream_seq, (unsigned long long)pi.applied,
+		       (unsigned long long)pi.elapsed_ms, dir);
 	return 0;
 }

@@ -54,6 +54,7 @@ static const struct command commands[] = {
 	{ "recover", cmd_recover, "DIR [--accept-loss]", "recover a region as its writer would" },
 	{ "publish", cmd_publish, "DIR --nats URL", "append a region's epochs to a NATS stream" },
 	{ "follow", cmd_follow, "URL --stream S DIR", "keep DIR a standby fed by a NATS stream" },
+	{ "promote", cmd_promote, "DIR --nats URL --stream S", "make a standby the writer of a new term" },
 	{ "import", cmd_import, "FILE DIR", "make a region holding a file's content" },
 	{ "export", cmd_export, "[--force] DIR FILE", "write a region's newest epoch to a file" },
 };

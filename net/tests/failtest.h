@@ -166,4 +166,55 @@ static inline uint32_t ft_u32(const natsMsg *m, size_t off)
 #define FT_PARTS(m)	ft_u32(m, 76)
 #define FT_TERM(m)	ft_u64(m, 128)	/* a term marker's term */
 
+/* Wait up to timeout_ms for child pid to end by itself: its exit status
+ * (128 + signal when killed), or -1 when it is still running. */
+static inline int ft_wait_exit(pid_t pid, unsigned timeout_ms)
+{
+	uint64_t start = nt_ms();
+	int status;
+
+	do {
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			nt_forget(pid);
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		}
+		nt_sleep_ms(10);
+	} while (nt_ms() - start < timeout_ms);
+	return -1;
+}
+
+/* A file's text (up to 64 KiB, NUL terminated; "" when unreadable). */
+static inline const char *ft_read_file(const char *path)
+{
+	static char buf[65536];
+	FILE *fp = fopen(path, "r");
+	size_t n = 0;
+
+	if (fp) {
+		n = fread(buf, 1, sizeof(buf) - 1, fp);
+		fclose(fp);
+	}
+	buf[n] = 0;
+	return buf;
+}
+
+/* The stream's newest term marker: its sequence (0: none), epoch, term. */
+static inline uint64_t ft_last_marker(struct ft_raw *r, const char *stream, uint64_t *epoch,
+				      uint64_t *term)
+{
+	char subject[128];
+	natsMsg *m = NULL;
+	jsErrCode jerr = 0;
+	uint64_t seq;
+
+	snprintf(subject, sizeof(subject), "pagetrack.%s.term", stream);
+	if (js_GetLastMsg(&m, r->js, stream, subject, NULL, &jerr) != NATS_OK)
+		return 0;
+	seq = natsMsg_GetSequence(m);
+	*epoch = FT_EPOCH(m);
+	*term = FT_TERM(m);
+	natsMsg_Destroy(m);
+	return seq;
+}
+
 #endif /* PT_NET_FAILTEST_H */
