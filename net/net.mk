@@ -7,7 +7,8 @@
 #   net/tests/        its tests, in make check through APP_TESTS: each starts
 #                     its own nats-server on 127.0.0.1 (skipped when none is
 #                     installed)
-#   make bench-net    figures against raw JetStream publishing (net/bench/)
+#   make bench-net    figures against raw JetStream publishing, and failover
+#                     time over repeated drills (net/bench/)
 #   make demo-net     the exchange through publish, NATS and follow (net/demo.sh)
 
 NET_OUT      := $(O)/net
@@ -62,9 +63,19 @@ $(NET_BENCH): net/bench/bench-net.c net/tests/nettest.h $(NET_HDRS) $(O)/$(NET_S
 	$(CC) $(NET_CPPFLAGS) -Inet/tests $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(O) -lpagetrack-net \
 		-lpagetrack -Wl,-rpath,'$$ORIGIN/../..' -lnats -lxxhash -lpthread
 
+# Failover time over repeated drills (net/bench/bench-failover.c, the drill
+# of net/tests/drill.h): it runs the pagetrack command of this build.
+NET_BENCH_FAILOVER := $(NET_OUT)/bench/bench-failover
+
+$(NET_BENCH_FAILOVER): net/bench/bench-failover.c net/tests/*.h $(NET_HDRS) $(O)/$(NET_SONAME)
+	@mkdir -p $(@D)
+	$(CC) $(NET_CPPFLAGS) -Inet/tests $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(O) -lpagetrack-net \
+		-lpagetrack -Wl,-rpath,'$$ORIGIN/../..' -lnats -lxxhash -lpthread
+
 # The exchange's own workload for the bytes on the wire: a short demo-net.
-bench-net: all $(APP_BINS) $(NET_BENCH)
+bench-net: all $(APP_BINS) $(NET_BENCH) $(NET_BENCH_FAILOVER)
 	@$(NET_BENCH)
+	@$(NET_BENCH_FAILOVER)
 	@echo "exchange workload (net/demo.sh --seconds 5):"
 	@O=$(O) net/demo.sh --seconds 5 2>/dev/null | sed -n '/^== demo-net/,$$p'
 

@@ -226,19 +226,23 @@ static inline void drill_run(unsigned rounds, unsigned lease_ms, uint64_t seed,
 	char lease[16], wdir[256], sdir[256], slog[256];
 	pid_t writer, publisher, standby;
 	uint64_t term = 0;
+	static unsigned drill_no;	/* each drill its own server and directories */
+	char name[32];
 
 	memset(res, 0, sizeof(*res));
+	drill_no++;
 	if (rounds > 64)
 		rounds = 64;
 	snprintf(lease, sizeof(lease), "%u", lease_ms);
 	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED)
 		DIE("mmap: %s", strerror(errno));
-	natsd_start(&server, "nats", NULL);
+	snprintf(name, sizeof(name), "nats%u", drill_no);
+	natsd_start(&server, name, NULL);
 	ft_raw_open(&raw, server.url);
 
 	/* Round 0: the writer, `pagetrack publish` holding the lease. */
-	snprintf(wdir, sizeof(wdir), "%s", nt_path("host0"));
+	snprintf(wdir, sizeof(wdir), "%s", nt_path("d%u-host0", drill_no));
 	writer = drill_fork_writer(wdir, true, sh, seed);
 	drill_wait(drill_ready, sh, 20000, "the first writer");
 	if (sh->err)
@@ -247,7 +251,7 @@ static inline void drill_run(unsigned rounds, unsigned lease_ms, uint64_t seed,
 		char *argv[] = { (char *)tool, "publish", wdir, "--nats", server.url, "--stream",
 				 "drill", "--lease-ms", lease, "--quiet", NULL };
 
-		publisher = nt_spawn(argv, nt_path("host0-publish.log"));
+		publisher = nt_spawn(argv, nt_path("d%u-host0-publish.log", drill_no));
 	}
 	for (unsigned round = 0; round < rounds; round++) {
 		struct drill_log held = { .path = slog };
@@ -261,8 +265,8 @@ static inline void drill_run(unsigned rounds, unsigned lease_ms, uint64_t seed,
 				DIE("writer: %s", pt_strerror(sh->err));
 			nt_sleep_ms(2);
 		}
-		snprintf(sdir, sizeof(sdir), "%s", nt_path("host%u", round + 1));
-		snprintf(slog, sizeof(slog), "%s", nt_path("host%u-follow.log", round + 1));
+		snprintf(sdir, sizeof(sdir), "%s", nt_path("d%u-host%u", drill_no, round + 1));
+		snprintf(slog, sizeof(slog), "%s", nt_path("d%u-host%u-follow.log", drill_no, round + 1));
 		standby = drill_standby(tool, server.url, sdir, slog, lease);
 		snprintf(held.text, sizeof(held.text), "held by term %llu", (unsigned long long)term);
 		drill_wait(drill_log_says, &held, 30000, "the standby watching the lease");
@@ -339,8 +343,8 @@ static inline void drill_run(unsigned rounds, unsigned lease_ms, uint64_t seed,
 		pt_epoch_t se;
 		uint64_t h, start = nt_ms();
 
-		snprintf(sdir, sizeof(sdir), "%s", nt_path("host-last"));
-		snprintf(slog, sizeof(slog), "%s", nt_path("host-last-follow.log"));
+		snprintf(sdir, sizeof(sdir), "%s", nt_path("d%u-host-last", drill_no));
+		snprintf(slog, sizeof(slog), "%s", nt_path("d%u-host-last-follow.log", drill_no));
 		standby = drill_standby(tool, server.url, sdir, slog, lease);
 		snprintf(held.text, sizeof(held.text), "held by term %llu", (unsigned long long)term);
 		drill_wait(drill_log_says, &held, 30000, "the last standby watching the lease");

@@ -1,4 +1,4 @@
-/* net-inject: malformed, truncated, replayed, reordered, foreign-history, bad-checksum, other-version, unchained and forged (valid checksums, other pages) messages injected into a stream with the raw NATS API: the follower refuses each with an error naming its stream sequence, before writing anything: its directory stays at the last good epoch and content. */
+/* net-inject: malformed, truncated, replayed, reordered, foreign-history, bad-checksum, other-version, unchained and forged (valid checksums, other pages) messages, and bad term markers (on the wrong subject, not chaining, not after their sequence, version 1, a bad host), injected into a stream with the raw NATS API: the follower refuses each with an error naming its stream sequence, before writing anything: its directory stays at the last good epoch and content. */
 #include <nats/nats.h>
 #include <xxhash.h>
 
@@ -23,6 +23,37 @@ static void reseal(unsigned char *m, int len)
 	put64(m + 120, XXH3_64bits(m, 120));
 }
 
+/*
+ * A term marker (wire version 2) going on from epoch e of the good stream,
+ * appended after sequence after_seq: its header from e's, its body made
+ * here, checksums right.
+ */
+static unsigned char *marker(int e, uint64_t after_seq, int *len)
+{
+	unsigned char *m = calloc(1, 128 + 64);
+	uint64_t chain;
+
+	memcpy(m, good[e], 128);
+	memcpy(&chain, good[e] + 40, 8);
+	m[8] = 3;				/* version: a term marker */
+	m[10] = 3;				/* last part, term marker */
+	put64(m + 32, chain);			/* prev_chain = chain */
+	put64(m + 48, 0);			/* payload checksum */
+	put32(m + 68, 0);			/* page_count */
+	put32(m + 72, 0);			/* part 0 ... */
+	put32(m + 76, 1);			/* ... of 1 */
+	put32(m + 80, 0);
+	put32(m + 84, 0);
+	put64(m + 88, 64);			/* body length */
+	put64(m + 128, 7);			/* term */
+	put64(m + 136, 0x1234);			/* holder */
+	put64(m + 144, after_seq);
+	memcpy(m + 152, "standby-host", 12);
+	*len = 128 + 64;
+	reseal(m, *len);
+	return m;
+}
+
 static unsigned char *copy(int e, int *len)
 {
 	unsigned char *m = malloc((size_t)good_len[e]);
@@ -35,6 +66,7 @@ static unsigned char *copy(int e, int *len)
 struct msg {
 	unsigned char *data;
 	int len;
+	bool term;		/* on the term markers' subject */
 };
 
 struct cell {
@@ -57,9 +89,9 @@ static void publish_raw(const char *subject, const void *data, int len)
 
 static bool run_cell(const char *url, int i, struct cell *c)
 {
-	char stream[32], subject[64];
+	char stream[32], subject[64], term_subject[64];
 	const char *dir = nt_path("f%d", i);
-	const char *subjects[1] = { subject };
+	const char *subjects[2] = { subject, term_subject };
 	struct pt_net_opts o = { .sz = sizeof(o), .urls = url, .stream = stream };
 	struct pt_replica_opts ro = { .sz = sizeof(ro) };
 	struct pt_follower *f;
@@ -72,16 +104,18 @@ static bool run_cell(const char *url, int i, struct cell *c)
 
 	snprintf(stream, sizeof(stream), "inject%d", i);
 	snprintf(subject, sizeof(subject), "pagetrack.%s.epochs", stream);
+	snprintf(term_subject, sizeof(term_subject), "pagetrack.%s.term", stream);
 	jsStreamConfig_Init(&cfg);
 	cfg.Name = stream;
 	cfg.Subjects = subjects;
-	cfg.SubjectsLen = 1;
+	cfg.SubjectsLen = 2;
 	if (js_AddStream(NULL, js, &cfg, NULL, &jerr) != NATS_OK)
 		DIE("stream %s: %d", stream, (int)jerr);
 	for (int e = 1; e <= KEEP; e++)
 		publish_raw(subject, good[e], good_len[e]);
 	for (int k = 0; k < c->nmsgs; k++)
-		publish_raw(subject, c->msgs[k].data, c->msgs[k].len);
+		publish_raw(c->msgs[k].term ? term_subject : subject, c->msgs[k].data,
+			    c->msgs[k].len);
 	/* What comes after: the good rest, never reached. */
 	for (int e = KEEP + 1; e <= GOOD; e++)
 		publish_raw(subject, good[e], good_len[e]);
@@ -195,7 +229,7 @@ int main(void)
 	}
 
 	{
-		struct cell cells[16];
+		struct cell cells[24];
 		int n = 0, len;
 		unsigned char *m;
 
@@ -229,9 +263,9 @@ int main(void)
 		m = copy(KEEP + 1, &len);
 		m[24] ^= 0x01;
 		cells[n++] = (struct cell){ "header checksum", -EBADMSG, 1, { { m, len } } };
-		/* Another wire version (this library reads 1 and 2). */
+		/* Another wire version (this library reads 1 to 4). */
 		m = copy(KEEP + 1, &len);
-		m[8] = 3;
+		m[8] = 5;
 		reseal(m, len);
 		cells[n++] = (struct cell){ "other version", -EPROTO, 1, { { m, len } } };
 		/* A chain that does not follow the standby's. */
@@ -265,6 +299,33 @@ int main(void)
 		m[128 + 8] = 9;
 		reseal(m, len);
 		cells[n++] = (struct cell){ "encoding", -EBADMSG, 1, { { m, len } } };
+		/* A good term marker, on the epochs' subject. */
+		m = marker(KEEP, KEEP, &len);
+		cells[n++] = (struct cell){ "marker, epochs", -EBADMSG, 1, { { m, len } } };
+		/* An epoch message on the markers' subject. */
+		m = copy(KEEP + 1, &len);
+		cells[n++] = (struct cell){ "epoch, term", -EBADMSG, 1, { { m, len, true } } };
+		/* A marker going on from another epoch than the standby's. */
+		m = marker(KEEP - 1, KEEP, &len);
+		cells[n++] = (struct cell){ "marker chain", -EILSEQ, 1, { { m, len, true } } };
+		/* A marker not right after the sequence it names (no fence). */
+		m = marker(KEEP, KEEP - 1, &len);
+		cells[n++] = (struct cell){ "marker fence", -EILSEQ, 1, { { m, len, true } } };
+		/* A marker as version 1, which has none (markers are 3 and 4). */
+		m = marker(KEEP, KEEP, &len);
+		m[8] = 1;
+		reseal(m, len);
+		cells[n++] = (struct cell){ "marker v1", -EBADMSG, 1, { { m, len, true } } };
+		/* An epoch message as version 3, a marker's version. */
+		m = copy(KEEP + 1, &len);
+		m[8] = 3;
+		reseal(m, len);
+		cells[n++] = (struct cell){ "epoch as v3", -EBADMSG, 1, { { m, len } } };
+		/* A host name that is not printable. */
+		m = marker(KEEP, KEEP, &len);
+		m[153] = 0x01;
+		reseal(m, len);
+		cells[n++] = (struct cell){ "marker host", -EBADMSG, 1, { { m, len, true } } };
 
 		for (int i = 0; i < n; i++) {
 			bool ok = run_cell(server.url, i, &cells[i]);
