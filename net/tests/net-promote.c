@@ -353,6 +353,9 @@ int main(void)
 
 	ft_raw_close(&raw);
 	natsd_stop(&server);
+	free((char *)da);
+	free((char *)db);
+	free((char *)dc);
 	printf("done\n");
 	return 0;
 }
