@@ -7,9 +7,23 @@
 # `make demo`: the md server reading the standby converges to the
 # engine's last epoch and content.
 #
-#   net/demo.sh [--seconds N] [--keep]
+#   net/demo.sh [--seconds N] [--failover [--pause]] [--keep]
 #
 #   --seconds N  how long the load runs (default 10)
+#   --failover   the failover drill: the engine acks orders at `replicated`,
+#                the publisher holds the writer's lease, the follower is a
+#                standby that promotes itself when the lease lapses
+#                (`follow --standby --auto-promote`).  Halfway, the engine
+#                and its publisher are killed -9 (the writer's host lost);
+#                once the standby promoted its directory, an engine starts
+#                on it, on the same port; the load reconnects and checks
+#                that no order acked as replicated was lost, the md server
+#                (a replica of the standby directory) follows the new engine
+#   --pause      with --failover: the publisher is SIGSTOPped past its lease
+#                instead, the engine going on; once the standby promoted
+#                itself the publisher is resumed: it is fenced off, the
+#                engine acks nothing more and exits saying it was deposed,
+#                and the new engine takes its port
 #   --keep       leave the work directory (logs, data) in place
 #
 # Everything listens on 127.0.0.1 only, on ports picked at run time, and
@@ -20,18 +34,21 @@ set -u
 O=${O:-build}
 B=$O/apps/exchange
 TOOL=$O/pagetrack
-seconds=10 keep=0
+seconds=10 keep=0 failover=0 pause=0
 
 while [ $# -gt 0 ]; do
 	case $1 in
 	--seconds) seconds=${2:?--seconds needs a value}; shift ;;
 	--keep) keep=1 ;;
+	--failover) failover=1 ;;
+	--pause) pause=1 ;;
 	-h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 	esac
 	shift
 done
 case $seconds in ''|*[!0-9]*) echo "demo.sh: --seconds wants whole seconds" >&2; exit 2 ;; esac
+[ "$pause" = 0 ] || [ "$failover" = 1 ] || { echo "demo.sh: --pause goes with --failover" >&2; exit 2; }
 [ "$seconds" -ge 2 ] || { echo "demo.sh: --seconds must be at least 2" >&2; exit 2; }
 command -v nats-server >/dev/null || { echo "demo.sh: skip: nats-server is not installed (Debian package nats-server)"; exit 77; }
 for b in "$B/exchange-engine" "$B/exchange-md" "$B/exchange-load" "$TOOL"; do
@@ -94,12 +111,20 @@ wait_for "$dir/nats.log" "Listening for client connections on" "$nats" || fail_s
 url=nats://$(sed -n 's/.*Listening for client connections on \([0-9.:]*\).*/\1/p' "$dir/nats.log" | head -n 1)
 echo "nats-server  $url (JetStream storage $dir/nats)"
 
-"$B/exchange-engine" --dir "$dir/data" --port 0 --port-file "$dir/engine.port" \
-	--status "$dir/engine.status" >"$dir/engine.log" 2>&1 &
-engine=$!
-pids+=("$engine")
-wait_for "$dir/engine.port" "[0-9]" "$engine" || fail_start "the engine" "$dir/engine.log"
-echo "engine       port $(cat "$dir/engine.port"), region in $dir/data"
+ack=() standby=()
+[ "$failover" = 1 ] && ack=(--ack replicated) standby=(--standby --auto-promote)
+# start_engine DIR PORT LOG
+start_engine() {
+	rm -f "$dir/engine.port"
+	"$B/exchange-engine" --dir "$1" --port "$2" --port-file "$dir/engine.port" \
+		--status "$dir/engine.status" "${ack[@]}" >"$3" 2>&1 &
+	engine=$!
+	pids+=("$engine")
+	wait_for "$dir/engine.port" "[0-9]" "$engine" || fail_start "the engine" "$3"
+}
+start_engine "$dir/data" 0 "$dir/engine.log"
+eport=$(cat "$dir/engine.port")
+echo "engine       port $eport, region in $dir/data${ack[*]:+, ${ack[*]}}"
 
 "$TOOL" publish "$dir/data" --nats "$url" --stream exchange >"$dir/publish.log" 2>&1 &
 publish=$!
@@ -107,11 +132,14 @@ pids+=("$publish")
 wait_for "$dir/publish.log" "^publishing" "$publish" || fail_start "pagetrack publish" "$dir/publish.log"
 echo "publish      $dir/data -> stream exchange"
 
-"$TOOL" follow "$url" --stream exchange "$dir/standby" >"$dir/follow.log" 2>&1 &
+"$TOOL" follow "$url" --stream exchange "$dir/standby" "${standby[@]}" >"$dir/follow.log" 2>&1 &
 follow=$!
 pids+=("$follow")
 wait_for "$dir/follow.log" "^following" "$follow" || fail_start "pagetrack follow" "$dir/follow.log"
-echo "follow       stream exchange -> $dir/standby"
+echo "follow       stream exchange -> $dir/standby${standby[*]:+, ${standby[*]}}"
+# The md server reads the standby: not before it holds an epoch (an md
+# server with nothing to show answers "no data yet", an error to the load).
+wait_for "$dir/follow.log" "^epoch [1-9]" "$follow" || fail_start "pagetrack follow" "$dir/follow.log"
 
 "$B/exchange-md" --dir "$dir/standby" --port-file "$dir/md.port" >"$dir/md.log" 2>&1 &
 md=$!
@@ -120,10 +148,57 @@ wait_for "$dir/md.port" "[0-9]" "$md" || fail_start "the md server" "$dir/md.log
 echo "exchange-md  port $(cat "$dir/md.port"), a replica of $dir/standby"
 echo
 
-"$B/exchange-load" --engine "$(cat "$dir/engine.port")" --md "$(cat "$dir/md.port")" \
+"$B/exchange-load" --engine "$eport" --md "$(cat "$dir/md.port")" \
 	--status "$dir/engine.status" --seconds "$seconds" --progress >"$dir/load.out" &
 load=$!
 pids+=("$load")
+rc=0
+if [ "$failover" = 1 ]; then
+	# The standby must see the lease held before the writer's host goes.
+	wait_for "$dir/follow.log" "lease: held by term 0" "$follow" ||
+		{ echo "FAIL: the standby never saw the writer's lease"; exit 1; }
+	sleep "$((seconds / 2))"
+	t0=$(date +%s%N)
+	if [ "$pause" = 1 ]; then
+		echo ">>> failover drill: SIGSTOP of the publisher (pid $publish) past its lease; the engine goes on"
+		kill -STOP "$publish"
+	else
+		echo ">>> failover drill: kill -9 of the engine (pid $engine) and its publisher (pid $publish)"
+		kill -9 "$engine" "$publish"
+		wait "$engine" "$publish" 2>/dev/null
+		forget "$engine"
+		forget "$publish"
+	fi
+	for i in $(seq 600); do
+		grep -q "^promoted" "$dir/follow.log" && break
+		sleep 0.05
+	done
+	grep "^promoted" "$dir/follow.log" | sed 's/^/>>> /' | grep . ||
+		{ echo "FAIL: the standby did not promote itself"; sed 's/^/  follow: /' "$dir/follow.log"; exit 1; }
+	if [ "$pause" = 1 ]; then
+		# Resumed, the old publisher is fenced off and deposes the
+		# region: the old engine acks nothing more and stops.
+		kill -CONT "$publish"
+		wait "$publish" 2>/dev/null
+		s=$?
+		forget "$publish"
+		grep -h "deposed" "$dir/publish.log" | tail -n 1 | sed 's/^/>>> /'
+		[ "$s" = 1 ] && grep -q "deposed" "$dir/publish.log" ||
+			{ echo "FAIL: the old publisher exited $s without saying it was deposed"; exit 1; }
+		wait "$engine" 2>/dev/null
+		s=$?
+		forget "$engine"
+		grep -h "deposed" "$dir/engine.log" | sed 's/^/>>> /'
+		[ "$s" = 1 ] && grep -q "deposed" "$dir/engine.log" ||
+			{ echo "FAIL: the old engine exited $s without saying it was deposed"; exit 1; }
+	fi
+	start_engine "$dir/standby" "$eport" "$dir/engine2.log"
+	t1=$(date +%s%N)
+	grep recovered "$dir/engine2.log" | sed 's/^/>>> /'
+	took="$(( (t1 - t0) / 1000000 )) ms"
+	echo ">>> an engine on the promoted standby listens on port $eport $took after the drill began"
+	publish=$follow	# the promoted standby publishes now
+fi
 wait "$load"
 rc=$?
 forget "$load"
@@ -133,14 +208,27 @@ cat "$dir/load.out"
 stop "$md" "exchange-md"
 stop "$engine" "exchange-engine"
 # The publisher and the follower catch up with the engine's last epoch.
-last=$(sed -n 's/.*stopped at epoch \([0-9]*\).*/\1/p' "$dir/engine.log" | tail -n 1)
-for i in $(seq 100); do
-	f=$(sed -n 's/^epoch \([0-9]*\) .*/\1/p' "$dir/follow.log" | tail -n 1)
-	[ -n "$last" ] && [ "${f:-0}" -ge "$last" ] && break
-	sleep 0.1
-done
-stop "$publish" "pagetrack publish"
-stop "$follow" "pagetrack follow"
+elog=$dir/engine.log
+[ "$failover" = 1 ] && elog=$dir/engine2.log
+last=$(sed -n 's/.*stopped at epoch \([0-9]*\).*/\1/p' "$elog" | tail -n 1)
+if [ "$failover" = 1 ]; then
+	# The promoted standby is the publisher: the engine's last epoch
+	# replicated is what it reports.
+	for i in $(seq 100); do
+		f=$(sed -n 's/^epoch \([0-9]*\) .*/\1/p' "$dir/follow.log" | tail -n 1)
+		[ -n "$last" ] && [ "${f:-0}" -ge "$last" ] && break
+		sleep 0.1
+	done
+	stop "$follow" "pagetrack follow (promoted, publishing)"
+else
+	for i in $(seq 100); do
+		f=$(sed -n 's/^epoch \([0-9]*\) .*/\1/p' "$dir/follow.log" | tail -n 1)
+		[ -n "$last" ] && [ "${f:-0}" -ge "$last" ] && break
+		sleep 0.1
+	done
+	stop "$publish" "pagetrack publish"
+	stop "$follow" "pagetrack follow"
+fi
 # nats-server says goodbye with status 1 on SIGTERM: not a failure.
 kill "$nats" 2>/dev/null
 wait "$nats" 2>/dev/null
@@ -150,6 +238,8 @@ forget "$nats"
 orders=$(sed -n 's/^orders *\([0-9]*\)\/s.*/\1/p' "$dir/load.out")
 pub=$(grep '^stopped at epoch' "$dir/publish.log" | tail -n 1)
 fol=$(grep '^stopped at epoch' "$dir/follow.log" | tail -n 1)
+# After a failover the promoted standby was the last publisher.
+[ "$failover" = 1 ] && pub=$fol fol="promoted, then published"
 epochs=$(echo "$pub" | sed -n 's/.*(\([0-9]*\) epochs published.*/\1/p')
 raw=$(echo "$pub" | sed -n 's/.*; \([0-9]*\) bytes raw.*/\1/p')
 wire=$(echo "$pub" | sed -n 's/.*raw, \([0-9]*\) on the wire.*/\1/p')
@@ -169,10 +259,19 @@ if [ -z "$last" ] || ! grep -q "^stopped at epoch $last " "$dir/follow.log"; the
 	echo "FAIL: the follower did not reach the engine's last epoch ${last:-?}"
 	rc=1
 fi
+if [ "$failover" = 1 ]; then
+	echo "failover     the engine on the promoted standby listened $took after the drill began"
+	if ! grep -q '^crash drill  [1-9]' "$dir/load.out"; then
+		echo "FAIL: the load did not reconnect to the new engine"
+		rc=1
+	fi
+fi
 if [ "$rc" != 0 ]; then
 	echo
 	echo "logs:"
-	for f in nats engine publish follow md; do tail -n 20 "$dir/$f.log" | sed "s/^/  $f: /"; done
+	for f in nats engine engine2 publish follow md; do
+		[ -f "$dir/$f.log" ] && tail -n 20 "$dir/$f.log" | sed "s/^/  $f: /"
+	done
 fi
 echo "RESULT: $([ "$rc" = 0 ] && echo PASS || echo FAIL)"
 exit "$rc"

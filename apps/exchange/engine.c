@@ -81,6 +81,7 @@ struct engine {
 	size_t pend_head, pend_tail, pend_cap;	/* FIFO, by epoch */
 	uint64_t released;		/* acks of epochs <= this are sent */
 	bool dirty;
+	bool deposed;			/* --ack replicated: a standby took over */
 	uint64_t orders_since_sync, next_sync_ns;	/* the time the next sync is due */
 	struct { uint64_t epoch, hash, commands; } ring[EPOCH_RING];
 	struct xe_status *status;
@@ -234,11 +235,37 @@ static int do_sync(struct engine *e)
 	return 0;
 }
 
-/* Durable acks: look without blocking whether the oldest pending epoch (or
- * better, the newest published one) is durable yet. */
+/* 0 once epoch reached the ack level (durable or replicated), -ETIMEDOUT,
+ * or -EOWNERDEAD (replicated: this engine was deposed). */
+static int wait_level(struct engine *e, uint64_t epoch, int timeout_ms)
+{
+	if (e->ack_level == XP_LEVEL_REPLICATED)
+		return xs_writer_wait_replicated(e->store, epoch, timeout_ms);
+	return xs_writer_wait_durable(e->store, epoch, timeout_ms);
+}
+
+/*
+ * A standby engine's host took over the stream (pagetrack promote): this
+ * engine's publisher was fenced off and its region marked deposed.  Orders
+ * applied since the stream's last epoch are not the new engine's: none of
+ * them is acked, and the engine stops (its clients reconnect to the engine
+ * that holds the lease now).
+ */
+static void deposed(struct engine *e)
+{
+	if (!e->deposed)
+		fprintf(stderr, "exchange-engine: deposed: a standby took over the stream this "
+			"engine's epochs were replicated to; acking nothing more, stopping\n");
+	e->deposed = true;
+	stop = 1;
+}
+
+/* Durable (or replicated) acks: look without blocking whether the oldest
+ * pending epoch (or better, the newest published one) reached the level. */
 static void poll_durable(struct engine *e)
 {
 	uint64_t newest = (uint64_t)xs_writer_epoch(e->store), front, now;
+	int ret;
 
 	if (e->pend_head == e->pend_tail)
 		return;
@@ -246,14 +273,20 @@ static void poll_durable(struct engine *e)
 	if (front > newest)
 		return;		/* not published yet */
 	now = now_ns();
-	if (!xs_writer_wait_durable(e->store, newest, 0)) {
+	ret = wait_level(e, newest, 0);
+	if (!ret) {
 		for (uint64_t ep = e->released + 1; ep <= newest; ep++)
 			if (e->ring[ep % EPOCH_RING].epoch == ep && e->sync_done_ns[ep % EPOCH_RING])
 				hist_add(&e->durable_lat, now - e->sync_done_ns[ep % EPOCH_RING]);
-		release(e, newest, XP_LEVEL_DURABLE);
-	} else if (!xs_writer_wait_durable(e->store, front, 0)) {
-		release(e, front, XP_LEVEL_DURABLE);
+		release(e, newest, e->ack_level);
+		return;
 	}
+	if (ret != -EOWNERDEAD)
+		ret = wait_level(e, front, 0);
+	if (!ret)
+		release(e, front, e->ack_level);
+	else if (ret == -EOWNERDEAD)
+		deposed(e);
 }
 
 /* One line of figures since the previous report, and the counters reset. */
@@ -429,7 +462,9 @@ static unsigned handle(struct engine *e, uint32_t idx, const struct xp_hdr *h, c
 		do {
 			ret = do_sync(e);
 		} while (ret && !stop);
-		ret = xs_writer_wait_durable(e->store, (uint64_t)xs_writer_epoch(e->store), 10000);
+		ret = wait_level(e, (uint64_t)xs_writer_epoch(e->store), 10000);
+		if (ret == -EOWNERDEAD)
+			deposed(e);
 		if (ret)
 			return XP_E_INTERNAL;
 		release(e, (uint64_t)xs_writer_epoch(e->store), e->ack_level);
@@ -629,7 +664,9 @@ static void usage(FILE *f)
 "  -n, --symbols N         symbols in new books (default 1000)\n"
 "  -t, --sync-us N         publish an epoch every N microseconds (default 5000)\n"
 "  -o, --sync-orders M     ... or every M orders, whichever comes first (default 1000)\n"
-"  -a, --ack LEVEL         applied, published or durable (default): when to ack an order\n"
+"  -a, --ack LEVEL         applied, published, durable (default) or replicated (durable,\n"
+"                          and stored by the NATS stream `pagetrack publish DIR` feeds):\n"
+"                          when to ack an order\n"
 "  -D, --durable-ms N      fdatasync the log at most N ms after a publish (default 2)\n"
 "  -S, --status FILE       keep the epoch status page there (for exchange-load)\n"
 "  -c, --max-clients N     (default 256)\n"
@@ -705,8 +742,11 @@ static void parse(struct engine *e, int argc, char **argv)
 				e->ack_level = XP_LEVEL_PUBLISHED;
 			else if (!strcmp(optarg, "durable"))
 				e->ack_level = XP_LEVEL_DURABLE;
+			else if (!strcmp(optarg, "replicated"))
+				e->ack_level = XP_LEVEL_REPLICATED;
 			else
-				die("--ack: applied, published or durable, not '%s'", optarg);
+				die("--ack: applied, published, durable or replicated, not '%s'",
+				    optarg);
 			break;
 		case 'h':
 			usage(stdout);
@@ -753,6 +793,9 @@ static void parse(struct engine *e, int argc, char **argv)
 		die("unexpected argument '%s' (see --help)", argv[optind]);
 	if (e->mode != XS_NONE && !e->dir)
 		die("--mode %s needs --dir", xs_mode_name(e->mode));
+	if (e->ack_level == XP_LEVEL_REPLICATED && e->mode != XS_PAGETRACK)
+		die("--ack replicated needs --mode pagetrack (a publisher reports what its stream "
+		    "stored)");
 }
 
 int main(int argc, char **argv)
@@ -792,7 +835,8 @@ int main(int argc, char **argv)
 	e->srv.owner = e;
 	if (!e->quiet) {
 		printf("exchange-engine: listening on 127.0.0.1:%d, ack %s, sync every %llu us or %llu orders\n",
-		       port, e->ack_level == XP_LEVEL_DURABLE ? "durable" :
+		       port, e->ack_level == XP_LEVEL_REPLICATED ? "replicated" :
+		       e->ack_level == XP_LEVEL_DURABLE ? "durable" :
 		       e->ack_level == XP_LEVEL_PUBLISHED ? "published" : "applied",
 		       (unsigned long long)e->sync_ns / 1000, (unsigned long long)e->sync_orders);
 		fflush(stdout);
@@ -810,7 +854,7 @@ int main(int argc, char **argv)
 
 		if (e->dirty)
 			wait_ns = e->next_sync_ns > now ? e->next_sync_ns - now : 0;
-		if (e->ack_level == XP_LEVEL_DURABLE && e->pend_head != e->pend_tail &&
+		if (e->ack_level >= XP_LEVEL_DURABLE && e->pend_head != e->pend_tail &&
 		    wait_ns > 200000)
 			wait_ns = 200000;
 		ts.tv_sec = (time_t)(wait_ns / 1000000000);
@@ -831,17 +875,21 @@ int main(int argc, char **argv)
 			report = 0;
 			print_report(e);
 		}
-		if (e->ack_level == XP_LEVEL_DURABLE)
+		if (e->ack_level >= XP_LEVEL_DURABLE)
 			poll_durable(e);
 		resume_paused(e);
 		flush_all(e);
 		xn_sweep(&e->srv, now);
 	}
-	/* A clean stop: publish the last orders and make them durable. */
-	if (e->dirty)
+	/* A clean stop: publish the last orders and make them durable (and
+	 * replicated); a deposed engine acks nothing more. */
+	if (e->dirty && !e->deposed)
 		do_sync(e);
-	xs_writer_wait_durable(e->store, (uint64_t)xs_writer_epoch(e->store), 10000);
-	release(e, (uint64_t)xs_writer_epoch(e->store), e->ack_level);
+	ret = e->deposed ? -EOWNERDEAD : wait_level(e, (uint64_t)xs_writer_epoch(e->store), 10000);
+	if (ret == -EOWNERDEAD)
+		deposed(e);
+	else if (!ret || e->ack_level != XP_LEVEL_REPLICATED)
+		release(e, (uint64_t)xs_writer_epoch(e->store), e->ack_level);
 	flush_all(e);
 	xn_server_close(&e->srv);
 	if (!e->quiet)
@@ -853,5 +901,5 @@ int main(int argc, char **argv)
 		munmap(e->status, sizeof(*e->status));
 	free(e->session);
 	free(e->pend);
-	return 0;
+	return e->deposed ? 1 : 0;
 }

@@ -707,7 +707,8 @@ static int summary(struct load *l)
 	printf("orders       %9.0f/s   ack latency p50 %s  p99 %s  p99.9 %s   (acks: %s)\n",
 	       (double)l->orders_acked / secs, ms(a, hist_pct(&l->order_lat, 0.5)),
 	       ms(b, hist_pct(&l->order_lat, 0.99)), ms(c, hist_pct(&l->order_lat, 0.999)),
-	       !l->stats_ok ? "?" : l->stats.ack_level == XP_LEVEL_DURABLE ? "durable" :
+	       !l->stats_ok ? "?" : l->stats.ack_level == XP_LEVEL_REPLICATED ? "replicated" :
+	       l->stats.ack_level == XP_LEVEL_DURABLE ? "durable" :
 	       l->stats.ack_level == XP_LEVEL_PUBLISHED ? "published" : "applied");
 	printf("             %llu trades, %llu rejected (books full %llu, ended %llu, unknown %llu)\n",
 	       (unsigned long long)l->trades,

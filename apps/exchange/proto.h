@@ -115,6 +115,8 @@ enum xp_level {
 	XP_LEVEL_APPLIED = 0,	/* in the engine's memory only */
 	XP_LEVEL_PUBLISHED = 1,	/* in an epoch replicas can see */
 	XP_LEVEL_DURABLE = 2,	/* in an epoch that survives a crash */
+	XP_LEVEL_REPLICATED = 3,	/* durable, and stored by the NATS stream a standby
+				 * engine's host follows: survives losing this host */
 };
 
 struct xp_new {

@@ -253,6 +253,18 @@ int xs_writer_wait_durable(struct xs_writer *w, uint64_t epoch, int timeout_ms)
 	return epoch <= (uint64_t)w->epoch ? 0 : -ETIMEDOUT;
 }
 
+int xs_writer_wait_replicated(struct xs_writer *w, uint64_t epoch, int timeout_ms)
+{
+	int ret;
+
+	if (w->mode != XS_PAGETRACK)
+		return -EOPNOTSUPP;
+	ret = pt_region_wait(w->region, (pt_epoch_t)epoch, PT_LEVEL_DURABLE, timeout_ms);
+	if (!ret)
+		ret = pt_region_wait(w->region, (pt_epoch_t)epoch, PT_LEVEL_REPLICATED, timeout_ms);
+	return ret;
+}
+
 void xs_writer_close(struct xs_writer *w)
 {
 	if (!w)

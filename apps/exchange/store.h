@@ -50,6 +50,10 @@ uint64_t xs_writer_sync_pages(const struct xs_writer *w);
 int64_t xs_writer_epoch(const struct xs_writer *w);
 /* 0 once epoch is durable, -ETIMEDOUT if not within timeout_ms (0: just look). */
 int xs_writer_wait_durable(struct xs_writer *w, uint64_t epoch, int timeout_ms);
+/* 0 once epoch is durable and the directory's publisher (pagetrack publish)
+ * reported it stored by its stream, -ETIMEDOUT, -EOWNERDEAD once a standby
+ * took over (this engine is deposed), -EOPNOTSUPP outside pagetrack mode. */
+int xs_writer_wait_replicated(struct xs_writer *w, uint64_t epoch, int timeout_ms);
 void xs_writer_close(struct xs_writer *w);
 
 /* A query process's copy.  open fails with -ENOENT while there is nothing to
