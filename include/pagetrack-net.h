@@ -503,12 +503,14 @@ struct pt_promote_info {
  *  -EBUSY        the lease is held by a live writer (no PT_PROMOTE_FORCE),
  *                another standby took it first, or was promoted meanwhile;
  *  -ENODATA      the stream holds no epoch: nothing to take over;
- *  -ESTALE       the standby is of another history than the stream, holds
+ *  -ESTALE       the standby is of another history than the stream, or holds
  *                epochs the stream does not (it is ahead, or another
  *                version of the stream's last epoch: not a standby of this
- *                stream), or cannot catch up (the stream no longer holds its
- *                next epoch);
- *  -ETIMEDOUT    not caught up with the stream within timeout_ms;
+ *                stream);
+ *  -ETIMEDOUT    not caught up with the stream within timeout_ms (the old
+ *                writer kept publishing, or the stream no longer holds the
+ *                standby's next epoch and no snapshot is past that gap yet:
+ *                the message says which);
  *  -EALREADY     f was promoted already;
  *  -EINVAL       bad options;
  *  the errors of pt_follower_run() (the standby could not apply an epoch)

@@ -37,8 +37,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
 #include "lease.h"
 
 #define LEASE_KEY	"writer"
@@ -66,21 +64,6 @@ struct net_lease {
 
 /* ---- the value: magic, version, fields, checksum (little-endian) ---- */
 
-static void put64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
-
 /*
  *  0 magic "PTLEASE\0"   16 term      32 pid (u64)   72 XXH3-64 of
  *  8 version u64         24 holder    40 host[32]       bytes 0..71
@@ -89,26 +72,26 @@ static void value_put(unsigned char out[LEASE_SIZE], const struct lease_value *v
 {
 	memset(out, 0, LEASE_SIZE);
 	memcpy(out, LEASE_MAGIC, 8);
-	put64(out + 8, LEASE_VERSION);
-	put64(out + 16, v->term);
-	put64(out + 24, v->holder);
-	put64(out + 32, (uint64_t)(uint32_t)v->pid);
+	wire_put64(out + 8, LEASE_VERSION);
+	wire_put64(out + 16, v->term);
+	wire_put64(out + 24, v->holder);
+	wire_put64(out + 32, (uint64_t)(uint32_t)v->pid);
 	memcpy(out + 40, v->host, strnlen(v->host, WIRE_HOST_MAX - 1));
-	put64(out + 72, XXH3_64bits(out, 72));
+	wire_put64(out + 72, wire_checksum(out, 72));
 }
 
 static int value_get(const void *data, int len, struct lease_value *v)
 {
 	const unsigned char *p = data;
 
-	if (len != LEASE_SIZE || memcmp(p, LEASE_MAGIC, 8) || get64(p + 8) != LEASE_VERSION ||
-	    get64(p + 72) != XXH3_64bits(p, 72) || get64(p + 32) > INT32_MAX ||
+	if (len != LEASE_SIZE || memcmp(p, LEASE_MAGIC, 8) || wire_get64(p + 8) != LEASE_VERSION ||
+	    wire_get64(p + 72) != wire_checksum(p, 72) || wire_get64(p + 32) > INT32_MAX ||
 	    p[40 + WIRE_HOST_MAX - 1])
 		return -EBADMSG;
 	memset(v, 0, sizeof(*v));
-	v->term = get64(p + 16);
-	v->holder = get64(p + 24);
-	v->pid = (int32_t)get64(p + 32);
+	v->term = wire_get64(p + 16);
+	v->holder = wire_get64(p + 24);
+	v->pid = (int32_t)wire_get64(p + 32);
 	memcpy(v->host, p + 40, WIRE_HOST_MAX);
 	for (int i = 0; i < WIRE_HOST_MAX && v->host[i]; i++)
 		if (v->host[i] < 0x21 || v->host[i] > 0x7e)
@@ -388,6 +371,7 @@ static void stop_thread(struct net_lease *l)
 	pthread_mutex_unlock(&l->lock);
 	pthread_join(l->thread, NULL);
 	l->running = false;
+	l->stop = false;	/* lease_keep may start it again */
 }
 
 void lease_stop(struct net_lease *l)
@@ -396,6 +380,24 @@ void lease_stop(struct net_lease *l)
 		return;
 	stop_thread(l);
 	set_lost(l, NULL);
+}
+
+void lease_release(struct net_lease *l)
+{
+	struct lease_value cur, mine;
+	uint64_t rev;
+
+	if (!l)
+		return;
+	stop_thread(l);
+	pthread_mutex_lock(&l->lock);
+	mine = l->mine;
+	pthread_mutex_unlock(&l->lock);
+	set_lost(l, NULL);
+	if (lease_read(l, &cur, &rev) == 1 && same_holder(&cur, &mine) &&
+	    kvStore_Delete(l->kv, LEASE_KEY) == NATS_OK)
+		net_log(PT_LOG_INFO, "the lease of stream %s released (term %llu)", l->stream,
+			(unsigned long long)mine.term);
 }
 
 bool lease_held(struct net_lease *l)

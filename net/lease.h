@@ -66,6 +66,15 @@ int lease_keep(struct net_lease *l);
 /* Stop renewing (a deposed holder): the lease lapses by itself. */
 void lease_stop(struct net_lease *l);
 
+/*
+ * Stop renewing and delete the key if it still holds this holder's value
+ * (a promotion that failed: the other standbys need not wait a lease).
+ * The delete is not a compare-and-set (libnats 3.4 has none): a writer
+ * that forced the lease over in between loses its key until its next
+ * renewal, which takes it again; the fence keeps that harmless.
+ */
+void lease_release(struct net_lease *l);
+
 /* Held: renewed less than a TTL ago (minus a margin), by this clock. */
 bool lease_held(struct net_lease *l);
 

@@ -203,37 +203,28 @@ static int record_term(struct pt_follower *f, uint64_t term, uint64_t holder)
 	return 0;
 }
 
-PT_EXPORT int pt_follower_promote(struct pt_follower *f, const struct pt_promote_opts *opts,
-				  struct pt_promote_info *info)
+/* The steps; *took once the lease was taken for the new term. */
+static int promote(struct pt_follower *f, const struct pt_promote_opts *po,
+		   struct pt_promote_info *res, bool *took)
 {
-	struct pt_promote_info res = { .sz = sizeof(res) };
-	struct pt_promote_opts po;
 	struct net_conn *c;
 	struct net_lease *l = NULL;
 	struct lease_value mine = { .pid = getpid() };
 	struct term_tip tip;
 	const char *stream, *dir;
 	uint64_t start = net_mono_ms(), deadline, marker_seq = 0;
+	char waiting[256] = "";		/* why the standby could not catch up yet */
 	bool recorded = false;
 	int err;
 
-	if (!f)
-		return net_fail(-EINVAL, "promote: no follower");
-	if (info && info->sz < offsetof(struct pt_promote_info, term))
-		return net_fail(-EINVAL, "promote: info sz too small");
-	err = opts_copy(&po, sizeof(po), opts, "promote options");
-	if (err)
-		return err;
-	if (po.flags & ~PT_PROMOTE_FORCE)
-		return net_fail(-EINVAL, "promote: unknown flags %#x", po.flags);
-	deadline = start + (po.timeout_ms ? po.timeout_ms : PROMOTE_TIMEOUT_MS);
+	deadline = start + (po->timeout_ms ? po->timeout_ms : PROMOTE_TIMEOUT_MS);
 	c = follower_conn(f);
 	stream = follower_stream(f);
 	dir = follower_dir(f);
 	err = pt_follower_run(f, 0);	/* -EALREADY, a kept error, or what is there */
 	if (err < 0 && err != -EAGAIN)
 		return err;
-	res.applied = err > 0 ? (uint64_t)err : 0;
+	res->applied = err > 0 ? (uint64_t)err : 0;
 
 	/* The stream takes term markers, and holds something to take over. */
 	while ((err = term_stream_prepare(c, stream)) == -EAGAIN && net_mono_ms() < deadline)
@@ -245,7 +236,7 @@ PT_EXPORT int pt_follower_promote(struct pt_follower *f, const struct pt_promote
 	if (!tip.epoch)
 		return net_fail(-ENODATA, "stream %s holds no epoch: there is nothing to take over",
 				stream);
-	err = check_standby(f, &tip, &res.epoch);
+	err = check_standby(f, &tip, &res->epoch);
 	if (err < 0)
 		return err;
 
@@ -258,10 +249,12 @@ PT_EXPORT int pt_follower_promote(struct pt_follower *f, const struct pt_promote
 	mine.holder = term_random_id();
 	term_host(mine.host);
 	err = lease_take(l, &mine, tip.marked ? tip.marker.h.term.term : 0,
-			 po.flags & PT_PROMOTE_FORCE);
+			 po->flags & PT_PROMOTE_FORCE);
+	if (!err)
+		*took = true;
 	if (err == -EBUSY)
 		return net_fail(-EBUSY, "%s%s", pt_net_last_error(),
-				po.flags & PT_PROMOTE_FORCE ? "" : ": a writer holds it (force to "
+				po->flags & PT_PROMOTE_FORCE ? "" : ": a writer holds it (force to "
 				"take it over)");
 	if (!err)
 		err = lease_keep(l);
@@ -274,10 +267,11 @@ PT_EXPORT int pt_follower_promote(struct pt_follower *f, const struct pt_promote
 	for (;;) {
 		if (net_mono_ms() >= deadline)
 			return net_fail(-ETIMEDOUT, "stream %s: %s not caught up within %u ms (at "
-					"epoch %llu, the stream at %llu): the old writer may still "
-					"be publishing", stream, dir,
-					po.timeout_ms ? po.timeout_ms : PROMOTE_TIMEOUT_MS,
-					(unsigned long long)res.epoch, (unsigned long long)tip.epoch);
+					"epoch %llu, the stream at %llu): %s", stream, dir,
+					po->timeout_ms ? po->timeout_ms : PROMOTE_TIMEOUT_MS,
+					(unsigned long long)res->epoch, (unsigned long long)tip.epoch,
+					waiting[0] ? waiting : "the old writer may still be "
+					"publishing");
 		if (!lease_held(l))
 			return net_fail(-EBUSY, "stream %s: the lease for term %llu was lost while "
 					"promoting %s", stream, (unsigned long long)mine.term, dir);
@@ -299,15 +293,18 @@ PT_EXPORT int pt_follower_promote(struct pt_follower *f, const struct pt_promote
 					(unsigned long long)tip.marker.h.term.term,
 					(unsigned long long)tip.marker.h.term.holder,
 					tip.marker.h.term.host);
-		err = check_standby(f, &tip, &res.epoch);
+		err = check_standby(f, &tip, &res->epoch);
 		if (err < 0)
 			return err;
 		if (err) {
 			err = pt_follower_run(f, 200);
 			if (err < 0 && err != -EAGAIN)
 				return err;
+			/* Waiting for a snapshot past a gap, or the network. */
+			if (err == -EAGAIN)
+				snprintf(waiting, sizeof(waiting), "%s", pt_net_last_error());
 			if (err > 0)
-				res.applied += (uint64_t)err;
+				res->applied += (uint64_t)err;
 			continue;
 		}
 		if (!recorded) {
@@ -338,15 +335,45 @@ PT_EXPORT int pt_follower_promote(struct pt_follower *f, const struct pt_promote
 	if (err)
 		return net_fail(err, "%s: closing the standby region: %s", dir, pt_strerror(err));
 	net_log(PT_LOG_INFO, "stream %s: %s promoted to term %llu after epoch %lld (marker at "
-		"sequence %llu)", stream, dir, (unsigned long long)mine.term, (long long)res.epoch,
+		"sequence %llu)", stream, dir, (unsigned long long)mine.term, (long long)res->epoch,
 		(unsigned long long)marker_seq);
-	res.term = mine.term;
-	res.holder = mine.holder;
-	res.stream_seq = marker_seq;
-	res.elapsed_ms = net_mono_ms() - start;
-	if (info)
-		result_put(info, &res, sizeof(res));
+	res->term = mine.term;
+	res->holder = mine.holder;
+	res->stream_seq = marker_seq;
+	res->elapsed_ms = net_mono_ms() - start;
 	return 0;
+}
+
+PT_EXPORT int pt_follower_promote(struct pt_follower *f, const struct pt_promote_opts *opts,
+				  struct pt_promote_info *info)
+{
+	struct pt_promote_info res = { .sz = sizeof(res) };
+	struct pt_promote_opts po;
+	bool took = false;
+	int err;
+
+	if (!f)
+		return net_fail(-EINVAL, "promote: no follower");
+	if (info && info->sz < offsetof(struct pt_promote_info, term))
+		return net_fail(-EINVAL, "promote: info sz too small");
+	err = opts_copy(&po, sizeof(po), opts, "promote options");
+	if (err)
+		return err;
+	if (po.flags & ~PT_PROMOTE_FORCE)
+		return net_fail(-EINVAL, "promote: unknown flags %#x", po.flags);
+	err = promote(f, &po, &res, &took);
+	if (err && took) {
+		/* No marker of ours is in the stream (or it would have
+		 * succeeded): let the other standbys have the lease now. */
+		char msg[512];
+
+		snprintf(msg, sizeof(msg), "%s", pt_net_last_error());
+		lease_release(*follower_lease(f));
+		net_fail(err, "%s", msg);
+	}
+	if (!err && info)
+		result_put(info, &res, sizeof(res));
+	return err;
 }
 
 PT_EXPORT int pt_dir_promote(const char *dir, const struct pt_net_opts *opts,

@@ -142,7 +142,8 @@ static uint64_t src_epoch(const struct pt_publisher *p)
  * (the region is the old writer's); a marker of this region's own term that
  * comes after the last epoch message is where it goes on (a half-published
  * epoch of the old term before it does not count).  epochs_seq: the
- * sequence of the last epoch message (0: none).  0, -EAGAIN or fatal.
+ * sequence of the last epoch message (0: none; UINT64_MAX: only check, do
+ * not move).  0, -EAGAIN or fatal.
  */
 static int check_term(struct pt_publisher *p, uint64_t epochs_seq)
 {
@@ -775,7 +776,13 @@ PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
 	}
 	/* Every epoch the source stepped is in the stream: a snapshot there. */
 	if (snap_pub_due(p->snap, &p->st, pt_replica_epoch(p->src))) {
-		err = snap_pub_update(p->snap, p->src, &p->st);
+		/* Only the stream's current writer writes its snapshot: one
+		 * replaced by a promotion (without a lease, and nothing
+		 * published since) learns it here, not after overwriting the
+		 * new term's snapshot with an older epoch. */
+		err = check_term(p, UINT64_MAX);
+		if (!err)
+			err = snap_pub_update(p->snap, p->src, &p->st);
 		if (err)
 			goto fail;
 	}

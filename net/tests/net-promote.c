@@ -1,4 +1,4 @@
-/* net-promote: a standby behind the stream is promoted (it applies the rest first): its content is the last replicated epoch, the old writer is deposed (its PT_LEVEL_REPLICATED waits -EOWNERDEAD, a restarted publisher refused), a half-published epoch of the old term is dropped by every follower, the new writer publishes on; promote is refused on another history, a directory ahead of or diverged from the stream, one the stream can no longer catch up, an empty stream, a held lease (unless forced); an incomplete promotion is refused by the publisher. */
+/* net-promote: a standby behind the stream is promoted (it applies the rest first): its content is the last replicated epoch, the old writer is deposed (its PT_LEVEL_REPLICATED waits -EOWNERDEAD, a restarted publisher refused), a half-published epoch of the old term is dropped by every follower, the new writer publishes on; promote is refused on another history, a directory ahead of or diverged from the stream, an empty stream, a held lease (unless forced), and after its timeout on a standby the purged stream cannot catch up until a snapshot is past the gap (then it catches up from the snapshot); an incomplete promotion is refused by the publisher. */
 #include "failtest.h"
 
 #define NPAGES	1024
@@ -259,8 +259,11 @@ int main(void)
 	}
 
 	/* A standby the stream can no longer catch up: its next epoch was
-	 * purged. */
+	 * purged, and the snapshot (written at the publisher's first run, at
+	 * epoch 3 at most; then every 10 s) is not past the gap.  Refused
+	 * after the timeout, saying why. */
 	{
+		struct pt_promote_opts short_wait = { .sz = sizeof(short_wait), .timeout_ms = 2000 };
 		struct pt_net_opts to = o;
 		jsOptions jo;
 		jsErrCode jerr = 0;
@@ -282,12 +285,38 @@ int main(void)
 		jo.Stream.Purge.Sequence = 6;	/* epochs 4 and 5 gone */
 		if (js_PurgeStream(raw.js, "trimmed", &jo, &jerr) != NATS_OK)
 			DIE("purge: %d", (int)jerr);
-		err = pt_dir_promote(nt_path("t2"), &to, NULL, &info);
-		expect(err, -ESTALE, "promote a standby the stream cannot catch up");
-		pt_publisher_close(p);
+		err = pt_dir_promote(nt_path("t2"), &to, &short_wait, &info);
+		expect(err, -ETIMEDOUT, "promote a standby the stream cannot catch up");
+		if (!strstr(pt_net_last_error(), "snapshot"))
+			DIE("the refusal does not say it waits for a snapshot");
+		/* A snapshot past the gap: the promotion catches up from it,
+		 * then from the stream. */
+		{
+			struct pt_net_opts so = to;
+			struct pt_publisher *ps;
+			pt_epoch_t te;
+			uint64_t want = ft_region_hash(r), h;
 
-		/* A directory that says it was promoted, with no marker in
-		 * the stream: its publisher refuses (incomplete promotion). */
+			so.snapshot_interval_ms = 1;
+			pt_publisher_close(p);
+			if (pt_publisher_open(&ps, nt_path("t"), &so))
+				DIE("publisher t again: %s", pt_net_last_error());
+			for (int i = 0; i < 20; i++)
+				pt_publisher_run(ps, 10);	/* its snapshot at epoch 7 */
+			pt_publisher_close(ps);
+			err = pt_dir_promote(nt_path("t2"), &to, NULL, &info);
+			expect(err, 0, "promote it once the snapshot is past the gap");
+			h = ft_dir_hash(nt_path("t2"), &te);
+			if (te != 7 || h != want)
+				DIE("t2 at epoch %lld after its promotion, not the writer's 7",
+				    (long long)te);
+		}
+		err = pt_publisher_open(&p, nt_path("t"), &to);
+		expect(err, -EOWNERDEAD, "the trimmed stream's old writer after the promotion");
+
+		/* A directory that says it was promoted to a term whose marker
+		 * the stream does not hold (its promotion stopped between the
+		 * two steps): its publisher refuses. */
 		{
 			struct pt_replicated *rep;
 
