@@ -27,6 +27,8 @@ bool follower_position(const struct pt_follower *f, uint64_t *history, uint64_t 
 		       uint64_t *chain);
 /* The follower's HMAC key (len 0: none): a marker is sealed with it. */
 const struct wire_key *follower_key(const struct pt_follower *f);
+/* The follower's kept error (-EALREADY once promoted), 0: none. */
+int follower_error(const struct pt_follower *f);
 /* Unsubscribe and close the standby region (its epochs durable); every
  * later run returns -EALREADY with why.  Returns pt_region_close()'s. */
 int follower_release(struct pt_follower *f, const char *why);

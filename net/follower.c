@@ -378,6 +378,16 @@ static int probe(struct pt_follower *f, uint64_t seq, uint64_t *epoch, uint32_t 
 		*epoch = h.epoch;
 		*part = h.part;
 		*prev_chain = h.prev_chain;
+		/* A term marker stands for what comes after it: the next
+		 * epoch, which follows the marker's chain.  Epochs stay in
+		 * order along the stream (a half-published epoch before a
+		 * marker has the same number), and a stream trimmed up to a
+		 * marker is a gap a snapshot at the marker's epoch crosses. */
+		if (h.flags & WIRE_FLAG_TERM) {
+			*epoch = h.epoch + 1;
+			*part = 0;
+			*prev_chain = h.chain;
+		}
 	}
 	natsMsg_Destroy(m);
 	return 0;
@@ -745,6 +755,11 @@ bool follower_position(const struct pt_follower *f, uint64_t *history, uint64_t 
 const struct wire_key *follower_key(const struct pt_follower *f)
 {
 	return &f->key;
+}
+
+int follower_error(const struct pt_follower *f)
+{
+	return f->fatal;
 }
 
 int follower_release(struct pt_follower *f, const char *why)

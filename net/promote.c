@@ -221,10 +221,10 @@ static int promote(struct pt_follower *f, const struct pt_promote_opts *po,
 	c = follower_conn(f);
 	stream = follower_stream(f);
 	dir = follower_dir(f);
-	err = pt_follower_run(f, 0);	/* -EALREADY, a kept error, or what is there */
-	if (err < 0 && err != -EAGAIN)
-		return err;
-	res->applied = err > 0 ? (uint64_t)err : 0;
+	/* -EALREADY, or a kept error: said again. */
+	err = follower_error(f);
+	if (err)
+		return pt_follower_run(f, 0);
 
 	/* The stream takes term markers, and holds something to take over. */
 	while ((err = term_stream_prepare(c, stream)) == -EAGAIN && net_mono_ms() < deadline)
