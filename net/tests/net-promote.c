@@ -1,4 +1,4 @@
-/* net-promote: a standby behind the stream is promoted (it applies the rest first): its content is the last replicated epoch, the old writer is deposed (its PT_LEVEL_REPLICATED waits -EOWNERDEAD, a restarted publisher refused), a half-published epoch of the old term is dropped by every follower, the new writer publishes on; promote is refused on another history, a directory ahead of or diverged from the stream, an empty stream, a held lease (unless forced), and after its timeout on a standby the purged stream cannot catch up until a snapshot is past the gap (then it catches up from the snapshot); an incomplete promotion is refused by the publisher. */
+/* net-promote: a standby behind the stream is promoted (it applies the rest first): its content is the last replicated epoch, the old writer is deposed (its PT_LEVEL_REPLICATED waits -EOWNERDEAD, a restarted publisher refused), a half-published epoch of the old term is dropped by every follower, the new writer publishes on; promote is refused on another history, a directory ahead of or diverged from the stream, an empty stream, a held lease (unless forced), and after its timeout on a standby the purged stream cannot catch up until a snapshot is past the gap (then it catches up from the snapshot); an incomplete promotion is refused by the publisher; with an HMAC key the marker is sealed and a promotion without the key refused. */
 #include "failtest.h"
 
 #define NPAGES	1024
@@ -328,6 +328,56 @@ int main(void)
 		err = pt_publisher_open(&p, nt_path("t"), &to);
 		expect(err, -EINPROGRESS, "publisher of an incomplete promotion");
 		pt_region_close(r);
+	}
+
+	/* An HMAC key on both sides: the marker carries its MAC (version 4),
+	 * the old publisher reads it with its key and is fenced, a new keyed
+	 * follower goes through it; a promotion without the key is refused. */
+	{
+		static const unsigned char key[32] = "failover-test-key-of-32-bytes..";
+		struct pt_net_opts ko = o, nokey;
+		struct pt_region *kr, *kb;
+		struct pt_publisher *kp;
+		pt_epoch_t ke;
+		uint64_t h;
+
+		ko.stream = "keyed";
+		ko.hmac_key = key;
+		ko.hmac_key_len = sizeof(key);
+		nokey = ko;
+		nokey.hmac_key = NULL;
+		nokey.hmac_key_len = 0;
+		kr = create(nt_path("k"));
+		if (pt_publisher_open(&kp, nt_path("k"), &ko))
+			DIE("keyed publisher: %s", pt_net_last_error());
+		for (int i = 0; i < 3; i++)
+			ft_write(kr, 4, false);
+		if (ft_publish_to(kp, 3))
+			DIE("keyed: %s", pt_net_last_error());
+		follow(nt_path("k2"), &ko, 2);
+		err = pt_dir_promote(nt_path("k2"), &nokey, NULL, &info);
+		expect(err, -ENOKEY, "promote without the stream's key");
+		err = pt_dir_promote(nt_path("k2"), &ko, NULL, &info);
+		expect(err, 0, "promote with the key");
+		ft_write(kr, 4, false);
+		err = ft_publish_to(kp, 4);
+		expect(err, -EOWNERDEAD, "the keyed old writer publishes");
+		pt_publisher_close(kp);
+		pt_region_close(kr);
+		kb = reopen(nt_path("k2"));
+		if (pt_publisher_open(&kp, nt_path("k2"), &ko))
+			DIE("keyed publisher on the promoted directory: %s", pt_net_last_error());
+		ft_write(kb, 4, false);
+		if (ft_publish_to(kp, 4))
+			DIE("keyed new writer: %s", pt_net_last_error());
+		h = ft_region_hash(kb);
+		follow(nt_path("k3"), &ko, 4);
+		if (ft_dir_hash(nt_path("k3"), &ke) != h || ke != 4)
+			DIE("a keyed follower through the marker: epoch %lld", (long long)ke);
+		printf("  a keyed follower went through the sealed marker to the new writer's "
+		       "epoch 4\n");
+		pt_publisher_close(kp);
+		pt_region_close(kb);
 	}
 
 	/* A writer holding the lease: refused, then forced. */
