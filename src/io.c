@@ -109,25 +109,6 @@ int pt_write_full(int fd, const void *buf, size_t len, off_t off)
 	return 0;
 }
 
-ssize_t pt_read_full(int fd, void *buf, size_t len, off_t off)
-{
-	char *p = buf;
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(fd, p + done, len - done, off + (off_t)done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
-}
-
 ssize_t pt_readv_full(int fd, struct iovec *iov, int iovcnt, off_t off)
 {
 	size_t done = 0;
@@ -154,6 +135,13 @@ ssize_t pt_readv_full(int fd, struct iovec *iov, int iovcnt, off_t off)
 		}
 	}
 	return (ssize_t)done;
+}
+
+ssize_t pt_read_full(int fd, void *buf, size_t len, off_t off)
+{
+	struct iovec v = { .iov_base = buf, .iov_len = len };
+
+	return pt_readv_full(fd, &v, 1, off);
 }
 
 int pt_create_file(int dirfd, const char *name, int flags)
