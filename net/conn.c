@@ -190,22 +190,6 @@ struct pt_region_opts net_standby_opts(const struct pt_net_opts *o, uint64_t his
 	};
 }
 
-bool net_stream_name_ok(const char *name)
-{
-	size_t n = strlen(name);
-
-	if (!n || n > STREAM_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = name[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 /*
  * The name the connection callbacks print.  libnats runs them on its own
  * thread and may run one after natsConnection_Destroy() has returned (the

@@ -16,8 +16,6 @@
 
 #define PT_EXPORT __attribute__((visibility("default")))
 
-#define STREAM_NAME_MAX	63
-
 /* A connection with its JetStream context. */
 struct net_conn {
 	natsConnection *nc;
@@ -44,9 +42,6 @@ int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in, enum pt_n
  * standby sizes, and history (0 when reopening: the region's own).
  */
 struct pt_region_opts net_standby_opts(const struct pt_net_opts *o, uint64_t history);
-
-/* A stream name NATS takes and a subject can hold: [A-Za-z0-9_-], 1-63. */
-bool net_stream_name_ok(const char *name);
 
 /* Connect as the options say.  Returns 0, or -errno with the last error set. */
 int net_connect(struct net_conn *c, const struct pt_net_opts *o, const char *stream);

@@ -6,13 +6,10 @@
  * it, then goes on from the stream.
  *
  * The snapshot is a JetStream key-value bucket, "<stream>-snapshot", one
- * value per key (docs/network.md, "Snapshot"):
- *   page.<index>   one page: its generation (the epoch that last changed
- *                  it), its XXH3-64, the page as a wire entry (LZ4, or raw)
- *   table.<n>      pages n*8192 .. : generation and XXH3-64 of each
- *   manifest       the snapshot's epoch S, the chain of the source's record
- *                  S, the region's history and size, and the XXH3-64 of
- *                  every table as it is at S
+ * value per key: page.<index> (a page), table.<n> (the generation and
+ * checksum of 8192 pages), manifest (the snapshot's epoch and the checksum
+ * of each table).  The values' format and checks are in snapshot-format.c;
+ * this file moves them to and from the bucket (docs/network.md, "Snapshot").
  *
  * Complete at S, or not at all.  The publisher puts the pages that changed,
  * then the tables that changed, then the manifest: a manifest names tables
@@ -40,253 +37,17 @@
 #include <string.h>
 #include <unistd.h>
 
-#define XXH_STATIC_LINKING_ONLY	/* XXH3_state_t on the stack */
-#include <xxhash.h>
-
+#include "snapshot-format.h"
 #include "snapshot.h"
 #include "wire.h"
 
-#define SNAP_VERSION		1
-#define MANIFEST_MAGIC		"PTSNAP1"	/* 8 bytes with the NUL */
-#define TABLE_MAGIC		"PTSNTB1"
-#define PAGE_MAGIC		"PTSNPG1"
-#define MANIFEST_HEAD		80
-#define TABLE_HEAD		32
-#define PAGE_HEAD		64
-#define TABLE_PAGES		8192u		/* pages a table value describes */
-#define TABLE_ENTRY		16
 #define DEFAULT_INTERVAL_MS	10000
 #define RESTARTS		8		/* a reader starting over, at most */
 #define PROGRESS_EVERY		64		/* pages between progress reports */
 
-static uint32_t tables_of(uint64_t npages)
-{
-	return (uint32_t)((npages + TABLE_PAGES - 1) / TABLE_PAGES);
-}
-
 static void bucket_name(char *buf, size_t len, const char *stream)
 {
 	snprintf(buf, len, "%s-snapshot", stream);
-}
-
-/* ---- the format: manifest, tables, pages ----------------------------------- */
-
-struct manifest {
-	uint64_t history, epoch, chain, npages;
-	uint32_t page_size, tables;
-	uint64_t *table_sum;		/* tables entries (malloc()ed) */
-};
-
-static int bad(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int bad(char *why, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-	return -EBADMSG;
-}
-
-static size_t manifest_size(uint32_t tables)
-{
-	return MANIFEST_HEAD + (size_t)tables * 8 + 8;
-}
-
-static void manifest_put(unsigned char *out, const struct manifest *m)
-{
-	size_t n = manifest_size(m->tables);
-
-	memset(out, 0, MANIFEST_HEAD);
-	memcpy(out, MANIFEST_MAGIC, 8);
-	wire_put32(out + 8, SNAP_VERSION);
-	wire_put32(out + 12, MANIFEST_HEAD);
-	wire_put64(out + 16, m->history);
-	wire_put64(out + 24, m->epoch);
-	wire_put64(out + 32, m->chain);
-	wire_put64(out + 40, m->npages);
-	wire_put32(out + 48, m->page_size);
-	wire_put32(out + 52, TABLE_PAGES);
-	wire_put32(out + 56, m->tables);
-	wire_put64(out + 64, net_now_ns());
-	for (uint32_t i = 0; i < m->tables; i++)
-		wire_put64(out + MANIFEST_HEAD + (size_t)i * 8, m->table_sum[i]);
-	wire_put64(out + n - 8, wire_checksum(out, n - 8));
-}
-
-/* Check and decode a manifest value; m->table_sum allocated.  0, -EBADMSG, -ENOMEM. */
-static int manifest_get(const unsigned char *v, size_t len, struct manifest *m, char *why,
-			size_t why_len)
-{
-	memset(m, 0, sizeof(*m));
-	if (len < MANIFEST_HEAD + 8 || memcmp(v, MANIFEST_MAGIC, 8))
-		return bad(why, why_len, "not a manifest (%zu bytes)", len);
-	if (wire_get32(v + 8) != SNAP_VERSION || wire_get32(v + 12) != MANIFEST_HEAD)
-		return bad(why, why_len, "manifest version %u, this library reads %d",
-			   wire_get32(v + 8), SNAP_VERSION);
-	m->tables = wire_get32(v + 56);
-	if (len != manifest_size(m->tables))
-		return bad(why, why_len, "manifest of %zu bytes for %u tables", len, m->tables);
-	if (wire_get64(v + len - 8) != wire_checksum(v, len - 8))
-		return bad(why, why_len, "manifest checksum");
-	m->history = wire_get64(v + 16);
-	m->epoch = wire_get64(v + 24);
-	m->chain = wire_get64(v + 32);
-	m->npages = wire_get64(v + 40);
-	m->page_size = wire_get32(v + 48);
-	if (!m->epoch || m->epoch > INT64_MAX || !m->npages || m->npages > (1ull << 40) ||
-	    !m->page_size || m->page_size & (m->page_size - 1) ||
-	    wire_get32(v + 52) != TABLE_PAGES || m->tables != tables_of(m->npages))
-		return bad(why, why_len, "manifest: epoch %llu, %llu pages of %u bytes, %u tables "
-			   "of %u pages: impossible", (unsigned long long)m->epoch,
-			   (unsigned long long)m->npages, m->page_size, m->tables,
-			   wire_get32(v + 52));
-	m->table_sum = malloc((size_t)m->tables * 8);
-	if (!m->table_sum)
-		return -ENOMEM;
-	for (uint32_t i = 0; i < m->tables; i++)
-		m->table_sum[i] = wire_get64(v + MANIFEST_HEAD + (size_t)i * 8);
-	return 0;
-}
-
-static uint32_t table_count(const struct manifest *m, uint32_t t)
-{
-	uint64_t first = (uint64_t)t * TABLE_PAGES;
-
-	return (uint32_t)(m->npages - first < TABLE_PAGES ? m->npages - first : TABLE_PAGES);
-}
-
-static size_t table_encode(unsigned char *out, const struct manifest *m, uint32_t t,
-			   const struct pt_page_version *v)
-{
-	uint32_t count = table_count(m, t);
-	uint64_t first = (uint64_t)t * TABLE_PAGES;
-
-	memcpy(out, TABLE_MAGIC, 8);
-	wire_put32(out + 8, SNAP_VERSION);
-	wire_put32(out + 12, count);
-	wire_put64(out + 16, first);
-	wire_put64(out + 24, m->history);
-	for (uint32_t i = 0; i < count; i++) {
-		wire_put64(out + TABLE_HEAD + (size_t)i * TABLE_ENTRY, (uint64_t)v[first + i].generation);
-		wire_put64(out + TABLE_HEAD + (size_t)i * TABLE_ENTRY + 8, v[first + i].checksum);
-	}
-	return TABLE_HEAD + (size_t)count * TABLE_ENTRY;
-}
-
-/*
- * Check table t's value against the manifest (its checksum first: then
- * every field is the publisher's) and decode it into v.  0, -EAGAIN (not
- * the table the manifest names: being rewritten, or damaged), -EBADMSG.
- */
-static int table_decode(const unsigned char *val, size_t len, const struct manifest *m, uint32_t t,
-			struct pt_page_version *v, char *why, size_t why_len)
-{
-	uint32_t count = table_count(m, t);
-	uint64_t first = (uint64_t)t * TABLE_PAGES;
-
-	if (wire_checksum(val, len) != m->table_sum[t]) {
-		snprintf(why, why_len, "table.%u is not the one the manifest of epoch %llu names "
-			 "(checksum)", t, (unsigned long long)m->epoch);
-		return -EAGAIN;
-	}
-	if (len != TABLE_HEAD + (size_t)count * TABLE_ENTRY || memcmp(val, TABLE_MAGIC, 8) ||
-	    wire_get32(val + 8) != SNAP_VERSION || wire_get32(val + 12) != count ||
-	    wire_get64(val + 16) != first || wire_get64(val + 24) != m->history)
-		return bad(why, why_len, "table.%u: not a table of %u pages from page %llu of history "
-			   "%016llx", t, count, (unsigned long long)first,
-			   (unsigned long long)m->history);
-	for (uint32_t i = 0; i < count; i++) {
-		uint64_t g = wire_get64(val + TABLE_HEAD + (size_t)i * TABLE_ENTRY);
-
-		if (g > m->epoch)
-			return bad(why, why_len, "table.%u: page %llu of generation %llu in a snapshot "
-				   "of epoch %llu", t, (unsigned long long)(first + i),
-				   (unsigned long long)g, (unsigned long long)m->epoch);
-		v[first + i].generation = (pt_epoch_t)g;
-		v[first + i].checksum = wire_get64(val + TABLE_HEAD + (size_t)i * TABLE_ENTRY + 8);
-	}
-	return 0;
-}
-
-/* A page value's checksum: its header's first 56 bytes, then its body. */
-static uint64_t page_value_checksum(const unsigned char *val, size_t body)
-{
-	XXH3_state_t st;
-
-	XXH3_64bits_reset(&st);
-	XXH3_64bits_update(&st, val, 56);
-	XXH3_64bits_update(&st, val + PAGE_HEAD, body);
-	return XXH3_64bits_digest(&st);
-}
-
-/* A page value (out: PAGE_HEAD + WIRE_ENTRY_SIZE + page_size bytes); its length. */
-static size_t page_encode(unsigned char *out, uint64_t history, uint64_t index,
-			  const struct pt_page_version *v, const unsigned char *page, size_t ps,
-			  const unsigned char *zero, unsigned char *scratch)
-{
-	enum wire_encoding enc;
-	size_t body = wire_encode_page(out + PAGE_HEAD, index, page, zero, ps, scratch, &enc);
-
-	memset(out, 0, PAGE_HEAD);
-	memcpy(out, PAGE_MAGIC, 8);
-	wire_put32(out + 8, SNAP_VERSION);
-	wire_put32(out + 12, PAGE_HEAD);
-	wire_put64(out + 16, history);
-	wire_put64(out + 24, index);
-	wire_put64(out + 32, (uint64_t)v->generation);
-	wire_put64(out + 40, v->checksum);
-	wire_put64(out + 48, body);
-	wire_put64(out + 56, page_value_checksum(out, body));
-	return PAGE_HEAD + body;
-}
-
-static const unsigned char *zero_page(uint64_t index, void *arg)
-{
-	(void)index;
-	return arg;
-}
-
-/*
- * Check page `index`'s value against its version v and decode it into out.
- * 0; 1 when the value is newer than the table (the publisher moved on);
- * -EBADMSG.
- */
-static int page_decode(const unsigned char *val, size_t len, const struct manifest *m,
-		       uint64_t index, const struct pt_page_version *v, unsigned char *out,
-		       const unsigned char *zero, char *why, size_t why_len)
-{
-	struct wire_header h = { .npages = m->npages, .page_size = m->page_size, .count = 1 };
-	uint64_t generation, body, got_index;
-	char decode_why[200];
-
-	if (len < PAGE_HEAD || memcmp(val, PAGE_MAGIC, 8) || wire_get32(val + 8) != SNAP_VERSION ||
-	    wire_get32(val + 12) != PAGE_HEAD)
-		return bad(why, why_len, "page.%llu: not a page value (%zu bytes)",
-			   (unsigned long long)index, len);
-	body = wire_get64(val + 48);
-	if (body != len - PAGE_HEAD || wire_get64(val + 56) != page_value_checksum(val, body))
-		return bad(why, why_len, "page.%llu: length or checksum", (unsigned long long)index);
-	generation = wire_get64(val + 32);
-	if (wire_get64(val + 16) != m->history || wire_get64(val + 24) != index)
-		return bad(why, why_len, "page.%llu: a value of page %llu of history %016llx",
-			   (unsigned long long)index, (unsigned long long)wire_get64(val + 24),
-			   (unsigned long long)wire_get64(val + 16));
-	if (generation > (uint64_t)v->generation)
-		return 1;
-	if (generation < (uint64_t)v->generation || wire_get64(val + 40) != v->checksum)
-		return bad(why, why_len, "page.%llu: generation %llu, checksum %016llx; the table "
-			   "says generation %lld, checksum %016llx", (unsigned long long)index,
-			   (unsigned long long)generation, (unsigned long long)wire_get64(val + 40),
-			   (long long)v->generation, (unsigned long long)v->checksum);
-	h.body_length = body;
-	if (wire_decode(&h, val + PAGE_HEAD, UINT64_MAX, &got_index, out, zero_page, (void *)zero,
-			decode_why, sizeof(decode_why)))
-		return bad(why, why_len, "page.%llu: %s", (unsigned long long)index, decode_why);
-	if (got_index != index || pt_page_checksum(out, m->page_size) != v->checksum)
-		return bad(why, why_len, "page.%llu: its bytes do not have its checksum",
-			   (unsigned long long)index);
-	return 0;
 }
 
 /* ---- the bucket ------------------------------------------------------------ */
@@ -306,7 +67,7 @@ static int kv_get(kvStore *kv, const char *bucket, const char *key, kvEntry **e)
 	return 0;
 }
 
-static int manifest_read(kvStore *kv, const char *bucket, struct manifest *m, uint64_t *bytes,
+static int manifest_read(kvStore *kv, const char *bucket, struct snap_manifest *m, uint64_t *bytes,
 			 char *why, size_t why_len)
 {
 	kvEntry *e;
@@ -316,13 +77,13 @@ static int manifest_read(kvStore *kv, const char *bucket, struct manifest *m, ui
 	if (err)
 		return err;
 	*bytes += (uint64_t)kvEntry_ValueLen(e);
-	err = manifest_get(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), m, why, why_len);
+	err = snap_manifest_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), m, why, why_len);
 	kvEntry_Destroy(e);
 	return err;
 }
 
 /* Every table the manifest names into v: 0, -EAGAIN (one does not match it), -EBADMSG. */
-static int tables_read(kvStore *kv, const char *bucket, const struct manifest *m,
+static int tables_read(kvStore *kv, const char *bucket, const struct snap_manifest *m,
 		       struct pt_page_version *v, uint64_t *bytes, char *why, size_t why_len)
 {
 	for (uint32_t t = 0; t < m->tables; t++) {
@@ -341,7 +102,7 @@ static int tables_read(kvStore *kv, const char *bucket, const struct manifest *m
 			return err;
 		}
 		*bytes += (uint64_t)kvEntry_ValueLen(e);
-		err = table_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), m, t, v, why,
+		err = snap_table_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), m, t, v, why,
 				   why_len);
 		kvEntry_Destroy(e);
 		if (err)
@@ -356,7 +117,7 @@ struct snap_pub {
 	struct net_conn *c;
 	kvStore *kv;
 	char bucket[96];
-	struct manifest m;		/* the region's: history, npages, page size, tables */
+	struct snap_manifest m;		/* the region's: history, npages, page size, tables */
 	unsigned int interval_ms;
 	int64_t max_msgs, max_bytes;
 	pt_epoch_t *gens;
@@ -380,7 +141,6 @@ int snap_pub_open(struct snap_pub **out, struct net_conn *c, const struct pt_net
 		  const char *stream, uint64_t history, uint64_t npages, uint32_t page_size)
 {
 	struct snap_pub *s = calloc(1, sizeof(*s));
-	size_t table_max = TABLE_HEAD + (size_t)TABLE_PAGES * TABLE_ENTRY, value_max;
 	natsStatus st;
 	int err;
 
@@ -392,23 +152,18 @@ int snap_pub_open(struct snap_pub **out, struct net_conn *c, const struct pt_net
 	s->m.history = history;
 	s->m.npages = npages;
 	s->m.page_size = page_size;
-	s->m.tables = tables_of(npages);
+	s->m.tables = snap_tables(npages);
 	s->interval_ms = o->snapshot_interval_ms ? o->snapshot_interval_ms : DEFAULT_INTERVAL_MS;
 	s->max_msgs = o->max_msgs;
 	s->max_bytes = o->max_bytes;
 	s->last_ms = net_mono_ms();
-	value_max = PAGE_HEAD + WIRE_ENTRY_SIZE + page_size;
-	if (value_max < table_max)
-		value_max = table_max;
-	if (value_max < manifest_size(s->m.tables))
-		value_max = manifest_size(s->m.tables);
 	s->gens = malloc(npages * sizeof(*s->gens));
 	s->cur = malloc(npages * sizeof(*s->cur));
 	s->held = malloc(npages * sizeof(*s->held));
 	s->held_sum = calloc(s->m.tables, 8);
 	s->m.table_sum = calloc(s->m.tables, 8);
 	s->dirty = calloc(s->m.tables, 1);
-	s->buf = malloc(value_max);
+	s->buf = malloc(snap_value_max(npages, page_size));
 	s->zero = calloc(1, page_size);
 	s->scratch = malloc(page_size);
 	if (!s->gens || !s->cur || !s->held || !s->held_sum || !s->m.table_sum || !s->dirty ||
@@ -481,7 +236,7 @@ bool snap_pub_due(const struct snap_pub *s, const struct pt_publisher_stats *st,
 /* What the bucket holds, so that an update puts only what differs. */
 static void pub_load(struct snap_pub *s, struct pt_publisher_stats *st)
 {
-	struct manifest m;
+	struct snap_manifest m;
 	char why[256];
 	uint64_t bytes = 0;
 	int err;
@@ -501,12 +256,12 @@ static void pub_load(struct snap_pub *s, struct pt_publisher_stats *st)
 			if (kv_get(s->kv, s->bucket, key, &e))
 				continue;
 			bytes += (uint64_t)kvEntry_ValueLen(e);
-			if (!table_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &m, t,
+			if (!snap_table_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &m, t,
 					  s->held, why, sizeof(why)))
 				s->held_sum[t] = m.table_sum[t];
 			else
-				for (uint64_t p = (uint64_t)t * TABLE_PAGES;
-				     p < (uint64_t)t * TABLE_PAGES + table_count(&m, t); p++)
+				for (uint64_t p = (uint64_t)t * SNAP_TABLE_PAGES;
+				     p < (uint64_t)t * SNAP_TABLE_PAGES + snap_table_count(&m, t); p++)
 					s->held[p].generation = -1;
 			kvEntry_Destroy(e);
 		}
@@ -568,13 +323,13 @@ int snap_pub_update(struct snap_pub *s, struct pt_replica *src, struct pt_publis
 		c->checksum = pt_page_checksum(base + p * ps, ps);
 		if (c->generation == h->generation && c->checksum == h->checksum)
 			continue;
-		s->dirty[p / TABLE_PAGES] = 1;
+		s->dirty[p / SNAP_TABLE_PAGES] = 1;
 		/* A page never written is zero at every epoch: no reader
 		 * transfers it, its table entry says all. */
 		if (!c->generation)
 			continue;
 		snprintf(key, sizeof(key), "page.%llu", (unsigned long long)p);
-		err = put(s, key, page_encode(s->buf, s->m.history, p, c, base + p * ps, ps, s->zero,
+		err = put(s, key, snap_page_encode(s->buf, s->m.history, p, c, base + p * ps, ps, s->zero,
 					      s->scratch), st);
 		if (err)
 			return err;
@@ -587,7 +342,7 @@ int snap_pub_update(struct snap_pub *s, struct pt_replica *src, struct pt_publis
 		if (!s->dirty[t] && s->held_sum[t])
 			continue;
 		snprintf(key, sizeof(key), "table.%u", t);
-		len = table_encode(s->buf, &s->m, t, s->cur);
+		len = snap_table_encode(s->buf, &s->m, t, s->cur);
 		err = put(s, key, len, st);
 		if (err)
 			return err;
@@ -595,8 +350,8 @@ int snap_pub_update(struct snap_pub *s, struct pt_replica *src, struct pt_publis
 	}
 	s->m.epoch = (uint64_t)epoch;
 	s->m.chain = chain;
-	manifest_put(s->buf, &s->m);
-	err = put(s, "manifest", manifest_size(s->m.tables), st);
+	s->m.written_ns = net_now_ns();
+	err = put(s, "manifest", snap_manifest_encode(s->buf, &s->m), st);
 	if (err)
 		return err;
 	swap = s->held;
@@ -629,7 +384,7 @@ struct catch_up {
 	pt_epoch_t have;		/* the standby's epoch */
 	uint64_t history;		/* the standby's, 0: none yet */
 	size_t region_pages;		/* the standby's, 0: none yet */
-	struct manifest m;
+	struct snap_manifest m;
 	struct pt_page_version *v;
 	uint64_t *pages;
 	unsigned char *data;
@@ -692,7 +447,7 @@ static int fetch_pages(struct catch_up *cu)
 		if (err)
 			return err;
 		cu->bytes += (uint64_t)kvEntry_ValueLen(e);
-		err = page_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &cu->m, cu->pages[i],
+		err = snap_page_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &cu->m, cu->pages[i],
 				  &cu->v[cu->pages[i]], cu->data + i * ps, cu->zero, why, sizeof(why));
 		kvEntry_Destroy(e);
 		if (err < 0)

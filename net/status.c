@@ -5,8 +5,8 @@
  * pt_net_status_read() that `pagetrack status` is built on.
  *
  * The record is a fixed 512-byte block (docs/network.md, "Status
- * records"), little-endian, with its own magic, version and checksum, in
- * the directory the handle serves: net-status-<role>-<stream>.  It is
+ * records"; its format and checks are in status-record.c), in the
+ * directory the handle serves: net-status-<role>-<stream>.  It is
  * replaced whole: written to net-status-<role>-<stream>.tmp (created 0600
  * without following links, truncated), then renamed over the record, so
  * a reader sees the old record or the new one, never half of each.  It is
@@ -14,7 +14,8 @@
  * crash is reported as such by the reader, which trusts nothing in the
  * file: the checks of the core's readers (a regular file of the
  * directory's owner that no one else can write, opened without blocking),
- * then magic, version, size, checksum and every field.
+ * then magic, version, size, checksum and every field
+ * (status_record_get).
  *
  * Whether the writer still runs is the reader's judgement: the record
  * holds its pid and host; a record of this host whose pid is gone is
@@ -32,187 +33,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "status-record.h"
 #include "status.h"
 #include "wire.h"
 
-#define STATUS_MAGIC		"PTNSTAT"	/* 8 bytes with its NUL */
-#define STATUS_VERSION		1
-#define STATUS_SIZE		512
-#define STATUS_PREFIX		"net-status-"
 #define STATUS_TMP_SUFFIX	".tmp"
-#define STATUS_FLAG_CLOSED	1u
-
-/* Field offsets (docs/network.md). */
-enum {
-	OFF_VERSION = 8, OFF_ROLE = 10, OFF_SIZE = 12, OFF_PID = 16, OFF_FLAGS = 20,
-	OFF_INTERVAL = 24, OFF_LAST_ERROR = 28, OFF_HISTORY = 32, OFF_EPOCH = 40,
-	OFF_SEQ = 48, OFF_LAG_EPOCHS = 56, OFF_LAG_MS = 64, OFF_EPOCHS = 72,
-	OFF_MESSAGES = 80, OFF_PAGES = 88, OFF_RAW = 96, OFF_WIRE = 104, OFF_RETRIES = 112,
-	OFF_RAW_RATE = 120, OFF_WIRE_RATE = 128, OFF_STARTED = 136, OFF_UPDATED = 144,
-	OFF_ERROR_NS = 152, OFF_RESERVED = 160, OFF_HOST = 192, OFF_STREAM = 256,
-	OFF_ERROR_TEXT = 320, OFF_CHECKSUM = 504,
-	HOST_LEN = 64, STREAM_LEN = 64, ERROR_TEXT_LEN = 184,
-};
-
-/* A record decoded, or to be encoded: strings point into its block. */
-struct record {
-	struct pt_net_status st;
-	uint32_t flags;
-	uint32_t interval_ms;
-};
-
-static const char *role_name(enum pt_net_role role)
-{
-	return role == PT_NET_PUBLISHER ? "publisher" : "follower";
-}
-
-static void put_string(unsigned char *p, size_t len, const char *s)
-{
-	size_t n = strnlen(s, len - 1);
-
-	memcpy(p, s, n);	/* the block is zeroed: the rest stays NUL */
-}
-
-static void record_put(unsigned char *b, const struct record *r)
-{
-	const struct pt_net_status *st = &r->st;
-
-	memset(b, 0, STATUS_SIZE);
-	memcpy(b, STATUS_MAGIC, 8);
-	wire_put16(b + OFF_VERSION, STATUS_VERSION);
-	wire_put16(b + OFF_ROLE, (uint16_t)st->role);
-	wire_put32(b + OFF_SIZE, STATUS_SIZE);
-	wire_put32(b + OFF_PID, (uint32_t)st->pid);
-	wire_put32(b + OFF_FLAGS, r->flags);
-	wire_put32(b + OFF_INTERVAL, r->interval_ms);
-	wire_put32(b + OFF_LAST_ERROR, (uint32_t)st->last_error);
-	wire_put64(b + OFF_HISTORY, st->history_id);
-	wire_put64(b + OFF_EPOCH, (uint64_t)st->epoch);
-	wire_put64(b + OFF_SEQ, st->stream_seq);
-	wire_put64(b + OFF_LAG_EPOCHS, st->lag_epochs);
-	wire_put64(b + OFF_LAG_MS, (uint64_t)st->lag_ms);
-	wire_put64(b + OFF_EPOCHS, st->epochs);
-	wire_put64(b + OFF_MESSAGES, st->messages);
-	wire_put64(b + OFF_PAGES, st->pages);
-	wire_put64(b + OFF_RAW, st->bytes_raw);
-	wire_put64(b + OFF_WIRE, st->bytes_wire);
-	wire_put64(b + OFF_RETRIES, st->retries);
-	wire_put64(b + OFF_RAW_RATE, st->bytes_raw_per_s);
-	wire_put64(b + OFF_WIRE_RATE, st->bytes_wire_per_s);
-	wire_put64(b + OFF_STARTED, st->started_ns);
-	wire_put64(b + OFF_UPDATED, st->updated_ns);
-	wire_put64(b + OFF_ERROR_NS, st->last_error_ns);
-	put_string(b + OFF_HOST, HOST_LEN, st->host);
-	put_string(b + OFF_STREAM, STREAM_LEN, st->stream);
-	put_string(b + OFF_ERROR_TEXT, ERROR_TEXT_LEN, st->last_error_text);
-	wire_put64(b + OFF_CHECKSUM, wire_checksum(b, OFF_CHECKSUM));
-}
-
-/* A string field: NUL-terminated inside it, zeros after, no control byte. */
-static const char *get_string(const unsigned char *p, size_t len)
-{
-	size_t n = strnlen((const char *)p, len);
-
-	if (n == len)
-		return NULL;
-	for (size_t i = 0; i < n; i++)
-		if (p[i] < 0x20 || p[i] == 0x7f)
-			return NULL;
-	for (size_t i = n; i < len; i++)
-		if (p[i])
-			return NULL;
-	return (const char *)p;
-}
-
-/*
- * Decode and check block b (len bytes read) of file `name`.  Returns 0, or
- * -EBADMSG / -EPROTO / -ENODATA with why.
- */
-static int record_get(const unsigned char *b, size_t len, const char *name, struct record *r,
-		      char *why, size_t why_len)
-{
-	struct pt_net_status *st = &r->st;
-	char want[NAME_MAX + 1];
-	uint64_t sum;
-
-	memset(r, 0, sizeof(*r));
-	if (len < STATUS_SIZE) {
-		snprintf(why, why_len, "%zu bytes, a record has %d (torn or cut short)", len,
-			 STATUS_SIZE);
-		return -ENODATA;
-	}
-	if (memcmp(b, STATUS_MAGIC, 8)) {
-		snprintf(why, why_len, "bad magic (not a status record)");
-		return -EBADMSG;
-	}
-	if (wire_get16(b + OFF_VERSION) != STATUS_VERSION) {
-		snprintf(why, why_len, "record version %u, this library reads %u",
-			 wire_get16(b + OFF_VERSION), STATUS_VERSION);
-		return -EPROTO;
-	}
-	if (len != STATUS_SIZE || wire_get32(b + OFF_SIZE) != STATUS_SIZE) {
-		snprintf(why, why_len, "%zu bytes, size field %u, want %d", len,
-			 wire_get32(b + OFF_SIZE), STATUS_SIZE);
-		return -EBADMSG;
-	}
-	sum = wire_checksum(b, OFF_CHECKSUM);
-	if (sum != wire_get64(b + OFF_CHECKSUM)) {
-		snprintf(why, why_len, "checksum %016llx, computed %016llx",
-			 (unsigned long long)wire_get64(b + OFF_CHECKSUM), (unsigned long long)sum);
-		return -EBADMSG;
-	}
-	st->role = (enum pt_net_role)wire_get16(b + OFF_ROLE);
-	st->pid = (int32_t)wire_get32(b + OFF_PID);
-	r->flags = wire_get32(b + OFF_FLAGS);
-	r->interval_ms = wire_get32(b + OFF_INTERVAL);
-	st->last_error = (int)wire_get32(b + OFF_LAST_ERROR);
-	st->history_id = wire_get64(b + OFF_HISTORY);
-	st->epoch = (pt_epoch_t)wire_get64(b + OFF_EPOCH);
-	st->stream_seq = wire_get64(b + OFF_SEQ);
-	st->lag_epochs = wire_get64(b + OFF_LAG_EPOCHS);
-	st->lag_ms = (int64_t)wire_get64(b + OFF_LAG_MS);
-	st->epochs = wire_get64(b + OFF_EPOCHS);
-	st->messages = wire_get64(b + OFF_MESSAGES);
-	st->pages = wire_get64(b + OFF_PAGES);
-	st->bytes_raw = wire_get64(b + OFF_RAW);
-	st->bytes_wire = wire_get64(b + OFF_WIRE);
-	st->retries = wire_get64(b + OFF_RETRIES);
-	st->bytes_raw_per_s = wire_get64(b + OFF_RAW_RATE);
-	st->bytes_wire_per_s = wire_get64(b + OFF_WIRE_RATE);
-	st->started_ns = wire_get64(b + OFF_STARTED);
-	st->updated_ns = wire_get64(b + OFF_UPDATED);
-	st->last_error_ns = wire_get64(b + OFF_ERROR_NS);
-	st->host = get_string(b + OFF_HOST, HOST_LEN);
-	st->stream = get_string(b + OFF_STREAM, STREAM_LEN);
-	st->last_error_text = get_string(b + OFF_ERROR_TEXT, ERROR_TEXT_LEN);
-	/* A checksum is no proof of sense: a record made by a bug or by hand
-	 * must not show impossible figures as if they were. */
-	for (size_t i = OFF_RESERVED; i < OFF_HOST; i++)
-		if (b[i]) {
-			snprintf(why, why_len, "reserved bytes not zero");
-			return -EBADMSG;
-		}
-	if (!st->host || !st->stream || !st->last_error_text || !net_stream_name_ok(st->stream)) {
-		snprintf(why, why_len, "a host, stream or error text that is not a string");
-		return -EBADMSG;
-	}
-	if ((st->role != PT_NET_PUBLISHER && st->role != PT_NET_FOLLOWER) || st->pid <= 0 ||
-	    (r->flags & ~STATUS_FLAG_CLOSED) || st->last_error > 0 || st->last_error < -4095 ||
-	    st->epoch < 0 || st->lag_ms < 0 || !r->interval_ms ||
-	    st->updated_ns < st->started_ns || (!st->last_error) != (!st->last_error_ns)) {
-		snprintf(why, why_len, "impossible fields (role %u, pid %d, flags %#x, error %d, "
-			 "epoch %lld)", (unsigned)st->role, st->pid, r->flags, st->last_error,
-			 (long long)st->epoch);
-		return -EBADMSG;
-	}
-	snprintf(want, sizeof(want), STATUS_PREFIX "%s-%s", role_name(st->role), st->stream);
-	if (strcmp(want, name)) {
-		snprintf(why, why_len, "a record of the %s of stream %s under another name",
-			 role_name(st->role), st->stream);
-		return -EBADMSG;
-	}
-	return 0;
-}
 
 /* ------------------------------------------------------------------ */
 /* The writer                                                          */
@@ -223,10 +48,10 @@ struct net_status {
 	int dirfd;			/* -1 until the directory exists */
 	char name[128];			/* net-status-<role>-<stream>: at most 85 */
 	char tmp[136];
-	struct record rec;
-	char host[HOST_LEN];
-	char stream[STREAM_LEN];
-	char error_text[ERROR_TEXT_LEN];
+	struct status_record rec;
+	char host[STATUS_HOST_LEN];
+	char stream[STATUS_STREAM_LEN];
+	char error_text[STATUS_ERROR_TEXT_LEN];
 	bool written;			/* the record was written once */
 	uint64_t last_ms;		/* CLOCK_MONOTONIC of the last write */
 	uint64_t last_raw, last_wire;	/* the totals then */
@@ -252,8 +77,8 @@ int net_status_open(struct net_status **out, const char *dir, enum pt_net_role r
 	s->dirfd = -1;
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	snprintf(s->stream, sizeof(s->stream), "%s", stream);
-	snprintf(s->name, sizeof(s->name), STATUS_PREFIX "%s-%s", role_name(role), s->stream);
-	snprintf(s->tmp, sizeof(s->tmp), STATUS_PREFIX "%s-%s" STATUS_TMP_SUFFIX, role_name(role),
+	snprintf(s->name, sizeof(s->name), STATUS_PREFIX "%s-%s", status_role_name(role), s->stream);
+	snprintf(s->tmp, sizeof(s->tmp), STATUS_PREFIX "%s-%s" STATUS_TMP_SUFFIX, status_role_name(role),
 		 s->stream);
 	if (gethostname(s->host, sizeof(s->host) - 1))
 		snprintf(s->host, sizeof(s->host), "unknown");
@@ -292,7 +117,7 @@ static int write_record(struct net_status *s)
 		if (s->dirfd < 0)
 			return errno == ENOENT ? 0 : -errno;
 	}
-	record_put(b, &s->rec);
+	status_record_put(b, &s->rec);
 	/* O_NOFOLLOW and O_NONBLOCK: a link or a FIFO put in the temporary
 	 * file's place is refused, never written through or waited on. */
 	fd = openat(s->dirfd, s->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK |
@@ -462,14 +287,14 @@ void net_status_follower(struct net_status *s, const struct pt_follower *f,
 
 static bool same_host(const char *host)
 {
-	char mine[HOST_LEN] = "";
+	char mine[STATUS_HOST_LEN] = "";
 
 	if (gethostname(mine, sizeof(mine) - 1))
 		return false;
 	return !strcmp(mine, host);
 }
 
-static enum pt_net_state judge(const struct record *r)
+static enum pt_net_state judge(const struct status_record *r)
 {
 	const struct pt_net_status *st = &r->st;
 
@@ -636,10 +461,10 @@ PT_EXPORT int pt_net_status_read(const char *dir, pt_net_status_fn fn, void *arg
 		goto out;
 	}
 	for (size_t i = 0; i < count && !ret; i++) {
-		struct record r;
+		struct status_record r;
 		char why[256] = "";
 		ssize_t n = read_checked(dirfd, names[i], dst.st_uid, b, sizeof(b), why, sizeof(why));
-		int err = n < 0 ? (int)n : record_get(b, (size_t)n, names[i], &r, why, sizeof(why));
+		int err = n < 0 ? (int)n : status_record_get(b, (size_t)n, names[i], &r, why, sizeof(why));
 
 		uint64_t now = net_now_ns();
 

@@ -46,6 +46,22 @@ uint64_t wire_checksum(const void *p, size_t len)
 	return XXH3_64bits(p, len);
 }
 
+bool net_stream_name_ok(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (!n || n > STREAM_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
 void wire_header_put(unsigned char *out, const struct wire_header *h)
 {
 	memset(out, 0, WIRE_HEADER_SIZE);

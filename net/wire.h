@@ -42,6 +42,7 @@ static inline bool wire_has_mac(uint16_t version)
 #define WIRE_TERM_BODY		64		/* a term marker's body */
 #define WIRE_HOST_MAX		32		/* its host name field, NUL padded */
 #define WIRE_ENTRY_SIZE		16		/* u64 index, u32 encoding, u32 length */
+#define STREAM_NAME_MAX		63
 
 enum wire_encoding {
 	WIRE_RAW = 0,		/* the page's new content */
@@ -148,6 +149,10 @@ size_t wire_encode_page(unsigned char *out, uint64_t index, const unsigned char 
 			enum wire_encoding *enc);
 
 uint64_t wire_checksum(const void *p, size_t len);
+
+/* A stream name NATS takes and the subject pagetrack.<stream>.epochs can
+ * hold: [A-Za-z0-9_-], 1 to STREAM_NAME_MAX. */
+bool net_stream_name_ok(const char *name);
 
 /* Little-endian fields, for this format and the snapshot's (snapshot.c). */
 static inline void wire_put16(unsigned char *p, uint16_t v) { v = htole16(v); memcpy(p, &v, 2); }
