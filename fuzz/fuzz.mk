@@ -11,8 +11,10 @@
 #
 # The library is compiled in from src/*.c with the fuzz flags, not taken
 # from the gcc-built static library, so that its code is instrumented for
-# coverage and the sanitizers.  Needs clang and its runtimes (Debian:
-# clang libclang-rt-14-dev, in scripts/deps.sh --ci).
+# coverage and the sanitizers; the network layer's targets (net-*) also get
+# its decoders (FUZZ_NET_SRCS: pure functions of a buffer, no libnats) and
+# liblz4 and libcrypto.  Needs clang and its runtimes (Debian: clang
+# libclang-rt-14-dev, in scripts/deps.sh --ci).
 #
 # The run copies the committed corpus to a temporary directory: libFuzzer
 # adds what it finds to the corpus directory it is given, and the repository
@@ -32,6 +34,11 @@ FUZZ_OUT     := $(O)/fuzz
 FUZZ_LIB_OBJS := $(LIB_SRCS:src/%.c=$(FUZZ_OUT)/lib/%.o)
 # The exchange's frame decoder and what it needs (proto.c once it exists).
 FUZZ_XCH_SRCS := apps/exchange/book.c apps/exchange/net.c $(wildcard apps/exchange/proto.c)
+# The network layer's decoders: the wire, the snapshot's values, the status record.
+FUZZ_NET_SRCS := net/wire.c net/snapshot-format.c net/status-record.c
+FUZZ_NET_OBJS := $(FUZZ_NET_SRCS:net/%.c=$(FUZZ_OUT)/net/%.o)
+FUZZ_NET_CPPFLAGS := -Inet
+FUZZ_NET_LIBS := -llz4 -lcrypto
 
 # A compiler that cannot build a fuzzer must fail the make, never let it
 # pass having fuzzed nothing.
@@ -54,11 +61,18 @@ $(FUZZ_OUT)/lib/%.o: src/%.c src/*.h include/pagetrack.h $(FUZZ_OUT)/.clang-ok
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(FUZZ_FLAGS) -c -o $@ $<
 
-$(FUZZ_NAMES:%=$(FUZZ_OUT)/%): $(FUZZ_OUT)/%: fuzz/%.c $(wildcard fuzz/*.h) $(FUZZ_LIB_OBJS) \
+$(FUZZ_OUT)/net/%.o: net/%.c net/*.h include/pagetrack.h include/pagetrack-net.h \
 		$(FUZZ_OUT)/.clang-ok
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(if $(filter exchange-%,$*),-Iapps/exchange) $(FUZZ_FLAGS) \
-		-o $@ $< $(if $(filter exchange-%,$*),$(FUZZ_XCH_SRCS)) $(FUZZ_LIB_OBJS) $(FUZZ_LIBS)
+	$(FUZZ_CC) -Iinclude $(FUZZ_NET_CPPFLAGS) -D_GNU_SOURCE $(FUZZ_FLAGS) -c -o $@ $<
+
+$(FUZZ_NAMES:%=$(FUZZ_OUT)/%): $(FUZZ_OUT)/%: fuzz/%.c $(wildcard fuzz/*.h) $(FUZZ_LIB_OBJS) \
+		$(FUZZ_NET_OBJS) $(FUZZ_OUT)/.clang-ok
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(if $(filter exchange-%,$*),-Iapps/exchange) \
+		$(if $(filter net-%,$*),$(FUZZ_NET_CPPFLAGS)) $(FUZZ_FLAGS) -o $@ $< \
+		$(if $(filter exchange-%,$*),$(FUZZ_XCH_SRCS)) $(if $(filter net-%,$*),$(FUZZ_NET_OBJS)) \
+		$(FUZZ_LIB_OBJS) $(FUZZ_LIBS) $(if $(filter net-%,$*),$(FUZZ_NET_LIBS))
 
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_OUT)/%)
 
@@ -94,7 +108,15 @@ $(FUZZ_OUT)/make-seeds: fuzz/seeds/make-seeds.c $(wildcard fuzz/*.h) $(STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Ifuzz $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) $(LIBS)
 
-fuzz-seeds: $(FUZZ_OUT)/make-seeds
+# The network layer's (fuzz/seeds/make-net-seeds.c): its encoders, compiled in.
+$(FUZZ_OUT)/make-net-seeds: fuzz/seeds/make-net-seeds.c $(wildcard fuzz/*.h) $(FUZZ_NET_SRCS) \
+		net/*.h $(STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(FUZZ_NET_CPPFLAGS) -Ifuzz $(CFLAGS) $(LDFLAGS) -o $@ $< $(FUZZ_NET_SRCS) \
+		$(STATIC) $(FUZZ_NET_LIBS) $(LIBS)
+
+fuzz-seeds: $(FUZZ_OUT)/make-seeds $(FUZZ_OUT)/make-net-seeds
 	$(FUZZ_OUT)/make-seeds fuzz/corpus
+	$(FUZZ_OUT)/make-net-seeds fuzz/corpus
 
 .PHONY: fuzz fuzz-build fuzz-seeds $(FUZZ_NAMES:%=fuzz-run-%)

@@ -303,13 +303,7 @@ static int take(struct pt_follower *f, const void *msg, size_t len, uint64_t seq
 		f->next_part = 0;
 		f->got = 0;
 		f->assembling = true;
-	} else if (h.epoch != f->first.epoch || h.part != f->next_part ||
-		   h.parts != f->first.parts || h.first != f->got ||
-		   h.history_id != f->first.history_id || h.chain != f->first.chain ||
-		   h.prev_chain != f->first.prev_chain ||
-		   h.payload_checksum != f->first.payload_checksum ||
-		   h.npages != f->first.npages || h.page_size != f->first.page_size ||
-		   h.page_count != f->first.page_count) {
+	} else if (!wire_next_part(&f->first, f->next_part, f->got, &h)) {
 		return stop(f, -EILSEQ, seq, "epoch %llu part %u of %u (pages from %u), expected "
 			    "epoch %llu part %u of %u (pages from %u), same chain",
 			    (unsigned long long)h.epoch, h.part, h.parts, h.first,

@@ -209,6 +209,16 @@ int wire_check(const void *msg, size_t len, struct wire_header *h, char *why, si
 	return 0;
 }
 
+bool wire_next_part(const struct wire_header *first, uint32_t next_part, uint32_t got,
+		    const struct wire_header *h)
+{
+	return h->epoch == first->epoch && h->part == next_part && h->parts == first->parts &&
+	       h->first == got && h->history_id == first->history_id && h->chain == first->chain &&
+	       h->prev_chain == first->prev_chain &&
+	       h->payload_checksum == first->payload_checksum && h->npages == first->npages &&
+	       h->page_size == first->page_size && h->page_count == first->page_count;
+}
+
 int wire_decode(const struct wire_header *h, const unsigned char *body, uint64_t prev_index,
 		uint64_t *pages, unsigned char *data, wire_old_fn old, void *arg, char *why,
 		size_t why_len)

@@ -127,6 +127,16 @@ int wire_authenticate(const void *msg, size_t len, const struct wire_header *h,
 int wire_check(const void *msg, size_t len, struct wire_header *h, char *why, size_t why_len);
 
 /*
+ * Whether h (checked) is the next part of the epoch whose part 0 is first,
+ * after next_part parts holding got pages: the same epoch, chain, history,
+ * region and page count, and the part and first page that follow.  The
+ * decoder's output bounds rest on it: a part's pages go at got, and
+ * first + count <= page_count holds for part 0's page_count.
+ */
+bool wire_next_part(const struct wire_header *first, uint32_t next_part, uint32_t got,
+		    const struct wire_header *h);
+
+/*
  * Decode a checked message's body into the new content of its pages:
  * pages[first .. first+count) and data (count pages) of the epoch buffer.
  * old(index) is the content before the epoch.  Checks each entry: indices
