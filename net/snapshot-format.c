@@ -99,8 +99,7 @@ int snap_manifest_decode(const unsigned char *v, size_t len, struct snap_manifes
 	m->chain = wire_get64(v + 32);
 	m->npages = wire_get64(v + 40);
 	m->page_size = wire_get32(v + 48);
-	if (!m->epoch || m->epoch > INT64_MAX || !m->npages || m->npages > (1ull << 40) ||
-	    !m->page_size || m->page_size & (m->page_size - 1) ||
+	if (!m->epoch || m->epoch > INT64_MAX || !wire_region_ok(m->npages, m->page_size) ||
 	    wire_get32(v + 52) != SNAP_TABLE_PAGES || m->tables != snap_tables(m->npages))
 		return bad(why, why_len, "manifest: epoch %llu, %llu pages of %u bytes, %u tables "
 			   "of %u pages: impossible", (unsigned long long)m->epoch,

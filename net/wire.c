@@ -186,8 +186,7 @@ int wire_check(const void *msg, size_t len, struct wire_header *h, char *why, si
 	    !!(h->flags & WIRE_FLAG_LAST) != (h->part + 1 == h->parts))
 		return bad(why, why_len, -EBADMSG, "part %u of %u, flags %#x", h->part, h->parts,
 			   h->flags);
-	if (!h->epoch || !h->page_size || (h->page_size & (h->page_size - 1)) ||
-	    h->page_size > (1u << 24) || !h->npages || h->npages > (1ull << 40) / h->page_size)
+	if (!h->epoch || !wire_region_ok(h->npages, h->page_size))
 		return bad(why, why_len, -EBADMSG, "epoch %llu, page size %u, %llu pages",
 			   (unsigned long long)h->epoch, h->page_size,
 			   (unsigned long long)h->npages);

@@ -43,6 +43,9 @@ static inline bool wire_has_mac(uint16_t version)
 #define WIRE_HOST_MAX		32		/* its host name field, NUL padded */
 #define WIRE_ENTRY_SIZE		16		/* u64 index, u32 encoding, u32 length */
 #define STREAM_NAME_MAX		63
+#define WIRE_PAGE_MIN		512		/* page sizes the decoders take */
+#define WIRE_PAGE_MAX		(1u << 24)
+#define WIRE_REGION_MAX		(1ull << 40)	/* bytes */
 
 enum wire_encoding {
 	WIRE_RAW = 0,		/* the page's new content */
@@ -87,6 +90,17 @@ struct wire_header {
 	 * checked by wire_check(). */
 	struct wire_term term;
 };
+
+/*
+ * A region the decoders handle: a page size that is a power of two from
+ * WIRE_PAGE_MIN to WIRE_PAGE_MAX (the XOR goes 8 bytes at a time, and
+ * LZ4 takes an int), at most WIRE_REGION_MAX bytes.
+ */
+static inline bool wire_region_ok(uint64_t npages, uint32_t page_size)
+{
+	return page_size >= WIRE_PAGE_MIN && page_size <= WIRE_PAGE_MAX &&
+	       !(page_size & (page_size - 1)) && npages && npages <= WIRE_REGION_MAX / page_size;
+}
 
 /* Write h (body_length and body_checksum included) as WIRE_HEADER_SIZE bytes. */
 void wire_header_put(unsigned char *out, const struct wire_header *h);
