@@ -85,10 +85,11 @@ struct pt_net_opts {
 	pt_net_progress_fn progress;	/* follower: catch-up progress (NULL: none) */
 	void *progress_arg;
 	/* Authenticity independent of the servers: an HMAC-SHA256 of every
-	 * message with a key both sides share.  A publisher with a key adds
-	 * one to each message (wire version 2); a follower with a key refuses
-	 * a message without one or with a wrong one (-EKEYREJECTED), a
-	 * follower without a key refuses a message that has one (-ENOKEY).
+	 * message and every value of the snapshot with a key both sides
+	 * share.  A publisher with a key adds one to each (wire version 2,
+	 * snapshot values version 2); a follower with a key refuses a message
+	 * or value without one or with a wrong one (-EKEYREJECTED), a
+	 * follower without a key refuses one that has one (-ENOKEY).
 	 * The bytes are copied at open. */
 	const void *hmac_key;		/* NULL: none */
 	size_t hmac_key_len;		/* 16 to 1024 bytes (0 with no key) */
@@ -280,11 +281,11 @@ int pt_follower_open(struct pt_follower **out, const char *dir, const struct pt_
  *                not make the chain its messages claim (forged, with valid
  *                checksums), or a value of the snapshot's bucket fails its
  *                checks: nothing of it applied;
- *  -EPROTO       a message of another wire version;
- *  -ESTALE       a message of another history; or, with an HMAC key, the
- *                stream no longer holds the standby's next epoch (the
- *                snapshot's values carry no HMAC: no catch-up from them);
- *  -EKEYREJECTED, -ENOKEY  a message's HMAC (see hmac_key);
+ *  -EPROTO       a message of another wire version, or a value of the
+ *                snapshot of another format version;
+ *  -ESTALE       a message, or the snapshot, of another history;
+ *  -EKEYREJECTED, -ENOKEY  a message's or a snapshot value's HMAC (see
+ *                hmac_key);
  *  -EILSEQ       a message out of order: not the next epoch or part, or an
  *                epoch that does not chain to the standby's, or a later
  *                epoch inside the stream that no snapshot accounts for;

@@ -491,16 +491,6 @@ static int from_snapshot(struct pt_follower *f)
 	natsStatus s;
 	int err;
 
-	/* The bucket's values carry checksums, not MACs: a follower given a
-	 * key applies nothing it cannot authenticate. */
-	if (f->key.len)
-		return f->fatal = net_fail(-ESTALE, "stream %s sequence %llu: epoch %llu part %u "
-					   "after the standby's epoch %llu: the stream no longer "
-					   "holds what lies between, and the snapshot carries no "
-					   "HMAC: a follower with a key does not catch up from it",
-					   f->stream, (unsigned long long)f->gap.seq,
-					   (unsigned long long)f->gap.epoch, f->gap.part,
-					   (unsigned long long)f->epoch);
 	unsubscribe(f);
 	s = js_GetStreamInfo(&si, f->conn.js, f->stream, &f->conn.jsopts, &jerr);
 	if (s != NATS_OK)
@@ -508,7 +498,10 @@ static int from_snapshot(struct pt_follower *f)
 				net_status_text(s));
 	f->gap.trimmed = f->gap.seq <= si->State.FirstSeq;
 	jsStreamInfo_Destroy(si);
-	err = snap_catch_up(&f->conn, &f->opts, f->stream, f->dir, &f->standby, &f->gap, &f->st);
+	/* With a key, every value of the snapshot is authenticated with it
+	 * before it is used, as the stream's messages are. */
+	err = snap_catch_up(&f->conn, &f->opts, &f->key, f->stream, f->dir, &f->standby, &f->gap,
+			    &f->st);
 	if (err) {
 		if (err != -EAGAIN)
 			f->fatal = err;

@@ -634,7 +634,7 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 		goto err;
 	}
 	jsStreamInfo_Destroy(si);
-	err = snap_pub_open(&p->snap, &p->conn, &p->opts, p->stream, p->history, p->npages,
+	err = snap_pub_open(&p->snap, &p->conn, &p->opts, &p->key, p->stream, p->history, p->npages,
 			    p->page_size);
 	if (err)
 		goto err;

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "pagetrack.h"
+#include "wire.h"
 
 #define SNAP_TABLE_PAGES	8192u		/* pages a table value describes */
 
@@ -28,50 +29,80 @@ struct snap_manifest {
 uint32_t snap_tables(uint64_t npages);
 uint32_t snap_table_count(const struct snap_manifest *m, uint32_t t);
 
-/* The largest value of a region of (npages, page_size): a buffer that
- * holds any of its encoded values. */
+/* The largest value of a region of (npages, page_size), its MAC included:
+ * a buffer that holds any of its encoded values. */
 size_t snap_value_max(uint64_t npages, uint32_t page_size);
 
-/* Encode the manifest m (its table_sum filled in) at out; its length. */
-size_t snap_manifest_encode(unsigned char *out, const struct snap_manifest *m);
-
 /*
- * Check and decode a manifest value: magic, version, length, checksum, and
- * a region the decoders can hold.  m->table_sum is allocated (free() it,
- * also after an error).  0, -EBADMSG or -ENOMEM, with why.
+ * Every value is written in version 1 without a key (k->len 0) and in
+ * version 2 with one: the same bytes (version field 2), then an
+ * HMAC-SHA256 with the key of all of them (WIRE_MAC_SIZE bytes).  The
+ * encoders return the value's length, MAC included, or -ENOMEM (the
+ * crypto library failed).  A decoder checks a value's version first
+ * (-EPROTO for another), then its length and checksum (-EBADMSG), then
+ * its MAC against k as the wire's are (wire_verify: -ENOKEY, a MAC and no
+ * key; -EKEYREJECTED, no MAC and a key, or a MAC k does not verify), and
+ * only then reads a field.  Each value names what it is of (its magic,
+ * the history, a table's first page, a page's index, the manifest's epoch
+ * and a page's generation) and the decoders check these against the key
+ * read and the manifest, so the MAC binds a value to its key and its
+ * snapshot.  Every error comes with why, which names the key.
  */
-int snap_manifest_decode(const unsigned char *val, size_t len, struct snap_manifest *m, char *why,
-			 size_t why_len);
 
-/* Encode table t of m, from the versions of every page v; its length. */
-size_t snap_table_encode(unsigned char *out, const struct snap_manifest *m, uint32_t t,
-			 const struct pt_page_version *v);
+/* Encode the manifest m (its table_sum filled in) at out. */
+long snap_manifest_encode(unsigned char *out, const struct snap_manifest *m,
+			  const struct wire_key *k);
 
 /*
- * Check table t's value against the manifest (its checksum first: then
- * every field is the publisher's) and decode it into v (the versions of
- * every page of m).  0, -EAGAIN (not the table the manifest names: being
- * rewritten, or damaged), -EBADMSG, with why.
+ * Check and decode a manifest value: as above, and a region the decoders
+ * can hold.  m->table_sum is allocated (free() it, also after an error).
+ * 0, -EPROTO, -EBADMSG, -ENOKEY, -EKEYREJECTED or -ENOMEM.
+ */
+int snap_manifest_decode(const unsigned char *val, size_t len, const struct wire_key *k,
+			 struct snap_manifest *m, char *why, size_t why_len);
+
+/* Encode table t of m, from the versions of every page v. */
+long snap_table_encode(unsigned char *out, const struct snap_manifest *m, uint32_t t,
+		       const struct pt_page_version *v, const struct wire_key *k);
+
+/*
+ * Check table t's value against the manifest (first the checksum the
+ * manifest names: -EAGAIN when it is not that table, being rewritten or
+ * damaged) and decode it into v (the versions of every page of m).
+ * 0, -EAGAIN, -EPROTO, -EBADMSG, -ENOKEY or -EKEYREJECTED.
  */
 int snap_table_decode(const unsigned char *val, size_t len, const struct snap_manifest *m,
-		      uint32_t t, struct pt_page_version *v, char *why, size_t why_len);
+		      uint32_t t, const struct wire_key *k, struct pt_page_version *v, char *why,
+		      size_t why_len);
 
 /*
  * Encode page `index` of history (its version v, its bytes page) at out
  * (snap_value_max bytes): a wire entry against a zero page.  zero, scratch:
- * page_size bytes.  Its length.
+ * page_size bytes.
  */
-size_t snap_page_encode(unsigned char *out, uint64_t history, uint64_t index,
-			const struct pt_page_version *v, const unsigned char *page, uint32_t page_size,
-			const unsigned char *zero, unsigned char *scratch);
+long snap_page_encode(unsigned char *out, uint64_t history, uint64_t index,
+		      const struct pt_page_version *v, const unsigned char *page, uint32_t page_size,
+		      const unsigned char *zero, unsigned char *scratch, const struct wire_key *k);
 
 /*
  * Check page `index`'s value against m and the version v its table gives,
  * and decode it into out (a page).  zero: a zero page.  0; 1 when the value
- * is newer than the table (the publisher moved on); -EBADMSG, with why.
+ * is newer than the table (the publisher moved on); -EPROTO, -EBADMSG,
+ * -ENOKEY or -EKEYREJECTED.
  */
 int snap_page_decode(const unsigned char *val, size_t len, const struct snap_manifest *m,
-		     uint64_t index, const struct pt_page_version *v, unsigned char *out,
-		     const unsigned char *zero, char *why, size_t why_len);
+		     uint64_t index, const struct pt_page_version *v, const struct wire_key *k,
+		     unsigned char *out, const unsigned char *zero, char *why, size_t why_len);
+
+/*
+ * The encoders' last step, for a value whose fields are written, of len
+ * bytes without its MAC: its checksum (the manifest's last 8 bytes; a page
+ * value's length and checksum fields; a table has none of its own) and,
+ * with a key, its MAC after it.  The new length, or -ENOMEM.  The fuzz
+ * targets call them to let changed values past the checksums.
+ */
+long snap_manifest_seal(unsigned char *val, size_t len, const struct wire_key *k);
+long snap_table_seal(unsigned char *val, size_t len, const struct wire_key *k);
+long snap_page_seal(unsigned char *val, size_t len, const struct wire_key *k);
 
 #endif /* PT_NET_SNAPSHOT_FORMAT_H */

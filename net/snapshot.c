@@ -67,24 +67,37 @@ static int kv_get(kvStore *kv, const char *bucket, const char *key, kvEntry **e)
 	return 0;
 }
 
-static int manifest_read(kvStore *kv, const char *bucket, struct snap_manifest *m, uint64_t *bytes,
-			 char *why, size_t why_len)
+/*
+ * Read and check the manifest with key k: 0, -ENOENT (none), -EAGAIN (the
+ * server: the last error says), or a decoder's error with why.
+ */
+static int manifest_read(kvStore *kv, const char *bucket, const struct wire_key *k,
+			 struct snap_manifest *m, uint64_t *bytes, char *why, size_t why_len)
 {
 	kvEntry *e;
 	int err = kv_get(kv, bucket, "manifest", &e);
 
 	memset(m, 0, sizeof(*m));
-	if (err)
+	if (err) {
+		snprintf(why, why_len, "%s", err == -ENOENT ? "no manifest" : pt_net_last_error());
 		return err;
+	}
 	*bytes += (uint64_t)kvEntry_ValueLen(e);
-	err = snap_manifest_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), m, why, why_len);
+	err = snap_manifest_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), k, m, why,
+				   why_len);
 	kvEntry_Destroy(e);
 	return err;
 }
 
-/* Every table the manifest names into v: 0, -EAGAIN (one does not match it), -EBADMSG. */
+/*
+ * Every table the manifest names into v, checked with key k: 0; 1 when
+ * one is missing or not the one the manifest names (the publisher may be
+ * between a table and its manifest); -EAGAIN (the server: the last error
+ * says); or a decoder's error; with why.
+ */
 static int tables_read(kvStore *kv, const char *bucket, const struct snap_manifest *m,
-		       struct pt_page_version *v, uint64_t *bytes, char *why, size_t why_len)
+		       const struct wire_key *k, struct pt_page_version *v, uint64_t *bytes,
+		       char *why, size_t why_len)
 {
 	for (uint32_t t = 0; t < m->tables; t++) {
 		char key[32];
@@ -95,18 +108,18 @@ static int tables_read(kvStore *kv, const char *bucket, const struct snap_manife
 		err = kv_get(kv, bucket, key, &e);
 		if (err == -ENOENT) {
 			snprintf(why, why_len, "%s is missing", key);
-			return -EAGAIN;
+			return 1;
 		}
 		if (err) {
 			snprintf(why, why_len, "%s", pt_net_last_error());
 			return err;
 		}
 		*bytes += (uint64_t)kvEntry_ValueLen(e);
-		err = snap_table_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), m, t, v, why,
-				   why_len);
+		err = snap_table_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), m, t, k, v,
+					why, why_len);
 		kvEntry_Destroy(e);
 		if (err)
-			return err;
+			return err == -EAGAIN ? 1 : err;
 	}
 	return 0;
 }
@@ -117,6 +130,7 @@ struct snap_pub {
 	struct net_conn *c;
 	kvStore *kv;
 	char bucket[96];
+	const struct wire_key *key;	/* the publisher's: len 0, values without MACs */
 	struct snap_manifest m;		/* the region's: history, npages, page size, tables */
 	unsigned int interval_ms;
 	int64_t max_msgs, max_bytes;
@@ -138,7 +152,8 @@ struct snap_pub {
 };
 
 int snap_pub_open(struct snap_pub **out, struct net_conn *c, const struct pt_net_opts *o,
-		  const char *stream, uint64_t history, uint64_t npages, uint32_t page_size)
+		  const struct wire_key *key, const char *stream, uint64_t history, uint64_t npages,
+		  uint32_t page_size)
 {
 	struct snap_pub *s = calloc(1, sizeof(*s));
 	natsStatus st;
@@ -148,6 +163,7 @@ int snap_pub_open(struct snap_pub **out, struct net_conn *c, const struct pt_net
 	if (!s)
 		return net_fail(-ENOMEM, "out of memory");
 	s->c = c;
+	s->key = key;
 	bucket_name(s->bucket, sizeof(s->bucket), stream);
 	s->m.history = history;
 	s->m.npages = npages;
@@ -244,7 +260,7 @@ static void pub_load(struct snap_pub *s, struct pt_publisher_stats *st)
 	for (uint64_t p = 0; p < s->m.npages; p++)
 		s->held[p].generation = -1;
 	memset(s->held_sum, 0, (size_t)s->m.tables * 8);
-	err = manifest_read(s->kv, s->bucket, &m, &bytes, why, sizeof(why));
+	err = manifest_read(s->kv, s->bucket, s->key, &m, &bytes, why, sizeof(why));
 	if (!err && m.history == s->m.history && m.npages == s->m.npages &&
 	    m.page_size == s->m.page_size) {
 		for (uint32_t t = 0; t < m.tables; t++) {
@@ -257,7 +273,7 @@ static void pub_load(struct snap_pub *s, struct pt_publisher_stats *st)
 				continue;
 			bytes += (uint64_t)kvEntry_ValueLen(e);
 			if (!snap_table_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &m, t,
-					  s->held, why, sizeof(why)))
+					       s->key, s->held, why, sizeof(why)))
 				s->held_sum[t] = m.table_sum[t];
 			else
 				for (uint64_t p = (uint64_t)t * SNAP_TABLE_PAGES;
@@ -268,9 +284,11 @@ static void pub_load(struct snap_pub *s, struct pt_publisher_stats *st)
 		net_log(PT_LOG_INFO, "bucket %s holds a snapshot at epoch %llu: updating what "
 			"differs", s->bucket, (unsigned long long)m.epoch);
 	} else if (err != -ENOENT) {
+		/* Also a snapshot without MACs (or with another key's) when
+		 * this publisher has a key, and the reverse: every value is
+		 * put again, in the version the key gives. */
 		net_log(PT_LOG_WARN, "bucket %s: %s: writing the snapshot anew", s->bucket,
-			err == -EBADMSG ? why : err ? pt_net_last_error() :
-			"a snapshot of another region");
+			err ? why : "a snapshot of another region");
 	}
 	free(m.table_sum);
 	st->snapshot_bytes += bytes;
@@ -278,18 +296,23 @@ static void pub_load(struct snap_pub *s, struct pt_publisher_stats *st)
 	s->trusted = false;
 }
 
-static int put(struct snap_pub *s, const char *key, size_t len, struct pt_publisher_stats *st)
+/* Put the value encoded in s->buf, len bytes (< 0: its encoder's error). */
+static int put(struct snap_pub *s, const char *key, long len, struct pt_publisher_stats *st)
 {
-	natsStatus ns = kvStore_Put(NULL, s->kv, key, s->buf, (int)len);
+	natsStatus ns;
 
+	if (len < 0)
+		return net_fail((int)len, "bucket %s: computing the HMAC of %s failed", s->bucket,
+				key);
+	ns = kvStore_Put(NULL, s->kv, key, s->buf, (int)len);
 	if (ns != NATS_OK) {
 		/* What the bucket holds is unknown now: read it next time. */
 		s->loaded = s->trusted = false;
 		return net_fail(ns == NATS_MAX_PAYLOAD ? -EMSGSIZE : -EAGAIN,
-				"bucket %s: putting %s (%zu bytes): %s", s->bucket, key, len,
+				"bucket %s: putting %s (%ld bytes): %s", s->bucket, key, len,
 				net_status_text(ns));
 	}
-	st->snapshot_bytes += len;
+	st->snapshot_bytes += (uint64_t)len;
 	return 0;
 }
 
@@ -329,29 +352,29 @@ int snap_pub_update(struct snap_pub *s, struct pt_replica *src, struct pt_publis
 		if (!c->generation)
 			continue;
 		snprintf(key, sizeof(key), "page.%llu", (unsigned long long)p);
-		err = put(s, key, snap_page_encode(s->buf, s->m.history, p, c, base + p * ps, ps, s->zero,
-					      s->scratch), st);
+		err = put(s, key, snap_page_encode(s->buf, s->m.history, p, c, base + p * ps,
+						   (uint32_t)ps, s->zero, s->scratch, s->key), st);
 		if (err)
 			return err;
 		pages++;
 	}
 	for (uint32_t t = 0; t < s->m.tables; t++) {
-		size_t len;
+		long len;
 
 		s->m.table_sum[t] = s->held_sum[t];
 		if (!s->dirty[t] && s->held_sum[t])
 			continue;
 		snprintf(key, sizeof(key), "table.%u", t);
-		len = snap_table_encode(s->buf, &s->m, t, s->cur);
+		len = snap_table_encode(s->buf, &s->m, t, s->cur, s->key);
 		err = put(s, key, len, st);
 		if (err)
 			return err;
-		s->m.table_sum[t] = wire_checksum(s->buf, len);
+		s->m.table_sum[t] = wire_checksum(s->buf, (size_t)len);
 	}
 	s->m.epoch = (uint64_t)epoch;
 	s->m.chain = chain;
 	s->m.written_ns = net_now_ns();
-	err = put(s, "manifest", snap_manifest_encode(s->buf, &s->m), st);
+	err = put(s, "manifest", snap_manifest_encode(s->buf, &s->m, s->key), st);
 	if (err)
 		return err;
 	swap = s->held;
@@ -381,6 +404,7 @@ struct catch_up {
 	kvStore *kv;
 	char bucket[96];
 	const struct pt_net_opts *o;
+	const struct wire_key *key;	/* the follower's: len 0, none */
 	pt_epoch_t have;		/* the standby's epoch */
 	uint64_t history;		/* the standby's, 0: none yet */
 	size_t region_pages;		/* the standby's, 0: none yet */
@@ -447,8 +471,9 @@ static int fetch_pages(struct catch_up *cu)
 		if (err)
 			return err;
 		cu->bytes += (uint64_t)kvEntry_ValueLen(e);
-		err = snap_page_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &cu->m, cu->pages[i],
-				  &cu->v[cu->pages[i]], cu->data + i * ps, cu->zero, why, sizeof(why));
+		err = snap_page_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &cu->m,
+				       cu->pages[i], &cu->v[cu->pages[i]], cu->key, cu->data + i * ps,
+				       cu->zero, why, sizeof(why));
 		kvEntry_Destroy(e);
 		if (err < 0)
 			return net_fail(err, "bucket %s: %s", cu->bucket, why);
@@ -471,13 +496,13 @@ static int attempt(struct catch_up *cu, const char *stream, const struct snap_ga
 	int err;
 
 	free(cu->m.table_sum);
-	err = manifest_read(cu->kv, cu->bucket, &cu->m, &cu->bytes, why, sizeof(why));
+	err = manifest_read(cu->kv, cu->bucket, cu->key, &cu->m, &cu->bytes, why, sizeof(why));
 	if (err == -ENOENT)
 		return not_covered(cu, stream, gap, "there is no snapshot yet");
-	if (err == -EBADMSG)
-		return net_fail(err, "bucket %s: %s", cu->bucket, why);
-	if (err)
+	if (err == -EAGAIN)
 		return err;
+	if (err)
+		return net_fail(err, "bucket %s: %s", cu->bucket, why);
 	if (cu->history && cu->m.history != cu->history)
 		return net_fail(-ESTALE, "bucket %s holds a snapshot of history %016llx, the standby "
 				"is of %016llx", cu->bucket, (unsigned long long)cu->m.history,
@@ -507,14 +532,16 @@ static int attempt(struct catch_up *cu, const char *stream, const struct snap_ga
 			return net_fail(-ENOMEM, "out of memory for a snapshot of %llu pages",
 					(unsigned long long)cu->m.npages);
 	}
-	err = tables_read(cu->kv, cu->bucket, &cu->m, cu->v, &cu->bytes, why, sizeof(why));
-	if (err == -EAGAIN && ++*table_misses < RESTARTS) {
+	err = tables_read(cu->kv, cu->bucket, &cu->m, cu->key, cu->v, &cu->bytes, why, sizeof(why));
+	if (err == 1 && ++*table_misses < RESTARTS) {
 		/* The publisher may be between a table and its manifest. */
 		usleep(100 * 1000);
 		return 0;
 	}
+	if (err == -EAGAIN)
+		return err;	/* the server: transient */
 	if (err)
-		return net_fail(err == -EAGAIN ? -EBADMSG : err, "bucket %s: %s", cu->bucket, why);
+		return net_fail(err == 1 ? -EBADMSG : err, "bucket %s: %s", cu->bucket, why);
 	free(cu->data);
 	cu->data = NULL;
 	cu->count = 0;
@@ -527,11 +554,11 @@ static int attempt(struct catch_up *cu, const char *stream, const struct snap_ga
 	return err < 0 ? err : !err;
 }
 
-int snap_catch_up(struct net_conn *c, const struct pt_net_opts *o, const char *stream,
-		  const char *dir, struct pt_region **standby, const struct snap_gap *gap,
-		  struct pt_follower_stats *st)
+int snap_catch_up(struct net_conn *c, const struct pt_net_opts *o, const struct wire_key *key,
+		  const char *stream, const char *dir, struct pt_region **standby,
+		  const struct snap_gap *gap, struct pt_follower_stats *st)
 {
-	struct catch_up cu = { .o = o };
+	struct catch_up cu = { .o = o, .key = key };
 	int table_misses = 0, err = 0, tries;
 	natsStatus ns;
 

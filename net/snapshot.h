@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "wire.h"
 
 /* ---- publisher ---------------------------------------------------------- */
 
@@ -21,10 +22,14 @@ struct snap_pub;
 /*
  * Bind (or create: file storage, the stream's replicas, one value per key)
  * the bucket of the stream's snapshot.  The first update reads what the
- * bucket holds and puts only what differs.  0 or -errno (net_fail set).
+ * bucket holds and puts only what differs.  key: the publisher's (kept, it
+ * must outlive the handle; len 0: none): with one, every value carries an
+ * HMAC (snapshot-format.h), and values without it or with another key's
+ * are put again.  0 or -errno (net_fail set).
  */
 int snap_pub_open(struct snap_pub **out, struct net_conn *c, const struct pt_net_opts *o,
-		  const char *stream, uint64_t history, uint64_t npages, uint32_t page_size);
+		  const struct wire_key *key, const char *stream, uint64_t history, uint64_t npages,
+		  uint32_t page_size);
 void snap_pub_close(struct snap_pub *s);
 
 /* Time for an update: the interval passed, or half the stream's max_msgs
@@ -61,19 +66,25 @@ struct snap_gap {
  * snapshot's history and size) to the snapshot's epoch: read and check the
  * manifest and page tables, transfer the pages whose generation is above
  * the standby's epoch, check each, and install them with pt_region_jump().
- * Nothing reaches the standby unless everything checked.  Returns 0 (the
- * standby is at the snapshot's epoch), or -errno with net_fail's message:
+ * key: the follower's (len 0: none); every value's MAC is checked with it
+ * before the value is used.  Nothing reaches the standby unless everything
+ * checked.  Returns 0 (the standby is at the snapshot's epoch), or -errno
+ * with net_fail's message (which names the bucket and the key):
  *  -EAGAIN   no snapshot yet, or one that does not reach past the gap (the
  *            publisher updates it), or it changed under the transfer too
  *            often: call again later;
  *  -EILSEQ   a gap inside the stream no snapshot accounts for;
- *  -EBADMSG  a value of the bucket fails its checks (named by key);
+ *  -EBADMSG  a value of the bucket fails its checks;
+ *  -EPROTO   a value of a snapshot format this library does not read;
+ *  -ENOKEY   a value with an HMAC, and no key;
+ *  -EKEYREJECTED  a value without an HMAC and a key, or whose HMAC the key
+ *            does not verify;
  *  -ESTALE   the snapshot is of another history than the standby;
  *  -EXDEV    of another page size;
  *  the errors of pt_region_create() and pt_region_jump().
  */
-int snap_catch_up(struct net_conn *c, const struct pt_net_opts *o, const char *stream,
-		  const char *dir, struct pt_region **standby, const struct snap_gap *gap,
-		  struct pt_follower_stats *st);
+int snap_catch_up(struct net_conn *c, const struct pt_net_opts *o, const struct wire_key *key,
+		  const char *stream, const char *dir, struct pt_region **standby,
+		  const struct snap_gap *gap, struct pt_follower_stats *st);
 
 #endif /* PT_NET_SNAPSHOT_H */

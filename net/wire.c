@@ -357,17 +357,17 @@ long wire_seal(unsigned char *msg, size_t len, const struct wire_key *k)
 	return (long)(len + WIRE_MAC_SIZE);
 }
 
-int wire_authenticate(const void *msg, size_t len, const struct wire_header *h,
-		      const struct wire_key *k, char *why, size_t why_len)
+int wire_verify(const void *msg, size_t len, bool has_mac, const char *what,
+		const struct wire_key *k, char *why, size_t why_len)
 {
 	unsigned char mac[WIRE_MAC_SIZE];
 
-	if (!wire_has_mac(h->version))
-		return k->len ? bad(why, why_len, -EKEYREJECTED, "no HMAC (wire version %u), and "
-				    "an HMAC key was given: not authenticated", h->version) : 0;
+	if (!has_mac)
+		return k->len ? bad(why, why_len, -EKEYREJECTED, "no HMAC (%s), and an HMAC key "
+				    "was given: not authenticated", what) : 0;
 	if (!k->len)
-		return bad(why, why_len, -ENOKEY, "an HMAC (wire version %u), and no HMAC key was "
-			   "given to check it", h->version);
+		return bad(why, why_len, -ENOKEY, "an HMAC (%s), and no HMAC key was given to "
+			   "check it", what);
 	if (!mac_of(msg, len - WIRE_MAC_SIZE, k, mac))
 		return bad(why, why_len, -ENOMEM, "computing the HMAC failed");
 	/* In constant time: a forger learns nothing from how long it took. */
@@ -375,6 +375,15 @@ int wire_authenticate(const void *msg, size_t len, const struct wire_header *h,
 		return bad(why, why_len, -EKEYREJECTED, "its HMAC does not match the key given "
 			   "(another key, or forged)");
 	return 0;
+}
+
+int wire_authenticate(const void *msg, size_t len, const struct wire_header *h,
+		      const struct wire_key *k, char *why, size_t why_len)
+{
+	char what[32];
+
+	snprintf(what, sizeof(what), "wire version %u", h->version);
+	return wire_verify(msg, len, wire_has_mac(h->version), what, k, why, why_len);
 }
 
 long wire_term_put(unsigned char *out, const struct wire_header *in, const struct wire_key *k)

@@ -132,6 +132,15 @@ int wire_authenticate(const void *msg, size_t len, const struct wire_header *h,
 		      const struct wire_key *k, char *why, size_t why_len);
 
 /*
+ * The same for any bytes: len bytes at msg, whose last WIRE_MAC_SIZE are
+ * an HMAC-SHA256 of the others when has_mac (len >= WIRE_MAC_SIZE then).
+ * what names the format and version for why ("wire version 2").  The
+ * snapshot's values are checked with it too.
+ */
+int wire_verify(const void *msg, size_t len, bool has_mac, const char *what,
+		const struct wire_key *k, char *why, size_t why_len);
+
+/*
  * Decode and check a whole message: length, magic, version (1 or 2), header
  * checksum, the header's own consistency (part < parts, flags, first +
  * count <= page_count, page_count <= npages), body length and checksum;

@@ -1,11 +1,17 @@
 /* net-snapshot: followers past a small stream's retention, a new follower on a trimmed stream, and a publisher whose stream is behind the region's image catch up from the snapshot in the cluster, transferring exactly the pages changed since their epoch, and equal the writer; corrupted bucket values are refused with nothing applied. */
 #include <nats/nats.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <xxhash.h>
 
 #include "nettest.h"
 
 #define NPAGES	256
 #define MAX_MSGS 40			/* the stream keeps this many messages */
 #define EPOCHS	2000
+#define KEY_LEN	32
+#define MAC	32			/* bytes of HMAC-SHA256 */
+#define VALUE_MAX 65536			/* the largest value read (a table: 4 KiB) */
 
 static struct pt_region *w;
 static unsigned char *mem;
@@ -13,8 +19,9 @@ static size_t ps;
 static uint64_t seed = 29;
 static pt_epoch_t epoch;
 static const char *src;
-static struct pt_net_opts o = { .sz = sizeof(o), .stream = "snap", .max_msgs = MAX_MSGS,
+static struct pt_net_opts o = { .sz = sizeof(o), .max_msgs = MAX_MSGS,
 				.snapshot_interval_ms = 600000 };
+static unsigned char hmac_key[KEY_LEN], other_key[KEY_LEN];
 
 /* The epoch that wrote each page, per epoch: from a delta replica on the
  * writer (the records' page lists, exactly what generations are made of). */
@@ -149,52 +156,49 @@ static void check_transfer(struct pt_follower *f, pt_epoch_t from, const char *w
 		    (long long)from + 1, (long long)fs.snapshot_to);
 	if (!progress_calls)
 		DIE("%s: no progress reported", what);
-	printf("  %-44s done (epoch %lld -> %lld: %llu of %d pages, %llu bytes)\n", what,
+	printf("    %-44s done (epoch %lld -> %lld: %llu of %d pages, %llu bytes)\n", what,
 	       (long long)from, (long long)fs.snapshot_to, (unsigned long long)fs.snapshot_pages,
 	       NPAGES, (unsigned long long)fs.snapshot_bytes);
 }
 
-/* Replace a value of the bucket with one byte flipped (offset from its end if < 0). */
-static void corrupt(const char *url, const char *key, long offset, bool restore)
+/* ---- the bucket, read and written as anyone allowed to could ------------- */
+
+static kvStore *kv;
+
+static int value_get(const char *key, unsigned char *buf, int cap)
 {
-	static unsigned char saved[65536];
-	static int saved_len;
-	natsConnection *nc = NULL;
-	jsCtx *js = NULL;
-	kvStore *kv = NULL;
 	kvEntry *e = NULL;
-	unsigned char *v;
 	int len;
 
-	if (natsConnection_ConnectTo(&nc, url) != NATS_OK ||
-	    natsConnection_JetStream(&js, nc, NULL) != NATS_OK ||
-	    js_KeyValue(&kv, js, "snap-snapshot") != NATS_OK)
-		DIE("raw connection to the bucket");
-	if (restore) {
-		if (kvStore_Put(NULL, kv, key, saved, saved_len) != NATS_OK)
-			DIE("restoring %s", key);
-	} else {
-		if (kvStore_Get(&e, kv, key) != NATS_OK)
-			DIE("no %s in the bucket", key);
-		len = kvEntry_ValueLen(e);
-		if (len > (int)sizeof(saved))
-			DIE("%s: %d bytes", key, len);
-		memcpy(saved, kvEntry_Value(e), (size_t)len);
-		saved_len = len;
-		v = malloc((size_t)len);
-		memcpy(v, saved, (size_t)len);
-		v[offset < 0 ? len + offset : offset] ^= 0x10;
-		if (kvStore_Put(NULL, kv, key, v, len) != NATS_OK)
-			DIE("corrupting %s", key);
-		free(v);
-		kvEntry_Destroy(e);
-	}
-	kvStore_Destroy(kv);
-	jsCtx_Destroy(js);
-	natsConnection_Destroy(nc);
+	if (kvStore_Get(&e, kv, key) != NATS_OK)
+		DIE("no %s in the bucket", key);
+	len = kvEntry_ValueLen(e);
+	if (len > cap)
+		DIE("%s: %d bytes", key, len);
+	memcpy(buf, kvEntry_Value(e), (size_t)len);
+	kvEntry_Destroy(e);
+	return len;
 }
 
-/* A follower on dir must refuse the corrupted bucket with err, nothing applied. */
+static void value_put(const char *key, const unsigned char *buf, int len)
+{
+	if (kvStore_Put(NULL, kv, key, buf, len) != NATS_OK)
+		DIE("putting %s", key);
+}
+
+/* An HMAC-SHA256 of len bytes at v, with k, written after them. */
+static void mac_after(unsigned char *v, int len, const unsigned char *k)
+{
+	unsigned int n = 0;
+
+	if (!HMAC(EVP_sha256(), k, KEY_LEN, v, (size_t)len, v + len, &n) || n != MAC)
+		DIE("HMAC");
+}
+
+static void put32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }	/* x86: little-endian */
+static void put64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
+
+/* A follower on dir must refuse the bucket with err, nothing applied. */
 static void refused(const char *dir, pt_epoch_t standby_epoch, int want, const char *what)
 {
 	uint64_t calls = 0, start = nt_ms();
@@ -216,10 +220,93 @@ static void refused(const char *dir, pt_epoch_t standby_epoch, int want, const c
 		if (pt_dir_status(dir, &ds, NULL, NULL) == 0)
 			DIE("%s: a region was made", what);
 	}
-	printf("  %-44s done (%s)\n", what, pt_net_last_error());
+	printf("    %-44s done, %s (%s)\n", what, standby_epoch ? "standby at an epoch" :
+	       "new standby", pt_net_last_error());
 }
 
-int main(void)
+/* A value of the bucket changed as a cell says. */
+enum change {
+	FLIP,		/* a byte flipped at offset (from the end if < 0) */
+	STRIP_MAC,	/* version 1, as without a key, its checksum right (a manifest) */
+	OTHER_KEY_MAC,	/* the MAC of another key */
+	ADD_MAC,	/* version 2 and a MAC (another key's), its checksum right (a manifest) */
+	MOVE,		/* the value of the key `from` */
+	REPLAY,		/* the value the key held in an earlier snapshot */
+};
+
+struct cell {
+	const char *what;
+	const char *key;		/* "page" for the page the test picks */
+	enum change change;
+	long offset;
+	int want;
+	bool at_epoch;			/* also refused by A, at its epoch */
+};
+
+static char page_key[32], move_key[32], replay_key[32];
+static unsigned char replay_value[VALUE_MAX];
+static int replay_len;
+
+/* The cell's change put in the bucket, refused by a new follower (and A),
+ * then the value put back. */
+static void bad_value(const struct cell *c, const char *a, pt_epoch_t a_epoch)
+{
+	static unsigned char saved[VALUE_MAX], v[VALUE_MAX + MAC];
+	const char *key = !strcmp(c->key, "page") ? page_key : c->key;
+	int len, n;
+
+	if (c->change == REPLAY)
+		key = replay_key;
+	len = value_get(key, saved, VALUE_MAX);
+	n = len;
+	memcpy(v, saved, (size_t)len);
+	switch (c->change) {
+	case FLIP:
+		v[c->offset < 0 ? len + c->offset : c->offset] ^= 0x10;
+		break;
+	case STRIP_MAC:
+		n = len - MAC;
+		put32(v + 8, 1);
+		put64(v + n - 8, XXH3_64bits(v, (size_t)n - 8));
+		break;
+	case OTHER_KEY_MAC:
+		mac_after(v, len - MAC, other_key);
+		break;
+	case ADD_MAC:
+		put32(v + 8, 2);
+		put64(v + len - 8, XXH3_64bits(v, (size_t)len - 8));
+		mac_after(v, len, other_key);
+		n = len + MAC;
+		break;
+	case MOVE:
+		n = value_get(move_key, v, VALUE_MAX);
+		break;
+	case REPLAY:
+		if (replay_len == len && !memcmp(replay_value, saved, (size_t)len))
+			DIE("%s: the page did not change since the earlier snapshot", c->what);
+		memcpy(v, replay_value, (size_t)replay_len);
+		n = replay_len;
+		break;
+	}
+	value_put(key, v, n);
+	if (c->at_epoch)
+		refused(a, a_epoch, c->want, c->what);
+	refused(nt_path("c"), 0, c->want, c->what);
+	value_put(key, saved, len);
+}
+
+/* ---- one variant ---------------------------------------------------------- */
+
+struct variant {
+	const char *name;
+	const char *stream;
+	const unsigned char *key;	/* the publisher's and the followers' (NULL: none) */
+	const struct cell *cells;	/* bad values, refused */
+};
+
+/* The writer, its publisher and followers on the variant's stream, from a
+ * new region each time. */
+static void scenario(const char *url, const struct variant *v)
 {
 	struct pt_region_opts wo = { .sz = sizeof(wo), .flags = PT_REGION_NO_CHECKPOINT_THREAD,
 				     .segment_bytes = 64 << 10, .retain_bytes = 1 };
@@ -227,18 +314,26 @@ int main(void)
 	struct pt_publisher_stats pst = { .sz = sizeof(pst) };
 	struct pt_follower *a, *b, *fs[2];
 	struct pt_publisher *p;
-	struct natsd server;
 	uint64_t calls_a = 0, calls_b = 0, calls = 0;
 	pt_epoch_t a_epoch, stream_epoch, image_epoch;
-	char key[64];
+	char bucket[64];
+	const char *dir_a, *dir_b;
 	int err;
+	natsConnection *nc;
+	jsCtx *js;
 
-	nt_init("net-snapshot: catch-up from the snapshot in the cluster");
-	ps = (size_t)sysconf(_SC_PAGESIZE);
-	natsd_start(&server, "nats", NULL);
-	o.urls = server.url;
-	src = strdup(nt_path("src"));
-	written = calloc(EPOCHS, sizeof(*written));
+	printf("  %s:\n", v->name);
+	o.urls = url;
+	o.stream = v->stream;
+	o.hmac_key = v->key;
+	o.hmac_key_len = v->key ? KEY_LEN : 0;
+	epoch = 0;
+	memset(written, 0, EPOCHS * sizeof(*written));
+	src = nt_path("%s-src", v->stream);
+	src = strdup(src);
+	dir_a = strdup(nt_path("%s-a", v->stream));
+	dir_b = strdup(nt_path("%s-b", v->stream));
+	snprintf(bucket, sizeof(bucket), "%s-snapshot", v->stream);
 	if ((err = pt_region_create(&w, src, NPAGES * ps, &wo)))
 		DIE("writer: %s", pt_strerror(err));
 	mem = pt_region_base(w);
@@ -250,16 +345,32 @@ int main(void)
 	if (pt_publisher_open(&p, src, &o))
 		DIE("publisher: %s", pt_net_last_error());
 	write_epochs(20, NPAGES, 16);
-	a = follower(nt_path("a"), &calls_a);
+	a = follower(dir_a, &calls_a);
 	pump(p, &a, 1, epoch);
 	pt_follower_close(a);
 	a_epoch = epoch;
+	if (natsConnection_ConnectTo(&nc, url) != NATS_OK ||
+	    natsConnection_JetStream(&js, nc, NULL) != NATS_OK)
+		DIE("raw connection");
 
 	/* 300 epochs on a quarter of the pages: the stream keeps the last 40
 	 * messages, the publisher updates the snapshot every 20. */
 	for (int i = 0; i < 30; i++) {
 		write_epochs(10, NPAGES / 4, 2);
 		pump(p, NULL, 0, epoch);
+		/* A page value of an early snapshot, for a replay later. */
+		if (i == 2) {
+			uint64_t pg = 0;
+
+			pt_publisher_stats(p, &pst);
+			if (js_KeyValue(&kv, js, bucket) != NATS_OK)
+				DIE("bucket %s", bucket);
+			while (pg < NPAGES / 4 && !(written[pst.snapshot_epoch][pg / 8] &
+						      (1u << (pg % 8))))
+				pg++;
+			snprintf(replay_key, sizeof(replay_key), "page.%llu", (unsigned long long)pg);
+			replay_len = value_get(replay_key, replay_value, VALUE_MAX);
+		}
 	}
 	pt_publisher_stats(p, &pst);
 	if (pst.snapshot_updates < 10 || pst.snapshot_epoch + MAX_MSGS < epoch)
@@ -269,8 +380,8 @@ int main(void)
 
 	/* A comes back past the retention; B is new.  Both catch up from the
 	 * snapshot, then follow the stream. */
-	a = follower(nt_path("a"), &calls_a);
-	b = follower(nt_path("b"), &calls_b);
+	a = follower(dir_a, &calls_a);
+	b = follower(dir_b, &calls_b);
 	fs[0] = a;
 	fs[1] = b;
 	pump(p, fs, 2, epoch);
@@ -278,8 +389,8 @@ int main(void)
 	pump(p, fs, 2, epoch);
 	check_transfer(a, a_epoch, "past the retention", calls_a);
 	check_transfer(b, 0, "new follower, trimmed stream", calls_b);
-	same_as_writer(nt_path("a"), "past the retention");
-	same_as_writer(nt_path("b"), "new follower");
+	same_as_writer(dir_a, "past the retention");
+	same_as_writer(dir_b, "new follower");
 	pt_follower_close(b);
 	a_epoch = epoch;
 	pt_follower_close(a);
@@ -297,50 +408,108 @@ int main(void)
 	if (pt_publisher_open(&p, src, &o))
 		DIE("publisher: %s", pt_net_last_error());
 	write_epochs(5, NPAGES / 4, 2);
-	a = follower(nt_path("a"), &calls);
+	a = follower(dir_a, &calls);
 	pump(p, &a, 1, epoch);
 	if ((err = pt_region_wait(w, epoch, PT_LEVEL_REPLICATED, 5000)))
 		DIE("PT_LEVEL_REPLICATED %lld: %s", (long long)epoch, pt_strerror(err));
 	if (pt_region_wait(w, image_epoch, PT_LEVEL_REPLICATED, 0))
 		DIE("the image's epoch, in the snapshot, is not reported replicated");
 	check_transfer(a, a_epoch, "publisher behind the image", calls);
-	same_as_writer(nt_path("a"), "publisher behind the image");
+	same_as_writer(dir_a, "publisher behind the image");
 	a_epoch = epoch;
 	pt_follower_close(a);
 
-	/* Corrupted values: the publisher is stopped (it would not put them
-	 * right: they are not what changed), the stream trimmed past A. */
+	/* Bad values: the publisher is stopped (it would not put them right:
+	 * they are not what changed), the stream trimmed past A.  Each is
+	 * refused by A (at its epoch) and by a new follower, then put back. */
 	write_epochs(60, NPAGES / 4, 2);
 	pump(p, NULL, 0, epoch);
 	pt_publisher_stats(p, &pst);
 	pt_publisher_close(p);
-	for (uint64_t pg = 0; pg < NPAGES; pg++)
-		if (written[pst.snapshot_epoch][pg / 8] & (1u << (pg % 8))) {
-			snprintf(key, sizeof(key), "page.%llu", (unsigned long long)pg);
-			break;
-		}
-	corrupt(server.url, key, -1, false);
-	refused(nt_path("a"), a_epoch, -EBADMSG, "a page's bytes, standby at an epoch");
-	refused(nt_path("c"), 0, -EBADMSG, "a page's bytes, new standby");
-	corrupt(server.url, key, 0, true);
-	corrupt(server.url, key, 32, false);	/* its generation */
-	refused(nt_path("c"), 0, -EBADMSG, "a page's generation");
-	corrupt(server.url, key, 0, true);
-	corrupt(server.url, "manifest", 24, false);
-	refused(nt_path("c"), 0, -EBADMSG, "the manifest");
-	corrupt(server.url, "manifest", 0, true);
-	corrupt(server.url, "table.0", 40, false);
-	refused(nt_path("c"), 0, -EBADMSG, "a page table");
-	corrupt(server.url, "table.0", 0, true);
+	for (uint64_t pg = 0, found = 0; pg < NPAGES && found < 2; pg++)
+		if (written[pst.snapshot_epoch][pg / 8] & (1u << (pg % 8)))
+			snprintf(found++ ? move_key : page_key, sizeof(page_key), "page.%llu",
+				 (unsigned long long)pg);
+	for (const struct cell *c = v->cells; c->what; c++)
+		bad_value(c, dir_a, a_epoch);
 
-	/* Repaired, the same standby catches up. */
-	a = follower(nt_path("a"), &calls);
+	/* Put right, the same standby catches up. */
+	a = follower(dir_a, &calls);
 	pump(NULL, &a, 1, pst.snapshot_epoch);
 	pt_follower_close(a);
-	printf("  %-44s done (epoch %lld)\n", "repaired bucket", (long long)pst.snapshot_epoch);
+	printf("    %-44s done (epoch %lld)\n", "the bucket put right", (long long)pst.snapshot_epoch);
 
+	if (!v->key) {
+		/* A key added to the keyless stream: its publisher puts every
+		 * value again with a MAC (none of the bucket's verifies), and
+		 * once the stream holds only MAC'd messages a new follower with
+		 * the key catches up from the bucket: every page ever written. */
+		o.hmac_key = hmac_key;
+		o.hmac_key_len = KEY_LEN;
+		if (pt_publisher_open(&p, src, &o))
+			DIE("publisher with a key added: %s", pt_net_last_error());
+		write_epochs(MAX_MSGS + 5, NPAGES / 4, 2);
+		pump(p, NULL, 0, epoch);
+		b = follower(nt_path("%s-keyed", v->stream), &calls_b);
+		calls_b = 0;
+		pump(p, &b, 1, epoch);
+		check_transfer(b, 0, "a key added: new follower with it", calls_b);
+		same_as_writer(nt_path("%s-keyed", v->stream), "a key added");
+		pt_follower_close(b);
+		pt_publisher_close(p);
+	}
+
+	kvStore_Destroy(kv);
+	jsCtx_Destroy(js);
+	natsConnection_Destroy(nc);
 	pt_replica_close(observer);
 	pt_region_close(w);
+}
+
+/* Bad values refused whatever the key: by their checksums. */
+#define CHECKSUM_CELLS \
+	{ "a page's bytes", "page", FLIP, 80, -EBADMSG, true }, \
+	{ "a page's generation", "page", FLIP, 32, -EBADMSG, false }, \
+	{ "the manifest", "manifest", FLIP, 24, -EBADMSG, false }, \
+	{ "a page table", "table.0", FLIP, 40, -EBADMSG, false }
+
+static const struct cell keyless_cells[] = {
+	CHECKSUM_CELLS,
+	{ "the manifest with a MAC (version 2)", "manifest", ADD_MAC, 0, -ENOKEY, true },
+	{ 0 },
+};
+
+static const struct cell keyed_cells[] = {
+	CHECKSUM_CELLS,
+	{ "a page's MAC flipped", "page", FLIP, -1, -EKEYREJECTED, true },
+	{ "the manifest without a MAC (version 1)", "manifest", STRIP_MAC, 0, -EKEYREJECTED, true },
+	{ "the manifest with another key's MAC", "manifest", OTHER_KEY_MAC, 0, -EKEYREJECTED, false },
+	/* Not the bytes the manifest names by checksum. */
+	{ "a table with another key's MAC", "table.0", OTHER_KEY_MAC, 0, -EBADMSG, false },
+	/* Each MAC'd by the key: the values name their page and generation. */
+	{ "a page's value under another page's key", "page", MOVE, 0, -EBADMSG, false },
+	{ "a page's value of an earlier snapshot", "page", REPLAY, 0, -EBADMSG, true },
+	{ 0 },
+};
+
+int main(void)
+{
+	const struct variant variants[] = {
+		{ "no key (snapshot values version 1)", "snap", NULL, keyless_cells },
+		{ "an HMAC key (version 2)", "ksnap", hmac_key, keyed_cells },
+	};
+	struct natsd server;
+
+	nt_init("net-snapshot: catch-up from the snapshot in the cluster");
+	ps = (size_t)sysconf(_SC_PAGESIZE);
+	for (int i = 0; i < KEY_LEN; i++) {
+		hmac_key[i] = (unsigned char)(i * 13 + 5);
+		other_key[i] = hmac_key[i] ^ (i == 3);
+	}
+	natsd_start(&server, "nats", NULL);
+	written = calloc(EPOCHS, sizeof(*written));
+	for (size_t i = 0; i < sizeof(variants) / sizeof(variants[0]); i++)
+		scenario(server.url, &variants[i]);
 	natsd_stop(&server);
 	free(written);
 	printf("done\n");
