@@ -1,16 +1,18 @@
 /* Makes the network layer's fuzz seeds with its own encoders: make fuzz-seeds. */
 /*
- * Usage: make-net-seeds CORPUS_DIR (fuzz/corpus).  Writes, for net-wire
- * and net-status, a few small valid inputs and a few damaged ones (named
- * valid-* and bad-*), each starting with the flags byte of fuzz.h.  The
- * messages are made with the publisher's encoders (wire_encode_page,
- * wire_header_put, wire_seal) and the records with status_record_put, so
- * they follow the formats as they are when the seeds are made.
+ * Usage: make-net-seeds CORPUS_DIR (fuzz/corpus).  Writes, for net-wire,
+ * net-snapshot and net-status, a few small valid inputs and a few damaged
+ * ones (named valid-* and bad-*), each starting with the flags byte of
+ * fuzz.h.  The messages are made with the publisher's encoders
+ * (wire_encode_page, wire_header_put, wire_seal), the snapshot's values
+ * with snap_*_encode and the records with status_record_put, so they
+ * follow the formats as they are when the seeds are made.
  */
 #include <sys/stat.h>
 
 #include "fuzz.h"
 #include "fuzz-net.h"
+#include "snapshot-format.h"
 #include "status-record.h"
 
 static const char *corpus;
@@ -168,6 +170,135 @@ static void wire_seeds(void)
 	wire_key_clear(&key);
 }
 
+/* ---- net-snapshot: a catch-up's values -------------------------------------- */
+
+/* An input for net-snapshot: the standby's epoch, then values after their u32 lengths. */
+struct values {
+	unsigned char *bytes;
+	size_t len, cap;
+	size_t at[64];		/* where each value starts */
+	int count;
+};
+
+static unsigned char *value_room(struct values *s, size_t max)
+{
+	if (s->len + 4 + max > s->cap) {
+		s->cap = (s->len + 4 + max) * 2;
+		s->bytes = realloc(s->bytes, s->cap);
+		if (!s->bytes)
+			exit(1);
+	}
+	return s->bytes + s->len + 4;
+}
+
+static void value_done(struct values *s, long len)
+{
+	if (len < 0)
+		exit(1);
+	wire_put32(s->bytes + s->len, (uint32_t)len);
+	s->at[s->count++] = s->len + 4;
+	s->len += 4 + (size_t)len;
+}
+
+/*
+ * A snapshot at epoch 6 of a region of npages 512-byte pages: pages 0-3
+ * written (generations 2, 6, 0, 4), the others never; the values a
+ * follower at epoch `have` reads.  The page of generation 6 at npages - 1
+ * when npages > 4, so that a second table has a page.
+ */
+static void snapshot(struct values *s, uint64_t npages, uint8_t have, const struct wire_key *k)
+{
+	static const pt_epoch_t gens[] = { 2, 6, 0, 4 };
+	unsigned char page[FZ_SMALL_PAGE], zero[FZ_SMALL_PAGE] = { 0 }, scratch[FZ_SMALL_PAGE];
+	struct pt_page_version *v = calloc(npages, sizeof(*v));
+	struct snap_manifest m = {
+		.history = FZ_HISTORY, .epoch = 6, .chain = 6000, .npages = npages,
+		.page_size = FZ_SMALL_PAGE, .tables = snap_tables(npages), .written_ns = 1,
+	};
+	size_t max = snap_value_max(npages, FZ_SMALL_PAGE);
+
+	m.table_sum = calloc(m.tables, 8);
+	if (!v || !m.table_sum)
+		exit(1);
+	for (uint64_t p = 0; p < npages; p++) {
+		v[p].generation = p < 4 ? gens[p] : p == npages - 1 ? 6 : 0;
+		content(page, FZ_SMALL_PAGE, p, (uint64_t)v[p].generation);
+		if (!v[p].generation)
+			memset(page, 0, sizeof(page));
+		v[p].checksum = pt_page_checksum(page, FZ_SMALL_PAGE);
+	}
+	/* The manifest first in the input, its table checksums known last. */
+	memset(s, 0, sizeof(*s));
+	value_room(s, max);
+	s->bytes[0] = have;
+	s->len = 1;
+	value_done(s, snap_manifest_encode(value_room(s, max), &m, k));
+	for (uint32_t t = 0; t < m.tables; t++) {
+		unsigned char *out = value_room(s, max);
+		long len = snap_table_encode(out, &m, t, v, k);
+
+		m.table_sum[t] = wire_checksum(out, (size_t)len);
+		value_done(s, len);
+	}
+	for (uint64_t p = 0; p < npages; p++) {
+		if (v[p].generation <= have)
+			continue;
+		content(page, FZ_SMALL_PAGE, p, (uint64_t)v[p].generation);
+		value_done(s, snap_page_encode(value_room(s, max), FZ_HISTORY, p, &v[p], page,
+					       FZ_SMALL_PAGE, zero, scratch, k));
+	}
+	if (snap_manifest_encode(s->bytes + s->at[0], &m, k) < 0)
+		exit(1);
+	free(v);
+	free(m.table_sum);
+}
+
+static void snapshot_seeds(void)
+{
+	struct wire_key none, key;
+	struct values s = { 0 }, d = { 0 };
+
+	net_fz_key(&none, false);
+	net_fz_key(&key, true);
+	snapshot(&s, 8, 0, &none);
+	put("net-snapshot", "valid-new-standby", 0, s.bytes, s.len);
+	put("net-snapshot", "valid-new-standby-fixed", FZ_FIX_SUMS | FZ_FIX_ID, s.bytes, s.len);
+	put("net-snapshot", "bad-mac-missing", NET_FZ_KEY, s.bytes, s.len);
+	d.bytes = malloc(s.len);
+	memcpy(d.bytes, s.bytes, s.len);
+	d.bytes[s.at[1] + 32 + 16 + 3] ^= 0x40;	/* table.0: page 1's generation */
+	put("net-snapshot", "bad-table-flip", 0, d.bytes, s.len);
+	put("net-snapshot", "bad-table-flip-fixed", FZ_FIX_SUMS, d.bytes, s.len);
+	memcpy(d.bytes, s.bytes, s.len);
+	d.bytes[s.at[2] + 32] ^= 0x07;		/* page.0: its generation */
+	put("net-snapshot", "bad-page-generation-fixed", FZ_FIX_SUMS, d.bytes, s.len);
+	memcpy(d.bytes, s.bytes, s.len);
+	d.bytes[s.at[0] + 8] = 3;		/* the manifest's version */
+	put("net-snapshot", "bad-version-fixed", FZ_FIX_SUMS, d.bytes, s.len);
+	put("net-snapshot", "bad-truncated", 0, s.bytes, s.at[3] + 20);
+	free(d.bytes);
+	free(s.bytes);
+
+	snapshot(&s, 8, 3, &none);
+	put("net-snapshot", "valid-standby-at-3", 0, s.bytes, s.len);
+	free(s.bytes);
+
+	snapshot(&s, 8, 0, &key);
+	put("net-snapshot", "valid-new-standby-mac", NET_FZ_KEY, s.bytes, s.len);
+	put("net-snapshot", "valid-new-standby-mac-fixed", NET_FZ_KEY | FZ_FIX_SUMS | FZ_FIX_ID,
+	    s.bytes, s.len);
+	put("net-snapshot", "bad-mac-no-key", 0, s.bytes, s.len);
+	s.bytes[s.at[3] - 5] ^= 0x01;		/* page.0's MAC (before page.1's length) */
+	put("net-snapshot", "bad-mac-flip", NET_FZ_KEY, s.bytes, s.len);
+	free(s.bytes);
+
+	/* Two tables: the second of one page. */
+	snapshot(&s, SNAP_TABLE_PAGES + 1, 0, &key);
+	put("net-snapshot", "valid-two-tables-mac", NET_FZ_KEY, s.bytes, s.len);
+	free(s.bytes);
+	wire_key_clear(&key);
+}
+
 /* ---- net-status: a status record's file ----------------------------------- */
 
 static void status_seeds(void)
@@ -221,6 +352,7 @@ int main(int argc, char **argv)
 	corpus = argv[1];
 	mkdir(corpus, 0755);
 	wire_seeds();
+	snapshot_seeds();
 	status_seeds();
 	return 0;
 }
