@@ -42,6 +42,7 @@
 #include "wire.h"
 
 #define DEFAULT_INTERVAL_MS	10000
+#define PUT_WINDOW		256		/* puts in flight, at most (about 1 MiB) */
 #define RESTARTS		8		/* a reader starting over, at most */
 #define PROGRESS_EVERY		64		/* pages between progress reports */
 
@@ -149,7 +150,44 @@ struct snap_pub {
 	uint64_t last_ms, last_messages, last_bytes;
 	unsigned char *buf;		/* a value being encoded */
 	unsigned char *zero, *scratch;
+	/* Pages and tables are put without waiting for each answer: on a
+	 * context of their own, whose failures put_failed() counts (on
+	 * libnats's thread; read after js_PublishAsyncComplete). */
+	jsCtx *async;
+	unsigned int wait_ms;
+	uint64_t in_flight;		/* puts of the batch */
+	int failed;			/* atomic: puts the server refused */
+	int failed_code;		/* the first's JetStream error, and its */
+	char failed_text[160];		/* words: written by the first only, read
+					 * after js_PublishAsyncComplete (which
+					 * waits for the handler under libnats's
+					 * lock) */
 };
+
+static void put_failed(jsCtx *js, jsPubAckErr *pae, void *closure)
+{
+	struct snap_pub *s = closure;
+
+	(void)js;
+	if (__atomic_fetch_add(&s->failed, 1, __ATOMIC_ACQ_REL) == 0) {
+		s->failed_code = pae->ErrCode;
+		snprintf(s->failed_text, sizeof(s->failed_text), "%s",
+			 pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+	}
+}
+
+/*
+ * Forget the puts still in flight after js_PublishAsyncComplete gave up
+ * waiting (only then: with no put ever made, libnats 3.4 has no list to
+ * give): their answers, should they come, are dropped.
+ */
+static void puts_drop(struct snap_pub *s)
+{
+	natsMsgList pending;
+
+	if (js_PublishAsyncGetPendingList(&pending, s->async) == NATS_OK)
+		natsMsgList_Destroy(&pending);
+}
 
 int snap_pub_open(struct snap_pub **out, struct net_conn *c, const struct pt_net_opts *o,
 		  const struct wire_key *key, const char *stream, uint64_t history, uint64_t npages,
@@ -173,6 +211,7 @@ int snap_pub_open(struct snap_pub **out, struct net_conn *c, const struct pt_net
 	s->max_msgs = o->max_msgs;
 	s->max_bytes = o->max_bytes;
 	s->last_ms = net_mono_ms();
+	s->wait_ms = o->request_timeout_ms;
 	s->gens = malloc(npages * sizeof(*s->gens));
 	s->cur = malloc(npages * sizeof(*s->cur));
 	s->held = malloc(npages * sizeof(*s->held));
@@ -206,6 +245,22 @@ int snap_pub_open(struct snap_pub **out, struct net_conn *c, const struct pt_net
 			       "bucket %s (the snapshot): %s", s->bucket, net_status_text(st));
 		goto err;
 	}
+	{
+		jsOptions jo;
+
+		jsOptions_Init(&jo);
+		jo.Wait = s->wait_ms;
+		jo.PublishAsync.MaxPending = PUT_WINDOW;
+		/* A full window waits for the server as a put would. */
+		jo.PublishAsync.StallWait = s->wait_ms;
+		jo.PublishAsync.ErrHandler = put_failed;
+		jo.PublishAsync.ErrHandlerClosure = s;
+		st = natsConnection_JetStream(&s->async, c->nc, &jo);
+		if (st != NATS_OK) {
+			err = net_fail(net_errno(st), "bucket %s: %s", s->bucket, net_status_text(st));
+			goto err;
+		}
+	}
 	*out = s;
 	return 0;
 err:
@@ -217,6 +272,9 @@ void snap_pub_close(struct snap_pub *s)
 {
 	if (!s)
 		return;
+	/* Nothing in flight: every update waits for its puts (puts_wait). */
+	if (s->async)
+		jsCtx_Destroy(s->async);
 	if (s->kv)
 		kvStore_Destroy(s->kv);
 	free(s->gens);
@@ -296,7 +354,8 @@ static void pub_load(struct snap_pub *s, struct pt_publisher_stats *st)
 	s->trusted = false;
 }
 
-/* Put the value encoded in s->buf, len bytes (< 0: its encoder's error). */
+/* Put the value encoded in s->buf, len bytes (< 0: its encoder's error),
+ * waiting for the server's answer. */
 static int put(struct snap_pub *s, const char *key, long len, struct pt_publisher_stats *st)
 {
 	natsStatus ns;
@@ -316,6 +375,66 @@ static int put(struct snap_pub *s, const char *key, long len, struct pt_publishe
 	return 0;
 }
 
+/*
+ * The same without waiting: a publish to the bucket's subject for key
+ * (what kvStore_Put does: the bucket is no mirror, and the connection uses
+ * the default API prefix), at most PUT_WINDOW in flight.  puts_wait()
+ * tells how the batch went.
+ */
+static int put_async(struct snap_pub *s, const char *key, long len, struct pt_publisher_stats *st)
+{
+	char subject[160];
+	natsStatus ns;
+
+	if (len < 0)
+		return net_fail((int)len, "bucket %s: computing the HMAC of %s failed", s->bucket,
+				key);
+	snprintf(subject, sizeof(subject), "$KV.%s.%s", s->bucket, key);
+	ns = js_PublishAsync(s->async, subject, s->buf, (int)len, NULL);
+	if (ns != NATS_OK) {
+		s->loaded = s->trusted = false;
+		return net_fail(ns == NATS_MAX_PAYLOAD ? -EMSGSIZE : -EAGAIN,
+				"bucket %s: putting %s (%ld bytes): %s", s->bucket, key, len,
+				net_status_text(ns));
+	}
+	s->in_flight++;
+	st->snapshot_bytes += (uint64_t)len;
+	return 0;
+}
+
+/*
+ * Wait until the server answered every put of the batch (bounded: the
+ * request timeout for the last PUT_WINDOW).  0 when all are stored;
+ * -EAGAIN when one failed or did not answer (what the bucket holds is
+ * unknown: the next update reads it).  Called after any put_async, also
+ * when one failed, so that nothing is in flight once an update returns.
+ */
+static int puts_wait(struct snap_pub *s, int err)
+{
+	jsPubOptions po;
+	natsStatus ns;
+	int failed;
+
+	jsPubOptions_Init(&po);
+	po.MaxWait = s->wait_ms;
+	ns = js_PublishAsyncComplete(s->async, &po);
+	if (ns != NATS_OK)
+		puts_drop(s);
+	failed = __atomic_exchange_n(&s->failed, 0, __ATOMIC_ACQ_REL);
+	if (!err && failed)
+		err = net_fail(-EAGAIN, "bucket %s: %d of %llu puts failed: %s (JetStream error %d)",
+			       s->bucket, failed, (unsigned long long)s->in_flight, s->failed_text,
+			       s->failed_code);
+	else if (!err && ns != NATS_OK)
+		err = net_fail(-EAGAIN, "bucket %s: of %llu puts, some not answered in %u ms: %s",
+			       s->bucket, (unsigned long long)s->in_flight, s->wait_ms,
+			       net_status_text(ns));
+	if (err)
+		s->loaded = s->trusted = false;
+	s->in_flight = 0;
+	return err;
+}
+
 int snap_pub_update(struct snap_pub *s, struct pt_replica *src, struct pt_publisher_stats *st)
 {
 	const unsigned char *base = pt_replica_base(src);
@@ -325,7 +444,7 @@ int snap_pub_update(struct snap_pub *s, struct pt_replica *src, struct pt_publis
 	pt_epoch_t epoch;
 	uint64_t chain;
 	char key[48];
-	int err;
+	int err = 0;
 
 	if (pt_replica_chain(src, &epoch, &chain) ||
 	    pt_replica_generations(src, 0, s->m.npages, s->gens))
@@ -352,12 +471,17 @@ int snap_pub_update(struct snap_pub *s, struct pt_replica *src, struct pt_publis
 		if (!c->generation)
 			continue;
 		snprintf(key, sizeof(key), "page.%llu", (unsigned long long)p);
-		err = put(s, key, snap_page_encode(s->buf, s->m.history, p, c, base + p * ps,
-						   (uint32_t)ps, s->zero, s->scratch, s->key), st);
+		err = put_async(s, key, snap_page_encode(s->buf, s->m.history, p, c,
+							 base + p * ps, (uint32_t)ps, s->zero,
+							 s->scratch, s->key), st);
 		if (err)
-			return err;
+			break;
 		pages++;
 	}
+	/* Every page stored before a table that names it. */
+	err = puts_wait(s, err);
+	if (err)
+		return err;
 	for (uint32_t t = 0; t < s->m.tables; t++) {
 		long len;
 
@@ -366,11 +490,15 @@ int snap_pub_update(struct snap_pub *s, struct pt_replica *src, struct pt_publis
 			continue;
 		snprintf(key, sizeof(key), "table.%u", t);
 		len = snap_table_encode(s->buf, &s->m, t, s->cur, s->key);
-		err = put(s, key, len, st);
+		err = put_async(s, key, len, st);
 		if (err)
-			return err;
+			break;
 		s->m.table_sum[t] = wire_checksum(s->buf, (size_t)len);
 	}
+	/* Every table stored before the manifest that names it. */
+	err = puts_wait(s, err);
+	if (err)
+		return err;
 	s->m.epoch = (uint64_t)epoch;
 	s->m.chain = chain;
 	s->m.written_ns = net_now_ns();

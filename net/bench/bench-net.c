@@ -11,7 +11,12 @@
  *                follower's durable epoch, p50/p99, and the writer's
  *                PT_LEVEL_REPLICATED wait, p50/p99;
  *   stall        the writer's pt_region_sync() at that rate, p50/p99, with
- *                no publisher and with a publisher and a follower attached.
+ *                no publisher and with a publisher and a follower attached;
+ *   snapshot     a 64 MiB region of random pages: the publisher's first
+ *                snapshot, and a new follower's catch-up from it, against
+ *                a loop of kvStore_Put, then of kvStore_Get, of as many
+ *                values of a page's size.
+ * `bench-net snapshot` runs the last only.
  */
 #include <nats/nats.h>
 #include <pthread.h>
@@ -26,6 +31,7 @@
 #define LAG_REGION	4096
 #define LAG_EPOCHS	400		/* 4 s at 100 epochs/s */
 #define RAW_BYTES	(64u << 20)	/* per baseline size */
+#define SNAP_REGION	16384		/* pages: 64 MiB */
 
 static size_t ps;
 static struct natsd server;
@@ -149,10 +155,10 @@ static void *run_follower(void *arg)
 		if (err < 0 && err != -EAGAIN)
 			DIE("follower: %s", pt_net_last_error());
 		pt_follower_stats(f, &pp->fst);
-		if (pp->fst.epoch != seen) {
+		if ((uint64_t)pp->fst.epoch != seen) {
 			uint64_t t = now_ns();
 
-			for (uint64_t e = seen + 1; e <= pp->fst.epoch && e < pp->nepochs; e++)
+			for (uint64_t e = seen + 1; e <= (uint64_t)pp->fst.epoch && e < pp->nepochs; e++)
 				__atomic_store_n(&pp->applied_ns[e], t, __ATOMIC_RELEASE);
 			seen = pp->fst.epoch;
 		}
@@ -189,7 +195,7 @@ static void pipe_finish(struct pipe *pp, uint64_t last)
 	pthread_join(pp->ft, NULL);
 	__atomic_store_n(&pp->stop, 1, __ATOMIC_RELEASE);
 	pthread_join(pp->pt, NULL);
-	if (pp->fst.epoch < last)
+	if ((uint64_t)pp->fst.epoch < last)
 		DIE("the follower stopped at epoch %llu of %llu", (unsigned long long)pp->fst.epoch,
 		    (unsigned long long)last);
 }
@@ -365,8 +371,168 @@ static struct paced paced_run(bool publish)
 	return res;
 }
 
-int main(void)
+/* ---- 5. the snapshot of a large region -------------------------------- */
+
+struct snap_figures {
+	double first_s, catch_up_s, put_s, get_s;	/* seconds */
+};
+
+static void publish_until(struct pt_publisher *p, pt_epoch_t epoch, uint64_t updates)
 {
+	struct pt_publisher_stats st = { .sz = sizeof(st) };
+	uint64_t start = nt_ms();
+
+	while (st.epoch < epoch || st.snapshot_updates < updates) {
+		int err = pt_publisher_run(p, 100);
+
+		if (err < 0 && err != -EAGAIN)
+			DIE("publisher: %s", pt_net_last_error());
+		pt_publisher_stats(p, &st);
+		if (nt_ms() - start > 600000)
+			DIE("publisher: stuck");
+	}
+}
+
+static struct snap_figures snapshot_run(void)
+{
+	struct pt_region_opts wo = { .sz = sizeof(wo), .durability = PT_DURABLE_BACKGROUND };
+	struct pt_net_opts o = { .sz = sizeof(o), .urls = server.url,
+				 .snapshot_interval_ms = 600000 };
+	struct pt_follower_stats fst = { .sz = sizeof(fst) };
+	struct snap_figures fig;
+	char stream[32], bucket[48], key[32];
+	const char *src, *dst;
+	struct pt_publisher *p;
+	struct pt_follower *f;
+	struct pt_region *w;
+	natsConnection *nc;
+	jsOptions jo;
+	kvStore *kv;
+	kvConfig kc;
+	jsCtx *js;
+	uint64_t t0;
+	int err;
+
+	snprintf(stream, sizeof(stream), "snapbench%d", stream_no++);
+	o.stream = stream;
+	src = strdup(nt_path("%s-src", stream));
+	dst = strdup(nt_path("%s-dst", stream));
+	if ((err = pt_region_create(&w, src, SNAP_REGION * ps, &wo)))
+		DIE("create: %s", pt_strerror(err));
+	for (uint64_t pg = 0; pg < SNAP_REGION; pg++)
+		memcpy((unsigned char *)pt_region_base(w) + pg * ps,
+		       noise + (size_t)(pg * 7919 % (NOISE_BYTES / ps - 1)) * ps, ps);
+	pt_region_sync(w);
+	/* Epoch 1 into the stream, no snapshot yet. */
+	if (pt_publisher_open(&p, src, &o))
+		DIE("publisher: %s", pt_net_last_error());
+	publish_until(p, 1, 0);
+	pt_publisher_close(p);
+	/* The first snapshot: at once after epoch 2. */
+	memset(pt_region_base(w), 1, 64);
+	pt_region_sync(w);
+	o.snapshot_interval_ms = 1;
+	if (pt_publisher_open(&p, src, &o))
+		DIE("publisher: %s", pt_net_last_error());
+	t0 = now_ns();
+	publish_until(p, 2, 1);
+	fig.first_s = (double)(now_ns() - t0) / 1e9;
+	pt_publisher_close(p);
+	pt_region_close(w);
+
+	/* A new follower on the stream without epoch 1: the catch-up. */
+	if (natsConnection_ConnectTo(&nc, server.url) != NATS_OK ||
+	    natsConnection_JetStream(&js, nc, NULL) != NATS_OK)
+		DIE("raw connection");
+	jsOptions_Init(&jo);
+	jo.Stream.Purge.Keep = 1;
+	if (js_PurgeStream(js, stream, &jo, NULL) != NATS_OK)
+		DIE("purge");
+	o.snapshot_interval_ms = 0;
+	if (pt_follower_open(&f, dst, &o))
+		DIE("follower: %s", pt_net_last_error());
+	t0 = now_ns();
+	while (fst.epoch < 2) {
+		err = pt_follower_run(f, 100);
+		if (err < 0 && err != -EAGAIN)
+			DIE("follower: %s", pt_net_last_error());
+		pt_follower_stats(f, &fst);
+	}
+	fig.catch_up_s = (double)(now_ns() - t0) / 1e9;
+	if (fst.snapshot_catchups != 1)
+		DIE("the follower did not catch up from the snapshot");
+	pt_follower_close(f);
+
+	/* Baselines: as many values of a page value's size, one request each. */
+	snprintf(bucket, sizeof(bucket), "%s-raw", stream);
+	kvConfig_Init(&kc);
+	kc.Bucket = bucket;
+	kc.History = 1;
+	kc.StorageType = js_FileStorage;
+	if (js_CreateKeyValue(&kv, js, &kc) != NATS_OK)
+		DIE("bucket");
+	t0 = now_ns();
+	for (uint64_t pg = 0; pg < SNAP_REGION; pg++) {
+		snprintf(key, sizeof(key), "page.%llu", (unsigned long long)pg);
+		if (kvStore_Put(NULL, kv, key, noise + (pg % 1024) * ps, (int)ps + 80) != NATS_OK)
+			DIE("put");
+	}
+	fig.put_s = (double)(now_ns() - t0) / 1e9;
+	t0 = now_ns();
+	for (uint64_t pg = 0; pg < SNAP_REGION; pg++) {
+		kvEntry *e;
+
+		snprintf(key, sizeof(key), "page.%llu", (unsigned long long)pg);
+		if (kvStore_Get(&e, kv, key) != NATS_OK)
+			DIE("get");
+		kvEntry_Destroy(e);
+	}
+	fig.get_s = (double)(now_ns() - t0) / 1e9;
+	kvStore_Destroy(kv);
+	js_DeleteKeyValue(js, bucket);
+	snprintf(bucket, sizeof(bucket), "%s-snapshot", stream);
+	js_DeleteKeyValue(js, bucket);
+	js_DeleteStream(js, stream, NULL, NULL);
+	jsCtx_Destroy(js);
+	natsConnection_Destroy(nc);
+	{
+		char cmd[600];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", src, dst);
+		if (system(cmd))
+			fprintf(stderr, "could not remove %s\n", src);
+	}
+	free((void *)src);
+	free((void *)dst);
+	return fig;
+}
+
+static void snapshot_figures(void)
+{
+	double v[4][RUNS];
+
+	for (int r = 0; r < RUNS; r++) {
+		struct snap_figures fig = snapshot_run();
+
+		v[0][r] = fig.first_s;
+		v[1][r] = fig.put_s;
+		v[2][r] = fig.catch_up_s;
+		v[3][r] = fig.get_s;
+		fprintf(stderr, "run %d: first snapshot %.2f s (put loop %.2f s), catch-up %.2f s "
+			"(get loop %.2f s)\n", r + 1, fig.first_s, fig.put_s, fig.catch_up_s,
+			fig.get_s);
+	}
+	printf("%-58s %.2f s\n", "first snapshot of a 64 MiB region (16384 random pages)",
+	       median3(v[0]));
+	printf("%-58s %.2f s\n", "baseline, kvStore_Put loop of 16384 page-size values",
+	       median3(v[1]));
+	printf("%-58s %.2f s\n", "a new follower's catch-up from it", median3(v[2]));
+	printf("%-58s %.2f s\n", "baseline, kvStore_Get loop of 16384 values", median3(v[3]));
+}
+
+int main(int argc, char **argv)
+{
+	bool only_snapshot = argc > 1 && !strcmp(argv[1], "snapshot");
 	static const size_t sizes[] = { 4096, 65536, 262144 };
 	double tp[RUNS], raw[3][RUNS], v[6][RUNS], none[2][RUNS], ratio[RUNS];
 	char load0[128], load1[128];
@@ -380,6 +546,16 @@ int main(void)
 	for (size_t i = 0; i < NOISE_BYTES / 8; i++)
 		((uint64_t *)noise)[i] = nt_rnd(&seed);
 	natsd_start(&server, "nats", NULL);
+	if (only_snapshot) {
+		printf("\nbench-net snapshot, medians of %d runs; load average at start: %s; "
+		       "%ld CPUs\n", RUNS, load0, sysconf(_SC_NPROCESSORS_ONLN));
+		snapshot_figures();
+		loadavg(load1, sizeof(load1));
+		printf("load average at end: %s\n", load1);
+		natsd_stop(&server);
+		free(noise);
+		return 0;
+	}
 
 	for (int r = 0; r < RUNS; r++) {
 		tp[r] = pipeline_throughput();
@@ -430,6 +606,7 @@ int main(void)
 	       median3(none[0]), median3(none[1]));
 	printf("%-58s p50 %.0f us  p99 %.0f us\n", "writer's stall (sync), publisher + follower",
 	       median3(v[4]), median3(v[5]));
+	snapshot_figures();
 	free(noise);
 	return 0;
 }

@@ -492,6 +492,109 @@ static const struct cell keyed_cells[] = {
 	{ 0 },
 };
 
+/*
+ * The server refuses the snapshot's puts (its bucket made beforehand with
+ * room for a few pages): the publisher's update fails with -EAGAIN naming
+ * the refusal, no manifest is put (a follower at the gap finds no
+ * snapshot), and once the bucket has room the next update completes and a
+ * new follower catches up.
+ */
+static void refused_puts(const char *url)
+{
+	struct pt_region_opts wo = { .sz = sizeof(wo), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
+	struct pt_net_opts po = { .sz = sizeof(po), .urls = url, .stream = "full", .max_msgs = 4,
+				  .snapshot_interval_ms = 1 };
+	struct pt_publisher_stats pst = { .sz = sizeof(pst) };
+	const char *full_src = strdup(nt_path("full-src")), *full_dst = strdup(nt_path("full-dst"));
+	struct pt_follower_stats fst = { .sz = sizeof(fst) };
+	struct pt_publisher *p;
+	struct pt_follower *f;
+	struct pt_region *fw;
+	jsStreamInfo *si = NULL;
+	natsConnection *nc;
+	kvEntry *e = NULL;
+	kvConfig kc;
+	jsCtx *js;
+	uint64_t start;
+	int err = 0;
+
+	if (natsConnection_ConnectTo(&nc, url) != NATS_OK ||
+	    natsConnection_JetStream(&js, nc, NULL) != NATS_OK)
+		DIE("raw connection");
+	kvConfig_Init(&kc);
+	kc.Bucket = "full-snapshot";
+	kc.History = 1;
+	kc.StorageType = js_FileStorage;
+	kc.MaxBytes = 6 * (int64_t)ps;
+	if (js_CreateKeyValue(&kv, js, &kc) != NATS_OK)
+		DIE("bucket full-snapshot");
+	if ((err = pt_region_create(&fw, full_src, 64 * ps, &wo)))
+		DIE("writer: %s", pt_strerror(err));
+	/* Pages of noise: each value is a raw page, the bucket holds 6. */
+	for (int e1 = 1; e1 <= 10; e1++) {
+		for (size_t pg = (size_t)e1 % 3; pg < 64; pg += 3)
+			for (size_t i = 0; i < ps / 8; i++)
+				((uint64_t *)((unsigned char *)pt_region_base(fw) + pg * ps))[i] =
+					nt_rnd(&seed);
+		if (pt_region_sync(fw) != e1)
+			DIE("sync");
+	}
+	if (pt_publisher_open(&p, full_src, &po))
+		DIE("publisher: %s", pt_net_last_error());
+	for (start = nt_ms(); nt_ms() - start < 20000;) {
+		err = pt_publisher_run(p, 50);
+		if (err < 0 && err != -EAGAIN)
+			DIE("publisher: %s", pt_net_last_error());
+		if (err == -EAGAIN && strstr(pt_net_last_error(), "puts failed"))
+			break;
+	}
+	pt_publisher_stats(p, &pst);
+	if (err != -EAGAIN || pst.snapshot_updates)
+		DIE("puts refused by the server: %d, %llu updates: %s", err,
+		    (unsigned long long)pst.snapshot_updates, pt_net_last_error());
+	printf("    %-44s done (%s)\n", "puts refused: the update fails", pt_net_last_error());
+	if (kvStore_Get(&e, kv, "manifest") != NATS_NOT_FOUND)
+		DIE("a manifest was put after refused puts");
+	if (pt_follower_open(&f, full_dst, &po))
+		DIE("follower: %s", pt_net_last_error());
+	err = pt_follower_run(f, 100);
+	if (err != -EAGAIN || !strstr(pt_net_last_error(), "no snapshot"))
+		DIE("a follower at the gap, with no manifest: %d %s", err, pt_net_last_error());
+	printf("    %-44s done (%s)\n", "no manifest: no catch-up", pt_net_last_error());
+
+	/* Room in the bucket: the next update puts it all. */
+	if (js_GetStreamInfo(&si, js, "KV_full-snapshot", NULL, NULL) != NATS_OK)
+		DIE("the bucket's stream");
+	si->Config->MaxBytes = -1;
+	if (js_UpdateStream(NULL, js, si->Config, NULL, NULL) != NATS_OK)
+		DIE("the bucket's limit");
+	jsStreamInfo_Destroy(si);
+	for (start = nt_ms(); !pst.snapshot_updates && nt_ms() - start < 20000;) {
+		err = pt_publisher_run(p, 50);
+		if (err < 0 && err != -EAGAIN)
+			DIE("publisher: %s", pt_net_last_error());
+		pt_publisher_stats(p, &pst);
+	}
+	for (start = nt_ms(); fst.epoch < 10 && nt_ms() - start < 20000;) {
+		err = pt_follower_run(f, 50);
+		if (err < 0 && err != -EAGAIN)
+			DIE("follower: %s", pt_net_last_error());
+		pt_follower_stats(f, &fst);
+	}
+	if (fst.epoch != 10 || fst.snapshot_catchups != 1)
+		DIE("after the bucket had room: the follower at %lld, %llu catch-ups: %s",
+		    (long long)fst.epoch, (unsigned long long)fst.snapshot_catchups,
+		    pt_net_last_error());
+	printf("    %-44s done (epoch %lld)\n", "room again: update, catch-up", (long long)fst.epoch);
+	pt_follower_close(f);
+	pt_publisher_close(p);
+	pt_region_close(fw);
+	kvStore_Destroy(kv);
+	kv = NULL;
+	jsCtx_Destroy(js);
+	natsConnection_Destroy(nc);
+}
+
 int main(void)
 {
 	const struct variant variants[] = {
@@ -510,6 +613,8 @@ int main(void)
 	written = calloc(EPOCHS, sizeof(*written));
 	for (size_t i = 0; i < sizeof(variants) / sizeof(variants[0]); i++)
 		scenario(server.url, &variants[i]);
+	printf("  a bucket the server refuses puts into:\n");
+	refused_puts(server.url);
 	natsd_stop(&server);
 	free(written);
 	printf("done\n");
