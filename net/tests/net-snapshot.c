@@ -464,6 +464,9 @@ static void scenario(const char *url, const struct variant *v)
 	natsConnection_Destroy(nc);
 	pt_replica_close(observer);
 	pt_region_close(w);
+	free((void *)src);
+	free((void *)dir_a);
+	free((void *)dir_b);
 }
 
 /* Bad values refused whatever the key: by their checksums. */
@@ -589,6 +592,8 @@ static void refused_puts(const char *url)
 	pt_follower_close(f);
 	pt_publisher_close(p);
 	pt_region_close(fw);
+	free((void *)full_src);
+	free((void *)full_dst);
 	kvStore_Destroy(kv);
 	kv = NULL;
 	jsCtx_Destroy(js);
