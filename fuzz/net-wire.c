@@ -3,18 +3,21 @@
  * Input: a flags byte (fuzz.h; NET_FZ_KEY, fuzz-net.h: the follower holds
  * the fuzz key), then messages, each a little-endian u16 length and its bytes.
  * They go through what the follower's take() does with a message before
- * its standby sees anything: wire_check(), wire_authenticate() with the
- * key or none, the part sequence (wire_next_part()), then wire_decode()
- * into an epoch buffer of page_count pages against the "old" content of
- * each page, and at the last part, all pages there.  The first refused
+ * its standby sees anything: wire_check() (a term marker's body too),
+ * wire_authenticate() with the key or none, then for an epoch message the
+ * part sequence (wire_next_part()) and wire_decode() into an epoch buffer
+ * of page_count pages against the "old" content of each page, and at the
+ * last part, all pages there; a term marker drops a half-received epoch,
+ * as take_term() does.  The first refused
  * message ends the input, as it stops a follower.  The follower's checks
  * against its standby (history, epoch and chain, the system's page size)
  * are not made: the decoders must be safe without them.
  *
  * FZ_FIX_SUMS recomputes a message's body length, body and header
- * checksums and, for version 2 with the key, its MAC, so that the fuzzer
- * reaches the checks behind them; FZ_FIX_ID also writes the magic, the
- * header size and the version (2 with NET_FZ_KEY, else 1).
+ * checksums and, for a version with a MAC and the key, its MAC, so that
+ * the fuzzer reaches the checks behind them; FZ_FIX_ID also writes the
+ * magic, the header size and the version (2 or, for a term marker, 4 with
+ * NET_FZ_KEY; else 1 or 3).
  *
  * What must hold: no access outside the message or the epoch buffer
  * (ASan), no undefined behaviour (UBSan), decoded indices ascending and
@@ -55,12 +58,15 @@ static void fix(unsigned char *m, size_t len, uint8_t flags, const struct wire_k
 	if (len < WIRE_HEADER_SIZE)
 		return;
 	if (flags & FZ_FIX_ID) {
+		bool term = wire_get16(m + 10) & WIRE_FLAG_TERM;
+
 		memcpy(m, WIRE_MAGIC, 8);
-		wire_put16(m + 8, flags & NET_FZ_KEY ? WIRE_VERSION_MAC : WIRE_VERSION);
+		wire_put16(m + 8, term ? (flags & NET_FZ_KEY ? WIRE_VERSION_TERM_MAC : WIRE_VERSION_TERM) :
+			   (flags & NET_FZ_KEY ? WIRE_VERSION_MAC : WIRE_VERSION));
 		wire_put32(m + 12, WIRE_HEADER_SIZE);
 		wire_put64(m + 112, 0);
 	}
-	mac = wire_get16(m + 8) == WIRE_VERSION_MAC ? WIRE_MAC_SIZE : 0;
+	mac = wire_has_mac(wire_get16(m + 8)) ? WIRE_MAC_SIZE : 0;
 	if (len < WIRE_HEADER_SIZE + mac)
 		return;
 	wire_put64(m + 88, len - WIRE_HEADER_SIZE - mac);
@@ -80,6 +86,12 @@ static bool take(struct epoch *e, const unsigned char *m, size_t len, const stru
 	if (wire_check(m, len, &h, why, sizeof(why)) ||
 	    wire_authenticate(m, len, &h, key, why, sizeof(why)))
 		return false;
+	if (h.flags & WIRE_FLAG_TERM) {
+		if (!h.term.term || strnlen(h.term.host, sizeof(h.term.host)) == sizeof(h.term.host))
+			abort();	/* wire_check passed a marker it promises to refuse */
+		e->assembling = false;
+		return true;
+	}
 	ps = h.page_size;
 	if (!e->assembling) {
 		if (h.part)

@@ -103,6 +103,25 @@ static void add_message(struct stream *s, const struct wire_key *k, uint32_t ps,
 	s->len += 2 + (size_t)len;
 }
 
+/* A term marker going on from epoch `epoch` (whose chain add_message gave). */
+static void add_term(struct stream *s, const struct wire_key *k, uint64_t epoch, uint64_t term)
+{
+	unsigned char *m = s->bytes + s->len + 2;
+	struct wire_header h = {
+		.history_id = FZ_HISTORY, .epoch = epoch, .chain = epoch * 1000 + 1000,
+		.npages = W_NPAGES, .page_size = FZ_SMALL_PAGE, .sent_ns = 1,
+		.term = { .term = term, .holder = 77, .after_seq = (uint64_t)s->count,
+			  .host = "seed-host" },
+	};
+	long len = wire_term_put(m, &h, k);
+
+	if (len < 0 || s->len + 2 + (size_t)len > W_BUF)
+		exit(1);
+	wire_put16(s->bytes + s->len, (uint16_t)len);
+	s->at[s->count++] = s->len + 2;
+	s->len += 2 + (size_t)len;
+}
+
 /* Epochs 1-3 of an 8-page region of 512-byte pages: epoch 2 in two parts. */
 static void three_epochs(struct stream *s, const struct wire_key *k)
 {
@@ -162,6 +181,27 @@ static void wire_seeds(void)
 	memset(&d, 0, sizeof(d));
 	add_message(&d, &none, FZ_SMALL_PAGE, 1, 0, 1, 0, 2, swapped, 2, UINT64_MAX);
 	put("net-wire", "bad-index-order", 0, d.bytes, d.len);
+
+	/* Term markers: after epoch 3; and after half of an epoch 4, which
+	 * it drops, then epoch 4 again whole. */
+	three_epochs(&s, &none);
+	add_term(&s, &none, 3, 1);
+	put("net-wire", "valid-term", 0, s.bytes, s.len);
+	d = s;
+	d.bytes[d.at[4] + WIRE_HEADER_SIZE + 24] = '\n';	/* its host name */
+	put("net-wire", "bad-term-host-fixed", FZ_FIX_SUMS, d.bytes, d.len);
+	three_epochs(&s, &key);
+	add_term(&s, &key, 3, 2);
+	put("net-wire", "valid-term-mac", NET_FZ_KEY, s.bytes, s.len);
+	{
+		static const uint64_t e4[] = { 1, 4 };
+
+		three_epochs(&s, &none);
+		add_message(&s, &none, FZ_SMALL_PAGE, 4, 0, 2, 0, 2, e4, 1, UINT64_MAX);
+		add_term(&s, &none, 3, 1);
+		add_message(&s, &none, FZ_SMALL_PAGE, 4, 0, 1, 0, 2, e4, 2, UINT64_MAX);
+		put("net-wire", "valid-half-epoch-term", 0, s.bytes, s.len);
+	}
 
 	/* The machine's page size. */
 	memset(&d, 0, sizeof(d));
