@@ -26,6 +26,20 @@
 #                and the new engine takes its port
 #   --keep       leave the work directory (logs, data) in place
 #
+# For net/cluster.sh, which runs the same drill across hosts:
+#   --nats URLS      use these NATS servers (a cluster, comma-separated)
+#                    instead of starting one
+#   --replicas N     the stream's and the lease bucket's replicas (default 1)
+#   --lease-ms N     the writer's lease (default the command's, 1000 ms)
+#   --on-writer CMD  run `pagetrack publish` under CMD (e.g. `ip netns exec A`)
+#   --on-standby CMD run `pagetrack follow` under CMD
+#   --drill CMD      with --failover: run CMD at the drill too (after the
+#                    kill -9; with --heal, instead of it)
+#   --heal CMD       with --failover: the writer's host is cut off by
+#                    --drill, its processes going on; once the standby
+#                    promoted itself, CMD heals the cut: like --pause, the
+#                    old publisher and engine must say they were deposed
+#
 # Everything listens on 127.0.0.1 only, on ports picked at run time, and
 # everything started here is stopped at the end, also on failure or ^C.
 # Exit status: 0 when every check passed, 1 when one failed, 2 on a usage
@@ -35,6 +49,7 @@ O=${O:-build}
 B=$O/apps/exchange
 TOOL=$O/pagetrack
 seconds=10 keep=0 failover=0 pause=0
+nats_urls= replicas=1 lease=() on_writer= on_standby= drill= heal=
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -42,6 +57,13 @@ while [ $# -gt 0 ]; do
 	--keep) keep=1 ;;
 	--failover) failover=1 ;;
 	--pause) pause=1 ;;
+	--nats) nats_urls=${2:?--nats needs URLs}; shift ;;
+	--replicas) replicas=${2:?--replicas needs a value}; shift ;;
+	--lease-ms) lease=(--lease-ms "${2:?--lease-ms needs a value}"); shift ;;
+	--on-writer) on_writer=${2?--on-writer needs a command}; shift ;;
+	--on-standby) on_standby=${2?--on-standby needs a command}; shift ;;
+	--drill) drill=${2:?--drill needs a command}; shift ;;
+	--heal) heal=${2:?--heal needs a command}; shift ;;
 	-h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 	esac
@@ -49,6 +71,10 @@ while [ $# -gt 0 ]; do
 done
 case $seconds in ''|*[!0-9]*) echo "demo.sh: --seconds wants whole seconds" >&2; exit 2 ;; esac
 [ "$pause" = 0 ] || [ "$failover" = 1 ] || { echo "demo.sh: --pause goes with --failover" >&2; exit 2; }
+[ -z "$drill$heal" ] || [ "$failover" = 1 ] || { echo "demo.sh: --drill and --heal go with --failover" >&2; exit 2; }
+[ -z "$heal" ] || [ -n "$drill" ] || { echo "demo.sh: --heal needs --drill" >&2; exit 2; }
+[ -z "$heal" ] || [ "$pause" = 0 ] || { echo "demo.sh: --heal and --pause exclude each other" >&2; exit 2; }
+case $replicas in [1-5]) ;; *) echo "demo.sh: --replicas wants 1 to 5" >&2; exit 2 ;; esac
 [ "$seconds" -ge 2 ] || { echo "demo.sh: --seconds must be at least 2" >&2; exit 2; }
 command -v nats-server >/dev/null || { echo "demo.sh: skip: nats-server is not installed (Debian package nats-server)"; exit 77; }
 for b in "$B/exchange-engine" "$B/exchange-md" "$B/exchange-load" "$TOOL"; do
@@ -103,13 +129,19 @@ echo "followed into a standby directory, and an md server answering from a repli
 echo "of the standby.  Work dir: $dir"
 echo
 
-# nats-server on a port it picks (-p -1), read back from its log.
-nats-server -a 127.0.0.1 -p -1 -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 &
-nats=$!
-pids+=("$nats")
-wait_for "$dir/nats.log" "Listening for client connections on" "$nats" || fail_start nats-server "$dir/nats.log"
-url=nats://$(sed -n 's/.*Listening for client connections on \([0-9.:]*\).*/\1/p' "$dir/nats.log" | head -n 1)
-echo "nats-server  $url (JetStream storage $dir/nats)"
+nats=
+if [ -n "$nats_urls" ]; then
+	url=$nats_urls
+	echo "nats-servers $url"
+else
+	# nats-server on a port it picks (-p -1), read back from its log.
+	nats-server -a 127.0.0.1 -p -1 -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 &
+	nats=$!
+	pids+=("$nats")
+	wait_for "$dir/nats.log" "Listening for client connections on" "$nats" || fail_start nats-server "$dir/nats.log"
+	url=nats://$(sed -n 's/.*Listening for client connections on \([0-9.:]*\).*/\1/p' "$dir/nats.log" | head -n 1)
+	echo "nats-server  $url (JetStream storage $dir/nats)"
+fi
 
 ack=() standby=()
 [ "$failover" = 1 ] && ack=(--ack replicated) standby=(--standby --auto-promote)
@@ -126,13 +158,17 @@ start_engine "$dir/data" 0 "$dir/engine.log"
 eport=$(cat "$dir/engine.port")
 echo "engine       port $eport, region in $dir/data${ack[*]:+, ${ack[*]}}"
 
-"$TOOL" publish "$dir/data" --nats "$url" --stream exchange >"$dir/publish.log" 2>&1 &
+# shellcheck disable=SC2086 # the prefix is words: a command and its arguments
+$on_writer "$TOOL" publish "$dir/data" --nats "$url" --stream exchange --replicas "$replicas" "${lease[@]}" \
+	>"$dir/publish.log" 2>&1 &
 publish=$!
 pids+=("$publish")
 wait_for "$dir/publish.log" "^publishing" "$publish" || fail_start "pagetrack publish" "$dir/publish.log"
 echo "publish      $dir/data -> stream exchange"
 
-"$TOOL" follow "$url" --stream exchange "$dir/standby" "${standby[@]}" >"$dir/follow.log" 2>&1 &
+# shellcheck disable=SC2086
+$on_standby "$TOOL" follow "$url" --stream exchange "$dir/standby" "${standby[@]}" "${lease[@]}" \
+	>"$dir/follow.log" 2>&1 &
 follow=$!
 pids+=("$follow")
 wait_for "$dir/follow.log" "^following" "$follow" || fail_start "pagetrack follow" "$dir/follow.log"
@@ -159,7 +195,10 @@ if [ "$failover" = 1 ]; then
 		{ echo "FAIL: the standby never saw the writer's lease"; exit 1; }
 	sleep "$((seconds / 2))"
 	t0=$(date +%s%N)
-	if [ "$pause" = 1 ]; then
+	if [ -n "$heal" ]; then
+		echo ">>> failover drill: the writer's host cut off ($drill); engine and publisher go on"
+		eval "$drill" || { echo "FAIL: $drill"; exit 1; }
+	elif [ "$pause" = 1 ]; then
 		echo ">>> failover drill: SIGSTOP of the publisher (pid $publish) past its lease; the engine goes on"
 		kill -STOP "$publish"
 	else
@@ -168,6 +207,10 @@ if [ "$failover" = 1 ]; then
 		wait "$engine" "$publish" 2>/dev/null
 		forget "$engine"
 		forget "$publish"
+		if [ -n "$drill" ]; then
+			echo ">>> and: $drill"
+			eval "$drill" || { echo "FAIL: $drill"; exit 1; }
+		fi
 	fi
 	for i in $(seq 600); do
 		grep -q "^promoted" "$dir/follow.log" && break
@@ -175,10 +218,15 @@ if [ "$failover" = 1 ]; then
 	done
 	grep "^promoted" "$dir/follow.log" | sed 's/^/>>> /' | grep . ||
 		{ echo "FAIL: the standby did not promote itself"; sed 's/^/  follow: /' "$dir/follow.log"; exit 1; }
-	if [ "$pause" = 1 ]; then
-		# Resumed, the old publisher is fenced off and deposes the
+	if [ "$pause" = 1 ] || [ -n "$heal" ]; then
+		# Resumed (or its host's link back), the old publisher is fenced off and deposes the
 		# region: the old engine acks nothing more and stops.
-		kill -CONT "$publish"
+		if [ -n "$heal" ]; then
+			echo ">>> the cut healed: $heal"
+			eval "$heal" || { echo "FAIL: $heal"; exit 1; }
+		else
+			kill -CONT "$publish"
+		fi
 		wait "$publish" 2>/dev/null
 		s=$?
 		forget "$publish"
@@ -230,9 +278,11 @@ else
 	stop "$follow" "pagetrack follow"
 fi
 # nats-server says goodbye with status 1 on SIGTERM: not a failure.
-kill "$nats" 2>/dev/null
-wait "$nats" 2>/dev/null
-forget "$nats"
+if [ -n "$nats" ]; then
+	kill "$nats" 2>/dev/null
+	wait "$nats" 2>/dev/null
+	forget "$nats"
+fi
 
 # The summary.
 orders=$(sed -n 's/^orders *\([0-9]*\)\/s.*/\1/p' "$dir/load.out")

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# cluster.sh - the failover drill of net/demo.sh across three hosts: a
+# three-node NATS cluster (an R3 stream and lease bucket), host A holding
+# the writer's publisher and one node, host B the standby follower
+# (`follow --standby --auto-promote`) and one node, host C the third node.
+#
+#   net/cluster.sh [--partition | --loopback] [--seconds N] [--keep]
+#
+#   (default)    midway, everything on host A is killed -9 (publisher, NATS
+#                node, the engine it publishes) and A's link is cut; B's
+#                standby promotes itself with the majority (B, C), an
+#                engine starts on its directory and the load carries on
+#   --partition  A's link is cut instead, its processes going on: A's node
+#                has no quorum, so the old engine's orders are acked no
+#                more; B promotes itself; then the link comes back, the old
+#                publisher finds the term marker, and the old publisher and
+#                engine say they were deposed and stop
+#   --loopback   the hosts on 127.0.0.1 ports even as root (as without root)
+#   --seconds N  how long the load runs (default 24; the drill is midway)
+#   --lease-ms N the writer's lease (default 5000: it must outlast the NATS
+#                cluster's re-election of a stream leader after a node is
+#                lost, a few seconds, or the new writer's renewals fail)
+#   --keep       leave the work directory in place
+#
+# As root, hosts A, B and C are network namespaces made here (named after
+# this process, on a private 10.77.X.0/24 the host does not route, joined by
+# a bridge in a fourth namespace) and removed at the end, also on failure or
+# ^C; the host's own interfaces are not touched.  Without root (or when the
+# namespaces cannot be made) the same processes run on 127.0.0.1 ports, a
+# kill has no link to cut and --partition is refused: it says so.
+#
+# The exchange's programs (engines, md server, load) listen on and connect
+# to loopback only; they run in this namespace, the new engine taking the old
+# one's port.  Only the replication path (publish, NATS, follow) crosses the
+# hosts' links.  Exit status as net/demo.sh's (0: every check passed; 77:
+# nats-server not installed, or --partition without namespaces).
+set -u
+here=$(dirname "$0")
+seconds=24 keep=() partition=0 loopback=0 lease_ms=5000
+while [ $# -gt 0 ]; do
+	case $1 in
+	--seconds) seconds=${2:?--seconds needs a value}; shift ;;
+	--keep) keep=(--keep) ;;
+	--partition) partition=1 ;;
+	--loopback) loopback=1 ;;
+	--lease-ms) lease_ms=${2:?--lease-ms needs a value}; shift ;;
+	-h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+	*) echo "cluster.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+	esac
+	shift
+done
+case $seconds in ''|*[!0-9]*) echo "cluster.sh: --seconds wants whole seconds" >&2; exit 2 ;; esac
+command -v nats-server >/dev/null || { echo "cluster.sh: skip: nats-server is not installed (Debian package nats-server)"; exit 77; }
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/pagetrack-cluster.XXXXXX") || exit 1
+# shellcheck source=../apps/exchange/procs.sh
+. "$here/../apps/exchange/procs.sh"
+tag=pt$$
+ns=()	# the namespaces made: A B C and the switch
+cleanup() {
+	stop_pids
+	local n
+	for n in "${ns[@]}"; do ip netns del "$n" 2>/dev/null; done
+	if [ ${#keep[@]} -gt 0 ]; then echo "cluster work directory kept: $dir"; else rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- the hosts ------------------------------------------------------------
+
+# make_hosts: namespaces $tag-a/-b/-c with a veth each to a bridge in $tag-s.
+# The subnet: 10.77.X.0/24 with X from our pid, not one the host routes.
+make_hosts() {
+	local x h i=0
+	x=$(( $$ % 250 + 1 ))
+	while ip route show | grep -q "^10\.77\.$x\." && [ $i -lt 250 ]; do
+		x=$(( x % 250 + 1 )); i=$((i + 1))
+	done
+	net=10.77.$x
+	ip netns add "$tag-s" || return 1
+	ns+=("$tag-s")
+	ip -n "$tag-s" link add br0 type bridge || return 1
+	ip -n "$tag-s" link set br0 up || return 1
+	ip -n "$tag-s" link set lo up || return 1
+	i=1
+	for h in a b c; do
+		ip netns add "$tag-$h" || return 1
+		ns+=("$tag-$h")
+		ip -n "$tag-$h" link set lo up || return 1
+		ip -n "$tag-$h" link add eth0 type veth peer name "v$h" netns "$tag-s" || return 1
+		ip -n "$tag-$h" addr add "$net.$i/24" dev eth0 || return 1
+		ip -n "$tag-$h" link set eth0 up || return 1
+		ip -n "$tag-s" link set "v$h" master br0 up || return 1
+		eval "addr_$h=$net.$i"
+		i=$((i + 1))
+	done
+}
+
+mode=loopback
+case $lease_ms in ''|*[!0-9]*) echo "cluster.sh: --lease-ms wants milliseconds" >&2; exit 2 ;; esac
+[ "$partition" = 1 ] && [ "$loopback" = 1 ] &&
+	{ echo "cluster.sh: --partition needs the namespaces: not with --loopback" >&2; exit 2; }
+if [ "$loopback" = 0 ] && [ "$(id -u)" = 0 ] && make_hosts 2>"$dir/netns.err"; then
+	mode=netns
+else
+	for n in "${ns[@]}"; do ip netns del "$n" 2>/dev/null; done
+	ns=()
+	why="not root"
+	[ "$loopback" = 1 ] && why="--loopback"
+	[ "$loopback" = 0 ] && [ "$(id -u)" = 0 ] && why="network namespaces could not be made: $(head -n 1 "$dir/netns.err")"
+	if [ "$partition" = 1 ]; then
+		echo "cluster.sh: skip: --partition needs network namespaces ($why)"
+		exit 77
+	fi
+	echo "cluster.sh: $why: hosts A, B and C are processes on 127.0.0.1 ports (no link to cut)"
+fi
+
+# on HOST: the command prefix that runs a program on that host.
+on() { [ "$mode" = netns ] && echo "ip netns exec $tag-$1"; }
+
+# Free TCP ports on loopback, for the nodes in loopback mode.
+free_port() {
+	local p i
+	for i in $(seq 200); do
+		p=$(( (RANDOM % 20000) + 30000 ))
+		ss -Htln "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
+	done
+	return 1
+}
+
+# ---- the NATS cluster -------------------------------------------------------
+
+declare -A host port cport npid
+for h in a b c; do
+	if [ "$mode" = netns ]; then
+		eval "host[$h]=\$addr_$h"; port[$h]=4222; cport[$h]=6222
+	else
+		host[$h]=127.0.0.1; port[$h]=$(free_port) && cport[$h]=$(free_port) ||
+			{ echo "cluster.sh: no free port on 127.0.0.1"; exit 1; }
+	fi
+done
+for h in a b c; do
+	mkdir -p "$dir/nats-$h"
+	{
+		echo "server_name: $h"
+		# A node cut off (no FIN, no RST) is noticed by pings: every
+		# second, two unanswered (the default, 2 minutes, keeps requests
+		# routed to a dead node's replicas for minutes).
+		echo "ping_interval: \"1s\""
+		echo "ping_max: 2"
+		# Nor would a route to it be dropped before 10 s of blocked writes.
+		echo "write_deadline: \"2s\""
+		echo "listen: ${host[$h]}:${port[$h]}"
+		echo "jetstream { store_dir: \"$dir/nats-$h\", max_memory_store: 64MB, max_file_store: 1GB }"
+		echo "cluster { name: pagetrack, listen: ${host[$h]}:${cport[$h]}, routes: ["
+		for o in a b c; do
+			[ "$o" = "$h" ] || echo "  nats-route://${host[$o]}:${cport[$o]}"
+		done
+		echo "] }"
+	} >"$dir/nats-$h.conf"
+	# shellcheck disable=SC2046 # the prefix is words
+	$(on "$h") nats-server -c "$dir/nats-$h.conf" >"$dir/nats-$h.log" 2>&1 &
+	npid[$h]=$!
+	pids+=("$!")
+done
+# JetStream needs its meta leader: wait until a node says it has one.
+ok=0
+for i in $(seq 400); do
+	cat "$dir"/nats-?.log | grep -q "metadata leader" && { ok=1; break; }
+	sleep 0.05
+done
+if [ "$ok" = 0 ]; then
+	echo "cluster.sh: the NATS cluster elected no JetStream leader:"
+	tail -n 5 "$dir"/nats-?.log | sed 's/^/  /'
+	exit 1
+fi
+urls="nats://${host[a]}:${port[a]},nats://${host[b]}:${port[b]},nats://${host[c]}:${port[c]}"
+echo "pagetrack demo-cluster ($mode): host A publisher + NATS ${host[a]}:${port[a]};"
+echo "host B standby follower + NATS ${host[b]}:${port[b]}; host C NATS ${host[c]}:${port[c]}"
+[ "$mode" = netns ] && echo "namespaces $tag-a $tag-b $tag-c on $net.0/24 (bridge in $tag-s)"
+echo
+
+# ---- the drill (net/demo.sh) --------------------------------------------------
+
+cut="ip -n $tag-s link set va down"
+args=(--failover --seconds "$seconds" --nats "$urls" --replicas 3 --lease-ms "$lease_ms" "${keep[@]}")
+if [ "$mode" = netns ]; then
+	args+=(--on-writer "$(on a)" --on-standby "$(on b)")
+	if [ "$partition" = 1 ]; then
+		args+=(--drill "$cut" --heal "ip -n $tag-s link set va up")
+	else
+		args+=(--drill "kill -9 ${npid[a]}; $cut")
+	fi
+else
+	args+=(--drill "kill -9 ${npid[a]}")
+fi
+"$here/demo.sh" "${args[@]}"
