@@ -260,6 +260,13 @@ int net_connect(struct net_conn *c, const struct pt_net_opts *o, const char *str
 		s = natsOptions_SetMaxReconnect(no, -1);
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectWait(no, 200);
+	/* A server cut off by the network (no FIN, no RST) is noticed by
+	 * pings only: libnats's default (2 minutes, 2 outstanding) would leave
+	 * a standby watching a lease through a dead connection for minutes. */
+	if (s == NATS_OK)
+		s = natsOptions_SetPingInterval(no, NET_PING_MS);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxPingsOut(no, 2);
 	if (s == NATS_OK)
 		s = natsOptions_SetName(no, "pagetrack");
 	if (s == NATS_OK)

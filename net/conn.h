@@ -16,6 +16,9 @@
 
 #define PT_EXPORT __attribute__((visibility("default")))
 
+/* How often a connection pings its server: two unanswered, it reconnects. */
+#define NET_PING_MS	1000
+
 /* A connection with its JetStream context. */
 struct net_conn {
 	natsConnection *nc;

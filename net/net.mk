@@ -10,6 +10,10 @@
 #   make bench-net    figures against raw JetStream publishing, and failover
 #                     time over repeated drills (net/bench/)
 #   make demo-net     the exchange through publish, NATS and follow (net/demo.sh)
+#   make demo-cluster the failover drill across three hosts (net/cluster.sh:
+#                     network namespaces as root, else loopback ports)
+#   make check-partition  net/tests/net-partition.sh (root; about 90 s, so
+#                     not in make check)
 
 NET_OUT      := $(O)/net
 NET_SRCS     := $(wildcard net/*.c)
@@ -85,6 +89,16 @@ bench-net: all $(APP_BINS) $(NET_BENCH) $(NET_BENCH_FAILOVER)
 demo-net: all $(APP_BINS)
 	@O=$(O) net/demo.sh $(DEMO_NET_ARGS)
 
+# make demo-cluster: net/cluster.sh, the drill with hosts A, B, C and a
+# three-node NATS cluster; DEMO_CLUSTER_ARGS passes options to it.
+demo-cluster: all $(APP_BINS)
+	@O=$(O) net/cluster.sh $(DEMO_CLUSTER_ARGS)
+
+# make check-partition: the writer's host cut off from the NATS majority
+# (net/tests/net-partition.sh; skipped without root or network namespaces).
+check-partition: all $(APP_BINS)
+	@O=$(O) test/run.sh net/tests/net-partition.sh
+
 install-net: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR)
 	install -m 644 $(NET_STATIC) $(DESTDIR)$(LIBDIR)/
@@ -95,4 +109,4 @@ install-net: all
 
 install: install-net
 
-.PHONY: install-net demo-net bench-net
+.PHONY: install-net demo-net bench-net demo-cluster check-partition
