@@ -16,7 +16,7 @@
 #                publisher finds the term marker, and the old publisher and
 #                engine say they were deposed and stop
 #   --loopback   the hosts on 127.0.0.1 ports even as root (as without root)
-#   --seconds N  how long the load runs (default 24; the drill is midway)
+#   --seconds N  how long the load runs (default 60; the drill is midway)
 #   --lease-ms N the writer's lease (default 5000: it must outlast the NATS
 #                cluster's re-election of a stream leader after a node is
 #                lost, a few seconds, or the new writer's renewals fail)
@@ -36,7 +36,7 @@
 # nats-server not installed, or --partition without namespaces).
 set -u
 here=$(dirname "$0")
-seconds=24 keep=() partition=0 loopback=0 lease_ms=5000
+seconds=60 keep=() partition=0 loopback=0 lease_ms=5000
 while [ $# -gt 0 ]; do
 	case $1 in
 	--seconds) seconds=${2:?--seconds needs a value}; shift ;;
