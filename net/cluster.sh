@@ -135,8 +135,11 @@ for h in a b c; do
 	if [ "$mode" = netns ]; then
 		eval "host[$h]=\$addr_$h"; port[$h]=4222; cport[$h]=6222
 	else
-		host[$h]=127.0.0.1; port[$h]=$(free_port) && cport[$h]=$(free_port) ||
-			{ echo "cluster.sh: no free port on 127.0.0.1"; exit 1; }
+		host[$h]=127.0.0.1
+		if ! port[$h]=$(free_port) || ! cport[$h]=$(free_port); then
+			echo "cluster.sh: no free port on 127.0.0.1"
+			exit 1
+		fi
 	fi
 done
 for h in a b c; do

@@ -49,7 +49,7 @@ O=${O:-build}
 B=$O/apps/exchange
 TOOL=$O/pagetrack
 seconds=10 keep=0 failover=0 pause=0
-nats_urls= replicas=1 lease=() on_writer= on_standby= drill= heal=
+nats_urls='' replicas=1 lease=() on_writer='' on_standby='' drill='' heal=''
 
 while [ $# -gt 0 ]; do
 	case $1 in
