@@ -12,7 +12,7 @@
 #   make demo-net     the exchange through publish, NATS and follow (net/demo.sh)
 #   make demo-cluster the failover drill across three hosts (net/cluster.sh:
 #                     network namespaces as root, else loopback ports)
-#   make check-partition  net/tests/net-partition.sh (root; about 80 s, so
+#   make check-partition  net/tests/net-partition.sh (root; about 2 minutes, so
 #                     not in make check)
 
 NET_OUT      := $(O)/net

@@ -1,7 +1,7 @@
-# net-partition: the writer's host cut off from the NATS majority by the network (its link down, its processes going on; net/cluster.sh --partition, as root in network namespaces): the standby promotes itself with the majority; once the link is back the old publisher finds the term marker and is fenced, the old engine says it was deposed and stops; an engine on the promoted standby carries on; no order acked as replicated lost, the md server converges.  Not in make check (about 80 s): make check-partition.
+# net-partition: the writer's host cut off from the NATS majority by the network (its link down, its processes going on; net/cluster.sh --partition, as root in network namespaces): the standby promotes itself with the majority; once the link is back the old publisher finds the term marker and is fenced, the old engine says it was deposed and stops; an engine on the promoted standby carries on; no order acked as replicated lost, the md server converges.  Not in make check (about 2 minutes): make check-partition.
 set -u
 O=${O:-build}
-out=$(O=$O net/cluster.sh --partition --seconds "${PARTITION_SECONDS:-60}" 2>&1)
+out=$(O=$O net/cluster.sh --partition --seconds "${PARTITION_SECONDS:-100}" 2>&1)
 rc=$?
 echo "$out"
 [ "$rc" = 77 ] && exit 77
