@@ -126,7 +126,13 @@ static void *checker(void *arg)
 		}
 		if ((uint64_t)e != last && e > 0) {
 			uint64_t h = nt_hash(pt_replica_base(r), pt_replica_size(r));
+			uint64_t asked = nt_ms();
 
+			/* The writer hashes its memory after its sync returns:
+			 * the follower may be there first. */
+			while ((uint64_t)e > __atomic_load_n(&hashed, __ATOMIC_ACQUIRE) &&
+			       nt_ms() - asked < 10000)
+				nt_sleep_ms(1);
 			if ((uint64_t)e > __atomic_load_n(&hashed, __ATOMIC_ACQUIRE) ||
 			    h != hashes[e]) {
 				res->err = -EBADMSG;
