@@ -14,10 +14,10 @@
  *    adaptive must stay within a few percent of plain);
  *  - all: every page of the range (the hot set is everything: adaptive
  *    must not be worse than a full copy).
- * Methods: plain; adaptive (hot pages left out of the scan, the default);
- * adaptive-unprotect (hot pages re-armed by the scan and opened again
- * after it, pt_adaptive_unprotect_after_scan); fullcopy (memcpy of the
- * whole range, no tracking).  --epochs epochs per run after --warm ones;
+ * Methods: plain; adaptive (the scan around hot pages chosen as it runs,
+ * the default); adaptive-runs and adaptive-read-first (each way of
+ * scanning around hot pages forced, pt_uffd_hot_scan; see src/uffd.c);
+ * fullcopy (memcpy of the whole range, no tracking).  --epochs epochs per run after --warm ones;
  * the figure per run is the median epoch, the row the median of --reps
  * runs, methods interleaved run by run so that other work on the machine
  * weighs on each alike.  Faults per epoch (pt_tracker_stats' faulted) are
@@ -28,7 +28,7 @@
 #include "bench.h"
 #include "pagetrack.h"
 
-extern bool pt_adaptive_unprotect_after_scan;
+#include "internal.h"
 
 static long region_mib = 256, hot_pages = 2464, epochs = 60, warm = 10;
 
@@ -41,10 +41,10 @@ static const struct bench_option options[] = {
 };
 
 enum workload { W_REWRITE, W_FRESH, W_ALL, W_N };
-enum method { M_PLAIN, M_ADAPTIVE, M_UNPROTECT, M_FULLCOPY, M_N };
+enum method { M_PLAIN, M_ADAPTIVE, M_RUNS, M_READ_FIRST, M_FULLCOPY, M_N };
 static const char *const workload_names[W_N] = { "rewrite", "fresh", "all" };
-static const char *const method_names[M_N] = { "plain", "adaptive", "adaptive-unprotect",
-					       "fullcopy" };
+static const char *const method_names[M_N] = { "plain", "adaptive", "adaptive-runs",
+					       "adaptive-read-first", "fullcopy" };
 
 static size_t ps;
 static uint64_t npages;
@@ -61,6 +61,7 @@ static uint64_t rnd_next(uint64_t *s)
 
 struct run {
 	double epoch_us;	/* median epoch: stores + collect + copy */
+	double collect_us;	/* of which the collect, median */
 	double faults_per_epoch;
 	double fault_ns, copy_ns;
 	double hot;
@@ -100,27 +101,33 @@ static int cmp_double(const void *a, const void *b)
 static bool one_run(enum workload w, enum method m, struct run *out)
 {
 	struct pt_tracker_opts o = { .sz = sizeof(o), .backend = PT_BACKEND_UFFD_WP,
-				     .flags = m == M_ADAPTIVE || m == M_UNPROTECT ? PT_TRACK_ADAPTIVE : 0 };
+				     .flags = m == M_PLAIN || m == M_FULLCOPY ? 0 : PT_TRACK_ADAPTIVE };
 	struct pt_tracker_stats st = { .sz = sizeof(st) }, st0 = { .sz = sizeof(st0) };
 	double *t = calloc((size_t)epochs, sizeof(double));
+	double *c = calloc((size_t)epochs, sizeof(double));
 	struct pt_tracker *tr = NULL;
 	uint64_t rnd = 0x9e3779b97f4a7c15ull;
 	int ret;
 
-	if (!t)
+	if (!t || !c) {
+		free(t);
+		free(c);
 		return false;
-	pt_adaptive_unprotect_after_scan = m == M_UNPROTECT;
+	}
+	pt_uffd_hot_scan = m == M_RUNS ? PT_HOT_SCAN_RUNS :
+			   m == M_READ_FIRST ? PT_HOT_SCAN_READ_FIRST : PT_HOT_SCAN_AUTO;
 	if (m != M_FULLCOPY) {
 		ret = pt_tracker_open(&tr, mem, npages * ps, &o);
 		if (ret) {
 			bench_failed("memfd", method_names[m], workload_names[w], "open: %s",
 				     strerror(-ret));
 			free(t);
+			free(c);
 			return false;
 		}
 	}
 	for (long e = 0; e < warm + epochs; e++) {
-		double t0 = bench_now_ns();
+		double t0 = bench_now_ns(), t1 = 0;
 		const struct pt_range *r;
 		size_t nr;
 
@@ -128,12 +135,15 @@ static bool one_run(enum workload w, enum method m, struct run *out)
 		if (m == M_FULLCOPY) {
 			memcpy(shadow, mem, npages * ps);
 		} else {
+			t1 = bench_now_ns();
 			ret = pt_tracker_collect(tr, PT_COLLECT_RESET, &r, &nr);
+			t1 = bench_now_ns() - t1;
 			if (ret < 0) {
 				bench_failed("memfd", method_names[m], workload_names[w], "collect: %s",
 					     strerror(-ret));
 				pt_tracker_close(tr);
 				free(t);
+				free(c);
 				return false;
 			}
 			for (size_t i = 0; i < nr; i++)
@@ -141,39 +151,38 @@ static bool one_run(enum workload w, enum method m, struct run *out)
 		}
 		if (e == warm - 1 || (!warm && !e && tr))
 			pt_tracker_stats(tr, &st0);
-		if (e >= warm)
+		if (e >= warm) {
 			t[e - warm] = (bench_now_ns() - t0) / 1e3;
+			c[e - warm] = t1 / 1e3;
+		}
 	}
 	qsort(t, (size_t)epochs, sizeof(double), cmp_double);
+	qsort(c, (size_t)epochs, sizeof(double), cmp_double);
 	out->epoch_us = t[epochs / 2];
+	out->collect_us = c[epochs / 2];
 	out->faults_per_epoch = out->fault_ns = out->copy_ns = out->hot = 0;
 	if (tr) {
 		pt_tracker_stats(tr, &st);
-		if (o.flags)
-			out->faults_per_epoch = (double)(st.faulted - st0.faulted) / (double)epochs;
+		out->faults_per_epoch = (double)(st.faulted - st0.faulted) / (double)epochs;
 		out->fault_ns = (double)st.fault_ns;
 		out->copy_ns = (double)st.copy_ns;
 		out->hot = (double)st.hot_pages;
 		pt_tracker_close(tr);
 	}
-	if (m == M_PLAIN) {
-		/* Plain tracking faults once per written page per epoch (the
-		 * tracker keeps no count of its own without the flag). */
-		out->faults_per_epoch = w == W_REWRITE ? (double)hot_pages + (double)(npages / 100) :
-					w == W_FRESH ? (double)hot_pages : (double)npages;
-	}
 	free(t);
+	free(c);
 	return true;
 }
 
 int main(int argc, char **argv)
 {
-	struct bench_samples s[W_N][M_N], faults[W_N][M_N], fault_ns, copy_ns;
+	struct bench_samples s[W_N][M_N], faults[W_N][M_N], collect[W_N][M_N], fault_ns, copy_ns;
 	char why[256], note[320];
 	int fd;
 
 	memset(s, 0, sizeof(s));
 	memset(faults, 0, sizeof(faults));
+	memset(collect, 0, sizeof(collect));
 	memset(&fault_ns, 0, sizeof(fault_ns));
 	memset(&copy_ns, 0, sizeof(copy_ns));
 	bench_init(argc, argv, "adaptive", "plain vs adaptive tracking: writer's time per epoch",
@@ -220,7 +229,8 @@ int main(int argc, char **argv)
 					continue;
 				bench_add_sample(&s[w][m], r.epoch_us);
 				bench_add_sample(&faults[w][m], r.faults_per_epoch);
-				if (m == M_ADAPTIVE) {
+				bench_add_sample(&collect[w][m], r.collect_us);
+				if (m == M_ADAPTIVE && r.fault_ns > 0) {
 					bench_add_sample(&fault_ns, r.fault_ns);
 					bench_add_sample(&copy_ns, r.copy_ns);
 				}
@@ -231,10 +241,10 @@ int main(int argc, char **argv)
 		      "us");
 	for (int w = 0; w < W_N; w++) {
 		for (int m = 0; m < M_N; m++) {
-			snprintf(note, sizeof(note), "faults/epoch %.0f; fault %.0f ns, page copy %.0f ns "
-				 "(medians over the runs, measured at open)",
-				 bench_median(&faults[w][m]), bench_median(&fault_ns),
-				 bench_median(&copy_ns));
+			snprintf(note, sizeof(note), "faults/epoch %.0f, collect %.0f us; fault %.0f ns, "
+				 "page copy %.0f ns (medians over the runs, as adaptive measured them)",
+				 bench_median(&faults[w][m]), bench_median(&collect[w][m]),
+				 bench_median(&fault_ns), bench_median(&copy_ns));
 			bench_row(&(struct bench_row){ .memory = "memfd", .method = method_names[m],
 						       .variant = workload_names[w], .samples = &s[w][m],
 						       .note = m == M_FULLCOPY ? NULL : note });

@@ -87,12 +87,15 @@ struct pt_tracker_opts {
 	size_t sz;		/* sizeof(struct pt_tracker_opts) */
 	enum pt_backend backend;/* PT_BACKEND_AUTO unless you must have one */
 	unsigned int flags;	/* PT_TRACK_* */
-	/* PT_TRACK_ADAPTIVE's knobs; 0: chosen from the fault cost measured
-	 * at open (see below).  Fields added in 0.4. */
+	/* PT_TRACK_ADAPTIVE's knobs; 0: chosen from the costs measured (see
+	 * below).  Fields added in the PAGETRACK_0.4 symbol version. */
 	unsigned int hot_after;	/* collects in a row a page must be reported
 				 * written in to turn hot (1-255) */
 	unsigned int probation;	/* a hot page is re-armed once every this many
 				 * collects to see whether it is still written */
+	unsigned int pause_budget_us;	/* the most the copies of hot pages that
+					 * were not written may add to a collect's
+					 * copy, estimated; 0: 100 */
 };
 
 /*
@@ -108,14 +111,19 @@ struct pt_tracker_opts {
  * collect returns: the caller's copy comes after, so any later write
  * faults and is reported.
  *
- * With hot_after and probation at 0 they are chosen from the cost of a
- * write-protect fault measured at open against the cost of copying a page
- * (pt_tracker_stats() shows both): the dearer the fault, the sooner a page
- * turns hot and the rarer its probation; when a fault costs less than half
- * a page copy no page turns hot and the tracker is plain tracking.  When
- * every page is hot a collect reports the whole range: a full copy, never
- * more.  PAGETRACK_ADAPTIVE=1 in the environment sets the flag for every
- * tracker (=0 clears it).
+ * The cost model: a write-protect fault is timed at open and again about
+ * once a second while collects run (a few faults on scratch memory; the
+ * estimate is the median of the last five), a page copy at open
+ * (pt_tracker_stats() shows both).  With hot_after and probation at 0,
+ * the dearer the fault against a copy, the sooner a page turns hot (2
+ * collects at 8 copies or more, 3 at 2, 4 at 1/2) and the rarer its
+ * probation (32 x fault / copy, a power of two, 8-512); when a fault
+ * costs less than half a copy no page turns hot and hot pages cool.  When
+ * the hot pages the recent probations found unwritten would cost more
+ * than pause_budget_us to copy per collect, probation drops to 8 (also
+ * from a longer probation of the caller's) until they have cooled.  When every page is hot a collect reports the whole
+ * range: a full copy, never more.  PAGETRACK_ADAPTIVE=1 in the
+ * environment sets the flag for every tracker (=0 clears it).
  *
  * uffd-wp only.  The other backends ignore the flag and track every page
  * (pt_tracker_stats() says adaptive 0): it changes what tracking costs,
@@ -204,25 +212,32 @@ int pt_tracker_reset(struct pt_tracker *t);
  */
 int pt_tracker_unchanged(struct pt_tracker *t, uint64_t first, uint64_t count);
 
-/* What adaptive tracking did since open (pt_tracker_stats()). */
+/* What a tracker did since open (pt_tracker_stats()): collects and faults
+ * for every tracker, the rest for PT_TRACK_ADAPTIVE. */
 struct pt_tracker_stats {
 	size_t sz;		/* sizeof(struct pt_tracker_stats), set by the caller */
 	int adaptive;		/* 1: PT_TRACK_ADAPTIVE in effect, 0: plain tracking */
-	unsigned int hot_after, probation;	/* the knobs in effect */
-	uint64_t fault_ns;	/* a write-protect fault, measured at open (0: not measured) */
+	unsigned int hot_after, probation;	/* the knobs in effect now */
+	uint64_t fault_ns;	/* a write-protect fault: the estimate now (0: not measured) */
 	uint64_t copy_ns;	/* a page copy, measured at open */
 	uint64_t collects;	/* collects with reset */
-	uint64_t faulted;	/* pages reported because the kernel saw them
-				 * written (a fault each, for uffd-wp) */
+	uint64_t faulted;	/* pages the backend reported because it saw them
+				 * written (for uffd-wp and mprotect, a fault each) */
 	uint64_t hot_pages;	/* hot now */
 	uint64_t hot_reports;	/* pages reported because hot: each a fault avoided
 				 * if it was written, a copy of an unwritten page if not */
 	uint64_t probations;	/* hot pages re-armed to see if still written */
-	uint64_t cooled;	/* hot pages that went back to plain tracking */
-	uint64_t unchanged;	/* pages pt_tracker_unchanged() named while hot */
+	uint64_t cooled;	/* probations that found the page unwritten: back to
+				 * plain tracking */
+	uint64_t unchanged;	/* pages pt_tracker_unchanged() cooled */
 	uint64_t faults_avoided;	/* estimate: hot_reports x the share of probations
 					 * that found the page written again */
-	uint64_t reported_unwritten;	/* estimate: hot_reports - faults_avoided */
+	uint64_t reported_unwritten;	/* estimate: hot_reports - faults_avoided, the
+					 * copies of pages that did not change */
+	/* Added after the first version of the struct. */
+	uint64_t fault_ns_open;	/* the fault as measured at open */
+	uint64_t fault_samples;	/* fault measurements so far, open's included */
+	uint64_t pause_budget_ns;	/* pause_budget_us in effect */
 };
 
 /* Fill *st (st->sz set by the caller; a smaller, older struct gets what
@@ -757,6 +772,16 @@ struct pt_region_stats {
 	uint64_t log_bytes;		/* bytes in the log's segments now */
 	uint64_t checkpoints;		/* checkpoints that advanced the image */
 	int last_error;			/* the log's latched error (-errno), 0: none */
+	/* The tracker's figures (pt_tracker_stats()), added after the first
+	 * version of the struct. */
+	int adaptive;			/* 1: PT_REGION_ADAPTIVE in effect (uffd-wp) */
+	uint64_t fault_ns;		/* adaptive: a write-protect fault as last
+					 * measured (0: not measured) */
+	uint64_t faulted;		/* pages the tracker saw written (a fault each) */
+	uint64_t hot_pages;		/* adaptive: pages hot now */
+	uint64_t hot_reports;		/* adaptive: pages copied because hot */
+	uint64_t faults_avoided;	/* adaptive, estimate: of those, written */
+	uint64_t reported_unwritten;	/* adaptive, estimate: of those, unchanged */
 };
 
 /*

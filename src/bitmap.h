@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * bitmap.h - bitmaps of pages (suspect pages, pending pages, dirty table
- * blocks).
+ * blocks, adaptive tracking's hot pages).
  */
 #ifndef PT_BITMAP_H
 #define PT_BITMAP_H
@@ -25,6 +25,52 @@ static inline bool pt_bit_clear(uint64_t *bm, uint64_t i)
 
 	bm[i / 64] &= ~(1ull << (i % 64));
 	return was;
+}
+
+/* Set bits [i, end), whole words at a time. */
+static inline void pt_bits_set(uint64_t *bm, uint64_t i, uint64_t end)
+{
+	while (i < end) {
+		uint64_t w = ~0ull << (i % 64);
+
+		if (end < (i / 64 + 1) * 64)
+			w &= ~(~0ull << (end % 64));
+		bm[i / 64] |= w;
+		i = (i / 64 + 1) * 64;
+	}
+}
+
+/* The first i' in [i, n) whose bit is set (want true) or clear (want
+ * false), n if none: whole words at a time. */
+static inline uint64_t pt_bit_next(const uint64_t *bm, uint64_t i, uint64_t n, bool want)
+{
+	while (i < n) {
+		uint64_t w = want ? bm[i / 64] : ~bm[i / 64];
+
+		w &= ~0ull << (i % 64);
+		if (w) {
+			i = i / 64 * 64 + (uint64_t)__builtin_ctzll(w);
+			return i < n ? i : n;
+		}
+		i = (i / 64 + 1) * 64;
+	}
+	return n;
+}
+
+/* How many bits of [i, end) are set. */
+static inline uint64_t pt_bit_count(const uint64_t *bm, uint64_t i, uint64_t end)
+{
+	uint64_t n = 0;
+
+	while (i < end) {
+		uint64_t w = bm[i / 64] & (~0ull << (i % 64));
+
+		if (end < (i / 64 + 1) * 64)
+			w &= ~(~0ull << (end % 64));
+		n += (uint64_t)__builtin_popcountll(w);
+		i = (i / 64 + 1) * 64;
+	}
+	return n;
 }
 
 #endif /* PT_BITMAP_H */

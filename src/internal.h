@@ -47,19 +47,23 @@ struct pt_backend_ops {
 	int (*reset)(struct pt_tracker *t);
 	void (*close)(struct pt_tracker *t);
 	/*
-	 * Adaptive tracking (tracker.c); NULL where the backend has none.
+	 * Adaptive tracking (adaptive.c); NULL where the backend has none.
 	 * protect() arms pages so that their next write is seen; unprotect()
-	 * lets writes to them through unseen (tracker.c then reports them at
+	 * lets writes to them through unseen (adaptive.c then reports them at
 	 * every collect).  Both take page runs, may be called only from
 	 * collect's caller, and on failure may have done part of the run.
-	 * fault_cost() measures a fault of this backend on scratch memory:
-	 * ns per first write and per page copy.  collect() with reset skips
-	 * the pages set in t->skip (a bitmap, NULL: none): it neither reports
-	 * nor re-arms them.
+	 * fault_cost() times a fault of this backend on scratch memory of the
+	 * tracker's own (kept until close): ns per first write, the cheapest
+	 * of rounds rounds of pages pages each.  collect() with reset and
+	 * t->skip set (a bitmap of pages, the hot ones) need not scan those
+	 * pages, and must not re-arm one without reporting it: it may report
+	 * skipped pages, and may re-arm some (reporting them) where a fault
+	 * (t->fault_ns, 0: unknown) costs less than the scan it saves.
 	 */
 	int (*protect)(struct pt_tracker *t, uint64_t first, uint64_t count);
 	int (*unprotect)(struct pt_tracker *t, uint64_t first, uint64_t count);
-	int (*fault_cost)(uint64_t *fault_ns, uint64_t *copy_ns);
+	int (*fault_cost)(struct pt_tracker *t, unsigned int rounds, unsigned int pages,
+			  uint64_t *fault_ns);
 };
 
 struct pt_tracker {
@@ -77,19 +81,44 @@ struct pt_tracker {
 	pthread_mutex_t mark_lock;
 	uint64_t *marked;
 	bool any_marked;
-	/* PT_TRACK_ADAPTIVE's per-page policy (tracker.c), NULL: off. */
+	/* What pt_tracker_stats() reports, under mark_lock: every tracker
+	 * counts its collects and the pages its backend reported. */
+	struct pt_tracker_stats stats;
+	/* PT_TRACK_ADAPTIVE's per-page policy (adaptive.c), NULL: off. */
 	struct pt_adaptive *adaptive;
-	const uint64_t *skip;	/* pages collect() must leave alone, see above */
+	const uint64_t *skip;	/* hot pages collect() need not scan, see above */
+	uint64_t fault_ns;	/* adaptive: a fault's cost, as last measured */
 };
+
+/* adaptive.c: PT_TRACK_ADAPTIVE's policy (the rules are at its top). */
+int pt_adaptive_open(struct pt_tracker *t, const struct pt_tracker_opts *o);
+void pt_adaptive_free(struct pt_adaptive *a);
+void pt_adaptive_before_collect(struct pt_tracker *t);
+void pt_adaptive_after_collect(struct pt_tracker *t, bool reset);
+void pt_adaptive_watch(struct pt_tracker *t);
+void pt_adaptive_reset(struct pt_tracker *t);
+void pt_adaptive_unchanged(struct pt_tracker *t, uint64_t first, uint64_t count);
+void pt_adaptive_stats(struct pt_tracker *t, struct pt_tracker_stats *s);
 
 /* Test hook (not exported): cool hot pages in the wrong order, re-arming
  * them at the start of the next collect, after the caller's copy, instead
  * of before the collect that last reports them returns.  Loses writes; the
  * ordering test sets it to show that it notices. */
 extern bool pt_adaptive_swap_order;
-/* Test and bench hook: hot pages are re-armed by the collect's scan and
- * opened again after it (true), or left out of the scan (false, default). */
-extern bool pt_adaptive_unprotect_after_scan;
+
+/* Test and bench hook (not exported): how uffd-wp's collect scans around
+ * hot pages (uffd.c), and whether its clusters span hot pages. */
+enum pt_hot_scan {
+	PT_HOT_SCAN_AUTO = 0,	/* the cheaper way, as timed while running */
+	PT_HOT_SCAN_RUNS,	/* a write-protecting scan per run of cold pages */
+	PT_HOT_SCAN_READ_FIRST,	/* a read-only scan of the whole range, then a
+				 * write-protecting scan per cluster of written
+				 * cold pages */
+};
+extern enum pt_hot_scan pt_uffd_hot_scan;
+/* Test hook: a read-first collect's clusters span any number of hot pages,
+ * which its scans then re-arm (uffd.c). */
+extern bool pt_uffd_merge_hot_always;
 
 extern const struct pt_backend_ops pt_uffd_ops;
 extern const struct pt_backend_ops pt_softdirty_ops;

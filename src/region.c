@@ -616,6 +616,20 @@ PT_EXPORT int pt_region_stats(struct pt_region *r, struct pt_sync_stats *last,
 	t.last_error = r->error;
 	pthread_mutex_unlock(&r->lock);
 	t.log_bytes = __atomic_load_n(&r->state->log_bytes, __ATOMIC_RELAXED);
+	if (total && total->sz > REGION_STATS_V1) {
+		/* Outside r->lock: the tracker takes its own. */
+		struct pt_tracker_stats ts = { .sz = sizeof(ts) };
+
+		if (!pt_tracker_stats(r->tracker, &ts)) {
+			t.adaptive = ts.adaptive;
+			t.fault_ns = ts.fault_ns;
+			t.faulted = ts.faulted;
+			t.hot_pages = ts.hot_pages;
+			t.hot_reports = ts.hot_reports;
+			t.faults_avoided = ts.faults_avoided;
+			t.reported_unwritten = ts.reported_unwritten;
+		}
+	}
 	if (last) {
 		l.sz = last->sz;
 		memcpy(last, &l, last->sz < sizeof(l) ? last->sz : sizeof(l));

@@ -36,15 +36,45 @@
  * tracker remembers it and its next successful collect reports the whole
  * range: at least once, never lost.
  *
- * Adaptive tracking (tracker.c) leaves hot pages unprotected: collect
- * then scans only the runs between them (t->skip), so the hot pages are
- * neither walked nor re-armed; uffd_protect() and uffd_unprotect() move a
- * page in and out of that set.  The other way, re-arming the hot pages in
- * the scan and opening them again after it (pt_adaptive_unprotect_after_scan),
- * rewrites their PTEs twice per collect: measured here (bench/adaptive,
- * 256 MiB memfd, 2 vCPU, 6.18, a loaded day) 199 ms an epoch against 76 ms
- * with every page hot, 23.2 against 21.8 ms with 2,464 scattered hot pages.
- * Leaving them out costs one ioctl per cold run instead.
+ * Adaptive tracking (adaptive.c) leaves hot pages unprotected and tells
+ * collect which they are (t->skip).  A write-protecting scan over an
+ * unprotected page matches it (to the kernel an unprotected page is a
+ * written one): it is reported and re-armed, and its next write faults.
+ * So collect scans around the hot pages, in one of two ways (scan_hot()):
+ *
+ *  - runs: one write-protecting scan per run of cold pages between hot
+ *    ones.  Cheap when the hot pages are few or bunched: the cost is one
+ *    ioctl (~1.6-2.5 us here, about a fault) per run.
+ *  - read first: one read-only scan of the whole range (it changes
+ *    nothing), then one write-protecting scan per cluster of the written
+ *    cold pages it found, a cluster spanning no hot page.  Cheap when the
+ *    hot pages are many and scattered and few cold pages were written
+ *    (bench/adaptive's rewrite workload: 2,464 scattered hot pages make
+ *    ~2,400 runs, while ~650 cold pages were written).  Why nothing is lost: the read-only scan
+ *    re-arms nothing, so a page it saw written stays so until one of the
+ *    write-protecting scans reports and re-arms it in one step; a cold page
+ *    written after the read-only scan passed it is still unprotected at the
+ *    next collect, whose scan finds it; and the report is the union of both
+ *    scans, so a page the first saw written is reported even if the second
+ *    did not see it again (an emptied PTE on an older kernel).
+ *
+ * Which is cheaper depends on the machine and on the shape of the hot set,
+ * so both are timed as they run (ns per run, ns per read-first collect)
+ * and each collect takes the one whose estimate is lower; the other is
+ * tried again once every EXPLORE_EVERY collects so its estimate stays
+ * current.  Two clusters of a read-first collect become one scan when
+ * the hot pages between them would cost less in faults (t->fault_ns, the
+ * policy's estimate) than the ioctl saved (ns per run): those hot pages
+ * are re-armed and reported by that scan, and nothing is lost (they are
+ * reported anyway, and their next write faults, which unprotects them
+ * again).  tracker-adaptive proves all of it, for every memory kind, with
+ * each way forced (pt_uffd_hot_scan, pt_uffd_merge_hot_always).
+ *
+ * Measured (bench/adaptive, 256 MiB memfd, 2 vCPU, 6.18, 2,464 scattered
+ * hot pages): one ioctl per gap between hot pages cost ~2,400 scans per
+ * collect, more than the faults it saved; re-arming the hot pages with the
+ * scan and opening them again after it cost two PTE rewrites per hot page
+ * (199 ms an epoch with every page hot, against 76 ms leaving them out).
  *
  * fork(): the child inherits the userfaultfd descriptor, and while any
  * process holds it the parent's registration stays, so the parent could
@@ -62,11 +92,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bitmap.h"
 #include "compat.h"
 #include "internal.h"
 
 /* Regions per PAGEMAP_SCAN call; more calls are made when it fills. */
 #define SCAN_VEC_LEN 4096
+/* Scratch pages of fault_cost(). */
+#define COST_PAGES 64
 
 #define WANT_FEATURES (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED)
 
@@ -77,6 +110,12 @@ struct uffd_state {
 	struct page_region *vec;
 	struct pt_ranges empty;	/* empty-PTE scan result, merge scratch */
 	struct pt_ranges merged;
+	/* Scanning around hot pages (see the top of this file). */
+	struct pt_ranges seen;	/* read first: what the read-only scan found */
+	uint64_t run_ns;	/* runs: ns per run, moving average (0: not yet timed) */
+	uint64_t read_first_ns;	/* read first: ns per collect, moving average */
+	uint64_t hot_collects;	/* collects with hot pages, for exploring */
+	char *scratch;		/* fault_cost()'s COST_PAGES pages, registered */
 	struct uffd_state *next;	/* on open_states, for the fork handler */
 };
 
@@ -298,6 +337,9 @@ static void uffd_free(struct uffd_state *s)
 	free(s->vec);
 	pt_ranges_free(&s->empty);
 	pt_ranges_free(&s->merged);
+	pt_ranges_free(&s->seen);
+	if (s->scratch)
+		munmap(s->scratch, COST_PAGES * (size_t)sysconf(_SC_PAGESIZE));
 	free(s);
 }
 
@@ -436,49 +478,6 @@ static int scan_span(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ra
 	return 0;
 }
 
-/*
- * The whole range, or with t->skip (adaptive tracking's hot pages, which
- * are not write-protected and which the tracker reports at every collect
- * anyway) each run of pages between skipped ones, in ascending order: the
- * hot pages are neither walked nor re-armed.  One call per run; the
- * tracker keeps runs few by making whole runs hot.
- */
-static int scan(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out, bool wp)
-{
-	const uint64_t *skip = t->skip;
-	uint64_t p = 0;
-
-	if (!skip)
-		return scan_span(t, arg, out, wp, 0, t->npages);
-	while (p < t->npages) {
-		uint64_t end;
-		int ret;
-
-		if (skip[p / 64] == ~0ull && !(p % 64)) {
-			p += 64;
-			continue;
-		}
-		if (skip[p / 64] & (1ull << (p % 64))) {
-			p++;
-			continue;
-		}
-		end = p + 1;
-		while (end < t->npages && !(skip[end / 64] & (1ull << (end % 64)))) {
-			if (!(end % 64) && !skip[end / 64])
-				end += 64;
-			else
-				end++;
-		}
-		if (end > t->npages)
-			end = t->npages;
-		ret = scan_span(t, arg, out, wp, p, end - p);
-		if (ret)
-			return ret;
-		p = end;
-	}
-	return 0;
-}
-
 /* out = a | b, both ascending; out ascending and maximal. */
 static int ranges_union(const struct pt_ranges *a, const struct pt_ranges *b, struct pt_ranges *out)
 {
@@ -501,6 +500,156 @@ static int ranges_union(const struct pt_ranges *a, const struct pt_ranges *b, st
 			return ret;
 	}
 	return 0;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* A moving average: the last sample weighs a quarter. */
+static uint64_t average(uint64_t avg, uint64_t sample)
+{
+	return avg ? (3 * avg + sample) / 4 : sample;
+}
+
+/* One write-protecting scan per run of pages not in t->skip. */
+static int scan_runs(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out,
+		     uint64_t *runs)
+{
+	uint64_t p = pt_bit_next(t->skip, 0, t->npages, false);
+
+	*runs = 0;
+	while (p < t->npages) {
+		uint64_t end = pt_bit_next(t->skip, p, t->npages, true);
+		int ret = scan_span(t, arg, out, true, p, end - p);
+
+		if (ret)
+			return ret;
+		++*runs;
+		p = pt_bit_next(t->skip, end, t->npages, false);
+	}
+	return 0;
+}
+
+bool pt_uffd_merge_hot_always;
+
+/*
+ * A read-only scan of the whole range into s->seen, then a write-protecting
+ * scan of each cluster of the written pages not in t->skip, into out; out
+ * then becomes the union of both (hot pages included: the tracker reports
+ * them anyway).  Two clusters are one when the hot pages between them
+ * would cost less in faults than a scan (the hot pages a scan spans are
+ * re-armed; see the top of this file).
+ */
+static int scan_read_first(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out)
+{
+	struct uffd_state *s = t->priv;
+	struct pm_scan_arg read = *arg;
+	uint64_t first = 0, end = 0, merge_hot = 0;
+	struct pt_ranges tmp;
+	bool open = false;
+	int ret;
+
+	if (pt_uffd_merge_hot_always)
+		merge_hot = UINT64_MAX;
+	else if (t->fault_ns)
+		merge_hot = s->run_ns / t->fault_ns;
+
+	read.flags &= ~(uint64_t)PM_SCAN_WP_MATCHING;
+	s->seen.nr = 0;
+	ret = scan_span(t, &read, &s->seen, false, 0, t->npages);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < s->seen.nr; i++) {
+		uint64_t stop = s->seen.v[i].first + s->seen.v[i].count;
+		uint64_t p = pt_bit_next(t->skip, s->seen.v[i].first, stop, false);
+
+		while (p < stop) {
+			uint64_t q = pt_bit_next(t->skip, p, stop, true);
+
+			if (open && pt_bit_count(t->skip, end, p) <= merge_hot) {
+				end = q;
+			} else {
+				if (open) {
+					ret = scan_span(t, arg, out, true, first, end - first);
+					if (ret)
+						return ret;
+				}
+				first = p;
+				end = q;
+				open = true;
+			}
+			p = pt_bit_next(t->skip, q, stop, false);
+		}
+	}
+	if (open) {
+		ret = scan_span(t, arg, out, true, first, end - first);
+		if (ret)
+			return ret;
+	}
+	ret = ranges_union(out, &s->seen, &s->merged);
+	if (ret)
+		return ret;
+	tmp = *out;
+	*out = s->merged;
+	s->merged = tmp;
+	return 0;
+}
+
+/* Test and bench hook: force one way of scanning around hot pages. */
+enum pt_hot_scan pt_uffd_hot_scan;
+
+#define EXPLORE_EVERY 64
+
+/*
+ * A write-protecting collect around the hot pages (t->skip), the cheaper
+ * way by the timings so far (see the top of this file).
+ */
+static int scan_hot(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out)
+{
+	struct uffd_state *s = t->priv;
+	uint64_t runs = 0, t0, p;
+	bool by_runs;
+	int ret;
+
+	/* The runs of cold pages, counted without a scan. */
+	for (p = pt_bit_next(t->skip, 0, t->npages, false); p < t->npages;
+	     p = pt_bit_next(t->skip, pt_bit_next(t->skip, p, t->npages, true), t->npages, false))
+		runs++;
+	if (pt_uffd_hot_scan != PT_HOT_SCAN_AUTO)
+		by_runs = pt_uffd_hot_scan == PT_HOT_SCAN_RUNS;
+	else if (!s->run_ns || !s->read_first_ns)
+		by_runs = !s->run_ns;	/* time each way once */
+	else if (++s->hot_collects % EXPLORE_EVERY == 0)
+		by_runs = runs * s->run_ns > s->read_first_ns;	/* the other one */
+	else
+		by_runs = runs * s->run_ns <= s->read_first_ns;
+	t0 = now_ns();
+	if (by_runs) {
+		ret = scan_runs(t, arg, out, &runs);
+		if (!ret && runs)
+			s->run_ns = average(s->run_ns, (now_ns() - t0) / runs);
+	} else {
+		ret = scan_read_first(t, arg, out);
+		if (!ret)
+			s->read_first_ns = average(s->read_first_ns, now_ns() - t0);
+	}
+	return ret;
+}
+
+/*
+ * Scan the range: with reset and hot pages (t->skip), around them; else
+ * the whole range at once (a read-only scan never re-arms a hot page).
+ */
+static int scan(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out, bool wp)
+{
+	if (t->skip && wp)
+		return scan_hot(t, arg, out);
+	return scan_span(t, arg, out, wp, 0, t->npages);
 }
 
 /*
@@ -677,91 +826,59 @@ static int uffd_unprotect(struct pt_tracker *t, uint64_t first, uint64_t count)
 	return 0;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-#define COST_PAGES 256
-#define COST_ROUNDS 3
-
 /*
- * What a write-protect fault costs here, against a page copy: armed
- * scratch pages (populated first, so only the fault is timed, not the
- * allocation), one store to each, the cheapest of three rounds; then
- * memcpy of the same pages into populated memory.  Costs vary twentyfold
- * between machines and between days on one (KERNEL-NOTES): measured, not
- * assumed.  ~1-10 ms at open.
+ * What a write-protect fault costs here: scratch pages of the tracker's
+ * own (mapped, populated and registered on its userfaultfd at the first
+ * call, kept until close, so that only the fault is timed, never an
+ * allocation), armed, then one store to each of the first pages pages,
+ * the cheapest of rounds rounds.  Costs vary twentyfold between machines
+ * and between days on one (KERNEL-NOTES): measured, not assumed, at open
+ * and again while running (adaptive.c).  The scratch is private anonymous
+ * memory: a fault on a file system's page (ext4's page_mkwrite) costs
+ * more than this says.
  */
-static int uffd_fault_cost(uint64_t *fault_ns, uint64_t *copy_ns)
+static int uffd_fault_cost(struct pt_tracker *t, unsigned int rounds, unsigned int pages,
+			   uint64_t *fault_ns)
 {
-	size_t ps = (size_t)sysconf(_SC_PAGESIZE), len = COST_PAGES * ps;
-	uint64_t best_fault = UINT64_MAX, best_copy = UINT64_MAX, features;
-	char *a, *b = MAP_FAILED;
-	int fd = -1, ret = 0;
+	struct uffd_state *s = t->priv;
+	size_t ps = t->page_size, len = COST_PAGES * ps;
+	uint64_t best = UINT64_MAX;
 
-	a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (a == MAP_FAILED)
-		return -errno;
-	b = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (b == MAP_FAILED) {
-		ret = -errno;
-		goto out;
-	}
-	madvise(a, len, MADV_NOHUGEPAGE);
-	memset(a, 1, len);
-	memset(b, 1, len);
-	fd = open_uffd(&features);
-	if (fd < 0) {
-		ret = fd;
-		goto out;
-	}
-	{
-		struct uffdio_register reg = {
-			.range = { .start = (uintptr_t)a, .len = len },
-			.mode = UFFDIO_REGISTER_MODE_WP,
-		};
+	if (pages > COST_PAGES)
+		pages = COST_PAGES;
+	if (!s->scratch) {
+		struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_WP };
+		char *a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		int ret;
 
-		if (ioctl(fd, UFFDIO_REGISTER, &reg)) {
+		if (a == MAP_FAILED)
+			return -errno;
+		madvise(a, len, MADV_NOHUGEPAGE);
+		memset(a, 1, len);
+		reg.range.start = (uintptr_t)a;
+		reg.range.len = len;
+		if (ioctl(s->uffd, UFFDIO_REGISTER, &reg)) {
 			ret = -errno;
-			goto out;
+			munmap(a, len);
+			return ret;
 		}
+		s->scratch = a;
 	}
-	for (int round = 0; round < COST_ROUNDS; round++) {
-		struct uffdio_writeprotect wp = {
-			.range = { .start = (uintptr_t)a, .len = len },
-			.mode = UFFDIO_WRITEPROTECT_MODE_WP,
-		};
-		uint64_t t0, t1, t2;
+	for (unsigned int round = 0; round < rounds; round++) {
+		uint64_t t0;
+		int ret = write_protect(s, (uintptr_t)s->scratch, pages * ps);
 
-		if (ioctl(fd, UFFDIO_WRITEPROTECT, &wp)) {
-			ret = -errno;
-			goto out;
-		}
+		if (ret)
+			return ret;
 		t0 = now_ns();
-		for (size_t i = 0; i < COST_PAGES; i++)
-			((volatile char *)a)[i * ps] = (char)round;
-		t1 = now_ns();
-		memcpy(b, a, len);
-		__asm__ __volatile__("" : : "r"(b) : "memory");
-		t2 = now_ns();
-		if (t1 - t0 < best_fault)
-			best_fault = t1 - t0;
-		if (t2 - t1 < best_copy)
-			best_copy = t2 - t1;
+		for (size_t i = 0; i < pages; i++)
+			((volatile char *)s->scratch)[i * ps] = (char)round;
+		t0 = now_ns() - t0;
+		if (t0 < best)
+			best = t0;
 	}
-	*fault_ns = best_fault / COST_PAGES;
-	*copy_ns = best_copy / COST_PAGES ? best_copy / COST_PAGES : 1;
-out:
-	if (fd >= 0)
-		close(fd);
-	if (b != MAP_FAILED)
-		munmap(b, len);
-	munmap(a, len);
-	return ret;
+	*fault_ns = best / pages;
+	return 0;
 }
 
 const struct pt_backend_ops pt_uffd_ops = {

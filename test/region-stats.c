@@ -1,7 +1,53 @@
-/* region-stats: pt_region_stats reports each sync's pages, bytes and pause, and the totals; pt_replica_size the copy's size. */
+/* region-stats: pt_region_stats reports each sync's pages, bytes and pause, the totals and the tracker's figures (plain and adaptive); pt_replica_size the copy's size. */
 #include "harness.h"
 
 #define NPAGES 64
+
+/* The first version of struct pt_region_stats ends at last_error. */
+#define REGION_STATS_V1 (offsetof(struct pt_region_stats, last_error) + sizeof(int))
+
+/*
+ * An adaptive region: page 3 written at every sync turns hot (when a fault
+ * costs enough here), and every page copied is one the tracker saw written
+ * or one it reported because hot.
+ */
+static void adaptive_region(void)
+{
+	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD |
+					PT_REGION_ADAPTIVE };
+	struct pt_region_stats tot = { .sz = sizeof(tot) };
+	size_t ps = t_page_size();
+	struct pt_region *r;
+	char dir[128], why[256];
+	int ret;
+
+	if (!t_backend_usable(PT_BACKEND_UFFD_WP, why, sizeof(why))) {
+		printf("adaptive region: not here (%s)\n", why);
+		return;
+	}
+	o.backend = PT_BACKEND_UFFD_WP;
+	t_tmpdir_make(dir, sizeof(dir), "pt-stats-adaptive");
+	ret = pt_region_create(&r, dir, NPAGES * ps, &o);
+	if (ret)
+		DIE("create adaptive: %s", pt_strerror(ret));
+	for (int i = 0; i < 12; i++) {
+		((char *)pt_region_base(r))[3 * ps + (size_t)i] = (char)(i + 1);
+		((char *)pt_region_base(r))[(size_t)(10 + i) * ps] = 1;
+		if (pt_region_sync(r) != i + 1)
+			DIE("adaptive sync %d", i + 1);
+	}
+	if (pt_region_stats(r, NULL, &tot))
+		DIE("adaptive stats");
+	printf("adaptive region: %llu pages copied: %llu the tracker saw written, %llu hot "
+	       "(%llu hot now), fault %llu ns\n", (unsigned long long)tot.pages,
+	       (unsigned long long)tot.faulted, (unsigned long long)tot.hot_reports,
+	       (unsigned long long)tot.hot_pages, (unsigned long long)tot.fault_ns);
+	if (tot.adaptive != 1 || !tot.fault_ns || tot.pages != tot.faulted + tot.hot_reports ||
+	    tot.pages < 24 || tot.faults_avoided + tot.reported_unwritten != tot.hot_reports)
+		DIE("adaptive region figures wrong");
+	pt_region_close(r);
+	t_tmpdir_remove(dir);
+}
 
 int main(void)
 {
@@ -44,6 +90,11 @@ int main(void)
 		DIE("sync 2");
 	if (last.epoch != 2 || last.pages != 1 || tot.syncs != 2 || tot.pages != 6)
 		DIE("sync 2 figures wrong");
+	/* The tracker's figures: plain tracking, every page copied was seen
+	 * written. */
+	if (tot.adaptive || tot.faulted != 6 || tot.hot_pages || tot.hot_reports)
+		DIE("tracker figures wrong: adaptive %d, %llu faulted, %llu hot", tot.adaptive,
+		    (unsigned long long)tot.faulted, (unsigned long long)tot.hot_pages);
 	if (pt_region_checkpoint(r) != 2 || pt_region_stats(r, NULL, &tot) || tot.checkpoints != 1 ||
 	    tot.checkpointed != 2)
 		DIE("checkpoint not counted");
@@ -60,12 +111,26 @@ int main(void)
 		if (pt_region_stats(r, &newer.s, NULL) != -EINVAL)
 			DIE("a struct too short for its fields accepted");
 	}
+	/* An older caller's struct, of the first version: the tracker's
+	 * fields after it are not written. */
+	{
+		union { struct pt_region_stats s; unsigned char b[sizeof(struct pt_region_stats)]; } older;
+
+		memset(&older, 0xa5, sizeof(older));
+		older.s.sz = REGION_STATS_V1;
+		if (pt_region_stats(r, NULL, &older.s) || older.s.syncs != 2)
+			DIE("first version's struct");
+		for (size_t i = REGION_STATS_V1; i < sizeof(older); i++)
+			if (older.b[i] != 0xa5)
+				DIE("byte %zu beyond the first version's struct written", i);
+	}
 	ret = pt_replica_open(&rep, dir, NULL);
 	if (ret || pt_replica_size(rep) != size)
 		DIE("replica size: %d", ret);
 	pt_replica_close(rep);
 	pt_region_close(r);
 	t_tmpdir_remove(dir);
+	adaptive_region();
 	printf("done\n");
 	return 0;
 }

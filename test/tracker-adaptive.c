@@ -1,18 +1,27 @@
-/* tracker-adaptive: PT_TRACK_ADAPTIVE loses no write: model and converging copies with hot pages that come and go, writer threads, every memory kind, and protect-before-copy. */
+/* tracker-adaptive: PT_TRACK_ADAPTIVE loses no write: model and converging copies with hot pages that come and go, writer threads, every memory kind and every way of scanning around hot pages, protect-before-copy, what a scan does to a hot page, the knobs. */
 /*
  * Cells, each for every memory kind (hot_after 1-2 and a short probation,
- * so that pages turn hot and cool many times in a short run):
- *  - model: one thread writes a hot set every round, pages that are hot
- *    for a while and then stop (they must cool), and random pages; each
- *    collect with reset is copied into a shadow, which must then equal the
- *    memory, and every page written since the last collect must have been
- *    reported.  pt_tracker_unchanged() names reported pages the model did
- *    not write; collects without reset and pt_tracker_reset() are mixed in.
+ * so that pages turn hot and cool many times in a short run), and for each
+ * way the uffd-wp backend scans around hot pages (forced with the hooks
+ * pt_uffd_hot_scan and pt_uffd_merge_hot_always: auto, runs, read first,
+ * read first with clusters spanning hot pages):
+ *  - model: one thread writes a hot set every round (a bunched one and a
+ *    scattered one), pages that are hot for a while and then stop (they
+ *    must cool), and random pages; each collect with reset is copied into
+ *    a shadow, which must then equal the memory, and every page written
+ *    since the last collect must have been reported.
+ *    pt_tracker_unchanged() names reported pages the model did not write;
+ *    collects without reset and pt_tracker_reset() are mixed in.
  *  - converge: two writer threads never stop (hot pages, pages turning hot
  *    then cold, random pages) while the main thread collects and copies,
  *    telling the tracker which copied pages were unchanged; at checkpoints
  *    (writers paused right after a racing collect) and at the end one more
  *    collect and copy must make the shadow equal to the memory.
+ *  - a scan over a hot page: what a write-protecting scan does to an
+ *    unprotected (hot) page, seen in the page tables with a read-only
+ *    PAGEMAP_SCAN of the test's own: it re-arms it (and the collect
+ *    reports it), a later write faults and unprotects it again, and
+ *    nothing is lost; without merging, the page is left alone.
  * And once:
  *  - protect then copy: a hot page cools (pt_tracker_unchanged), the
  *    collect that reports it returns, the caller copies, then the page is
@@ -23,9 +32,16 @@
  *    PAGETRACK_TEST_SWAP_ORDER=1 swaps the order in every cell, and then
  *    the model, converge and ordering cells must fail.
  *  - all hot: every page written every round; the hot set becomes the
- *    whole range and the kernel sees few faults (probations only).
+ *    whole range, each collect reports all of it, and the kernel sees few
+ *    faults (probations only).
+ *  - pause budget: hot pages stop being written; with a budget of 1 us
+ *    probation drops to 8 collects once one is found unwritten, and they
+ *    all cool sooner than with an unlimited budget.
+ *  - fault cost watched: collects for over a second take a new fault
+ *    sample (bounded wait: up to 10 s).
+ *  - plain trackers count collects and faults too.
  *  - other backends: mprotect opens with the flag and tracks plainly.
- *  - arguments.
+ *  - arguments, and the option struct's three sizes.
  * Skips (77) when uffd-wp is unavailable.  PAGETRACK_TEST_SEED repeats a
  * run; PAGETRACK_TEST_SECONDS sets converge's writing time (default 1).
  */
@@ -33,17 +49,38 @@
 #include <sched.h>
 #include <time.h>
 
+#include "compat.h"
 #include "harness.h"
+#include "internal.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define REGION_LEN (4ul << 20)
 #define WRITERS 2
 #define HOT 24		/* pages written at every round / constantly */
 #define WARM 48		/* pages hot for a phase, then left alone */
+#define SCATTER 32	/* hot pages SCATTER_FIRST + 7 * i: many runs */
+#define SCATTER_FIRST 400
 
-/* The library's test hook (tracker.c; not exported, the test links the
- * static library). */
-extern bool pt_adaptive_swap_order;
+/* The library's test hooks (adaptive.c, uffd.c; not exported, the test
+ * links the static library) are declared in internal.h. */
+
+/* The ways of scanning around hot pages, each cell run under each. */
+static const struct scan_way {
+	const char *name;
+	enum pt_hot_scan scan;
+	bool merge;
+} ways[] = {
+	{ "auto", PT_HOT_SCAN_AUTO, false },
+	{ "runs", PT_HOT_SCAN_RUNS, false },
+	{ "read first", PT_HOT_SCAN_READ_FIRST, false },
+	{ "read first, merged", PT_HOT_SCAN_READ_FIRST, true },
+};
+
+static void use_way(const struct scan_way *w)
+{
+	pt_uffd_hot_scan = w->scan;
+	pt_uffd_merge_hot_always = w->merge;
+}
 
 static uint64_t seed;
 static double seconds = 1.0;
@@ -191,6 +228,9 @@ static bool model_cell(struct t_mem *m, char *why, size_t why_len)
 		for (uint64_t p = 0; p < HOT; p++)
 			if (round % 13 != 12)
 				touch(&md, p);
+		for (uint64_t i = 0; i < SCATTER; i++)
+			if (round % 11 != 10)
+				touch(&md, SCATTER_FIRST + 7 * i);
 		if (round % 10 == 0)
 			warm_base = HOT + 7 + t_rnd_next(&md.rnd) % (md.npages - HOT - 7 - WARM);
 		for (uint64_t p = 0; p < WARM; p += 1 + (round & 1))
@@ -282,8 +322,11 @@ static void *writer_main(void *arg)
 		r = t_rnd_next(&rnd);
 		v = t_rnd_next(&rnd);
 		switch (r & 7) {
-		case 0: case 1: case 2: case 3:
+		case 0: case 1:
 			page = (r >> 8) % HOT;
+			break;
+		case 2: case 3:
+			page = SCATTER_FIRST + 7 * ((r >> 8) % SCATTER);
 			break;
 		case 4: case 5: case 6:
 			page = __atomic_load_n(&c->warm_base, __ATOMIC_RELAXED) + (r >> 8) % WARM;
@@ -400,6 +443,130 @@ out:
 	pt_tracker_close(t);
 	free(shadow);
 	return ok;
+}
+
+/* ---- a scan over a hot page --------------------------------------------- */
+
+/* Is page p of [mem, +len) written (unprotected), by a read-only scan? */
+static int kernel_written(const uint8_t *mem, size_t len, uint64_t p, char *why, size_t why_len)
+{
+	size_t ps = t_page_size();
+	struct page_region vec[64];
+	struct pm_scan_arg arg = {
+		.size = sizeof(arg), .flags = PM_SCAN_CHECK_WPASYNC,
+		.start = (uintptr_t)mem, .end = (uintptr_t)mem + len,
+		.vec = (uintptr_t)vec, .vec_len = 64,
+		.category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN,
+	};
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	long n;
+
+	if (fd < 0) {
+		snprintf(why, why_len, "/proc/self/pagemap: %s", strerror(errno));
+		return -1;
+	}
+	n = ioctl(fd, PAGEMAP_SCAN, &arg);
+	close(fd);
+	if (n < 0) {
+		snprintf(why, why_len, "PAGEMAP_SCAN: %s", strerror(errno));
+		return -1;
+	}
+	for (long i = 0; i < n; i++)
+		if ((uintptr_t)mem + p * ps >= vec[i].start && (uintptr_t)mem + p * ps < vec[i].end)
+			return 1;
+	return 0;
+}
+
+/*
+ * Page 10 turns hot; pages 9 and 11 (cold) are written and collected with
+ * a read-first scan, with merging (one scan spans 9-11) or without.
+ * Returns 1 if the scan re-armed page 10, 0 if not, -1 on a failure.
+ */
+static int scan_over_hot(struct t_mem *m, bool merge, char *why, size_t why_len)
+{
+	size_t ps = t_page_size(), len = 64 * ps;
+	struct pt_tracker_stats st = { .sz = sizeof(st) };
+	uint8_t *mem = (uint8_t *)m->addr, *shadow = malloc(len), map[64];
+	struct pt_tracker *t = NULL;
+	int ret, rearmed = -1, w;
+
+	use_way(&(struct scan_way){ "", PT_HOT_SCAN_READ_FIRST, merge });
+	if (!shadow) {
+		snprintf(why, why_len, "out of memory");
+		goto out;
+	}
+	/* Hot after 2: pages 9 and 11, written once, stay cold. */
+	ret = open_adaptive(&t, PT_BACKEND_UFFD_WP, mem, len, 2, 1000);
+	if (ret) {
+		snprintf(why, why_len, "open: %s", strerror(-ret));
+		goto out;
+	}
+	memcpy(shadow, mem, len);
+	for (int i = 0; i < 2; i++) {
+		mem[10 * ps] = (uint8_t)(1 + i);
+		if (collect_copy(t, shadow, mem, 64, map, false, why, why_len) < 0)
+			goto out;
+	}
+	pt_tracker_stats(t, &st);
+	w = kernel_written(mem, len, 10, why, why_len);
+	if (!map[10] || st.hot_pages != 1 || w != 1) {
+		if (w >= 0)
+			snprintf(why, why_len, "page 10 did not turn hot (reported %d, %llu hot, "
+				 "unprotected %d)", map[10], (unsigned long long)st.hot_pages, w);
+		goto out;
+	}
+	mem[9 * ps] = 2;
+	mem[11 * ps] = 2;
+	if (collect_copy(t, shadow, mem, 64, map, false, why, why_len) < 0)
+		goto out;
+	pt_tracker_stats(t, &st);
+	w = kernel_written(mem, len, 10, why, why_len);
+	if (w < 0)
+		goto out;
+	if (!map[9] || !map[10] || !map[11] || st.hot_pages != 1) {
+		snprintf(why, why_len, "pages 9-11 reported %d%d%d, %llu hot", map[9], map[10],
+			 map[11], (unsigned long long)st.hot_pages);
+		goto out;
+	}
+	rearmed = !w;
+	/* Written after the collect: reported next, and unprotected again. */
+	mem[10 * ps + 1] = 3;
+	w = kernel_written(mem, len, 10, why, why_len);
+	if (w != 1) {
+		if (w == 0)
+			snprintf(why, why_len, "a write to the re-armed hot page left it protected");
+		rearmed = -1;
+		goto out;
+	}
+	if (collect_copy(t, shadow, mem, 64, map, false, why, why_len) < 0 ||
+	    !shadow_equal(shadow, mem, len, "after the write", why, why_len)) {
+		rearmed = -1;
+		goto out;
+	}
+	if (!map[10]) {
+		snprintf(why, why_len, "the hot page written after a scan re-armed it was not reported");
+		rearmed = -1;
+	}
+out:
+	use_way(&ways[0]);
+	pt_tracker_close(t);
+	free(shadow);
+	return rearmed;
+}
+
+static bool scan_over_hot_cell(struct t_mem *m, char *why, size_t why_len)
+{
+	int r = scan_over_hot(m, true, why, why_len);
+
+	if (r < 0)
+		return false;
+	CHECK(r == 1, "a scan spanning an unprotected hot page left it unprotected");
+	memset(m->addr, 0, 64 * t_page_size());
+	r = scan_over_hot(m, false, why, why_len);
+	if (r < 0)
+		return false;
+	CHECK(r == 0, "a read-first collect without merging re-armed a hot page");
+	return true;
 }
 
 /* ---- protect, then copy --------------------------------------------------- */
@@ -546,6 +713,161 @@ close:
 	return ok;
 }
 
+/*
+ * 256 pages hot, then no longer written: collects until none is hot (at
+ * most 400).  Returns the collects it took, or -1.  The pages are 64-page
+ * blocks 0, 16, 32 and 48, whose probations with a period of 64 come due
+ * 16 collects apart.
+ */
+static int collects_to_cool(unsigned int budget_us, char *why, size_t why_len)
+{
+	size_t ps = t_page_size(), len = 4096 * ps;
+	struct pt_tracker_opts o = {
+		.sz = sizeof(o), .backend = PT_BACKEND_UFFD_WP, .flags = PT_TRACK_ADAPTIVE,
+		.hot_after = 2, .probation = 64, .pause_budget_us = budget_us,
+	};
+	struct pt_tracker_stats st = { .sz = sizeof(st) };
+	const struct pt_range *r;
+	struct pt_tracker *t;
+	uint8_t *mem;
+	size_t nr;
+	int ret = 0, n = -1;
+
+	mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED) {
+		snprintf(why, why_len, "mmap: %s", strerror(errno));
+		return -1;
+	}
+	ret = pt_tracker_open(&t, mem, len, &o);
+	if (ret) {
+		snprintf(why, why_len, "open: %s", strerror(-ret));
+		munmap(mem, len);
+		return -1;
+	}
+	for (int round = 0; round < 2 && ret >= 0; round++) {
+		for (size_t p = 0; p < 256; p++)
+			mem[(p / 64 * 16 * 64 + p % 64) * ps] = (uint8_t)round;
+		ret = pt_tracker_collect(t, PT_COLLECT_RESET, &r, &nr);
+	}
+	pt_tracker_stats(t, &st);
+	if (ret < 0 || st.hot_pages != 256) {
+		snprintf(why, why_len, "256 written pages did not turn hot (%llu hot)",
+			 (unsigned long long)st.hot_pages);
+		goto out;
+	}
+	for (n = 1; n <= 400 && st.hot_pages; n++) {
+		/* Another page (never twice in a row: it stays cold), so
+		 * the collects are not all empty. */
+		mem[(size_t)(3500 + n % 256) * ps] = 1;
+		ret = pt_tracker_collect(t, PT_COLLECT_RESET, &r, &nr);
+		if (ret < 0) {
+			snprintf(why, why_len, "collect: %s", strerror(-ret));
+			n = -1;
+			goto out;
+		}
+		pt_tracker_stats(t, &st);
+	}
+	if (st.hot_pages) {
+		snprintf(why, why_len, "%llu pages still hot after 400 collects",
+			 (unsigned long long)st.hot_pages);
+		n = -1;
+	}
+out:
+	pt_tracker_close(t);
+	munmap(mem, len);
+	return n;
+}
+
+static bool budget_cell(char *why, size_t why_len)
+{
+	int tight = collects_to_cool(1, why, why_len), loose;
+
+	if (tight < 0)
+		return false;
+	loose = collects_to_cool(UINT32_MAX / 2, why, why_len);
+	if (loose < 0)
+		return false;
+	printf("    256 stale hot pages cooled in %d collects with a 1 us budget, %d without\n",
+	       tight, loose);
+	/* Probation 64: the first block comes due within 16 collects, the
+	 * last within 64; once the first is found unwritten the tight budget
+	 * makes probation 8. */
+	CHECK(tight <= 16 + 8 + 2, "the tight budget took %d collects", tight);
+	CHECK(tight < loose, "the budget changed nothing (%d and %d collects)", tight, loose);
+	return true;
+}
+
+static bool watched_cell(char *why, size_t why_len)
+{
+	size_t ps = t_page_size(), len = 16 * ps;
+	struct pt_tracker_stats st = { .sz = sizeof(st) };
+	const struct pt_range *r;
+	struct pt_tracker *t;
+	uint8_t *mem;
+	size_t nr;
+	double end;
+	int ret;
+
+	mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(mem != MAP_FAILED, "mmap: %s", strerror(errno));
+	ret = open_adaptive(&t, PT_BACKEND_UFFD_WP, mem, len, 0, 0);
+	if (ret) {
+		munmap(mem, len);
+		snprintf(why, why_len, "open: %s", strerror(-ret));
+		return false;
+	}
+	pt_tracker_stats(t, &st);
+	end = now() + 10;
+	while (st.fault_samples < 2 && now() < end) {
+		mem[ps] = 1;
+		pt_tracker_collect(t, PT_COLLECT_RESET, &r, &nr);
+		pt_tracker_stats(t, &st);
+		usleep(20000);
+	}
+	pt_tracker_close(t);
+	munmap(mem, len);
+	CHECK(st.fault_samples >= 2, "no fault measured while collecting for 10 s");
+	CHECK(st.fault_ns > 0 && st.fault_ns_open > 0 && st.copy_ns > 0,
+	      "fault %llu ns (open %llu), copy %llu ns", (unsigned long long)st.fault_ns,
+	      (unsigned long long)st.fault_ns_open, (unsigned long long)st.copy_ns);
+	printf("    fault %llu ns at open, %llu ns after %llu samples\n",
+	       (unsigned long long)st.fault_ns_open, (unsigned long long)st.fault_ns,
+	       (unsigned long long)st.fault_samples);
+	return true;
+}
+
+static bool plain_counts_cell(char *why, size_t why_len)
+{
+	size_t ps = t_page_size(), len = 64 * ps;
+	struct pt_tracker_stats st = { .sz = sizeof(st) };
+	const struct pt_range *r;
+	struct pt_tracker *t;
+	uint8_t *mem;
+	size_t nr;
+	int ret;
+
+	(void)why;
+	(void)why_len;
+	mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(mem != MAP_FAILED, "mmap: %s", strerror(errno));
+	ret = t_tracker_open_on(&t, PT_BACKEND_UFFD_WP, mem, len);
+	CHECK(!ret, "open: %s", strerror(-ret));
+	for (int round = 0; round < 3; round++) {
+		for (size_t p = 0; p < 5; p++)
+			mem[(p * 3 + (size_t)round) * ps] = 1;
+		pt_tracker_collect(t, PT_COLLECT_RESET, &r, &nr);
+	}
+	pt_tracker_collect(t, 0, &r, &nr);	/* without reset: not counted */
+	pt_tracker_stats(t, &st);
+	pt_tracker_close(t);
+	munmap(mem, len);
+	CHECK(st.adaptive == 0 && st.collects == 3 && st.faulted == 15 && !st.hot_reports,
+	      "plain tracker: adaptive %d, %llu collects, %llu faulted, %llu hot reports",
+	      st.adaptive, (unsigned long long)st.collects, (unsigned long long)st.faulted,
+	      (unsigned long long)st.hot_reports);
+	return true;
+}
+
 static bool other_backend_cell(char *why, size_t why_len)
 {
 	size_t ps = t_page_size(), len = 16 * ps;
@@ -595,6 +917,18 @@ static bool arguments_cell(char *why, size_t why_len)
 	o.flags = 0x80;
 	CHECK(pt_tracker_open(&t, mem, len, &o) == -EINVAL, "unknown flag accepted");
 	o.flags = PT_TRACK_ADAPTIVE;
+	/* The three sizes the struct has had, and none between. */
+	o.sz = offsetof(struct pt_tracker_opts, hot_after);
+	ret = pt_tracker_open(&t, mem, len, &o);
+	CHECK(!ret, "open with the first version's size: %s", strerror(-ret));
+	pt_tracker_close(t);
+	o.sz = offsetof(struct pt_tracker_opts, pause_budget_us);
+	ret = pt_tracker_open(&t, mem, len, &o);
+	CHECK(!ret, "open with the second version's size: %s", strerror(-ret));
+	pt_tracker_close(t);
+	o.sz = offsetof(struct pt_tracker_opts, pause_budget_us) - 2;
+	CHECK(pt_tracker_open(&t, mem, len, &o) == -EINVAL, "a size between versions accepted");
+	o.sz = sizeof(o);
 	ret = pt_tracker_open(&t, mem, len, &o);
 	CHECK(!ret, "open: %s", strerror(-ret));
 	CHECK(pt_tracker_stats(t, &st) == -EINVAL, "stats with a too small sz accepted");
@@ -606,9 +940,24 @@ static bool arguments_cell(char *why, size_t why_len)
 	/* hot_after 0 is an answer too: faults cheaper than half a copy (a
 	 * sanitizer's memcpy is slow). */
 	CHECK(pt_tracker_stats(t, &st) == 0 && st.adaptive == 1 && st.probation >= 1 &&
-	      st.fault_ns > 0, "stats after open: adaptive %d, hot after %u, "
-	      "probation %u, fault %llu ns", st.adaptive, st.hot_after, st.probation,
-	      (unsigned long long)st.fault_ns);
+	      st.fault_ns > 0 && st.fault_ns == st.fault_ns_open && st.fault_samples == 1 &&
+	      st.pause_budget_ns == 100000, "stats after open: adaptive %d, hot after %u, "
+	      "probation %u, fault %llu ns (open %llu, %llu samples), budget %llu ns",
+	      st.adaptive, st.hot_after, st.probation, (unsigned long long)st.fault_ns,
+	      (unsigned long long)st.fault_ns_open, (unsigned long long)st.fault_samples,
+	      (unsigned long long)st.pause_budget_ns);
+	{
+		/* A caller of the first version: nothing written beyond it. */
+		size_t v1 = offsetof(struct pt_tracker_stats, reported_unwritten) + sizeof(uint64_t);
+		union { struct pt_tracker_stats s; unsigned char b[sizeof(st)]; } older;
+
+		memset(&older, 0xa5, sizeof(older));
+		older.s.sz = v1;
+		CHECK(pt_tracker_stats(t, &older.s) == 0 && older.s.adaptive == 1,
+		      "stats of the first version's size");
+		for (size_t i = v1; i < sizeof(older); i++)
+			CHECK(older.b[i] == 0xa5, "byte %zu beyond the first version written", i);
+	}
 	printf("    measured at open: fault %llu ns, page copy %llu ns: hot after %u, probation %u\n",
 	       (unsigned long long)st.fault_ns, (unsigned long long)st.copy_ns, st.hot_after,
 	       st.probation);
@@ -622,15 +971,22 @@ int main(void)
 	static const struct {
 		const char *name;
 		bool (*fn)(struct t_mem *m, char *why, size_t why_len);
+		unsigned int ways;	/* bit i: ways[i] */
+		unsigned int kinds;	/* bit k: memory kind k */
 	} per_kind[] = {
-		{ "model", model_cell },
-		{ "converge", converge_cell },
+		{ "model", model_cell, 0xf, ~0u },
+		{ "converge", converge_cell, 0x2 | 0x8, ~0u },
+		{ "converge", converge_cell, 0x1 | 0x4, 1u << T_MEM_ANON | 1u << T_MEM_MEMFD },
+		{ "a scan over a hot page", scan_over_hot_cell, 0x1, ~0u },
 	};
 	static const struct t_cell once[] = {
 		{ "arguments", arguments_cell },
 		{ "protect then copy", order_cell },
 		{ "swapped order is caught", swapped_cell },
 		{ "all hot", all_hot_cell },
+		{ "pause budget", budget_cell },
+		{ "fault cost watched", watched_cell },
+		{ "plain trackers count", plain_counts_cell },
 		{ "other backends ignore the flag", other_backend_cell },
 	};
 	const char *env = getenv("PAGETRACK_TEST_SEED");
@@ -654,22 +1010,31 @@ int main(void)
 	}
 	t_run_cells(once, ARRAY_LEN(once));
 	for (size_t c = 0; c < ARRAY_LEN(per_kind); c++) {
-		for (int k = 0; k < T_MEM_NKINDS; k++) {
-			char name[64];
-			struct t_mem m;
-			int r;
-
-			snprintf(name, sizeof(name), "%s x %s", per_kind[c].name, t_mem_kind_names[k]);
-			why[0] = '\0';
-			r = t_mem_map(&m, (enum t_mem_kind)k, REGION_LEN, why, sizeof(why));
-			if (r) {
-				t_cell_report(name, r, why);
+		for (size_t w = 0; w < ARRAY_LEN(ways); w++) {
+			if (!(per_kind[c].ways & 1u << w))
 				continue;
+			for (int k = 0; k < T_MEM_NKINDS; k++) {
+				char name[96];
+				struct t_mem m;
+				int r;
+
+				if (!(per_kind[c].kinds & 1u << k))
+					continue;
+				snprintf(name, sizeof(name), "%s x %s x %s", per_kind[c].name,
+					 t_mem_kind_names[k], ways[w].name);
+				why[0] = '\0';
+				r = t_mem_map(&m, (enum t_mem_kind)k, REGION_LEN, why, sizeof(why));
+				if (r) {
+					t_cell_report(name, r, why);
+					continue;
+				}
+				why[0] = '\0';
+				use_way(&ways[w]);
+				r = per_kind[c].fn(&m, why, sizeof(why)) ? T_PASS : T_FAIL;
+				use_way(&ways[0]);
+				t_cell_report(name, r, why);
+				t_mem_unmap(&m);
 			}
-			why[0] = '\0';
-			r = per_kind[c].fn(&m, why, sizeof(why)) ? T_PASS : T_FAIL;
-			t_cell_report(name, r, why);
-			t_mem_unmap(&m);
 		}
 	}
 	return t_exit();
