@@ -31,7 +31,10 @@
  * first".
  *
  * SIGUSR1 prints one line of figures since the previous one (commands,
- * syncs, pages, stall): what `make soak` samples every minute.
+ * syncs, pages, stall): what `make soak` samples every minute; and, for a
+ * region, one of its tracker's since open (faults, hot pages, the fault's
+ * cost): what `make bench-exchange` reads.  --track adaptive makes the
+ * region track with PT_REGION_ADAPTIVE.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -68,6 +71,7 @@ struct pending {
 struct engine {
 	/* options */
 	int mode, port, ack_level, max_clients, idle_ms, durable_ms, nice;
+	bool adaptive;
 	uint64_t sync_ns, sync_orders, size;
 	uint32_t nsymbols;
 	const char *dir, *port_file, *status_file;
@@ -289,7 +293,25 @@ static void poll_durable(struct engine *e)
 		deposed(e);
 }
 
-/* One line of figures since the previous report, and the counters reset. */
+/* The region's tracker since open, one line of key=value (pagetrack mode):
+ * what `make bench-exchange` reads for faults per sync and the fault cost. */
+static void print_tracker(struct engine *e)
+{
+	struct pt_region_stats st = { .sz = sizeof(st) };
+
+	if (xs_writer_stats(e->store, &st))
+		return;
+	printf("exchange-engine: tracker: adaptive=%d fault_ns=%llu syncs=%llu pages=%llu "
+	       "faulted=%llu hot_pages=%llu hot_reports=%llu faults_avoided=%llu "
+	       "reported_unwritten=%llu\n", st.adaptive, (unsigned long long)st.fault_ns,
+	       (unsigned long long)st.syncs, (unsigned long long)st.pages,
+	       (unsigned long long)st.faulted, (unsigned long long)st.hot_pages,
+	       (unsigned long long)st.hot_reports, (unsigned long long)st.faults_avoided,
+	       (unsigned long long)st.reported_unwritten);
+}
+
+/* One line of figures since the previous report, and the counters reset;
+ * then the tracker's line. */
 static void print_report(struct engine *e)
 {
 	uint64_t now = now_ns(), commands = e->book.h->commands;
@@ -304,6 +326,7 @@ static void print_report(struct engine *e)
 	       (unsigned long long)hist_pct(&e->report_stall, 0.99),
 	       (unsigned long long)e->report_stall.max,
 	       (unsigned long long)e->book.h->live_orders);
+	print_tracker(e);
 	fflush(stdout);
 	e->report_ns = now;
 	e->report_commands = commands;
@@ -612,7 +635,7 @@ static void write_port_file(struct engine *e, int port)
 static void open_book(struct engine *e)
 {
 	struct xs_writer_opts so = { .mode = e->mode, .dir = e->dir, .size = e->size,
-				     .durable_ms = e->durable_ms };
+				     .durable_ms = e->durable_ms, .adaptive = e->adaptive };
 	char why[512] = "";
 	bool created;
 	int ret;
@@ -673,6 +696,8 @@ static void usage(FILE *f)
 "  -i, --idle-ms N         a frame must be whole N ms after its first byte, and a client\n"
 "                          silent for N ms gives its place to a newcomer when the\n"
 "                          clients or descriptors run out (default 5000)\n"
+"  -T, --track HOW         pagetrack: plain (default) or adaptive tracking (hot pages\n"
+"                          copied at every sync without a fault, PT_REGION_ADAPTIVE)\n"
 "  -N, --nice N            raise the engine's thread to nice N, -20..19, when permitted\n"
 "                          (default %d; 0: leave it at the default)\n"
 "  -q, --quiet\n", ENGINE_NICE);
@@ -698,6 +723,7 @@ static void parse(struct engine *e, int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "nice", required_argument, NULL, 'N' },
+		{ "track", required_argument, NULL, 'T' },
 		{ 0 }
 	};
 	uint64_t v;
@@ -713,7 +739,7 @@ static void parse(struct engine *e, int argc, char **argv)
 	e->idle_ms = 5000;
 	e->durable_ms = 2;
 	e->nice = ENGINE_NICE;
-	while ((o = getopt_long(argc, argv, "m:d:p:P:s:n:t:o:a:D:S:c:i:N:qh", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "m:d:p:P:s:n:t:o:a:D:S:c:i:N:T:qh", opts, NULL)) != -1) {
 		switch (o) {
 		case 'm':
 			e->mode = xs_mode_parse(optarg);
@@ -735,6 +761,14 @@ static void parse(struct engine *e, int argc, char **argv)
 			e->nice = (int)nice;
 			break;
 		}
+		case 'T':
+			if (!strcmp(optarg, "plain"))
+				e->adaptive = false;
+			else if (!strcmp(optarg, "adaptive"))
+				e->adaptive = true;
+			else
+				die("--track: plain or adaptive, not '%s'", optarg);
+			break;
 		case 'a':
 			if (!strcmp(optarg, "applied"))
 				e->ack_level = XP_LEVEL_APPLIED;

@@ -14,7 +14,9 @@
  * re-arms, counting the written pages of each pool.  It also times the
  * matching with tracking and without: a twin of the block, untracked, gets
  * the very same commands first, so the difference is what the write-protect
- * faults cost the engine's own thread.  Last, the distinct pages over all
+ * faults cost the engine's own thread; and a third copy, tracked with
+ * PT_TRACK_ADAPTIVE, gets them too: the faults it leaves, the pages it
+ * reports (the hot ones whether written or not), and its matching time.  Last, the distinct pages over all
  * the counted epochs: what applying them together (a checkpoint of a
  * second's epochs, a replica catching up) needs to write at the least.
  *
@@ -35,6 +37,7 @@
 #include "util.h"
 
 #define SESSIONS	4
+#define ADAPTIVE_WARMUP	10	/* epochs before the adaptive copy's figures count */
 
 enum { P_HEADER, P_SYMBOLS, P_LEVELS, P_ORDERS, P_TRADES, P_SESSIONS, P_COUNT };
 static const char *const pool_names[P_COUNT] = {
@@ -110,6 +113,13 @@ int main(int argc, char **argv)
 	};
 	uint64_t size = 256u << 20, nsym = 1000, epoch = 30000, warmup = 2000000, count = 50, v;
 	uint64_t pages[P_COUNT] = { 0 }, total = 0, t_none = 0, t_tracked = 0, distinct = 0;
+	uint64_t t_adaptive = 0, total_adaptive = 0;
+	struct pt_tracker_opts ao = { .sz = sizeof(ao), .flags = PT_TRACK_ADAPTIVE };
+	struct pt_tracker_stats st = { .sz = sizeof(st) }, st0 = { .sz = sizeof(st0) };
+	struct pt_tracker_stats pst = { .sz = sizeof(pst) }, pst0 = { .sz = sizeof(pst0) };
+	struct pt_tracker *ta = NULL;
+	struct xb_book ab;
+	void *ad_mem;
 	uint8_t *seen;
 	double zipf = 1.0;
 	struct pt_tracker *t = NULL;
@@ -149,7 +159,8 @@ int main(int argc, char **argv)
 	size = (size + (uint64_t)ps - 1) & ~((uint64_t)ps - 1);
 	mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	twin_mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (mem == MAP_FAILED || twin_mem == MAP_FAILED)
+	ad_mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED || twin_mem == MAP_FAILED || ad_mem == MAP_FAILED)
 		die("mmap", errno);
 	if (xb_config_for_size(&c, (uint32_t)nsym, size) || xb_init(&b, mem, size, &c))
 		die("the block cannot hold the books", 0);
@@ -163,9 +174,12 @@ int main(int argc, char **argv)
 	for (uint64_t i = 0; i < warmup; i++)
 		one_order(&f, &b);
 	memcpy(twin_mem, mem, size);
-	if (xb_attach(&twin, twin_mem, size))
-		die("the twin block", 0);
+	memcpy(ad_mem, mem, size);
+	if (xb_attach(&twin, twin_mem, size) || xb_attach(&ab, ad_mem, size))
+		die("the twin blocks", 0);
 	ret = pt_tracker_open(&t, mem, size, NULL);
+	if (!ret)
+		ret = pt_tracker_open(&ta, ad_mem, size, &ao);
 	if (ret)
 		die("tracker", -ret);
 	for (uint64_t e = 0; e < count; e++) {
@@ -198,6 +212,25 @@ int main(int argc, char **argv)
 				distinct += !seen[p];
 				seen[p] = 1;
 			}
+		/* The adaptive copy: the same commands again.  Its first
+		 * epochs, while pages turn hot, are not counted. */
+		f = saved;
+		memcpy(f.model.mid, saved_mid, nsym * sizeof(int64_t));
+		t0 = now_ns();
+		for (uint64_t i = 0; i < epoch; i++)
+			one_order(&f, &ab);
+		t1 = now_ns();
+		ret = pt_tracker_collect(ta, PT_COLLECT_RESET, &rg, &nr);
+		if (ret < 0)
+			die("collect", -ret);
+		if (e + 1 == ADAPTIVE_WARMUP) {
+			pt_tracker_stats(ta, &st0);
+			pt_tracker_stats(t, &pst0);
+		}
+		if (e >= ADAPTIVE_WARMUP) {
+			t_adaptive += t1 - t0;
+			total_adaptive += (uint64_t)ret;
+		}
 	}
 	printf("block %llu MiB, %llu symbols, %llu orders per epoch, after %llu orders: "
 	       "%llu live orders, %u order slots used of %u\n",
@@ -210,14 +243,29 @@ int main(int argc, char **argv)
 		printf(" %s %.1f", pool_names[p], (double)pages[p] / (double)count);
 	printf("\nmatching: %.0f ns per order untracked, %.0f ns tracked\n",
 	       (double)t_none / (double)(count * epoch), (double)t_tracked / (double)(count * epoch));
+	pt_tracker_stats(ta, &st);
+	pt_tracker_stats(t, &pst);
+	if (count > ADAPTIVE_WARMUP) {
+		uint64_t n = count - ADAPTIVE_WARMUP;
+
+		printf("adaptive (epochs %d-%llu): %.0f ns per order, faults per epoch %.1f against %.1f "
+		       "plain, pages reported per epoch %.1f (%llu hot now); fault %llu ns as it "
+		       "measured it\n", ADAPTIVE_WARMUP + 1, (unsigned long long)count,
+		       (double)t_adaptive / (double)(n * epoch),
+		       (double)(st.faulted - st0.faulted) / (double)n,
+		       (double)(pst.faulted - pst0.faulted) / (double)n, (double)total_adaptive / (double)n,
+		       (unsigned long long)st.hot_pages, (unsigned long long)st.fault_ns);
+	}
 	printf("distinct pages over the %llu epochs: %llu (%.1f%% of the %llu their records carry)\n",
 	       (unsigned long long)count, (unsigned long long)distinct,
 	       total ? 100.0 * (double)distinct / (double)total : 0.0, (unsigned long long)total);
 	pt_tracker_close(t);
-	if (xb_hash_stored(&twin) != xb_hash_stored(&b))
-		die("the twin block diverged", 0);
+	pt_tracker_close(ta);
+	if (xb_hash_stored(&twin) != xb_hash_stored(&b) || xb_hash_stored(&ab) != xb_hash_stored(&b))
+		die("the twin blocks diverged", 0);
 	munmap(mem, size);
 	munmap(twin_mem, size);
+	munmap(ad_mem, size);
 	free(saved_mid);
 	free(seen);
 	xf_free(&f.model);

@@ -155,7 +155,8 @@ int xs_writer_open(struct xs_writer **out, const struct xs_writer_opts *o, bool 
 		/* Durability in the background: the engine's loop never waits for
 		 * an fdatasync; acks that need durability wait in pt_region_wait(). */
 		struct pt_region_opts ro = { .sz = sizeof(ro), .durability = PT_DURABLE_BACKGROUND,
-					     .durable_interval_ms = (unsigned)o->durable_ms };
+					     .durable_interval_ms = (unsigned)o->durable_ms,
+					     .flags = o->adaptive ? PT_REGION_ADAPTIVE : 0 };
 
 		ret = pt_region_open(&w->region, o->dir, &ro);
 		if (ret == -ENOENT || ret == -EMEDIUMTYPE)
@@ -242,6 +243,13 @@ uint64_t xs_writer_sync_pages(const struct xs_writer *w)
 int64_t xs_writer_epoch(const struct xs_writer *w)
 {
 	return w->epoch;
+}
+
+int xs_writer_stats(struct xs_writer *w, struct pt_region_stats *st)
+{
+	if (w->mode != XS_PAGETRACK)
+		return -EOPNOTSUPP;
+	return pt_region_stats(w->region, NULL, st);
 }
 
 int xs_writer_wait_durable(struct xs_writer *w, uint64_t epoch, int timeout_ms)

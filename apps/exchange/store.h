@@ -30,6 +30,7 @@ struct xs_writer_opts {
 	const char *dir;	/* pagetrack: the region's data directory; fullcopy: the snapshot's */
 	size_t size;		/* bytes, for a new block */
 	int durable_ms;		/* pagetrack: make epochs durable every N ms in the background (0: at each sync) */
+	bool adaptive;		/* pagetrack: adaptive tracking (PT_REGION_ADAPTIVE) */
 };
 
 /*
@@ -48,6 +49,10 @@ int64_t xs_writer_sync(struct xs_writer *w);
  * none, UINT64_MAX.  Cheap, but not part of the sync: call it after timing it. */
 uint64_t xs_writer_sync_pages(const struct xs_writer *w);
 int64_t xs_writer_epoch(const struct xs_writer *w);
+/* pagetrack: the region's totals, the tracker's figures among them
+ * (pt_region_stats()); -EOPNOTSUPP in the other modes. */
+struct pt_region_stats;
+int xs_writer_stats(struct xs_writer *w, struct pt_region_stats *st);
 /* 0 once epoch is durable, -ETIMEDOUT if not within timeout_ms (0: just look). */
 int xs_writer_wait_durable(struct xs_writer *w, uint64_t epoch, int timeout_ms);
 /* 0 once epoch is durable and the directory's publisher (pagetrack publish)
