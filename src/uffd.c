@@ -810,6 +810,10 @@ static int uffd_protect(struct pt_tracker *t, uint64_t first, uint64_t count)
  * where it is true), so a page opened here and not reported by the
  * tracker would still be found by the next scan: nothing is lost when the
  * tracker's bookkeeping and the page tables disagree in this direction.
+ * Seen on 6.18: a private anonymous page comes out writable, but a page
+ * of shared memory (memfd, shm, a file) stays read-only, so its next
+ * write takes one ordinary write fault (the file's dirty tracking); after
+ * that it stays writable for as long as it stays hot.
  */
 static int uffd_unprotect(struct pt_tracker *t, uint64_t first, uint64_t count)
 {
