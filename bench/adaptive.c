@@ -20,7 +20,8 @@
  * fullcopy (memcpy of the whole range, no tracking).  --epochs epochs per run after --warm ones;
  * the figure per run is the median epoch, the row the median of --reps
  * runs, methods interleaved run by run so that other work on the machine
- * weighs on each alike.  Faults per epoch (pt_tracker_stats' faulted) are
+ * weighs on each alike; then each adaptive method over plain tracking and
+ * over the full copy of the same rep, the median of those ratios.  Faults per epoch (pt_tracker_stats' faulted) are
  * printed as a note.
  */
 #include <sys/mman.h>
@@ -177,6 +178,8 @@ static bool one_run(enum workload w, enum method m, struct run *out)
 int main(int argc, char **argv)
 {
 	struct bench_samples s[W_N][M_N], faults[W_N][M_N], collect[W_N][M_N], fault_ns, copy_ns;
+	static struct bench_samples vs_plain[W_N][M_N], vs_full[W_N][M_N];
+	double epoch_us[W_N][M_N];
 	char why[256], note[320];
 	int fd;
 
@@ -225,8 +228,10 @@ int main(int argc, char **argv)
 			for (int m = 0; m < M_N; m++) {
 				struct run r;
 
+				epoch_us[w][m] = 0;
 				if (!one_run((enum workload)w, (enum method)m, &r))
 					continue;
+				epoch_us[w][m] = r.epoch_us;
 				bench_add_sample(&s[w][m], r.epoch_us);
 				bench_add_sample(&faults[w][m], r.faults_per_epoch);
 				bench_add_sample(&collect[w][m], r.collect_us);
@@ -234,6 +239,14 @@ int main(int argc, char **argv)
 					bench_add_sample(&fault_ns, r.fault_ns);
 					bench_add_sample(&copy_ns, r.copy_ns);
 				}
+			}
+			/* Against the baselines of the same rep. */
+			for (int m = M_ADAPTIVE; m < M_FULLCOPY; m++) {
+				if (epoch_us[w][m] > 0 && epoch_us[w][M_PLAIN] > 0)
+					bench_add_sample(&vs_plain[w][m], epoch_us[w][m] / epoch_us[w][M_PLAIN]);
+				if (epoch_us[w][m] > 0 && epoch_us[w][M_FULLCOPY] > 0)
+					bench_add_sample(&vs_full[w][m],
+							 epoch_us[w][m] / epoch_us[w][M_FULLCOPY]);
 			}
 		}
 	}
@@ -248,6 +261,32 @@ int main(int argc, char **argv)
 			bench_row(&(struct bench_row){ .memory = "memfd", .method = method_names[m],
 						       .variant = workload_names[w], .samples = &s[w][m],
 						       .note = m == M_FULLCOPY ? NULL : note });
+		}
+	}
+	bench_section("ratio", "the same, over plain tracking's and over the full copy's of the "
+		      "same rep (the issue: fresh within 5% of plain, all no worse than the full "
+		      "copy)", "x");
+	for (int w = 0; w < W_N; w++) {
+		for (int m = M_ADAPTIVE; m < M_FULLCOPY; m++) {
+			struct bench_row row = { .memory = "memfd", .method = method_names[m],
+						 .variant = workload_names[w] };
+			char vp[64], vf[64];
+
+			snprintf(vp, sizeof(vp), "%s/plain", workload_names[w]);
+			snprintf(vf, sizeof(vf), "%s/fullcopy", workload_names[w]);
+			row.variant = vp;
+			row.samples = &vs_plain[w][m];
+			if (w == W_FRESH && m == M_ADAPTIVE)
+				row.targets[row.ntargets++] = (struct bench_target){ BENCH_AT_MOST, 1.05,
+										     "<= 1.05" };
+			bench_row(&row);
+			row.variant = vf;
+			row.samples = &vs_full[w][m];
+			row.ntargets = 0;
+			if (w == W_ALL && m == M_ADAPTIVE)
+				row.targets[row.ntargets++] = (struct bench_target){ BENCH_AT_MOST, 1.0,
+										     "<= 1.0" };
+			bench_row(&row);
 		}
 	}
 	return bench_finish();
