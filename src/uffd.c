@@ -112,8 +112,8 @@ struct uffd_state {
 	struct pt_ranges merged;
 	/* Scanning around hot pages (see the top of this file). */
 	struct pt_ranges seen;	/* read first: what the read-only scan found */
-	uint64_t run_ns;	/* runs: ns per run, moving average (0: not yet timed) */
-	uint64_t read_first_ns;	/* read first: ns per collect, moving average */
+	uint64_t run_ns;	/* runs: ns per run, estimate() (0: not yet timed) */
+	uint64_t read_first_ns;	/* read first: ns per collect, estimate() */
 	uint64_t hot_collects;	/* collects with hot pages, for exploring */
 	char *scratch;		/* fault_cost()'s COST_PAGES pages, registered */
 	struct uffd_state *next;	/* on open_states, for the fork handler */
@@ -510,10 +510,17 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* A moving average: the last sample weighs a quarter. */
-static uint64_t average(uint64_t avg, uint64_t sample)
+/*
+ * A moving estimate of what a way of scanning costs: a sample below it
+ * weighs a half, one above an eighth.  Other work on the machine only
+ * ever makes a scan slower, so one preempted scan barely moves it, while
+ * a real change in cost is followed within a few samples.
+ */
+static uint64_t estimate(uint64_t est, uint64_t sample)
 {
-	return avg ? (3 * avg + sample) / 4 : sample;
+	if (!est)
+		return sample;
+	return sample < est ? (est + sample) / 2 : (7 * est + sample) / 8;
 }
 
 /* One write-protecting scan per run of pages not in t->skip. */
@@ -603,7 +610,7 @@ static int scan_read_first(struct pt_tracker *t, struct pm_scan_arg *arg, struct
 /* Test and bench hook: force one way of scanning around hot pages. */
 enum pt_hot_scan pt_uffd_hot_scan;
 
-#define EXPLORE_EVERY 64
+#define EXPLORE_EVERY 32
 
 /*
  * A write-protecting collect around the hot pages (t->skip), the cheaper
@@ -632,11 +639,11 @@ static int scan_hot(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ran
 	if (by_runs) {
 		ret = scan_runs(t, arg, out, &runs);
 		if (!ret && runs)
-			s->run_ns = average(s->run_ns, (now_ns() - t0) / runs);
+			s->run_ns = estimate(s->run_ns, (now_ns() - t0) / runs);
 	} else {
 		ret = scan_read_first(t, arg, out);
 		if (!ret)
-			s->read_first_ns = average(s->read_first_ns, now_ns() - t0);
+			s->read_first_ns = estimate(s->read_first_ns, now_ns() - t0);
 	}
 	return ret;
 }
