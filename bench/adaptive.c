@@ -4,25 +4,28 @@
  * writer's side of an epoch: the stores (with the faults tracking makes
  * them take), the collect with reset, and the copy of what it reported, in
  * us per epoch, next to a full copy of the range, with the fault cost the
- * tracker measured at open in the same run beside every figure.
+ * adaptive tracker measured in the same run beside every figure.
  *
- * Workloads on a --region-mib MiB MAP_SHARED memfd (what a region is), each
+ * Workloads on --region-mib MiB MAP_SHARED memfds (what a region is), each
  * epoch:
  *  - rewrite: the same --hot pages (scattered) rewritten, plus 1% random
- *    others (the exchange's shape: 2,464 of 65,536 pages, the same ones);
+ *    others (2,464 of 65,536 pages, the same ones: the exchange's books
+ *    wrote that many per epoch before their page-group layout);
  *  - fresh: --hot pages never written before in the run (no rewrites:
  *    adaptive must stay within a few percent of plain);
  *  - all: every page of the range (the hot set is everything: adaptive
  *    must not be worse than a full copy).
- * Methods: plain; adaptive (the scan around hot pages chosen as it runs,
- * the default); adaptive-runs and adaptive-read-first (each way of
- * scanning around hot pages forced, pt_uffd_hot_scan; see src/uffd.c);
- * fullcopy (memcpy of the whole range, no tracking).  --epochs epochs per run after --warm ones;
- * the figure per run is the median epoch, the row the median of --reps
- * runs, methods interleaved run by run so that other work on the machine
- * weighs on each alike; then each adaptive method over plain tracking and
- * over the full copy of the same rep, the median of those ratios.  Faults per epoch (pt_tracker_stats' faulted) are
- * printed as a note.
+ * Methods: plain; adaptive (the way of scanning around hot pages chosen as
+ * it runs, the default); adaptive-runs and adaptive-read-first (each way
+ * forced, pt_uffd_hot_scan; see src/uffd.c); fullcopy (memcpy of the whole
+ * range, no tracking).  Each method has a memfd of its own, and the
+ * methods take turns epoch by epoch (in a rotating order), so that other
+ * work on the machine weighs on each alike within one run.  A run is
+ * --warm epochs, then --epochs measured; its figure is the median epoch;
+ * a row is the median of --reps runs.  Then each adaptive method over
+ * plain tracking and over the full copy of the same run, the median of
+ * those ratios.  Faults per epoch (pt_tracker_stats' faulted) and the
+ * median collect are printed as notes.
  */
 #include <sys/mman.h>
 
@@ -34,7 +37,7 @@
 static long region_mib = 256, hot_pages = 2464, epochs = 60, warm = 10;
 
 static const struct bench_option options[] = {
-	{ "region-mib", "size of the range in MiB", 16, 4096, &region_mib },
+	{ "region-mib", "size of each range in MiB", 16, 4096, &region_mib },
 	{ "hot", "pages written per epoch (rewrite, fresh)", 16, 1L << 20, &hot_pages },
 	{ "epochs", "epochs measured per run", 10, 10000, &epochs },
 	{ "warm", "epochs before measuring", 0, 1000, &warm },
@@ -49,7 +52,7 @@ static const char *const method_names[M_N] = { "plain", "adaptive", "adaptive-ru
 
 static size_t ps;
 static uint64_t npages;
-static char *mem, *shadow;
+static char *mem[M_N], *shadow;
 static uint64_t *perm;
 
 static uint64_t rnd_next(uint64_t *s)
@@ -60,36 +63,37 @@ static uint64_t rnd_next(uint64_t *s)
 	return *s * 2685821657736338717ull;
 }
 
+/* One method's run. */
 struct run {
+	struct pt_tracker *tr;
+	uint64_t rnd;
+	double *t, *c;		/* per measured epoch: all, collect (us) */
+	struct pt_tracker_stats st0;
 	double epoch_us;	/* median epoch: stores + collect + copy */
 	double collect_us;	/* of which the collect, median */
 	double faults_per_epoch;
 	double fault_ns, copy_ns;
-	double hot;
 };
 
-/* Write the workload's pages for epoch e; returns pages written. */
-static uint64_t write_epoch(enum workload w, uint64_t e, uint64_t *rnd)
+/* Write the workload's pages of epoch e into m. */
+static void write_epoch(char *m, enum workload w, uint64_t e, uint64_t *rnd)
 {
-	uint64_t n = 0;
-
 	switch (w) {
 	case W_REWRITE:
 		for (uint64_t i = 0; i < (uint64_t)hot_pages; i++)
-			mem[perm[i] * ps + (e * 8) % ps] = (char)e, n++;
+			m[perm[i] * ps + (e * 8) % ps] = (char)e;
 		for (uint64_t i = 0; i < npages / 100; i++)
-			mem[(rnd_next(rnd) % npages) * ps + (e * 8) % ps] = (char)e, n++;
+			m[(rnd_next(rnd) % npages) * ps + (e * 8) % ps] = (char)e;
 		break;
 	case W_FRESH:
 		for (uint64_t i = 0; i < (uint64_t)hot_pages; i++)
-			mem[perm[(e * (uint64_t)hot_pages + i) % npages] * ps + (e * 8) % ps] = (char)e, n++;
+			m[perm[(e * (uint64_t)hot_pages + i) % npages] * ps + (e * 8) % ps] = (char)e;
 		break;
 	default:
 		for (uint64_t p = 0; p < npages; p++)
-			mem[p * ps + (e * 8) % ps] = (char)e, n++;
+			m[p * ps + (e * 8) % ps] = (char)e;
 		break;
 	}
-	return n;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -99,95 +103,109 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static bool one_run(enum workload w, enum method m, struct run *out)
+static double median_of(double *v, long n)
 {
-	struct pt_tracker_opts o = { .sz = sizeof(o), .backend = PT_BACKEND_UFFD_WP,
-				     .flags = m == M_PLAIN || m == M_FULLCOPY ? 0 : PT_TRACK_ADAPTIVE };
-	struct pt_tracker_stats st = { .sz = sizeof(st) }, st0 = { .sz = sizeof(st0) };
-	double *t = calloc((size_t)epochs, sizeof(double));
-	double *c = calloc((size_t)epochs, sizeof(double));
-	struct pt_tracker *tr = NULL;
-	uint64_t rnd = 0x9e3779b97f4a7c15ull;
+	qsort(v, (size_t)n, sizeof(double), cmp_double);
+	return v[n / 2];
+}
+
+/* One epoch of method m; false on a failure (reported). */
+static bool one_epoch(enum workload w, enum method m, struct run *r, long e)
+{
+	double t0 = bench_now_ns(), t1 = 0;
+	const struct pt_range *rg;
+	size_t nr;
 	int ret;
 
-	if (!t || !c) {
-		free(t);
-		free(c);
-		return false;
+	write_epoch(mem[m], w, (uint64_t)e, &r->rnd);
+	if (m == M_FULLCOPY) {
+		memcpy(shadow, mem[m], npages * ps);
+	} else {
+		pt_uffd_hot_scan = m == M_RUNS ? PT_HOT_SCAN_RUNS :
+				   m == M_READ_FIRST ? PT_HOT_SCAN_READ_FIRST : PT_HOT_SCAN_AUTO;
+		t1 = bench_now_ns();
+		ret = pt_tracker_collect(r->tr, PT_COLLECT_RESET, &rg, &nr);
+		t1 = bench_now_ns() - t1;
+		pt_uffd_hot_scan = PT_HOT_SCAN_AUTO;
+		if (ret < 0) {
+			bench_failed("memfd", method_names[m], workload_names[w], "collect: %s",
+				     strerror(-ret));
+			return false;
+		}
+		for (size_t i = 0; i < nr; i++)
+			memcpy(shadow + rg[i].first * ps, mem[m] + rg[i].first * ps, rg[i].count * ps);
 	}
-	pt_uffd_hot_scan = m == M_RUNS ? PT_HOT_SCAN_RUNS :
-			   m == M_READ_FIRST ? PT_HOT_SCAN_READ_FIRST : PT_HOT_SCAN_AUTO;
-	if (m != M_FULLCOPY) {
-		ret = pt_tracker_open(&tr, mem, npages * ps, &o);
+	if (e == warm - 1 && r->tr)
+		pt_tracker_stats(r->tr, &r->st0);
+	if (e >= warm) {
+		r->t[e - warm] = (bench_now_ns() - t0) / 1e3;
+		r->c[e - warm] = t1 / 1e3;
+	}
+	return true;
+}
+
+/* One run of workload w, every method, epochs interleaved. */
+static bool one_run(enum workload w, struct run runs[M_N])
+{
+	bool ok = true;
+
+	for (int m = 0; m < M_N; m++) {
+		struct pt_tracker_opts o = { .sz = sizeof(o), .backend = PT_BACKEND_UFFD_WP,
+					     .flags = m == M_PLAIN ? 0 : PT_TRACK_ADAPTIVE };
+		int ret;
+
+		runs[m] = (struct run){ .rnd = 0x9e3779b97f4a7c15ull,
+					.st0 = { .sz = sizeof(struct pt_tracker_stats) } };
+		runs[m].t = calloc((size_t)epochs, sizeof(double));
+		runs[m].c = calloc((size_t)epochs, sizeof(double));
+		if (!runs[m].t || !runs[m].c) {
+			bench_failed("memfd", method_names[m], workload_names[w], "out of memory");
+			ok = false;
+			continue;
+		}
+		if (m == M_FULLCOPY)
+			continue;
+		ret = pt_tracker_open(&runs[m].tr, mem[m], npages * ps, &o);
 		if (ret) {
 			bench_failed("memfd", method_names[m], workload_names[w], "open: %s",
 				     strerror(-ret));
-			free(t);
-			free(c);
-			return false;
+			ok = false;
 		}
 	}
-	for (long e = 0; e < warm + epochs; e++) {
-		double t0 = bench_now_ns(), t1 = 0;
-		const struct pt_range *r;
-		size_t nr;
+	for (long e = 0; ok && e < warm + epochs; e++)
+		for (int i = 0; ok && i < M_N; i++) {
+			enum method m = (enum method)((e + i) % M_N);
 
-		write_epoch(w, (uint64_t)e, &rnd);
-		if (m == M_FULLCOPY) {
-			memcpy(shadow, mem, npages * ps);
-		} else {
-			t1 = bench_now_ns();
-			ret = pt_tracker_collect(tr, PT_COLLECT_RESET, &r, &nr);
-			t1 = bench_now_ns() - t1;
-			if (ret < 0) {
-				bench_failed("memfd", method_names[m], workload_names[w], "collect: %s",
-					     strerror(-ret));
-				pt_tracker_close(tr);
-				free(t);
-				free(c);
-				return false;
-			}
-			for (size_t i = 0; i < nr; i++)
-				memcpy(shadow + r[i].first * ps, mem + r[i].first * ps, r[i].count * ps);
+			ok = one_epoch(w, m, &runs[m], e);
 		}
-		if (e == warm - 1 || (!warm && !e && tr))
-			pt_tracker_stats(tr, &st0);
-		if (e >= warm) {
-			t[e - warm] = (bench_now_ns() - t0) / 1e3;
-			c[e - warm] = t1 / 1e3;
+	for (int m = 0; m < M_N; m++) {
+		struct run *r = &runs[m];
+
+		if (ok) {
+			r->epoch_us = median_of(r->t, epochs);
+			r->collect_us = median_of(r->c, epochs);
 		}
+		if (ok && r->tr) {
+			struct pt_tracker_stats st = { .sz = sizeof(st) };
+
+			pt_tracker_stats(r->tr, &st);
+			r->faults_per_epoch = (double)(st.faulted - r->st0.faulted) / (double)epochs;
+			r->fault_ns = (double)st.fault_ns;
+			r->copy_ns = (double)st.copy_ns;
+		}
+		pt_tracker_close(r->tr);
+		free(r->t);
+		free(r->c);
 	}
-	qsort(t, (size_t)epochs, sizeof(double), cmp_double);
-	qsort(c, (size_t)epochs, sizeof(double), cmp_double);
-	out->epoch_us = t[epochs / 2];
-	out->collect_us = c[epochs / 2];
-	out->faults_per_epoch = out->fault_ns = out->copy_ns = out->hot = 0;
-	if (tr) {
-		pt_tracker_stats(tr, &st);
-		out->faults_per_epoch = (double)(st.faulted - st0.faulted) / (double)epochs;
-		out->fault_ns = (double)st.fault_ns;
-		out->copy_ns = (double)st.copy_ns;
-		out->hot = (double)st.hot_pages;
-		pt_tracker_close(tr);
-	}
-	free(t);
-	free(c);
-	return true;
+	return ok;
 }
 
 int main(int argc, char **argv)
 {
-	struct bench_samples s[W_N][M_N], faults[W_N][M_N], collect[W_N][M_N], fault_ns, copy_ns;
-	static struct bench_samples vs_plain[W_N][M_N], vs_full[W_N][M_N];
-	double epoch_us[W_N][M_N];
+	static struct bench_samples s[W_N][M_N], faults[W_N][M_N], collect[W_N][M_N];
+	static struct bench_samples vs_plain[W_N][M_N], vs_full[W_N][M_N], fault_ns, copy_ns;
 	char why[256], note[320];
-	int fd;
 
-	memset(s, 0, sizeof(s));
-	memset(faults, 0, sizeof(faults));
-	memset(collect, 0, sizeof(collect));
-	memset(&fault_ns, 0, sizeof(fault_ns));
-	memset(&copy_ns, 0, sizeof(copy_ns));
 	bench_init(argc, argv, "adaptive", "plain vs adaptive tracking: writer's time per epoch",
 		   options);
 	if (pt_backend_probe(PT_BACKEND_UFFD_WP, why, sizeof(why))) {
@@ -198,15 +216,23 @@ int main(int argc, char **argv)
 	npages = (uint64_t)region_mib << 20 >> __builtin_ctzl(ps);
 	if ((uint64_t)hot_pages * 4 > npages)
 		hot_pages = (long)(npages / 4);
-	fd = memfd_create("bench-adaptive", MFD_CLOEXEC);
-	if (fd < 0 || ftruncate(fd, (off_t)(npages * ps)))
-		return bench_failed("memfd", "-", "-", "memfd: %s", strerror(errno)), bench_finish();
-	mem = mmap(NULL, npages * ps, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	for (int m = 0; m < M_N; m++) {
+		int fd = memfd_create("bench-adaptive", MFD_CLOEXEC);
+
+		if (fd < 0 || ftruncate(fd, (off_t)(npages * ps)))
+			return bench_failed("memfd", "-", "-", "memfd: %s", strerror(errno)),
+			       bench_finish();
+		mem[m] = mmap(NULL, npages * ps, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		close(fd);
+		if (mem[m] == MAP_FAILED)
+			return bench_failed("memfd", "-", "-", "mmap: %s", strerror(errno)),
+			       bench_finish();
+		memset(mem[m], 1, npages * ps);
+	}
 	shadow = mmap(NULL, npages * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	perm = malloc(npages * sizeof(*perm));
-	if (mem == MAP_FAILED || shadow == MAP_FAILED || !perm)
+	if (shadow == MAP_FAILED || !perm)
 		return bench_failed("memfd", "-", "-", "out of memory"), bench_finish();
-	memset(mem, 1, npages * ps);
 	memset(shadow, 1, npages * ps);
 	{
 		uint64_t rnd = 0xc2b2ae3d27d4eb4full;
@@ -225,28 +251,20 @@ int main(int argc, char **argv)
 	bench_param("epochs", (double)epochs);
 	for (int rep = 0; rep < bench_opts.reps; rep++) {
 		for (int w = 0; w < W_N; w++) {
-			for (int m = 0; m < M_N; m++) {
-				struct run r;
+			struct run r[M_N];
 
-				epoch_us[w][m] = 0;
-				if (!one_run((enum workload)w, (enum method)m, &r))
-					continue;
-				epoch_us[w][m] = r.epoch_us;
-				bench_add_sample(&s[w][m], r.epoch_us);
-				bench_add_sample(&faults[w][m], r.faults_per_epoch);
-				bench_add_sample(&collect[w][m], r.collect_us);
-				if (m == M_ADAPTIVE && r.fault_ns > 0) {
-					bench_add_sample(&fault_ns, r.fault_ns);
-					bench_add_sample(&copy_ns, r.copy_ns);
-				}
+			if (!one_run((enum workload)w, r))
+				continue;
+			for (int m = 0; m < M_N; m++) {
+				bench_add_sample(&s[w][m], r[m].epoch_us);
+				bench_add_sample(&faults[w][m], r[m].faults_per_epoch);
+				bench_add_sample(&collect[w][m], r[m].collect_us);
 			}
-			/* Against the baselines of the same rep. */
+			bench_add_sample(&fault_ns, r[M_ADAPTIVE].fault_ns);
+			bench_add_sample(&copy_ns, r[M_ADAPTIVE].copy_ns);
 			for (int m = M_ADAPTIVE; m < M_FULLCOPY; m++) {
-				if (epoch_us[w][m] > 0 && epoch_us[w][M_PLAIN] > 0)
-					bench_add_sample(&vs_plain[w][m], epoch_us[w][m] / epoch_us[w][M_PLAIN]);
-				if (epoch_us[w][m] > 0 && epoch_us[w][M_FULLCOPY] > 0)
-					bench_add_sample(&vs_full[w][m],
-							 epoch_us[w][m] / epoch_us[w][M_FULLCOPY]);
+				bench_add_sample(&vs_plain[w][m], r[m].epoch_us / r[M_PLAIN].epoch_us);
+				bench_add_sample(&vs_full[w][m], r[m].epoch_us / r[M_FULLCOPY].epoch_us);
 			}
 		}
 	}
@@ -264,12 +282,11 @@ int main(int argc, char **argv)
 		}
 	}
 	bench_section("ratio", "the same, over plain tracking's and over the full copy's of the "
-		      "same rep (the issue: fresh within 5% of plain, all no worse than the full "
+		      "same run (the issue: fresh within 5% of plain, all no worse than the full "
 		      "copy)", "x");
 	for (int w = 0; w < W_N; w++) {
 		for (int m = M_ADAPTIVE; m < M_FULLCOPY; m++) {
-			struct bench_row row = { .memory = "memfd", .method = method_names[m],
-						 .variant = workload_names[w] };
+			struct bench_row row = { .memory = "memfd", .method = method_names[m] };
 			char vp[64], vf[64];
 
 			snprintf(vp, sizeof(vp), "%s/plain", workload_names[w]);
