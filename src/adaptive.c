@@ -39,7 +39,10 @@
  * Cooling.  The tracker cannot see content.  A hot page is re-armed once
  * every `probation` collects (staggered by 64-page block, so each collect
  * re-arms a share of the hot set): if the next scan finds it written it
- * turns hot again at once, else it goes back to plain tracking.  A page
+ * turns hot again at once, else it goes back to plain tracking.  That scan
+ * looks at the probing pages without re-arming them (t->keep), so one
+ * written again is hot as its write left it: reported by this collect (the
+ * scan saw it), and by every later one (rule 1).  A page
  * that stays hot thus pays one fault per probation period instead of one
  * per epoch.  A caller that compares its copies can cool a page sooner
  * with pt_tracker_unchanged(): the page cools at the next collect, by rule
@@ -114,6 +117,8 @@ struct pt_adaptive {
 	uint64_t *cool_next;		/* pt_tracker_unchanged(), under t->mark_lock */
 	uint64_t *deferred;		/* pt_adaptive_swap_order: protect at the next collect */
 	bool any_cool_next, any_deferred;
+	bool any_probing;		/* probing may have a bit set */
+	bool kept;			/* this collect scanned probing without re-arming */
 	uint32_t *last_written;		/* the collect that last saw the cold page written */
 	uint8_t *streak;		/* collects in a row it was */
 	struct pt_ranges runs;		/* scratch: runs to protect or unprotect */
@@ -314,7 +319,12 @@ void pt_adaptive_before_collect(struct pt_tracker *t)
 				t->ops->protect(t, a->runs.v[i].first, a->runs.v[i].count);
 		a->any_deferred = false;
 	}
-	t->skip = t->stats.hot_pages ? a->hot : NULL;
+	/* The pages on probation are scanned without being re-armed: those
+	 * written again turn hot as they are, with no unprotect (which on
+	 * shared memory would leave them read-only: a second fault). */
+	a->kept = a->any_probing && a->hot_after;
+	t->keep = a->kept ? a->probing : NULL;
+	t->skip = t->stats.hot_pages || a->kept ? a->hot : NULL;
 }
 
 /*
@@ -340,6 +350,16 @@ static void count_written(struct pt_tracker *t, uint32_t n)
 				probes++;
 				written++;
 				a->streak[p] = 255;
+				a->last_written[p] = n;
+				if (a->kept) {
+					/* Scanned without a re-arm: its write left it
+					 * unprotected, as a hot page is (if a scan did
+					 * re-arm it, it is reported every collect and
+					 * its next write opens it). */
+					pt_bit_set(a->hot, p);
+					t->stats.hot_pages++;
+					continue;
+				}
 			} else if (a->last_written[p] == n - 1 && n > 1) {
 				a->streak[p] = a->streak[p] < 255 ? a->streak[p] + 1 : 255;
 			} else {
@@ -351,6 +371,7 @@ static void count_written(struct pt_tracker *t, uint32_t n)
 		}
 	}
 	/* Probing pages the scan did not report: cooled. */
+	a->any_probing = false;
 	for (uint64_t w = 0; w < a->words; w++) {
 		uint64_t c = (uint64_t)__builtin_popcountll(a->probing[w]);
 
@@ -431,6 +452,7 @@ static void pick_cooling(struct pt_tracker *t, uint32_t n)
 		c = (uint64_t)__builtin_popcountll(cool);
 		t->stats.unchanged += (uint64_t)__builtin_popcountll(told & cool);
 		a->probing[w] = cool;
+		a->any_probing |= cool != 0;
 		a->hot[w] &= ~cool;
 		t->stats.hot_pages -= c;
 		t->stats.probations += c;
@@ -536,7 +558,7 @@ void pt_adaptive_reset(struct pt_tracker *t)
 	memset(a->hot, 0, a->words * sizeof(uint64_t));
 	memset(a->probing, 0, a->words * sizeof(uint64_t));
 	memset(a->deferred, 0, a->words * sizeof(uint64_t));
-	a->any_deferred = false;
+	a->any_deferred = a->any_probing = false;
 	t->stats.hot_pages = 0;
 }
 

@@ -40,12 +40,19 @@ static inline void pt_bits_set(uint64_t *bm, uint64_t i, uint64_t end)
 	}
 }
 
-/* The first i' in [i, n) whose bit is set (want true) or clear (want
- * false), n if none: whole words at a time. */
-static inline uint64_t pt_bit_next(const uint64_t *bm, uint64_t i, uint64_t n, bool want)
+/* Word w of a | b (b may be NULL). */
+static inline uint64_t pt_bits_or(const uint64_t *a, const uint64_t *b, uint64_t w)
+{
+	return a[w] | (b ? b[w] : 0);
+}
+
+/* The first i' in [i, n) whose bit in a | b (b may be NULL) is set (want
+ * true) or clear (want false), n if none: whole words at a time. */
+static inline uint64_t pt_bit_next2(const uint64_t *a, const uint64_t *b, uint64_t i, uint64_t n,
+				    bool want)
 {
 	while (i < n) {
-		uint64_t w = want ? bm[i / 64] : ~bm[i / 64];
+		uint64_t w = want ? pt_bits_or(a, b, i / 64) : ~pt_bits_or(a, b, i / 64);
 
 		w &= ~0ull << (i % 64);
 		if (w) {
@@ -57,13 +64,18 @@ static inline uint64_t pt_bit_next(const uint64_t *bm, uint64_t i, uint64_t n, b
 	return n;
 }
 
-/* How many bits of [i, end) are set. */
-static inline uint64_t pt_bit_count(const uint64_t *bm, uint64_t i, uint64_t end)
+static inline uint64_t pt_bit_next(const uint64_t *bm, uint64_t i, uint64_t n, bool want)
+{
+	return pt_bit_next2(bm, NULL, i, n, want);
+}
+
+/* How many bits of [i, end) are set in a | b (b may be NULL). */
+static inline uint64_t pt_bit_count2(const uint64_t *a, const uint64_t *b, uint64_t i, uint64_t end)
 {
 	uint64_t n = 0;
 
 	while (i < end) {
-		uint64_t w = bm[i / 64] & (~0ull << (i % 64));
+		uint64_t w = pt_bits_or(a, b, i / 64) & (~0ull << (i % 64));
 
 		if (end < (i / 64 + 1) * 64)
 			w &= ~(~0ull << (end % 64));

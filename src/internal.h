@@ -58,7 +58,10 @@ struct pt_backend_ops {
 	 * t->skip set (a bitmap of pages, the hot ones) need not scan those
 	 * pages, and must not re-arm one without reporting it: it may report
 	 * skipped pages, and may re-arm some (reporting them) where a fault
-	 * (t->fault_ns, 0: unknown) costs less than the scan it saves.
+	 * (t->fault_ns, 0: unknown) costs less than the scan it saves.  The
+	 * pages in t->keep (NULL: none; set only with t->skip) must be
+	 * scanned, and should not be re-armed: the tracker makes those found
+	 * written hot again without unprotecting them.
 	 */
 	int (*protect)(struct pt_tracker *t, uint64_t first, uint64_t count);
 	int (*unprotect)(struct pt_tracker *t, uint64_t first, uint64_t count);
@@ -87,6 +90,7 @@ struct pt_tracker {
 	/* PT_TRACK_ADAPTIVE's per-page policy (adaptive.c), NULL: off. */
 	struct pt_adaptive *adaptive;
 	const uint64_t *skip;	/* hot pages collect() need not scan, see above */
+	const uint64_t *keep;	/* pages it should scan without re-arming */
 	uint64_t fault_ns;	/* adaptive: a fault's cost, as last measured */
 };
 

@@ -259,7 +259,7 @@ PT_EXPORT int pt_tracker_collect(struct pt_tracker *t, unsigned int flags,
 	if (t->adaptive && reset)
 		pt_adaptive_before_collect(t);
 	ret = t->ops->collect(t, reset);
-	t->skip = NULL;
+	t->skip = t->keep = NULL;
 	if (ret < 0)
 		return ret;
 	pthread_mutex_lock(&t->mark_lock);

@@ -67,8 +67,12 @@
  * policy's estimate) than the ioctl saved (ns per run): those hot pages
  * are re-armed and reported by that scan, and nothing is lost (they are
  * reported anyway, and their next write faults, which unprotects them
- * again).  tracker-adaptive proves all of it, for every memory kind, with
- * each way forced (pt_uffd_hot_scan, pt_uffd_merge_hot_always).
+ * again).  The pages on probation (t->keep) are scanned either way but
+ * never re-armed by the write-protecting scans: those written again turn
+ * hot as their write left them, with no unprotect, which on shared memory
+ * would cost one more fault (see uffd_unprotect()).  tracker-adaptive
+ * proves all of it, for every memory kind, with each way forced
+ * (pt_uffd_hot_scan, pt_uffd_merge_hot_always).
  *
  * Measured (bench/adaptive, 256 MiB memfd, 2 vCPU, 6.18, 2,464 scattered
  * hot pages): one ioctl per gap between hot pages cost ~2,400 scans per
@@ -523,34 +527,76 @@ static uint64_t estimate(uint64_t est, uint64_t sample)
 	return sample < est ? (est + sample) / 2 : (7 * est + sample) / 8;
 }
 
-/* One write-protecting scan per run of pages not in t->skip. */
-static int scan_runs(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out,
-		     uint64_t *runs)
+/*
+ * The runs of pages not in t->skip, each cut where t->keep starts or
+ * stops: fn(t, first, count, keep, arg) for each, in order.
+ */
+static int for_each_run(struct pt_tracker *t,
+			int (*fn)(struct pt_tracker *t, uint64_t first, uint64_t count, bool keep,
+				  void *arg),
+			void *arg)
 {
 	uint64_t p = pt_bit_next(t->skip, 0, t->npages, false);
 
-	*runs = 0;
 	while (p < t->npages) {
 		uint64_t end = pt_bit_next(t->skip, p, t->npages, true);
-		int ret = scan_span(t, arg, out, true, p, end - p);
 
-		if (ret)
-			return ret;
-		++*runs;
+		for (uint64_t q = p; q < end;) {
+			bool keep = t->keep && pt_bit_test(t->keep, q);
+			uint64_t stop = t->keep ? pt_bit_next(t->keep, q, end, !keep) : end;
+			int ret = fn(t, q, stop - q, keep, arg);
+
+			if (ret)
+				return ret;
+			q = stop;
+		}
 		p = pt_bit_next(t->skip, end, t->npages, false);
 	}
 	return 0;
+}
+
+static int count_run(struct pt_tracker *t, uint64_t first, uint64_t count, bool keep, void *arg)
+{
+	(void)t;
+	(void)first;
+	(void)count;
+	(void)keep;
+	++*(uint64_t *)arg;
+	return 0;
+}
+
+struct runs_scan {
+	struct pm_scan_arg *arg;	/* write-protecting */
+	struct pm_scan_arg read;	/* the same, read-only */
+	struct pt_ranges *out;
+};
+
+static int scan_run(struct pt_tracker *t, uint64_t first, uint64_t count, bool keep, void *arg)
+{
+	struct runs_scan *rs = arg;
+
+	return scan_span(t, keep ? &rs->read : rs->arg, rs->out, !keep, first, count);
+}
+
+/* A scan per run of pages not in t->skip: read-only over t->keep, else
+ * write-protecting. */
+static int scan_runs(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out)
+{
+	struct runs_scan rs = { .arg = arg, .read = *arg, .out = out };
+
+	rs.read.flags &= ~(uint64_t)PM_SCAN_WP_MATCHING;
+	return for_each_run(t, scan_run, &rs);
 }
 
 bool pt_uffd_merge_hot_always;
 
 /*
  * A read-only scan of the whole range into s->seen, then a write-protecting
- * scan of each cluster of the written pages not in t->skip, into out; out
- * then becomes the union of both (hot pages included: the tracker reports
- * them anyway).  Two clusters are one when the hot pages between them
- * would cost less in faults than a scan (the hot pages a scan spans are
- * re-armed; see the top of this file).
+ * scan of each cluster of the written pages in neither t->skip nor t->keep,
+ * into out; out then becomes the union of both (hot pages included: the
+ * tracker reports them anyway).  Two clusters are one when the skipped and
+ * kept pages between them would cost less in faults than a scan (a scan
+ * re-arms those it spans; see the top of this file).
  */
 static int scan_read_first(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out)
 {
@@ -573,12 +619,12 @@ static int scan_read_first(struct pt_tracker *t, struct pm_scan_arg *arg, struct
 		return ret;
 	for (size_t i = 0; i < s->seen.nr; i++) {
 		uint64_t stop = s->seen.v[i].first + s->seen.v[i].count;
-		uint64_t p = pt_bit_next(t->skip, s->seen.v[i].first, stop, false);
+		uint64_t p = pt_bit_next2(t->skip, t->keep, s->seen.v[i].first, stop, false);
 
 		while (p < stop) {
-			uint64_t q = pt_bit_next(t->skip, p, stop, true);
+			uint64_t q = pt_bit_next2(t->skip, t->keep, p, stop, true);
 
-			if (open && pt_bit_count(t->skip, end, p) <= merge_hot) {
+			if (open && pt_bit_count2(t->skip, t->keep, end, p) <= merge_hot) {
 				end = q;
 			} else {
 				if (open) {
@@ -590,7 +636,7 @@ static int scan_read_first(struct pt_tracker *t, struct pm_scan_arg *arg, struct
 				end = q;
 				open = true;
 			}
-			p = pt_bit_next(t->skip, q, stop, false);
+			p = pt_bit_next2(t->skip, t->keep, q, stop, false);
 		}
 	}
 	if (open) {
@@ -619,14 +665,11 @@ enum pt_hot_scan pt_uffd_hot_scan;
 static int scan_hot(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out)
 {
 	struct uffd_state *s = t->priv;
-	uint64_t runs = 0, t0, p;
+	uint64_t runs = 0, t0;
 	bool by_runs;
 	int ret;
 
-	/* The runs of cold pages, counted without a scan. */
-	for (p = pt_bit_next(t->skip, 0, t->npages, false); p < t->npages;
-	     p = pt_bit_next(t->skip, pt_bit_next(t->skip, p, t->npages, true), t->npages, false))
-		runs++;
+	for_each_run(t, count_run, &runs);
 	if (pt_uffd_hot_scan != PT_HOT_SCAN_AUTO)
 		by_runs = pt_uffd_hot_scan == PT_HOT_SCAN_RUNS;
 	else if (!s->run_ns || !s->read_first_ns)
@@ -637,7 +680,7 @@ static int scan_hot(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ran
 		by_runs = runs * s->run_ns <= s->read_first_ns;
 	t0 = now_ns();
 	if (by_runs) {
-		ret = scan_runs(t, arg, out, &runs);
+		ret = scan_runs(t, arg, out);
 		if (!ret && runs)
 			s->run_ns = estimate(s->run_ns, (now_ns() - t0) / runs);
 	} else {

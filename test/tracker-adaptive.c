@@ -18,6 +18,8 @@
  *    telling the tracker which copied pages were unchanged; at checkpoints
  *    (writers paused right after a racing collect) and at the end one more
  *    collect and copy must make the shadow equal to the memory.
+ *  - probation: a cooled page is protected before its collect returns;
+ *    written again, the next collect makes it hot without re-arming it.
  *  - a scan over a hot page: what a write-protecting scan does to an
  *    unprotected (hot) page, seen in the page tables with a read-only
  *    PAGEMAP_SCAN of the test's own: it re-arms it (and the collect
@@ -575,6 +577,77 @@ static bool scan_over_hot_cell(struct t_mem *m, char *why, size_t why_len)
 	return true;
 }
 
+/*
+ * A hot page's probation: the collect that cools it protects it; written
+ * again, the next collect reports it and makes it hot again without
+ * re-arming it (the page tables still say unprotected after that collect),
+ * and the write after that is reported.
+ */
+static bool probation_cell(struct t_mem *m, char *why, size_t why_len)
+{
+	size_t ps = t_page_size(), len = 64 * ps;
+	struct pt_tracker_stats st = { .sz = sizeof(st) };
+	uint8_t *mem = (uint8_t *)m->addr, *shadow = malloc(len), map[64];
+	struct pt_tracker *t = NULL;
+	bool ok = false, cooled = false;
+	int ret, w;
+
+	if (!shadow) {
+		snprintf(why, why_len, "out of memory");
+		return false;
+	}
+	/* Hot after 1, probation every 4 collects: page 5 (block 0) is due at
+	 * collects 4, 8, ... */
+	ret = open_adaptive(&t, PT_BACKEND_UFFD_WP, mem, len, 1, 4);
+	if (ret) {
+		snprintf(why, why_len, "open: %s", strerror(-ret));
+		goto out;
+	}
+	memcpy(shadow, mem, len);
+	for (int n = 1; n <= 12 && !ok; n++) {
+		mem[5 * ps + (size_t)n] = (uint8_t)n;
+		if (collect_copy(t, shadow, mem, 64, map, false, why, why_len) < 0)
+			goto out;
+		pt_tracker_stats(t, &st);
+		w = kernel_written(mem, len, 5, why, why_len);
+		if (w < 0 || !map[5]) {
+			if (w >= 0)
+				snprintf(why, why_len, "collect %d: page 5 written, not reported", n);
+			goto out;
+		}
+		if (st.hot_pages == 0) {
+			/* This collect cooled it: protected before it returned. */
+			if (w) {
+				snprintf(why, why_len, "collect %d cooled page 5 but left it unprotected", n);
+				goto out;
+			}
+			cooled = true;
+		} else if (cooled) {
+			/* Written while on probation: hot again, not re-armed. */
+			if (!w) {
+				snprintf(why, why_len, "collect %d: page 5 hot again but re-armed", n);
+				goto out;
+			}
+			ok = true;
+		}
+	}
+	if (!ok) {
+		snprintf(why, why_len, "page 5 never went through a probation (cooled %d)", cooled);
+		goto out;
+	}
+	mem[5 * ps + 100] = 99;
+	ok = collect_copy(t, shadow, mem, 64, map, false, why, why_len) >= 0 &&
+	     shadow_equal(shadow, mem, len, "after the probation", why, why_len);
+	if (ok && !map[5]) {
+		snprintf(why, why_len, "the write after the probation was not reported");
+		ok = false;
+	}
+out:
+	pt_tracker_close(t);
+	free(shadow);
+	return ok;
+}
+
 /* ---- protect, then copy --------------------------------------------------- */
 
 /*
@@ -984,6 +1057,7 @@ int main(void)
 		{ "converge", converge_cell, 0x2 | 0x8, ~0u },
 		{ "converge", converge_cell, 0x1 | 0x4, 1u << T_MEM_ANON | 1u << T_MEM_MEMFD },
 		{ "a scan over a hot page", scan_over_hot_cell, 0x1, ~0u },
+		{ "probation", probation_cell, 0x2 | 0x4, 1u << T_MEM_ANON | 1u << T_MEM_MEMFD },
 	};
 	static const struct t_cell once[] = {
 		{ "arguments", arguments_cell },
