@@ -128,14 +128,6 @@ struct pt_adaptive {
 	uint64_t recent_probes, recent_written;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 void pt_adaptive_free(struct pt_adaptive *a)
 {
 	if (!a)
@@ -171,7 +163,7 @@ static void choose_knobs(struct pt_tracker *t)
 {
 	struct pt_adaptive *a = t->adaptive;
 	double ratio = (double)a->fault_ns / (double)a->copy_ns;
-	unsigned int probation = round_up_pow2((uint64_t)(32 * ratio + 1));
+	unsigned int probation = round_up_pow2((uint64_t)(32 * ratio));
 
 	if (probation < PROBATION_MIN)
 		probation = PROBATION_MIN;
@@ -217,11 +209,11 @@ static int copy_cost(size_t ps, uint64_t *copy_ns)
 	b = a + len;
 	memset(a, 1, 2 * len);
 	for (int round = 0; round < 3; round++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = pt_now_ns();
 
 		memcpy(b, a, len);
 		__asm__ __volatile__("" : : "r"(b) : "memory");
-		t0 = now_ns() - t0;
+		t0 = pt_now_ns() - t0;
 		if (t0 < best)
 			best = t0;
 	}
@@ -270,7 +262,7 @@ int pt_adaptive_open(struct pt_tracker *t, const struct pt_tracker_opts *o)
 	a->pause_budget_ns = o->pause_budget_us ? (uint64_t)o->pause_budget_us * 1000 :
 			     DEFAULT_BUDGET_NS;
 	a->fault_ns_open = fault_ns;
-	a->next_sample_ns = now_ns() + SAMPLE_EVERY_NS;
+	a->next_sample_ns = pt_now_ns() + SAMPLE_EVERY_NS;
 	t->adaptive = a;
 	add_sample(t, fault_ns);
 	t->stats.adaptive = 1;
@@ -538,7 +530,7 @@ void pt_adaptive_after_collect(struct pt_tracker *t, bool reset)
 void pt_adaptive_watch(struct pt_tracker *t)
 {
 	struct pt_adaptive *a = t->adaptive;
-	uint64_t now = now_ns(), fault_ns;
+	uint64_t now = pt_now_ns(), fault_ns;
 
 	if (now < a->next_sample_ns)
 		return;

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <pthread.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "pagetrack.h"
 
@@ -161,6 +162,15 @@ bool pt_mprotect_overlaps(uintptr_t start, size_t len);
 
 /* Is [start, start + len) mapped readable and writable?  0, -EFAULT. */
 int pt_range_writable(uintptr_t start, size_t len);
+
+/* CLOCK_MONOTONIC in ns, for timing the costs adaptive tracking weighs. */
+static inline uint64_t pt_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 /* Kernel version as major * 65536 + minor * 256 + patch (0 if unknown). */
 unsigned int pt_kernel_version(void);

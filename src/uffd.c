@@ -506,14 +506,6 @@ static int ranges_union(const struct pt_ranges *a, const struct pt_ranges *b, st
 	return 0;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /*
  * A moving estimate of what a way of scanning costs: a sample below it
  * weighs a half, one above an eighth.  Other work on the machine only
@@ -678,15 +670,15 @@ static int scan_hot(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ran
 		by_runs = runs * s->run_ns > s->read_first_ns;	/* the other one */
 	else
 		by_runs = runs * s->run_ns <= s->read_first_ns;
-	t0 = now_ns();
+	t0 = pt_now_ns();
 	if (by_runs) {
 		ret = scan_runs(t, arg, out);
 		if (!ret && runs)
-			s->run_ns = estimate(s->run_ns, (now_ns() - t0) / runs);
+			s->run_ns = estimate(s->run_ns, (pt_now_ns() - t0) / runs);
 	} else {
 		ret = scan_read_first(t, arg, out);
 		if (!ret)
-			s->read_first_ns = estimate(s->read_first_ns, now_ns() - t0);
+			s->read_first_ns = estimate(s->read_first_ns, pt_now_ns() - t0);
 	}
 	return ret;
 }
@@ -924,10 +916,10 @@ static int uffd_fault_cost(struct pt_tracker *t, unsigned int rounds, unsigned i
 
 		if (ret)
 			return ret;
-		t0 = now_ns();
+		t0 = pt_now_ns();
 		for (size_t i = 0; i < pages; i++)
 			((volatile char *)s->scratch)[i * ps] = (char)round;
-		t0 = now_ns() - t0;
+		t0 = pt_now_ns() - t0;
 		if (t0 < best)
 			best = t0;
 	}
