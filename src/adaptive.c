@@ -42,13 +42,13 @@
  * turns hot again at once, else it goes back to plain tracking.  That scan
  * looks at the probing pages without re-arming them (t->keep), so one
  * written again is hot as its write left it: reported by this collect (the
- * scan saw it), and by every later one (rule 1).  A page
- * that stays hot thus pays one fault per probation period instead of one
- * per epoch.  A caller that compares its copies can cool a page sooner
- * with pt_tracker_unchanged(): the page cools at the next collect, by rule
- * 2.  (The region layer does not: its staged copy of a page's previous
- * epoch is in a ring that may have been recycled, and comparing would read
- * every hot page twice on the writer's pause.)
+ * scan saw it), and by every later one (rule 1).  A page that stays hot
+ * thus pays one fault per probation period instead of one per epoch.  A
+ * caller that compares its copies can cool a page sooner with
+ * pt_tracker_unchanged(): the page cools at the next collect, by rule 2.
+ * (The region layer does not: its staged copy of a page's previous epoch
+ * is in a ring that may have been recycled, and comparing would read every
+ * hot page twice on the writer's pause.)
  *
  * Cost model (choose_knobs()).  A fault of the backend is timed at open on
  * scratch memory and again about once a second while collects run (the
