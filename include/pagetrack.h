@@ -117,13 +117,14 @@ struct pt_tracker_opts {
  * (pt_tracker_stats() shows both).  With hot_after and probation at 0,
  * the dearer the fault against a copy, the sooner a page turns hot (2
  * collects at 8 copies or more, 3 at 2, 4 at 1/2) and the rarer its
- * probation (32 x fault / copy, a power of two, 8-512); when a fault
+ * probation (64 x fault / copy, a power of two, 8-1024); when a fault
  * costs less than half a copy no page turns hot and hot pages cool.  When
  * the hot pages the recent probations found unwritten would cost more
  * than pause_budget_us to copy per collect, probation drops to 8 (also
- * from a longer probation of the caller's) until they have cooled.  When every page is hot a collect reports the whole
- * range: a full copy, never more.  PAGETRACK_ADAPTIVE=1 in the
- * environment sets the flag for every tracker (=0 clears it).
+ * from a longer probation of the caller's) until they have cooled.  When
+ * every page is hot a collect reports the whole range: a full copy, never
+ * more.  PAGETRACK_ADAPTIVE=1 in the environment sets the flag for every
+ * tracker (=0 clears it).
  *
  * uffd-wp only.  The other backends ignore the flag and track every page
  * (pt_tracker_stats() says adaptive 0): it changes what tracking costs,
@@ -777,7 +778,8 @@ struct pt_region_stats {
 	int adaptive;			/* 1: PT_REGION_ADAPTIVE in effect (uffd-wp) */
 	uint64_t fault_ns;		/* adaptive: a write-protect fault as last
 					 * measured (0: not measured) */
-	uint64_t faulted;		/* pages the tracker saw written (a fault each) */
+	uint64_t faulted;		/* pages the tracker saw written (uffd-wp,
+					 * mprotect: a fault each) */
 	uint64_t hot_pages;		/* adaptive: pages hot now */
 	uint64_t hot_reports;		/* adaptive: pages copied because hot */
 	uint64_t faults_avoided;	/* adaptive, estimate: of those, written */

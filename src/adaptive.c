@@ -60,8 +60,8 @@
  * dearer the fault (2 at fault >= 8 copies, 3 at >= 2, 4 at >= 1/2; below
  * that no page turns hot, and hot pages cool at their next probation).
  * Probation: a still-hot page pays fault / probation per epoch, so the
- * period is 32 x fault / copy rounded up to a power of two, 8 to 512, which
- * keeps probation faults at most about 1/32 of the hot set's copy time:
+ * period is 64 x fault / copy rounded up to a power of two, 8 to 1024, which
+ * keeps probation faults at most about 1/64 of the hot set's copy time:
  * when every page is hot a collect reports the whole range, a full copy,
  * and the probations make it at most a few percent dearer than copying
  * everything (bench/adaptive, "all").  The price of a long period is paid
@@ -94,7 +94,7 @@ bool pt_adaptive_swap_order;
 #define RUN_PAGES		16
 #define COPY_PAGES		256
 #define PROBATION_MIN		8
-#define PROBATION_MAX		512
+#define PROBATION_MAX		1024
 #define DEFAULT_BUDGET_NS	100000		/* pause_budget_us 0: 100 us */
 
 struct pt_adaptive {
@@ -163,7 +163,7 @@ static void choose_knobs(struct pt_tracker *t)
 {
 	struct pt_adaptive *a = t->adaptive;
 	double ratio = (double)a->fault_ns / (double)a->copy_ns;
-	unsigned int probation = round_up_pow2((uint64_t)(32 * ratio));
+	unsigned int probation = round_up_pow2((uint64_t)(64 * ratio));
 
 	if (probation < PROBATION_MIN)
 		probation = PROBATION_MIN;

@@ -16,9 +16,10 @@
  * the very same commands first, so the difference is what the write-protect
  * faults cost the engine's own thread; and a third copy, tracked with
  * PT_TRACK_ADAPTIVE, gets them too: the faults it leaves, the pages it
- * reports (the hot ones whether written or not), and its matching time.  Last, the distinct pages over all
- * the counted epochs: what applying them together (a checkpoint of a
- * second's epochs, a replica catching up) needs to write at the least.
+ * reports (the hot ones whether written or not), and its matching time.
+ * Last, the distinct pages over all the counted epochs: what applying them
+ * together (a checkpoint of a second's epochs, a replica catching up)
+ * needs to write at the least.
  *
  * Deterministic (a fixed seed): figures from two layouts are comparable on
  * a noisy machine where the end-to-end benchmark is not.
