@@ -244,13 +244,14 @@ struct pt_follower;
  * its epoch is the follower's position: the follower finds the stream
  * sequence of the next epoch.  If not, the region is created when the first
  * epoch (which must be epoch 1) has been received and checked, with the
- * stream's history, size and PT_DURABLE_ON_SYNC.  When the stream no
- * longer holds the standby's next epoch (trimmed by its limits, or a new
- * follower on a stream that no longer starts at epoch 1), the follower's
- * first run catches up from the publisher's snapshot: only the pages whose
- * generation is above the standby's epoch travel, each checked, installed
- * by pt_region_jump(); then it goes on from the stream.  opts->progress
- * sees the pages done and total.
+ * stream's history and size.  The standby runs PT_DURABLE_NONE: the
+ * follower makes its epochs durable itself, in batches (pt_follower_run).
+ * When the stream no longer holds the standby's next epoch (trimmed by its
+ * limits, or a new follower on a stream that no longer starts at epoch 1),
+ * the follower's first run catches up from the publisher's snapshot: only
+ * the pages whose generation is above the standby's epoch travel, each
+ * checked, installed by pt_region_jump(); then it goes on from the stream.
+ * opts->progress sees the pages done and total.
  *
  * Returns 0 and *out, or:
  *  -EINVAL, -ECONNREFUSED, -EACCES, -ENOTSUP  as for pt_publisher_open()
@@ -271,7 +272,16 @@ int pt_follower_open(struct pt_follower **out, const char *dir, const struct pt_
  * its last part is checked and the record they make (pt_delta_chain) has
  * the stream's chain; the standby's record must then have it too.
  *
- * Returns the number of epochs applied (>= 0), or -errno:
+ * Durability in batches: the epochs applied are made durable together (one
+ * fdatasync) as soon as no further message is waiting, and while messages
+ * keep coming at least every 256 epochs, 16 MiB of pages or 20 ms.  Before
+ * it returns, whatever it returns, every epoch it applied is durable: its
+ * count and stats.epoch only ever name durable epochs.  A follower killed
+ * in between loses at most the epochs applied since the last sync (the
+ * standby recovers whole records only), never one it reported, and goes on
+ * from the standby's epoch when opened again.
+ *
+ * Returns the number of epochs applied, all durable (>= 0), or -errno:
  *  -EAGAIN       the connection or the consumer failed: call again, it
  *                resumes after the standby's epoch; or the stream no longer
  *                holds the standby's next epoch and the snapshot does not
@@ -294,7 +304,9 @@ int pt_follower_open(struct pt_follower **out, const char *dir, const struct pt_
  *                were written (a bug: the standby holds that epoch; stop and
  *                investigate);
  *  -EINVAL       timeout_ms negative and not -1;
- *  the errors of pt_region_create(), pt_region_sync(), pt_region_jump().
+ *  the errors of pt_region_create(), pt_region_sync(), pt_region_jump()
+ *                and of making the epochs durable (pt_region_wait: -ENOSPC,
+ *                -EIO...).
  * pt_net_last_error() names the stream sequence.  Errors other than -EAGAIN
  * are kept: the follower stops, and later calls return them again.
  */
@@ -303,7 +315,7 @@ int pt_follower_run(struct pt_follower *f, int timeout_ms);
 struct pt_follower_stats {
 	size_t sz;			/* sizeof(struct pt_follower_stats), set by the caller */
 	uint64_t history_id;		/* 0 until known */
-	pt_epoch_t epoch;		/* the standby's epoch */
+	pt_epoch_t epoch;		/* the standby's epoch, durable */
 	uint64_t stream_seq;		/* sequence of the last message used */
 	uint64_t pending;		/* messages the stream holds after it (as of the
 					 * last message received) */
@@ -312,8 +324,9 @@ struct pt_follower_stats {
 	uint64_t pages;
 	uint64_t bytes_raw;		/* pages * page size */
 	uint64_t bytes_wire;		/* message bytes */
-	int64_t lag_ms;			/* now minus the publisher's clock when it sent the
-					 * last applied epoch (clocks of two hosts: rough) */
+	int64_t lag_ms;			/* when `epoch` became durable, minus the
+					 * publisher's clock when it sent it (clocks of
+					 * two hosts: rough) */
 	uint64_t retries;		/* runs that failed with -EAGAIN and resumed */
 	int last_error;
 	char stream[64];
@@ -322,6 +335,8 @@ struct pt_follower_stats {
 	uint64_t snapshot_pages;	/* pages they transferred (only newer ones) */
 	uint64_t snapshot_bytes;	/* bytes they read from the bucket */
 	pt_epoch_t snapshot_from, snapshot_to;	/* the last one's epochs */
+	uint64_t syncs;			/* fdatasyncs of the standby the follower asked
+					 * for: epochs / syncs is its batching */
 };
 
 /* Fill *st; returns 0 or -EINVAL. */

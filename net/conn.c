@@ -183,8 +183,10 @@ int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in, enum pt_n
 
 struct pt_region_opts net_standby_opts(const struct pt_net_opts *o, uint64_t history)
 {
+	/* PT_DURABLE_NONE: the follower makes its epochs durable itself, in
+	 * batches (follower.c). */
 	return (struct pt_region_opts){
-		.sz = sizeof(struct pt_region_opts), .durability = PT_DURABLE_ON_SYNC,
+		.sz = sizeof(struct pt_region_opts), .durability = PT_DURABLE_NONE,
 		.history_id = history, .retain_bytes = o->standby_retain_bytes,
 		.segment_bytes = o->standby_segment_bytes,
 	};

@@ -41,8 +41,9 @@ int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in, enum pt_n
 
 /*
  * The options of a follower's standby region, wherever it is created or
- * reopened (follower.c, snapshot.c): durable on each sync, the options'
- * standby sizes, and history (0 when reopening: the region's own).
+ * reopened (follower.c, snapshot.c): PT_DURABLE_NONE (the follower makes
+ * its epochs durable itself, in batches), the options' standby sizes, and
+ * history (0 when reopening: the region's own).
  */
 struct pt_region_opts net_standby_opts(const struct pt_net_opts *o, uint64_t history);
 

@@ -20,6 +20,22 @@
  * an error naming its stream sequence; the standby stays at its last good
  * epoch.
  *
+ * Durability in batches.  The standby runs PT_DURABLE_NONE: pt_region_sync()
+ * returns once the epoch is queued, and the follower asks for the fdatasync
+ * itself (pt_region_wait PT_LEVEL_DURABLE, one fdatasync for every epoch
+ * queued before it): at once when no further message is waiting (a paced
+ * writer's epochs are each durable as soon as they can be), and while
+ * messages keep coming (a catch-up, a fast writer) every BATCH_EPOCHS
+ * epochs, BATCH_BYTES of pages or BATCH_MS, without waiting: the log thread
+ * syncs while the next epochs are applied.  pt_follower_run() waits for
+ * the last one before it returns, whatever it returns, so every epoch it
+ * reports (its count, stats.epoch) is durable.  The standby's record of an
+ * epoch is whole or absent (checksummed, recovery stops before a torn one),
+ * so a follower killed between two syncs reopens at an epoch at or after
+ * the last one reported, never inside one, and goes on from there.  The
+ * end-to-end check (the standby's record has the stream's chain) is made at
+ * each wait: a record's chain covers every record before it.
+ *
  * Position.  The standby's epoch E is the position; the stream sequence
  * of E+1's first part is found by a binary search over js_GetMsg (epochs
  * never decrease along a well-formed stream; every answer is checked when
@@ -45,6 +61,12 @@
 #include "term.h"
 #include "wire.h"
 
+/* While messages keep coming, ask for an fdatasync after this many epochs,
+ * bytes of pages, or milliseconds since the oldest epoch not yet durable. */
+#define BATCH_EPOCHS	256
+#define BATCH_BYTES	(16u << 20)
+#define BATCH_MS	20
+
 struct pt_follower {
 	struct pt_net_opts opts;
 	char dir[PATH_MAX];
@@ -53,13 +75,21 @@ struct pt_follower {
 	natsSubscription *sub;
 	struct pt_region *standby;	/* NULL until the first epoch (a new directory) */
 	uint64_t history;		/* 0: not known yet */
-	uint64_t epoch, chain;		/* the standby's */
+	uint64_t epoch, chain;		/* the standby's: the last epoch applied */
 	uint64_t next_seq;		/* where epoch + 1 starts in the stream */
 	int fatal;
 	bool need_snapshot;		/* the stream lacks epoch + 1: see gap */
 	struct snap_gap gap;
 	uint64_t term;			/* the newest term marker's, 0: none seen */
 	struct net_lease *lease;	/* the writer's lease, watched or held (promote.c) */
+
+	/* Durability (see the top of the file). */
+	uint64_t durable;		/* the standby's epochs up to here are durable */
+	uint64_t undurable_seq;		/* the stream sequence that starts epoch durable + 1 */
+	uint64_t sent_ns;		/* the publisher's clock for epoch `epoch` */
+	uint32_t batch_epochs;		/* applied since the last fdatasync asked for */
+	uint64_t batch_bytes;
+	uint64_t batch_start_ms;
 
 	/* The epoch being received. */
 	bool assembling;
@@ -138,7 +168,72 @@ static int check_chain(struct pt_follower *f, uint64_t seq)
 	return 0;
 }
 
-/* Write the received epoch into the standby and sync it.  1 or fatal. */
+/*
+ * Wait until every applied epoch is durable, then check that the standby's
+ * newest record has the chain the stream gave for it (the end-to-end check;
+ * it covers every record before it).  0 or fatal.
+ */
+static int make_durable(struct pt_follower *f)
+{
+	pt_epoch_t epoch;
+	uint64_t chain;
+	int err;
+
+	if (!f->standby || f->durable == f->epoch)
+		return 0;
+	err = pt_region_wait(f->standby, (pt_epoch_t)f->epoch, PT_LEVEL_DURABLE, -1);
+	if (err)
+		return f->fatal = net_fail(err, "%s: making epochs %llu-%llu durable (stream %s "
+					   "sequences %llu-%llu): %s", f->dir,
+					   (unsigned long long)f->durable + 1,
+					   (unsigned long long)f->epoch, f->stream,
+					   (unsigned long long)f->undurable_seq,
+					   (unsigned long long)f->next_seq - 1, pt_strerror(err));
+	if (pt_region_chain(f->standby, &epoch, &chain) || (uint64_t)epoch != f->epoch ||
+	    chain != f->chain)
+		return f->fatal = net_fail(-ENOTRECOVERABLE, "stream %s sequences %llu-%llu: the "
+					   "standby's epoch %lld has chain %016llx, the stream's "
+					   "epoch %llu has chain %016llx: %s no longer matches the "
+					   "source", f->stream, (unsigned long long)f->undurable_seq,
+					   (unsigned long long)f->next_seq - 1, (long long)epoch,
+					   (unsigned long long)chain, (unsigned long long)f->epoch,
+					   (unsigned long long)f->chain, f->dir);
+	f->durable = f->epoch;
+	f->batch_epochs = 0;
+	f->batch_bytes = 0;
+	f->st.epoch = (pt_epoch_t)f->durable;
+	f->st.syncs++;
+	f->st.lag_ms = (int64_t)(net_now_ns() - f->sent_ns) / 1000000;
+	return 0;
+}
+
+/*
+ * An epoch was applied.  More messages waiting: ask for an fdatasync
+ * without waiting once the batch is full (the log thread syncs while the
+ * next epochs are applied).  None: make the epochs durable now.  0 or fatal.
+ */
+static int after_apply(struct pt_follower *f, bool more)
+{
+	int err;
+
+	if (!more)
+		return make_durable(f);
+	if (f->batch_epochs < BATCH_EPOCHS && f->batch_bytes < BATCH_BYTES &&
+	    net_mono_ms() - f->batch_start_ms < BATCH_MS)
+		return 0;
+	err = pt_region_wait(f->standby, (pt_epoch_t)f->epoch, PT_LEVEL_DURABLE, 0);
+	if (err && err != -ETIMEDOUT)
+		return f->fatal = net_fail(err, "%s: making epochs up to %llu durable (stream %s "
+					   "sequence %llu): %s", f->dir,
+					   (unsigned long long)f->epoch, f->stream,
+					   (unsigned long long)f->next_seq - 1, pt_strerror(err));
+	f->batch_epochs = 0;
+	f->batch_bytes = 0;
+	f->st.syncs++;
+	return 0;
+}
+
+/* Write the received epoch into the standby and queue its record.  1 or fatal. */
 static int apply(struct pt_follower *f, uint64_t seq)
 {
 	const struct wire_header *h = &f->first;
@@ -170,23 +265,26 @@ static int apply(struct pt_follower *f, uint64_t seq)
 		return f->fatal = net_fail((int)e, "%s: syncing epoch %llu (stream %s sequence "
 					   "%llu): %s", f->dir, (unsigned long long)h->epoch,
 					   f->stream, (unsigned long long)seq, pt_strerror((int)e));
-	if (pt_region_chain(f->standby, &epoch, &chain) || (uint64_t)e != h->epoch ||
-	    (uint64_t)epoch != h->epoch || chain != h->chain)
+	if ((uint64_t)e != h->epoch)
 		return f->fatal = net_fail(-ENOTRECOVERABLE, "stream %s sequence %llu: the "
-					   "standby made epoch %lld with chain %016llx, the stream's "
-					   "epoch %llu has chain %016llx: %s no longer matches the "
-					   "source", f->stream, (unsigned long long)seq, (long long)e,
-					   (unsigned long long)chain, (unsigned long long)h->epoch,
-					   (unsigned long long)h->chain, f->dir);
-	f->epoch = epoch;
-	f->chain = chain;
+					   "standby made epoch %lld for the stream's epoch %llu: %s "
+					   "no longer matches the source", f->stream,
+					   (unsigned long long)seq, (long long)e,
+					   (unsigned long long)h->epoch, f->dir);
+	if (f->durable == f->epoch)
+		f->undurable_seq = f->first_seq;
+	if (!f->batch_epochs)
+		f->batch_start_ms = net_mono_ms();
+	f->batch_epochs++;
+	f->batch_bytes += (uint64_t)f->got * ps;
+	f->epoch = h->epoch;
+	f->chain = h->chain;	/* check_chain() computed it from the pages */
+	f->sent_ns = h->sent_ns;
 	f->next_seq = seq + 1;
 	f->assembling = false;
-	f->st.epoch = epoch;
 	f->st.epochs++;
 	f->st.pages += f->got;
 	f->st.bytes_raw += (uint64_t)f->got * ps;
-	f->st.lag_ms = (int64_t)(net_now_ns() - h->sent_ns) / 1000000;
 	return 1;
 }
 
@@ -509,6 +607,7 @@ static int from_snapshot(struct pt_follower *f)
 	}
 	pt_region_chain(f->standby, &epoch, &f->chain);
 	f->epoch = (uint64_t)epoch;	/* >= 1: the snapshot's */
+	f->durable = f->epoch;		/* pt_region_jump() made it durable */
 	f->history = pt_region_history(f->standby);
 	f->st.epoch = epoch;
 	f->st.history_id = f->history;
@@ -559,6 +658,7 @@ PT_EXPORT int pt_follower_open(struct pt_follower **out, const char *dir,
 		}
 		pt_region_chain(f->standby, &epoch, &f->chain);
 		f->epoch = (uint64_t)epoch;	/* >= 0: an epoch, not an error */
+		f->durable = f->epoch;		/* recovery made what it found durable */
 	} else if (err != -ENOENT && err != -EMEDIUMTYPE) {
 		err = net_fail(err, "%s: %s", dir, pt_strerror(err));
 		goto err;
@@ -652,14 +752,42 @@ PT_EXPORT int pt_follower_run(struct pt_follower *f, int timeout_ms)
 		}
 		if (err < 0)
 			goto fail;
-		count += err;
+		if (err > 0) {
+			int queued = 0;
+
+			natsSubscription_GetPending(f->sub, &queued, NULL);
+			err = after_apply(f, f->st.pending > 0 || queued > 0);
+			if (err)
+				goto out;
+			count++;
+		}
 		if (timeout_ms >= 0 && net_mono_ms() - start >= (uint64_t)timeout_ms && !f->assembling)
 			break;
 	}
+	err = make_durable(f);
+	if (err)
+		goto out;
 	f->st.last_error = 0;
 	net_status_follower(f->status, f, &f->conn, count, false);
 	return count;
 fail:
+	/* The epochs applied before the failure are good: durable too.  A
+	 * durability failure then counts more than a transient error, less
+	 * than a refused message (said in the log). */
+	if (f->durable != f->epoch) {
+		char first[512];
+		int later;
+
+		snprintf(first, sizeof(first), "%s", pt_net_last_error());
+		later = make_durable(f);
+		if (later && err == -EAGAIN) {
+			err = later;
+		} else if (later) {
+			net_log(PT_LOG_ERROR, "%s", pt_net_last_error());
+			f->fatal = net_fail(err, "%s", first);
+		}
+	}
+out:
 	if (err == -EAGAIN)
 		f->st.retries++;
 	else
