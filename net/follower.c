@@ -21,20 +21,21 @@
  * epoch.
  *
  * Durability in batches.  The standby runs PT_DURABLE_NONE: pt_region_sync()
- * returns once the epoch is queued, and the follower asks for the fdatasync
- * itself (pt_region_wait PT_LEVEL_DURABLE, one fdatasync for every epoch
- * queued before it): at once when no further message is waiting (a paced
+ * returns once the epoch is queued, and the follower asks the log thread
+ * for the fdatasync itself (pt_region_wait PT_LEVEL_DURABLE with no wait:
+ * one fdatasync covers every epoch queued before it), and goes on applying
+ * while it runs: at once when no further message is waiting (a paced
  * writer's epochs are each durable as soon as they can be), and while
  * messages keep coming (a catch-up, a fast writer) every BATCH_EPOCHS
- * epochs, BATCH_BYTES of pages or BATCH_MS, without waiting: the log thread
- * syncs while the next epochs are applied.  pt_follower_run() waits for
- * the last one before it returns, whatever it returns, so every epoch it
- * reports (its count, stats.epoch) is durable.  The standby's record of an
- * epoch is whole or absent (checksummed, recovery stops before a torn one),
- * so a follower killed between two syncs reopens at an epoch at or after
- * the last one reported, never inside one, and goes on from there.  The
- * end-to-end check (the standby's record has the stream's chain) is made at
- * each wait: a record's chain covers every record before it.
+ * epochs, BATCH_BYTES of pages or BATCH_MS.  It looks whether they are
+ * durable each PROBE_MS without a message, and waits for it only before
+ * pt_follower_run() returns, whatever it returns: every epoch a run reports
+ * (its count, stats.epoch) is durable.  The standby's record of an epoch is whole or absent
+ * (checksummed, recovery stops before a torn one), so a follower killed
+ * between two syncs reopens at an epoch at or after the last one reported,
+ * never inside one, and goes on from there.  The end-to-end check (the
+ * standby's record has the stream's chain) is made at each wait: a
+ * record's chain covers every record before it.
  *
  * Position.  The standby's epoch E is the position; the stream sequence
  * of E+1's first part is found by a binary search over js_GetMsg (epochs
@@ -62,10 +63,13 @@
 #include "wire.h"
 
 /* While messages keep coming, ask for an fdatasync after this many epochs,
- * bytes of pages, or milliseconds since the oldest epoch not yet durable. */
+ * bytes of pages, or milliseconds since the oldest epoch not yet asked for. */
 #define BATCH_EPOCHS	256
 #define BATCH_BYTES	(16u << 20)
 #define BATCH_MS	20
+/* With epochs not yet durable, wait this long for a message before looking
+ * whether their fdatasync (asked for already) is done. */
+#define PROBE_MS	1
 
 struct pt_follower {
 	struct pt_net_opts opts;
@@ -208,17 +212,15 @@ static int make_durable(struct pt_follower *f)
 }
 
 /*
- * An epoch was applied.  More messages waiting: ask for an fdatasync
- * without waiting once the batch is full (the log thread syncs while the
- * next epochs are applied).  None: make the epochs durable now.  0 or fatal.
+ * An epoch was applied: ask the log thread for an fdatasync, without
+ * waiting (it syncs while the next epochs are applied), unless more
+ * messages are waiting and the batch is not full yet.  0 or fatal.
  */
 static int after_apply(struct pt_follower *f, bool more)
 {
 	int err;
 
-	if (!more)
-		return make_durable(f);
-	if (f->batch_epochs < BATCH_EPOCHS && f->batch_bytes < BATCH_BYTES &&
+	if (more && f->batch_epochs < BATCH_EPOCHS && f->batch_bytes < BATCH_BYTES &&
 	    net_mono_ms() - f->batch_start_ms < BATCH_MS)
 		return 0;
 	err = pt_region_wait(f->standby, (pt_epoch_t)f->epoch, PT_LEVEL_DURABLE, 0);
@@ -720,7 +722,20 @@ PT_EXPORT int pt_follower_run(struct pt_follower *f, int timeout_ms)
 		uint64_t seq;
 
 		net_status_follower(f->status, f, &f->conn, 0, false);
+		if (f->durable != f->epoch && wait > PROBE_MS)
+			wait = PROBE_MS;
 		s = natsSubscription_NextMsg(&m, f->sub, wait);
+		if (s == NATS_TIMEOUT && f->durable != f->epoch) {
+			/* Quiet: are the epochs applied durable yet?  Messages
+			 * are still taken while the fdatasync runs. */
+			err = pt_region_wait(f->standby, (pt_epoch_t)f->epoch, PT_LEVEL_DURABLE, 0);
+			if (err != -ETIMEDOUT) {
+				err = make_durable(f);
+				if (err)
+					goto out;
+			}
+			continue;
+		}
 		if (s == NATS_TIMEOUT) {
 			if (timeout_ms < 0 && !count)
 				continue;
