@@ -170,23 +170,30 @@ int pt_publisher_open(struct pt_publisher **out, const char *dir, const struct p
 /*
  * Publish every epoch the region made since the last call, waiting up to
  * timeout_ms (0: not at all, -1: forever) for a first one; returns after
- * about timeout_ms even when epochs keep coming.  After the last part of
- * an epoch is acknowledged by the stream, the epoch is reported in the
- * region's `replicated` file (PT_LEVEL_REPLICATED).
+ * about timeout_ms even when epochs keep coming.  Messages are pipelined:
+ * up to 64 messages (16 MiB) are sent before their acknowledgements come,
+ * each expecting the stream's sequence and message id of the one before it,
+ * so the stream stores them in order or not at all.  As soon as the last
+ * part of an epoch, and every message before it, is acknowledged, the epoch
+ * is reported in the region's `replicated` file (PT_LEVEL_REPLICATED).  The
+ * call returns once every message it sent is answered.
  *
- * Returns the number of epochs published (>= 0), or -errno:
+ * Returns the number of epochs published and acknowledged (>= 0), or
+ * -errno:
  *  -EAGAIN       a publish or a request failed or timed out (connection
  *                lost, a cluster electing a leader): nothing is lost; call
  *                again, the publisher re-reads the stream's last message and
- *                resumes after it; or, with a lease, the publisher does not
- *                hold the writer's lease (held by another, or not renewed in
- *                time): it publishes nothing until it holds it again;
- *  -EOWNERDEAD   fenced: another publisher appended to the stream (JetStream
- *                refused the expected last sequence, error 10071, and the
- *                stream's last message is not this publisher's), the stream
- *                holds a different version of an epoch, or a standby was
- *                promoted (a term marker newer than the region's term); the
- *                region is marked deposed (pt_replicated_depose: its
+ *                sends again, after it, the messages the stream lacks; or,
+ *                with a lease, the publisher does not hold the writer's
+ *                lease (held by another, or not renewed in time): it
+ *                publishes nothing until it holds it again;
+ *  -EOWNERDEAD   fenced: another publisher appended to the stream (a
+ *                message was refused for its expected last sequence, error
+ *                10071, or message id, 10070, and the stream's last message
+ *                is not one this publisher sent), the stream holds a
+ *                different version of an epoch, or a standby was promoted
+ *                (a term marker newer than the region's term); the region
+ *                is marked deposed (pt_replicated_depose: its
  *                PT_LEVEL_REPLICATED waits return -EOWNERDEAD) and the
  *                publisher stops: every later call returns the same;
  *  -ESTALE       the stream went back behind this publisher and the region

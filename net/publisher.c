@@ -6,26 +6,35 @@
  * the log's files only, so the writer never waits for the publisher (it may
  * wait for PT_LEVEL_REPLICATED, which the publisher reports here).  Each
  * epoch is encoded inside pt_replica_step()'s callback, where the replica's
- * copy still holds the epoch before: pages travel XORed with that content.
- * A callback that fails (a publish not acknowledged) leaves the epoch
- * unapplied, and the next step hands it out again.
+ * copy still holds the epoch before: pages travel XORed with that content,
+ * into the messages of the window (below); the source then moves on.
+ *
+ * The window (window.c).  Messages are published without waiting for each
+ * one's acknowledgement: up to WINDOW_MSGS messages or WINDOW_BYTES are
+ * encoded and not yet known stored, each keeping its bytes until it is, so
+ * that nothing needs the source again after a failure.  Each message
+ * expects the sequence and the id of the one before it, so the messages
+ * stored are always a prefix of those sent, never one after another
+ * publisher's message.
  *
  * Position and fencing.  The publisher keeps the stream's last sequence
- * (last_seq) and which message of this history is there (s_epoch, s_part
- * of s_parts, s_chain).  Every publish carries ExpectLastSeq = last_seq
- * (ExpectNoMessage on an empty stream), so JetStream stores it only if
- * nothing was appended since the publisher last looked: a second writer's
- * publisher can never interleave with this one.  When a publish fails in
- * any way, the publisher does not guess: it re-reads the stream's last
- * message (resync) and goes on after it.  The one exception is error 10071
- * (wrong last sequence): someone else appended, and unless what they
- * appended is this very epoch, byte for byte (same chain), the publisher is
- * fenced: it marks the region deposed and stops.
+ * known stored (last_seq, and c_* for which message of this history is
+ * there) and where the stream ends once the window is stored (s_epoch,
+ * s_part of s_parts, s_chain: the next epoch must follow it).  When
+ * anything fails the publisher stops sending, waits for the answers in
+ * flight, and does not guess: it re-reads the stream's last message
+ * (resync) and matches it against the window (reconcile): one of its own
+ * messages, or the one before them, and it goes on after it, sending the
+ * rest again from the window; the stream gone back behind it, and it
+ * publishes again from there; anything else, someone else appended, and the
+ * publisher is fenced: it marks the region deposed and stops.  A refused
+ * sequence (10071, 10070) or a duplicate is looked at at once.
  *
  * Invariant for PT_LEVEL_REPLICATED: pt_replicated_set(e) only after the
- * stream acknowledged the last part of epoch e (or, on resume, after the
- * stream's last message was read back as epoch e's last part with this
- * region's chain for e; the chain covers every epoch before it).
+ * stream acknowledged the last part of epoch e and every message before it
+ * in the window (or, on resume, after the stream's last message was read
+ * back as epoch e's last part with this region's chain for e, or as a
+ * message after it in the window; the chain covers every epoch before it).
  *
  * Failover (term.c, lease.c).  Whenever it reads the stream, the publisher
  * also reads the newest term marker: one of a newer term than its region's
@@ -49,11 +58,16 @@
 #include "status.h"
 #include "lease.h"
 #include "term.h"
+#include "window.h"
 #include "wire.h"
 
 /* Room left in a message for NATS's own headers (message id, expectations;
  * about 150 bytes) and the HMAC a key adds (WIRE_MAC_SIZE). */
 #define NATS_HEADER_ROOM 512
+
+/* The window: messages encoded and not yet known stored. */
+#define WINDOW_MSGS	64
+#define WINDOW_BYTES	(16u << 20)
 
 struct pt_publisher {
 	struct pt_net_opts opts;
@@ -68,10 +82,13 @@ struct pt_publisher {
 	uint32_t page_size;
 	size_t body_max;
 
-	/* The stream as last read or acknowledged (see the top of the file). */
-	uint64_t last_seq;
-	uint64_t s_epoch;		/* 0: no message of this history */
-	uint32_t s_part, s_parts;
+	/* The stream (see the top of the file). */
+	uint64_t last_seq;		/* its last sequence known stored */
+	uint64_t c_epoch;		/* the message there, when of this history */
+	uint32_t c_part, c_parts;
+	uint64_t c_chain;
+	uint64_t s_epoch;		/* where it ends once the window is stored; */
+	uint32_t s_part, s_parts;	/* s_epoch 0: no message of this history */
 	uint64_t s_chain, s_prev_chain;
 	bool s_prev_known;		/* s_prev_chain read (not after a term marker) */
 	bool resync;
@@ -82,36 +99,15 @@ struct pt_publisher {
 	uint64_t term, holder;
 	struct net_lease *lease;
 	int step_err;			/* what the callback failed with */
-	bool published;			/* the callback published its delta */
-
-	/* Encoding buffers: the epoch's entries, then one message at a time. */
-	unsigned char *entries;
-	size_t entries_cap;
-	size_t *entry_off;		/* page_count + 1 offsets */
-	size_t entry_off_cap;
-	uint32_t *part_first;		/* parts + 1 entries: the first page of each */
-	size_t part_cap;
-	unsigned char *msg;
-	unsigned char *scratch;
+	bool published;			/* the callback encoded its delta */
+	int run_epochs;			/* epochs the current run saw stored */
+	unsigned char *scratch;		/* a page: the XOR before compression */
+	struct net_window win;		/* the messages not yet known stored */
 
 	struct pt_publisher_stats st;
 	struct net_status *status;	/* the record in dir (status.c) */
 	struct wire_key key;		/* HMAC key, len 0: none */
 };
-
-static int grow(void **buf, size_t *cap, size_t need, size_t elem)
-{
-	void *p;
-
-	if (need <= *cap)
-		return 0;
-	p = realloc(*buf, need * elem);
-	if (!p)
-		return -ENOMEM;
-	*buf = p;
-	*cap = need;
-	return 0;
-}
 
 /* Fenced: the region is told (PT_LEVEL_REPLICATED waits get -EOWNERDEAD). */
 static int fenced(struct pt_publisher *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -178,6 +174,78 @@ static int check_term(struct pt_publisher *p, uint64_t epochs_seq)
 		p->s_chain = m.h.chain;
 		p->s_prev_known = false;
 	}
+	return 0;
+}
+
+/* A message stored, out of the window: the stream's position moves. */
+static void stored(const struct net_msg *m, void *arg)
+{
+	struct pt_publisher *p = arg;
+
+	p->last_seq = m->seq;
+	p->c_epoch = m->epoch;
+	p->c_part = m->part;
+	p->c_parts = m->parts;
+	p->c_chain = m->chain;
+	p->st.messages++;
+	p->st.bytes_wire += m->len;
+	p->st.stream_seq = p->last_seq;
+	if (m->part + 1 == m->parts) {
+		p->st.epoch = (pt_epoch_t)m->epoch;
+		p->st.epochs++;
+		p->st.pages += m->page_count;
+		p->st.bytes_raw += (uint64_t)m->page_count * m->page_size;
+		p->run_epochs++;
+	}
+}
+
+/*
+ * After a resync, with every answer in: the stream's last message against
+ * the window.  One of the window's messages: it and those before it are
+ * stored; the one before them: none is; then the rest is sent again.  The
+ * stream behind that (recreated, purged): the window is dropped and the
+ * source starts again (resync).  Anything else was appended by someone
+ * else: fenced.  0 or the fence.
+ */
+static int reconcile(struct pt_publisher *p)
+{
+	struct net_window *w = &p->win;
+	ptrdiff_t j = window_find(w, p->s_epoch, p->s_part, p->s_parts, p->s_chain);
+
+	if (j >= 0) {
+		window_stored_upto(w, (size_t)j, p->last_seq, stored, p);
+	} else if (w->head < w->tail && (p->s_epoch != p->c_epoch || p->s_part != p->c_part ||
+					 p->s_parts != p->c_parts || p->s_chain != p->c_chain)) {
+		if (p->s_epoch > p->c_epoch || (p->s_epoch == p->c_epoch && p->s_part >= p->c_part))
+			return fenced(p, "%s%sthe stream now ends at sequence %llu with epoch %llu "
+				      "part %u, which this publisher did not send: another "
+				      "publisher appended", w->failure, w->failure[0] ? "; " : "",
+				      (unsigned long long)p->last_seq,
+				      (unsigned long long)p->s_epoch, p->s_part);
+		net_log(PT_LOG_WARN, "stream %s ends at epoch %llu part %u, behind the epoch %llu "
+			"part %u it acknowledged: publishing again from there", p->stream,
+			(unsigned long long)p->s_epoch, p->s_part, (unsigned long long)p->c_epoch,
+			p->c_part);
+		window_clear(w, p->last_seq);
+	}
+	if (w->head == w->tail) {
+		p->c_epoch = p->s_epoch;
+		p->c_part = p->s_part;
+		p->c_parts = p->s_parts;
+		p->c_chain = p->s_chain;
+		window_clear(w, p->last_seq);
+		return 0;
+	}
+	/* The rest goes again, after the stream's last message. */
+	const struct net_msg *t = &w->msgs[w->tail - 1];
+
+	p->s_epoch = t->epoch;
+	p->s_part = t->part;
+	p->s_parts = t->parts;
+	p->s_chain = t->chain;
+	p->s_prev_chain = t->prev_chain;
+	p->s_prev_known = true;
+	window_resend(w, p->last_seq);
 	return 0;
 }
 
@@ -248,6 +316,8 @@ static int resync(struct pt_publisher *p)
 	p->s_prev_known = true;
 done:
 	err = check_term(p, seq);
+	if (!err)
+		err = reconcile(p);
 	if (err)
 		return err;
 	/* The stream went back behind this publisher's source (recreated,
@@ -275,142 +345,110 @@ done:
 	return 0;
 }
 
-/* Encode d's pages as entries; returns the number of parts, split greedily. */
+/*
+ * Encode d's pages into new slots at the window's tail, one per part, split
+ * greedily at body_max (the split is the same for the same epoch and max
+ * payload: a half-published epoch is completed with the parts from start).
+ * Each entry is encoded where the part goes; one that does not fit moves
+ * to the next part; with a key, each message gets its HMAC.  0, -EPROTO
+ * (another split than the stream's), -ENOMEM, or wire_seal()'s error.
+ */
 static int encode(struct pt_publisher *p, const struct pt_delta *d, const unsigned char *base,
-		  uint32_t **part_first_out, uint32_t *nparts)
+		  uint32_t start)
 {
-	size_t ps = d->page_size, off = 0, part_bytes = 0;
+	struct net_window *w = &p->win;
+	size_t ps = d->page_size, from = w->tail, cur, next;
+	uint64_t sent_ns = net_now_ns();
 	uint32_t parts = 1;
+	int err = -ENOMEM;
 
-	if (grow((void **)&p->entries, &p->entries_cap,
-		 (size_t)d->page_count * (WIRE_ENTRY_SIZE + ps) + 1, 1) ||
-	    grow((void **)&p->entry_off, &p->entry_off_cap, (size_t)d->page_count + 1,
-		 sizeof(size_t)) ||
-	    grow((void **)&p->part_first, &p->part_cap, (size_t)d->page_count + 2, sizeof(uint32_t)))
+	if (window_push(w, &cur))
 		return -ENOMEM;
-	uint32_t *part_first = p->part_first;
-
-	part_first[0] = 0;
+	w->msgs[cur].len = WIRE_HEADER_SIZE;
+	w->msgs[cur].first = 0;
 	for (uint32_t i = 0; i < d->page_count; i++) {
+		struct net_msg *m = &w->msgs[cur];
 		enum wire_encoding enc;
 		size_t n;
 
-		n = wire_encode_page(p->entries + off, d->pages[i], d->data + (size_t)i * ps,
+		if (window_reserve(m, m->len + WIRE_ENTRY_SIZE + ps))
+			goto err;
+		n = wire_encode_page(m->buf + m->len, d->pages[i], d->data + (size_t)i * ps,
 				     base + d->pages[i] * ps, ps, p->scratch, &enc);
-		p->entry_off[i] = off;
-		if (part_bytes + n > p->body_max) {
-			part_first[parts++] = i;
-			part_bytes = 0;
+		if (m->len - WIRE_HEADER_SIZE + n > p->body_max) {
+			/* The entry opens the next part. */
+			if (window_push(w, &next) ||
+			    window_reserve(&w->msgs[next], WIRE_HEADER_SIZE + WIRE_ENTRY_SIZE + ps))
+				goto err;
+			m = &w->msgs[cur];	/* the array may have moved */
+			memcpy(w->msgs[next].buf + WIRE_HEADER_SIZE, m->buf + m->len, n);
+			m->count = i - m->first;
+			w->msgs[next].len = WIRE_HEADER_SIZE;
+			w->msgs[next].first = i;
+			cur = next;
+			parts++;
 		}
-		part_bytes += n;
-		off += n;
+		w->msgs[cur].len += n;
 		p->st.pages_unchanged += enc == WIRE_UNCHANGED;
 		p->st.pages_raw += enc == WIRE_RAW;
 	}
-	p->entry_off[d->page_count] = off;
-	part_first[parts] = d->page_count;
-	*part_first_out = part_first;
-	*nparts = parts;
+	w->msgs[cur].count = d->page_count - w->msgs[cur].first;
+	if (start && parts != p->s_parts) {
+		err = -EPROTO;
+		goto err;
+	}
+	for (uint32_t part = 0; part < parts; part++) {
+		struct net_msg *m = &w->msgs[from + part];
+		struct wire_header h = {
+			.version = p->key.len ? WIRE_VERSION_MAC : WIRE_VERSION,
+			.flags = part + 1 == parts ? WIRE_FLAG_LAST : 0,
+			.history_id = d->history_id, .epoch = (uint64_t)d->epoch,
+			.prev_chain = d->prev_chain, .chain = d->chain,
+			.payload_checksum = d->payload_checksum, .npages = p->npages,
+			.page_size = d->page_size, .page_count = d->page_count, .part = part,
+			.parts = parts, .first = m->first, .count = m->count,
+			.body_length = m->len - WIRE_HEADER_SIZE, .sent_ns = sent_ns,
+		};
+
+		h.body_checksum = wire_checksum(m->buf + WIRE_HEADER_SIZE, h.body_length);
+		wire_header_put(m->buf, &h);
+		if (p->key.len) {
+			/* The MAC after the body (NATS_HEADER_ROOM leaves it room:
+			 * the split into parts does not depend on the key). */
+			long n;
+
+			if (window_reserve(m, m->len + WIRE_MAC_SIZE))
+				goto err;
+			n = wire_seal(m->buf, m->len, &p->key);
+			if (n < 0) {
+				err = (int)n;
+				goto err;
+			}
+			m->len = (size_t)n;
+		}
+		m->epoch = (uint64_t)d->epoch;
+		m->chain = d->chain;
+		m->prev_chain = d->prev_chain;
+		m->part = part;
+		m->parts = parts;
+		m->page_count = d->page_count;
+		m->page_size = d->page_size;
+	}
+	/* A half-published epoch: the stream has parts 0 to start - 1. */
+	if (start)
+		window_cut(w, from, start);
+	window_commit(w, from);
+	p->s_epoch = (uint64_t)d->epoch;
+	p->s_part = parts - 1;
+	p->s_parts = parts;
+	p->s_chain = d->chain;
+	p->s_prev_chain = d->prev_chain;
+	p->s_prev_known = true;
 	return 0;
-}
-
-/* Publish one part; 0, -EAGAIN (resync before going on) or fatal. */
-static int publish_part(struct pt_publisher *p, const struct pt_delta *d, uint32_t part,
-			uint32_t parts, const uint32_t *part_first, uint64_t sent_ns)
-{
-	struct wire_header h = {
-		.version = p->key.len ? WIRE_VERSION_MAC : WIRE_VERSION,
-		.flags = part + 1 == parts ? WIRE_FLAG_LAST : 0,
-		.history_id = d->history_id, .epoch = d->epoch, .prev_chain = d->prev_chain,
-		.chain = d->chain, .payload_checksum = d->payload_checksum, .npages = p->npages,
-		.page_size = d->page_size, .page_count = d->page_count, .part = part,
-		.parts = parts, .first = part_first[part],
-		.count = part_first[part + 1] - part_first[part], .sent_ns = sent_ns,
-	};
-	size_t from = p->entry_off[h.first], to = p->entry_off[h.first + h.count], len;
-	char msg_id[128];
-	jsPubOptions po;
-	jsPubAck *ack = NULL;
-	jsErrCode jerr = 0;
-	natsStatus s;
-
-	h.body_length = to - from;
-	memcpy(p->msg + WIRE_HEADER_SIZE, p->entries + from, h.body_length);
-	h.body_checksum = wire_checksum(p->msg + WIRE_HEADER_SIZE, h.body_length);
-	wire_header_put(p->msg, &h);
-	len = WIRE_HEADER_SIZE + h.body_length;
-	if (p->key.len) {
-		long n = wire_seal(p->msg, len, &p->key);
-
-		if (n < 0)
-			return p->fatal = net_fail((int)n, "stream %s: computing the HMAC of epoch "
-						   "%llu part %u failed", p->stream,
-						   (unsigned long long)d->epoch, part);
-		len = (size_t)n;
-	}
-	/* The id names the content (its chain): JetStream drops a repeat of
-	 * this very message, never another writer's version of the epoch. */
-	if (p->term)	/* a new term's epoch is never the old one's duplicate */
-		snprintf(msg_id, sizeof(msg_id), "%016llx-t%llu-%llu-%u-%016llx",
-			 (unsigned long long)d->history_id, (unsigned long long)p->term,
-			 (unsigned long long)d->epoch, part, (unsigned long long)d->chain);
-	else
-		snprintf(msg_id, sizeof(msg_id), "%016llx-%llu-%u-%016llx",
-			 (unsigned long long)d->history_id, (unsigned long long)d->epoch, part,
-			 (unsigned long long)d->chain);
-	jsPubOptions_Init(&po);
-	po.MsgId = msg_id;
-	po.MaxWait = p->opts.request_timeout_ms;
-	if (p->last_seq)
-		po.ExpectLastSeq = p->last_seq;
-	else
-		po.ExpectNoMessage = true;
-	s = js_Publish(&ack, p->conn.js, p->conn.subject, p->msg, (int)len, &po, &jerr);
-	if (s == NATS_OK && ack->Duplicate) {
-		/* Already there: an earlier attempt landed, or a twin published
-		 * the same bytes.  Look where the stream is before going on. */
-		jsPubAck_Destroy(ack);
-		p->resync = true;
-		net_log(PT_LOG_INFO, "stream %s: epoch %llu part %u was already stored", p->stream,
-			(unsigned long long)d->epoch, part);
-		return -EAGAIN;
-	}
-	if (s == NATS_OK) {
-		p->last_seq = ack->Sequence;
-		jsPubAck_Destroy(ack);
-		p->s_epoch = d->epoch;
-		p->s_part = part;
-		p->s_parts = parts;
-		p->s_chain = d->chain;
-		p->s_prev_chain = d->prev_chain;
-		p->s_prev_known = true;
-		p->st.messages++;
-		p->st.bytes_wire += len;
-		p->st.stream_seq = p->last_seq;
-		return 0;
-	}
-	p->resync = true;
-	if (jerr == JSStreamWrongLastSequenceErr) {
-		uint64_t tried = p->last_seq;
-		int err = resync(p);
-
-		if (err)
-			return err;
-		if (p->s_epoch == (uint64_t)d->epoch && p->s_chain == d->chain)
-			return -EAGAIN;	/* this epoch's own bytes: go on */
-		return fenced(p, "publishing epoch %llu part %u expecting last sequence %llu, "
-			      "refused (JetStream error 10071): another publisher appended "
-			      "(the stream now ends at sequence %llu, epoch %llu)",
-			      (unsigned long long)d->epoch, part, (unsigned long long)tried,
-			      (unsigned long long)p->last_seq, (unsigned long long)p->s_epoch);
-	}
-	if (s == NATS_MAX_PAYLOAD)
-		return p->fatal = net_fail(-EMSGSIZE, "stream %s: a message of %zu bytes is over "
-					   "the server's max payload", p->stream,
-					   len);
-	return net_fail(-EAGAIN, "stream %s: publishing epoch %llu part %u: %s%s%.0d", p->stream,
-			(unsigned long long)d->epoch, part, net_status_text(s),
-			jerr ? ", JetStream error " : "", (int)jerr);
+err:
+	/* The epoch stays unapplied: encoded again next time. */
+	window_cut(w, from, w->tail - from);
+	return err;
 }
 
 /* d follows the snapshot this publisher wrote when its stream lacked the
@@ -438,8 +476,7 @@ static int lease_wait(struct pt_publisher *p)
 static int on_delta(const struct pt_delta *d, const void *base, void *arg)
 {
 	struct pt_publisher *p = arg;
-	uint32_t start = 0, parts, *part_first;
-	uint64_t sent_ns = net_now_ns();
+	uint32_t start = 0;
 	const uint64_t epoch = (uint64_t)d->epoch;	/* >= 1: the library's */
 	int err;
 
@@ -484,29 +521,24 @@ static int on_delta(const struct pt_delta *d, const void *base, void *arg)
 	}
 	if (p->lease && !lease_held(p->lease))
 		return p->step_err = lease_wait(p);
-	err = encode(p, d, base, &part_first, &parts);
-	if (err)
-		return p->step_err = net_fail(err, "out of memory encoding epoch %llu",
-					      (unsigned long long)d->epoch);
-	if (start && parts != p->s_parts)
+	err = encode(p, d, base, start);
+	if (err == -EPROTO)
 		return p->step_err = p->fatal = net_fail(-EPROTO, "stream %s: epoch %llu was "
 							 "half published in %u parts, it now "
-							 "splits into %u (another max payload?)",
-							 p->stream, (unsigned long long)d->epoch,
-							 p->s_parts, parts);
-	for (uint32_t part = start; part < parts; part++) {
-		err = publish_part(p, d, part, parts, part_first, sent_ns);
-		if (err)
-			return p->step_err = err;
-	}
-	pt_replicated_set(p->rep, d->epoch);
-	p->st.epoch = d->epoch;
-	p->st.epochs++;
-	p->st.pages += d->page_count;
-	p->st.bytes_raw += (uint64_t)d->page_count * d->page_size;
+							 "splits differently (another max "
+							 "payload?)", p->stream,
+							 (unsigned long long)d->epoch, p->s_parts);
+	if (err == -ENOMEM)
+		return p->step_err = net_fail(err, "out of memory encoding epoch %llu",
+					      (unsigned long long)d->epoch);
+	if (err)
+		return p->step_err = p->fatal = net_fail(err, "stream %s: computing the HMAC of "
+							 "epoch %llu failed", p->stream,
+							 (unsigned long long)d->epoch);
 	p->published = true;
 	return 0;
 }
+
 
 /*
  * Hold the writer's lease (lease.c): taken now if free, ours already (a
@@ -596,10 +628,7 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 		goto err;
 	}
 	p->body_max = (size_t)p->conn.max_payload - WIRE_HEADER_SIZE - NATS_HEADER_ROOM;
-	/* NATS_HEADER_ROOM leaves room for the MAC too (the split into parts
-	 * does not depend on the key). */
-	p->msg = malloc(WIRE_HEADER_SIZE + p->body_max + WIRE_MAC_SIZE);
-	if (!p->msg || !p->scratch) {
+	if (!p->scratch) {
 		err = net_fail(-ENOMEM, "out of memory");
 		goto err;
 	}
@@ -718,7 +747,8 @@ static int jump(struct pt_publisher *p)
 PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
 {
 	uint64_t start = net_mono_ms();
-	int count = 0, err;
+	int stepped = 0, err;
+	bool failed_before;
 
 	if (timeout_ms < -1)
 		return net_fail(-EINVAL, "timeout %d ms", timeout_ms);
@@ -726,6 +756,13 @@ PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
 		net_status_publisher(p->status, p, p->fatal, false);
 		return p->fatal;
 	}
+	/* The message ids of a new term are its own (window.c). */
+	err = window_start(&p->win, p->conn.nc, p->conn.subject, p->history, p->term,
+			   p->opts.request_timeout_ms, p->rep);
+	if (err)
+		goto out;
+	failed_before = window_failed(&p->win);	/* until a resync succeeds */
+	p->run_epochs = 0;
 	if (p->lease && !lease_held(p->lease)) {
 		/* Not the writer now: look for a newer term's marker (the
 		 * region is deposed at once, not at its next publish). */
@@ -743,16 +780,26 @@ PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
 		uint64_t elapsed = net_mono_ms() - start;
 		/* Forever is waited a status interval at a time: the record
 		 * stays fresh while nothing comes. */
-		int wait = count ? 0 : timeout_ms < 0 ? NET_STATUS_INTERVAL_MS :
+		int wait = stepped ? 0 : timeout_ms < 0 ? NET_STATUS_INTERVAL_MS :
 			elapsed >= (uint64_t)timeout_ms ? 0 : timeout_ms - (int)elapsed;
 		int64_t e;
 
-		net_status_publisher(p->status, p, 0, false);
+		/* Only the lease's holder publishes, what it encoded too. */
+		if (p->lease && !lease_held(p->lease)) {
+			err = lease_wait(p);
+			goto fail;
+		}
+		window_send(&p->win);
+		err = p->fatal ? p->fatal :
+			window_room(&p->win, WINDOW_MSGS, WINDOW_BYTES, stored, p);
+		if (err)
+			goto fail;
+		net_status_publisher(p->status, p, 0, false);	/* what is stored so far */
 		p->step_err = 0;
 		e = pt_replica_step(p->src, wait, on_delta, p);
 		if (e == 0) {
 			p->st.caught_up_ns = net_now_ns();
-			if (timeout_ms < 0 && !count)
+			if (timeout_ms < 0 && !stepped)
 				continue;
 			break;
 		}
@@ -770,9 +817,20 @@ PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
 			}
 			goto fail;
 		}
-		count += p->published;
-		if (timeout_ms >= 0 && net_mono_ms() - start >= (uint64_t)timeout_ms && count)
+		stepped += p->published;
+		if (timeout_ms >= 0 && net_mono_ms() - start >= (uint64_t)timeout_ms && stepped)
 			break;
+	}
+	/* Every answer in before returning: the count is of epochs stored. */
+	if (p->lease && !lease_held(p->lease)) {
+		err = lease_wait(p);
+		goto fail;
+	}
+	window_send(&p->win);
+	window_drain(&p->win, stored, p);
+	if (p->fatal || window_failed(&p->win)) {
+		err = p->fatal ? p->fatal : -EAGAIN;
+		goto fail;
 	}
 	/* Every epoch the source stepped is in the stream: a snapshot there. */
 	if (snap_pub_due(p->snap, &p->st, pt_replica_epoch(p->src))) {
@@ -787,10 +845,26 @@ PT_EXPORT int pt_publisher_run(struct pt_publisher *p, int timeout_ms)
 			goto fail;
 	}
 	p->st.last_error = 0;
-	net_status_publisher(p->status, p, count, false);
+	net_status_publisher(p->status, p, p->run_epochs, false);
 	p->st.lease_held = p->lease ? lease_held(p->lease) : -1;
-	return count;
+	return p->run_epochs;
 fail:
+	window_drain(&p->win, stored, p);
+	if (p->win.too_big && !p->fatal)
+		err = p->fatal = net_fail(-EMSGSIZE, "stream %s: %s (a message over the server's "
+					  "max payload)", p->stream, p->win.failure);
+	if (!p->fatal && !failed_before && window_failed(&p->win)) {
+		err = net_fail(-EAGAIN, "stream %s: %s", p->stream, p->win.failure);
+		if (p->win.conflict) {
+			/* A refused sequence or a duplicate: someone else may
+			 * have appended.  Look now: fenced, or go on. */
+			int later = resync(p);
+
+			if (later && later != -EAGAIN)
+				err = later;
+		}
+	}
+out:
 	p->st.lease_held = p->lease ? lease_held(p->lease) : -1;
 	if (err == -EAGAIN) {
 		p->resync = true;
@@ -822,13 +896,10 @@ PT_EXPORT int pt_publisher_close(struct pt_publisher *p)
 		net_status_publisher(p->status, p, 0, true);
 	net_status_close(p->status);
 	lease_close(p->lease);
+	window_close(&p->win);
 	net_disconnect(&p->conn);
 	pt_replica_close(p->src);
 	pt_replicated_close(p->rep);
-	free(p->entries);
-	free(p->entry_off);
-	free(p->part_first);
-	free(p->msg);
 	free(p->scratch);
 	wire_key_clear(&p->key);
 	free(p);
