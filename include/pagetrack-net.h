@@ -281,8 +281,10 @@ int pt_follower_open(struct pt_follower **out, const char *dir, const struct pt_
  *
  * Durability in batches: the epochs applied are made durable together (one
  * fdatasync) as soon as no further message is waiting, and while messages
- * keep coming at least every 256 epochs, 16 MiB of pages or 20 ms.  Before
- * it returns, whatever it returns, every epoch it applied is durable: its
+ * keep coming at least every 256 epochs, 16 MiB of pages or 20 ms.  Past
+ * timeout_ms a call finishes the batch of epochs already received (at most
+ * 20 ms more; a call with timeout_ms 0 takes one epoch).  Before it
+ * returns, whatever it returns, every epoch it applied is durable: its
  * count and stats.epoch only ever name durable epochs.  A follower killed
  * in between loses at most the epochs applied since the last sync (the
  * standby recovers whole records only), never one it reported, and goes on

@@ -30,7 +30,9 @@
  * epochs, BATCH_BYTES of pages or BATCH_MS.  It looks whether they are
  * durable each PROBE_MS without a message, and waits for it only before
  * pt_follower_run() returns, whatever it returns: every epoch a run reports
- * (its count, stats.epoch) is durable.  The standby's record of an epoch is whole or absent
+ * (its count, stats.epoch) is durable.  Past its timeout a run finishes the
+ * batch it already received, so that short runs wait once a batch, not
+ * once an epoch.  The standby's record of an epoch is whole or absent
  * (checksummed, recovery stops before a torn one), so a follower killed
  * between two syncs reopens at an epoch at or after the last one reported,
  * never inside one, and goes on from there.  The end-to-end check (the
@@ -776,7 +778,11 @@ PT_EXPORT int pt_follower_run(struct pt_follower *f, int timeout_ms)
 				goto out;
 			count++;
 		}
-		if (timeout_ms >= 0 && net_mono_ms() - start >= (uint64_t)timeout_ms && !f->assembling)
+		/* Past the timeout, a batch of epochs already received is
+		 * finished first (at most BATCH_MS more): one fdatasync for it,
+		 * not one a call.  A call that does not wait takes one epoch. */
+		if (timeout_ms >= 0 && net_mono_ms() - start >= (uint64_t)timeout_ms &&
+		    !f->assembling && (!f->batch_epochs || !timeout_ms))
 			break;
 	}
 	err = make_durable(f);
