@@ -83,6 +83,7 @@ struct pt_follower {
 	uint64_t history;		/* 0: not known yet */
 	uint64_t epoch, chain;		/* the standby's: the last epoch applied */
 	uint64_t next_seq;		/* where epoch + 1 starts in the stream */
+	uint64_t taken_seq;		/* the last sequence taken */
 	int fatal;
 	bool need_snapshot;		/* the stream lacks epoch + 1: see gap */
 	struct snap_gap gap;
@@ -760,6 +761,15 @@ PT_EXPORT int pt_follower_run(struct pt_follower *f, int timeout_ms)
 		seq = meta->Sequence.Stream;
 		f->st.pending = meta->NumPending;
 		jsMsgMetaData_Destroy(meta);
+		if (seq < f->next_seq || (f->assembling && seq <= f->taken_seq)) {
+			/* Already taken: delivered again (seen once right after
+			 * a stream's leader was lost).  Sequences only grow. */
+			net_log(PT_LOG_INFO, "stream %s: sequence %llu delivered again, skipped",
+				f->stream, (unsigned long long)seq);
+			natsMsg_Destroy(m);
+			continue;
+		}
+		f->taken_seq = seq;
 		err = take_subject(f, m, seq);
 		natsMsg_Destroy(m);
 		if (err < 0 && f->need_snapshot) {
