@@ -10,6 +10,9 @@
 
 #define NPAGES		256
 #define MAX_EPOCHS	4096
+#define WRITER_WAIT_S	60	/* the most a replica waits for the writer's hash */
+#define SLOW_SYNC	50	/* the writer records this sync's hash late, */
+#define SLOW_US		2000000	/* by this long */
 
 /* Shared with the replica processes; atomics for the thread (TSan). */
 struct shared {
@@ -34,6 +37,29 @@ static void sleep_us(long us)
 	struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
 
 	nanosleep(&ts, NULL);
+}
+
+/*
+ * The writer's hash of epoch e into *h; false if its sync never returned
+ * e.  A replica sees an epoch as soon as it is published, which may be
+ * long before the writer's sync returns and it records the hash (a
+ * durable-on-sync sync waits for fdatasync): wait for the hash, or for
+ * the writer to be done (it records every epoch before that).  The time
+ * bound only keeps a writer that died from holding the replicas forever.
+ */
+static bool writer_hash(int64_t e, uint64_t *h)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!LOAD(sh->set[e]) && !LOAD(sh->done)) {
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec > WRITER_WAIT_S)
+			break;
+		sleep_us(200);
+	}
+	*h = LOAD(sh->hash[e]);
+	return LOAD(sh->set[e]);
 }
 
 /* Follow the region until the writer is done; 0 if every epoch seen matched. */
@@ -61,27 +87,34 @@ static int follow(int id, enum pt_replica_mode mode, long pause_us)
 	}
 	for (;;) {
 		int64_t e = pt_replica_refresh(rep, 20);
-		uint64_t h;
+		uint64_t h, want;
 
 		if (e < 0) {
 			printf("    replica %d: refresh: %s\n", id, strerror((int)-e));
-			return 1;
+			ret = 1;
+			goto out;
 		}
 		if (e < (int64_t)last) {
 			printf("    replica %d: went back from epoch %llu to %lld\n", id,
 			       (unsigned long long)last, (long long)e);
-			return 1;
+			ret = 1;
+			goto out;
+		}
+		if (e >= MAX_EPOCHS) {
+			printf("    replica %d: epoch %lld, the writer made fewer\n", id, (long long)e);
+			ret = 1;
+			goto out;
 		}
 		last = (uint64_t)e;
 		if (e > 0) {
-			for (int w = 0; !LOAD(sh->set[e]) && w < 5000; w++)
-				sleep_us(200);
 			h = XXH3_64bits(pt_replica_base(rep), size);
-			if (!LOAD(sh->set[e]) || h != LOAD(sh->hash[e])) {
-				printf("    replica %d (%s): epoch %lld: hash %016llx, writer had %016llx\n",
+			if (!writer_hash(e, &want) || h != want) {
+				printf("    replica %d (%s): epoch %lld: hash %016llx, writer %s %016llx\n",
 				       id, mode == PT_REPLICA_SHARED ? "shared" : "private", (long long)e,
-				       (unsigned long long)h, (unsigned long long)LOAD(sh->hash[e]));
-				return 1;
+				       (unsigned long long)h, LOAD(sh->set[e]) ? "had" : "has no such epoch,",
+				       (unsigned long long)want);
+				ret = 1;
+				goto out;
 			}
 			sh->checks[id]++;
 		}
@@ -91,8 +124,10 @@ static int follow(int id, enum pt_replica_mode mode, long pause_us)
 			sleep_us(pause_us);
 	}
 	sh->image_pages[id] = pt_replica_image_pages(rep);
+	ret = 0;
+out:
 	pt_replica_close(rep);
-	return 0;
+	return ret;
 }
 
 static void *thread_follow(void *arg)
@@ -168,6 +203,10 @@ static bool run(enum pt_durability dur, char *why, size_t why_len)
 		h = XXH3_64bits(m, size);
 		e = pt_region_sync(r);
 		CHECK(e > 0 && e < MAX_EPOCHS, "sync: %lld", (long long)e);
+		/* As a sync held up (fdatasync, a descheduled writer) would:
+		 * replicas may show the epoch long before its hash is known. */
+		if (i == SLOW_SYNC)
+			sleep_us(SLOW_US);
 		STORE(sh->hash[e], h);
 		STORE(sh->set[e], 1);
 		epochs = (int)e;
