@@ -18,6 +18,7 @@
 struct shared {
 	uint64_t hash[MAX_EPOCHS];
 	uint32_t set[MAX_EPOCHS];
+	uint32_t created;
 	uint32_t done;
 	uint64_t final_epoch;
 	uint64_t checks[16];
@@ -39,25 +40,32 @@ static void sleep_us(long us)
 	nanosleep(&ts, NULL);
 }
 
-/*
- * The writer's hash of epoch e into *h; false if its sync never returned
- * e.  A replica sees an epoch as soon as it is published, which may be
- * long before the writer's sync returns and it records the hash (a
- * durable-on-sync sync waits for fdatasync): wait for the hash, or for
- * the writer to be done (it records every epoch before that).  The time
- * bound only keeps a writer that died from holding the replicas forever.
- */
-static bool writer_hash(int64_t e, uint64_t *h)
+/* Wait until *flag is set or the writer is done; true if *flag is set.
+ * The time bound only keeps a writer that died from holding us forever. */
+static bool wait_for(uint32_t *flag)
 {
 	struct timespec t0, t;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!LOAD(sh->set[e]) && !LOAD(sh->done)) {
+	while (!LOAD(*flag) && !LOAD(sh->done)) {
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		if (t.tv_sec - t0.tv_sec > WRITER_WAIT_S)
 			break;
 		sleep_us(200);
 	}
+	return LOAD(*flag);
+}
+
+/*
+ * The writer's hash of epoch e into *h; false if its sync never returned
+ * e.  A replica sees an epoch as soon as it is published, which may be
+ * long before the writer's sync returns and it records the hash (a
+ * durable-on-sync sync waits for fdatasync): wait for the hash, or for
+ * the writer to be done (it records every epoch before that).
+ */
+static bool writer_hash(int64_t e, uint64_t *h)
+{
+	wait_for(&sh->set[e]);
 	*h = LOAD(sh->hash[e]);
 	return LOAD(sh->set[e]);
 }
@@ -71,6 +79,11 @@ static int follow(int id, enum pt_replica_mode mode, long pause_us)
 	uint64_t last = 0;
 	int ret;
 
+	/* The writer may take seconds to make the region on a loaded machine. */
+	if (!wait_for(&sh->created)) {
+		printf("    replica %d: the writer never made the region\n", id);
+		return 1;
+	}
 	for (int tries = 0; tries < 2000; tries++) {
 		ret = pt_replica_open(&rep, dir, &o);
 		if (ret == 0)
@@ -187,6 +200,7 @@ static bool run(enum pt_durability dur, char *why, size_t why_len)
 	}
 	ret = pt_region_create(&r, dir, size, &o);
 	CHECK(ret == 0, "create: %s", strerror(-ret));
+	STORE(sh->created, 1);
 	ret = pthread_create(&th, NULL, thread_follow, (void *)(intptr_t)NCHILD);
 	CHECK(ret == 0, "pthread_create");
 	m = pt_region_base(r);
