@@ -14,9 +14,10 @@
  * Segments are dropped only after the new header is durable (region.c).
  *
  * A reader copying from the image while a checkpoint runs (a replica
- * catching up) may see such a half-written page; its checksum will not
- * match, and it is flagged "suspect" rather than trusted: the records after
- * the header's epoch rewrite it.  A suspect page no record covers is real
+ * catching up) may see such a half-written page (its checksum will not
+ * match), or a page and its entry both written, of an epoch after the
+ * header's (its generation says so): either is flagged "suspect" rather
+ * than trusted, and the records after the header's epoch rewrite it.  A suspect page no record covers is real
  * corruption, and the caller says so.
  */
 #include <errno.h>
@@ -385,7 +386,11 @@ static int copy_run(struct pt_image *img, const struct pt_image_entry *e, uint64
 	for (uint64_t i = 0; i < count; i++) {
 		const struct pt_image_entry *pe = &e[i];
 
-		if (!entry_ok(pe, first + i) || pe->page_checksum != pt_checksum(dst + i * ps, ps)) {
+		/* A page newer than the header's epoch is whole but ahead of
+		 * it (a checkpoint wrote it and its entry): as suspect as a
+		 * torn one, until the records after that epoch rewrite it. */
+		if (!entry_ok(pe, first + i) || pe->generation > img->hdr.epoch ||
+		    pe->page_checksum != pt_checksum(dst + i * ps, ps)) {
 			if (suspect && !pt_bit_test(suspect, first + i)) {
 				pt_bit_set(suspect, first + i);
 				(*nsuspect)++;

@@ -122,6 +122,8 @@ static int follow(int id, enum pt_replica_mode mode, long pause_us)
 		if (e > 0) {
 			h = XXH3_64bits(pt_replica_base(rep), size);
 			if (!writer_hash(e, &want) || h != want) {
+				if (XXH3_64bits(pt_replica_base(rep), size) != h)
+					printf("    replica %d: its copy changed without a refresh\n", id);
 				printf("    replica %d (%s): epoch %lld: hash %016llx, writer %s %016llx\n",
 				       id, mode == PT_REPLICA_SHARED ? "shared" : "private", (long long)e,
 				       (unsigned long long)h, LOAD(sh->set[e]) ? "had" : "has no such epoch,",
