@@ -17,8 +17,9 @@
  * catching up) may see such a half-written page (its checksum will not
  * match), or a page and its entry both written, of an epoch after the
  * header's (its generation says so): either is flagged "suspect" rather
- * than trusted, and the records after the header's epoch rewrite it.  A suspect page no record covers is real
- * corruption, and the caller says so.
+ * than trusted, and the records after the header's epoch rewrite it.  A
+ * suspect page no record covers is real corruption, and the caller says
+ * so.
  */
 #include <errno.h>
 #include <fcntl.h>
