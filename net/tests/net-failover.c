@@ -8,6 +8,14 @@ int main(void)
 
 	nt_init("net-failover: 5 failovers, the writer's processes killed at random moments; "
 		"nothing acknowledged lost");
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	/* The drill forks its writer while libnats's threads run; a child of
+	 * this ASan runtime can block for good on an allocator lock one of
+	 * them held at the fork.  make check runs it unsanitized. */
+	printf("skip: forks while libnats threads run, which this sanitizer runtime does not "
+	       "survive (run without sanitizers in make check)\n");
+	return T_SKIP;
+#endif
 	drill_run(5, 1000, 0x5eed ^ (uint64_t)getpid(), &res);
 	if (res.rounds != 5)
 		DIE("%u rounds", res.rounds);
