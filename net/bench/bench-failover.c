@@ -14,17 +14,6 @@
 #define DRILLS	2
 #define ROUNDS	5
 
-static void loadavg(char *buf, size_t len)
-{
-	FILE *fp = fopen("/proc/loadavg", "r");
-
-	if (!fp || !fgets(buf, (int)len, fp))
-		snprintf(buf, len, "?");
-	if (fp)
-		fclose(fp);
-	buf[strcspn(buf, "\n")] = 0;
-}
-
 int main(void)
 {
 	static const unsigned leases[] = { 1000, 500 };
@@ -34,7 +23,7 @@ int main(void)
 
 	nt_init("bench-failover: failover time, the writer's processes killed -9 under load, "
 		"the standby promoting itself (figures, not pass/fail)");
-	loadavg(load0, sizeof(load0));
+	nt_loadavg(load0, sizeof(load0));
 	for (int d = 0; d < DRILLS; d++)
 		for (int l = 0; l < 2; l++) {
 			struct drill_result res;
@@ -46,7 +35,7 @@ int main(void)
 				pr[l][n[l]++] = res.promoted_ms[r];
 			}
 		}
-	loadavg(load1, sizeof(load1));
+	nt_loadavg(load1, sizeof(load1));
 	printf("\nfailover over %u drills x %u kills per lease (load average %s at the start, %s "
 	       "at the end):\n", DRILLS, ROUNDS, load0, load1);
 	for (int l = 0; l < 2; l++) {

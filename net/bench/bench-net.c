@@ -96,17 +96,6 @@ static void sleep_until(uint64_t t)
 	clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 }
 
-static void loadavg(char *buf, size_t len)
-{
-	FILE *fp = fopen("/proc/loadavg", "r");
-
-	if (!fp || !fgets(buf, (int)len, fp))
-		snprintf(buf, len, "?");
-	if (fp)
-		fclose(fp);
-	buf[strcspn(buf, "\n")] = 0;
-}
-
 /* ---- publisher and follower threads ------------------------------------ */
 
 struct pipe {
@@ -690,7 +679,7 @@ int main(int argc, char **argv)
 	ps = (size_t)sysconf(_SC_PAGESIZE);
 	if (ps != 4096)
 		DIE("the messages' sizes assume 4 KiB pages, this system's are %zu bytes", ps);
-	loadavg(load0, sizeof(load0));
+	nt_loadavg(load0, sizeof(load0));
 	noise = malloc(NOISE_BYTES);
 	for (size_t i = 0; i < NOISE_BYTES / 8; i++)
 		((uint64_t *)noise)[i] = nt_rnd(&seed);
@@ -699,7 +688,7 @@ int main(int argc, char **argv)
 		printf("\nbench-net snapshot, medians of %d runs; load average at start: %s; "
 		       "%ld CPUs\n", RUNS, load0, sysconf(_SC_NPROCESSORS_ONLN));
 		snapshot_figures();
-		loadavg(load1, sizeof(load1));
+		nt_loadavg(load1, sizeof(load1));
 		printf("load average at end: %s\n", load1);
 		natsd_stop(&server);
 		free(noise);
@@ -742,7 +731,7 @@ int main(int argc, char **argv)
 			with.stall_p50, with.stall_p99, without.stall_p50, without.stall_p99,
 			fsync_floor[0][r], fsync_floor[1][r]);
 	}
-	loadavg(load1, sizeof(load1));
+	nt_loadavg(load1, sizeof(load1));
 	natsd_stop(&server);
 
 	printf("\nbench-net, medians of %d runs; load average at start: %s, at end: %s; %ld CPUs\n",

@@ -138,13 +138,7 @@ static inline pid_t drill_fork_writer(const char *dir, bool create, struct drill
 			_exit(127);
 		drill_writer(dir, create, sh, seed);
 	}
-	setpgid(pid, pid);
-	for (int i = 0; i < 32; i++)
-		if (!nt_pids[i]) {
-			nt_pids[i] = pid;
-			break;
-		}
-	return pid;
+	return nt_adopt(pid);
 }
 
 static inline void drill_wait(bool (*cond)(const void *), const void *arg, unsigned ms,

@@ -1,5 +1,5 @@
 /* net-fence: two publishers on one stream: a stale one is refused (JetStream error 10071), says so and marks its region deposed; a publisher whose region diverged from the stream, or of another history, is refused too. */
-#include "nettest.h"
+#include "failtest.h"
 
 #define NPAGES 32
 
@@ -13,25 +13,6 @@ static void write_epoch(struct pt_region *r, uint64_t salt)
 	((uint64_t *)mem)[1] += salt;
 	if (pt_region_sync(r) < 0)
 		DIE("sync");
-}
-
-/* Run p until the stream acknowledged epoch; 0 or the run's error. */
-static int publish_to(struct pt_publisher *p, pt_epoch_t epoch)
-{
-	struct pt_publisher_stats st = { .sz = sizeof(st) };
-	uint64_t start = nt_ms();
-
-	while (nt_ms() - start < 10000) {
-		int err = pt_publisher_run(p, 50);
-
-		if (err < 0 && err != -EAGAIN)
-			return err;
-		pt_publisher_stats(p, &st);
-		if (st.epoch >= epoch)
-			return 0;
-	}
-	DIE("publisher stuck at epoch %llu, want %llu", (unsigned long long)st.epoch,
-	    (unsigned long long)epoch);
 }
 
 int main(void)
@@ -71,7 +52,7 @@ int main(void)
 	/* A publishes epochs 1-5 of r1. */
 	if ((err = pt_publisher_open(&a, d1, &o)))
 		DIE("open A: %s", pt_net_last_error());
-	if ((err = publish_to(a, 5)))
+	if ((err = ft_publish_to(a, 5)))
 		DIE("A: %s", pt_net_last_error());
 	if (pt_region_wait(r1, 5, PT_LEVEL_REPLICATED, 1000))
 		DIE("r1 epoch 5 not replicated");
@@ -81,7 +62,7 @@ int main(void)
 		DIE("open B: %s", pt_net_last_error());
 	write_epoch(r2, 1006);
 	write_epoch(r2, 1007);
-	if ((err = publish_to(b, 7)))
+	if ((err = ft_publish_to(b, 7)))
 		DIE("B: %s", pt_net_last_error());
 	printf("B published epochs 6-7 of the copy after A's 1-5\n");
 
@@ -111,7 +92,7 @@ int main(void)
 
 	/* B goes on. */
 	write_epoch(r2, 1008);
-	if ((err = publish_to(b, 8)))
+	if ((err = ft_publish_to(b, 8)))
 		DIE("B after the fence: %s", pt_net_last_error());
 	if (pt_region_wait(r2, 8, PT_LEVEL_REPLICATED, 1000))
 		DIE("r2 epoch 8 not replicated");

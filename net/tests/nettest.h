@@ -160,6 +160,30 @@ static inline const char *nt_path(const char *fmt, ...)
 	return b;
 }
 
+/* Put the child pid in a process group of its own, killed at exit. */
+static inline pid_t nt_adopt(pid_t pid)
+{
+	setpgid(pid, pid);
+	for (int i = 0; i < 32; i++)
+		if (!nt_pids[i]) {
+			nt_pids[i] = pid;
+			break;
+		}
+	return pid;
+}
+
+/* The load average line of /proc/loadavg, "?" when it cannot be read. */
+static inline void nt_loadavg(char *buf, size_t len)
+{
+	FILE *fp = fopen("/proc/loadavg", "r");
+
+	if (!fp || !fgets(buf, (int)len, fp))
+		snprintf(buf, len, "?");
+	if (fp)
+		fclose(fp);
+	buf[strcspn(buf, "\n")] = 0;
+}
+
 /* Start argv as a child in a process group of its own, output to log. */
 static inline pid_t nt_spawn(char *const argv[], const char *log)
 {
@@ -184,13 +208,7 @@ static inline pid_t nt_spawn(char *const argv[], const char *log)
 		execvp(argv[0], argv);
 		_exit(127);
 	}
-	setpgid(pid, pid);
-	for (int i = 0; i < 32; i++)
-		if (!nt_pids[i]) {
-			nt_pids[i] = pid;
-			break;
-		}
-	return pid;
+	return nt_adopt(pid);
 }
 
 /* ---- nats-server ---------------------------------------------------- */
