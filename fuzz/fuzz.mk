@@ -104,12 +104,12 @@ $(FUZZ_NAMES:%=fuzz-run-%): fuzz-run-%: $(FUZZ_OUT)/%
 fuzz: $(FUZZ_TARGETS:%=fuzz-run-%)
 
 # Valid seeds come from the library itself (fuzz/seeds/make-seeds.c).
-$(FUZZ_OUT)/make-seeds: fuzz/seeds/make-seeds.c $(wildcard fuzz/*.h) $(STATIC)
+$(FUZZ_OUT)/make-seeds: fuzz/seeds/make-seeds.c $(wildcard fuzz/*.h fuzz/seeds/*.h) $(STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Ifuzz $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) $(LIBS)
 
 # The network layer's (fuzz/seeds/make-net-seeds.c): its encoders, compiled in.
-$(FUZZ_OUT)/make-net-seeds: fuzz/seeds/make-net-seeds.c $(wildcard fuzz/*.h) $(FUZZ_NET_SRCS) \
+$(FUZZ_OUT)/make-net-seeds: fuzz/seeds/make-net-seeds.c $(wildcard fuzz/*.h fuzz/seeds/*.h) $(FUZZ_NET_SRCS) \
 		net/*.h $(STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(FUZZ_NET_CPPFLAGS) -Ifuzz $(CFLAGS) $(LDFLAGS) -o $@ $< $(FUZZ_NET_SRCS) \

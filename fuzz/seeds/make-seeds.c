@@ -13,24 +13,8 @@
 
 #include "pagetrack.h"
 #include "fuzz.h"
+#include "seeds.h"
 #include "pagelog.h"
-
-static const char *corpus;
-
-static void put(const char *target, const char *name, uint8_t flags, const void *p, size_t len)
-{
-	char path[512];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", corpus, target);
-	mkdir(path, 0755);
-	snprintf(path, sizeof(path), "%s/%s/%s", corpus, target, name);
-	f = fopen(path, "w");
-	if (!f || fwrite(&flags, 1, 1, f) != 1 || (len && fwrite(p, 1, len, f) != len) || fclose(f)) {
-		perror(path);
-		exit(1);
-	}
-}
 
 /* Length without the trailing zero bytes. */
 static size_t trim(const unsigned char *p, size_t len)
