@@ -6,7 +6,7 @@
 # way), side by side.
 #
 #   apps/exchange/bench.sh [--seconds N] [--size BYTES] [--sync-us N] [--rate R] [--runs N]
-#                          [--modes "none pagetrack adaptive fullcopy"]
+#                          [--modes "none pagetrack adaptive fullcopy"] [--data-on DIR]
 #
 # Two runs per mode, each with a fresh engine:
 #  - capacity: orders flat out, acked as soon as applied, so orders/s is what
@@ -15,7 +15,10 @@
 #    load, for latency, writer stall per sync, pages per sync, replica lag.
 # Defaults follow the issue's targets: a 256 MiB block, an epoch every 10 ms
 # (100 syncs/s).  Data directories live on tmpfs (/dev/shm) in every mode:
-# the comparison is about replication, not about this machine's disk.  One
+# the comparison is about replication, not about this machine's disk
+# (--data-on DIR puts them in a temporary directory under DIR instead, a
+# disk's file system for instance, so the log's writes and fdatasyncs count
+# as well; the header says where they were).  One
 # md server per replicated mode answers 2,000 queries/s and checks its copy
 # against the engine once a second (the demo: every 200 ms; the check walks
 # every live order, verification the unreplicated run has no copy to pay
@@ -30,7 +33,7 @@
 set -u
 O=${O:-build}
 B=$O/apps/exchange
-seconds=6 size=256M sync_us=10000 runs=3 rate=20000
+seconds=6 size=256M sync_us=10000 runs=3 rate=20000 data_on=/dev/shm
 modes=(none pagetrack adaptive fullcopy)
 
 while [ $# -gt 0 ]; do
@@ -41,6 +44,7 @@ while [ $# -gt 0 ]; do
 	--runs) runs=${2:?}; shift ;;
 	--rate) rate=${2:?}; shift ;;
 	--modes) read -r -a modes <<<"${2:?}"; shift ;;
+	--data-on) data_on=${2:?}; shift ;;
 	-h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown argument '$1'" >&2; exit 2 ;;
 	esac
@@ -53,7 +57,8 @@ for m in "${modes[@]}"; do
 	esac
 done
 
-work=$(mktemp -d /dev/shm/pagetrack-exbench.XXXXXX) || exit 1
+[ -d "$data_on" ] || { echo "bench.sh: --data-on: '$data_on' is not a directory" >&2; exit 2; }
+work=$(mktemp -d "$data_on/pagetrack-exbench.XXXXXX") || exit 1
 # shellcheck source=procs.sh
 . "$(dirname "$0")/procs.sh"
 cleanup() {
@@ -145,7 +150,8 @@ median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 ms() { awk -v n="$1" 'BEGIN { if (n < 1000000) printf "%.0f us", n/1000; else printf "%.2f ms", n/1e6 }'; }
 
 echo "exchange benchmark: $size block, an epoch every $sync_us us, $seconds s per run, $runs run(s) per cell"
-echo "(data directories on tmpfs; noisy shared machine: figures vary from run to run)"
+echo "(data directories in $work, $(df --output=fstype "$work" | tail -n 1);" \
+     "noisy shared machine: figures vary from run to run)"
 echo
 declare -A R L P
 status=0
