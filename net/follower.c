@@ -304,7 +304,7 @@ static int found_gap(struct pt_follower *f, const struct wire_header *h, uint64_
 	f->assembling = false;
 	f->need_snapshot = true;
 	f->gap = (struct snap_gap){ .epoch = h->epoch, .part = h->part,
-				    .prev_chain = h->prev_chain, .seq = seq };
+				    .prev_chain = h->prev_chain, .npages = h->npages, .seq = seq };
 	return net_fail(-EAGAIN, "stream %s sequence %llu: epoch %llu part %u after the standby's "
 			"epoch %llu: catching up from the snapshot", f->stream,
 			(unsigned long long)seq, (unsigned long long)h->epoch, h->part,
@@ -451,11 +451,11 @@ static int take_subject(struct pt_follower *f, natsMsg *m, uint64_t seq)
 }
 
 /*
- * Read message seq; *epoch its epoch, or 0 when it is missing or does not
- * check (the search steps past it).  Returns 0 or -EAGAIN.
+ * Read message seq into *out: its epoch, part, prev_chain and region size;
+ * epoch 0 when it is missing or does not check (the search steps past it).
+ * Returns 0 or -EAGAIN.
  */
-static int probe(struct pt_follower *f, uint64_t seq, uint64_t *epoch, uint32_t *part,
-		 uint64_t *prev_chain)
+static int probe(struct pt_follower *f, uint64_t seq, struct wire_header *out)
 {
 	struct wire_header h;
 	jsErrCode jerr = 0;
@@ -463,7 +463,7 @@ static int probe(struct pt_follower *f, uint64_t seq, uint64_t *epoch, uint32_t 
 	char why[256];
 	natsStatus s;
 
-	*epoch = 0;
+	memset(out, 0, sizeof(*out));
 	s = js_GetMsg(&m, f->conn.js, f->stream, seq, &f->conn.jsopts, &jerr);
 	if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr)
 		return 0;
@@ -472,18 +472,16 @@ static int probe(struct pt_follower *f, uint64_t seq, uint64_t *epoch, uint32_t 
 				(unsigned long long)seq, net_status_text(s));
 	if (!wire_check(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &h, why,
 			sizeof(why)) && (h.history_id == f->history || !f->history)) {
-		*epoch = h.epoch;
-		*part = h.part;
-		*prev_chain = h.prev_chain;
+		*out = h;
 		/* A term marker stands for what comes after it: the next
 		 * epoch, which follows the marker's chain.  Epochs stay in
 		 * order along the stream (a half-published epoch before a
 		 * marker has the same number), and a stream trimmed up to a
 		 * marker is a gap a snapshot at the marker's epoch crosses. */
 		if (h.flags & WIRE_FLAG_TERM) {
-			*epoch = h.epoch + 1;
-			*part = 0;
-			*prev_chain = h.chain;
+			out->epoch = h.epoch + 1;
+			out->part = 0;
+			out->prev_chain = h.chain;
 		}
 	}
 	natsMsg_Destroy(m);
@@ -517,18 +515,18 @@ static int locate(struct pt_follower *f)
 	lo = first;
 	hi = f->epoch ? last + 1 : first;
 	while (lo < hi) {
-		uint64_t mid = lo + (hi - lo) / 2, seq = mid, epoch = 0, prev_chain;
-		uint32_t part = 0;
+		uint64_t mid = lo + (hi - lo) / 2, seq = mid;
+		struct wire_header h = { 0 };
 
 		/* A missing or foreign message: look at the next ones. */
-		for (; seq < hi && !epoch; seq++) {
-			err = probe(f, seq, &epoch, &part, &prev_chain);
+		for (; seq < hi && !h.epoch; seq++) {
+			err = probe(f, seq, &h);
 			if (err)
 				return err;
 		}
-		if (!epoch)
+		if (!h.epoch)
 			hi = mid;
-		else if (epoch > f->epoch)
+		else if (h.epoch > f->epoch)
 			hi = mid;
 		else
 			lo = seq;
@@ -537,7 +535,7 @@ static int locate(struct pt_follower *f)
 	if (lo <= last) {
 		struct wire_header h = { 0 };
 
-		err = probe(f, lo, &h.epoch, &h.part, &h.prev_chain);
+		err = probe(f, lo, &h);
 		if (err)
 			return err;
 		if (h.epoch > f->epoch + 1 || (h.epoch == f->epoch + 1 && h.part)) {

@@ -45,6 +45,7 @@
 #define PUT_WINDOW		256		/* puts in flight, at most (about 1 MiB) */
 #define RESTARTS		8		/* a reader starting over, at most */
 #define PROGRESS_EVERY		64		/* pages between progress reports */
+#define GET_WINDOW		256		/* gets in flight, at most */
 
 static void bucket_name(char *buf, size_t len, const char *stream)
 {
@@ -529,7 +530,9 @@ int snap_pub_update(struct snap_pub *s, struct pt_replica *src, struct pt_publis
 
 /* A catch-up in progress. */
 struct catch_up {
+	struct net_conn *c;
 	kvStore *kv;
+	bool direct;			/* the bucket's stream answers direct gets */
 	char bucket[96];
 	const struct pt_net_opts *o;
 	const struct wire_key *key;	/* the follower's: len 0, none */
@@ -573,17 +576,32 @@ static int not_covered(const struct catch_up *cu, const char *stream, const stru
 			(unsigned long long)gap->epoch, gap->part, (long long)cu->have, what);
 }
 
-/* Transfer and check the pages newer than the standby: 0, 1 (start over), -errno. */
-static int fetch_pages(struct catch_up *cu)
+/* Check the value of the i-th page to transfer and decode it into its
+ * place: 0, 1 (newer than its table: start over), -errno. */
+static int take_page(struct catch_up *cu, uint64_t i, const void *val, size_t len)
 {
-	size_t ps = cu->m.page_size;
 	char why[300];
+	int err;
 
-	cu->count = 0;
-	for (uint64_t p = 0; p < cu->m.npages; p++)
-		if (cu->v[p].generation > cu->have)
-			cu->pages[cu->count++] = p;
-	progress(cu, 0);
+	cu->bytes += len;
+	err = snap_page_decode(val, len, &cu->m, cu->pages[i], &cu->v[cu->pages[i]], cu->key,
+			       cu->data + i * cu->m.page_size, cu->zero, why, sizeof(why));
+	if (err < 0)
+		return net_fail(err, "bucket %s: %s", cu->bucket, why);
+	return err;
+}
+
+static int page_missing(const struct catch_up *cu, uint64_t i)
+{
+	return net_fail(-EBADMSG, "bucket %s: page.%llu, of generation %lld in the snapshot of "
+			"epoch %llu, is missing", cu->bucket, (unsigned long long)cu->pages[i],
+			(long long)cu->v[cu->pages[i]].generation, (unsigned long long)cu->m.epoch);
+}
+
+/* The pages one kvStore_Get at a time, a round trip each: for a bucket
+ * that answers no direct get.  0, 1 (start over), -errno. */
+static int fetch_each(struct catch_up *cu)
+{
 	for (uint64_t i = 0; i < cu->count; i++) {
 		char key[48];
 		kvEntry *e;
@@ -592,26 +610,169 @@ static int fetch_pages(struct catch_up *cu)
 		snprintf(key, sizeof(key), "page.%llu", (unsigned long long)cu->pages[i]);
 		err = kv_get(cu->kv, cu->bucket, key, &e);
 		if (err == -ENOENT)
-			return net_fail(-EBADMSG, "bucket %s: %s, of generation %lld in the snapshot "
-					"of epoch %llu, is missing", cu->bucket, key,
-					(long long)cu->v[cu->pages[i]].generation,
-					(unsigned long long)cu->m.epoch);
+			return page_missing(cu, i);
 		if (err)
 			return err;
-		cu->bytes += (uint64_t)kvEntry_ValueLen(e);
-		err = snap_page_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &cu->m,
-				       cu->pages[i], &cu->v[cu->pages[i]], cu->key, cu->data + i * ps,
-				       cu->zero, why, sizeof(why));
+		err = take_page(cu, i, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
 		kvEntry_Destroy(e);
-		if (err < 0)
-			return net_fail(err, "bucket %s: %s", cu->bucket, why);
 		if (err)
-			return 1;
+			return err;
 		if ((i + 1) % PROGRESS_EVERY == 0)
 			progress(cu, i + 1);
 	}
-	progress(cu, cu->count);
 	return 0;
+}
+
+/*
+ * One answer to a direct get: which page (the reply subject's last token),
+ * and its value, checked into place.  0 taken, 1 (start over), 2 (no
+ * direct gets here), 3 (not an answer of ours, or one already taken: a
+ * request may be answered by more than one server), -errno.
+ */
+static int take_answer(struct catch_up *cu, natsMsg *m, uint8_t *got, uint64_t *index)
+{
+	const char *subj = natsMsg_GetSubject(m), *dot = strrchr(subj, '.'), *status = NULL;
+	const char *op = NULL, *desc = NULL;
+	char *end;
+	uint64_t i;
+
+	errno = 0;
+	i = dot && dot[1] >= '0' && dot[1] <= '9' ? strtoull(dot + 1, &end, 10) : UINT64_MAX;
+	if (i >= cu->count || errno || *end || got[i])
+		return 3;
+	*index = i;
+	if (natsMsgHeader_Get(m, "Status", &status) == NATS_OK && status) {
+		if (!strcmp(status, "404"))
+			return page_missing(cu, i);
+		if (!strcmp(status, "503"))
+			return 2;
+		natsMsgHeader_Get(m, "Description", &desc);
+		return net_fail(-EAGAIN, "bucket %s: getting page.%llu: status %s%s%s", cu->bucket,
+				(unsigned long long)cu->pages[i], status, desc ? ", " : "",
+				desc ? desc : "");
+	}
+	/* A deleted or purged key's marker: no value. */
+	if (natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK && op)
+		return page_missing(cu, i);
+	got[i] = 1;
+	return take_page(cu, i, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+}
+
+/*
+ * The pages by direct gets of each key's last value (the bucket's stream
+ * allows them: libnats makes buckets so), GET_WINDOW requests in flight on
+ * an inbox of their own, so that the transfer pays a round trip a window,
+ * not a page.  Each answer is matched to its request by its reply subject
+ * and checked as it comes, as one kvStore_Get's.  0, 1 (start over), 2
+ * (no server answers direct gets), -errno.
+ */
+static int fetch_pipelined(struct catch_up *cu)
+{
+	const char *api = cu->c->jsopts.Prefix ? cu->c->jsopts.Prefix : "$JS.API";
+	natsSubscription *sub = NULL;
+	natsInbox *inbox = NULL;
+	uint8_t *got = calloc(cu->count ? cu->count : 1, 1);
+	uint64_t sent = 0, done = 0;
+	char subj[256], reply[160];
+	natsStatus s;
+	int err = 0;
+
+	if (!got)
+		return net_fail(-ENOMEM, "out of memory for %llu pages",
+				(unsigned long long)cu->count);
+	s = natsInbox_Create(&inbox);
+	if (s == NATS_OK) {
+		snprintf(reply, sizeof(reply), "%s.*", inbox);
+		s = natsConnection_SubscribeSync(&sub, cu->c->nc, reply);
+	}
+	if (s != NATS_OK) {
+		err = net_fail(-EAGAIN, "bucket %s: an inbox for the gets: %s", cu->bucket,
+			       net_status_text(s));
+		goto out;
+	}
+	while (done < cu->count) {
+		uint64_t i = UINT64_MAX;
+		natsMsg *m = NULL;
+
+		for (; sent < cu->count && sent - done < GET_WINDOW; sent++) {
+			snprintf(subj, sizeof(subj), "%s.DIRECT.GET.KV_%s.$KV.%s.page.%llu", api,
+				 cu->bucket, cu->bucket, (unsigned long long)cu->pages[sent]);
+			snprintf(reply, sizeof(reply), "%s.%llu", inbox, (unsigned long long)sent);
+			s = natsConnection_PublishRequest(cu->c->nc, subj, reply, NULL, 0);
+			if (s != NATS_OK) {
+				err = net_fail(-EAGAIN, "bucket %s: getting page.%llu: %s", cu->bucket,
+					       (unsigned long long)cu->pages[sent],
+					       net_status_text(s));
+				goto out;
+			}
+		}
+		s = natsSubscription_NextMsg(&m, sub, (int64_t)cu->o->request_timeout_ms);
+		if (s != NATS_OK) {
+			err = net_fail(-EAGAIN, "bucket %s: %llu of %llu pages transferred, then %s",
+				       cu->bucket, (unsigned long long)done,
+				       (unsigned long long)cu->count, s == NATS_TIMEOUT ?
+				       "no answer in time" : net_status_text(s));
+			goto out;
+		}
+		err = take_answer(cu, m, got, &i);
+		natsMsg_Destroy(m);
+		if (err == 3) {
+			err = 0;
+			continue;
+		}
+		if (err)
+			goto out;
+		if (++done % PROGRESS_EVERY == 0)
+			progress(cu, done);
+	}
+out:
+	if (sub) {
+		natsSubscription_Unsubscribe(sub);
+		natsSubscription_Destroy(sub);
+	}
+	natsInbox_Destroy(inbox);
+	free(got);
+	return err;
+}
+
+/* Whether the bucket's stream answers direct gets (a request to a stream
+ * that does not goes unanswered): 0 or -EAGAIN. */
+static int direct_gets(struct catch_up *cu)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode jerr = 0;
+	char name[112];
+	natsStatus s;
+
+	snprintf(name, sizeof(name), "KV_%s", cu->bucket);
+	s = js_GetStreamInfo(&si, cu->c->js, name, &cu->c->jsopts, &jerr);
+	if (s != NATS_OK)
+		return net_fail(-EAGAIN, "bucket %s: reading its stream's configuration: %s",
+				cu->bucket, net_status_text(s));
+	cu->direct = si->Config && si->Config->AllowDirect;
+	jsStreamInfo_Destroy(si);
+	return 0;
+}
+
+/* Transfer and check the pages newer than the standby: 0, 1 (start over), -errno. */
+static int fetch_pages(struct catch_up *cu)
+{
+	int err;
+
+	cu->count = 0;
+	for (uint64_t p = 0; p < cu->m.npages; p++)
+		if (cu->v[p].generation > cu->have)
+			cu->pages[cu->count++] = p;
+	progress(cu, 0);
+	err = cu->direct ? fetch_pipelined(cu) : 2;
+	if (err == 2) {
+		net_log(PT_LOG_INFO, "bucket %s: its stream answers no direct get: one get a page",
+			cu->bucket);
+		err = fetch_each(cu);
+	}
+	if (!err)
+		progress(cu, cu->count);
+	return err;
 }
 
 /* One attempt at the snapshot as it is now: 1 every page needed is in
@@ -638,9 +799,17 @@ static int attempt(struct catch_up *cu, const char *stream, const struct snap_ga
 	if (cu->m.page_size != (uint64_t)sys_page)
 		return net_fail(-EXDEV, "bucket %s: pages of %u bytes, this system's are %ld",
 				cu->bucket, cu->m.page_size, sys_page);
+	/* Sizes are checked before anything is allocated for them: what the
+	 * follower holds is bounded by the region's size, the standby's or,
+	 * for a new one, the stream's (the gap's message says it). */
 	if (cu->region_pages && cu->m.npages != cu->region_pages)
 		return net_fail(-EBADMSG, "bucket %s: a snapshot of %llu pages, the standby has %zu",
 				cu->bucket, (unsigned long long)cu->m.npages, cu->region_pages);
+	if (cu->m.npages != gap->npages)
+		return net_fail(-EBADMSG, "bucket %s: a snapshot of %llu pages, stream %s sequence "
+				"%llu is of a region of %llu", cu->bucket,
+				(unsigned long long)cu->m.npages, stream,
+				(unsigned long long)gap->seq, (unsigned long long)gap->npages);
 	/* It must reach the stream's next epoch: S + 1 at least the gap's
 	 * epoch (past it when the gap's epoch is there only part way), and
 	 * chain to it when S + 1 is that epoch. */
@@ -686,7 +855,7 @@ int snap_catch_up(struct net_conn *c, const struct pt_net_opts *o, const struct 
 		  const char *stream, const char *dir, struct pt_region **standby,
 		  const struct snap_gap *gap, struct pt_follower_stats *st)
 {
-	struct catch_up cu = { .o = o, .key = key };
+	struct catch_up cu = { .c = c, .o = o, .key = key };
 	int table_misses = 0, err = 0, tries;
 	natsStatus ns;
 
@@ -701,6 +870,9 @@ int snap_catch_up(struct net_conn *c, const struct pt_net_opts *o, const struct 
 		return not_covered(&cu, stream, gap, "there is no snapshot (no bucket)");
 	if (ns != NATS_OK)
 		return net_fail(-EAGAIN, "bucket %s: %s", cu.bucket, net_status_text(ns));
+	err = direct_gets(&cu);
+	if (err)
+		goto out;
 	for (tries = 0; tries < RESTARTS * 2; tries++) {
 		err = attempt(&cu, stream, gap, &table_misses);
 		if (err)

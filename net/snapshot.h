@@ -56,6 +56,7 @@ struct snap_gap {
 	uint64_t epoch;			/* the first epoch the stream has after the standby's */
 	uint32_t part;			/* of the message found there (not 0: its start is gone) */
 	uint64_t prev_chain;		/* that message's prev_chain */
+	uint64_t npages;		/* the region's size, as that message says */
 	uint64_t seq;			/* its sequence */
 	bool trimmed;			/* the stream starts there: older ones are gone,
 					 * not a gap the publisher made */

@@ -11,7 +11,8 @@
 #define EPOCHS	2000
 #define KEY_LEN	32
 #define MAC	32			/* bytes of HMAC-SHA256 */
-#define VALUE_MAX 65536			/* the largest value read (a table: 4 KiB) */
+#define VALUE_MAX (1 << 18)		/* the largest value read or made (RESIZE: 128 KiB) */
+#define HUGE_NPAGES (1ull << 27)	/* RESIZE's region: 512 GiB, 3 GiB of tables */
 
 static struct pt_region *w;
 static unsigned char *mem;
@@ -198,8 +199,10 @@ static void mac_after(unsigned char *v, int len, const unsigned char *k)
 static void put32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }	/* x86: little-endian */
 static void put64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
 
-/* A follower on dir must refuse the bucket with err, nothing applied. */
-static void refused(const char *dir, pt_epoch_t standby_epoch, int want, const char *what)
+/* A follower on dir must refuse the bucket with err (and the words says,
+ * unless NULL), nothing applied. */
+static void refused(const char *dir, pt_epoch_t standby_epoch, int want, const char *what,
+		    const char *says)
 {
 	uint64_t calls = 0, start = nt_ms();
 	struct pt_follower *f = follower(dir, &calls);
@@ -208,8 +211,9 @@ static void refused(const char *dir, pt_epoch_t standby_epoch, int want, const c
 	do {
 		err = pt_follower_run(f, 10);
 	} while (err >= 0 && nt_ms() - start < 20000);
-	if (err != want)
-		DIE("%s: %d (%s), expected %d", what, err, pt_net_last_error(), want);
+	if (err != want || (says && !strstr(pt_net_last_error(), says)))
+		DIE("%s: %d (%s), expected %d%s%s", what, err, pt_net_last_error(), want,
+		    says ? " saying " : "", says ? says : "");
 	pt_follower_close(f);
 	if (standby_epoch) {
 		if (pt_dir_epoch(dir) != standby_epoch || pt_dir_verify(dir, NULL, NULL))
@@ -232,6 +236,7 @@ enum change {
 	ADD_MAC,	/* version 2 and a MAC (another key's), its checksum right (a manifest) */
 	MOVE,		/* the value of the key `from` */
 	REPLAY,		/* the value the key held in an earlier snapshot */
+	RESIZE,		/* a manifest of a region of HUGE_NPAGES, its checksum right */
 };
 
 struct cell {
@@ -241,6 +246,7 @@ struct cell {
 	long offset;
 	int want;
 	bool at_epoch;			/* also refused by A, at its epoch */
+	const char *says;		/* in the error (NULL: not checked) */
 };
 
 static char page_key[32], move_key[32], replay_key[32];
@@ -281,6 +287,16 @@ static void bad_value(const struct cell *c, const char *a, pt_epoch_t a_epoch)
 	case MOVE:
 		n = value_get(move_key, v, VALUE_MAX);
 		break;
+	case RESIZE:
+		/* As many tables as such a region has, their checksums 0:
+		 * before any table is read, the region's size must be the
+		 * stream's, so nothing is allocated for it. */
+		n = 80 + (int)(HUGE_NPAGES / 8192) * 8 + 8;
+		memset(v + 80, 0, (size_t)n - 80);
+		put64(v + 40, HUGE_NPAGES);
+		put32(v + 56, (uint32_t)(HUGE_NPAGES / 8192));
+		put64(v + n - 8, XXH3_64bits(v, (size_t)n - 8));
+		break;
 	case REPLAY:
 		if (replay_len == len && !memcmp(replay_value, saved, (size_t)len))
 			DIE("%s: the page did not change since the earlier snapshot", c->what);
@@ -290,9 +306,37 @@ static void bad_value(const struct cell *c, const char *a, pt_epoch_t a_epoch)
 	}
 	value_put(key, v, n);
 	if (c->at_epoch)
-		refused(a, a_epoch, c->want, c->what);
-	refused(nt_path("c"), 0, c->want, c->what);
+		refused(a, a_epoch, c->want, c->what, c->says);
+	refused(nt_path("c"), 0, c->want, c->what, c->says);
 	value_put(key, saved, len);
+}
+
+/* ---- a bucket without direct gets ----------------------------------------- */
+
+static bool no_direct_said;
+
+static void log_line(enum pt_log_level level, const char *msg, void *arg)
+{
+	(void)level;
+	(void)arg;
+	if (strstr(msg, "answers no direct get"))
+		no_direct_said = true;
+}
+
+/* The bucket's stream allows direct gets, or not (as another client may
+ * have made it). */
+static void allow_direct(jsCtx *js, const char *bucket, bool allow)
+{
+	jsStreamInfo *si = NULL;
+	char name[96];
+
+	snprintf(name, sizeof(name), "KV_%s", bucket);
+	if (js_GetStreamInfo(&si, js, name, NULL, NULL) != NATS_OK)
+		DIE("stream %s", name);
+	si->Config->AllowDirect = allow;
+	if (js_UpdateStream(NULL, js, si->Config, NULL, NULL) != NATS_OK)
+		DIE("stream %s: AllowDirect %d", name, allow);
+	jsStreamInfo_Destroy(si);
 }
 
 /* ---- one variant ---------------------------------------------------------- */
@@ -439,6 +483,22 @@ static void scenario(const char *url, const struct variant *v)
 	pt_follower_close(a);
 	printf("    %-44s done (epoch %lld)\n", "the bucket put right", (long long)pst.snapshot_epoch);
 
+	/* Without direct gets the pages come one kvStore_Get at a time: the
+	 * same pages, the same standby. */
+	allow_direct(js, bucket, false);
+	no_direct_said = false;
+	pt_net_set_log(log_line, PT_LOG_INFO, NULL);
+	calls = 0;
+	b = follower(nt_path("%s-nodirect", v->stream), &calls);
+	pump(NULL, &b, 1, epoch);
+	pt_net_set_log(NULL, PT_LOG_ERROR, NULL);
+	if (!no_direct_said)
+		DIE("no direct gets: the follower did not say it got the pages one at a time");
+	check_transfer(b, 0, "no direct gets: one get a page", calls);
+	same_as_writer(nt_path("%s-nodirect", v->stream), "no direct gets");
+	pt_follower_close(b);
+	allow_direct(js, bucket, true);
+
 	if (!v->key) {
 		/* A key added to the keyless stream: its publisher puts every
 		 * value again with a MAC (none of the bucket's verifies), and
@@ -479,6 +539,8 @@ static void scenario(const char *url, const struct variant *v)
 static const struct cell keyless_cells[] = {
 	CHECKSUM_CELLS,
 	{ "the manifest with a MAC (version 2)", "manifest", ADD_MAC, 0, -ENOKEY, true },
+	{ "a manifest of a 512 GiB region", "manifest", RESIZE, 0, -EBADMSG, false,
+	  "is of a region of 256" },
 	{ 0 },
 };
 
