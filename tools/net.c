@@ -25,6 +25,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,7 +76,7 @@ static void net_log_to_stderr(enum pt_log_level level, const char *msg, void *ar
 enum { OPT_STREAM = 256, OPT_REPLICAS, OPT_USER, OPT_PASSWORD, OPT_CREDS, OPT_TLS_CA,
        OPT_TLS_CERT, OPT_TLS_KEY, OPT_NATS, OPT_QUIET, OPT_MAX_MSGS, OPT_MAX_BYTES,
        OPT_SNAPSHOT_INTERVAL, OPT_HMAC_KEY_FILE, OPT_METRICS, OPT_RETAIN, OPT_SEGMENT,
-       OPT_LEASE_MS, OPT_STANDBY, OPT_AUTO_PROMOTE, OPT_FORCE, OPT_TIMEOUT_MS };
+       OPT_LEASE_MS, OPT_STANDBY, OPT_AUTO_PROMOTE, OPT_FORCE, OPT_TIMEOUT_MS, OPT_SCHED };
 
 /* What the shared options ask for beyond struct pt_net_opts. */
 struct net_args {
@@ -431,10 +432,12 @@ int cmd_publish(int argc, char **argv)
 		{ "max-msgs", required_argument, NULL, OPT_MAX_MSGS },
 		{ "max-bytes", required_argument, NULL, OPT_MAX_BYTES },
 		{ "snapshot-interval", required_argument, NULL, OPT_SNAPSHOT_INTERVAL },
+		{ "sched", required_argument, NULL, OPT_SCHED },
 		NET_LONGOPTS,
 		{ 0 },
 	};
 	const char *cmd = "publish";
+	int policy = SCHED_BATCH;
 	struct pt_net_opts o = { .sz = sizeof(o), .lease_ms = 1000 };
 	struct pt_publisher_stats st = { .sz = sizeof(st) };
 	struct pt_publisher *p;
@@ -472,6 +475,12 @@ int cmd_publish(int argc, char **argv)
 				return ret;
 			o.snapshot_interval_ms = (unsigned)n;
 			break;
+		case OPT_SCHED:
+			if (!strcmp(optarg, "batch") || !strcmp(optarg, "other"))
+				policy = !strcmp(optarg, "batch") ? SCHED_BATCH : SCHED_OTHER;
+			else
+				return usage_error(cmd, "--sched: batch or other");
+			break;
 		case 'h':
 			if ((ret = alone(cmd, "--help", argc)))
 				return ret;
@@ -493,6 +502,8 @@ int cmd_publish(int argc, char **argv)
 			       "  --max-bytes N        when it is created: keep at most N bytes (>= 1 MiB)\n"
 			       "  --snapshot-interval MS  update the snapshot at most this often\n"
 			       "                       (default 10000; sooner after half of either limit)\n"
+			       "  --sched batch|other  its scheduling policy (default batch: it never\n"
+			       "                       preempts the writer on waking up)\n"
 			       "%s", net_auth_help);
 			return 0;
 		default:
@@ -509,6 +520,12 @@ int cmd_publish(int argc, char **argv)
 		return ret;
 	if ((ret = read_key_file(cmd, &a, &o)))
 		return ret;
+	/* It yields to the writer on the same host: SCHED_BATCH never
+	 * preempts a thread on waking up (the writer inside its sync), at the
+	 * same share of a busy machine.  Set before the connection's threads
+	 * start: they inherit it (docs/network.md, "Figures"). */
+	if (sched_setscheduler(0, policy, &(struct sched_param){ 0 }))
+		return runtime_error(cmd, 0, "--sched: %s", strerror(errno));
 	pt_net_set_log(net_log_to_stderr, PT_LOG_WARN, (void *)cmd);
 	catch_stop_signals();
 	ret = pt_publisher_open(&p, dir, &o);

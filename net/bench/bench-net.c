@@ -28,10 +28,13 @@
  */
 #include <nats/nats.h>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
 
 #include "nettest.h"
 
 #define RUNS		3
+#define PACED_RUNS	5		/* the stall's runs: noisier */
 #define TP_PAGES	64		/* per epoch: 256 KiB */
 #define TP_EPOCHS	300
 #define TP_REGION	4096		/* pages */
@@ -67,18 +70,23 @@ static uint64_t pct(uint64_t *v, size_t n, double p)
 	return v[i < n ? i : n - 1];
 }
 
-static double median3(double *v)
+static double median(double *v, int n)
 {
 	double t;
 
-	for (int i = 0; i < RUNS; i++)
-		for (int j = i + 1; j < RUNS; j++)
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++)
 			if (v[j] < v[i]) {
 				t = v[i];
 				v[i] = v[j];
 				v[j] = t;
 			}
-	return v[RUNS / 2];
+	return v[n / 2];
+}
+
+static double median3(double *v)
+{
+	return median(v, RUNS);
 }
 
 static uint64_t now_ns(void)
@@ -96,23 +104,48 @@ static void sleep_until(uint64_t t)
 	clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 }
 
-/* ---- publisher and follower threads ------------------------------------ */
+/* ---- publisher and follower ----------------------------------------------- */
+
+/*
+ * Where the publisher and the follower run.  By default each in a process
+ * of its own, started before the writer's region exists (a fork after it
+ * would share the region's pages copy-on-write), as `pagetrack publish`
+ * runs beside a writer and `pagetrack follow` on another host (here the
+ * same one): the publisher SCHED_BATCH, as the command runs it, the
+ * follower SCHED_OTHER, as `pagetrack follow` runs.  BENCH_NET_PLACE=thread:
+ * threads of the writer's process instead, sharing its address space (each
+ * munmap or mprotect of theirs interrupts the writer's CPU to flush its
+ * TLB), as this bench ran them before; BENCH_NET_POLICY=other: the
+ * publisher SCHED_OTHER.  The throughput part always uses threads.
+ */
+static bool place_threads, policy_other;
 
 struct pipe {
 	const char *src, *dst;
 	char stream[32];
+	int go;				/* atomic: the region exists, start */
 	int stop;			/* atomic */
 	uint64_t target;		/* the follower stops at this epoch (atomic) */
 	/* follower: when each epoch was applied (durable in the standby) */
 	uint64_t *applied_ns;
 	uint64_t nepochs;
 	int run_ms;			/* the follower's pt_follower_run() timeout */
+	bool follow, threads;		/* a follower; threads of this process */
 	struct pt_publisher_stats pst;
 	struct pt_follower_stats fst;
-	int err;
-	char msg[512];
 	pthread_t pt, ft;
+	pid_t pub_pid, fol_pid;
 };
+
+/* Shared with the child processes: anonymous MAP_SHARED memory. */
+static void *shared_alloc(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		DIE("mmap: %s", strerror(errno));
+	return p;
+}
 
 static void *run_publisher(void *arg)
 {
@@ -122,6 +155,10 @@ static void *run_publisher(void *arg)
 	int err;
 
 	pthread_setname_np(pthread_self(), "publisher");
+	/* As pagetrack publish: before its connection's threads start, which
+	 * inherit it. */
+	if (!policy_other && sched_setscheduler(0, SCHED_BATCH, &(struct sched_param){ 0 }))
+		DIE("SCHED_BATCH: %s", strerror(errno));
 	pp->pst.sz = sizeof(pp->pst);
 	if ((err = pt_publisher_open(&p, pp->src, &o)))
 		DIE("publisher: %s", pt_net_last_error());
@@ -172,33 +209,90 @@ static void *run_follower(void *arg)
 	return NULL;
 }
 
-static void pipe_start(struct pipe *pp, const char *name, uint64_t nepochs)
+static struct pipe *pipe_start(const char *name, uint64_t nepochs, bool follow, bool threads)
 {
-	memset(pp, 0, sizeof(*pp));
+	struct pipe *pp = shared_alloc(sizeof(*pp));
+
 	snprintf(pp->stream, sizeof(pp->stream), "bench%d", stream_no);
 	pp->src = strdup(nt_path("%s-src%d", name, stream_no));
 	pp->dst = strdup(nt_path("%s-dst%d", name, stream_no));
 	stream_no++;
 	pp->nepochs = nepochs + 2;
-	pp->applied_ns = calloc(pp->nepochs, sizeof(uint64_t));
+	pp->applied_ns = shared_alloc(pp->nepochs * sizeof(uint64_t));
 	pp->target = UINT64_MAX;
 	pp->run_ms = 1;
+	pp->follow = follow;
+	pp->threads = threads;
+	pp->pub_pid = pp->fol_pid = -1;
+	return pp;
 }
 
-static void pipe_threads(struct pipe *pp)
+/* A child process that waits for pipe_go(), runs fn, and exits. */
+static pid_t child(struct pipe *pp, void *(*fn)(void *))
 {
-	pthread_create(&pp->pt, NULL, run_publisher, pp);
-	pthread_create(&pp->ft, NULL, run_follower, pp);
+	uint64_t t0 = nt_ms();
+	pid_t pid = fork();
+
+	if (pid < 0)
+		DIE("fork: %s", strerror(errno));
+	if (pid > 0)
+		return pid;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	while (!__atomic_load_n(&pp->go, __ATOMIC_ACQUIRE)) {
+		if (nt_ms() - t0 > 60000)
+			_exit(3);
+		nt_sleep_ms(1);
+	}
+	fn(pp);
+	_exit(0);
 }
 
-/* Wait for the follower to reach `last`, then stop both threads. */
+/* In processes: started now, before the writer's region exists. */
+static void pipe_spawn(struct pipe *pp)
+{
+	if (pp->threads)
+		return;
+	pp->pub_pid = child(pp, run_publisher);
+	if (pp->follow)
+		pp->fol_pid = child(pp, run_follower);
+}
+
+/* The region exists: the publisher and the follower start. */
+static void pipe_go(struct pipe *pp)
+{
+	if (pp->threads) {
+		pthread_create(&pp->pt, NULL, run_publisher, pp);
+		if (pp->follow)
+			pthread_create(&pp->ft, NULL, run_follower, pp);
+	}
+	__atomic_store_n(&pp->go, 1, __ATOMIC_RELEASE);
+}
+
+static void reap(pid_t pid, const char *what)
+{
+	int status = 0;
+
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status))
+		DIE("the %s's process failed (status %#x)", what, status);
+}
+
+/* Wait for the follower to reach `last` (none: at once), then stop the
+ * publisher. */
 static void pipe_finish(struct pipe *pp, uint64_t last)
 {
 	__atomic_store_n(&pp->target, last, __ATOMIC_RELEASE);
-	pthread_join(pp->ft, NULL);
+	if (pp->follow) {
+		if (pp->threads)
+			pthread_join(pp->ft, NULL);
+		else
+			reap(pp->fol_pid, "follower");
+	}
 	__atomic_store_n(&pp->stop, 1, __ATOMIC_RELEASE);
-	pthread_join(pp->pt, NULL);
-	if ((uint64_t)pp->fst.epoch < last)
+	if (pp->threads)
+		pthread_join(pp->pt, NULL);
+	else
+		reap(pp->pub_pid, "publisher");
+	if (pp->follow && (uint64_t)pp->fst.epoch < last)
 		DIE("the follower stopped at epoch %llu of %llu", (unsigned long long)pp->fst.epoch,
 		    (unsigned long long)last);
 }
@@ -212,7 +306,8 @@ static void remove_dirs(struct pipe *pp)
 		fprintf(stderr, "could not remove %s\n", pp->src);
 	free((void *)pp->src);
 	free((void *)pp->dst);
-	free(pp->applied_ns);
+	munmap(pp->applied_ns, pp->nepochs * sizeof(uint64_t));
+	munmap(pp, sizeof(*pp));
 }
 
 /* ---- 1. throughput ----------------------------------------------------- */
@@ -229,21 +324,24 @@ static struct tp_result pipeline_throughput(void)
 {
 	struct tp_result res;
 	struct pt_region_opts wo = { .sz = sizeof(wo), .durability = PT_DURABLE_BACKGROUND };
-	struct pipe pp;
+	struct pipe *pp;
 	struct pt_region *w;
 	unsigned char *mem;
 	uint64_t seed = 7, t0, t1;
 	int err;
 
-	pipe_start(&pp, "tp", TP_EPOCHS);
-	pp.run_ms = 200;	/* as pagetrack follow */
-	if ((err = pt_region_create(&w, pp.src, TP_REGION * ps, &wo)))
+	/* Threads: this part runs after raw publishing initialized libnats in
+	 * this process (a child forked then would inherit its state without
+	 * its threads). */
+	pp = pipe_start("tp", TP_EPOCHS, true, true);
+	pp->run_ms = 200;	/* as pagetrack follow */
+	if ((err = pt_region_create(&w, pp->src, TP_REGION * ps, &wo)))
 		DIE("create: %s", pt_strerror(err));
 	mem = pt_region_base(w);
 	pt_region_sync(w);
-	pipe_threads(&pp);
+	pipe_go(pp);
 	/* Wait for epoch 1 to arrive: the clock starts with the stream made. */
-	while (__atomic_load_n(&pp.applied_ns[1], __ATOMIC_ACQUIRE) == 0)
+	while (__atomic_load_n(&pp->applied_ns[1], __ATOMIC_ACQUIRE) == 0)
 		nt_sleep_ms(1);
 	t0 = now_ns();
 	for (int e = 2; e <= TP_EPOCHS + 1; e++) {
@@ -259,12 +357,12 @@ static struct tp_result pipeline_throughput(void)
 		if (pt_region_sync(w) != e)
 			DIE("sync");
 	}
-	pipe_finish(&pp, TP_EPOCHS + 1);
-	t1 = pp.applied_ns[TP_EPOCHS + 1];
+	pipe_finish(pp, TP_EPOCHS + 1);
+	t1 = pp->applied_ns[TP_EPOCHS + 1];
 	pt_region_close(w);
-	remove_dirs(&pp);
-	res.mib_s = (double)pp.pst.bytes_raw / ((double)(t1 - t0) / 1e9) / (1 << 20);
-	res.epochs_per_sync = (double)pp.fst.epochs / (double)(pp.fst.syncs ? pp.fst.syncs : 1);
+	res.mib_s = (double)pp->pst.bytes_raw / ((double)(t1 - t0) / 1e9) / (1 << 20);
+	res.epochs_per_sync = (double)pp->fst.epochs / (double)(pp->fst.syncs ? pp->fst.syncs : 1);
+	remove_dirs(pp);
 	return res;
 }
 
@@ -427,12 +525,25 @@ struct paced {
 	double raw_over_wire;
 };
 
+/* Who reads the writer's region in a paced run. */
+enum attached {
+	ALONE,			/* no one: the writer alone */
+	PUBLISHER,		/* a publisher */
+	BOTH,			/* a publisher, and a follower on the same machine */
+	ATTACHED
+};
+
+static const char *const attached_what[ATTACHED] = {
+	"no publisher", "a publisher", "a publisher and a follower",
+};
+
 /* 100 epochs/s of LAG_PAGES pages, a few bytes rewritten in each page. */
-static struct paced paced_run(bool publish)
+static struct paced paced_run(enum attached who)
 {
+	bool publish = who != ALONE;
 	struct pt_region_opts wo = { .sz = sizeof(wo), .durability = PT_DURABLE_BACKGROUND };
 	struct paced res = { 0 };
-	struct pipe pp;
+	struct pipe *pp;
 	struct pt_region *w;
 	unsigned char *mem;
 	uint64_t seed = 11, next;
@@ -441,18 +552,23 @@ static struct paced paced_run(bool publish)
 	size_t nrep = 0, nlag = 0, nstall = 0;
 	int err;
 
-	pipe_start(&pp, publish ? "lag" : "stall", LAG_EPOCHS);
-	if ((err = pt_region_create(&w, pp.src, LAG_REGION * ps, &wo)))
+	pp = pipe_start(publish ? "lag" : "stall", LAG_EPOCHS, who == BOTH, place_threads);
+	if (publish)
+		pipe_spawn(pp);
+	if ((err = pt_region_create(&w, pp->src, LAG_REGION * ps, &wo)))
 		DIE("create: %s", pt_strerror(err));
 	mem = pt_region_base(w);
 	for (size_t i = 0; i < LAG_REGION * ps; i += 64)	/* content to XOR against */
 		mem[i] = (unsigned char)nt_rnd(&seed);
 	pt_region_sync(w);
 	if (publish) {
-		pipe_threads(&pp);
+		uint64_t t0 = nt_ms();
+
+		pipe_go(pp);
 		if (pt_region_wait(w, 1, PT_LEVEL_REPLICATED, 10000))
 			DIE("epoch 1 not replicated");
-		while (__atomic_load_n(&pp.applied_ns[1], __ATOMIC_ACQUIRE) == 0)
+		while (pp->follow && __atomic_load_n(&pp->applied_ns[1], __ATOMIC_ACQUIRE) == 0 &&
+		       nt_ms() - t0 < 60000)
 			nt_sleep_ms(1);
 	}
 	next = now_ns();
@@ -479,11 +595,11 @@ static struct paced paced_run(bool publish)
 		sleep_until(next);
 	}
 	if (publish) {
-		pipe_finish(&pp, LAG_EPOCHS + 1);
+		pipe_finish(pp, LAG_EPOCHS + 1);
 		for (int e = 2; e <= LAG_EPOCHS + 1; e++)
-			if (pp.applied_ns[e] > sync_ns[e])
-				lag[nlag++] = pp.applied_ns[e] - sync_ns[e];
-		res.raw_over_wire = (double)pp.pst.bytes_raw / (double)(pp.pst.bytes_wire + 1);
+			if (pp->applied_ns[e] > sync_ns[e])
+				lag[nlag++] = pp->applied_ns[e] - sync_ns[e];
+		res.raw_over_wire = (double)pp->pst.bytes_raw / (double)(pp->pst.bytes_wire + 1);
 	}
 	res.stall_p50 = (double)pct(stall, nstall, 0.5) / 1e3;
 	res.stall_p99 = (double)pct(stall, nstall, 0.99) / 1e3;
@@ -492,7 +608,7 @@ static struct paced paced_run(bool publish)
 	res.rep_p50 = (double)pct(rep, nrep, 0.5) / 1e3;
 	res.rep_p99 = (double)pct(rep, nrep, 0.99) / 1e3;
 	pt_region_close(w);
-	remove_dirs(&pp);
+	remove_dirs(pp);
 	free(sync_ns);
 	free(stall);
 	free(rep);
@@ -664,8 +780,9 @@ int main(int argc, char **argv)
 	const char *only = argc > 1 ? argv[1] : "";
 	bool tp_on = !*only || !strcmp(only, "pipeline"), raw_on = !*only || !strcmp(only, "raw");
 	double tp[RUNS] = { 0 }, batch[RUNS] = { 0 }, raw[3][RUNS] = { { 0 } }, rel[RUNS] = { 0 };
-	double v[6][RUNS] = { { 0 } }, none[2][RUNS] = { { 0 } }, ratio[RUNS] = { 0 };
-	double fsync_floor[2][RUNS] = { { 0 } };
+	double v[4][PACED_RUNS] = { { 0 } }, ratio[PACED_RUNS] = { 0 };
+	double stall[ATTACHED][2][PACED_RUNS] = { { { 0 } } }, over[ATTACHED][PACED_RUNS] = { { 0 } };
+	double fsync_floor[2][PACED_RUNS] = { { 0 } };
 	static const char *const raw_what[3] = {
 		"raw js_PublishAsync, 64 pending",
 		"raw js_Publish, one at a time",
@@ -679,6 +796,8 @@ int main(int argc, char **argv)
 	ps = (size_t)sysconf(_SC_PAGESIZE);
 	if (ps != 4096)
 		DIE("the messages' sizes assume 4 KiB pages, this system's are %zu bytes", ps);
+	place_threads = getenv("BENCH_NET_PLACE") && !strcmp(getenv("BENCH_NET_PLACE"), "thread");
+	policy_other = getenv("BENCH_NET_POLICY") && !strcmp(getenv("BENCH_NET_POLICY"), "other");
 	nt_loadavg(load0, sizeof(load0));
 	noise = malloc(NOISE_BYTES);
 	for (size_t i = 0; i < NOISE_BYTES / 8; i++)
@@ -695,6 +814,38 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
+	/* First: a child forked by the paced part must not inherit libnats
+	 * initialized in this process by the parts below. */
+	for (int r = 0; r < PACED_RUNS && (!*only || !strcmp(only, "paced")); r++) {
+		struct paced res[ATTACHED];
+
+		/* Each in turn, first in its turn: drifts of the machine's
+		 * load fall on each alike. */
+		for (int k = 0; k < ATTACHED; k++) {
+			enum attached who = (enum attached)((r + k) % ATTACHED);
+
+			res[who] = paced_run(who);
+		}
+		fdatasync_floor(&fsync_floor[0][r], &fsync_floor[1][r]);
+		v[0][r] = res[BOTH].lag_p50;
+		v[1][r] = res[BOTH].lag_p99;
+		v[2][r] = res[BOTH].rep_p50;
+		v[3][r] = res[BOTH].rep_p99;
+		ratio[r] = res[BOTH].raw_over_wire;
+		for (int k = 0; k < ATTACHED; k++) {
+			stall[k][0][r] = res[k].stall_p50;
+			stall[k][1][r] = res[k].stall_p99;
+			over[k][r] = res[k].stall_p50 / res[ALONE].stall_p50 - 1;
+		}
+		fprintf(stderr, "run %d: lag p50 %.0f p99 %.0f us; replicated p50 %.0f p99 %.0f us; "
+			"stall p50/p99 %.0f/%.0f us alone, %.0f/%.0f us publisher (%+.1f%%), "
+			"%.0f/%.0f us publisher + follower (%+.1f%%); fdatasync %.0f/%.0f us\n",
+			r + 1, res[BOTH].lag_p50, res[BOTH].lag_p99, res[BOTH].rep_p50,
+			res[BOTH].rep_p99, res[ALONE].stall_p50, res[ALONE].stall_p99,
+			res[PUBLISHER].stall_p50, res[PUBLISHER].stall_p99, 100 * over[PUBLISHER][r],
+			res[BOTH].stall_p50, res[BOTH].stall_p99, 100 * over[BOTH][r],
+			fsync_floor[0][r], fsync_floor[1][r]);
+	}
 	for (int r = 0; r < RUNS && (tp_on || raw_on); r++) {
 		double best;
 
@@ -712,25 +863,6 @@ int main(int argc, char **argv)
 			"sync %.1f, consumed %.1f MiB/s; pipeline/best raw %.0f%%\n", r + 1, tp[r],
 			batch[r], raw[0][r], raw[1][r], raw[2][r], 100 * rel[r]);
 	}
-	for (int r = 0; r < RUNS && (!*only || !strcmp(only, "paced")); r++) {
-		struct paced with = paced_run(true), without = paced_run(false);
-
-		fdatasync_floor(&fsync_floor[0][r], &fsync_floor[1][r]);
-		v[0][r] = with.lag_p50;
-		v[1][r] = with.lag_p99;
-		v[2][r] = with.rep_p50;
-		v[3][r] = with.rep_p99;
-		v[4][r] = with.stall_p50;
-		v[5][r] = with.stall_p99;
-		none[0][r] = without.stall_p50;
-		none[1][r] = without.stall_p99;
-		ratio[r] = with.raw_over_wire;
-		fprintf(stderr, "run %d: lag p50 %.0f p99 %.0f us; replicated p50 %.0f p99 %.0f us; "
-			"stall %.0f/%.0f us with, %.0f/%.0f us without; fdatasync %.0f/%.0f us\n",
-			r + 1, with.lag_p50, with.lag_p99, with.rep_p50, with.rep_p99,
-			with.stall_p50, with.stall_p99, without.stall_p50, without.stall_p99,
-			fsync_floor[0][r], fsync_floor[1][r]);
-	}
 	nt_loadavg(load1, sizeof(load1));
 	natsd_stop(&server);
 
@@ -745,17 +877,28 @@ int main(int argc, char **argv)
 	printf("%-62s %.0f%%\n", "pipeline / the better raw publishing, same run",
 	       100 * median3(rel));
 	printf("%-62s %.1fx fewer\n", "wire bytes, XOR+LZ4 vs raw (3 words rewritten a page)",
-	       median3(ratio));
+	       median(ratio, PACED_RUNS));
 	printf("%-62s p50 %.2f ms  p99 %.2f ms\n", "lag, writer's sync -> follower durable "
-	       "(100/s x 200 pages)", median3(v[0]) / 1e3, median3(v[1]) / 1e3);
+	       "(100/s x 200 pages)", median(v[0], PACED_RUNS) / 1e3, median(v[1], PACED_RUNS) / 1e3);
 	printf("%-62s p50 %.2f ms  p99 %.2f ms\n", "  floor: fdatasync of an 800 KiB append, same "
-	       "disk, 100/s", median3(fsync_floor[0]) / 1e3, median3(fsync_floor[1]) / 1e3);
+	       "disk, 100/s", median(fsync_floor[0], PACED_RUNS) / 1e3,
+	       median(fsync_floor[1], PACED_RUNS) / 1e3);
 	printf("%-62s p50 %.2f ms  p99 %.2f ms\n", "PT_LEVEL_REPLICATED wait after the sync",
-	       median3(v[2]) / 1e3, median3(v[3]) / 1e3);
-	printf("%-62s p50 %.0f us  p99 %.0f us\n", "writer's stall (sync), no publisher",
-	       median3(none[0]), median3(none[1]));
-	printf("%-62s p50 %.0f us  p99 %.0f us\n", "writer's stall (sync), publisher + follower",
-	       median3(v[4]), median3(v[5]));
+	       median(v[2], PACED_RUNS) / 1e3, median(v[3], PACED_RUNS) / 1e3);
+	printf("(the stall: medians of %d runs, %s%s)\n", PACED_RUNS, place_threads ?
+	       "publisher and follower threads of the writer's process" :
+	       "publisher and follower in processes of their own",
+	       policy_other ? ", the publisher SCHED_OTHER" : ", the publisher SCHED_BATCH");
+	for (int k = 0; k < ATTACHED; k++) {
+		char what[96];
+
+		snprintf(what, sizeof(what), "writer's stall (sync), %s", attached_what[k]);
+		printf("%-62s p50 %.0f us  p99 %.0f us", what, median(stall[k][0], PACED_RUNS),
+		       median(stall[k][1], PACED_RUNS));
+		if (k != ALONE)
+			printf("  p50 %+.1f%%", 100 * median(over[k], PACED_RUNS));
+		printf("\n");
+	}
 	if (!*only)
 		snapshot_figures();
 	free(noise);

@@ -1,5 +1,6 @@
 /* net-status: the status records of publishers and followers: what a handle writes (epoch, lag in epochs and ms, rates, last error, stopped at close), what pt_net_status_read() makes of crafted, damaged and hostile files (live, stopped, gone, stale; a clear error for each bad one, never a crash or a hang), and `pagetrack status` in text, JSON and Prometheus forms on `publish` and `follow` processes (with --retain and --segment), killed -9 and stopped. */
 #include <dirent.h>
+#include <sched.h>
 #include <xxhash.h>
 
 #include "nettest.h"
@@ -586,6 +587,37 @@ static int handles(struct natsd *server)
 
 /* ---- the commands --------------------------------------------------------- */
 
+
+/* Every thread of the publish process runs SCHED_BATCH (it yields to the
+ * writer): its connection's threads inherit the policy set before them. */
+static void all_batch(pid_t pid)
+{
+	char path[64];
+	struct dirent *d;
+	int n = 0;
+	DIR *dp;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	if (!(dp = opendir(path)))
+		DIE("%s: %s", path, strerror(errno));
+	while ((d = readdir(dp))) {
+		int policy;
+
+		if (d->d_name[0] == '.')
+			continue;
+		policy = sched_getscheduler((pid_t)atoi(d->d_name));
+		if (policy < 0 && errno == ESRCH)
+			continue;	/* a thread that just ended */
+		if (policy != SCHED_BATCH)
+			DIE("publish thread %s: policy %d, not SCHED_BATCH", d->d_name, policy);
+		n++;
+	}
+	closedir(dp);
+	if (n < 2)
+		DIE("publish: %d threads seen", n);
+	printf("  publish: its %d threads SCHED_BATCH: done\n", n);
+}
+
 /* The highest log segment number in dir (log-<seq>.seg), and the bytes of
  * its segments. */
 static uint64_t segments(const char *dir, uint64_t *bytes)
@@ -662,6 +694,7 @@ static int commands(struct natsd *server)
 	}
 	check(r.st.state == PT_NET_LIVE && r.st.pid == pub && r.st.epoch == epochs,
 	      "publish process", &r.st);
+	all_batch(pub);
 	/* --segment: a segment per record; --retain 1: the checkpoints drop all
 	 * but the newest. */
 	for (start = nt_ms(); nt_ms() - start < 30000; nt_sleep_ms(100)) {
