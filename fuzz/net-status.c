@@ -4,13 +4,15 @@
  * than a record, as the reader reads them).  They go through
  * status_record_get() under a file name: with FZ_FIX_ID the one the
  * record's role and stream give (so that the fuzzer passes the name
- * check), else a fixed one.  FZ_FIX_SUMS recomputes the checksum of a
- * whole record.
+ * check), else a fixed one; with NS_GATHERED that name and "@<16 hex
+ * digits>", as a publisher names a follower's record it gathered.
+ * FZ_FIX_SUMS recomputes the checksum of a whole record.
  *
  * What must hold: no access outside the block (ASan), no undefined
  * behaviour (UBSan), and a record accepted only with the invariants its
  * callers rely on: strings NUL-terminated inside their fields with no
- * control byte, a known role, an error that is a -errno and its time.
+ * control byte, a known role, an error that is a -errno and its time,
+ * and a gathered name only on a follower's record.
  */
 #include <limits.h>
 
@@ -20,6 +22,7 @@
 
 #define NS_ROLE_AT	10	/* docs/network.md, "Status records" */
 #define NS_STREAM_AT	256
+#define NS_GATHERED	0x10	/* this target's flag: a gathered record's name */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -56,8 +59,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			char stream[STATUS_STREAM_LEN + 1] = "";
 
 			memcpy(stream, b + NS_STREAM_AT, STATUS_STREAM_LEN);
-			snprintf(name, sizeof(name), STATUS_PREFIX "%s-%s",
-				 status_role_name((enum pt_net_role)wire_get16(b + NS_ROLE_AT)), stream);
+			snprintf(name, sizeof(name), STATUS_PREFIX "%s-%s%s",
+				 status_role_name((enum pt_net_role)wire_get16(b + NS_ROLE_AT)), stream,
+				 flags & NS_GATHERED ? "@0123456789abcdef" : "");
 		}
 		if (flags & FZ_FIX_SUMS)
 			status_record_seal(b);
@@ -68,7 +72,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_string(r.st.last_error_text, STATUS_ERROR_TEXT_LEN);
 		if ((r.st.role != PT_NET_PUBLISHER && r.st.role != PT_NET_FOLLOWER) ||
 		    r.st.last_error > 0 || r.st.last_error < -4095 || r.st.epoch < 0 ||
-		    !net_stream_name_ok(r.st.stream))
+		    !net_stream_name_ok(r.st.stream) ||
+		    (strchr(name, '@') && r.st.role != PT_NET_FOLLOWER))
 			abort();
 	} else if (!why[0]) {
 		abort();	/* refused without saying why */

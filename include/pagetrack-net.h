@@ -372,6 +372,14 @@ int pt_follower_close(struct pt_follower *f);
  * when a run fails with another error than the record holds), and at
  * close, which marks it stopped.  pt_net_status_read() lists them; it is
  * what `pagetrack status` shows.
+ *
+ * A follower also sends its record to the key-value bucket
+ * <stream>-status, and the stream's publisher writes each one it gets
+ * (checked whole) into the directory it reads, as
+ * net-status-follower-<stream>@<id> (id: 16 hex digits of the follower's
+ * host and directory), renewed as they come, removed a minute after the
+ * last and when the publisher closes: the writer's directory lists the
+ * followers of its stream on every host.
  */
 enum pt_net_role {
 	PT_NET_PUBLISHER = 1,
@@ -422,6 +430,9 @@ struct pt_net_status {
 	uint64_t started_ns;		/* when the handle was opened */
 	uint64_t updated_ns;		/* when the record was written */
 	uint64_t age_ms;		/* now minus updated_ns (0 if the clock went back) */
+	int gathered;			/* 1: a follower's record its stream's publisher
+					 * wrote here (file ...@<id>); 0: the record of
+					 * a handle serving this directory */
 };
 
 typedef int (*pt_net_status_fn)(const struct pt_net_status *s, void *arg);

@@ -673,6 +673,7 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 		err = net_status_open(&p->status, dir, PT_NET_PUBLISHER, p->stream);
 	if (err)
 		goto err;
+	net_status_gather(p->status, &p->conn, p->opts.replicas);
 	if (p->opts.lease_ms) {
 		err = take_lease(p);
 		if (err)

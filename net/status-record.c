@@ -100,6 +100,18 @@ static const char *get_string(const unsigned char *p, size_t len)
 	return (const char *)p;
 }
 
+bool status_gathered_name(const char *name, const char *base)
+{
+	size_t n = strlen(base);
+
+	if (strncmp(name, base, n) || name[n] != '@' || strlen(name + n + 1) != STATUS_ID_LEN)
+		return false;
+	for (const char *p = name + n + 1; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+			return false;
+	return true;
+}
+
 int status_record_get(const unsigned char *b, size_t len, const char *name,
 		      struct status_record *r, char *why, size_t why_len)
 {
@@ -178,7 +190,7 @@ int status_record_get(const unsigned char *b, size_t len, const char *name,
 		return -EBADMSG;
 	}
 	snprintf(want, sizeof(want), STATUS_PREFIX "%s-%s", status_role_name(st->role), st->stream);
-	if (strcmp(want, name)) {
+	if (strcmp(want, name) && !(st->role == PT_NET_FOLLOWER && status_gathered_name(name, want))) {
 		snprintf(why, why_len, "a record of the %s of stream %s under another name",
 			 status_role_name(st->role), st->stream);
 		return -EBADMSG;

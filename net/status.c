@@ -33,11 +33,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "status-gather.h"
 #include "status-record.h"
 #include "status.h"
 #include "wire.h"
-
-#define STATUS_TMP_SUFFIX	".tmp"
 
 /* ------------------------------------------------------------------ */
 /* The writer                                                          */
@@ -47,7 +46,9 @@ struct net_status {
 	char dir[PATH_MAX];
 	int dirfd;			/* -1 until the directory exists */
 	char name[128];			/* net-status-<role>-<stream>: at most 85 */
-	char tmp[136];
+	char remote[192];		/* follower: the subject of its record in the
+					 * stream's status bucket (status-gather.c) */
+	struct net_gather *gather;	/* publisher: the followers' records */
 	struct status_record rec;
 	char host[STATUS_HOST_LEN];
 	char stream[STATUS_STREAM_LEN];
@@ -78,11 +79,11 @@ int net_status_open(struct net_status **out, const char *dir, enum pt_net_role r
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	snprintf(s->stream, sizeof(s->stream), "%s", stream);
 	snprintf(s->name, sizeof(s->name), STATUS_PREFIX "%s-%s", status_role_name(role), s->stream);
-	snprintf(s->tmp, sizeof(s->tmp), STATUS_PREFIX "%s-%s" STATUS_TMP_SUFFIX, status_role_name(role),
-		 s->stream);
 	if (gethostname(s->host, sizeof(s->host) - 1))
 		snprintf(s->host, sizeof(s->host), "unknown");
 	no_control(s->host);
+	if (role == PT_NET_FOLLOWER)
+		gather_subject(s->remote, sizeof(s->remote), s->stream, s->host, s->dir);
 	s->rec.st.role = role;
 	s->rec.st.pid = (int32_t)getpid();
 	s->rec.st.host = s->host;
@@ -94,47 +95,59 @@ int net_status_open(struct net_status **out, const char *dir, enum pt_net_role r
 	return 0;
 }
 
+void net_status_gather(struct net_status *s, struct net_conn *c, unsigned int replicas)
+{
+	gather_open(&s->gather, c, s->dir, s->stream, replicas);
+}
+
 void net_status_close(struct net_status *s)
 {
 	if (!s)
 		return;
+	gather_close(s->gather);
 	if (s->dirfd >= 0)
 		close(s->dirfd);
 	free(s);
 }
 
-/* Write the temporary file and rename it over the record: 0 or -errno. */
-static int write_record(struct net_status *s)
+int status_file_put(int dirfd, const char *name, const unsigned char *b)
 {
-	unsigned char b[STATUS_SIZE];
+	char tmp[NAME_MAX + 1];
 	struct stat st;
 	ssize_t n;
 	int fd, err = 0;
 
-	if (s->dirfd < 0) {
-		/* A follower's standby is created with its first epoch. */
-		s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (s->dirfd < 0)
-			return errno == ENOENT ? 0 : -errno;
-	}
-	status_record_put(b, &s->rec);
+	if (snprintf(tmp, sizeof(tmp), "%s" STATUS_TMP_SUFFIX, name) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
 	/* O_NOFOLLOW and O_NONBLOCK: a link or a FIFO put in the temporary
 	 * file's place is refused, never written through or waited on. */
-	fd = openat(s->dirfd, s->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK |
-		    O_CLOEXEC, 0600);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+		    0600);
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) || !S_ISREG(st.st_mode))
 		err = -EMEDIUMTYPE;
 	else if (fchmod(fd, 0600))
 		err = -errno;
-	else if ((n = pwrite(fd, b, sizeof(b), 0)) != (ssize_t)sizeof(b))
+	else if ((n = pwrite(fd, b, STATUS_SIZE, 0)) != (ssize_t)STATUS_SIZE)
 		err = n < 0 ? -errno : -EIO;
 	if (close(fd) && !err)
 		err = -errno;
-	if (!err && renameat(s->dirfd, s->tmp, s->dirfd, s->name))
+	if (!err && renameat(dirfd, tmp, dirfd, name))
 		err = -errno;
 	return err;
+}
+
+/* Write the record b (the directory once it exists): 0 or -errno. */
+static int write_record(struct net_status *s, const unsigned char *b)
+{
+	if (s->dirfd < 0) {
+		/* A follower's standby is created with its first epoch. */
+		s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (s->dirfd < 0)
+			return errno == ENOENT ? 0 : -errno;
+	}
+	return status_file_put(s->dirfd, s->name, b);
 }
 
 /*
@@ -158,11 +171,14 @@ static bool due(struct net_status *s, int ret, bool closing)
 }
 
 /* Write the record with the figures filled in, the rates over the interval
- * since the last write; a failure is logged once per error. */
-static void write_now(struct net_status *s, bool closing)
+ * since the last write; a failure is logged once per error.  A follower's
+ * record goes to the stream's status bucket too (conn: its connection),
+ * for the publisher to gather; not waited for, nor retried. */
+static void write_now(struct net_status *s, bool closing, struct net_conn *conn)
 {
 	struct pt_net_status *st = &s->rec.st;
 	uint64_t now = net_mono_ms(), ms = now - s->last_ms;
+	unsigned char b[STATUS_SIZE];
 	int err;
 
 	if (s->written && ms) {
@@ -172,7 +188,10 @@ static void write_now(struct net_status *s, bool closing)
 	st->updated_ns = net_now_ns();
 	if (closing)
 		s->rec.flags |= STATUS_FLAG_CLOSED;
-	err = write_record(s);
+	status_record_put(b, &s->rec);
+	if (conn && conn->nc && s->remote[0])
+		natsConnection_Publish(conn->nc, s->remote, b, STATUS_SIZE);
+	err = write_record(s, b);
 	if (err && err != s->write_error)
 		net_log(PT_LOG_WARN, "%s: writing the status record %s: %s", s->dir, s->name,
 			strerror(-err));
@@ -216,7 +235,8 @@ void net_status_publisher(struct net_status *s, const struct pt_publisher *p, in
 				(int64_t)((now - ps.caught_up_ns) / 1000000) : 0;
 		}
 	}
-	write_now(s, closing);
+	write_now(s, closing, NULL);
+	gather_run(s->gather, ps.history_id);
 }
 
 /*
@@ -278,7 +298,7 @@ void net_status_follower(struct net_status *s, const struct pt_follower *f,
 	} else {
 		st->lag_epochs = PT_NET_LAG_UNKNOWN;
 	}
-	write_now(s, closing);
+	write_now(s, closing, conn);
 }
 
 /* ------------------------------------------------------------------ */
@@ -476,6 +496,7 @@ PT_EXPORT int pt_net_status_read(const char *dir, pt_net_status_fn fn, void *arg
 		}
 		r.st.file = names[i];
 		r.st.message = "";
+		r.st.gathered = strchr(names[i], '@') != NULL;
 		r.st.age_ms = now > r.st.updated_ns ? (now - r.st.updated_ns) / 1000000 : 0;
 		r.st.state = judge(&r);
 		ret = fn(&r.st, arg);

@@ -35,6 +35,19 @@ void net_status_publisher(struct net_status *s, const struct pt_publisher *p, in
 void net_status_follower(struct net_status *s, const struct pt_follower *f,
 			 struct net_conn *conn, int ret, bool closing);
 
+/*
+ * Publisher: gather the records its stream's followers send (each to the
+ * bucket <stream>-status, beside its own directory's record) into the
+ * publisher's directory, at each write of its record (status-gather.c).
+ * Best effort: a bucket that cannot be made is logged, nothing else.
+ */
+void net_status_gather(struct net_status *s, struct net_conn *c, unsigned int replicas);
+
 void net_status_close(struct net_status *s);
+
+/* Write the STATUS_SIZE bytes b as dirfd's file name: to name.tmp
+ * (created 0600, no link followed, no FIFO waited on), renamed over name.
+ * 0 or -errno. */
+int status_file_put(int dirfd, const char *name, const unsigned char *b);
 
 #endif /* PT_NET_STATUS_H */

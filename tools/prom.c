@@ -185,7 +185,7 @@ void prom_net(FILE *out, const struct prom_net *v, size_t n)
 
 		for (size_t i = 0; i < n; i++) {
 			const char *labels[] = { "dir", v[i].dir, "role", v[i].role, "stream",
-						 v[i].stream, NULL };
+						 v[i].stream, "follower", v[i].follower, NULL };
 			int64_t x;
 
 			if (nm->record_only && !v[i].from_record)

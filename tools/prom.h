@@ -40,6 +40,7 @@ struct prom_net {
 	const char *dir;
 	const char *role;		/* "publisher" or "follower" */
 	const char *stream;
+	const char *follower;		/* a gathered follower's id (its label), or NULL */
 	bool from_record;		/* the fields below the line are set */
 	int64_t epoch;
 	uint64_t stream_seq;

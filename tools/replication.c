@@ -227,6 +227,14 @@ static int keep_net(const struct pt_net_status *st, void *arg)
 	return 0;
 }
 
+/* A gathered follower's id (its file's name after the @), or NULL. */
+static const char *gathered_id(const struct pt_net_status *n)
+{
+	const char *at = n->gathered ? strchr(n->file, '@') : NULL;
+
+	return at ? at + 1 : NULL;
+}
+
 static const char *net_role(enum pt_net_role role)
 {
 	return role == PT_NET_PUBLISHER ? "publisher" : "follower";
@@ -336,9 +344,11 @@ static void net_text(const struct status *s)
 			continue;
 		}
 		format_age(age, sizeof(age), n->age_ms);
-		printf("%-14s%s stream %s, pid %d on %s: ", net_role(n->role),
+		printf("%-14s%s stream %s, pid %d on %s%s%s: ", net_role(n->role),
 		       n->role == PT_NET_PUBLISHER ? "to" : "from", n->stream, n->pid,
-		       printable(n->host, buf, sizeof(buf)));
+		       printable(n->host, buf, sizeof(buf)), n->gathered ?
+		       " (through the stream's server), id " : "",
+		       n->gathered ? gathered_id(n) : "");
 		switch (n->state) {
 		case PT_NET_LIVE:
 			printf("running (updated %s ago)\n", age);
@@ -448,6 +458,7 @@ static struct json_object *net_json(const struct status *s, bool *failed)
 		jout_put(o, "state", jout_str(net_state(n->state), failed), failed);
 		jout_put(o, "pid", jout_i64(n->pid, failed), failed);
 		jout_put(o, "host", jout_str(n->host, failed), failed);
+		jout_put(o, "gathered_id", jout_str(gathered_id(n), failed), failed);
 		jout_put(o, "stream", jout_str(n->stream, failed), failed);
 		jout_put(o, "history_id", jout_str(history, failed), failed);
 		jout_put(o, "epoch", jout_i64(n->epoch, failed), failed);
@@ -569,7 +580,7 @@ static int status_prometheus(const struct status *s)
 			continue;
 		nv[nn++] = (struct prom_net){
 			.dir = s->dir, .role = net_role(n->role), .stream = n->stream,
-			.from_record = true, .epoch = n->epoch, .stream_seq = n->stream_seq,
+			.follower = gathered_id(n), .from_record = true, .epoch = n->epoch, .stream_seq = n->stream_seq,
 			.lag_epochs = n->lag_epochs, .lag_ms = n->lag_ms, .epochs = n->epochs,
 			.messages = n->messages, .pages = n->pages, .bytes_raw = n->bytes_raw,
 			.bytes_wire = n->bytes_wire, .retries = n->retries,

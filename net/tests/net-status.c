@@ -1,5 +1,6 @@
 /* net-status: the status records of publishers and followers: what a handle writes (epoch, lag in epochs and ms, rates, last error, stopped at close), what pt_net_status_read() makes of crafted, damaged and hostile files (live, stopped, gone, stale; a clear error for each bad one, never a crash or a hang), and `pagetrack status` in text, JSON and Prometheus forms on `publish` and `follow` processes (with --retain and --segment), killed -9 and stopped. */
 #include <dirent.h>
+#include <nats/nats.h>
 #include <sched.h>
 #include <xxhash.h>
 
@@ -409,6 +410,8 @@ static int take_one(const struct pt_net_status *s, void *arg)
 {
 	struct one *o = arg;
 
+	if (!s->error && s->gathered)
+		return 0;	/* a follower's, through the stream's server */
 	if (s->error) {
 		o->error = s->error;
 		return 0;
@@ -421,6 +424,56 @@ static int take_one(const struct pt_net_status *s, void *arg)
 	o->st.last_error_text = o->text;
 	o->st.host = o->st.file = o->st.message = NULL;
 	return 0;
+}
+
+/* The gathered record of id in dir (file net-status-follower-<stream>@id),
+ * or any error a gathered file has. */
+struct gathered {
+	const char *id;
+	bool found;
+	struct pt_net_status st;
+	char bad[256];
+};
+
+static int take_gathered(const struct pt_net_status *s, void *arg)
+{
+	struct gathered *g = arg;
+	const char *at = strchr(s->file, '@');
+
+	if (!at)
+		return 0;
+	if (s->error)
+		snprintf(g->bad, sizeof(g->bad), "%s: %s", s->file, s->message);
+	else if (!s->gathered)
+		snprintf(g->bad, sizeof(g->bad), "%s: not marked gathered", s->file);
+	else if (g->id && !strcmp(at + 1, g->id)) {
+		g->found = true;
+		g->st = *s;
+		g->st.file = g->st.host = g->st.stream = g->st.message = NULL;
+		g->st.last_error_text = NULL;
+	}
+	return 0;
+}
+
+/* The number of gathered records in dir (id's in *g, when there). */
+static int gathered_in(const char *dir, struct gathered *g)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	g->found = false;
+	g->bad[0] = 0;
+	if (pt_net_status_read(dir, take_gathered, g))
+		DIE("pt_net_status_read(%s): %s", dir, pt_net_last_error());
+	if (g->bad[0])
+		DIE("a gathered record that is not right: %s", g->bad);
+	if (!d)
+		DIE("%s: %s", dir, strerror(errno));
+	while ((de = readdir(d)))
+		n += strchr(de->d_name, '@') != NULL;
+	closedir(d);
+	return n;
 }
 
 /* The one good record in dir into *o (its strings point into *o). */
@@ -618,6 +671,137 @@ static void all_batch(pid_t pid)
 	printf("  publish: its %d threads SCHED_BATCH: done\n", n);
 }
 
+
+static char follower_id[32];		/* the follow process's, gathered */
+
+/* One value put in the stream's status bucket, as anyone allowed to could. */
+static void status_put(natsConnection *nc, const char *key, const void *b, int len)
+{
+	char subject[128];
+
+	snprintf(subject, sizeof(subject), "$KV.st2-status.%s", key);
+	if (natsConnection_Publish(nc, subject, b, len) != NATS_OK)
+		DIE("publishing %s", subject);
+}
+
+/*
+ * The writer's directory lists the follower of its stream (through the
+ * stream's server), in status, --json and --prometheus; values put in the
+ * bucket by others are listed only if they check whole.
+ */
+static void remote_followers(struct natsd *server, const char *src, pid_t pub, pid_t fol,
+			     int epochs, uint64_t history)
+{
+	static const char *const refused[][2] = {
+		{ "follower-zz", "a key that is not a follower's" },
+		{ "follower-00000000000000aa", "a value of 100 bytes" },
+		{ "follower-00000000000000bb", "a byte changed after the checksum" },
+		{ "follower-00000000000000cc", "a record of another stream" },
+		{ "follower-00000000000000dd", "a publisher's record" },
+		{ "follower-00000000000000ee", "a record of another history" },
+	};
+	struct gathered g = { .id = NULL };
+	char *argv[] = { (char *)nt_tool(), "status", NULL, NULL, NULL };
+	char *out, why[256], labels[600], *id = follower_id;
+	unsigned char b[512];
+	natsConnection *nc;
+	struct rec x;
+	uint64_t start;
+	DIR *d;
+	struct dirent *de;
+	int st;
+
+	/* The follower's record, gathered by the publisher. */
+	id[0] = 0;
+	for (start = nt_ms(); nt_ms() - start < 30000 && !id[0]; nt_sleep_ms(100)) {
+		if (!(d = opendir(src)))
+			DIE("%s: %s", src, strerror(errno));
+		while ((de = readdir(d)))
+			if (strchr(de->d_name, '@') && !strstr(de->d_name, ".tmp"))
+				snprintf(id, sizeof(follower_id), "%s", strchr(de->d_name, '@') + 1);
+		closedir(d);
+	}
+	g.id = id;
+	for (start = nt_ms(); nt_ms() - start < 30000; nt_sleep_ms(100))
+		if (gathered_in(src, &g) && g.found && g.st.epoch == epochs)
+			break;
+	if (!g.found || g.st.epoch != epochs || g.st.pid != fol || g.st.role != PT_NET_FOLLOWER ||
+	    g.st.state != PT_NET_LIVE || g.st.history_id != history || g.st.bytes_raw == 0)
+		DIE("the follower is not listed in the writer's directory at epoch %d (%s: epoch "
+		    "%lld, pid %d, state %d)", epochs, g.found ? "found" : "not found",
+		    (long long)g.st.epoch, g.st.pid, (int)g.st.state);
+	argv[2] = (char *)src;
+	st = nt_run(argv, nt_path("status-remote.txt"));
+	out = nt_read_file(nt_path("status-remote.txt"));
+	snprintf(why, sizeof(why), "from stream st2, pid %d on %s (through the stream's server), "
+		 "id %s: running", fol, host, id);
+	if (st || !out || !strstr(out, why))
+		DIE("status (exit %d), not '%s':\n%s", st, why, out ? out : "");
+	free(out);
+	argv[2] = "--json";
+	argv[3] = (char *)src;
+	st = nt_run(argv, nt_path("status-remote.json"));
+	out = nt_read_file(nt_path("status-remote.json"));
+	snprintf(why, sizeof(why), "\"gathered_id\":\"%s\"", id);
+	if (st || !out || !strstr(out, why) || !strstr(out, "\"role\":\"follower\""))
+		DIE("status --json (exit %d), no '%s':\n%s", st, why, out ? out : "");
+	free(out);
+	argv[2] = "--prometheus";
+	st = nt_run(argv, nt_path("status-remote.prom"));
+	out = nt_read_file(nt_path("status-remote.prom"));
+	snprintf(labels, sizeof(labels), "dir=\"%s\",role=\"follower\",stream=\"st2\","
+		 "follower=\"%s\"", src, id);
+	if (st || !out || nt_prom_check(out, why, sizeof(why)) ||
+	    nt_prom_value(out, "pagetrack_net_epoch", labels) != epochs ||
+	    nt_prom_value(out, "pagetrack_net_up", labels) != 1)
+		DIE("status --prometheus (exit %d): %s\n%s", st, why, out ? out : "");
+	free(out);
+	printf("  the follower listed in the writer's directory (id %s): done\n", id);
+
+	/* Values put by others: each refused whole, then a good one, put
+	 * last, listed (so the ones before were looked at). */
+	if (natsConnection_ConnectTo(&nc, server->url) != NATS_OK)
+		DIE("raw connection");
+	x = good_rec("st2");
+	x.pid = (int32_t)pub;
+	x.history = history;
+	craft(b, &x);
+	status_put(nc, refused[0][0], b, 512);
+	status_put(nc, refused[1][0], b, 100);
+	b[100] ^= 1;
+	status_put(nc, refused[2][0], b, 512);
+	x = good_rec("other");
+	x.history = history;
+	craft(b, &x);
+	status_put(nc, refused[3][0], b, 512);
+	x = good_rec("st2");
+	x.role = 1;
+	x.history = history;
+	craft(b, &x);
+	status_put(nc, refused[4][0], b, 512);
+	x = good_rec("st2");
+	x.history = history ^ 1;
+	craft(b, &x);
+	status_put(nc, refused[5][0], b, 512);
+	x = good_rec("st2");
+	x.history = history;
+	craft(b, &x);
+	status_put(nc, "follower-00000000000000ff", b, 512);
+	g.id = "00000000000000ff";
+	for (start = nt_ms(); nt_ms() - start < 30000; nt_sleep_ms(100))
+		if (gathered_in(src, &g) && g.found)
+			break;
+	if (!g.found || g.st.epoch != x.epoch || g.st.pid != x.pid)
+		DIE("a good record put in the bucket is not listed");
+	if (gathered_in(src, &g) != 2)
+		DIE("%d gathered records, want 2 (the follower's and the good one)",
+		    gathered_in(src, &g));
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+		printf("    %-40s not listed: done\n", refused[i][1]);
+	natsConnection_Destroy(nc);
+}
+
+
 /* The highest log segment number in dir (log-<seq>.seg), and the bytes of
  * its segments. */
 static uint64_t segments(const char *dir, uint64_t *bytes)
@@ -658,6 +842,7 @@ static int commands(struct natsd *server)
 	const int epochs = 40;
 	struct pt_region *w;
 	struct one r = { .found = false };
+	struct gathered g = { .id = follower_id };
 	uint64_t start, seq = 0, bytes = 0;
 	pid_t pub, fol;
 	int err, st;
@@ -737,11 +922,17 @@ static int commands(struct natsd *server)
 		DIE("status --prometheus: not the region's epoch:\n%s", out);
 	free(out);
 	printf("  status, --json, --prometheus on the writer's directory: done\n");
+	remote_followers(server, src, pub, fol, epochs, pt_region_history(w));
 
-	/* Killed -9: gone at once (its pid is not running), never live. */
+	/* Killed -9: gone at once (its pid is not running), never live; in
+	 * the writer's directory too (its last record, gathered). */
 	nt_kill(fol, SIGKILL);
 	record_of(dst, &r);
 	check(r.st.state == PT_NET_GONE, "follow killed -9", &r.st);
+	gathered_in(src, &g);
+	if (!g.found || g.st.state != PT_NET_GONE)
+		DIE("the follower killed -9: in the writer's directory %s (state %d)",
+		    g.found ? "listed" : "not listed", (int)g.st.state);
 	argv[2] = (char *)dst;
 	argv[3] = NULL;
 	st = nt_run(argv, nt_path("status-dst.txt"));
@@ -756,6 +947,8 @@ static int commands(struct natsd *server)
 	nt_forget(pub);
 	record_of(src, &r);
 	check(r.st.state == PT_NET_STOPPED && r.st.epoch == epochs, "publish stopped", &r.st);
+	if (gathered_in(src, &g))
+		DIE("publish stopped: the followers' records it gathered are still in %s", src);
 	printf("  follow killed -9: gone; publish stopped: stopped: done\n");
 	pt_region_close(w);
 	free(src);
