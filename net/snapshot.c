@@ -24,7 +24,10 @@
  * is refused if it stays so.
  *
  * The follower transfers only the pages whose generation is above its
- * standby's epoch E: every other page is the same at E and at S.
+ * standby's epoch E: every other page is the same at E and at S, by direct
+ * gets pipelined on an inbox of their own (a round trip a window of them,
+ * not a page), after checking the manifest's region size against the
+ * standby's or the stream's before allocating anything for it.
  * pt_region_jump() then checks every page of the result, transferred or
  * kept, against the table's checksums before it changes anything, and
  * installs S with the source's chain, so the stream's S+1 follows it.
