@@ -522,8 +522,37 @@ static void fdatasync_floor(double *p50, double *p99)
 
 struct paced {
 	double lag_p50, lag_p99, rep_p50, rep_p99, stall_p50, stall_p99;	/* microseconds */
+	double paused_p50;		/* paired: the stall while they were stopped */
 	double raw_over_wire;
 };
+
+/*
+ * Paired (in processes only): blocks of PAIR_BLOCK epochs alternate between
+ * the publisher (and follower) running and stopped (SIGSTOP), so that the
+ * stall with them and without them is measured in the same run, a fraction
+ * of a second apart, under the same load.  After a stopped block they are
+ * let go and the writer waits until they caught up before the next block.
+ */
+#define PAIR_BLOCK	20
+
+static void pipe_signal(struct pipe *pp, int sig)
+{
+	if (kill(pp->pub_pid, sig) || (pp->follow && kill(pp->fol_pid, sig)))
+		DIE("signal %d: %s", sig, strerror(errno));
+}
+
+/* Let go after a stopped block: back once they hold epoch e. */
+static void pipe_resume(struct pipe *pp, struct pt_region *w, int e)
+{
+	uint64_t t0 = nt_ms();
+
+	pipe_signal(pp, SIGCONT);
+	if (pt_region_wait(w, (uint64_t)e, PT_LEVEL_REPLICATED, 10000))
+		DIE("epoch %d not replicated after a pause", e);
+	while (pp->follow && !__atomic_load_n(&pp->applied_ns[e], __ATOMIC_ACQUIRE) &&
+	       nt_ms() - t0 < 10000)
+		nt_sleep_ms(1);
+}
 
 /* Who reads the writer's region in a paced run. */
 enum attached {
@@ -549,7 +578,9 @@ static struct paced paced_run(enum attached who)
 	uint64_t seed = 11, next;
 	uint64_t *sync_ns = calloc(LAG_EPOCHS + 2, 8), *stall = calloc(LAG_EPOCHS + 2, 8);
 	uint64_t *rep = calloc(LAG_EPOCHS + 2, 8), *lag = calloc(LAG_EPOCHS + 2, 8);
-	size_t nrep = 0, nlag = 0, nstall = 0;
+	uint64_t *paused = calloc(LAG_EPOCHS + 2, 8);
+	size_t nrep = 0, nlag = 0, nstall = 0, npaused = 0;
+	bool paired = publish && !place_threads, stopped = false;
 	int err;
 
 	pp = pipe_start(publish ? "lag" : "stall", LAG_EPOCHS, who == BOTH, place_threads);
@@ -574,7 +605,17 @@ static struct paced paced_run(enum attached who)
 	next = now_ns();
 	for (int e = 2; e <= LAG_EPOCHS + 1; e++) {
 		uint64_t t, first = nt_rnd(&seed) % (LAG_REGION - LAG_PAGES);
+		bool stop = paired && (e - 2) / PAIR_BLOCK % 2;
 
+		if (stop != stopped) {
+			if (stop) {
+				pipe_signal(pp, SIGSTOP);
+			} else {
+				pipe_resume(pp, w, e - 1);
+				next = now_ns();
+			}
+			stopped = stop;
+		}
 		for (int k = 0; k < LAG_PAGES; k++) {
 			uint64_t *words = (uint64_t *)(mem + (first + (uint64_t)k) * ps);
 
@@ -585,8 +626,13 @@ static struct paced paced_run(enum attached who)
 		if (pt_region_sync(w) != e)
 			DIE("sync");
 		sync_ns[e] = now_ns();
-		stall[nstall++] = sync_ns[e] - t;
-		if (publish) {
+		if (stopped) {
+			paused[npaused++] = sync_ns[e] - t;
+			sync_ns[e] = UINT64_MAX;	/* no lag counted */
+		} else {
+			stall[nstall++] = sync_ns[e] - t;
+		}
+		if (publish && !stopped) {
 			if (pt_region_wait(w, (uint64_t)e, PT_LEVEL_REPLICATED, 5000))
 				DIE("PT_LEVEL_REPLICATED %d", e);
 			rep[nrep++] = now_ns() - sync_ns[e];
@@ -594,13 +640,16 @@ static struct paced paced_run(enum attached who)
 		next += 10000000;	/* 100 epochs/s */
 		sleep_until(next);
 	}
+	if (stopped)
+		pipe_signal(pp, SIGCONT);
 	if (publish) {
 		pipe_finish(pp, LAG_EPOCHS + 1);
 		for (int e = 2; e <= LAG_EPOCHS + 1; e++)
-			if (pp->applied_ns[e] > sync_ns[e])
+			if (pp->applied_ns[e] > sync_ns[e] && sync_ns[e] != UINT64_MAX)
 				lag[nlag++] = pp->applied_ns[e] - sync_ns[e];
 		res.raw_over_wire = (double)pp->pst.bytes_raw / (double)(pp->pst.bytes_wire + 1);
 	}
+	res.paused_p50 = (double)pct(paused, npaused, 0.5) / 1e3;
 	res.stall_p50 = (double)pct(stall, nstall, 0.5) / 1e3;
 	res.stall_p99 = (double)pct(stall, nstall, 0.99) / 1e3;
 	res.lag_p50 = (double)pct(lag, nlag, 0.5) / 1e3;
@@ -611,6 +660,7 @@ static struct paced paced_run(enum attached who)
 	remove_dirs(pp);
 	free(sync_ns);
 	free(stall);
+	free(paused);
 	free(rep);
 	free(lag);
 	return res;
@@ -782,6 +832,7 @@ int main(int argc, char **argv)
 	double tp[RUNS] = { 0 }, batch[RUNS] = { 0 }, raw[3][RUNS] = { { 0 } }, rel[RUNS] = { 0 };
 	double v[4][PACED_RUNS] = { { 0 } }, ratio[PACED_RUNS] = { 0 };
 	double stall[ATTACHED][2][PACED_RUNS] = { { { 0 } } }, over[ATTACHED][PACED_RUNS] = { { 0 } };
+	double paired[ATTACHED][PACED_RUNS] = { { 0 } };
 	double fsync_floor[2][PACED_RUNS] = { { 0 } };
 	static const char *const raw_what[3] = {
 		"raw js_PublishAsync, 64 pending",
@@ -836,6 +887,8 @@ int main(int argc, char **argv)
 			stall[k][0][r] = res[k].stall_p50;
 			stall[k][1][r] = res[k].stall_p99;
 			over[k][r] = res[k].stall_p50 / res[ALONE].stall_p50 - 1;
+			if (k != ALONE && !place_threads)
+				paired[k][r] = res[k].stall_p50 / res[k].paused_p50 - 1;
 		}
 		fprintf(stderr, "run %d: lag p50 %.0f p99 %.0f us; replicated p50 %.0f p99 %.0f us; "
 			"stall p50/p99 %.0f/%.0f us alone, %.0f/%.0f us publisher (%+.1f%%), "
@@ -845,6 +898,12 @@ int main(int argc, char **argv)
 			res[PUBLISHER].stall_p50, res[PUBLISHER].stall_p99, 100 * over[PUBLISHER][r],
 			res[BOTH].stall_p50, res[BOTH].stall_p99, 100 * over[BOTH][r],
 			fsync_floor[0][r], fsync_floor[1][r]);
+		if (!place_threads)
+			fprintf(stderr, "run %d, paired: stall p50 %.0f us running / %.0f us stopped "
+				"(%+.1f%%) publisher, %.0f / %.0f us (%+.1f%%) publisher + follower\n",
+				r + 1, res[PUBLISHER].stall_p50, res[PUBLISHER].paused_p50,
+				100 * paired[PUBLISHER][r], res[BOTH].stall_p50, res[BOTH].paused_p50,
+				100 * paired[BOTH][r]);
 	}
 	for (int r = 0; r < RUNS && (tp_on || raw_on); r++) {
 		double best;
@@ -866,8 +925,9 @@ int main(int argc, char **argv)
 	nt_loadavg(load1, sizeof(load1));
 	natsd_stop(&server);
 
-	printf("\nbench-net, medians of %d runs; load average at start: %s, at end: %s; %ld CPUs\n",
-	       RUNS, load0, load1, sysconf(_SC_NPROCESSORS_ONLN));
+	printf("\nbench-net, medians of %d runs (the paced part: %d); load average at start: %s, "
+	       "at end: %s; %ld CPUs\n", RUNS, PACED_RUNS, load0, load1,
+	       sysconf(_SC_NPROCESSORS_ONLN));
 	printf("%-62s %s\n", "figure", "value");
 	printf("%-62s %.1f MiB/s\n", "throughput, writer -> publish -> NATS -> follow (durable)",
 	       median3(tp));
@@ -898,6 +958,12 @@ int main(int argc, char **argv)
 		if (k != ALONE)
 			printf("  p50 %+.1f%%", 100 * median(over[k], PACED_RUNS));
 		printf("\n");
+	}
+	for (int k = PUBLISHER; k < ATTACHED && !place_threads; k++) {
+		char what[96];
+
+		snprintf(what, sizeof(what), "  paired: %s running / stopped", attached_what[k]);
+		printf("%-62s p50 %+.1f%%\n", what, 100 * median(paired[k], PACED_RUNS));
 	}
 	if (!*only)
 		snapshot_figures();
