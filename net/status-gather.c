@@ -62,14 +62,16 @@ static void bucket_name(char *buf, size_t len, const char *stream)
 void gather_subject(char *buf, size_t len, const char *stream, const char *host,
 		    const char *dir)
 {
-	char bucket[96], who[PATH_MAX + 80];
-	int n = snprintf(who, sizeof(who), "%s", host);
+	char bucket[96], who[2 * PATH_MAX];
+	size_t h = strnlen(host, PATH_MAX - 1), d = strnlen(dir, PATH_MAX - 1);
 
 	/* The host, a NUL, the directory: one follower, one key. */
-	n += 1 + snprintf(who + n + 1, sizeof(who) - (size_t)n - 1, "%s", dir);
+	memcpy(who, host, h);
+	who[h] = 0;
+	memcpy(who + h + 1, dir, d);
 	bucket_name(bucket, sizeof(bucket), stream);
 	snprintf(buf, len, "$KV.%s." KEY_PREFIX "%016llx", bucket,
-		 (unsigned long long)wire_checksum(who, (size_t)n));
+		 (unsigned long long)wire_checksum(who, h + 1 + d));
 }
 
 /* Remove the gathered records: at open those a previous run left (they
