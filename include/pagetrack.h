@@ -409,6 +409,40 @@ size_t pt_region_size(const struct pt_region *r);
 pt_epoch_t pt_region_sync(struct pt_region *r);
 
 /*
+ * Pre-copy (off unless called): copy now, while the writer may go on
+ * writing, the pages written so far in the epoch, so that the next
+ * pt_region_sync() copies from its own collect only the pages written
+ * since the last pass.  The writer's pause then grows with the pages
+ * written since the last pass instead of since the last sync.  Call it
+ * from any thread of the writer's process when there is time (a thread
+ * of the application's every few ms, or the writer's own thread between
+ * two tasks); it runs under the lock a sync takes, so a sync that starts
+ * during a pass waits for it: do not run one just before syncing.
+ *
+ * The record a sync makes is the same as without pre-copy: every page
+ * written in the epoch, with its content at the sync (a page copied by a
+ * pass and written again is reported by the sync and copied again from
+ * memory; the pass's copy is dropped).  What pre-copy costs: a copy of
+ * each page per pass that reports it, memory for the copies (at most the
+ * staging memory's size; pages past it are left to the sync), and, with
+ * uffd-wp and mprotect, one more write-protect fault for each page written
+ * again after a pass reported it (pt_region_stats(): precopy_extra_faults).
+ * With soft-dirty each pass freezes the writing threads for its collect,
+ * as a sync does.
+ *
+ * Returns the pages copied (>= 0), or -errno:
+ *  -EOPNOTSUPP  adaptive tracking is in effect (PT_REGION_ADAPTIVE or
+ *               PAGETRACK_ADAPTIVE=1, uffd-wp): hot pages are never
+ *               re-armed, so each pass would copy them all again; the two
+ *               exclude each other;
+ *  -ECHILD      called in a forked child;
+ *  -ENOMEM      no memory for the pre-copy store (at the first pass);
+ *  -EINVAL      r is NULL; or the tracker's -errno (nothing is lost: what
+ *               it re-armed is reported at the next collect).
+ */
+int pt_region_precopy(struct pt_region *r);
+
+/*
  * Placing the library's threads.  A region starts three threads when it is
  * created or opened (seal, log, checkpoint); they run SCHED_BATCH, so they
  * never preempt another thread on waking, at the nice value of the thread
@@ -760,6 +794,9 @@ struct pt_sync_stats {
 	uint64_t bytes;			/* bytes of its record (header, index, pages) */
 	uint64_t stall_ns;		/* the writer's pause: collect + copy + enqueue */
 	uint64_t collect_ns;		/* of which the tracker's collect (with re-arm) */
+	/* Added after the first version of the struct. */
+	uint64_t precopied;		/* of pages, those taken from pre-copy passes
+					 * (pt_region_precopy) */
 };
 
 /* Everything a region's writer did since it was opened. */
@@ -784,6 +821,17 @@ struct pt_region_stats {
 	uint64_t hot_reports;		/* adaptive: pages copied because hot */
 	uint64_t faults_avoided;	/* adaptive, estimate: of those, written */
 	uint64_t reported_unwritten;	/* adaptive, estimate: of those, unchanged */
+	/* Pre-copy (pt_region_precopy()), added later still. */
+	uint64_t precopy_passes;	/* passes that collected */
+	uint64_t precopied;		/* pages the passes copied (a page copied by
+					 * two passes counts twice) */
+	uint64_t precopy_resynced;	/* pages a pass had copied that the sync
+					 * copied again (written after the pass) */
+	uint64_t precopy_extra_faults;	/* pages reported again after a pass had
+					 * re-armed them, by a pass or the sync: for
+					 * uffd-wp and mprotect, each a write-protect
+					 * fault the epoch takes only because of
+					 * pre-copy */
 };
 
 /*

@@ -160,6 +160,7 @@ static void region_free(struct pt_region *r)
 	if (r->dirfd >= 0)
 		close(r->dirfd);
 	pt_replicated_close(r->replicated);
+	pt_precopy_free(r);
 	free(r->pending);
 	pthread_mutex_destroy(&r->sync_lock);
 	pthread_mutex_destroy(&r->lock);
@@ -529,9 +530,13 @@ PT_EXPORT pt_epoch_t pt_region_epoch(const struct pt_region *r)
 	return (int64_t)__atomic_load_n(&r->published, __ATOMIC_ACQUIRE);
 }
 
-/* Pages of ranges (and of the pending set) into the staged record. */
+/*
+ * Pages of ranges, or of the pending set and the pre-copy store, into the
+ * staged record, ascending.  merged: the sync put what it collected into
+ * the pending set, to be merged with what pre-copy passes hold.
+ */
 static uint32_t stage_pages(struct pt_region *r, const struct pt_range *ranges, size_t nr,
-			    unsigned char *buf, uint32_t count)
+			    bool merged, unsigned char *buf, uint32_t count)
 {
 	size_t ps = r->id.page_size;
 	uint64_t *index = (uint64_t *)(buf + sizeof(struct pt_record_header));
@@ -541,7 +546,7 @@ static uint32_t stage_pages(struct pt_region *r, const struct pt_range *ranges, 
 
 	/* Zero the header page(s): the padding is part of the checksum. */
 	memset(buf, 0, head);
-	if (!r->npending) {
+	if (!merged) {
 		for (size_t i = 0; i < nr; i++) {
 			memcpy(data + (size_t)k * ps, (char *)r->base + ranges[i].first * ps,
 			       ranges[i].count * ps);
@@ -551,17 +556,27 @@ static uint32_t stage_pages(struct pt_region *r, const struct pt_range *ranges, 
 		return k;
 	}
 	for (uint64_t w = 0; w < (r->id.npages + 63) / 64; w++) {
-		uint64_t bits = r->pending[w];
+		uint64_t bits = r->pending[w] | pt_precopy_word(r, w);
 
 		while (bits) {
 			uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
 
 			bits &= bits - 1;
-			memcpy(data + (size_t)k * ps, (char *)r->base + p * ps, ps);
+			memcpy(data + (size_t)k * ps, pt_precopy_source(r, p), ps);
 			index[k++] = p;
 		}
 	}
 	return k;
+}
+
+/* Pages of the pending set and the pre-copy store together. */
+static uint64_t merged_count(const struct pt_region *r)
+{
+	uint64_t n = 0;
+
+	for (uint64_t w = 0; w < (r->id.npages + 63) / 64; w++)
+		n += (uint64_t)__builtin_popcountll(r->pending[w] | pt_precopy_word(r, w));
+	return n;
 }
 
 static void pending_add(struct pt_region *r, const struct pt_range *ranges, size_t nr)
@@ -577,11 +592,17 @@ static void pending_add(struct pt_region *r, const struct pt_range *ranges, size
 #define SYNC_STATS_V1	(offsetof(struct pt_sync_stats, collect_ns) + sizeof(uint64_t))
 #define REGION_STATS_V1	(offsetof(struct pt_region_stats, last_error) + sizeof(int))
 
-/* The figures of the sync that queued s (lock held). */
-static void count_sync(struct pt_region *r, const struct record_slot *s, uint64_t t0, uint64_t t1)
+/* The figures of the sync that queued s (lock held): from_store of its
+ * pages came from pre-copy passes, resynced pages they held it copied
+ * again. */
+static void count_sync(struct pt_region *r, const struct record_slot *s, uint64_t t0, uint64_t t1,
+		       uint64_t from_store, uint64_t resynced)
 {
 	uint64_t stall = now_ns() - t0;
 
+	r->last_sync.precopied = from_store;
+	r->totals.precopy_resynced += resynced;
+	r->totals.precopy_extra_faults += resynced;
 	r->last_sync.epoch = s->epoch;
 	r->last_sync.pages = s->page_count;
 	r->last_sync.bytes = s->len;
@@ -646,8 +667,9 @@ PT_EXPORT pt_epoch_t pt_region_sync(struct pt_region *r)
 	const struct pt_range *ranges;
 	struct record_slot *s;
 	unsigned char *buf;
-	uint64_t count, epoch, t0, t1;
+	uint64_t count, epoch, t0, t1, from_store = 0, resynced;
 	size_t nr, len;
+	bool merged;
 	int n, ret;
 
 	if (!r)
@@ -662,11 +684,18 @@ PT_EXPORT pt_epoch_t pt_region_sync(struct pt_region *r)
 		pthread_mutex_unlock(&r->sync_lock);
 		return n;
 	}
-	if (r->npending)
+	/* With pages pending or pre-copied, the record is their union with
+	 * what this collect reported, which then comes from memory. */
+	resynced = pt_precopy_count_held(r, ranges, nr);
+	merged = r->npending || pt_precopy_held(r);
+	if (merged) {
 		pending_add(r, ranges, nr);
-	count = r->npending ? r->npending : (uint64_t)n;
-	if (r->npending)
 		nr = 0;
+		count = merged_count(r);
+		from_store = count - r->npending;
+	} else {
+		count = (uint64_t)n;
+	}
 
 	pthread_mutex_lock(&r->lock);
 	if (!count && r->assigned) {
@@ -700,18 +729,19 @@ PT_EXPORT pt_epoch_t pt_region_sync(struct pt_region *r)
 	pthread_mutex_unlock(&r->lock);
 
 	s->len = len;
-	s->page_count = stage_pages(r, ranges, nr, buf, (uint32_t)count);
+	s->page_count = stage_pages(r, ranges, nr, merged, buf, (uint32_t)count);
 	s->sealed = false;
 	if (r->npending) {
 		memset(r->pending, 0, (r->id.npages + 63) / 64 * 8);
 		r->npending = 0;
 	}
+	pt_precopy_forget(r);
 
 	pthread_mutex_lock(&r->lock);
 	epoch = ++r->assigned;
 	s->epoch = epoch;
 	r->q_tail++;
-	count_sync(r, s, t0, t1);
+	count_sync(r, s, t0, t1, from_store, resynced);
 	if (r->opts.durability == PT_DURABLE_ON_SYNC && !r->sealing && r->q_seal + 1 == r->q_tail) {
 		/*
 		 * This caller waits for durability anyway: it checksums and
@@ -739,7 +769,7 @@ wait:
 	return (int64_t)epoch;
 fail:
 	pthread_mutex_unlock(&r->lock);
-	if (!r->npending)
+	if (!merged)
 		pending_add(r, ranges, nr);
 	pthread_mutex_unlock(&r->sync_lock);
 	return ret;

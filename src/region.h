@@ -10,6 +10,8 @@
  *                   (append, fdatasync, rewrite after an error)
  *   checkpointer.c  the checkpoint thread and dropping old segments
  *   recovery.c      rebuilding the memory from the image and the log at open
+ *   precopy.c       pre-copy passes and the store the sync takes their
+ *                   copies from
  *
  * Lock order: sync_lock before lock; ckpt_lock before lock.
  */
@@ -35,6 +37,8 @@
 /* Dropped segments kept for the log thread to recycle (see pagelog.h). */
 #define SPARE_SEGMENTS			2
 
+struct pt_precopy;
+
 struct record_slot {
 	unsigned char *buf;
 	size_t len;
@@ -58,8 +62,10 @@ struct pt_region {
 
 	/* sync path (sync_lock) */
 	pthread_mutex_t sync_lock;
-	uint64_t *pending;	/* pages taken by a failed sync */
+	uint64_t *pending;	/* pages the next sync copies from memory: taken by
+				 * a failed sync, or past the pre-copy store */
 	uint64_t npending;
+	struct pt_precopy *precopy;	/* NULL until the first pre-copy pass */
 
 	/* queue and levels (lock) */
 	pthread_mutex_t lock;
@@ -166,6 +172,20 @@ void pt_checkpointer_stop(struct pt_region *r);
 /* Make what is published durable, apply it to the image, drop segments.
  * Returns the image's epoch or -errno. */
 int64_t pt_checkpoint_now(struct pt_region *r);
+
+/* precopy.c (sync_lock held for all but free) */
+/* Pages a pass copied that the next sync takes from the store. */
+uint64_t pt_precopy_held(const struct pt_region *r);
+/* Word w of the held set (0 without a store). */
+uint64_t pt_precopy_word(const struct pt_region *r, uint64_t w);
+/* Where the sync copies page from: memory if pending or not held, else
+ * its slot in the store. */
+const void *pt_precopy_source(const struct pt_region *r, uint64_t page);
+/* How many pages of ranges the store holds (each copied again). */
+uint64_t pt_precopy_count_held(const struct pt_region *r, const struct pt_range *ranges, size_t nr);
+/* Empty the store: after a sync took it, or a jump replaced the memory. */
+void pt_precopy_forget(struct pt_region *r);
+void pt_precopy_free(struct pt_region *r);
 
 /* recovery.c: rebuild r->base from the image and the log (open). */
 int pt_recover(struct pt_region *r);

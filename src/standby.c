@@ -142,6 +142,8 @@ PT_EXPORT pt_epoch_t pt_region_jump(struct pt_region *r, const struct pt_jump *j
 		ret = pt_tracker_reset(r->tracker);
 	memset(r->pending, 0, (r->id.npages + 63) / 64 * 8);
 	r->npending = 0;
+	/* Pre-copies are of the memory the jump replaced. */
+	pt_precopy_forget(r);
 	pthread_mutex_lock(&r->lock);
 	r->assigned = r->published = r->durable = r->logged = r->checkpointed = epoch_wanted;
 	r->chain = j->chain;
