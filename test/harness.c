@@ -7,6 +7,7 @@
  * linked against the shared library may use it too.
  */
 #include <linux/loop.h>
+#include <sched.h>
 
 #include "harness.h"
 
@@ -425,4 +426,121 @@ int t_run_tool(char *out, size_t out_len, const char *fmt, ...)
 	out[n] = '\0';
 	st = pclose(p);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* ---- writer threads ------------------------------------------------------ */
+
+static void *writer_main(void *arg)
+{
+	struct t_writer_arg *a = arg;
+	struct t_writers *c = a->w;
+	size_t ps = t_page_size();
+	uint64_t rnd = c->seed * (uint64_t)(a->id + 3) | 1, n = 0;
+	uint8_t *base = c->base;
+	size_t len = c->len;
+
+	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED)) {
+		unsigned pause = __atomic_load_n(&c->pause, __ATOMIC_ACQUIRE);
+		uint64_t r, page, v;
+		size_t off;
+		uint8_t *p;
+
+		/* The ack names the checkpoint, so an ack left from the last
+		 * one cannot let the collector go on while this thread still
+		 * has a write to make. */
+		if (pause) {
+			__atomic_store_n(&c->ack[a->id], pause, __ATOMIC_RELEASE);
+			while (__atomic_load_n(&c->pause, __ATOMIC_ACQUIRE) == pause)
+				sched_yield();
+			continue;
+		}
+		r = t_rnd_next(&rnd);
+		page = (r & 3) || !c->hot_pages ? (r >> 8) % c->npages : (r >> 8) % c->hot_pages;
+		off = (size_t)(t_rnd_next(&rnd) % ps);
+		p = base + page * ps + off;
+		v = t_rnd_next(&rnd);
+
+		switch (r >> 4 & 3) {
+		case 0:
+			__atomic_store_n(p, (uint8_t)v, __ATOMIC_RELAXED);
+			break;
+		case 1:
+			p = (uint8_t *)((uintptr_t)p & ~(uintptr_t)3);
+			__atomic_store_n((uint32_t *)p, (uint32_t)v, __ATOMIC_RELAXED);
+			break;
+		case 2:
+			p = (uint8_t *)((uintptr_t)p & ~(uintptr_t)7);
+			__atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED);
+			break;
+		default: {
+			/* A run of up to 32 words, often across into the next page. */
+			size_t words = 1 + (size_t)(v % 32);
+			uint8_t *q = (uint8_t *)((uintptr_t)(base + page * ps + ps - 8 * (v % 24)) & ~(uintptr_t)7);
+
+			if (r & 0x400)
+				q = (uint8_t *)((uintptr_t)p & ~(uintptr_t)7);
+			for (size_t i = 0; i < words && q + 8 <= base + len; i++, q += 8)
+				__atomic_store_n((uint64_t *)q, v + i, __ATOMIC_RELAXED);
+			break;
+		}
+		}
+		__atomic_store_n(&c->writes[a->id], ++n, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+bool t_writers_start(struct t_writers *w, void *base, size_t len, uint64_t hot_pages, uint64_t seed,
+		     char *why, size_t why_len)
+{
+	memset(w, 0, sizeof(*w));
+	w->base = base;
+	w->len = len;
+	w->npages = len / t_page_size();
+	w->hot_pages = hot_pages < w->npages ? hot_pages : w->npages;
+	w->seed = seed;
+	for (int i = 0; i < T_WRITERS; i++) {
+		int ret;
+
+		w->arg[i] = (struct t_writer_arg){ .w = w, .id = i };
+		ret = pthread_create(&w->th[i], NULL, writer_main, &w->arg[i]);
+		if (ret) {
+			snprintf(why, why_len, "pthread_create: %s", strerror(ret));
+			t_writers_stop(w);
+			return false;
+		}
+		w->started++;
+	}
+	return true;
+}
+
+void t_writers_pause(struct t_writers *w, unsigned checkpoint)
+{
+	__atomic_store_n(&w->pause, checkpoint, __ATOMIC_RELEASE);
+	for (int i = 0; i < w->started; i++)
+		while (__atomic_load_n(&w->ack[i], __ATOMIC_ACQUIRE) != checkpoint)
+			sched_yield();
+}
+
+void t_writers_resume(struct t_writers *w)
+{
+	__atomic_store_n(&w->pause, 0, __ATOMIC_RELEASE);
+}
+
+uint64_t t_writers_count(struct t_writers *w)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < T_WRITERS; i++)
+		n += __atomic_load_n(&w->writes[i], __ATOMIC_RELAXED);
+	return n;
+}
+
+uint64_t t_writers_stop(struct t_writers *w)
+{
+	__atomic_store_n(&w->stop, 1, __ATOMIC_RELAXED);
+	t_writers_resume(w);
+	for (int i = 0; i < w->started; i++)
+		pthread_join(w->th[i], NULL);
+	w->started = 0;
+	return t_writers_count(w);
 }

@@ -20,6 +20,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -135,6 +136,49 @@ int t_exit(void);
  * checks the ranges are ascending, non-overlapping, maximal, inside npages. */
 int t_collect_map(struct pt_tracker *t, unsigned flags, uint8_t *map, uint64_t npages, char *why,
 		  size_t why_len);
+
+/* ---- writer threads ------------------------------------------------------ */
+
+/*
+ * Threads that never stop writing random bytes, words and multi-word runs
+ * (some across a page boundary) at random places of [base, base + len),
+ * with the first hot_pages pages written over and over: what the
+ * convergence tests race collects against.  Stores are relaxed atomics
+ * (plain moves on x86-64 and arm64) so ThreadSanitizer knows the races
+ * with a copy are meant.
+ */
+#define T_WRITERS 2
+
+struct t_writers;
+struct t_writer_arg {
+	struct t_writers *w;
+	int id;
+};
+
+struct t_writers {
+	uint8_t *base;
+	size_t len;
+	uint64_t npages, hot_pages, seed;
+	int stop;			/* atomic */
+	unsigned pause;			/* atomic: nonzero, a checkpoint number: writers wait */
+	unsigned ack[T_WRITERS];	/* atomic: the checkpoint each writer waits in */
+	uint64_t writes[T_WRITERS];	/* atomic: writes so far */
+	struct t_writer_arg arg[T_WRITERS];
+	pthread_t th[T_WRITERS];
+	int started;
+};
+
+/* Start the writers; false with the reason in why (then none runs). */
+bool t_writers_start(struct t_writers *w, void *base, size_t len, uint64_t hot_pages, uint64_t seed,
+		     char *why, size_t why_len);
+/* Make every writer wait (checkpoint: a number above 0, new each time)
+ * and return once none will write until t_writers_resume(). */
+void t_writers_pause(struct t_writers *w, unsigned checkpoint);
+void t_writers_resume(struct t_writers *w);
+/* Writes made so far. */
+uint64_t t_writers_count(struct t_writers *w);
+/* Stop and join the writers; returns the writes they made. */
+uint64_t t_writers_stop(struct t_writers *w);
 
 /* ---- temporary directories ------------------------------------------------ */
 

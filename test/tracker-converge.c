@@ -1,8 +1,9 @@
 /* tracker-converge: writer threads never stop while a collector copies what collect+reset reports; the copy must end equal. */
 /*
- * The property replication stands on: two writer threads write random
- * bytes, words and multi-word runs (some across a page boundary) at random
- * places, with a few hot pages written over and over, while the main thread
+ * The property replication stands on: two writer threads (t_writers_start)
+ * write random bytes, words and multi-word runs (some across a page
+ * boundary) at random places, with a few hot pages written over and over,
+ * while the main thread
  * loops collect(PT_COLLECT_RESET) and copies each reported page into a
  * shadow buffer.  When the writers have stopped, one more collect and copy
  * must leave the shadow equal to the region, byte for byte: a write that
@@ -25,23 +26,7 @@
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define REGION_LEN (4ul << 20)
-#define WRITERS 2
 #define HOT_PAGES 16
-
-struct cell {
-	struct t_mem *m;
-	uint64_t npages;
-	int stop;		/* atomic */
-	unsigned pause;		/* atomic: nonzero, a checkpoint number: writers wait */
-	unsigned ack[WRITERS];	/* atomic: the checkpoint each writer waits in */
-	uint64_t seed;
-	uint64_t writes[WRITERS];
-};
-
-struct writer {
-	struct cell *c;
-	int id;
-};
 
 static double now(void)
 {
@@ -49,66 +34,6 @@ static double now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void *writer_main(void *arg)
-{
-	struct writer *w = arg;
-	struct cell *c = w->c;
-	size_t ps = t_page_size();
-	uint64_t rnd = c->seed * (uint64_t)(w->id + 3) | 1, n = 0;
-	uint8_t *base = (uint8_t *)c->m->addr;
-	size_t len = c->m->len;
-
-	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED)) {
-		unsigned pause = __atomic_load_n(&c->pause, __ATOMIC_ACQUIRE);
-		uint64_t r, page, v;
-		size_t off;
-		uint8_t *p;
-
-		/* The ack names the checkpoint, so an ack left from the last
-		 * one cannot let the collector go on while this thread still
-		 * has a write to make. */
-		if (pause) {
-			__atomic_store_n(&c->ack[w->id], pause, __ATOMIC_RELEASE);
-			while (__atomic_load_n(&c->pause, __ATOMIC_ACQUIRE) == pause)
-				sched_yield();
-			continue;
-		}
-		r = t_rnd_next(&rnd);
-		page = (r & 3) ? (r >> 8) % c->npages : (r >> 8) % HOT_PAGES;
-		off = (size_t)(t_rnd_next(&rnd) % ps);
-		p = base + page * ps + off;
-		v = t_rnd_next(&rnd);
-
-		switch (r >> 4 & 3) {
-		case 0:
-			__atomic_store_n(p, (uint8_t)v, __ATOMIC_RELAXED);
-			break;
-		case 1:
-			p = (uint8_t *)((uintptr_t)p & ~(uintptr_t)3);
-			__atomic_store_n((uint32_t *)p, (uint32_t)v, __ATOMIC_RELAXED);
-			break;
-		case 2:
-			p = (uint8_t *)((uintptr_t)p & ~(uintptr_t)7);
-			__atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED);
-			break;
-		default: {
-			/* A run of up to 32 words, often across into the next page. */
-			size_t words = 1 + (size_t)(v % 32);
-			uint8_t *q = (uint8_t *)((uintptr_t)(base + page * ps + ps - 8 * (v % 24)) & ~(uintptr_t)7);
-
-			if (r & 0x400)
-				q = (uint8_t *)((uintptr_t)p & ~(uintptr_t)7);
-			for (size_t i = 0; i < words && q + 8 <= base + len; i++, q += 8)
-				__atomic_store_n((uint64_t *)q, v + i, __ATOMIC_RELAXED);
-			break;
-		}
-		}
-		n++;
-	}
-	c->writes[w->id] = n;
-	return NULL;
 }
 
 static void copy_page_range(uint8_t *dst, const uint8_t *src, size_t bytes)
@@ -161,13 +86,12 @@ static bool same(const uint8_t *shadow, const uint8_t *region, size_t len, const
 static bool converge(enum pt_backend b, struct t_mem *m, double seconds, uint64_t seed,
 		     char *why, size_t why_len)
 {
-	struct cell c = { .m = m, .npages = m->len / t_page_size(), .seed = seed };
-	struct writer w[WRITERS];
-	pthread_t th[WRITERS];
+	uint64_t npages = m->len / t_page_size();
+	struct t_writers w;
 	uint8_t *shadow = NULL, *region = (uint8_t *)m->addr;
 	uint64_t collects = 0, checkpoints = 0, reported = 0, total_writes = 0;
 	struct pt_tracker *t = NULL;
-	int started = 0, ret, n;
+	int ret, n;
 	bool ok = false;
 	double end;
 
@@ -177,7 +101,7 @@ static bool converge(enum pt_backend b, struct t_mem *m, double seconds, uint64_
 		return false;
 	}
 	/* Some content before tracking starts: the shadow starts as a copy. */
-	for (uint64_t p = 0; p < c.npages; p += 3)
+	for (uint64_t p = 0; p < npages; p += 3)
 		region[p * t_page_size() + p % 61] = (uint8_t)p;
 	ret = t_tracker_open_on(&t, b, m->addr, m->len);
 	if (ret) {
@@ -185,20 +109,13 @@ static bool converge(enum pt_backend b, struct t_mem *m, double seconds, uint64_
 		goto out;
 	}
 	memcpy(shadow, region, m->len);
-	for (int i = 0; i < WRITERS; i++) {
-		w[i] = (struct writer){ .c = &c, .id = i };
-		ret = pthread_create(&th[i], NULL, writer_main, &w[i]);
-		if (ret) {
-			snprintf(why, why_len, "pthread_create: %s", strerror(ret));
-			goto stop;
-		}
-		started++;
-	}
+	if (!t_writers_start(&w, region, m->len, HOT_PAGES, seed, why, why_len))
+		goto out;
 	end = now() + seconds;
 	/* At least 12 collects, however slow the machine (TSan with other
 	 * builds running made 10 in the time), within 20 times the time. */
 	while (now() < end || (collects < 12 && now() < end + 20 * seconds)) {
-		n = collect_copy(t, shadow, region, c.npages, why, why_len);
+		n = collect_copy(t, shadow, region, npages, why, why_len);
 		if (n < 0)
 			goto stop;
 		collects++;
@@ -210,34 +127,27 @@ static bool converge(enum pt_backend b, struct t_mem *m, double seconds, uint64_
 		 * then collect and copy once more.  A write lost by the racing
 		 * collect cannot hide behind a later write to the same page.
 		 */
-		__atomic_store_n(&c.pause, (unsigned)checkpoints + 1, __ATOMIC_RELEASE);
-		for (int i = 0; i < started; i++)
-			while (__atomic_load_n(&c.ack[i], __ATOMIC_ACQUIRE) != (unsigned)checkpoints + 1)
-				sched_yield();
-		n = collect_copy(t, shadow, region, c.npages, why, why_len);
+		t_writers_pause(&w, (unsigned)checkpoints + 1);
+		n = collect_copy(t, shadow, region, npages, why, why_len);
 		if (n < 0 || !same(shadow, region, m->len, "checkpoint", collects, why, why_len)) {
-			__atomic_store_n(&c.pause, 0, __ATOMIC_RELEASE);
+			t_writers_resume(&w);
 			goto stop;
 		}
 		checkpoints++;
-		__atomic_store_n(&c.pause, 0, __ATOMIC_RELEASE);
+		t_writers_resume(&w);
 		/* Let the writers dirty a varying amount between collects. */
 		if (checkpoints % 4 == 0)
 			usleep((useconds_t)(t_rnd_next(&seed) % 300));
 	}
 	ok = true;
 stop:
-	__atomic_store_n(&c.stop, 1, __ATOMIC_RELAXED);
-	for (int i = 0; i < started; i++)
-		pthread_join(th[i], NULL);
+	total_writes = t_writers_stop(&w);
 	if (!ok)
 		goto out;
 	ok = false;
-	n = collect_copy(t, shadow, region, c.npages, why, why_len);
+	n = collect_copy(t, shadow, region, npages, why, why_len);
 	if (n < 0)
 		goto out;
-	for (int i = 0; i < WRITERS; i++)
-		total_writes += c.writes[i];
 	if (!same(shadow, region, m->len, "end", collects, why, why_len))
 		goto out;
 	CHECK(total_writes > 1000 && collects > 10, "too little happened: %llu writes, %llu collects",
