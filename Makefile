@@ -59,7 +59,7 @@ TEST_SH    := $(filter-out test/run.sh,$(wildcard test/*.sh))
 # soft-dirty run (a script over softdirty-trackers and softdirty-converge).
 TSAN_TESTS := $(shell grep -lE 'pthread_create|t_writers_start' $(TEST_SRCS) 2>/dev/null | sed 's|test/\(.*\)\.c|\1|')
 TSAN_SH    := softdirty-emulated.sh
-TSAN_SH_BINS := softdirty-trackers softdirty-converge
+TSAN_SH_BINS := softdirty-trackers softdirty-converge region-precopy
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(O)/bench/%)
 TOOL_SRCS  := $(wildcard tools/*.c)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# softdirty-emulated: the soft-dirty backend's own logic, run by softdirty-trackers and softdirty-converge against a soft-dirty kernel emulated with uffd-wp.
+# softdirty-emulated: the soft-dirty backend's own logic, run by softdirty-trackers, softdirty-converge and region-precopy against a soft-dirty kernel emulated with uffd-wp.
 #
 # Most kernels this project is tested on lack CONFIG_MEM_SOFT_DIRTY, and
 # there the two real tests skip.  PT_SOFTDIRTY_EMULATE=1 makes them put the
@@ -15,7 +15,7 @@ export PT_SOFTDIRTY_EMULATE=1
 out=$(mktemp "${TMPDIR:-/tmp}/pagetrack-softdirty-XXXXXX")
 trap 'rm -f "$out"' EXIT
 failed=0 skip_reason=
-for t in softdirty-trackers softdirty-converge; do
+for t in softdirty-trackers softdirty-converge region-precopy; do
 	echo "$t, emulated:"
 	if [ ! -x "$O/test/$t" ]; then
 		echo "FAIL: $O/test/$t not built"
