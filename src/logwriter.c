@@ -197,10 +197,14 @@ void pt_background_policy(pthread_t thread)
 void pt_writer_seal(struct pt_region *r, struct record_slot *s)
 {
 	pthread_mutex_unlock(&r->lock);
+	if (s->precopy)
+		pt_precopy_fill(r, s);	/* pages pre-copy passes took */
 	pt_record_fill(s->buf, &r->id, s->epoch, s->page_count, r->chain);
 	pt_record_seal(s->buf);
 	r->chain = ((struct pt_record_header *)s->buf)->header_checksum;
 	pthread_mutex_lock(&r->lock);
+	if (s->precopy)
+		pt_precopy_release(r, s);
 	s->sealed = true;
 	r->q_seal++;
 	r->sealing = false;

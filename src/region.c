@@ -533,7 +533,9 @@ PT_EXPORT pt_epoch_t pt_region_epoch(const struct pt_region *r)
 /*
  * Pages of ranges, or of the pending set and the pre-copy store, into the
  * staged record, ascending.  merged: the sync put what it collected into
- * the pending set, to be merged with what pre-copy passes hold.
+ * the pending set, to be merged with what pre-copy passes hold; a page
+ * held and not pending keeps an empty slot, which the seal fills from the
+ * store (pt_precopy_fill).
  */
 static uint32_t stage_pages(struct pt_region *r, const struct pt_range *ranges, size_t nr,
 			    bool merged, unsigned char *buf, uint32_t count)
@@ -562,7 +564,8 @@ static uint32_t stage_pages(struct pt_region *r, const struct pt_range *ranges, 
 			uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
 
 			bits &= bits - 1;
-			memcpy(data + (size_t)k * ps, pt_precopy_source(r, p), ps);
+			if (pt_bit_test(r->pending, p))
+				memcpy(data + (size_t)k * ps, (char *)r->base + p * ps, ps);
 			index[k++] = p;
 		}
 	}
@@ -692,7 +695,6 @@ PT_EXPORT pt_epoch_t pt_region_sync(struct pt_region *r)
 		pending_add(r, ranges, nr);
 		nr = 0;
 		count = merged_count(r);
-		from_store = count - r->npending;
 	} else {
 		count = (uint64_t)n;
 	}
@@ -731,11 +733,11 @@ PT_EXPORT pt_epoch_t pt_region_sync(struct pt_region *r)
 	s->len = len;
 	s->page_count = stage_pages(r, ranges, nr, merged, buf, (uint32_t)count);
 	s->sealed = false;
+	from_store = pt_precopy_hand(r, s);
 	if (r->npending) {
 		memset(r->pending, 0, (r->id.npages + 63) / 64 * 8);
 		r->npending = 0;
 	}
-	pt_precopy_forget(r);
 
 	pthread_mutex_lock(&r->lock);
 	epoch = ++r->assigned;

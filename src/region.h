@@ -38,6 +38,7 @@
 #define SPARE_SEGMENTS			2
 
 struct pt_precopy;
+struct pt_precopy_store;
 
 struct record_slot {
 	unsigned char *buf;
@@ -47,6 +48,7 @@ struct record_slot {
 	uint32_t page_count;
 	bool sealed;
 	bool oversize;		/* own mapping, not in the ring */
+	struct pt_precopy_store *precopy;	/* pages the seal copies in first */
 };
 
 struct pt_region {
@@ -173,17 +175,22 @@ void pt_checkpointer_stop(struct pt_region *r);
  * Returns the image's epoch or -errno. */
 int64_t pt_checkpoint_now(struct pt_region *r);
 
-/* precopy.c (sync_lock held for all but free) */
+/* precopy.c (sync_lock held, but for fill, release and free) */
 /* Pages a pass copied that the next sync takes from the store. */
 uint64_t pt_precopy_held(const struct pt_region *r);
 /* Word w of the held set (0 without a store). */
 uint64_t pt_precopy_word(const struct pt_region *r, uint64_t w);
-/* Where the sync copies page from: memory if pending or not held, else
- * its slot in the store. */
-const void *pt_precopy_source(const struct pt_region *r, uint64_t page);
 /* How many pages of ranges the store holds (each copied again). */
 uint64_t pt_precopy_count_held(const struct pt_region *r, const struct pt_range *ranges, size_t nr);
-/* Empty the store: after a sync took it, or a jump replaced the memory. */
+/* The sync laid s out for pending | held and copied the pending pages:
+ * hand the store (what it holds that is not pending) to s and switch
+ * stores.  Returns the pages s takes from it. */
+uint64_t pt_precopy_hand(struct pt_region *r, struct record_slot *s);
+/* The seal, before hashing s: copy the store's pages into s (lock not
+ * held), then release the store (lock held). */
+void pt_precopy_fill(struct pt_region *r, struct record_slot *s);
+void pt_precopy_release(struct pt_region *r, struct record_slot *s);
+/* Empty the store: a jump replaced the memory. */
 void pt_precopy_forget(struct pt_region *r);
 void pt_precopy_free(struct pt_region *r);
 
