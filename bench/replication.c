@@ -35,6 +35,16 @@
  *     and threads, the checkpoint, the replica's refreshes), the bytes the
  *     checkpoint reads per byte of image it writes, the hashes per page at
  *     seal and at checkpoint, and the checkpoint's time.
+ *  7. precopy: the pause of a sync (background policy) at 1,000 and 10,000
+ *     pages an epoch, with pre-copy and without, in the same reps: each
+ *     epoch writes its pages in PRECOPY_CHUNKS chunks, each chunk after the
+ *     first also writing again PRECOPY_REWRITE_PERCENT% as many pages
+ *     written earlier in the epoch; the pre-copy region runs a pass
+ *     (pt_region_precopy) after each chunk but the last, in the writer's
+ *     thread (a writer calling it when it has a moment), so its sync finds
+ *     the last chunk and the pages written again since the last pass.
+ *     Next to the pauses: the time of the writes (their faults included)
+ *     and of the passes, and the write faults per epoch (the tracker's).
  *
  * Usage: replication [--reps N] [--json FILE] [--region-mib N] [--lag-syncs N]
  *                    [--only N]
@@ -100,6 +110,10 @@
 #define CYCLE_HOT_PERCENT 95
 #define SEED_CYCLE	0x9e3779b185ebca87ull
 
+#define PRECOPY_CHUNKS	8		/* chunks an epoch's pages are written in */
+#define PRECOPY_REWRITE_PERCENT 10	/* of a chunk: pages written again */
+#define SEED_PRECOPY	0x85ebca77c2b2ae63ull
+
 static long region_mib = 1024;
 static long lag_syncs = 100;
 static long only_section;
@@ -110,7 +124,7 @@ static const struct bench_option options[] = {
 	  &region_mib },
 	{ "lag-syncs", "syncs per lag run (p50 and p99 over them)", 20, 10000, &lag_syncs },
 	{ "only", "run only this section (1 stall, 2 lag, 3 catch-up, 4 durable, 5 recycle, "
-	  "6 cycle; 0: all)", 0, 6, &only_section },
+	  "6 cycle, 7 precopy; 0: all)", 0, 7, &only_section },
 	{ "cycle-syncs", "syncs between two checkpoints in the cycle section", 10, 10000,
 	  &cycle_syncs },
 	{ NULL, NULL, 0, 0, NULL },
@@ -1993,6 +2007,211 @@ out:
 					       "hash a page, and a page of head a record" });
 }
 
+/* ---- 7. pre-copy ------------------------------------------------------ */
+
+static const uint64_t precopy_counts[] = { 1000, 10000 };
+
+/* One epoch's figures. */
+struct precopy_epoch {
+	double pause_ms, collect_ms, write_ms, pass_ms;
+	uint64_t faults, extra_faults, from_store;
+};
+
+/*
+ * One epoch of count distinct pages (pages[0..count)) written in chunks,
+ * with a pass after each chunk but the last when precopy is set, then the
+ * timed sync.  rnd drives which earlier pages are written again; the
+ * other region is given the same seed, so both see the same writes.
+ */
+static bool precopy_epoch(struct pt_region *r, bool precopy, const uint64_t *pages,
+			  uint64_t count, uint64_t rnd, struct precopy_epoch *out)
+{
+	struct pt_region_stats before = { .sz = sizeof(before) }, after = { .sz = sizeof(after) };
+	struct pt_sync_stats last = { .sz = sizeof(last) };
+	const char *method = precopy ? "sync + pre-copy" : "sync";
+	uint64_t chunk = count / PRECOPY_CHUNKS, done = 0;
+	int64_t e, epoch = pt_region_epoch(r);
+	char *base = pt_region_base(r);
+	char label[32];
+	double t0;
+	int ret;
+
+	memset(out, 0, sizeof(*out));
+	dirty_label(label, sizeof(label), count);
+	if (pt_region_stats(r, NULL, &before))
+		return false;
+	for (int c = 0; c < PRECOPY_CHUNKS; c++) {
+		uint64_t n = c == PRECOPY_CHUNKS - 1 ? count - done : chunk;
+
+		t0 = bench_now_ns();
+		write_pages(base, pages + done, n);
+		for (uint64_t i = 0; done && i < n * PRECOPY_REWRITE_PERCENT / 100; i++) {
+			uint64_t p = pages[t_rnd_next(&rnd) % done];
+
+			*(volatile uint64_t *)(base + (p << page_shift)) = ++stamp;
+		}
+		out->write_ms += (bench_now_ns() - t0) / 1e6;
+		done += n;
+		if (!precopy || c == PRECOPY_CHUNKS - 1)
+			continue;
+		t0 = bench_now_ns();
+		ret = pt_region_precopy(r);
+		out->pass_ms += (bench_now_ns() - t0) / 1e6;
+		if (ret < 0) {
+			bench_failed("memfd", method, label, "pt_region_precopy: %s%s",
+				     pt_strerror(ret), log_suffix());
+			return false;
+		}
+	}
+	t0 = bench_now_ns();
+	e = pt_region_sync(r);
+	out->pause_ms = (bench_now_ns() - t0) / 1e6;
+	if (e != epoch + 1) {
+		bench_failed("memfd", method, label, "sync returned %lld after epoch %lld: %s%s",
+			     (long long)e, (long long)epoch, err_str(e), log_suffix());
+		return false;
+	}
+	ret = pt_region_wait(r, e, PT_LEVEL_DURABLE, WAIT_MS);
+	if (!ret)
+		ret = pt_region_stats(r, &last, &after);
+	if (ret) {
+		bench_failed("memfd", method, label, "epoch %lld: %s%s", (long long)e,
+			     strerror(-ret), log_suffix());
+		return false;
+	}
+	if (last.pages != count) {
+		bench_failed("memfd", method, label, "the record holds %llu pages, not %llu",
+			     (unsigned long long)last.pages, (unsigned long long)count);
+		return false;
+	}
+	out->collect_ms = (double)last.collect_ns / 1e6;
+	out->faults = after.faulted - before.faulted;
+	out->extra_faults = after.precopy_extra_faults - before.precopy_extra_faults;
+	out->from_store = last.precopied;
+	return true;
+}
+
+static void precopy_section(void)
+{
+	enum { NC = BENCH_ARRAY_SIZE(precopy_counts) };
+	struct bench_samples pause[2][NC], collect[2][NC], writes[2][NC], passes[NC], faults[2][NC];
+	struct bench_samples extra[NC];
+	const char *names[2] = { "precopy-off", "precopy-on" };
+	struct pt_region *regions[2] = { NULL };
+	const struct region_cfg cfg = { .durability = PT_DURABLE_BACKGROUND, .populate = true };
+	uint64_t *pages = NULL, seed = SEED_PRECOPY, from_store[NC] = { 0 };
+	char dirs[2][256], title[200], label[32], note[200];
+	bool ok = true;
+
+	memset(pause, 0, sizeof(pause));
+	memset(collect, 0, sizeof(collect));
+	memset(writes, 0, sizeof(writes));
+	memset(passes, 0, sizeof(passes));
+	memset(faults, 0, sizeof(faults));
+	memset(extra, 0, sizeof(extra));
+	snprintf(title, sizeof(title), "pre-copy: writer pause per sync (background policy), %ld MiB "
+		 "region, %d chunks an epoch, a pass after each but the last", region_mib,
+		 PRECOPY_CHUNKS);
+	bench_section("precopy", title, "ms");
+	pages = t_rnd_permutation(npages, SEED_PRECOPY);
+	if (!pages) {
+		bench_failed("memfd", "sync + pre-copy", "-", "out of memory");
+		return;
+	}
+	for (int k = 0; k < 2 && ok; k++) {
+		regions[k] = region_new(names[k], &cfg, k ? "sync + pre-copy" : "sync", dirs[k],
+					sizeof(dirs[k]));
+		ok = regions[k] != NULL;
+	}
+	/* Each rep: both regions at each count, the same writes, starting
+	 * with the other region each time. */
+	for (int rep = 0; rep < bench_opts.reps && ok; rep++) {
+		for (size_t ci = 0; ci < NC && ok; ci++) {
+			uint64_t count = precopy_counts[ci], rnd = t_rnd_next(&seed);
+
+			if (count > npages)
+				continue;
+			pick(pages, npages, count, &seed);
+			for (int j = 0; j < 2 && ok; j++) {
+				int k = (rep + j) % 2;
+				struct precopy_epoch pe;
+
+				ok = precopy_epoch(regions[k], k, pages, count, rnd, &pe);
+				if (!ok)
+					break;
+				bench_add_sample(&pause[k][ci], pe.pause_ms);
+				bench_add_sample(&collect[k][ci], pe.collect_ms);
+				bench_add_sample(&writes[k][ci], pe.write_ms);
+				bench_add_sample(&faults[k][ci], (double)pe.faults);
+				if (k) {
+					bench_add_sample(&passes[ci], pe.pass_ms);
+					bench_add_sample(&extra[ci], (double)pe.extra_faults);
+					from_store[ci] += pe.from_store;
+				}
+			}
+		}
+	}
+	for (int k = 0; k < 2; k++) {
+		if (!regions[k])
+			continue;
+		if (ok)
+			ok = verify_by_replica(regions[k], dirs[k], k ? "sync + pre-copy" : "sync");
+		ok = region_done(regions[k], dirs[k], k ? "sync + pre-copy" : "sync") && ok;
+	}
+	free(pages);
+	if (!ok)
+		return;
+	for (size_t ci = 0; ci < NC; ci++) {
+		if (precopy_counts[ci] > npages)
+			continue;
+		dirty_label(label, sizeof(label), precopy_counts[ci]);
+		bench_row(&(struct bench_row){ .memory = "memfd", .method = "pause, sync",
+					       .variant = label, .samples = &pause[0][ci] });
+		snprintf(note, sizeof(note), "%.0f pages a record taken from the passes",
+			 (double)from_store[ci] / pause[1][ci].n);
+		bench_row(&(struct bench_row){ .memory = "memfd", .method = "pause, sync + pre-copy",
+					       .variant = label, .samples = &pause[1][ci],
+					       .note = note });
+		bench_row(&(struct bench_row){ .memory = "memfd", .method = "of which collect, sync",
+					       .variant = label, .samples = &collect[0][ci] });
+		bench_row(&(struct bench_row){ .memory = "memfd",
+					       .method = "of which collect, + pre-copy",
+					       .variant = label, .samples = &collect[1][ci] });
+		bench_row(&(struct bench_row){ .memory = "memfd", .method = "passes, pre-copy",
+					       .variant = label, .samples = &passes[ci],
+					       .note = "the passes of an epoch together, off the pause" });
+		bench_row(&(struct bench_row){ .memory = "memfd", .method = "writes, sync",
+					       .variant = label, .samples = &writes[0][ci],
+					       .note = "an epoch's writes, their faults included" });
+		bench_row(&(struct bench_row){ .memory = "memfd", .method = "writes, sync + pre-copy",
+					       .variant = label, .samples = &writes[1][ci] });
+	}
+	bench_section("precopy-ratio", "pre-copy: pause with over pause without, same rep", "x");
+	for (size_t ci = 0; ci < NC; ci++) {
+		if (precopy_counts[ci] > npages)
+			continue;
+		dirty_label(label, sizeof(label), precopy_counts[ci]);
+		ratio_row("pause pre-copy / sync", label, &pause[1][ci], &pause[0][ci],
+			  BENCH_AT_MOST, 0.25, precopy_counts[ci] == 10000 ? "<= 0.25x" : NULL, NULL);
+	}
+	bench_section("precopy-faults", "pre-copy: write faults per epoch (the tracker's count)",
+		      "faults");
+	for (size_t ci = 0; ci < NC; ci++) {
+		if (precopy_counts[ci] > npages)
+			continue;
+		dirty_label(label, sizeof(label), precopy_counts[ci]);
+		bench_row(&(struct bench_row){ .memory = "memfd", .method = "faults, sync",
+					       .variant = label, .samples = &faults[0][ci] });
+		bench_row(&(struct bench_row){ .memory = "memfd", .method = "faults, sync + pre-copy",
+					       .variant = label, .samples = &faults[1][ci],
+					       .note = "passes and sync together" });
+		bench_row(&(struct bench_row){ .memory = "memfd", .method = "extra faults, pre-copy",
+					       .variant = label, .samples = &extra[ci],
+					       .note = "pt_region_stats precopy_extra_faults: pages "
+						       "written again after a pass re-armed them" });
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
@@ -2065,6 +2284,8 @@ int main(int argc, char **argv)
 		catchup_section();
 	if (!only_section || only_section == 6)
 		cycle_section();
+	if (!only_section || only_section == 7)
+		precopy_section();
 	ret = bench_finish();
 	free(perm);
 	helper_stop(&forker);
