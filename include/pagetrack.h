@@ -411,22 +411,26 @@ pt_epoch_t pt_region_sync(struct pt_region *r);
 /*
  * Pre-copy (off unless called): copy now, while the writer may go on
  * writing, the pages written so far in the epoch, so that the next
- * pt_region_sync() copies from its own collect only the pages written
- * since the last pass.  The writer's pause then grows with the pages
- * written since the last pass instead of since the last sync.  Call it
- * from any thread of the writer's process when there is time (a thread
- * of the application's every few ms, or the writer's own thread between
- * two tasks); it runs under the lock a sync takes, so a sync that starts
- * during a pass waits for it: do not run one just before syncing.
+ * pt_region_sync() collects and copies only the pages written since the
+ * last pass.  The writer's pause then grows with the pages written since
+ * the last pass instead of since the last sync: the pages the passes
+ * copied go into the record when it is sealed, after the sync returned.
+ * Call it from any thread of the writer's process when there is time (a
+ * thread of the application's every few ms, or the writer's own thread
+ * between two tasks); it runs under the lock a sync takes, so a sync that
+ * starts during a pass waits for it: do not run one just before syncing.
+ * A pass right after a sync whose record is not sealed yet waits for the
+ * seal.
  *
  * The record a sync makes is the same as without pre-copy: every page
  * written in the epoch, with its content at the sync (a page copied by a
  * pass and written again is reported by the sync and copied again from
  * memory; the pass's copy is dropped).  What pre-copy costs: a copy of
- * each page per pass that reports it, memory for the copies (at most the
- * staging memory's size; pages past it are left to the sync), and, with
- * uffd-wp and mprotect, one more write-protect fault for each page written
- * again after a pass reported it (pt_region_stats(): precopy_extra_faults).
+ * each page per pass that reports it, memory for the copies (two stores of
+ * at most the staging memory's size each, used as pages are copied; pages
+ * past a store's size are left to the sync), and, with uffd-wp and
+ * mprotect, one more write-protect fault for each page written again after
+ * a pass reported it (pt_region_stats(): precopy_extra_faults).
  * With soft-dirty each pass freezes the writing threads for its collect,
  * as a sync does.
  *
