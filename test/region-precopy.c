@@ -8,6 +8,8 @@
  *    extra faults exactly;
  *  - "store full": with a store of 4 pages, a pass leaves the rest to the
  *    sync, and the record is still whole;
+ *  - "jump": what a pass copied before pt_region_jump() replaced the
+ *    memory never reaches a record;
  *  - "model": two writer threads (t_writers_start) write random pages
  *    while the main thread runs pre-copy passes; at each sync the writers
  *    pause (every third epoch after one more pass, so that the store
@@ -254,6 +256,75 @@ out:
 	return ok;
 }
 
+/* A jump replaces the memory: what a pass copied before it is forgotten,
+ * not put into the first record after it. */
+static bool jump(enum pt_backend b, char *why, size_t why_len)
+{
+	struct pt_sync_stats last = { .sz = sizeof(last) };
+	struct pt_page_version v[32];
+	size_t ps = t_page_size();
+	const uint64_t given[2] = { 3, 4 };
+	unsigned char *data = calloc(2, ps);
+	struct pt_region *r;
+	struct pt_jump j;
+	pt_epoch_t e;
+	char dir[128];
+	bool ok = false;
+	int n;
+
+	CHECK(data, "out of memory");
+	n = region_on(&r, dir, sizeof(dir), "pt-precopy-jump", b, 32, NULL);
+	if (n) {
+		free(data);
+		CHECK(!n, "create: %s", pt_strerror(n));
+	}
+	fill(r, 4, 'a');
+	if (pt_region_sync(r) != 1 || pt_region_precopy(r) != 0) {
+		snprintf(why, why_len, "epoch 1");
+		goto out;
+	}
+	fill(r, 4, 'b');
+	if (pt_region_precopy(r) != 1) {
+		snprintf(why, why_len, "a pass after a write did not copy it");
+		goto out;
+	}
+	/* The source's epoch 9: page 3 full of 'J', page 4 zero again. */
+	memset(data, 'J', ps);
+	for (uint64_t p = 0; p < 32; p++)
+		v[p] = (struct pt_page_version){ .generation = 0,
+						 .checksum = pt_page_checksum(data + ps, ps) };
+	v[3] = (struct pt_page_version){ .generation = 9, .checksum = pt_page_checksum(data, ps) };
+	v[4].generation = 9;
+	j = (struct pt_jump){ .sz = sizeof(j), .epoch = 9, .chain = 0x1234, .versions = v,
+			      .count = 2, .pages = given, .data = data };
+	e = pt_region_jump(r, &j);
+	if (e != 9) {
+		snprintf(why, why_len, "jump: %s", pt_strerror((int)e));
+		goto out;
+	}
+	/* Nothing written since the jump: no epoch, whatever the pass held. */
+	e = pt_region_sync(r);
+	if (e != 9) {
+		snprintf(why, why_len, "the sync after the jump made epoch %lld from a stale "
+			 "pre-copy", (long long)e);
+		goto out;
+	}
+	fill(r, 5, 'c');
+	if (pt_region_sync(r) != 10 || pt_region_stats(r, &last, NULL) || last.pages != 1 ||
+	    last.precopied != 0) {
+		snprintf(why, why_len, "epoch 10: %llu pages, %llu from passes (want 1, 0)",
+			 (unsigned long long)last.pages, (unsigned long long)last.precopied);
+		goto out;
+	}
+	ok = true;
+out:
+	n = pt_region_close(r);
+	t_tmpdir_remove(dir);
+	free(data);
+	CHECK(!n, "close: %s", pt_strerror(n));
+	return ok;
+}
+
 /* Wait (bounded) until the writers made at least n more writes. */
 static void let_write(struct t_writers *w, uint64_t n)
 {
@@ -443,6 +514,7 @@ int main(void)
 		{ "rewritten", rewritten },
 		{ "store full", store_full },
 		{ "model", model },
+		{ "jump", jump },
 	};
 	const char *env = getenv("PAGETRACK_TEST_SEED");
 	char why[256] = "";
