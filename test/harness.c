@@ -484,8 +484,10 @@ static void *writer_main(void *arg)
 			break;
 		}
 		}
-		__atomic_store_n(&c->writes[a->id], ++n, __ATOMIC_RELAXED);
+		if (++n % 256 == 0)
+			__atomic_store_n(&a->writes, n, __ATOMIC_RELAXED);
 	}
+	__atomic_store_n(&a->writes, n, __ATOMIC_RELAXED);
 	return NULL;
 }
 
@@ -531,7 +533,7 @@ uint64_t t_writers_count(struct t_writers *w)
 	uint64_t n = 0;
 
 	for (int i = 0; i < T_WRITERS; i++)
-		n += __atomic_load_n(&w->writes[i], __ATOMIC_RELAXED);
+		n += __atomic_load_n(&w->arg[i].writes, __ATOMIC_RELAXED);
 	return n;
 }
 
