@@ -104,6 +104,14 @@ struct pt_net_opts {
 					 * follower: the TTL a promotion creates the
 					 * bucket with if missing (0: 1000).  100 to
 					 * 600000; the bucket's own TTL wins */
+	/* Failover, the clients' side: where the writer's service (an
+	 * engine's port) is reached, "HOST:PORT" (HOST a DNS name, an IPv4
+	 * address or an IPv6 one in brackets; at most 63 bytes).  Stored with
+	 * the lease by its holder, a publisher holding it or a standby
+	 * promoting itself, for pt_net_lease_read() to find; NULL: none.
+	 * Read when the lease is taken: by pt_publisher_open() and by
+	 * pt_follower_promote(), until which the string must stay valid. */
+	const char *advertise;
 };
 
 /*
@@ -483,6 +491,9 @@ struct pt_lease_info {
 	char host[32];
 	unsigned int ttl_ms;		/* the lease (the bucket's TTL) */
 	uint64_t stream_term;		/* the stream's newest term marker's (0: none) */
+	char advertise[64];		/* the address its holder advertises
+					 * (opts.advertise, checked as it says),
+					 * "" none (field added with it) */
 };
 
 /*
@@ -565,6 +576,27 @@ int pt_follower_promote(struct pt_follower *f, const struct pt_promote_opts *po,
  */
 int pt_dir_promote(const char *dir, const struct pt_net_opts *opts,
 		   const struct pt_promote_opts *po, struct pt_promote_info *info);
+
+/*
+ * Read the writer's lease of opts->stream now, without a follower: what a
+ * client of the writer's service calls to find where it runs (the address
+ * the holder advertises), at start and after losing it.  Connects with
+ * opts (urls, stream, auth, TLS, connect and request timeouts; hmac_key
+ * to authenticate the term markers), reads the lease and the stream's
+ * newest term marker, disconnects.  Every field of the value is checked (a
+ * value without an address, of a writer of an older release, is read with
+ * advertise "").  Returns as pt_follower_lease(): 1 (held: *info filled,
+ * advertise "" when the holder gives none), 0 (nobody holds it, or a
+ * deposed writer of an older term than the stream's newest marker: *info
+ * filled as far as known, treat it as no writer), or -errno:
+ *  -ENOENT       no lease bucket for the stream (its writer holds no lease);
+ *  -EBADMSG      the key holds something that is not a lease, or a marker
+ *                that fails its checks;
+ *  -EAGAIN       the server did not answer;
+ *  -EINVAL       NULL, sz too small, no URL or stream, a bad stream name;
+ *  -ECONNREFUSED, -EACCES  as pt_follower_open().
+ */
+int pt_net_lease_read(const struct pt_net_opts *opts, struct pt_lease_info *info);
 
 #ifdef __cplusplus
 }

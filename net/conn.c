@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "conn.h"
+#include "lease.h"
 #include "wire.h"
 
 static __thread char last_error[512];
@@ -178,6 +179,9 @@ int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in, enum pt_n
 	o->hmac_key_len = 0;
 	if (o->lease_ms && (o->lease_ms < 100 || o->lease_ms > 600000))
 		return net_fail(-EINVAL, "options: a lease of %u ms (100 to 600000)", o->lease_ms);
+	if (o->advertise && !lease_advertise_ok(o->advertise))
+		return net_fail(-EINVAL, "options: '%.80s' is no address to advertise (HOST:PORT, "
+				"at most %d bytes)", o->advertise, LEASE_ADVERTISE_MAX - 1);
 	return 0;
 }
 

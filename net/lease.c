@@ -41,8 +41,9 @@
 
 #define LEASE_KEY	"writer"
 #define LEASE_MAGIC	"PTLEASE"	/* 8 bytes with its NUL */
-#define LEASE_VERSION	1
-#define LEASE_SIZE	80
+#define LEASE_V1_SIZE	80		/* version 1: no advertised address */
+#define LEASE_V2_SIZE	144		/* version 2: with one */
+#define LEASE_SIZE	LEASE_V2_SIZE	/* the larger */
 
 struct net_lease {
 	struct net_conn *conn;
@@ -65,30 +66,92 @@ struct net_lease {
 /* ---- the value: magic, version, fields, checksum (little-endian) ---- */
 
 /*
- *  0 magic "PTLEASE\0"   16 term      32 pid (u64)   72 XXH3-64 of
+ *  0 magic "PTLEASE\0"   16 term      32 pid (u64)   72 version 1: XXH3-64 of
  *  8 version u64         24 holder    40 host[32]       bytes 0..71
+ *                                                     72 version 2: advertise[64],
+ *                                                    136 XXH3-64 of bytes 0..135
+ *
+ * A holder that advertises no address writes version 1, which the
+ * releases before version 2 read too; one that does writes version 2.
  */
-static void value_put(unsigned char out[LEASE_SIZE], const struct lease_value *v)
+bool lease_advertise_ok(const char *s)
 {
+	const char *colon, *host_end, *p;
+	size_t len = strnlen(s, LEASE_ADVERTISE_MAX);
+	unsigned long port = 0;
+
+	if (!len || len >= LEASE_ADVERTISE_MAX)
+		return false;
+	colon = strrchr(s, ':');
+	if (!colon || colon == s || !colon[1] || strlen(colon + 1) > 5)
+		return false;
+	for (p = colon + 1; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		port = port * 10 + (unsigned long)(*p - '0');
+	}
+	if (port < 1 || port > 65535 || colon[1] == '0')
+		return false;
+	host_end = colon;
+	if (*s == '[') {
+		/* [IPv6]:PORT */
+		if (colon[-1] != ']' || colon - s < 4)
+			return false;
+		for (p = s + 1; p < colon - 1; p++)
+			if (!strchr("0123456789abcdefABCDEF:.", *p))
+				return false;
+		return true;
+	}
+	for (p = s; p < host_end; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '.' || *p == '-'))
+			return false;
+	return true;
+}
+
+/* Returns the value's size. */
+static int value_put(unsigned char out[LEASE_SIZE], const struct lease_value *v)
+{
+	size_t advertise = strnlen(v->advertise, LEASE_ADVERTISE_MAX - 1);
+	int size = advertise ? LEASE_V2_SIZE : LEASE_V1_SIZE;
+
 	memset(out, 0, LEASE_SIZE);
 	memcpy(out, LEASE_MAGIC, 8);
-	wire_put64(out + 8, LEASE_VERSION);
+	wire_put64(out + 8, advertise ? 2 : 1);
 	wire_put64(out + 16, v->term);
 	wire_put64(out + 24, v->holder);
 	wire_put64(out + 32, (uint64_t)(uint32_t)v->pid);
 	memcpy(out + 40, v->host, strnlen(v->host, WIRE_HOST_MAX - 1));
-	wire_put64(out + 72, wire_checksum(out, 72));
+	memcpy(out + 72, v->advertise, advertise);
+	wire_put64(out + size - 8, wire_checksum(out, (size_t)size - 8));
+	return size;
 }
 
 static int value_get(const void *data, int len, struct lease_value *v)
 {
 	const unsigned char *p = data;
+	uint64_t version;
 
-	if (len != LEASE_SIZE || memcmp(p, LEASE_MAGIC, 8) || wire_get64(p + 8) != LEASE_VERSION ||
-	    wire_get64(p + 72) != wire_checksum(p, 72) || wire_get64(p + 32) > INT32_MAX ||
-	    p[40 + WIRE_HOST_MAX - 1])
+	if ((len != LEASE_V1_SIZE && len != LEASE_V2_SIZE) || memcmp(p, LEASE_MAGIC, 8))
+		return -EBADMSG;
+	version = wire_get64(p + 8);
+	if (version != (len == LEASE_V1_SIZE ? 1u : 2u) ||
+	    wire_get64(p + len - 8) != wire_checksum(p, (size_t)len - 8) ||
+	    wire_get64(p + 32) > INT32_MAX || p[40 + WIRE_HOST_MAX - 1])
 		return -EBADMSG;
 	memset(v, 0, sizeof(*v));
+	if (version == 2) {
+		/* NUL padded, and an address a client may connect to: checked
+		 * whole, nothing replaced. */
+		if (p[72 + LEASE_ADVERTISE_MAX - 1])
+			return -EBADMSG;
+		memcpy(v->advertise, p + 72, LEASE_ADVERTISE_MAX);
+		for (size_t i = strlen(v->advertise); i < LEASE_ADVERTISE_MAX; i++)
+			if (v->advertise[i])
+				return -EBADMSG;
+		if (!lease_advertise_ok(v->advertise))
+			return -EBADMSG;
+	}
 	v->term = wire_get64(p + 16);
 	v->holder = wire_get64(p + 24);
 	v->pid = (int32_t)wire_get64(p + 32);
@@ -112,6 +175,7 @@ int lease_open(struct net_lease **out, struct net_conn *c, const char *stream, u
 	struct net_lease *l;
 	kvStatus *st = NULL;
 	natsStatus s;
+	unsigned want = ttl_ms;
 	int err;
 
 	*out = NULL;
@@ -166,7 +230,7 @@ int lease_open(struct net_lease **out, struct net_conn *c, const char *stream, u
 			       l->ttl_ms, LEASE_MIN_MS, LEASE_MAX_MS);
 		goto err;
 	}
-	if (l->ttl_ms != ttl_ms)
+	if (want && l->ttl_ms != want)
 		net_log(PT_LOG_WARN, "lease bucket %s has a TTL of %u ms, not %u: the lease is %u ms",
 			l->bucket, l->ttl_ms, ttl_ms, l->ttl_ms);
 	*out = l;
@@ -228,21 +292,21 @@ int lease_take(struct net_lease *l, const struct lease_value *mine, uint64_t voi
 	struct lease_value cur;
 	uint64_t rev = 0, cur_rev = 0, sent = net_mono_ms();
 	natsStatus s;
-	int ret;
+	int ret, size;
 
 	pthread_mutex_lock(&l->lock);
 	l->mine = *mine;
 	pthread_mutex_unlock(&l->lock);
-	value_put(buf, mine);
+	size = value_put(buf, mine);
 	ret = lease_read(l, &cur, &cur_rev);
 	if (ret == -EBADMSG && force)
 		ret = 1;	/* not a lease: forced over */
 	if (ret < 0)
 		return ret;
 	if (ret == 0) {
-		s = kvStore_Create(&rev, l->kv, LEASE_KEY, buf, LEASE_SIZE);
+		s = kvStore_Create(&rev, l->kv, LEASE_KEY, buf, size);
 	} else if (same_holder(&cur, mine) || cur.term < void_below || force) {
-		s = kvStore_Update(&rev, l->kv, LEASE_KEY, buf, LEASE_SIZE, cur_rev);
+		s = kvStore_Update(&rev, l->kv, LEASE_KEY, buf, size, cur_rev);
 	} else {
 		set_lost(l, &cur);
 		return net_fail(-EBUSY, "the lease of stream %s is held by term %llu (holder "
@@ -278,14 +342,14 @@ static int renew(struct net_lease *l)
 	struct lease_value mine, cur;
 	uint64_t rev = 0, cur_rev = 0, last, sent = net_mono_ms();
 	natsStatus s;
-	int ret;
+	int ret, size;
 
 	pthread_mutex_lock(&l->lock);
 	mine = l->mine;
 	last = l->rev;
 	pthread_mutex_unlock(&l->lock);
-	value_put(buf, &mine);
-	s = kvStore_Update(&rev, l->kv, LEASE_KEY, buf, LEASE_SIZE, last);
+	size = value_put(buf, &mine);
+	s = kvStore_Update(&rev, l->kv, LEASE_KEY, buf, size, last);
 	if (s == NATS_OK) {
 		set_held(l, rev, sent);
 		return 0;

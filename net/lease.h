@@ -18,6 +18,7 @@
 #define LEASE_DEFAULT_MS	1000
 #define LEASE_MIN_MS		100
 #define LEASE_MAX_MS		600000
+#define LEASE_ADVERTISE_MAX	64	/* "HOST:PORT" with its NUL */
 
 /* The lease key's value: who holds it. */
 struct lease_value {
@@ -25,14 +26,25 @@ struct lease_value {
 	uint64_t holder;		/* its holder id (0 for term 0) */
 	int32_t pid;
 	char host[WIRE_HOST_MAX];
+	char advertise[LEASE_ADVERTISE_MAX];	/* where clients reach the writer's
+						 * service, "" none (a value of
+						 * version 1) */
 };
+
+/*
+ * An address a holder advertises: "HOST:PORT", HOST a DNS name or an IPv4
+ * address ([A-Za-z0-9.-]) or an IPv6 one in brackets ([0-9A-Fa-f:.]), PORT
+ * 1 to 65535 in decimal, at most LEASE_ADVERTISE_MAX - 1 bytes.
+ */
+bool lease_advertise_ok(const char *s);
 
 struct net_lease;
 
 /*
  * The lease bucket of stream ("pagetrack-lease-<stream>", key "writer"),
- * created with a TTL of ttl_ms when create is set and it is missing.  The
- * bucket's own TTL is the lease (a different ttl_ms is said at PT_LOG_WARN).
+ * created with a TTL of ttl_ms (0: LEASE_DEFAULT_MS) when create is set and
+ * it is missing.  The bucket's own TTL is the lease (a different ttl_ms, not
+ * 0, is said at PT_LOG_WARN).
  * Returns 0, -ENOENT (no bucket and !create), -EAGAIN, or -errno.
  */
 int lease_open(struct net_lease **out, struct net_conn *c, const char *stream, unsigned ttl_ms,
@@ -44,7 +56,8 @@ unsigned lease_ttl_ms(const struct net_lease *l);
 /*
  * Read the key now: 1 and *v, *rev (someone holds it), 0 (nobody: it
  * lapsed or was never taken), -EAGAIN, or -EBADMSG (a value that is not a
- * lease's).
+ * lease's: size, magic, version, checksum, a field out of its range, an
+ * advertised address that lease_advertise_ok() refuses).
  */
 int lease_read(struct net_lease *l, struct lease_value *v, uint64_t *rev);
 

@@ -94,40 +94,94 @@ static int lease_of(struct pt_follower *f, bool create, struct net_lease **out)
 	return err;
 }
 
-PT_EXPORT int pt_follower_lease(struct pt_follower *f, struct pt_lease_info *info)
+/*
+ * The lease l and the stream's newest term marker into *full: 1 held, 0
+ * lapsed or held by a deposed writer, -errno.
+ */
+static int lease_info(struct net_lease *l, struct net_conn *c, const char *stream,
+		      const struct wire_key *key, struct pt_lease_info *full)
 {
-	struct pt_lease_info full = { .sz = sizeof(full) };
-	struct net_lease *l;
 	struct lease_value v;
 	struct term_marker m;
 	uint64_t rev = 0;
 	int ret, marked;
+
+	ret = lease_read(l, &v, &rev);
+	if (ret < 0)
+		return ret;
+	marked = term_last(c, stream, key, &m);
+	if (marked < 0)
+		return marked;
+	full->ttl_ms = lease_ttl_ms(l);
+	full->stream_term = marked ? m.h.term.term : 0;
+	if (ret == 1) {
+		full->term = v.term;
+		full->holder = v.holder;
+		full->revision = rev;
+		full->pid = v.pid;
+		memcpy(full->host, v.host, sizeof(full->host));
+		memcpy(full->advertise, v.advertise, sizeof(full->advertise));
+		/* A holder of an older term than the stream's is a deposed
+		 * writer that took the lapsed key again: no writer. */
+		if (v.term < full->stream_term)
+			ret = 0;
+	}
+	return ret;
+}
+
+PT_EXPORT int pt_follower_lease(struct pt_follower *f, struct pt_lease_info *info)
+{
+	struct pt_lease_info full = { .sz = sizeof(full) };
+	struct net_lease *l;
+	int ret;
 
 	if (!f || !info || info->sz < offsetof(struct pt_lease_info, term))
 		return net_fail(-EINVAL, "lease: NULL or sz too small");
 	ret = lease_of(f, false, &l);
 	if (ret)
 		return ret;
-	ret = lease_read(l, &v, &rev);
+	ret = lease_info(l, follower_conn(f), follower_stream(f), follower_key(f), &full);
 	if (ret < 0)
 		return ret;
-	marked = term_last(follower_conn(f), follower_stream(f), follower_key(f), &m);
-	if (marked < 0)
-		return marked;
-	full.ttl_ms = lease_ttl_ms(l);
-	full.stream_term = marked ? m.h.term.term : 0;
-	if (ret == 1) {
-		full.term = v.term;
-		full.holder = v.holder;
-		full.revision = rev;
-		full.pid = v.pid;
-		memcpy(full.host, v.host, sizeof(full.host));
-		/* A holder of an older term than the stream's is a deposed
-		 * writer that took the lapsed key again: no writer. */
-		if (v.term < full.stream_term)
-			ret = 0;
-	}
 	result_put(info, &full, sizeof(full));
+	return ret;
+}
+
+PT_EXPORT int pt_net_lease_read(const struct pt_net_opts *opts, struct pt_lease_info *info)
+{
+	struct pt_lease_info full = { .sz = sizeof(full) };
+	struct pt_net_opts o;
+	struct wire_key *key;
+	struct net_conn c;
+	struct net_lease *l = NULL;
+	int ret;
+
+	if (!opts || !info || info->sz < offsetof(struct pt_lease_info, term))
+		return net_fail(-EINVAL, "lease: NULL or sz too small");
+	key = calloc(1, sizeof(*key));
+	if (!key)
+		return net_fail(-ENOMEM, "out of memory");
+	ret = net_opts_copy(&o, opts, PT_NET_FOLLOWER, key);
+	if (ret)
+		goto out;
+	if (!o.stream || !net_stream_name_ok(o.stream)) {
+		ret = net_fail(-EINVAL, "reading a lease needs a stream name: 1 to %d of A-Z a-z "
+			       "0-9 _ -", STREAM_NAME_MAX);
+		goto out;
+	}
+	ret = net_connect(&c, &o, o.stream);
+	if (ret)
+		goto out;
+	ret = lease_open(&l, &c, o.stream, 0, 0, false);
+	if (!ret)
+		ret = lease_info(l, &c, o.stream, key, &full);
+	if (ret >= 0)
+		result_put(info, &full, sizeof(full));
+	lease_close(l);
+	net_disconnect(&c);
+out:
+	wire_key_clear(key);
+	free(key);
 	return ret;
 }
 
@@ -210,6 +264,7 @@ static int promote(struct pt_follower *f, const struct pt_promote_opts *po,
 	struct net_conn *c;
 	struct net_lease *l = NULL;
 	struct lease_value mine = { .pid = getpid() };
+	const char *advertise = follower_opts(f)->advertise;
 	struct term_tip tip;
 	const char *stream, *dir;
 	uint64_t start = net_mono_ms(), deadline, marker_seq = 0;
@@ -248,6 +303,8 @@ static int promote(struct pt_follower *f, const struct pt_promote_opts *po,
 		return err;
 	mine.holder = term_random_id();
 	term_host(mine.host);
+	if (advertise)	/* checked by net_opts_copy */
+		snprintf(mine.advertise, sizeof(mine.advertise), "%s", advertise);
 	err = lease_take(l, &mine, tip.marked ? tip.marker.h.term.term : 0,
 			 po->flags & PT_PROMOTE_FORCE);
 	if (!err)

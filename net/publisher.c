@@ -552,6 +552,8 @@ static int take_lease(struct pt_publisher *p)
 	int err;
 
 	term_host(mine.host);
+	if (p->opts.advertise)	/* checked by net_opts_copy */
+		snprintf(mine.advertise, sizeof(mine.advertise), "%s", p->opts.advertise);
 	err = lease_open(&p->lease, &p->conn, p->stream, p->opts.lease_ms, p->opts.replicas, true);
 	if (err)
 		return err == -EAGAIN ? -ECONNREFUSED : err;

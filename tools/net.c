@@ -76,7 +76,8 @@ static void net_log_to_stderr(enum pt_log_level level, const char *msg, void *ar
 enum { OPT_STREAM = 256, OPT_REPLICAS, OPT_USER, OPT_PASSWORD, OPT_CREDS, OPT_TLS_CA,
        OPT_TLS_CERT, OPT_TLS_KEY, OPT_NATS, OPT_QUIET, OPT_MAX_MSGS, OPT_MAX_BYTES,
        OPT_SNAPSHOT_INTERVAL, OPT_HMAC_KEY_FILE, OPT_METRICS, OPT_RETAIN, OPT_SEGMENT,
-       OPT_LEASE_MS, OPT_STANDBY, OPT_AUTO_PROMOTE, OPT_FORCE, OPT_TIMEOUT_MS, OPT_SCHED };
+       OPT_LEASE_MS, OPT_STANDBY, OPT_AUTO_PROMOTE, OPT_FORCE, OPT_TIMEOUT_MS, OPT_SCHED,
+       OPT_ADVERTISE };
 
 /* What the shared options ask for beyond struct pt_net_opts. */
 struct net_args {
@@ -99,6 +100,7 @@ struct net_args {
 	{ "hmac-key-file", required_argument, NULL, OPT_HMAC_KEY_FILE },	\
 	{ "metrics", required_argument, NULL, OPT_METRICS },		\
 	{ "lease-ms", required_argument, NULL, OPT_LEASE_MS },		\
+	{ "advertise", required_argument, NULL, OPT_ADVERTISE },	\
 	{ "help", no_argument, NULL, 'h' }
 
 /* 1: taken (a usage error in a->error), 0: not one of these. */
@@ -114,6 +116,7 @@ static int net_option(const char *cmd, int c, struct pt_net_opts *o, struct net_
 			a->error = usage_error(cmd, "--lease-ms: 0 (no lease) or 100 to 600000");
 		o->lease_ms = (unsigned)n;
 		return 1;
+	case OPT_ADVERTISE: o->advertise = optarg; return 1;	/* the library checks it */
 	case OPT_STREAM: o->stream = optarg; return 1;
 	case OPT_USER: o->user = optarg; return 1;
 	case OPT_PASSWORD: o->password = optarg; return 1;
@@ -194,6 +197,9 @@ static const char net_auth_help[] =
 	"  --lease-ms N         the writer's lease, a key of the stream's lease bucket\n"
 	"                       whose TTL it is (100 to 600000, default 1000); the\n"
 	"                       bucket's TTL wins once it exists\n"
+	"  --advertise HOST:PORT  where clients reach the writer's service (e.g. its\n"
+	"                       engine), stored with the lease by whoever takes it:\n"
+	"                       publish, follow --auto-promote, promote\n"
 	"  --quiet              no progress lines\n";
 
 /* A retryable failure: said once until things move again. */
@@ -638,8 +644,9 @@ static int standby_step(struct net_cmd *c, bool report)
 		return ret;
 	if (look != s->state || (look == 1 && li.term != s->term)) {
 		if (look == 1 && !s->quiet)
-			printf("the writer's lease: held by term %llu (host %s, pid %d), %u ms\n",
-			       (unsigned long long)li.term, li.host, (int)li.pid, li.ttl_ms);
+			printf("the writer's lease: held by term %llu (host %s, pid %d%s%s), %u ms\n",
+			       (unsigned long long)li.term, li.host, (int)li.pid,
+			       li.advertise[0] ? ", advertising " : "", li.advertise, li.ttl_ms);
 		else if (look == 0)
 			printf("the writer's lease lapsed (%u ms)%s\n", li.ttl_ms, s->auto_promote ?
 			       ": promoting" : ": run `pagetrack promote` to take over");
@@ -734,6 +741,8 @@ int cmd_follow(int argc, char **argv)
 		return usage_error(cmd, "--stream NAME is required");
 	if (!o.lease_ms && standby)
 		return usage_error(cmd, "--standby watches a lease: --lease-ms 0 makes none");
+	if (o.advertise && !sb.auto_promote)
+		return usage_error(cmd, "--advertise goes with --auto-promote (the lease it takes)");
 	if ((ret = check_auth(cmd, &o)))
 		return ret;
 	if ((ret = read_key_file(cmd, &a, &o)))
