@@ -74,7 +74,7 @@ struct engine {
 	bool adaptive;
 	uint64_t sync_ns, sync_orders, size;
 	uint32_t nsymbols;
-	const char *dir, *port_file, *status_file;
+	const char *dir, *port_file, *status_file, *listen;
 	bool quiet;
 	/* state */
 	struct xs_writer *store;
@@ -681,7 +681,9 @@ static void usage(FILE *f)
 "usage: exchange-engine [options]\n"
 "  -m, --mode MODE         pagetrack (default), fullcopy or none\n"
 "  -d, --dir DIR           data directory (region or snapshot); reopened after a crash\n"
-"  -p, --port N            TCP port on 127.0.0.1 (default 0: any free port)\n"
+"  -l, --listen ADDR       the address to listen on, IPv4 or IPv6, numeric\n"
+"                          (default 127.0.0.1: this machine only)\n"
+"  -p, --port N            TCP port (default 0: any free port)\n"
 "  -P, --port-file FILE    write the port there once listening\n"
 "  -s, --size BYTES        block size for new books (default 64M)\n"
 "  -n, --symbols N         symbols in new books (default 1000)\n"
@@ -708,6 +710,7 @@ static void parse(struct engine *e, int argc, char **argv)
 	static const struct option opts[] = {
 		{ "mode", required_argument, NULL, 'm' },
 		{ "dir", required_argument, NULL, 'd' },
+		{ "listen", required_argument, NULL, 'l' },
 		{ "port", required_argument, NULL, 'p' },
 		{ "port-file", required_argument, NULL, 'P' },
 		{ "size", required_argument, NULL, 's' },
@@ -739,7 +742,7 @@ static void parse(struct engine *e, int argc, char **argv)
 	e->idle_ms = 5000;
 	e->durable_ms = 2;
 	e->nice = ENGINE_NICE;
-	while ((o = getopt_long(argc, argv, "m:d:p:P:s:n:t:o:a:D:S:c:i:N:T:qh", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "m:d:l:p:P:s:n:t:o:a:D:S:c:i:N:T:qh", opts, NULL)) != -1) {
 		switch (o) {
 		case 'm':
 			e->mode = xs_mode_parse(optarg);
@@ -747,6 +750,7 @@ static void parse(struct engine *e, int argc, char **argv)
 				die("--mode: pagetrack, fullcopy or none, not '%s'", optarg);
 			break;
 		case 'd': e->dir = optarg; break;
+		case 'l': e->listen = optarg; break;
 		case 'P': e->port_file = optarg; break;
 		case 'S': e->status_file = optarg; break;
 		case 'q': e->quiet = true; break;
@@ -838,9 +842,13 @@ int main(int argc, char **argv)
 	struct engine *e = &eng;
 	struct epoll_event evs[64];
 	struct sigaction sa = { .sa_handler = on_signal };
+	char text[XN_ADDR_TEXT];
+	struct xn_addr at;
 	int port, ret;
 
 	parse(e, argc, argv);
+	if (xn_addr_host(&at, e->listen ? e->listen : "127.0.0.1", e->port))
+		die("--listen: '%s' is not a numeric IPv4 or IPv6 address", e->listen);
 	signal(SIGPIPE, SIG_IGN);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
@@ -862,14 +870,15 @@ int main(int argc, char **argv)
 		die("out of memory");
 	for (int i = 0; i < e->max_clients; i++)
 		e->session[i] = -1;
-	ret = xn_server_open(&e->srv, e->port, &port, (uint32_t)e->max_clients, e->idle_ms, 64 * 1024);
+	ret = xn_server_open(&e->srv, &at, &port, (uint32_t)e->max_clients, e->idle_ms, 64 * 1024);
 	if (ret)
-		die("listen on 127.0.0.1:%d: %s", e->port, strerror(-ret));
+		die("listen on %s: %s", xn_addr_text(&at, text), strerror(-ret));
+	xn_addr_set_port(&at, port);
 	e->srv.on_close = on_close;
 	e->srv.owner = e;
 	if (!e->quiet) {
-		printf("exchange-engine: listening on 127.0.0.1:%d, ack %s, sync every %llu us or %llu orders\n",
-		       port, e->ack_level == XP_LEVEL_REPLICATED ? "replicated" :
+		printf("exchange-engine: listening on %s, ack %s, sync every %llu us or %llu orders\n",
+		       xn_addr_text(&at, text), e->ack_level == XP_LEVEL_REPLICATED ? "replicated" :
 		       e->ack_level == XP_LEVEL_DURABLE ? "durable" :
 		       e->ack_level == XP_LEVEL_PUBLISHED ? "published" : "applied",
 		       (unsigned long long)e->sync_ns / 1000, (unsigned long long)e->sync_orders);

@@ -42,6 +42,14 @@ $(XCH_BINS): $(XCH_OUT)/exchange-%: $(XCH_DIR)/%.c $(XCH_LIB) $(XCH_HDRS) $(O)/$
 	$(CC) $(XCH_CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(XCH_LIB) $(XCH_LIBPT) \
 		-Wl,-rpath,'$$ORIGIN/../..' $(XCH_LIBS)
 
+# exchange-load finds the engine through the NATS cluster (--nats, the
+# writer's lease): it links libpagetrack-net as well.  libpagetrack stays a
+# direct dependency although the load calls none of it: the executable's
+# RUNPATH finds only its own dependencies, not libpagetrack-net's.
+$(XCH_OUT)/exchange-load: XCH_LIBPT = -L$(O) -lpagetrack-net -Wl,--no-as-needed -lpagetrack \
+	-Wl,--as-needed
+$(XCH_OUT)/exchange-load: $(O)/libpagetrack-net.so.$(SOMAJOR) include/pagetrack-net.h
+
 # The tests: programs built into $(XCH_OUT)/tests/, scripts run in place.
 # test/run.sh takes both by path (APP_TESTS); they include test/harness.h
 # and link its helpers from libptest.a (built by the top Makefile).

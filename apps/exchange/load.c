@@ -30,6 +30,13 @@
  * recovered engine holds.  Acks arrive in order, so every command up to the
  * highest one acked as durable must be there: anything below is a lost
  * durable order, counted and reported (the run then fails).
+ *
+ * Failover: with --nats and --stream the engine is wherever the holder of
+ * the stream's writer lease says it is (pt_net_lease_read: the address it
+ * advertises), looked up at start and again while the engine's connections
+ * are down, so the load follows a standby that took over on another host.
+ * The first order acked after a reconnection is reported with the wall
+ * clock's time: the end of the failover as the clients see it.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -41,7 +48,10 @@
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <pagetrack-net.h>
 
 #include "book.h"
 #include "flow.h"
@@ -51,6 +61,8 @@
 #define MAX_MD		8
 #define SEQ_RING	4096	/* > the largest window */
 #define OUT_LIMIT	(16u << 20)
+#define CONNECT_MS	1000	/* a connection attempt's limit */
+#define LOOKUP_NS	250000000ull	/* lease look-ups at most this often */
 
 enum conn_kind { K_ORDER, K_QUERY, K_ENGINE_CTL, K_MD_CTL };
 
@@ -78,7 +90,10 @@ struct conn {
 
 struct load {
 	/* options */
-	int engine_port, md_ports[MAX_MD], nmd, korders, kqueries, window, reconnect_ms, check_ms;
+	struct xn_addr engine, md[MAX_MD];
+	bool engine_set;
+	const char *nats, *stream;	/* find the engine through the lease */
+	int nmd, korders, kqueries, window, reconnect_ms, check_ms;
 	double seconds, rate, qrate, zipf_s;
 	int session_base;
 	const char *status_file;
@@ -94,6 +109,10 @@ struct load {
 	struct xf_flow flow;	/* the orders, and the symbols queries ask about */
 	uint64_t start_ns, end_ns, sent_orders, sent_queries;
 	bool stopping, engine_down;
+	uint64_t last_lookup_ns;
+	bool await_first_ack;		/* the engine's connections dropped since the last ack */
+	uint64_t first_ack_realtime_ns;	/* the first ack after the last reconnection */
+	uint64_t lookups, lookups_failed;
 	/* figures */
 	struct hist order_lat, query_lat, lag_ns, lag_epochs, reconnect_ns;
 	uint64_t orders_acked, queries_answered, results[XP_E_COUNT], errors_seen;
@@ -134,9 +153,69 @@ static void die(const char *fmt, ...)
 
 /* ---- connections ---------------------------------------------------------------- */
 
-static int port_of(struct load *l, struct conn *c)
+static const struct xn_addr *addr_of(struct load *l, struct conn *c)
 {
-	return c->kind == K_ORDER || c->kind == K_ENGINE_CTL ? l->engine_port : l->md_ports[c->md];
+	return c->kind == K_ORDER || c->kind == K_ENGINE_CTL ? &l->engine : &l->md[c->md];
+}
+
+static uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Where the engine is, from the writer's lease of --stream: 1 found (and
+ * l->engine set), 0 not now (no holder, none advertised, the servers
+ * silent: said once per cause until it changes), -1 never (an address that
+ * is no numeric one).
+ */
+static int lookup_engine(struct load *l)
+{
+	static char said[256];
+	struct pt_net_opts o = { .sz = sizeof(o), .urls = l->nats, .stream = l->stream,
+				 .connect_timeout_ms = CONNECT_MS, .request_timeout_ms = CONNECT_MS };
+	struct pt_lease_info li = { .sz = sizeof(li) };
+	char why[sizeof(said)], was[XN_ADDR_TEXT], now[XN_ADDR_TEXT];
+	struct xn_addr a;
+	int ret;
+
+	l->lookups++;
+	l->last_lookup_ns = now_ns();
+	ret = pt_net_lease_read(&o, &li);
+	if (ret == 1 && li.advertise[0]) {
+		if (xn_addr_parse(&a, li.advertise)) {
+			fprintf(stderr, "exchange-load: the lease holder advertises '%s', not a "
+				"numeric HOST:PORT\n", li.advertise);
+			return -1;
+		}
+		if (!l->engine_set || a.len != l->engine.len || memcmp(&a.sa, &l->engine.sa, a.len))
+			fprintf(stderr, "exchange-load: the engine is at %s (lease of stream %s: term "
+				"%llu, host %s)%s%s\n", xn_addr_text(&a, now), l->stream,
+				(unsigned long long)li.term, li.host, l->engine_set ? ", was " : "",
+				l->engine_set ? xn_addr_text(&l->engine, was) : "");
+		l->engine = a;
+		l->engine_set = true;
+		said[0] = 0;
+		return 1;
+	}
+	l->lookups_failed++;
+	if (ret < 0)
+		snprintf(why, sizeof(why), "%s", pt_net_last_error());
+	else if (ret == 0)
+		snprintf(why, sizeof(why), "nobody holds it (term marker %llu)",
+			 (unsigned long long)li.stream_term);
+	else
+		snprintf(why, sizeof(why), "its holder (term %llu, host %s) advertises no address",
+			 (unsigned long long)li.term, li.host);
+	if (strcmp(why, said)) {
+		fprintf(stderr, "exchange-load: the writer's lease of stream %s: %s\n", l->stream,
+			why);
+		snprintf(said, sizeof(said), "%s", why);
+	}
+	return 0;
 }
 
 static void send_frame(struct load *l, struct conn *c, int type, const void *body, size_t len)
@@ -151,8 +230,12 @@ static void send_frame(struct load *l, struct conn *c, int type, const void *bod
 static bool conn_up(struct load *l, struct conn *c)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
-	int fd = xn_connect(port_of(l, c));
+	bool engine = c->kind == K_ORDER || c->kind == K_ENGINE_CTL;
+	int fd;
 
+	if (engine && !l->engine_set)
+		return false;
+	fd = xn_connect(addr_of(l, c), CONNECT_MS);
 	if (fd < 0)
 		return false;
 	if (xn_init(&c->c, fd, XP_MAX_FRAME + 64) || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev)) {
@@ -183,6 +266,7 @@ static void conn_down(struct load *l, struct conn *c)
 	if (c->kind == K_ORDER) {
 		l->unacked_at_crash += c->inflight;
 		c->inflight = 0;
+		l->await_first_ack = true;
 	}
 }
 
@@ -228,6 +312,17 @@ static void on_ack(struct load *l, struct conn *c, const struct xp_ack *a, uint6
 
 	if (c->inflight)
 		c->inflight--;
+	if (l->await_first_ack && c->hellos > 1) {
+		char at[XN_ADDR_TEXT];
+
+		l->await_first_ack = false;
+		l->first_ack_realtime_ns = realtime_ns();
+		fprintf(stderr, "exchange-load: first order acked after the reconnection at "
+			"%llu.%09llu (engine %s)\n",
+			(unsigned long long)(l->first_ack_realtime_ns / 1000000000ull),
+			(unsigned long long)(l->first_ack_realtime_ns % 1000000000ull),
+			xn_addr_text(&l->engine, at));
+	}
 	if (a->seq > c->max_acked)
 		c->max_acked = a->seq;
 	if (a->level >= XP_LEVEL_DURABLE && a->seq > c->max_durable)
@@ -576,25 +671,39 @@ static void flush_conns(struct load *l)
 static void reconnect(struct load *l, uint64_t now)
 {
 	static uint64_t last_try;
-	bool any_down = false;
+	bool any_down = false, engine_failed = false;
 
 	if (now - last_try < 50000000)
 		return;
 	last_try = now;
+	if (l->nats && (!l->ectl->up || !l->conns[0].up) && now - l->last_lookup_ns >= LOOKUP_NS &&
+	    lookup_engine(l) < 0)
+		die("no engine address to connect to");
 	for (int i = 0; i < l->nconns; i++) {
 		struct conn *c = &l->conns[i];
 		uint64_t since = c->down_since;
+		char at[XN_ADDR_TEXT];
 
 		if (c->up)
 			continue;
 		any_down = true;
 		if (now - since > (uint64_t)l->reconnect_ms * 1000000ull)
-			die("connection to port %d lost for more than %d ms", port_of(l, c),
+			die("connection to %s lost for more than %d ms", xn_addr_text(addr_of(l, c), at),
 			    l->reconnect_ms);
-		if (conn_up(l, c) && (c->kind == K_ORDER || c->kind == K_ENGINE_CTL)) {
+		if (c->kind == K_ORDER || c->kind == K_ENGINE_CTL) {
+			/* One failed attempt a round: an unreachable host costs
+			 * CONNECT_MS an attempt. */
+			if (engine_failed)
+				continue;
+			if (!conn_up(l, c)) {
+				engine_failed = true;
+				continue;
+			}
 			if (c->kind == K_ORDER)
 				l->reconnects++;
 			hist_add(&l->reconnect_ns, now - since);
+		} else {
+			conn_up(l, c);
 		}
 	}
 	l->engine_down = any_down;
@@ -760,6 +869,16 @@ static int summary(struct load *l)
 		       (unsigned long long)l->sessions_checked, (unsigned long long)l->lost_durable,
 		       (unsigned long long)l->durable_checked,
 		       (unsigned long long)l->lost_acked, (unsigned long long)l->unacked_at_crash);
+	if (l->first_ack_realtime_ns)
+		printf("failover     first order acked after the last reconnection at %llu.%09llu "
+		       "(wall clock), by the engine at %s\n",
+		       (unsigned long long)(l->first_ack_realtime_ns / 1000000000ull),
+		       (unsigned long long)(l->first_ack_realtime_ns % 1000000000ull),
+		       xn_addr_text(&l->engine, a));
+	if (l->nats)
+		printf("             %llu look-ups of the writer's lease, %llu without an engine "
+		       "address\n", (unsigned long long)l->lookups,
+		       (unsigned long long)l->lookups_failed);
 	if (!l->orders_acked || (l->kqueries && !l->queries_answered)) {
 		printf("FAIL: no %s went through\n", !l->orders_acked ? "order" : "query");
 		ok = false;
@@ -786,7 +905,7 @@ static int summary(struct load *l)
 		printf("kv: orders_per_s=%.0f ack_p50_ns=%llu ack_p99_ns=%llu ack_p999_ns=%llu "
 		       "queries_per_s=%.0f lag_p50_ns=%llu lag_p99_ns=%llu stall_p50_ns=%llu "
 		       "stall_p99_ns=%llu stall_max_ns=%llu syncs=%llu region_mib=%llu pages_p50=%lld "
-		       "pages_p99=%lld ok=%d\n",
+		       "pages_p99=%lld first_ack_after_reconnect_ns=%llu ok=%d\n",
 		       (double)l->orders_acked / secs,
 		       (unsigned long long)hist_pct(&l->order_lat, 0.5),
 		       (unsigned long long)hist_pct(&l->order_lat, 0.99),
@@ -798,7 +917,8 @@ static int summary(struct load *l)
 		       (unsigned long long)l->stats.stall_max_ns, (unsigned long long)l->stats.syncs,
 		       (unsigned long long)l->stats.region_size >> 20,
 		       l->stats.pages_total == UINT64_MAX ? -1ll : (long long)l->stats.pages_p50,
-		       l->stats.pages_total == UINT64_MAX ? -1ll : (long long)l->stats.pages_p99, ok);
+		       l->stats.pages_total == UINT64_MAX ? -1ll : (long long)l->stats.pages_p99,
+		       (unsigned long long)l->first_ack_realtime_ns, ok);
 	printf("RESULT: %s\n", ok ? "PASS" : "FAIL");
 	fflush(stdout);
 	return ok ? 0 : 1;
@@ -807,9 +927,15 @@ static int summary(struct load *l)
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: exchange-load --engine PORT [--md PORT]... [options]\n"
-"  -e, --engine PORT       the engine's order port on 127.0.0.1\n"
-"  -m, --md PORT           an md server's port (repeat for each, up to 8)\n"
+"usage: exchange-load {--engine [HOST:]PORT | --nats URLS --stream NAME}\n"
+"                     [--md [HOST:]PORT]... [options]\n"
+"  -e, --engine [HOST:]PORT  the engine's order port (HOST: a numeric IPv4 address,\n"
+"                          or IPv6 in brackets; default 127.0.0.1)\n"
+"  -n, --nats URL[,URL...] find the engine through these NATS servers instead: the\n"
+"      --stream NAME       address the holder of the stream's writer lease advertises\n"
+"                          (pagetrack publish --advertise), looked up at start and\n"
+"                          while the engine is unreachable\n"
+"  -m, --md [HOST:]PORT    an md server (repeat for each, up to 8)\n"
 "  -S, --status FILE       the engine's status page (for replica lag)\n"
 "  -k, --orders K          order connections (default 4)\n"
 "  -Q, --queries Q         query connections, spread over the md servers (default 4)\n"
@@ -838,13 +964,13 @@ static void parse(struct load *l, int argc, char **argv)
 		{ "check-ms", required_argument, NULL, 'c' },
 		{ "reconnect-ms", required_argument, NULL, 'x' }, { "seed", required_argument, NULL, 's' },
 		{ "progress", no_argument, NULL, 'p' }, { "help", no_argument, NULL, 'h' },
-		{ "kv", no_argument, NULL, 'K' }, { 0 }
+		{ "kv", no_argument, NULL, 'K' }, { "nats", required_argument, NULL, 'n' },
+		{ "stream", required_argument, NULL, 'N' }, { 0 }
 	};
 	uint64_t v;
 	char *end;
 	int o;
 
-	l->engine_port = -1;
 	l->korders = 4;
 	l->kqueries = 4;
 	l->seconds = 10;
@@ -853,9 +979,24 @@ static void parse(struct load *l, int argc, char **argv)
 	l->check_ms = 200;
 	l->reconnect_ms = 20000;
 	l->seed = 0x9e3779b97f4a7c15ull;
-	while ((o = getopt_long(argc, argv, "e:m:S:k:Q:t:r:R:w:z:b:c:x:s:ph", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "e:m:n:S:k:Q:t:r:R:w:z:b:c:x:s:ph", opts, NULL)) != -1) {
 		switch (o) {
 		case 'S': l->status_file = optarg; continue;
+		case 'n': l->nats = optarg; continue;
+		case 'N': l->stream = optarg; continue;
+		case 'e':
+			if (xn_addr_parse(&l->engine, optarg))
+				die("--engine: '%s' is not [HOST:]PORT (a numeric host, a port 1 to "
+				    "65535)", optarg);
+			l->engine_set = true;
+			continue;
+		case 'm':
+			if (l->nmd == MAX_MD)
+				die("at most %d md servers", MAX_MD);
+			if (xn_addr_parse(&l->md[l->nmd++], optarg))
+				die("--md: '%s' is not [HOST:]PORT (a numeric host, a port 1 to 65535)",
+				    optarg);
+			continue;
 		case 'p': l->progress = true; continue;
 		case 'K': l->kv = true; continue;
 		case 'h': usage(stdout); exit(0);
@@ -879,15 +1020,9 @@ static void parse(struct load *l, int argc, char **argv)
 			break;
 		}
 		if (parse_u64(optarg, o == 'k' || o == 'Q' || o == 'b' ? 0 : 1,
-			      o == 'e' || o == 'm' ? 65535 : o == 'w' ? SEQ_RING / 2 : 1000000, false, &v))
+			      o == 'w' ? SEQ_RING / 2 : 1000000, false, &v))
 			die("-%c: '%s' is out of range", o, optarg);
 		switch (o) {
-		case 'e': l->engine_port = (int)v; break;
-		case 'm':
-			if (l->nmd == MAX_MD)
-				die("at most %d md servers", MAX_MD);
-			l->md_ports[l->nmd++] = (int)v;
-			break;
 		case 'k': l->korders = (int)v; break;
 		case 'Q': l->kqueries = (int)v; break;
 		case 'w': l->window = (int)v; break;
@@ -899,8 +1034,10 @@ static void parse(struct load *l, int argc, char **argv)
 	}
 	if (optind != argc)
 		die("unexpected argument '%s' (see --help)", argv[optind]);
-	if (l->engine_port < 0)
-		die("--engine PORT is required");
+	if (l->engine_set == !!l->nats)
+		die("one of --engine [HOST:]PORT and --nats URLS is required");
+	if (!l->nats != !l->stream)
+		die("--nats and --stream go together");
 	if (!l->nmd)
 		l->kqueries = 0;
 	if (!l->korders)
@@ -936,6 +1073,20 @@ int main(int argc, char **argv)
 	l->conns = calloc((size_t)l->nconns, sizeof(*l->conns));
 	if (l->epfd < 0 || !l->conns)
 		die("setup: %s", strerror(errno));
+	/* Through the cluster: wait for a holder that advertises an address. */
+	until = now_ns() + (uint64_t)l->reconnect_ms * 1000000ull;
+	while (l->nats && !interrupted) {
+		int found = lookup_engine(l);
+
+		if (found < 0)
+			die("no engine address to connect to");
+		if (found)
+			break;
+		if (now_ns() > until)
+			die("no engine found through the lease of stream %s within %d ms", l->stream,
+			    l->reconnect_ms);
+		usleep(200000);
+	}
 	for (i = 0; i < l->nconns; i++) {
 		struct conn *c = &l->conns[i];
 
@@ -956,8 +1107,11 @@ int main(int argc, char **argv)
 			c->md = i - l->korders - l->kqueries - 1;
 			l->mctl[c->md] = c;
 		}
-		if (!conn_up(l, c))
-			die("cannot connect to 127.0.0.1:%d", port_of(l, c));
+		if (!conn_up(l, c)) {
+			char at[XN_ADDR_TEXT];
+
+			die("cannot connect to %s", xn_addr_text(addr_of(l, c), at));
+		}
 	}
 	/* Wait for the sessions to open; the first HELLO tells the symbol count. */
 	until = now_ns() + 5000000000ull;

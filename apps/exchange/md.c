@@ -46,8 +46,10 @@
 
 struct md {
 	int mode, port, max_clients, idle_ms, wait_ms, policy, nice;
-	const char *dir, *port_file, *shared_name;
+	const char *dir, *port_file, *shared_name, *listen, *epoch_log;
 	bool quiet, shared;
+	FILE *elog;			/* --epoch-log */
+	uint64_t logged_epoch;
 	struct xs_reader *rd;
 	struct xb_book book;
 	bool have_book;
@@ -106,6 +108,23 @@ static void attach(struct md *m)
 		       !xb_attach(&m->book, (void *)(uintptr_t)base, size);
 }
 
+/*
+ * --epoch-log: a line "EPOCH HASH" for each epoch the copy shows, HASH the
+ * books' hash stored in it at that epoch (the engine's, as CHECK reports
+ * it): who reads it can tell an epoch served with two contents apart.
+ */
+static void log_epoch(struct md *m)
+{
+	uint64_t e = xs_reader_epoch(m->rd);
+
+	if (!m->elog || !m->have_book || e == m->logged_epoch)
+		return;
+	m->logged_epoch = e;
+	if (fprintf(m->elog, "%llu %016llx\n", (unsigned long long)e,
+		    (unsigned long long)xb_hash_stored(&m->book)) < 0 || fflush(m->elog))
+		die("%s: %s", m->epoch_log, strerror(errno));
+}
+
 static void refresh(struct md *m, int timeout_ms)
 {
 	uint64_t t0 = now_ns();
@@ -125,6 +144,7 @@ static void refresh(struct md *m, int timeout_ms)
 	}
 	m->refreshes++;
 	attach(m);
+	log_epoch(m);
 }
 
 /* ---- queries ---------------------------------------------------------------- */
@@ -307,7 +327,9 @@ static void usage(FILE *f)
 "usage: exchange-md [options]\n"
 "  -m, --mode MODE         pagetrack (default) or fullcopy: how the copy is kept\n"
 "  -d, --dir DIR           the engine's data directory\n"
-"  -p, --port N            TCP port on 127.0.0.1 (default 0: any free port)\n"
+"  -l, --listen ADDR       the address to listen on, IPv4 or IPv6, numeric\n"
+"                          (default 127.0.0.1: this machine only)\n"
+"  -p, --port N            TCP port (default 0: any free port)\n"
 "  -P, --port-file FILE    write the port there once listening\n"
 "  -s, --shared            share one copy with the other md servers that ask for it\n"
 "                          (pagetrack's shared replica) instead of keeping a private one\n"
@@ -322,6 +344,8 @@ static void usage(FILE *f)
 "                          (default batch: it never preempts the engine on waking;\n"
 "                          other: the engine's footing)\n"
 "      --nice N            its nice value, -20..19 (default %d)\n"
+"  -E, --epoch-log FILE    append a line \"EPOCH HASH\" for each epoch the copy shows\n"
+"                          (HASH: the books' stored hash at that epoch)\n"
 "  -q, --quiet\n", MD_NICE);
 }
 
@@ -330,6 +354,8 @@ static void parse(struct md *m, int argc, char **argv)
 	static const struct option opts[] = {
 		{ "mode", required_argument, NULL, 'm' },
 		{ "dir", required_argument, NULL, 'd' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "epoch-log", required_argument, NULL, 'E' },
 		{ "port", required_argument, NULL, 'p' },
 		{ "port-file", required_argument, NULL, 'P' },
 		{ "wait-ms", required_argument, NULL, 'w' },
@@ -354,7 +380,7 @@ static void parse(struct md *m, int argc, char **argv)
 	m->max_clients = 256;
 	m->idle_ms = 5000;
 	m->wait_ms = 10000;
-	while ((o = getopt_long(argc, argv, "m:d:p:P:w:c:i:sn:qh", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "m:d:l:p:P:w:c:i:sn:E:qh", opts, NULL)) != -1) {
 		switch (o) {
 		case 'm':
 			m->mode = xs_mode_parse(optarg);
@@ -362,6 +388,8 @@ static void parse(struct md *m, int argc, char **argv)
 				die("--mode: pagetrack or fullcopy, not '%s'", optarg);
 			break;
 		case 'd': m->dir = optarg; break;
+		case 'l': m->listen = optarg; break;
+		case 'E': m->epoch_log = optarg; break;
 		case 'P': m->port_file = optarg; break;
 		case 'q': m->quiet = true; break;
 		case 's': m->shared = true; break;
@@ -419,9 +447,18 @@ int main(int argc, char **argv)
 	struct md *m = &md;
 	struct epoll_event evs[64];
 	struct sigaction sa = { .sa_handler = on_signal };
+	char text[XN_ADDR_TEXT];
+	struct xn_addr at;
 	int port, ret;
 
 	parse(m, argc, argv);
+	if (xn_addr_host(&at, m->listen ? m->listen : "127.0.0.1", m->port))
+		die("--listen: '%s' is not a numeric IPv4 or IPv6 address", m->listen);
+	if (m->epoch_log) {
+		m->elog = fopen(m->epoch_log, "ae");
+		if (!m->elog)
+			die("%s: %s", m->epoch_log, strerror(errno));
+	}
 	signal(SIGPIPE, SIG_IGN);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
@@ -433,13 +470,14 @@ int main(int argc, char **argv)
 			policy_name(m->policy), m->nice, strerror(-ret));
 	open_copy(m);
 	refresh(m, 0);
-	ret = xn_server_open(&m->srv, m->port, &port, (uint32_t)m->max_clients, m->idle_ms, 64 * 1024);
+	ret = xn_server_open(&m->srv, &at, &port, (uint32_t)m->max_clients, m->idle_ms, 64 * 1024);
 	if (ret)
-		die("listen on 127.0.0.1:%d: %s", m->port, strerror(-ret));
+		die("listen on %s: %s", xn_addr_text(&at, text), strerror(-ret));
+	xn_addr_set_port(&at, port);
 	if (!m->quiet) {
-		printf("exchange-md: listening on 127.0.0.1:%d, %s copy of %s at epoch %llu (%s), "
+		printf("exchange-md: listening on %s, %s copy of %s at epoch %llu (%s), "
 		       "sched %s nice %d\n",
-		       port, m->shared ? "shared" : "private", m->dir,
+		       xn_addr_text(&at, text), m->shared ? "shared" : "private", m->dir,
 		       (unsigned long long)xs_reader_epoch(m->rd), xs_mode_name(m->mode),
 		       policy_name(m->policy), m->nice);
 		fflush(stdout);
@@ -481,5 +519,7 @@ int main(int argc, char **argv)
 		       (unsigned long long)m->refreshes, hist_pct(&m->refresh_ns, 0.5) / 1e3,
 		       hist_pct(&m->refresh_ns, 0.99) / 1e3, (unsigned long long)m->reopens);
 	xs_reader_close(m->rd);
+	if (m->elog && fclose(m->elog))
+		die("%s: %s", m->epoch_log, strerror(errno));
 	return 0;
 }

@@ -1,16 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * net.c - loopback TCP with buffered, framed connections, and the servers'
- * client table with its deadlines (see net.h).
+ * net.c - TCP with buffered, framed connections, and the servers' client
+ * table with its deadlines (see net.h).
  *
- * Every listening socket binds 127.0.0.1 only: the exchange's ports are for
- * processes on this machine, never a network.
+ * The programs listen on 127.0.0.1 unless given an address (--listen): the
+ * exchange's ports are for processes on this machine unless its operator
+ * puts them on a network (the demo's hosts in namespaces).
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,54 +24,161 @@
 #include "net.h"
 #include "util.h"
 
-static void loopback(struct sockaddr_in *a, int port)
+int xn_addr_host(struct xn_addr *a, const char *host, int port)
 {
+	char buf[XN_ADDR_TEXT];
+	size_t n = strlen(host);
+
 	memset(a, 0, sizeof(*a));
-	a->sin_family = AF_INET;
-	a->sin_port = htons((uint16_t)port);
-	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (port < 0 || port > 65535 || !n || n >= sizeof(buf))
+		return -EINVAL;
+	if (host[0] == '[') {
+		if (n < 3 || host[n - 1] != ']')
+			return -EINVAL;
+		memcpy(buf, host + 1, n - 2);
+		buf[n - 2] = 0;
+	} else {
+		memcpy(buf, host, n + 1);
+	}
+	if (host[0] != '[') {
+		struct sockaddr_in *in = (struct sockaddr_in *)&a->sa;
+
+		if (inet_pton(AF_INET, buf, &in->sin_addr) == 1) {
+			in->sin_family = AF_INET;
+			in->sin_port = htons((uint16_t)port);
+			a->len = sizeof(*in);
+			return 0;
+		}
+	}
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&a->sa;
+
+	if (inet_pton(AF_INET6, buf, &in6->sin6_addr) != 1)
+		return -EINVAL;
+	in6->sin6_family = AF_INET6;
+	in6->sin6_port = htons((uint16_t)port);
+	a->len = sizeof(*in6);
+	return 0;
 }
 
-int xn_listen(int port, int *bound)
+int xn_addr_parse(struct xn_addr *a, const char *s)
 {
-	struct sockaddr_in a;
-	socklen_t alen = sizeof(a);
+	char host[XN_ADDR_TEXT];
+	const char *colon = strrchr(s, ':'), *p;
+	int port = 0;
+
+	/* "PORT" alone; an IPv6 address has colons, but not as its last
+	 * part after a ']' or alone. */
+	if (colon && s[0] != '[' && strchr(s, ':') != colon)
+		return -EINVAL;	/* an IPv6 address without brackets: where is the port? */
+	p = colon ? colon + 1 : s;
+	if (!*p || strlen(p) > 5 || (*p == '0'))
+		return -EINVAL;
+	for (; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		port = port * 10 + (*p - '0');
+	}
+	if (port < 1 || port > 65535)
+		return -EINVAL;
+	if (!colon)
+		return xn_addr_host(a, "127.0.0.1", port);
+	if ((size_t)(colon - s) >= sizeof(host) || colon == s)
+		return -EINVAL;
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = 0;
+	return xn_addr_host(a, host, port);
+}
+
+int xn_addr_port(const struct xn_addr *a)
+{
+	if (a->sa.ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
+}
+
+void xn_addr_set_port(struct xn_addr *a, int port)
+{
+	if (a->sa.ss_family == AF_INET6)
+		((struct sockaddr_in6 *)&a->sa)->sin6_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in *)&a->sa)->sin_port = htons((uint16_t)port);
+}
+
+const char *xn_addr_text(const struct xn_addr *a, char *buf)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	bool v6 = a->sa.ss_family == AF_INET6;
+
+	if (v6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->sa)->sin6_addr, host,
+			  sizeof(host));
+	else
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->sa)->sin_addr, host,
+			  sizeof(host));
+	snprintf(buf, XN_ADDR_TEXT, "%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
+		 xn_addr_port(a));
+	return buf;
+}
+
+int xn_listen(const struct xn_addr *a, int *bound)
+{
+	struct xn_addr b = *a;
+	socklen_t blen = sizeof(b.sa);
 	int fd, one = 1, err;
 
-	if (port < 0 || port > 65535)
+	if (!a->len)
 		return -EINVAL;
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	loopback(&a, port);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 512) ||
-	    getsockname(fd, (struct sockaddr *)&a, &alen)) {
+	if (bind(fd, (const struct sockaddr *)&a->sa, a->len) || listen(fd, 512) ||
+	    getsockname(fd, (struct sockaddr *)&b.sa, &blen)) {
 		err = -errno;
 		close(fd);
 		return err;
 	}
-	*bound = ntohs(a.sin_port);
+	*bound = xn_addr_port(&b);
 	return fd;
 }
 
-int xn_connect(int port)
+int xn_connect(const struct xn_addr *a, int timeout_ms)
 {
-	struct sockaddr_in a;
-	int fd, one = 1, err;
+	struct pollfd pfd;
+	socklen_t elen = sizeof(int);
+	int fd, one = 1, err = 0, ret;
 
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (!a->len)
+		return -EINVAL;
+	fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	loopback(&a, port);
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) ||
-	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) ||
-	    fcntl(fd, F_SETFL, O_NONBLOCK)) {
+	if (connect(fd, (const struct sockaddr *)&a->sa, a->len)) {
+		if (errno != EINPROGRESS) {
+			err = -errno;
+			goto fail;
+		}
+		pfd = (struct pollfd){ .fd = fd, .events = POLLOUT };
+		do
+			ret = poll(&pfd, 1, timeout_ms);
+		while (ret < 0 && errno == EINTR);
+		if (ret <= 0) {
+			err = ret ? -errno : -ETIMEDOUT;
+			goto fail;
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) || err) {
+			err = err ? -err : -errno;
+			goto fail;
+		}
+	}
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))) {
 		err = -errno;
-		close(fd);
-		return err;
+		goto fail;
 	}
 	return fd;
+fail:
+	close(fd);
+	return err;
 }
 
 int xn_init(struct xconn *c, int fd, size_t in_cap)
@@ -297,8 +406,8 @@ uint64_t xn_tag(const struct xn_server *s, uint32_t i)
 	return (uint64_t)s->cl[i].gen << 32 | i;
 }
 
-int xn_server_open(struct xn_server *s, int port, int *bound, uint32_t max_clients,
-		   int idle_ms, size_t in_cap)
+int xn_server_open(struct xn_server *s, const struct xn_addr *a, int *bound,
+		   uint32_t max_clients, int idle_ms, size_t in_cap)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = XN_LISTENER };
 	int err;
@@ -322,7 +431,7 @@ int xn_server_open(struct xn_server *s, int port, int *bound, uint32_t max_clien
 		err = -errno;
 		goto err;
 	}
-	s->lfd = xn_listen(port, bound);
+	s->lfd = xn_listen(a, bound);
 	if (s->lfd < 0) {
 		err = s->lfd;
 		goto err;

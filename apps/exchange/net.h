@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * net.h - TCP plumbing the exchange's programs share: loopback-only
- * listening and connecting, per-connection input and output buffers, frame
+ * net.h - TCP plumbing the exchange's programs share: addresses (127.0.0.1
+ * unless told otherwise), listening and connecting, per-connection input
+ * and output buffers, frame
  * extraction with the length checked before anything else is read, and the
  * servers' client table with its deadlines and descriptor accounting.
  */
@@ -11,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "proto.h"
 
@@ -29,13 +31,41 @@ struct xconn {
 	bool in_disarmed;	/* EPOLLIN not registered */
 };
 
-/* Listen on 127.0.0.1:port (0: any free port).  Returns the fd and the
- * bound port in *bound, or -errno. */
-int xn_listen(int port, int *bound);
+/* An IPv4 or IPv6 address with its port. */
+struct xn_addr {
+	struct sockaddr_storage sa;
+	socklen_t len;
+};
 
-/* Connect to 127.0.0.1:port; the fd comes back non-blocking with
- * TCP_NODELAY.  Returns the fd or -errno. */
-int xn_connect(int port);
+#define XN_ADDR_TEXT	64	/* "HOST:PORT" or "[V6]:PORT" with its NUL */
+
+/*
+ * A numeric host, IPv4 ("10.0.0.1") or IPv6 ("::1", brackets allowed), and
+ * port (0 to 65535) into *a.  0, or -EINVAL for anything else (no names:
+ * nothing here waits for a resolver).
+ */
+int xn_addr_host(struct xn_addr *a, const char *host, int port);
+
+/*
+ * "HOST:PORT" ("[V6]:PORT"), or "PORT" alone for 127.0.0.1:PORT, into *a;
+ * the port 1 to 65535.  0 or -EINVAL.
+ */
+int xn_addr_parse(struct xn_addr *a, const char *s);
+
+int xn_addr_port(const struct xn_addr *a);
+void xn_addr_set_port(struct xn_addr *a, int port);
+
+/* "HOST:PORT" into buf (XN_ADDR_TEXT bytes); returns buf. */
+const char *xn_addr_text(const struct xn_addr *a, char *buf);
+
+/* Listen on a (port 0: any free port).  Returns the fd and the bound port in
+ * *bound, or -errno. */
+int xn_listen(const struct xn_addr *a, int *bound);
+
+/* Connect to a, giving up after timeout_ms (an unreachable host must not
+ * hold a client's loop for the kernel's minutes); the fd comes back
+ * non-blocking with TCP_NODELAY.  Returns the fd or -errno (-ETIMEDOUT). */
+int xn_connect(const struct xn_addr *a, int timeout_ms);
 
 /* Set up / free a connection's buffers (in_cap: the largest frame accepted). */
 int xn_init(struct xconn *c, int fd, size_t in_cap);
@@ -131,10 +161,10 @@ struct xn_server {
 	void *owner;
 };
 
-/* Listen on 127.0.0.1:port (0: any), with max_clients slots taking frames of
- * up to in_cap bytes.  0 and the bound port in *bound, or -errno. */
-int xn_server_open(struct xn_server *s, int port, int *bound, uint32_t max_clients,
-		   int idle_ms, size_t in_cap);
+/* Listen on a (port 0: any), with max_clients slots taking frames of up to
+ * in_cap bytes.  0 and the bound port in *bound, or -errno. */
+int xn_server_open(struct xn_server *s, const struct xn_addr *a, int *bound,
+		   uint32_t max_clients, int idle_ms, size_t in_cap);
 
 /* Close every client, the listener and the epoll set. */
 void xn_server_close(struct xn_server *s);
