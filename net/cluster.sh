@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # cluster.sh - the failover drill of net/demo.sh across three hosts: a
-# three-node NATS cluster (an R3 stream and lease bucket), host A holding
-# the writer's publisher and one node, host B the standby follower
-# (`follow --standby --auto-promote`) and one node, host C the third node.
+# three-node NATS cluster (an R3 stream and lease bucket); host A holding
+# the engine, its publisher (holding the writer's lease, advertising the
+# engine's address) and one node; host B the standby follower (`follow
+# --standby --auto-promote`, advertising the standby engine's address), two
+# md servers on replicas of its directory, the engine started after the
+# promotion, and one node; host C the third node and the load, which finds
+# the engine through the lease (`exchange-load --nats`).
 #
 #   net/cluster.sh [--partition | --loopback] [--seconds N] [--keep]
 #
 #   (default)    midway, everything on host A is killed -9 (publisher, NATS
 #                node, the engine it publishes) and A's link is cut; B's
 #                standby promotes itself with the majority (B, C), an
-#                engine starts on its directory and the load carries on
+#                engine starts on its directory, on B, and the load finds
+#                it and carries on
 #   --partition  A's link is cut instead, its processes going on: A's node
 #                has no quorum, so the old engine's orders are acked no
 #                more; B promotes itself; then the link comes back, the old
@@ -29,11 +34,13 @@
 # namespaces cannot be made) the same processes run on 127.0.0.1 ports, a
 # kill has no link to cut and --partition is refused: it says so.
 #
-# The exchange's programs (engines, md server, load) listen on and connect
-# to loopback only; they run in this namespace, the new engine taking the old
-# one's port.  Only the replication path (publish, NATS, follow) crosses the
-# hosts' links.  Exit status as net/demo.sh's (0: every check passed; 77:
-# nats-server not installed, or --partition without namespaces).
+# The engines and md servers listen on their host's address, the load on C
+# connects to them across the links.  The summary (net/demo.sh's) gives the
+# failover time (the drill to the first order the new engine acked), the
+# orders acked at `replicated` lost (must be 0), orders/s before and after,
+# and the epochs the md servers served around the switch.  Exit status as
+# net/demo.sh's (0: every check passed; 77: nats-server not installed, or
+# --partition without namespaces).
 set -u
 here=$(dirname "$0")
 seconds=60 keep=() partition=0 loopback=0 lease_ms=5000
@@ -178,8 +185,9 @@ if [ "$ok" = 0 ]; then
 	exit 1
 fi
 urls="nats://${host[a]}:${port[a]},nats://${host[b]}:${port[b]},nats://${host[c]}:${port[c]}"
-echo "pagetrack demo-cluster ($mode): host A publisher + NATS ${host[a]}:${port[a]};"
-echo "host B standby follower + NATS ${host[b]}:${port[b]}; host C NATS ${host[c]}:${port[c]}"
+echo "pagetrack demo-cluster ($mode): host A engine, publisher, NATS ${host[a]}:${port[a]};"
+echo "host B standby follower, 2 md servers, the engine after the failover, NATS ${host[b]}:${port[b]};"
+echo "host C load, NATS ${host[c]}:${port[c]}"
 [ "$mode" = netns ] && echo "namespaces $tag-a $tag-b $tag-c on $net.0/24 (bridge in $tag-s)"
 echo
 
@@ -188,7 +196,8 @@ echo
 cut="ip -n $tag-s link set va down"
 args=(--failover --seconds "$seconds" --nats "$urls" --replicas 3 --lease-ms "$lease_ms" "${keep[@]}")
 if [ "$mode" = netns ]; then
-	args+=(--on-writer "$(on a)" --on-standby "$(on b)")
+	args+=(--on-writer "$(on a)" --on-standby "$(on b)" --on-client "$(on c)"
+		--writer-addr "${host[a]}" --standby-addr "${host[b]}")
 	if [ "$partition" = 1 ]; then
 		args+=(--drill "$cut" --heal "ip -n $tag-s link set va up")
 	else

@@ -11,14 +11,21 @@
 #
 #   --seconds N  how long the load runs (default 10)
 #   --failover   the failover drill: the engine acks orders at `replicated`,
-#                the publisher holds the writer's lease, the follower is a
-#                standby that promotes itself when the lease lapses
-#                (`follow --standby --auto-promote`).  Halfway, the engine
-#                and its publisher are killed -9 (the writer's host lost);
-#                once the standby promoted its directory, an engine starts
-#                on it, on the same port; the load reconnects and checks
-#                that no order acked as replicated was lost, the md server
-#                (a replica of the standby directory) follows the new engine
+#                the publisher holds the writer's lease and advertises the
+#                engine's address with it, the follower is a standby that
+#                promotes itself when the lease lapses (`follow --standby
+#                --auto-promote`, advertising the standby engine's address),
+#                two md servers read replicas of the standby directory.
+#                Halfway, the engine and its publisher are killed -9 (the
+#                writer's host lost); once the standby promoted its
+#                directory, an engine starts on it, on the standby's host;
+#                the load, which finds the engine through the lease
+#                (`exchange-load --nats`), reconnects to it and checks that
+#                no order acked as replicated was lost; the md servers
+#                follow the new engine.  The summary adds the failover
+#                time (the kill to the first order the new engine acked),
+#                orders/s before and after, and the epochs the md servers
+#                served around the switch (none with two contents)
 #   --pause      with --failover: the publisher is SIGSTOPped past its lease
 #                instead, the engine going on; once the standby promoted
 #                itself the publisher is resumed: it is fenced off, the
@@ -31,8 +38,14 @@
 #                    instead of starting one
 #   --replicas N     the stream's and the lease bucket's replicas (default 1)
 #   --lease-ms N     the writer's lease (default the command's, 1000 ms)
-#   --on-writer CMD  run `pagetrack publish` under CMD (e.g. `ip netns exec A`)
-#   --on-standby CMD run `pagetrack follow` under CMD
+#   --on-writer CMD  run the engine and `pagetrack publish` under CMD (e.g.
+#                    `ip netns exec A`)
+#   --on-standby CMD run `pagetrack follow`, the md servers and the engine
+#                    started after a failover under CMD
+#   --on-client CMD  run the load under CMD
+#   --writer-addr A  the engine listens on address A (default 127.0.0.1)
+#   --standby-addr A the md servers and the engine after a failover listen on
+#                    address A (default 127.0.0.1)
 #   --drill CMD      with --failover: run CMD at the drill too (after the
 #                    kill -9; with --heal, instead of it)
 #   --heal CMD       with --failover: the writer's host is cut off by
@@ -40,8 +53,9 @@
 #                    promoted itself, CMD heals the cut: like --pause, the
 #                    old publisher and engine must say they were deposed
 #
-# Everything listens on 127.0.0.1 only, on ports picked at run time, and
-# everything started here is stopped at the end, also on failure or ^C.
+# Everything listens on 127.0.0.1 unless told otherwise, on ports picked at
+# run time, and everything started here is stopped at the end, also on
+# failure or ^C.
 # Exit status: 0 when every check passed, 1 when one failed, 2 on a usage
 # error, 77 when nats-server is not installed.
 set -u
@@ -49,7 +63,8 @@ O=${O:-build}
 B=$O/apps/exchange
 TOOL=$O/pagetrack
 seconds=10 keep=0 failover=0 pause=0
-nats_urls='' replicas=1 lease=() on_writer='' on_standby='' drill='' heal=''
+nats_urls='' replicas=1 lease=() on_writer='' on_standby='' on_client='' drill='' heal=''
+waddr=127.0.0.1 saddr=127.0.0.1
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -62,6 +77,9 @@ while [ $# -gt 0 ]; do
 	--lease-ms) lease=(--lease-ms "${2:?--lease-ms needs a value}"); shift ;;
 	--on-writer) on_writer=${2?--on-writer needs a command}; shift ;;
 	--on-standby) on_standby=${2?--on-standby needs a command}; shift ;;
+	--on-client) on_client=${2?--on-client needs a command}; shift ;;
+	--writer-addr) waddr=${2:?--writer-addr needs an address}; shift ;;
+	--standby-addr) saddr=${2:?--standby-addr needs an address}; shift ;;
 	--drill) drill=${2:?--drill needs a command}; shift ;;
 	--heal) heal=${2:?--heal needs a command}; shift ;;
 	-h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
@@ -101,6 +119,16 @@ wait_for() {
 	done
 	return 1
 }
+# A free TCP port (the standby's engine's, chosen before the follower starts
+# since the follower advertises it).
+free_port() {
+	local p i
+	for i in $(seq 200); do
+		p=$(( (RANDOM % 20000) + 30000 ))
+		ss -Htln "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
+	done
+	return 1
+}
 fail_start() {
 	echo "demo.sh: $1 did not start:"
 	sed 's/^/  /' "$2"
@@ -124,9 +152,82 @@ stop() {
 	fi
 }
 
+# median: the middle of the numbers on stdin ("?" none).
+median() {
+	sort -n | awk '{ v[NR] = $1 } END { print NR ? v[int((NR + 1) / 2)] : "?" }'
+}
+
+# The failover's figures and checks, after the load's summary: returns 1
+# when one failed.  Uses t0 (the drill), t_load (the load's start), took.
+summary_failover() {
+	local bad=0 ack_ns ms_ack lost checked last before after
+	echo "failover     the engine on the promoted standby listened $took after the drill began"
+	if ! grep -q '^crash drill  [1-9]' "$dir/load.out"; then
+		echo "FAIL: the load did not reconnect to the new engine"
+		bad=1
+	fi
+	# The first order the new engine acked (at replicated), by the wall
+	# clock the load read: seconds and nine digits of nanoseconds.
+	ack_ns=$(sed -n 's/^failover  *first order acked after the last reconnection at \([0-9]*\)\.\([0-9]\{9\}\) .*/\1\2/p' \
+		"$dir/load.out" | tail -n 1)
+	if [ -n "$ack_ns" ]; then
+		ms_ack=$(( (ack_ns - t0) / 1000000 ))
+		echo "failover     $ms_ack ms from the drill to the first order acked by the new engine" \
+			"($(sed -n 's/^failover .*, by the engine at //p' "$dir/load.out" | tail -n 1))"
+	else
+		echo "FAIL: the load saw no order acked after it reconnected"
+		bad=1
+	fi
+	read -r lost checked < <(sed -n 's/.*sessions checked: \([0-9]*\) durable-acked commands lost of \([0-9]*\),.*/\1 \2/p' \
+		"$dir/load.out" | tail -n 1)
+	echo "lost         ${lost:-?} of ${checked:-?} orders acked at replicated before the drill" \
+		"(every session checked against the new engine)"
+	# orders/s: medians of the load's one-second samples before the drill
+	# and after the first ack of the new engine (its first second left out).
+	if [ -n "$ack_ns" ]; then
+		before=$(sed -n 's/^\[ *\([0-9.]*\)s\] orders *\([0-9]*\)\/s.*/\1 \2/p' "$dir/load.err" |
+			awk -v t="$(( (t0 - t_load) / 1000000 ))" '$1 * 1000 <= t { print $2 }' | median)
+		after=$(sed -n 's/^\[ *\([0-9.]*\)s\] orders *\([0-9]*\)\/s.*/\1 \2/p' "$dir/load.err" |
+			awk -v t="$(( (ack_ns - t_load) / 1000000 + 1000 ))" '$1 * 1000 >= t { print $2 }' | median)
+		echo "orders/s     $before before the drill, $after after the new engine's first ack" \
+			"(medians of one-second samples)"
+	fi
+	# The epochs the md servers served: none out of order in one server,
+	# none served with two contents by the two, and both past the switch.
+	last=$(sed -n 's/^promoted .* after epoch \([0-9]*\) .*/\1/p' "$dir/follow.log" | tail -n 1)
+	awk -v last="${last:-0}" '
+		FNR == 1 { f++; prev = -1; name[f] = FILENAME; sub(/.*\//, "", name[f]); sub(/\.epochs$/, "", name[f]) }
+		NF != 2 || $1 !~ /^[0-9]+$/ || $2 !~ /^[0-9a-f]+$/ { odd[f]++; next }
+		{
+			e = $1 + 0
+			n[f]++
+			if (n[f] == 1) first[f] = e
+			if (e <= prev) { order[f]++; printf "  %s: epoch %d after %d\n", name[f], e, prev }
+			prev = e
+			lastseen[f] = e
+			if ((e in hash) && hash[e] != $2) { torn++; printf "  epoch %d: hash %s and %s\n", e, hash[e], $2 }
+			hash[e] = $2
+			if (e <= last) { upto[f] = e; upto_h[f] = $2 } else if (!(f in from)) from[f] = e
+		}
+		END {
+			for (i = 1; i <= f; i++) {
+				printf "md epochs    %s: %d epochs served (%d to %d); the old term ends at %d: up to %s, then from %s\n",
+				       name[i], n[i], first[i], lastseen[i], last, (i in upto) ? upto[i] " (hash " upto_h[i] ")" : "none",
+				       (i in from) ? from[i] : "none"
+				if (!(i in from)) { printf "FAIL: %s served no epoch of the new engine\n", name[i]; bad = 1 }
+				if (order[i] || odd[i]) { printf "FAIL: %s: %d epochs out of order, %d odd lines\n", name[i], order[i], odd[i]; bad = 1 }
+			}
+			printf "             %d epochs served with two contents (same epoch, other hash) across the md servers\n", torn
+			if (torn) bad = 1
+			exit bad
+		}
+	' "$dir"/md*.epochs || bad=1
+	return "$bad"
+}
+
 echo "pagetrack demo-net: the exchange engine's region published to NATS JetStream,"
-echo "followed into a standby directory, and an md server answering from a replica"
-echo "of the standby.  Work dir: $dir"
+echo "followed into a standby directory, and md servers answering from replicas of"
+echo "the standby.  Work dir: $dir"
 echo
 
 nats=
@@ -143,49 +244,69 @@ else
 	echo "nats-server  $url (JetStream storage $dir/nats)"
 fi
 
-ack=() standby=()
-[ "$failover" = 1 ] && ack=(--ack replicated) standby=(--standby --auto-promote)
-# start_engine DIR PORT LOG
+ack=() standby=() advertise=() nmd=1
+if [ "$failover" = 1 ]; then
+	ack=(--ack replicated) standby=(--standby --auto-promote) nmd=2
+	eport2=$(free_port) || { echo "demo.sh: no free port for the standby's engine"; exit 1; }
+fi
+# start_engine DIR ADDR PORT LOG PREFIX
 start_engine() {
 	rm -f "$dir/engine.port"
-	"$B/exchange-engine" --dir "$1" --port "$2" --port-file "$dir/engine.port" \
-		--status "$dir/engine.status" "${ack[@]}" >"$3" 2>&1 &
+	# shellcheck disable=SC2086 # the prefix is words: a command and its arguments
+	$5 "$B/exchange-engine" --dir "$1" --listen "$2" --port "$3" --port-file "$dir/engine.port" \
+		--status "$dir/engine.status" "${ack[@]}" >"$4" 2>&1 &
 	engine=$!
 	pids+=("$engine")
-	wait_for "$dir/engine.port" "[0-9]" "$engine" || fail_start "the engine" "$3"
+	wait_for "$dir/engine.port" "[0-9]" "$engine" || fail_start "the engine" "$4"
 }
-start_engine "$dir/data" 0 "$dir/engine.log"
+start_engine "$dir/data" "$waddr" 0 "$dir/engine.log" "$on_writer"
 eport=$(cat "$dir/engine.port")
-echo "engine       port $eport, region in $dir/data${ack[*]:+, ${ack[*]}}"
+echo "engine       $waddr:$eport, region in $dir/data${ack[*]:+, ${ack[*]}}"
+[ "$failover" = 1 ] && advertise=(--advertise "$waddr:$eport")
 
-# shellcheck disable=SC2086 # the prefix is words: a command and its arguments
+# shellcheck disable=SC2086
 $on_writer "$TOOL" publish "$dir/data" --nats "$url" --stream exchange --replicas "$replicas" "${lease[@]}" \
-	>"$dir/publish.log" 2>&1 &
+	"${advertise[@]}" >"$dir/publish.log" 2>&1 &
 publish=$!
 pids+=("$publish")
 wait_for "$dir/publish.log" "^publishing" "$publish" || fail_start "pagetrack publish" "$dir/publish.log"
-echo "publish      $dir/data -> stream exchange"
+echo "publish      $dir/data -> stream exchange${advertise[*]:+, ${advertise[*]}}"
 
+[ "$failover" = 1 ] && advertise=(--advertise "$saddr:$eport2")
 # shellcheck disable=SC2086
 $on_standby "$TOOL" follow "$url" --stream exchange "$dir/standby" "${standby[@]}" "${lease[@]}" \
-	>"$dir/follow.log" 2>&1 &
+	"${advertise[@]}" >"$dir/follow.log" 2>&1 &
 follow=$!
 pids+=("$follow")
 wait_for "$dir/follow.log" "^following" "$follow" || fail_start "pagetrack follow" "$dir/follow.log"
-echo "follow       stream exchange -> $dir/standby${standby[*]:+, ${standby[*]}}"
+echo "follow       stream exchange -> $dir/standby${standby[*]:+, ${standby[*]}}${advertise[*]:+ ${advertise[*]}}"
 # The md server reads the standby: not before it holds an epoch (an md
 # server with nothing to show answers "no data yet", an error to the load).
 wait_for "$dir/follow.log" "^epoch [1-9]" "$follow" || fail_start "pagetrack follow" "$dir/follow.log"
 
-"$B/exchange-md" --dir "$dir/standby" --port-file "$dir/md.port" >"$dir/md.log" 2>&1 &
-md=$!
-pids+=("$md")
-wait_for "$dir/md.port" "[0-9]" "$md" || fail_start "the md server" "$dir/md.log"
-echo "exchange-md  port $(cat "$dir/md.port"), a replica of $dir/standby"
+# The md servers, each with its own replica of the standby; each logs the
+# epochs it served with the books' hash (--epoch-log).
+mds=() mdargs=()
+for m in $(seq "$nmd"); do
+	# shellcheck disable=SC2086
+	$on_standby "$B/exchange-md" --dir "$dir/standby" --listen "$saddr" --port-file "$dir/md$m.port" \
+		--epoch-log "$dir/md$m.epochs" >"$dir/md$m.log" 2>&1 &
+	mds+=("$!")
+	pids+=("$!")
+	wait_for "$dir/md$m.port" "[0-9]" "$!" || fail_start "md server $m" "$dir/md$m.log"
+	mdargs+=(--md "$saddr:$(cat "$dir/md$m.port")")
+	echo "exchange-md  $saddr:$(cat "$dir/md$m.port"), a replica of $dir/standby"
+done
 echo
 
-"$B/exchange-load" --engine "$eport" --md "$(cat "$dir/md.port")" \
-	--status "$dir/engine.status" --seconds "$seconds" --progress >"$dir/load.out" &
+# The load finds the engine through the lease in the failover drill.
+where=(--engine "$waddr:$eport")
+[ "$failover" = 1 ] && where=(--nats "$url" --stream exchange)
+t_load=$(date +%s%N)
+# shellcheck disable=SC2086
+$on_client "$B/exchange-load" "${where[@]}" "${mdargs[@]}" \
+	--status "$dir/engine.status" --seconds "$seconds" --progress >"$dir/load.out" \
+	2> >(tee "$dir/load.err" >&2) &
 load=$!
 pids+=("$load")
 rc=0
@@ -240,11 +361,11 @@ if [ "$failover" = 1 ]; then
 		[ "$s" = 1 ] && grep -q "deposed" "$dir/engine.log" ||
 			{ echo "FAIL: the old engine exited $s without saying it was deposed"; exit 1; }
 	fi
-	start_engine "$dir/standby" "$eport" "$dir/engine2.log"
+	start_engine "$dir/standby" "$saddr" "$eport2" "$dir/engine2.log" "$on_standby"
 	t1=$(date +%s%N)
 	grep recovered "$dir/engine2.log" | sed 's/^/>>> /'
 	took="$(( (t1 - t0) / 1000000 )) ms"
-	echo ">>> an engine on the promoted standby listens on port $eport $took after the drill began"
+	echo ">>> an engine on the promoted standby listens on $saddr:$eport2 $took after the drill began"
 	publish=$follow	# the promoted standby publishes now
 fi
 wait "$load"
@@ -253,7 +374,7 @@ forget "$load"
 cat "$dir/load.out"
 
 # Stop the readers first, then the chain upstream; each must exit 0.
-stop "$md" "exchange-md"
+for m in $(seq "$nmd"); do stop "${mds[$((m - 1))]}" "exchange-md $m"; done
 stop "$engine" "exchange-engine"
 # The publisher and the follower catch up with the engine's last epoch.
 elog=$dir/engine.log
@@ -310,18 +431,16 @@ if [ -z "$last" ] || ! grep -q "^stopped at epoch $last " "$dir/follow.log"; the
 	rc=1
 fi
 if [ "$failover" = 1 ]; then
-	echo "failover     the engine on the promoted standby listened $took after the drill began"
-	if ! grep -q '^crash drill  [1-9]' "$dir/load.out"; then
-		echo "FAIL: the load did not reconnect to the new engine"
-		rc=1
-	fi
+	summary_failover || rc=1
 fi
 if [ "$rc" != 0 ]; then
 	echo
 	echo "logs:"
-	for f in nats engine engine2 publish follow md; do
+	for f in nats engine engine2 publish follow md1 md2; do
 		[ -f "$dir/$f.log" ] && tail -n 20 "$dir/$f.log" | sed "s/^/  $f: /"
 	done
+	[ -f "$dir/load.err" ] && grep -v '^\[' "$dir/load.err" | tail -n 20 | sed "s/^/  load: /"
+
 fi
 echo "RESULT: $([ "$rc" = 0 ] && echo PASS || echo FAIL)"
 exit "$rc"
