@@ -300,8 +300,11 @@ done
 echo
 
 # The load finds the engine through the lease in the failover drill.
+# A cluster that lost a node may take tens of seconds to elect leaders
+# again on a loaded machine: the load waits for the new engine up to a
+# minute.
 where=(--engine "$waddr:$eport")
-[ "$failover" = 1 ] && where=(--nats "$url" --stream exchange)
+[ "$failover" = 1 ] && where=(--nats "$url" --stream exchange --reconnect-ms 60000)
 t_load=$(date +%s%N)
 # shellcheck disable=SC2086
 $on_client "$B/exchange-load" "${where[@]}" "${mdargs[@]}" \
