@@ -6,17 +6,31 @@
  * per-key TTL: the bucket's applies to every value, and a value is removed
  * TTL after it was written.  So:
  *
- *  - taking a lapsed lease is kvStore_Create (expected last subject
- *    sequence 0: only if the key holds nothing), and taking over a value
- *    is kvStore_Update with its revision: compare-and-set, one winner;
- *  - the holder renews by kvStore_Update with its last revision every
- *    TTL/3; a renewal that fails because the value moved means someone
- *    else took the lease;
+ *  - taking a lapsed lease is a write of the key expecting it to hold
+ *    nothing (no message, or the delete marker a release left: its
+ *    revision), and taking over a value is a write expecting its revision:
+ *    compare-and-set (the stream's expected last subject sequence), one
+ *    winner;
+ *  - the holder renews by writing with its last revision every TTL/3; a
+ *    renewal that fails because the value moved means someone else took
+ *    the lease;
  *  - the holder counts the lease as its own until TTL - TTL/8 after it
  *    sent its last successful renewal, by its monotonic clock.  The server
  *    removes the value TTL after it received that write, which is later: a
  *    holder never believes it holds a lease the server already let go
  *    (clock rates aside).
+ *
+ * Every request waits at most half a lease (LEASE_WAIT): a renewal stuck
+ * for the connection's request timeout (5 s) would outlive a 1 s lease,
+ * and the next attempt, a third of a lease later, may reach a server that
+ * answers.  Reads go to the stream leader (the stream's "get last message
+ * by subject"), not to kvStore_Get: a key-value bucket is made with direct
+ * gets allowed, which any replica answers, so after a node is lost its
+ * replica keeps taking a share of the reads, never answered, until the
+ * other nodes drop their route to it (10 to 20 s on a loaded machine); a
+ * replica behind its leader may also answer an older value.  Writes are
+ * the bucket's own (publish to its subject with the expected last subject
+ * sequence), with the same wait.
  *
  * The lease is advice on who should write, not the safety: a paused holder
  * resumed after its lease passed to another may still publish before its
@@ -44,11 +58,16 @@
 #define LEASE_V1_SIZE	80		/* version 1: no advertised address */
 #define LEASE_V2_SIZE	144		/* version 2: with one */
 #define LEASE_SIZE	LEASE_V2_SIZE	/* the larger */
+#define LEASE_WAIT_MIN	200		/* ms: a request's wait, half a lease, in */
+#define LEASE_WAIT_MAX	5000		/* these bounds */
 
 struct net_lease {
 	struct net_conn *conn;
 	kvStore *kv;
 	char bucket[128];
+	char kv_stream[160];		/* the bucket's stream, KV_<bucket> */
+	char subject[200];		/* the key's subject, $KV.<bucket>.writer */
+	int64_t wait_ms;		/* a request's wait */
 	char stream[STREAM_NAME_MAX + 1];
 	unsigned ttl_ms;
 
@@ -191,6 +210,8 @@ int lease_open(struct net_lease **out, struct net_conn *c, const char *stream, u
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_cond_init(&l->cond, NULL);
 	snprintf(l->bucket, sizeof(l->bucket), "pagetrack-lease-%s", stream);
+	snprintf(l->kv_stream, sizeof(l->kv_stream), "KV_%s", l->bucket);
+	snprintf(l->subject, sizeof(l->subject), "$KV.%s.%s", l->bucket, LEASE_KEY);
 	snprintf(l->stream, sizeof(l->stream), "%s", stream);
 	s = js_KeyValue(&l->kv, c->js, l->bucket);
 	if (s == NATS_NOT_FOUND && create) {
@@ -230,6 +251,11 @@ int lease_open(struct net_lease **out, struct net_conn *c, const char *stream, u
 			       l->ttl_ms, LEASE_MIN_MS, LEASE_MAX_MS);
 		goto err;
 	}
+	l->wait_ms = l->ttl_ms / 2;
+	if (l->wait_ms < LEASE_WAIT_MIN)
+		l->wait_ms = LEASE_WAIT_MIN;
+	if (l->wait_ms > LEASE_WAIT_MAX)
+		l->wait_ms = LEASE_WAIT_MAX;
 	if (want && l->ttl_ms != want)
 		net_log(PT_LOG_WARN, "lease bucket %s has a TTL of %u ms, not %u: the lease is %u ms",
 			l->bucket, l->ttl_ms, ttl_ms, l->ttl_ms);
@@ -247,23 +273,57 @@ unsigned lease_ttl_ms(const struct net_lease *l)
 
 int lease_read(struct net_lease *l, struct lease_value *v, uint64_t *rev)
 {
-	kvEntry *e = NULL;
+	const char *op = NULL;
+	natsMsg *m = NULL;
+	jsErrCode jerr = 0;
+	jsOptions jo;
 	natsStatus s;
 	int err;
 
-	s = kvStore_Get(&e, l->kv, LEASE_KEY);
-	if (s == NATS_NOT_FOUND)
+	*rev = 0;
+	jsOptions_Init(&jo);
+	jo.Wait = l->wait_ms;
+	s = js_GetLastMsg(&m, l->conn->js, l->kv_stream, l->subject, &jo, &jerr);
+	if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr)
 		return 0;
 	if (s != NATS_OK)
 		return net_fail(-EAGAIN, "lease bucket %s: reading the lease: %s", l->bucket,
 				net_status_text(s));
-	err = value_get(kvEntry_Value(e), kvEntry_ValueLen(e), v);
-	*rev = kvEntry_Revision(e);
-	kvEntry_Destroy(e);
+	*rev = natsMsg_GetSequence(m);
+	/* A delete marker (lease_release): nobody holds it; *rev is what a
+	 * take expects. */
+	if (natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK && op &&
+	    (!strcmp(op, "DEL") || !strcmp(op, "PURGE"))) {
+		natsMsg_Destroy(m);
+		return 0;
+	}
+	err = value_get(natsMsg_GetData(m), natsMsg_GetDataLength(m), v);
+	natsMsg_Destroy(m);
 	if (err)
 		return net_fail(err, "lease bucket %s: revision %llu is not a lease", l->bucket,
 				(unsigned long long)*rev);
 	return 1;
+}
+
+/* Write the key if its last revision is expect (0: it holds nothing). */
+static natsStatus put(struct net_lease *l, const void *buf, int size, uint64_t expect,
+		      uint64_t *rev)
+{
+	jsPubOptions po;
+	jsPubAck *pa = NULL;
+	natsStatus s;
+
+	jsPubOptions_Init(&po);
+	po.MaxWait = l->wait_ms;
+	if (expect)
+		po.ExpectLastSubjectSeq = expect;
+	else
+		po.ExpectNoMessage = true;
+	s = js_Publish(&pa, l->conn->js, l->subject, buf, size, &po, NULL);
+	if (s == NATS_OK)
+		*rev = pa->Sequence;
+	jsPubAck_Destroy(pa);
+	return s;
 }
 
 static void set_held(struct net_lease *l, uint64_t rev, uint64_t sent_ms)
@@ -303,10 +363,8 @@ int lease_take(struct net_lease *l, const struct lease_value *mine, uint64_t voi
 		ret = 1;	/* not a lease: forced over */
 	if (ret < 0)
 		return ret;
-	if (ret == 0) {
-		s = kvStore_Create(&rev, l->kv, LEASE_KEY, buf, size);
-	} else if (same_holder(&cur, mine) || cur.term < void_below || force) {
-		s = kvStore_Update(&rev, l->kv, LEASE_KEY, buf, size, cur_rev);
+	if (ret == 0 || same_holder(&cur, mine) || cur.term < void_below || force) {
+		s = put(l, buf, size, cur_rev, &rev);
 	} else {
 		set_lost(l, &cur);
 		return net_fail(-EBUSY, "the lease of stream %s is held by term %llu (holder "
@@ -349,7 +407,7 @@ static int renew(struct net_lease *l)
 	last = l->rev;
 	pthread_mutex_unlock(&l->lock);
 	size = value_put(buf, &mine);
-	s = kvStore_Update(&rev, l->kv, LEASE_KEY, buf, size, last);
+	s = put(l, buf, size, last, &rev);
 	if (s == NATS_OK) {
 		set_held(l, rev, sent);
 		return 0;

@@ -54,8 +54,10 @@ int lease_open(struct net_lease **out, struct net_conn *c, const char *stream, u
 unsigned lease_ttl_ms(const struct net_lease *l);
 
 /*
- * Read the key now: 1 and *v, *rev (someone holds it), 0 (nobody: it
- * lapsed or was never taken), -EAGAIN, or -EBADMSG (a value that is not a
+ * Read the key now, from the bucket's leader, waiting at most half a lease:
+ * 1 and *v, *rev (someone holds it), 0 (nobody: it lapsed, was released or
+ * was never taken; *rev the release's delete marker, 0 if none), -EAGAIN,
+ * or -EBADMSG (a value that is not a
  * lease's: size, magic, version, checksum, a field out of its range, an
  * advertised address that lease_advertise_ok() refuses).
  */
