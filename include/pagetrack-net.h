@@ -108,7 +108,8 @@ struct pt_net_opts {
 	 * engine's port) is reached, "HOST:PORT" (HOST a DNS name, an IPv4
 	 * address or an IPv6 one in brackets; at most 63 bytes).  Stored with
 	 * the lease by its holder, a publisher holding it or a standby
-	 * promoting itself, for pt_net_lease_read() to find; NULL: none.
+	 * promoting itself, for pt_net_lease_read() to find; NULL: none
+	 * (a publisher refuses one without lease_ms).
 	 * Read when the lease is taken: by pt_publisher_open() and by
 	 * pt_follower_promote(), until which the string must stay valid. */
 	const char *advertise;

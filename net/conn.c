@@ -182,6 +182,9 @@ int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in, enum pt_n
 	if (o->advertise && !lease_advertise_ok(o->advertise))
 		return net_fail(-EINVAL, "options: '%.80s' is no address to advertise (HOST:PORT, "
 				"at most %d bytes)", o->advertise, LEASE_ADVERTISE_MAX - 1);
+	if (o->advertise && role == PT_NET_PUBLISHER && !o->lease_ms)
+		return net_fail(-EINVAL, "options: an address to advertise goes with the lease "
+				"(lease_ms 0 holds none)");
 	return 0;
 }
 

@@ -126,6 +126,15 @@ int main(void)
 		cell("an info of sz 4: -EINVAL", pt_net_lease_read(&o, &small) == -EINVAL, "");
 		cell("no stream: -EINVAL", pt_net_lease_read(&no_stream, &li) == -EINVAL, "");
 		cell("a bad stream name: -EINVAL", pt_net_lease_read(&bad_stream, &li) == -EINVAL, "");
+		bad_adv.advertise = "10.0.0.1:80";
+		r = create(nt_path("nolease"));
+		err = pt_publisher_open(&p, nt_path("nolease"), &bad_adv);
+		cell("publish --advertise without a lease: -EINVAL", err == -EINVAL,
+		     pt_net_last_error());
+		if (!err)
+			pt_publisher_close(p);
+		pt_region_close(r);
+		bad_adv.lease_ms = 1000;
 		for (size_t i = 0; i < sizeof(bad_addr) / sizeof(bad_addr[0]); i++) {
 			char what[96];
 
