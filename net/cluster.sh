@@ -173,10 +173,14 @@ for h in a b c; do
 	npid[$h]=$!
 	pids+=("$!")
 done
-# JetStream needs its meta leader: wait until a node says it has one.
+# JetStream needs its meta leader, and an R3 stream three peers that know
+# it: wait until every node says who leads (one that has not yet is not
+# counted for placement: "no suitable peers").
 ok=0
 for i in $(seq 400); do
-	cat "$dir"/nats-?.log | grep -q "metadata leader" && { ok=1; break; }
+	n=0
+	for h in a b c; do grep -q "metadata leader" "$dir/nats-$h.log" && n=$((n + 1)); done
+	[ "$n" = 3 ] && { ok=1; break; }
 	sleep 0.05
 done
 if [ "$ok" = 0 ]; then
