@@ -22,9 +22,11 @@
 #                engine say they were deposed and stop
 #   --loopback   the hosts on 127.0.0.1 ports even as root (as without root)
 #   --seconds N  how long the load runs (default 60; the drill is midway)
-#   --lease-ms N the writer's lease (default 5000: it must outlast the NATS
-#                cluster's re-election of a stream leader after a node is
-#                lost, a few seconds, or the new writer's renewals fail)
+#   --lease-ms N the writer's lease (default 5000; 1000 works for the lease,
+#                whose reads go to the bucket's leader, but the promoted
+#                standby's publisher then reads the snapshot bucket while
+#                the lost node's replica still takes a share of its reads:
+#                docs/network.md, "Failover across hosts")
 #   --keep       leave the work directory in place
 #
 # As root, hosts A, B and C are network namespaces made here (named after
