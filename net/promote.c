@@ -380,8 +380,10 @@ static int promote(struct pt_follower *f, const struct pt_promote_opts *po,
 			};
 
 			memcpy(h.term.host, mine.host, sizeof(h.term.host));
+			/* The promotion's wait (promote_wait), not a publish's:
+			 * an answer lost is found by the next term_tip. */
 			err = term_publish(c, stream, &h, follower_key(f),
-					   follower_opts(f)->request_timeout_ms, &marker_seq);
+					   (unsigned int)c->jsopts.Wait, &marker_seq);
 		}
 		if (!err)
 			break;
@@ -401,11 +403,29 @@ static int promote(struct pt_follower *f, const struct pt_promote_opts *po,
 	return 0;
 }
 
+/*
+ * How long each of the promotion's requests waits: half a lease, at least
+ * 250 ms, never more than the connection's wait.  A cluster that lost the
+ * writer's node with it answers nothing while it elects leaders (nats-server
+ * waits 4 to 9 s before a Raft group campaigns): a request sent then is
+ * never answered, and asking again soon after the election beats sitting
+ * out the connection's whole wait (5 s by default).  Every step retries
+ * until the promotion's deadline.
+ */
+static int64_t promote_wait(unsigned int lease_ms, int64_t conn_wait)
+{
+	int64_t w = lease_ms / 2 < 250 ? 250 : lease_ms / 2;
+
+	return conn_wait > 0 && conn_wait < w ? conn_wait : w;
+}
+
 PT_EXPORT int pt_follower_promote(struct pt_follower *f, const struct pt_promote_opts *opts,
 				  struct pt_promote_info *info)
 {
 	struct pt_promote_info res = { .sz = sizeof(res) };
 	struct pt_promote_opts po;
+	struct net_conn *c;
+	int64_t saved_wait;
 	bool took = false;
 	int err;
 
@@ -418,7 +438,11 @@ PT_EXPORT int pt_follower_promote(struct pt_follower *f, const struct pt_promote
 		return err;
 	if (po.flags & ~PT_PROMOTE_FORCE)
 		return net_fail(-EINVAL, "promote: unknown flags %#x", po.flags);
+	c = follower_conn(f);
+	saved_wait = c->jsopts.Wait;
+	c->jsopts.Wait = promote_wait(follower_opts(f)->lease_ms, saved_wait);
 	err = promote(f, &po, &res, &took);
+	c->jsopts.Wait = saved_wait;
 	if (err && took) {
 		/* No marker of ours is in the stream (or it would have
 		 * succeeded): let the other standbys have the lease now. */

@@ -555,8 +555,8 @@ static int take_lease(struct pt_publisher *p)
 	if (p->opts.advertise)	/* checked by net_opts_copy */
 		snprintf(mine.advertise, sizeof(mine.advertise), "%s", p->opts.advertise);
 	err = lease_open(&p->lease, &p->conn, p->stream, p->opts.lease_ms, p->opts.replicas, true);
-	if (err)
-		return err == -EAGAIN ? -ECONNREFUSED : err;
+	if (err)	/* the server was reached: its bucket did not answer */
+		return err == -EAGAIN ? -ETIMEDOUT : err;
 	err = lease_take(p->lease, &mine, p->term, false);
 	if (err && err != -EBUSY && err != -EAGAIN)
 		return err;
@@ -658,8 +658,8 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 	if (s != NATS_OK) {
 		err = jerr == 10039 /* JetStream not enabled for account */ || s == NATS_NO_RESPONDERS
 			? -ENOTSUP : net_errno(s);
-		if (err == -EAGAIN)
-			err = -ECONNREFUSED;
+		if (err == -EAGAIN)	/* reached, not answered in time */
+			err = s == NATS_TIMEOUT ? -ETIMEDOUT : -ECONNREFUSED;
 		err = net_fail(err, "stream %s: %s%s", p->stream, net_status_text(s),
 			       s == NATS_NO_RESPONDERS ? " (is JetStream enabled on the server?)" : "");
 		goto err;
@@ -671,6 +671,8 @@ PT_EXPORT int pt_publisher_open(struct pt_publisher **out, const char *dir,
 		goto err;
 	p->st.history_id = p->history;
 	err = resync(p);
+	if (err == -EAGAIN)	/* the stream's state not read in time */
+		err = -ETIMEDOUT;
 	if (!err)
 		err = net_status_open(&p->status, dir, PT_NET_PUBLISHER, p->stream);
 	if (err)

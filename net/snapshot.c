@@ -245,7 +245,8 @@ int snap_pub_open(struct snap_pub **out, struct net_conn *c, const struct pt_net
 			net_log(PT_LOG_INFO, "bucket %s created for the snapshot", s->bucket);
 	}
 	if (st != NATS_OK) {
-		err = net_fail(net_errno(st) == -EAGAIN ? -ECONNREFUSED : net_errno(st),
+		err = net_fail(net_errno(st) != -EAGAIN ? net_errno(st) :
+			       st == NATS_TIMEOUT ? -ETIMEDOUT : -ECONNREFUSED,
 			       "bucket %s (the snapshot): %s", s->bucket, net_status_text(st));
 		goto err;
 	}

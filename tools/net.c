@@ -17,6 +17,9 @@
  * most once a second when something moved, and report a lost connection
  * once and go on (the library resumes); any other error ends them (exit 1)
  * with the library's message, which names the stream sequence concerned.
+ * A cluster that is reached but does not answer at the start (-ETIMEDOUT:
+ * leaders being elected) is waited for too; so is one that does not answer
+ * a standby just promoted, whose publisher must start.
  * With --metrics ADDR:PORT they serve their figures at /metrics
  * (tools/metrics.c); the library writes their status records itself.
  */
@@ -448,6 +451,7 @@ int cmd_publish(int argc, char **argv)
 	struct pt_publisher_stats st = { .sz = sizeof(st) };
 	struct pt_publisher *p;
 	struct net_args a = { 0 };
+	bool said_timeout = false;
 	const char *dir;
 	long long n;
 	int c, ret;
@@ -534,7 +538,15 @@ int cmd_publish(int argc, char **argv)
 		return runtime_error(cmd, 0, "--sched: %s", strerror(errno));
 	pt_net_set_log(net_log_to_stderr, PT_LOG_WARN, (void *)cmd);
 	catch_stop_signals();
-	ret = pt_publisher_open(&p, dir, &o);
+	/* A cluster reached but not answering (leaders being elected, a
+	 * loaded server) is waited for, as a run waits for the network. */
+	while ((ret = pt_publisher_open(&p, dir, &o)) == -ETIMEDOUT && !stop_signal) {
+		if (!said_timeout)
+			fprintf(stderr, "pagetrack publish: %s: trying again every second\n",
+				pt_net_last_error());
+		said_timeout = true;
+		sleep(1);
+	}
 	explicit_bzero(a.key, sizeof(a.key));	/* the handle has its copy */
 	if (ret)
 		return runtime_error(cmd, 0, "%s", pt_net_last_error());
@@ -590,7 +602,56 @@ struct standby {
 	uint64_t next_look_ms;
 	int state;			/* the last look: 1 held, 0 lapsed, < 0 an error */
 	uint64_t term;
+	bool promoted;			/* the publisher still to open */
 };
+
+/*
+ * Open the promoted directory's publisher.  The cluster may not answer yet
+ * (a node was lost with the writer's host: its groups elect new leaders,
+ * 4 to 9 s in nats-server's Raft): that is said once and tried again every
+ * quarter lease, the follower's handle keeping the lease meanwhile, never
+ * an exit that would leave the new term without a publisher.  0 or an error.
+ */
+static int standby_publish(struct standby *s)
+{
+	int ret;
+
+	if (now_ms() < s->next_look_ms) {
+		struct timespec ts = { 0, 20 * 1000000 };
+
+		nanosleep(&ts, NULL);
+		return 0;
+	}
+	ret = pt_publisher_open(&s->p, s->c.dir, s->o);
+	if (ret == -ECONNREFUSED || ret == -EAGAIN || ret == -ETIMEDOUT) {
+		if (s->state != 3)
+			fprintf(stderr, "pagetrack follow: promoted; its publisher cannot start "
+				"yet: %s; trying again every %u ms\n", pt_net_last_error(),
+				s->o->lease_ms / 4);
+		s->state = 3;
+		s->next_look_ms = now_ms() + s->o->lease_ms / 4;
+		return 0;
+	}
+	if (ret)
+		return ret;
+	s->promoted = false;
+	/* The publisher holds the lease now (same term and holder): the
+	 * follower's renewals end with it. */
+	pt_follower_close(s->f);
+	s->f = NULL;
+	if (s->c.snap) {
+		pthread_mutex_lock(&s->c.snap->lock);
+		s->c.snap->publisher = true;
+		pthread_mutex_unlock(&s->c.snap->lock);
+	}
+	s->c.handle = s->p;
+	s->c.step = publisher_step;
+	s->c.printed = -1;
+	if (!s->quiet && s->state == 3)
+		printf("publishing %s\n", s->c.dir);
+	fflush(stdout);
+	return 0;
+}
 
 static int standby_promote(struct standby *s)
 {
@@ -612,29 +673,20 @@ static int standby_promote(struct standby *s)
 	fflush(stdout);
 	s->o->standby_retain_bytes = s->o->standby_segment_bytes = 0;	/* a follower's */
 	s->o->progress = NULL;
-	ret = pt_publisher_open(&s->p, s->c.dir, s->o);
-	if (ret)
-		return ret;
-	/* The publisher holds the lease now (same term and holder): the
-	 * follower's renewals end with it. */
-	pt_follower_close(s->f);
-	s->f = NULL;
-	if (s->c.snap) {
-		pthread_mutex_lock(&s->c.snap->lock);
-		s->c.snap->publisher = true;
-		pthread_mutex_unlock(&s->c.snap->lock);
-	}
-	s->c.handle = s->p;
-	s->c.step = publisher_step;
-	s->c.printed = -1;
-	return 0;
+	s->promoted = true;
+	s->next_look_ms = 0;
+	return standby_publish(s);
 }
 
 static int standby_step(struct net_cmd *c, bool report)
 {
 	struct standby *s = (struct standby *)c;
 	struct pt_lease_info li = { .sz = sizeof(li) };
-	int ret = follower_step(c, report), look;
+	int ret, look;
+
+	if (s->promoted)	/* the follower follows no more */
+		return standby_publish(s);
+	ret = follower_step(c, report);
 
 	if ((ret < 0 && ret != -EAGAIN) || now_ms() < s->next_look_ms)
 		return ret;
