@@ -34,7 +34,9 @@
  * Failover: with --nats and --stream the engine is wherever the holder of
  * the stream's writer lease says it is (pt_net_lease_read: the address it
  * advertises), looked up at start and again while the engine's connections
- * are down, so the load follows a standby that took over on another host.
+ * are down, so the load follows a standby that took over on another host;
+ * while the lease names nobody, the old address is not dialled (a host cut
+ * off would cost a connection timeout each time).
  * The first order acked after a reconnection is reported with the wall
  * clock's time: the end of the failover as the clients see it.
  */
@@ -61,7 +63,11 @@
 #define MAX_MD		8
 #define SEQ_RING	4096	/* > the largest window */
 #define OUT_LIMIT	(16u << 20)
-#define CONNECT_MS	1000	/* a connection attempt's limit */
+#define CONNECT_MS	500	/* a connection attempt's limit (a host cut off
+				 * answers nothing: each attempt costs this) */
+#define LOOKUP_CONNECT_MS 300	/* a lease look-up's connection to a NATS server
+				 * (the list is tried in turn: a lost node's URL
+				 * costs this much per look-up) */
 #define LOOKUP_NS	250000000ull	/* lease look-ups at most this often */
 
 enum conn_kind { K_ORDER, K_QUERY, K_ENGINE_CTL, K_MD_CTL };
@@ -92,6 +98,9 @@ struct load {
 	/* options */
 	struct xn_addr engine, md[MAX_MD];
 	bool engine_set;
+	bool holder_gone;	/* the last look-up: nobody holds the lease, or
+				 * its holder advertises nothing (do not dial the
+				 * old address: its engine is deposed or dead) */
 	const char *nats, *stream;	/* find the engine through the lease */
 	int nmd, korders, kqueries, window, reconnect_ms, check_ms;
 	double seconds, rate, qrate, zipf_s;
@@ -176,7 +185,8 @@ static int lookup_engine(struct load *l)
 {
 	static char said[256];
 	struct pt_net_opts o = { .sz = sizeof(o), .urls = l->nats, .stream = l->stream,
-				 .connect_timeout_ms = CONNECT_MS, .request_timeout_ms = CONNECT_MS };
+				 .connect_timeout_ms = LOOKUP_CONNECT_MS,
+				 .request_timeout_ms = 1000 };
 	struct pt_lease_info li = { .sz = sizeof(li) };
 	char why[sizeof(said)], was[XN_ADDR_TEXT], now[XN_ADDR_TEXT];
 	struct xn_addr a;
@@ -198,10 +208,13 @@ static int lookup_engine(struct load *l)
 				l->engine_set ? xn_addr_text(&l->engine, was) : "");
 		l->engine = a;
 		l->engine_set = true;
+		l->holder_gone = false;
 		said[0] = 0;
 		return 1;
 	}
 	l->lookups_failed++;
+	if (ret >= 0)	/* not an error of the servers: an answer */
+		l->holder_gone = true;
 	if (ret < 0)
 		snprintf(why, sizeof(why), "%s", pt_net_last_error());
 	else if (ret == 0)
@@ -233,7 +246,7 @@ static bool conn_up(struct load *l, struct conn *c)
 	bool engine = c->kind == K_ORDER || c->kind == K_ENGINE_CTL;
 	int fd;
 
-	if (engine && !l->engine_set)
+	if (engine && (!l->engine_set || l->holder_gone))
 		return false;
 	fd = xn_connect(addr_of(l, c), CONNECT_MS);
 	if (fd < 0)
