@@ -113,6 +113,10 @@ struct pt_net_opts {
 	 * Read when the lease is taken: by pt_publisher_open() and by
 	 * pt_follower_promote(), until which the string must stay valid. */
 	const char *advertise;
+	/* How often each connection pings its server, two unanswered pings
+	 * making it reconnect to another URL: how soon a server lost without
+	 * a FIN (its host cut off) is noticed.  0: 1000; 100 to 60000. */
+	unsigned int ping_ms;
 };
 
 /*

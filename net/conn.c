@@ -156,6 +156,10 @@ int net_opts_copy(struct pt_net_opts *o, const struct pt_net_opts *in, enum pt_n
 		o->connect_timeout_ms = 2000;
 	if (!o->request_timeout_ms)
 		o->request_timeout_ms = 5000;
+	if (!o->ping_ms)
+		o->ping_ms = NET_PING_MS;
+	if (o->ping_ms < 100 || o->ping_ms > 60000)
+		return net_fail(-EINVAL, "options: pings every %u ms (100 to 60000)", o->ping_ms);
 	if ((o->user != NULL) != (o->password != NULL))
 		return net_fail(-EINVAL, "options: a user needs a password and the reverse");
 	if (o->creds_file && o->user)
@@ -273,7 +277,7 @@ int net_connect(struct net_conn *c, const struct pt_net_opts *o, const char *str
 	 * pings only: libnats's default (2 minutes, 2 outstanding) would leave
 	 * a standby watching a lease through a dead connection for minutes. */
 	if (s == NATS_OK)
-		s = natsOptions_SetPingInterval(no, NET_PING_MS);
+		s = natsOptions_SetPingInterval(no, o->ping_ms);
 	if (s == NATS_OK)
 		s = natsOptions_SetMaxPingsOut(no, 2);
 	if (s == NATS_OK)

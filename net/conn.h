@@ -16,7 +16,8 @@
 
 #define PT_EXPORT __attribute__((visibility("default")))
 
-/* How often a connection pings its server: two unanswered, it reconnects. */
+/* How often a connection pings its server by default (pt_net_opts.ping_ms):
+ * two unanswered, it reconnects. */
 #define NET_PING_MS	1000
 
 /* A connection with its JetStream context. */

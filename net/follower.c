@@ -79,6 +79,7 @@ struct pt_follower {
 	char stream[STREAM_NAME_MAX + 1];
 	struct net_conn conn;
 	natsSubscription *sub;
+	jsCtx *sub_js;			/* the subscriptions' context (SUB_WAIT_MS) */
 	struct pt_region *standby;	/* NULL until the first epoch (a new directory) */
 	uint64_t history;		/* 0: not known yet */
 	uint64_t epoch, chain;		/* the standby's: the last epoch applied */
@@ -546,6 +547,15 @@ static int locate(struct pt_follower *f)
 	return 0;
 }
 
+/*
+ * The subscription's context waits at most this long for the server on its
+ * own: unsubscribing deletes the ordered consumer (best effort: the server
+ * drops an ephemeral consumer nobody listens to by itself), and a consumer
+ * on a node just lost made that delete wait the connection's whole request
+ * timeout, 5 s in the middle of a promotion.
+ */
+#define SUB_WAIT_MS	1000
+
 static void unsubscribe(struct pt_follower *f)
 {
 	if (f->sub) {
@@ -564,13 +574,26 @@ static int subscribe(struct pt_follower *f)
 	natsStatus s;
 
 	unsubscribe(f);
+	if (!f->sub_js) {
+		jsOptions jo = f->conn.jsopts;
+
+		if (jo.Wait <= 0 || jo.Wait > SUB_WAIT_MS)
+			jo.Wait = SUB_WAIT_MS;
+		s = natsConnection_JetStream(&f->sub_js, f->conn.nc, &jo);
+		if (s != NATS_OK) {
+			f->sub_js = NULL;
+			return net_fail(-EAGAIN, "stream %s: a JetStream context: %s", f->stream,
+					net_status_text(s));
+		}
+	}
 	term_all_subjects(subjects, sizeof(subjects), f->stream);
 	jsSubOptions_Init(&so);
 	so.Stream = f->stream;
 	so.Ordered = true;
 	so.Config.DeliverPolicy = js_DeliverByStartSequence;
 	so.Config.OptStartSeq = f->next_seq;
-	s = js_SubscribeSync(&f->sub, f->conn.js, subjects, &f->conn.jsopts, &so, &jerr);
+	/* The consumer's creation waits the connection's request timeout. */
+	s = js_SubscribeSync(&f->sub, f->sub_js, subjects, &f->conn.jsopts, &so, &jerr);
 	if (s != NATS_OK) {
 		f->sub = NULL;
 		return net_fail(-EAGAIN, "stream %s: consuming from sequence %llu: %s", f->stream,
@@ -846,6 +869,8 @@ PT_EXPORT int pt_follower_close(struct pt_follower *f)
 		return 0;
 	lease_close(f->lease);
 	unsubscribe(f);
+	if (f->sub_js)
+		jsCtx_Destroy(f->sub_js);
 	if (f->status)
 		net_status_follower(f->status, f, &f->conn, 0, true);
 	net_status_close(f->status);

@@ -288,6 +288,9 @@ static int promote(struct pt_follower *f, const struct pt_promote_opts *po,
 		sleep_ms(50);
 	if (err)
 		return err;
+	net_log(PT_LOG_INFO, "stream %s: its tip read (epoch %llu, sequence %llu) after %llu ms",
+		stream, (unsigned long long)tip.epoch, (unsigned long long)tip.last_seq,
+		(unsigned long long)(net_mono_ms() - start));
 	if (!tip.epoch)
 		return net_fail(-ENODATA, "stream %s holds no epoch: there is nothing to take over",
 				stream);
@@ -317,8 +320,9 @@ static int promote(struct pt_follower *f, const struct pt_promote_opts *po,
 		err = lease_keep(l);
 	if (err)
 		return err;
-	net_log(PT_LOG_INFO, "stream %s: the lease taken for term %llu (holder %016llx)", stream,
-		(unsigned long long)mine.term, (unsigned long long)mine.holder);
+	net_log(PT_LOG_INFO, "stream %s: the lease taken for term %llu (holder %016llx) after "
+		"%llu ms", stream, (unsigned long long)mine.term, (unsigned long long)mine.holder,
+		(unsigned long long)(net_mono_ms() - start));
 
 	/* 2-4. Catch up, record, mark; again while the stream moves. */
 	for (;;) {
@@ -369,6 +373,9 @@ static int promote(struct pt_follower *f, const struct pt_promote_opts *po,
 			if (err)
 				return err;
 			recorded = true;
+			net_log(PT_LOG_INFO, "%s: caught up at epoch %lld, term %llu recorded after "
+				"%llu ms", dir, (long long)res->epoch, (unsigned long long)mine.term,
+				(unsigned long long)(net_mono_ms() - start));
 		}
 		{
 			struct wire_header h = {
@@ -390,12 +397,15 @@ static int promote(struct pt_follower *f, const struct pt_promote_opts *po,
 		/* -EBUSY: appended meanwhile; -EAGAIN: look whether it landed. */
 		net_log(PT_LOG_INFO, "%s", pt_net_last_error());
 	}
+	net_log(PT_LOG_INFO, "stream %s: the term marker at sequence %llu after %llu ms", stream,
+		(unsigned long long)marker_seq, (unsigned long long)(net_mono_ms() - start));
 	err = follower_release(f, "promoted: this follower follows no more");
 	if (err)
 		return net_fail(err, "%s: closing the standby region: %s", dir, pt_strerror(err));
 	net_log(PT_LOG_INFO, "stream %s: %s promoted to term %llu after epoch %lld (marker at "
-		"sequence %llu)", stream, dir, (unsigned long long)mine.term, (long long)res->epoch,
-		(unsigned long long)marker_seq);
+		"sequence %llu), the standby region closed after %llu ms", stream, dir,
+		(unsigned long long)mine.term, (long long)res->epoch,
+		(unsigned long long)marker_seq, (unsigned long long)(net_mono_ms() - start));
 	res->term = mine.term;
 	res->holder = mine.holder;
 	res->stream_seq = marker_seq;

@@ -57,18 +57,43 @@ static void bucket_name(char *buf, size_t len, const char *stream)
 
 /* ---- the bucket ------------------------------------------------------------ */
 
-/* Get key's value: 0 (*e set), -ENOENT, -EAGAIN (the server). */
-static int kv_get(kvStore *kv, const char *bucket, const char *key, kvEntry **e)
+static const unsigned char *value_of(natsMsg *m)
 {
-	natsStatus s = kvStore_Get(e, kv, key);
+	return (const unsigned char *)natsMsg_GetData(m);
+}
 
-	if (s == NATS_NOT_FOUND) {
-		*e = NULL;
+/*
+ * Get key's value from the bucket's stream leader: 0 (*m set), -ENOENT
+ * (none, or deleted), -EAGAIN (the server).  Not a direct get (kvStore_Get
+ * on a bucket that allows them), which any replica answers: a lagging one
+ * with an older value, and a lost node's keeps taking its share of them,
+ * never answered, until the other nodes drop their routes to it (10 to
+ * 20 s), which made a promoted standby's publisher wait a whole request
+ * timeout on its first manifest read.
+ */
+static int kv_get(struct net_conn *c, const char *bucket, const char *key, natsMsg **m)
+{
+	char stream[96], subject[160];
+	const char *op = NULL;
+	jsErrCode jerr = 0;
+	natsStatus s;
+
+	snprintf(stream, sizeof(stream), "KV_%s", bucket);
+	snprintf(subject, sizeof(subject), "$KV.%s.%s", bucket, key);
+	s = js_GetLastMsg(m, c->js, stream, subject, &c->jsopts, &jerr);
+	if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) {
+		*m = NULL;
 		return -ENOENT;
 	}
 	if (s != NATS_OK)
 		return net_fail(-EAGAIN, "bucket %s: reading %s: %s", bucket, key,
 				net_status_text(s));
+	if (natsMsgHeader_Get(*m, "KV-Operation", &op) == NATS_OK && op &&
+	    (!strcmp(op, "DEL") || !strcmp(op, "PURGE"))) {
+		natsMsg_Destroy(*m);
+		*m = NULL;
+		return -ENOENT;
+	}
 	return 0;
 }
 
@@ -76,21 +101,21 @@ static int kv_get(kvStore *kv, const char *bucket, const char *key, kvEntry **e)
  * Read and check the manifest with key k: 0, -ENOENT (none), -EAGAIN (the
  * server: the last error says), or a decoder's error with why.
  */
-static int manifest_read(kvStore *kv, const char *bucket, const struct wire_key *k,
+static int manifest_read(struct net_conn *c, const char *bucket, const struct wire_key *k,
 			 struct snap_manifest *m, uint64_t *bytes, char *why, size_t why_len)
 {
-	kvEntry *e;
-	int err = kv_get(kv, bucket, "manifest", &e);
+	natsMsg *e;
+	int err = kv_get(c, bucket, "manifest", &e);
 
 	memset(m, 0, sizeof(*m));
 	if (err) {
 		snprintf(why, why_len, "%s", err == -ENOENT ? "no manifest" : pt_net_last_error());
 		return err;
 	}
-	*bytes += (uint64_t)kvEntry_ValueLen(e);
-	err = snap_manifest_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), k, m, why,
+	*bytes += (uint64_t)natsMsg_GetDataLength(e);
+	err = snap_manifest_decode(value_of(e), (size_t)natsMsg_GetDataLength(e), k, m, why,
 				   why_len);
-	kvEntry_Destroy(e);
+	natsMsg_Destroy(e);
 	return err;
 }
 
@@ -100,17 +125,17 @@ static int manifest_read(kvStore *kv, const char *bucket, const struct wire_key 
  * between a table and its manifest); -EAGAIN (the server: the last error
  * says); or a decoder's error; with why.
  */
-static int tables_read(kvStore *kv, const char *bucket, const struct snap_manifest *m,
+static int tables_read(struct net_conn *c, const char *bucket, const struct snap_manifest *m,
 		       const struct wire_key *k, struct pt_page_version *v, uint64_t *bytes,
 		       char *why, size_t why_len)
 {
 	for (uint32_t t = 0; t < m->tables; t++) {
 		char key[32];
-		kvEntry *e;
+		natsMsg *e;
 		int err;
 
 		snprintf(key, sizeof(key), "table.%u", t);
-		err = kv_get(kv, bucket, key, &e);
+		err = kv_get(c, bucket, key, &e);
 		if (err == -ENOENT) {
 			snprintf(why, why_len, "%s is missing", key);
 			return 1;
@@ -119,10 +144,10 @@ static int tables_read(kvStore *kv, const char *bucket, const struct snap_manife
 			snprintf(why, why_len, "%s", pt_net_last_error());
 			return err;
 		}
-		*bytes += (uint64_t)kvEntry_ValueLen(e);
-		err = snap_table_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), m, t, k, v,
+		*bytes += (uint64_t)natsMsg_GetDataLength(e);
+		err = snap_table_decode(value_of(e), (size_t)natsMsg_GetDataLength(e), m, t, k, v,
 					why, why_len);
-		kvEntry_Destroy(e);
+		natsMsg_Destroy(e);
 		if (err)
 			return err == -EAGAIN ? 1 : err;
 	}
@@ -323,26 +348,26 @@ static void pub_load(struct snap_pub *s, struct pt_publisher_stats *st)
 	for (uint64_t p = 0; p < s->m.npages; p++)
 		s->held[p].generation = -1;
 	memset(s->held_sum, 0, (size_t)s->m.tables * 8);
-	err = manifest_read(s->kv, s->bucket, s->key, &m, &bytes, why, sizeof(why));
+	err = manifest_read(s->c, s->bucket, s->key, &m, &bytes, why, sizeof(why));
 	if (!err && m.history == s->m.history && m.npages == s->m.npages &&
 	    m.page_size == s->m.page_size) {
 		for (uint32_t t = 0; t < m.tables; t++) {
 			/* One table at a time: a bad one is put again. */
 			char key[32];
-			kvEntry *e;
+			natsMsg *e;
 
 			snprintf(key, sizeof(key), "table.%u", t);
-			if (kv_get(s->kv, s->bucket, key, &e))
+			if (kv_get(s->c, s->bucket, key, &e))
 				continue;
-			bytes += (uint64_t)kvEntry_ValueLen(e);
-			if (!snap_table_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &m, t,
+			bytes += (uint64_t)natsMsg_GetDataLength(e);
+			if (!snap_table_decode(value_of(e), (size_t)natsMsg_GetDataLength(e), &m, t,
 					       s->key, s->held, why, sizeof(why)))
 				s->held_sum[t] = m.table_sum[t];
 			else
 				for (uint64_t p = (uint64_t)t * SNAP_TABLE_PAGES;
 				     p < (uint64_t)t * SNAP_TABLE_PAGES + snap_table_count(&m, t); p++)
 					s->held[p].generation = -1;
-			kvEntry_Destroy(e);
+			natsMsg_Destroy(e);
 		}
 		net_log(PT_LOG_INFO, "bucket %s holds a snapshot at epoch %llu: updating what "
 			"differs", s->bucket, (unsigned long long)m.epoch);
@@ -608,17 +633,17 @@ static int fetch_each(struct catch_up *cu)
 {
 	for (uint64_t i = 0; i < cu->count; i++) {
 		char key[48];
-		kvEntry *e;
+		natsMsg *e;
 		int err;
 
 		snprintf(key, sizeof(key), "page.%llu", (unsigned long long)cu->pages[i]);
-		err = kv_get(cu->kv, cu->bucket, key, &e);
+		err = kv_get(cu->c, cu->bucket, key, &e);
 		if (err == -ENOENT)
 			return page_missing(cu, i);
 		if (err)
 			return err;
-		err = take_page(cu, i, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
-		kvEntry_Destroy(e);
+		err = take_page(cu, i, value_of(e), (size_t)natsMsg_GetDataLength(e));
+		natsMsg_Destroy(e);
 		if (err)
 			return err;
 		if ((i + 1) % PROGRESS_EVERY == 0)
@@ -789,7 +814,7 @@ static int attempt(struct catch_up *cu, const char *stream, const struct snap_ga
 	int err;
 
 	free(cu->m.table_sum);
-	err = manifest_read(cu->kv, cu->bucket, cu->key, &cu->m, &cu->bytes, why, sizeof(why));
+	err = manifest_read(cu->c, cu->bucket, cu->key, &cu->m, &cu->bytes, why, sizeof(why));
 	if (err == -ENOENT)
 		return not_covered(cu, stream, gap, "there is no snapshot yet");
 	if (err == -EAGAIN)
@@ -833,7 +858,7 @@ static int attempt(struct catch_up *cu, const char *stream, const struct snap_ga
 			return net_fail(-ENOMEM, "out of memory for a snapshot of %llu pages",
 					(unsigned long long)cu->m.npages);
 	}
-	err = tables_read(cu->kv, cu->bucket, &cu->m, cu->key, cu->v, &cu->bytes, why, sizeof(why));
+	err = tables_read(cu->c, cu->bucket, &cu->m, cu->key, cu->v, &cu->bytes, why, sizeof(why));
 	if (err == 1 && ++*table_misses < RESTARTS) {
 		/* The publisher may be between a table and its manifest. */
 		usleep(100 * 1000);

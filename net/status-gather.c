@@ -43,7 +43,14 @@ struct gathered {
 	uint64_t seen_ms;		/* CLOCK_MONOTONIC of its last record */
 };
 
+/* The bucket's requests (its lookup, creation and watcher) wait this long:
+ * a listing is not worth holding the publisher up for (a cluster that lost
+ * its metadata leader creates no consumer, the watcher's, for 4 to 9 s).
+ * A failed open is tried again later (status.c). */
+#define GATHER_WAIT_MS		500
+
 struct net_gather {
+	jsCtx *js;			/* GATHER_WAIT_MS */
 	kvStore *kv;
 	kvWatcher *w;
 	int dirfd;
@@ -96,9 +103,10 @@ static void drop_old(struct net_gather *g)
 }
 
 void gather_open(struct net_gather **out, struct net_conn *c, const char *dir,
-		 const char *stream, unsigned int replicas)
+		 const char *stream, unsigned int replicas, bool say)
 {
 	struct net_gather *g = calloc(1, sizeof(*g));
+	jsOptions jo = c->jsopts;
 	kvWatchOptions wo;
 	natsStatus s;
 
@@ -116,7 +124,14 @@ void gather_open(struct net_gather **out, struct net_conn *c, const char *dir,
 		net_log(PT_LOG_WARN, "%s: followers not listed: %s", dir, strerror(errno));
 		goto fail;
 	}
-	s = js_KeyValue(&g->kv, c->js, g->bucket);
+	if (jo.Wait <= 0 || jo.Wait > GATHER_WAIT_MS)
+		jo.Wait = GATHER_WAIT_MS;
+	s = natsConnection_JetStream(&g->js, c->nc, &jo);
+	if (s != NATS_OK) {
+		g->js = NULL;
+		goto failed;
+	}
+	s = js_KeyValue(&g->kv, g->js, g->bucket);
 	if (s == NATS_NOT_FOUND) {
 		kvConfig cfg;
 
@@ -128,18 +143,19 @@ void gather_open(struct net_gather **out, struct net_conn *c, const char *dir,
 		cfg.MaxBytes = GATHER_BUCKET_BYTES;
 		cfg.StorageType = js_MemoryStorage;
 		cfg.Replicas = (int)(replicas ? replicas : 1);
-		s = js_CreateKeyValue(&g->kv, c->js, &cfg);
+		s = js_CreateKeyValue(&g->kv, g->js, &cfg);
 		if (s != NATS_OK)	/* made by another meanwhile, maybe otherwise */
-			s = js_KeyValue(&g->kv, c->js, g->bucket);
+			s = js_KeyValue(&g->kv, g->js, g->bucket);
 	}
 	if (s == NATS_OK) {
 		kvWatchOptions_Init(&wo);
 		wo.IgnoreDeletes = true;
 		s = kvStore_WatchAll(&g->w, g->kv, &wo);
 	}
+failed:
 	if (s != NATS_OK) {
-		net_log(PT_LOG_WARN, "bucket %s: followers not listed: %s", g->bucket,
-			net_status_text(s));
+		net_log(say ? PT_LOG_WARN : PT_LOG_DEBUG, "bucket %s: followers not listed: %s%s",
+			g->bucket, net_status_text(s), say ? " (trying again every 10 s)" : "");
 		goto fail;
 	}
 	drop_old(g);
@@ -270,6 +286,8 @@ void gather_close(struct net_gather *g)
 		kvWatcher_Destroy(g->w);
 	if (g->kv)
 		kvStore_Destroy(g->kv);
+	if (g->js)
+		jsCtx_Destroy(g->js);
 	if (g->dirfd >= 0)
 		close(g->dirfd);
 	free(g);

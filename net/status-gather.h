@@ -22,11 +22,13 @@ void gather_subject(char *buf, size_t len, const char *stream, const char *host,
 
 /*
  * Publisher: make (or bind) the bucket, watch it, and drop the gathered
- * records a previous run left in dir.  Best effort: on failure it logs
- * why and *out is NULL (gather_run and gather_close take NULL).
+ * records a previous run left in dir.  Best effort, each request waiting
+ * at most half a second: on failure it logs why (a warning with say, else
+ * at debug level) and *out is NULL (gather_run and gather_close take
+ * NULL).
  */
 void gather_open(struct net_gather **out, struct net_conn *c, const char *dir,
-		 const char *stream, unsigned int replicas);
+		 const char *stream, unsigned int replicas, bool say);
 
 /*
  * Take what the bucket sent since the last call: each record checked

@@ -38,6 +38,10 @@
 #include "status.h"
 #include "wire.h"
 
+/* A publisher whose followers' bucket did not open tries again this often,
+ * from its status updates (each try waits at most half a second). */
+#define GATHER_RETRY_MS	10000
+
 /* ------------------------------------------------------------------ */
 /* The writer                                                          */
 /* ------------------------------------------------------------------ */
@@ -49,6 +53,9 @@ struct net_status {
 	char remote[192];		/* follower: the subject of its record in the
 					 * stream's status bucket (status-gather.c) */
 	struct net_gather *gather;	/* publisher: the followers' records */
+	struct net_conn *gather_conn;	/* to open it again with, if it failed */
+	unsigned int gather_replicas;
+	uint64_t gather_next_ms;	/* CLOCK_MONOTONIC of the next try */
 	struct status_record rec;
 	char host[STATUS_HOST_LEN];
 	char stream[STATUS_STREAM_LEN];
@@ -97,7 +104,10 @@ int net_status_open(struct net_status **out, const char *dir, enum pt_net_role r
 
 void net_status_gather(struct net_status *s, struct net_conn *c, unsigned int replicas)
 {
-	gather_open(&s->gather, c, s->dir, s->stream, replicas);
+	s->gather_conn = c;
+	s->gather_replicas = replicas;
+	s->gather_next_ms = net_mono_ms() + GATHER_RETRY_MS;
+	gather_open(&s->gather, c, s->dir, s->stream, replicas, true);
 }
 
 void net_status_close(struct net_status *s)
@@ -236,6 +246,13 @@ void net_status_publisher(struct net_status *s, const struct pt_publisher *p, in
 		}
 	}
 	write_now(s, closing, NULL);
+	if (!s->gather && s->gather_conn && !closing && net_mono_ms() >= s->gather_next_ms) {
+		s->gather_next_ms = net_mono_ms() + GATHER_RETRY_MS;
+		gather_open(&s->gather, s->gather_conn, s->dir, s->stream, s->gather_replicas,
+			    false);
+		if (s->gather)
+			net_log(PT_LOG_INFO, "stream %s: the followers are listed now", s->stream);
+	}
 	gather_run(s->gather, ps.history_id);
 }
 

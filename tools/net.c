@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -70,8 +71,33 @@ static uint64_t now_ms(void)
 
 static void net_log_to_stderr(enum pt_log_level level, const char *msg, void *arg)
 {
-	fprintf(stderr, "pagetrack %s: %s%s\n", (const char *)arg,
+	char at[32] = "";
+
+	/* Asked for (PAGETRACK_LOG=info): the time, to tell steps apart. */
+	if (level >= PT_LOG_INFO) {
+		struct timespec ts;
+		struct tm tm;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		localtime_r(&ts.tv_sec, &tm);
+		snprintf(at, sizeof(at), "%02d:%02d:%02d.%03ld ", tm.tm_hour, tm.tm_min,
+			 tm.tm_sec, ts.tv_nsec / 1000000);
+	}
+	fprintf(stderr, "pagetrack %s: %s%s%s\n", (const char *)arg, at,
 		level == PT_LOG_ERROR ? "" : level == PT_LOG_WARN ? "warning: " : "", msg);
+}
+
+/* The network layer's messages: warnings and errors, or down to
+ * PAGETRACK_LOG's level (info, debug) when it asks for more. */
+static enum pt_log_level net_log_level(void)
+{
+	const char *v = getenv("PAGETRACK_LOG");
+
+	if (v && !strcasecmp(v, "info"))
+		return PT_LOG_INFO;
+	if (v && !strcasecmp(v, "debug"))
+		return PT_LOG_DEBUG;
+	return PT_LOG_WARN;
 }
 
 /* The options both commands take: connection, authentication, TLS,
@@ -80,7 +106,7 @@ enum { OPT_STREAM = 256, OPT_REPLICAS, OPT_USER, OPT_PASSWORD, OPT_CREDS, OPT_TL
        OPT_TLS_CERT, OPT_TLS_KEY, OPT_NATS, OPT_QUIET, OPT_MAX_MSGS, OPT_MAX_BYTES,
        OPT_SNAPSHOT_INTERVAL, OPT_HMAC_KEY_FILE, OPT_METRICS, OPT_RETAIN, OPT_SEGMENT,
        OPT_LEASE_MS, OPT_STANDBY, OPT_AUTO_PROMOTE, OPT_FORCE, OPT_TIMEOUT_MS, OPT_SCHED,
-       OPT_ADVERTISE };
+       OPT_ADVERTISE, OPT_CONNECT_TIMEOUT, OPT_REQUEST_TIMEOUT, OPT_PING_MS };
 
 /* What the shared options ask for beyond struct pt_net_opts. */
 struct net_args {
@@ -104,6 +130,9 @@ struct net_args {
 	{ "metrics", required_argument, NULL, OPT_METRICS },		\
 	{ "lease-ms", required_argument, NULL, OPT_LEASE_MS },		\
 	{ "advertise", required_argument, NULL, OPT_ADVERTISE },	\
+	{ "connect-timeout-ms", required_argument, NULL, OPT_CONNECT_TIMEOUT },	\
+	{ "request-timeout-ms", required_argument, NULL, OPT_REQUEST_TIMEOUT },	\
+	{ "ping-ms", required_argument, NULL, OPT_PING_MS },		\
 	{ "help", no_argument, NULL, 'h' }
 
 /* 1: taken (a usage error in a->error), 0: not one of these. */
@@ -118,6 +147,18 @@ static int net_option(const char *cmd, int c, struct pt_net_opts *o, struct net_
 		if (n && n < 100)
 			a->error = usage_error(cmd, "--lease-ms: 0 (no lease) or 100 to 600000");
 		o->lease_ms = (unsigned)n;
+		return 1;
+	case OPT_CONNECT_TIMEOUT:
+		if (!(a->error = parse_number(cmd, "--connect-timeout-ms", optarg, 10, 600000, &n)))
+			o->connect_timeout_ms = (unsigned)n;
+		return 1;
+	case OPT_REQUEST_TIMEOUT:
+		if (!(a->error = parse_number(cmd, "--request-timeout-ms", optarg, 10, 600000, &n)))
+			o->request_timeout_ms = (unsigned)n;
+		return 1;
+	case OPT_PING_MS:
+		if (!(a->error = parse_number(cmd, "--ping-ms", optarg, 100, 60000, &n)))
+			o->ping_ms = (unsigned)n;
 		return 1;
 	case OPT_ADVERTISE: o->advertise = optarg; return 1;	/* the library checks it */
 	case OPT_STREAM: o->stream = optarg; return 1;
@@ -203,6 +244,13 @@ static const char net_auth_help[] =
 	"  --advertise HOST:PORT  where clients reach the writer's service (e.g. its\n"
 	"                       engine), stored with the lease by whoever takes it:\n"
 	"                       publish, follow --auto-promote, promote\n"
+	"  --connect-timeout-ms N  each connection attempt to a server (10 to 600000,\n"
+	"                       default 2000; the URLs are tried in turn, so a server\n"
+	"                       that is down costs this much each time)\n"
+	"  --request-timeout-ms N  a request's or a publish's wait for the server (10\n"
+	"                       to 600000, default 5000)\n"
+	"  --ping-ms N          how often to ping the server (100 to 60000, default\n"
+	"                       1000): two unanswered, reconnect to another URL\n"
 	"  --quiet              no progress lines\n";
 
 /* A retryable failure: said once until things move again. */
@@ -536,7 +584,7 @@ int cmd_publish(int argc, char **argv)
 	 * start: they inherit it (docs/network.md, "Figures"). */
 	if (sched_setscheduler(0, policy, &(struct sched_param){ 0 }))
 		return runtime_error(cmd, 0, "--sched: %s", strerror(errno));
-	pt_net_set_log(net_log_to_stderr, PT_LOG_WARN, (void *)cmd);
+	pt_net_set_log(net_log_to_stderr, net_log_level(), (void *)cmd);
 	catch_stop_signals();
 	/* A cluster reached but not answering (leaders being elected, a
 	 * loaded server) is waited for, as a run waits for the network. */
@@ -603,6 +651,7 @@ struct standby {
 	int state;			/* the last look: 1 held, 0 lapsed, < 0 an error */
 	uint64_t term;
 	bool promoted;			/* the publisher still to open */
+	struct pt_promote_info pi;	/* the promotion, said once it publishes */
 };
 
 /*
@@ -610,7 +659,14 @@ struct standby {
  * (a node was lost with the writer's host: its groups elect new leaders,
  * 4 to 9 s in nats-server's Raft): that is said once and tried again every
  * quarter lease, the follower's handle keeping the lease meanwhile, never
- * an exit that would leave the new term without a publisher.  0 or an error.
+ * an exit that would leave the new term without a publisher.
+ *
+ * Only then is the promotion said ("promoted ...: start the writer on
+ * it"), after one run of the publisher: its source stands at the image's
+ * epoch (the standby's, at most the stream's last) before a writer
+ * exists.  A writer started first could checkpoint past the stream's end
+ * before the source read the image, and its first epochs would be
+ * acknowledged only after a snapshot of the region.  0 or an error.
  */
 static int standby_publish(struct standby *s)
 {
@@ -625,8 +681,9 @@ static int standby_publish(struct standby *s)
 	ret = pt_publisher_open(&s->p, s->c.dir, s->o);
 	if (ret == -ECONNREFUSED || ret == -EAGAIN || ret == -ETIMEDOUT) {
 		if (s->state != 3)
-			fprintf(stderr, "pagetrack follow: promoted; its publisher cannot start "
-				"yet: %s; trying again every %u ms\n", pt_net_last_error(),
+			fprintf(stderr, "pagetrack follow: %s promoted to term %llu; its "
+				"publisher cannot start yet: %s; trying again every %u ms\n",
+				s->c.dir, (unsigned long long)s->pi.term, pt_net_last_error(),
 				s->o->lease_ms / 4);
 		s->state = 3;
 		s->next_look_ms = now_ms() + s->o->lease_ms / 4;
@@ -647,8 +704,14 @@ static int standby_publish(struct standby *s)
 	s->c.handle = s->p;
 	s->c.step = publisher_step;
 	s->c.printed = -1;
-	if (!s->quiet && s->state == 3)
-		printf("publishing %s\n", s->c.dir);
+	ret = pt_publisher_run(s->p, 0);	/* the source placed; -EAGAIN: later */
+	if (ret < 0 && ret != -EAGAIN)
+		return ret;
+	printf("promoted %s to term %llu after epoch %lld (stream sequence %llu, %llu epochs "
+	       "applied, %llu ms): start the writer on it\n", s->c.dir,
+	       (unsigned long long)s->pi.term, (long long)s->pi.epoch,
+	       (unsigned long long)s->pi.stream_seq, (unsigned long long)s->pi.applied,
+	       (unsigned long long)s->pi.elapsed_ms);
 	fflush(stdout);
 	return 0;
 }
@@ -666,11 +729,7 @@ static int standby_promote(struct standby *s)
 	}
 	if (ret)
 		return ret;
-	printf("promoted %s to term %llu after epoch %lld (stream sequence %llu, %llu epochs "
-	       "applied, %llu ms): start the writer on it\n", s->c.dir,
-	       (unsigned long long)pi.term, (long long)pi.epoch, (unsigned long long)pi.stream_seq,
-	       (unsigned long long)pi.applied, (unsigned long long)pi.elapsed_ms);
-	fflush(stdout);
+	s->pi = pi;
 	s->o->standby_retain_bytes = s->o->standby_segment_bytes = 0;	/* a follower's */
 	s->o->progress = NULL;
 	s->promoted = true;
@@ -803,7 +862,7 @@ int cmd_follow(int argc, char **argv)
 		o.progress = show_progress;
 		o.progress_arg = &progress_shown;
 	}
-	pt_net_set_log(net_log_to_stderr, PT_LOG_WARN, (void *)cmd);
+	pt_net_set_log(net_log_to_stderr, net_log_level(), (void *)cmd);
 	catch_stop_signals();
 	ret = pt_follower_open(&sb.f, dir, &o);
 	/* The handle has its copy of the key; a standby that may become the
@@ -921,7 +980,7 @@ int cmd_promote(int argc, char **argv)
 		return ret;
 	if ((ret = read_key_file(cmd, &a, &o)))
 		return ret;
-	pt_net_set_log(net_log_to_stderr, PT_LOG_WARN, (void *)cmd);
+	pt_net_set_log(net_log_to_stderr, net_log_level(), (void *)cmd);
 	ret = pt_dir_promote(dir, &o, &po, &pi);
 	explicit_bzero(a.key, sizeof(a.key));
 	if (ret)
