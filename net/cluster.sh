@@ -27,6 +27,12 @@
 #                standby's publisher then reads the snapshot bucket while
 #                the lost node's replica still takes a share of its reads:
 #                docs/network.md, "Failover across hosts")
+#   --leaders-elsewhere  just before the drill, move the Raft leaders of the
+#                stream and of the lease and snapshot buckets off A's node
+#                (stream leader step-downs): the failover then waits for no
+#                NATS election (4 to 9 s in nats-server), so its time is
+#                pagetrack's own: the lease, the promotion, the engine, the
+#                load finding it
 #   --keep       leave the work directory in place
 #
 # As root, hosts A, B and C are network namespaces made here (named after
@@ -45,11 +51,12 @@
 # --partition without namespaces).
 set -u
 here=$(dirname "$0")
-seconds=60 keep=() partition=0 loopback=0 lease_ms=5000
+seconds=60 keep=() partition=0 loopback=0 lease_ms=5000 elsewhere=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--seconds) seconds=${2:?--seconds needs a value}; shift ;;
 	--keep) keep=(--keep) ;;
+	--leaders-elsewhere) elsewhere=1 ;;
 	--partition) partition=1 ;;
 	--loopback) loopback=1 ;;
 	--lease-ms) lease_ms=${2:?--lease-ms needs a value}; shift ;;
@@ -202,6 +209,12 @@ echo
 cut="ip -n $tag-s link set va down"
 args=(--failover --seconds "$seconds" --nats "$urls" --replicas 3 --lease-ms "$lease_ms" "${keep[@]}")
 if [ "$mode" = netns ]; then
+	# A LAN: a server answers a connection in well under a millisecond, and
+	# a lost one (node a) would cost the promoted standby's publisher the
+	# default 2 s each time its URL comes up; and a standby connected to
+	# node a notices it lost after two unanswered pings (2-3 s at the
+	# default 1 s: 0.5-0.75 s here).
+	args+=(--connect-timeout-ms 500 --ping-ms 250)
 	args+=(--on-writer "$(on a)" --on-standby "$(on b)" --on-client "$(on c)"
 		--writer-addr "${host[a]}" --standby-addr "${host[b]}")
 	if [ "$partition" = 1 ]; then
@@ -211,5 +224,10 @@ if [ "$mode" = netns ]; then
 	fi
 else
 	args+=(--drill "kill -9 ${npid[a]}")
+fi
+if [ "$elsewhere" = 1 ]; then
+	leaders=${O:-build}/net/bench/nats-leaders
+	[ -x "$leaders" ] || { echo "cluster.sh: $leaders is missing: run make demo-cluster" >&2; exit 1; }
+	args+=(--before-drill "$(on c) $leaders $urls a exchange KV_pagetrack-lease-exchange KV_exchange-snapshot KV_exchange-status")
 fi
 "$here/demo.sh" "${args[@]}"

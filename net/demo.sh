@@ -38,6 +38,10 @@
 #                    instead of starting one
 #   --replicas N     the stream's and the lease bucket's replicas (default 1)
 #   --lease-ms N     the writer's lease (default the command's, 1000 ms)
+#   --connect-timeout-ms N  publish's and follow's connection attempts
+#                    (default the commands', 2000 ms)
+#   --ping-ms N      how often publish and follow ping their server
+#                    (default the commands', 1000 ms)
 #   --on-writer CMD  run the engine and `pagetrack publish` under CMD (e.g.
 #                    `ip netns exec A`)
 #   --on-standby CMD run `pagetrack follow`, the md servers and the engine
@@ -48,6 +52,8 @@
 #                    address A (default 127.0.0.1)
 #   --drill CMD      with --failover: run CMD at the drill too (after the
 #                    kill -9; with --heal, instead of it)
+#   --before-drill CMD  with --failover: run CMD just before the drill (it
+#                    must succeed)
 #   --heal CMD       with --failover: the writer's host is cut off by
 #                    --drill, its processes going on; once the standby
 #                    promoted itself, CMD heals the cut: like --pause, the
@@ -63,7 +69,7 @@ O=${O:-build}
 B=$O/apps/exchange
 TOOL=$O/pagetrack
 seconds=10 keep=0 failover=0 pause=0
-nats_urls='' replicas=1 lease=() on_writer='' on_standby='' on_client='' drill='' heal=''
+nats_urls='' replicas=1 lease=() on_writer='' on_standby='' on_client='' drill='' heal='' before_drill=''
 waddr=127.0.0.1 saddr=127.0.0.1
 
 while [ $# -gt 0 ]; do
@@ -74,7 +80,9 @@ while [ $# -gt 0 ]; do
 	--pause) pause=1 ;;
 	--nats) nats_urls=${2:?--nats needs URLs}; shift ;;
 	--replicas) replicas=${2:?--replicas needs a value}; shift ;;
-	--lease-ms) lease=(--lease-ms "${2:?--lease-ms needs a value}"); shift ;;
+	--lease-ms) lease+=(--lease-ms "${2:?--lease-ms needs a value}"); shift ;;
+	--connect-timeout-ms) lease+=(--connect-timeout-ms "${2:?--connect-timeout-ms needs a value}"); shift ;;
+	--ping-ms) lease+=(--ping-ms "${2:?--ping-ms needs a value}"); shift ;;
 	--on-writer) on_writer=${2?--on-writer needs a command}; shift ;;
 	--on-standby) on_standby=${2?--on-standby needs a command}; shift ;;
 	--on-client) on_client=${2?--on-client needs a command}; shift ;;
@@ -82,6 +90,7 @@ while [ $# -gt 0 ]; do
 	--standby-addr) saddr=${2:?--standby-addr needs an address}; shift ;;
 	--drill) drill=${2:?--drill needs a command}; shift ;;
 	--heal) heal=${2:?--heal needs a command}; shift ;;
+	--before-drill) before_drill=${2:?--before-drill needs a command}; shift ;;
 	-h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 	esac
@@ -89,7 +98,8 @@ while [ $# -gt 0 ]; do
 done
 case $seconds in ''|*[!0-9]*) echo "demo.sh: --seconds wants whole seconds" >&2; exit 2 ;; esac
 [ "$pause" = 0 ] || [ "$failover" = 1 ] || { echo "demo.sh: --pause goes with --failover" >&2; exit 2; }
-[ -z "$drill$heal" ] || [ "$failover" = 1 ] || { echo "demo.sh: --drill and --heal go with --failover" >&2; exit 2; }
+[ -z "$drill$heal$before_drill" ] || [ "$failover" = 1 ] ||
+	{ echo "demo.sh: --drill, --heal and --before-drill go with --failover" >&2; exit 2; }
 [ -z "$heal" ] || [ -n "$drill" ] || { echo "demo.sh: --heal needs --drill" >&2; exit 2; }
 [ -z "$heal" ] || [ "$pause" = 0 ] || { echo "demo.sh: --heal and --pause exclude each other" >&2; exit 2; }
 case $replicas in [1-5]) ;; *) echo "demo.sh: --replicas wants 1 to 5" >&2; exit 2 ;; esac
@@ -318,6 +328,11 @@ if [ "$failover" = 1 ]; then
 	wait_for "$dir/follow.log" "lease: held by term 0" "$follow" ||
 		{ echo "FAIL: the standby never saw the writer's lease"; exit 1; }
 	sleep "$((seconds / 2))"
+	if [ -n "$before_drill" ]; then
+		echo ">>> before the drill: $before_drill"
+		eval "$before_drill" 2>&1 | sed 's/^/>>>   /'
+		[ "${PIPESTATUS[0]}" = 0 ] || { echo "FAIL: $before_drill"; exit 1; }
+	fi
 	t0=$(date +%s%N)
 	if [ -n "$heal" ]; then
 		echo ">>> failover drill: the writer's host cut off ($drill); engine and publisher go on"

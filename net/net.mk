@@ -56,7 +56,7 @@ $(NET_TEST_BINS): $(NET_OUT)/tests/%: net/tests/%.c net/tests/*.h $(NET_HDRS) \
 	$(CC) $(NET_CPPFLAGS) -Inet/tests $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(O) -lpagetrack-net \
 		-lpagetrack -Wl,-rpath,'$$ORIGIN/../..' -lnats -lxxhash -lcrypto -lpthread
 
-tests: $(NET_TEST_BINS)
+tests: $(NET_TEST_BINS) $(NET_LEADERS)
 
 # make bench-net: figures of the network layer against raw JetStream
 # publishing in the same run (net/bench/bench-net.c; figures, not pass/fail).
@@ -76,6 +76,12 @@ $(NET_BENCH_FAILOVER): net/bench/bench-failover.c net/tests/*.h $(NET_HDRS) $(O)
 	$(CC) $(NET_CPPFLAGS) -Inet/tests $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(O) -lpagetrack-net \
 		-lpagetrack -Wl,-rpath,'$$ORIGIN/../..' -lnats -lxxhash -lpthread
 
+# Moving streams' leaders off a server, for net/cluster.sh --leaders-elsewhere.
+NET_LEADERS := $(NET_OUT)/bench/nats-leaders
+$(NET_LEADERS): net/bench/nats-leaders.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lnats
+
 # The exchange's own workload for the bytes on the wire: a short demo-net.
 bench-net: all $(APP_BINS) $(NET_BENCH) $(NET_BENCH_FAILOVER)
 	@$(NET_BENCH)
@@ -91,12 +97,12 @@ demo-net: all $(APP_BINS)
 
 # make demo-cluster: net/cluster.sh, the drill with hosts A, B, C and a
 # three-node NATS cluster; DEMO_CLUSTER_ARGS passes options to it.
-demo-cluster: all $(APP_BINS)
+demo-cluster: all $(APP_BINS) $(NET_LEADERS)
 	@O=$(O) net/cluster.sh $(DEMO_CLUSTER_ARGS)
 
 # make check-partition: the writer's host cut off from the NATS majority
 # (net/tests/net-partition.sh; skipped without root or network namespaces).
-check-partition: all $(APP_BINS)
+check-partition: all $(APP_BINS) $(NET_LEADERS)
 	@O=$(O) test/run.sh net/tests/net-partition.sh
 
 install-net: all
