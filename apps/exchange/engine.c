@@ -96,6 +96,7 @@ struct engine {
 	uint64_t sync_done_ns[EPOCH_RING];	/* for sync-to-durable latency */
 	/* since the last report (SIGUSR1) */
 	struct hist report_stall;
+	struct hist report_collect;	/* of the stall, the tracker's collect */
 	uint64_t report_ns, report_commands, report_syncs, report_pages;
 };
 
@@ -202,6 +203,8 @@ static int do_sync(struct engine *e)
 	hist_add(&e->report_stall, t1 - t0);
 	/* Every sync's own count, from the library: nothing to sample. */
 	pages = xs_writer_sync_pages(e->store);
+	if (xs_writer_sync_collect_ns(e->store) != UINT64_MAX)
+		hist_add(&e->report_collect, xs_writer_sync_collect_ns(e->store));
 	if (pages != UINT64_MAX) {
 		e->pages_known = true;
 		hist_add(&e->pages, pages);
@@ -318,13 +321,15 @@ static void print_report(struct engine *e)
 	uint64_t dc = commands - e->report_commands, dp = e->pages_total - e->report_pages;
 
 	printf("exchange-engine: report: %.1f s, %llu commands, %llu syncs, %llu pages "
-	       "(%.3f per command), stall p50 %llu ns p99 %llu ns max %llu ns, %llu live orders\n",
+	       "(%.3f per command), stall p50 %llu ns p99 %llu ns max %llu ns (collect p50 %llu "
+	       "ns), %llu live orders\n",
 	       (double)(now - e->report_ns) / 1e9, (unsigned long long)dc,
 	       (unsigned long long)(e->syncs - e->report_syncs), (unsigned long long)dp,
 	       dc ? (double)dp / (double)dc : 0.0,
 	       (unsigned long long)hist_pct(&e->report_stall, 0.50),
 	       (unsigned long long)hist_pct(&e->report_stall, 0.99),
 	       (unsigned long long)e->report_stall.max,
+	       (unsigned long long)hist_pct(&e->report_collect, 0.50),
 	       (unsigned long long)e->book.h->live_orders);
 	print_tracker(e);
 	fflush(stdout);
@@ -333,6 +338,7 @@ static void print_report(struct engine *e)
 	e->report_syncs = e->syncs;
 	e->report_pages = e->pages_total;
 	memset(&e->report_stall, 0, sizeof(e->report_stall));
+	memset(&e->report_collect, 0, sizeof(e->report_collect));
 }
 
 /* ---- requests ------------------------------------------------------------------ */

@@ -122,8 +122,8 @@ for m in $(seq "$minutes"); do
 		sleep 0.1
 	done
 	line=$(grep 'report:' "$dir/engine.log" | tail -n 1)
-	# "report: S s, C commands, Y syncs, P pages (X per command), stall p50 A ns p99 B ns max M ns, L live orders"
-	set -- $(echo "$line" | sed -E 's/.*report: ([0-9.]+) s, ([0-9]+) commands, [0-9]+ syncs, [0-9]+ pages \(([0-9.]+) per command\), stall p50 ([0-9]+) ns p99 ([0-9]+) ns max [0-9]+ ns, ([0-9]+) live orders/\1 \2 \3 \4 \5 \6/')
+	# "report: S s, C commands, Y syncs, P pages (X per command), stall p50 A ns p99 B ns max M ns (collect p50 K ns), L live orders"
+	set -- $(echo "$line" | sed -E 's/.*report: ([0-9.]+) s, ([0-9]+) commands, [0-9]+ syncs, [0-9]+ pages \(([0-9.]+) per command\), stall p50 ([0-9]+) ns p99 ([0-9]+) ns max [0-9]+ ns \(collect p50 [0-9]+ ns\), ([0-9]+) live orders/\1 \2 \3 \4 \5 \6/')
 	[ $# = 6 ] || { echo "soak.sh: no report from the engine: $line"; exit 1; }
 	ops[m]=$(awk -v c="$2" -v s="$1" 'BEGIN { printf "%.0f", (s > 0 ? c / s : 0) }')
 	printf '%6d %10d %10.1f %10.3f %7.0f us %7.0f us %10d %12d\n' "$m" "${ops[m]}" \

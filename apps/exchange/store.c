@@ -250,6 +250,15 @@ uint64_t xs_writer_sync_pages(const struct xs_writer *w)
 	}
 }
 
+uint64_t xs_writer_sync_collect_ns(const struct xs_writer *w)
+{
+	struct pt_sync_stats last = { .sz = sizeof(last) };
+
+	if (w->mode != XS_PAGETRACK || !w->last_sync_new)
+		return UINT64_MAX;
+	return pt_region_stats(w->region, &last, NULL) ? UINT64_MAX : last.collect_ns;
+}
+
 int64_t xs_writer_epoch(const struct xs_writer *w)
 {
 	return w->epoch;

@@ -48,6 +48,9 @@ int64_t xs_writer_sync(struct xs_writer *w);
  * (pt_region_stats(), every sync, every backend); fullcopy, the whole block;
  * none, UINT64_MAX.  Cheap, but not part of the sync: call it after timing it. */
 uint64_t xs_writer_sync_pages(const struct xs_writer *w);
+/* pagetrack: how long the last sync's collect (the tracker's scan with its
+ * re-arm) took of its stall; UINT64_MAX in the other modes. */
+uint64_t xs_writer_sync_collect_ns(const struct xs_writer *w);
 int64_t xs_writer_epoch(const struct xs_writer *w);
 /* pagetrack: the region's totals, the tracker's figures among them
  * (pt_region_stats()); -EOPNOTSUPP in the other modes. */
