@@ -935,7 +935,16 @@ int follower_release(struct pt_follower *f, const char *why)
 {
 	int err = 0;
 
-	unsubscribe(f);
+	/* Destroyed without an unsubscribe: the ordered consumer is left to
+	 * the server, which drops an ephemeral consumer nobody listens to (an
+	 * unsubscribe deletes it with a request, which a consumer on a node
+	 * just lost leaves unanswered for the whole wait, in the middle of a
+	 * promotion). */
+	if (f->sub) {
+		natsSubscription_Destroy(f->sub);
+		f->sub = NULL;
+	}
+	f->assembling = false;
 	if (f->standby)
 		err = pt_region_close(f->standby);
 	f->standby = NULL;
