@@ -22,11 +22,7 @@
 #                engine say they were deposed and stop
 #   --loopback   the hosts on 127.0.0.1 ports even as root (as without root)
 #   --seconds N  how long the load runs (default 60; the drill is midway)
-#   --lease-ms N the writer's lease (default 5000; 1000 works for the lease,
-#                whose reads go to the bucket's leader, but the promoted
-#                standby's publisher then reads the snapshot bucket while
-#                the lost node's replica still takes a share of its reads:
-#                docs/network.md, "Failover across hosts")
+#   --lease-ms N the writer's lease (default 1000)
 #   --leaders-elsewhere  just before the drill, move the Raft leaders of the
 #                stream and of the lease and snapshot buckets off A's node
 #                (stream leader step-downs): the failover then waits for no
@@ -51,7 +47,7 @@
 # --partition without namespaces).
 set -u
 here=$(dirname "$0")
-seconds=60 keep=() partition=0 loopback=0 lease_ms=5000 elsewhere=0
+seconds=60 keep=() partition=0 loopback=0 lease_ms=1000 elsewhere=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--seconds) seconds=${2:?--seconds needs a value}; shift ;;
