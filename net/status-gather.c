@@ -43,11 +43,10 @@ struct gathered {
 	uint64_t seen_ms;		/* CLOCK_MONOTONIC of its last record */
 };
 
-/* The bucket's requests (its lookup, creation and watcher) wait this long:
- * a listing is not worth holding the publisher up for (a cluster that lost
- * its metadata leader creates no consumer, the watcher's, for 4 to 9 s).
- * A failed open is tried again later (status.c). */
-#define GATHER_WAIT_MS		500
+/* The bucket's requests (its lookup, creation and watcher) wait at most
+ * this long; the open runs in a thread of its own (status.c), and a failed
+ * one is tried again later. */
+#define GATHER_WAIT_MS		2000
 
 struct net_gather {
 	jsCtx *js;			/* GATHER_WAIT_MS */

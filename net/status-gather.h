@@ -23,9 +23,10 @@ void gather_subject(char *buf, size_t len, const char *stream, const char *host,
 /*
  * Publisher: make (or bind) the bucket, watch it, and drop the gathered
  * records a previous run left in dir.  Best effort, each request waiting
- * at most half a second: on failure it logs why (a warning with say, else
- * at debug level) and *out is NULL (gather_run and gather_close take
- * NULL).
+ * at most 2 s: on failure it logs why (a warning with say, else at debug
+ * level) and *out is NULL (gather_run and gather_close take NULL).  It
+ * uses only c's connection (thread-safe) and a copy of its options, so
+ * status.c runs it in a thread of its own.
  */
 void gather_open(struct net_gather **out, struct net_conn *c, const char *dir,
 		 const char *stream, unsigned int replicas, bool say);

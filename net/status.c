@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,7 @@
 #include "wire.h"
 
 /* A publisher whose followers' bucket did not open tries again this often,
- * from its status updates (each try waits at most half a second). */
+ * from its status updates (each try in a thread of its own). */
 #define GATHER_RETRY_MS	10000
 
 /* ------------------------------------------------------------------ */
@@ -56,6 +57,11 @@ struct net_status {
 	struct net_conn *gather_conn;	/* to open it again with, if it failed */
 	unsigned int gather_replicas;
 	uint64_t gather_next_ms;	/* CLOCK_MONOTONIC of the next try */
+	pthread_t opener;		/* opening it, off the publisher's path */
+	bool opening;			/* opener runs (or ran, not joined yet) */
+	bool opener_says;		/* its failure is a warning (the first) */
+	bool opened;			/* opener done: its result in gather_new */
+	struct net_gather *gather_new;
 	struct status_record rec;
 	char host[STATUS_HOST_LEN];
 	char stream[STATUS_STREAM_LEN];
@@ -102,18 +108,63 @@ int net_status_open(struct net_status **out, const char *dir, enum pt_net_role r
 	return 0;
 }
 
+/* The opener: the bucket, its watcher and the directory's old records,
+ * in a thread of its own, so that a cluster slow to answer (a consumer
+ * needs the metadata leader, 4 to 9 s to elect after a lost node) never
+ * holds up the publisher's open or runs. */
+static void *opener(void *arg)
+{
+	struct net_status *s = arg;
+	struct net_gather *g;
+
+	gather_open(&g, s->gather_conn, s->dir, s->stream, s->gather_replicas, s->opener_says);
+	s->gather_new = g;
+	__atomic_store_n(&s->opened, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void start_opener(struct net_status *s, bool say)
+{
+	s->opener_says = say;
+	s->opened = false;
+	s->gather_new = NULL;
+	if (!pthread_create(&s->opener, NULL, opener, s)) {
+		s->opening = true;
+		return;
+	}
+	gather_open(&s->gather, s->gather_conn, s->dir, s->stream, s->gather_replicas, say);
+	s->gather_next_ms = net_mono_ms() + GATHER_RETRY_MS;
+}
+
+/* The opener's result, once it is done: taken, the thread joined. */
+static void take_opened(struct net_status *s)
+{
+	if (!s->opening || !__atomic_load_n(&s->opened, __ATOMIC_ACQUIRE))
+		return;
+	pthread_join(s->opener, NULL);
+	s->opening = false;
+	s->gather = s->gather_new;
+	s->gather_new = NULL;
+	s->gather_next_ms = net_mono_ms() + GATHER_RETRY_MS;
+	if (s->gather && !s->opener_says)
+		net_log(PT_LOG_INFO, "stream %s: the followers are listed now", s->stream);
+}
+
 void net_status_gather(struct net_status *s, struct net_conn *c, unsigned int replicas)
 {
 	s->gather_conn = c;
 	s->gather_replicas = replicas;
-	s->gather_next_ms = net_mono_ms() + GATHER_RETRY_MS;
-	gather_open(&s->gather, c, s->dir, s->stream, replicas, true);
+	start_opener(s, true);
 }
 
 void net_status_close(struct net_status *s)
 {
 	if (!s)
 		return;
+	if (s->opening) {
+		pthread_join(s->opener, NULL);
+		gather_close(s->gather_new);
+	}
 	gather_close(s->gather);
 	if (s->dirfd >= 0)
 		close(s->dirfd);
@@ -246,13 +297,10 @@ void net_status_publisher(struct net_status *s, const struct pt_publisher *p, in
 		}
 	}
 	write_now(s, closing, NULL);
-	if (!s->gather && s->gather_conn && !closing && net_mono_ms() >= s->gather_next_ms) {
-		s->gather_next_ms = net_mono_ms() + GATHER_RETRY_MS;
-		gather_open(&s->gather, s->gather_conn, s->dir, s->stream, s->gather_replicas,
-			    false);
-		if (s->gather)
-			net_log(PT_LOG_INFO, "stream %s: the followers are listed now", s->stream);
-	}
+	take_opened(s);
+	if (!s->gather && !s->opening && s->gather_conn && !closing &&
+	    net_mono_ms() >= s->gather_next_ms)
+		start_opener(s, false);
 	gather_run(s->gather, ps.history_id);
 }
 
