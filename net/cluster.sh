@@ -130,15 +130,6 @@ fi
 # on HOST: the command prefix that runs a program on that host.
 on() { [ "$mode" = netns ] && echo "ip netns exec $tag-$1"; }
 
-# Free TCP ports on loopback, for the nodes in loopback mode.
-free_port() {
-	local p i
-	for i in $(seq 200); do
-		p=$(( (RANDOM % 20000) + 30000 ))
-		ss -Htln "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
-	done
-	return 1
-}
 
 # ---- the NATS cluster -------------------------------------------------------
 
@@ -148,6 +139,7 @@ for h in a b c; do
 		eval "host[$h]=\$addr_$h"; port[$h]=4222; cport[$h]=6222
 	else
 		host[$h]=127.0.0.1
+		# Free ports (procs.sh), for the nodes in loopback mode.
 		if ! port[$h]=$(free_port) || ! cport[$h]=$(free_port); then
 			echo "cluster.sh: no free port on 127.0.0.1"
 			exit 1

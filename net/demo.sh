@@ -69,7 +69,7 @@ O=${O:-build}
 B=$O/apps/exchange
 TOOL=$O/pagetrack
 seconds=10 keep=0 failover=0 pause=0
-nats_urls='' replicas=1 lease=() on_writer='' on_standby='' on_client='' drill='' heal='' before_drill=''
+nats_urls='' replicas=1 netopts=() on_writer='' on_standby='' on_client='' drill='' heal='' before_drill=''
 waddr=127.0.0.1 saddr=127.0.0.1
 
 while [ $# -gt 0 ]; do
@@ -80,9 +80,9 @@ while [ $# -gt 0 ]; do
 	--pause) pause=1 ;;
 	--nats) nats_urls=${2:?--nats needs URLs}; shift ;;
 	--replicas) replicas=${2:?--replicas needs a value}; shift ;;
-	--lease-ms) lease+=(--lease-ms "${2:?--lease-ms needs a value}"); shift ;;
-	--connect-timeout-ms) lease+=(--connect-timeout-ms "${2:?--connect-timeout-ms needs a value}"); shift ;;
-	--ping-ms) lease+=(--ping-ms "${2:?--ping-ms needs a value}"); shift ;;
+	--lease-ms) netopts+=(--lease-ms "${2:?--lease-ms needs a value}"); shift ;;
+	--connect-timeout-ms) netopts+=(--connect-timeout-ms "${2:?--connect-timeout-ms needs a value}"); shift ;;
+	--ping-ms) netopts+=(--ping-ms "${2:?--ping-ms needs a value}"); shift ;;
 	--on-writer) on_writer=${2?--on-writer needs a command}; shift ;;
 	--on-standby) on_standby=${2?--on-standby needs a command}; shift ;;
 	--on-client) on_client=${2?--on-client needs a command}; shift ;;
@@ -126,16 +126,6 @@ wait_for() {
 		grep -q -- "$2" "$1" 2>/dev/null && return 0
 		kill -0 "$3" 2>/dev/null || return 1
 		sleep 0.05
-	done
-	return 1
-}
-# A free TCP port (the standby's engine's, chosen before the follower starts
-# since the follower advertises it).
-free_port() {
-	local p i
-	for i in $(seq 200); do
-		p=$(( (RANDOM % 20000) + 30000 ))
-		ss -Htln "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
 	done
 	return 1
 }
@@ -257,6 +247,7 @@ fi
 ack=() standby=() advertise=() nmd=1
 if [ "$failover" = 1 ]; then
 	ack=(--ack replicated) standby=(--standby --auto-promote) nmd=2
+	# Chosen before the follower starts, since it advertises it.
 	eport2=$(free_port) || { echo "demo.sh: no free port for the standby's engine"; exit 1; }
 fi
 # start_engine DIR ADDR PORT LOG PREFIX
@@ -275,7 +266,7 @@ echo "engine       $waddr:$eport, region in $dir/data${ack[*]:+, ${ack[*]}}"
 [ "$failover" = 1 ] && advertise=(--advertise "$waddr:$eport")
 
 # shellcheck disable=SC2086
-$on_writer "$TOOL" publish "$dir/data" --nats "$url" --stream exchange --replicas "$replicas" "${lease[@]}" \
+$on_writer "$TOOL" publish "$dir/data" --nats "$url" --stream exchange --replicas "$replicas" "${netopts[@]}" \
 	"${advertise[@]}" >"$dir/publish.log" 2>&1 &
 publish=$!
 pids+=("$publish")
@@ -284,7 +275,7 @@ echo "publish      $dir/data -> stream exchange${advertise[*]:+, ${advertise[*]}
 
 [ "$failover" = 1 ] && advertise=(--advertise "$saddr:$eport2")
 # shellcheck disable=SC2086
-$on_standby "$TOOL" follow "$url" --stream exchange "$dir/standby" "${standby[@]}" "${lease[@]}" \
+$on_standby "$TOOL" follow "$url" --stream exchange "$dir/standby" "${standby[@]}" "${netopts[@]}" \
 	"${advertise[@]}" >"$dir/follow.log" 2>&1 &
 follow=$!
 pids+=("$follow")

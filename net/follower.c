@@ -556,14 +556,23 @@ static int locate(struct pt_follower *f)
  */
 #define SUB_WAIT_MS	1000
 
-static void unsubscribe(struct pt_follower *f)
+/* Drop the subscription; with delete, its ordered consumer too (else the
+ * server drops it once nobody listens: no request that a consumer on a
+ * lost node would leave unanswered). */
+static void drop_subscription(struct pt_follower *f, bool delete)
 {
 	if (f->sub) {
-		natsSubscription_Unsubscribe(f->sub);
-		natsSubscription_Destroy(f->sub);
+		if (delete)
+			natsSubscription_Unsubscribe(f->sub);
+		natsSubscription_Destroy(f->sub);	/* alone: no delete */
 		f->sub = NULL;
 	}
 	f->assembling = false;
+}
+
+static void unsubscribe(struct pt_follower *f)
+{
+	drop_subscription(f, true);
 }
 
 static int subscribe(struct pt_follower *f)
@@ -935,16 +944,8 @@ int follower_release(struct pt_follower *f, const char *why)
 {
 	int err = 0;
 
-	/* Destroyed without an unsubscribe: the ordered consumer is left to
-	 * the server, which drops an ephemeral consumer nobody listens to (an
-	 * unsubscribe deletes it with a request, which a consumer on a node
-	 * just lost leaves unanswered for the whole wait, in the middle of a
-	 * promotion). */
-	if (f->sub) {
-		natsSubscription_Destroy(f->sub);
-		f->sub = NULL;
-	}
-	f->assembling = false;
+	/* In the middle of a promotion: the consumer is left to the server. */
+	drop_subscription(f, false);
 	if (f->standby)
 		err = pt_region_close(f->standby);
 	f->standby = NULL;

@@ -651,6 +651,7 @@ struct standby {
 	int state;			/* the last look: 1 held, 0 lapsed, < 0 an error */
 	uint64_t term;
 	bool promoted;			/* the publisher still to open */
+	bool said_waiting;		/* that it cannot start yet, said once */
 	struct pt_promote_info pi;	/* the promotion, said once it publishes */
 };
 
@@ -680,12 +681,12 @@ static int standby_publish(struct standby *s)
 	}
 	ret = pt_publisher_open(&s->p, s->c.dir, s->o);
 	if (ret == -ECONNREFUSED || ret == -EAGAIN || ret == -ETIMEDOUT) {
-		if (s->state != 3)
+		if (!s->said_waiting)
 			fprintf(stderr, "pagetrack follow: %s promoted to term %llu; its "
 				"publisher cannot start yet: %s; trying again every %u ms\n",
 				s->c.dir, (unsigned long long)s->pi.term, pt_net_last_error(),
 				s->o->lease_ms / 4);
-		s->state = 3;
+		s->said_waiting = true;
 		s->next_look_ms = now_ms() + s->o->lease_ms / 4;
 		return 0;
 	}

@@ -185,7 +185,7 @@ static void release(struct engine *e, uint64_t upto, int level)
 
 static int do_sync(struct engine *e)
 {
-	uint64_t t0, t1, pages;
+	uint64_t t0, t1, pages, collect_ns;
 	int64_t ep;
 
 	t0 = now_ns();
@@ -202,9 +202,9 @@ static int do_sync(struct engine *e)
 	hist_add(&e->stall, t1 - t0);
 	hist_add(&e->report_stall, t1 - t0);
 	/* Every sync's own count, from the library: nothing to sample. */
-	pages = xs_writer_sync_pages(e->store);
-	if (xs_writer_sync_collect_ns(e->store) != UINT64_MAX)
-		hist_add(&e->report_collect, xs_writer_sync_collect_ns(e->store));
+	xs_writer_sync_figures(e->store, &pages, &collect_ns);
+	if (collect_ns != UINT64_MAX)
+		hist_add(&e->report_collect, collect_ns);
 	if (pages != UINT64_MAX) {
 		e->pages_known = true;
 		hist_add(&e->pages, pages);

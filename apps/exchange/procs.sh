@@ -6,6 +6,8 @@
 #                        load waits for a stopped engine for its whole
 #                        --reconnect-ms), then reap them all
 #   wait_port FILE PID   until PID wrote its port FILE (20 s), or it died
+#   free_port            a TCP port nothing listens on now (30000-49999), for
+#                        a program that must be told its port before it starts
 
 pids=()
 
@@ -27,6 +29,15 @@ wait_port() {
 		[ -s "$1" ] && return 0
 		kill -0 "$2" 2>/dev/null || return 1
 		sleep 0.05
+	done
+	return 1
+}
+
+free_port() {
+	local p i
+	for i in $(seq 200); do
+		p=$(( (RANDOM % 20000) + 30000 ))
+		ss -Htln "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
 	done
 	return 1
 }

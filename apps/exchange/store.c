@@ -232,31 +232,28 @@ int64_t xs_writer_sync(struct xs_writer *w)
 	}
 }
 
-uint64_t xs_writer_sync_pages(const struct xs_writer *w)
+void xs_writer_sync_figures(const struct xs_writer *w, uint64_t *pages, uint64_t *collect_ns)
 {
 	struct pt_sync_stats last = { .sz = sizeof(last) };
 
+	*pages = *collect_ns = UINT64_MAX;
 	switch (w->mode) {
 	case XS_FULLCOPY:
-		return w->size / (size_t)sysconf(_SC_PAGESIZE);
+		*pages = w->size / (size_t)sysconf(_SC_PAGESIZE);
+		break;
 	case XS_PAGETRACK:
 		/* The library's figures are those of the last sync that made an
 		 * epoch: a sync that made none copied nothing. */
 		if (!w->last_sync_new)
-			return 0;
-		return pt_region_stats(w->region, &last, NULL) ? UINT64_MAX : last.pages;
+			*pages = 0;
+		else if (!pt_region_stats(w->region, &last, NULL)) {
+			*pages = last.pages;
+			*collect_ns = last.collect_ns;
+		}
+		break;
 	default:
-		return UINT64_MAX;
+		break;
 	}
-}
-
-uint64_t xs_writer_sync_collect_ns(const struct xs_writer *w)
-{
-	struct pt_sync_stats last = { .sz = sizeof(last) };
-
-	if (w->mode != XS_PAGETRACK || !w->last_sync_new)
-		return UINT64_MAX;
-	return pt_region_stats(w->region, &last, NULL) ? UINT64_MAX : last.collect_ns;
 }
 
 int64_t xs_writer_epoch(const struct xs_writer *w)

@@ -44,13 +44,12 @@ void *xs_writer_base(struct xs_writer *w);
 size_t xs_writer_size(const struct xs_writer *w);
 /* Publish an epoch of the block as it is now: the epoch, or -errno. */
 int64_t xs_writer_sync(struct xs_writer *w);
-/* The pages the last successful sync carried: pagetrack, the library's count
- * (pt_region_stats(), every sync, every backend); fullcopy, the whole block;
- * none, UINT64_MAX.  Cheap, but not part of the sync: call it after timing it. */
-uint64_t xs_writer_sync_pages(const struct xs_writer *w);
-/* pagetrack: how long the last sync's collect (the tracker's scan with its
- * re-arm) took of its stall; UINT64_MAX in the other modes. */
-uint64_t xs_writer_sync_collect_ns(const struct xs_writer *w);
+/* The last successful sync's figures, UINT64_MAX where a mode has none:
+ * the pages it carried (pagetrack, the library's count, pt_region_stats(),
+ * every sync, every backend; fullcopy, the whole block) and how long its
+ * collect (the tracker's scan with its re-arm) took of its stall
+ * (pagetrack).  Cheap, but not part of the sync: call it after timing it. */
+void xs_writer_sync_figures(const struct xs_writer *w, uint64_t *pages, uint64_t *collect_ns);
 int64_t xs_writer_epoch(const struct xs_writer *w);
 /* pagetrack: the region's totals, the tracker's figures among them
  * (pt_region_stats()); -EOPNOTSUPP in the other modes. */

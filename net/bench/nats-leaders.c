@@ -29,7 +29,8 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
-/* The stream's leader into name (empty: none now).  0 or -1 (said). */
+/* The stream's leader into name (empty: none now).  0; 1 when there is
+ * no such stream; -1 on another error (said). */
 static int leader_of(jsCtx *js, const char *stream, char *name, size_t n)
 {
 	jsStreamInfo *si = NULL;
@@ -39,10 +40,8 @@ static int leader_of(jsCtx *js, const char *stream, char *name, size_t n)
 	name[0] = '\0';
 	if (s == NATS_TIMEOUT)
 		return 0;	/* no leader to answer yet */
-	if (s == NATS_NOT_FOUND) {
-		snprintf(name, n, "-");	/* no such stream: nothing to move */
-		return 0;
-	}
+	if (s == NATS_NOT_FOUND)
+		return 1;	/* nothing to move */
 	if (s != NATS_OK) {
 		fprintf(stderr, "nats-leaders: stream %s: %s (JetStream error %d)\n", stream,
 			natsStatus_GetText(s), (int)jerr);
@@ -61,14 +60,16 @@ static int move_off(natsConnection *nc, jsCtx *js, const char *stream, const cha
 	snprintf(subj, sizeof(subj), "$JS.API.STREAM.LEADER.STEPDOWN.%s", stream);
 	for (int i = 0; i < 20; i++) {
 		natsMsg *reply = NULL;
+		int ret = leader_of(js, stream, leader, sizeof(leader));
 
-		if (leader_of(js, stream, leader, sizeof(leader)))
+		if (ret < 0)
 			return -1;
+		if (ret) {
+			printf("%s: no such stream\n", stream);
+			return 0;
+		}
 		if (leader[0] && strcmp(leader, server)) {
-			if (strcmp(leader, "-"))
-				printf("%s: leader %s\n", stream, leader);
-			else
-				printf("%s: no such stream\n", stream);
+			printf("%s: leader %s\n", stream, leader);
 			return 0;
 		}
 		if (leader[0] &&
