@@ -78,6 +78,7 @@ struct pt_tracker {
 	size_t page_size;
 	unsigned int page_shift;
 	pid_t owner;		/* the process that opened it: trackers do not follow fork */
+	unsigned int flags;	/* PT_TRACK_* in effect */
 	struct pt_ranges out;	/* what collect returns */
 	void *priv;		/* backend state */
 	/* Pages the caller marked with pt_tracker_mark(): a bitmap allocated
@@ -124,10 +125,25 @@ extern enum pt_hot_scan pt_uffd_hot_scan;
 /* Test hook: a read-first collect's clusters span any number of hot pages,
  * which its scans then re-arm (uffd.c). */
 extern bool pt_uffd_merge_hot_always;
+/* Test hooks (not exported) of the chunk guard (PT_TRACK_CHUNKS): called
+ * by a collect with reset between the guard's re-protection of the marked
+ * chunks and their scan; with swap_order, the scan comes first and the
+ * hook between it and the re-protection, which loses writes (the ordering
+ * test shows that it notices). */
+extern void (*pt_uffd_guard_between)(void *arg);
+extern void *pt_uffd_guard_between_arg;
+extern bool pt_uffd_guard_swap_order;
+/* Collects in a row a marked chunk must be found unwritten before the
+ * guard re-arms it (default 32; 0: at every collect). */
+extern unsigned int pt_uffd_guard_cool_after;
 
 extern const struct pt_backend_ops pt_uffd_ops;
 extern const struct pt_backend_ops pt_softdirty_ops;
 extern const struct pt_backend_ops pt_mprotect_ops;
+/* Free an mprotect tracker's state in a forked child (mprotect.c). */
+void pt_mprotect_forget(struct pt_tracker *t);
+/* Re-arm only pages [first, first + count) of an mprotect tracker. */
+int pt_mprotect_rearm(struct pt_tracker *t, uint64_t first, uint64_t count);
 
 /*
  * Write freeze, provided by mprotect.c's SIGSEGV handler for the soft-dirty

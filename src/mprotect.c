@@ -268,10 +268,13 @@ static bool find_prev_set(struct mp_state *s, uint64_t below, uint64_t lo, uint6
 	return false;
 }
 
+/* The last "page" of a chunk guard (uffd.c) may end past the range: clip. */
 static int protect_pages(struct mp_state *s, uint64_t first, uint64_t end, int prot)
 {
-	return mprotect((void *)(s->start + (first << s->page_shift)),
-			(end - first) << s->page_shift, prot);
+	uintptr_t a = s->start + (first << s->page_shift);
+	uintptr_t b = s->start + (end << s->page_shift);
+
+	return mprotect((void *)a, (b < s->end ? b : s->end) - a, prot);
 }
 
 /*
@@ -916,6 +919,37 @@ static void mp_close(struct pt_tracker *t)
 	slot_unpublish(&slots[s->slot], true);
 	pthread_mutex_unlock(&slots_mutex);
 	state_free(s);
+	t->priv = NULL;
+}
+
+/* Make pages [first, first + count) read-only and clear their bits, as a
+ * collect with reset does for what it reports (the chunk guard of uffd.c
+ * re-arms only the chunks it chose).  A page that could not be protected
+ * keeps its bit.  Returns 0 or -errno. */
+int pt_mprotect_rearm(struct pt_tracker *t, uint64_t first, uint64_t count)
+{
+	struct mp_state *s = t->priv;
+	sigset_t saved;
+	int ret = 0;
+
+	block_signals(&saved);
+	state_lock(s, self_tid());
+	if (protect_pages(s, first, first + count, PROT_READ))
+		ret = -errno;
+	else
+		clear_bits(s, first, first + count);
+	resync_vmas(s);
+	state_unlock(s);
+	restore_signals(&saved);
+	return ret;
+}
+
+/* In a forked child: the fork handler restored and unpublished the range
+ * already, and the slot may be the child's own now; only free. */
+void pt_mprotect_forget(struct pt_tracker *t)
+{
+	if (t->priv)
+		state_free(t->priv);
 	t->priv = NULL;
 }
 

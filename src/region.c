@@ -53,7 +53,8 @@ static int opts_take(struct pt_region_opts *o, const struct pt_region_opts *in)
 		return ret;
 	if ((unsigned int)o->durability > PT_DURABLE_NONE ||
 	    (o->flags & ~(PT_REGION_NO_CHECKPOINT_THREAD | PT_REGION_ACCEPT_LOSS |
-			  PT_REGION_ADAPTIVE)) ||
+			  PT_REGION_ADAPTIVE | PT_REGION_CHUNKS)) ||
+	    (o->flags & PT_REGION_ADAPTIVE && o->flags & PT_REGION_CHUNKS) ||
 	    o->segment_bytes > MAX_SEGMENT_BYTES || o->staging_bytes > MAX_STAGING_BYTES)
 		return -EINVAL;
 	if (!o->durable_interval_ms)
@@ -334,7 +335,8 @@ static int region_start(struct pt_region *r)
 {
 	struct pt_tracker_opts to = {
 		.sz = sizeof(to), .backend = r->opts.backend,
-		.flags = r->opts.flags & PT_REGION_ADAPTIVE ? PT_TRACK_ADAPTIVE : 0,
+		.flags = (r->opts.flags & PT_REGION_ADAPTIVE ? PT_TRACK_ADAPTIVE : 0) |
+			 (r->opts.flags & PT_REGION_CHUNKS ? PT_TRACK_CHUNKS : 0),
 	};
 	int ret;
 
@@ -652,6 +654,10 @@ PT_EXPORT int pt_region_stats(struct pt_region *r, struct pt_sync_stats *last,
 			t.hot_reports = ts.hot_reports;
 			t.faults_avoided = ts.faults_avoided;
 			t.reported_unwritten = ts.reported_unwritten;
+			t.chunks = ts.chunks;
+			t.chunks_scanned = ts.chunks_scanned;
+			t.chunks_total = ts.chunks_total;
+			t.chunks_cooled = ts.chunks_cooled;
 		}
 	}
 	if (last) {

@@ -122,6 +122,9 @@ struct uffd_state {
 	uint64_t read_first_ns;	/* read first: ns per collect, estimate() */
 	uint64_t hot_collects;	/* collects with hot pages, for exploring */
 	char *scratch;		/* fault_cost()'s COST_PAGES pages, registered */
+	struct pt_tracker *guard;	/* PT_TRACK_CHUNKS: mprotect by chunk, see guard_open() */
+	uint8_t *idle;		/* per chunk: collects in a row it was scanned unwritten */
+	uint64_t chunks_cooled;	/* chunks the guard re-armed */
 	struct uffd_state *next;	/* on open_states, for the fork handler */
 };
 
@@ -349,6 +352,71 @@ static void uffd_free(struct uffd_state *s)
 	free(s);
 }
 
+/*
+ * The chunk guard (PT_TRACK_CHUNKS): an mprotect tracker of the same range
+ * whose "pages" are GUARD_SHIFT chunks, so that a collect scans only the
+ * chunks written since the last one.  mprotect.c's handler/collect protocol
+ * keeps "a writable chunk is marked"; uffd-wp still says which pages of it
+ * were written.  Why nothing is lost: a collect with reset first has the
+ * guard report the marked chunks and make them read-only again (the
+ * guard's collect), then scans each of them with PM_SCAN_WP_MATCHING.  A
+ * write that landed before its chunk turned read-only is in the page
+ * tables, and the scan after finds it; a later write faults on the
+ * guard, which marks the chunk before the write lands, so the next
+ * collect scans it.  An unmarked chunk has been read-only since the scan
+ * that followed its last unmarking, so none of its pages were written
+ * since.  The guard is opened before the range is armed, so the first
+ * collect needs no full scan; mprotect leaves uffd-wp's PTE bits alone
+ * (a protected PTE stays read-only when its chunk turns writable).
+ */
+#define GUARD_SHIFT 21
+#define GUARD_COOL_AFTER 32
+
+static int guard_open(struct pt_tracker *t, struct uffd_state *s)
+{
+	struct pt_tracker *g = calloc(1, sizeof(*g));
+	int ret;
+
+	if (!g)
+		return -ENOMEM;
+	g->ops = &pt_mprotect_ops;
+	g->start = t->start;
+	g->len = t->len;
+	g->page_size = (size_t)1 << GUARD_SHIFT;
+	g->page_shift = GUARD_SHIFT;
+	g->npages = (t->len + g->page_size - 1) >> GUARD_SHIFT;
+	g->owner = t->owner;
+	s->idle = calloc(g->npages, 1);
+	ret = s->idle ? pt_mprotect_ops.open(g) : -ENOMEM;
+	if (ret) {
+		pt_log(PT_LOG_ERROR, "uffd-wp: the chunk guard (PT_TRACK_CHUNKS) of %zu bytes at "
+		       "%#lx: %s", t->len, (unsigned long)t->start, strerror(-ret));
+		free(g);
+		free(s->idle);
+		s->idle = NULL;
+		return ret;
+	}
+	s->guard = g;
+	t->stats.chunks = 1;
+	t->stats.chunks_total = g->npages;
+	return 0;
+}
+
+static void guard_close(struct pt_tracker *t, struct uffd_state *s)
+{
+	if (!s->guard)
+		return;
+	if (getpid() == t->owner)
+		pt_mprotect_ops.close(s->guard);
+	else
+		pt_mprotect_forget(s->guard);
+	pt_ranges_free(&s->guard->out);
+	free(s->guard);
+	free(s->idle);
+	s->guard = NULL;
+	s->idle = NULL;
+}
+
 static int uffd_open(struct pt_tracker *t)
 {
 	struct uffdio_register reg = {
@@ -382,6 +450,11 @@ static int uffd_open(struct pt_tracker *t)
 	pthread_mutex_unlock(&states_lock);
 	if (ret)
 		goto err;
+	if (t->flags & PT_TRACK_CHUNKS) {
+		ret = guard_open(t, s);
+		if (ret)
+			goto err;
+	}
 	if (ioctl(s->uffd, UFFDIO_REGISTER, &reg)) {
 		ret = -errno;
 		/* EBUSY: another userfaultfd (another tracker) holds part of
@@ -400,6 +473,7 @@ static int uffd_open(struct pt_tracker *t)
 	t->priv = s;
 	return 0;
 err:
+	guard_close(t, s);
 	uffd_free(s);
 	return ret;
 }
@@ -735,6 +809,92 @@ static int scan_empty(struct pt_tracker *t, bool reset)
 	return 0;
 }
 
+void (*pt_uffd_guard_between)(void *arg);
+void *pt_uffd_guard_between_arg;
+bool pt_uffd_guard_swap_order;
+unsigned int pt_uffd_guard_cool_after = GUARD_COOL_AFTER;
+
+/* Re-arm the marked chunks that stayed unwritten long enough (guard_open()). */
+static void cool_chunks(struct pt_tracker *t)
+{
+	struct uffd_state *s = t->priv;
+	struct pt_tracker *g = s->guard;
+
+	for (size_t i = 0; i < g->out.nr; i++) {
+		for (uint64_t c = g->out.v[i].first; c < g->out.v[i].first + g->out.v[i].count; c++) {
+			if (s->idle[c] < pt_uffd_guard_cool_after)
+				continue;
+			/* On failure the chunk stays marked and writable:
+			 * scanned again next time, nothing lost. */
+			if (!pt_mprotect_rearm(g, c, 1))
+				s->chunks_cooled++;
+			s->idle[c] = 0;
+		}
+	}
+}
+
+/*
+ * Collect from the chunks the guard marked (see guard_open()): re-arm the
+ * guard of those unwritten for pt_uffd_guard_cool_after collects, then
+ * scan them all.  A chunk written in every epoch stays marked and
+ * writable, so its writes cost no signal and no mprotect.
+ */
+static int scan_chunks(struct pt_tracker *t, struct pm_scan_arg *arg, bool reset)
+{
+	struct uffd_state *s = t->priv;
+	struct pt_tracker *g = s->guard;
+	unsigned int shift = GUARD_SHIFT - t->page_shift;
+	bool swap = reset && pt_uffd_guard_swap_order;
+	uint64_t chunks = 0;
+	int ret;
+
+	g->out.nr = 0;
+	ret = pt_mprotect_ops.collect(g, false);
+	if (ret)
+		return ret;
+	if (reset && !swap) {
+		cool_chunks(t);
+		if (pt_uffd_guard_between)
+			pt_uffd_guard_between(pt_uffd_guard_between_arg);
+	}
+	for (size_t i = 0; i < g->out.nr; i++) {
+		uint64_t first = g->out.v[i].first, end = first + g->out.v[i].count;
+		uint64_t p_end = end << shift < t->npages ? end << shift : t->npages;
+		size_t from = t->out.nr;
+
+		ret = scan_span(t, arg, &t->out, reset, first << shift, p_end - (first << shift));
+		if (ret)
+			return ret;
+		chunks += end - first;
+		if (!reset)
+			continue;
+		/* Which of these chunks were written: idle counts the others. */
+		for (uint64_t c = first; c < end; c++)
+			if (s->idle[c] < UINT8_MAX)
+				s->idle[c]++;
+		for (size_t k = from; k < t->out.nr; k++) {
+			uint64_t c0 = t->out.v[k].first >> shift;
+			uint64_t c1 = (t->out.v[k].first + t->out.v[k].count - 1) >> shift;
+
+			for (uint64_t c = c0; c <= c1; c++)
+				s->idle[c] = 0;
+		}
+	}
+	if (swap) {
+		/* The wrong order, for the test only: re-armed after the scan. */
+		if (pt_uffd_guard_between)
+			pt_uffd_guard_between(pt_uffd_guard_between_arg);
+		cool_chunks(t);
+	}
+	if (reset) {
+		pthread_mutex_lock(&t->mark_lock);
+		t->stats.chunks_scanned += chunks;
+		t->stats.chunks_cooled = s->chunks_cooled;
+		pthread_mutex_unlock(&t->mark_lock);
+	}
+	return 0;
+}
+
 static int uffd_collect(struct pt_tracker *t, bool reset)
 {
 	struct uffd_state *s = t->priv;
@@ -752,7 +912,7 @@ static int uffd_collect(struct pt_tracker *t, bool reset)
 		if (ret)
 			goto fail;
 	}
-	ret = scan(t, &arg, &t->out, reset);
+	ret = s->guard ? scan_chunks(t, &arg, reset) : scan(t, &arg, &t->out, reset);
 	if (ret)
 		goto fail;
 	if (s->empty.nr) {
@@ -801,6 +961,13 @@ static int uffd_reset(struct pt_tracker *t)
 	long n;
 	int ret;
 
+	/* Guard first: a write between the two faults on it and marks its
+	 * chunk, and the re-arm then clears what the write left. */
+	if (s->guard) {
+		ret = pt_mprotect_ops.reset(s->guard);
+		if (ret)
+			return ret;
+	}
 	do
 		n = ioctl(s->pagemap, PAGEMAP_SCAN, &arg);
 	while (n < 0 && (errno == EINTR || errno == EAGAIN));
@@ -836,6 +1003,8 @@ static void uffd_close(struct pt_tracker *t)
 	 * Only in the process that opened it: in a child the descriptor would
 	 * act on the parent's memory.
 	 */
+	/* Writable again before unregistering (mprotect.c's close). */
+	guard_close(t, s);
 	if (s->uffd >= 0 && getpid() == t->owner && !ioctl(s->uffd, UFFDIO_REGISTER, &reg))
 		ioctl(s->uffd, UFFDIO_UNREGISTER, &reg.range);
 	uffd_free(s);

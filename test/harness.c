@@ -144,10 +144,25 @@ bool t_backend_usable(enum pt_backend b, char *why, size_t why_len)
 	return pt_backend_probe(b, why, why_len) == 0;
 }
 
-/* Open a tracker on a forced backend; opts.backend beats PAGETRACK_BACKEND. */
+/* uffd.c's test hook: not exported, so weak, for the programs that link
+ * the shared library (they never ask for "cool"). */
+extern unsigned int pt_uffd_guard_cool_after __attribute__((weak));
+
+/* Open a tracker on a forced backend; opts.backend beats PAGETRACK_BACKEND.
+ * PAGETRACK_TEST_CHUNKS=1 adds PT_TRACK_CHUNKS, =cool also has the guard
+ * re-arm every marked chunk at every collect (test/tracker-chunks.sh). */
 int t_tracker_open_on(struct pt_tracker **t, enum pt_backend b, void *addr, size_t len)
 {
+	const char *chunks = getenv("PAGETRACK_TEST_CHUNKS");
 	struct pt_tracker_opts o = { .sz = sizeof(o), .backend = b };
+
+	if (chunks && (!strcmp(chunks, "1") || !strcmp(chunks, "cool")))
+		o.flags |= PT_TRACK_CHUNKS;
+	if (chunks && !strcmp(chunks, "cool")) {
+		if (!&pt_uffd_guard_cool_after)
+			DIE("PAGETRACK_TEST_CHUNKS=cool needs a test linked with the static library");
+		pt_uffd_guard_cool_after = 0;
+	}
 
 	return pt_tracker_open(t, addr, len, &o);
 }
@@ -545,4 +560,20 @@ uint64_t t_writers_stop(struct t_writers *w)
 		pthread_join(w->th[i], NULL);
 	w->started = 0;
 	return t_writers_count(w);
+}
+
+void t_copy_racing(uint8_t *dst, const uint8_t *src, size_t bytes)
+{
+	for (size_t i = 0; i < bytes; i += 8)
+		__atomic_store_n((uint64_t *)(dst + i),
+				 __atomic_load_n((const uint64_t *)(src + i), __ATOMIC_RELAXED),
+				 __ATOMIC_RELAXED);
+}
+
+double t_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }

@@ -182,6 +182,12 @@ void t_writers_resume(struct t_writers *w);
 uint64_t t_writers_count(struct t_writers *w);
 /* Stop and join the writers; returns the writes they made. */
 uint64_t t_writers_stop(struct t_writers *w);
+/* Copy [src, src + bytes) while writers store into it: 8-byte relaxed
+ * atomic loads and stores, so ThreadSanitizer knows the race is meant. */
+void t_copy_racing(uint8_t *dst, const uint8_t *src, size_t bytes);
+
+/* CLOCK_MONOTONIC, in seconds. */
+double t_now(void);
 
 /* ---- temporary directories ------------------------------------------------ */
 

@@ -54,14 +54,6 @@ static long count_maps(const char *start, const char *end)
 	return n;
 }
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* Write one byte to pages first, first + step, ... and mark them in want. */
 static void write_pages(struct t_mem *m, uint8_t *want, uint64_t npages, uint64_t first,
 			uint64_t step, uint8_t value)
@@ -132,12 +124,12 @@ static bool run(struct t_mem *m, uint64_t npages, long max_map, char *why, size_
 	degrade_warnings = 0;
 
 	/* Round 1: every other page, far more than the VMA limit allows. */
-	t0 = now();
+	t0 = t_now();
 	write_pages(m, want, npages, 0, 2, 1);
 	n = t_collect_map(t, PT_COLLECT_RESET, got, npages, why, why_len);
 	/* No count of the maps at the peak: at the limit even fopen() can fail. */
 	printf("    round 1: %llu pages written, %d reported, %.2f s, maps in the range %ld (limit %ld)\n",
-	       (unsigned long long)(npages / 2), n, now() - t0, maps_before, max_map);
+	       (unsigned long long)(npages / 2), n, t_now() - t0, maps_before, max_map);
 	if (n < 0)
 		goto out;
 	printf("    log: %s\n", last_warning);
@@ -167,14 +159,14 @@ static bool run(struct t_mem *m, uint64_t npages, long max_map, char *why, size_
 	/* Round 2: the other half in a random order, and the limit again. */
 	memset(want, 0, npages);
 	degrade_warnings = 0;
-	t0 = now();
+	t0 = t_now();
 	if (!write_pages_shuffled(m, want, npages, 1, 2, 2)) {
 		snprintf(why, why_len, "out of memory");
 		goto out;
 	}
 	n = t_collect_map(t, PT_COLLECT_RESET, got, npages, why, why_len);
 	printf("    round 2: %llu pages written, %d reported, %.2f s\n",
-	       (unsigned long long)(npages / 2), n, now() - t0);
+	       (unsigned long long)(npages / 2), n, t_now() - t0);
 	if (n < 0)
 		goto out;
 	if (!check_superset(want, got, npages, &extra)) {

@@ -33,14 +33,6 @@
 
 static uint64_t seed;
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static int region_on(struct pt_region **r, char *dir, size_t dir_len, const char *name,
 		     enum pt_backend b, uint64_t npages, const struct pt_region_opts *base)
 {
@@ -329,9 +321,9 @@ out:
 static void let_write(struct t_writers *w, uint64_t n)
 {
 	uint64_t start = t_writers_count(w);
-	double end = now() + 5;
+	double end = t_now() + 5;
 
-	while (t_writers_count(w) - start < n && now() < end)
+	while (t_writers_count(w) - start < n && t_now() < end)
 		sched_yield();
 }
 

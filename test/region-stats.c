@@ -1,4 +1,4 @@
-/* region-stats: pt_region_stats reports each sync's pages, bytes and pause, the totals and the tracker's figures (plain and adaptive); pt_replica_size the copy's size. */
+/* region-stats: pt_region_stats reports each sync's pages, bytes and pause, the totals and the tracker's figures (plain, adaptive, chunk guard); pt_replica_size the copy's size. */
 #include "harness.h"
 
 #define NPAGES 64
@@ -45,6 +45,50 @@ static void adaptive_region(void)
 	if (tot.adaptive != 1 || !tot.fault_ns || tot.pages != tot.faulted + tot.hot_reports ||
 	    tot.pages < 24 || tot.faults_avoided + tot.reported_unwritten != tot.hot_reports)
 		DIE("adaptive region figures wrong");
+	pt_region_close(r);
+	t_tmpdir_remove(dir);
+}
+
+/*
+ * A region with the chunk guard: 8 MiB, writes in chunks 0 and 3 only,
+ * so each sync scans those two of the four; adaptive with it is refused.
+ */
+static void chunks_region(void)
+{
+	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD |
+					PT_REGION_CHUNKS | PT_REGION_ADAPTIVE };
+	struct pt_region_stats tot = { .sz = sizeof(tot) };
+	size_t ps = t_page_size(), size = 8ul << 20;
+	struct pt_region *r;
+	char dir[128], why[256];
+	int ret;
+
+	if (!t_backend_usable(PT_BACKEND_UFFD_WP, why, sizeof(why))) {
+		printf("chunks region: not here (%s)\n", why);
+		return;
+	}
+	o.backend = PT_BACKEND_UFFD_WP;
+	t_tmpdir_make(dir, sizeof(dir), "pt-stats-chunks");
+	ret = pt_region_create(&r, dir, size, &o);
+	if (ret != -EINVAL)
+		DIE("chunks with adaptive: %s, want EINVAL", pt_strerror(ret));
+	o.flags &= ~PT_REGION_ADAPTIVE;
+	ret = pt_region_create(&r, dir, size, &o);
+	if (ret)
+		DIE("create chunks: %s", pt_strerror(ret));
+	for (int i = 0; i < 4; i++) {
+		((char *)pt_region_base(r))[(size_t)i * ps] = (char)(i + 1);
+		((char *)pt_region_base(r))[(3ul << 20) + (size_t)i * ps] = (char)(i + 1);
+		if (pt_region_sync(r) != i + 1)
+			DIE("chunks sync %d", i + 1);
+	}
+	if (pt_region_stats(r, NULL, &tot))
+		DIE("chunks stats");
+	printf("chunks region: %llu pages copied, %llu chunks scanned of %llu a sync\n",
+	       (unsigned long long)tot.pages, (unsigned long long)tot.chunks_scanned,
+	       (unsigned long long)tot.chunks_total);
+	if (tot.chunks != 1 || tot.chunks_total != 4 || tot.chunks_scanned != 8 || tot.pages != 8)
+		DIE("chunks region figures wrong");
 	pt_region_close(r);
 	t_tmpdir_remove(dir);
 }
@@ -131,6 +175,7 @@ int main(void)
 	pt_region_close(r);
 	t_tmpdir_remove(dir);
 	adaptive_region();
+	chunks_region();
 	printf("done\n");
 	return 0;
 }

@@ -98,14 +98,6 @@ static void *collector_main(void *arg)
 	return NULL;
 }
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 int main(void)
 {
 	struct writer writers[2 * WRITERS_PER_REGION];
@@ -147,8 +139,8 @@ int main(void)
 		if (pthread_create(&ct[i], NULL, collector_main, &regions[i]))
 			DIE("pthread_create failed");
 
-	end = now() + RUN_SECONDS;
-	while (now() < end)
+	end = t_now() + RUN_SECONDS;
+	while (t_now() < end)
 		usleep(20000);
 	atomic_store(&stop, true);
 	for (int i = 0; i < 2 * WRITERS_PER_REGION; i++)

@@ -301,14 +301,6 @@ struct writer {
 	int id;
 };
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void *writer_main(void *arg)
 {
 	struct writer *w = arg;
@@ -390,10 +382,10 @@ static bool converge_cell(struct t_mem *m, char *why, size_t why_len)
 		}
 		started++;
 	}
-	end = now() + seconds;
+	end = t_now() + seconds;
 	/* At least 12 collects, however slow the machine (a sanitizer, other
 	 * work): hot pages need a few to turn hot and cool. */
-	while (now() < end || (collects < 12 && now() < end + 20 * seconds)) {
+	while (t_now() < end || (collects < 12 && t_now() < end + 20 * seconds)) {
 		n = collect_copy(t, shadow, c.mem, c.npages, NULL, true, why, why_len);
 		if (n < 0)
 			goto stop;
@@ -896,8 +888,8 @@ static bool watched_cell(char *why, size_t why_len)
 		return false;
 	}
 	pt_tracker_stats(t, &st);
-	end = now() + 10;
-	while (st.fault_samples < 2 && now() < end) {
+	end = t_now() + 10;
+	while (st.fault_samples < 2 && t_now() < end) {
 		mem[ps] = 1;
 		pt_tracker_collect(t, PT_COLLECT_RESET, &r, &nr);
 		pt_tracker_stats(t, &st);

@@ -28,22 +28,6 @@
 #define REGION_LEN (4ul << 20)
 #define HOT_PAGES 16
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void copy_page_range(uint8_t *dst, const uint8_t *src, size_t bytes)
-{
-	for (size_t i = 0; i < bytes; i += 8)
-		__atomic_store_n((uint64_t *)(dst + i),
-				 __atomic_load_n((const uint64_t *)(src + i), __ATOMIC_RELAXED),
-				 __ATOMIC_RELAXED);
-}
-
 /* Collect with reset and copy what it reports; returns pages or -errno. */
 static int collect_copy(struct pt_tracker *t, uint8_t *shadow, const uint8_t *region,
 			uint64_t npages, char *why, size_t why_len)
@@ -61,7 +45,7 @@ static int collect_copy(struct pt_tracker *t, uint8_t *shadow, const uint8_t *re
 			snprintf(why, why_len, "range beyond the region");
 			return -ERANGE;
 		}
-		copy_page_range(shadow + r[i].first * ps, region + r[i].first * ps,
+		t_copy_racing(shadow + r[i].first * ps, region + r[i].first * ps,
 				r[i].count * ps);
 	}
 	return n;
@@ -111,13 +95,13 @@ static bool converge(enum pt_backend b, struct t_mem *m, double seconds, uint64_
 	memcpy(shadow, region, m->len);
 	if (!t_writers_start(&w, region, m->len, HOT_PAGES, seed, why, why_len))
 		goto out;
-	end = now() + seconds;
+	end = t_now() + seconds;
 	/* At least 12 collects and 2,000 writes, however slow the machine
 	 * (TSan with other builds running made 10 collects in the time; under
 	 * mprotect, collects racing the writers' faults left a few hundred
 	 * writes), within 20 times the time. */
-	while (now() < end || ((collects < 12 || t_writers_count(&w) < 2000) &&
-			       now() < end + 20 * seconds)) {
+	while (t_now() < end || ((collects < 12 || t_writers_count(&w) < 2000) &&
+			       t_now() < end + 20 * seconds)) {
 		n = collect_copy(t, shadow, region, npages, why, why_len);
 		if (n < 0)
 			goto stop;

@@ -2,7 +2,7 @@
 # demo.sh - the exchange end to end: one engine, two market-data servers and
 # the load for a while, then the summary and the consistency check.
 #
-#   apps/exchange/demo.sh [--seconds N] [--crash] [--dir DIR] [--keep]
+#   apps/exchange/demo.sh [--seconds N] [--crash] [--track HOW] [--dir DIR] [--keep]
 #
 #   --seconds N  how long the load runs (default 10)
 #   --crash      the crash drill: kill -9 the engine halfway, restart it from
@@ -11,6 +11,7 @@
 #   --kills N    with --crash: kill it N times, evenly spread (default 1)
 #   --shared     the md servers share one copy (pagetrack's shared replica)
 #                instead of keeping one private copy each
+#   --track HOW  the engine's tracking: plain (default), adaptive or chunks
 #   --dir DIR    work there (created if missing, left in place) instead of a
 #                temporary directory that is removed at the end
 #
@@ -19,7 +20,7 @@
 set -u
 O=${O:-build}
 B=$O/apps/exchange
-seconds=10 crash=0 kills=1 dir= keep=0 shared=()
+seconds=10 crash=0 kills=1 dir= keep=0 shared=() track=plain
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -27,6 +28,7 @@ while [ $# -gt 0 ]; do
 	--crash) crash=1 ;;
 	--kills) kills=${2:?--kills needs a value}; shift ;;
 	--shared) shared=(--shared) ;;	# the name follows the work dir, below
+	--track) track=${2:?--track needs a value}; shift ;;
 	--dir) dir=${2:?--dir needs a value}; keep=1; shift ;;
 	-h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -66,7 +68,7 @@ trap 'exit 130' INT TERM
 start_engine() {
 	rm -f "$dir/engine.port"	# a restart must not find the old one
 	"$B/exchange-engine" --dir "$dir/data" --port "${1:-0}" --port-file "$dir/engine.port" \
-		--status "$dir/engine.status" >>"$dir/engine.log" 2>&1 &
+		--track "$track" --status "$dir/engine.status" >>"$dir/engine.log" 2>&1 &
 	engine=$!
 	pids+=("$engine")
 	wait_port "$dir/engine.port" "$engine" || { echo "demo.sh: the engine did not start:"; cat "$dir/engine.log"; exit 1; }

@@ -34,7 +34,8 @@
  * syncs, pages, stall): what `make soak` samples every minute; and, for a
  * region, one of its tracker's since open (faults, hot pages, the fault's
  * cost): what `make bench-exchange` reads.  --track adaptive makes the
- * region track with PT_REGION_ADAPTIVE.
+ * region track with PT_REGION_ADAPTIVE, --track chunks with
+ * PT_REGION_CHUNKS (the engine writes its block only from user code).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -72,6 +73,7 @@ struct engine {
 	/* options */
 	int mode, port, ack_level, max_clients, idle_ms, durable_ms, nice;
 	bool adaptive;
+	bool chunks;
 	uint64_t sync_ns, sync_orders, size;
 	uint32_t nsymbols;
 	const char *dir, *port_file, *status_file, *listen;
@@ -306,11 +308,14 @@ static void print_tracker(struct engine *e)
 		return;
 	printf("exchange-engine: tracker: adaptive=%d fault_ns=%llu syncs=%llu pages=%llu "
 	       "faulted=%llu hot_pages=%llu hot_reports=%llu faults_avoided=%llu "
-	       "reported_unwritten=%llu\n", st.adaptive, (unsigned long long)st.fault_ns,
+	       "reported_unwritten=%llu chunks=%d chunks_scanned=%llu chunks_total=%llu "
+	       "chunks_cooled=%llu\n", st.adaptive, (unsigned long long)st.fault_ns,
 	       (unsigned long long)st.syncs, (unsigned long long)st.pages,
 	       (unsigned long long)st.faulted, (unsigned long long)st.hot_pages,
 	       (unsigned long long)st.hot_reports, (unsigned long long)st.faults_avoided,
-	       (unsigned long long)st.reported_unwritten);
+	       (unsigned long long)st.reported_unwritten, st.chunks,
+	       (unsigned long long)st.chunks_scanned, (unsigned long long)st.chunks_total,
+	       (unsigned long long)st.chunks_cooled);
 }
 
 /* One line of figures since the previous report, and the counters reset;
@@ -641,7 +646,8 @@ static void write_port_file(struct engine *e, int port)
 static void open_book(struct engine *e)
 {
 	struct xs_writer_opts so = { .mode = e->mode, .dir = e->dir, .size = e->size,
-				     .durable_ms = e->durable_ms, .adaptive = e->adaptive };
+				     .durable_ms = e->durable_ms, .adaptive = e->adaptive,
+				     .chunks = e->chunks };
 	char why[512] = "";
 	bool created;
 	int ret;
@@ -660,9 +666,10 @@ static void open_book(struct engine *e)
 		if (do_sync(e) || xs_writer_wait_durable(e->store, 1, 10000))
 			die("first sync failed");
 		if (!e->quiet)
-			printf("exchange-engine: new books: %u symbols, %u order slots, %zu MiB (%s)\n",
+			printf("exchange-engine: new books: %u symbols, %u order slots, %zu MiB (%s%s)\n",
 			       c.nsymbols, c.max_orders, xs_writer_size(e->store) >> 20,
-			       xs_mode_name(e->mode));
+			       xs_mode_name(e->mode), e->adaptive ? ", adaptive tracking" :
+			       e->chunks ? ", chunk guard" : "");
 		return;
 	}
 	ret = xb_attach(&e->book, xs_writer_base(e->store), xs_writer_size(e->store));
@@ -704,8 +711,9 @@ static void usage(FILE *f)
 "  -i, --idle-ms N         a frame must be whole N ms after its first byte, and a client\n"
 "                          silent for N ms gives its place to a newcomer when the\n"
 "                          clients or descriptors run out (default 5000)\n"
-"  -T, --track HOW         pagetrack: plain (default) or adaptive tracking (hot pages\n"
-"                          copied at every sync without a fault, PT_REGION_ADAPTIVE)\n"
+"  -T, --track HOW         pagetrack: plain (default), adaptive (hot pages copied at\n"
+"                          every sync without a fault, PT_REGION_ADAPTIVE) or chunks\n"
+"                          (a sync scans only the 2 MiB chunks written, PT_REGION_CHUNKS)\n"
 "  -N, --nice N            raise the engine's thread to nice N, -20..19, when permitted\n"
 "                          (default %d; 0: leave it at the default)\n"
 "  -q, --quiet\n", ENGINE_NICE);
@@ -772,12 +780,10 @@ static void parse(struct engine *e, int argc, char **argv)
 			break;
 		}
 		case 'T':
-			if (!strcmp(optarg, "plain"))
-				e->adaptive = false;
-			else if (!strcmp(optarg, "adaptive"))
-				e->adaptive = true;
-			else
-				die("--track: plain or adaptive, not '%s'", optarg);
+			e->adaptive = !strcmp(optarg, "adaptive");
+			e->chunks = !strcmp(optarg, "chunks");
+			if (!e->adaptive && !e->chunks && strcmp(optarg, "plain"))
+				die("--track: plain, adaptive or chunks, not '%s'", optarg);
 			break;
 		case 'a':
 			if (!strcmp(optarg, "applied"))

@@ -166,7 +166,8 @@ int xs_writer_open(struct xs_writer **out, const struct xs_writer_opts *o, bool 
 		 * an fdatasync; acks that need durability wait in pt_region_wait(). */
 		struct pt_region_opts ro = { .sz = sizeof(ro), .durability = PT_DURABLE_BACKGROUND,
 					     .durable_interval_ms = (unsigned)o->durable_ms,
-					     .flags = o->adaptive ? PT_REGION_ADAPTIVE : 0 };
+					     .flags = (o->adaptive ? PT_REGION_ADAPTIVE : 0) |
+						      (o->chunks ? PT_REGION_CHUNKS : 0) };
 
 		ret = pt_region_open(&w->region, o->dir, &ro);
 		if (ret == -ENOENT || ret == -EMEDIUMTYPE)

@@ -31,6 +31,7 @@ struct xs_writer_opts {
 	size_t size;		/* bytes, for a new block */
 	int durable_ms;		/* pagetrack: make epochs durable every N ms in the background (0: at each sync) */
 	bool adaptive;		/* pagetrack: adaptive tracking (PT_REGION_ADAPTIVE) */
+	bool chunks;		/* pagetrack: chunk guard (PT_REGION_CHUNKS) */
 };
 
 /*

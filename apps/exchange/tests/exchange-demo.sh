@@ -1,9 +1,9 @@
-# exchange-demo: make demo's run, shortened, with private then shared replicas: every copy equals the engine.
+# exchange-demo: make demo's run, shortened, with private then shared replicas, then with the engine's chunk guard: every copy equals the engine.
 # The demo exits 0 only when the live checks found every replica equal to
 # the engine at the same epoch and every copy converged after the load.
 set -u
 O=${O:-build}
-for mode in "" --shared; do
+for mode in "" --shared "--track chunks"; do
 	echo "== demo.sh --seconds 3 $mode"
 	out=$(O=$O apps/exchange/demo.sh --seconds 3 $mode 2>&1)
 	rc=$?
@@ -14,14 +14,18 @@ for mode in "" --shared; do
 		{ echo "no live consistency check ran"; exit 1; }
 	echo "$out" | grep -q ' 2 of 2 md servers converged' || { echo "the copies did not converge"; exit 1; }
 	echo "$out" | grep -q '^RESULT: PASS' || exit 1
-	if [ -n "$mode" ] && ! echo "$out" | grep -q 'shared copy of'; then
+	if [ "$mode" = --shared ] && ! echo "$out" | grep -q 'shared copy of'; then
 		echo "the md servers did not use a shared copy"
 		exit 1
 	fi
 	# The demo names its shared copy after its pid and removes every
 	# file of it (the control block and each copy file) at the end.  Only
 	# this run's: other runs of the demo on the machine have their own.
-	if [ -n "$mode" ]; then
+	if [ "$mode" = "--track chunks" ] && ! echo "$out" | grep -q '(pagetrack, chunk guard)'; then
+		echo "the engine did not track with the chunk guard"
+		exit 1
+	fi
+	if [ "$mode" = --shared ]; then
 		shm=$(echo "$out" | sed -n 's/^Shared copy: //p')
 		[ -n "$shm" ] || { echo "the demo did not name its shared copy"; exit 1; }
 		left=$(ls -d "$shm" "$shm".* 2>/dev/null | wc -l)
