@@ -74,6 +74,7 @@ trap 'exit 130' INT TERM
 # with the CPU shares and the tracker's figures appended
 run() {
 	local mode=$1 n=$2 r=$3 d="$work/$1-$2-$3" data eng md= args=() emode=$1 track=()
+	[ "$mode" = pagetrack ] && track=(--track plain)
 	mkdir -p "$d"
 	data="$d/data"
 	if [ "$mode" = adaptive ] || [ "$mode" = chunks ]; then

@@ -11,7 +11,7 @@
 #   --kills N    with --crash: kill it N times, evenly spread (default 1)
 #   --shared     the md servers share one copy (pagetrack's shared replica)
 #                instead of keeping one private copy each
-#   --track HOW  the engine's tracking: plain (default), adaptive or chunks
+#   --track HOW  the engine's tracking: chunks (default), plain or adaptive
 #   --dir DIR    work there (created if missing, left in place) instead of a
 #                temporary directory that is removed at the end
 #
@@ -20,7 +20,7 @@
 set -u
 O=${O:-build}
 B=$O/apps/exchange
-seconds=10 crash=0 kills=1 dir= keep=0 shared=() track=plain
+seconds=10 crash=0 kills=1 dir= keep=0 shared=() track=chunks
 
 while [ $# -gt 0 ]; do
 	case $1 in

@@ -33,9 +33,10 @@
  * SIGUSR1 prints one line of figures since the previous one (commands,
  * syncs, pages, stall): what `make soak` samples every minute; and, for a
  * region, one of its tracker's since open (faults, hot pages, the fault's
- * cost): what `make bench-exchange` reads.  --track adaptive makes the
- * region track with PT_REGION_ADAPTIVE, --track chunks with
- * PT_REGION_CHUNKS (the engine writes its block only from user code).
+ * cost): what `make bench-exchange` reads.  The region tracks with
+ * PT_REGION_CHUNKS (the engine writes its block only from user code, never
+ * by read(2) into it), unless --track says plain or adaptive
+ * (PT_REGION_ADAPTIVE).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -711,9 +712,10 @@ static void usage(FILE *f)
 "  -i, --idle-ms N         a frame must be whole N ms after its first byte, and a client\n"
 "                          silent for N ms gives its place to a newcomer when the\n"
 "                          clients or descriptors run out (default 5000)\n"
-"  -T, --track HOW         pagetrack: plain (default), adaptive (hot pages copied at\n"
-"                          every sync without a fault, PT_REGION_ADAPTIVE) or chunks\n"
-"                          (a sync scans only the 2 MiB chunks written, PT_REGION_CHUNKS)\n"
+"  -T, --track HOW         pagetrack: chunks (default: a sync scans only the 2 MiB\n"
+"                          chunks written lately, PT_REGION_CHUNKS), plain, or adaptive\n"
+"                          (hot pages copied at every sync without a fault,\n"
+"                          PT_REGION_ADAPTIVE)\n"
 "  -N, --nice N            raise the engine's thread to nice N, -20..19, when permitted\n"
 "                          (default %d; 0: leave it at the default)\n"
 "  -q, --quiet\n", ENGINE_NICE);
@@ -756,6 +758,7 @@ static void parse(struct engine *e, int argc, char **argv)
 	e->idle_ms = 5000;
 	e->durable_ms = 2;
 	e->nice = ENGINE_NICE;
+	e->chunks = true;	/* the engine writes its block only from user code */
 	while ((o = getopt_long(argc, argv, "m:d:l:p:P:s:n:t:o:a:D:S:c:i:N:T:qh", opts, NULL)) != -1) {
 		switch (o) {
 		case 'm':

@@ -1,9 +1,9 @@
-# exchange-demo: make demo's run, shortened, with private then shared replicas, then with the engine's chunk guard: every copy equals the engine.
+# exchange-demo: make demo's run, shortened, with private then shared replicas, then with plain tracking: every copy equals the engine.
 # The demo exits 0 only when the live checks found every replica equal to
 # the engine at the same epoch and every copy converged after the load.
 set -u
 O=${O:-build}
-for mode in "" --shared "--track chunks"; do
+for mode in "" --shared "--track plain"; do
 	echo "== demo.sh --seconds 3 $mode"
 	out=$(O=$O apps/exchange/demo.sh --seconds 3 $mode 2>&1)
 	rc=$?
@@ -21,8 +21,13 @@ for mode in "" --shared "--track chunks"; do
 	# The demo names its shared copy after its pid and removes every
 	# file of it (the control block and each copy file) at the end.  Only
 	# this run's: other runs of the demo on the machine have their own.
-	if [ "$mode" = "--track chunks" ] && ! echo "$out" | grep -q '(pagetrack, chunk guard)'; then
+	# The engine's default is the chunk guard; --track plain turns it off.
+	if [ -z "$mode" ] && ! echo "$out" | grep -q '(pagetrack, chunk guard)'; then
 		echo "the engine did not track with the chunk guard"
+		exit 1
+	fi
+	if [ "$mode" = "--track plain" ] && ! echo "$out" | grep -q '(pagetrack)'; then
+		echo "the engine did not track plainly"
 		exit 1
 	fi
 	if [ "$mode" = --shared ]; then
