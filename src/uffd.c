@@ -860,7 +860,8 @@ static int scan_chunks(struct pt_tracker *t, struct pm_scan_arg *arg, bool reset
 	for (size_t i = 0; i < g->out.nr; i++) {
 		uint64_t first = g->out.v[i].first, end = first + g->out.v[i].count;
 		uint64_t p_end = end << shift < t->npages ? end << shift : t->npages;
-		size_t from = t->out.nr;
+		/* The scan's first range may extend the last one there. */
+		size_t from = t->out.nr ? t->out.nr - 1 : 0;
 
 		ret = scan_span(t, arg, &t->out, reset, first << shift, p_end - (first << shift));
 		if (ret)
@@ -876,7 +877,7 @@ static int scan_chunks(struct pt_tracker *t, struct pm_scan_arg *arg, bool reset
 			uint64_t c0 = t->out.v[k].first >> shift;
 			uint64_t c1 = (t->out.v[k].first + t->out.v[k].count - 1) >> shift;
 
-			for (uint64_t c = c0; c <= c1; c++)
+			for (uint64_t c = c0 > first ? c0 : first; c <= c1 && c < end; c++)
 				s->idle[c] = 0;
 		}
 	}
