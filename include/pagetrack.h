@@ -148,9 +148,9 @@ struct pt_tracker_opts {
  * guarded chunk (read(2), recv(2) into the range) fail with EFAULT instead
  * of being tracked, so write into the range only from user code.  It also
  * installs the process-wide SIGSEGV handler (see PT_BACKEND_MPROTECT).
- * Cannot be combined with PT_TRACK_ADAPTIVE (-EINVAL; PAGETRACK_ADAPTIVE=1
- * in the environment turns this flag off instead, with a warning).  The
- * other backends ignore it.  pt_tracker_stats() counts the chunks scanned.
+ * With PT_TRACK_ADAPTIVE too, the scan around the hot pages covers the
+ * marked chunks only.  The other backends ignore the flag.
+ * pt_tracker_stats() counts the chunks scanned.
  */
 #define PT_TRACK_CHUNKS 4u
 

@@ -54,7 +54,6 @@ static int opts_take(struct pt_region_opts *o, const struct pt_region_opts *in)
 	if ((unsigned int)o->durability > PT_DURABLE_NONE ||
 	    (o->flags & ~(PT_REGION_NO_CHECKPOINT_THREAD | PT_REGION_ACCEPT_LOSS |
 			  PT_REGION_ADAPTIVE | PT_REGION_CHUNKS)) ||
-	    (o->flags & PT_REGION_ADAPTIVE && o->flags & PT_REGION_CHUNKS) ||
 	    o->segment_bytes > MAX_SEGMENT_BYTES || o->staging_bytes > MAX_STAGING_BYTES)
 		return -EINVAL;
 	if (!o->durable_interval_ms)

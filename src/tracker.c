@@ -109,14 +109,9 @@ PT_EXPORT int pt_tracker_open(struct pt_tracker **out, void *addr, size_t len,
 			   sizeof(o.flags));
 	if (ret)
 		return ret;
-	if ((o.flags & ~(PT_TRACK_ADAPTIVE | PT_TRACK_CHUNKS)) || o.hot_after > 255 ||
-	    (o.flags & PT_TRACK_ADAPTIVE && o.flags & PT_TRACK_CHUNKS))
+	if ((o.flags & ~(PT_TRACK_ADAPTIVE | PT_TRACK_CHUNKS)) || o.hot_after > 255)
 		return -EINVAL;
 	o.flags = adaptive_from_env(o.flags);
-	if (o.flags & PT_TRACK_ADAPTIVE && o.flags & PT_TRACK_CHUNKS) {
-		pt_log(PT_LOG_WARN, "tracker: PAGETRACK_ADAPTIVE=1 turns PT_TRACK_CHUNKS off");
-		o.flags &= ~PT_TRACK_CHUNKS;
-	}
 	if (page_size <= 0 || !addr || !len || start % (uintptr_t)page_size ||
 	    len % (size_t)page_size || start + len < start)
 		return -EINVAL;

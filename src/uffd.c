@@ -599,15 +599,15 @@ static uint64_t estimate(uint64_t est, uint64_t sample)
  * The runs of pages not in t->skip, each cut where t->keep starts or
  * stops: fn(t, first, count, keep, arg) for each, in order.
  */
-static int for_each_run(struct pt_tracker *t,
+static int for_each_run(struct pt_tracker *t, uint64_t lo, uint64_t hi,
 			int (*fn)(struct pt_tracker *t, uint64_t first, uint64_t count, bool keep,
 				  void *arg),
 			void *arg)
 {
-	uint64_t p = pt_bit_next(t->skip, 0, t->npages, false);
+	uint64_t p = pt_bit_next(t->skip, lo, hi, false);
 
-	while (p < t->npages) {
-		uint64_t end = pt_bit_next(t->skip, p, t->npages, true);
+	while (p < hi) {
+		uint64_t end = pt_bit_next(t->skip, p, hi, true);
 
 		for (uint64_t q = p; q < end;) {
 			bool keep = t->keep && pt_bit_test(t->keep, q);
@@ -618,7 +618,7 @@ static int for_each_run(struct pt_tracker *t,
 				return ret;
 			q = stop;
 		}
-		p = pt_bit_next(t->skip, end, t->npages, false);
+		p = pt_bit_next(t->skip, end, hi, false);
 	}
 	return 0;
 }
@@ -646,27 +646,29 @@ static int scan_run(struct pt_tracker *t, uint64_t first, uint64_t count, bool k
 	return scan_span(t, keep ? &rs->read : rs->arg, rs->out, !keep, first, count);
 }
 
-/* A scan per run of pages not in t->skip: read-only over t->keep, else
- * write-protecting. */
-static int scan_runs(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out)
+/* A scan per run of pages of [lo, hi) not in t->skip: read-only over
+ * t->keep, else write-protecting. */
+static int scan_runs(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out,
+		     uint64_t lo, uint64_t hi)
 {
 	struct runs_scan rs = { .arg = arg, .read = *arg, .out = out };
 
 	rs.read.flags &= ~(uint64_t)PM_SCAN_WP_MATCHING;
-	return for_each_run(t, scan_run, &rs);
+	return for_each_run(t, lo, hi, scan_run, &rs);
 }
 
 bool pt_uffd_merge_hot_always;
 
 /*
- * A read-only scan of the whole range into s->seen, then a write-protecting
+ * A read-only scan of pages [lo, hi) into s->seen, then a write-protecting
  * scan of each cluster of the written pages in neither t->skip nor t->keep,
  * into out; out then becomes the union of both (hot pages included: the
  * tracker reports them anyway).  Two clusters are one when the skipped and
  * kept pages between them would cost less in faults than a scan (a scan
  * re-arms those it spans; see the top of this file).
  */
-static int scan_read_first(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out)
+static int scan_read_first(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out,
+			   uint64_t lo, uint64_t hi)
 {
 	struct uffd_state *s = t->priv;
 	struct pm_scan_arg read = *arg;
@@ -682,7 +684,7 @@ static int scan_read_first(struct pt_tracker *t, struct pm_scan_arg *arg, struct
 
 	read.flags &= ~(uint64_t)PM_SCAN_WP_MATCHING;
 	s->seen.nr = 0;
-	ret = scan_span(t, &read, &s->seen, false, 0, t->npages);
+	ret = scan_span(t, &read, &s->seen, false, lo, hi - lo);
 	if (ret)
 		return ret;
 	for (size_t i = 0; i < s->seen.nr; i++) {
@@ -727,17 +729,19 @@ enum pt_hot_scan pt_uffd_hot_scan;
 #define EXPLORE_EVERY 32
 
 /*
- * A write-protecting collect around the hot pages (t->skip), the cheaper
- * way by the timings so far (see the top of this file).
+ * A write-protecting collect of pages [lo, hi) around the hot pages
+ * (t->skip), the cheaper way by the timings so far (see the top of this
+ * file).
  */
-static int scan_hot(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out)
+static int scan_hot(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out,
+		    uint64_t lo, uint64_t hi)
 {
 	struct uffd_state *s = t->priv;
 	uint64_t runs = 0, t0;
 	bool by_runs;
 	int ret;
 
-	for_each_run(t, count_run, &runs);
+	for_each_run(t, lo, hi, count_run, &runs);
 	if (pt_uffd_hot_scan != PT_HOT_SCAN_AUTO)
 		by_runs = pt_uffd_hot_scan == PT_HOT_SCAN_RUNS;
 	else if (!s->run_ns || !s->read_first_ns)
@@ -748,11 +752,11 @@ static int scan_hot(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ran
 		by_runs = runs * s->run_ns <= s->read_first_ns;
 	t0 = pt_now_ns();
 	if (by_runs) {
-		ret = scan_runs(t, arg, out);
+		ret = scan_runs(t, arg, out, lo, hi);
 		if (!ret && runs)
 			s->run_ns = estimate(s->run_ns, (pt_now_ns() - t0) / runs);
 	} else {
-		ret = scan_read_first(t, arg, out);
+		ret = scan_read_first(t, arg, out, lo, hi);
 		if (!ret)
 			s->read_first_ns = estimate(s->read_first_ns, pt_now_ns() - t0);
 	}
@@ -766,7 +770,7 @@ static int scan_hot(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ran
 static int scan(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out, bool wp)
 {
 	if (t->skip && wp)
-		return scan_hot(t, arg, out);
+		return scan_hot(t, arg, out, 0, t->npages);
 	return scan_span(t, arg, out, wp, 0, t->npages);
 }
 
@@ -863,7 +867,11 @@ static int scan_chunks(struct pt_tracker *t, struct pm_scan_arg *arg, bool reset
 		/* The scan's first range may extend the last one there. */
 		size_t from = t->out.nr ? t->out.nr - 1 : 0;
 
-		ret = scan_span(t, arg, &t->out, reset, first << shift, p_end - (first << shift));
+		/* Adaptive tracking: around the hot pages, in the chunks. */
+		if (t->skip && reset)
+			ret = scan_hot(t, arg, &t->out, first << shift, p_end);
+		else
+			ret = scan_span(t, arg, &t->out, reset, first << shift, p_end - (first << shift));
 		if (ret)
 			return ret;
 		chunks += end - first;

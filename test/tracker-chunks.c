@@ -15,8 +15,9 @@
  *  - kernel writes: read(2) into a guarded chunk fails with EFAULT (the
  *    documented price), into a chunk written since the last collect it
  *    works and is reported;
- *  - refusals: with PT_TRACK_ADAPTIVE -EINVAL; a second tracker on the
- *    range -EEXIST; the mprotect backend ignores the flag;
+ *  - with PT_TRACK_ADAPTIVE: hot pages in a chunk, reported at every
+ *    collect, the other chunks not scanned; a second tracker on the range
+ *    -EEXIST; the mprotect backend ignores the flag;
  *  - fork: the child writes its copy without a fault;
  *  - converge: two writer threads never stop while the main thread
  *    collects and copies, with the default cooling and with a re-arm of
@@ -277,22 +278,48 @@ static bool kernel_cell(char *why, size_t why_len)
 	return true;
 }
 
-static bool refusals_cell(char *why, size_t why_len)
+static bool others_cell(char *why, size_t why_len)
 {
-	size_t len = 4ul << 20;
+	size_t ps = t_page_size(), len = 8ul << 20;
+	uint64_t per = CHUNK / ps, npages = len / ps, scanned;
 	struct pt_tracker_opts o = {
 		.sz = sizeof(o), .backend = PT_BACKEND_UFFD_WP,
-		.flags = PT_TRACK_CHUNKS | PT_TRACK_ADAPTIVE,
+		.flags = PT_TRACK_CHUNKS | PT_TRACK_ADAPTIVE, .hot_after = 2, .probation = 1000,
 	};
+	uint8_t *map = calloc(npages, 1);
 	struct pt_tracker_stats st;
 	struct pt_tracker *t, *t2;
 	struct t_mem m;
-	int r;
+	int r, n = 0;
 
+	CHECK(map, "out of memory");
 	r = t_mem_map(&m, T_MEM_ANON, len, why, why_len);
 	CHECK(r == 0, "map: %s", why);
+	memset(m.addr, 1, len);
+	/* Adaptive: pages 0-7 of chunk 1 written at every collect turn hot. */
+	pt_uffd_guard_cool_after = COOL_DEFAULT;
 	r = pt_tracker_open(&t, m.addr, len, &o);
-	CHECK(r == -EINVAL, "chunks with adaptive: %s, want EINVAL", strerror(-r));
+	CHECK(r == 0, "chunks with adaptive: %s", strerror(-r));
+	for (int i = 0; i < 6; i++) {
+		for (uint64_t p = 0; p < 8; p++)
+			poke(m.addr, per + p, i);
+		n = t_collect_map(t, PT_COLLECT_RESET, map, npages, why, why_len);
+		CHECK(n >= 8, "round %d: %d pages (%s)", i, n, why);
+	}
+	CHECK(stats_of(t, &st) && st.adaptive == 1 && st.chunks == 1 && st.hot_pages == 8,
+	      "adaptive %d, chunks %d, %llu hot pages, want 1, 1, 8", st.adaptive, st.chunks,
+	      (unsigned long long)st.hot_pages);
+	scanned = st.chunks_scanned;
+	/* A cold page of chunk 3 and the hot ones: all reported, chunks 1
+	 * and 3 scanned, not the two others. */
+	poke(m.addr, 3 * per + 5, 1);
+	poke(m.addr, per + 1, 9);
+	n = t_collect_map(t, PT_COLLECT_RESET, map, npages, why, why_len);
+	CHECK(n == 9 && map[3 * per + 5] && map[per] && map[per + 7],
+	      "hot pages and one cold: %d pages (%s)", n, why);
+	CHECK(stats_of(t, &st) && st.chunks_scanned - scanned == 2, "%llu chunks scanned, want 2",
+	      (unsigned long long)(st.chunks_scanned - scanned));
+	pt_tracker_close(t);
 	r = open_chunks(&t, m.addr, len);
 	CHECK(r == 0, "open: %s", strerror(-r));
 	r = open_chunks(&t2, m.addr + (1ul << 20), len / 2);
@@ -305,6 +332,7 @@ static bool refusals_cell(char *why, size_t why_len)
 	CHECK(stats_of(t, &st) && st.chunks == 0, "mprotect says chunks %d", st.chunks);
 	pt_tracker_close(t);
 	t_mem_unmap(&m);
+	free(map);
 	return true;
 }
 
@@ -431,7 +459,7 @@ int main(void)
 		{ "order: re-arm, then scan", order_cell },
 		{ "edges: partial chunks", edges_cell },
 		{ "kernel writes", kernel_cell },
-		{ "refusals", refusals_cell },
+		{ "adaptive, overlap, mprotect", others_cell },
 		{ "fork", fork_cell },
 		{ "converge: writer threads", converge_cell },
 	};

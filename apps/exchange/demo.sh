@@ -11,7 +11,8 @@
 #   --kills N    with --crash: kill it N times, evenly spread (default 1)
 #   --shared     the md servers share one copy (pagetrack's shared replica)
 #                instead of keeping one private copy each
-#   --track HOW  the engine's tracking: chunks (default), plain or adaptive
+#   --track HOW  the engine's tracking: chunks (default), plain, adaptive or
+#                adaptive,chunks
 #   --dir DIR    work there (created if missing, left in place) instead of a
 #                temporary directory that is removed at the end
 #

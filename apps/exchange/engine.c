@@ -36,7 +36,7 @@
  * cost): what `make bench-exchange` reads.  The region tracks with
  * PT_REGION_CHUNKS (the engine writes its block only from user code, never
  * by read(2) into it), unless --track says plain or adaptive
- * (PT_REGION_ADAPTIVE).
+ * (PT_REGION_ADAPTIVE); adaptive,chunks asks for both.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -669,8 +669,9 @@ static void open_book(struct engine *e)
 		if (!e->quiet)
 			printf("exchange-engine: new books: %u symbols, %u order slots, %zu MiB (%s%s)\n",
 			       c.nsymbols, c.max_orders, xs_writer_size(e->store) >> 20,
-			       xs_mode_name(e->mode), e->adaptive ? ", adaptive tracking" :
-			       e->chunks ? ", chunk guard" : "");
+			       xs_mode_name(e->mode),
+			       e->adaptive && e->chunks ? ", adaptive tracking, chunk guard" :
+			       e->adaptive ? ", adaptive tracking" : e->chunks ? ", chunk guard" : "");
 		return;
 	}
 	ret = xb_attach(&e->book, xs_writer_base(e->store), xs_writer_size(e->store));
@@ -687,6 +688,21 @@ static void open_book(struct engine *e)
 		       e->dir, (long long)xs_writer_epoch(e->store),
 		       (unsigned long long)e->book.h->live_orders,
 		       (unsigned long long)e->book.h->commands);
+}
+
+/* --track: plain, or chunks and adaptive, alone or as "adaptive,chunks". */
+static void parse_track(struct engine *e, const char *arg)
+{
+	e->adaptive = e->chunks = false;
+	if (!strcmp(arg, "plain"))
+		return;
+	if (!strcmp(arg, "chunks") || !strcmp(arg, "adaptive") || !strcmp(arg, "adaptive,chunks") ||
+	    !strcmp(arg, "chunks,adaptive")) {
+		e->adaptive = strstr(arg, "adaptive") != NULL;
+		e->chunks = strstr(arg, "chunks") != NULL;
+		return;
+	}
+	die("--track: plain, chunks, adaptive or adaptive,chunks, not '%s'", arg);
 }
 
 static void usage(FILE *f)
@@ -713,9 +729,9 @@ static void usage(FILE *f)
 "                          silent for N ms gives its place to a newcomer when the\n"
 "                          clients or descriptors run out (default 5000)\n"
 "  -T, --track HOW         pagetrack: chunks (default: a sync scans only the 2 MiB\n"
-"                          chunks written lately, PT_REGION_CHUNKS), plain, or adaptive\n"
+"                          chunks written lately, PT_REGION_CHUNKS), plain, adaptive\n"
 "                          (hot pages copied at every sync without a fault,\n"
-"                          PT_REGION_ADAPTIVE)\n"
+"                          PT_REGION_ADAPTIVE), or adaptive,chunks (both)\n"
 "  -N, --nice N            raise the engine's thread to nice N, -20..19, when permitted\n"
 "                          (default %d; 0: leave it at the default)\n"
 "  -q, --quiet\n", ENGINE_NICE);
@@ -783,10 +799,7 @@ static void parse(struct engine *e, int argc, char **argv)
 			break;
 		}
 		case 'T':
-			e->adaptive = !strcmp(optarg, "adaptive");
-			e->chunks = !strcmp(optarg, "chunks");
-			if (!e->adaptive && !e->chunks && strcmp(optarg, "plain"))
-				die("--track: plain, adaptive or chunks, not '%s'", optarg);
+			parse_track(e, optarg);
 			break;
 		case 'a':
 			if (!strcmp(optarg, "applied"))
