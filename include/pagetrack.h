@@ -137,12 +137,13 @@ struct pt_tracker_opts {
  * tables of the whole range, about 3.5 ns a page here (230-330 us for
  * 256 MiB) however few pages were written.  With this flag the range is
  * also guarded in 2 MiB chunks by mprotect(PROT_READ): the first write to
- * a chunk after a collect raises SIGSEGV, which the mprotect backend's
- * handler resolves (the chunk becomes writable and is marked), and a
- * collect scans only the marked chunks, re-guarding them before it scans
- * them so that no write is missed.  A collect then costs in proportion to
- * the chunks written, and the first write to each costs a signal and an
- * mprotect (a few microseconds) on top of its page's fault.
+ * a guarded chunk raises SIGSEGV, which the mprotect backend's handler
+ * resolves (the chunk becomes writable and is marked), and a collect
+ * scans only the marked chunks.  A marked chunk that 32 collects in a row
+ * found unwritten is guarded again, before the collect scans it, so that
+ * no write is missed.  A collect then costs in proportion to the chunks
+ * written lately; guarding a chunk again and its next write each cost an
+ * mprotect of the chunk (~40 us here for a populated one).
  *
  * The price is the mprotect backend's rule: the kernel's writes into a
  * guarded chunk (read(2), recv(2) into the range) fail with EFAULT instead

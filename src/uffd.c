@@ -357,17 +357,22 @@ static void uffd_free(struct uffd_state *s)
  * whose "pages" are GUARD_SHIFT chunks, so that a collect scans only the
  * chunks written since the last one.  mprotect.c's handler/collect protocol
  * keeps "a writable chunk is marked"; uffd-wp still says which pages of it
- * were written.  Why nothing is lost: a collect with reset first has the
- * guard report the marked chunks and make them read-only again (the
- * guard's collect), then scans each of them with PM_SCAN_WP_MATCHING.  A
- * write that landed before its chunk turned read-only is in the page
- * tables, and the scan after finds it; a later write faults on the
- * guard, which marks the chunk before the write lands, so the next
- * collect scans it.  An unmarked chunk has been read-only since the scan
- * that followed its last unmarking, so none of its pages were written
- * since.  The guard is opened before the range is armed, so the first
- * collect needs no full scan; mprotect leaves uffd-wp's PTE bits alone
- * (a protected PTE stays read-only when its chunk turns writable).
+ * were written.  A collect with reset lists the marked chunks, makes those
+ * that GUARD_COOL_AFTER collects in a row found unwritten read-only again
+ * and unmarks them (cool_chunks()), then scans every chunk it listed with
+ * PM_SCAN_WP_MATCHING.  Why nothing is lost: a chunk that stays marked is
+ * scanned at every collect; for one being cooled, a write that landed
+ * before it turned read-only is in the page tables, and the scan after
+ * finds it, and a later write faults on the guard, which marks the chunk
+ * before the write lands, so the next collect scans it.  An unmarked
+ * chunk has been read-only since the scan that followed its unmarking, so
+ * none of its pages were written since.  The guard is opened before the
+ * range is armed, so the first collect needs no full scan; mprotect
+ * leaves uffd-wp's PTE bits alone (a protected PTE stays read-only when
+ * its chunk turns writable).  Chunks cool only after GUARD_COOL_AFTER
+ * idle collects because an mprotect of a populated 2 MiB chunk rewrites
+ * its 512 PTEs (~40 us here), to re-guard it and again at its next write,
+ * while scanning a marked chunk costs a few microseconds.
  */
 #define GUARD_SHIFT 21
 #define GUARD_COOL_AFTER 32
