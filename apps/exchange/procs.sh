@@ -6,8 +6,11 @@
 #                        load waits for a stopped engine for its whole
 #                        --reconnect-ms), then reap them all
 #   wait_port FILE PID   until PID wrote its port FILE (20 s), or it died
-#   free_port            a TCP port nothing listens on now (30000-49999), for
-#                        a program that must be told its port before it starts
+#   free_port            a TCP port no socket uses now, outside the kernel's
+#                        range of ephemeral ports (so that no outgoing
+#                        connection takes it before the program binds it),
+#                        for a program that must be told its port before it
+#                        starts
 
 pids=()
 
@@ -34,10 +37,20 @@ wait_port() {
 }
 
 free_port() {
-	local p i
+	local p i lo=32768 hi=60999 base span
+	read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null
+	# Below the ephemeral range if there is room, else above it.
+	if [ "$lo" -gt 12000 ]; then
+		base=10000 span=$((lo - 10000))
+	elif [ "$hi" -lt 63000 ]; then
+		base=$((hi + 1)) span=$((65535 - hi))
+	else
+		echo "free_port: ip_local_port_range $lo-$hi leaves no room outside it" >&2
+		return 1
+	fi
 	for i in $(seq 200); do
-		p=$(( (RANDOM % 20000) + 30000 ))
-		ss -Htln "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
+		p=$(( base + (RANDOM * 32768 + RANDOM) % span ))
+		ss -Htan "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
 	done
 	return 1
 }
