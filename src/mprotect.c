@@ -874,22 +874,35 @@ static int mp_collect(struct pt_tracker *t, bool reset)
 	return 0;
 }
 
-static int mp_reset(struct pt_tracker *t)
+/*
+ * Make pages [first, end) read-only and clear their bits, under the lock
+ * with the asynchronous signals blocked.  Returns the pages that could
+ * not be protected: they keep their bits (reported again, never lost).
+ */
+static uint64_t rearm(struct mp_state *s, uint64_t first, uint64_t end)
 {
-	struct mp_state *s = t->priv;
 	uint64_t left = 0;
 	sigset_t saved;
 
-	log_degrades(s);
 	block_signals(&saved);
 	state_lock(s, self_tid());
-	if (!protect_pages(s, 0, s->npages, PROT_READ))
-		clear_bits(s, 0, s->npages);
+	if (!protect_pages(s, first, end, PROT_READ))
+		clear_bits(s, first, end);
 	else
-		left = reprotect_runs(s, 0, s->npages);
+		left = reprotect_runs(s, first, end);
 	resync_vmas(s);
 	state_unlock(s);
 	restore_signals(&saved);
+	return left;
+}
+
+static int mp_reset(struct pt_tracker *t)
+{
+	struct mp_state *s = t->priv;
+	uint64_t left;
+
+	log_degrades(s);
+	left = rearm(s, 0, s->npages);
 	if (left)
 		pt_log(PT_LOG_WARN,
 		       "mprotect: reset could not re-protect %llu pages; they are reported "
@@ -922,26 +935,12 @@ static void mp_close(struct pt_tracker *t)
 	t->priv = NULL;
 }
 
-/* Make pages [first, first + count) read-only and clear their bits, as a
- * collect with reset does for what it reports (the chunk guard of uffd.c
- * re-arms only the chunks it chose).  A page that could not be protected
- * keeps its bit.  Returns 0 or -errno. */
+/* Re-arm only pages [first, first + count), as reset does for all (the
+ * chunk guard of uffd.c re-arms the chunks it chose).  0, or -ENOMEM when
+ * some could not be protected (they keep their bits). */
 int pt_mprotect_rearm(struct pt_tracker *t, uint64_t first, uint64_t count)
 {
-	struct mp_state *s = t->priv;
-	sigset_t saved;
-	int ret = 0;
-
-	block_signals(&saved);
-	state_lock(s, self_tid());
-	if (protect_pages(s, first, first + count, PROT_READ))
-		ret = -errno;
-	else
-		clear_bits(s, first, first + count);
-	resync_vmas(s);
-	state_unlock(s);
-	restore_signals(&saved);
-	return ret;
+	return rearm(t->priv, first, first + count) ? -ENOMEM : 0;
 }
 
 /* In a forked child: the fork handler restored and unpublished the range

@@ -124,7 +124,6 @@ struct uffd_state {
 	char *scratch;		/* fault_cost()'s COST_PAGES pages, registered */
 	struct pt_tracker *guard;	/* PT_TRACK_CHUNKS: mprotect by chunk, see guard_open() */
 	uint8_t *idle;		/* per chunk: collects in a row it was scanned unwritten */
-	uint64_t chunks_cooled;	/* chunks the guard re-armed */
 	struct uffd_state *next;	/* on open_states, for the fork handler */
 };
 
@@ -823,11 +822,13 @@ void *pt_uffd_guard_between_arg;
 bool pt_uffd_guard_swap_order;
 unsigned int pt_uffd_guard_cool_after = GUARD_COOL_AFTER;
 
-/* Re-arm the marked chunks that stayed unwritten long enough (guard_open()). */
-static void cool_chunks(struct pt_tracker *t)
+/* Re-arm the marked chunks that stayed unwritten long enough (guard_open());
+ * returns how many. */
+static uint64_t cool_chunks(struct pt_tracker *t)
 {
 	struct uffd_state *s = t->priv;
 	struct pt_tracker *g = s->guard;
+	uint64_t cooled = 0;
 
 	for (size_t i = 0; i < g->out.nr; i++) {
 		for (uint64_t c = g->out.v[i].first; c < g->out.v[i].first + g->out.v[i].count; c++) {
@@ -836,10 +837,11 @@ static void cool_chunks(struct pt_tracker *t)
 			/* On failure the chunk stays marked and writable:
 			 * scanned again next time, nothing lost. */
 			if (!pt_mprotect_rearm(g, c, 1))
-				s->chunks_cooled++;
+				cooled++;
 			s->idle[c] = 0;
 		}
 	}
+	return cooled;
 }
 
 /*
@@ -854,7 +856,7 @@ static int scan_chunks(struct pt_tracker *t, struct pm_scan_arg *arg, bool reset
 	struct pt_tracker *g = s->guard;
 	unsigned int shift = GUARD_SHIFT - t->page_shift;
 	bool swap = reset && pt_uffd_guard_swap_order;
-	uint64_t chunks = 0;
+	uint64_t chunks = 0, cooled = 0;
 	int ret;
 
 	g->out.nr = 0;
@@ -862,7 +864,7 @@ static int scan_chunks(struct pt_tracker *t, struct pm_scan_arg *arg, bool reset
 	if (ret)
 		return ret;
 	if (reset && !swap) {
-		cool_chunks(t);
+		cooled = cool_chunks(t);
 		if (pt_uffd_guard_between)
 			pt_uffd_guard_between(pt_uffd_guard_between_arg);
 	}
@@ -898,12 +900,12 @@ static int scan_chunks(struct pt_tracker *t, struct pm_scan_arg *arg, bool reset
 		/* The wrong order, for the test only: re-armed after the scan. */
 		if (pt_uffd_guard_between)
 			pt_uffd_guard_between(pt_uffd_guard_between_arg);
-		cool_chunks(t);
+		cooled = cool_chunks(t);
 	}
 	if (reset) {
 		pthread_mutex_lock(&t->mark_lock);
 		t->stats.chunks_scanned += chunks;
-		t->stats.chunks_cooled = s->chunks_cooled;
+		t->stats.chunks_cooled += cooled;
 		pthread_mutex_unlock(&t->mark_lock);
 	}
 	return 0;

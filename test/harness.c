@@ -148,21 +148,24 @@ bool t_backend_usable(enum pt_backend b, char *why, size_t why_len)
  * the shared library (they never ask for "cool"). */
 extern unsigned int pt_uffd_guard_cool_after __attribute__((weak));
 
-/* Open a tracker on a forced backend; opts.backend beats PAGETRACK_BACKEND.
- * PAGETRACK_TEST_CHUNKS=1 adds PT_TRACK_CHUNKS, =cool also has the guard
- * re-arm every marked chunk at every collect (test/tracker-chunks.sh). */
-int t_tracker_open_on(struct pt_tracker **t, enum pt_backend b, void *addr, size_t len)
+unsigned int t_test_track_flags(void)
 {
 	const char *chunks = getenv("PAGETRACK_TEST_CHUNKS");
-	struct pt_tracker_opts o = { .sz = sizeof(o), .backend = b };
 
-	if (chunks && (!strcmp(chunks, "1") || !strcmp(chunks, "cool")))
-		o.flags |= PT_TRACK_CHUNKS;
-	if (chunks && !strcmp(chunks, "cool")) {
+	if (!chunks || (strcmp(chunks, "1") && strcmp(chunks, "cool")))
+		return 0;
+	if (!strcmp(chunks, "cool")) {
 		if (!&pt_uffd_guard_cool_after)
 			DIE("PAGETRACK_TEST_CHUNKS=cool needs a test linked with the static library");
 		pt_uffd_guard_cool_after = 0;
 	}
+	return PT_TRACK_CHUNKS;
+}
+
+/* Open a tracker on a forced backend; opts.backend beats PAGETRACK_BACKEND. */
+int t_tracker_open_on(struct pt_tracker **t, enum pt_backend b, void *addr, size_t len)
+{
+	struct pt_tracker_opts o = { .sz = sizeof(o), .backend = b, .flags = t_test_track_flags() };
 
 	return pt_tracker_open(t, addr, len, &o);
 }

@@ -105,6 +105,10 @@ bool t_backend_usable(enum pt_backend b, char *why, size_t why_len);
 
 /* Open a tracker on a forced backend; opts.backend beats PAGETRACK_BACKEND. */
 int t_tracker_open_on(struct pt_tracker **t, enum pt_backend b, void *addr, size_t len);
+/* The flags PAGETRACK_TEST_CHUNKS asks every test tracker for: =1
+ * PT_TRACK_CHUNKS, =cool that too with every marked chunk re-armed at
+ * every collect (test/tracker-chunks.sh); else 0. */
+unsigned int t_test_track_flags(void);
 
 /*
  * With PT_SOFTDIRTY_EMULATE=1 in the environment, run the soft-dirty

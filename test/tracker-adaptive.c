@@ -88,21 +88,14 @@ static void use_way(const struct scan_way *w)
 static uint64_t seed;
 static double seconds = 1.0;
 
-/* PAGETRACK_TEST_CHUNKS=1 or cool adds PT_TRACK_CHUNKS (tracker-chunks.sh). */
+/* PAGETRACK_TEST_CHUNKS adds the chunk guard (t_test_track_flags()). */
 static int open_adaptive(struct pt_tracker **t, enum pt_backend b, void *addr, size_t len,
 			 unsigned int hot_after, unsigned int probation)
 {
-	const char *chunks = getenv("PAGETRACK_TEST_CHUNKS");
 	struct pt_tracker_opts o = {
-		.sz = sizeof(o), .backend = b, .flags = PT_TRACK_ADAPTIVE,
+		.sz = sizeof(o), .backend = b, .flags = PT_TRACK_ADAPTIVE | t_test_track_flags(),
 		.hot_after = hot_after, .probation = probation,
 	};
-
-	if (chunks && (!strcmp(chunks, "1") || !strcmp(chunks, "cool"))) {
-		o.flags |= PT_TRACK_CHUNKS;
-		if (!strcmp(chunks, "cool"))
-			pt_uffd_guard_cool_after = 0;
-	}
 
 	return pt_tracker_open(t, addr, len, &o);
 }
