@@ -334,14 +334,90 @@ out:
 	return err;
 }
 
+/* How long net_sub_drop() waits for its flush's answer before it keeps the
+ * subscription until the close instead. */
+#define DROP_FLUSH_MS	1000
+
+/* What is kept for net_close(): a gather's opener thread (status.c) may
+ * drop while its owner does. */
+static pthread_mutex_t later_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Keep *p in the array *arr of *n for net_close(); false when out of memory. */
+static bool keep(void ***arr, size_t *n, void *p)
+{
+	void **grown;
+
+	pthread_mutex_lock(&later_lock);
+	grown = realloc(*arr, (*n + 1) * sizeof(*grown));
+	if (grown) {
+		grown[(*n)++] = p;
+		*arr = grown;
+	}
+	pthread_mutex_unlock(&later_lock);
+	return grown != NULL;
+}
+
+/* Flushed after an unsubscribe: the read thread is done with it. */
+static bool flushed(struct net_conn *c)
+{
+	int64_t ms = c->jsopts.Wait > 0 && c->jsopts.Wait < DROP_FLUSH_MS ? c->jsopts.Wait :
+		     DROP_FLUSH_MS;
+
+	return natsConnection_FlushTimeout(c->nc, ms) == NATS_OK;
+}
+
+void net_sub_drop(struct net_conn *c, natsSubscription *sub, bool delete)
+{
+	if (!sub)
+		return;
+	if (delete) {
+		natsSubscription_Unsubscribe(sub);
+		if (flushed(c)) {
+			natsSubscription_Destroy(sub);
+			return;
+		}
+	}
+	if (!keep((void ***)&c->later_subs, &c->nlater_subs, sub))
+		/* Never destroyed: a leak, not a crash. */
+		net_log(PT_LOG_WARN, "out of memory: a subscription is left as it is");
+}
+
+void net_watcher_drop(struct net_conn *c, kvWatcher *w)
+{
+	if (!w)
+		return;
+	kvWatcher_Stop(w);	/* unsubscribes, deletes its consumer */
+	if (flushed(c))
+		kvWatcher_Destroy(w);
+	else if (!keep((void ***)&c->later_watchers, &c->nlater_watchers, w))
+		net_log(PT_LOG_WARN, "out of memory: a KV watcher is left as it is");
+}
+
+void net_close(struct net_conn *c)
+{
+	/* Joins the read thread: nothing dropped is used after this. */
+	if (c->nc)
+		natsConnection_Close(c->nc);
+	pthread_mutex_lock(&later_lock);
+	for (size_t i = 0; i < c->nlater_subs; i++)
+		natsSubscription_Destroy(c->later_subs[i]);
+	for (size_t i = 0; i < c->nlater_watchers; i++)
+		kvWatcher_Destroy(c->later_watchers[i]);
+	free(c->later_subs);
+	free(c->later_watchers);
+	c->later_subs = NULL;
+	c->later_watchers = NULL;
+	c->nlater_subs = c->nlater_watchers = 0;
+	pthread_mutex_unlock(&later_lock);
+}
+
 void net_disconnect(struct net_conn *c)
 {
+	net_close(c);
 	if (c->js)
 		jsCtx_Destroy(c->js);
-	if (c->nc) {
-		natsConnection_Close(c->nc);
+	if (c->nc)
 		natsConnection_Destroy(c->nc);
-	}
 	c->js = NULL;
 	c->nc = NULL;
 }

@@ -27,6 +27,11 @@ struct net_conn {
 	jsOptions jsopts;
 	int64_t max_payload;
 	char subject[128];	/* pagetrack.<stream>.epochs */
+	/* Dropped while the connection was open, destroyed once it is closed
+	 * (net_sub_drop). */
+	natsSubscription **later_subs;
+	kvWatcher **later_watchers;
+	size_t nlater_subs, nlater_watchers;
 };
 
 struct wire_key;
@@ -50,7 +55,33 @@ struct pt_region_opts net_standby_opts(const struct pt_net_opts *o, uint64_t his
 
 /* Connect as the options say.  Returns 0, or -errno with the last error set. */
 int net_connect(struct net_conn *c, const struct pt_net_opts *o, const char *stream);
+/* Close the connection (its read thread joined: no message comes in after
+ * this) and destroy what net_sub_drop() kept; the handles stay, for what
+ * must be destroyed after that (net/publisher.c).  Idempotent. */
+void net_close(struct net_conn *c);
+/* net_close(), then free the connection and its JetStream context. */
 void net_disconnect(struct net_conn *c);
+
+/*
+ * Drop a subscription of c's connection: unsubscribe it (with delete, its
+ * JetStream consumer too) and destroy it once no message can still be on
+ * its way to it.
+ *
+ * libnats before 3.6.1 (Debian 12 has 3.4.1) looks up the subscription of
+ * an arriving message, lets go of its table's lock, and only then takes the
+ * subscription's own: a natsSubscription_Destroy() in between frees what
+ * its read thread is about to lock (nats.c issue 637; a use after free that
+ * a subscription dropped while messages stream in hits within a few
+ * thousand drops).  The read thread handles what the server sends in
+ * order, so once the answer to a flush sent after the UNSUB is back, it is
+ * done with every message for the subscription, and then it is destroyed.
+ * Without delete (only natsSubscription_Destroy() unsubscribes without
+ * deleting the consumer), or when the flush fails, the subscription is kept
+ * as it is until net_close(): it may go on receiving until then.
+ */
+void net_sub_drop(struct net_conn *c, natsSubscription *sub, bool delete);
+/* The same for a KV watcher (its subscription): stopped, flushed, destroyed. */
+void net_watcher_drop(struct net_conn *c, kvWatcher *w);
 
 /* -errno for a NATS status (and JetStream error code). */
 int net_errno(natsStatus s);

@@ -558,15 +558,12 @@ static int locate(struct pt_follower *f)
 
 /* Drop the subscription; with delete, its ordered consumer too (else the
  * server drops it once nobody listens: no request that a consumer on a
- * lost node would leave unanswered). */
+ * lost node would leave unanswered, and the subscription is kept until
+ * the connection closes: net_sub_drop). */
 static void drop_subscription(struct pt_follower *f, bool delete)
 {
-	if (f->sub) {
-		if (delete)
-			natsSubscription_Unsubscribe(f->sub);
-		natsSubscription_Destroy(f->sub);	/* alone: no delete */
-		f->sub = NULL;
-	}
+	net_sub_drop(&f->conn, f->sub, delete);
+	f->sub = NULL;
 	f->assembling = false;
 }
 

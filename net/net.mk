@@ -50,10 +50,14 @@ NET_TEST_SRCS := $(wildcard net/tests/*.c)
 NET_TEST_BINS := $(NET_TEST_SRCS:net/tests/%.c=$(NET_OUT)/tests/%)
 APP_TESTS += $(NET_TEST_SRCS:%.c=%)
 
+NET_TEST_LIB := -L$(O) -lpagetrack-net
+# net-subdrop drives the connection's internals (net/conn.h): the static library.
+$(NET_OUT)/tests/net-subdrop: NET_TEST_LIB = $(NET_STATIC) -llz4
+
 $(NET_TEST_BINS): $(NET_OUT)/tests/%: net/tests/%.c net/tests/*.h $(NET_HDRS) \
-		$(O)/$(NET_SONAME) $(TOOL)
+		$(O)/$(NET_SONAME) $(NET_STATIC) $(TOOL)
 	@mkdir -p $(@D)
-	$(CC) $(NET_CPPFLAGS) -Inet/tests $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(O) -lpagetrack-net \
+	$(CC) $(NET_CPPFLAGS) -Inet/tests $(CFLAGS) $(LDFLAGS) -o $@ $< $(NET_TEST_LIB) -L$(O) \
 		-lpagetrack -Wl,-rpath,'$$ORIGIN/../..' -lnats -lxxhash -lcrypto -lpthread
 
 tests: $(NET_TEST_BINS) $(NET_LEADERS)

@@ -896,12 +896,14 @@ PT_EXPORT int pt_publisher_close(struct pt_publisher *p)
 {
 	if (!p)
 		return 0;
-	snap_pub_close(p->snap);
 	if (p->status)
 		net_status_publisher(p->status, p, 0, true);
 	net_status_close(p->status);
 	lease_close(p->lease);
-	window_close(&p->win);
+	/* Closes the connection: what libnats calls back into (the window's
+	 * answers, the snapshot's puts) is freed after that. */
+	window_close(&p->win, &p->conn);
+	snap_pub_close(p->snap);
 	net_disconnect(&p->conn);
 	pt_replica_close(p->src);
 	pt_replicated_close(p->rep);

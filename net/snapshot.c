@@ -755,10 +755,8 @@ static int fetch_pipelined(struct catch_up *cu)
 			progress(cu, done);
 	}
 out:
-	if (sub) {
-		natsSubscription_Unsubscribe(sub);
-		natsSubscription_Destroy(sub);
-	}
+	/* Answers may still be coming in after a failure. */
+	net_sub_drop(cu->c, sub, true);
 	natsInbox_Destroy(inbox);
 	free(got);
 	return err;

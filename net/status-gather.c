@@ -49,6 +49,7 @@ struct gathered {
 #define GATHER_WAIT_MS		2000
 
 struct net_gather {
+	struct net_conn *c;
 	jsCtx *js;			/* GATHER_WAIT_MS */
 	kvStore *kv;
 	kvWatcher *w;
@@ -115,6 +116,7 @@ void gather_open(struct net_gather **out, struct net_conn *c, const char *dir,
 		return;
 	}
 	g->dirfd = -1;
+	g->c = c;
 	bucket_name(g->bucket, sizeof(g->bucket), stream);
 	snprintf(g->base, sizeof(g->base), STATUS_PREFIX "%s-%s", status_role_name(PT_NET_FOLLOWER),
 		 stream);
@@ -281,8 +283,7 @@ void gather_close(struct net_gather *g)
 	/* No one renews them now. */
 	if (g->dirfd >= 0)
 		drop_old(g);
-	if (g->w)
-		kvWatcher_Destroy(g->w);
+	net_watcher_drop(g->c, g->w);
 	if (g->kv)
 		kvStore_Destroy(g->kv);
 	if (g->js)

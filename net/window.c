@@ -219,7 +219,7 @@ static void ignore(const struct net_msg *m, void *arg)
 	(void)arg;
 }
 
-void window_close(struct net_window *w)
+void window_close(struct net_window *w, struct net_conn *c)
 {
 	if (w->ready) {
 		jsPubOptions po;
@@ -230,6 +230,9 @@ void window_close(struct net_window *w)
 		jsPubOptions_Init(&po);
 		po.MaxWait = 1000;
 		js_PublishAsyncComplete(w->js, &po);
+	}
+	net_close(c);
+	if (w->ready) {
 		jsCtx_Destroy(w->js);
 		pthread_mutex_destroy(&w->lock);
 		pthread_cond_destroy(&w->cond);

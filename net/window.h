@@ -18,6 +18,8 @@
 
 #include "pagetrack.h"
 
+struct net_conn;
+
 /* One message: a part of an epoch. */
 struct net_msg {
 	unsigned char *buf;		/* header and body; kept from one use to the next */
@@ -69,8 +71,10 @@ typedef void (*window_stored_fn)(const struct net_msg *m, void *arg);
 int window_start(struct net_window *w, natsConnection *nc, const char *subject,
 		 uint64_t history, uint64_t term, unsigned int timeout_ms,
 		 struct pt_replicated *rep);
-/* Wait for the answers in flight (bounded), then free everything. */
-void window_close(struct net_window *w);
+/* Wait for the answers in flight (bounded), close c's connection
+ * (net_close: an answer coming late must find no subscription being
+ * destroyed under it), then free everything. */
+void window_close(struct net_window *w, struct net_conn *c);
 
 /* A new message at the tail, its index in *at (the array may move). */
 int window_push(struct net_window *w, size_t *at);
