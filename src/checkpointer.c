@@ -25,6 +25,7 @@ static void drop_segments(struct pt_region *r, uint64_t checkpointed)
 {
 	struct pt_segment_info *segs;
 	uint64_t total = 0, current;
+	bool dropped = false;
 	size_t n;
 
 	if (pt_segments_list(r->dirfd, &r->id, &segs, &n))
@@ -48,6 +49,14 @@ static void drop_segments(struct pt_region *r, uint64_t checkpointed)
 		total -= segs[i].size;
 		pt_log(PT_LOG_DEBUG, "%s: dropped %s (epochs %" PRIu64 "..%" PRIu64 ")", r->dir,
 		       name, segs[i].first_epoch, segs[i + 1].first_epoch - 1);
+		dropped = true;
+	}
+	if (dropped) {
+		/* A spare, maybe, for the log thread's roll made ahead. */
+		pthread_mutex_lock(&r->lock);
+		r->ahead_tried = 0;
+		pthread_cond_signal(&r->work);
+		pthread_mutex_unlock(&r->lock);
 	}
 	state_store(&r->state->log_bytes, total);
 	free(segs);

@@ -112,32 +112,58 @@ static int end_marker(struct pt_region *r)
 	return ret;
 }
 
+/* The segment prepared ahead, forgotten (it stays a spare). */
+static void drop_next(struct pt_region *r)
+{
+	if (r->next_fd >= 0)
+		pt_io->close(r->next_fd);
+	r->next_fd = -1;
+}
+
+/* The current segment ended: a zero page at seg_off, made durable. */
+static int end_segment(struct pt_region *r)
+{
+	/* A recycled segment holds an older segment's bytes behind our
+	 * records: end them with a zero page (a record cannot start with
+	 * zeros) so that readers see a clean end, not the middle of an old
+	 * record. */
+	int ret = end_marker(r);
+
+	/* A reader continues into the next segment only from a complete
+	 * one: make this one durable first. */
+	if (!ret)
+		ret = pt_io->fdatasync(r->seg_fd);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&r->lock);
+	mark_durable(r, r->logged);
+	pthread_mutex_unlock(&r->lock);
+	r->seg_ended = true;
+	return 0;
+}
+
 static int roll_segment(struct pt_region *r, uint64_t first_epoch)
 {
-	int fd, ret;
+	int fd = -1, ret;
 
 	if (r->seg_fd >= 0) {
-		if (!r->seg_suspect) {
-			/* A recycled segment holds an older segment's bytes
-			 * behind our records: end them with a zero page (a
-			 * record cannot start with zeros) so that readers see
-			 * a clean end, not the middle of an old record. */
-			ret = end_marker(r);
+		if (!r->seg_suspect && !r->seg_ended) {
+			ret = end_segment(r);
 			if (ret)
 				return ret;
-			/* A reader continues into the next segment only from
-			 * a complete one: make this one durable first. */
-			ret = pt_io->fdatasync(r->seg_fd);
-			if (ret)
-				return ret;
-			pthread_mutex_lock(&r->lock);
-			mark_durable(r, r->logged);
-			pthread_mutex_unlock(&r->lock);
 		}
 		pt_io->close(r->seg_fd);
 		r->seg_fd = -1;
 	}
-	fd = pt_segment_create(r->dirfd, &r->id, r->seg_seq + 1, first_epoch);
+	/* Prepared ahead for this very segment: only the rename is left. */
+	if (r->next_fd >= 0 && r->next_first == first_epoch && !r->seg_suspect &&
+	    !pt_segment_install(r->dirfd, r->next_spare, r->seg_seq + 1)) {
+		fd = r->next_fd;
+		r->next_fd = -1;
+	}
+	drop_next(r);
+	if (fd < 0)
+		fd = pt_segment_create(r->dirfd, &r->id, r->seg_seq + 1, first_epoch);
 	if (fd < 0)
 		return fd;
 	pthread_mutex_lock(&r->lock);
@@ -151,7 +177,58 @@ static int roll_segment(struct pt_region *r, uint64_t first_epoch)
 	r->seg_fd = fd;
 	r->seg_off = r->id.page_size;
 	r->seg_suspect = false;
+	r->seg_ended = false;
 	return 0;
+}
+
+/*
+ * While the log thread is idle and everything is durable: when the next
+ * record, if it is as long as the last, will not fit in the segment, do
+ * the roll's work ahead of it: end the segment (its marker durable) and
+ * give a spare the next segment's header.  The roll is then a rename and
+ * the directory's fsync.  The next record's epoch is logged + 1 (records
+ * come in epoch order, one an epoch; a rewrite after an error rolls
+ * without what was prepared).  Guessed wrong, nothing is lost: a record
+ * that fits overwrites the marker, and the prepared spare stays a spare.
+ * Lock held, released while the files are written.
+ */
+static void roll_ahead(struct pt_region *r)
+{
+	uint64_t first = r->logged + 1, seq = r->seg_seq + 1;
+	int ret = 0, fd;
+
+	pthread_mutex_unlock(&r->lock);
+	if (!r->seg_ended)
+		ret = end_segment(r);
+	if (r->next_fd >= 0 && r->next_first != first)
+		drop_next(r);	/* guessed wrong last time */
+	if (!ret && r->next_fd < 0) {
+		fd = pt_segment_prepare(r->dirfd, &r->id, seq, first, r->next_spare,
+					sizeof(r->next_spare));
+		if (fd >= 0) {
+			r->next_fd = fd;
+			r->next_first = first;
+		}
+	}
+	pthread_mutex_lock(&r->lock);
+	/* Every record is durable already: no error to latch (nothing would
+	 * clear it), but the next record goes to a new segment, as after a
+	 * failed write. */
+	if (ret) {
+		pt_log(PT_LOG_WARN, "%s: ending a segment of the log failed: %s; the next record "
+		       "starts a new one", r->dir, strerror(-ret));
+		r->seg_suspect = true;
+	}
+}
+
+/* Whether roll_ahead() has work now.  Lock held. */
+static bool want_roll_ahead(const struct pt_region *r)
+{
+	return r->seg_fd >= 0 && !r->seg_suspect && !r->error && !r->stop && r->last_len &&
+	       r->q_write == r->q_tail && r->durable >= r->logged &&
+	       r->seg_off + r->last_len > r->opts.segment_bytes &&
+	       (!r->seg_ended || r->next_fd < 0 || r->next_first != r->logged + 1) &&
+	       r->ahead_tried != r->logged;
 }
 
 static bool want_fsync(struct pt_region *r, uint64_t now)
@@ -275,6 +352,8 @@ static void *log_main(void *arg)
 				continue;
 			}
 			r->seg_off += s->len;
+			r->last_len = s->len;
+			r->seg_ended = false;
 			r->q_write++;
 			if (s->epoch > r->logged) {
 				r->logged = s->epoch;
@@ -316,6 +395,11 @@ static void *log_main(void *arg)
 		}
 		if (r->stop && r->q_seal == r->q_tail)
 			break;
+		if (want_roll_ahead(r)) {
+			r->ahead_tried = r->logged;	/* once an epoch, done or not */
+			roll_ahead(r);
+			continue;
+		}
 		if (r->opts.durability == PT_DURABLE_BACKGROUND && r->publish_time_ns) {
 			deadline_ts(&ts, r->publish_time_ns + r->opts.durable_interval_ms * 1000000ull);
 			pthread_cond_timedwait(&r->work, &r->lock, &ts);
@@ -359,4 +443,5 @@ void pt_logwriter_stop(struct pt_region *r)
 		pthread_join(r->log_thread, NULL);
 		r->log_started = false;
 	}
+	drop_next(r);
 }

@@ -179,52 +179,16 @@ static void find_spare(int dirfd, char *name, size_t len)
 	closedir(d);
 }
 
-/*
- * The segment's first page: a new file, or a spare one recycled.  A spare
- * gets its new header under its spare name and is made durable before the
- * rename makes it a segment: a crash leaves either a spare or a whole
- * segment, never a segment with another segment's header.  Its old records
- * stay behind the new ones until overwritten; readers stop at the first
- * record older than the segment's first epoch (pt_record_stale).
- */
-static int segment_recycle(int dirfd, const unsigned char *page, size_t page_size,
-			   const char *name)
+/* The header page of segment seq whose first record is first_epoch
+ * (calloc()ed), or NULL. */
+static unsigned char *segment_header(const struct pt_region_id *id, uint64_t seq,
+				     uint64_t first_epoch)
 {
-	char spare[64];
-	uid_t owner = 0;
-	int fd, ret;
+	unsigned char *page = calloc(1, id->page_size);
+	struct pt_segment_header *h = (struct pt_segment_header *)page;
 
-	find_spare(dirfd, spare, sizeof(spare));
-	if (!spare[0] || pt_dir_owner(dirfd, &owner))
-		return -ENOENT;
-	fd = pt_open_file(dirfd, spare, O_RDWR, owner);
-	if (fd < 0)
-		return fd;
-	ret = pt_write_full(fd, page, page_size, 0);
-	if (!ret)
-		ret = pt_io->fdatasync(fd);
-	if (!ret)
-		ret = pt_io->renameat(dirfd, spare, name);
-	if (ret) {
-		/* Not usable: the next one is made fresh. */
-		pt_io->close(fd);
-		pt_io->unlinkat(dirfd, spare);
-		return ret;
-	}
-	return fd;
-}
-
-int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq, uint64_t first_epoch)
-{
-	unsigned char *page;
-	struct pt_segment_header *h;
-	char name[64];
-	int fd, ret;
-
-	page = calloc(1, id->page_size);
 	if (!page)
-		return -ENOMEM;
-	h = (struct pt_segment_header *)page;
+		return NULL;
 	memcpy(h->magic, PT_SEGMENT_MAGIC, 8);
 	h->version = PT_FORMAT_VERSION;
 	h->header_size = sizeof(*h);
@@ -235,12 +199,71 @@ int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq, ui
 	h->first_epoch = first_epoch;
 	h->created = (uint64_t)time(NULL);
 	h->checksum = pt_header_checksum(h, sizeof(*h), offsetof(struct pt_segment_header, checksum));
-	pt_segment_name(name, sizeof(name), seq);
-	fd = segment_recycle(dirfd, page, id->page_size, name);
-	if (fd >= 0) {
-		free(page);
-		return fd;
+	return page;
+}
+
+/*
+ * A spare recycled: it gets its new header under its spare name and is made
+ * durable before a rename (pt_segment_install) makes it a segment: a crash
+ * leaves either a spare or a whole segment, never a segment with another
+ * segment's header.  Its old records stay behind the new ones until
+ * overwritten; readers stop at the first record older than the segment's
+ * first epoch (pt_record_stale).
+ */
+int pt_segment_prepare(int dirfd, const struct pt_region_id *id, uint64_t seq,
+		       uint64_t first_epoch, char *spare, size_t len)
+{
+	unsigned char *page;
+	uid_t owner = 0;
+	int fd, ret;
+
+	find_spare(dirfd, spare, len);
+	if (!spare[0] || pt_dir_owner(dirfd, &owner))
+		return -ENOENT;
+	page = segment_header(id, seq, first_epoch);
+	if (!page)
+		return -ENOMEM;
+	fd = pt_open_file(dirfd, spare, O_RDWR, owner);
+	ret = fd < 0 ? fd : pt_write_full(fd, page, id->page_size, 0);
+	free(page);
+	if (!ret)
+		ret = pt_io->fdatasync(fd);
+	if (ret) {
+		/* Not usable: the next one is made fresh. */
+		if (fd >= 0)
+			pt_io->close(fd);
+		pt_io->unlinkat(dirfd, spare);
+		return ret;
 	}
+	return fd;
+}
+
+int pt_segment_install(int dirfd, const char *spare, uint64_t seq)
+{
+	char name[64];
+
+	pt_segment_name(name, sizeof(name), seq);
+	return pt_io->renameat(dirfd, spare, name);
+}
+
+int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq, uint64_t first_epoch)
+{
+	unsigned char *page;
+	char name[64], spare[64];
+	int fd, ret;
+
+	fd = pt_segment_prepare(dirfd, id, seq, first_epoch, spare, sizeof(spare));
+	if (fd >= 0) {
+		ret = pt_segment_install(dirfd, spare, seq);
+		if (!ret)
+			return fd;
+		pt_io->close(fd);
+		pt_io->unlinkat(dirfd, spare);
+	}
+	page = segment_header(id, seq, first_epoch);
+	if (!page)
+		return -ENOMEM;
+	pt_segment_name(name, sizeof(name), seq);
 	fd = pt_create_file(dirfd, name, O_RDWR);
 	if (fd < 0) {
 		free(page);

@@ -44,6 +44,16 @@ static inline bool pt_record_stale(const struct pt_record_header *h, uint64_t fi
 /* Create a segment file and write its header; returns the fd or -errno. */
 int pt_segment_create(int dirfd, const struct pt_region_id *id, uint64_t seq,
 		      uint64_t first_epoch);
+/*
+ * pt_segment_create() in two steps, so that the first can run ahead of
+ * time: a spare given the header of segment seq and made durable, under
+ * its spare name (in spare); returns the fd, -ENOENT when there is no
+ * spare, or -errno.  Then pt_segment_install() renames it segment seq
+ * (the caller fsyncs the directory).
+ */
+int pt_segment_prepare(int dirfd, const struct pt_region_id *id, uint64_t seq,
+		       uint64_t first_epoch, char *spare, size_t len);
+int pt_segment_install(int dirfd, const char *spare, uint64_t seq);
 
 /* Fill in the header fields of a record staged in buf (not the checksums,
  * so that it can be published from staging memory first), then seal it:

@@ -151,6 +151,8 @@ static void region_free(struct pt_region *r)
 	pt_image_close(&r->img);
 	if (r->seg_fd >= 0)
 		pt_io->close(r->seg_fd);
+	if (r->next_fd >= 0)
+		pt_io->close(r->next_fd);
 	if (r->statefd >= 0)
 		close(r->statefd);
 	if (r->memfd >= 0)
@@ -180,7 +182,7 @@ static int region_alloc(struct pt_region **out, const char *dir, const struct pt
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	r->dirfd = r->lockfd = r->memfd = r->statefd = r->seg_fd = r->staging_fd = -1;
+	r->dirfd = r->lockfd = r->memfd = r->statefd = r->seg_fd = r->staging_fd = r->next_fd = -1;
 	r->owner = getpid();
 	r->img.fd = -1;
 	snprintf(r->dir, sizeof(r->dir), "%s", dir);
@@ -914,7 +916,8 @@ out:
  */
 static void forget_in_child(struct pt_region *r)
 {
-	int fds[] = { r->seg_fd, r->statefd, r->memfd, r->lockfd, r->dirfd, r->staging_fd, r->img.fd };
+	int fds[] = { r->seg_fd, r->statefd, r->memfd, r->lockfd, r->dirfd, r->staging_fd, r->img.fd,
+		      r->next_fd };
 
 	pt_tracker_close(r->tracker);	/* a child-safe close, see tracker.c */
 	if (r->base && r->base != MAP_FAILED)

@@ -100,6 +100,12 @@ struct pt_region {
 	bool seg_suspect;
 	uint64_t seg_seq;	/* seq of seg_fd; the next segment gets seg_seq + 1 */
 	uint64_t seg_off;
+	uint64_t last_len;	/* of the last record written */
+	bool seg_ended;		/* its end marker durable at seg_off (roll_ahead) */
+	int next_fd;		/* the next segment prepared ahead, -1: none */
+	uint64_t next_first;	/* its first epoch */
+	char next_spare[64];	/* its spare name until installed */
+	uint64_t ahead_tried;	/* logged when roll_ahead() last ran */
 	uint64_t chain;		/* header checksum of the newest sealed record */
 	pthread_t log_thread;
 	bool log_started;

@@ -1,0 +1,217 @@
+/* region-rollahead: the log thread, idle with every record durable, ends a segment the next record will not fit in and prepares a spare as the next one ahead of time; the roll is then a rename.  Checked: the spare gets the next segment's header and epoch, the next record goes into it; a guess gone wrong (a record that fits after all) overwrites the end marker and the prepared spare stays a spare; a process killed after the roll was prepared reopens at its last epoch; replicas, reopen and verify see every epoch. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <xxhash.h>
+
+#include "format.h"
+#include "harness.h"
+
+#define NPAGES	64
+
+static char dir[128];
+static size_t ps;
+static int failures;
+
+static void cell(const char *what, bool ok)
+{
+	printf("  %-66s %s\n", what, ok ? "done" : "FAILED");
+	fflush(stdout);
+	if (!ok)
+		failures++;
+}
+
+/* The spare whose header names segment seq, first epoch first: true when
+ * one is there. */
+static bool spare_prepared(uint64_t seq, uint64_t first)
+{
+	struct dirent *de;
+	DIR *d = opendir(dir);
+	bool found = false;
+
+	while (d && !found && (de = readdir(d))) {
+		struct pt_segment_header h;
+		char p[512];
+		int fd;
+
+		if (strncmp(de->d_name, "spare-", 6))
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+		fd = open(p, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0 && pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+		    !memcmp(h.magic, PT_SEGMENT_MAGIC, 8) && h.seq == seq && h.first_epoch == first)
+			found = true;
+		if (fd >= 0)
+			close(fd);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* The highest segment's seq (from its name), 0 if none. */
+static uint64_t last_segment(void)
+{
+	struct dirent *de;
+	DIR *d = opendir(dir);
+	uint64_t last = 0, seq;
+
+	while (d && (de = readdir(d)))
+		if (sscanf(de->d_name, "log-%16" SCNx64 ".seg", &seq) == 1 && seq > last)
+			last = seq;
+	if (d)
+		closedir(d);
+	return last;
+}
+
+/* Wait (at most 5 s) for the spare of segment seq at epoch first. */
+static bool wait_prepared(uint64_t seq, uint64_t first)
+{
+	for (int i = 0; i < 500; i++) {
+		if (spare_prepared(seq, first))
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+static void write_pages(struct pt_region *r, int n, int value)
+{
+	for (int i = 0; i < n; i++)
+		memset((char *)pt_region_base(r) + (size_t)i * ps, value, ps);
+}
+
+static void count_problem(const struct pt_dir_problem *p, void *arg)
+{
+	if (p->level == PT_LOG_ERROR) {
+		printf("    verify: %s\n", p->message);
+		(*(int *)arg)++;
+	}
+}
+
+int main(void)
+{
+	/* A record of 4 pages: a page of head and 4 of pages, 20 KiB.  Two
+	 * fit in a segment of 52 KiB after its header page; a third does
+	 * not, a record of 1 page (8 KiB) does. */
+	struct pt_region_opts o = { .sz = sizeof(o), .segment_bytes = 52 << 10, .retain_bytes = 1,
+				    .flags = PT_REGION_NO_CHECKPOINT_THREAD,
+				    .durability = PT_DURABLE_ON_SYNC };
+	struct pt_replica *rep;
+	struct pt_region *r;
+	uint64_t seq, hash, rest;
+	int64_t e = 0;
+	int ret, problems = 0, status;
+	pid_t pid;
+
+	ps = t_page_size();
+	if (ps != 4096) {
+		printf("skip: the sizes here are for 4 KiB pages\n");
+		return T_SKIP;
+	}
+	printf("region-rollahead: the next segment prepared while the log thread is idle\n");
+	t_tmpdir_make(dir, sizeof(dir), "pt-rollahead");
+	ret = pt_region_create(&r, dir, NPAGES * ps, &o);
+	if (ret)
+		DIE("create: %s", pt_strerror(ret));
+	ret = pt_replica_open(&rep, dir, NULL);
+	if (ret)
+		DIE("replica: %s", pt_strerror(ret));
+
+	/* Spares to recycle: fill segments, checkpoint them away. */
+	for (int i = 1; i <= 12; i++) {
+		write_pages(r, 4, i);
+		e = pt_region_sync(r);
+		if (e != i)
+			DIE("sync %d: %lld", i, (long long)e);
+		if (i % 4 == 0 && pt_region_checkpoint(r) != i)
+			DIE("checkpoint at %d", i);
+	}
+	/* Epoch 13 starts a segment; 14 fills it: the next will not fit. */
+	write_pages(r, 4, 13);
+	e = pt_region_sync(r);
+	seq = last_segment();
+	write_pages(r, 4, 14);
+	e = pt_region_sync(r);
+	cell("two records in a segment", e == 14 && last_segment() == seq);
+	cell("idle: a spare prepared as the next segment, for epoch 15",
+	     wait_prepared(seq + 1, 15));
+	write_pages(r, 4, 15);
+	e = pt_region_sync(r);
+	cell("epoch 15 in that segment, renamed", e == 15 && last_segment() == seq + 1 &&
+	     !spare_prepared(seq + 1, 15));
+
+	/* A wrong guess: 16 fills the segment, then a record of one page
+	 * fits after all, over the end marker.  (The checkpoint makes
+	 * spares again.) */
+	if (pt_region_checkpoint(r) != 15)
+		DIE("checkpoint at 15");
+	write_pages(r, 4, 16);
+	e = pt_region_sync(r);
+	cell("epoch 16, the segment full for a record as long", e == 16 &&
+	     last_segment() == seq + 1 && wait_prepared(seq + 2, 17));
+	write_pages(r, 1, 17);
+	e = pt_region_sync(r);
+	cell("a shorter epoch 17 fits: written over the end marker", e == 17 &&
+	     last_segment() == seq + 1);
+	cell("the prepared spare is left a spare", spare_prepared(seq + 2, 17));
+	write_pages(r, 4, 18);
+	e = pt_region_sync(r);
+	cell("epoch 18 rolls to segment seq + 2 all the same", e == 18 &&
+	     last_segment() == seq + 2);
+	hash = XXH3_64bits(pt_region_base(r), NPAGES * ps);
+	rest = XXH3_64bits((char *)pt_region_base(r) + 4 * ps, (NPAGES - 4) * ps);
+	e = pt_replica_refresh(rep, 0);
+	cell("a replica open from the start comes to 18, same content",
+	     e == 18 && XXH3_64bits(pt_replica_base(rep), NPAGES * ps) == hash);
+	pt_replica_close(rep);
+	ret = pt_region_close(r);
+	if (ret)
+		DIE("close: %s", pt_strerror(ret));
+
+	/* Killed with the roll prepared: reopened at its last epoch. */
+	pid = fork();
+	if (pid < 0)
+		DIE("fork: %s", strerror(errno));
+	if (!pid) {
+		if (pt_region_open(&r, dir, &o) || pt_region_checkpoint(r) != 18)
+			_exit(2);
+		for (int i = 19; i <= 20; i++) {
+			write_pages(r, 4, i);
+			if (pt_region_sync(r) != i)
+				_exit(3);
+		}
+		if (!wait_prepared(last_segment() + 1, 21))
+			_exit(4);
+		kill(getpid(), SIGKILL);
+	}
+	if (waitpid(pid, &status, 0) != pid)
+		DIE("waitpid: %s", strerror(errno));
+	cell("a child killed with the roll prepared", WIFSIGNALED(status) &&
+	     WTERMSIG(status) == SIGKILL);
+	if (!WIFSIGNALED(status))
+		printf("    the child exited %d\n", WEXITSTATUS(status));
+	ret = pt_region_open(&r, dir, &o);
+	cell("reopened at epoch 20, its content", !ret && pt_region_epoch(r) == 20 &&
+	     ((char *)pt_region_base(r))[3 * ps] == 20 &&
+	     XXH3_64bits((char *)pt_region_base(r) + 4 * ps, (NPAGES - 4) * ps) == rest);
+	if (!ret) {
+		write_pages(r, 4, 21);
+		e = pt_region_sync(r);
+		cell("and goes on: epoch 21", e == 21);
+		hash = XXH3_64bits(pt_region_base(r), NPAGES * ps);
+		ret = pt_region_close(r);
+		ret = ret ? ret : pt_replica_open(&rep, dir, NULL);
+		cell("a new replica at 21, same content", !ret && pt_replica_epoch(rep) == 21 &&
+		     XXH3_64bits(pt_replica_base(rep), NPAGES * ps) == hash);
+		if (!ret)
+			pt_replica_close(rep);
+	}
+	ret = pt_dir_verify(dir, count_problem, &problems);
+	cell("verify finds no problem", ret == 0 && !problems);
+	t_tmpdir_remove(dir);
+	printf("%s\n", failures ? "FAIL" : "PASS");
+	return failures ? T_FAIL : 0;
+}
