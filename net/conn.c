@@ -338,32 +338,55 @@ out:
  * subscription until the close instead. */
 #define DROP_FLUSH_MS	1000
 
-/* What is kept for net_close(): a gather's opener thread (status.c) may
+/* What is kept (net_sub_drop): a gather's opener thread (status.c) may
  * drop while its owner does. */
 static pthread_mutex_t later_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Keep *p in the array *arr of *n for net_close(); false when out of memory. */
-static bool keep(void ***arr, size_t *n, void *p)
+static void later_destroy(const struct net_later *l)
 {
-	void **grown;
+	if (l->watcher)
+		kvWatcher_Destroy(l->watcher);
+	else
+		natsSubscription_Destroy(l->sub);
+}
+
+/* Keep l for later; false when out of memory. */
+static bool keep(struct net_conn *c, struct net_later l)
+{
+	struct net_later *grown;
 
 	pthread_mutex_lock(&later_lock);
-	grown = realloc(*arr, (*n + 1) * sizeof(*grown));
+	grown = realloc(c->later, (c->nlater + 1) * sizeof(*grown));
 	if (grown) {
-		grown[(*n)++] = p;
-		*arr = grown;
+		grown[c->nlater++] = l;
+		c->later = grown;
 	}
 	pthread_mutex_unlock(&later_lock);
 	return grown != NULL;
 }
 
-/* Flushed after an unsubscribe: the read thread is done with it. */
+/*
+ * Flushed after an unsubscribe: the read thread is done with it, and with
+ * every subscription kept unsubscribed before: those are destroyed.
+ */
 static bool flushed(struct net_conn *c)
 {
 	int64_t ms = c->jsopts.Wait > 0 && c->jsopts.Wait < DROP_FLUSH_MS ? c->jsopts.Wait :
 		     DROP_FLUSH_MS;
+	size_t n = 0;
 
-	return natsConnection_FlushTimeout(c->nc, ms) == NATS_OK;
+	if (natsConnection_FlushTimeout(c->nc, ms) != NATS_OK)
+		return false;
+	pthread_mutex_lock(&later_lock);
+	for (size_t i = 0; i < c->nlater; i++) {
+		if (c->later[i].out)
+			later_destroy(&c->later[i]);
+		else
+			c->later[n++] = c->later[i];
+	}
+	c->nlater = n;
+	pthread_mutex_unlock(&later_lock);
+	return true;
 }
 
 void net_sub_drop(struct net_conn *c, natsSubscription *sub, bool delete)
@@ -377,7 +400,7 @@ void net_sub_drop(struct net_conn *c, natsSubscription *sub, bool delete)
 			return;
 		}
 	}
-	if (!keep((void ***)&c->later_subs, &c->nlater_subs, sub))
+	if (!keep(c, (struct net_later){ .sub = sub, .out = delete }))
 		/* Never destroyed: a leak, not a crash. */
 		net_log(PT_LOG_WARN, "out of memory: a subscription is left as it is");
 }
@@ -389,25 +412,32 @@ void net_watcher_drop(struct net_conn *c, kvWatcher *w)
 	kvWatcher_Stop(w);	/* unsubscribes, deletes its consumer */
 	if (flushed(c))
 		kvWatcher_Destroy(w);
-	else if (!keep((void ***)&c->later_watchers, &c->nlater_watchers, w))
+	else if (!keep(c, (struct net_later){ .watcher = w, .out = true }))
 		net_log(PT_LOG_WARN, "out of memory: a KV watcher is left as it is");
+}
+
+size_t net_kept(const struct net_conn *c, bool out)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&later_lock);
+	for (size_t i = 0; i < c->nlater; i++)
+		n += c->later[i].out == out;
+	pthread_mutex_unlock(&later_lock);
+	return n;
 }
 
 void net_close(struct net_conn *c)
 {
-	/* Joins the read thread: nothing dropped is used after this. */
+	/* Joins the read thread: nothing kept is used after this. */
 	if (c->nc)
 		natsConnection_Close(c->nc);
 	pthread_mutex_lock(&later_lock);
-	for (size_t i = 0; i < c->nlater_subs; i++)
-		natsSubscription_Destroy(c->later_subs[i]);
-	for (size_t i = 0; i < c->nlater_watchers; i++)
-		kvWatcher_Destroy(c->later_watchers[i]);
-	free(c->later_subs);
-	free(c->later_watchers);
-	c->later_subs = NULL;
-	c->later_watchers = NULL;
-	c->nlater_subs = c->nlater_watchers = 0;
+	for (size_t i = 0; i < c->nlater; i++)
+		later_destroy(&c->later[i]);
+	free(c->later);
+	c->later = NULL;
+	c->nlater = 0;
 	pthread_mutex_unlock(&later_lock);
 }
 

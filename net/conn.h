@@ -27,11 +27,17 @@ struct net_conn {
 	jsOptions jsopts;
 	int64_t max_payload;
 	char subject[128];	/* pagetrack.<stream>.epochs */
-	/* Dropped while the connection was open, destroyed once it is closed
-	 * (net_sub_drop). */
-	natsSubscription **later_subs;
-	kvWatcher **later_watchers;
-	size_t nlater_subs, nlater_watchers;
+	/* Dropped while the connection was open, destroyed once no message
+	 * can be on its way to them (net_sub_drop). */
+	struct net_later *later;
+	size_t nlater;
+};
+
+/* A subscription (or a KV watcher's) kept by net_sub_drop(). */
+struct net_later {
+	natsSubscription *sub;
+	kvWatcher *watcher;
+	bool out;		/* unsubscribed: out of the connection's table */
 };
 
 struct wire_key;
@@ -75,11 +81,15 @@ void net_disconnect(struct net_conn *c);
  * thousand drops).  The read thread handles what the server sends in
  * order, so once the answer to a flush sent after the UNSUB is back, it is
  * done with every message for the subscription, and then it is destroyed.
- * Without delete (only natsSubscription_Destroy() unsubscribes without
- * deleting the consumer), or when the flush fails, the subscription is kept
- * as it is until net_close(): it may go on receiving until then.
+ * When the flush fails, the subscription is kept until a later drop's
+ * flush succeeds, or net_close().  Without delete (only
+ * natsSubscription_Destroy() unsubscribes without deleting the consumer)
+ * it is kept as it is until net_close(): it may go on receiving until then.
  */
 void net_sub_drop(struct net_conn *c, natsSubscription *sub, bool delete);
+/* Those kept: unsubscribed ones are destroyed at the next flush that
+ * succeeds, the others by net_close(). */
+size_t net_kept(const struct net_conn *c, bool out);
 /* The same for a KV watcher (its subscription): stopped, flushed, destroyed. */
 void net_watcher_drop(struct net_conn *c, kvWatcher *w);
 

@@ -1,4 +1,4 @@
-/* net-subdrop: subscriptions dropped while messages stream in to them (net_sub_drop, net/conn.h).  libnats before 3.6.1 uses a subscription destroyed while its read thread hands it a message after it was freed (nats.c issue 637); net_sub_drop flushes before it destroys, or keeps the subscription until net_close.  Plain subscriptions dropped 2,000 times with an unsubscribe and 20 times kept; JetStream ordered consumers (the follower's kind) dropped both ways; a KV watcher dropped.  Under AddressSanitizer a child first drops the same way with natsSubscription_Destroy alone, to show that the workload reaches the race (reported, not required: it is a race). */
+/* net-subdrop: subscriptions dropped while messages stream in to them (net_sub_drop, net/conn.h).  libnats before 3.6.1 uses a subscription destroyed while its read thread hands it a message after it was freed (nats.c issue 637); net_sub_drop flushes before it destroys, or keeps the subscription until net_close.  Plain subscriptions dropped 2,000 times with an unsubscribe and 20 times kept; one whose flush goes unanswered (the server stopped) kept until the next flush; JetStream ordered consumers (the follower's kind) dropped both ways; a KV watcher dropped.  Under AddressSanitizer a child first drops the same way with natsSubscription_Destroy alone, to show that the workload reaches the race (reported, not required: it is a race). */
 #include <pthread.h>
 
 #include "nettest.h"
@@ -147,8 +147,26 @@ int main(void)
 		take(sub, 3);
 		net_sub_drop(&c, sub, true);
 	}
-	cell("plain subscriptions dropped with an unsubscribe", r == PLAIN_ROUNDS && !c.nlater_subs,
-	     "too slow, or kept");
+	cell("plain subscriptions dropped with an unsubscribe", r == PLAIN_ROUNDS &&
+	     !net_kept(&c, true) && !net_kept(&c, false), "too slow, or kept");
+
+	/* A flush that fails: kept until one succeeds. */
+	{
+		natsSubscription *sub;
+
+		if (natsConnection_SubscribeSync(&sub, c.nc, SUBJECT) != NATS_OK)
+			DIE("subscribing");
+		take(sub, 1);
+		kill(server.pid, SIGSTOP);
+		net_sub_drop(&c, sub, true);	/* its flush waits 1 s */
+		kill(server.pid, SIGCONT);
+		cell("a flush unanswered: the subscription kept", net_kept(&c, true) == 1, "");
+		if (natsConnection_SubscribeSync(&sub, c.nc, SUBJECT) != NATS_OK)
+			DIE("subscribing");
+		take(sub, 1);
+		net_sub_drop(&c, sub, true);
+		cell("destroyed at the next drop's flush", !net_kept(&c, true), "still kept");
+	}
 
 	/* Kept until the close. */
 	end = nt_ms() + PART_MS;
@@ -161,7 +179,7 @@ int main(void)
 		net_sub_drop(&c, sub, false);
 	}
 	cell("plain subscriptions kept for the close", r == KEPT_ROUNDS &&
-	     c.nlater_subs == KEPT_ROUNDS, "not all kept");
+	     net_kept(&c, false) == KEPT_ROUNDS, "not all kept");
 
 	/* Ordered consumers, as the follower's. */
 	end = nt_ms() + PART_MS;
@@ -179,7 +197,8 @@ int main(void)
 		net_sub_drop(&c, sub, r % 2);
 	}
 	cell("ordered consumers dropped, half of them kept", r == 2 * JS_ROUNDS &&
-	     c.nlater_subs == KEPT_ROUNDS + JS_ROUNDS, "too slow, or not as many kept");
+	     net_kept(&c, false) == KEPT_ROUNDS + JS_ROUNDS && !net_kept(&c, true),
+	     "too slow, or not as many kept");
 
 	/* A KV watcher. */
 	kvConfig_Init(&kc);
@@ -199,11 +218,11 @@ int main(void)
 			kvEntry_Destroy(e);
 		net_watcher_drop(&c, w);
 	}
-	cell("KV watchers dropped", r == JS_ROUNDS && !c.nlater_watchers, "too slow, or kept");
+	cell("KV watchers dropped", r == JS_ROUNDS && !net_kept(&c, true), "too slow, or kept");
 	kvStore_Destroy(kv);
 
 	net_close(&c);
-	cell("net_close destroyed what was kept", !c.nlater_subs && !c.later_subs, "left");
+	cell("net_close destroyed what was kept", !c.nlater && !c.later, "left");
 	stop = 1;
 	pthread_join(t, NULL);
 	net_disconnect(&c);
