@@ -375,7 +375,9 @@ static bool flushed(struct net_conn *c)
 		     DROP_FLUSH_MS;
 	size_t n = 0;
 
-	if (natsConnection_FlushTimeout(c->nc, ms) != NATS_OK)
+	/* Reconnecting, a flush would wait its whole time: kept instead. */
+	if (natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED ||
+	    natsConnection_FlushTimeout(c->nc, ms) != NATS_OK)
 		return false;
 	pthread_mutex_lock(&later_lock);
 	for (size_t i = 0; i < c->nlater; i++) {

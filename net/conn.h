@@ -81,7 +81,8 @@ void net_disconnect(struct net_conn *c);
  * thousand drops).  The read thread handles what the server sends in
  * order, so once the answer to a flush sent after the UNSUB is back, it is
  * done with every message for the subscription, and then it is destroyed.
- * When the flush fails, the subscription is kept until a later drop's
+ * When the flush fails, or the connection is reconnecting (a flush would
+ * wait its whole time), the subscription is kept until a later drop's
  * flush succeeds, or net_close().  Without delete (only
  * natsSubscription_Destroy() unsubscribes without deleting the consumer)
  * it is kept as it is until net_close(): it may go on receiving until then.
