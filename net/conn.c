@@ -358,6 +358,7 @@ static bool keep(struct net_conn *c, struct net_later l)
 	pthread_mutex_lock(&later_lock);
 	grown = realloc(c->later, (c->nlater + 1) * sizeof(*grown));
 	if (grown) {
+		l.gen = ++c->later_gen;
 		grown[c->nlater++] = l;
 		c->later = grown;
 	}
@@ -367,21 +368,26 @@ static bool keep(struct net_conn *c, struct net_later l)
 
 /*
  * Flushed after an unsubscribe: the read thread is done with it, and with
- * every subscription kept unsubscribed before: those are destroyed.
+ * every subscription unsubscribed and kept before the flush began (not one
+ * another thread kept meanwhile): those are destroyed.
  */
 static bool flushed(struct net_conn *c)
 {
 	int64_t ms = c->jsopts.Wait > 0 && c->jsopts.Wait < DROP_FLUSH_MS ? c->jsopts.Wait :
 		     DROP_FLUSH_MS;
+	uint64_t before;
 	size_t n = 0;
 
+	pthread_mutex_lock(&later_lock);
+	before = c->later_gen;
+	pthread_mutex_unlock(&later_lock);
 	/* Reconnecting, a flush would wait its whole time: kept instead. */
 	if (natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED ||
 	    natsConnection_FlushTimeout(c->nc, ms) != NATS_OK)
 		return false;
 	pthread_mutex_lock(&later_lock);
 	for (size_t i = 0; i < c->nlater; i++) {
-		if (c->later[i].out)
+		if (c->later[i].out && c->later[i].gen <= before)
 			later_destroy(&c->later[i]);
 		else
 			c->later[n++] = c->later[i];
@@ -397,7 +403,10 @@ void net_sub_drop(struct net_conn *c, natsSubscription *sub, bool delete)
 		return;
 	if (delete) {
 		natsSubscription_Unsubscribe(sub);
-		if (flushed(c)) {
+		/* Still valid: not out of the table (an ordered consumer's
+		 * reset was changing its id): kept until the close. */
+		delete = !natsSubscription_IsValid(sub);
+		if (delete && flushed(c)) {
 			natsSubscription_Destroy(sub);
 			return;
 		}
@@ -411,10 +420,13 @@ void net_watcher_drop(struct net_conn *c, kvWatcher *w)
 {
 	if (!w)
 		return;
-	kvWatcher_Stop(w);	/* unsubscribes, deletes its consumer */
-	if (flushed(c))
+	/* Unsubscribes, deletes its consumer; failed, it may still be in
+	 * the table: kept until the close. */
+	bool out = kvWatcher_Stop(w) == NATS_OK;
+
+	if (out && flushed(c))
 		kvWatcher_Destroy(w);
-	else if (!keep(c, (struct net_later){ .watcher = w, .out = true }))
+	else if (!keep(c, (struct net_later){ .watcher = w, .out = out }))
 		net_log(PT_LOG_WARN, "out of memory: a KV watcher is left as it is");
 }
 

@@ -31,6 +31,7 @@ struct net_conn {
 	 * can be on its way to them (net_sub_drop). */
 	struct net_later *later;
 	size_t nlater;
+	uint64_t later_gen;	/* of the last one kept */
 };
 
 /* A subscription (or a KV watcher's) kept by net_sub_drop(). */
@@ -38,6 +39,7 @@ struct net_later {
 	natsSubscription *sub;
 	kvWatcher *watcher;
 	bool out;		/* unsubscribed: out of the connection's table */
+	uint64_t gen;		/* kept after the flushes begun before it */
 };
 
 struct wire_key;

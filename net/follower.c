@@ -556,10 +556,10 @@ static int locate(struct pt_follower *f)
  */
 #define SUB_WAIT_MS	1000
 
-/* Drop the subscription; with delete, its ordered consumer too (else the
- * server drops it once nobody listens: no request that a consumer on a
- * lost node would leave unanswered, and the subscription is kept until
- * the connection closes: net_sub_drop). */
+/* Drop the subscription; with delete, its ordered consumer too.  Without
+ * (no request that a consumer on a lost node would leave unanswered), the
+ * subscription stays, unread, until the connection closes (net_sub_drop),
+ * and the server drops the consumer once nobody listens. */
 static void drop_subscription(struct pt_follower *f, bool delete)
 {
 	net_sub_drop(&f->conn, f->sub, delete);

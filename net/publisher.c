@@ -900,8 +900,10 @@ PT_EXPORT int pt_publisher_close(struct pt_publisher *p)
 		net_status_publisher(p->status, p, 0, true);
 	net_status_close(p->status);
 	lease_close(p->lease);
-	/* Closes the connection: what libnats calls back into (the window's
-	 * answers, the snapshot's puts) is freed after that. */
+	/* Waits for the answers in flight, then closes the connection: no
+	 * answer comes in after that, and the window's and the snapshot's
+	 * publishing contexts are destroyed with no message on its way to
+	 * their subscriptions. */
 	window_close(&p->win, &p->conn);
 	snap_pub_close(p->snap);
 	net_disconnect(&p->conn);

@@ -22,6 +22,7 @@
  * with it and put their pages in the pending set, so nothing is lost.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
@@ -120,6 +121,22 @@ static void drop_next(struct pt_region *r)
 	r->next_fd = -1;
 }
 
+/*
+ * The prepared spare is still the file under its name.  A checkpoint
+ * retiring a segment of the same number renames it over the spare (numbers
+ * start again after a jump and a reopen): renamed as the next segment, that
+ * file would hold a stranger's header, and the records written into ours
+ * would be in no file.
+ */
+static bool still_named(struct pt_region *r)
+{
+	struct stat ours, now;
+
+	return !fstat(r->next_fd, &ours) &&
+	       !fstatat(r->dirfd, r->next_spare, &now, AT_SYMLINK_NOFOLLOW) &&
+	       now.st_ino == ours.st_ino && now.st_dev == ours.st_dev;
+}
+
 /* The current segment ended: a zero page at seg_off, made durable. */
 static int end_segment(struct pt_region *r)
 {
@@ -157,7 +174,7 @@ static int roll_segment(struct pt_region *r, uint64_t first_epoch)
 	}
 	/* Prepared ahead for this very segment: only the rename is left. */
 	if (r->next_fd >= 0 && r->next_first == first_epoch && !r->seg_suspect &&
-	    !pt_segment_install(r->dirfd, r->next_spare, r->seg_seq + 1)) {
+	    still_named(r) && !pt_segment_install(r->dirfd, r->next_spare, r->seg_seq + 1)) {
 		fd = r->next_fd;
 		r->next_fd = -1;
 	}

@@ -218,21 +218,24 @@ int pt_segment_prepare(int dirfd, const struct pt_region_id *id, uint64_t seq,
 	int fd, ret;
 
 	find_spare(dirfd, spare, len);
-	if (!spare[0] || pt_dir_owner(dirfd, &owner))
+	if (!spare[0])
 		return -ENOENT;
-	page = segment_header(id, seq, first_epoch);
-	if (!page)
-		return -ENOMEM;
+	ret = pt_dir_owner(dirfd, &owner);
+	if (ret)
+		return ret;
 	fd = pt_open_file(dirfd, spare, O_RDWR, owner);
-	ret = fd < 0 ? fd : pt_write_full(fd, page, id->page_size, 0);
+	if (fd < 0)
+		return fd;
+	page = segment_header(id, seq, first_epoch);
+	ret = page ? pt_write_full(fd, page, id->page_size, 0) : -ENOMEM;
 	free(page);
 	if (!ret)
 		ret = pt_io->fdatasync(fd);
 	if (ret) {
 		/* Not usable: the next one is made fresh. */
-		if (fd >= 0)
-			pt_io->close(fd);
-		pt_io->unlinkat(dirfd, spare);
+		pt_io->close(fd);
+		if (ret != -ENOMEM)
+			pt_io->unlinkat(dirfd, spare);
 		return ret;
 	}
 	return fd;

@@ -1,4 +1,4 @@
-/* region-rollahead: the log thread, idle with every record durable, ends a segment the next record will not fit in and prepares a spare as the next one ahead of time; the roll is then a rename.  Checked: the spare gets the next segment's header and epoch, the next record goes into it; a guess gone wrong (a record that fits after all) overwrites the end marker and the prepared spare stays a spare; a process killed after the roll was prepared reopens at its last epoch; replicas, reopen and verify see every epoch. */
+/* region-rollahead: the log thread, idle with every record durable, ends a segment the next record will not fit in and prepares a spare as the next one ahead of time; the roll is then a rename.  Checked: the spare gets the next segment's header and epoch, the next record goes into it; a guess gone wrong (a record that fits after all) overwrites the end marker and the prepared spare stays a spare; a process killed after the roll was prepared reopens at its last epoch; a file renamed over the prepared spare (as a checkpoint retiring a segment of its number does) is not taken for it; replicas, reopen and verify see every epoch. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -25,7 +25,7 @@ static void cell(const char *what, bool ok)
 
 /* The spare whose header names segment seq, first epoch first: true when
  * one is there. */
-static bool spare_prepared(uint64_t seq, uint64_t first)
+static bool spare_named(uint64_t seq, uint64_t first, char *name, size_t len)
 {
 	struct dirent *de;
 	DIR *d = opendir(dir);
@@ -41,14 +41,23 @@ static bool spare_prepared(uint64_t seq, uint64_t first)
 		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
 		fd = open(p, O_RDONLY | O_CLOEXEC);
 		if (fd >= 0 && pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
-		    !memcmp(h.magic, PT_SEGMENT_MAGIC, 8) && h.seq == seq && h.first_epoch == first)
+		    !memcmp(h.magic, PT_SEGMENT_MAGIC, 8) && h.seq == seq && h.first_epoch == first) {
 			found = true;
+			snprintf(name, len, "%s", de->d_name);
+		}
 		if (fd >= 0)
 			close(fd);
 	}
 	if (d)
 		closedir(d);
 	return found;
+}
+
+static bool spare_prepared(uint64_t seq, uint64_t first)
+{
+	char name[256];
+
+	return spare_named(seq, first, name, sizeof(name));
 }
 
 /* The highest segment's seq (from its name), 0 if none. */
@@ -64,6 +73,23 @@ static uint64_t last_segment(void)
 	if (d)
 		closedir(d);
 	return last;
+}
+
+/* Segment seq's header names seq and first epoch first. */
+static bool segment_header_is(uint64_t seq, uint64_t first)
+{
+	struct pt_segment_header h;
+	char p[512];
+	int fd;
+	bool ok;
+
+	snprintf(p, sizeof(p), "%s/log-%016" PRIx64 ".seg", dir, seq);
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	ok = fd >= 0 && pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+	     !memcmp(h.magic, PT_SEGMENT_MAGIC, 8) && h.seq == seq && h.first_epoch == first;
+	if (fd >= 0)
+		close(fd);
+	return ok;
 }
 
 /* Wait (at most 5 s) for the spare of segment seq at epoch first. */
@@ -198,14 +224,45 @@ int main(void)
 	     ((char *)pt_region_base(r))[3 * ps] == 20 &&
 	     XXH3_64bits((char *)pt_region_base(r) + 4 * ps, (NPAGES - 4) * ps) == rest);
 	if (!ret) {
+		char name[256], from[512], to[768];
+		bool swapped = false;
+		int64_t last = 0;
+
 		write_pages(r, 4, 21);
 		e = pt_region_sync(r);
 		cell("and goes on: epoch 21", e == 21);
+		/* Another file renamed over the prepared spare, as a
+		 * checkpoint retiring a segment of its number would: the roll
+		 * must not take it. */
+		if (pt_region_checkpoint(r) != 21)
+			DIE("checkpoint at 21");
+		for (int i = 22; i < 26 && !swapped; i++) {
+			write_pages(r, 4, i);
+			last = pt_region_sync(r);
+			seq = last_segment();
+			if (last == i && wait_prepared(seq + 1, (uint64_t)i + 1) &&
+			    spare_named(seq + 1, (uint64_t)i + 1, name, sizeof(name))) {
+				int fd;
+
+				snprintf(from, sizeof(from), "%s/stranger", dir);
+				snprintf(to, sizeof(to), "%s/%s", dir, name);
+				fd = open(from, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+				if (fd < 0 || write(fd, "not a segment", 13) != 13 || close(fd) ||
+				    rename(from, to))
+					DIE("the stranger file: %s", strerror(errno));
+				swapped = true;
+			}
+		}
+		write_pages(r, 4, 26);
+		e = pt_region_sync(r);
+		cell("a file put over the prepared spare: the roll gives it a header", swapped &&
+		     e == last + 1 && last_segment() == seq + 1 &&
+		     segment_header_is(seq + 1, (uint64_t)e));
 		hash = XXH3_64bits(pt_region_base(r), NPAGES * ps);
 		ret = pt_region_close(r);
 		ret = ret ? ret : pt_replica_open(&rep, dir, NULL);
-		cell("a new replica at 21, same content", !ret && pt_replica_epoch(rep) == 21 &&
-		     XXH3_64bits(pt_replica_base(rep), NPAGES * ps) == hash);
+		cell("a new replica at the last epoch, same content", !ret &&
+		     pt_replica_epoch(rep) == e && XXH3_64bits(pt_replica_base(rep), NPAGES * ps) == hash);
 		if (!ret)
 			pt_replica_close(rep);
 	}

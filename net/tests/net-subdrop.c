@@ -1,4 +1,5 @@
 /* net-subdrop: subscriptions dropped while messages stream in to them (net_sub_drop, net/conn.h).  libnats before 3.6.1 uses a subscription destroyed while its read thread hands it a message after it was freed (nats.c issue 637); net_sub_drop flushes before it destroys, or keeps the subscription until net_close.  Plain subscriptions dropped 2,000 times with an unsubscribe and 20 times kept; one whose flush goes unanswered (the server stopped) kept until the next flush; JetStream ordered consumers (the follower's kind) dropped both ways; a KV watcher dropped.  Under AddressSanitizer a child first drops the same way with natsSubscription_Destroy alone, to show that the workload reaches the race (reported, not required: it is a race). */
+#include <dirent.h>
 #include <pthread.h>
 
 #include "nettest.h"
@@ -39,6 +40,41 @@ static void *flood(void *arg)
 	}
 	natsConnection_Destroy(nc);
 	return NULL;
+}
+
+/* Every thread of pid stopped (SIGSTOP lands on each in its own time):
+ * waited for at most 2 s. */
+static bool all_stopped(pid_t pid)
+{
+	char path[64];
+
+	for (int i = 0; i < 200; i++) {
+		struct dirent *de;
+		DIR *d;
+		bool all = true;
+
+		snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+		d = opendir(path);
+		while (d && all && (de = readdir(d))) {
+			char stat[384], buf[256], *p;
+			FILE *f;
+
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(stat, sizeof(stat), "%s/%s/stat", path, de->d_name);
+			f = fopen(stat, "r");
+			p = f && fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+			all = p && p[1] == ' ' && (p[2] == 'T' || p[2] == 't');
+			if (f)
+				fclose(f);
+		}
+		if (d)
+			closedir(d);
+		if (d && all)
+			return true;
+		nt_sleep_ms(10);
+	}
+	return false;
 }
 
 static void take(natsSubscription *sub, int n)
@@ -158,6 +194,8 @@ int main(void)
 			DIE("subscribing");
 		take(sub, 1);
 		kill(server.pid, SIGSTOP);
+		if (!all_stopped(server.pid))
+			DIE("nats-server did not stop");
 		net_sub_drop(&c, sub, true);	/* its flush waits 1 s */
 		kill(server.pid, SIGCONT);
 		cell("a flush unanswered: the subscription kept", net_kept(&c, true) == 1, "");
