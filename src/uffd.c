@@ -768,14 +768,15 @@ static int scan_hot(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ran
 }
 
 /*
- * Scan the range: with reset and hot pages (t->skip), around them; else
- * the whole range at once (a read-only scan never re-arms a hot page).
+ * Scan pages [lo, hi): with reset and hot pages (t->skip), around them;
+ * else at once (a read-only scan never re-arms a hot page).
  */
-static int scan(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out, bool wp)
+static int scan(struct pt_tracker *t, struct pm_scan_arg *arg, struct pt_ranges *out, bool wp,
+		uint64_t lo, uint64_t hi)
 {
 	if (t->skip && wp)
-		return scan_hot(t, arg, out, 0, t->npages);
-	return scan_span(t, arg, out, wp, 0, t->npages);
+		return scan_hot(t, arg, out, lo, hi);
+	return scan_span(t, arg, out, wp, lo, hi - lo);
 }
 
 /*
@@ -801,7 +802,7 @@ static int scan_empty(struct pt_tracker *t, bool reset)
 	int ret;
 
 	s->empty.nr = 0;
-	ret = scan(t, &arg, &s->empty, false);
+	ret = scan(t, &arg, &s->empty, false, 0, t->npages);
 	if (ret || !reset)
 		return ret;
 	for (size_t i = 0; i < s->empty.nr; i++) {
@@ -874,11 +875,8 @@ static int scan_chunks(struct pt_tracker *t, struct pm_scan_arg *arg, bool reset
 		/* The scan's first range may extend the last one there. */
 		size_t from = t->out.nr ? t->out.nr - 1 : 0;
 
-		/* Adaptive tracking: around the hot pages, in the chunks. */
-		if (t->skip && reset)
-			ret = scan_hot(t, arg, &t->out, first << shift, p_end);
-		else
-			ret = scan_span(t, arg, &t->out, reset, first << shift, p_end - (first << shift));
+		/* Adaptive tracking too: around the hot pages, in the chunks. */
+		ret = scan(t, arg, &t->out, reset, first << shift, p_end);
 		if (ret)
 			return ret;
 		chunks += end - first;
@@ -928,7 +926,7 @@ static int uffd_collect(struct pt_tracker *t, bool reset)
 		if (ret)
 			goto fail;
 	}
-	ret = s->guard ? scan_chunks(t, &arg, reset) : scan(t, &arg, &t->out, reset);
+	ret = s->guard ? scan_chunks(t, &arg, reset) : scan(t, &arg, &t->out, reset, 0, t->npages);
 	if (ret)
 		goto fail;
 	if (s->empty.nr) {
