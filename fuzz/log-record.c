@@ -80,7 +80,7 @@ static void walk_memfd(const unsigned char *area, size_t len, const struct pt_re
 	if (ftruncate(records_fd, 0) || (len && pt_write_full(records_fd, area, len, 0)))
 		abort();
 	for (;;) {
-		n = pt_record_read(records_fd, 1, off, id, &buf, &cap, &rec);
+		n = pt_record_read(records_fd, 1, off, 0, id, &buf, &cap, &rec);
 		if (n <= 0)
 			break;
 		if (rec.hdr->length != (uint64_t)n || off + (uint64_t)n > len)

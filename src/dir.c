@@ -426,13 +426,12 @@ static uint64_t verify_segments(int dirfd, const struct pt_image *img, uid_t own
 			continue;
 		}
 		for (off = img->id.page_size;;) {
-			int64_t len = pt_record_read(fd, segs[i].seq, off, &img->id, &buf, &cap, &rec);
+			int64_t len = pt_record_read(fd, segs[i].seq, off, segs[i].first_epoch, &img->id,
+						     &buf, &cap, &rec);
 			bool tail = i + 1 == nsegs;
 
+			/* The end, or a recycled file's old records. */
 			if (len == 0)
-				break;
-			/* A recycled file's old records: this segment ends. */
-			if (len > 0 && pt_record_stale(rec.hdr, segs[i].first_epoch))
 				break;
 			if (len > 0) {
 				n++;
@@ -624,12 +623,11 @@ PT_EXPORT int pt_dir_walk(const char *dir, pt_dir_record_fn fn, void *arg)
 		}
 		for (off = img.id.page_size; !ret;) {
 			struct pt_record rec;
-			int64_t len = pt_record_read(fd, segs[i].seq, off, &img.id, &buf, &cap, &rec);
+			int64_t len = pt_record_read(fd, segs[i].seq, off, segs[i].first_epoch, &img.id,
+						     &buf, &cap, &rec);
 
+			/* The end, or a recycled file's old records. */
 			if (len == 0)
-				break;
-			/* A recycled file's old records: this segment ends. */
-			if (len > 0 && pt_record_stale(rec.hdr, segs[i].first_epoch))
 				break;
 			dr = (struct pt_dir_record){ .what = len > 0 ? PT_DIR_RECORD : PT_DIR_STOP,
 						     .history_id = img.id.history_id, .segment = name,

@@ -472,9 +472,14 @@ static int64_t record_read(int fd, uint64_t seq, uint64_t offset, const struct p
 	return (int64_t)h->length;
 }
 
-int64_t pt_record_read(int fd, uint64_t seq, uint64_t offset, const struct pt_region_id *id,
-		       unsigned char **buf, size_t *cap, struct pt_record *rec)
+int64_t pt_record_read(int fd, uint64_t seq, uint64_t offset, uint64_t first_epoch,
+		       const struct pt_region_id *id, unsigned char **buf, size_t *cap,
+		       struct pt_record *rec)
 {
+	int64_t len = record_read(fd, seq, offset, id, buf, cap, rec, READ_HEADER);
+
+	if (len <= 0 || pt_record_stale(rec->hdr, first_epoch))
+		return len < 0 ? len : 0;
 	return record_read(fd, seq, offset, id, buf, cap, rec, READ_WHOLE);
 }
 

@@ -126,11 +126,15 @@ void pt_pagelog_reader_free(struct pt_pagelog_reader *r);
  */
 int pt_pagelog_next(struct pt_pagelog_reader *r, uint64_t limit, struct pt_record *rec);
 /*
- * Read and check the record at (fd, offset) of segment seq; returns its
- * length (> 0), 0 at a clean end of file, or -errno.  Fills rec.
+ * Read and check the record at (fd, offset) of segment seq, whose first
+ * epoch is first_epoch; returns its length (> 0), 0 at the end of the
+ * segment's records (a clean end of file, zeros, or a recycled file's older
+ * record: judged from its header alone, since the pages behind a stale
+ * header may already be a newer record's), or -errno.  Fills rec.
  */
-int64_t pt_record_read(int fd, uint64_t seq, uint64_t offset, const struct pt_region_id *id,
-		       unsigned char **buf, size_t *cap, struct pt_record *rec);
+int64_t pt_record_read(int fd, uint64_t seq, uint64_t offset, uint64_t first_epoch,
+		       const struct pt_region_id *id, unsigned char **buf, size_t *cap,
+		       struct pt_record *rec);
 const char *pt_strerror(int err);
 /* The header checksum of the record of epoch: 0, -ENOENT (not in the log),
  * or the error that kept it from being read. */

@@ -46,10 +46,10 @@ int main(void)
 	if (fd < 0 || pwrite(fd, a, 2 * ps, 0) != (ssize_t)(2 * ps) ||
 	    pwrite(fd, b, 100, (off_t)(2 * ps)) != 100)
 		DIE("memfd");
-	n = pt_record_read(fd, 1, 0, &id, &buf, &cap, &rec);
+	n = pt_record_read(fd, 1, 0, 0, &id, &buf, &cap, &rec);
 	if (n != (int64_t)(2 * ps))
 		DIE("record A: %lld", (long long)n);
-	n = pt_record_read(fd, 1, 2 * ps, &id, &buf, &cap, &rec);
+	n = pt_record_read(fd, 1, 2 * ps, 0, &id, &buf, &cap, &rec);
 	printf("record B, 100 of %zu bytes in the file: %lld (%s)\n", ps, (long long)n,
 	       n < 0 ? pt_strerror((int)n) : "accepted");
 	if (n != -ENODATA)
