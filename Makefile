@@ -56,8 +56,11 @@ TEST_SRCS  := $(filter-out $(PTEST_SRCS),$(wildcard test/*.c))
 TEST_BINS  := $(TEST_SRCS:test/%.c=$(O)/test/%)
 TEST_SH    := $(filter-out test/run.sh,$(wildcard test/*.sh))
 # Tests that start threads also run under TSan, and so does the emulated
-# soft-dirty run (a script over softdirty-trackers and softdirty-converge).
-TSAN_TESTS := $(shell grep -lE 'pthread_create|t_writers_start' $(TEST_SRCS) 2>/dev/null | sed 's|test/\(.*\)\.c|\1|')
+# soft-dirty run (a script over softdirty-trackers and softdirty-converge);
+# so does region-stream, whose point is the library's own threads working
+# side by side.
+TSAN_TESTS := $(shell grep -lE 'pthread_create|t_writers_start' $(TEST_SRCS) 2>/dev/null | sed 's|test/\(.*\)\.c|\1|') \
+	      region-stream
 TSAN_SH    := softdirty-emulated.sh
 TSAN_SH_BINS := softdirty-trackers softdirty-converge region-precopy
 BENCH_SRCS := $(wildcard bench/*.c)

@@ -27,7 +27,9 @@
  *  4. durable: an on-sync pt_region_sync() of 1,000 dirty pages next to
  *     pwrite + fdatasync of the same page bytes, appended to a file in the
  *     region's data directory.
- *  5. recycle: durable syncs into recycled log segments against new ones.
+ *  5. recycle: durable syncs into recycled log segments against new ones,
+ *     and into recycled ones from a region whose own threads are placed on
+ *     another CPU than this one (the streamed write runs beside the copy).
  *  6. cycle: each written page from collect to the image: syncs of an
  *     exchange-like workload (most writes to a hot set) followed by a
  *     private replica in another process, then a checkpoint; the CPU each
@@ -83,9 +85,11 @@
  *    (byte for byte in this process, by XXH3 across processes), and each
  *    catch-up copies exactly the changed pages from the image.
  */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -1550,6 +1554,33 @@ static void drop_spares(const char *dir)
 }
 
 /*
+ * The library's threads of one region (named pt-*, created since the task
+ * list before[0..nbefore) was taken) on CPU lib; false if that fails.
+ */
+static bool pin_new_library_threads(const pid_t *before, int nbefore, int lib)
+{
+	pid_t now[256];
+	int n = t_tasks(now, 256), pinned = 0;
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(lib, &set);
+	for (int i = 0; i < n; i++) {
+		char name[32];
+		bool old = false;
+
+		for (int j = 0; j < nbefore; j++)
+			old |= before[j] == now[i];
+		if (old)
+			continue;
+		t_task_name(now[i], name, sizeof(name));
+		if (!strncmp(name, "pt-", 3) && !sched_setaffinity(now[i], sizeof(set), &set))
+			pinned++;
+	}
+	return pinned >= 2;	/* the seal and log threads */
+}
+
+/*
  * Durable syncs of DURABLE_PAGES pages into segments that hold two records,
  * a checkpoint (untimed) after every second sync dropping the full ones:
  * with the spares kept (recycled: appends overwrite allocated blocks) and
@@ -1559,13 +1590,15 @@ static void drop_spares(const char *dir)
  */
 static void recycle_section(const uint64_t *perm)
 {
-	const char *names[2] = { "fresh segments", "recycled segments" };
+	const char *names[3] = { "fresh segments", "recycled segments", "recycled, threads apart" };
 	size_t raw_len = (size_t)DURABLE_PAGES << page_shift;
-	struct bench_samples s[2] = { { 0 } }, s_app = { 0 }, s_over = { 0 };
+	struct bench_samples s[3] = { { 0 } }, s_app = { 0 }, s_over = { 0 };
 	struct region_cfg cfg = { .durability = PT_DURABLE_ON_SYNC, .populate = true,
 				  .retain_bytes = 1 };
-	char dir[2][256], path[300], title[200];
-	struct pt_region *r[2] = { NULL, NULL };
+	char dir[3][256], path[300], title[200];
+	struct pt_region *r[3] = { NULL, NULL, NULL };
+	cpu_set_t all, mine;
+	int nregions = 2, me, lib;
 	off_t app_off = 0, over_off = 0;
 	int afd = -1, ofd = -1;
 	char *raw = NULL;
@@ -1593,6 +1626,27 @@ static void recycle_section(const uint64_t *perm)
 		if (!r[k])
 			goto out;
 	}
+	/* A third region whose own threads run on another CPU than the
+	 * caller's (an application that places its threads, see
+	 * docs/replication.md, "Scheduling"): the log thread then writes a
+	 * record's pages while the sync copies them. */
+	if (!sched_getaffinity(0, sizeof(all), &all) && t_two_cpus(&all, &lib, &me)) {
+		pid_t before[256];
+		int nbefore = t_tasks(before, 256);
+
+		r[2] = region_new("apart", &cfg, names[2], dir[2], sizeof(dir[2]));
+		if (!r[2])
+			goto out;
+		if (!pin_new_library_threads(before, nbefore, lib)) {
+			bench_failed("memfd", names[2], "-", "could not place the library's threads");
+			goto out;
+		}
+		CPU_ZERO(&mine);
+		CPU_SET(me, &mine);
+		nregions = 3;
+	} else {
+		bench_unavailable("memfd", names[2], "1000 dirty", "a single CPU");
+	}
 	snprintf(path, sizeof(path), "%s/raw-append", dir[0]);
 	afd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	snprintf(path, sizeof(path), "%s/raw-overwrite", dir[0]);
@@ -1609,10 +1663,16 @@ static void recycle_section(const uint64_t *perm)
 	if (fsync(ofd))
 		goto out;
 	for (int rep = 0; rep < 2 * bench_opts.reps + 4; rep++) {
-		for (int k = 0; k < 2; k++) {
+		for (int k = 0; k < nregions; k++) {
 			double ms;
+			bool timed;
 
-			if (!timed_sync(r[k], names[k], perm, DURABLE_PAGES, true, &ms, NULL))
+			if (k == 2)
+				sched_setaffinity(0, sizeof(mine), &mine);
+			timed = timed_sync(r[k], names[k], perm, DURABLE_PAGES, true, &ms, NULL);
+			if (k == 2)
+				sched_setaffinity(0, sizeof(all), &all);
+			if (!timed)
 				goto out;
 			/* The first four fill and drop the first segments: from
 			 * then on the recycled region has spares to take. */
@@ -1651,7 +1711,7 @@ out:
 		close(afd);
 	if (ofd >= 0)
 		close(ofd);
-	for (int k = 0; k < 2; k++)
+	for (int k = 0; k < 3; k++)
 		if (r[k] && !region_done(r[k], dir[k], names[k]))
 			ok = false;
 	free(raw);
@@ -1670,6 +1730,13 @@ out:
 		  "<= 1.0x", NULL);
 	ratio_row("recycled / raw overwrite", "1000 dirty", &s[1], &s_over, BENCH_AT_MOST, 1.3,
 		  "<= 1.3x", NULL);
+	if (nregions < 3)
+		return;
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = names[2],
+				       .variant = "1000 dirty", .samples = &s[2] });
+	ratio_row("apart / recycled", "1000 dirty", &s[2], &s[1], BENCH_AT_MOST, 1.0, NULL, NULL);
+	ratio_row("apart / raw overwrite", "1000 dirty", &s[2], &s_over, BENCH_AT_MOST, 1.3,
+		  NULL, NULL);
 }
 
 /* ---- 6. each written page, from collect to the image ------------------- */

@@ -147,7 +147,7 @@ int pt_checkpointer_start(struct pt_region *r)
 	if (ret)
 		return ret;
 	r->ckpt_started = true;
-	pt_background_policy(r->ckpt_thread);
+	pt_background_thread(r->ckpt_thread, "pt-checkpoint");
 	return 0;
 }
 

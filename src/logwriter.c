@@ -11,7 +11,9 @@
  *
  * The threads run SCHED_BATCH, so waking one never preempts the writer on
  * its CPU.  A durable-on-sync caller, which waits for the fdatasync anyway,
- * seals its own record when the seal thread has nothing to do.
+ * seals its own record when the seal thread has nothing to do, and has the
+ * idle log thread write the record's pages while it copies them (the
+ * streamed write, below).
  *
  * A record stays in staging memory until it is durable.  If a write or an
  * fdatasync fails the segment is suspect (after a failed fdatasync Linux may
@@ -44,6 +46,7 @@ static void latch_error(struct pt_region *r, int err, const char *what)
 		       "into a new segment", r->dir, what, strerror(-err));
 	r->error = err;
 	r->seg_suspect = true;
+	r->stream = NULL;		/* written whole, once sealed */
 	r->q_write = r->q_head;		/* everything not durable is written again */
 	r->retry_ns = now_ns() + RETRY_MS * 1000000ull;
 	state_store(&r->state->last_error, (uint64_t)-err);
@@ -159,6 +162,13 @@ static int end_segment(struct pt_region *r)
 	return 0;
 }
 
+/* Whether a record of len bytes goes into a new segment.  Log thread. */
+static bool needs_roll(const struct pt_region *r, size_t len)
+{
+	return r->seg_fd < 0 || r->seg_suspect ||
+	       (r->seg_off > r->id.page_size && r->seg_off + len > r->opts.segment_bytes);
+}
+
 static int roll_segment(struct pt_region *r, uint64_t first_epoch)
 {
 	int fd = -1, ret;
@@ -242,10 +252,82 @@ static void roll_ahead(struct pt_region *r)
 static bool want_roll_ahead(const struct pt_region *r)
 {
 	return r->seg_fd >= 0 && !r->seg_suspect && !r->error && !r->stop && r->last_len &&
+	       !r->stream &&
 	       r->q_write == r->q_tail && r->durable >= r->logged &&
 	       r->seg_off + r->last_len > r->opts.segment_bytes &&
 	       (!r->seg_ended || r->next_fd < 0 || r->next_first != r->logged + 1) &&
 	       r->ahead_tried != r->logged;
+}
+
+/*
+ * The streamed record.  A durable-on-sync caller waits for the fdatasync
+ * anyway; finding the log thread idle, it has it write the record's pages
+ * while it is still copying them into staging memory, a run of
+ * STREAM_PAGES at a time, and the record's head once it has sealed it.
+ * The roll, when the record needs a new segment, is done then too.  The
+ * copy, the checksums and the pwrite, one after another, were 0.5 ms each
+ * for 1,000 pages here; now the write runs beside the other two.
+ *
+ * Until the head is written, the record's place in the segment holds what
+ * it held: nothing, zeros (an end marker), or a recycled segment's older
+ * record.  A reader, or recovery after a crash, stops there as it always
+ * did; the pages behind it are covered by the sums in the head, so no
+ * reader takes them without it.  A failed write latches the error as any
+ * write does: the record is written whole again, once sealed.
+ */
+bool pt_stream_start(struct pt_region *r, struct record_slot *s)
+{
+	if (r->opts.durability != PT_DURABLE_ON_SYNC || r->error || r->stop || r->stream ||
+	    !s->page_count || s->oversize || r->q_write != r->q_tail || r->q_seal != r->q_tail)
+		return false;
+	r->stream = s;
+	r->stream_written = 0;
+	__atomic_store_n(&r->stream_ready, 0, __ATOMIC_SEQ_CST);
+	pthread_cond_signal(&r->work);
+	return true;
+}
+
+void pt_stream_staged(struct pt_region *r, uint32_t pages)
+{
+	/* Against the log thread's stream_sleeping then stream_ready: one of
+	 * the two sees the other's store. */
+	__atomic_store_n(&r->stream_ready, pages, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&r->stream_sleeping, __ATOMIC_SEQ_CST))
+		pt_futex_wake(&r->stream_ready);
+}
+
+/* Write the streamed record's pages as they are staged, all of them (the
+ * caller always stages the whole record).  Lock held, released inside. */
+static void stream_pages(struct pt_region *r)
+{
+	struct record_slot *s = r->stream;
+	size_t ps = r->id.page_size;
+	uint64_t head = pt_record_head_length(s->page_count, ps), epoch = s->epoch;
+	bool roll = needs_roll(r, s->len);
+	int ret;
+
+	pthread_mutex_unlock(&r->lock);
+	ret = roll ? roll_segment(r, epoch) : 0;
+	while (!ret && r->stream_written < s->page_count) {
+		uint32_t ready = __atomic_load_n(&r->stream_ready, __ATOMIC_SEQ_CST), n;
+
+		if (ready == r->stream_written) {
+			__atomic_store_n(&r->stream_sleeping, 1, __ATOMIC_SEQ_CST);
+			if (__atomic_load_n(&r->stream_ready, __ATOMIC_SEQ_CST) == ready)
+				pt_futex_wait(&r->stream_ready, ready, 100);
+			__atomic_store_n(&r->stream_sleeping, 0, __ATOMIC_SEQ_CST);
+			continue;
+		}
+		n = ready - r->stream_written;
+		ret = pt_write_full(r->seg_fd, s->buf + head + (size_t)r->stream_written * ps,
+				    (size_t)n * ps,
+				    (off_t)(r->seg_off + head + (uint64_t)r->stream_written * ps));
+		if (!ret)
+			r->stream_written = ready;
+	}
+	pthread_mutex_lock(&r->lock);
+	if (ret)
+		latch_error(r, ret, roll ? "starting a segment" : "a write");
 }
 
 static bool want_fsync(struct pt_region *r, uint64_t now)
@@ -267,12 +349,16 @@ static bool want_fsync(struct pt_region *r, uint64_t now)
  * preemption), so on a busy CPU the writer's stall no longer holds the seal
  * thread's checksum or the log thread's pwrite; they run on another CPU or
  * when the writer sleeps or its slice ends.  Only from the default policy: a
- * real-time or idle policy the application chose is kept.
+ * real-time or idle policy the application chose is kept.  Each is named
+ * (pt-seal, pt-log, pt-checkpoint: /proc/<pid>/task/<tid>/comm), so that an
+ * application can find and place them (sched_setaffinity, a cgroup).
  */
-void pt_background_policy(pthread_t thread)
+void pt_background_thread(pthread_t thread, const char *name)
 {
 	struct sched_param sp = { 0 };
 	int policy;
+
+	pthread_setname_np(thread, name);
 
 	/* Set by the creator, before the thread can matter: glibc's thread
 	 * attributes take no SCHED_BATCH. */
@@ -355,14 +441,20 @@ static void *log_main(void *arg)
 		}
 		if (r->q_write < r->q_seal) {
 			struct record_slot *s = slot_at(r, r->q_write);
-			bool roll = r->seg_fd < 0 || r->seg_suspect ||
-				(r->seg_off > r->id.page_size &&
-				 r->seg_off + s->len > r->opts.segment_bytes);
+			/* Streamed: its pages are in the segment, its head
+			 * goes last.  (Sealed before this thread got to it:
+			 * written as any record.) */
+			bool streamed = s == r->stream && r->stream_written == s->page_count;
+			size_t len = streamed ? (size_t)pt_record_head_length(s->page_count,
+									      r->id.page_size) : s->len;
+			bool roll = !streamed && needs_roll(r, s->len);
 
+			if (s == r->stream)
+				r->stream = NULL;
 			pthread_mutex_unlock(&r->lock);
 			ret = roll ? roll_segment(r, s->epoch) : 0;
 			if (!ret)
-				ret = pt_write_full(r->seg_fd, s->buf, s->len, (off_t)r->seg_off);
+				ret = pt_write_full(r->seg_fd, s->buf, len, (off_t)r->seg_off);
 			pthread_mutex_lock(&r->lock);
 			if (ret) {
 				latch_error(r, ret, roll ? "starting a segment" : "a write");
@@ -395,6 +487,10 @@ static void *log_main(void *arg)
 				pt_futex_wake(&r->state->futex);
 			}
 			pthread_cond_broadcast(&r->cond);
+			continue;
+		}
+		if (r->stream && r->stream_written < r->stream->page_count) {
+			stream_pages(r);
 			continue;
 		}
 		if (want_fsync(r, now)) {
@@ -436,12 +532,12 @@ int pt_logwriter_start(struct pt_region *r)
 	if (ret)
 		return ret;
 	r->seal_started = true;
-	pt_background_policy(r->seal_thread);
+	pt_background_thread(r->seal_thread, "pt-seal");
 	ret = -pthread_create(&r->log_thread, NULL, log_main, r);
 	if (ret)
 		return ret;
 	r->log_started = true;
-	pt_background_policy(r->log_thread);
+	pt_background_thread(r->log_thread, "pt-log");
 	return 0;
 }
 

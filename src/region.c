@@ -540,25 +540,40 @@ PT_EXPORT pt_epoch_t pt_region_epoch(const struct pt_region *r)
  * held and not pending keeps an empty slot, which the seal fills from the
  * store (pt_precopy_fill).
  */
-static uint32_t stage_pages(struct pt_region *r, const struct pt_range *ranges, size_t nr,
-			    bool merged, unsigned char *buf, uint32_t count)
+static void stage_pages(struct pt_region *r, const struct pt_range *ranges, size_t nr,
+			bool merged, bool streamed, unsigned char *buf, uint32_t count)
 {
 	size_t ps = r->id.page_size;
 	uint64_t *index = (uint64_t *)(buf + sizeof(struct pt_record_header));
 	unsigned char *data = buf + pt_record_head_length(count, ps);
 	uint64_t head = pt_record_head_length(count, ps);
-	uint32_t k = 0;
+	uint32_t k = 0, told = 0;
 
 	/* Zero the header page(s): the padding is part of the checksum. */
 	memset(buf, 0, head);
 	if (!merged) {
+		/* Streamed, the log thread writes each run of STREAM_PAGES
+		 * as soon as it is here. */
 		for (size_t i = 0; i < nr; i++) {
-			memcpy(data + (size_t)k * ps, (char *)r->base + ranges[i].first * ps,
-			       ranges[i].count * ps);
-			for (uint64_t p = 0; p < ranges[i].count; p++)
-				index[k++] = ranges[i].first + p;
+			uint64_t first = ranges[i].first, left = ranges[i].count;
+
+			while (left) {
+				uint64_t n = streamed && left > STREAM_PAGES ? STREAM_PAGES : left;
+
+				memcpy(data + (size_t)k * ps, (char *)r->base + first * ps, n * ps);
+				for (uint64_t p = 0; p < n; p++)
+					index[k++] = first + p;
+				first += n;
+				left -= n;
+				if (streamed && k - told >= STREAM_PAGES) {
+					pt_stream_staged(r, k);
+					told = k;
+				}
+			}
 		}
-		return k;
+		if (streamed)
+			pt_stream_staged(r, k);
+		return;
 	}
 	for (uint64_t w = 0; w < (r->id.npages + 63) / 64; w++) {
 		uint64_t bits = r->pending[w] | pt_precopy_word(r, w);
@@ -572,7 +587,6 @@ static uint32_t stage_pages(struct pt_region *r, const struct pt_range *ranges, 
 			index[k++] = p;
 		}
 	}
-	return k;
 }
 
 /* Pages of the pending set and the pre-copy store together. */
@@ -679,7 +693,7 @@ PT_EXPORT pt_epoch_t pt_region_sync(struct pt_region *r)
 	unsigned char *buf;
 	uint64_t count, epoch, t0, t1, from_store = 0, resynced;
 	size_t nr, len;
-	bool merged;
+	bool merged, streamed;
 	int n, ret;
 
 	if (!r)
@@ -735,11 +749,15 @@ PT_EXPORT pt_epoch_t pt_region_sync(struct pt_region *r)
 		pthread_cond_signal(&r->work);
 		pthread_cond_wait(&r->cond, &r->lock);
 	}
+	s->len = len;
+	s->page_count = (uint32_t)count;
+	s->sealed = false;
+	s->epoch = r->assigned + 1;	/* this sync's, under sync_lock */
+	/* Pages from pre-copy passes are copied in at the seal: not before. */
+	streamed = !merged && pt_stream_start(r, s);
 	pthread_mutex_unlock(&r->lock);
 
-	s->len = len;
-	s->page_count = stage_pages(r, ranges, nr, merged, buf, (uint32_t)count);
-	s->sealed = false;
+	stage_pages(r, ranges, nr, merged, streamed, buf, (uint32_t)count);
 	from_store = pt_precopy_hand(r, s);
 	if (r->npending) {
 		memset(r->pending, 0, (r->id.npages + 63) / 64 * 8);

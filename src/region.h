@@ -91,6 +91,14 @@ struct pt_region {
 	uint64_t logged;	/* newest epoch written to the log file */
 	uint64_t durable_request;
 	uint64_t publish_time_ns;	/* first publish not yet durable */
+	/* The streamed record (logwriter.c): a durable-on-sync caller stages
+	 * it while the log thread writes its pages.  stream under the lock;
+	 * stream_ready and stream_sleeping atomic; stream_written the log
+	 * thread's. */
+	struct record_slot *stream;
+	uint32_t stream_ready;		/* its pages staged so far (futex word) */
+	uint32_t stream_sleeping;	/* the log thread waits on stream_ready */
+	uint32_t stream_written;	/* its pages in the segment */
 	int error;		/* latched log error, 0 if none */
 	uint64_t retry_ns;
 	bool stop;
@@ -168,11 +176,19 @@ void pt_staging_publish(struct pt_region *r, const struct record_slot *s);
 /* Seal record q_seal (r->sealing set by the caller under the lock, held on
  * entry and on return) and publish it. */
 void pt_writer_seal(struct pt_region *r, struct record_slot *s);
+/* Pages staged a run at a time while the log thread writes them. */
+#define STREAM_PAGES	64
+/* Let the log thread write the pages of s (its len, page_count and epoch
+ * set) as the caller stages them: true when it is idle and the caller
+ * will seal s itself (durable on sync).  Lock held. */
+bool pt_stream_start(struct pt_region *r, struct record_slot *s);
+/* The first pages of the streamed record are staged. */
+void pt_stream_staged(struct pt_region *r, uint32_t pages);
 int pt_logwriter_start(struct pt_region *r);
 /* Stop the seal and log threads once everything queued is written. */
 void pt_logwriter_stop(struct pt_region *r);
-/* SCHED_BATCH for a library thread (see logwriter.c). */
-void pt_background_policy(pthread_t thread);
+/* SCHED_BATCH and a name for a library thread (see logwriter.c). */
+void pt_background_thread(pthread_t thread, const char *name);
 
 /* checkpointer.c */
 int pt_checkpointer_start(struct pt_region *r);

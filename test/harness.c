@@ -281,6 +281,69 @@ void t_tmpdir_empty(const char *d)
 }
 
 /* Remove a flat directory made by t_tmpdir_make: its files, then itself. */
+bool t_two_cpus(const cpu_set_t *set, int *a, int *b)
+{
+	*a = *b = -1;
+	for (int c = 0; c < CPU_SETSIZE && *b < 0; c++)
+		if (CPU_ISSET(c, set)) {
+			if (*a < 0)
+				*a = c;
+			else
+				*b = c;
+		}
+	return *b >= 0;
+}
+
+int t_tasks(pid_t *tids, int max)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	int n = 0;
+
+	while (d && n < max && (de = readdir(d)))
+		if (atoi(de->d_name) > 0)
+			tids[n++] = atoi(de->d_name);
+	if (d)
+		closedir(d);
+	return n;
+}
+
+void t_task_name(pid_t tid, char *name, size_t len)
+{
+	char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/comm", (int)tid);
+	f = fopen(path, "re");
+	if (!f || !fgets(name, (int)len, f))
+		name[0] = 0;
+	name[strcspn(name, "\n")] = 0;
+	if (f)
+		fclose(f);
+}
+
+int t_failures;
+
+void t_cell(const char *what, bool ok)
+{
+	printf("  %-66s %s\n", what, ok ? "done" : "FAILED");
+	fflush(stdout);
+	if (!ok)
+		t_failures++;
+}
+
+static void print_error(const struct pt_dir_problem *p, void *arg)
+{
+	(void)arg;
+	if (p->level == PT_LOG_ERROR)
+		printf("    verify: %s\n", p->message);
+}
+
+int t_verify(const char *d)
+{
+	return pt_dir_verify(d, print_error, NULL);
+}
+
 void t_tmpdir_remove(const char *d)
 {
 	t_tmpdir_empty(d);

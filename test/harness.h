@@ -21,6 +21,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -205,6 +206,20 @@ void t_tmpdir_remove(const char *d);
  * exit status (124: it took longer than 20 s). */
 int t_run_tool(char *out, size_t out_len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* The first two CPUs of set into a and b: false if it has fewer. */
+bool t_two_cpus(const cpu_set_t *set, int *a, int *b);
+/* The threads of this process, into tids (at most max); returns the count. */
+int t_tasks(pid_t *tids, int max);
+/* The name of thread tid of this process (its comm) into name, "" if it
+ * cannot be read. */
+void t_task_name(pid_t tid, char *name, size_t len);
+/* A test made of cells: what it checked, done or FAILED, one a line;
+ * t_failures counts the failed ones. */
+extern int t_failures;
+void t_cell(const char *what, bool ok);
+/* pt_dir_verify(d), each error it finds printed: the number of errors
+ * (0: none), or the -errno that kept it from looking. */
+int t_verify(const char *d);
 /* Copy a file (0600, replacing the target): 0, or -1 with errno. */
 int t_copy_file(const char *from, const char *to);
 /* Make `to` (if missing) an exact copy of the flat directory `from`,

@@ -340,37 +340,25 @@ out:
 }
 
 /* The tasks of this process, into tids (at most max); returns the count. */
-static int list_tasks(pid_t *tids, int max)
-{
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *de;
-	int n = 0;
-
-	while (d && (de = readdir(d)))
-		if (atoi(de->d_name) > 0 && n < max)
-			tids[n++] = atoi(de->d_name);
-	if (d)
-		closedir(d);
-	return n;
-}
-
 /* The library's threads are SCHED_BATCH, so that waking one in sync does
- * not preempt the writer on its CPU. */
+ * not preempt the writer on its CPU, and named, so that an application
+ * can find them. */
 static bool threads_batch(char *why, size_t why_len)
 {
 	pid_t before[64], after[64];
 	struct pt_region *r;
-	int nb, na, ours = 0, ret;
+	int nb, na, ours = 0, named = 0, ret;
 
 	(void)why;
 	(void)why_len;
 	fresh_dir();
-	nb = list_tasks(before, 64);
+	nb = t_tasks(before, 64);
 	ret = pt_region_create(&r, dir, NPAGES * t_page_size(), NULL);
 	CHECK(ret == 0, "create: %d", ret);
-	na = list_tasks(after, 64);
+	na = t_tasks(after, 64);
 	for (int i = 0; i < na; i++) {
 		bool old = false;
+		char name[32];
 		int policy;
 
 		for (int j = 0; j < nb; j++)
@@ -379,10 +367,15 @@ static bool threads_batch(char *why, size_t why_len)
 			continue;
 		policy = sched_getscheduler(after[i]);
 		CHECK(policy == SCHED_BATCH, "library thread %d has policy %d", (int)after[i], policy);
+		t_task_name(after[i], name, sizeof(name));
+		named += !strcmp(name, "pt-seal") + 2 * !strcmp(name, "pt-log") +
+			 4 * !strcmp(name, "pt-checkpoint");
 		ours++;
 	}
 	pt_region_close(r);
 	CHECK(ours >= 3, "%d new threads (seal, log, checkpoint expected)", ours);
+	CHECK(named == 7, "the new threads are not named pt-seal, pt-log, pt-checkpoint (%d)",
+	      named);
 	return true;
 }
 

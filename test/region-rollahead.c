@@ -13,16 +13,6 @@
 
 static char dir[128];
 static size_t ps;
-static int failures;
-
-static void cell(const char *what, bool ok)
-{
-	printf("  %-66s %s\n", what, ok ? "done" : "FAILED");
-	fflush(stdout);
-	if (!ok)
-		failures++;
-}
-
 /* The spare whose header names segment seq, first epoch first: true when
  * one is there. */
 static bool spare_named(uint64_t seq, uint64_t first, char *name, size_t len)
@@ -109,14 +99,6 @@ static void write_pages(struct pt_region *r, int n, int value)
 		memset((char *)pt_region_base(r) + (size_t)i * ps, value, ps);
 }
 
-static void count_problem(const struct pt_dir_problem *p, void *arg)
-{
-	if (p->level == PT_LOG_ERROR) {
-		printf("    verify: %s\n", p->message);
-		(*(int *)arg)++;
-	}
-}
-
 int main(void)
 {
 	/* A record of 4 pages: a page of head and 4 of pages, 20 KiB.  Two
@@ -129,7 +111,7 @@ int main(void)
 	struct pt_region *r;
 	uint64_t seq, hash, rest;
 	int64_t e = 0;
-	int ret, problems = 0, status;
+	int ret, status;
 	pid_t pid;
 
 	ps = t_page_size();
@@ -161,12 +143,12 @@ int main(void)
 	seq = last_segment();
 	write_pages(r, 4, 14);
 	e = pt_region_sync(r);
-	cell("two records in a segment", e == 14 && last_segment() == seq);
-	cell("idle: a spare prepared as the next segment, for epoch 15",
+	t_cell("two records in a segment", e == 14 && last_segment() == seq);
+	t_cell("idle: a spare prepared as the next segment, for epoch 15",
 	     wait_prepared(seq + 1, 15));
 	write_pages(r, 4, 15);
 	e = pt_region_sync(r);
-	cell("epoch 15 in that segment, renamed", e == 15 && last_segment() == seq + 1 &&
+	t_cell("epoch 15 in that segment, renamed", e == 15 && last_segment() == seq + 1 &&
 	     !spare_prepared(seq + 1, 15));
 
 	/* A wrong guess: 16 fills the segment, then a record of one page
@@ -176,21 +158,24 @@ int main(void)
 		DIE("checkpoint at 15");
 	write_pages(r, 4, 16);
 	e = pt_region_sync(r);
-	cell("epoch 16, the segment full for a record as long", e == 16 &&
+	t_cell("epoch 16, the segment full for a record as long", e == 16 &&
 	     last_segment() == seq + 1 && wait_prepared(seq + 2, 17));
 	write_pages(r, 1, 17);
 	e = pt_region_sync(r);
-	cell("a shorter epoch 17 fits: written over the end marker", e == 17 &&
+	t_cell("a shorter epoch 17 fits: written over the end marker", e == 17 &&
 	     last_segment() == seq + 1);
-	cell("the prepared spare is left a spare", spare_prepared(seq + 2, 17));
+	/* The log thread, idle again, may already have prepared it anew for
+	 * epoch 18 (the segment is still too full for a 4-page record). */
+	t_cell("the prepared spare is left a spare", spare_prepared(seq + 2, 17) ||
+	     spare_prepared(seq + 2, 18));
 	write_pages(r, 4, 18);
 	e = pt_region_sync(r);
-	cell("epoch 18 rolls to segment seq + 2 all the same", e == 18 &&
+	t_cell("epoch 18 rolls to segment seq + 2 all the same", e == 18 &&
 	     last_segment() == seq + 2);
 	hash = XXH3_64bits(pt_region_base(r), NPAGES * ps);
 	rest = XXH3_64bits((char *)pt_region_base(r) + 4 * ps, (NPAGES - 4) * ps);
 	e = pt_replica_refresh(rep, 0);
-	cell("a replica open from the start comes to 18, same content",
+	t_cell("a replica open from the start comes to 18, same content",
 	     e == 18 && XXH3_64bits(pt_replica_base(rep), NPAGES * ps) == hash);
 	pt_replica_close(rep);
 	ret = pt_region_close(r);
@@ -215,12 +200,12 @@ int main(void)
 	}
 	if (waitpid(pid, &status, 0) != pid)
 		DIE("waitpid: %s", strerror(errno));
-	cell("a child killed with the roll prepared", WIFSIGNALED(status) &&
+	t_cell("a child killed with the roll prepared", WIFSIGNALED(status) &&
 	     WTERMSIG(status) == SIGKILL);
 	if (!WIFSIGNALED(status))
 		printf("    the child exited %d\n", WEXITSTATUS(status));
 	ret = pt_region_open(&r, dir, &o);
-	cell("reopened at epoch 20, its content", !ret && pt_region_epoch(r) == 20 &&
+	t_cell("reopened at epoch 20, its content", !ret && pt_region_epoch(r) == 20 &&
 	     ((char *)pt_region_base(r))[3 * ps] == 20 &&
 	     XXH3_64bits((char *)pt_region_base(r) + 4 * ps, (NPAGES - 4) * ps) == rest);
 	if (!ret) {
@@ -230,7 +215,7 @@ int main(void)
 
 		write_pages(r, 4, 21);
 		e = pt_region_sync(r);
-		cell("and goes on: epoch 21", e == 21);
+		t_cell("and goes on: epoch 21", e == 21);
 		/* Another file renamed over the prepared spare, as a
 		 * checkpoint retiring a segment of its number would: the roll
 		 * must not take it. */
@@ -255,20 +240,19 @@ int main(void)
 		}
 		write_pages(r, 4, 26);
 		e = pt_region_sync(r);
-		cell("a file put over the prepared spare: the roll gives it a header", swapped &&
+		t_cell("a file put over the prepared spare: the roll gives it a header", swapped &&
 		     e == last + 1 && last_segment() == seq + 1 &&
 		     segment_header_is(seq + 1, (uint64_t)e));
 		hash = XXH3_64bits(pt_region_base(r), NPAGES * ps);
 		ret = pt_region_close(r);
 		ret = ret ? ret : pt_replica_open(&rep, dir, NULL);
-		cell("a new replica at the last epoch, same content", !ret &&
+		t_cell("a new replica at the last epoch, same content", !ret &&
 		     pt_replica_epoch(rep) == e && XXH3_64bits(pt_replica_base(rep), NPAGES * ps) == hash);
 		if (!ret)
 			pt_replica_close(rep);
 	}
-	ret = pt_dir_verify(dir, count_problem, &problems);
-	cell("verify finds no problem", ret == 0 && !problems);
+	t_cell("verify finds no problem", t_verify(dir) == 0);
 	t_tmpdir_remove(dir);
-	printf("%s\n", failures ? "FAIL" : "PASS");
-	return failures ? T_FAIL : 0;
+	printf("%s\n", t_failures ? "FAIL" : "PASS");
+	return t_failures ? T_FAIL : 0;
 }
