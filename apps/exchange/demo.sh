@@ -99,11 +99,13 @@ echo
 load=$!
 pids+=("$load")
 if [ "$crash" = 1 ]; then
-	# Kill i of N comes at i/(N+1) of the run, in tenths of seconds.
-	elapsed=0
+	# Kill i of N comes at i/(N+1) of the run, in tenths of seconds from
+	# the load's start, or at once if the restart before it took longer.
+	started=$(date +%s%N)
 	for i in $(seq "$kills"); do
 		at=$((seconds * 10 * i / (kills + 1)))
-		sleep "$(((at - elapsed) / 10)).$(((at - elapsed) % 10))"
+		elapsed=$((($(date +%s%N) - started) / 100000000))
+		[ "$at" -gt "$elapsed" ] && sleep "$(((at - elapsed) / 10)).$(((at - elapsed) % 10))"
 		echo
 		echo ">>> crash drill: kill -9 of the engine (pid $engine)"
 		kill -9 "$engine"
@@ -115,7 +117,6 @@ if [ "$crash" = 1 ]; then
 		echo ">>> restarting it from $dir/data"
 		start_engine "$eport"
 		grep recovered "$dir/engine.log" | tail -n 1 | sed 's/^/>>> /'
-		elapsed=$((at + 5 + 2))	# the pause and the restart, roughly
 	done
 fi
 wait "$load"
