@@ -28,29 +28,28 @@ static int kill_run = -1;	/* the page run after which the process dies */
 static int runs;
 static int fired;		/* the failure was injected */
 
-/* The head of a record of RECORD_PAGES pages: any write shorter than a
- * record and not a run of its pages. */
+/* The length of a record's head (header, index, sums) at RECORD_PAGES. */
 static size_t head_len(void)
 {
 	return (size_t)pt_record_head_length(RECORD_PAGES, ps);
 }
 
+/* Writes into log segments are recorded; a page run (whole pages, more
+ * than one, neither a head nor a whole record; a single page is an end
+ * marker or a segment's header) may be failed or followed by SIGKILL. */
 static ssize_t hooked_pwrite(int fd, const void *buf, size_t len, off_t off)
 {
-	unsigned i;
-
-	/* Page runs of a streamed record: whole pages, not the head, not a
-	 * whole record. */
 	char link[64], target[512];
 	ssize_t tl;
+	unsigned i;
 
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
 	tl = readlink(link, target, sizeof(target) - 1);
 	target[tl > 0 ? tl : 0] = 0;
 	if (!strstr(target, "/log-"))
 		return pt_io_system.pwrite(fd, buf, len, off);
-	if (len % ps == 0 && len != head_len() &&
-	    len < (size_t)pt_record_length(RECORD_PAGES, ps) && off > (off_t)ps) {
+	if (len % ps == 0 && len > ps && len != head_len() &&
+	    len < (size_t)pt_record_length(RECORD_PAGES, ps)) {
 		int run = __atomic_fetch_add(&runs, 1, __ATOMIC_SEQ_CST);
 
 		if (run == __atomic_load_n(&fail_run, __ATOMIC_SEQ_CST)) {
@@ -103,28 +102,32 @@ static void write_pages(struct pt_region *r, int value)
 }
 
 /*
- * The writes of the last sync, seen[from..nseen): runs of its pages at
+ * The writes of the last sync, seen[from..nseen), leaving out single pages
+ * (segment headers, end markers): 1 if they are runs of its pages at
  * increasing offsets, covering its pages exactly, then its head at the
- * record's start.
+ * record's start; 0 if they are the whole record in one write (the log
+ * thread came to it once it was sealed); -1 for anything else.
  */
-static bool streamed_since(unsigned from)
+static int streamed_since(unsigned from)
 {
 	unsigned n = __atomic_load_n(&nseen, __ATOMIC_SEQ_CST), k = 0;
 	off_t start, next;
 
 	for (unsigned i = from; i < n && i < MAX_WRITES; i++)
-		if (seen[i].len != ps)	/* not a segment's header */
+		if (seen[i].len != ps)
 			seen[k++ + from] = seen[i];
+	if (k == 1 && seen[from].len == (size_t)pt_record_length(RECORD_PAGES, ps))
+		return 0;
 	if (k < 2 || seen[from + k - 1].len != head_len())
-		return false;
+		return -1;
 	start = seen[from + k - 1].off;
 	next = start + (off_t)head_len();
 	for (unsigned i = from; i < from + k - 1; i++) {
 		if (seen[i].off != next)
-			return false;
+			return -1;
 		next += (off_t)seen[i].len;
 	}
-	return next == start + (off_t)pt_record_length(RECORD_PAGES, ps);
+	return next == start + (off_t)pt_record_length(RECORD_PAGES, ps) ? 1 : -1;
 }
 
 static uint64_t memory_hash(const void *base)
@@ -141,7 +144,7 @@ int main(void)
 	struct pt_io_ops io = pt_io_system;
 	struct pt_replica *rep;
 	struct pt_region *r;
-	int streamed = 0, ret, status;
+	int streamed = 0, wrong = 0, ret, status;
 	uint64_t hash;
 	int64_t e, last;
 	pid_t pid;
@@ -174,17 +177,26 @@ int main(void)
 		e = pt_region_sync(r);
 		if (e != i)
 			DIE("sync %d: %lld", i, (long long)e);
-		if (streamed_since(from))
+		switch (streamed_since(from)) {
+		case 1:
 			streamed++;
+			break;
+		case -1:
+			wrong++;
+			break;
+		}
 		if (i % 4 == 0 && pt_region_checkpoint(r) != i)
 			DIE("checkpoint at %d", i);
 		/* Time for the log thread's work between syncs (a roll made
 		 * ahead): a record it finds sealed already is written whole. */
 		usleep(20000);
 	}
-	printf("    %d of 16 syncs streamed\n", streamed);
+	/* How many stream depends on the machine's load (a busy CPU for the
+	 * log thread): at least one, and no write out of order. */
+	printf("    %d of 16 syncs streamed, %d written otherwise than whole or streamed\n",
+	       streamed, wrong);
 	t_cell("syncs stream: page runs in order, then the head at the record's start",
-	     streamed >= 8);
+	     streamed >= 1 && !wrong);
 	e = pt_replica_refresh(rep, 0);
 	t_cell("a replica comes to epoch 16 with the same content",
 	     e == 16 && memory_hash(pt_replica_base(rep)) == memory_hash(pt_region_base(r)));
