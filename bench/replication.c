@@ -85,7 +85,6 @@
  *    (byte for byte in this process, by XXH3 across processes), and each
  *    catch-up copies exactly the changed pages from the image.
  */
-#include <dirent.h>
 #include <dlfcn.h>
 #include <poll.h>
 #include <pthread.h>

@@ -182,7 +182,7 @@ void pt_writer_seal(struct pt_region *r, struct record_slot *s);
  * set) as the caller stages them: true when it is idle and the caller
  * will seal s itself (durable on sync).  Lock held. */
 bool pt_stream_start(struct pt_region *r, struct record_slot *s);
-/* The first pages of the streamed record are staged. */
+/* Pages [0, pages) of the streamed record are staged. */
 void pt_stream_staged(struct pt_region *r, uint32_t pages);
 int pt_logwriter_start(struct pt_region *r);
 /* Stop the seal and log threads once everything queued is written. */

@@ -8,6 +8,8 @@
  */
 #include <linux/loop.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include "harness.h"
 
@@ -281,6 +283,12 @@ void t_tmpdir_empty(const char *d)
 }
 
 /* Remove a flat directory made by t_tmpdir_make: its files, then itself. */
+void t_tmpdir_remove(const char *d)
+{
+	t_tmpdir_empty(d);
+	rmdir(d);
+}
+
 bool t_two_cpus(const cpu_set_t *set, int *a, int *b)
 {
 	*a = *b = -1;
@@ -344,10 +352,19 @@ int t_verify(const char *d)
 	return pt_dir_verify(d, print_error, NULL);
 }
 
-void t_tmpdir_remove(const char *d)
+bool t_wait_killed(pid_t pid)
 {
-	t_tmpdir_empty(d);
-	rmdir(d);
+	int status;
+
+	if (waitpid(pid, &status, 0) != pid)
+		DIE("waitpid: %s", strerror(errno));
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+		return true;
+	if (WIFSIGNALED(status))
+		printf("    the child died of signal %d\n", WTERMSIG(status));
+	else
+		printf("    the child exited %d\n", WEXITSTATUS(status));
+	return false;
 }
 
 int t_copy_file(const char *from, const char *to)

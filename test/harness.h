@@ -213,6 +213,9 @@ int t_tasks(pid_t *tids, int max);
 /* The name of thread tid of this process (its comm) into name, "" if it
  * cannot be read. */
 void t_task_name(pid_t tid, char *name, size_t len);
+/* Wait for child pid: true if SIGKILL ended it, else false with how it
+ * ended printed. */
+bool t_wait_killed(pid_t pid);
 /* A test made of cells: what it checked, done or FAILED, one a line;
  * t_failures counts the failed ones. */
 extern int t_failures;

@@ -339,7 +339,6 @@ out:
 	return ok;
 }
 
-/* The tasks of this process, into tids (at most max); returns the count. */
 /* The library's threads are SCHED_BATCH, so that waking one in sync does
  * not preempt the writer on its CPU, and named, so that an application
  * can find them. */

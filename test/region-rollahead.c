@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <xxhash.h>
 
 #include "format.h"
@@ -111,7 +110,7 @@ int main(void)
 	struct pt_region *r;
 	uint64_t seq, hash, rest;
 	int64_t e = 0;
-	int ret, status;
+	int ret;
 	pid_t pid;
 
 	ps = t_page_size();
@@ -198,12 +197,7 @@ int main(void)
 			_exit(4);
 		kill(getpid(), SIGKILL);
 	}
-	if (waitpid(pid, &status, 0) != pid)
-		DIE("waitpid: %s", strerror(errno));
-	t_cell("a child killed with the roll prepared", WIFSIGNALED(status) &&
-	     WTERMSIG(status) == SIGKILL);
-	if (!WIFSIGNALED(status))
-		printf("    the child exited %d\n", WEXITSTATUS(status));
+	t_cell("a child killed with the roll prepared", t_wait_killed(pid));
 	ret = pt_region_open(&r, dir, &o);
 	t_cell("reopened at epoch 20, its content", !ret && pt_region_epoch(r) == 20 &&
 	     ((char *)pt_region_base(r))[3 * ps] == 20 &&

@@ -2,7 +2,6 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <xxhash.h>
 
 #include "format.h"
@@ -69,10 +68,10 @@ static ssize_t hooked_pwrite(int fd, const void *buf, size_t len, off_t off)
 	return pt_io_system.pwrite(fd, buf, len, off);
 }
 
-/* Every thread of this process but the caller on CPU a, the caller on
- * CPU b.  False when there is a single CPU to run on. */
 static cpu_set_t avail;	/* the CPUs this test may run on, read at its start */
 
+/* Every thread of this process but the caller on CPU a, the caller on
+ * CPU b.  False when there is a single CPU to run on. */
 static bool pin_threads(void)
 {
 	cpu_set_t mine, them;
@@ -144,7 +143,7 @@ int main(void)
 	struct pt_io_ops io = pt_io_system;
 	struct pt_replica *rep;
 	struct pt_region *r;
-	int streamed = 0, wrong = 0, ret, status;
+	int streamed = 0, wrong = 0, ret;
 	uint64_t hash;
 	int64_t e, last;
 	pid_t pid;
@@ -273,12 +272,7 @@ int main(void)
 		}
 		_exit(5);
 	}
-	if (waitpid(pid, &status, 0) != pid)
-		DIE("waitpid: %s", strerror(errno));
-	t_cell("a child killed after a page run, before the head", WIFSIGNALED(status) &&
-	     WTERMSIG(status) == SIGKILL);
-	if (!WIFSIGNALED(status))
-		printf("    the child exited %d\n", WEXITSTATUS(status));
+	t_cell("a child killed after a page run, before the head", t_wait_killed(pid));
 	ret = pt_region_open(&r, dir, &o);
 	e = ret ? 0 : pt_region_epoch(r);
 	t_cell("reopened at an epoch the child made", !ret && e >= last + 4);
