@@ -329,13 +329,20 @@ void pt_record_fill(void *buf, const struct pt_region_id *id, uint64_t epoch,
 void pt_record_seal(void *buf)
 {
 	struct pt_record_header *h = buf;
-	uint64_t *sums = (uint64_t *)((unsigned char *)buf + sizeof(*h)) + h->page_count;
-	const unsigned char *data = (const unsigned char *)buf +
-				    pt_record_head_length(h->page_count, h->page_size);
 
-	for (uint32_t i = 0; i < h->page_count; i++)
-		sums[i] = pt_checksum(data + (size_t)i * h->page_size, h->page_size);
+	pt_record_sum(buf, h->page_count, h->page_size, 0, h->page_count);
 	pt_record_seal_head(buf);
+}
+
+void pt_record_sum(void *buf, uint32_t page_count, size_t page_size, uint32_t first, uint32_t n)
+{
+	uint64_t *sums = (uint64_t *)((unsigned char *)buf + sizeof(struct pt_record_header)) +
+			 page_count;
+	const unsigned char *data = (const unsigned char *)buf +
+				    pt_record_head_length(page_count, page_size);
+
+	for (uint32_t i = first; i < first + n; i++)
+		sums[i] = pt_checksum(data + (size_t)i * page_size, page_size);
 }
 
 void pt_record_seal_head(void *buf)

@@ -58,10 +58,13 @@ int pt_segment_install(int dirfd, const char *spare, uint64_t seq);
 /* Fill in the header fields of a record staged in buf (not the checksums,
  * so that it can be published from staging memory first), then seal it:
  * the sum of each page (its one hash), the payload and header checksums.
- * pt_record_seal_head seals a head whose sums are already in place. */
+ * pt_record_sum puts the sums of pages [first, first + n) in place (the
+ * page count filled in or not: given apart), pt_record_seal_head seals a
+ * head whose sums are all in place. */
 void pt_record_fill(void *buf, const struct pt_region_id *id, uint64_t epoch,
 		    uint32_t page_count, uint64_t prev);
 void pt_record_seal(void *buf);
+void pt_record_sum(void *buf, uint32_t page_count, size_t page_size, uint32_t first, uint32_t n);
 void pt_record_seal_head(void *buf);
 
 

@@ -538,11 +538,14 @@ PT_EXPORT pt_epoch_t pt_region_epoch(const struct pt_region *r)
  * staged record, ascending.  merged: the sync put what it collected into
  * the pending set, to be merged with what pre-copy passes hold; a page
  * held and not pending keeps an empty slot, which the seal fills from the
- * store (pt_precopy_fill).
+ * store (pt_precopy_fill).  streamed: the log thread writes each run as
+ * soon as it is here; then it and this caller hash the runs together.
  */
 static void stage_pages(struct pt_region *r, const struct pt_range *ranges, size_t nr,
-			bool merged, bool streamed, unsigned char *buf, uint32_t count)
+			bool merged, bool streamed, struct record_slot *s)
 {
+	unsigned char *buf = s->buf;
+	uint32_t count = s->page_count;
 	size_t ps = r->id.page_size;
 	uint64_t *index = (uint64_t *)(buf + sizeof(struct pt_record_header));
 	unsigned char *data = buf + pt_record_head_length(count, ps);
@@ -571,8 +574,10 @@ static void stage_pages(struct pt_region *r, const struct pt_range *ranges, size
 				}
 			}
 		}
-		if (streamed)
+		if (streamed) {
 			pt_stream_staged(r, k);
+			pt_stream_sum(r, s);
+		}
 		return;
 	}
 	for (uint64_t w = 0; w < (r->id.npages + 63) / 64; w++) {
@@ -752,12 +757,13 @@ PT_EXPORT pt_epoch_t pt_region_sync(struct pt_region *r)
 	s->len = len;
 	s->page_count = (uint32_t)count;
 	s->sealed = false;
+	s->summed = false;
 	s->epoch = r->assigned + 1;	/* this sync's, under sync_lock */
 	/* Pages from pre-copy passes are copied in at the seal: not before. */
 	streamed = !merged && pt_stream_start(r, s);
 	pthread_mutex_unlock(&r->lock);
 
-	stage_pages(r, ranges, nr, merged, streamed, buf, (uint32_t)count);
+	stage_pages(r, ranges, nr, merged, streamed, s);
 	from_store = pt_precopy_hand(r, s);
 	if (r->npending) {
 		memset(r->pending, 0, (r->id.npages + 63) / 64 * 8);

@@ -48,6 +48,7 @@ struct record_slot {
 	uint32_t page_count;
 	bool sealed;
 	bool oversize;		/* own mapping, not in the ring */
+	bool summed;		/* its page sums in place before the seal (streamed) */
 	struct pt_precopy_store *precopy;	/* pages the seal copies in first */
 };
 
@@ -92,13 +93,16 @@ struct pt_region {
 	uint64_t durable_request;
 	uint64_t publish_time_ns;	/* first publish not yet durable */
 	/* The streamed record (logwriter.c): a durable-on-sync caller stages
-	 * it while the log thread writes its pages.  stream under the lock;
-	 * stream_ready and stream_sleeping atomic; stream_written the log
-	 * thread's. */
+	 * it while the log thread writes its pages, then both hash them.
+	 * stream under the lock; stream_ready, stream_sleeping and the
+	 * stream_sum* atomic; stream_written the log thread's. */
 	struct record_slot *stream;
 	uint32_t stream_ready;		/* its pages staged so far (futex word) */
 	uint32_t stream_sleeping;	/* the log thread waits on stream_ready */
 	uint32_t stream_written;	/* its pages in the segment */
+	uint32_t stream_sum_next;	/* the next run of STREAM_PAGES to hash */
+	uint32_t stream_summed;		/* runs hashed (futex word) */
+	uint32_t stream_sum_waiting;	/* the caller waits on stream_summed */
 	int error;		/* latched log error, 0 if none */
 	uint64_t retry_ns;
 	bool stop;
@@ -184,6 +188,9 @@ void pt_writer_seal(struct pt_region *r, struct record_slot *s);
 bool pt_stream_start(struct pt_region *r, struct record_slot *s);
 /* Pages [0, pages) of the streamed record are staged. */
 void pt_stream_staged(struct pt_region *r, uint32_t pages);
+/* All staged: hash the runs the log thread has not taken, wait for the
+ * ones it has; then all the record's sums are in place. */
+void pt_stream_sum(struct pt_region *r, struct record_slot *s);
 int pt_logwriter_start(struct pt_region *r);
 /* Stop the seal and log threads once everything queued is written. */
 void pt_logwriter_stop(struct pt_region *r);
