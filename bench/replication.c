@@ -1552,31 +1552,22 @@ static void drop_spares(const char *dir)
 		closedir(d);
 }
 
-/*
- * The library's threads of one region (named pt-*, created since the task
- * list before[0..nbefore) was taken) on CPU lib; false if that fails.
- */
-static bool pin_new_library_threads(const pid_t *before, int nbefore, int lib)
+/* The threads of region r (pt_region_threads()) on CPU lib; false if
+ * that fails. */
+static bool pin_library_threads(struct pt_region *r, int lib)
 {
-	pid_t now[256];
-	int n = t_tasks(now, 256), pinned = 0;
+	pid_t tids[4];
 	cpu_set_t set;
+	int n = pt_region_threads(r, tids, 4);
 
 	CPU_ZERO(&set);
 	CPU_SET(lib, &set);
-	for (int i = 0; i < n; i++) {
-		char name[32];
-		bool old = false;
-
-		for (int j = 0; j < nbefore; j++)
-			old |= before[j] == now[i];
-		if (old)
-			continue;
-		t_task_name(now[i], name, sizeof(name));
-		if (!strncmp(name, "pt-", 3) && !sched_setaffinity(now[i], sizeof(set), &set))
-			pinned++;
-	}
-	return pinned >= 2;	/* the seal and log threads */
+	if (n < 2 || n > 4)
+		return false;	/* the seal and log threads, at least */
+	for (int i = 0; i < n; i++)
+		if (sched_setaffinity(tids[i], sizeof(set), &set))
+			return false;
+	return true;
 }
 
 /*
@@ -1630,13 +1621,10 @@ static void recycle_section(const uint64_t *perm)
 	 * docs/replication.md, "Scheduling"): the log thread then writes a
 	 * record's pages while the sync copies them. */
 	if (!sched_getaffinity(0, sizeof(all), &all) && t_two_cpus(&all, &lib, &me)) {
-		pid_t before[256];
-		int nbefore = t_tasks(before, 256);
-
 		r[2] = region_new("apart", &cfg, names[2], dir[2], sizeof(dir[2]));
 		if (!r[2])
 			goto out;
-		if (!pin_new_library_threads(before, nbefore, lib)) {
+		if (!pin_library_threads(r[2], lib)) {
 			bench_failed("memfd", names[2], "-", "could not place the library's threads");
 			goto out;
 		}

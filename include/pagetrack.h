@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -411,6 +412,19 @@ int pt_region_open(struct pt_region **out, const char *dir, const struct pt_regi
 
 void *pt_region_base(struct pt_region *r);
 size_t pt_region_size(const struct pt_region *r);
+
+/*
+ * The thread ids of the region's own threads, for placing them
+ * (sched_setaffinity(2), a cgroup): the seal thread, the log thread, then
+ * the checkpoint thread unless PT_REGION_NO_CHECKPOINT_THREAD; named
+ * pt-seal, pt-log and pt-checkpoint.  Up to n of them into tids; returns
+ * how many the region has (more than n: only n written).  A durable-on-sync
+ * writer whose threads run on another CPU than its own has the log thread
+ * write a record while it copies it (pt_region_sync(3)).
+ * Errors: -EINVAL (r NULL, or tids NULL with n > 0), -ECHILD (a forked
+ * child: the threads are the parent's).
+ */
+int pt_region_threads(struct pt_region *r, pid_t *tids, size_t n);
 
 /*
  * Publish a new epoch: take the pages written since the last sync

@@ -106,6 +106,7 @@ static void *ckpt_main(void *arg)
 	struct pt_region *r = arg;
 	struct timespec ts;
 
+	pt_thread_announce(&r->ckpt_tid);
 	pthread_mutex_lock(&r->ckpt_lock);
 	while (!r->ckpt_stop) {
 		uint64_t req;

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -433,6 +434,23 @@ void pt_background_thread(pthread_t thread, const char *name)
 	}
 }
 
+void pt_thread_announce(uint32_t *tid)
+{
+	__atomic_store_n(tid, (uint32_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
+	pt_futex_wake(tid);
+}
+
+pid_t pt_thread_id(uint32_t *tid)
+{
+	uint32_t t;
+
+	/* A thread just created may not have run yet: it announces itself
+	 * before anything else, so this wait is its start. */
+	while (!(t = __atomic_load_n(tid, __ATOMIC_ACQUIRE)))
+		pt_futex_wait(tid, 0, 100);
+	return (pid_t)t;
+}
+
 /*
  * Seal record q_seal (the caller set r->sealing under the lock, which makes
  * it the one sealer: records are sealed in epoch order, each naming the
@@ -474,6 +492,7 @@ static void *seal_main(void *arg)
 {
 	struct pt_region *r = arg;
 
+	pt_thread_announce(&r->seal_tid);
 	pthread_mutex_lock(&r->lock);
 	for (;;) {
 		if (r->q_seal < r->q_tail && !r->sealing) {
@@ -496,6 +515,7 @@ static void *log_main(void *arg)
 	struct timespec ts;
 	int ret;
 
+	pt_thread_announce(&r->log_tid);
 	pthread_mutex_lock(&r->lock);
 	for (;;) {
 		uint64_t now = now_ns();

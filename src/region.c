@@ -526,6 +526,26 @@ PT_EXPORT size_t pt_region_size(const struct pt_region *r)
 	return r ? r->size : 0;
 }
 
+PT_EXPORT int pt_region_threads(struct pt_region *r, pid_t *tids, size_t n)
+{
+	uint32_t *ids[3];
+	size_t count = 0;
+
+	if (!r || (!tids && n))
+		return -EINVAL;
+	if (getpid() != r->owner)
+		return -ECHILD;
+	if (r->seal_started)
+		ids[count++] = &r->seal_tid;
+	if (r->log_started)
+		ids[count++] = &r->log_tid;
+	if (r->ckpt_started)
+		ids[count++] = &r->ckpt_tid;
+	for (size_t i = 0; i < count && i < n; i++)
+		tids[i] = pt_thread_id(ids[i]);
+	return (int)count;
+}
+
 PT_EXPORT pt_epoch_t pt_region_epoch(const struct pt_region *r)
 {
 	if (!r)

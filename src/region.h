@@ -123,6 +123,8 @@ struct pt_region {
 	bool log_started;
 	pthread_t seal_thread;
 	bool seal_started;
+	/* Their thread ids, each set by the thread itself (futex words). */
+	uint32_t seal_tid, log_tid, ckpt_tid;
 
 	struct pt_replicated *replicated;	/* opened at the first REPLICATED wait */
 
@@ -196,6 +198,10 @@ int pt_logwriter_start(struct pt_region *r);
 void pt_logwriter_stop(struct pt_region *r);
 /* SCHED_BATCH and a name for a library thread (see logwriter.c). */
 void pt_background_thread(pthread_t thread, const char *name);
+/* First thing a library thread does: its id into *tid. */
+void pt_thread_announce(uint32_t *tid);
+/* The id a started thread announced (waits for it). */
+pid_t pt_thread_id(uint32_t *tid);
 
 /* checkpointer.c */
 int pt_checkpointer_start(struct pt_region *r);

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <sched.h>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <xxhash.h>
 
 #include "harness.h"
@@ -378,6 +379,66 @@ static bool threads_batch(char *why, size_t why_len)
 	return true;
 }
 
+/* pt_region_threads: the ids of the seal, log and checkpoint threads, in
+ * that order, threads of this process with those names; its errors. */
+static bool thread_ids(char *why, size_t why_len)
+{
+	struct pt_region_opts o = { .sz = sizeof(o), .flags = PT_REGION_NO_CHECKPOINT_THREAD };
+	static const char *const names[3] = { "pt-seal", "pt-log", "pt-checkpoint" };
+	pid_t tids[4] = { -1, -1, -1, -1 }, all[64];
+	struct pt_region *r;
+	int n, na, ret, status;
+	pid_t child;
+
+	(void)why;
+	(void)why_len;
+	fresh_dir();
+	ret = pt_region_create(&r, dir, NPAGES * t_page_size(), NULL);
+	CHECK(ret == 0, "create: %d", ret);
+	n = pt_region_threads(r, tids, 4);
+	na = t_tasks(all, 64);
+	for (int i = 0; i < n && i < 3; i++) {
+		char name[32];
+		bool mine = false;
+
+		for (int j = 0; j < na; j++)
+			mine |= all[j] == tids[i];
+		t_task_name(tids[i], name, sizeof(name));
+		if (!mine || strcmp(name, names[i])) {
+			pt_region_close(r);
+			CHECK(false, "thread %d: id %d, %s, named %s (%s expected)", i, (int)tids[i],
+			      mine ? "of this process" : "not of this process", name, names[i]);
+		}
+	}
+	CHECK(n == 3 && tids[3] == -1, "%d threads, the fourth slot %d (3, -1 expected)", n,
+	      (int)tids[3]);
+	tids[0] = tids[1] = -1;
+	n = pt_region_threads(r, tids, 1);
+	CHECK(n == 3 && tids[0] > 0 && tids[1] == -1, "n 1: %d, ids %d %d", n, (int)tids[0],
+	      (int)tids[1]);
+	n = pt_region_threads(r, NULL, 0);
+	CHECK(n == 3, "tids NULL, n 0: %d", n);
+	n = pt_region_threads(r, NULL, 2);
+	CHECK(n == -EINVAL, "tids NULL, n 2: %d", n);
+	n = pt_region_threads(NULL, tids, 4);
+	CHECK(n == -EINVAL, "region NULL: %d", n);
+	child = fork();
+	CHECK(child >= 0, "fork: %s", strerror(errno));
+	if (!child)
+		_exit(pt_region_threads(r, tids, 4) == -ECHILD ? 0 : 1);
+	CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && !WEXITSTATUS(status),
+	      "a forked child was not told -ECHILD (status %#x)", status);
+	pt_region_close(r);
+
+	fresh_dir();
+	ret = pt_region_create(&r, dir, NPAGES * t_page_size(), &o);
+	CHECK(ret == 0, "create without the checkpoint thread: %d", ret);
+	n = pt_region_threads(r, tids, 4);
+	pt_region_close(r);
+	CHECK(n == 2, "without the checkpoint thread: %d threads (2 expected)", n);
+	return true;
+}
+
 /*
  * What a fork of the writer copies: not the staging memory (MADV_DONTFORK:
  * after a fork a private ring would be copy-on-write and every sync would
@@ -426,6 +487,7 @@ int main(void)
 		{ "fixed-address", fixed_address },
 		{ "staging-unreachable", staging_unreachable },
 		{ "threads-batch", threads_batch },
+		{ "thread-ids", thread_ids },
 		{ "fork-flags", fork_flags },
 		{ "publish-during-fsync", publish_during_fsync },
 	};

@@ -70,12 +70,12 @@ static ssize_t hooked_pwrite(int fd, const void *buf, size_t len, off_t off)
 
 static cpu_set_t avail;	/* the CPUs this test may run on, read at its start */
 
-/* Every thread of this process but the caller on CPU a, the caller on
- * CPU b.  False when there is a single CPU to run on. */
-static bool pin_threads(void)
+/* The region's own threads on CPU a, the caller on CPU b (two of the
+ * CPUs this test may use).  False when that fails. */
+static bool pin_threads(struct pt_region *r)
 {
 	cpu_set_t mine, them;
-	pid_t tids[256];
+	pid_t tids[4];
 	int a, b, n;
 
 	if (!t_two_cpus(&avail, &a, &b))
@@ -84,10 +84,12 @@ static bool pin_threads(void)
 	CPU_SET(a, &them);
 	CPU_ZERO(&mine);
 	CPU_SET(b, &mine);
-	n = t_tasks(tids, 256);
+	n = pt_region_threads(r, tids, 4);
+	if (n < 2 || n > 4)
+		return false;
 	for (int i = 0; i < n; i++)
-		if (tids[i] != getpid())
-			sched_setaffinity(tids[i], sizeof(them), &them);
+		if (sched_setaffinity(tids[i], sizeof(them), &them))
+			return false;
 	return !sched_setaffinity(0, sizeof(mine), &mine);
 }
 
@@ -143,7 +145,7 @@ int main(void)
 	struct pt_io_ops io = pt_io_system;
 	struct pt_replica *rep;
 	struct pt_region *r;
-	int streamed = 0, wrong = 0, ret;
+	int streamed = 0, wrong = 0, a, b, ret;
 	uint64_t hash;
 	int64_t e, last;
 	pid_t pid;
@@ -157,12 +159,14 @@ int main(void)
 	ret = pt_region_create(&r, dir, NPAGES * ps, &o);
 	if (ret)
 		DIE("create: %s", pt_strerror(ret));
-	if (!pin_threads()) {
+	if (!t_two_cpus(&avail, &a, &b)) {
 		printf("skip: needs two CPUs to run the caller and the log thread apart\n");
 		pt_region_close(r);
 		t_tmpdir_remove(dir);
 		return T_SKIP;
 	}
+	if (!pin_threads(r))
+		DIE("could not place the region's threads (pt_region_threads, sched_setaffinity)");
 	ret = pt_replica_open(&rep, dir, NULL);
 	if (ret)
 		DIE("replica: %s", pt_strerror(ret));
@@ -252,7 +256,7 @@ int main(void)
 	if (pid < 0)
 		DIE("fork: %s", strerror(errno));
 	if (!pid) {
-		if (pt_region_open(&r, dir, &o) || !pin_threads())
+		if (pt_region_open(&r, dir, &o) || !pin_threads(r))
 			_exit(2);
 		for (int i = 1; i <= 4; i++) {
 			write_pages(r, (int)last + i);

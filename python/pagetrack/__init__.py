@@ -298,6 +298,14 @@ class Region(_Mapped):
         """Fold the durable log into the image now; returns the image's epoch."""
         return _lib.check(_lib.pt_region_checkpoint(self._ptr()), self.dir)
 
+    def threads(self):
+        """The thread ids of the region's own threads (seal, log, then
+        checkpoint if it runs one), to place them with
+        os.sched_setaffinity()."""
+        tids = (ctypes.c_int * 4)()
+        n = _lib.check(_lib.pt_region_threads(self._ptr(), tids, 4), self.dir)
+        return list(tids[:min(n, 4)])
+
     def close(self):
         """Make every published epoch durable and close.  Raises BufferError
         (and stays open) while views of the memory are alive, PagetrackError

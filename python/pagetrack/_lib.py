@@ -125,6 +125,8 @@ pt_region_epoch = _proto("pt_region_epoch", ctypes.c_int64, vp)
 pt_region_wait = _proto("pt_region_wait", ctypes.c_int, vp, ctypes.c_int64, ctypes.c_int,
                         ctypes.c_int)
 pt_region_checkpoint = _proto("pt_region_checkpoint", ctypes.c_int64, vp)
+pt_region_threads = _proto("pt_region_threads", ctypes.c_int, vp, ctypes.POINTER(ctypes.c_int),
+                           ctypes.c_size_t)
 pt_region_close = _proto("pt_region_close", ctypes.c_int, vp)
 
 pt_replica_open = _proto("pt_replica_open", ctypes.c_int, ctypes.POINTER(vp), ctypes.c_char_p,

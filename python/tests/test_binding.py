@@ -142,6 +142,26 @@ def case_refresh_timeout(tmp):
     region.close()
 
 
+def case_threads(tmp):
+    """threads() names the region's own threads, which can be placed"""
+    d = os.path.join(tmp, "threads")
+    region = pagetrack.Region.create(d, NPAGES * PAGE)
+    tids = region.threads()
+    names = []
+    for tid in tids:
+        with open("/proc/self/task/%d/comm" % tid) as f:
+            names.append(f.read().strip())
+    assert names == ["pt-seal", "pt-log", "pt-checkpoint"], (tids, names)
+    cpus = os.sched_getaffinity(0)
+    one = {min(cpus)}
+    for tid in tids:
+        os.sched_setaffinity(tid, one)
+        assert os.sched_getaffinity(tid) == one
+    fill(region, 5)
+    assert region.wait(region.sync(), "durable", 5000) is True
+    region.close()
+
+
 def case_errors(tmp):
     """errors are PagetrackError(OSError) with errno and pt_strerror's text"""
     plain = os.path.join(tmp, "plain")
@@ -278,6 +298,7 @@ def case_tracker_address(tmp):
 CASES = [
     ("replicas-equal", case_replicas_equal),
     ("refresh-timeout", case_refresh_timeout),
+    ("threads", case_threads),
     ("errors", case_errors),
     ("views-keep-memory", case_views_keep_memory),
 ] + [("tracker " + b, lambda tmp, b=b: case_tracker(tmp, b))
