@@ -1552,24 +1552,6 @@ static void drop_spares(const char *dir)
 		closedir(d);
 }
 
-/* The threads of region r (pt_region_threads()) on CPU lib; false if
- * that fails. */
-static bool pin_library_threads(struct pt_region *r, int lib)
-{
-	pid_t tids[4];
-	cpu_set_t set;
-	int n = pt_region_threads(r, tids, 4);
-
-	CPU_ZERO(&set);
-	CPU_SET(lib, &set);
-	if (n < 2 || n > 4)
-		return false;	/* the seal and log threads, at least */
-	for (int i = 0; i < n; i++)
-		if (sched_setaffinity(tids[i], sizeof(set), &set))
-			return false;
-	return true;
-}
-
 /*
  * Durable syncs of DURABLE_PAGES pages into segments that hold two records,
  * a checkpoint (untimed) after every second sync dropping the full ones:
@@ -1624,7 +1606,7 @@ static void recycle_section(const uint64_t *perm)
 		r[2] = region_new("apart", &cfg, names[2], dir[2], sizeof(dir[2]));
 		if (!r[2])
 			goto out;
-		if (!pin_library_threads(r[2], lib)) {
+		if (!t_place_region_threads(r[2], lib)) {
 			bench_failed("memfd", names[2], "-", "could not place the library's threads");
 			goto out;
 		}

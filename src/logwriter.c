@@ -294,13 +294,31 @@ bool pt_stream_start(struct pt_region *r, struct record_slot *s)
 	return true;
 }
 
+/*
+ * The streamed record's two hand-offs, each a futex word and a flag that
+ * its sleeper sets: the sleeper sets the flag then reads the word, the
+ * other side stores the word then reads the flag, so one of the two sees
+ * the other's store.  Sleep while *word is val (100 ms at most).
+ */
+static void stream_sleep(uint32_t *word, uint32_t val, uint32_t *sleeping)
+{
+	__atomic_store_n(sleeping, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == val)
+		pt_futex_wait(word, val, 100);
+	__atomic_store_n(sleeping, 0, __ATOMIC_SEQ_CST);
+}
+
+/* *word was just stored: wake its sleeper, if any. */
+static void stream_wake(uint32_t *word, const uint32_t *sleeping)
+{
+	if (__atomic_load_n(sleeping, __ATOMIC_SEQ_CST))
+		pt_futex_wake(word);
+}
+
 void pt_stream_staged(struct pt_region *r, uint32_t pages)
 {
-	/* Against the log thread's stream_sleeping then stream_ready: one of
-	 * the two sees the other's store. */
 	__atomic_store_n(&r->stream_ready, pages, __ATOMIC_SEQ_CST);
-	if (__atomic_load_n(&r->stream_sleeping, __ATOMIC_SEQ_CST))
-		pt_futex_wake(&r->stream_ready);
+	stream_wake(&r->stream_ready, &r->stream_sleeping);
 }
 
 static uint32_t stream_runs(const struct record_slot *s)
@@ -316,8 +334,7 @@ static void stream_sum_run(struct pt_region *r, struct record_slot *s, uint32_t 
 	pt_record_sum(s->buf, s->page_count, r->id.page_size, first,
 		      n < STREAM_PAGES ? n : STREAM_PAGES);
 	__atomic_add_fetch(&r->stream_summed, 1, __ATOMIC_SEQ_CST);
-	if (__atomic_load_n(&r->stream_sum_waiting, __ATOMIC_SEQ_CST))
-		pt_futex_wake(&r->stream_summed);
+	stream_wake(&r->stream_summed, &r->stream_sum_waiting);
 }
 
 /*
@@ -346,12 +363,8 @@ void pt_stream_sum(struct pt_region *r, struct record_slot *s)
 		stream_sum_run(r, s, j);
 	/* The log thread finishes the run it holds without waiting for
 	 * anything: this wait is short. */
-	while ((done = __atomic_load_n(&r->stream_summed, __ATOMIC_SEQ_CST)) < runs) {
-		__atomic_store_n(&r->stream_sum_waiting, 1, __ATOMIC_SEQ_CST);
-		if (__atomic_load_n(&r->stream_summed, __ATOMIC_SEQ_CST) == done)
-			pt_futex_wait(&r->stream_summed, done, 100);
-		__atomic_store_n(&r->stream_sum_waiting, 0, __ATOMIC_SEQ_CST);
-	}
+	while ((done = __atomic_load_n(&r->stream_summed, __ATOMIC_SEQ_CST)) < runs)
+		stream_sleep(&r->stream_summed, done, &r->stream_sum_waiting);
 }
 
 /*
@@ -374,12 +387,8 @@ static void stream_pages(struct pt_region *r)
 		uint32_t ready = __atomic_load_n(&r->stream_ready, __ATOMIC_SEQ_CST), n;
 
 		if (ready == r->stream_written) {
-			if (stream_sum_one(r, s, ready))
-				continue;
-			__atomic_store_n(&r->stream_sleeping, 1, __ATOMIC_SEQ_CST);
-			if (__atomic_load_n(&r->stream_ready, __ATOMIC_SEQ_CST) == ready)
-				pt_futex_wait(&r->stream_ready, ready, 100);
-			__atomic_store_n(&r->stream_sleeping, 0, __ATOMIC_SEQ_CST);
+			if (!stream_sum_one(r, s, ready))
+				stream_sleep(&r->stream_ready, ready, &r->stream_sleeping);
 			continue;
 		}
 		n = ready - r->stream_written;

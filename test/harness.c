@@ -302,6 +302,22 @@ bool t_two_cpus(const cpu_set_t *set, int *a, int *b)
 	return *b >= 0;
 }
 
+bool t_place_region_threads(struct pt_region *r, int cpu)
+{
+	pid_t tids[4];
+	cpu_set_t set;
+	int n = pt_region_threads(r, tids, 4);
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (n < 2 || n > 4)
+		return false;	/* the seal and log threads, at least */
+	for (int i = 0; i < n; i++)
+		if (sched_setaffinity(tids[i], sizeof(set), &set))
+			return false;
+	return true;
+}
+
 int t_tasks(pid_t *tids, int max)
 {
 	DIR *d = opendir("/proc/self/task");

@@ -208,6 +208,9 @@ int t_run_tool(char *out, size_t out_len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* The first two CPUs of set into a and b: false if it has fewer. */
 bool t_two_cpus(const cpu_set_t *set, int *a, int *b);
+/* The region's own threads (pt_region_threads()) on CPU cpu alone: false
+ * if that fails. */
+bool t_place_region_threads(struct pt_region *r, int cpu);
 /* The threads of this process, into tids (at most max); returns the count. */
 int t_tasks(pid_t *tids, int max);
 /* The name of thread tid of this process (its comm) into name, "" if it

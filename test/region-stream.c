@@ -74,22 +74,13 @@ static cpu_set_t avail;	/* the CPUs this test may run on, read at its start */
  * CPUs this test may use).  False when that fails. */
 static bool pin_threads(struct pt_region *r)
 {
-	cpu_set_t mine, them;
-	pid_t tids[4];
-	int a, b, n;
+	cpu_set_t mine;
+	int a, b;
 
-	if (!t_two_cpus(&avail, &a, &b))
+	if (!t_two_cpus(&avail, &a, &b) || !t_place_region_threads(r, a))
 		return false;
-	CPU_ZERO(&them);
-	CPU_SET(a, &them);
 	CPU_ZERO(&mine);
 	CPU_SET(b, &mine);
-	n = pt_region_threads(r, tids, 4);
-	if (n < 2 || n > 4)
-		return false;
-	for (int i = 0; i < n; i++)
-		if (sched_setaffinity(tids[i], sizeof(them), &them))
-			return false;
 	return !sched_setaffinity(0, sizeof(mine), &mine);
 }
 
