@@ -307,7 +307,7 @@ PT_EXPORT int pt_region_precopy(struct pt_region *r)
 			pthread_cond_wait(&r->cond, &r->lock);
 		pthread_mutex_unlock(&r->lock);
 	}
-	n = pt_tracker_collect(r->tracker, PT_COLLECT_RESET, &ranges, &nr);
+	n = pt_writer_collect(r, &ranges, &nr);
 	if (n < 0) {
 		ret = n;
 		goto out;

@@ -727,7 +727,7 @@ PT_EXPORT pt_epoch_t pt_region_sync(struct pt_region *r)
 		return -ECHILD;
 	pthread_mutex_lock(&r->sync_lock);
 	t0 = now_ns();
-	n = pt_tracker_collect(r->tracker, PT_COLLECT_RESET, &ranges, &nr);
+	n = pt_writer_collect(r, &ranges, &nr);
 	t1 = now_ns();
 	if (n < 0) {
 		pthread_mutex_unlock(&r->sync_lock);

@@ -103,6 +103,11 @@ struct pt_region {
 	uint32_t stream_sum_next;	/* the next run of STREAM_PAGES to hash */
 	uint32_t stream_summed;		/* runs hashed (futex word) */
 	uint32_t stream_sum_waiting;	/* the caller waits on stream_summed */
+	/* A sync or a pre-copy pass collecting: the log thread steps aside
+	 * (logwriter.c, pt_writer_collect).  Atomic; collecting is a futex
+	 * word, aside counts the threads waiting on it. */
+	uint32_t collecting;
+	uint32_t aside;
 	int error;		/* latched log error, 0 if none */
 	uint64_t retry_ns;
 	bool stop;
@@ -182,6 +187,9 @@ void pt_staging_publish(struct pt_region *r, const struct record_slot *s);
 /* Seal record q_seal (r->sealing set by the caller under the lock, held on
  * entry and on return) and publish it. */
 void pt_writer_seal(struct pt_region *r, struct record_slot *s);
+/* Collect with reset (sync_lock held) while the log thread, which would
+ * take the TLB flush of every page table re-armed, steps aside. */
+int pt_writer_collect(struct pt_region *r, const struct pt_range **ranges, size_t *nr);
 /* Pages staged a run at a time while the log thread writes them. */
 #define STREAM_PAGES	64
 /* Let the log thread write the pages of s (its len, page_count and epoch
