@@ -60,7 +60,7 @@ TEST_SH    := $(filter-out test/run.sh,$(wildcard test/*.sh))
 # so does region-stream, whose point is the library's own threads working
 # side by side.
 TSAN_TESTS := $(shell grep -lE 'pthread_create|t_writers_start' $(TEST_SRCS) 2>/dev/null | sed 's|test/\(.*\)\.c|\1|') \
-	      region-stream
+	      region-stream region-direct
 TSAN_SH    := softdirty-emulated.sh
 TSAN_SH_BINS := softdirty-trackers softdirty-converge region-precopy
 BENCH_SRCS := $(wildcard bench/*.c)

@@ -28,15 +28,19 @@
  *     pwrite + fdatasync of the same page bytes, appended to a file in the
  *     region's data directory.
  *  5. recycle: durable syncs into recycled log segments against new ones,
- *     and into recycled ones from a region whose own threads are placed on
- *     another CPU than this one (the streamed write runs beside the copy).
+ *     into recycled ones written O_DIRECT (PT_REGION_DIRECT_LOG), and both
+ *     again from regions whose own threads are placed on another CPU than
+ *     this one (the streamed write runs beside the copy).
  *  6. cycle: each written page from collect to the image: syncs of an
  *     exchange-like workload (most writes to a hot set) followed by a
  *     private replica in another process, then a checkpoint; the CPU each
  *     written page costs outside its write fault (the writer's sync calls
  *     and threads, the checkpoint, the replica's refreshes), the bytes the
  *     checkpoint reads per byte of image it writes, the hashes per page at
- *     seal and at checkpoint, and the checkpoint's time.
+ *     seal and at checkpoint, and the checkpoint's time; for a log written
+ *     through the page cache and one written O_DIRECT, a cycle of each in
+ *     turn (the second's checkpoint reads the disk: the log is dropped
+ *     from the page cache after the lagging replica read it).
  *  7. precopy: the pause of a sync (background policy) at 1,000 and 10,000
  *     pages an epoch, with pre-copy and without, in the same reps: each
  *     epoch writes its pages in PRECOPY_CHUNKS chunks, each chunk after the
@@ -286,7 +290,7 @@ enum msg_kind {
 };
 
 /* The regions the reader follows, by CMD_OPEN's value. */
-static const char *const reader_dirs[] = { "lag", "cycle" };
+static const char *const reader_dirs[] = { "lag", "cycle", "cycle-direct" };
 
 struct msg {
 	int32_t kind;
@@ -666,6 +670,7 @@ static double percentile(const double *sorted, size_t n, double p)
 struct region_cfg {
 	enum pt_durability durability;
 	uint64_t retain_bytes, segment_bytes;	/* 0: defaults */
+	unsigned int flags;			/* PT_REGION_* besides NO_CHECKPOINT_THREAD */
 	bool populate;
 };
 
@@ -678,7 +683,7 @@ static struct pt_region *region_new(const char *name, const struct region_cfg *c
 {
 	struct pt_region_opts o = {
 		.sz = sizeof(o), .durability = cfg->durability,
-		.flags = PT_REGION_NO_CHECKPOINT_THREAD, .retain_bytes = cfg->retain_bytes,
+		.flags = PT_REGION_NO_CHECKPOINT_THREAD | cfg->flags, .retain_bytes = cfg->retain_bytes,
 		.segment_bytes = cfg->segment_bytes,
 	};
 	struct pt_region *r;
@@ -1556,25 +1561,45 @@ static void drop_spares(const char *dir)
  * Durable syncs of DURABLE_PAGES pages into segments that hold two records,
  * a checkpoint (untimed) after every second sync dropping the full ones:
  * with the spares kept (recycled: appends overwrite allocated blocks) and
- * with them removed (every segment a new file).  Baselines of the same run:
- * the same bytes appended to a growing file, and overwriting a file written
- * once beforehand, each followed by fdatasync.
+ * with them removed (every segment a new file); recycled, with the log
+ * written O_DIRECT; and both of those again from regions whose own threads
+ * run on another CPU than this one (an application that places its
+ * threads, see docs/replication.md, "Scheduling": the log thread then
+ * writes a record's pages while the sync copies them).  Baselines of the
+ * same run: the same bytes appended to a growing file, and overwriting a
+ * file written once beforehand, each followed by fdatasync.
  */
+#define RECYCLE_REGIONS 5
+
 static void recycle_section(const uint64_t *perm)
 {
-	const char *names[3] = { "fresh segments", "recycled segments", "recycled, threads apart" };
+	static const struct {
+		const char *name, *sub, *ratio_app, *ratio_over;
+		unsigned int flags;
+		bool apart, fresh, target;
+	} cfgs[RECYCLE_REGIONS] = {
+		{ "fresh segments", "fresh", NULL, NULL, 0, false, true, false },
+		{ "recycled segments", "recycled", "recycled / raw append",
+		  "recycled / raw overwrite", 0, false, false, true },
+		{ "recycled, O_DIRECT", "direct", "O_DIRECT / raw append",
+		  "O_DIRECT / raw overwrite", PT_REGION_DIRECT_LOG, false, false, false },
+		{ "recycled, threads apart", "apart", NULL, "apart / raw overwrite", 0, true,
+		  false, false },
+		{ "O_DIRECT, threads apart", "direct-apart", "direct+apart / append",
+		  "direct+apart / overwrite", PT_REGION_DIRECT_LOG, true, false, true },
+	};
 	size_t raw_len = (size_t)DURABLE_PAGES << page_shift;
-	struct bench_samples s[3] = { { 0 } }, s_app = { 0 }, s_over = { 0 };
+	struct bench_samples s[RECYCLE_REGIONS] = { { 0 } }, s_app = { 0 }, s_over = { 0 };
 	struct region_cfg cfg = { .durability = PT_DURABLE_ON_SYNC, .populate = true,
 				  .retain_bytes = 1 };
-	char dir[3][256], path[300], title[200];
-	struct pt_region *r[3] = { NULL, NULL, NULL };
+	char dir[RECYCLE_REGIONS][256], path[300], title[200];
+	struct pt_region *r[RECYCLE_REGIONS] = { NULL };
 	cpu_set_t all, mine;
-	int nregions = 2, me, lib;
+	bool apart, ok = false;
+	int me, lib;
 	off_t app_off = 0, over_off = 0;
 	int afd = -1, ofd = -1;
 	char *raw = NULL;
-	bool ok = false;
 
 	/* A record: its head (header, then 16 bytes a page of index and
 	 * sums, to a page boundary) and its pages.  Segments of two: a roll
@@ -1584,37 +1609,34 @@ static void recycle_section(const uint64_t *perm)
 		 "recycled or new; raw append and overwrite baselines", DURABLE_PAGES);
 	bench_section("recycle", title, "ms");
 	if (npages < DURABLE_PAGES) {
-		bench_unavailable("memfd", names[1], "-", "region smaller than %d pages",
+		bench_unavailable("memfd", cfgs[1].name, "-", "region smaller than %d pages",
 				  DURABLE_PAGES);
 		return;
 	}
 	raw = malloc(raw_len);
 	if (!raw) {
-		bench_failed("memfd", names[1], "-", "out of memory");
+		bench_failed("memfd", cfgs[1].name, "-", "out of memory");
 		return;
 	}
-	for (int k = 0; k < 2; k++) {
-		r[k] = region_new(k ? "recycled" : "fresh", &cfg, names[k], dir[k], sizeof(dir[k]));
-		if (!r[k])
-			goto out;
-	}
-	/* A third region whose own threads run on another CPU than the
-	 * caller's (an application that places its threads, see
-	 * docs/replication.md, "Scheduling"): the log thread then writes a
-	 * record's pages while the sync copies them. */
-	if (!sched_getaffinity(0, sizeof(all), &all) && t_two_cpus(&all, &lib, &me)) {
-		r[2] = region_new("apart", &cfg, names[2], dir[2], sizeof(dir[2]));
-		if (!r[2])
-			goto out;
-		if (!t_place_region_threads(r[2], lib)) {
-			bench_failed("memfd", names[2], "-", "could not place the library's threads");
-			goto out;
-		}
+	apart = !sched_getaffinity(0, sizeof(all), &all) && t_two_cpus(&all, &lib, &me);
+	if (apart) {
 		CPU_ZERO(&mine);
 		CPU_SET(me, &mine);
-		nregions = 3;
-	} else {
-		bench_unavailable("memfd", names[2], "1000 dirty", "a single CPU");
+	}
+	for (int k = 0; k < RECYCLE_REGIONS; k++) {
+		if (cfgs[k].apart && !apart) {
+			bench_unavailable("memfd", cfgs[k].name, "1000 dirty", "a single CPU");
+			continue;
+		}
+		cfg.flags = cfgs[k].flags;
+		r[k] = region_new(cfgs[k].sub, &cfg, cfgs[k].name, dir[k], sizeof(dir[k]));
+		if (!r[k])
+			goto out;
+		if (cfgs[k].apart && !t_place_region_threads(r[k], lib)) {
+			bench_failed("memfd", cfgs[k].name, "-",
+				     "could not place the library's threads");
+			goto out;
+		}
 	}
 	snprintf(path, sizeof(path), "%s/raw-append", dir[0]);
 	afd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -1632,28 +1654,30 @@ static void recycle_section(const uint64_t *perm)
 	if (fsync(ofd))
 		goto out;
 	for (int rep = 0; rep < 2 * bench_opts.reps + 4; rep++) {
-		for (int k = 0; k < nregions; k++) {
+		for (int k = 0; k < RECYCLE_REGIONS; k++) {
 			double ms;
 			bool timed;
 
-			if (k == 2)
+			if (!r[k])
+				continue;
+			if (cfgs[k].apart)
 				sched_setaffinity(0, sizeof(mine), &mine);
-			timed = timed_sync(r[k], names[k], perm, DURABLE_PAGES, true, &ms, NULL);
-			if (k == 2)
+			timed = timed_sync(r[k], cfgs[k].name, perm, DURABLE_PAGES, true, &ms, NULL);
+			if (cfgs[k].apart)
 				sched_setaffinity(0, sizeof(all), &all);
 			if (!timed)
 				goto out;
 			/* The first four fill and drop the first segments: from
-			 * then on the recycled region has spares to take. */
+			 * then on the recycled regions have spares to take. */
 			if (rep >= 4)
 				bench_add_sample(&s[k], ms);
 			if (rep % 2 && pt_region_checkpoint(r[k]) < 0) {
-				bench_failed("memfd", names[k], "-", "checkpoint failed%s",
+				bench_failed("memfd", cfgs[k].name, "-", "checkpoint failed%s",
 					     log_suffix());
 				goto out;
 			}
-			if (!k)
-				drop_spares(dir[0]);
+			if (cfgs[k].fresh)
+				drop_spares(dir[k]);
 		}
 		for (int i = 0; i < DURABLE_PAGES; i++)
 			memcpy(raw + ((size_t)i << page_shift),
@@ -1674,38 +1698,36 @@ static void recycle_section(const uint64_t *perm)
 			over_off = (over_off + (off_t)raw_len) % (4 * (off_t)raw_len);
 		}
 	}
-	ok = verify_by_replica(r[1], dir[1], names[1]);
+	ok = verify_by_replica(r[1], dir[1], cfgs[1].name) &&
+	     verify_by_replica(r[2], dir[2], cfgs[2].name);
 out:
 	if (afd >= 0)
 		close(afd);
 	if (ofd >= 0)
 		close(ofd);
-	for (int k = 0; k < 3; k++)
-		if (r[k] && !region_done(r[k], dir[k], names[k]))
+	for (int k = 0; k < RECYCLE_REGIONS; k++)
+		if (r[k] && !region_done(r[k], dir[k], cfgs[k].name))
 			ok = false;
 	free(raw);
 	if (!ok)
 		return;
-	bench_row(&(struct bench_row){ .memory = "memfd", .method = names[0],
-				       .variant = "1000 dirty", .samples = &s[0] });
-	bench_row(&(struct bench_row){ .memory = "memfd", .method = names[1],
-				       .variant = "1000 dirty", .samples = &s[1] });
 	bench_row(&(struct bench_row){ .memory = "memfd", .method = "pwrite+fdatasync",
 				       .variant = "append", .samples = &s_app });
 	bench_row(&(struct bench_row){ .memory = "memfd", .method = "pwrite+fdatasync",
 				       .variant = "overwrite", .samples = &s_over });
+	for (int k = 0; k < RECYCLE_REGIONS; k++) {
+		if (!r[k] && cfgs[k].apart)
+			continue;
+		bench_row(&(struct bench_row){ .memory = "memfd", .method = cfgs[k].name,
+					       .variant = "1000 dirty", .samples = &s[k] });
+		if (cfgs[k].ratio_app)
+			ratio_row(cfgs[k].ratio_app, "1000 dirty", &s[k], &s_app, BENCH_AT_MOST, 1.0,
+				  cfgs[k].target ? "<= 1.0x" : NULL, NULL);
+		if (cfgs[k].ratio_over)
+			ratio_row(cfgs[k].ratio_over, "1000 dirty", &s[k], &s_over, BENCH_AT_MOST,
+				  1.3, cfgs[k].target ? "<= 1.3x" : NULL, NULL);
+	}
 	ratio_row("recycled / fresh", "1000 dirty", &s[1], &s[0], BENCH_AT_MOST, 1.0, NULL, NULL);
-	ratio_row("recycled / raw append", "1000 dirty", &s[1], &s_app, BENCH_AT_MOST, 1.0,
-		  "<= 1.0x", NULL);
-	ratio_row("recycled / raw overwrite", "1000 dirty", &s[1], &s_over, BENCH_AT_MOST, 1.3,
-		  "<= 1.3x", NULL);
-	if (nregions < 3)
-		return;
-	bench_row(&(struct bench_row){ .memory = "memfd", .method = names[2],
-				       .variant = "1000 dirty", .samples = &s[2] });
-	ratio_row("apart / recycled", "1000 dirty", &s[2], &s[1], BENCH_AT_MOST, 1.0, NULL, NULL);
-	ratio_row("apart / raw overwrite", "1000 dirty", &s[2], &s_over, BENCH_AT_MOST, 1.3,
-		  NULL, NULL);
 }
 
 /* ---- 6. each written page, from collect to the image ------------------- */
@@ -1811,6 +1833,29 @@ static bool lagging_refresh(struct pt_region *r, struct pt_replica *lag, int64_t
 	return true;
 }
 
+/* Drop the log segments of dir from the page cache (clean pages). */
+static void drop_log_cache(const char *dir)
+{
+	struct dirent *de;
+	char path[600];
+	DIR *d = opendir(dir);
+
+	while (d && (de = readdir(d))) {
+		int fd;
+
+		if (strncmp(de->d_name, "log-", 4))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+			close(fd);
+		}
+	}
+	if (d)
+		closedir(d);
+}
+
 /*
  * One cycle: cycle_syncs syncs, each followed by the reader reaching its
  * epoch (the replica applies every record alone, as one that keeps up
@@ -1821,7 +1866,8 @@ static bool lagging_refresh(struct pt_region *r, struct pt_replica *lag, int64_t
  * process refreshes over the whole cycle at once.
  */
 static bool cycle_run(struct pt_region *r, struct pt_replica *lag, const uint64_t *hot,
-		      uint64_t *seed, uint64_t *seen, const char *method, struct cycle_figures *f)
+		      uint64_t *seed, uint64_t *seen, const char *method, const char *uncache,
+		      struct cycle_figures *f)
 {
 	struct pt_region_stats st0 = { .sz = sizeof(st0) }, st1 = { .sz = sizeof(st1) };
 	uint64_t v[CYCLE_PAGES], h0, h1, hc, h2, rb0 = 0, rc0 = 0, rb1 = 0, rc1 = 0;
@@ -1880,6 +1926,10 @@ static bool cycle_run(struct pt_region *r, struct pt_replica *lag, const uint64_
 	 * writer's. */
 	if (!lagging_refresh(r, lag, e, method, f))
 		goto fail;
+	/* A log written O_DIRECT is not in the page cache, but the lagging
+	 * refresh just read it there: out again, for the checkpoint. */
+	if (uncache)
+		drop_log_cache(uncache);
 	hc = hashed_now();
 	if (!thread_reads(&rb0, &rc0))
 		rb0 = rc0 = 0;
@@ -1921,138 +1971,197 @@ fail:
 	return false;
 }
 
-static void cycle_section(void)
+/* One way of writing the log in the cycle section, and what it measured. */
+struct cycle_variant {
+	const char *method;		/* the rows' method column */
+	const char *name;		/* the region's directory, also the reader's */
+	unsigned int flags;		/* PT_REGION_* added */
+	int reader_dir;			/* index in reader_dirs */
+	struct pt_region *r;
+	struct pt_replica *lag;
+	char dir[256];
+	uint64_t seed, pages, distinct;
+	bool io;
+	struct bench_samples total, sync, threads, ckpt, replica, ms, ratio, reads, seal, chash,
+			     lag_ms, lag_ratio;
+};
+
+static bool cycle_open(struct cycle_variant *v)
 {
-	const struct region_cfg cfg = { .durability = PT_DURABLE_BACKGROUND, .populate = true };
-	const char *method = "cycle";
-	struct bench_samples s_total = { 0 }, s_sync = { 0 }, s_threads = { 0 }, s_ckpt = { 0 },
-			     s_replica = { 0 }, s_ms = { 0 }, s_ratio = { 0 }, s_reads = { 0 },
-			     s_seal = { 0 }, s_chash = { 0 }, s_lag = { 0 }, s_lag_ratio = { 0 };
-	struct pt_replica *lag = NULL;
-	uint64_t *hot = NULL, *seen = NULL, seed = SEED_CYCLE, pages = 0, distinct = 0;
+	const struct region_cfg cfg = { .durability = PT_DURABLE_BACKGROUND, .populate = true,
+					.flags = v->flags };
+	int ret;
+
+	v->r = region_new(v->name, &cfg, v->method, v->dir, sizeof(v->dir));
+	if (!v->r)
+		return false;
+	ret = pt_replica_open(&v->lag, v->dir, NULL);
+	if (ret) {
+		bench_failed("memfd", v->method, "-", "pt_replica_open: %s%s", strerror(-ret),
+			     log_suffix());
+		return false;
+	}
+	return true;
+}
+
+/* One cycle of v, the reader process following it; counted unless rep < 0. */
+static bool cycle_rep(struct cycle_variant *v, const uint64_t *hot, uint64_t *seen, int rep)
+{
 	struct cycle_figures f;
-	struct pt_region *r = NULL;
-	char title[240], dir[256], note[240];
-	bool ok = false, io = true;
 	struct msg m;
 	int ret;
 
+	ret = helper_call(&reader, &(struct msg){ .kind = CMD_OPEN, .value = v->reader_dir }, &m);
+	if (ret || m.err || m.epoch != pt_region_epoch(v->r)) {
+		bench_failed("memfd", v->method, "-", "replica in the reader process: %s, epoch %lld",
+			     ret ? strerror(-ret) : m.err ? strerror(-m.err) : "opened",
+			     (long long)m.epoch);
+		return false;
+	}
+	if (!cycle_run(v->r, v->lag, hot, &v->seed, seen, v->method,
+		       v->flags & PT_REGION_DIRECT_LOG ? v->dir : NULL, &f))
+		return false;
+	if (rep < 0)
+		return true;
+	bench_add_sample(&v->sync, f.sync_us);
+	bench_add_sample(&v->threads, f.threads_us);
+	bench_add_sample(&v->ckpt, f.ckpt_us);
+	bench_add_sample(&v->replica, f.replica_us);
+	bench_add_sample(&v->total, f.sync_us + f.threads_us + f.ckpt_us + f.replica_us);
+	bench_add_sample(&v->ms, f.ckpt_ms);
+	bench_add_sample(&v->seal, f.seal_hashes);
+	bench_add_sample(&v->chash, f.ckpt_hashes);
+	bench_add_sample(&v->lag_ms, f.lag_ms);
+	if (isnan(f.read_ratio) || isnan(f.reads_per_page) || isnan(f.lag_ratio)) {
+		v->io = false;
+	} else {
+		bench_add_sample(&v->ratio, f.read_ratio);
+		bench_add_sample(&v->reads, f.reads_per_page);
+		bench_add_sample(&v->lag_ratio, f.lag_ratio);
+	}
+	v->pages = f.pages;
+	v->distinct = f.distinct;
+	return true;
+}
+
+static void cycle_rows(struct cycle_variant *v)
+{
+	const char *m = v->method;
+	char note[240];
+
+	snprintf(note, sizeof(note), "%llu pages written a cycle, %llu distinct (%.1f copies "
+		 "of each in the log)", (unsigned long long)v->pages, (unsigned long long)v->distinct,
+		 (double)v->pages / (double)v->distinct);
+	bench_row(&(struct bench_row){
+		.memory = "memfd", .method = m, .variant = "CPU per page", .samples = &v->total,
+		.ntargets = 1, .targets = { { BENCH_AT_MOST, 3.5, "<= 3.5 us" } }, .note = note });
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = m, .variant = "sync calls",
+				       .samples = &v->sync,
+				       .note = "CPU per written page: collect and copy into staging "
+					       "memory" });
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = m,
+				       .variant = "library threads", .samples = &v->threads,
+				       .note = "seal and log threads: checksums, pwrite, fdatasync" });
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = m, .variant = "checkpoint",
+				       .samples = &v->ckpt });
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = m, .variant = "replica",
+				       .samples = &v->replica,
+				       .note = "the replica process's refreshes" });
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = m, .variant = "checkpoint time",
+				       .unit = "ms", .samples = &v->ms });
+	if (v->io) {
+		bench_row(&(struct bench_row){
+			.memory = "memfd", .method = m, .variant = "ckpt read / image",
+			.unit = "x", .samples = &v->ratio, .ntargets = 1,
+			.targets = { { BENCH_AT_MOST, 1.5, "<= 1.5x" } },
+			.note = "bytes the checkpoint read per byte of page data it wrote" });
+		bench_row(&(struct bench_row){ .memory = "memfd", .method = m,
+					       .variant = "ckpt reads / page", .unit = "calls",
+					       .samples = &v->reads });
+	} else {
+		bench_unavailable("memfd", m, "ckpt read / image",
+				  "/proc/thread-self/io unreadable (no task I/O accounting)");
+	}
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = m, .variant = "lagging refresh",
+				       .unit = "ms", .samples = &v->lag_ms,
+				       .note = "a private replica in this process a cycle behind, "
+					       "from the log" });
+	if (v->io)
+		bench_row(&(struct bench_row){
+			.memory = "memfd", .method = m, .variant = "lagging read / pages",
+			.unit = "x", .samples = &v->lag_ratio,
+			.note = "bytes its refresh read per byte of the distinct pages" });
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = m, .variant = "hashes, seal",
+				       .unit = "pages", .samples = &v->seal,
+				       .ntargets = 1, .targets = { { BENCH_AT_MOST, 1.05, "<= 1" } },
+				       .note = "bytes hashed from sync to durable per written byte" });
+	bench_row(&(struct bench_row){ .memory = "memfd", .method = m,
+				       .variant = "hashes, checkpoint", .unit = "pages",
+				       .samples = &v->chash,
+				       .ntargets = 1, .targets = { { BENCH_AT_MOST, 1.1, "<= 1.1" } },
+				       .note = "bytes hashed by the checkpoint per image byte: one "
+					       "hash a page, and a page of head a record" });
+}
+
+/*
+ * The cycle for a log written through the page cache (the default) and
+ * one written O_DIRECT (PT_REGION_DIRECT_LOG), a cycle of each in turn,
+ * both seeing the same writes.
+ */
+static void cycle_section(void)
+{
+	struct cycle_variant v[2] = {
+		{ .method = "page cache", .name = "cycle", .reader_dir = 1 },
+		{ .method = "O_DIRECT log", .name = "cycle-direct", .reader_dir = 2,
+		  .flags = PT_REGION_DIRECT_LOG },
+	};
+	uint64_t *hot = NULL, *seen = NULL;
+	char title[240];
+	bool ok = false;
+
 	snprintf(title, sizeof(title),
 		 "cycle: %ld syncs of %d pages (%d%% to %d hot pages), a private replica in "
-		 "another process following each, then a checkpoint; %ld MiB region",
+		 "another process following each, then a checkpoint; %ld MiB region; CPU per "
+		 "written page",
 		 cycle_syncs, CYCLE_PAGES, CYCLE_HOT_PERCENT, CYCLE_HOT, region_mib);
 	bench_section("cycle", title, "us");
 	if (npages < 2 * CYCLE_HOT) {
-		bench_unavailable("memfd", method, "-", "region smaller than %d pages",
+		bench_unavailable("memfd", v[0].method, "-", "region smaller than %d pages",
 				  2 * CYCLE_HOT);
 		return;
 	}
 	hot = t_rnd_permutation(npages, SEED_CYCLE);
 	seen = calloc((npages + 63) / 64, 8);
 	if (!hot || !seen) {
-		bench_failed("memfd", method, "-", "out of memory");
+		bench_failed("memfd", v[0].method, "-", "out of memory");
 		goto out;
 	}
-	r = region_new("cycle", &cfg, method, dir, sizeof(dir));
-	if (!r)
-		goto out;
-	ret = helper_call(&reader, &(struct msg){ .kind = CMD_OPEN, .value = 1 }, &m);
-	if (ret || m.epoch != 1) {
-		bench_failed("memfd", method, "-", "replica in the reader process: %s, epoch %lld",
-			     ret ? strerror(-ret) : "opened", (long long)m.epoch);
-		goto out;
-	}
-	ret = pt_replica_open(&lag, dir, NULL);
-	if (ret) {
-		bench_failed("memfd", method, "-", "pt_replica_open: %s%s", strerror(-ret),
-			     log_suffix());
-		goto out;
-	}
-	/* A first cycle, not counted: the hot set's pages get their first
-	 * record, the image its first checkpoint. */
-	for (int rep = -1; rep < bench_opts.reps; rep++) {
-		if (!cycle_run(r, lag, hot, &seed, seen, method, &f))
+	for (int k = 0; k < 2; k++) {
+		v[k].seed = SEED_CYCLE;
+		v[k].io = true;
+		if (!cycle_open(&v[k]))
 			goto out;
-		if (rep < 0)
-			continue;
-		bench_add_sample(&s_sync, f.sync_us);
-		bench_add_sample(&s_threads, f.threads_us);
-		bench_add_sample(&s_ckpt, f.ckpt_us);
-		bench_add_sample(&s_replica, f.replica_us);
-		bench_add_sample(&s_total, f.sync_us + f.threads_us + f.ckpt_us + f.replica_us);
-		bench_add_sample(&s_ms, f.ckpt_ms);
-		bench_add_sample(&s_seal, f.seal_hashes);
-		bench_add_sample(&s_chash, f.ckpt_hashes);
-		bench_add_sample(&s_lag, f.lag_ms);
-		if (isnan(f.read_ratio) || isnan(f.reads_per_page) || isnan(f.lag_ratio)) {
-			io = false;
-		} else {
-			bench_add_sample(&s_ratio, f.read_ratio);
-			bench_add_sample(&s_reads, f.reads_per_page);
-			bench_add_sample(&s_lag_ratio, f.lag_ratio);
-		}
-		pages = f.pages;
-		distinct = f.distinct;
 	}
-	ok = verify_by_replica(r, dir, method);
+	/* A first cycle of each, not counted: the hot set's pages get their
+	 * first record, the image its first checkpoint. */
+	for (int rep = -1; rep < bench_opts.reps; rep++)
+		for (int k = 0; k < 2; k++)
+			if (!cycle_rep(&v[k], hot, seen, rep))
+				goto out;
+	ok = verify_by_replica(v[0].r, v[0].dir, v[0].method) &&
+	     verify_by_replica(v[1].r, v[1].dir, v[1].method);
 out:
-	pt_replica_close(lag);
-	if (r && !region_done(r, dir, method))
-		ok = false;
+	for (int k = 0; k < 2; k++) {
+		pt_replica_close(v[k].lag);
+		if (v[k].r && !region_done(v[k].r, v[k].dir, v[k].method))
+			ok = false;
+	}
 	free(hot);
 	free(seen);
 	if (!ok)
 		return;
-	snprintf(note, sizeof(note), "%llu pages written a cycle, %llu distinct (%.1f copies "
-		 "of each in the log)", (unsigned long long)pages, (unsigned long long)distinct,
-		 (double)pages / (double)distinct);
-	bench_row(&(struct bench_row){
-		.memory = "memfd", .method = "CPU per written page", .variant = "all",
-		.samples = &s_total, .ntargets = 1,
-		.targets = { { BENCH_AT_MOST, 3.5, "<= 3.5 us" } }, .note = note });
-	bench_row(&(struct bench_row){ .memory = "memfd", .method = "CPU per written page",
-				       .variant = "sync calls", .samples = &s_sync,
-				       .note = "collect and copy into staging memory" });
-	bench_row(&(struct bench_row){ .memory = "memfd", .method = "CPU per written page",
-				       .variant = "library threads", .samples = &s_threads,
-				       .note = "seal and log threads: checksums, pwrite, fdatasync" });
-	bench_row(&(struct bench_row){ .memory = "memfd", .method = "CPU per written page",
-				       .variant = "checkpoint", .samples = &s_ckpt });
-	bench_row(&(struct bench_row){ .memory = "memfd", .method = "CPU per written page",
-				       .variant = "replica", .samples = &s_replica,
-				       .note = "the replica process's refreshes" });
-	bench_row(&(struct bench_row){ .memory = "memfd", .method = "checkpoint time",
-				       .variant = "-", .unit = "ms", .samples = &s_ms });
-	if (io) {
-		bench_row(&(struct bench_row){
-			.memory = "memfd", .method = "checkpoint read / image", .variant = "bytes",
-			.unit = "x", .samples = &s_ratio, .ntargets = 1,
-			.targets = { { BENCH_AT_MOST, 1.5, "<= 1.5x" } },
-			.note = "bytes the checkpoint read per byte of page data it wrote" });
-		bench_row(&(struct bench_row){ .memory = "memfd", .method = "checkpoint reads",
-					       .variant = "per image page", .unit = "calls",
-					       .samples = &s_reads });
-	} else {
-		bench_unavailable("memfd", "checkpoint read / image", "bytes",
-				  "/proc/thread-self/io unreadable (no task I/O accounting)");
-	}
-	bench_row(&(struct bench_row){ .memory = "memfd", .method = "replica a cycle behind",
-				       .variant = "refresh", .unit = "ms", .samples = &s_lag,
-				       .note = "a private replica in this process, from the log" });
-	if (io)
-		bench_row(&(struct bench_row){
-			.memory = "memfd", .method = "replica a cycle behind", .variant = "read / pages",
-			.unit = "x", .samples = &s_lag_ratio,
-			.note = "bytes its refresh read per byte of the distinct pages" });
-	bench_row(&(struct bench_row){ .memory = "memfd", .method = "hashes per page",
-				       .variant = "seal", .unit = "pages", .samples = &s_seal,
-				       .ntargets = 1, .targets = { { BENCH_AT_MOST, 1.05, "<= 1" } },
-				       .note = "bytes hashed from sync to durable per written byte" });
-	bench_row(&(struct bench_row){ .memory = "memfd", .method = "hashes per page",
-				       .variant = "checkpoint", .unit = "pages", .samples = &s_chash,
-				       .ntargets = 1, .targets = { { BENCH_AT_MOST, 1.1, "<= 1.1" } },
-				       .note = "bytes hashed by the checkpoint per image byte: one "
-					       "hash a page, and a page of head a record" });
+	cycle_rows(&v[0]);
+	cycle_rows(&v[1]);
 }
 
 /* ---- 7. pre-copy ------------------------------------------------------ */

@@ -340,6 +340,10 @@ enum pt_durability {
 					 * pt_tracker_open(3)); off by default */
 #define PT_REGION_CHUNKS	8u	/* track with PT_TRACK_CHUNKS: write the
 					 * region only from user code */
+#define PT_REGION_DIRECT_LOG	16u	/* write records to the log with O_DIRECT,
+					 * from staging memory to the disk, not
+					 * through the page cache; see
+					 * pt_region_create(3) */
 
 /* Every field's zero value means its default; NULL options mean all defaults. */
 struct pt_region_opts {
@@ -885,6 +889,10 @@ struct pt_region_stats {
 	uint64_t chunks_scanned;	/* 2 MiB chunks the syncs' collects scanned */
 	uint64_t chunks_total;		/* chunks in the region */
 	uint64_t chunks_cooled;		/* chunks guarded again after staying unwritten */
+	/* The log written O_DIRECT (PT_REGION_DIRECT_LOG), added later still. */
+	int direct_log;			/* 1: asked for, and not refused by the file
+					 * system so far (a refusal is logged; the
+					 * log then goes through the page cache) */
 };
 
 /*

@@ -53,7 +53,7 @@ static int opts_take(struct pt_region_opts *o, const struct pt_region_opts *in)
 		return ret;
 	if ((unsigned int)o->durability > PT_DURABLE_NONE ||
 	    (o->flags & ~(PT_REGION_NO_CHECKPOINT_THREAD | PT_REGION_ACCEPT_LOSS |
-			  PT_REGION_ADAPTIVE | PT_REGION_CHUNKS)) ||
+			  PT_REGION_ADAPTIVE | PT_REGION_CHUNKS | PT_REGION_DIRECT_LOG)) ||
 	    o->segment_bytes > MAX_SEGMENT_BYTES || o->staging_bytes > MAX_STAGING_BYTES)
 		return -EINVAL;
 	if (!o->durable_interval_ms)
@@ -151,6 +151,8 @@ static void region_free(struct pt_region *r)
 	pt_image_close(&r->img);
 	if (r->seg_fd >= 0)
 		pt_io->close(r->seg_fd);
+	if (r->seg_dfd >= 0)
+		pt_io->close(r->seg_dfd);
 	if (r->next_fd >= 0)
 		pt_io->close(r->next_fd);
 	if (r->statefd >= 0)
@@ -182,7 +184,8 @@ static int region_alloc(struct pt_region **out, const char *dir, const struct pt
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	r->dirfd = r->lockfd = r->memfd = r->statefd = r->seg_fd = r->staging_fd = r->next_fd = -1;
+	r->dirfd = r->lockfd = r->memfd = r->statefd = r->seg_fd = r->seg_dfd = -1;
+	r->staging_fd = r->next_fd = -1;
 	r->owner = getpid();
 	r->img.fd = -1;
 	snprintf(r->dir, sizeof(r->dir), "%s", dir);
@@ -681,6 +684,8 @@ PT_EXPORT int pt_region_stats(struct pt_region *r, struct pt_sync_stats *last,
 	t.checkpointed = r->checkpointed;
 	t.last_error = r->error;
 	pthread_mutex_unlock(&r->lock);
+	t.direct_log = (r->opts.flags & PT_REGION_DIRECT_LOG) &&
+		       !__atomic_load_n(&r->direct_refused, __ATOMIC_RELAXED);
 	t.log_bytes = __atomic_load_n(&r->state->log_bytes, __ATOMIC_RELAXED);
 	if (total && total->sz > REGION_STATS_V1) {
 		/* Outside r->lock: the tracker takes its own. */
@@ -960,8 +965,8 @@ out:
  */
 static void forget_in_child(struct pt_region *r)
 {
-	int fds[] = { r->seg_fd, r->statefd, r->memfd, r->lockfd, r->dirfd, r->staging_fd, r->img.fd,
-		      r->next_fd };
+	int fds[] = { r->seg_fd, r->seg_dfd, r->statefd, r->memfd, r->lockfd, r->dirfd,
+		      r->staging_fd, r->img.fd, r->next_fd };
 
 	pt_tracker_close(r->tracker);	/* a child-safe close, see tracker.c */
 	if (r->base && r->base != MAP_FAILED)

@@ -114,6 +114,9 @@ struct pt_region {
 
 	/* log thread only */
 	int seg_fd;
+	int seg_dfd;		/* seg_fd opened O_DIRECT (PT_REGION_DIRECT_LOG), or -1 */
+	bool direct_refused;	/* the file system took no O_DIRECT: never again
+				 * (pt_region_stats reads it, atomic) */
 	bool seg_suspect;
 	uint64_t seg_seq;	/* seq of seg_fd; the next segment gets seg_seq + 1 */
 	uint64_t seg_off;

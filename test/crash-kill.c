@@ -1,4 +1,4 @@
-/* crash-kill: kill -9 the writer at random points during sync and checkpoint (>= 200 kills); reopen keeps every durable epoch and the memory hashes as recorded. */
+/* crash-kill: kill -9 the writer at random points during sync and checkpoint (>= 200 kills; half of the writers durable on sync, half of each with the log written O_DIRECT); reopen keeps every durable epoch and the memory hashes as recorded. */
 #include <dirent.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -43,6 +43,10 @@ static void child(int k, int mode, uint64_t seed)
 	struct pt_region *r;
 	char *m;
 	int ret;
+
+	/* Every other pair of writers writes the log with O_DIRECT. */
+	if ((k / 2) % 2)
+		o.flags |= PT_REGION_DIRECT_LOG;
 
 	ret = pt_region_open(&r, dir, &o);
 	if (ret) {

@@ -195,7 +195,8 @@ class Replica(_Mapped):
 
 def _region_opts(durability=None, durable_interval_ms=0, backend="auto",
                  checkpoint_thread=True, checkpoint_interval_ms=0, retain_bytes=0,
-                 segment_bytes=0, staging_bytes=0, address=None, accept_loss=False):
+                 segment_bytes=0, staging_bytes=0, address=None, accept_loss=False,
+                 direct_log=False):
     if durability is None:
         durability = "sync"
     if not isinstance(durability, int):
@@ -207,6 +208,8 @@ def _region_opts(durability=None, durable_interval_ms=0, backend="auto",
     flags = 0 if checkpoint_thread else _lib.REGION_NO_CHECKPOINT_THREAD
     if accept_loss:
         flags |= _lib.REGION_ACCEPT_LOSS
+    if direct_log:
+        flags |= _lib.REGION_DIRECT_LOG
     return _lib.RegionOpts(sz=ctypes.sizeof(_lib.RegionOpts), durability=durability,
                            durable_interval_ms=durable_interval_ms,
                            backend=_backend_number(backend), flags=flags,
@@ -222,7 +225,8 @@ class Region(_Mapped):
     durability "sync" (default), "background" or "none"; durable_interval_ms;
     backend; checkpoint_thread=False for checkpoints only by checkpoint();
     checkpoint_interval_ms; retain_bytes; segment_bytes; staging_bytes;
-    address.  .buffer is a writable memoryview of the memory, .array(dtype) a
+    address; direct_log=True to write the log O_DIRECT (PT_REGION_DIRECT_LOG).
+    .buffer is a writable memoryview of the memory, .array(dtype) a
     writable numpy array over it.
     """
 

@@ -162,6 +162,25 @@ def case_threads(tmp):
     region.close()
 
 
+def case_direct_log(tmp):
+    """direct_log=True: the log written O_DIRECT, read back by a replica and a reopen"""
+    d = os.path.join(tmp, "direct")
+    region = pagetrack.Region.create(d, NPAGES * PAGE, direct_log=True)
+    replica = pagetrack.Replica(d)
+    for tag in (1, 2, 3):
+        fill(region, tag)
+        e = region.sync()
+        assert replica.refresh(timeout_ms=1000) == e
+        assert replica.buffer == region.buffer, "replica differs at epoch %d" % e
+    replica.close()
+    region.close()
+    region = pagetrack.Region.open(d, direct_log=True)
+    assert region.epoch == e, (region.epoch, e)
+    fill(region, 4)
+    assert region.wait(region.sync(), "durable", 5000) is True
+    region.close()
+
+
 def case_errors(tmp):
     """errors are PagetrackError(OSError) with errno and pt_strerror's text"""
     plain = os.path.join(tmp, "plain")
@@ -299,6 +318,7 @@ CASES = [
     ("replicas-equal", case_replicas_equal),
     ("refresh-timeout", case_refresh_timeout),
     ("threads", case_threads),
+    ("direct-log", case_direct_log),
     ("errors", case_errors),
     ("views-keep-memory", case_views_keep_memory),
 ] + [("tracker " + b, lambda tmp, b=b: case_tracker(tmp, b))
