@@ -457,9 +457,8 @@ static void stream_pages(struct pt_region *r)
 			continue;
 		}
 		n = ready - r->stream_written;
-		ret = seg_write(r, s->buf + head + (size_t)r->stream_written * ps,
-				    (size_t)n * ps,
-				    (off_t)(r->seg_off + head + (uint64_t)r->stream_written * ps));
+		ret = seg_write(r, s->buf + head + (size_t)r->stream_written * ps, (size_t)n * ps,
+				(off_t)(r->seg_off + head + (uint64_t)r->stream_written * ps));
 		if (!ret)
 			r->stream_written = ready;
 	}
