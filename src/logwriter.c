@@ -192,8 +192,14 @@ static void open_direct(struct pt_region *r)
 		return;
 	pt_segment_name(name, sizeof(name), r->seg_seq);
 	fd = pt_io->openat(r->dirfd, name, O_WRONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC, 0);
-	if (fd < 0) {
+	if (fd == -EINVAL || fd == -EOPNOTSUPP) {
 		direct_refused(r, fd);
+		return;
+	}
+	if (fd < 0) {
+		/* Out of descriptors or memory: this segment only. */
+		pt_log(PT_LOG_WARN, "%s: opening %s O_DIRECT: %s; this segment goes through the "
+		       "page cache", r->dir, name, strerror(-fd));
 		return;
 	}
 	/* The file this thread just made the segment (the directory is

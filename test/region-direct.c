@@ -1,4 +1,4 @@
-/* region-direct: PT_REGION_DIRECT_LOG writes every record through an O_DIRECT descriptor, in each durability policy, records larger than the staging memory too; replicas, a checkpoint, a reopen and verify read them back; a file system that refuses O_DIRECT when the segment is opened, or at a write, costs a warning and nothing else. */
+/* region-direct: PT_REGION_DIRECT_LOG writes every record through an O_DIRECT descriptor, in each durability policy, records larger than the staging memory too; replicas, a checkpoint, a reopen and verify read them back; a file system that refuses O_DIRECT when the segment is opened, or at a write, costs a warning and nothing else; an open that fails for want of descriptors costs that segment only. */
 #include <xxhash.h>
 
 #include "harness.h"
@@ -16,6 +16,7 @@ static bool is_direct[MAX_FDS];		/* fd opened with O_DIRECT */
 static unsigned direct_writes;		/* writes through such an fd */
 static unsigned buffered_record_writes;	/* other writes into a segment, longer than a page */
 static bool refuse_open;		/* O_DIRECT opens fail with EINVAL */
+static bool emfile_once;		/* the next O_DIRECT open fails with EMFILE */
 static bool refuse_write;		/* the next O_DIRECT write fails with EINVAL */
 static unsigned refused;		/* EINVALs given */
 static unsigned warnings;		/* library warnings naming O_DIRECT */
@@ -27,6 +28,11 @@ static int hooked_openat(int dirfd, const char *name, int flags, mode_t mode)
 	if ((flags & O_DIRECT) && refuse_open) {
 		refused++;
 		return -EINVAL;
+	}
+	if ((flags & O_DIRECT) && emfile_once) {
+		emfile_once = false;
+		refused++;
+		return -EMFILE;
 	}
 	fd = pt_io_system.openat(dirfd, name, flags, mode);
 	if (fd >= 0 && fd < MAX_FDS)
@@ -239,6 +245,30 @@ static bool refused_at_open(char *why, size_t why_len)
 	return true;
 }
 
+/* Out of descriptors at one open: that segment through the page cache,
+ * the next ones O_DIRECT again. */
+static bool transient_at_open(char *why, size_t why_len)
+{
+	char probe[400];
+	bool ok;
+
+	reset_counts();
+	if (!direct_works(probe, sizeof(probe))) {
+		snprintf(why, why_len, "skip: %s", probe);
+		return false;
+	}
+	emfile_once = true;
+	ok = run_region(PT_DURABLE_ON_SYNC, true, 1, why, why_len);
+	emfile_once = false;
+	if (!ok)
+		return false;
+	CHECK(refused == 1 && buffered_record_writes >= 1 && direct_writes >= 1,
+	      "%u opens failed, %u records through the page cache, %u writes O_DIRECT", refused,
+	      buffered_record_writes, direct_writes);
+	CHECK(warnings == 1, "%u warnings about O_DIRECT, not one", warnings);
+	return true;
+}
+
 static bool refused_at_write(char *why, size_t why_len)
 {
 	char probe[400];
@@ -281,6 +311,13 @@ int main(void)
 	why[0] = 0;
 	t_cell_report("refused at the open: the page cache, warned once",
 		      refused_at_open(why, sizeof(why)) ? T_PASS : T_FAIL, why);
+	why[0] = 0;
+	if (transient_at_open(why, sizeof(why)))
+		t_cell_report("out of descriptors once: one segment buffered", T_PASS, "");
+	else if (!strncmp(why, "skip: ", 6))
+		t_cell_report("out of descriptors once: one segment buffered", T_SKIP, why + 6);
+	else
+		t_cell_report("out of descriptors once: one segment buffered", T_FAIL, why);
 	why[0] = 0;
 	if (refused_at_write(why, sizeof(why)))
 		t_cell_report("refused at a write: written again, warned once", T_PASS, "");
