@@ -874,7 +874,17 @@ PT_EXPORT int pt_follower_close(struct pt_follower *f)
 	if (!f)
 		return 0;
 	lease_close(f->lease);
-	unsubscribe(f);
+	/*
+	 * The ordered consumer is left to the server, which drops an
+	 * ephemeral consumer nobody listens to, and the subscription goes
+	 * with the connection just below.  Deleting it here had libnats 3.4.1
+	 * (Debian 12) format its "not found" error with the consumer name of
+	 * the subscription after an ordered reset on its own thread (after a
+	 * reconnect, say) had freed that name: a use after free in
+	 * jsSub_deleteConsumer() that net-status met once under ASan, closing
+	 * a follower right after its server restarted.
+	 */
+	drop_subscription(f, false);
 	if (f->sub_js)
 		jsCtx_Destroy(f->sub_js);
 	if (f->status)
