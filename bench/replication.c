@@ -1541,20 +1541,31 @@ out:
 
 /* ---- 5. recycled log segments against fresh ones ----------------------- */
 
-/* Remove the spare segments a checkpoint kept: the next segment is new. */
-static void drop_spares(const char *dir)
+/* Call fn on the path of each file in dir whose name starts with prefix. */
+static void each_file(const char *dir, const char *prefix, void (*fn)(const char *path))
 {
 	struct dirent *de;
 	char path[600];
 	DIR *d = opendir(dir);
 
 	while (d && (de = readdir(d)))
-		if (!strncmp(de->d_name, "spare-", 6)) {
+		if (!strncmp(de->d_name, prefix, strlen(prefix))) {
 			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-			unlink(path);
+			fn(path);
 		}
 	if (d)
 		closedir(d);
+}
+
+static void unlink_file(const char *path)
+{
+	unlink(path);
+}
+
+/* Remove the spare segments a checkpoint kept: the next segment is new. */
+static void drop_spares(const char *dir)
+{
+	each_file(dir, "spare-", unlink_file);
 }
 
 /*
@@ -1833,27 +1844,15 @@ static bool lagging_refresh(struct pt_region *r, struct pt_replica *lag, int64_t
 	return true;
 }
 
-/* Drop the log segments of dir from the page cache (clean pages). */
-static void drop_log_cache(const char *dir)
+/* Drop a file's clean pages from the page cache. */
+static void uncache_file(const char *path)
 {
-	struct dirent *de;
-	char path[600];
-	DIR *d = opendir(dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-	while (d && (de = readdir(d))) {
-		int fd;
-
-		if (strncmp(de->d_name, "log-", 4))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-			close(fd);
-		}
+	if (fd >= 0) {
+		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+		close(fd);
 	}
-	if (d)
-		closedir(d);
 }
 
 /*
@@ -1929,7 +1928,7 @@ static bool cycle_run(struct pt_region *r, struct pt_replica *lag, const uint64_
 	/* A log written O_DIRECT is not in the page cache, but the lagging
 	 * refresh just read it there: out again, for the checkpoint. */
 	if (uncache)
-		drop_log_cache(uncache);
+		each_file(uncache, "log-", uncache_file);
 	hc = hashed_now();
 	if (!thread_reads(&rb0, &rc0))
 		rb0 = rc0 = 0;

@@ -366,12 +366,13 @@ bool pt_stream_start(struct pt_region *r, struct record_slot *s)
 }
 
 /*
- * The streamed record's two hand-offs, each a futex word and a flag that
- * its sleeper sets: the sleeper sets the flag then reads the word, the
+ * The hand-offs between a caller and the log thread (the streamed record's
+ * two, and the collect's, below), each a futex word and a flag that its
+ * one sleeper sets: the sleeper sets the flag then reads the word, the
  * other side stores the word then reads the flag, so one of the two sees
  * the other's store.  Sleep while *word is val (100 ms at most).
  */
-static void stream_sleep(uint32_t *word, uint32_t val, uint32_t *sleeping)
+static void handoff_sleep(uint32_t *word, uint32_t val, uint32_t *sleeping)
 {
 	__atomic_store_n(sleeping, 1, __ATOMIC_SEQ_CST);
 	if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == val)
@@ -380,7 +381,7 @@ static void stream_sleep(uint32_t *word, uint32_t val, uint32_t *sleeping)
 }
 
 /* *word was just stored: wake its sleeper, if any. */
-static void stream_wake(uint32_t *word, const uint32_t *sleeping)
+static void handoff_wake(uint32_t *word, const uint32_t *sleeping)
 {
 	if (__atomic_load_n(sleeping, __ATOMIC_SEQ_CST))
 		pt_futex_wake(word);
@@ -389,7 +390,7 @@ static void stream_wake(uint32_t *word, const uint32_t *sleeping)
 void pt_stream_staged(struct pt_region *r, uint32_t pages)
 {
 	__atomic_store_n(&r->stream_ready, pages, __ATOMIC_SEQ_CST);
-	stream_wake(&r->stream_ready, &r->stream_sleeping);
+	handoff_wake(&r->stream_ready, &r->stream_sleeping);
 }
 
 static uint32_t stream_runs(const struct record_slot *s)
@@ -405,7 +406,7 @@ static void stream_sum_run(struct pt_region *r, struct record_slot *s, uint32_t 
 	pt_record_sum(s->buf, s->page_count, r->id.page_size, first,
 		      n < STREAM_PAGES ? n : STREAM_PAGES);
 	__atomic_add_fetch(&r->stream_summed, 1, __ATOMIC_SEQ_CST);
-	stream_wake(&r->stream_summed, &r->stream_sum_waiting);
+	handoff_wake(&r->stream_summed, &r->stream_sum_waiting);
 }
 
 /*
@@ -435,7 +436,7 @@ void pt_stream_sum(struct pt_region *r, struct record_slot *s)
 	/* The log thread finishes the run it holds without waiting for
 	 * anything: this wait is short. */
 	while ((done = __atomic_load_n(&r->stream_summed, __ATOMIC_SEQ_CST)) < runs)
-		stream_sleep(&r->stream_summed, done, &r->stream_sum_waiting);
+		handoff_sleep(&r->stream_summed, done, &r->stream_sum_waiting);
 }
 
 /*
@@ -459,7 +460,7 @@ static void stream_pages(struct pt_region *r)
 
 		if (ready == r->stream_written) {
 			if (!stream_sum_one(r, s, ready))
-				stream_sleep(&r->stream_ready, ready, &r->stream_sleeping);
+				handoff_sleep(&r->stream_ready, ready, &r->stream_sleeping);
 			continue;
 		}
 		n = ready - r->stream_written;
@@ -616,21 +617,15 @@ int pt_writer_collect(struct pt_region *r, const struct pt_range **ranges, size_
 	__atomic_store_n(&r->collecting, 1, __ATOMIC_SEQ_CST);
 	n = pt_tracker_collect(r->tracker, PT_COLLECT_RESET, ranges, nr);
 	__atomic_store_n(&r->collecting, 0, __ATOMIC_SEQ_CST);
-	/* The sleeper counts itself then reads the flag; this side stores
-	 * the flag then reads the count: one of the two sees the other. */
-	if (__atomic_load_n(&r->aside, __ATOMIC_SEQ_CST))
-		pt_futex_wake(&r->collecting);
+	handoff_wake(&r->collecting, &r->aside);
 	return n;
 }
 
+/* The log thread, before a record's write or an fdatasync. */
 static void step_aside(struct pt_region *r)
 {
-	if (!__atomic_load_n(&r->collecting, __ATOMIC_SEQ_CST))
-		return;
-	__atomic_add_fetch(&r->aside, 1, __ATOMIC_SEQ_CST);
 	while (__atomic_load_n(&r->collecting, __ATOMIC_SEQ_CST))
-		pt_futex_wait(&r->collecting, 1, 100);
-	__atomic_sub_fetch(&r->aside, 1, __ATOMIC_SEQ_CST);
+		handoff_sleep(&r->collecting, 1, &r->aside);
 }
 
 /* The log thread: writes sealed records, fdatasyncs, recovers from errors. */

@@ -105,7 +105,7 @@ struct pt_region {
 	uint32_t stream_sum_waiting;	/* the caller waits on stream_summed */
 	/* A sync or a pre-copy pass collecting: the log thread steps aside
 	 * (logwriter.c, pt_writer_collect).  Atomic; collecting is a futex
-	 * word, aside counts the threads waiting on it. */
+	 * word, aside says the log thread waits on it. */
 	uint32_t collecting;
 	uint32_t aside;
 	int error;		/* latched log error, 0 if none */

@@ -122,8 +122,7 @@ static bool direct_works(char *why, size_t why_len)
  * each, a checkpoint every 10, segments small enough to roll and be
  * recycled; then a replica that did not follow, a reopen and verify.
  */
-static bool run_region(enum pt_durability durability, bool replica_each, int direct_log,
-		       char *why, size_t why_len)
+static bool run_region(enum pt_durability durability, bool replica_each, int direct_log)
 {
 	struct pt_region_stats tot = { .sz = sizeof(tot) };
 	struct pt_region_opts o = {
@@ -190,51 +189,48 @@ static bool run_region(enum pt_durability durability, bool replica_each, int dir
 	CHECK(!ret, "close: %s", pt_strerror(ret));
 	ret = t_verify(dir);
 	CHECK(!ret, "verify: %d problems or %s", ret, ret < 0 ? pt_strerror(ret) : "");
-	(void)why;
-	(void)why_len;
 	return true;
 }
 
-static void policies(void)
+/* Every policy: each record through the O_DIRECT descriptor, none through
+ * the page cache, no warning. */
+static bool policy(enum pt_durability durability, char *why, size_t why_len)
 {
-	static const struct {
-		const char *name;
-		enum pt_durability durability;
-	} p[] = {
-		{ "on-sync: records O_DIRECT", PT_DURABLE_ON_SYNC },
-		{ "background: records O_DIRECT", PT_DURABLE_BACKGROUND },
-		{ "none: records O_DIRECT", PT_DURABLE_NONE },
-	};
-	char why[512];
+	(void)why;
+	(void)why_len;
+	reset_counts();
+	if (!run_region(durability, true, 1))
+		return false;
+	CHECK(direct_writes >= SYNCS && !buffered_record_writes && !warnings,
+	      "%u writes O_DIRECT (of at least %d records), %u records through the page cache, "
+	      "%u warnings", direct_writes, SYNCS, buffered_record_writes, warnings);
+	return true;
+}
 
-	if (!direct_works(why, sizeof(why))) {
-		for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++)
-			t_cell_report(p[i].name, T_SKIP, why);
-		return;
-	}
-	for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++) {
-		bool ok;
+static bool on_sync(char *why, size_t why_len)
+{
+	return policy(PT_DURABLE_ON_SYNC, why, why_len);
+}
 
-		why[0] = 0;
-		reset_counts();
-		ok = run_region(p[i].durability, true, 1, why, sizeof(why));
-		if (ok && (direct_writes < SYNCS || buffered_record_writes || warnings)) {
-			snprintf(why, sizeof(why), "%u writes O_DIRECT (of at least %d records), %u "
-				 "records through the page cache, %u warnings", direct_writes, SYNCS,
-				 buffered_record_writes, warnings);
-			ok = false;
-		}
-		t_cell_report(p[i].name, ok ? T_PASS : T_FAIL, why);
-	}
+static bool background(char *why, size_t why_len)
+{
+	return policy(PT_DURABLE_BACKGROUND, why, why_len);
+}
+
+static bool none(char *why, size_t why_len)
+{
+	return policy(PT_DURABLE_NONE, why, why_len);
 }
 
 static bool refused_at_open(char *why, size_t why_len)
 {
 	bool ok;
 
+	(void)why;
+	(void)why_len;
 	reset_counts();
 	refuse_open = true;
-	ok = run_region(PT_DURABLE_ON_SYNC, false, 0, why, why_len);
+	ok = run_region(PT_DURABLE_ON_SYNC, false, 0);
 	refuse_open = false;
 	if (!ok)
 		return false;
@@ -249,16 +245,13 @@ static bool refused_at_open(char *why, size_t why_len)
  * the next ones O_DIRECT again. */
 static bool transient_at_open(char *why, size_t why_len)
 {
-	char probe[400];
 	bool ok;
 
+	(void)why;
+	(void)why_len;
 	reset_counts();
-	if (!direct_works(probe, sizeof(probe))) {
-		snprintf(why, why_len, "skip: %s", probe);
-		return false;
-	}
 	emfile_once = true;
-	ok = run_region(PT_DURABLE_ON_SYNC, true, 1, why, why_len);
+	ok = run_region(PT_DURABLE_ON_SYNC, true, 1);
 	emfile_once = false;
 	if (!ok)
 		return false;
@@ -269,20 +262,16 @@ static bool transient_at_open(char *why, size_t why_len)
 	return true;
 }
 
+/* The open succeeds for real here; the refused write is simulated. */
 static bool refused_at_write(char *why, size_t why_len)
 {
-	char probe[400];
 	bool ok;
 
+	(void)why;
+	(void)why_len;
 	reset_counts();
-	/* The open succeeds for real here: needs a file system that takes
-	 * O_DIRECT opens (a write refused is then simulated). */
-	if (!direct_works(probe, sizeof(probe))) {
-		snprintf(why, why_len, "skip: %s", probe);
-		return false;
-	}
 	refuse_write = true;
-	ok = run_region(PT_DURABLE_BACKGROUND, true, 0, why, why_len);
+	ok = run_region(PT_DURABLE_BACKGROUND, true, 0);
 	refuse_write = false;
 	if (!ok)
 		return false;
@@ -295,36 +284,38 @@ static bool refused_at_write(char *why, size_t why_len)
 
 int main(void)
 {
+	/* needs: the cell needs a file system that takes O_DIRECT. */
+	static const struct {
+		struct t_cell c;
+		bool needs;
+	} cells[] = {
+		{ { "on-sync: records O_DIRECT", on_sync }, true },
+		{ { "background: records O_DIRECT", background }, true },
+		{ { "none: records O_DIRECT", none }, true },
+		{ { "refused at the open: the page cache, warned once", refused_at_open }, false },
+		{ { "out of descriptors once: one segment buffered", transient_at_open }, true },
+		{ { "refused at a write: written again, warned once", refused_at_write }, true },
+	};
 	struct pt_io_ops io = pt_io_system;
-	char why[512];
+	char no_direct[400];
+	bool direct;
 
 	ps = t_page_size();
 	printf("region-direct: the log written with O_DIRECT\n");
 	t_tmpdir_make(dir, sizeof(dir), "pt-direct");
+	direct = direct_works(no_direct, sizeof(no_direct));
 	pt_set_log(count_warning, PT_LOG_WARN, NULL);
 	io.openat = hooked_openat;
 	io.close = hooked_close;
 	io.pwrite = hooked_pwrite;
 	pt_io_set(&io);
 
-	policies();
-	why[0] = 0;
-	t_cell_report("refused at the open: the page cache, warned once",
-		      refused_at_open(why, sizeof(why)) ? T_PASS : T_FAIL, why);
-	why[0] = 0;
-	if (transient_at_open(why, sizeof(why)))
-		t_cell_report("out of descriptors once: one segment buffered", T_PASS, "");
-	else if (!strncmp(why, "skip: ", 6))
-		t_cell_report("out of descriptors once: one segment buffered", T_SKIP, why + 6);
-	else
-		t_cell_report("out of descriptors once: one segment buffered", T_FAIL, why);
-	why[0] = 0;
-	if (refused_at_write(why, sizeof(why)))
-		t_cell_report("refused at a write: written again, warned once", T_PASS, "");
-	else if (!strncmp(why, "skip: ", 6))
-		t_cell_report("refused at a write: written again, warned once", T_SKIP, why + 6);
-	else
-		t_cell_report("refused at a write: written again, warned once", T_FAIL, why);
+	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
+		if (cells[i].needs && !direct)
+			t_cell_report(cells[i].c.name, T_SKIP, no_direct);
+		else
+			t_run_cell(&cells[i].c);
+	}
 
 	pt_io_set(NULL);
 	pt_set_log(NULL, PT_LOG_ERROR, NULL);
